@@ -1,0 +1,12 @@
+"""The loss-expression language: nodes, parser/printer, canonical form, ops table, lowering."""
+
+from ._canonical import canonical
+from ._node import Expr
+from ._ops import EPS, LEAVES, MAXV, OPS, Op
+from ._parser import ExprSyntaxError, parse, tokenize
+from ._program import Instr, Program, lower
+
+__all__ = [
+    "EPS", "LEAVES", "MAXV", "OPS", "Expr", "ExprSyntaxError", "Instr", "Op", "Program",
+    "canonical", "lower", "parse", "tokenize",
+]

@@ -1,0 +1,86 @@
+"""Math namespaces: how the torch and NumPy backends spell the primitives the ops table uses.
+
+An op's maths is written once against a namespace ``m``; code-emitting backends (Triton, C++)
+supply namespaces whose values are source-code strings instead of arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class TorchMath:
+    """Primitives on torch tensors (autograd-friendly)."""
+
+    def __init__(self):
+        import torch
+
+        self.t = torch
+
+    def where(self, c, a, b):
+        t = self.t
+        if not isinstance(a, t.Tensor) and not isinstance(b, t.Tensor):
+            a = t.full_like(c, a, dtype=t.get_default_dtype()) if c.dtype == t.bool else a
+        return t.where(c, a, b)
+
+    def clamp(self, x, lo, hi):
+        return self.t.clamp(x, lo, hi)
+
+    def maximum(self, a, b):
+        t = self.t
+        if not isinstance(b, t.Tensor):
+            b = t.as_tensor(b, dtype=a.dtype, device=a.device)
+        return t.maximum(a, b)
+
+    def minimum(self, a, b):
+        t = self.t
+        if not isinstance(b, t.Tensor):
+            b = t.as_tensor(b, dtype=a.dtype, device=a.device)
+        return t.minimum(a, b)
+
+    def __getattr__(self, name):
+        t = self.t
+        table = {
+            "abs": t.abs, "sign": t.sign, "exp": t.exp, "log": t.log, "log1p": t.log1p,
+            "sqrt": t.sqrt, "sin": t.sin, "cos": t.cos, "tanh": t.tanh, "sinh": t.sinh,
+            "asinh": t.asinh, "atan": t.atan, "erf": t.special.erf, "erfc": t.special.erfc,
+            "sigmoid": t.sigmoid, "i0": t.special.i0, "i0e": t.special.i0e,
+            "i1": t.special.i1, "i1e": t.special.i1e,
+        }
+        try:
+            return table[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class NumpyMath:
+    """Primitives on float64 NumPy arrays: the float64 reference of every op."""
+
+    def __init__(self):
+        from scipy import special
+
+        self.s = special
+
+    @staticmethod
+    def where(c, a, b):
+        return np.where(c, a, b)
+
+    @staticmethod
+    def clamp(x, lo, hi):
+        return np.clip(x, -np.inf if lo is None else lo, np.inf if hi is None else hi)
+
+    maximum = staticmethod(np.maximum)
+    minimum = staticmethod(np.minimum)
+
+    def __getattr__(self, name):
+        s = self.s
+        table = {
+            "abs": np.abs, "sign": np.sign, "exp": np.exp, "log": np.log, "log1p": np.log1p,
+            "sqrt": np.sqrt, "sin": np.sin, "cos": np.cos, "tanh": np.tanh, "sinh": np.sinh,
+            "asinh": np.arcsinh, "atan": np.arctan, "erf": s.erf, "erfc": s.erfc,
+            "sigmoid": s.expit, "i0": s.i0, "i0e": s.i0e, "i1": s.i1, "i1e": s.i1e,
+        }
+        try:
+            return table[name]
+        except KeyError:
+            raise AttributeError(name) from None

@@ -1,0 +1,84 @@
+"""Lowering: an expression becomes a straight-line program, one instruction per distinct node.
+
+Every backend consumes this form: the torch backend interprets it with autograd, the Triton backend
+generates a kernel from it, the C++ backend executes it as an instruction list. ``log(p)`` lowers to
+the leaf ``logp`` (exact log-softmax), so cross-entropy-like losses never take the log of an
+underflowed probability.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._node import Expr
+from ._ops import OPS
+
+LEAF_OPS = ("y", "p", "z", "logp", "C")
+REDUCTIONS = ("class_sum", "element_mean")
+
+
+@dataclass(frozen=True)
+class Instr:
+    op: str  # a leaf, "num", "const" or an ops-table name
+    args: tuple[int, ...] = ()
+    value: float | int | None = None  # the number for "num"; the constant's index for "const"
+
+    @property
+    def bounded(self) -> bool:
+        return self.op in LEAF_OPS or self.op in ("num", "const") or OPS[self.op].bounded
+
+
+@dataclass(frozen=True)
+class Program:
+    instrs: tuple[Instr, ...]
+    constants: tuple[str, ...]
+    reduction: str
+
+    @property
+    def output(self) -> int:
+        return len(self.instrs) - 1
+
+    @property
+    def leaves(self) -> frozenset[str]:
+        return frozenset(i.op for i in self.instrs if i.op in LEAF_OPS)
+
+
+def lower(expr: Expr, reduction: str = "class_sum", constants: tuple[str, ...] | None = None) -> Program:
+    """Lower ``expr``; ``constants`` fixes the order of named constants (default: sorted names)."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    names = tuple(constants) if constants is not None else expr.constants
+    missing = set(expr.constants) - set(names)
+    if missing:
+        raise ValueError(f"constants {sorted(missing)} are not in the constant order {names}")
+    slot: dict[int, int] = {}
+    instrs: list[Instr] = []
+    for node in expr.nodes():
+        if node.op == "log" and node.args[0].op == "p":
+            ins = Instr("logp")
+        elif node.op == "num":
+            ins = Instr("num", (), node.value)
+        elif node.op == "const":
+            ins = Instr("const", (), names.index(node.value))
+        elif not node.args:
+            ins = Instr(node.op)
+        else:
+            ins = Instr(node.op, tuple(slot[id(a)] for a in node.args))
+        slot[id(node)] = len(instrs)
+        instrs.append(ins)
+    return Program(tuple(_drop_dead(instrs)), names, reduction)
+
+
+def _drop_dead(instrs: list[Instr]) -> list[Instr]:
+    """Remove instructions no longer reachable from the output (e.g. ``p`` used only inside log(p))."""
+    live = {len(instrs) - 1}
+    for k in range(len(instrs) - 1, -1, -1):
+        if k in live:
+            live.update(instrs[k].args)
+    remap: dict[int, int] = {}
+    out: list[Instr] = []
+    for k, ins in enumerate(instrs):
+        if k in live:
+            remap[k] = len(out)
+            out.append(Instr(ins.op, tuple(remap[a] for a in ins.args), ins.value))
+    return out
