@@ -1,0 +1,63 @@
+"""Shared helpers for checking any backend against the autograd reference.
+
+Criterion (apple/ml-cross-entropy): a backend passes where, elementwise,
+``|backend - exact| <= |torch_in_dtype - exact| + atol + rtol*|exact|``, with ``exact`` computed in
+float64 by the torch autograd backend and ``torch_in_dtype`` by the same backend doing its maths in
+the input dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from nlfs.backends._torch import TorchKernel
+from nlfs.expr import Program
+
+SHAPES = [(1, 2), (3, 7), (257, 10), (64, 1000), (5, 4099)]
+
+
+def reference(program: Program, logits: torch.Tensor, target: torch.Tensor, constants: torch.Tensor,
+              compute_dtype="input"):
+    """(per-sample loss, d loss_n / d logits) by autograd; ``compute_dtype`` as in TorchKernel."""
+    z = logits.detach().clone().requires_grad_(True)
+    kernel = TorchKernel(program, compute_dtype)
+    rows = kernel(z, target, constants)
+    (grad,) = torch.autograd.grad(rows.sum(), z)
+    return rows.detach(), grad
+
+
+def exact(program, logits, target, constants):
+    return reference(program, logits.double(), target if target.dim() == 1 else target.double(),
+                     constants, compute_dtype=torch.float64)
+
+
+def assert_no_less_accurate(name: str, got: torch.Tensor, torch_dtype: torch.Tensor, ref: torch.Tensor,
+                            atol: float, rtol: float) -> None:
+    got, torch_dtype, ref = got.double().cpu(), torch_dtype.double().cpu(), ref.double().cpu()
+    assert got.shape == ref.shape, f"{name}: shape {tuple(got.shape)} != {tuple(ref.shape)}"
+    assert torch.isfinite(got).all(), f"{name}: non-finite values"
+    err = (got - ref).abs()
+    allowed = (torch_dtype - ref).abs() + atol + rtol * ref.abs()
+    bad = err > allowed
+    if bad.any():
+        i = int(bad.flatten().nonzero()[0])
+        raise AssertionError(
+            f"{name}: {int(bad.sum())} elements less accurate than torch in dtype; first at flat index {i}: "
+            f"got {got.flatten()[i].item()!r}, exact {ref.flatten()[i].item()!r}, "
+            f"torch {torch_dtype.flatten()[i].item()!r}")
+
+
+def make_inputs(n: int, c: int, dtype=torch.float32, scale: float = 3.0, prob_targets: bool = False,
+                seed: int = 0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    logits = (torch.randn(n, c, generator=g, dtype=torch.float64) * scale).to(dtype).to(device)
+    if prob_targets:
+        target = torch.softmax(torch.randn(n, c, generator=g, dtype=torch.float64) * 2, 1).float().to(device)
+    else:
+        target = torch.randint(0, c, (n,), generator=g).to(device)
+    return logits, target
+
+
+def poison_(t: torch.Tensor) -> torch.Tensor:
+    """Fill an output buffer with NaN so elements a kernel forgot to write fail the check."""
+    return t.fill_(float("nan"))
