@@ -15,8 +15,8 @@ from ._base import Backend, Kernel
 _MATH = TorchMath()
 
 
-def _clamp_grad(g: torch.Tensor) -> torch.Tensor:
-    return g.clamp(-MAXV, MAXV)
+def _clamp_grad(g: torch.Tensor | None) -> torch.Tensor | None:
+    return None if g is None else g.clamp(-MAXV, MAXV)
 
 
 class TorchKernel(Kernel):
