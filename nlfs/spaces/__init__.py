@@ -1,15 +1,21 @@
-"""Search spaces: the NLFS DAG cell (Morgan & Hougen) and a GP tree space (EvoMAL + exp/sin/cos)."""
+"""Search spaces: the NLFS DAG cell (Morgan & Hougen), the GP tree space (EvoMAL + exp/sin/cos),
+and user-defined tree spaces from TOML/YAML files."""
 
-from ._gp import GP_BINARY, GP_UNARY, GPSpace
+from pathlib import Path
+
+from ._gp import GP_BINARY, GP_UNARY, GPSpace, TreeSpace
 from ._nlfs import NLFS_BINARY, NLFS_UNARY, Cell, NLFSSpace
 
 __all__ = ["Cell", "GPSpace", "GP_BINARY", "GP_UNARY", "NLFSSpace", "NLFS_BINARY", "NLFS_UNARY",
-           "get_space"]
+           "TreeSpace", "get_space"]
 
 
 def get_space(name: str):
+    """``nlfs``, ``gp``, or a path to a TOML/YAML tree-space file."""
     if name == "nlfs":
         return NLFSSpace()
     if name == "gp":
         return GPSpace()
-    raise ValueError(f"unknown search space {name!r}; known: nlfs, gp")
+    if Path(name).suffix in (".toml", ".yaml", ".yml"):
+        return TreeSpace.from_file(name)
+    raise ValueError(f"unknown search space {name!r}; use nlfs, gp or a .toml/.yaml file")

@@ -115,3 +115,57 @@ class NLFSSpace:
 
     def random_expr(self, rng: random.Random) -> Expr:
         return self.random_cell(rng).to_expr()
+
+    # -- the paper's mutation menu ---------------------------------------------------------------
+    change_op_prob = 0.7
+    change_input_prob = 0.15  # the rest switches unary/binary
+    swap_prob = 0.2  # share of input changes on binary nodes that swap the arguments instead
+
+    def mutate(self, cell: Cell, rng: random.Random, max_tries: int = 1000) -> Cell:
+        """One mutation from the paper's menu; resampled until the child is valid and differs."""
+        for _ in range(max_tries):
+            child = self._mutate_once(cell, rng)
+            if child != cell and child.is_valid():
+                return child
+        return self.random_cell(rng)
+
+    def _mutate_once(self, cell: Cell, rng: random.Random) -> Cell:
+        nodes = list(cell.nodes)
+        i = rng.randrange(len(nodes))
+        node = nodes[i]
+        choices = list(range(HIDDEN)) if i == HIDDEN else list(range(-len(LEAVES), 0)) + list(range(i))
+        r = rng.random()
+        unary = node.op in NLFS_UNARY
+        if r < self.change_op_prob:
+            pool = sorted(NLFS_UNARY if unary else NLFS_BINARY)
+            nodes[i] = Node(rng.choice(pool), node.inputs)
+        elif r < self.change_op_prob + self.change_input_prob:
+            if not unary and rng.random() < self.swap_prob:
+                nodes[i] = Node(node.op, node.inputs[::-1])
+            else:
+                k = rng.randrange(len(node.inputs))
+                inputs = list(node.inputs)
+                inputs[k] = rng.choice(choices)
+                nodes[i] = Node(node.op, tuple(inputs))
+        else:
+            if unary:
+                nodes[i] = Node(rng.choice(sorted(NLFS_BINARY)), (node.inputs[0], rng.choice(choices)))
+            else:
+                nodes[i] = Node(rng.choice(sorted(NLFS_UNARY)), (rng.choice(node.inputs),))
+        return Cell(tuple(nodes))
+
+    # -- the genotype interface the search uses ------------------------------------------------------
+    def random_genotype(self, rng: random.Random) -> Cell:
+        return self.random_cell(rng)
+
+    @staticmethod
+    def express(cell: Cell) -> Expr:
+        return cell.to_expr()
+
+    @staticmethod
+    def to_json(cell: Cell):
+        return [[n.op, list(n.inputs)] for n in cell.nodes]
+
+    @staticmethod
+    def from_json(data) -> Cell:
+        return Cell(tuple(Node(op, tuple(inputs)) for op, inputs in data))

@@ -1,0 +1,11 @@
+"""Loss-function search: algorithms, cheap filters, the resumable run database, executors."""
+
+from ._algorithms import ALGORITHMS, GeneticProgramming, RegularizedEvolution
+from ._db import RunDB
+from ._executors import InlineExecutor, ProcessExecutor, RayExecutor, make_executor
+from ._filters import STAGES
+from ._runner import PRESETS, Search, SearchConfig, evaluate_payload, summary_counts
+
+__all__ = ["ALGORITHMS", "GeneticProgramming", "InlineExecutor", "PRESETS", "ProcessExecutor",
+           "RayExecutor", "RegularizedEvolution", "RunDB", "STAGES", "Search", "SearchConfig",
+           "evaluate_payload", "make_executor", "summary_counts"]

@@ -1,0 +1,121 @@
+"""The run database: every evaluation is a row of ``evaluations`` in ``DIR/run.db`` (SQLite), and the
+search state (population, random state, pending candidates) is checkpointed in the same transaction,
+so a run killed at any moment (SIGKILL included) resumes from its last recorded evaluation."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sqlite3
+import time
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS evaluations (
+    id INTEGER PRIMARY KEY,
+    canonical TEXT NOT NULL,         -- canonical form of the candidate as generated (before orientation)
+    expression TEXT NOT NULL,        -- the oriented loss expression that was (or would be) trained
+    genotype TEXT,                   -- JSON of the search-space genotype
+    constants TEXT NOT NULL,         -- JSON {name: value}
+    sign REAL NOT NULL DEFAULT 1,
+    fitness REAL,                    -- best validation accuracy; NULL when not trained
+    status TEXT NOT NULL,            -- ok | rejected:<stage> | diverged | error | baseline
+    stage TEXT,                      -- the filter stage that removed it, if any
+    reason TEXT,
+    seed INTEGER, dataset TEXT, backend TEXT, model TEXT,
+    wall_time REAL,                  -- seconds spent on this candidate
+    size INTEGER,
+    fingerprint TEXT,
+    phenotype BLOB,
+    result TEXT,                     -- JSON of the trainer's result record
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS evaluations_canonical ON evaluations (canonical);
+CREATE INDEX IF NOT EXISTS evaluations_fingerprint ON evaluations (fingerprint);
+CREATE TABLE IF NOT EXISTS state (id INTEGER PRIMARY KEY CHECK (id = 1), blob BLOB NOT NULL,
+                                  updated REAL NOT NULL);
+"""
+
+COLUMNS = ("canonical", "expression", "genotype", "constants", "sign", "fitness", "status", "stage",
+           "reason", "seed", "dataset", "backend", "model", "wall_time", "size", "fingerprint",
+           "phenotype", "result")
+
+
+class RunDB:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.executescript(SCHEMA)
+
+    def close(self):
+        self.conn.close()
+
+    # -- meta -------------------------------------------------------------------------------------
+    def get_meta(self, key: str):
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def set_meta(self, key: str, value) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+    # -- evaluations --------------------------------------------------------------------------------
+    def record(self, row: dict, state=None) -> int:
+        """Insert one evaluation and (optionally) the new search state in one transaction."""
+        values = [_encode(k, row.get(k)) for k in COLUMNS]
+        cur = self.conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            cur.execute(f"INSERT INTO evaluations ({', '.join(COLUMNS)}, created) "
+                        f"VALUES ({', '.join('?' * len(COLUMNS))}, ?)", (*values, time.time()))
+            rowid = cur.lastrowid
+            if state is not None:
+                cur.execute("INSERT OR REPLACE INTO state (id, blob, updated) VALUES (1, ?, ?)",
+                            (pickle.dumps(state), time.time()))
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        return rowid
+
+    def save_state(self, state) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO state (id, blob, updated) VALUES (1, ?, ?)",
+                          (pickle.dumps(state), time.time()))
+
+    def load_state(self):
+        row = self.conn.execute("SELECT blob FROM state WHERE id = 1").fetchone()
+        return None if row is None else pickle.loads(row[0])
+
+    def rows(self, where: str = "", params=()) -> list[dict]:
+        cur = self.conn.execute(f"SELECT * FROM evaluations {where} ORDER BY id", params)
+        names = [d[0] for d in cur.description]
+        return [_decode(dict(zip(names, r))) for r in cur.fetchall()]
+
+    def count(self, where: str = "", params=()) -> int:
+        return self.conn.execute(f"SELECT COUNT(*) FROM evaluations {where}", params).fetchone()[0]
+
+
+def _encode(key, value):
+    if value is None:
+        return None
+    if key in ("genotype", "constants", "result"):
+        return json.dumps(value)
+    if key == "phenotype":
+        import numpy as np
+
+        return np.asarray(value, dtype=np.float32).tobytes()
+    return value
+
+
+def _decode(row: dict) -> dict:
+    for key in ("genotype", "constants", "result"):
+        if row.get(key) is not None:
+            row[key] = json.loads(row[key])
+    if row.get("phenotype") is not None:
+        import numpy as np
+
+        row["phenotype"] = np.frombuffer(row["phenotype"], dtype=np.float32)
+    return row

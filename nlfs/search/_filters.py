@@ -1,0 +1,157 @@
+"""Cheap rejection filters, run in order before any training.
+
+1. validity: finite loss and gradient on fixed probe logits, extreme ones included;
+2. duplicate: the canonical form was seen before;
+3. integrity: the NLFS paper's 2-class shape check, with the orientation flip; its normalised curve
+   (the phenotype) within ``phenotype_tol`` of a known one is a duplicate too;
+4. fingerprint: the gradient on a fixed random batch, rounded and hashed; equal fingerprints reuse
+   a known fitness instead of training;
+5. rejection test (EvoMAL): a few gradient steps with the loss on a fresh linear model must raise
+   its accuracy on a training sample.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..backends._torch import TorchKernel
+from ..expr import Expr, lower
+
+STAGES = ("validity", "duplicate", "integrity", "fingerprint", "rejection")
+
+
+@dataclass
+class FilterOutcome:
+    passed: bool
+    stage: str = ""
+    reason: str = ""
+    sign: float = 1.0
+    phenotype: np.ndarray | None = None
+    fingerprint: str = ""
+
+
+def _kernel(expr: Expr, reduction: str):
+    return TorchKernel(lower(expr, reduction), compute_dtype=torch.float64)
+
+
+_NO_CONSTANTS = torch.zeros(0, dtype=torch.float64)
+
+
+def _probe_logits(c: int = 10) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1234)
+    rows = [torch.randn(16, c, generator=g, dtype=torch.float64) * 3,
+            torch.linspace(-1e4, 1e4, c, dtype=torch.float64)[None],
+            torch.zeros(1, c, dtype=torch.float64),
+            torch.tensor([[1e4] + [-1e4] * (c - 1)], dtype=torch.float64),
+            torch.tensor([[-1e4] + [1e4] * (c - 1)], dtype=torch.float64)]
+    return torch.cat(rows)
+
+
+def loss_and_grad(expr: Expr, reduction: str, logits: torch.Tensor, target: torch.Tensor,
+                  constants: torch.Tensor = _NO_CONSTANTS):
+    z = logits.clone().requires_grad_(True)
+    rows = _kernel(expr, reduction)(z, target, constants)
+    (g,) = torch.autograd.grad(rows.sum(), z)
+    return rows.detach(), g
+
+
+def validity(expr: Expr, reduction: str, constants: torch.Tensor) -> FilterOutcome:
+    z = _probe_logits()
+    target = torch.arange(z.shape[0]) % z.shape[1]
+    try:
+        rows, g = loss_and_grad(expr, reduction, z, target, constants)
+    except Exception as err:  # a broken candidate must never crash a search
+        return FilterOutcome(False, "validity", f"evaluation raised {type(err).__name__}: {err}")
+    if not torch.isfinite(rows).all() or not torch.isfinite(g).all():
+        return FilterOutcome(False, "validity", "non-finite loss or gradient on probe logits")
+    if g.abs().max() == 0:
+        return FilterOutcome(False, "validity", "gradient is identically zero")
+    return FilterOutcome(True)
+
+
+def integrity_curve(expr: Expr, reduction: str, constants: torch.Tensor, points: int = 1000) -> np.ndarray:
+    """Loss on the 2-class grid p = (q, 1-q), true class 1, q from ~0 (right) to ~1 (wrong)."""
+    q = (torch.arange(points, dtype=torch.float64) + 0.5) / points
+    z = torch.stack([torch.log(q), torch.log1p(-q)], dim=1)
+    target = torch.ones(points, dtype=torch.long)
+    rows = _kernel(expr, reduction)(z, target, constants)
+    return rows.detach().numpy()
+
+
+def integrity(expr: Expr, reduction: str, constants: torch.Tensor, flat_tol: float = 1e-9,
+              max_flat: int = 10, max_turns: int = 2) -> FilterOutcome:
+    """The NLFS paper's check: reject an extremum near q = 0.5 (indices 490-510), more than
+    ``max_flat`` flat steps, an all-flat curve, or more than ``max_turns`` direction changes; flip
+    the sign so the loss is lowest for the right prediction."""
+    curve = integrity_curve(expr, reduction, constants)
+    if not np.isfinite(curve).all():
+        return FilterOutcome(False, "integrity", "non-finite loss on the 2-class grid")
+    diffs = np.diff(curve)
+    scale = max(1.0, float(np.abs(curve).max()))
+    flat = np.abs(diffs) <= flat_tol * scale
+    if flat.all():
+        return FilterOutcome(False, "integrity", "flat loss curve")
+    if int(flat.sum()) > max_flat:
+        return FilterOutcome(False, "integrity", f"{int(flat.sum())} flat steps (> {max_flat})")
+    signs = np.sign(diffs[~flat])
+    turns = int((signs[1:] != signs[:-1]).sum())
+    if turns > max_turns:
+        return FilterOutcome(False, "integrity", f"{turns} direction changes (> {max_turns})")
+    lo, hi = int(np.argmin(curve)), int(np.argmax(curve))
+    if 490 <= lo <= 510 or 490 <= hi <= 510:
+        return FilterOutcome(False, "integrity", "extremum near q = 0.5")
+    sign = 1.0 if curve[-1] > curve[0] else -1.0
+    oriented = sign * curve
+    span = oriented.max() - oriented.min()
+    phenotype = (oriented - oriented.min()) / span
+    return FilterOutcome(True, sign=sign, phenotype=phenotype.astype(np.float32))
+
+
+def phenotype_distance(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((a.astype(np.float64) - b) ** 2)))
+
+
+def fingerprint(expr: Expr, reduction: str, constants: torch.Tensor, sign: float = 1.0,
+                digits: int = 5) -> str:
+    """Hash of the gradient on a fixed random batch, rounded to ``digits`` significant digits."""
+    g = torch.Generator().manual_seed(99)
+    z = torch.randn(32, 10, generator=g, dtype=torch.float64) * 2
+    target = torch.randint(0, 10, (32,), generator=g)
+    _, grad = loss_and_grad(expr, reduction, z, target, constants)
+    arr = (sign * grad).numpy()
+    rounded = np.array([float(f"{v:.{digits - 1}e}") for v in arr.ravel()]) + 0.0  # -0.0 -> 0.0
+    return hashlib.sha256(rounded.tobytes()).hexdigest()[:32]
+
+
+def rejection_test(expr: Expr, reduction: str, constants: torch.Tensor, sign: float, x: torch.Tensor,
+                   y: torch.Tensor, steps: int = 20, lr: float = 0.5, min_gain: float = 0.02,
+                   seed: int = 0) -> FilterOutcome:
+    """EvoMAL's rejection protocol: train a fresh linear model on a sample for ``steps`` SGD steps
+    with the candidate loss; reject when training accuracy did not rise by ``min_gain``."""
+    torch.manual_seed(seed)
+    feats = x.reshape(x.shape[0], -1).double()
+    feats = (feats - feats.mean(0)) / (feats.std(0) + 1e-6)
+    classes = int(y.max()) + 1
+    w = torch.zeros(feats.shape[1], classes, dtype=torch.float64, requires_grad=True)
+    kernel = _kernel(expr, reduction)
+
+    def acc():
+        return float(((feats @ w).argmax(1) == y).double().mean())
+
+    start = acc()
+    opt = torch.optim.SGD([w], lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = sign * kernel(feats @ w, y, constants).mean()
+        if not torch.isfinite(loss):
+            return FilterOutcome(False, "rejection", "non-finite loss during the rejection test")
+        loss.backward()
+        opt.step()
+    end = acc()
+    if end < start + min_gain:
+        return FilterOutcome(False, "rejection", f"accuracy {start:.3f} -> {end:.3f} after {steps} steps")
+    return FilterOutcome(True, reason=f"accuracy {start:.3f} -> {end:.3f}")
