@@ -1,0 +1,165 @@
+"""Tiny end-to-end searches on digits (CPU), resume after SIGKILL, failure handling."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import nlfs
+from nlfs.search import Search, SearchConfig
+
+FAST = dict(dataset="digits", steps=40, train_size=400, val_size=200, backend="torch", progress=False)
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(run_dir=str(tmp_path / "run"), budget=3, population=2, sample=2, initial=2, seed=1,
+                gp_population=3, baseline=False, **FAST)
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+def _run(cfg, resume=False):
+    s = Search(cfg, resume=resume)
+    try:
+        return s.run()
+    finally:
+        s.close()
+
+
+def _trained(rows):
+    return [r for r in rows if r["status"] in ("ok", "diverged", "error")
+            and not (r.get("reason") or "").startswith("fitness reused")]
+
+
+@pytest.mark.parametrize("algorithm, space", [("regularized", "nlfs"), ("gp", "gp")])
+def test_each_algorithm_runs_a_tiny_search(tmp_path, algorithm, space):
+    rows = _run(_cfg(tmp_path, algorithm=algorithm, space=space))
+    trained = _trained(rows)
+    assert len(trained) == 3
+    assert all(r["status"] == "ok" and 0 <= r["fitness"] <= 1 for r in trained)
+    for r in rows:  # every row is complete and its expression parses
+        nlfs.parse(r["expression"])
+        assert r["dataset"] == "digits" and r["status"] and r["canonical"]
+    assert len({r["canonical"] for r in trained}) == len(trained)
+
+
+def test_user_defined_space_from_toml(tmp_path):
+    path = tmp_path / "space.toml"
+    path.write_text('unary = ["log", "exp"]\nbinary = ["add", "mul", "sub"]\nleaves = ["y", "p", "1"]\n'
+                    "max_depth = 4\n")
+    rows = _run(_cfg(tmp_path, algorithm="gp", space=str(path), budget=2))
+    ops = {n.op for r in _trained(rows) for n in nlfs.parse(r["expression"]).nodes()}
+    assert ops <= {"log", "exp", "add", "mul", "sub", "neg", "y", "p", "num"}
+
+
+def test_same_seed_reproduces_the_run(tmp_path):
+    a = _run(_cfg(tmp_path / "a"))
+    b = _run(_cfg(tmp_path / "b"))
+    key = lambda rows: [(r["expression"], r["status"], r["fitness"]) for r in rows]
+    assert key(a) == key(b)
+
+
+def test_existing_run_dir_is_not_overwritten(tmp_path):
+    _run(_cfg(tmp_path, budget=1))
+    with pytest.raises(FileExistsError, match="--resume"):
+        Search(_cfg(tmp_path, budget=1))
+
+
+def test_nan_producing_candidate_is_recorded_as_failed(tmp_path, monkeypatch):
+    import nlfs.train as train_mod
+
+    real_train = train_mod.train
+    calls = {"n": 0}
+
+    class NaNAfterTwoSteps(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.steps = inner, 0
+
+        def forward(self, logits, target):
+            self.steps += 1
+            out = self.inner(logits, target)
+            return out * float("nan") if self.steps > 2 else out
+
+    def flaky_train(spec, cfg, **kw):
+        calls["n"] += 1
+        if calls["n"] == 1:  # the first trained candidate's loss turns NaN mid-training
+            return real_train(NaNAfterTwoSteps(nlfs.Loss(spec, backend="torch")), cfg, **kw)
+        return real_train(spec, cfg, **kw)
+
+    monkeypatch.setattr(train_mod, "train", flaky_train)
+    rows = _run(_cfg(tmp_path))
+    trained = _trained(rows)
+    assert trained[0]["status"] == "diverged" and trained[0]["fitness"] is None
+    assert "nan" in trained[0]["reason"].lower()
+    assert all(r["status"] == "ok" for r in trained[1:]) and len(trained) == 3
+
+
+def _evolve_cmd(run_dir, budget, resume=False):
+    cmd = [sys.executable, "-m", "nlfs.evolve", "--dataset", "digits", "--steps", "40", "--train-size", "400",
+           "--val-size", "200", "--backend", "torch", "--budget", str(budget), "--seed", "3",
+           "--population", "2", "--sample", "2", "--initial", "2", "--no-progress"]
+    return cmd + (["--resume", str(run_dir)] if resume else ["--run-dir", str(run_dir)])
+
+
+def _db_rows(path):
+    con = sqlite3.connect(path)
+    try:
+        return con.execute("SELECT expression, status, fitness FROM evaluations ORDER BY id").fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        con.close()
+
+
+def test_sigkill_then_resume_loses_nothing_and_repeats_nothing(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    budget = 4
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "killed"
+    subprocess.run(_evolve_cmd(ref_dir, budget), check=True, env=env, capture_output=True, timeout=600)
+    reference = _db_rows(ref_dir / "run.db")
+
+    proc = subprocess.Popen(_evolve_cmd(run_dir, budget), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    # kill once the baseline and at least two trained candidates are recorded
+    while time.time() < deadline:
+        rows = _db_rows(run_dir / "run.db") if (run_dir / "run.db").exists() else []
+        if sum(r[1] in ("ok", "diverged") for r in rows) >= 2 or proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed; raise the budget"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _db_rows(run_dir / "run.db")
+    assert 0 < len(before) < len(reference)
+
+    subprocess.run(_evolve_cmd(run_dir, budget, resume=True), check=True, env=env, capture_output=True,
+                   timeout=600)
+    after = _db_rows(run_dir / "run.db")
+    assert after[: len(before)] == before  # nothing recorded was redone or lost
+    assert after == reference  # and the resumed run is the run that was never killed
+    trained = [r[0] for r in after if r[1] in ("ok", "diverged")]
+    assert len(trained) == len(set(trained)) == budget
+
+
+def test_outputs_for_a_person(tmp_path):
+    run_dir = tmp_path / "out"
+    res = subprocess.run(_evolve_cmd(run_dir, 2), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "CE" in res.stdout and "found #1" in res.stdout
+    for name in ("hall_of_fame.md", "fitness.png", "best_losses.py", "summary.json", "run.db"):
+        assert (run_dir / name).exists(), name
+    assert Path(run_dir / "fitness.png").read_bytes()[:4] == b"\x89PNG"
+    namespace = {}
+    exec((run_dir / "best_losses.py").read_text(), namespace)
+    module = namespace["Found1"](backend="torch")
+    z = torch.randn(4, 10, requires_grad=True)
+    module(z, torch.tensor([1, 2, 3, 4])).backward()
+    assert torch.isfinite(z.grad).all()
