@@ -103,18 +103,29 @@ class GeneticProgramming:
         self.queue: deque = deque()  # offspring of the current generation not yet asked
         self.waiting = 0  # asked, not yet told
         self.offspring: list[Member] = []
+        self._asked: list = []
+        self._told: list[Member] = []
         self.queue.extend(space.random_genotype(self.rng) for _ in range(population))
 
     def ask(self):
         if not self.queue:
             return None
         self.waiting += 1
-        return self.queue.popleft()
+        genotype = self.queue.popleft()
+        self._asked.append(genotype)
+        return genotype
 
     def tell(self, genotype, fitness: float | None, status: str, eval_id: int | None = None):
         self.waiting -= 1
-        self.offspring.append(Member(genotype, WORST if fitness is None else fitness, eval_id))
+        self._told.append(Member(genotype, WORST if fitness is None else fitness, eval_id))
         if not self.queue and self.waiting == 0:
+            # Order offspring as they were asked, not as they finished, so parallel workers give
+            # the same generations as one worker.
+            order = {}
+            for i, g in enumerate(self._asked):
+                order.setdefault(id(g), []).append(i)
+            self.offspring = sorted(self._told, key=lambda m: order[id(m.genotype)].pop(0))
+            self._asked, self._told = [], []
             self._next_generation()
 
     def _select(self, pool: list[Member]) -> Member:

@@ -15,7 +15,7 @@ from multiprocessing.connection import wait
 
 def make_executor(kind: str = "local", workers: int = 1, address: str | None = None):
     if kind == "ray":
-        return RayExecutor(workers, address)
+        return RayExecutor(max(workers, 1), address)
     if kind != "local":
         raise ValueError(f"unknown executor {kind!r}; choose local or ray")
     return InlineExecutor() if workers <= 1 else ProcessExecutor(workers)
@@ -132,7 +132,7 @@ class RayExecutor:
     """One Ray actor per worker (per GPU when the cluster has GPUs); ``ray.wait`` refills the
     steady-state loop. ``address`` None starts a local Ray instance."""
 
-    def __init__(self, workers: int, address: str | None = None):
+    def __init__(self, workers: int, address: str | None = None, threads: int | None = None):
         try:
             import ray
         except ImportError as err:
@@ -146,7 +146,8 @@ class RayExecutor:
                          log_to_driver=False, _node_ip_address="127.0.0.1")
         gpus = ray.cluster_resources().get("GPU", 0)
         self._actor_cls = ray.remote(num_gpus=1 if gpus >= workers else 0, num_cpus=1, max_restarts=0)(_RayWorker)
-        self.actors = [self._actor_cls.remote() for _ in range(workers)]
+        self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
+        self.actors = [self._actor_cls.remote(self.threads) for _ in range(workers)]
         self.busy: dict = {}  # ref -> actor index
         self.slots = workers
 
@@ -163,7 +164,7 @@ class RayExecutor:
         try:
             return ref, ray.get(ref)
         except ray.exceptions.RayError as err:
-            self.actors[i] = self._actor_cls.remote()
+            self.actors[i] = self._actor_cls.remote(self.threads)
             return ref, {"status": "error", "reason": f"worker died: {type(err).__name__}", "fitness": None,
                          "wall_time": 0.0}
 
@@ -176,6 +177,12 @@ class RayExecutor:
 
 
 class _RayWorker:
+    def __init__(self, threads: int):
+        import torch
+
+        torch.set_num_threads(threads)
+        os.environ.setdefault("NLFS_CPP_THREADS", str(threads))
+
     def evaluate(self, payload: dict) -> dict:
         from nlfs.search._runner import evaluate_payload
 

@@ -1,0 +1,96 @@
+"""Parallel evaluation: local worker processes and a real local Ray instance on loopback."""
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from nlfs.search import ProcessExecutor, Search, SearchConfig
+
+FAST = dict(dataset="digits", steps=40, train_size=400, val_size=200, backend="torch", progress=False,
+            baseline=False)
+
+
+def _cfg(run_dir, **kw):
+    base = dict(run_dir=str(run_dir), algorithm="gp", space="gp", budget=4, gp_population=4, seed=2, **FAST)
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+def _records(rows):
+    return sorted((r["expression"], r["status"], r["fitness"]) for r in rows)
+
+
+def _run(cfg, executor=None):
+    s = Search(cfg)
+    try:
+        return s.run(executor=executor)
+    finally:
+        s.close()
+
+
+def test_worker_killed_mid_evaluation_costs_only_its_candidate(tmp_path):
+    executor = ProcessExecutor(2, threads=1)
+    killed = {}
+
+    def assassin():
+        deadline = time.time() + 300
+        while time.time() < deadline and not killed:
+            busy = [w for w in executor.workers if w.handle is not None]
+            if len(busy) == 2:
+                time.sleep(1.0)  # let it get into training
+                w = busy[0]
+                killed["pid"] = w.proc.pid
+                os.kill(w.proc.pid, signal.SIGKILL)
+                return
+            time.sleep(0.02)
+
+    t = threading.Thread(target=assassin, daemon=True)
+    t.start()
+    try:
+        rows = _run(_cfg(tmp_path / "run", algorithm="regularized", space="nlfs", population=2, sample=2,
+                         initial=2, budget=4), executor)
+    finally:
+        executor.close()
+    t.join(timeout=5)
+    assert killed, "no worker was killed"
+    errors = [r for r in rows if r["status"] == "error"]
+    assert len(errors) == 1 and "worker died" in errors[0]["reason"]
+    trained = [r for r in rows if r["status"] in ("ok", "diverged", "error")
+               and not (r.get("reason") or "").startswith("fitness reused")]
+    assert len(trained) == 4  # the search went on to spend its budget
+
+
+@pytest.fixture(scope="module")
+def pool_records(tmp_path_factory):
+    """GP records from two local worker processes (one torch thread each)."""
+    executor = ProcessExecutor(2, threads=1)
+    try:
+        return _records(_run(_cfg(tmp_path_factory.mktemp("pool"), workers=2), executor))
+    finally:
+        executor.close()
+
+
+def test_two_local_workers_give_the_same_gp_records_as_one(tmp_path, pool_records):
+    executor = ProcessExecutor(1, threads=1)  # same thread count: CPU convolutions sum in the same order
+    try:
+        one = _records(_run(_cfg(tmp_path / "one"), executor))
+    finally:
+        executor.close()
+    assert one == pool_records
+
+
+def test_ray_executor_matches_the_local_pool(tmp_path, pool_records):
+    ray = pytest.importorskip("ray")
+    from nlfs.search import RayExecutor
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    executor = RayExecutor(2, threads=1)
+    try:
+        got = _records(_run(_cfg(tmp_path / "ray", workers=2, executor="ray"), executor))
+    finally:
+        executor.close()
+        ray.shutdown()
+    assert got == pool_records
