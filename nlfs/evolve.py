@@ -29,7 +29,8 @@ def default_dataset() -> str:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m nlfs.evolve", description=__doc__.split("\n\n")[0])
     ap.add_argument("--backend", default="auto", choices=["auto", "triton", "cpp", "torch"])
-    ap.add_argument("--algorithm", default="regularized", choices=["regularized", "gp"])
+    ap.add_argument("--algorithm", default="regularized", choices=["regularized", "gp", "taylor"],
+                    help="regularized | gp | taylor (CMA-ES over the 8 TaylorGLO parameters)")
     ap.add_argument("--space", default=None, help="nlfs | gp | a .toml/.yaml tree-space file "
                     "(default: nlfs for regularized, gp for gp)")
     ap.add_argument("--dataset", default=None,
@@ -60,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args) -> SearchConfig:
     preset = dict(PRESETS[args.preset])
-    space = args.space or ("gp" if args.algorithm == "gp" else "nlfs")
+    space = args.space or {"gp": "gp", "taylor": "taylor"}.get(args.algorithm, "nlfs")
     cfg = SearchConfig(
         run_dir=args.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}",
         algorithm=args.algorithm, space=space,
@@ -82,10 +83,14 @@ def config_from_args(args) -> SearchConfig:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from .search._taylor import TaylorSearch, is_taylor_run
+
     if args.resume:
-        cfg = config_from_args(args)
-        cfg.run_dir = args.resume
-        search = Search(cfg, resume=True)
+        cfg = SearchConfig(run_dir=args.resume, budget=args.budget or 0, workers=args.workers,
+                           executor=args.executor, ray_address=args.address, progress=not args.no_progress)
+        search = (TaylorSearch if is_taylor_run(args.resume) else Search)(cfg, resume=True)
+    elif args.algorithm == "taylor":
+        search = TaylorSearch(config_from_args(args), popsize=args.population)
     else:
         search = Search(config_from_args(args))
     cfg = search.cfg

@@ -15,8 +15,16 @@ from ._base import Backend, Kernel
 _MATH = TorchMath()
 
 
+def _limit(dtype: torch.dtype) -> float:
+    """MAXV, or the dtype's largest finite value when that is smaller (fp16: 65504)."""
+    return min(MAXV, torch.finfo(dtype).max)
+
+
 def _clamp_grad(g: torch.Tensor | None) -> torch.Tensor | None:
-    return None if g is None else g.clamp(-MAXV, MAXV)
+    if g is None:
+        return None
+    lim = _limit(g.dtype)
+    return g.clamp(-lim, lim)
 
 
 class TorchKernel(Kernel):
@@ -39,6 +47,7 @@ class TorchKernel(Kernel):
         y = target_probs(target, c, dtype)
         grad_on = torch.is_grad_enabled() and z.requires_grad
         consts = constants.to(device=z.device, dtype=dtype)
+        limit = _limit(dtype)
         vals: list = []
         for ins in self.program.instrs:
             op = ins.op
@@ -60,7 +69,7 @@ class TorchKernel(Kernel):
                 spec = OPS[op]
                 v = spec.forward(_MATH, *[vals[a] for a in ins.args])
                 if not spec.bounded:
-                    v = v.clamp(-MAXV, MAXV)
+                    v = v.clamp(-limit, limit)
             if grad_on and v.requires_grad:
                 v.register_hook(_clamp_grad)
             vals.append(v)

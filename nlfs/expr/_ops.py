@@ -59,7 +59,8 @@ class Op:
 
 def _safe_den(m, d):
     """Floor |d| at EPS keeping its sign; 0 counts as positive."""
-    return m.where(m.abs(d) >= EPS, d, m.where(d >= 0.0, EPS, -EPS))
+    # 0*d keeps the floor in d's dtype (a bare float would be float32 in torch.where)
+    return m.where(m.abs(d) >= EPS, d, m.where(d >= 0.0, 0.0 * d + EPS, 0.0 * d - EPS))
 
 
 def _den_ok(m, d):
@@ -171,7 +172,7 @@ _OPS: list[Op] = [
                                 0.0),),
        "I1(x), x clamped to +-ln(MAXV)", bounded=True),
     Op("bessel_i1e", 1, lambda m, x: m.i1e(x),
-       lambda m, x, o: (m.where(m.abs(x) < TIE_EPS, 0.5,
+       lambda m, x, o: (m.where(m.abs(x) < TIE_EPS, 0.5 - m.abs(x),  # series: 1/2 - |x| + O(x^2)
                                 m.i0e(x) - o * (m.sign(x) + 1.0 / _x_or_one(m, x))),),
        "exp(-|x|) I1(x)", bounded=True),
 ]

@@ -172,11 +172,11 @@ class Search:
             raise FileNotFoundError(f"no run to resume in {self.run_dir} (missing {db_path})")
         self.db = RunDB(db_path)
         if resume:
+            # The saved configuration defines the run; only how it runs (and a larger budget) may change.
             saved = self.db.get_meta("config")
-            cfg = SearchConfig(**{**saved, "filters": tuple(saved["filters"]),
-                                  "workers": cfg.workers, "executor": cfg.executor,
-                                  "ray_address": cfg.ray_address, "progress": cfg.progress,
-                                  "budget": max(cfg.budget, saved["budget"]) if cfg.budget else saved["budget"]})
+            overrides = {k: getattr(cfg, k) for k in ("workers", "executor", "ray_address", "progress")}
+            budget = cfg.budget or saved["budget"]
+            cfg = SearchConfig(**{**saved, "filters": tuple(saved["filters"]), **overrides, "budget": budget})
             self.db.set_meta("config", cfg.to_dict())
         else:
             self.db.set_meta("config", cfg.to_dict())

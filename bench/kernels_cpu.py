@@ -1,0 +1,151 @@
+"""CPU kernel microbenchmark: forward + backward of every catalogue loss.
+
+Providers: ``cpp`` (the fused C++ backend), ``eager`` (the torch autograd backend,
+``nlfs.Loss(expr, backend="torch")``), ``compile`` (``torch.compile`` of the torch backend's forward
+and backward; compile time reported separately in ``compile_s``) and ``native``
+(``F.cross_entropy``, for CE only). Median of repeated forward+backward calls, speedup vs eager,
+GB/s against the minimum bytes (read logits and target, write the gradient).
+
+    python -m bench.kernels_cpu                       # writes bench/results/kernels_cpu.{csv,md}
+    python -m bench.kernels_cpu --compile-losses all  # torch.compile every loss (slow on 2 cores)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch._dynamo
+import torch.nn.functional as F
+
+import nlfs
+from bench._schema import KERNEL_COLUMNS, machine_name, today, write_csv, write_markdown
+
+SHAPES = [(128, 10), (2048, 10), (1024, 100), (8192, 1000)]
+RESULTS = Path(__file__).parent / "results"
+
+
+def _time(fn, min_reps=5, max_reps=300, budget_s=0.4):
+    for _ in range(2):
+        fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < max_reps and (len(times) < min_reps or time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    q = lambda f: times[min(len(times) - 1, int(f * len(times)))] * 1e3
+    return statistics.median(times) * 1e3, q(0.2), q(0.8)
+
+
+def _step(loss_fn, logits, target):
+    def run():
+        z = logits.detach().requires_grad_(True)
+        loss_fn(z, target).backward()
+    return run
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--losses", default="all", help="comma-separated catalogue names, or all")
+    ap.add_argument("--compile-losses", default="CE,NGL",
+                    help="losses to torch.compile (all = every loss; none = skip)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--out", type=Path, default=RESULTS / "kernels_cpu")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    from nlfs.backends import _cpp
+
+    _cpp.set_num_threads(args.threads)
+    cfg = torch._dynamo.config
+    for key in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit",
+                "accumulated_cache_size_limit"):
+        if hasattr(cfg, key):
+            setattr(cfg, key, 10_000)
+
+    names = nlfs.losses.names() if args.losses == "all" else args.losses.split(",")
+    compile_names = (set(names) if args.compile_losses == "all" else
+                     set() if args.compile_losses == "none" else set(args.compile_losses.split(",")))
+    machine, date = machine_name(), today()
+    rows = []
+    for b, c in SHAPES:
+        g = torch.Generator().manual_seed(0)
+        logits = torch.randn(b, c, generator=g) * 3
+        target = torch.randint(0, c, (b,), generator=g)
+        min_bytes = b * c * 4 * 2 + b * 8
+        for name in names:
+            providers = {"eager": nlfs.Loss(name, backend="torch"), "cpp": nlfs.Loss(name, backend="cpp")}
+            if name == "CE":
+                providers["native"] = F.cross_entropy
+            res = {}
+            for prov, fn in providers.items():
+                res[prov] = (*_time(_step(fn, logits, target)), "", "")
+            if name in compile_names:
+                torch._dynamo.reset()
+                # the torch backend's kernel itself (nlfs.Loss's input checks would graph-break)
+                module = nlfs.Loss(name, backend="torch")
+                kernel = module.kernel_for(logits.device)[1]
+
+                def fwd_bwd(z, t, kernel=kernel, consts=module.constants):
+                    z = z.detach().requires_grad_(True)
+                    out = kernel(z, t, consts).mean()
+                    (grad,) = torch.autograd.grad(out, z)
+                    return out, grad
+
+                compiled = torch.compile(fwd_bwd, fullgraph=False, dynamic=False)
+                t0 = time.perf_counter()
+                compiled(logits, target)
+                compile_s = time.perf_counter() - t0
+                res["compile"] = (*_time(lambda compiled=compiled: compiled(logits, target)), compile_s,
+                                  "torch.compile of forward+autograd.grad")
+            eager_ms = res["eager"][0]
+            for prov, (med, p20, p80, compile_s, notes) in res.items():
+                rows.append({
+                    "date": date, "machine": machine, "device": "cpu", "dtype": "float32", "loss": name,
+                    "provider": prov, "batch": b, "classes": c, "median_ms": med, "p20_ms": p20,
+                    "p80_ms": p80, "speedup_vs_eager": eager_ms / med,
+                    "gbps": min_bytes / (med * 1e-3) / 1e9, "pct_copy_bw": "", "compile_s": compile_s,
+                    "notes": notes or (f"threads={args.threads}" if prov == "cpp" else ""),
+                })
+            print(f"{b}x{c} {name}: " + ", ".join(f"{p} {r[0]:.3f}ms" for p, r in res.items()), flush=True)
+
+    # ---- summary against the targets
+    def med_speedup(b, c):
+        sp = [r["speedup_vs_eager"] for r in rows
+              if r["provider"] == "cpp" and (r["batch"], r["classes"]) == (b, c)]
+        return statistics.median(sp) if sp else float("nan")
+
+    lines = [f"Machine: {machine}; date: {date}; float32; forward+backward; torch {torch.__version__}; "
+             f"threads={args.threads}; compiled losses: {', '.join(sorted(compile_names)) or 'none'}.",
+             ""]
+    for b, c in SHAPES:
+        lines.append(f"- ({b}, {c}): median cpp speedup vs eager over the catalogue: "
+                     f"{med_speedup(b, c):.2f}x")
+    target = med_speedup(1024, 100)
+    verdict = "met" if target >= 3 else "NOT met"
+    lines.append(f"- Target >= 3x vs eager at (1024, 100): {verdict} ({target:.2f}x)")
+    for b, c in SHAPES:
+        ce = {r["provider"]: r["median_ms"] for r in rows
+              if r["loss"] == "CE" and (r["batch"], r["classes"]) == (b, c)}
+        if "native" in ce and "cpp" in ce:
+            ratio = ce["cpp"] / ce["native"]
+            lines.append(f"- CE at ({b}, {c}): cpp / native cross_entropy = {ratio:.2f} "
+                         f"({'within' if ratio <= 1.5 else 'NOT within'} 1.5x)")
+    preamble = "\n".join(lines)
+    print(preamble)
+    write_csv(args.out.with_suffix(".csv"), rows)
+    write_markdown(args.out.with_suffix(".md"), rows,
+                   ["loss", "provider", "batch", "classes", "median_ms", "p20_ms", "p80_ms",
+                    "speedup_vs_eager", "gbps", "compile_s", "notes"],
+                   "CPU kernel benchmark (forward + backward)", preamble)
+    assert set(KERNEL_COLUMNS) >= {"median_ms", "speedup_vs_eager"}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,523 @@
+// nlfs._cpp: the compiled CPU evaluator of lowered loss programs (see nlfs/backends/_cpp.py).
+//
+// A program is a validated, topologically ordered instruction list (opcodes from
+// ops_generated.h, which is generated from the ops table). For every row of the N x C batch the
+// kernel computes, in one pass and in double precision:
+//   * the per-sample loss  sum_c f(...)  (or the mean over classes), and
+//   * d loss_n / d z_n by reverse mode over the instruction list, combined through the softmax
+//     and log-softmax Jacobians: dz = p * (g_p - sum(p g_p)) + g_logp - p * sum(g_logp) + g_z.
+// Elements are processed in chunks of up to CHUNK classes per instruction, so the per-instruction
+// dispatch is amortised and the generated inner loops are plain loops over contiguous doubles.
+// Rows are partitioned across std::threads; a row's reductions never cross threads, so results
+// are bit-identical for every thread count. No torch headers: buffers come as raw addresses.
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <unistd.h>
+
+#include "ops_generated.h"
+
+namespace py = pybind11;
+using namespace nlfs_gen;
+
+namespace {
+
+constexpr int CHUNK = 256;
+enum Leaf { L_Y = 0, L_P = 1, L_Z = 2, L_LOGP = 3, L_C = 4, L_NUM = 5, L_CONST = 6 };
+enum TargetKind { T_INDEX_I64 = 0, T_PROB_F32 = 1, T_PROB_F64 = 2 };
+enum DType { D_F32 = 0, D_F64 = 1 };
+
+// ------------------------------------------------------------------------------------------------
+// Program
+
+struct Program {
+  std::vector<int> op, a0, a1;
+  std::vector<double> value;
+  std::vector<int> const_index;
+  std::vector<char> needs_grad;  // the instruction's subtree holds p, logp or z
+  int n_consts = 0;
+  int reduction = 0;  // 0 class_sum, 1 element_mean
+  bool use_p = false, use_logp = false, use_y = false;
+
+  Program(std::vector<int> ops, std::vector<int> args0, std::vector<int> args1,
+          std::vector<double> values, int n_consts_, int reduction_)
+      : op(std::move(ops)), a0(std::move(args0)), a1(std::move(args1)), value(std::move(values)),
+        n_consts(n_consts_), reduction(reduction_) {
+    const size_t n = op.size();
+    if (n == 0) throw std::invalid_argument("program is empty");
+    if (n > (1u << 20)) throw std::invalid_argument("program is too long");
+    if (a0.size() != n || a1.size() != n || value.size() != n)
+      throw std::invalid_argument("program arrays (ops, args0, args1, values) differ in length");
+    if (n_consts < 0) throw std::invalid_argument("n_consts must be >= 0");
+    if (reduction != 0 && reduction != 1)
+      throw std::invalid_argument("reduction must be 0 (class_sum) or 1 (element_mean)");
+    const_index.assign(n, -1);
+    needs_grad.assign(n, 0);
+    for (size_t k = 0; k < n; ++k) {
+      const int o = op[k];
+      const std::string where = "instruction " + std::to_string(k);
+      if (o < 0 || o >= N_OPCODES)
+        throw std::invalid_argument(where + ": opcode " + std::to_string(o) + " out of range [0, " +
+                                    std::to_string(N_OPCODES) + ")");
+      const int arity = OP_ARITY[o];
+      const int args[2] = {a0[k], a1[k]};
+      for (int j = 0; j < 2; ++j) {
+        if (j < arity) {
+          if (args[j] < 0 || static_cast<size_t>(args[j]) >= k)
+            throw std::invalid_argument(where + " (" + OP_NAMES[o] + "): argument slot " +
+                                        std::to_string(args[j]) + " must refer to an earlier instruction");
+        } else if (args[j] != -1) {
+          throw std::invalid_argument(where + " (" + OP_NAMES[o] + "): takes " + std::to_string(arity) +
+                                      " argument(s); unused slots must be -1");
+        }
+      }
+      if (o == L_CONST) {
+        const double v = value[k];
+        if (!(v >= 0.0) || v != static_cast<double>(static_cast<int64_t>(v)) || v >= n_consts)
+          throw std::invalid_argument(where + ": constant index " + std::to_string(v) + " out of range [0, " +
+                                      std::to_string(n_consts) + ")");
+        const_index[k] = static_cast<int>(v);
+      }
+      if (o == L_P) use_p = true;
+      if (o == L_LOGP) use_logp = true;
+      if (o == L_Y) use_y = true;
+      if (o == L_P || o == L_LOGP || o == L_Z) needs_grad[k] = 1;
+      for (int j = 0; j < arity; ++j)
+        if (needs_grad[args[j]]) needs_grad[k] = 1;
+    }
+  }
+  size_t size() const { return op.size(); }
+};
+
+// ------------------------------------------------------------------------------------------------
+// Threads: a small persistent pool; the caller runs part 0 itself.
+
+int default_threads() {
+  if (const char* env = std::getenv("NLFS_CPP_THREADS")) {
+    const int v = std::atoi(env);
+    if (v > 0) return v;
+  }
+  const unsigned hc = std::thread::hardware_concurrency();
+  return hc ? static_cast<int>(hc) : 1;
+}
+
+std::atomic<int> g_threads{0};
+
+int num_threads() {
+  int t = g_threads.load();
+  if (t <= 0) {
+    t = default_threads();
+    g_threads.store(t);
+  }
+  return t;
+}
+
+class Pool {
+ public:
+  explicit Pool(int n_workers) : pid_(getpid()) {
+    for (int i = 0; i < n_workers; ++i) workers_.emplace_back([this, i] { loop(i + 1); });
+  }
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+  int size() const { return static_cast<int>(workers_.size()) + 1; }
+  pid_t pid() const { return pid_; }
+
+  // Run f(part) for part in [0, parts), parts <= size(); returns when all are done.
+  void run(int parts, const std::function<void(int)>& f) {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      job_ = &f;
+      parts_ = parts;
+      pending_ = parts - 1;
+      ++generation_;
+    }
+    cv_.notify_all();
+    f(0);
+    std::unique_lock<std::mutex> lk(mu_);
+    done_cv_.wait(lk, [this] { return pending_ == 0; });
+    job_ = nullptr;
+  }
+
+ private:
+  void loop(int part) {
+    uint64_t seen = 0;
+    for (;;) {
+      const std::function<void(int)>* job;
+      {
+        std::unique_lock<std::mutex> lk(mu_);
+        cv_.wait(lk, [&] { return stop_ || generation_ != seen; });
+        if (stop_) return;
+        seen = generation_;
+        if (part >= parts_) continue;
+        job = job_;
+      }
+      (*job)(part);
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (--pending_ == 0) done_cv_.notify_one();
+      }
+    }
+  }
+
+  pid_t pid_;
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable cv_, done_cv_;
+  const std::function<void(int)>* job_ = nullptr;
+  int parts_ = 0, pending_ = 0;
+  uint64_t generation_ = 0;
+  bool stop_ = false;
+};
+
+std::mutex g_pool_mu;  // one batch at a time uses the pool
+Pool* g_pool = nullptr;
+
+void parallel_rows(int64_t n_rows, int threads, const std::function<void(int64_t, int64_t)>& body) {
+  if (threads <= 1 || n_rows <= 1) {
+    body(0, n_rows);
+    return;
+  }
+  const int parts = static_cast<int>(std::min<int64_t>(threads, n_rows));
+  std::lock_guard<std::mutex> lk(g_pool_mu);
+  if (g_pool && g_pool->pid() != getpid()) g_pool = nullptr;  // forked child: the threads are gone
+  if (!g_pool || g_pool->size() < parts) {
+    delete g_pool;
+    g_pool = new Pool(parts - 1);
+  }
+  const int64_t per = n_rows / parts, extra = n_rows % parts;
+  g_pool->run(parts, [&](int part) {
+    const int64_t r0 = part * per + std::min<int64_t>(part, extra);
+    const int64_t r1 = r0 + per + (part < extra ? 1 : 0);
+    body(r0, r1);
+  });
+}
+
+// ------------------------------------------------------------------------------------------------
+// The kernel
+
+struct Workspace {
+  std::vector<double> raw, val, adj, prow, gprow, trow, zbuf;
+  std::vector<const double*> vptr;
+  void reserve(size_t n_instr, int64_t c) {
+    const size_t chunk = static_cast<size_t>(std::min<int64_t>(c, CHUNK));
+    raw.resize(n_instr * chunk);
+    val.resize(n_instr * chunk);
+    adj.resize(n_instr * chunk);
+    vptr.resize(n_instr);
+    prow.resize(c);
+    gprow.resize(c);
+    trow.resize(c);
+    zbuf.resize(c);
+  }
+};
+
+struct Batch {
+  const void* z;
+  int z_dtype;
+  const void* target;
+  int target_kind;
+  int64_t n, c;
+  const double* consts;
+  float* loss;
+  void* grad;
+};
+
+template <typename T>
+inline void load_row(const T* src, double* dst, int64_t c) {
+  for (int64_t j = 0; j < c; ++j) dst[j] = static_cast<double>(src[j]);
+}
+
+template <typename T>
+inline void store_grad(T* dst, const Workspace& w, const Program& prog, double sp, double sl, int64_t c,
+                       bool softmax) {
+  const double* p = w.prow.data();
+  const double* gp = w.gprow.data();
+  const double* t = w.trow.data();
+  if (softmax) {
+    (void)prog;
+    for (int64_t j = 0; j < c; ++j) dst[j] = static_cast<T>(p[j] * (gp[j] - sp) + t[j] - p[j] * sl);
+  } else {
+    for (int64_t j = 0; j < c; ++j) dst[j] = static_cast<T>(t[j]);
+  }
+}
+
+template <typename TZ>
+void run_rows(const Program& prog, const Batch& b, int64_t r0, int64_t r1) {
+  thread_local Workspace w;
+  const size_t ni = prog.size();
+  const int64_t c = b.c;
+  w.reserve(ni, c);
+  const int64_t chunk = std::min<int64_t>(c, CHUNK);
+  const bool softmax = prog.use_p || prog.use_logp;
+  const double cval = static_cast<double>(c);
+  const double root_adj = prog.reduction == 1 ? 1.0 / cval : 1.0;
+  const size_t root = ni - 1;
+  double* zrow = w.zbuf.data();
+  double* prow = w.prow.data();
+  double* gprow = w.gprow.data();
+  double* trow = w.trow.data();
+
+  for (int64_t r = r0; r < r1; ++r) {
+    const TZ* zsrc = static_cast<const TZ*>(b.z) + r * c;
+    load_row(zsrc, zrow, c);
+    double mx = 0.0, lse_shift = 0.0;
+    if (softmax) {
+      mx = zrow[0];
+      for (int64_t j = 1; j < c; ++j) mx = zrow[j] > mx ? zrow[j] : mx;
+      double s = 0.0;
+      for (int64_t j = 0; j < c; ++j) {
+        const double e = std::exp(zrow[j] - mx);
+        prow[j] = e;
+        s += e;
+      }
+      const double inv = 1.0 / s;
+      for (int64_t j = 0; j < c; ++j) prow[j] *= inv;
+      lse_shift = mx + std::log(s);
+    }
+    std::fill(gprow, gprow + c, 0.0);
+    std::fill(trow, trow + c, 0.0);
+    int64_t tclass = -1;
+    if (prog.use_y && b.target_kind == T_INDEX_I64) tclass = static_cast<const int64_t*>(b.target)[r];
+
+    double loss_sum = 0.0, s_logp = 0.0;
+    for (int64_t c0 = 0; c0 < c; c0 += chunk) {
+      const int n = static_cast<int>(std::min<int64_t>(chunk, c - c0));
+      // ---- forward
+      for (size_t k = 0; k < ni; ++k) {
+        const int o = prog.op[k];
+        double* rk = w.raw.data() + k * chunk;
+        const double* vk = rk;
+        switch (o) {
+          case L_Y:
+            if (b.target_kind == T_INDEX_I64) {
+              for (int i = 0; i < n; ++i) rk[i] = (c0 + i == tclass) ? 1.0 : 0.0;
+            } else if (b.target_kind == T_PROB_F32) {
+              load_row(static_cast<const float*>(b.target) + r * c + c0, rk, n);
+            } else {
+              load_row(static_cast<const double*>(b.target) + r * c + c0, rk, n);
+            }
+            break;
+          case L_P:
+            vk = prow + c0;
+            break;
+          case L_Z:
+            vk = zrow + c0;
+            break;
+          case L_LOGP:
+            for (int i = 0; i < n; ++i) rk[i] = zrow[c0 + i] - lse_shift;
+            break;
+          case L_C:
+            std::fill(rk, rk + n, cval);
+            break;
+          case L_NUM:
+            std::fill(rk, rk + n, prog.value[k]);
+            break;
+          case L_CONST:
+            std::fill(rk, rk + n, b.consts[prog.const_index[k]]);
+            break;
+          default: {
+            const double* x0 = w.vptr[prog.a0[k]];
+            const double* x1 = prog.a1[k] >= 0 ? w.vptr[prog.a1[k]] : x0;
+            forward(o, n, x0, x1, rk);
+            if (!OP_BOUNDED[o]) {
+              double* vv = w.val.data() + k * chunk;
+              for (int i = 0; i < n; ++i) {
+                const double x = rk[i];
+                vv[i] = x < -MAXV ? -MAXV : (x > MAXV ? MAXV : x);
+              }
+              vk = vv;
+            }
+          }
+        }
+        w.vptr[k] = vk;
+      }
+      {
+        const double* out = w.vptr[root];
+        for (int i = 0; i < n; ++i) loss_sum += out[i];
+      }
+      if (!prog.needs_grad[root]) continue;
+      // ---- reverse
+      std::fill(w.adj.begin(), w.adj.begin() + ni * chunk, 0.0);
+      std::fill(w.adj.begin() + root * chunk, w.adj.begin() + root * chunk + n, root_adj);
+      for (size_t kk = ni; kk-- > 0;) {
+        if (!prog.needs_grad[kk]) continue;
+        double* g = w.adj.data() + kk * chunk;
+        for (int i = 0; i < n; ++i) {
+          const double x = g[i];
+          g[i] = x < -MAXV ? -MAXV : (x > MAXV ? MAXV : x);
+        }
+        const int o = prog.op[kk];
+        switch (o) {
+          case L_P:
+            for (int i = 0; i < n; ++i) gprow[c0 + i] += g[i];
+            break;
+          case L_LOGP:
+            for (int i = 0; i < n; ++i) {
+              trow[c0 + i] += g[i];
+              s_logp += g[i];
+            }
+            break;
+          case L_Z:
+            for (int i = 0; i < n; ++i) trow[c0 + i] += g[i];
+            break;
+          default: {
+            if (o < N_LEAF) break;
+            const int i0 = prog.a0[kk], i1 = prog.a1[kk] >= 0 ? prog.a1[kk] : prog.a0[kk];
+            double* ga = w.adj.data() + static_cast<size_t>(i0) * chunk;
+            double* gb = w.adj.data() + static_cast<size_t>(i1) * chunk;
+            // a unary op's gb is unused by the generated code
+            backward(o, n, w.vptr[i0], w.vptr[i1], w.raw.data() + kk * chunk, g, ga, gb);
+          }
+        }
+      }
+    }
+    double sp = 0.0;
+    if (prog.use_p)
+      for (int64_t j = 0; j < c; ++j) sp += prow[j] * gprow[j];
+    b.loss[r] = static_cast<float>(prog.reduction == 1 ? loss_sum / cval : loss_sum);
+    if (b.z_dtype == D_F32)
+      store_grad(static_cast<float*>(b.grad) + r * c, w, prog, sp, s_logp, c, softmax);
+    else
+      store_grad(static_cast<double*>(b.grad) + r * c, w, prog, sp, s_logp, c, softmax);
+  }
+}
+
+void run_batch(const Program& prog, const Batch& b, int threads) {
+  if (b.n == 0 || b.c == 0) return;
+  // Small batches run on the calling thread: waking workers costs more than it saves.
+  const double work = static_cast<double>(b.n) * static_cast<double>(b.c) * static_cast<double>(prog.size());
+  if (work < 40000.0) threads = 1;
+  auto body = [&](int64_t r0, int64_t r1) {
+    if (b.z_dtype == D_F32)
+      run_rows<float>(prog, b, r0, r1);
+    else
+      run_rows<double>(prog, b, r0, r1);
+  };
+  parallel_rows(b.n, threads, body);
+}
+
+void check_batch(const Program& prog, int z_dtype, int target_kind, int64_t n, int64_t c, int64_t n_consts) {
+  if (z_dtype != D_F32 && z_dtype != D_F64) throw std::invalid_argument("logits dtype code must be 0 (f32) or 1 (f64)");
+  if (target_kind < 0 || target_kind > 2) throw std::invalid_argument("target kind must be 0, 1 or 2");
+  if (n < 0 || c < 0) throw std::invalid_argument("negative batch shape");
+  if (n > 0 && c < 1) throw std::invalid_argument("logits need at least one class column");
+  if (n_consts < prog.n_consts)
+    throw std::invalid_argument("program needs " + std::to_string(prog.n_consts) + " constants, got " +
+                                std::to_string(n_consts));
+}
+
+// ------------------------------------------------------------------------------------------------
+// Python bindings
+
+using Arr = py::array_t<double, py::array::c_style | py::array::forcecast>;
+
+Arr op_eval(int op, Arr a, Arr b, bool want_partials, int which) {
+  if (op < N_LEAF || op >= N_OPCODES) throw std::invalid_argument("opcode is not a table op");
+  const py::ssize_t n = a.size();
+  if (b.size() != n) throw std::invalid_argument("a and b differ in size");
+  Arr out(n), pa(n), pb(n);
+  {
+    py::gil_scoped_release nogil;
+    const double* ap = a.data();
+    const double* bp = b.data();
+    double* o = out.mutable_data();
+    for (py::ssize_t s = 0; s < n; s += CHUNK) {
+      const int m = static_cast<int>(std::min<py::ssize_t>(CHUNK, n - s));
+      forward(op, m, ap + s, bp + s, o + s);
+      if (want_partials) partials(op, m, ap + s, bp + s, o + s, pa.mutable_data() + s, pb.mutable_data() + s);
+    }
+  }
+  if (!want_partials) return out;
+  return which == 0 ? pa : pb;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_cpp, m) {
+  m.doc() = "nlfs C++ CPU evaluator of lowered loss programs (see nlfs.backends._cpp)";
+  m.attr("TABLE_DIGEST") = TABLE_DIGEST;
+  m.attr("N_LEAF") = N_LEAF;
+  m.attr("MAXV") = MAXV;
+  m.attr("CHUNK") = CHUNK;
+
+  py::class_<Program>(m, "Program")
+      .def(py::init<std::vector<int>, std::vector<int>, std::vector<int>, std::vector<double>, int, int>(),
+           py::arg("ops"), py::arg("args0"), py::arg("args1"), py::arg("values"), py::arg("n_consts"),
+           py::arg("reduction"),
+           "Validate and store an instruction list; raises ValueError when it is malformed.")
+      .def("__len__", &Program::size)
+      .def_readonly("n_consts", &Program::n_consts)
+      .def_readonly("reduction", &Program::reduction);
+
+  m.def(
+      "run",
+      [](const Program& prog, uintptr_t z, int z_dtype, uintptr_t target, int target_kind, int64_t n, int64_t c,
+         uintptr_t consts, int64_t n_consts, uintptr_t loss, uintptr_t grad) {
+        check_batch(prog, z_dtype, target_kind, n, c, n_consts);
+        if (n > 0 && (!z || !target || !loss || !grad || (prog.n_consts > 0 && !consts)))
+          throw std::invalid_argument("null buffer address");
+        Batch b{reinterpret_cast<const void*>(z), z_dtype, reinterpret_cast<const void*>(target), target_kind, n, c,
+                reinterpret_cast<const double*>(consts), reinterpret_cast<float*>(loss),
+                reinterpret_cast<void*>(grad)};
+        const int threads = num_threads();
+        py::gil_scoped_release nogil;
+        run_batch(prog, b, threads);
+      },
+      py::arg("program"), py::arg("z"), py::arg("z_dtype"), py::arg("target"), py::arg("target_kind"), py::arg("n"),
+      py::arg("c"), py::arg("consts"), py::arg("n_consts"), py::arg("loss"), py::arg("grad"),
+      "Evaluate on contiguous buffers given by address: logits z (N, C) f32/f64, target int64 (N,) "
+      "or f32/f64 (N, C), float64 constants; writes float32 loss (N,) and grad (N, C) in z's dtype.");
+
+  m.def("set_num_threads", [](int t) {
+    if (t < 1) throw std::invalid_argument("thread count must be >= 1");
+    g_threads.store(t);
+  });
+  m.def("get_num_threads", &num_threads);
+  m.def("op_names", [] { return std::vector<std::string>(OP_NAMES, OP_NAMES + N_OPCODES); });
+  m.def("op_arity", [] { return std::vector<int>(OP_ARITY, OP_ARITY + N_OPCODES); });
+  m.def("op_bounded", [] { return std::vector<bool>(OP_BOUNDED, OP_BOUNDED + N_OPCODES); });
+  m.def(
+      "op_forward", [](int op, Arr a, Arr b) { return op_eval(op, a, b, false, 0); }, py::arg("op"), py::arg("a"),
+      py::arg("b"), "The generated forward of one table op on float64 arrays (unclamped value).");
+  m.def(
+      "op_partials",
+      [](int op, Arr a, Arr b) { return py::make_tuple(op_eval(op, a, b, true, 0), op_eval(op, a, b, true, 1)); },
+      py::arg("op"), py::arg("a"), py::arg("b"), "The generated partial derivatives of one table op.");
+  m.def(
+      "special",
+      [](const std::string& name, Arr x) {
+        double (*f)(double);
+        if (name == "i0") f = nl_i0;
+        else if (name == "i0e") f = nl_i0e;
+        else if (name == "i1") f = nl_i1;
+        else if (name == "i1e") f = nl_i1e;
+        else throw std::invalid_argument("special: unknown function " + name);
+        Arr out(x.size());
+        const double* xp = x.data();
+        double* o = out.mutable_data();
+        for (py::ssize_t i = 0; i < x.size(); ++i) o[i] = f(xp[i]);
+        return out;
+      },
+      py::arg("name"), py::arg("x"), "Cephes Bessel function (i0, i0e, i1, i1e) on a float64 array.");
+}

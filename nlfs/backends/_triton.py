@@ -1,0 +1,446 @@
+"""The Triton backend: one generated, fused loss-and-gradient kernel per loss program.
+
+``compile(program)`` writes a readable Python/Triton source file (``HEADER`` + generated
+``nlfs_body`` + the two templates of ``nlfs.kernels.templates``) into a disk cache keyed by a sha256
+of the program and the code-generator version, imports it and returns a :class:`TritonKernel`.
+The per-node maths comes from the ops table through :func:`nlfs.expr._emit.forward_src` /
+``partials_src``, spelled with ``tl.*`` and the special functions of ``nlfs.kernels.special``, so
+the kernel computes exactly the protected function of the torch reference.
+
+Gradient (reverse mode at generation time): root adjoint 1 (1/C for ``element_mean``); for every
+node, in reverse order, its adjoint is clamped to +-MAXV, masked to 0 where a non-bounded node's
+unclamped value left [-MAXV, MAXV] (torch.clamp's rule), then multiplied into each argument's
+adjoint by the op's partial. With the leaf adjoints g_p, g_logp, g_z and h = p*g_p + g_logp:
+``dL/dz_j = h_j - p_j * sum_c h_c + g_z_j``, all in fp32, cast once at the store.
+
+Runs on CUDA tensors, or on CPU tensors when ``TRITON_INTERPRET=1`` (set before the first compile).
+Inputs: fp32/fp16/bf16 logits (fp64 is accepted and computed in fp32); int targets (N,) or float
+probability targets (N, C).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..expr import MAXV, OPS, Program
+from ..expr._emit import SymMath, forward_src, partials_src
+from ._base import Backend, Kernel
+
+CODEGEN_VERSION = "1"
+
+SPELLING = {
+    "abs": "tl.abs({0})", "sign": "nlfs_sign({0})", "exp": "tl.exp({0})", "log": "tl.log({0})",
+    "log1p": "nlfs_log1p({0})", "sqrt": "tl.sqrt({0})", "sin": "tl.sin({0})", "cos": "tl.cos({0})",
+    "tanh": "nlfs_tanh({0})", "sinh": "nlfs_sinh({0})", "asinh": "nlfs_asinh({0})",
+    "atan": "nlfs_atan({0})", "erf": "nlfs_erf({0})", "erfc": "nlfs_erfc({0})",
+    "sigmoid": "nlfs_sigmoid({0})", "i0": "nlfs_i0({0})", "i0e": "nlfs_i0e({0})",
+    "i1": "nlfs_i1({0})", "i1e": "nlfs_i1e({0})",
+    "maximum": "tl.maximum({0}, {1})", "minimum": "tl.minimum({0}, {1})",
+    "where": "tl.where({0}, {1}, {2})",
+}
+_GRAD_LEAVES = {"p": "g_p", "logp": "g_logp", "z": "g_z"}
+
+# Launch shapes. GPU: tiles of ~2K elements (registers); the interpreter runs programs one after
+# another in NumPy, so there fewer, larger programs are much faster.
+_TILE_MAX_C = {"gpu": 1024, "interp": 4096}
+_TILE_ELEMS = {"gpu": 2048, "interp": 32768}
+_LOOP_BLOCK = {"gpu": 2048, "interp": 16384}
+
+
+# ---------------------------------------------------------------------------------------------
+# kernels/ as nlfs.kernels
+# ---------------------------------------------------------------------------------------------
+
+def kernels_package():
+    """``nlfs.kernels`` (the top-level ``kernels/`` folder), also from a checkout not installed."""
+    try:
+        return importlib.import_module("nlfs.kernels")
+    except ModuleNotFoundError:
+        pass
+    root = Path(__file__).resolve().parents[2] / "kernels"
+    if not (root / "__init__.py").exists():
+        raise ImportError("nlfs.kernels not found: reinstall nlfs (pip install -e .) so that the "
+                          "top-level kernels/ folder is mapped to nlfs.kernels")
+    spec = importlib.util.spec_from_file_location("nlfs.kernels", root / "__init__.py",
+                                                  submodule_search_locations=[str(root)])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["nlfs.kernels"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _templates():
+    kernels_package()
+    return importlib.import_module("nlfs.kernels.templates")
+
+
+_SOURCE_HASH: str | None = None
+
+
+def _sources_hash() -> str:
+    """Hash of special.py and templates.py: editing either invalidates the disk cache."""
+    global _SOURCE_HASH
+    if _SOURCE_HASH is None:
+        pkg = kernels_package()
+        h = hashlib.sha256()
+        for name in ("special.py", "templates.py"):
+            h.update((Path(pkg.__path__[0]) / name).read_bytes())
+        _SOURCE_HASH = h.hexdigest()
+    return _SOURCE_HASH
+
+
+# ---------------------------------------------------------------------------------------------
+# code generation
+# ---------------------------------------------------------------------------------------------
+
+def program_text(program: Program) -> str:
+    """A canonical one-line text of the program (the cache key's input; constant names omitted)."""
+    parts = []
+    for k, ins in enumerate(program.instrs):
+        if ins.op == "num":
+            parts.append(f"v{k}={float(ins.value)!r}")
+        elif ins.op == "const":
+            parts.append(f"v{k}=const[{ins.value}]")
+        elif ins.args:
+            parts.append(f"v{k}={ins.op}({','.join(f'v{a}' for a in ins.args)})")
+        else:
+            parts.append(f"v{k}={ins.op}")
+    return f"{program.reduction}: " + "; ".join(parts)
+
+
+def _clamp(src: str) -> str:
+    return f"tl.minimum(tl.maximum({src}, {-MAXV!r}), {MAXV!r})"
+
+
+def generate_body(program: Program) -> str:
+    """Source of ``nlfs_body(z, y, p, logp, cf, const_ptr) -> (f, g_p, g_logp, g_z)``."""
+    m = SymMath(SPELLING, literal=lambda v: repr(float(v)))
+    instrs = program.instrs
+    grad = []
+    for ins in instrs:
+        if ins.op in _GRAD_LEAVES:
+            grad.append(True)
+        elif ins.op in OPS:
+            grad.append(any(grad[a] for a in ins.args))
+        else:
+            grad.append(False)
+    L = ["@triton.jit", "def nlfs_body(z, y, p, logp, cf, const_ptr):",
+         "    zero = tl.zeros_like(z)", "    # ---- forward ----"]
+    raw: dict[int, str] = {}
+    for k, ins in enumerate(instrs):
+        v = f"v{k}"
+        if ins.op in ("y", "p", "z", "logp"):
+            L.append(f"    {v} = {ins.op}")
+        elif ins.op == "C":
+            L.append(f"    {v} = zero + cf")
+        elif ins.op == "num":
+            L.append(f"    {v} = zero + {float(ins.value)!r}")
+        elif ins.op == "const":
+            L.append(f"    {v} = zero + tl.load(const_ptr + {int(ins.value)})")
+        else:
+            spec = OPS[ins.op]
+            src = forward_src(m, ins.op, [f"v{a}" for a in ins.args])
+            L.append(f"    # {v} = {ins.op}({', '.join(f'v{a}' for a in ins.args)})")
+            if spec.bounded:
+                L.append(f"    {v} = {src}")
+                raw[k] = v
+            else:
+                L.append(f"    r{k} = {src}")
+                L.append(f"    {v} = {_clamp(f'r{k}')}")
+                raw[k] = f"r{k}"
+    out = len(instrs) - 1
+    L.append(f"    f = v{out}")
+    L.append("    # ---- reverse ----")
+    leaf_adj: dict[str, list[str]] = {name: [] for name in _GRAD_LEAVES.values()}
+    defined: set[int] = set()
+    if grad[out]:
+        root = "1.0 / cf" if program.reduction == "element_mean" else "1.0"
+        L.append(f"    a{out} = zero + {root}")
+        defined.add(out)
+    for k in range(out, -1, -1):
+        ins = instrs[k]
+        if not grad[k] or k not in defined:
+            continue
+        L.append(f"    a{k} = {_clamp(f'a{k}')}")
+        if ins.op in _GRAD_LEAVES:
+            leaf_adj[_GRAD_LEAVES[ins.op]].append(f"a{k}")
+            continue
+        spec = OPS[ins.op]
+        adj = f"a{k}"
+        if not spec.bounded:
+            L.append(f"    b{k} = tl.where(tl.abs(r{k}) <= {MAXV!r}, a{k}, 0.0)")
+            adj = f"b{k}"
+        parts = partials_src(m, ins.op, [f"v{a}" for a in ins.args], raw[k])
+        for a, part in zip(ins.args, parts, strict=True):
+            if not grad[a]:
+                continue
+            if part == "1.0":
+                contrib = adj
+            elif part == "-1.0":
+                contrib = f"(-{adj})"
+            else:
+                contrib = f"{adj} * {part}"
+            if a in defined:
+                L.append(f"    a{a} = a{a} + {contrib}")
+            else:
+                L.append(f"    a{a} = {contrib}")
+                defined.add(a)
+    for name, terms in leaf_adj.items():
+        L.append(f"    {name} = " + (" + ".join(terms) if terms else "zero"))
+    L.append("    return f, g_p, g_logp, g_z")
+    return "\n".join(L) + "\n"
+
+
+def generate_source(program: Program) -> str:
+    t = _templates()
+    header = t.HEADER.format(version=CODEGEN_VERSION, reduction=program.reduction,
+                             text=program_text(program))
+    return header + "\n" + generate_body(program) + "\n" + t.TILE_KERNEL + "\n" + t.LOOP_KERNEL
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("NLFS_CACHE_DIR")
+    return Path(env) / "triton" if env else Path.home() / ".cache" / "nlfs" / "triton"
+
+
+def cache_key(program: Program) -> str:
+    text = f"nlfs-triton codegen {CODEGEN_VERSION}\n{_sources_hash()}\n{program_text(program)}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# the kernel
+# ---------------------------------------------------------------------------------------------
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+@dataclass
+class CompileStats:
+    """Compile latency of one kernel: ``source`` is ``generated``, ``disk`` or ``memory``."""
+
+    source: str
+    codegen_s: float = 0.0  # writing the source (0 on a cache hit)
+    import_s: float = 0.0  # importing the module (triton.jit decoration)
+    jit_s: dict = field(default_factory=dict)  # launch configuration -> first-launch seconds
+    path: str = ""
+
+    def as_dict(self) -> dict:
+        return {"source": self.source, "codegen_s": self.codegen_s, "import_s": self.import_s,
+                "first_launch_s": dict(self.jit_s), "path": self.path}
+
+
+class TritonKernel(Kernel):
+    """``kernel(logits, target, constants) -> (loss_rows fp32 [N], grad [N, C] in logits' dtype)``.
+
+    ``inplace=True`` writes the gradient into ``logits`` (contiguous logits only) and returns it;
+    ``out=(loss, grad)`` gives the output buffers.
+    """
+
+    def __init__(self, program: Program, module, stats: CompileStats):
+        self.program = program
+        self.module = module
+        self.stats = stats
+        self._mean = program.reduction == "element_mean"
+        self._nconst = len(program.constants)
+        self._const_cache: dict = {}
+
+    @property
+    def source_path(self) -> str:
+        return self.stats.path
+
+    def compile_report(self) -> dict:
+        return self.stats.as_dict()
+
+    def _device_constants(self, constants: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+        """fp32 copy of ``constants`` on ``device``, refreshed only when the tensor changes."""
+        if constants is None or constants.numel() == 0:
+            key = ("empty", device)
+            dev = self._const_cache.get(key)
+            if dev is None:
+                dev = self._const_cache[key] = torch.zeros(1, dtype=torch.float32, device=device)
+            return dev
+        if constants.numel() < self._nconst:
+            raise ValueError(f"kernel needs {self._nconst} constants {self.program.constants}, "
+                             f"got {constants.numel()}")
+        if constants.device == device and constants.dtype == torch.float32 and constants.is_contiguous():
+            return constants
+        key = (constants.data_ptr(), constants._version, constants.device, device)
+        dev = self._const_cache.get(key)
+        if dev is None:
+            self._const_cache.clear()
+            dev = constants.detach().reshape(-1).to(device=device, dtype=torch.float32).contiguous()
+            self._const_cache[key] = dev
+        return dev
+
+    def __call__(self, logits: torch.Tensor, target: torch.Tensor, constants: torch.Tensor | None = None,
+                 *, inplace: bool = False, out: tuple[torch.Tensor, torch.Tensor] | None = None):
+        if logits.dim() != 2:
+            raise ValueError(f"logits must be 2-D (N, C), got shape {tuple(logits.shape)}")
+        if not logits.is_floating_point():
+            raise TypeError(f"logits must be floating point, got {logits.dtype}")
+        interp = interpreting()
+        if logits.device.type != "cuda" and not interp:
+            raise ValueError(f"the triton backend needs CUDA tensors (got {logits.device}); set "
+                             "TRITON_INTERPRET=1 before importing triton to run on CPU")
+        n, c = logits.shape
+        device = logits.device
+        if inplace and not logits.is_contiguous():
+            raise ValueError("inplace=True needs contiguous logits")
+        if logits.stride(1) != 1 and c > 1:
+            logits = logits.contiguous()
+        y_index = target.dim() == 1
+        if y_index:
+            if target.is_floating_point():
+                raise TypeError(f"class-index targets must be integers, got {target.dtype}")
+            if target.dtype not in (torch.int32, torch.int64):
+                target = target.long()
+            if target.stride(0) != 1:
+                target = target.contiguous()
+            stride_t = 0
+        else:
+            if tuple(target.shape) != (n, c):
+                raise ValueError(f"probability targets must have shape {(n, c)}, got {tuple(target.shape)}")
+            if target.stride(1) != 1 and c > 1:
+                target = target.contiguous()
+            stride_t = target.stride(0)
+        if out is not None:
+            loss, grad = out
+            if (loss.shape != (n,) or loss.dtype != torch.float32 or grad.shape != (n, c)
+                    or grad.dtype != logits.dtype or not grad.is_contiguous() or not loss.is_contiguous()):
+                raise ValueError("out must be (fp32 [N], contiguous [N, C] in the logits' dtype)")
+        else:
+            loss = torch.empty(n, dtype=torch.float32, device=device)
+            grad = logits if inplace else torch.empty((n, c), dtype=logits.dtype, device=device)
+        if n == 0 or c == 0:
+            return loss, grad
+        consts = self._device_constants(constants, device)
+        mode = "interp" if interp else "gpu"
+        block_c = _next_pow2(c)
+        args = (logits, target, consts, loss, grad, n, c, float(c), logits.stride(0), stride_t,
+                grad.stride(0))
+        if block_c <= _TILE_MAX_C[mode]:
+            block_r = max(1, min(_TILE_ELEMS[mode] // block_c, _next_pow2(n)))
+            num_warps = min(8, max(1, block_r * block_c // 256))
+            fn = self.module.nlfs_tile_kernel
+            grid = (triton_cdiv(n, block_r),)
+            meta = dict(Y_INDEX=y_index, MEAN=self._mean, BLOCK_R=block_r, BLOCK_C=block_c)
+        else:
+            block = min(block_c, _LOOP_BLOCK[mode])
+            num_warps = 8 if block >= 1024 else 4
+            fn = self.module.nlfs_loop_kernel
+            grid = (n,)
+            meta = dict(Y_INDEX=y_index, MEAN=self._mean, BLOCK_C=block)
+        key = (fn.__name__ if hasattr(fn, "__name__") else str(fn), logits.dtype, target.dtype,
+               tuple(sorted(meta.items())))
+        if key in self.stats.jit_s:
+            fn[grid](*args, num_warps=num_warps, **meta)
+        else:  # first launch of this specialisation: time the JIT (off the hot path)
+            t0 = time.perf_counter()
+            fn[grid](*args, num_warps=num_warps, **meta)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            self.stats.jit_s[key] = time.perf_counter() - t0
+        return loss, grad
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+# ---------------------------------------------------------------------------------------------
+# compile + cache
+# ---------------------------------------------------------------------------------------------
+
+_MODULES: dict[str, object] = {}
+_LOCK = threading.Lock()
+_ALL_STATS: list[CompileStats] = []
+
+
+def _import_file(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # triton.jit reads the source through inspect/linecache
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return mod
+
+
+def compile_program(program: Program) -> TritonKernel:
+    kernels_package()  # nlfs.kernels importable for the generated module
+    key = cache_key(program)
+    with _LOCK:
+        mod = _MODULES.get(key)
+        if mod is not None:
+            stats = CompileStats("memory", path=mod.__file__)
+            _ALL_STATS.append(stats)
+            return TritonKernel(program, mod, stats)
+        directory = cache_dir()
+        path = directory / f"nlfs_k_{key[:40]}.py"
+        t0 = time.perf_counter()
+        if path.exists():
+            source = "disk"
+        else:
+            source = "generated"
+            text = generate_source(program)
+            directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".py")
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text)
+            os.replace(tmp, path)  # atomic: concurrent processes never see half a file
+        t1 = time.perf_counter()
+        mod = _import_file(f"nlfs_triton_cache.k_{key[:40]}", path)
+        t2 = time.perf_counter()
+        _MODULES[key] = mod
+        stats = CompileStats(source, codegen_s=t1 - t0 if source == "generated" else 0.0,
+                             import_s=t2 - t1, path=str(path))
+        _ALL_STATS.append(stats)
+        return TritonKernel(program, mod, stats)
+
+
+def compile_report(kernels=None) -> str:
+    """A table of compile latencies (codegen, import, first launches) for ``kernels`` (default: all
+    kernels compiled in this process)."""
+    stats = [k.stats for k in kernels] if kernels is not None else list(_ALL_STATS)
+    lines = ["source     codegen_ms  import_ms  first_launch_ms  path"]
+    for s in stats:
+        jit = sum(s.jit_s.values()) * 1e3
+        lines.append(f"{s.source:<10} {s.codegen_s * 1e3:10.2f} {s.import_s * 1e3:10.2f} "
+                     f"{jit:16.1f}  {s.path}")
+    return "\n".join(lines)
+
+
+class TritonBackend(Backend):
+    name = "triton"
+    fused = True
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            import triton  # noqa: F401
+        except Exception as err:  # ImportError, or a broken install
+            return False, f"triton cannot be imported ({err})"
+        if torch.cuda.is_available() or interpreting():
+            return True, ""
+        return False, "no CUDA device; set TRITON_INTERPRET=1 to run on CPU"
+
+    def compile(self, program: Program) -> TritonKernel:
+        return compile_program(program)

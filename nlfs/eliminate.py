@@ -1,0 +1,355 @@
+"""``python -m nlfs.eliminate --run-dir DIR``: the elimination protocol for a finished search.
+
+The best candidates of the run (status ok, unique expressions, by search fitness; up to ``pool``) are
+trained again in rounds of growing budget, more seeds and (where configured) a larger model; after
+each round only the best ``keep`` (by mean validation accuracy over the round's seeds) go on.
+Cross-entropy is trained under the same seeds and settings in every round. The defaults mirror the
+NeuroLoss protocol (Morgan & Hougen, arXiv 2403.08793): from the best (up to) 300 keep 25, 12, 6,
+then 4, with budgets x1, x2, x4, x8 and the pre-activation ResNet in the last two rounds.
+
+    python -m nlfs.eliminate --run-dir runs/my-search --preset quick     # a few minutes on digits
+    python -m nlfs.eliminate --run-dir DIR --keep 25,12,6,4 --seeds 1,2,3,3 \\
+        --budget-scale 1,2,4,8 --models surrogate,surrogate,preact_resnet,preact_resnet
+    python -m nlfs.eliminate --run-dir DIR --config rounds.toml          # keys: pool keep seeds ...
+
+Every (candidate, round, seed) training is a row of the ``elimination`` table in ``DIR/run.db``,
+keyed by the exact training it was (expression, constants, reduction, training config), so a killed
+elimination resumes without training a finished pair again. The survivors, with mean ± std
+validation accuracy per round beside cross-entropy's, go to ``DIR/elimination.md`` and stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+CE_EXPRESSION = "-y * log(p)"
+MODEL_ALIASES = {"preact_resnet": "resnet9v2", "preact-resnet": "resnet9v2", "preactresnet": "resnet9v2"}
+
+PRESETS = {
+    "paper": dict(pool=300, keep=(25, 12, 6, 4), seeds=(1, 2, 3, 3), budget_scale=(1, 2, 4, 8),
+                  models=("surrogate", "surrogate", "preact_resnet", "preact_resnet")),
+    # two short rounds on the run's own surrogate settings: minutes on a 2-core CPU with digits
+    "quick": dict(pool=6, keep=(3, 2), seeds=(1, 2), budget_scale=(1, 2), models=("surrogate", "surrogate")),
+}
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS elimination (
+    key TEXT PRIMARY KEY,        -- hash of (expression, constants, reduction, training config)
+    candidate TEXT NOT NULL,     -- 'CE' or '#<evaluation id>'
+    eval_id INTEGER,
+    expression TEXT NOT NULL,
+    constants TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    seed INTEGER NOT NULL,
+    model TEXT, steps INTEGER, epochs INTEGER,
+    fitness REAL,                -- best validation accuracy (NULL when it failed)
+    status TEXT NOT NULL,        -- ok | diverged | error
+    reason TEXT,
+    wall_time REAL,
+    created REAL NOT NULL
+);
+"""
+
+
+@dataclass
+class Round:
+    keep: int
+    seeds: int
+    budget_scale: float
+    model: str
+
+    def describe(self) -> str:
+        s = f"{self.seeds} seed{'s' if self.seeds != 1 else ''}"
+        return f"{self.model}, budget x{self.budget_scale:g}, {s}"
+
+
+@dataclass
+class Protocol:
+    rounds: list
+    pool: int = 300
+    first_seed: int = 1
+
+    @classmethod
+    def from_lists(cls, keep, seeds, budget_scale, models, pool=300, first_seed=1) -> Protocol:
+        n = len(keep)
+
+        def fit(xs, what):
+            xs = list(xs)
+            if len(xs) == 1:
+                xs = xs * n
+            if len(xs) != n:
+                raise ValueError(f"{what} has {len(xs)} entries for {n} rounds (keep={list(keep)})")
+            return xs
+
+        seeds, scales, models = fit(seeds, "seeds"), fit(budget_scale, "budget_scale"), fit(models, "models")
+        rounds = [Round(int(k), int(s), float(b), MODEL_ALIASES.get(str(m).lower(), str(m)))
+                  for k, s, b, m in zip(keep, seeds, scales, models)]
+        for r in rounds:
+            if r.keep < 1 or r.seeds < 1 or r.budget_scale <= 0:
+                raise ValueError(f"bad round {r}: keep and seeds must be >= 1, budget_scale > 0")
+        return cls(rounds, int(pool), int(first_seed))
+
+
+def _key(expression: str, constants: dict, reduction: str, train: dict) -> str:
+    text = json.dumps([expression, sorted((constants or {}).items()), reduction, train], sort_keys=True,
+                      default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def round_config(base, rnd: Round, seed: int):
+    """The training of one (round, seed): the run's surrogate config with its budget scaled."""
+    cfg = dataclasses.replace(base, evaluate_test=False, progress=False, seed=seed, model=rnd.model)
+    if cfg.steps is not None:
+        return dataclasses.replace(cfg, steps=max(1, int(round(cfg.steps * rnd.budget_scale))))
+    epochs = cfg.resolved().epochs
+    return dataclasses.replace(cfg, epochs=max(1, int(round(epochs * rnd.budget_scale))))
+
+
+class Elimination:
+    def __init__(self, run_dir: str | Path, protocol: Protocol, train_config=None, workers: int = 1,
+                 executor: str = "local", address: str | None = None, log=None):
+        from .search._db import RunDB
+        from .search._runner import SearchConfig
+
+        self.run_dir = Path(run_dir)
+        path = self.run_dir / "run.db"
+        if not path.exists():
+            raise FileNotFoundError(f"no search run in {self.run_dir} (missing {path})")
+        self.db = RunDB(path)
+        self.db.conn.executescript(SCHEMA)
+        saved = self.db.get_meta("config") or {}
+        known = set(SearchConfig.__dataclass_fields__)
+        scfg = SearchConfig(**{k: (tuple(v) if k == "filters" else v) for k, v in saved.items() if k in known})
+        self.reduction = scfg.reduction
+        self.base = train_config or scfg.train_config()
+        self.protocol = protocol
+        self.workers, self.executor_kind, self.address = workers, executor, address
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.trained = 0  # trainings run by this session (resumed pairs are not counted)
+
+    def close(self):
+        self.db.close()
+
+    def candidates(self) -> list[dict]:
+        from .search._report import top
+
+        return top(self.db.rows(), self.protocol.pool)
+
+    def _done(self, key: str):
+        cur = self.db.conn.execute("SELECT fitness, status FROM elimination WHERE key = ?", (key,))
+        return cur.fetchone()
+
+    def _record(self, key, cand, rnd_i, seed, cfg, out):
+        self.db.conn.execute(
+            "INSERT OR REPLACE INTO elimination (key, candidate, eval_id, expression, constants, round, seed, "
+            "model, steps, epochs, fitness, status, reason, wall_time, created) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, cand["label"], cand.get("id"), cand["expression"], json.dumps(cand.get("constants") or {}),
+             rnd_i, seed, cfg.model, cfg.steps, cfg.epochs,
+             out.get("fitness") if out.get("status") == "ok" else None, out["status"],
+             (out.get("reason") or "")[:1000], out.get("wall_time"), time.time()))
+
+    def run(self) -> dict:
+        """-> {"rounds": [...], "survivors": [...], "ce": {...}}; writes ``DIR/elimination.md``."""
+        from .search._executors import make_executor
+
+        pool = self.candidates()
+        if not pool:
+            raise ValueError(f"{self.run_dir} has no trained candidate with status ok to eliminate")
+        for c in pool:
+            c["label"] = f"#{c['id']}"
+        ce = {"label": "CE", "id": None, "expression": CE_EXPRESSION, "constants": {}}
+        scores: dict[str, dict[int, list]] = {}  # label -> round -> [fitness per seed]
+        alive = pool
+        history = []
+        executor = make_executor(self.executor_kind, self.workers, self.address)
+        try:
+            for i, rnd in enumerate(self.protocol.rounds, 1):
+                seeds = [self.protocol.first_seed + j for j in range(rnd.seeds)]
+                self.log(f"eliminate: round {i}/{len(self.protocol.rounds)}: {len(alive)} candidates + CE, "
+                         f"{rnd.describe()}, keep {min(rnd.keep, len(alive))}")
+                jobs = [(c, s) for c in [ce, *alive] for s in seeds]
+                self._run_jobs(executor, jobs, i, rnd, scores)
+                ranked = sorted(alive, key=lambda c: (-_mean(scores[c["label"]][i]), -c["fitness"], c["id"]))
+                kept = ranked[:rnd.keep]
+                history.append({"round": i, "evaluated": len(alive), "kept": len(kept), "seeds": seeds,
+                                "model": rnd.model, "budget_scale": rnd.budget_scale})
+                alive = kept
+        finally:
+            executor.close()
+        result = {"rounds": history, "survivors": alive, "ce": ce, "scores": scores}
+        text = self.markdown(result)
+        from .search._report import _atomic_write
+
+        _atomic_write(self.run_dir / "elimination.md", text)
+        result["markdown"] = text
+        return result
+
+    def _run_jobs(self, executor, jobs, rnd_i, rnd, scores):
+        pending = []
+        for cand, seed in jobs:
+            cfg = round_config(self.base, rnd, seed)
+            train = cfg.to_dict()
+            reduction = "class_sum" if cand["label"] == "CE" else self.reduction
+            key = _key(cand["expression"], cand.get("constants") or {}, reduction, train)
+            hit = self._done(key)
+            if hit is not None:
+                scores.setdefault(cand["label"], {}).setdefault(rnd_i, []).append(_value(hit[0], hit[1]))
+                continue
+            payload = {"expression": cand["expression"], "constants": cand.get("constants") or {},
+                       "reduction": reduction, "train": train, "rejection": False, "name": cand["label"]}
+            pending.append((key, cand, seed, cfg, payload))
+        in_flight: dict = {}
+        while pending or in_flight:
+            while pending and len(in_flight) < executor.slots:
+                job = pending.pop(0)
+                in_flight[executor.submit(job[4])] = job
+            handle, out = executor.wait_one(list(in_flight))
+            key, cand, seed, cfg, _ = in_flight.pop(handle)
+            self._record(key, cand, rnd_i, seed, cfg, out)
+            self.trained += 1
+            v = _value(out.get("fitness"), out["status"])
+            scores.setdefault(cand["label"], {}).setdefault(rnd_i, []).append(v)
+            self.log(f"eliminate: round {rnd_i} seed {seed} {cand['label']}: {v:.4f}"
+                     + ("" if out["status"] == "ok" else f" ({out['status']}: {(out.get('reason') or '')[:80]})"))
+
+    def markdown(self, result) -> str:
+        rounds = self.protocol.rounds
+        scores = result["scores"]
+        head = ["rank", "id", "expression"] + [f"round {i} ({r.describe()})" for i, r in enumerate(rounds, 1)]
+        lines = [f"# Elimination of {self.run_dir}", "",
+                 f"Base training: {self.base.dataset}, model per round as listed, "
+                 f"{'steps ' + str(self.base.steps) if self.base.steps is not None else 'epochs'} x budget "
+                 f"scale; validation accuracy, mean ± std over the round's seeds. "
+                 f"Rounds: " + "; ".join(f"{h['evaluated']} -> {h['kept']}" for h in result["rounds"]), "",
+                 "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+        def cells(label):
+            return [_fmt(scores.get(label, {}).get(i)) for i in range(1, len(rounds) + 1)]
+
+        lines.append("| CE | - | `" + CE_EXPRESSION + "` | " + " | ".join(cells("CE")) + " |")
+        for rank, c in enumerate(result["survivors"], 1):
+            expr = c["expression"]
+            if c.get("constants"):
+                expr += "` with " + ", ".join(f"{k}={v:.4g}" for k, v in c["constants"].items()) + " `"
+            lines.append(f"| {rank} | {c['id']} | `{expr}` | " + " | ".join(cells(c["label"])) + " |")
+        return "\n".join(lines) + "\n"
+
+
+def _value(fitness, status) -> float:
+    return float(fitness) if status == "ok" and fitness is not None and math.isfinite(fitness) else 0.0
+
+
+def _mean(xs) -> float:
+    return sum(xs) / len(xs) if xs else 0.0
+
+
+def _fmt(xs) -> str:
+    if not xs:
+        return "-"
+    m = _mean(xs)
+    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+    return f"{m:.4f} ± {sd:.4f} (n={len(xs)})"
+
+
+def eliminate(run_dir, protocol: Protocol | None = None, train_config=None, workers: int = 1,
+              executor: str = "local", address: str | None = None, log=None) -> dict:
+    """Run the elimination protocol on the search run in ``run_dir`` (see the module docstring)."""
+    protocol = protocol or Protocol.from_lists(**PRESETS["paper"])
+    e = Elimination(run_dir, protocol, train_config, workers, executor, address, log)
+    try:
+        return e.run()
+    finally:
+        e.close()
+
+
+# ---------------------------------------------------------------------------------------------------
+# CLI
+
+def _list(text, conv):
+    return None if text is None else [conv(x) for x in str(text).split(",") if x.strip()]
+
+
+def load_config_file(path: str) -> dict:
+    p = Path(path)
+    if p.suffix == ".toml":
+        import tomllib
+
+        data = tomllib.loads(p.read_text())
+    else:
+        data = json.loads(p.read_text())
+    return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m nlfs.eliminate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run-dir", required=True, help="the search run (its run.db)")
+    ap.add_argument("--preset", default="paper", choices=sorted(PRESETS),
+                    help="paper: 300 -> 25, 12, 6, 4; quick: two short rounds (minutes on a CPU)")
+    ap.add_argument("--config", default=None, help="a .json or .toml file with pool/keep/seeds/budget_scale/models")
+    ap.add_argument("--pool", type=int, default=None, help="how many of the run's best enter round 1")
+    ap.add_argument("--keep", default=None, help="survivors per round, e.g. 25,12,6,4")
+    ap.add_argument("--seeds", default=None, help="seeds per round, e.g. 1,2,3,3")
+    ap.add_argument("--budget-scale", default=None, help="training budget multiplier per round, e.g. 1,2,4,8")
+    ap.add_argument("--models", default=None, help="model per round, e.g. surrogate,surrogate,preact_resnet,...")
+    ap.add_argument("--first-seed", type=int, default=1)
+    ap.add_argument("--dataset", default=None)
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--train-size", type=int, default=None)
+    ap.add_argument("--val-size", type=int, default=None)
+    ap.add_argument("--backend", default=None, choices=["auto", "triton", "cpp", "torch"])
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--executor", default="local", choices=["local", "ray"])
+    ap.add_argument("--address", default=None)
+    return ap
+
+
+def protocol_from_args(args) -> Protocol:
+    spec = dict(PRESETS[args.preset])
+    if args.config:
+        spec.update(load_config_file(args.config))
+    for name, conv in (("keep", int), ("seeds", int), ("budget_scale", float), ("models", str)):
+        v = _list(getattr(args, name), conv)
+        if v is not None:
+            spec[name] = v
+    if args.pool is not None:
+        spec["pool"] = args.pool
+    spec["first_seed"] = spec.get("first_seed", args.first_seed) if args.first_seed == 1 else args.first_seed
+    return Protocol.from_lists(**{k: spec[k] for k in ("keep", "seeds", "budget_scale", "models", "pool",
+                                                       "first_seed") if k in spec})
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    protocol = protocol_from_args(args)
+    over = {k: v for k, v in dict(dataset=args.dataset, epochs=args.epochs, steps=args.steps,
+                                  train_size=args.train_size, val_size=args.val_size, backend=args.backend,
+                                  device=args.device, data_root=args.data_root).items() if v is not None}
+    t0 = time.time()
+    e = Elimination(args.run_dir, protocol, None, args.workers, args.executor, args.address)
+    try:
+        if over:
+            e.base = dataclasses.replace(e.base, **over)
+        result = e.run()
+        trained = e.trained
+    finally:
+        e.close()
+    print(result["markdown"], end="")
+    print(f"written to {args.run_dir}/elimination.md ({trained} trainings this session, "
+          f"{time.time() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

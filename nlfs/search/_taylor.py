@@ -1,0 +1,182 @@
+"""TaylorGLO: CMA-ES over the 8 parameters of the third-order Taylor loss (``python -m nlfs.evolve
+--algorithm taylor``).
+
+Gonzalez & Miikkulainen (arXiv 2002.00059) search the parameters ``t0..t7`` of the catalogue's
+``TaylorGLO`` expression with CMA-ES (population 20, initial step size 1.2). Here Optuna's
+``CmaEsSampler`` drives the search with ask-and-tell; each trial is one surrogate training (the
+rejection test first, when that filter is on). Every trial is also a row of ``DIR/run.db``
+``evaluations`` (the TaylorGLO expression, its 8 values in ``constants``, fitness, status, seed,
+dataset, backend, wall time; ``genotype`` holds ``{"trial": n, "params": {...}}``), so the reports,
+hall of fame and export work as for the other algorithms. The Optuna study is a journal file
+``DIR/taylor.journal`` (``optuna-dashboard DIR/taylor.journal`` shows it); a killed run resumes:
+a trial whose row was recorded is told from that row, one still in flight is evaluated again.
+
+Step size: Optuna's CMA-ES works on parameters rescaled to [0, 1], so the paper's sigma0 = 1.2 (in
+parameter units) is passed as ``1.2 / (high - low)``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from ._db import RunDB
+from ._runner import Search, SearchConfig, _progress
+
+TAYLOR_LOSS = "TaylorGLO"
+JOURNAL = "taylor.journal"
+STUDY = "taylor"
+DEFAULTS = {"popsize": 20, "sigma0": 1.2, "low": -10.0, "high": 10.0}
+
+
+def is_taylor_run(run_dir: str | Path) -> bool:
+    path = Path(run_dir) / "run.db"
+    if not path.exists():
+        return False
+    db = RunDB(path)
+    try:
+        return (db.get_meta("config") or {}).get("algorithm") == "taylor"
+    finally:
+        db.close()
+
+
+class TaylorSearch:
+    """A resumable TaylorGLO search in ``cfg.run_dir`` with the interface of :class:`Search`
+    (``run() -> rows``, ``close()``, ``cfg``). ``cfg.budget`` counts trials (each trial is trained
+    unless the rejection test removes it)."""
+
+    def __init__(self, cfg: SearchConfig, resume: bool = False, log=None, popsize: int | None = None,
+                 sigma0: float | None = None, bounds: tuple[float, float] | None = None):
+        import optuna
+
+        from ..losses import get
+        from ..tune import make_storage, quiet_optuna
+
+        self.run_dir = Path(cfg.run_dir)
+        db_path = self.run_dir / "run.db"
+        if db_path.exists() and not resume:
+            raise FileExistsError(f"{self.run_dir} already holds a run; pass --resume {self.run_dir} to "
+                                  f"continue it, or choose another --run-dir")
+        if resume and not db_path.exists():
+            raise FileNotFoundError(f"no run to resume in {self.run_dir} (missing {db_path})")
+        self.db = RunDB(db_path)
+        if resume:
+            saved = self.db.get_meta("config")
+            cfg = SearchConfig(**{**saved, "filters": tuple(saved["filters"]),
+                                  "workers": cfg.workers, "executor": cfg.executor,
+                                  "ray_address": cfg.ray_address, "progress": cfg.progress,
+                                  "budget": max(cfg.budget, saved["budget"]) if cfg.budget else saved["budget"]})
+            opts = self.db.get_meta("taylor") or dict(DEFAULTS)
+        else:
+            cfg.algorithm, cfg.space = "taylor", "taylor"
+            opts = dict(DEFAULTS)
+            if popsize:
+                opts["popsize"] = int(popsize)
+            if sigma0:
+                opts["sigma0"] = float(sigma0)
+            if bounds:
+                opts["low"], opts["high"] = float(bounds[0]), float(bounds[1])
+            self.db.set_meta("created", time.time())
+        self.db.set_meta("config", cfg.to_dict())
+        self.db.set_meta("taylor", opts)
+        self.cfg, self.opts = cfg, opts
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        spec = get(TAYLOR_LOSS)
+        self.expr, self.reduction = spec.expr, spec.reduction
+        self.names = list(self.expr.constants)  # t0..t7
+        self.space = {n: optuna.distributions.FloatDistribution(opts["low"], opts["high"]) for n in self.names}
+        quiet_optuna()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # sigma0 is deprecated in Optuna 4.9+ but still honoured
+            sampler = optuna.samplers.CmaEsSampler(sigma0=opts["sigma0"] / (opts["high"] - opts["low"]),
+                                                   popsize=opts["popsize"], seed=cfg.seed)
+        self.study = optuna.create_study(study_name=STUDY, storage=make_storage(self.run_dir, filename=JOURNAL),
+                                         sampler=sampler, direction="maximize", load_if_exists=True)
+
+    # -- rows ---------------------------------------------------------------------------------------
+    def trials_recorded(self) -> dict[int, dict]:
+        out = {}
+        for row in self.db.rows("WHERE status != 'baseline'"):
+            g = row.get("genotype")
+            if isinstance(g, dict) and "trial" in g:
+                out[int(g["trial"])] = row
+        return out
+
+    def make_row(self, trial) -> dict:
+        cfg = self.cfg
+        values = {n: float(trial.params[n]) for n in self.names}
+        try:
+            canonical = str(self.expr.substitute(values).canonical())
+        except Exception:  # noqa: BLE001 - the canonical text is informative only
+            canonical = json.dumps(values, sort_keys=True)
+        return {"canonical": canonical, "expression": str(self.expr),
+                "genotype": {"trial": trial.number, "params": values}, "constants": values, "sign": 1.0,
+                "seed": cfg.seed, "dataset": cfg.dataset, "backend": cfg.backend, "model": cfg.model,
+                "size": self.expr.size,
+                "payload": {"expression": str(self.expr), "constants": values, "reduction": self.reduction,
+                            "train": cfg.train_config().to_dict(), "rejection": "rejection" in cfg.filters,
+                            "name": TAYLOR_LOSS}}
+
+    def baseline(self):
+        Search.baseline(self)  # same CE row as the other algorithms (uses self.cfg and self.db only)
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def run(self, executor=None) -> list[dict]:
+        from ..tune import fitness_of, resume_stale_trials
+        from ._executors import make_executor
+
+        cfg = self.cfg
+        recorded = self.trials_recorded()
+
+        def on_stale(t):
+            row = recorded.get(t.number)
+            return None if row is None else fitness_of(row)
+
+        again = resume_stale_trials(self.study, on_stale)
+        if again:
+            self.log(f"taylor: {again} interrupted trial(s) will be evaluated again")
+        own = executor is None
+        executor = executor or make_executor(cfg.executor, cfg.workers, cfg.ray_address)
+        self.baseline()
+        done = self.db.count("WHERE status != 'baseline'")
+        bar = _progress(cfg.progress, cfg.budget, done)
+        in_flight: dict = {}
+        try:
+            while True:
+                while len(in_flight) < executor.slots and done + len(in_flight) < cfg.budget:
+                    trial = self.study.ask(self.space)
+                    row = self.make_row(trial)
+                    in_flight[executor.submit(row.pop("payload"))] = (trial, row)
+                if not in_flight:
+                    break
+                handle, out = executor.wait_one(list(in_flight))
+                trial, row = in_flight.pop(handle)
+                row.update(status=out["status"], stage=out.get("stage"), reason=out.get("reason", ""),
+                           fitness=out.get("fitness"), result=out.get("result"), wall_time=out["wall_time"])
+                # the row first: a run killed between the two tells the trial from the row on resume
+                self.db.record(row)
+                value = fitness_of(out)
+                trial.set_user_attr("status", out["status"])
+                self.study.tell(trial, value)
+                done += 1
+                if bar is not None:
+                    bar.n = min(done, cfg.budget)
+                    best = self.best_fitness()
+                    bar.set_postfix_str(f"best {best if best is None else round(best, 4)}", refresh=True)
+        finally:
+            if bar is not None:
+                bar.close()
+            if own:
+                executor.close()
+        return self.db.rows()
+
+    def best_fitness(self):
+        row = self.db.conn.execute("SELECT MAX(fitness) FROM evaluations WHERE status = 'ok'").fetchone()
+        return row[0]
+
+    def close(self):
+        self.db.close()
+

@@ -1,0 +1,517 @@
+"""``python -m nlfs.tune``: tune a loss's named constants on the surrogate with Optuna.
+
+Ask-and-tell in batches (each trial one surrogate training, fitness = best validation accuracy with
+the test split untouched), CMA-ES by default (GP, TPE or random on request; a single constant uses
+the GP sampler, or TPE without SciPy, because CMA-ES needs two dimensions or more). The current
+values are enqueued as the first trial, so the result is never worse than where it started. The
+study lives in the run directory (an Optuna journal file, or any RDB URL) so ``optuna-dashboard``
+can show it and a killed tuning resumes where it stopped: finished trials are never trained again,
+trials that were in flight when it died are evaluated again with the same values.
+
+    python -m nlfs.tune --loss NGL --constants alpha=0 --trials 12 --run-dir runs/tune-ngl
+    python -m nlfs.tune --run-dir runs/my-search --top 3       # tune the finalists of a search run
+
+Numbers inside a found expression are lifted into named constants ``c0, c1, ...``
+(:func:`lift_constants`) so they can be tuned; the tuned losses are exported to
+``DIR/tuned_losses.py`` with their constants.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .expr import Expr
+
+SAMPLERS = ("cmaes", "gp", "tpe", "random")
+JOURNAL = "tune.journal"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Lifting numeric literals into named constants.
+
+def lift_constants(expr: Expr, prefix: str = "c", min_abs: float = 1e-6,
+                   skip: tuple[float, ...] = ()) -> tuple[Expr, dict[str, float]]:
+    """Replace the numeric literals of ``expr`` by named constants ``c0, c1, ...``.
+
+    Returns ``(new_expr, {name: value})``. Equal numbers are one node (expressions are hash-consed),
+    so a number that occurs several times becomes one constant. Numbers with ``|v| < min_abs``
+    (the ``1e-7`` guards against division by zero or log 0) and those listed in ``skip`` stay
+    literals; so do numbers equal to zero. Names already used by the expression are avoided.
+    """
+    taken = set(expr.constants)
+    values: dict[str, float] = {}
+    by_value: dict[str, str] = {}
+    counter = iter(range(10**6))
+
+    def fresh() -> str:
+        while True:
+            name = f"{prefix}{next(counter)}"
+            if name not in taken:
+                taken.add(name)
+                return name
+
+    def fn(node, args):
+        if node.op != "num":
+            return None
+        v = float(node.value)
+        if abs(v) < min_abs or v in skip:
+            return None
+        key = v.hex()
+        if key not in by_value:
+            by_value[key] = fresh()
+            values[by_value[key]] = v
+        return Expr.const(by_value[key])
+
+    return expr.map_nodes(fn), values
+
+
+# ---------------------------------------------------------------------------------------------------
+# Search space and sampler.
+
+def default_range(value: float, scale: float | None = None) -> tuple[float, float]:
+    """``value ± scale``; the default scale is ``max(2 |value|, 2)``."""
+    s = scale if scale is not None else max(2.0 * abs(value), 2.0)
+    return (value - s, value + s)
+
+
+def make_search_space(constants: dict[str, float], search_space: dict | None = None,
+                      scale: float | None = None) -> dict:
+    import optuna
+
+    space = {}
+    for name, value in constants.items():
+        lo, hi = (search_space or {}).get(name) or default_range(value, scale)
+        lo, hi = float(lo), float(hi)
+        lo, hi = min(lo, value), max(hi, value)  # the enqueued current value must be inside
+        if not hi > lo:
+            hi = lo + 1.0
+        space[name] = optuna.distributions.FloatDistribution(lo, hi)
+    return space
+
+
+def make_sampler(kind: str, n_dims: int, seed: int, x0: dict | None = None, sigma0: float | None = None,
+                 popsize: int | None = None, log=None):
+    """-> (sampler, name actually used). CMA-ES needs >= 2 dimensions: a single constant falls back
+    to the GP sampler (TPE when SciPy is missing)."""
+    import optuna
+
+    kind = kind.lower()
+    if kind not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {kind!r}")
+    if kind == "cmaes" and n_dims < 2:
+        kind = "gp" if _has_scipy() else "tpe"
+        if log:
+            log(f"nlfs.tune: CMA-ES needs two or more constants; using the {kind.upper()} sampler for one")
+    if kind == "gp" and not _has_scipy():
+        kind = "tpe"
+        if log:
+            log("nlfs.tune: the GP sampler needs SciPy; using TPE")
+    if kind == "cmaes":
+        kw = {}
+        if x0 is not None:
+            kw["x0"] = x0
+        if sigma0 is not None:
+            kw["sigma0"] = sigma0
+        if popsize is not None:
+            kw["popsize"] = popsize
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # x0/sigma0 are deprecated in Optuna 4.9+ but still honoured
+            return optuna.samplers.CmaEsSampler(seed=seed, **kw), "cmaes"
+    if kind == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=3), "gp"
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=3), "tpe"
+    return optuna.samplers.RandomSampler(seed=seed), "random"
+
+
+def _has_scipy() -> bool:
+    try:
+        import scipy  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def make_storage(storage_dir: str | Path | None = None, storage: str | None = None, filename: str = JOURNAL):
+    """An RDB URL (``sqlite:///...``) as given, else an Optuna journal file ``DIR/tune.journal``;
+    ``None`` (no directory, no URL) keeps the study in memory."""
+    import optuna
+
+    if storage:
+        return storage
+    if storage_dir is None:
+        return None
+    path = Path(storage_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    file = str(path / filename)
+    return optuna.storages.JournalStorage(JournalFileBackend(file, lock_obj=JournalFileOpenLock(file)))
+
+
+def quiet_optuna():
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The ask-and-tell loop, shared with the TaylorGLO search.
+
+def resume_stale_trials(study, on_stale=None) -> int:
+    """Trials left RUNNING by a killed process: ``on_stale(trial)`` may return a fitness to tell (the
+    result was recorded elsewhere); otherwise the trial is marked FAIL and its values enqueued again
+    so they are evaluated once more. Returns how many were re-enqueued."""
+    import optuna
+
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        value = on_stale(t) if on_stale else None
+        if value is not None:
+            study.tell(t.number, value)
+            continue
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        attrs = {k: v for k, v in t.user_attrs.items() if k in ("initial",)}
+        study.enqueue_trial(dict(t.params), user_attrs={**attrs, "retry_of": t.number},
+                            skip_if_exists=False)
+        n += 1
+    return n
+
+
+def finished(study) -> list:
+    import optuna
+
+    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+
+
+def fitness_of(out: dict) -> float:
+    """Fitness told to the sampler: best validation accuracy, 0 for a diverged, rejected or failed
+    evaluation (so the sampler learns those values are bad and the study never crashes)."""
+    f = out.get("fitness")
+    if out.get("status") != "ok" or f is None or not math.isfinite(f):
+        return 0.0
+    return float(f)
+
+
+@dataclass
+class TuneResult:
+    best_constants: dict
+    best_fitness: float
+    initial_fitness: float | None
+    trials: list = field(default_factory=list)  # [{number, constants, fitness, status, reason, wall_time}]
+    study_name: str = ""
+    sampler: str = ""
+    storage: str = ""
+
+    def to_dict(self) -> dict:
+        import dataclasses
+
+        return dataclasses.asdict(self)
+
+
+def _spec_of(loss, constants):
+    from ._module import resolve_spec
+
+    spec = resolve_spec(loss)
+    values = dict(spec.constants)
+    for k, v in (constants or {}).items():
+        if k not in spec.expr.constants:
+            raise ValueError(f"constant {k!r} does not occur in {spec.expr}")
+        values[k] = float(v)
+    missing = [k for k in spec.expr.constants if k not in values]
+    if missing:
+        raise ValueError(f"no value for constants {missing} of {spec.expr}")
+    if not values:
+        raise ValueError(f"{spec.name}: {spec.expr} has no named constants to tune "
+                         f"(use lift_constants to turn its numbers into constants)")
+    return spec, {k: values[k] for k in spec.expr.constants}
+
+
+def default_study_name(spec, constants: dict, train_cfg) -> str:
+    key = json.dumps([str(spec.expr), spec.reduction, sorted(constants.items()), train_cfg.to_dict()],
+                     sort_keys=True, default=str)
+    return f"tune-{spec.name[:40]}-{hashlib.sha256(key.encode()).hexdigest()[:10]}".replace(" ", "_")
+
+
+def tune(loss, constants: dict | None = None, n_trials: int = 12, batch: int = 4, sampler: str = "cmaes",
+         search_space: dict | None = None, train_config=None, storage_dir: str | Path | None = None,
+         storage: str | None = None, study_name: str | None = None, seed: int = 0,
+         scale: float | None = None, workers: int = 1, executor=None, log=None) -> TuneResult:
+    """Tune the named constants of ``loss`` (a catalogue name, expression, Expr or LossSpec).
+
+    ``constants`` overrides the starting values (default: the catalogue's); ``search_space`` maps a
+    constant to its ``(low, high)`` range (default ``value ± max(2|value|, 2)``, or ``± scale``).
+    ``n_trials`` counts every trial of the study, those of earlier (killed) sessions included: calling
+    again with the same study resumes it. ``batch`` trials are asked before any is told (and run in
+    parallel with ``workers > 1``, or on a given ``executor`` from ``nlfs.search``).
+    """
+    import optuna
+
+    from .search._executors import make_executor
+    from .train import TrainConfig
+
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    quiet_optuna()
+    spec, start = _spec_of(loss, constants)
+    cfg = train_config or TrainConfig()
+    import dataclasses
+
+    cfg = dataclasses.replace(cfg, evaluate_test=False, progress=False)
+    space = make_search_space(start, search_space, scale)
+    smp, used = make_sampler(sampler, len(space), seed, x0=start if sampler == "cmaes" else None, log=log)
+    name = study_name or default_study_name(spec, start, cfg)
+    store = make_storage(storage_dir, storage)
+    study = optuna.create_study(study_name=name, storage=store, sampler=smp, direction="maximize",
+                                load_if_exists=True)
+    if not study.trials:
+        study.set_user_attr("loss", spec.name)
+        study.set_user_attr("expression", str(spec.expr))
+        study.set_user_attr("initial_constants", start)
+        study.set_user_attr("sampler", used)
+        study.enqueue_trial(start, user_attrs={"initial": True})
+    else:
+        again = resume_stale_trials(study)
+        if again:
+            log(f"nlfs.tune: resuming {name}: {again} interrupted trial(s) will be evaluated again")
+    train_dict = cfg.to_dict()
+    own = executor is None
+    executor = executor or make_executor("local", workers)
+    try:
+        while True:
+            done = len(finished(study))
+            todo = n_trials - done
+            if todo <= 0:
+                break
+            asked = [study.ask(space) for _ in range(min(batch, todo))]
+            handles = {}
+            for trial in asked:
+                payload = {"expression": str(spec.expr), "constants": dict(trial.params),
+                           "reduction": spec.reduction, "train": train_dict, "rejection": False,
+                           "name": spec.name}
+                handles[executor.submit(payload)] = trial
+            while handles:
+                h, out = executor.wait_one(list(handles))
+                trial = handles.pop(h)
+                value = fitness_of(out)
+                trial.set_user_attr("status", out.get("status"))
+                trial.set_user_attr("reason", (out.get("reason") or "")[:500])
+                trial.set_user_attr("wall_time", out.get("wall_time"))
+                study.tell(trial, value)
+                log(f"nlfs.tune: trial {trial.number} {_fmt(trial.params)} -> {value:.4f}"
+                    + ("" if out.get("status") == "ok" else f" ({out.get('status')}: {out.get('reason', '')[:80]})"))
+    finally:
+        if own:
+            executor.close()
+    return result_of(study, start, used, store)
+
+
+def result_of(study, start: dict, used: str = "", store=None) -> TuneResult:
+    trials = finished(study)
+    rows = [{"number": t.number, "constants": dict(t.params), "fitness": t.value,
+             "status": t.user_attrs.get("status"), "reason": t.user_attrs.get("reason", ""),
+             "wall_time": t.user_attrs.get("wall_time"), "initial": bool(t.user_attrs.get("initial"))}
+            for t in trials]
+    initial = next((r["fitness"] for r in rows if r["initial"]), None)
+    if rows:
+        # ties go to the earliest trial (so the initial value wins when nothing beats it)
+        best = max(rows, key=lambda r: (r["fitness"], -r["number"]))
+        best_c, best_f = best["constants"], best["fitness"]
+    else:
+        best_c, best_f = dict(start), float("nan")
+    return TuneResult(best_c, best_f, initial, rows, study.study_name, used, _storage_text(store))
+
+
+def _storage_text(store) -> str:
+    if store is None:
+        return "memory"
+    if isinstance(store, str):
+        return store
+    backend = getattr(store, "_backend", None)
+    return str(getattr(backend, "_file_path", "journal"))
+
+
+def _fmt(params: dict) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in params.items())
+
+
+# ---------------------------------------------------------------------------------------------------
+# Finalists of a search run.
+
+def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int = 4, sampler: str = "cmaes",
+             train_config=None, seed: int = 0, scale: float | None = None, workers: int = 1,
+             storage: str | None = None, log=None) -> list[dict]:
+    """Tune the best ``top_k`` (unique) candidates of the search run in ``run_dir``; numbers in their
+    expressions become constants. Writes ``tuned.json``, ``tuned.md`` and ``tuned_losses.py``."""
+    from .expr import parse
+    from .losses import LossSpec
+    from .search._db import RunDB
+    from .search._report import _atomic_write, export_losses, top
+    from .search._runner import SearchConfig
+
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    run_dir = Path(run_dir)
+    db_path = run_dir / "run.db"
+    if not db_path.exists():
+        raise FileNotFoundError(f"no search run in {run_dir} (missing {db_path})")
+    db = RunDB(db_path)
+    try:
+        rows = db.rows()
+        saved = db.get_meta("config") or {}
+    finally:
+        db.close()
+    reduction = saved.get("reduction", "class_sum")
+    if train_config is None:
+        known = {f for f in SearchConfig.__dataclass_fields__}
+        cfg = SearchConfig(**{k: (tuple(v) if k == "filters" else v) for k, v in saved.items() if k in known})
+        train_config = cfg.train_config()
+    finalists = top(rows, top_k)
+    if not finalists:
+        raise ValueError(f"{run_dir} has no trained candidate with status ok")
+    out = []
+    for r in finalists:
+        expr = parse(r["expression"])
+        lifted, values = lift_constants(expr)
+        values = {**(r.get("constants") or {}), **values}
+        values = {k: v for k, v in values.items() if k in lifted.constants}
+        if not values:
+            log(f"nlfs.tune: #{r['id']} {r['expression']} has no number or constant to tune; skipped")
+            continue
+        spec = LossSpec(f"run{r['id']}", lifted, reduction)
+        log(f"nlfs.tune: #{r['id']} {lifted} (search fitness {r['fitness']:.4f}), constants {_fmt(values)}")
+        res = tune(spec, values, n_trials=n_trials, batch=batch, sampler=sampler, train_config=train_config,
+                   storage_dir=run_dir, storage=storage, study_name=f"tune-run{r['id']}", seed=seed,
+                   scale=scale, workers=workers, log=log)
+        out.append({"id": r["id"], "search_expression": r["expression"], "expression": str(lifted),
+                    "search_fitness": r["fitness"], "initial_constants": values,
+                    "initial_fitness": res.initial_fitness, "best_constants": res.best_constants,
+                    "best_fitness": res.best_fitness, "trials": len(res.trials), "study": res.study_name,
+                    "sampler": res.sampler})
+    _atomic_write(run_dir / "tuned.json", json.dumps(out, indent=2))
+    md = ["# Tuned finalists", "", "| id | initial | tuned | constants | expression |", "|---|---|---|---|---|"]
+    md += [f"| {o['id']} | {_f(o['initial_fitness'])} | {_f(o['best_fitness'])} | "
+           f"{_fmt(o['best_constants'])} | `{o['expression']}` |" for o in out]
+    _atomic_write(run_dir / "tuned.md", "\n".join(md) + "\n")
+    pseudo = [{"id": o["id"], "expression": o["expression"], "constants": o["best_constants"],
+               "fitness": o["best_fitness"], "status": "ok", "size": parse(o["expression"]).size,
+               "dataset": train_config.dataset} for o in out]
+    export_losses(pseudo, run_dir / "tuned_losses.py", run_dir, k=len(pseudo))
+    return out
+
+
+def _f(v) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# CLI
+
+def _pairs(items, what) -> dict:
+    out = {}
+    for item in items or []:
+        for part in item.split(","):
+            if not part.strip():
+                continue
+            if "=" not in part:
+                raise SystemExit(f"--{what} expects NAME=VALUE, got {part!r}")
+            k, v = part.split("=", 1)
+            out[k.strip()] = v.strip()
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m nlfs.tune", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--loss", default=None, help="catalogue name or expression to tune")
+    ap.add_argument("--constants", action="append", help="starting values, NAME=VALUE[,NAME=VALUE]")
+    ap.add_argument("--range", action="append", dest="ranges",
+                    help="search range per constant, NAME=LOW:HIGH (default value ± max(2|value|, 2))")
+    ap.add_argument("--scale", type=float, default=None, help="default range half-width")
+    ap.add_argument("--run-dir", default=None, help="where the study lives (and, with --top, the search run)")
+    ap.add_argument("--top", type=int, default=None, help="tune the best K candidates of the search run in --run-dir")
+    ap.add_argument("--storage", default=None, help="an Optuna RDB URL instead of DIR/tune.journal")
+    ap.add_argument("--study", default=None, help="study name (default: derived from the loss and settings)")
+    ap.add_argument("--trials", type=int, default=12)
+    ap.add_argument("--batch", type=int, default=4, help="trials asked before any is told")
+    ap.add_argument("--sampler", default="cmaes", choices=SAMPLERS)
+    ap.add_argument("--seed", type=int, default=0, help="sampler seed")
+    ap.add_argument("--train-seed", type=int, default=0)
+    ap.add_argument("--dataset", default=None)
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--train-size", type=int, default=None)
+    ap.add_argument("--val-size", type=int, default=None)
+    ap.add_argument("--backend", default=None, choices=["auto", "triton", "cpp", "torch"])
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--workers", type=int, default=1)
+    return ap
+
+
+def _train_config(args, base=None):
+    import dataclasses
+
+    from .train import TrainConfig
+
+    cfg = base or TrainConfig(dataset=args.dataset or "digits", seed=args.train_seed)
+    over = {k: v for k, v in dict(dataset=args.dataset, model=args.model, epochs=args.epochs, steps=args.steps,
+                                  train_size=args.train_size, val_size=args.val_size, backend=args.backend,
+                                  device=args.device, data_root=args.data_root).items() if v is not None}
+    return dataclasses.replace(cfg, evaluate_test=False, progress=False, **over)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    t0 = time.time()
+    if args.top is not None:
+        if not args.run_dir:
+            raise SystemExit("--top needs --run-dir (the search run)")
+        base = None
+        if any(v is not None for v in (args.dataset, args.model, args.epochs, args.steps, args.train_size,
+                                       args.val_size, args.backend, args.device, args.data_root)):
+            from .search._db import RunDB
+            from .search._runner import SearchConfig
+
+            db = RunDB(Path(args.run_dir) / "run.db")
+            saved = db.get_meta("config") or {}
+            db.close()
+            known = set(SearchConfig.__dataclass_fields__)
+            base = _train_config(args, SearchConfig(**{k: (tuple(v) if k == "filters" else v)
+                                                       for k, v in saved.items() if k in known}).train_config())
+        out = tune_run(args.run_dir, args.top, n_trials=args.trials, batch=args.batch, sampler=args.sampler,
+                       train_config=base, seed=args.seed, scale=args.scale, workers=args.workers,
+                       storage=args.storage)
+        print(Path(args.run_dir, "tuned.md").read_text(), end="")
+        print(f"reports: {args.run_dir}/tuned.md, tuned.json, tuned_losses.py; study: "
+              f"{args.storage or Path(args.run_dir, JOURNAL)} ({time.time() - t0:.0f} s)")
+        return 0
+    if not args.loss:
+        raise SystemExit("give --loss NAME (or --run-dir DIR --top K)")
+    consts = {k: float(v) for k, v in _pairs(args.constants, "constants").items()}
+    ranges = {}
+    for k, v in _pairs(args.ranges, "range").items():
+        lo, _, hi = v.partition(":")
+        ranges[k] = (float(lo), float(hi))
+    run_dir = args.run_dir or f"runs/tune-{time.strftime('%Y%m%d-%H%M%S')}"
+    res = tune(args.loss, consts, n_trials=args.trials, batch=args.batch, sampler=args.sampler,
+               search_space=ranges or None, train_config=_train_config(args), storage_dir=run_dir,
+               storage=args.storage, study_name=args.study, seed=args.seed, scale=args.scale,
+               workers=args.workers)
+    print(f"loss {args.loss}: initial {_f(res.initial_fitness)} -> best {_f(res.best_fitness)} with "
+          f"{_fmt(res.best_constants)} ({len(res.trials)} trials, sampler {res.sampler}, "
+          f"{time.time() - t0:.0f} s)")
+    print(f"study {res.study_name} in {res.storage} (optuna-dashboard {res.storage})")
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    Path(run_dir, f"{res.study_name}.json").write_text(json.dumps(res.to_dict(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
