@@ -27,18 +27,21 @@ from bench._schema import KERNEL_COLUMNS, machine_name, today, write_csv, write_
 
 SHAPES = [(128, 10), (2048, 10), (1024, 100), (8192, 1000)]
 RESULTS = Path(__file__).parent / "results"
+ROUNDS = 3
 
 
-def _time(fn, min_reps=5, max_reps=300, budget_s=0.4):
-    for _ in range(2):
-        fn()
+def _samples(fn, min_reps, max_reps, budget_s):
     times = []
     start = time.perf_counter()
     while len(times) < max_reps and (len(times) < min_reps or time.perf_counter() - start < budget_s):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    times.sort()
+    return times
+
+
+def _stats(times):
+    times = sorted(times)
     q = lambda f: times[min(len(times) - 1, int(f * len(times)))] * 1e3
     return statistics.median(times) * 1e3, q(0.2), q(0.8)
 
@@ -73,6 +76,7 @@ def main(argv=None):
     compile_names = (set(names) if args.compile_losses == "all" else
                      set() if args.compile_losses == "none" else set(args.compile_losses.split(",")))
     machine, date = machine_name(), today()
+    load_start = os.getloadavg()
     rows = []
     for b, c in SHAPES:
         g = torch.Generator().manual_seed(0)
@@ -83,9 +87,17 @@ def main(argv=None):
             providers = {"eager": nlfs.Loss(name, backend="torch"), "cpp": nlfs.Loss(name, backend="cpp")}
             if name == "CE":
                 providers["native"] = F.cross_entropy
-            res = {}
-            for prov, fn in providers.items():
-                res[prov] = (*_time(_step(fn, logits, target)), "", "")
+            # Interleaved: ROUNDS rounds, each timing every provider in turn, so load from other jobs
+            # on a shared machine hits all providers alike; statistics over all samples.
+            steps = {prov: _step(fn, logits, target) for prov, fn in providers.items()}
+            for fn in steps.values():
+                fn()
+                fn()
+            samples = {prov: [] for prov in steps}
+            for _ in range(ROUNDS):
+                for prov, fn in steps.items():
+                    samples[prov] += _samples(fn, 2, 100, 0.4 / ROUNDS)
+            res = {prov: (*_stats(t), "", "") for prov, t in samples.items()}
             if name in compile_names:
                 torch._dynamo.reset()
                 # the torch backend's kernel itself (nlfs.Loss's input checks would graph-break)
@@ -102,7 +114,9 @@ def main(argv=None):
                 t0 = time.perf_counter()
                 compiled(logits, target)
                 compile_s = time.perf_counter() - t0
-                res["compile"] = (*_time(lambda compiled=compiled: compiled(logits, target)), compile_s,
+                cfn = lambda compiled=compiled: compiled(logits, target)  # noqa: E731
+                cfn()
+                res["compile"] = (*_stats(_samples(cfn, 5, 300, 0.4)), compile_s,
                                   "torch.compile of forward+autograd.grad")
             eager_ms = res["eager"][0]
             for prov, (med, p20, p80, compile_s, notes) in res.items():
@@ -121,8 +135,14 @@ def main(argv=None):
               if r["provider"] == "cpp" and (r["batch"], r["classes"]) == (b, c)]
         return statistics.median(sp) if sp else float("nan")
 
+    load_end = os.getloadavg()
+    fmt_load = lambda la: "/".join(f"{x:.2f}" for x in la)  # noqa: E731
     lines = [f"Machine: {machine}; date: {date}; float32; forward+backward; torch {torch.__version__}; "
              f"threads={args.threads}; compiled losses: {', '.join(sorted(compile_names)) or 'none'}.",
+             "",
+             f"Load average (1/5/15 min) at start {fmt_load(load_start)}, at end {fmt_load(load_end)} on "
+             f"{os.cpu_count()} cores: other jobs may share the machine, so absolute times are noisy; "
+             f"providers are timed interleaved ({ROUNDS} rounds) so ratios are fairer than absolutes.",
              ""]
     for b, c in SHAPES:
         lines.append(f"- ({b}, {c}): median cpp speedup vs eager over the catalogue: "

@@ -10,6 +10,7 @@ Fashion-MNIST when installed; otherwise digits, with an explicit note (the resul
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -28,7 +29,7 @@ from nlfs.train import TrainConfig, train  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CPU_COLUMNS = ["date", "machine", "device", "dataset", "model", "loss", "backend", "threads", "train_size",
-               "epochs", "steps", "evals", "wall_s_mean", "evals_per_hour", "val_acc_mean", "step_ms",
+               "epochs", "steps", "evals", "wall_s_median", "evals_per_hour", "val_acc_mean", "step_ms",
                "loss_ms", "loss_share_pct", "notes"]
 GPU_COLUMNS = ["date", "machine", "device", "dataset", "model", "loss", "backend", "amp", "compile",
                "target_acc", "epochs", "val_acc", "wall_s", "compile_s", "notes"]
@@ -78,42 +79,56 @@ def step_split(ds, loss_name: str, backend: str, batch: int, device, reps: int =
 
 
 def cpu_bench(args) -> list[dict]:
+    """Backends interleaved (cpp, torch, cpp, torch, ...) so drifting machine load hits both alike."""
     dataset, note = pick_dataset(args.data_root)
     ds = load_dataset(dataset, args.data_root)
     avail = available_backends()
-    backends = ["cpp", "torch"]
-    rows = []
+    backends = [b for b in ("cpp", "torch") if not avail.get(b)]
+    skipped = {b: avail[b] for b in ("cpp", "torch") if avail.get(b)}
     machine, date = machine_name(), today()
     torch.set_num_threads(args.threads)
     train_size = min(args.train_size, len(ds.train_y) - 1000) if dataset == "fashion-mnist" else None
+    load0 = os.getloadavg()[0]
+    rows = []
     for loss in args.losses:
-        for backend in backends:
-            row = dict(date=date, machine=machine, device="cpu", dataset=dataset, model="surrogate",
-                       loss=loss,
-                       backend=backend, threads=args.threads, train_size=train_size or "", epochs=args.epochs)
-            if avail.get(backend):
-                row["notes"] = f"skipped: {avail[backend]}"
-                rows.append(row)
-                print(f"{loss}/{backend}: skipped ({avail[backend]})", flush=True)
-                continue
-            cfg = TrainConfig(dataset=dataset, model="surrogate", epochs=args.epochs, train_size=train_size,
-                              backend=backend, device="cpu", evaluate_test=False, data_root=args.data_root,
-                              threads=args.threads)
-            walls, accs, steps = [], [], 0
-            for seed in range(args.evals):
+        cfg = TrainConfig(dataset=dataset, model="surrogate", epochs=args.epochs, train_size=train_size,
+                          device="cpu", evaluate_test=False, data_root=args.data_root, threads=args.threads)
+        walls = {b: [] for b in backends}
+        accs = {b: [] for b in backends}
+        steps = {}
+        for seed in range(args.evals):
+            for backend in backends:
                 t = time.perf_counter()
-                r = train(loss, cfg, seed=seed)
-                walls.append(time.perf_counter() - t)
-                accs.append(r.best_val_acc)
-                steps = r.steps
-                print(f"{loss}/{backend} seed {seed}: best val {r.best_val_acc:.4f} in {walls[-1]:.2f}s "
-                      f"({r.steps} steps){' FAILED ' + r.reason if r.diverged else ''}", flush=True)
-            step_ms, loss_ms = step_split(ds, loss, backend, cfg.resolved().batch_size, torch.device("cpu"))
-            wall = statistics.mean(walls)
-            row.update(steps=steps, evals=len(walls), wall_s_mean=wall, evals_per_hour=3600.0 / wall,
-                       val_acc_mean=statistics.mean(accs), step_ms=step_ms, loss_ms=loss_ms,
-                       loss_share_pct=100.0 * loss_ms / step_ms, notes=note)
-            rows.append(row)
+                r = train(loss, cfg, seed=seed, backend=backend)
+                walls[backend].append(time.perf_counter() - t)
+                accs[backend].append(r.best_val_acc)
+                steps[backend] = r.steps
+                print(f"{loss}/{backend} seed {seed}: best val {r.best_val_acc:.4f} "
+                      f"in {walls[backend][-1]:.2f}s ({r.steps} steps)"
+                      f"{' FAILED ' + r.reason if r.diverged else ''}", flush=True)
+        split = {b: [] for b in backends}
+        for _ in range(3):
+            for backend in backends:
+                split[backend].append(step_split(ds, loss, backend, cfg.resolved().batch_size,
+                                                 torch.device("cpu")))
+        for backend in backends:
+            wall = statistics.median(walls[backend])
+            step_ms = statistics.median(x[0] for x in split[backend])
+            loss_ms = statistics.median(x[1] for x in split[backend])
+            rows.append(dict(date=date, machine=machine, device="cpu", dataset=dataset, model="surrogate",
+                             loss=loss, backend=backend, threads=args.threads, train_size=train_size or "",
+                             epochs=args.epochs, steps=steps[backend], evals=len(walls[backend]),
+                             wall_s_median=wall, evals_per_hour=3600.0 / wall,
+                             val_acc_mean=statistics.mean(accs[backend]), step_ms=step_ms, loss_ms=loss_ms,
+                             loss_share_pct=100.0 * loss_ms / step_ms, notes=note))
+        for backend, why in skipped.items():
+            rows.append(dict(date=date, machine=machine, device="cpu", dataset=dataset, model="surrogate",
+                             loss=loss, backend=backend, notes=f"skipped: {why}"))
+            print(f"{loss}/{backend}: skipped ({why})", flush=True)
+    load1 = os.getloadavg()[0]
+    for row in rows:
+        extra = f"1-min load average {load0:.1f} -> {load1:.1f} on {os.cpu_count()} cores (shared machine)"
+        row["notes"] = "; ".join(x for x in (row.get("notes", ""), extra) if x)
     return rows
 
 
@@ -160,13 +175,14 @@ def main(argv=None) -> int:
         write_markdown(RESULTS / "surrogate_cpu.md", rows, CPU_COLUMNS,
                        "Surrogate evaluations per hour on CPU",
                        f"Dataset: **{ds}**. One evaluation = `nlfs.train.train(loss, "
-                       f"TrainConfig(dataset={ds!r}, "
-                       f"model='surrogate', epochs={args.epochs}, train_size=..., evaluate_test=False))`, "
-                       f"wall time of the whole call (split, training, validation passes) with "
-                       f"{args.threads} torch thread(s); evals_per_hour = 3600 / wall_s_mean for ONE worker. "
+                       f"TrainConfig(dataset={ds!r}, model='surrogate', epochs={args.epochs}, "
+                       "train_size=..., evaluate_test=False))`, wall time of the whole call (split, "
+                       f"training, validation passes) with {args.threads} torch thread(s); "
+                       "evals_per_hour = 3600 / wall_s_median for ONE worker. "
                        "step_ms / loss_ms: median full training step (model forward+loss+backward+SGD) vs "
                        "the loss's forward+backward alone on the same logits; loss_share_pct = their ratio. "
-                       "Both backends measured side by side in one run.")
+                       "Both backends measured side by side in one run, interleaved; step timings are "
+                       "medians of 3 interleaved rounds of 30 steps.")
     if torch.cuda.is_available():
         rows = gpu_bench(args)
         write_csv(RESULTS / "surrogate_gpu.csv", rows, GPU_COLUMNS)

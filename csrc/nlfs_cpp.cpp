@@ -8,8 +8,11 @@
 //     and log-softmax Jacobians: dz = p * (g_p - sum(p g_p)) + g_logp - p * sum(g_logp) + g_z.
 // Elements are processed in chunks of up to CHUNK classes per instruction, so the per-instruction
 // dispatch is amortised and the generated inner loops are plain loops over contiguous doubles.
-// Rows are partitioned across std::threads; a row's reductions never cross threads, so results
-// are bit-identical for every thread count. No torch headers: buffers come as raw addresses.
+// The generated loops vectorise (setup.py: -march=native, libmvec SIMD exp/log/...), and the row
+// reductions use fixed-order lane partial sums (lane_add), so they vectorise too.
+// Blocks of rows are handed to std::threads dynamically; a row's reductions never cross threads and
+// its arithmetic depends only on the row, so results are bit-identical for every thread count.
+// No torch headers: buffers come as raw addresses.
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -23,6 +26,7 @@
 #include <cstring>
 #include <functional>
 #include <mutex>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -143,19 +147,23 @@ class Pool {
   int size() const { return static_cast<int>(workers_.size()) + 1; }
   pid_t pid() const { return pid_; }
 
-  // Run f(part) for part in [0, parts), parts <= size(); returns when all are done.
+  // Offer f(part) to parts - 1 workers and run f(0) on the caller. f must be safe to skip for any
+  // part > 0 (the rows are handed out dynamically): once the caller is done, the job is closed, and
+  // a worker that has not started yet (descheduled on a busy machine) skips it, so the caller waits
+  // only for workers already inside f.
   void run(int parts, const std::function<void(int)>& f) {
     {
       std::lock_guard<std::mutex> lk(mu_);
       job_ = &f;
       parts_ = parts;
-      pending_ = parts - 1;
+      open_ = true;
       ++generation_;
     }
     cv_.notify_all();
     f(0);
     std::unique_lock<std::mutex> lk(mu_);
-    done_cv_.wait(lk, [this] { return pending_ == 0; });
+    open_ = false;
+    done_cv_.wait(lk, [this] { return active_ == 0; });
     job_ = nullptr;
   }
 
@@ -169,13 +177,14 @@ class Pool {
         cv_.wait(lk, [&] { return stop_ || generation_ != seen; });
         if (stop_) return;
         seen = generation_;
-        if (part >= parts_) continue;
+        if (!open_ || part >= parts_) continue;
         job = job_;
+        ++active_;
       }
       (*job)(part);
       {
         std::lock_guard<std::mutex> lk(mu_);
-        if (--pending_ == 0) done_cv_.notify_one();
+        if (--active_ == 0) done_cv_.notify_one();
       }
     }
   }
@@ -185,7 +194,8 @@ class Pool {
   std::mutex mu_;
   std::condition_variable cv_, done_cv_;
   const std::function<void(int)>* job_ = nullptr;
-  int parts_ = 0, pending_ = 0;
+  int parts_ = 0, active_ = 0;
+  bool open_ = false;
   uint64_t generation_ = 0;
   bool stop_ = false;
 };
@@ -193,6 +203,9 @@ class Pool {
 std::mutex g_pool_mu;  // one batch at a time uses the pool
 Pool* g_pool = nullptr;
 
+// body(r0, r1) over blocks of rows handed out dynamically (an atomic counter): a thread that the OS
+// deschedules holds up nobody. Each row is computed entirely by one thread, so the results do not
+// depend on the thread count or on which thread took which block.
 void parallel_rows(int64_t n_rows, int threads, const std::function<void(int64_t, int64_t)>& body) {
   if (threads <= 1 || n_rows <= 1) {
     body(0, n_rows);
@@ -205,30 +218,94 @@ void parallel_rows(int64_t n_rows, int threads, const std::function<void(int64_t
     delete g_pool;
     g_pool = new Pool(parts - 1);
   }
-  const int64_t per = n_rows / parts, extra = n_rows % parts;
-  g_pool->run(parts, [&](int part) {
-    const int64_t r0 = part * per + std::min<int64_t>(part, extra);
-    const int64_t r1 = r0 + per + (part < extra ? 1 : 0);
-    body(r0, r1);
+  const int64_t block = std::max<int64_t>(1, n_rows / (static_cast<int64_t>(parts) * 16));
+  std::atomic<int64_t> next{0};
+  g_pool->run(parts, [&](int) {
+    for (;;) {
+      const int64_t r0 = next.fetch_add(block);
+      if (r0 >= n_rows) return;
+      body(r0, std::min(n_rows, r0 + block));
+    }
   });
 }
 
 // ------------------------------------------------------------------------------------------------
 // The kernel
 
+// 64-byte aligned scratch: every chunk buffer starts on a cache line and its stride is a multiple
+// of LANES, so how GCC splits a loop into SIMD body and remainder depends only on the position in
+// the row, never on the thread's heap addresses (libmvec and scalar libm may round differently).
+template <typename T>
+struct AlignedBuf {
+  T* ptr = nullptr;
+  size_t cap = 0;
+  AlignedBuf() = default;
+  AlignedBuf(const AlignedBuf&) = delete;
+  AlignedBuf& operator=(const AlignedBuf&) = delete;
+  ~AlignedBuf() { std::free(ptr); }
+  T* get(size_t n) {
+    if (n > cap) {
+      std::free(ptr);
+      const size_t bytes = ((std::max<size_t>(n, 1) * sizeof(T) + 63) / 64) * 64;
+      ptr = static_cast<T*>(std::aligned_alloc(64, bytes));
+      if (!ptr) throw std::bad_alloc();
+      cap = bytes / sizeof(T);
+    }
+    return ptr;
+  }
+};
+
+constexpr int LANES = 8;  // fixed-order partial sums: vectorisable and deterministic
+
+inline int64_t round_lanes(int64_t n) { return (n + LANES - 1) / LANES * LANES; }
+
+// acc[l] += sum of x[j] over j = l (mod LANES); SLP-vectorised, the order is fixed by the position.
+inline void lane_add(double* __restrict acc, const double* __restrict x, int64_t n) {
+  int64_t j = 0;
+  for (; j + LANES <= n; j += LANES)
+    for (int l = 0; l < LANES; ++l) acc[l] += x[j + l];
+  for (int l = 0; j + l < n; ++l) acc[l] += x[j + l];
+}
+
+inline void lane_dot(double* __restrict acc, const double* __restrict x, const double* __restrict y, int64_t n) {
+  int64_t j = 0;
+  for (; j + LANES <= n; j += LANES)
+    for (int l = 0; l < LANES; ++l) acc[l] += x[j + l] * y[j + l];
+  for (int l = 0; j + l < n; ++l) acc[l] += x[j + l] * y[j + l];
+}
+
+inline double lane_total(const double* acc) {
+  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+inline double row_max(const double* __restrict x, int64_t n) {
+  double acc[LANES];
+  for (int l = 0; l < LANES; ++l) acc[l] = x[0];
+  int64_t j = 0;
+  for (; j + LANES <= n; j += LANES)
+    for (int l = 0; l < LANES; ++l) acc[l] = x[j + l] > acc[l] ? x[j + l] : acc[l];
+  for (int l = 0; j + l < n; ++l) acc[l] = x[j + l] > acc[l] ? x[j + l] : acc[l];
+  double m = acc[0];
+  for (int l = 1; l < LANES; ++l) m = acc[l] > m ? acc[l] : m;
+  return m;
+}
+
 struct Workspace {
-  std::vector<double> raw, val, adj, prow, gprow, trow, zbuf;
+  AlignedBuf<double> raw_, val_, adj_, prow_, gprow_, trow_, zbuf_;
   std::vector<const double*> vptr;
+  double *raw, *val, *adj, *prow, *gprow, *trow, *zbuf;
+  int64_t stride = 0;  // per-instruction chunk stride (a multiple of LANES)
   void reserve(size_t n_instr, int64_t c) {
-    const size_t chunk = static_cast<size_t>(std::min<int64_t>(c, CHUNK));
-    raw.resize(n_instr * chunk);
-    val.resize(n_instr * chunk);
-    adj.resize(n_instr * chunk);
+    stride = round_lanes(std::min<int64_t>(c, CHUNK));
+    const size_t cs = static_cast<size_t>(round_lanes(c));
+    raw = raw_.get(n_instr * stride);
+    val = val_.get(n_instr * stride);
+    adj = adj_.get(n_instr * stride);
     vptr.resize(n_instr);
-    prow.resize(c);
-    gprow.resize(c);
-    trow.resize(c);
-    zbuf.resize(c);
+    prow = prow_.get(cs);
+    gprow = gprow_.get(cs);
+    trow = trow_.get(cs);
+    zbuf = zbuf_.get(cs);
   }
 };
 
@@ -244,74 +321,63 @@ struct Batch {
 };
 
 template <typename T>
-inline void load_row(const T* src, double* dst, int64_t c) {
+inline void load_row(const T* __restrict src, double* __restrict dst, int64_t c) {
   for (int64_t j = 0; j < c; ++j) dst[j] = static_cast<double>(src[j]);
-}
-
-template <typename T>
-inline void store_grad(T* dst, const Workspace& w, const Program& prog, double sp, double sl, int64_t c,
-                       bool softmax) {
-  const double* p = w.prow.data();
-  const double* gp = w.gprow.data();
-  const double* t = w.trow.data();
-  if (softmax) {
-    (void)prog;
-    for (int64_t j = 0; j < c; ++j) dst[j] = static_cast<T>(p[j] * (gp[j] - sp) + t[j] - p[j] * sl);
-  } else {
-    for (int64_t j = 0; j < c; ++j) dst[j] = static_cast<T>(t[j]);
-  }
 }
 
 template <typename TZ>
 void run_rows(const Program& prog, const Batch& b, int64_t r0, int64_t r1) {
-  thread_local Workspace w;
+  thread_local Workspace tls_workspace;
+  Workspace& w = tls_workspace;
   const size_t ni = prog.size();
   const int64_t c = b.c;
   w.reserve(ni, c);
   const int64_t chunk = std::min<int64_t>(c, CHUNK);
+  const int64_t stride = w.stride;
   const bool softmax = prog.use_p || prog.use_logp;
   const double cval = static_cast<double>(c);
   const double root_adj = prog.reduction == 1 ? 1.0 / cval : 1.0;
   const size_t root = ni - 1;
-  double* zrow = w.zbuf.data();
-  double* prow = w.prow.data();
-  double* gprow = w.gprow.data();
-  double* trow = w.trow.data();
+  const bool root_grad = prog.needs_grad[root] != 0;
+  double* __restrict zrow = w.zbuf;
+  double* __restrict prow = w.prow;
+  double* __restrict gprow = w.gprow;
+  double* __restrict trow = w.trow;
 
   for (int64_t r = r0; r < r1; ++r) {
     const TZ* zsrc = static_cast<const TZ*>(b.z) + r * c;
     load_row(zsrc, zrow, c);
     double mx = 0.0, lse_shift = 0.0;
     if (softmax) {
-      mx = zrow[0];
-      for (int64_t j = 1; j < c; ++j) mx = zrow[j] > mx ? zrow[j] : mx;
-      double s = 0.0;
-      for (int64_t j = 0; j < c; ++j) {
-        const double e = std::exp(zrow[j] - mx);
-        prow[j] = e;
-        s += e;
-      }
+      mx = row_max(zrow, c);
+      for (int64_t j = 0; j < c; ++j) prow[j] = std::exp(zrow[j] - mx);
+      double acc[LANES] = {0.0};
+      lane_add(acc, prow, c);
+      const double s = lane_total(acc);
       const double inv = 1.0 / s;
       for (int64_t j = 0; j < c; ++j) prow[j] *= inv;
       lse_shift = mx + std::log(s);
     }
-    std::fill(gprow, gprow + c, 0.0);
-    std::fill(trow, trow + c, 0.0);
+    if (root_grad) {
+      std::fill(gprow, gprow + c, 0.0);
+      std::fill(trow, trow + c, 0.0);
+    }
     int64_t tclass = -1;
     if (prog.use_y && b.target_kind == T_INDEX_I64) tclass = static_cast<const int64_t*>(b.target)[r];
 
-    double loss_sum = 0.0, s_logp = 0.0;
+    double loss_acc[LANES] = {0.0}, logp_acc[LANES] = {0.0};
     for (int64_t c0 = 0; c0 < c; c0 += chunk) {
       const int n = static_cast<int>(std::min<int64_t>(chunk, c - c0));
       // ---- forward
       for (size_t k = 0; k < ni; ++k) {
         const int o = prog.op[k];
-        double* rk = w.raw.data() + k * chunk;
+        double* rk = w.raw + k * stride;
         const double* vk = rk;
         switch (o) {
           case L_Y:
             if (b.target_kind == T_INDEX_I64) {
-              for (int i = 0; i < n; ++i) rk[i] = (c0 + i == tclass) ? 1.0 : 0.0;
+              std::fill(rk, rk + n, 0.0);
+              if (tclass >= c0 && tclass < c0 + n) rk[tclass - c0] = 1.0;
             } else if (b.target_kind == T_PROB_F32) {
               load_row(static_cast<const float*>(b.target) + r * c + c0, rk, n);
             } else {
@@ -339,67 +405,63 @@ void run_rows(const Program& prog, const Batch& b, int64_t r0, int64_t r1) {
           default: {
             const double* x0 = w.vptr[prog.a0[k]];
             const double* x1 = prog.a1[k] >= 0 ? w.vptr[prog.a1[k]] : x0;
-            forward(o, n, x0, x1, rk);
-            if (!OP_BOUNDED[o]) {
-              double* vv = w.val.data() + k * chunk;
-              for (int i = 0; i < n; ++i) {
-                const double x = rk[i];
-                vv[i] = x < -MAXV ? -MAXV : (x > MAXV ? MAXV : x);
-              }
-              vk = vv;
-            }
+            double* vv = w.val + k * stride;
+            forward(o, n, x0, x1, rk, vv);  // vv: the clamped value, for ops that are not bounded
+            if (!OP_BOUNDED[o]) vk = vv;
           }
         }
         w.vptr[k] = vk;
       }
-      {
-        const double* out = w.vptr[root];
-        for (int i = 0; i < n; ++i) loss_sum += out[i];
-      }
-      if (!prog.needs_grad[root]) continue;
+      lane_add(loss_acc, w.vptr[root], n);
+      if (!root_grad) continue;
       // ---- reverse
-      std::fill(w.adj.begin(), w.adj.begin() + ni * chunk, 0.0);
-      std::fill(w.adj.begin() + root * chunk, w.adj.begin() + root * chunk + n, root_adj);
+      for (size_t k = 0; k < ni; ++k)
+        if (prog.needs_grad[k]) std::fill(w.adj + k * stride, w.adj + k * stride + n, 0.0);
+      std::fill(w.adj + root * stride, w.adj + root * stride + n, root_adj);
       for (size_t kk = ni; kk-- > 0;) {
         if (!prog.needs_grad[kk]) continue;
-        double* g = w.adj.data() + kk * chunk;
-        for (int i = 0; i < n; ++i) {
-          const double x = g[i];
-          g[i] = x < -MAXV ? -MAXV : (x > MAXV ? MAXV : x);
-        }
+        double* __restrict g = w.adj + kk * stride;  // clamped to +-MAXV where it is used
         const int o = prog.op[kk];
         switch (o) {
           case L_P:
-            for (int i = 0; i < n; ++i) gprow[c0 + i] += g[i];
+            for (int i = 0; i < n; ++i) gprow[c0 + i] += nl_clamp_maxv(g[i]);
             break;
           case L_LOGP:
             for (int i = 0; i < n; ++i) {
+              g[i] = nl_clamp_maxv(g[i]);
               trow[c0 + i] += g[i];
-              s_logp += g[i];
             }
+            lane_add(logp_acc, g, n);
             break;
           case L_Z:
-            for (int i = 0; i < n; ++i) trow[c0 + i] += g[i];
+            for (int i = 0; i < n; ++i) trow[c0 + i] += nl_clamp_maxv(g[i]);
             break;
           default: {
             if (o < N_LEAF) break;
             const int i0 = prog.a0[kk], i1 = prog.a1[kk] >= 0 ? prog.a1[kk] : prog.a0[kk];
-            double* ga = w.adj.data() + static_cast<size_t>(i0) * chunk;
-            double* gb = w.adj.data() + static_cast<size_t>(i1) * chunk;
+            double* ga = w.adj + static_cast<size_t>(i0) * stride;
+            double* gb = w.adj + static_cast<size_t>(i1) * stride;
             // a unary op's gb is unused by the generated code
-            backward(o, n, w.vptr[i0], w.vptr[i1], w.raw.data() + kk * chunk, g, ga, gb);
+            backward(o, n, w.vptr[i0], w.vptr[i1], w.raw + kk * stride, g, ga, gb);
           }
         }
       }
     }
-    double sp = 0.0;
-    if (prog.use_p)
-      for (int64_t j = 0; j < c; ++j) sp += prow[j] * gprow[j];
+    const double loss_sum = lane_total(loss_acc);
     b.loss[r] = static_cast<float>(prog.reduction == 1 ? loss_sum / cval : loss_sum);
-    if (b.z_dtype == D_F32)
-      store_grad(static_cast<float*>(b.grad) + r * c, w, prog, sp, s_logp, c, softmax);
-    else
-      store_grad(static_cast<double*>(b.grad) + r * c, w, prog, sp, s_logp, c, softmax);
+    TZ* __restrict dst = static_cast<TZ*>(b.grad) + r * c;
+    if (!root_grad) {
+      std::fill(dst, dst + c, static_cast<TZ>(0));
+    } else if (softmax) {
+      double acc[LANES] = {0.0};
+      if (prog.use_p) lane_dot(acc, prow, gprow, c);
+      const double sp = lane_total(acc);
+      const double sl = lane_total(logp_acc);
+      for (int64_t j = 0; j < c; ++j)
+        dst[j] = static_cast<TZ>(prow[j] * (gprow[j] - sp) + trow[j] - prow[j] * sl);
+    } else {
+      for (int64_t j = 0; j < c; ++j) dst[j] = static_cast<TZ>(trow[j]);
+    }
   }
 }
 
@@ -442,9 +504,10 @@ Arr op_eval(int op, Arr a, Arr b, bool want_partials, int which) {
     const double* ap = a.data();
     const double* bp = b.data();
     double* o = out.mutable_data();
+    std::vector<double> clamped(CHUNK);
     for (py::ssize_t s = 0; s < n; s += CHUNK) {
       const int m = static_cast<int>(std::min<py::ssize_t>(CHUNK, n - s));
-      forward(op, m, ap + s, bp + s, o + s);
+      forward(op, m, ap + s, bp + s, o + s, clamped.data());
       if (want_partials) partials(op, m, ap + s, bp + s, o + s, pa.mutable_data() + s, pb.mutable_data() + s);
     }
   }

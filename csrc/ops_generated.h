@@ -18,43 +18,47 @@ static const int OP_ARITY[N_OPCODES] = {
 static const bool OP_BOUNDED[N_OPCODES] = {
     true, true, true, true, true, true, true, false, false, false, false, false, false, false, false, false, false, false, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, false, true, true, true, true};
 
-// o[i] = op(a[i], b[i]) (unclamped value); b is ignored by unary ops.
+// Clamp to [-MAXV, MAXV] (node values and adjoints).
+inline double nl_clamp_maxv(double x) { return x < -MAXV ? -MAXV : (x > MAXV ? MAXV : x); }
+
+// o[i] = op(a[i], b[i]) (unclamped value); b is ignored by unary ops. For ops that are not
+// bounded the same loop also writes the clamped value v[i] (v is unused for bounded ops).
 inline void forward(int op, int n, const double* __restrict a, const double* __restrict b,
-                    double* __restrict o) {
-  (void)b;
+                    double* __restrict o, double* __restrict v) {
+  (void)b; (void)v;
   switch (op) {
     case 7:  // add: a + b
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; o[i] = (x0 + x1); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double r = (x0 + x1); o[i] = r; v[i] = nl_clamp_maxv(r); }
       return;
     case 8:  // sub: a - b
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; o[i] = (x0 - x1); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double r = (x0 - x1); o[i] = r; v[i] = nl_clamp_maxv(r); }
       return;
     case 9:  // mul: a * b
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; o[i] = (x0 * x1); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double r = (x0 * x1); o[i] = r; v[i] = nl_clamp_maxv(r); }
       return;
     case 10:  // div: a / b, |b| floored at eps
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; o[i] = (x0 / (((std::fabs(x1) >= 1e-07)) ? (x1) : ((((x1 >= 0.0)) ? (((0.0 * x1) + 1e-07)) : (((0.0 * x1) - 1e-07)))))); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double r = (x0 / (((std::fabs(x1) >= 1e-07)) ? (x1) : ((((x1 >= 0.0)) ? (((0.0 * x1) + 1e-07)) : (((0.0 * x1) - 1e-07)))))); o[i] = r; v[i] = nl_clamp_maxv(r); }
       return;
     case 11:  // pow: |a| ** b = exp(b*log(max(|a|, eps))), exponent clamped
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; o[i] = std::exp(nl_min((x1 * std::log(nl_max(std::fabs(x0), 1e-07))), 23.025850929940457)); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double r = std::exp(nl_min((x1 * std::log(nl_max(std::fabs(x0), 1e-07))), 23.025850929940457)); o[i] = r; v[i] = nl_clamp_maxv(r); }
       return;
     case 12:  // max: max(a, b)
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; o[i] = nl_max(x0, x1); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double r = nl_max(x0, x1); o[i] = r; v[i] = nl_clamp_maxv(r); }
       return;
     case 13:  // min: min(a, b)
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; o[i] = nl_min(x0, x1); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double r = nl_min(x0, x1); o[i] = r; v[i] = nl_clamp_maxv(r); }
       return;
     case 14:  // pdiv: a / (b + eps) (NLFS protected division)
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; o[i] = (x0 / (((std::fabs((x1 + 1e-07)) >= 1e-07)) ? ((x1 + 1e-07)) : (((((x1 + 1e-07) >= 0.0)) ? (((0.0 * (x1 + 1e-07)) + 1e-07)) : (((0.0 * (x1 + 1e-07)) - 1e-07)))))); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double r = (x0 / (((std::fabs((x1 + 1e-07)) >= 1e-07)) ? ((x1 + 1e-07)) : (((((x1 + 1e-07) >= 0.0)) ? (((0.0 * (x1 + 1e-07)) + 1e-07)) : (((0.0 * (x1 + 1e-07)) - 1e-07)))))); o[i] = r; v[i] = nl_clamp_maxv(r); }
       return;
     case 15:  // aq: a / sqrt(1 + b**2) (analytic quotient)
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; o[i] = (x0 / std::sqrt((1.0 + (x1 * x1)))); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double r = (x0 / std::sqrt((1.0 + (x1 * x1)))); o[i] = r; v[i] = nl_clamp_maxv(r); }
       return;
     case 16:  // neg: -x
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; o[i] = (-x0); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double r = (-x0); o[i] = r; v[i] = nl_clamp_maxv(r); }
       return;
     case 17:  // abs: |x|
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; o[i] = std::fabs(x0); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double r = std::fabs(x0); o[i] = r; v[i] = nl_clamp_maxv(r); }
       return;
     case 18:  // sign: sign(x)
       for (int i = 0; i < n; ++i) { const double x0 = a[i]; o[i] = nl_sign(x0); }
@@ -111,7 +115,7 @@ inline void forward(int op, int n, const double* __restrict a, const double* __r
       for (int i = 0; i < n; ++i) { const double x0 = a[i]; o[i] = nl_sigmoid(x0); }
       return;
     case 36:  // softplus: ln(1 + exp(x)), computed stably
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; o[i] = (nl_max(x0, 0.0) + std::log1p(std::exp((-std::fabs(x0))))); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double r = (nl_max(x0, 0.0) + std::log1p(std::exp((-std::fabs(x0))))); o[i] = r; v[i] = nl_clamp_maxv(r); }
       return;
     case 37:  // bessel_i0: I0(x), x clamped to +-ln(MAXV)
       for (int i = 0; i < n; ++i) { const double x0 = a[i]; o[i] = nl_i0(nl_min(nl_max(x0, (-23.025850929940457)), 23.025850929940457)); }
@@ -242,8 +246,8 @@ inline void partials(int op, int n, const double* __restrict a, const double* __
   }
 }
 
-// Reverse-mode step of one instruction: ga[i] += g[i] * d op / d a (likewise gb), where the
-// adjoint g is already clamped to +-MAXV. A non-bounded op's output clamp passes gradient only
+// Reverse-mode step of one instruction: ga[i] += gi * d op / d a (likewise gb), where gi is the
+// adjoint g[i] clamped to +-MAXV. A non-bounded op's output clamp passes gradient only
 // where its unclamped value o[i] lies inside [-MAXV, MAXV]. ga and gb may alias (op(x, x)).
 inline void backward(int op, int n, const double* __restrict a, const double* __restrict b,
                      const double* __restrict o, const double* __restrict g, double* ga,
@@ -251,106 +255,106 @@ inline void backward(int op, int n, const double* __restrict a, const double* __
   (void)b; (void)gb;
   switch (op) {
     case 7:  // add
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; const double gi = g[i]; const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * (1.0) : 0.0; gb[i] += ok ? gi * (1.0) : 0.0; }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * (1.0) : 0.0; gb[i] += ok ? gi * (1.0) : 0.0; }
       return;
     case 8:  // sub
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; const double gi = g[i]; const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * (1.0) : 0.0; gb[i] += ok ? gi * ((-1.0)) : 0.0; }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * (1.0) : 0.0; gb[i] += ok ? gi * ((-1.0)) : 0.0; }
       return;
     case 9:  // mul
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; const double gi = g[i]; const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * (x1) : 0.0; gb[i] += ok ? gi * (x0) : 0.0; }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * (x1) : 0.0; gb[i] += ok ? gi * (x0) : 0.0; }
       return;
     case 10:  // div
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; const double gi = g[i]; const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * ((1.0 / (((std::fabs(x1) >= 1e-07)) ? (x1) : ((((x1 >= 0.0)) ? (((0.0 * x1) + 1e-07)) : (((0.0 * x1) - 1e-07))))))) : 0.0; gb[i] += ok ? gi * ((((std::fabs(x1) >= 1e-07)) ? (((-out) / (((std::fabs(x1) >= 1e-07)) ? (x1) : ((((x1 >= 0.0)) ? (((0.0 * x1) + 1e-07)) : (((0.0 * x1) - 1e-07))))))) : (0.0))) : 0.0; }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * ((1.0 / (((std::fabs(x1) >= 1e-07)) ? (x1) : ((((x1 >= 0.0)) ? (((0.0 * x1) + 1e-07)) : (((0.0 * x1) - 1e-07))))))) : 0.0; gb[i] += ok ? gi * ((((std::fabs(x1) >= 1e-07)) ? (((-out) / (((std::fabs(x1) >= 1e-07)) ? (x1) : ((((x1 >= 0.0)) ? (((0.0 * x1) + 1e-07)) : (((0.0 * x1) - 1e-07))))))) : (0.0))) : 0.0; }
       return;
     case 11:  // pow
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; const double gi = g[i]; const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * (((((x1 * std::log(nl_max(std::fabs(x0), 1e-07))) <= 23.025850929940457)) ? ((((std::fabs(x0) >= 1e-07)) ? (((x1 * out) / (((std::fabs(x0) >= 1e-07)) ? (x0) : ((((x0 >= 0.0)) ? (((0.0 * x0) + 1e-07)) : (((0.0 * x0) - 1e-07))))))) : (0.0))) : (0.0))) : 0.0; gb[i] += ok ? gi * (((((x1 * std::log(nl_max(std::fabs(x0), 1e-07))) <= 23.025850929940457)) ? ((out * std::log(nl_max(std::fabs(x0), 1e-07)))) : (0.0))) : 0.0; }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * (((((x1 * std::log(nl_max(std::fabs(x0), 1e-07))) <= 23.025850929940457)) ? ((((std::fabs(x0) >= 1e-07)) ? (((x1 * out) / (((std::fabs(x0) >= 1e-07)) ? (x0) : ((((x0 >= 0.0)) ? (((0.0 * x0) + 1e-07)) : (((0.0 * x0) - 1e-07))))))) : (0.0))) : (0.0))) : 0.0; gb[i] += ok ? gi * (((((x1 * std::log(nl_max(std::fabs(x0), 1e-07))) <= 23.025850929940457)) ? ((out * std::log(nl_max(std::fabs(x0), 1e-07)))) : (0.0))) : 0.0; }
       return;
     case 12:  // max
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; const double gi = g[i]; const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * ((((x0 > x1)) ? (1.0) : ((((x0 < x1)) ? (0.0) : (0.5))))) : 0.0; gb[i] += ok ? gi * ((((x1 > x0)) ? (1.0) : ((((x1 < x0)) ? (0.0) : (0.5))))) : 0.0; }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * ((((x0 > x1)) ? (1.0) : ((((x0 < x1)) ? (0.0) : (0.5))))) : 0.0; gb[i] += ok ? gi * ((((x1 > x0)) ? (1.0) : ((((x1 < x0)) ? (0.0) : (0.5))))) : 0.0; }
       return;
     case 13:  // min
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; const double gi = g[i]; const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * ((((x1 > x0)) ? (1.0) : ((((x1 < x0)) ? (0.0) : (0.5))))) : 0.0; gb[i] += ok ? gi * ((((x0 > x1)) ? (1.0) : ((((x0 < x1)) ? (0.0) : (0.5))))) : 0.0; }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * ((((x1 > x0)) ? (1.0) : ((((x1 < x0)) ? (0.0) : (0.5))))) : 0.0; gb[i] += ok ? gi * ((((x0 > x1)) ? (1.0) : ((((x0 < x1)) ? (0.0) : (0.5))))) : 0.0; }
       return;
     case 14:  // pdiv
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; const double gi = g[i]; const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * ((1.0 / (((std::fabs((x1 + 1e-07)) >= 1e-07)) ? ((x1 + 1e-07)) : (((((x1 + 1e-07) >= 0.0)) ? (((0.0 * (x1 + 1e-07)) + 1e-07)) : (((0.0 * (x1 + 1e-07)) - 1e-07))))))) : 0.0; gb[i] += ok ? gi * ((((std::fabs((x1 + 1e-07)) >= 1e-07)) ? (((-out) / (((std::fabs((x1 + 1e-07)) >= 1e-07)) ? ((x1 + 1e-07)) : (((((x1 + 1e-07) >= 0.0)) ? (((0.0 * (x1 + 1e-07)) + 1e-07)) : (((0.0 * (x1 + 1e-07)) - 1e-07))))))) : (0.0))) : 0.0; }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * ((1.0 / (((std::fabs((x1 + 1e-07)) >= 1e-07)) ? ((x1 + 1e-07)) : (((((x1 + 1e-07) >= 0.0)) ? (((0.0 * (x1 + 1e-07)) + 1e-07)) : (((0.0 * (x1 + 1e-07)) - 1e-07))))))) : 0.0; gb[i] += ok ? gi * ((((std::fabs((x1 + 1e-07)) >= 1e-07)) ? (((-out) / (((std::fabs((x1 + 1e-07)) >= 1e-07)) ? ((x1 + 1e-07)) : (((((x1 + 1e-07) >= 0.0)) ? (((0.0 * (x1 + 1e-07)) + 1e-07)) : (((0.0 * (x1 + 1e-07)) - 1e-07))))))) : (0.0))) : 0.0; }
       return;
     case 15:  // aq
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; const double gi = g[i]; const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * ((1.0 / std::sqrt((1.0 + (x1 * x1))))) : 0.0; gb[i] += ok ? gi * ((((-out) * x1) / (1.0 + (x1 * x1)))) : 0.0; }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * ((1.0 / std::sqrt((1.0 + (x1 * x1))))) : 0.0; gb[i] += ok ? gi * ((((-out) * x1) / (1.0 + (x1 * x1)))) : 0.0; }
       return;
     case 16:  // neg
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = g[i]; const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * ((-1.0)) : 0.0; }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * ((-1.0)) : 0.0; }
       return;
     case 17:  // abs
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = g[i]; const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * (nl_sign(x0)) : 0.0; }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * (nl_sign(x0)) : 0.0; }
       return;
     case 18:  // sign
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = g[i]; ga[i] += gi * ((0.0 * x0)); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((0.0 * x0)); }
       return;
     case 19:  // square
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = g[i]; ga[i] += gi * ((((std::fabs(x0) <= 100000.0)) ? ((2.0 * x0)) : (0.0))); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((((std::fabs(x0) <= 100000.0)) ? ((2.0 * x0)) : (0.0))); }
       return;
     case 20:  // cube
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = g[i]; ga[i] += gi * ((((std::fabs(x0) <= 2154.434690031883)) ? (((3.0 * x0) * x0)) : (0.0))); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((((std::fabs(x0) <= 2154.434690031883)) ? (((3.0 * x0) * x0)) : (0.0))); }
       return;
     case 21:  // exp
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = g[i]; ga[i] += gi * ((((x0 <= 23.025850929940457)) ? (out) : (0.0))); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((((x0 <= 23.025850929940457)) ? (out) : (0.0))); }
       return;
     case 22:  // log
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = g[i]; ga[i] += gi * ((((std::fabs(x0) >= 1e-07)) ? ((1.0 / (((std::fabs(x0) >= 1e-07)) ? (x0) : ((((x0 >= 0.0)) ? (((0.0 * x0) + 1e-07)) : (((0.0 * x0) - 1e-07))))))) : (0.0))); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((((std::fabs(x0) >= 1e-07)) ? ((1.0 / (((std::fabs(x0) >= 1e-07)) ? (x0) : ((((x0 >= 0.0)) ? (((0.0 * x0) + 1e-07)) : (((0.0 * x0) - 1e-07))))))) : (0.0))); }
       return;
     case 23:  // plog
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = g[i]; ga[i] += gi * ((nl_sign(x0) / (std::fabs(x0) + 1e-07))); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((nl_sign(x0) / (std::fabs(x0) + 1e-07))); }
       return;
     case 24:  // plog10
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = g[i]; ga[i] += gi * ((nl_sign(x0) / ((std::fabs(x0) + 1e-07) * 2.302585092994046))); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((nl_sign(x0) / ((std::fabs(x0) + 1e-07) * 2.302585092994046))); }
       return;
     case 25:  // sqrt
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = g[i]; ga[i] += gi * ((((std::fabs(x0) >= 1e-07)) ? (((nl_sign(x0) * 0.5) / out)) : (0.0))); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((((std::fabs(x0) >= 1e-07)) ? (((nl_sign(x0) * 0.5) / out)) : (0.0))); }
       return;
     case 26:  // pinv
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = g[i]; ga[i] += gi * ((((std::fabs((x0 + 1e-07)) >= 1e-07)) ? (((-out) * out)) : (0.0))); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((((std::fabs((x0 + 1e-07)) >= 1e-07)) ? (((-out) * out)) : (0.0))); }
       return;
     case 27:  // sin
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = g[i]; ga[i] += gi * (std::cos(x0)); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * (std::cos(x0)); }
       return;
     case 28:  // cos
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = g[i]; ga[i] += gi * ((-std::sin(x0))); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((-std::sin(x0))); }
       return;
     case 29:  // tanh
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = g[i]; ga[i] += gi * ((1.0 - (out * out))); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((1.0 - (out * out))); }
       return;
     case 30:  // sinh
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = g[i]; ga[i] += gi * ((((std::fabs(x0) <= 23.025850929940457)) ? ((0.5 * (std::exp(nl_min(nl_max(x0, (-23.025850929940457)), 23.025850929940457)) + std::exp((-nl_min(nl_max(x0, (-23.025850929940457)), 23.025850929940457)))))) : (0.0))); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((((std::fabs(x0) <= 23.025850929940457)) ? ((0.5 * (std::exp(nl_min(nl_max(x0, (-23.025850929940457)), 23.025850929940457)) + std::exp((-nl_min(nl_max(x0, (-23.025850929940457)), 23.025850929940457)))))) : (0.0))); }
       return;
     case 31:  // asinh
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = g[i]; ga[i] += gi * ((1.0 / std::sqrt((1.0 + (x0 * x0))))); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((1.0 / std::sqrt((1.0 + (x0 * x0))))); }
       return;
     case 32:  // atan
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = g[i]; ga[i] += gi * ((1.0 / (1.0 + (x0 * x0)))); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((1.0 / (1.0 + (x0 * x0)))); }
       return;
     case 33:  // erf
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = g[i]; ga[i] += gi * ((1.1283791670955126 * std::exp((-nl_min((x0 * x0), 10000.0))))); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((1.1283791670955126 * std::exp((-nl_min((x0 * x0), 10000.0))))); }
       return;
     case 34:  // erfc
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = g[i]; ga[i] += gi * (((-1.1283791670955126) * std::exp((-nl_min((x0 * x0), 10000.0))))); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * (((-1.1283791670955126) * std::exp((-nl_min((x0 * x0), 10000.0))))); }
       return;
     case 35:  // sigmoid
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = g[i]; ga[i] += gi * ((out * (1.0 - out))); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((out * (1.0 - out))); }
       return;
     case 36:  // softplus
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = g[i]; const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * (nl_sigmoid(x0)) : 0.0; }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * (nl_sigmoid(x0)) : 0.0; }
       return;
     case 37:  // bessel_i0
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = g[i]; ga[i] += gi * ((((std::fabs(x0) <= 23.025850929940457)) ? (nl_i1(nl_min(nl_max(x0, (-23.025850929940457)), 23.025850929940457))) : (0.0))); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((((std::fabs(x0) <= 23.025850929940457)) ? (nl_i1(nl_min(nl_max(x0, (-23.025850929940457)), 23.025850929940457))) : (0.0))); }
       return;
     case 38:  // bessel_i0e
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = g[i]; ga[i] += gi * ((nl_i1e(x0) - (nl_sign(x0) * out))); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((nl_i1e(x0) - (nl_sign(x0) * out))); }
       return;
     case 39:  // bessel_i1
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = g[i]; ga[i] += gi * ((((std::fabs(x0) <= 23.025850929940457)) ? ((((std::fabs(x0) < 1e-06)) ? (0.5) : ((nl_i0(nl_min(nl_max(x0, (-23.025850929940457)), 23.025850929940457)) - (out / (((std::fabs(x0) < 1e-06)) ? (1.0) : (x0))))))) : (0.0))); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((((std::fabs(x0) <= 23.025850929940457)) ? ((((std::fabs(x0) < 1e-06)) ? (0.5) : ((nl_i0(nl_min(nl_max(x0, (-23.025850929940457)), 23.025850929940457)) - (out / (((std::fabs(x0) < 1e-06)) ? (1.0) : (x0))))))) : (0.0))); }
       return;
     case 40:  // bessel_i1e
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = g[i]; ga[i] += gi * ((((std::fabs(x0) < 1e-06)) ? ((0.5 - std::fabs(x0))) : ((nl_i0e(x0) - (out * (nl_sign(x0) + (1.0 / (((std::fabs(x0) < 1e-06)) ? (1.0) : (x0))))))))); }
+      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((((std::fabs(x0) < 1e-06)) ? ((0.5 - std::fabs(x0))) : ((nl_i0e(x0) - (out * (nl_sign(x0) + (1.0 / (((std::fabs(x0) < 1e-06)) ? (1.0) : (x0))))))))); }
       return;
     default:
       return;

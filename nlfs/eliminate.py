@@ -1,8 +1,9 @@
 """``python -m nlfs.eliminate --run-dir DIR``: the elimination protocol for a finished search.
 
-The best candidates of the run (status ok, unique expressions, by search fitness; up to ``pool``) are
-trained again in rounds of growing budget, more seeds and (where configured) a larger model; after
-each round only the best ``keep`` (by mean validation accuracy over the round's seeds) go on.
+The best candidates of the run (status ok, one per expression and constants, by search fitness; up
+to ``pool``) are trained again in rounds of growing budget, more seeds and (where configured) a
+larger model; after each round only the best ``keep`` (by mean validation accuracy over the round's
+seeds) go on.
 Cross-entropy is trained under the same seeds and settings in every round. The defaults mirror the
 NeuroLoss protocol (Morgan & Hougen, arXiv 2403.08793): from the best (up to) 300 keep 25, 12, 6,
 then 4, with budgets x1, x2, x4, x8 and the pre-activation ResNet in the last two rounds.
@@ -91,7 +92,7 @@ class Protocol:
 
         seeds, scales, models = fit(seeds, "seeds"), fit(budget_scale, "budget_scale"), fit(models, "models")
         rounds = [Round(int(k), int(s), float(b), MODEL_ALIASES.get(str(m).lower(), str(m)))
-                  for k, s, b, m in zip(keep, seeds, scales, models)]
+                  for k, s, b, m in zip(keep, seeds, scales, models, strict=True)]
         for r in rounds:
             if r.keep < 1 or r.seeds < 1 or r.budget_scale <= 0:
                 raise ValueError(f"bad round {r}: keep and seeds must be >= 1, budget_scale > 0")
@@ -117,7 +118,7 @@ class Elimination:
     def __init__(self, run_dir: str | Path, protocol: Protocol, train_config=None, workers: int = 1,
                  executor: str = "local", address: str | None = None, log=None):
         from .search._db import RunDB
-        from .search._runner import SearchConfig
+        from .tune import search_config
 
         self.run_dir = Path(run_dir)
         path = self.run_dir / "run.db"
@@ -125,9 +126,7 @@ class Elimination:
             raise FileNotFoundError(f"no search run in {self.run_dir} (missing {path})")
         self.db = RunDB(path)
         self.db.conn.executescript(SCHEMA)
-        saved = self.db.get_meta("config") or {}
-        known = set(SearchConfig.__dataclass_fields__)
-        scfg = SearchConfig(**{k: (tuple(v) if k == "filters" else v) for k, v in saved.items() if k in known})
+        scfg = search_config(self.db.get_meta("config") or {})
         self.reduction = scfg.reduction
         self.base = train_config or scfg.train_config()
         self.protocol = protocol
@@ -139,9 +138,9 @@ class Elimination:
         self.db.close()
 
     def candidates(self) -> list[dict]:
-        from .search._report import top
+        from .tune import best_unique
 
-        return top(self.db.rows(), self.protocol.pool)
+        return best_unique(self.db.rows(), self.protocol.pool)
 
     def _done(self, key: str):
         cur = self.db.conn.execute("SELECT fitness, status FROM elimination WHERE key = ?", (key,))
@@ -149,8 +148,8 @@ class Elimination:
 
     def _record(self, key, cand, rnd_i, seed, cfg, out):
         self.db.conn.execute(
-            "INSERT OR REPLACE INTO elimination (key, candidate, eval_id, expression, constants, round, seed, "
-            "model, steps, epochs, fitness, status, reason, wall_time, created) "
+            "INSERT OR REPLACE INTO elimination (key, candidate, eval_id, expression, constants, round, "
+            "seed, model, steps, epochs, fitness, status, reason, wall_time, created) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (key, cand["label"], cand.get("id"), cand["expression"], json.dumps(cand.get("constants") or {}),
              rnd_i, seed, cfg.model, cfg.steps, cfg.epochs,
@@ -218,13 +217,14 @@ class Elimination:
             self.trained += 1
             v = _value(out.get("fitness"), out["status"])
             scores.setdefault(cand["label"], {}).setdefault(rnd_i, []).append(v)
-            self.log(f"eliminate: round {rnd_i} seed {seed} {cand['label']}: {v:.4f}"
-                     + ("" if out["status"] == "ok" else f" ({out['status']}: {(out.get('reason') or '')[:80]})"))
+            why = "" if out["status"] == "ok" else f" ({out['status']}: {(out.get('reason') or '')[:80]})"
+            self.log(f"eliminate: round {rnd_i} seed {seed} {cand['label']}: {v:.4f}{why}")
 
     def markdown(self, result) -> str:
         rounds = self.protocol.rounds
         scores = result["scores"]
-        head = ["rank", "id", "expression"] + [f"round {i} ({r.describe()})" for i, r in enumerate(rounds, 1)]
+        head = ["rank", "id", "expression", "search"]
+        head += [f"round {i} ({r.describe()})" for i, r in enumerate(rounds, 1)]
         lines = [f"# Elimination of {self.run_dir}", "",
                  f"Base training: {self.base.dataset}, model per round as listed, "
                  f"{'steps ' + str(self.base.steps) if self.base.steps is not None else 'epochs'} x budget "
@@ -235,12 +235,13 @@ class Elimination:
         def cells(label):
             return [_fmt(scores.get(label, {}).get(i)) for i in range(1, len(rounds) + 1)]
 
-        lines.append("| CE | - | `" + CE_EXPRESSION + "` | " + " | ".join(cells("CE")) + " |")
+        lines.append("| CE | - | `" + CE_EXPRESSION + "` | - | " + " | ".join(cells("CE")) + " |")
         for rank, c in enumerate(result["survivors"], 1):
-            expr = c["expression"]
+            expr = f"`{c['expression']}`"
             if c.get("constants"):
-                expr += "` with " + ", ".join(f"{k}={v:.4g}" for k, v in c["constants"].items()) + " `"
-            lines.append(f"| {rank} | {c['id']} | `{expr}` | " + " | ".join(cells(c["label"])) + " |")
+                expr += " with " + ", ".join(f"{k}={v:.4g}" for k, v in c["constants"].items())
+            lines.append(f"| {rank} | {c['id']} | {expr} | {c['fitness']:.4f} | "
+                         + " | ".join(cells(c["label"])) + " |")
         return "\n".join(lines) + "\n"
 
 
@@ -294,12 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--run-dir", required=True, help="the search run (its run.db)")
     ap.add_argument("--preset", default="paper", choices=sorted(PRESETS),
                     help="paper: 300 -> 25, 12, 6, 4; quick: two short rounds (minutes on a CPU)")
-    ap.add_argument("--config", default=None, help="a .json or .toml file with pool/keep/seeds/budget_scale/models")
+    ap.add_argument("--config", default=None,
+                    help="a .json or .toml file with pool, keep, seeds, budget_scale, models")
     ap.add_argument("--pool", type=int, default=None, help="how many of the run's best enter round 1")
     ap.add_argument("--keep", default=None, help="survivors per round, e.g. 25,12,6,4")
     ap.add_argument("--seeds", default=None, help="seeds per round, e.g. 1,2,3,3")
     ap.add_argument("--budget-scale", default=None, help="training budget multiplier per round, e.g. 1,2,4,8")
-    ap.add_argument("--models", default=None, help="model per round, e.g. surrogate,surrogate,preact_resnet,...")
+    ap.add_argument("--models", default=None,
+                    help="model per round, e.g. surrogate,surrogate,preact_resnet,preact_resnet")
     ap.add_argument("--first-seed", type=int, default=1)
     ap.add_argument("--dataset", default=None)
     ap.add_argument("--data-root", default=None)

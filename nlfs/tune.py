@@ -107,10 +107,15 @@ def make_sampler(kind: str, n_dims: int, seed: int, x0: dict | None = None, sigm
     if kind not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {kind!r}")
     if kind == "cmaes" and n_dims < 2:
-        kind = "gp" if _has_scipy() else "tpe"
+        kind = "gp" if _has("scipy") else "tpe"
         if log:
             log(f"nlfs.tune: CMA-ES needs two or more constants; using the {kind.upper()} sampler for one")
-    if kind == "gp" and not _has_scipy():
+    if kind == "cmaes" and not _has("cmaes"):
+        kind = "gp" if _has("scipy") else "tpe"
+        if log:
+            log(f"nlfs.tune: Optuna's CMA-ES needs the cmaes package (pip install cmaes); "
+                f"using {kind.upper()}")
+    if kind == "gp" and not _has("scipy"):
         kind = "tpe"
         if log:
             log("nlfs.tune: the GP sampler needs SciPy; using TPE")
@@ -132,12 +137,10 @@ def make_sampler(kind: str, n_dims: int, seed: int, x0: dict | None = None, sigm
     return optuna.samplers.RandomSampler(seed=seed), "random"
 
 
-def _has_scipy() -> bool:
-    try:
-        import scipy  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 def make_storage(storage_dir: str | Path | None = None, storage: str | None = None, filename: str = JOURNAL):
@@ -278,26 +281,32 @@ def tune(loss, constants: dict | None = None, n_trials: int = 12, batch: int = 4
         study.set_user_attr("sampler", used)
         study.enqueue_trial(start, user_attrs={"initial": True})
     else:
+        # a resumed session: a fresh random stream, so startup samples do not repeat the first session's
+        # (CMA-ES keeps its own state in the study and carries on from it)
+        study.sampler, used = make_sampler(sampler, len(space), seed + len(study.trials),
+                                           x0=start if sampler == "cmaes" else None)
         again = resume_stale_trials(study)
         if again:
             log(f"nlfs.tune: resuming {name}: {again} interrupted trial(s) will be evaluated again")
     train_dict = cfg.to_dict()
     own = executor is None
     executor = executor or make_executor("local", workers)
+    errors = 0
     try:
         while True:
             done = len(finished(study))
             todo = n_trials - done
             if todo <= 0:
                 break
-            asked = [study.ask(space) for _ in range(min(batch, todo))]
-            handles = {}
-            for trial in asked:
-                payload = {"expression": str(spec.expr), "constants": dict(trial.params),
-                           "reduction": spec.reduction, "train": train_dict, "rejection": False,
-                           "name": spec.name}
-                handles[executor.submit(payload)] = trial
-            while handles:
+            queue = [study.ask(space) for _ in range(min(batch, todo))]
+            handles: dict = {}
+            while queue or handles:  # each result is told as soon as it is in
+                while queue and len(handles) < executor.slots:
+                    trial = queue.pop(0)
+                    payload = {"expression": str(spec.expr), "constants": dict(trial.params),
+                               "reduction": spec.reduction, "train": train_dict, "rejection": False,
+                               "name": spec.name}
+                    handles[executor.submit(payload)] = trial
                 h, out = executor.wait_one(list(handles))
                 trial = handles.pop(h)
                 value = fitness_of(out)
@@ -305,8 +314,13 @@ def tune(loss, constants: dict | None = None, n_trials: int = 12, batch: int = 4
                 trial.set_user_attr("reason", (out.get("reason") or "")[:500])
                 trial.set_user_attr("wall_time", out.get("wall_time"))
                 study.tell(trial, value)
-                log(f"nlfs.tune: trial {trial.number} {_fmt(trial.params)} -> {value:.4f}"
-                    + ("" if out.get("status") == "ok" else f" ({out.get('status')}: {out.get('reason', '')[:80]})"))
+                errors = errors + 1 if out.get("status") == "error" else 0
+                if errors >= max(3, batch):  # a data/config problem, not a bad constant: stop
+                    raise RuntimeError(f"nlfs.tune: {errors} evaluations in a row failed; last: "
+                                       f"{out.get('reason')}")
+                why = ("" if out.get("status") == "ok"
+                       else f" ({out.get('status')}: {out.get('reason', '')[:80]})")
+                log(f"nlfs.tune: trial {trial.number} {_fmt(trial.params)} -> {value:.4f}{why}")
     finally:
         if own:
             executor.close()
@@ -348,13 +362,13 @@ def _fmt(params: dict) -> str:
 def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int = 4, sampler: str = "cmaes",
              train_config=None, seed: int = 0, scale: float | None = None, workers: int = 1,
              storage: str | None = None, log=None) -> list[dict]:
-    """Tune the best ``top_k`` (unique) candidates of the search run in ``run_dir``; numbers in their
-    expressions become constants. Writes ``tuned.json``, ``tuned.md`` and ``tuned_losses.py``."""
+    """Tune the best ``top_k`` (unique) candidates of the search run in ``run_dir`` that have
+    something to tune (numbers in their expressions become constants; a candidate without any is
+    skipped). Writes ``tuned.json``, ``tuned.md`` and ``tuned_losses.py``."""
     from .expr import parse
     from .losses import LossSpec
     from .search._db import RunDB
-    from .search._report import _atomic_write, export_losses, top
-    from .search._runner import SearchConfig
+    from .search._report import _atomic_write, export_losses
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     run_dir = Path(run_dir)
@@ -369,18 +383,19 @@ def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int
         db.close()
     reduction = saved.get("reduction", "class_sum")
     if train_config is None:
-        known = {f for f in SearchConfig.__dataclass_fields__}
-        cfg = SearchConfig(**{k: (tuple(v) if k == "filters" else v) for k, v in saved.items() if k in known})
-        train_config = cfg.train_config()
-    finalists = top(rows, top_k)
+        train_config = search_config(saved).train_config()
+    finalists = best_unique(rows, len(rows))
     if not finalists:
         raise ValueError(f"{run_dir} has no trained candidate with status ok")
     out = []
-    for r in finalists:
+    for r in finalists:  # the best top_k that have a number or constant to tune
+        if len(out) == top_k:
+            break
         expr = parse(r["expression"])
-        lifted, values = lift_constants(expr)
-        values = {**(r.get("constants") or {}), **values}
-        values = {k: v for k, v in values.items() if k in lifted.constants}
+        if expr.constants:  # named constants (a TaylorGLO or tuned row): tune those
+            lifted, values = expr, {k: float((r.get("constants") or {})[k]) for k in expr.constants}
+        else:  # a found expression: its numbers become constants
+            lifted, values = lift_constants(expr)
         if not values:
             log(f"nlfs.tune: #{r['id']} {r['expression']} has no number or constant to tune; skipped")
             continue
@@ -395,7 +410,8 @@ def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int
                     "best_fitness": res.best_fitness, "trials": len(res.trials), "study": res.study_name,
                     "sampler": res.sampler})
     _atomic_write(run_dir / "tuned.json", json.dumps(out, indent=2))
-    md = ["# Tuned finalists", "", "| id | initial | tuned | constants | expression |", "|---|---|---|---|---|"]
+    md = ["# Tuned finalists", "", "| id | initial | tuned | constants | expression |",
+          "|---|---|---|---|---|"]
     md += [f"| {o['id']} | {_f(o['initial_fitness'])} | {_f(o['best_fitness'])} | "
            f"{_fmt(o['best_constants'])} | `{o['expression']}` |" for o in out]
     _atomic_write(run_dir / "tuned.md", "\n".join(md) + "\n")
@@ -404,6 +420,36 @@ def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int
                "dataset": train_config.dataset} for o in out]
     export_losses(pseudo, run_dir / "tuned_losses.py", run_dir, k=len(pseudo))
     return out
+
+
+def best_unique(rows: list[dict], k: int) -> list[dict]:
+    """The best ``k`` rows with status ok by fitness, one per (expression, constants): unlike the
+    report's ``top`` (one per expression), distinct TaylorGLO parameter sets count separately."""
+    seen, out = set(), []
+    ok = [r for r in rows if r["status"] == "ok" and r.get("fitness") is not None]
+    for r in sorted(ok, key=lambda r: (-r["fitness"], r.get("size") or 0, r["id"])):
+        key = (r["expression"], json.dumps(r.get("constants") or {}, sort_keys=True))
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(r)
+        if len(out) == k:
+            break
+    return out
+
+
+def search_config(saved: dict):
+    """The ``SearchConfig`` saved in a run's meta table (unknown keys ignored)."""
+    from .search._runner import SearchConfig
+
+    known = set(SearchConfig.__dataclass_fields__)
+    return SearchConfig(**{k: (tuple(v) if k == "filters" else v) for k, v in saved.items() if k in known})
+
+
+def _overrides(args) -> dict:
+    return dict(dataset=args.dataset, model=args.model, epochs=args.epochs, steps=args.steps,
+                train_size=args.train_size, val_size=args.val_size, backend=args.backend,
+                device=args.device, data_root=args.data_root)
 
 
 def _f(v) -> str:
@@ -434,7 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="search range per constant, NAME=LOW:HIGH (default value ± max(2|value|, 2))")
     ap.add_argument("--scale", type=float, default=None, help="default range half-width")
     ap.add_argument("--run-dir", default=None, help="where the study lives (and, with --top, the search run)")
-    ap.add_argument("--top", type=int, default=None, help="tune the best K candidates of the search run in --run-dir")
+    ap.add_argument("--top", type=int, default=None,
+                    help="tune the best K candidates of the search run in --run-dir")
     ap.add_argument("--storage", default=None, help="an Optuna RDB URL instead of DIR/tune.journal")
     ap.add_argument("--study", default=None, help="study name (default: derived from the loss and settings)")
     ap.add_argument("--trials", type=int, default=12)
@@ -461,9 +508,7 @@ def _train_config(args, base=None):
     from .train import TrainConfig
 
     cfg = base or TrainConfig(dataset=args.dataset or "digits", seed=args.train_seed)
-    over = {k: v for k, v in dict(dataset=args.dataset, model=args.model, epochs=args.epochs, steps=args.steps,
-                                  train_size=args.train_size, val_size=args.val_size, backend=args.backend,
-                                  device=args.device, data_root=args.data_root).items() if v is not None}
+    over = {k: v for k, v in _overrides(args).items() if v is not None}
     return dataclasses.replace(cfg, evaluate_test=False, progress=False, **over)
 
 
@@ -474,18 +519,14 @@ def main(argv=None) -> int:
         if not args.run_dir:
             raise SystemExit("--top needs --run-dir (the search run)")
         base = None
-        if any(v is not None for v in (args.dataset, args.model, args.epochs, args.steps, args.train_size,
-                                       args.val_size, args.backend, args.device, args.data_root)):
+        if any(v is not None for v in _overrides(args).values()):
             from .search._db import RunDB
-            from .search._runner import SearchConfig
 
             db = RunDB(Path(args.run_dir) / "run.db")
             saved = db.get_meta("config") or {}
             db.close()
-            known = set(SearchConfig.__dataclass_fields__)
-            base = _train_config(args, SearchConfig(**{k: (tuple(v) if k == "filters" else v)
-                                                       for k, v in saved.items() if k in known}).train_config())
-        out = tune_run(args.run_dir, args.top, n_trials=args.trials, batch=args.batch, sampler=args.sampler,
+            base = _train_config(args, search_config(saved).train_config())
+        tune_run(args.run_dir, args.top, n_trials=args.trials, batch=args.batch, sampler=args.sampler,
                        train_config=base, seed=args.seed, scale=args.scale, workers=args.workers,
                        storage=args.storage)
         print(Path(args.run_dir, "tuned.md").read_text(), end="")

@@ -155,7 +155,8 @@ class CppKernel(Kernel):
             z = z.contiguous()
         loss = torch.empty(n, dtype=torch.float32)
         grad = torch.empty((n, c), dtype=z.dtype)
-        self.run_into(z, target, constants, loss, grad)
+        # the buffers are fresh and z is converted: only target and constants need checking
+        self._launch(z, n, c, target, constants, loss, grad)
         if dev.type != "cpu":
             loss, grad = loss.to(dev), grad.to(dev)
         if grad.dtype != out_dtype:
@@ -168,13 +169,16 @@ class CppKernel(Kernel):
 
         ``z`` must be a contiguous CPU float32/float64 (N, C) tensor (``__call__`` converts)."""
         n, c = z.shape
-        zcode = _F32 if z.dtype == torch.float32 else _F64
         if z.dtype not in (torch.float32, torch.float64) or z.device.type != "cpu" or not z.is_contiguous():
             raise ValueError("z must be a contiguous CPU float32/float64 tensor")
         if (loss.dtype != torch.float32 or tuple(loss.shape) != (n,) or not loss.is_contiguous()
                 or grad.dtype != z.dtype or tuple(grad.shape) != (n, c) or not grad.is_contiguous()
                 or loss.device.type != "cpu" or grad.device.type != "cpu"):
             raise ValueError("loss must be contiguous float32 (N,) and grad contiguous (N, C) in z's dtype")
+        self._launch(z, n, c, target, constants, loss, grad)
+
+    def _launch(self, z, n, c, target, constants, loss, grad) -> None:
+        """Check/convert target and constants, then run; z, loss and grad are already valid."""
         t = target.detach()
         if t.device.type != "cpu":
             t = t.cpu()
@@ -207,8 +211,8 @@ class CppKernel(Kernel):
                 raise ValueError(f"program needs {self._n_consts} constants, got {k.numel()}")
         else:
             k = self._empty_consts
-        self._run(self._handle, z.data_ptr(), zcode, t.data_ptr(), tcode, n, c, k.data_ptr(), k.numel(),
-                  loss.data_ptr(), grad.data_ptr())
+        self._run(self._handle, z.data_ptr(), _F32 if z.dtype == torch.float32 else _F64, t.data_ptr(),
+                  tcode, n, c, k.data_ptr(), k.numel(), loss.data_ptr(), grad.data_ptr())
 
 
 class CppBackend(Backend):

@@ -107,17 +107,25 @@ def generate() -> str:
     w("static const bool OP_BOUNDED[N_OPCODES] = {")
     w("    " + ", ".join(["true"] * N_LEAF + ["true" if op.bounded else "false" for op in _OPS]) + "};")
     w("")
+    w("// Clamp to [-MAXV, MAXV] (node values and adjoints).")
+    w("inline double nl_clamp_maxv(double x) { return x < -MAXV ? -MAXV : (x > MAXV ? MAXV : x); }")
+    w("")
     # ---- forward ----
-    w("// o[i] = op(a[i], b[i]) (unclamped value); b is ignored by unary ops.")
+    w("// o[i] = op(a[i], b[i]) (unclamped value); b is ignored by unary ops. For ops that are not")
+    w("// bounded the same loop also writes the clamped value v[i] (v is unused for bounded ops).")
     w("inline void forward(int op, int n, const double* __restrict a, const double* __restrict b,")
-    w("                    double* __restrict o) {")
-    w("  (void)b;")
+    w("                    double* __restrict o, double* __restrict v) {")
+    w("  (void)b; (void)v;")
     w("  switch (op) {")
     for op in _OPS:
         code = OPCODE[op.name]
         src = forward_src(m, op.name, _args(op.arity))
         w(f"    case {code}:  // {op.name}: {op.doc}")
-        w(f"      for (int i = 0; i < n; ++i) {{ {_loads(op.arity)} o[i] = {src}; }}")
+        if op.bounded:
+            w(f"      for (int i = 0; i < n; ++i) {{ {_loads(op.arity)} o[i] = {src}; }}")
+        else:
+            w(f"      for (int i = 0; i < n; ++i) {{ {_loads(op.arity)} const double r = {src}; o[i] = r; "
+              "v[i] = nl_clamp_maxv(r); }")
         w("      return;")
     w("    default:")
     w("      return;")
@@ -145,8 +153,8 @@ def generate() -> str:
     w("}")
     w("")
     # ---- reverse-mode step ----
-    w("// Reverse-mode step of one instruction: ga[i] += g[i] * d op / d a (likewise gb), where the")
-    w("// adjoint g is already clamped to +-MAXV. A non-bounded op's output clamp passes gradient only")
+    w("// Reverse-mode step of one instruction: ga[i] += gi * d op / d a (likewise gb), where gi is the")
+    w("// adjoint g[i] clamped to +-MAXV. A non-bounded op's output clamp passes gradient only")
     w("// where its unclamped value o[i] lies inside [-MAXV, MAXV]. ga and gb may alias (op(x, x)).")
     w("inline void backward(int op, int n, const double* __restrict a, const double* __restrict b,")
     w("                     const double* __restrict o, const double* __restrict g, double* ga,")
@@ -157,7 +165,7 @@ def generate() -> str:
         code = OPCODE[op.name]
         parts = partials_src(m, op.name, _args(op.arity), "out")
         w(f"    case {code}:  // {op.name}")
-        body = f"{_loads(op.arity)} const double out = o[i]; (void)out; const double gi = g[i];"
+        body = f"{_loads(op.arity)} const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]);"
         if op.bounded:
             body += f" ga[i] += gi * ({parts[0]});"
             if op.arity == 2:

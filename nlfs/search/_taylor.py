@@ -55,6 +55,11 @@ class TaylorSearch:
         from ..losses import get
         from ..tune import make_storage, quiet_optuna
 
+        try:
+            import cmaes  # noqa: F401 - Optuna's CmaEsSampler imports it lazily, at the first ask
+        except ImportError as err:
+            raise ImportError("the TaylorGLO search needs the cmaes package for Optuna's CMA-ES sampler: "
+                              "pip install cmaes") from err
         self.run_dir = Path(cfg.run_dir)
         db_path = self.run_dir / "run.db"
         if db_path.exists() and not resume:
@@ -68,7 +73,8 @@ class TaylorSearch:
             cfg = SearchConfig(**{**saved, "filters": tuple(saved["filters"]),
                                   "workers": cfg.workers, "executor": cfg.executor,
                                   "ray_address": cfg.ray_address, "progress": cfg.progress,
-                                  "budget": max(cfg.budget, saved["budget"]) if cfg.budget else saved["budget"]})
+                                  "budget": max(cfg.budget, saved["budget"]) if cfg.budget
+                                  else saved["budget"]})
             opts = self.db.get_meta("taylor") or dict(DEFAULTS)
         else:
             cfg.algorithm, cfg.space = "taylor", "taylor"
@@ -87,14 +93,16 @@ class TaylorSearch:
         spec = get(TAYLOR_LOSS)
         self.expr, self.reduction = spec.expr, spec.reduction
         self.names = list(self.expr.constants)  # t0..t7
-        self.space = {n: optuna.distributions.FloatDistribution(opts["low"], opts["high"]) for n in self.names}
+        dist = optuna.distributions.FloatDistribution(opts["low"], opts["high"])
+        self.space = {n: dist for n in self.names}
         quiet_optuna()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # sigma0 is deprecated in Optuna 4.9+ but still honoured
             sampler = optuna.samplers.CmaEsSampler(sigma0=opts["sigma0"] / (opts["high"] - opts["low"]),
                                                    popsize=opts["popsize"], seed=cfg.seed)
-        self.study = optuna.create_study(study_name=STUDY, storage=make_storage(self.run_dir, filename=JOURNAL),
-                                         sampler=sampler, direction="maximize", load_if_exists=True)
+        storage = make_storage(self.run_dir, filename=JOURNAL)
+        self.study = optuna.create_study(study_name=STUDY, storage=storage, sampler=sampler,
+                                         direction="maximize", load_if_exists=True)
 
     # -- rows ---------------------------------------------------------------------------------------
     def trials_recorded(self) -> dict[int, dict]:

@@ -62,7 +62,7 @@ class TrainConfig:
     dropout: float | None = None  # model's own default when None
     eval_every: int | None = None  # steps between validation passes (default: once per epoch)
     eval_batch_size: int = 1024
-    explode_factor: float = 1e4  # diverged if |loss| > explode_factor * max(|first loss|, 1)
+    explode_factor: float = 1e4  # diverged if |loss| > explode_factor * max(|first loss|, 1) 3 checks running
     check_every: int | None = None  # steps between NaN/explosion checks (default 1 on CPU, 25 on CUDA)
     threads: int | None = None  # CPU: torch threads for this run (restored after); None leaves torch's
     # setting. On a shared/oversubscribed CPU use 1 per worker: with 2 OpenMP threads competing for busy

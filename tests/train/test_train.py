@@ -182,3 +182,15 @@ def test_cli_json_last_line():
     bad = subprocess.run([sys.executable, "-m", "nlfs.train", "--dataset", "fashion-mnist", "--data-root",
                           "/no/such/dir"], capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "/no/such/dir" in bad.stderr
+
+
+def test_single_spike_is_not_divergence_and_progress_bar(capsys):
+    calls = []
+
+    def spiky(logits, target):
+        calls.append(1)
+        ce = torch.nn.functional.cross_entropy(logits, target)
+        return ce + ce.detach() * 1e6 if len(calls) == 5 else ce  # huge value, normal gradient
+
+    r = train(spiky, digits(epochs=2, progress=True))
+    assert not r.diverged, r.reason

@@ -1,0 +1,117 @@
+"""Paired statistics for comparing losses over seeds: mean ± std, the paired t-test and the Wilcoxon
+signed-rank test, with the small-sample and degenerate cases (n < 2, identical differences, all
+differences zero) answered with NaN or an exact value instead of a scipy warning."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+__all__ = ["PairedTest", "format_mean_std", "format_p", "mean_std", "paired_test", "paired_by_key",
+           "WILCOXON_MIN_N"]
+
+WILCOXON_MIN_N = 5  # below this the two-sided exact Wilcoxon p-value cannot go under 0.0625 anyway
+
+
+def mean_std(values: Iterable[float]) -> tuple[float, float]:
+    """(mean, sample standard deviation with ddof=1). NaN mean for no values, NaN std for one."""
+    xs = [float(v) for v in values]
+    n = len(xs)
+    if n == 0:
+        return math.nan, math.nan
+    m = math.fsum(xs) / n
+    if n < 2:
+        return m, math.nan
+    var = math.fsum((x - m) ** 2 for x in xs) / (n - 1)
+    return m, math.sqrt(var)
+
+
+def format_mean_std(mean: float, std: float, digits: int = 2, scale: float = 1.0, sign: bool = False) -> str:
+    """``"89.53 ± 0.21"`` (``scale=100`` turns fractions into percent; ``sign`` prefixes + to the mean).
+    A NaN std (one value) prints the mean alone; a NaN mean prints ``"–"``."""
+    if mean is None or not math.isfinite(mean):
+        return "–"
+    fmt = f"{{:{'+' if sign else ''}.{digits}f}}"
+    text = fmt.format(mean * scale)
+    if std is None or not math.isfinite(std):
+        return text
+    return f"{text} ± {std * scale:.{digits}f}"
+
+
+def format_p(p: float | None) -> str:
+    """p-value for a table: 3 significant digits, ``<0.001`` below that, ``–`` for NaN/None."""
+    if p is None or not math.isfinite(p):
+        return "–"
+    if p < 1e-3:
+        return "<0.001"
+    return f"{p:.3f}"
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """``a - b`` over ``n`` pairs: mean and std of the differences, the paired t-test (t, p) and the
+    Wilcoxon signed-rank test (statistic, p; NaN when n < ``WILCOXON_MIN_N``). Two-sided."""
+
+    n: int
+    mean_diff: float
+    std_diff: float
+    t: float
+    p_t: float
+    w: float
+    p_w: float
+    wins: int  # pairs with a > b
+    losses: int  # pairs with a < b
+    ties: int
+
+
+def paired_test(a: Iterable[float], b: Iterable[float], wilcoxon_min_n: int = WILCOXON_MIN_N) -> PairedTest:
+    """Paired comparison of equal-length sequences ``a`` and ``b`` (pair i = seed i).
+
+    - n < 2: t and p are NaN (no variance estimate).
+    - all differences zero: t = 0, p = 1 for both tests (nothing differs).
+    - identical nonzero differences: the t statistic is infinite; t = ±inf, p = 0 (the sample has no
+      spread, so any constant shift is "significant": read it with care).
+    - Wilcoxon: scipy's default ``zero_method="wilcox"`` (zero differences are dropped); ties among
+      the absolute differences make scipy use the normal approximation.
+    """
+    a = [float(x) for x in a]
+    b = [float(x) for x in b]
+    if len(a) != len(b):
+        raise ValueError(f"paired samples need equal lengths, got {len(a)} and {len(b)}")
+    n = len(a)
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    m, s = mean_std(d)
+    wins = sum(x > 0 for x in d)
+    losses = sum(x < 0 for x in d)
+    ties = n - wins - losses
+    nan = math.nan
+    t = p_t = w = p_w = nan
+    if n >= 2:
+        if all(x == 0 for x in d):
+            t, p_t = 0.0, 1.0
+        elif s == 0 or (math.isfinite(s) and s <= 1e-12 * max(1.0, abs(m))):
+            t, p_t = math.copysign(math.inf, m), 0.0
+        else:
+            from scipy import stats
+
+            res = stats.ttest_rel(a, b)
+            t, p_t = float(res.statistic), float(res.pvalue)
+    if n >= max(2, wilcoxon_min_n):
+        if wins + losses == 0:
+            w, p_w = 0.0, 1.0
+        else:
+            from scipy import stats
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "exact p-value unavailable with ties/zeros"
+                res = stats.wilcoxon(a, b)
+            w, p_w = float(res.statistic), float(res.pvalue)
+    return PairedTest(n, m, s, t, p_t, w, p_w, wins, losses, ties)
+
+
+def paired_by_key(a: Mapping, b: Mapping, wilcoxon_min_n: int = WILCOXON_MIN_N) -> PairedTest:
+    """``paired_test`` over the keys (e.g. seeds) present in both mappings, in sorted key order."""
+    keys = sorted(set(a) & set(b))
+    return paired_test([a[k] for k in keys], [b[k] for k in keys], wilcoxon_min_n)

@@ -1,0 +1,590 @@
+"""Transfer evaluation: train every (loss, seed) pair under one configuration and compare each loss
+with cross-entropy over the same seeds.
+
+``python -m nlfs.transfer --preset fashion-mnist-cpu --out DIR`` or with explicit settings
+(``--losses "CE;NGL;-y*log(p)+0.1*(1-p)**2" --model surrogate --dataset fashion-mnist --seeds 5``).
+
+Every pair gets the same ``TrainConfig`` except the loss: seed ``i`` (model init, data order,
+augmentation) is shared by every loss, and the train/validation split (``split_seed``) is fixed.
+
+Outputs in ``--out`` (file stem ``--name``, default ``transfer``): ``NAME.csv`` (one row per run; also
+the resume state, rewritten atomically after every run), ``NAME.md`` (mean ± std test accuracy per
+loss, difference to CE, paired t-test and Wilcoxon p-values) and ``NAME.png``.
+
+Resume: a (loss, seed) pair already in the CSV with status ``ok`` or ``diverged`` is never trained
+again; ``error`` rows (the trainer raised) are retried only with ``--retry-errors``.
+
+Failures: a diverged or errored run stays in the CSV and is counted in the table's "failed" column and
+listed under it; it is excluded from the means and from the paired tests (which use the seeds where
+both the loss and CE finished).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import stats as _stats
+
+__all__ = ["COLUMNS", "PRESETS", "LossEntry", "build_config", "losses_from_run", "main", "parse_losses",
+           "run_transfer", "summarise", "write_markdown", "write_plot"]
+
+COLUMNS = ["loss", "seed", "model", "dataset", "augment", "test_acc", "val_acc", "best_val_acc", "status",
+           "reason", "wall_time", "expression", "constants", "backend", "epochs", "steps", "train_size",
+           "val_size", "batch_size", "lr", "optimizer", "device", "config_hash", "machine", "date"]
+
+REFERENCE = "CE"
+_CATALOGUE_ALL = ("CE", "LabelSmoothingCE", "Focal", "Poly1", "Baikal", "NGL", "SCE", "TaylorGLO")
+
+# ------------------------------------------------------------------------------------------ presets
+_WRN = dict(model="wrn-28-10", epochs=200, batch_size=128, lr=0.1, optimizer="sgd", weight_decay=5e-4,
+            seeds=5, losses=list(_CATALOGUE_ALL))
+_WRN_NOTE = ("GPU. WRN-28-10, 200 epochs, batch 128, SGD-Nesterov lr 0.1, wd 5e-4, cosine: the usual "
+             "WRN recipe (Zagoruyko & Komodakis); the transfer paper (arXiv 2404.06633) trains WRN-28-10 "
+             "under each augmentation, its exact schedule is not in LOSSES.md.")
+
+
+def _presets() -> dict[str, dict]:
+    p: dict[str, dict] = {}
+    for ds in ("cifar10", "cifar100"):
+        for aug in ("flipcrop", "cutout", "mixup", "cutmix", "randaugment", "autoaugment"):
+            # nlfs.data puts every technique other than "none" on top of the flip + crop baseline.
+            p[f"{ds}-wrn28-10-{aug}"] = dict(_WRN, dataset=ds, augment=aug, note=_WRN_NOTE)
+        p[f"{ds}-effnetv2s-finetune"] = dict(
+            model="efficientnet_v2_s", dataset=ds, augment="randaugment", epochs=30, batch_size=128,
+            optimizer="adamw", lr=1e-3, weight_decay=1e-2, dropout=0.2, seeds=6,
+            losses=["CE", "Baikal", "NGL"],
+            note="GPU. EfficientNetV2-S fine-tuning (RandAugment, AdamW). Needs --checkpoint PATH (a local "
+                 "ImageNet state dict; nothing is downloaded). The paper's datasets (Stanford Cars, "
+                 "Oxford Flowers, Caltech) are not in nlfs.data, so CIFAR stands in; final tests there use "
+                 "6 runs per setting against CE and Baikal.")
+        p[f"{ds}-ngl-resnet18"] = dict(
+            model="resnet18", dataset=ds, augment="flipcrop", epochs=100, batch_size=128, optimizer="sgd",
+            lr=0.1, weight_decay=5e-4, seeds=5, losses=["CE", "NGL", "Focal", "SCE"],
+            note="GPU. The NGL paper's comparison (CE, NGL, Focal, SCE) on a dataset it used that "
+                 "torchvision has; its Inception network is not in nlfs.models, ResNet-18 stands in.")
+    p["fashion-mnist-ngl-resnet18"] = dict(
+        p["cifar10-ngl-resnet18"], dataset="fashion-mnist", augment="flipcrop", epochs=50,
+        note="GPU. The NGL paper's Fashion-MNIST comparison (published CE 94.0, NGL +0.07) with ResNet-18 "
+             "instead of its Inception network.")
+    p["fashion-mnist-cpu"] = dict(
+        model="surrogate", dataset="fashion-mnist", augment="none", epochs=2, train_size=8000, val_size=2000,
+        seeds=5, losses=list(_CATALOGUE_ALL), threads=1,
+        note="CPU, minutes: the surrogate CNN, 8,000 training images, 2 epochs (124 steps at batch 128); "
+             "about 20-25 s per run on a 2-core CPU under load, so 8 losses x 5 seeds take ~15-20 min.")
+    p["fashion-mnist-resnet-cpu"] = dict(
+        model="resnet9v2", dataset="fashion-mnist", augment="none", epochs=2, train_size=8000,
+        val_size=2000, seeds=5, losses=["CE", "NGL", "Baikal", "Focal", "Poly1"], threads=1,
+        note="CPU, minutes: the small pre-activation ResNet (ResNet9V2, dropout 0.5) on 8,000 "
+             "Fashion-MNIST images for 2 epochs: measured 11 s per run (CE 74.1 % test) on a busy 2-core "
+             "CPU, so 5 losses x 5 seeds take ~5-6 min.")
+    p["digits-smoke"] = dict(model="surrogate", dataset="digits", augment="none", epochs=2, seeds=2,
+                             losses=["CE", "NGL"], note="CPU, seconds: a smoke test on sklearn digits.")
+    return p
+
+
+PRESETS: dict[str, dict] = _presets()
+_CONFIG_KEYS = ("model", "dataset", "augment", "epochs", "steps", "batch_size", "train_size", "val_size",
+                "lr",
+                "optimizer", "weight_decay", "momentum", "schedule", "warmup", "dropout", "checkpoint",
+                "augment_params", "split_seed")
+
+
+# ------------------------------------------------------------------------------------------- losses
+@dataclass(frozen=True)
+class LossEntry:
+    """One loss to compare: ``label`` (table/CSV name), ``loss`` (catalogue name or expression
+    string passed to the trainer) and ``constants`` (overrides, e.g. from a search run)."""
+
+    label: str
+    loss: str  # or any loss the trainer accepts (an nn.Module/callable) when built in Python
+    constants: dict | None = None
+
+    @property
+    def expression(self) -> str:
+        try:
+            from ._module import resolve_spec
+
+            return resolve_spec(self.loss).text
+        except Exception:
+            return self.loss if isinstance(self.loss, str) else ""
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on ``;`` and on commas outside parentheses (``max(a, b)`` stays whole)."""
+    out, depth, cur = [], 0, []
+    for ch in text:
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+        if ch == ";" or (ch == "," and depth == 0):
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    out.append("".join(cur))
+    return [s.strip() for s in out if s.strip()]
+
+
+def parse_losses(specs: list[str] | str) -> list[LossEntry]:
+    """Catalogue names and expression strings. Each string may hold several, separated by ``;`` or by
+    top-level commas (commas inside parentheses belong to the expression). ``all`` expands to the
+    catalogue entries with a known formula. ``label=expression`` names an expression."""
+    from . import losses as _losses
+
+    if isinstance(specs, str):
+        specs = [specs]
+    entries: list[LossEntry] = []
+    for spec in specs:
+        for item in _split_top_level(spec):
+            if item.lower() == "all":
+                entries += [LossEntry(n, n) for n in _CATALOGUE_ALL]
+                continue
+            label, text = item, item
+            if "=" in item and item.split("=", 1)[0].strip().isidentifier():
+                label, text = (s.strip() for s in item.split("=", 1))
+            if _losses.is_registered(text):
+                text = _losses.get(text).name
+                label = text if label == item else label
+            entries.append(LossEntry(label, text))
+    return entries
+
+
+def losses_from_run(run_dir: str | Path, k: int = 3) -> list[LossEntry]:
+    """The ``k`` best unique ok candidates of a search run (``nlfs.search._report.top`` on
+    ``RunDB(run_dir/run.db).rows()``), with their stored constants."""
+    from .search._db import RunDB
+    from .search._report import top
+
+    run_dir = Path(run_dir)
+    path = run_dir / "run.db"
+    if not path.is_file():
+        raise FileNotFoundError(f"no search run database at {path}")
+    db = RunDB(path)
+    try:
+        rows = db.rows()
+    finally:
+        db.close()
+    best = top(rows, k)
+    if not best:
+        raise ValueError(f"search run {run_dir} has no successfully trained candidates")
+    return [LossEntry(f"{run_dir.name}#{r['id']}", r["expression"], dict(r.get("constants") or {}) or None)
+            for r in best]
+
+
+def _dedupe(entries: list[LossEntry]) -> list[LossEntry]:
+    seen, out = set(), []
+    for e in entries:
+        if e.label in seen:
+            continue
+        seen.add(e.label)
+        out.append(e)
+    if REFERENCE not in seen:  # the table compares against CE: always train it
+        out.insert(0, LossEntry(REFERENCE, REFERENCE))
+    return out
+
+
+# ------------------------------------------------------------------------------------------- config
+def build_config(settings: dict):
+    """A ``TrainConfig`` (seed 0, ``evaluate_test=True``) from a dict of its fields; other keys ignored."""
+    from .train import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    kw = {k: v for k, v in settings.items() if k in fields and v is not None}
+    kw["evaluate_test"] = True
+    kw["seed"] = 0
+    return TrainConfig(**kw)
+
+
+def _config_hash(cfg) -> str:
+    d = cfg.to_dict()
+    key = {k: d.get(k) for k in _CONFIG_KEYS}
+    return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+# ------------------------------------------------------------------------------------------- CSV I/O
+def _read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        r["seed"] = int(r["seed"])
+        for k in ("test_acc", "val_acc", "best_val_acc", "wall_time"):
+            r[k] = float(r[k]) if r.get(k) not in (None, "") else None
+    return rows
+
+
+def _cell(v):
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "" if not math.isfinite(v) else repr(v)
+    if isinstance(v, dict):
+        return json.dumps(v, sort_keys=True)
+    return v
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    """Atomic rewrite (temp file + rename): a run killed mid-write never leaves a truncated CSV."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: _cell(r.get(k)) for k in COLUMNS})
+    os.chmod(tmp, 0o644)  # mkstemp makes it 0600
+    os.replace(tmp, path)
+
+
+def _machine_date() -> tuple[str, str]:
+    """``bench._schema``'s machine name and date (the repository's convention); a plain fallback when
+    ``bench`` is not importable (nlfs installed, run outside the repository)."""
+    try:
+        from bench._schema import machine_name, today
+
+        return machine_name(), today()
+    except ImportError:
+        import datetime
+        import platform
+
+        return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)", \
+            datetime.date.today().isoformat()
+
+
+def _done(row: dict, retry_errors: bool) -> bool:
+    return row["status"] in ("ok", "diverged") or (row["status"] == "error" and not retry_errors)
+
+
+# ------------------------------------------------------------------------------------------- runner
+def _train_one(entry: LossEntry, cfg, seed: int) -> dict:
+    from . import train as _train_pkg
+
+    cfg = dataclasses.replace(cfg, seed=seed)
+    t0 = time.perf_counter()
+    try:
+        res = _train_pkg.train(entry.loss, cfg, constants=entry.constants)
+    except Exception as err:  # configuration/data errors: record, do not hide
+        return dict(status="error", reason=f"{type(err).__name__}: {err}", test_acc=None, val_acc=None,
+                    best_val_acc=None, wall_time=time.perf_counter() - t0, backend=cfg.backend,
+                    epochs=cfg.epochs, steps=cfg.steps)
+    status = "diverged" if res.diverged else "ok"
+    return dict(status=status, reason=res.reason, test_acc=res.test_acc if status == "ok" else None,
+                val_acc=res.val_acc, best_val_acc=res.best_val_acc, wall_time=res.wall_time,
+                backend=res.backend, epochs=res.epochs, steps=res.steps, train_size=res.train_size,
+                val_size=res.val_size, batch_size=res.batch_size, lr=res.lr, optimizer=res.optimizer,
+                device=res.device)
+
+
+def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Path, name: str = "transfer",
+                 retry_errors: bool = False, log=print, command: str = "", note: str = "",
+                 plot: bool = True, setup: tuple[str, ...] = ()) -> list[dict]:
+    """Train every missing (loss, seed) pair, rewrite the CSV after each, then write the table and
+    plot. Returns the rows of this configuration."""
+    out = Path(out)
+    csv_path = out / f"{name}.csv"
+    entries = _dedupe(entries)
+    chash = _config_hash(cfg)
+    rows = _read_rows(csv_path)
+    other = {r.get("config_hash") or "" for r in rows} - {chash}
+    if other:
+        raise SystemExit(f"{csv_path} holds runs of another configuration (config_hash {sorted(other)} "
+                         f"!= {chash}): use another --out or --name")
+    index = {(r["loss"], r["seed"]): i for i, r in enumerate(rows)}
+    todo = [(e, s) for s in seeds for e in entries
+            if not ((e.label, s) in index and _done(rows[index[(e.label, s)]], retry_errors))]
+    log(f"nlfs.transfer: {len(entries)} losses x {len(seeds)} seeds; {len(todo)} to train, "
+        f"{len(entries) * len(seeds) - len(todo)} already in {csv_path}")
+    machine, date = _machine_date()
+    for i, (entry, seed) in enumerate(todo, 1):
+        rec = _train_one(entry, cfg, seed)
+        row = dict(loss=entry.label, seed=seed, model=cfg.model, dataset=cfg.dataset, augment=cfg.augment,
+                   expression=entry.expression, constants=entry.constants or "", config_hash=chash,
+                   machine=machine, date=date, train_size=cfg.train_size, val_size=cfg.val_size,
+                   batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer)
+        row.update(rec)
+        key = (entry.label, seed)
+        if key in index:
+            rows[index[key]] = row
+        else:
+            index[key] = len(rows)
+            rows.append(row)
+        _write_rows(csv_path, rows)
+        acc = "" if row["test_acc"] is None else f" test {row['test_acc']:.4f}"
+        log(f"[{i}/{len(todo)}] {entry.label} seed {seed}: {row['status']}{acc} "
+            f"({row['wall_time']:.1f} s, {row['backend']}){' ' + row['reason'] if row['reason'] else ''}")
+    labels = [e.label for e in entries]
+    mine = [r for r in rows if r["loss"] in labels and r["seed"] in seeds]
+    summary = summarise(mine, labels)
+    write_markdown(out / f"{name}.md", summary, mine, cfg, command=command, note=note, setup=setup)
+    if plot:
+        write_plot(out / f"{name}.png", summary, mine)
+    return mine
+
+
+# ------------------------------------------------------------------------------------------- summary
+def summarise(rows: list[dict], labels: list[str], reference: str = REFERENCE) -> list[dict]:
+    """Per loss: n ok/failed, mean ± std test accuracy over ok runs, and the paired comparison with
+    ``reference`` over the seeds where both finished."""
+    acc = {lab: {r["seed"]: r["test_acc"] for r in rows if r["loss"] == lab and r["status"] == "ok"
+                 and r["test_acc"] is not None} for lab in labels}
+    ref = acc.get(reference, {})
+    out = []
+    for lab in labels:
+        mine = [r for r in rows if r["loss"] == lab]
+        failed = [r for r in mine if r["status"] != "ok"]
+        m, s = _stats.mean_std(acc[lab].values())
+        test = None if lab == reference else _stats.paired_by_key(acc[lab], ref)
+        expr = next((r.get("expression") for r in mine if r.get("expression")), "")
+        backends = sorted({r.get("backend") or "" for r in mine} - {""})
+        out.append(dict(loss=lab, n_ok=len(acc[lab]), n_failed=len(failed), mean=m, std=s, test=test,
+                        failures=[(r["seed"], r["status"], r.get("reason") or "") for r in failed],
+                        expression=expr, backends=backends,
+                        wall=sum(r.get("wall_time") or 0.0 for r in mine)))
+    return out
+
+
+def _md_table(summary: list[dict]) -> list[str]:
+    head = ("| loss | n ok | n failed | test acc % (mean ± std) | Δ vs CE, pp (paired mean ± std) | pairs | "
+            "better/worse | t | p (t-test) | p (Wilcoxon) |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in summary:
+        t = s["test"]
+        name = f"**{s['loss']}**" if s["loss"] == REFERENCE else s["loss"]
+        cells = [name, str(s["n_ok"]), str(s["n_failed"]),
+                 _stats.format_mean_std(s["mean"], s["std"], 2, 100)]
+        if t is None:
+            cells += ["(reference)", "", "", "", "", ""]
+        else:
+            tt = "–" if math.isnan(t.t) else f"{t.t:.2f}"
+            cells += [_stats.format_mean_std(t.mean_diff, t.std_diff, 2, 100, sign=True), str(t.n),
+                      f"{t.wins}/{t.losses}", tt, _stats.format_p(t.p_t), _stats.format_p(t.p_w)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _headline(summary: list[dict]) -> str:
+    ref = next((s for s in summary if s["loss"] == REFERENCE), None)
+    others = [s for s in summary if s["loss"] != REFERENCE and s["n_ok"]]
+    if ref is None or not ref["n_ok"] or not others:
+        return "Not enough finished runs for a comparison."
+    best = max(summary, key=lambda s: -math.inf if not math.isfinite(s["mean"]) else s["mean"])
+    sig = [s for s in others if s["test"] and math.isfinite(s["test"].p_t) and s["test"].p_t < 0.05]
+    better = [s["loss"] for s in sig if s["test"].mean_diff > 0]
+    worse = [s["loss"] for s in sig if s["test"].mean_diff < 0]
+    failed = [s["loss"] for s in summary if s["n_failed"]]
+    n = max(s["n_ok"] + s["n_failed"] for s in summary)
+    parts = [f"Highest mean test accuracy: **{best['loss']}** "
+             f"({_stats.format_mean_std(best['mean'], best['std'], 2, 100)} %; CE "
+             f"{_stats.format_mean_std(ref['mean'], ref['std'], 2, 100)} %)."]
+    parts.append(f"Significantly better than CE (paired t-test, p < 0.05, uncorrected): "
+                 f"{', '.join(better) if better else 'none'}; significantly worse: "
+                 f"{', '.join(worse) if worse else 'none'}.")
+    k = len([s for s in others if s["test"] and s["test"].n >= 2])
+    if k > 1:
+        survive = [s["loss"] for s in sig if s["test"].p_t < 0.05 / k]
+        parts.append(f"With a Bonferroni correction over the {k} comparisons (p < {0.05 / k:.4f}): "
+                     f"{', '.join(survive) if survive else 'none'}.")
+    if failed:
+        parts.append(f"Losses with failed runs: {', '.join(failed)}.")
+    parts.append(f"With {n} seeds at a small training budget these tests have little power: differences "
+                 "below about one standard deviation of the seed-to-seed spread cannot be told apart from "
+                 "noise, the table's p-values are not corrected for multiple comparisons, and a ranking "
+                 "at this budget need not carry over to longer training or larger models.")
+    if n == 5:
+        parts.append("With 5 pairs the exact two-sided Wilcoxon p-value cannot go below 0.0625.")
+    return " ".join(parts)
+
+
+def write_markdown(path: str | Path, summary: list[dict], rows: list[dict], cfg, command: str = "",
+                   note: str = "", setup: tuple[str, ...] = ()) -> None:
+    path = Path(path)
+    r = cfg.resolved() if hasattr(cfg, "resolved") else cfg
+    machines = sorted({x.get("machine") for x in rows if x.get("machine")}) or [_machine_date()[0]]
+    dates = sorted({x.get("date") for x in rows if x.get("date")}) or [_machine_date()[1]]
+    seeds = sorted({x["seed"] for x in rows})
+    total = sum(x.get("wall_time") or 0.0 for x in rows)
+    backends = sorted({x.get("backend") for x in rows if x.get("backend")})
+    budget = (f"{r.steps} steps" if r.steps else f"{r.epochs} epochs") + \
+        (f" at batch {r.batch_size}, {r.optimizer} lr {r.lr}, {r.schedule} schedule, "
+         f"weight decay {r.weight_decay}")
+    lines = [f"# Transfer: {r.dataset} / {r.model} / augment {r.augment}", ""]
+    if note:
+        lines += [note, ""]
+    lines += ["**Summary.** " + _headline(summary), ""]
+    lines += _md_table(summary)
+    lines += ["", "How to read it: accuracies are on the dataset's test split (never used for training or "
+              "model choice), in percent. Δ is the mean over seeds of (loss − CE) on the same seed; the "
+              "paired t-test (scipy `ttest_rel`) and the Wilcoxon signed-rank test (scipy `wilcoxon`, "
+              "zero differences dropped; only for ≥ 5 pairs) are two-sided over those pairs. "
+              "**Failed runs** (diverged: NaN/exploding loss or collapsed accuracy; error: the trainer "
+              "raised) are counted in *n failed*, kept in the CSV and listed below; they are excluded from "
+              "the means and from the paired tests, which use only seeds where both the loss and CE "
+              "finished (*pairs*).", ""]
+    fails = [(s["loss"], f) for s in summary for f in s["failures"]]
+    if fails:
+        lines += ["Failed runs:", ""]
+        lines += [f"- {lab} seed {seed}: {status} — {reason}" for lab, (seed, status, reason) in fails]
+        lines.append("")
+    lines += ["## Setup", "",
+              f"- Model `{r.model}`, dataset `{r.dataset}` (train_size {r.train_size or 'all'}, "
+              f"val_size {r.val_size}, split_seed {r.split_seed}), augment `{r.augment}`.",
+              f"- Budget: {budget}; warm-up {r.warmup}.",
+              f"- Seeds {seeds} for every loss (model init, data order, augmentation); same split.",
+              f"- Loss backend(s) that ran: {', '.join(backends) or '–'} (requested `{r.backend}`).",
+              f"- Machine: {', '.join(machines)}; date: {', '.join(dates)}; total training time "
+              f"{total / 60:.1f} min (sum of per-run wall times).",
+              *[f"- {x}" for x in setup],
+              "", "Losses:", ""]
+    lines += [f"- {s['loss']}: `{s['expression']}`" for s in summary]
+    if command:
+        lines += ["", "Command:", "", "```", command, "```"]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_plot(path: str | Path, summary: list[dict], rows: list[dict]) -> None:
+    """A strip plot of per-seed test accuracy per loss, mean ± std bars and CE's mean as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(summary) + 2), 4.2))
+    for i, s in enumerate(summary):
+        ys = [r["test_acc"] * 100 for r in rows
+              if r["loss"] == s["loss"] and r["status"] == "ok" and r["test_acc"] is not None]
+        xs = [i + (j - (len(ys) - 1) / 2) * 0.06 for j in range(len(ys))]
+        ax.scatter(xs, ys, s=16, alpha=0.7, color="C0" if s["loss"] != REFERENCE else "k", zorder=3)
+        if math.isfinite(s["mean"]):
+            std = s["std"] * 100 if math.isfinite(s["std"]) else 0.0
+            ax.errorbar(i + 0.3, s["mean"] * 100, yerr=std, fmt="D", color="C3", ms=5, capsize=3, zorder=4)
+        if s["n_failed"]:
+            ax.annotate(f"{s['n_failed']} failed", (i, 0.02), xycoords=("data", "axes fraction"),
+                        ha="center", fontsize=8, color="C3")
+    ref = next((s for s in summary if s["loss"] == REFERENCE), None)
+    if ref and math.isfinite(ref["mean"]):
+        ax.axhline(ref["mean"] * 100, color="k", ls="--", lw=1, label="CE mean")
+        ax.legend(loc="best", fontsize=8)
+    ax.set_xticks(range(len(summary)))
+    ax.set_xticklabels([s["loss"] if len(s["loss"]) <= 18 else s["loss"][:16] + "…" for s in summary],
+                       rotation=30, ha="right")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("per-seed test accuracy (dots), mean ± std (red)", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def _parse_seeds(text: str) -> list[int]:
+    text = str(text)
+    if "," in text or "-" in text.strip("-"):
+        out: list[int] = []
+        for part in text.split(","):
+            if "-" in part.strip("-"):
+                lo, hi = part.split("-", 1)
+                out += list(range(int(lo), int(hi) + 1))
+            elif part.strip():
+                out.append(int(part))
+        return out
+    return list(range(int(text)))
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m nlfs.transfer", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", help="named settings (see --list-presets); explicit options override them")
+    ap.add_argument("--list-presets", action="store_true")
+    ap.add_argument("--losses", action="append", default=[],
+                    help="catalogue names / expressions, separated by ';' or top-level commas ('all' = the "
+                         "catalogue); repeatable")
+    ap.add_argument("--loss", action="append", default=[], help="one loss (name or expression); repeatable")
+    ap.add_argument("--from-run", action="append", default=[], help="a search run directory (DIR/run.db)")
+    ap.add_argument("--top", type=int, default=3, help="how many best candidates per --from-run")
+    ap.add_argument("--seeds", default=None, help="N (seeds 0..N-1) or a list '0,1,5-7'")
+    ap.add_argument("--out", required=False, help="output directory")
+    ap.add_argument("--name", default="transfer", help="file stem of the CSV/MD/PNG in --out")
+    for k, typ in (("model", str), ("dataset", str), ("augment", str), ("epochs", int), ("steps", int),
+                   ("batch-size", int), ("train-size", int), ("val-size", int), ("lr", float),
+                   ("optimizer", str), ("weight-decay", float), ("schedule", str), ("device", str),
+                   ("backend", str), ("amp", str), ("data-root", str), ("checkpoint", str),
+                   ("dropout", float), ("split-seed", int)):
+        ap.add_argument(f"--{k}", type=typ, default=None)
+    ap.add_argument("--compile", action="store_true", default=None)
+    ap.add_argument("--download", action="store_true", default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    ap.add_argument("--retry-errors", action="store_true", help="retrain pairs whose trainer raised")
+    ap.add_argument("--note", default="", help="a paragraph placed at the top of the Markdown")
+    ap.add_argument("--no-plot", action="store_true")
+    return ap
+
+
+def _list_presets() -> str:
+    lines = []
+    for name, p in PRESETS.items():
+        budget = f"{p.get('epochs')} ep" + (f", train_size {p['train_size']}" if p.get("train_size") else "")
+        lines.append(f"{name:<32} {p['model']:<18} {p['dataset']:<14} {p['augment']:<12} {budget}; "
+                     f"{p.get('seeds')} seeds; losses {','.join(p['losses'])}\n{'':<32} {p.get('note', '')}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.list_presets:
+        print(_list_presets())
+        return 0
+    if not args.out:
+        _parser().error("--out is required")
+    settings: dict = dict(dataset="digits", model="surrogate", augment="none", seeds=5)
+    if args.preset:
+        if args.preset not in PRESETS:
+            _parser().error(f"unknown preset {args.preset!r}; see --list-presets")
+        settings.update(PRESETS[args.preset])
+    cli = {k: v for k, v in vars(args).items() if v is not None}
+    for k in ("model", "dataset", "augment", "epochs", "steps", "batch_size", "train_size", "val_size", "lr",
+              "optimizer", "weight_decay", "schedule", "device", "backend", "amp", "data_root", "checkpoint",
+              "dropout", "split_seed", "compile", "download", "threads"):
+        if k in cli:
+            settings[k] = cli[k]
+    if args.seeds is not None:
+        settings["seeds"] = args.seeds
+    seeds = _parse_seeds(settings["seeds"])
+    entries: list[LossEntry] = []
+    if args.losses or args.loss:
+        entries += parse_losses(args.losses + args.loss)
+    elif not args.from_run:
+        entries += parse_losses(";".join(settings.get("losses", ["CE"])))
+    for run in args.from_run:
+        entries += losses_from_run(run, args.top)
+    if settings.get("threads"):
+        import torch
+
+        torch.set_num_threads(int(settings["threads"]))
+    cfg = build_config(settings)
+    argv_ = list(sys.argv[1:] if argv is None else argv)
+    if "--note" in argv_[:-1]:  # the note is printed above the table: do not repeat it here
+        argv_[argv_.index("--note") + 1] = "..."
+    command = "python -m nlfs.transfer " + " ".join(
+        a if a and all(c.isalnum() or c in "-_=./,:" for c in a) else repr(a) for a in argv_)
+    setup = (f"Preset `{args.preset}`: {settings.get('note', '')}",) if args.preset else ()
+    rows = run_transfer(entries, cfg, seeds, args.out, args.name, args.retry_errors, command=command,
+                        note=args.note or "", plot=not args.no_plot, setup=setup)
+    print((Path(args.out) / f"{args.name}.md").read_text())
+    return 0 if rows else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

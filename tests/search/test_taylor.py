@@ -1,0 +1,126 @@
+"""TaylorGLO search (python -m nlfs.evolve --algorithm taylor): CMA-ES trials land in run.db; resume."""
+
+import json
+import types
+
+import pytest
+
+import nlfs
+import nlfs.train
+from nlfs import evolve
+from nlfs.search import RunDB, SearchConfig
+from nlfs.search._report import write_report
+from nlfs.search._taylor import TaylorSearch, is_taylor_run
+
+FAST = dict(dataset="digits", steps=40, train_size=400, val_size=200, backend="torch", progress=False)
+NAMES = [f"t{i}" for i in range(8)]
+
+
+def _fake(calls, kill_at=None):
+    def train(spec, cfg, constants=None, **kw):
+        if kill_at is not None and len(calls) + 1 == kill_at:
+            raise KeyboardInterrupt
+        c = dict(spec.constants)
+        calls.append(c)
+        v = 1.0 / (1.0 + sum(x * x for x in c.values()))
+        return types.SimpleNamespace(best_val_acc=v, diverged=False, reason="", to_dict=lambda: {})
+    return train
+
+
+def test_taylor_search_end_to_end_from_the_cli(tmp_path, capsys):
+    run = tmp_path / "taylor"
+    assert evolve.main(["--algorithm", "taylor", "--dataset", "digits", "--steps", "40",
+                        "--train-size", "400", "--val-size", "200", "--backend", "torch", "--budget", "4",
+                        "--run-dir", str(run), "--no-progress", "--seed", "0"]) == 0
+    db = RunDB(run / "run.db")
+    rows = db.rows()
+    cfg = db.get_meta("config")
+    opts = db.get_meta("taylor")
+    db.close()
+    assert cfg["algorithm"] == "taylor" and opts["popsize"] == 20 and opts["sigma0"] == 1.2
+    trials = [r for r in rows if r["status"] != "baseline"]
+    assert len(trials) == 4 and len([r for r in rows if r["status"] == "baseline"]) == 1
+    expr = str(nlfs.losses.get("TaylorGLO").expr)
+    for r in trials:
+        assert sorted(r["constants"]) == NAMES and r["expression"] == expr
+        assert r["status"] in ("ok", "diverged") or r["status"].startswith("rejected:")
+        assert r["dataset"] == "digits" and r["backend"] == "torch" and r["seed"] == 0
+        assert r["wall_time"] > 0 and r["genotype"]["params"] == r["constants"]
+    assert [r["genotype"]["trial"] for r in trials] == [0, 1, 2, 3]
+    assert (run / "taylor.journal").exists() and (run / "hall_of_fame.md").exists()
+    assert is_taylor_run(run)
+    # with seed 0 the first three trials fail the rejection test and the fourth trains (measured)
+    ok = [r for r in trials if r["status"] == "ok"]
+    assert ok and all(0 <= r["fitness"] <= 1 for r in ok)
+    assert "constants={'t0':" in (run / "best_losses.py").read_text()  # export keeps the 8 values
+    assert "found #1" in capsys.readouterr().out
+
+
+def _cfg(tmp_path, budget):
+    # no rejection test: every trial reaches the (fake) trainer
+    return SearchConfig(run_dir=str(tmp_path / "run"), budget=budget, seed=1, baseline=False,
+                        filters=("validity",), **FAST)
+
+
+def test_killed_taylor_search_resumes_without_repeating_trials(tmp_path, monkeypatch):
+    first: list = []
+    monkeypatch.setattr(nlfs.train, "train", _fake(first, kill_at=4))
+    s = TaylorSearch(_cfg(tmp_path, 6), log=lambda m: None)
+    with pytest.raises(KeyboardInterrupt):
+        s.run()
+    s.close()
+    db = RunDB(tmp_path / "run" / "run.db")
+    assert db.count("WHERE status != 'baseline'") == 3 == len(first)
+    db.close()
+    second: list = []
+    monkeypatch.setattr(nlfs.train, "train", _fake(second))
+    s = TaylorSearch(_cfg(tmp_path, 0), resume=True, log=lambda m: None)  # budget 0: keep the saved one
+    rows = s.run()
+    assert s.cfg.budget == 6 and s.cfg.algorithm == "taylor"
+    s.close()
+    trials = [r for r in rows if r["status"] != "baseline"]
+    assert len(trials) == 6
+    assert len({json.dumps(r["constants"], sort_keys=True) for r in trials}) == 6  # no trial twice
+    assert len(second) == 3 and not any(c in first for c in second)
+    assert sorted(r["genotype"]["trial"] for r in trials) == sorted({r["genotype"]["trial"] for r in trials})
+    write_report(tmp_path / "run", rows)  # reports work on a taylor run
+    # the evaluation that was in flight is evaluated again (a retry of the stale trial)
+    import optuna
+
+    study = optuna.load_study(study_name="taylor", storage=_journal(tmp_path / "run"))
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == 6 and states.count("FAIL") == 1
+
+
+def _journal(run_dir):
+    from nlfs.tune import make_storage
+
+    return make_storage(run_dir, filename="taylor.journal")
+
+
+def test_trial_recorded_but_not_told_is_told_from_run_db(tmp_path, monkeypatch):
+    """Killed between writing the row and telling Optuna: the resume tells the trial from the row."""
+    calls: list = []
+    monkeypatch.setattr(nlfs.train, "train", _fake(calls))
+    s = TaylorSearch(_cfg(tmp_path, 3), log=lambda m: None)
+    real_tell = s.study.tell
+    state = {"n": 0}
+
+    def tell(trial, value=None, **kw):
+        state["n"] += 1
+        if state["n"] == 2:
+            raise KeyboardInterrupt
+        return real_tell(trial, value, **kw)
+
+    s.study.tell = tell
+    with pytest.raises(KeyboardInterrupt):
+        s.run()
+    s.close()
+    assert len(calls) == 2
+    s = TaylorSearch(_cfg(tmp_path, 0), resume=True, log=lambda m: None)
+    rows = s.run()
+    s.close()
+    assert len(calls) == 3  # one new trial; the recorded one was not trained again
+    assert len([r for r in rows if r["status"] != "baseline"]) == 3
+    study = __import__("optuna").load_study(study_name="taylor", storage=_journal(tmp_path / "run"))
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3

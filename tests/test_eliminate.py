@@ -1,0 +1,125 @@
+"""nlfs.eliminate: rounds keep the configured counts, CE under the same seeds, resume skips pairs."""
+
+import json
+import sqlite3
+import types
+import zlib
+
+import pytest
+
+import nlfs.train
+from nlfs.eliminate import Elimination, Protocol, eliminate, main
+from nlfs.search import RunDB, SearchConfig
+
+FAST = dict(dataset="digits", steps=20, train_size=400, val_size=200, backend="torch", progress=False)
+EXPRS = ["-y * log(p)", "-y * log(p + 0.1)", "-y * log(p) * 2", "y * (1 - p)", "-y * p",
+         "-y * log(p) + y * (1 - p)", "-y * (1 - p) ** 2 * log(p)", "y * (1 - p) ** 2"]
+
+
+def make_run(tmp_path):
+    run = tmp_path / "run"
+    db = RunDB(run / "run.db")
+    db.set_meta("config", SearchConfig(run_dir=str(run), seed=0, **FAST).to_dict())
+    base = {"constants": {}, "sign": 1.0, "dataset": "digits", "size": 5}
+    for i, e in enumerate(EXPRS):
+        db.record({**base, "canonical": e, "expression": e, "fitness": 0.5 + 0.01 * i, "status": "ok"})
+    db.record({**base, "canonical": "dup", "expression": EXPRS[-1], "fitness": 0.9, "status": "ok"})
+    db.record({**base, "canonical": "x", "expression": "y * p * p", "fitness": None,
+               "status": "rejected:integrity"})
+    db.record({**base, "canonical": "b", "expression": "-y * log(p)", "fitness": 0.6, "status": "baseline"})
+    db.close()
+    return run
+
+
+class FakeTrain:
+    def __init__(self, kill_at=None):
+        self.calls = []
+        self.kill_at = kill_at
+
+    def __call__(self, spec, cfg, constants=None, **kw):
+        if self.kill_at is not None and len(self.calls) + 1 == self.kill_at:
+            raise KeyboardInterrupt
+        self.calls.append((str(spec.expr), cfg.seed, cfg.steps, cfg.model))
+        v = (zlib.crc32(str(spec.expr).encode()) % 1000) / 1000 * 0.5 + 0.3 + 0.01 * cfg.seed
+        return types.SimpleNamespace(best_val_acc=v, diverged=False, reason="", to_dict=lambda: {})
+
+
+PROTO = dict(keep=(4, 2, 1), seeds=(1, 2, 2), budget_scale=(1, 2, 4), models=("surrogate", "surrogate",
+                                                                              "preact_resnet"), pool=6)
+
+
+def test_rounds_keep_the_configured_counts(tmp_path, monkeypatch):
+    run = make_run(tmp_path)
+    fake = FakeTrain()
+    monkeypatch.setattr(nlfs.train, "train", fake)
+    res = eliminate(run, Protocol.from_lists(**PROTO), log=lambda m: None)
+    assert [(h["evaluated"], h["kept"]) for h in res["rounds"]] == [(6, 4), (4, 2), (2, 1)]
+    assert len(res["survivors"]) == 1
+    # the pool is the 6 best unique ok rows (the duplicate expression and non-ok rows left out)
+    assert len(fake.calls) == (6 + 1) * 1 + (4 + 1) * 2 + (2 + 1) * 2
+    steps = {(s, m) for _, _, s, m in fake.calls}
+    assert steps == {(20, "surrogate"), (40, "surrogate"), (80, "resnet9v2")}
+    ce = [c for c in fake.calls if c[0] == "-y * log(p)"]
+    assert sorted((seed, st) for _, seed, st, _ in ce) == [(1, 20), (1, 40), (1, 80), (2, 40), (2, 80)]
+    # the survivor has the best mean in the last round among those that reached it
+    md = (run / "elimination.md").read_text()
+    assert md == res["markdown"] and "| CE |" in md and "± " in md and "6 -> 4; 4 -> 2; 2 -> 1" in md
+    assert md.count("\n| 1 |") == 1
+    rows = sqlite3.connect(run / "run.db").execute("SELECT candidate, round, seed FROM elimination")
+    rows = rows.fetchall()
+    assert len(rows) == len(fake.calls)
+
+
+def test_killed_elimination_resumes_without_retraining(tmp_path, monkeypatch):
+    run = make_run(tmp_path)
+    first = FakeTrain(kill_at=10)
+    monkeypatch.setattr(nlfs.train, "train", first)
+    with pytest.raises(KeyboardInterrupt):
+        eliminate(run, Protocol.from_lists(**PROTO), log=lambda m: None)
+    assert len(first.calls) == 9
+    second = FakeTrain()
+    monkeypatch.setattr(nlfs.train, "train", second)
+    e = Elimination(run, Protocol.from_lists(**PROTO), log=lambda m: None)
+    res = e.run()
+    e.close()
+    assert len(second.calls) == 23 - 9 == e.trained
+    assert not set(first.calls) & set(second.calls)
+    full = FakeTrain()
+    monkeypatch.setattr(nlfs.train, "train", full)
+    again = eliminate(run, Protocol.from_lists(**PROTO), log=lambda m: None)
+    assert full.calls == [] and again["survivors"][0]["id"] == res["survivors"][0]["id"]
+
+
+def test_cli_quick_preset_and_config_file(tmp_path, monkeypatch, capsys):
+    run = make_run(tmp_path)
+    fake = FakeTrain()
+    monkeypatch.setattr(nlfs.train, "train", fake)
+    assert main(["--run-dir", str(run), "--preset", "quick"]) == 0
+    out = capsys.readouterr().out
+    assert "| CE |" in out and (run / "elimination.md").exists()
+    assert len(fake.calls) == (6 + 1) * 1 + (3 + 1) * 2
+    cfg = tmp_path / "rounds.json"
+    cfg.write_text(json.dumps({"pool": 3, "keep": [2, 1], "seeds": [1, 1], "budget-scale": [1, 3],
+                               "models": ["surrogate"]}))
+    n = len(fake.calls)
+    assert main(["--run-dir", str(run), "--config", str(cfg), "--steps", "10"]) == 0
+    assert len(fake.calls) - n == (3 + 1) + (2 + 1)
+    assert {c[2] for c in fake.calls[n:]} == {10, 30}
+    with pytest.raises(ValueError):
+        Protocol.from_lists(keep=(3, 2), seeds=(1, 2, 3), budget_scale=(1,), models=("surrogate",))
+
+
+def test_real_training_smoke(tmp_path):
+    """Two candidates, one tiny round on digits: the real trainer behind the protocol."""
+    run = tmp_path / "run"
+    db = RunDB(run / "run.db")
+    db.set_meta("config", SearchConfig(run_dir=str(run), **FAST).to_dict())
+    for i, e in enumerate(["-y * log(p) * 2", "y * (1 - p)"]):
+        db.record({"canonical": e, "expression": e, "constants": {}, "sign": 1.0, "fitness": 0.5 + i / 10,
+                   "status": "ok", "size": 5})
+    db.close()
+    res = eliminate(run, Protocol.from_lists(keep=(1,), seeds=(1,), budget_scale=(1,), models=("surrogate",),
+                                             pool=2), log=lambda m: None)
+    assert len(res["survivors"]) == 1
+    vals = sqlite3.connect(run / "run.db").execute("SELECT fitness, status FROM elimination").fetchall()
+    assert len(vals) == 3 and all(s == "ok" and 0 < f <= 1 for f, s in vals)

@@ -1,0 +1,80 @@
+import math
+
+import pytest
+
+from nlfs.stats import format_mean_std, format_p, mean_std, paired_by_key, paired_test
+
+# Student's sleep data (Cushny & Peebles 1905), the textbook paired example: R's
+# t.test(extra ~ group, data = sleep, paired = TRUE) gives t = -4.0621, df = 9, p = 0.002833,
+# mean difference -1.58.
+SLEEP_1 = [0.7, -1.6, -0.2, -1.2, -0.1, 3.4, 3.7, 0.8, 0.0, 2.0]
+SLEEP_2 = [1.9, 0.8, 1.1, 0.1, -0.1, 4.4, 5.5, 1.6, 4.6, 3.4]
+
+
+def test_mean_std_sample_sd():
+    m, s = mean_std([1, 2, 3, 4])
+    assert m == 2.5
+    assert s == pytest.approx(math.sqrt(5 / 3))  # ddof = 1
+    m, s = mean_std([0.7])
+    assert m == 0.7 and math.isnan(s)
+    m, s = mean_std([])
+    assert math.isnan(m) and math.isnan(s)
+
+
+def test_paired_t_textbook_sleep():
+    r = paired_test(SLEEP_1, SLEEP_2)
+    assert r.n == 10
+    assert r.mean_diff == pytest.approx(-1.58)
+    # by hand: t = mean(d) / (sd(d) / sqrt(n))
+    d = [a - b for a, b in zip(SLEEP_1, SLEEP_2, strict=True)]
+    sd = math.sqrt(sum((x + 1.58) ** 2 for x in d) / 9)
+    assert r.std_diff == pytest.approx(sd)
+    assert r.t == pytest.approx(-1.58 / (sd / math.sqrt(10)))
+    assert r.t == pytest.approx(-4.0621, abs=1e-4)
+    assert r.p_t == pytest.approx(0.002833, abs=1e-6)
+    assert (r.wins, r.losses, r.ties) == (0, 9, 1)
+    assert r.w == 0.0 and 0 < r.p_w < 0.02  # every nonzero difference is negative
+
+
+def test_wilcoxon_exact_small_sample():
+    # six pairs, all differences positive and distinct: exact two-sided p = 2 / 2**6
+    a = [1.1, 2.2, 3.3, 4.4, 5.5, 6.6]
+    b = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    r = paired_test(a, b)
+    assert r.w == 0.0
+    assert r.p_w == pytest.approx(2 / 64)
+    assert r.wins == 6
+
+
+def test_wilcoxon_only_from_five_pairs():
+    r = paired_test([1.0, 2.0, 3.5, 4.0], [0.5, 2.1, 3.0, 3.8])
+    assert math.isfinite(r.p_t) and math.isnan(r.p_w) and math.isnan(r.w)
+
+
+def test_degenerate_cases():
+    r = paired_test([0.9], [0.8])  # n < 2
+    assert r.n == 1 and math.isnan(r.t) and math.isnan(r.p_t) and math.isnan(r.p_w)
+    assert r.mean_diff == pytest.approx(0.1) and math.isnan(r.std_diff)
+    r = paired_test([0.5] * 5, [0.5] * 5)  # nothing differs
+    assert (r.t, r.p_t, r.p_w, r.ties) == (0.0, 1.0, 1.0, 5)
+    r = paired_test([1.0, 2.0, 3.0, 4.0, 5.0], [0.0, 1.0, 2.0, 3.0, 4.0])  # constant shift
+    assert r.t == math.inf and r.p_t == 0.0
+    r = paired_test([], [])
+    assert r.n == 0 and math.isnan(r.mean_diff)
+    with pytest.raises(ValueError):
+        paired_test([1.0, 2.0], [1.0])
+
+
+def test_paired_by_key_uses_common_keys():
+    r = paired_by_key({0: 0.9, 1: 0.8, 2: 0.7}, {1: 0.7, 2: 0.8, 3: 0.1})
+    assert r.n == 2 and r.mean_diff == pytest.approx(0.0)
+
+
+def test_formatting():
+    assert format_mean_std(0.89531, 0.00212, 2, 100) == "89.53 ± 0.21"
+    assert format_mean_std(0.0125, 0.004, 2, 100, sign=True) == "+1.25 ± 0.40"
+    assert format_mean_std(-0.0125, 0.004, 2, 100, sign=True) == "-1.25 ± 0.40"
+    assert format_mean_std(0.9, math.nan, 1, 100) == "90.0"
+    assert format_mean_std(math.nan, math.nan) == "–"
+    assert format_p(0.002833) == "0.003" and format_p(1e-5) == "<0.001"
+    assert format_p(math.nan) == "–" and format_p(None) == "–"

@@ -1,0 +1,198 @@
+import csv
+import dataclasses
+
+import pytest
+import torch
+
+import nlfs.train
+from nlfs import transfer
+from nlfs.search._db import RunDB
+from nlfs.train import TrainConfig, TrainResult
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+class FakeTrainer:
+    """Records every call; accuracy depends on (loss, seed); ``fail`` = {(loss, seed): 'diverged'|'raise'}."""
+
+    def __init__(self, fail=None):
+        self.calls = []
+        self.fail = fail or {}
+
+    def __call__(self, loss, cfg, constants=None):
+        self.calls.append((loss, cfg, constants))
+        how = self.fail.get((loss, cfg.seed))
+        if how == "raise":
+            raise RuntimeError("out of memory (fake)")
+        bonus = {"CE": 0.0, "NGL": 0.01}.get(loss, -0.02)
+        acc = 0.80 + bonus + 0.003 * cfg.seed + (0.001 if cfg.seed % 2 else 0.0) * (loss != "CE")
+        diverged = how == "diverged"
+        return TrainResult(val_acc=acc, best_val_acc=acc, test_acc=None if diverged else acc,
+                           final_train_loss=0.5, train_acc=acc, steps=10, epochs=1.0, wall_time=0.01,
+                           device="cpu", dataset=cfg.dataset, model=cfg.model, augment=cfg.augment,
+                           seed=cfg.seed, loss=str(loss), loss_text="", backend="torch",
+                           diverged=diverged, reason="loss is NaN by step 3" if diverged else "")
+
+
+def _rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+CFG = TrainConfig(dataset="digits", model="surrogate", steps=5)
+
+
+def test_parse_losses_separators():
+    e = transfer.parse_losses("CE,-y*log(p)+0.1*(1-p)**2")
+    assert [x.label for x in e] == ["CE", "-y*log(p)+0.1*(1-p)**2"]
+    e = transfer.parse_losses(["cross_entropy;max(p, y) * -y * log(p)", "mine=-y * log(p + 0.01)"])
+    assert [x.loss for x in e] == ["CE", "max(p, y) * -y * log(p)", "-y * log(p + 0.01)"]
+    assert e[2].label == "mine"
+    assert [x.label for x in transfer.parse_losses("all")] == list(transfer._CATALOGUE_ALL)
+
+
+def test_same_config_except_loss_and_resume(tmp_path, monkeypatch):
+    fake = FakeTrainer()
+    monkeypatch.setattr(nlfs.train, "train", fake)
+    entries = transfer.parse_losses("NGL;Focal")  # CE is added as the reference
+    rows = transfer.run_transfer(entries, CFG, [0, 1, 2], tmp_path, log=lambda *a: None, plot=False)
+    assert len(fake.calls) == 9 and len(rows) == 9
+    by_seed = {}
+    for _, cfg, _ in fake.calls:
+        by_seed.setdefault(cfg.seed, set()).add(repr(dataclasses.replace(cfg, seed=0)))
+    assert len(set().union(*by_seed.values())) == 1  # one config for every run, seed aside
+    assert {c.seed for _, c, _ in fake.calls} == {0, 1, 2}
+    assert {x for x, _, _ in fake.calls} == {"CE", "NGL", "Focal"}
+    # a second invocation trains nothing; adding a seed trains only that seed
+    transfer.run_transfer(entries, CFG, [0, 1, 2], tmp_path, log=lambda *a: None, plot=False)
+    assert len(fake.calls) == 9
+    transfer.run_transfer(entries, CFG, [0, 1, 2, 3], tmp_path, log=lambda *a: None, plot=False)
+    assert len(fake.calls) == 12 and {c.seed for _, c, _ in fake.calls[9:]} == {3}
+    rows = _rows(tmp_path / "transfer.csv")
+    assert len(rows) == 12
+    for col in ("loss", "seed", "model", "dataset", "augment", "test_acc", "val_acc", "status", "reason",
+                "wall_time", "expression", "backend", "epochs"):
+        assert col in rows[0]
+    md = (tmp_path / "transfer.md").read_text()
+    assert "| NGL | 4 | 0 | 81." in md and "p (Wilcoxon)" in md
+    # another configuration in the same file is refused, not mixed in
+    with pytest.raises(SystemExit):
+        transfer.run_transfer(entries, dataclasses.replace(CFG, steps=6), [0], tmp_path,
+                              log=lambda *a: None, plot=False)
+
+
+def test_failures_reported_not_dropped(tmp_path, monkeypatch):
+    fake = FakeTrainer(fail={("NGL", 1): "diverged", ("Focal", 0): "raise"})
+    monkeypatch.setattr(nlfs.train, "train", fake)
+    entries = transfer.parse_losses("CE;NGL;Focal")
+    transfer.run_transfer(entries, CFG, list(range(5)), tmp_path, log=lambda *a: None)
+    rows = _rows(tmp_path / "transfer.csv")
+    st = {(r["loss"], r["seed"]): r for r in rows}
+    assert st[("NGL", "1")]["status"] == "diverged" and "NaN" in st[("NGL", "1")]["reason"]
+    assert st[("NGL", "1")]["test_acc"] == ""
+    assert st[("Focal", "0")]["status"] == "error" and "out of memory" in st[("Focal", "0")]["reason"]
+    md = (tmp_path / "transfer.md").read_text()
+    assert "| NGL | 4 | 1 |" in md and "| Focal | 4 | 1 |" in md
+    assert "NGL seed 1: diverged" in md and "Focal seed 0: error" in md
+    assert (tmp_path / "transfer.png").stat().st_size > 1000
+    # failed pairs are finished: not retrained, except errors with retry_errors
+    n = len(fake.calls)
+    transfer.run_transfer(entries, CFG, list(range(5)), tmp_path, log=lambda *a: None, plot=False)
+    assert len(fake.calls) == n
+    fake.fail = {}
+    transfer.run_transfer(entries, CFG, list(range(5)), tmp_path, retry_errors=True,
+                          log=lambda *a: None, plot=False)
+    assert [(c[0], c[1].seed) for c in fake.calls[n:]] == [("Focal", 0)]
+    assert "| Focal | 5 | 0 |" in (tmp_path / "transfer.md").read_text()
+
+
+def _tiny_run_db(path):
+    db = RunDB(path / "run.db")
+    base = dict(canonical="c", genotype=None, sign=1, stage=None, reason="", seed=0, dataset="digits",
+                backend="torch", model="surrogate", wall_time=1.0, fingerprint=None, phenotype=None,
+                result=None)
+    db.record(dict(base, expression="-y * log(p)", constants={}, fitness=0.80, status="baseline", size=3))
+    db.record(dict(base, expression="-y * log(p + c0)", constants={"c0": 0.05}, fitness=0.91,
+                   status="ok", size=5))
+    db.record(dict(base, expression="-y * log(p + c0)", constants={"c0": 0.2}, fitness=0.90,
+                   status="ok", size=5))  # duplicate expression: skipped by top()
+    db.record(dict(base, expression="-y * (1 - p) * log(p)", constants={}, fitness=0.88, status="ok",
+                   size=7))
+    db.record(dict(base, expression="p * y", constants={}, fitness=None, status="rejected:integrity",
+                   size=3))
+    db.record(dict(base, expression="exp(p)", constants={}, fitness=0.99, status="diverged", size=2))
+    db.close()
+
+
+def test_from_run(tmp_path, monkeypatch):
+    run = tmp_path / "search1"
+    run.mkdir()
+    _tiny_run_db(run)
+    got = transfer.losses_from_run(run, 3)
+    assert [e.loss for e in got] == ["-y * log(p + c0)", "-y * (1 - p) * log(p)"]
+    assert got[0].constants == {"c0": 0.05} and got[1].constants is None
+    assert got[0].label.startswith("search1#")
+    fake = FakeTrainer()
+    monkeypatch.setattr(nlfs.train, "train", fake)
+    out = tmp_path / "out"
+    assert transfer.main(["--from-run", str(run), "--top", "1", "--seeds", "2", "--dataset", "digits",
+                          "--steps", "3", "--out", str(out), "--no-plot"]) == 0
+    assert [(c[0], c[2]) for c in fake.calls] == [("CE", None), ("-y * log(p + c0)", {"c0": 0.05})] * 2
+    rows = _rows(out / "transfer.csv")
+    assert '"c0": 0.05' in rows[1]["constants"]
+    with pytest.raises(FileNotFoundError):
+        transfer.losses_from_run(tmp_path / "nope")
+
+
+def test_list_presets(capsys):
+    assert transfer.main(["--list-presets"]) == 0
+    text = capsys.readouterr().out
+    for name in ("fashion-mnist-cpu", "fashion-mnist-resnet-cpu", "cifar10-wrn28-10-cutmix",
+                 "cifar100-wrn28-10-autoaugment", "cifar10-effnetv2s-finetune"):
+        assert name in text
+    for p in transfer.PRESETS.values():
+        transfer.build_config(p).resolved()  # every preset is a valid TrainConfig
+
+
+def test_end_to_end_digits_real_trainer(tmp_path):
+    out = tmp_path / "e2e"
+    assert transfer.main(["--dataset", "digits", "--losses", "CE,NGL", "--seeds", "2", "--steps", "6",
+                          "--val-size", "100", "--backend", "torch", "--out", str(out)]) == 0
+    rows = _rows(out / "transfer.csv")
+    assert sorted((r["loss"], r["seed"]) for r in rows) == [("CE", "0"), ("CE", "1"), ("NGL", "0"),
+                                                            ("NGL", "1")]
+    assert all(r["status"] == "ok" and 0 <= float(r["test_acc"]) <= 1 for r in rows)
+    assert all(r["backend"] == "torch" and r["steps"] == "6" for r in rows)
+    md = (out / "transfer.md").read_text()
+    assert "| **CE** | 2 | 0 |" in md and "| NGL | 2 | 0 |" in md
+    assert (out / "transfer.png").is_file()
+
+
+class NanLoss(torch.nn.Module):
+    def forward(self, logits, target):
+        return logits.sum() * float("nan")
+
+
+def test_real_nan_loss_is_reported(tmp_path):
+    # the real trainer reports diverged=True for a NaN loss; the runner keeps and counts it
+    entries = [transfer.LossEntry("bad", NanLoss())]
+    rows = transfer.run_transfer(entries, dataclasses.replace(CFG, steps=3, val_size=100, backend="torch"),
+                                 [0], tmp_path, log=lambda *a: None, plot=False)
+    bad = next(r for r in rows if r["loss"] == "bad")
+    assert bad["status"] == "diverged" and "NaN" in bad["reason"] and bad["test_acc"] is None
+    assert next(r for r in rows if r["loss"] == "CE")["status"] == "ok"
+    assert "| bad | 0 | 1 |" in (tmp_path / "transfer.md").read_text()
+
+
+def test_machine_date_without_bench(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "bench._schema", None)  # import raises ImportError
+    machine, date = transfer._machine_date()
+    assert "cores" in machine and len(date) == 10
