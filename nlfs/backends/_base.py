@@ -47,21 +47,22 @@ class FusedLossFunction(torch.autograd.Function):
         loss_rows, grad = kernel(logits, target, constants)
         n = logits.shape[0]
         if reduction == "mean":
-            out = loss_rows.sum() / n
-            grad = grad / n if n else grad
+            out = loss_rows.sum() / max(n, 1)
         elif reduction == "sum":
             out = loss_rows.sum()
         else:
             out = loss_rows
         ctx.reduction = reduction
+        ctx.scale = 1.0 / max(n, 1) if reduction == "mean" else 1.0
         ctx.save_for_backward(grad)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
+        # One pass over the gradient: the 1/N of "mean" rides on the upstream scalar.
         (grad,) = ctx.saved_tensors
         if ctx.reduction == "none":
             g = grad * grad_out.to(grad.dtype).unsqueeze(1)
         else:
-            g = grad * grad_out.to(grad.dtype)
+            g = grad * (grad_out * ctx.scale).to(grad.dtype)
         return g, None, None, None, None
