@@ -113,4 +113,6 @@ register("TaylorGLO",
                 "Decadz/Evolved-Model-Agnostic-Loss source/representation/tp.py",
          aliases=("taylor",))
 
-__all__ = ["LossSpec", "get", "is_registered", "names", "register"]
+BUILTIN: tuple[str, ...] = tuple(names())  # the published losses above, before any user registration
+
+__all__ = ["BUILTIN", "LossSpec", "get", "is_registered", "names", "register"]

@@ -103,7 +103,8 @@ class ProcessExecutor:
                     try:
                         handle, result = w.conn.recv()
                     except (EOFError, OSError):
-                        self._replace(i, "the worker's connection closed")
+                        w.proc.join(timeout=5)
+                        self._replace(i, f"worker died (connection closed, exit code {w.proc.exitcode})")
                         continue
                     self._done[handle] = result
                     w.handle = None

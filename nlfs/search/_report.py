@@ -42,9 +42,10 @@ def hall_of_fame(rows: list[dict]) -> list[dict]:
 def top(rows: list[dict], k: int) -> list[dict]:
     seen, out = set(), []
     for r in sorted(trained_ok(rows), key=lambda r: (-r["fitness"], r["size"], r["id"])):
-        if r["expression"] in seen:
+        key = (r["expression"], json.dumps(r.get("constants") or {}, sort_keys=True))
+        if key in seen:  # one row per expression and constants (TaylorGLO differs only in these)
             continue
-        seen.add(r["expression"])
+        seen.add(key)
         out.append(r)
         if len(out) == k:
             break

@@ -93,8 +93,8 @@ def make_algorithm(cfg: SearchConfig, space):
         return ALGORITHMS["gp"](space, cfg.seed, population=cfg.gp_population, generations=cfg.generations,
                                 crossover=cfg.crossover, mutation=cfg.mutation, elitism=cfg.elitism,
                                 tournament=cfg.tournament)
-    raise ValueError(f"unknown algorithm {cfg.algorithm!r}; choose regularized or gp"
-                     + (" (taylor is nlfs.tune's CMA-ES search)" if cfg.algorithm == "taylor" else ""))
+    raise ValueError(f"unknown algorithm {cfg.algorithm!r}; choose regularized or gp "
+                     "(taylor runs through nlfs.search._taylor.TaylorSearch)")
 
 
 # ---------------------------------------------------------------------------------------------------
