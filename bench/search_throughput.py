@@ -39,6 +39,9 @@ def run_once(workers: int, args) -> dict:
         wall = time.perf_counter() - t0
     trained = [r for r in rows if r["status"] in ("ok", "diverged", "error")
                and not (r.get("reason") or "").startswith("fitness reused")]
+    errors = [r for r in trained if r["status"] == "error"]
+    if errors:
+        raise SystemExit(f"{len(errors)} evaluations failed, e.g.: {errors[0]['reason']}")
     train_s = sum((r.get("result") or {}).get("wall_time", 0.0) for r in trained)
     # With N workers, N trainings overlap: time outside training is wall*N - training time.
     outside = max(0.0, wall * workers - train_s) / (wall * workers)
