@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--space", default=None, help="nlfs | gp | a .toml/.yaml tree-space file "
                     "(default: nlfs for regularized, gp for gp)")
     ap.add_argument("--dataset", default=None,
-                    help="digits | fashion-mnist | cifar10 | cifar100 (default: fashion-mnist if installed, else digits)")
+                    help="digits | fashion-mnist | cifar10 | cifar100 "
+                         "(default: fashion-mnist if installed, else digits)")
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--preset", default="quick", choices=sorted(PRESETS),
                     help="quick: a few minutes on a CPU; paper: the papers' population sizes and budgets")

@@ -18,7 +18,7 @@ class Sym:
 
     __slots__ = ("src", "m")
 
-    def __init__(self, src: str, m: "SymMath"):
+    def __init__(self, src: str, m: SymMath):
         self.src = src
         self.m = m
 

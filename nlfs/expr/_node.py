@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import math
 import weakref
-from typing import Iterator
+from collections.abc import Iterator
 
 from ._ops import LEAVES, OPS
 
 _LEAF_OPS = frozenset(LEAVES)
-_INTERN: "weakref.WeakValueDictionary[tuple, Expr]" = weakref.WeakValueDictionary()
+_INTERN: weakref.WeakValueDictionary[tuple, Expr] = weakref.WeakValueDictionary()
 
 
 def _value_key(value):
@@ -30,7 +30,7 @@ class Expr:
     __slots__ = ("op", "args", "value", "_hash", "_str", "__weakref__")
 
     op: str
-    args: tuple["Expr", ...]
+    args: tuple[Expr, ...]
     value: float | str | None
 
     def __new__(cls, op: str, args: tuple = (), value=None):
@@ -64,19 +64,19 @@ class Expr:
 
     # -- constructors ---------------------------------------------------------------------------
     @staticmethod
-    def num(value: float) -> "Expr":
+    def num(value: float) -> Expr:
         return Expr("num", (), float(value))
 
     @staticmethod
-    def const(name: str) -> "Expr":
+    def const(name: str) -> Expr:
         return Expr("const", (), name)
 
     @staticmethod
-    def leaf(name: str) -> "Expr":
+    def leaf(name: str) -> Expr:
         return Expr(name)
 
     @staticmethod
-    def call(name: str, *args) -> "Expr":
+    def call(name: str, *args) -> Expr:
         return Expr(name, tuple(_as_expr(a) for a in args))
 
     # -- kind predicates ------------------------------------------------------------------------
@@ -93,7 +93,7 @@ class Expr:
         return self.op == "const"
 
     # -- structure --------------------------------------------------------------------------------
-    def nodes(self) -> list["Expr"]:
+    def nodes(self) -> list[Expr]:
         """Distinct nodes in topological order, children before parents; ``self`` is last."""
         order: list[Expr] = []
         seen: set[int] = set()
@@ -146,7 +146,7 @@ class Expr:
     def uses(self, *names: str) -> bool:
         return set(names) <= self.leaves
 
-    def positions(self) -> Iterator[tuple[tuple[int, ...], "Expr"]]:
+    def positions(self) -> Iterator[tuple[tuple[int, ...], Expr]]:
         """(path, subtree) for every tree position, pre-order; a path is a tuple of arg indices."""
         stack: list[tuple[tuple[int, ...], Expr]] = [((), self)]
         while stack:
@@ -155,13 +155,13 @@ class Expr:
             for i in reversed(range(len(node.args))):
                 stack.append((path + (i,), node.args[i]))
 
-    def at(self, path: tuple[int, ...]) -> "Expr":
+    def at(self, path: tuple[int, ...]) -> Expr:
         node = self
         for i in path:
             node = node.args[i]
         return node
 
-    def replace_at(self, path: tuple[int, ...], new: "Expr") -> "Expr":
+    def replace_at(self, path: tuple[int, ...], new: Expr) -> Expr:
         """A copy with the subtree at ``path`` replaced by ``new``."""
         if not path:
             return _as_expr(new)
@@ -170,17 +170,17 @@ class Expr:
         args[i] = args[i].replace_at(path[1:], new)
         return Expr(self.op, tuple(args), self.value)
 
-    def replace(self, old: "Expr", new: "Expr") -> "Expr":
+    def replace(self, old: Expr, new: Expr) -> Expr:
         """A copy with every occurrence of ``old`` replaced by ``new``."""
         return self.map_nodes(lambda n, args: _as_expr(new) if n is old else None)
 
-    def substitute(self, values: dict[str, float]) -> "Expr":
+    def substitute(self, values: dict[str, float]) -> Expr:
         """Replace named constants by numbers."""
         return self.map_nodes(
             lambda n, args: Expr.num(values[n.value]) if n.op == "const" and n.value in values else None
         )
 
-    def map_nodes(self, fn) -> "Expr":
+    def map_nodes(self, fn) -> Expr:
         """Bottom-up rebuild: ``fn(node, new_args)`` returns a replacement or None to keep the node."""
         done: dict[int, Expr] = {}
         for n in self.nodes():
@@ -209,7 +209,7 @@ class Expr:
             object.__setattr__(self, "_hash", hashlib.sha256(str(self).encode()).hexdigest())
         return self._hash
 
-    def canonical(self) -> "Expr":
+    def canonical(self) -> Expr:
         from ._canonical import canonical
 
         return canonical(self)

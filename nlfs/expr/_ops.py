@@ -23,8 +23,8 @@ Protected-domain rules (identical in every backend; eps = 1e-7 as in the NLFS pa
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 EPS = 1e-7
 MAXV = 1e10

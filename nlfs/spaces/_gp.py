@@ -144,7 +144,7 @@ class TreeSpace:
 
     # -- user-defined spaces --------------------------------------------------------------------------
     @classmethod
-    def from_file(cls, path: str | Path) -> "TreeSpace":
+    def from_file(cls, path: str | Path) -> TreeSpace:
         """Read a space from TOML (``.toml``) or YAML (``.yaml``/``.yml``)::
 
             unary = ["log", "exp", "tanh"]

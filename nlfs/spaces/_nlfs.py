@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from ..expr import Expr
 
 
-
 def _e(name, *args):
     return Expr(name, args)
 
