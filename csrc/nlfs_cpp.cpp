@@ -42,6 +42,14 @@ using namespace nlfs_gen;
 namespace {
 
 constexpr int CHUNK = 256;
+#ifndef NLFS_FP32_COMPUTE
+#define NLFS_FP32_COMPUTE 1
+#endif
+constexpr bool FP32_COMPUTE_DEFAULT = NLFS_FP32_COMPUTE != 0;
+// fp32 compute: a row whose gradient's estimated float rounding noise (FP32_NOISE_ULPS ulp of every
+// term of the softmax-Jacobian combination) exceeds FP32_TOL * (1 + |dz|) is recomputed in double.
+constexpr double FP32_NOISE_ULPS = 4.0;
+constexpr double FP32_TOL = 1e-6;
 enum Leaf { L_Y = 0, L_P = 1, L_Z = 2, L_LOGP = 3, L_C = 4, L_NUM = 5, L_CONST = 6 };
 enum TargetKind { T_INDEX_I64 = 0, T_PROB_F32 = 1, T_PROB_F64 = 2 };
 enum DType { D_F32 = 0, D_F64 = 1 };
@@ -206,7 +214,8 @@ Pool* g_pool = nullptr;
 // body(r0, r1) over blocks of rows handed out dynamically (an atomic counter): a thread that the OS
 // deschedules holds up nobody. Each row is computed entirely by one thread, so the results do not
 // depend on the thread count or on which thread took which block.
-void parallel_rows(int64_t n_rows, int threads, const std::function<void(int64_t, int64_t)>& body) {
+void parallel_rows(int64_t n_rows, int threads, int64_t align,
+                   const std::function<void(int64_t, int64_t)>& body) {
   if (threads <= 1 || n_rows <= 1) {
     body(0, n_rows);
     return;
@@ -218,7 +227,9 @@ void parallel_rows(int64_t n_rows, int threads, const std::function<void(int64_t
     delete g_pool;
     g_pool = new Pool(parts - 1);
   }
-  const int64_t block = std::max<int64_t>(1, n_rows / (static_cast<int64_t>(parts) * 16));
+  // blocks are whole multiples of align rows (the kernel's row blocks start at multiples of align)
+  int64_t block = std::max<int64_t>(1, n_rows / (static_cast<int64_t>(parts) * 16));
+  block = (block + align - 1) / align * align;
   std::atomic<int64_t> next{0};
   g_pool->run(parts, [&](int) {
     for (;;) {
@@ -255,49 +266,86 @@ struct AlignedBuf {
   }
 };
 
-constexpr int LANES = 8;  // fixed-order partial sums: vectorisable and deterministic
+// Fixed-order partial sums over LANES<T> lanes (8 doubles / 16 floats: two AVX2 vectors, one
+// AVX-512 vector): vectorisable and deterministic. Row sums accumulate in double in both paths.
+template <typename T>
+constexpr int LANES = sizeof(T) == 8 ? 8 : 16;
 
-inline int64_t round_lanes(int64_t n) { return (n + LANES - 1) / LANES * LANES; }
+template <typename T>
+inline int64_t round_lanes(int64_t n) { return (n + LANES<T> - 1) / LANES<T> * LANES<T>; }
 
-// acc[l] += sum of x[j] over j = l (mod LANES); SLP-vectorised, the order is fixed by the position.
-inline void lane_add(double* __restrict acc, const double* __restrict x, int64_t n) {
+// acc[l] += sum of x[j] over j = l (mod L); SLP-vectorised, the order is fixed by the position.
+template <typename T>
+inline void lane_add(double* __restrict acc, const T* __restrict x, int64_t n) {
+  constexpr int L = LANES<T>;
   int64_t j = 0;
-  for (; j + LANES <= n; j += LANES)
-    for (int l = 0; l < LANES; ++l) acc[l] += x[j + l];
-  for (int l = 0; j + l < n; ++l) acc[l] += x[j + l];
+  for (; j + L <= n; j += L)
+    for (int l = 0; l < L; ++l) acc[l] += static_cast<double>(x[j + l]);
+  for (int l = 0; j + l < n; ++l) acc[l] += static_cast<double>(x[j + l]);
 }
 
-inline void lane_dot(double* __restrict acc, const double* __restrict x, const double* __restrict y, int64_t n) {
+template <typename T>
+inline void lane_dot(double* __restrict acc, const T* __restrict x, const T* __restrict y, int64_t n) {
+  constexpr int L = LANES<T>;
   int64_t j = 0;
-  for (; j + LANES <= n; j += LANES)
-    for (int l = 0; l < LANES; ++l) acc[l] += x[j + l] * y[j + l];
-  for (int l = 0; j + l < n; ++l) acc[l] += x[j + l] * y[j + l];
+  for (; j + L <= n; j += L)
+    for (int l = 0; l < L; ++l) acc[l] += static_cast<double>(x[j + l]) * static_cast<double>(y[j + l]);
+  for (int l = 0; j + l < n; ++l) acc[l] += static_cast<double>(x[j + l]) * static_cast<double>(y[j + l]);
 }
 
+template <typename T>
 inline double lane_total(const double* acc) {
-  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  if constexpr (LANES<T> == 8) {
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  } else {
+    double h[8];
+    for (int l = 0; l < 8; ++l) h[l] = acc[l] + acc[l + 8];
+    return ((h[0] + h[4]) + (h[1] + h[5])) + ((h[2] + h[6]) + (h[3] + h[7]));
+  }
 }
 
-inline double row_max(const double* __restrict x, int64_t n) {
-  double acc[LANES];
-  for (int l = 0; l < LANES; ++l) acc[l] = x[0];
+template <typename T>
+inline T row_max(const T* __restrict x, int64_t n) {
+  constexpr int L = LANES<T>;
+  T acc[L];
+  for (int l = 0; l < L; ++l) acc[l] = x[0];
   int64_t j = 0;
-  for (; j + LANES <= n; j += LANES)
-    for (int l = 0; l < LANES; ++l) acc[l] = x[j + l] > acc[l] ? x[j + l] : acc[l];
+  for (; j + L <= n; j += L)
+    for (int l = 0; l < L; ++l) acc[l] = x[j + l] > acc[l] ? x[j + l] : acc[l];
   for (int l = 0; j + l < n; ++l) acc[l] = x[j + l] > acc[l] ? x[j + l] : acc[l];
-  double m = acc[0];
-  for (int l = 1; l < LANES; ++l) m = acc[l] > m ? acc[l] : m;
+  T m = acc[0];
+  for (int l = 1; l < L; ++l) m = acc[l] > m ? acc[l] : m;
   return m;
 }
 
+// Rows shorter than CHUNK are processed BLOCK_ELEMS elements at a time: R = rows_per_block rows,
+// each padded to a multiple of LANES (so every row starts on a 64-byte boundary), form one chunk,
+// and each instruction runs one loop over all of them: the per-instruction and per-loop overhead
+// is paid once per block instead of once per row. The chunk length R * padded_c is a multiple of
+// LANES, so every element of a row takes the same (SIMD) path whatever the block holds, and blocks
+// start at absolute row indices that are multiples of R (parallel_rows hands out whole blocks), so
+// results do not depend on the thread count. Rows of CHUNK classes or more are cut into CHUNK-class
+// chunks (one row per block).
+constexpr int64_t BLOCK_ELEMS = 512;
+
+template <typename T>
+inline int64_t rows_per_block(int64_t c) {
+  if (c >= CHUNK) return 1;
+  return std::max<int64_t>(1, BLOCK_ELEMS / round_lanes<T>(c));
+}
+
+template <typename T>
 struct Workspace {
-  AlignedBuf<double> raw_, val_, adj_, prow_, gprow_, trow_, zbuf_;
-  std::vector<const double*> vptr;
-  double *raw, *val, *adj, *prow, *gprow, *trow, *zbuf;
-  int64_t stride = 0;  // per-instruction chunk stride (a multiple of LANES)
-  void reserve(size_t n_instr, int64_t c) {
-    stride = round_lanes(std::min<int64_t>(c, CHUNK));
-    const size_t cs = static_cast<size_t>(round_lanes(c));
+  AlignedBuf<T> raw_, val_, adj_, prow_, gprow_, trow_, zbuf_, lrow_;
+  AlignedBuf<double> ebuf_, acc_;
+  std::vector<const T*> vptr;
+  T *raw, *val, *adj, *prow, *gprow, *trow, *zbuf, *lrow;
+  double *ebuf, *acc;
+  int64_t stride = 0;  // per-instruction chunk stride (a multiple of LANES<T>)
+  void reserve(size_t n_instr, int64_t c, int64_t rows) {
+    const int64_t cp = round_lanes<T>(c);
+    stride = rows > 1 ? rows * cp : round_lanes<T>(std::min<int64_t>(c, CHUNK));
+    const size_t cs = static_cast<size_t>(rows * cp);
     raw = raw_.get(n_instr * stride);
     val = val_.get(n_instr * stride);
     adj = adj_.get(n_instr * stride);
@@ -306,6 +354,9 @@ struct Workspace {
     gprow = gprow_.get(cs);
     trow = trow_.get(cs);
     zbuf = zbuf_.get(cs);
+    lrow = lrow_.get(cs);
+    ebuf = ebuf_.get(cs);
+    acc = acc_.get(static_cast<size_t>(rows) * 2 * LANES<T>);
   }
 };
 
@@ -320,68 +371,113 @@ struct Batch {
   void* grad;
 };
 
-template <typename T>
-inline void load_row(const T* __restrict src, double* __restrict dst, int64_t c) {
-  for (int64_t j = 0; j < c; ++j) dst[j] = static_cast<double>(src[j]);
+template <typename S, typename T>
+inline void load_row(const S* __restrict src, T* __restrict dst, int64_t c) {
+  for (int64_t j = 0; j < c; ++j) dst[j] = static_cast<T>(src[j]);
 }
 
-template <typename TZ>
+// T: the compute type. Float64 logits compute in double. Float32 logits compute in float (twice
+// the SIMD lanes, libmvec's float clones) when fp32 compute is on, with softmax and log-softmax
+// evaluated in double and rounded once, and the row sums (softmax normaliser, loss, sum p*g_p,
+// sum g_logp) and the final gradient combination in double; otherwise in double.
+template <typename TZ, typename T>
 void run_rows(const Program& prog, const Batch& b, int64_t r0, int64_t r1) {
-  thread_local Workspace tls_workspace;
-  Workspace& w = tls_workspace;
+  constexpr int L = LANES<T>;
+  thread_local Workspace<T> tls_workspace;
+  Workspace<T>& w = tls_workspace;
   const size_t ni = prog.size();
   const int64_t c = b.c;
-  w.reserve(ni, c);
-  const int64_t chunk = std::min<int64_t>(c, CHUNK);
+  const int64_t R = rows_per_block<T>(c);
+  const int64_t cp = round_lanes<T>(c);
+  w.reserve(ni, c, R);
+  const int64_t chunk = R > 1 ? R * cp : std::min<int64_t>(c, CHUNK);
   const int64_t stride = w.stride;
   const bool softmax = prog.use_p || prog.use_logp;
   const double cval = static_cast<double>(c);
-  const double root_adj = prog.reduction == 1 ? 1.0 / cval : 1.0;
+  const T root_adj = static_cast<T>(prog.reduction == 1 ? 1.0 / cval : 1.0);
   const size_t root = ni - 1;
   const bool root_grad = prog.needs_grad[root] != 0;
-  double* __restrict zrow = w.zbuf;
-  double* __restrict prow = w.prow;
-  double* __restrict gprow = w.gprow;
-  double* __restrict trow = w.trow;
+  T* __restrict zrow = w.zbuf;
+  T* __restrict prow = w.prow;
+  T* __restrict gprow = w.gprow;
+  T* __restrict trow = w.trow;
+  T* __restrict lrow = w.lrow;
+  double* __restrict loss_acc = w.acc;         // R x L
+  double* __restrict logp_acc = w.acc + R * L;  // R x L
 
-  for (int64_t r = r0; r < r1; ++r) {
-    const TZ* zsrc = static_cast<const TZ*>(b.z) + r * c;
-    load_row(zsrc, zrow, c);
-    double mx = 0.0, lse_shift = 0.0;
-    if (softmax) {
-      mx = row_max(zrow, c);
-      for (int64_t j = 0; j < c; ++j) prow[j] = std::exp(zrow[j] - mx);
-      double acc[LANES] = {0.0};
-      lane_add(acc, prow, c);
-      const double s = lane_total(acc);
-      const double inv = 1.0 / s;
-      for (int64_t j = 0; j < c; ++j) prow[j] *= inv;
-      lse_shift = mx + std::log(s);
+  for (int64_t rb = r0; rb < r1; rb += R) {
+    const int64_t nr = std::min<int64_t>(R, r1 - rb);
+    const int64_t span = R > 1 ? nr * cp : c;  // elements of the block's row buffers in use
+    // ---- per-row prologue: logits, softmax, log-softmax (padding: 0, 0, -shift)
+    for (int64_t q = 0; q < nr; ++q) {
+      const int64_t r = rb + q;
+      T* zq = zrow + q * cp;
+      load_row(static_cast<const TZ*>(b.z) + r * c, zq, c);
+      for (int64_t j = c; j < cp; ++j) zq[j] = T(0);
+      if (!softmax) continue;
+      T* pq = prow + q * cp;
+      T* lq = lrow + q * cp;
+      const T mx = row_max(zq, c);
+      if constexpr (sizeof(T) == 8) {
+        for (int64_t j = 0; j < c; ++j) pq[j] = std::exp(zq[j] - mx);
+        double acc[L] = {0.0};
+        lane_add(acc, pq, c);
+        const double s = lane_total<T>(acc);
+        const double inv = 1.0 / s;
+        for (int64_t j = 0; j < c; ++j) pq[j] *= inv;
+        const double lse_shift = mx + std::log(s);
+        if (prog.use_logp)
+          for (int64_t j = 0; j < cp; ++j) lq[j] = zq[j] - lse_shift;
+      } else {
+        // float32: softmax and log-softmax in double, rounded once to float. The gradient through
+        // p amplifies p's relative error by up to sum(p |g_p|) / |dz| (Baikal with probability
+        // targets: 1e3), so p must be as good as PyTorch's; one pass per row.
+        double* __restrict e = w.ebuf;
+        const double mxd = static_cast<double>(mx);
+        for (int64_t j = 0; j < c; ++j) e[j] = std::exp(static_cast<double>(zq[j]) - mxd);
+        double acc[L] = {0.0};
+        lane_add(acc, e, c);
+        const double s = lane_total<T>(acc);
+        const double inv = 1.0 / s;
+        for (int64_t j = 0; j < c; ++j) pq[j] = static_cast<T>(e[j] * inv);
+        if (prog.use_logp) {
+          const double shift = mxd + std::log(s);
+          for (int64_t j = 0; j < cp; ++j) lq[j] = static_cast<T>(static_cast<double>(zq[j]) - shift);
+        }
+      }
+      for (int64_t j = c; j < cp; ++j) pq[j] = T(0);
     }
     if (root_grad) {
-      std::fill(gprow, gprow + c, 0.0);
-      std::fill(trow, trow + c, 0.0);
+      std::fill(gprow, gprow + span, T(0));
+      std::fill(trow, trow + span, T(0));
     }
-    int64_t tclass = -1;
-    if (prog.use_y && b.target_kind == T_INDEX_I64) tclass = static_cast<const int64_t*>(b.target)[r];
+    std::fill(loss_acc, loss_acc + 2 * R * L, 0.0);
 
-    double loss_acc[LANES] = {0.0}, logp_acc[LANES] = {0.0};
-    for (int64_t c0 = 0; c0 < c; c0 += chunk) {
-      const int n = static_cast<int>(std::min<int64_t>(chunk, c - c0));
+    for (int64_t c0 = 0; c0 < span; c0 += chunk) {
+      const int n = static_cast<int>(std::min<int64_t>(chunk, span - c0));
       // ---- forward
       for (size_t k = 0; k < ni; ++k) {
         const int o = prog.op[k];
-        double* rk = w.raw + k * stride;
-        const double* vk = rk;
+        T* rk = w.raw + k * stride;
+        const T* vk = rk;
         switch (o) {
           case L_Y:
             if (b.target_kind == T_INDEX_I64) {
-              std::fill(rk, rk + n, 0.0);
-              if (tclass >= c0 && tclass < c0 + n) rk[tclass - c0] = 1.0;
-            } else if (b.target_kind == T_PROB_F32) {
-              load_row(static_cast<const float*>(b.target) + r * c + c0, rk, n);
+              std::fill(rk, rk + n, T(0));
+              for (int64_t q = 0; q < nr; ++q) {
+                const int64_t t = static_cast<const int64_t*>(b.target)[rb + q] - c0;
+                if (t >= 0 && t < (R > 1 ? c : n)) rk[q * cp + t] = T(1);
+              }
             } else {
-              load_row(static_cast<const double*>(b.target) + r * c + c0, rk, n);
+              for (int64_t q = 0; q < nr; ++q) {
+                const int64_t len = R > 1 ? c : n, off = (rb + q) * c + c0;
+                T* dq = rk + q * cp;
+                if (b.target_kind == T_PROB_F32)
+                  load_row(static_cast<const float*>(b.target) + off, dq, len);
+                else
+                  load_row(static_cast<const double*>(b.target) + off, dq, len);
+                if (R > 1) std::fill(dq + c, dq + cp, T(0));
+              }
             }
             break;
           case L_P:
@@ -391,36 +487,40 @@ void run_rows(const Program& prog, const Batch& b, int64_t r0, int64_t r1) {
             vk = zrow + c0;
             break;
           case L_LOGP:
-            for (int i = 0; i < n; ++i) rk[i] = zrow[c0 + i] - lse_shift;
+            vk = lrow + c0;
             break;
           case L_C:
-            std::fill(rk, rk + n, cval);
+            std::fill(rk, rk + n, static_cast<T>(cval));
             break;
           case L_NUM:
-            std::fill(rk, rk + n, prog.value[k]);
+            std::fill(rk, rk + n, static_cast<T>(prog.value[k]));
             break;
           case L_CONST:
-            std::fill(rk, rk + n, b.consts[prog.const_index[k]]);
+            std::fill(rk, rk + n, static_cast<T>(b.consts[prog.const_index[k]]));
             break;
           default: {
-            const double* x0 = w.vptr[prog.a0[k]];
-            const double* x1 = prog.a1[k] >= 0 ? w.vptr[prog.a1[k]] : x0;
-            double* vv = w.val + k * stride;
-            forward(o, n, x0, x1, rk, vv);  // vv: the clamped value, for ops that are not bounded
+            const T* x0 = w.vptr[prog.a0[k]];
+            const T* x1 = prog.a1[k] >= 0 ? w.vptr[prog.a1[k]] : x0;
+            T* vv = w.val + k * stride;
+            forward<T>(o, n, x0, x1, rk, vv);  // vv: the clamped value, for ops that are not bounded
             if (!OP_BOUNDED[o]) vk = vv;
           }
         }
         w.vptr[k] = vk;
       }
-      lane_add(loss_acc, w.vptr[root], n);
+      if (R > 1) {
+        for (int64_t q = 0; q < nr; ++q) lane_add(loss_acc + q * L, w.vptr[root] + q * cp, c);
+      } else {
+        lane_add(loss_acc, w.vptr[root], n);
+      }
       if (!root_grad) continue;
       // ---- reverse
       for (size_t k = 0; k < ni; ++k)
-        if (prog.needs_grad[k]) std::fill(w.adj + k * stride, w.adj + k * stride + n, 0.0);
+        if (prog.needs_grad[k]) std::fill(w.adj + k * stride, w.adj + k * stride + n, T(0));
       std::fill(w.adj + root * stride, w.adj + root * stride + n, root_adj);
       for (size_t kk = ni; kk-- > 0;) {
         if (!prog.needs_grad[kk]) continue;
-        double* __restrict g = w.adj + kk * stride;  // clamped to +-MAXV where it is used
+        T* __restrict g = w.adj + kk * stride;  // clamped to +-MAXV where it is used
         const int o = prog.op[kk];
         switch (o) {
           case L_P:
@@ -431,7 +531,11 @@ void run_rows(const Program& prog, const Batch& b, int64_t r0, int64_t r1) {
               g[i] = nl_clamp_maxv(g[i]);
               trow[c0 + i] += g[i];
             }
-            lane_add(logp_acc, g, n);
+            if (R > 1) {
+              for (int64_t q = 0; q < nr; ++q) lane_add(logp_acc + q * L, g + q * cp, c);
+            } else {
+              lane_add(logp_acc, g, n);
+            }
             break;
           case L_Z:
             for (int i = 0; i < n; ++i) trow[c0 + i] += nl_clamp_maxv(g[i]);
@@ -439,44 +543,80 @@ void run_rows(const Program& prog, const Batch& b, int64_t r0, int64_t r1) {
           default: {
             if (o < N_LEAF) break;
             const int i0 = prog.a0[kk], i1 = prog.a1[kk] >= 0 ? prog.a1[kk] : prog.a0[kk];
-            double* ga = w.adj + static_cast<size_t>(i0) * stride;
-            double* gb = w.adj + static_cast<size_t>(i1) * stride;
+            T* ga = w.adj + static_cast<size_t>(i0) * stride;
+            T* gb = w.adj + static_cast<size_t>(i1) * stride;
             // a unary op's gb is unused by the generated code
-            backward(o, n, w.vptr[i0], w.vptr[i1], w.raw + kk * stride, g, ga, gb);
+            backward<T>(o, n, w.vptr[i0], w.vptr[i1], w.raw + kk * stride, g, ga, gb);
           }
         }
       }
     }
-    const double loss_sum = lane_total(loss_acc);
-    b.loss[r] = static_cast<float>(prog.reduction == 1 ? loss_sum / cval : loss_sum);
-    TZ* __restrict dst = static_cast<TZ*>(b.grad) + r * c;
-    if (!root_grad) {
-      std::fill(dst, dst + c, static_cast<TZ>(0));
-    } else if (softmax) {
-      double acc[LANES] = {0.0};
-      if (prog.use_p) lane_dot(acc, prow, gprow, c);
-      const double sp = lane_total(acc);
-      const double sl = lane_total(logp_acc);
-      for (int64_t j = 0; j < c; ++j)
-        dst[j] = static_cast<TZ>(prow[j] * (gprow[j] - sp) + trow[j] - prow[j] * sl);
-    } else {
-      for (int64_t j = 0; j < c; ++j) dst[j] = static_cast<TZ>(trow[j]);
+    // ---- per-row epilogue: loss and the gradient through the softmax Jacobians
+    for (int64_t q = 0; q < nr; ++q) {
+      const int64_t r = rb + q;
+      const double loss_sum = lane_total<T>(loss_acc + q * L);
+      b.loss[r] = static_cast<float>(prog.reduction == 1 ? loss_sum / cval : loss_sum);
+      TZ* __restrict dst = static_cast<TZ*>(b.grad) + r * c;
+      const T* pq = prow + q * cp;
+      const T* gq = gprow + q * cp;
+      const T* tq = trow + q * cp;
+      if (!root_grad) {
+        std::fill(dst, dst + c, static_cast<TZ>(0));
+      } else if (softmax) {
+        double acc[L] = {0.0};
+        if (prog.use_p) lane_dot(acc, pq, gq, c);
+        double sp = lane_total<T>(acc);
+        const double sl = lane_total<T>(logp_acc + q * L);
+        if constexpr (sizeof(T) == 4) {
+          // float p is normalised only to ~1 ulp: use sum(p g_p) / sum(p), so that g_p - sp
+          // vanishes exactly where g_p is constant along the row (d/dz of f(sum p) is 0).
+          if (prog.use_p) {
+            double pacc[L] = {0.0};
+            lane_add(pacc, pq, c);
+            sp /= lane_total<T>(pacc);
+          }
+        }
+        bool redo = false;
+        for (int64_t j = 0; j < c; ++j) {
+          const double pj = static_cast<double>(pq[j]), gj = static_cast<double>(gq[j]);
+          const double tj = static_cast<double>(tq[j]);
+          const double dz = pj * (gj - sp) + tj - pj * sl;
+          dst[j] = static_cast<TZ>(dz);
+          if constexpr (sizeof(T) == 4) {
+            // rounding noise of the float adjoints (~4 ulp of each term) against 1e-6 abs + rel
+            const double noise = FP32_NOISE_ULPS * 0x1p-24 * (pj * (std::fabs(gj) + std::fabs(sp) + std::fabs(sl)) + std::fabs(tj));
+            redo |= noise > FP32_TOL * (1.0 + std::fabs(dz));
+          }
+        }
+        if constexpr (sizeof(T) == 4) {
+          // Ill-conditioned row (the softmax Jacobian cancels large terms: Baikal with probability
+          // targets, 1/p-style expressions): float could not deliver ~1e-6, so redo it in double.
+          if (redo) run_rows<TZ, double>(prog, b, r, r + 1);
+        }
+      } else {
+        for (int64_t j = 0; j < c; ++j) dst[j] = static_cast<TZ>(tq[j]);
+      }
     }
   }
 }
+
+std::atomic<bool> g_fp32_compute{FP32_COMPUTE_DEFAULT};
 
 void run_batch(const Program& prog, const Batch& b, int threads) {
   if (b.n == 0 || b.c == 0) return;
   // Small batches run on the calling thread: waking workers costs more than it saves.
   const double work = static_cast<double>(b.n) * static_cast<double>(b.c) * static_cast<double>(prog.size());
   if (work < 40000.0) threads = 1;
+  const bool f32 = b.z_dtype == D_F32, f32c = f32 && g_fp32_compute.load();
   auto body = [&](int64_t r0, int64_t r1) {
-    if (b.z_dtype == D_F32)
-      run_rows<float>(prog, b, r0, r1);
+    if (f32c)
+      run_rows<float, float>(prog, b, r0, r1);
+    else if (f32)
+      run_rows<float, double>(prog, b, r0, r1);
     else
-      run_rows<double>(prog, b, r0, r1);
+      run_rows<double, double>(prog, b, r0, r1);
   };
-  parallel_rows(b.n, threads, body);
+  parallel_rows(b.n, threads, f32c ? rows_per_block<float>(b.c) : rows_per_block<double>(b.c), body);
 }
 
 void check_batch(const Program& prog, int z_dtype, int target_kind, int64_t n, int64_t c, int64_t n_consts) {
@@ -507,8 +647,8 @@ Arr op_eval(int op, Arr a, Arr b, bool want_partials, int which) {
     std::vector<double> clamped(CHUNK);
     for (py::ssize_t s = 0; s < n; s += CHUNK) {
       const int m = static_cast<int>(std::min<py::ssize_t>(CHUNK, n - s));
-      forward(op, m, ap + s, bp + s, o + s, clamped.data());
-      if (want_partials) partials(op, m, ap + s, bp + s, o + s, pa.mutable_data() + s, pb.mutable_data() + s);
+      forward<double>(op, m, ap + s, bp + s, o + s, clamped.data());
+      if (want_partials) partials<double>(op, m, ap + s, bp + s, o + s, pa.mutable_data() + s, pb.mutable_data() + s);
     }
   }
   if (!want_partials) return out;
@@ -557,6 +697,10 @@ PYBIND11_MODULE(_cpp, m) {
     g_threads.store(t);
   });
   m.def("get_num_threads", &num_threads);
+  m.def(
+      "set_fp32_compute", [](bool on) { g_fp32_compute.store(on); }, py::arg("on"),
+      "Compute float32 logits in float (True) or in double (False).");
+  m.def("get_fp32_compute", [] { return g_fp32_compute.load(); });
   m.def("op_names", [] { return std::vector<std::string>(OP_NAMES, OP_NAMES + N_OPCODES); });
   m.def("op_arity", [] { return std::vector<int>(OP_ARITY, OP_ARITY + N_OPCODES); });
   m.def("op_bounded", [] { return std::vector<bool>(OP_BOUNDED, OP_BOUNDED + N_OPCODES); });

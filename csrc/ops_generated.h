@@ -6,7 +6,7 @@
 
 namespace nlfs_gen {
 
-constexpr const char* TABLE_DIGEST = "94d71f38bc3e8ba6";
+constexpr const char* TABLE_DIGEST = "1f50fd3048914ba6";
 constexpr int N_LEAF = 7;  // opcodes 0..6: y p z logp C num const
 constexpr int N_OPCODES = 41;
 constexpr double MAXV = 10000000000.0;
@@ -18,229 +18,369 @@ static const int OP_ARITY[N_OPCODES] = {
 static const bool OP_BOUNDED[N_OPCODES] = {
     true, true, true, true, true, true, true, false, false, false, false, false, false, false, false, false, false, false, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, true, false, true, true, true, true};
 
-// Clamp to [-MAXV, MAXV] (node values and adjoints).
-inline double nl_clamp_maxv(double x) { return x < -MAXV ? -MAXV : (x > MAXV ? MAXV : x); }
+// Clamp to [-MAXV, MAXV] (node values and adjoints); MAXV = 1e10 is exact in float.
+template <typename U>
+inline U nl_clamp_maxv(U x) { return x < U(-MAXV) ? U(-MAXV) : (x > U(MAXV) ? U(MAXV) : x); }
 
 // o[i] = op(a[i], b[i]) (unclamped value); b is ignored by unary ops. For ops that are not
 // bounded the same loop also writes the clamped value v[i] (v is unused for bounded ops).
-inline void forward(int op, int n, const double* __restrict a, const double* __restrict b,
-                    double* __restrict o, double* __restrict v) {
+// T: the storage type; U: the op's compute type (T, or double for F32_IN_DOUBLE ops).
+template <typename T>
+inline void forward(int op, int n, const T* __restrict a, const T* __restrict b,
+                    T* __restrict o, T* __restrict v) {
   (void)b; (void)v;
   switch (op) {
-    case 7:  // add: a + b
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double r = (x0 + x1); o[i] = r; v[i] = nl_clamp_maxv(r); }
+    case 7: {  // add: a + b
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U x1 = U(b[i]); const U r = (x0 + x1); o[i] = T(r); v[i] = T(nl_clamp_maxv(r)); }
       return;
-    case 8:  // sub: a - b
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double r = (x0 - x1); o[i] = r; v[i] = nl_clamp_maxv(r); }
+    }
+    case 8: {  // sub: a - b
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U x1 = U(b[i]); const U r = (x0 - x1); o[i] = T(r); v[i] = T(nl_clamp_maxv(r)); }
       return;
-    case 9:  // mul: a * b
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double r = (x0 * x1); o[i] = r; v[i] = nl_clamp_maxv(r); }
+    }
+    case 9: {  // mul: a * b
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U x1 = U(b[i]); const U r = (x0 * x1); o[i] = T(r); v[i] = T(nl_clamp_maxv(r)); }
       return;
-    case 10:  // div: a / b, |b| floored at eps
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double r = (x0 / (((std::fabs(x1) >= 1e-07)) ? (x1) : ((((x1 >= 0.0)) ? (((0.0 * x1) + 1e-07)) : (((0.0 * x1) - 1e-07)))))); o[i] = r; v[i] = nl_clamp_maxv(r); }
+    }
+    case 10: {  // div: a / b, |b| floored at eps
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U x1 = U(b[i]); const U r = (x0 / (((std::fabs(x1) >= U(1e-07))) ? (x1) : ((((x1 >= U(0.0))) ? (((U(0.0) * x1) + U(1e-07))) : (((U(0.0) * x1) - U(1e-07))))))); o[i] = T(r); v[i] = T(nl_clamp_maxv(r)); }
       return;
-    case 11:  // pow: |a| ** b = exp(b*log(max(|a|, eps))), exponent clamped
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double r = std::exp(nl_min((x1 * std::log(nl_max(std::fabs(x0), 1e-07))), 23.025850929940457)); o[i] = r; v[i] = nl_clamp_maxv(r); }
+    }
+    case 11: {  // pow: |a| ** b = exp(b*log(max(|a|, eps))), exponent clamped
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U x1 = U(b[i]); const U r = std::exp(nl_min((x1 * std::log(nl_max(std::fabs(x0), U(1e-07)))), U(23.025850929940457))); o[i] = T(r); v[i] = T(nl_clamp_maxv(r)); }
       return;
-    case 12:  // max: max(a, b)
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double r = nl_max(x0, x1); o[i] = r; v[i] = nl_clamp_maxv(r); }
+    }
+    case 12: {  // max: max(a, b)
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U x1 = U(b[i]); const U r = nl_max(x0, x1); o[i] = T(r); v[i] = T(nl_clamp_maxv(r)); }
       return;
-    case 13:  // min: min(a, b)
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double r = nl_min(x0, x1); o[i] = r; v[i] = nl_clamp_maxv(r); }
+    }
+    case 13: {  // min: min(a, b)
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U x1 = U(b[i]); const U r = nl_min(x0, x1); o[i] = T(r); v[i] = T(nl_clamp_maxv(r)); }
       return;
-    case 14:  // pdiv: a / (b + eps) (NLFS protected division)
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double r = (x0 / (((std::fabs((x1 + 1e-07)) >= 1e-07)) ? ((x1 + 1e-07)) : (((((x1 + 1e-07) >= 0.0)) ? (((0.0 * (x1 + 1e-07)) + 1e-07)) : (((0.0 * (x1 + 1e-07)) - 1e-07)))))); o[i] = r; v[i] = nl_clamp_maxv(r); }
+    }
+    case 14: {  // pdiv: a / (b + eps) (NLFS protected division)
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U x1 = U(b[i]); const U r = (x0 / (((std::fabs((x1 + U(1e-07))) >= U(1e-07))) ? ((x1 + U(1e-07))) : (((((x1 + U(1e-07)) >= U(0.0))) ? (((U(0.0) * (x1 + U(1e-07))) + U(1e-07))) : (((U(0.0) * (x1 + U(1e-07))) - U(1e-07))))))); o[i] = T(r); v[i] = T(nl_clamp_maxv(r)); }
       return;
-    case 15:  // aq: a / sqrt(1 + b**2) (analytic quotient)
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double r = (x0 / std::sqrt((1.0 + (x1 * x1)))); o[i] = r; v[i] = nl_clamp_maxv(r); }
+    }
+    case 15: {  // aq: a / sqrt(1 + b**2) (analytic quotient)
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U x1 = U(b[i]); const U r = (x0 / std::sqrt((U(1.0) + (x1 * x1)))); o[i] = T(r); v[i] = T(nl_clamp_maxv(r)); }
       return;
-    case 16:  // neg: -x
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double r = (-x0); o[i] = r; v[i] = nl_clamp_maxv(r); }
+    }
+    case 16: {  // neg: -x
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U r = (-x0); o[i] = T(r); v[i] = T(nl_clamp_maxv(r)); }
       return;
-    case 17:  // abs: |x|
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double r = std::fabs(x0); o[i] = r; v[i] = nl_clamp_maxv(r); }
+    }
+    case 17: {  // abs: |x|
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U r = std::fabs(x0); o[i] = T(r); v[i] = T(nl_clamp_maxv(r)); }
       return;
-    case 18:  // sign: sign(x)
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; o[i] = nl_sign(x0); }
+    }
+    case 18: {  // sign: sign(x)
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); o[i] = T(nl_sign(x0)); }
       return;
-    case 19:  // square: x**2
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; o[i] = (nl_min(nl_max(x0, (-100000.0)), 100000.0) * nl_min(nl_max(x0, (-100000.0)), 100000.0)); }
+    }
+    case 19: {  // square: x**2
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); o[i] = T((nl_min(nl_max(x0, U((-100000.0))), U(100000.0)) * nl_min(nl_max(x0, U((-100000.0))), U(100000.0)))); }
       return;
-    case 20:  // cube: x**3
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; o[i] = ((nl_min(nl_max(x0, (-2154.434690031883)), 2154.434690031883) * nl_min(nl_max(x0, (-2154.434690031883)), 2154.434690031883)) * nl_min(nl_max(x0, (-2154.434690031883)), 2154.434690031883)); }
+    }
+    case 20: {  // cube: x**3
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); o[i] = T(((nl_min(nl_max(x0, U((-2154.434690031883))), U(2154.434690031883)) * nl_min(nl_max(x0, U((-2154.434690031883))), U(2154.434690031883))) * nl_min(nl_max(x0, U((-2154.434690031883))), U(2154.434690031883)))); }
       return;
-    case 21:  // exp: exp(x), x clamped at ln(MAXV)
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; o[i] = std::exp(nl_min(x0, 23.025850929940457)); }
+    }
+    case 21: {  // exp: exp(x), x clamped at ln(MAXV)
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); o[i] = T(std::exp(nl_min(x0, U(23.025850929940457)))); }
       return;
-    case 22:  // log: ln(max(|x|, eps)); log(p) is exact log-softmax
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; o[i] = std::log(nl_max(std::fabs(x0), 1e-07)); }
+    }
+    case 22: {  // log: ln(max(|x|, eps)); log(p) is exact log-softmax
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); o[i] = T(std::log(nl_max(std::fabs(x0), U(1e-07)))); }
       return;
-    case 23:  // plog: ln(|x| + eps) (NLFS)
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; o[i] = std::log((std::fabs(x0) + 1e-07)); }
+    }
+    case 23: {  // plog: ln(|x| + eps) (NLFS)
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); o[i] = T(std::log((std::fabs(x0) + U(1e-07)))); }
       return;
-    case 24:  // plog10: log10(|x| + eps) (NLFS)
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; o[i] = (std::log((std::fabs(x0) + 1e-07)) * 0.43429448190325176); }
+    }
+    case 24: {  // plog10: log10(|x| + eps) (NLFS)
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); o[i] = T((std::log((std::fabs(x0) + U(1e-07))) * U(0.43429448190325176))); }
       return;
-    case 25:  // sqrt: sqrt(max(|x|, eps))
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; o[i] = std::sqrt(nl_max(std::fabs(x0), 1e-07)); }
+    }
+    case 25: {  // sqrt: sqrt(max(|x|, eps))
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); o[i] = T(std::sqrt(nl_max(std::fabs(x0), U(1e-07)))); }
       return;
-    case 26:  // pinv: 1 / (x + eps) (NLFS)
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; o[i] = (1.0 / (((std::fabs((x0 + 1e-07)) >= 1e-07)) ? ((x0 + 1e-07)) : (((((x0 + 1e-07) >= 0.0)) ? (((0.0 * (x0 + 1e-07)) + 1e-07)) : (((0.0 * (x0 + 1e-07)) - 1e-07)))))); }
+    }
+    case 26: {  // pinv: 1 / (x + eps) (NLFS)
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); o[i] = T((U(1.0) / (((std::fabs((x0 + U(1e-07))) >= U(1e-07))) ? ((x0 + U(1e-07))) : (((((x0 + U(1e-07)) >= U(0.0))) ? (((U(0.0) * (x0 + U(1e-07))) + U(1e-07))) : (((U(0.0) * (x0 + U(1e-07))) - U(1e-07)))))))); }
       return;
-    case 27:  // sin: sin(x)
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; o[i] = std::sin(x0); }
+    }
+    case 27: {  // sin: sin(x)
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); o[i] = T(std::sin(x0)); }
       return;
-    case 28:  // cos: cos(x)
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; o[i] = std::cos(x0); }
+    }
+    case 28: {  // cos: cos(x)
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); o[i] = T(std::cos(x0)); }
       return;
-    case 29:  // tanh: tanh(x)
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; o[i] = std::tanh(x0); }
+    }
+    case 29: {  // tanh: tanh(x)
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); o[i] = T(std::tanh(x0)); }
       return;
-    case 30:  // sinh: sinh(x), x clamped to +-ln(MAXV)
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; o[i] = std::sinh(nl_min(nl_max(x0, (-23.025850929940457)), 23.025850929940457)); }
+    }
+    case 30: {  // sinh: sinh(x), x clamped to +-ln(MAXV)
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); o[i] = T(std::sinh(nl_min(nl_max(x0, U((-23.025850929940457))), U(23.025850929940457)))); }
       return;
-    case 31:  // asinh: asinh(x)
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; o[i] = std::asinh(x0); }
+    }
+    case 31: {  // asinh: asinh(x)
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); o[i] = T(std::asinh(x0)); }
       return;
-    case 32:  // atan: atan(x)
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; o[i] = std::atan(x0); }
+    }
+    case 32: {  // atan: atan(x)
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); o[i] = T(std::atan(x0)); }
       return;
-    case 33:  // erf: erf(x)
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; o[i] = std::erf(x0); }
+    }
+    case 33: {  // erf: erf(x)
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); o[i] = T(std::erf(x0)); }
       return;
-    case 34:  // erfc: erfc(x)
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; o[i] = std::erfc(x0); }
+    }
+    case 34: {  // erfc: erfc(x)
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); o[i] = T(std::erfc(x0)); }
       return;
-    case 35:  // sigmoid: sigmoid(x)
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; o[i] = nl_sigmoid(x0); }
+    }
+    case 35: {  // sigmoid: sigmoid(x)
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); o[i] = T(nl_sigmoid(x0)); }
       return;
-    case 36:  // softplus: ln(1 + exp(x)), computed stably
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double r = (nl_max(x0, 0.0) + std::log1p(std::exp((-std::fabs(x0))))); o[i] = r; v[i] = nl_clamp_maxv(r); }
+    }
+    case 36: {  // softplus: ln(1 + exp(x)), computed stably
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U r = (nl_max(x0, U(0.0)) + std::log1p(std::exp((-std::fabs(x0))))); o[i] = T(r); v[i] = T(nl_clamp_maxv(r)); }
       return;
-    case 37:  // bessel_i0: I0(x), x clamped to +-ln(MAXV)
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; o[i] = nl_i0(nl_min(nl_max(x0, (-23.025850929940457)), 23.025850929940457)); }
+    }
+    case 37: {  // bessel_i0: I0(x), x clamped to +-ln(MAXV)
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); o[i] = T(nl_i0(nl_min(nl_max(x0, U((-23.025850929940457))), U(23.025850929940457)))); }
       return;
-    case 38:  // bessel_i0e: exp(-|x|) I0(x)
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; o[i] = nl_i0e(x0); }
+    }
+    case 38: {  // bessel_i0e: exp(-|x|) I0(x)
+      using U = double;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); o[i] = T(nl_i0e(x0)); }
       return;
-    case 39:  // bessel_i1: I1(x), x clamped to +-ln(MAXV)
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; o[i] = nl_i1(nl_min(nl_max(x0, (-23.025850929940457)), 23.025850929940457)); }
+    }
+    case 39: {  // bessel_i1: I1(x), x clamped to +-ln(MAXV)
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); o[i] = T(nl_i1(nl_min(nl_max(x0, U((-23.025850929940457))), U(23.025850929940457)))); }
       return;
-    case 40:  // bessel_i1e: exp(-|x|) I1(x)
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; o[i] = nl_i1e(x0); }
+    }
+    case 40: {  // bessel_i1e: exp(-|x|) I1(x)
+      using U = double;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); o[i] = T(nl_i1e(x0)); }
       return;
+    }
     default:
       return;
   }
 }
 
 // pa[i], pb[i] = d op / d a, d op / d b at (a[i], b[i]), given the unclamped value o[i].
-inline void partials(int op, int n, const double* __restrict a, const double* __restrict b,
-                     const double* __restrict o, double* __restrict pa, double* __restrict pb) {
+template <typename T>
+inline void partials(int op, int n, const T* __restrict a, const T* __restrict b,
+                     const T* __restrict o, T* __restrict pa, T* __restrict pb) {
   (void)b; (void)pb;
   switch (op) {
-    case 7:  // add
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; pa[i] = 1.0; pb[i] = 1.0; }
+    case 7: {  // add
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U x1 = U(b[i]); const U out = U(o[i]); (void)out; pa[i] = T(U(1.0)); pb[i] = T(U(1.0)); }
       return;
-    case 8:  // sub
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; pa[i] = 1.0; pb[i] = (-1.0); }
+    }
+    case 8: {  // sub
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U x1 = U(b[i]); const U out = U(o[i]); (void)out; pa[i] = T(U(1.0)); pb[i] = T(U((-1.0))); }
       return;
-    case 9:  // mul
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; pa[i] = x1; pb[i] = x0; }
+    }
+    case 9: {  // mul
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U x1 = U(b[i]); const U out = U(o[i]); (void)out; pa[i] = T(x1); pb[i] = T(x0); }
       return;
-    case 10:  // div
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; pa[i] = (1.0 / (((std::fabs(x1) >= 1e-07)) ? (x1) : ((((x1 >= 0.0)) ? (((0.0 * x1) + 1e-07)) : (((0.0 * x1) - 1e-07)))))); pb[i] = (((std::fabs(x1) >= 1e-07)) ? (((-out) / (((std::fabs(x1) >= 1e-07)) ? (x1) : ((((x1 >= 0.0)) ? (((0.0 * x1) + 1e-07)) : (((0.0 * x1) - 1e-07))))))) : (0.0)); }
+    }
+    case 10: {  // div
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U x1 = U(b[i]); const U out = U(o[i]); (void)out; pa[i] = T((U(1.0) / (((std::fabs(x1) >= U(1e-07))) ? (x1) : ((((x1 >= U(0.0))) ? (((U(0.0) * x1) + U(1e-07))) : (((U(0.0) * x1) - U(1e-07)))))))); pb[i] = T((((std::fabs(x1) >= U(1e-07))) ? (((-out) / (((std::fabs(x1) >= U(1e-07))) ? (x1) : ((((x1 >= U(0.0))) ? (((U(0.0) * x1) + U(1e-07))) : (((U(0.0) * x1) - U(1e-07)))))))) : (U(0.0)))); }
       return;
-    case 11:  // pow
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; pa[i] = ((((x1 * std::log(nl_max(std::fabs(x0), 1e-07))) <= 23.025850929940457)) ? ((((std::fabs(x0) >= 1e-07)) ? (((x1 * out) / (((std::fabs(x0) >= 1e-07)) ? (x0) : ((((x0 >= 0.0)) ? (((0.0 * x0) + 1e-07)) : (((0.0 * x0) - 1e-07))))))) : (0.0))) : (0.0)); pb[i] = ((((x1 * std::log(nl_max(std::fabs(x0), 1e-07))) <= 23.025850929940457)) ? ((out * std::log(nl_max(std::fabs(x0), 1e-07)))) : (0.0)); }
+    }
+    case 11: {  // pow
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U x1 = U(b[i]); const U out = U(o[i]); (void)out; pa[i] = T(((((x1 * std::log(nl_max(std::fabs(x0), U(1e-07)))) <= U(23.025850929940457))) ? ((((std::fabs(x0) >= U(1e-07))) ? (((x1 * out) / (((std::fabs(x0) >= U(1e-07))) ? (x0) : ((((x0 >= U(0.0))) ? (((U(0.0) * x0) + U(1e-07))) : (((U(0.0) * x0) - U(1e-07)))))))) : (U(0.0)))) : (U(0.0)))); pb[i] = T(((((x1 * std::log(nl_max(std::fabs(x0), U(1e-07)))) <= U(23.025850929940457))) ? ((out * std::log(nl_max(std::fabs(x0), U(1e-07))))) : (U(0.0)))); }
       return;
-    case 12:  // max
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; pa[i] = (((x0 > x1)) ? (1.0) : ((((x0 < x1)) ? (0.0) : (0.5)))); pb[i] = (((x1 > x0)) ? (1.0) : ((((x1 < x0)) ? (0.0) : (0.5)))); }
+    }
+    case 12: {  // max
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U x1 = U(b[i]); const U out = U(o[i]); (void)out; pa[i] = T((((x0 > x1)) ? (U(1.0)) : ((((x0 < x1)) ? (U(0.0)) : (U(0.5)))))); pb[i] = T((((x1 > x0)) ? (U(1.0)) : ((((x1 < x0)) ? (U(0.0)) : (U(0.5)))))); }
       return;
-    case 13:  // min
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; pa[i] = (((x1 > x0)) ? (1.0) : ((((x1 < x0)) ? (0.0) : (0.5)))); pb[i] = (((x0 > x1)) ? (1.0) : ((((x0 < x1)) ? (0.0) : (0.5)))); }
+    }
+    case 13: {  // min
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U x1 = U(b[i]); const U out = U(o[i]); (void)out; pa[i] = T((((x1 > x0)) ? (U(1.0)) : ((((x1 < x0)) ? (U(0.0)) : (U(0.5)))))); pb[i] = T((((x0 > x1)) ? (U(1.0)) : ((((x0 < x1)) ? (U(0.0)) : (U(0.5)))))); }
       return;
-    case 14:  // pdiv
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; pa[i] = (1.0 / (((std::fabs((x1 + 1e-07)) >= 1e-07)) ? ((x1 + 1e-07)) : (((((x1 + 1e-07) >= 0.0)) ? (((0.0 * (x1 + 1e-07)) + 1e-07)) : (((0.0 * (x1 + 1e-07)) - 1e-07)))))); pb[i] = (((std::fabs((x1 + 1e-07)) >= 1e-07)) ? (((-out) / (((std::fabs((x1 + 1e-07)) >= 1e-07)) ? ((x1 + 1e-07)) : (((((x1 + 1e-07) >= 0.0)) ? (((0.0 * (x1 + 1e-07)) + 1e-07)) : (((0.0 * (x1 + 1e-07)) - 1e-07))))))) : (0.0)); }
+    }
+    case 14: {  // pdiv
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U x1 = U(b[i]); const U out = U(o[i]); (void)out; pa[i] = T((U(1.0) / (((std::fabs((x1 + U(1e-07))) >= U(1e-07))) ? ((x1 + U(1e-07))) : (((((x1 + U(1e-07)) >= U(0.0))) ? (((U(0.0) * (x1 + U(1e-07))) + U(1e-07))) : (((U(0.0) * (x1 + U(1e-07))) - U(1e-07)))))))); pb[i] = T((((std::fabs((x1 + U(1e-07))) >= U(1e-07))) ? (((-out) / (((std::fabs((x1 + U(1e-07))) >= U(1e-07))) ? ((x1 + U(1e-07))) : (((((x1 + U(1e-07)) >= U(0.0))) ? (((U(0.0) * (x1 + U(1e-07))) + U(1e-07))) : (((U(0.0) * (x1 + U(1e-07))) - U(1e-07)))))))) : (U(0.0)))); }
       return;
-    case 15:  // aq
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; pa[i] = (1.0 / std::sqrt((1.0 + (x1 * x1)))); pb[i] = (((-out) * x1) / (1.0 + (x1 * x1))); }
+    }
+    case 15: {  // aq
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U x1 = U(b[i]); const U out = U(o[i]); (void)out; pa[i] = T((U(1.0) / std::sqrt((U(1.0) + (x1 * x1))))); pb[i] = T((((-out) * x1) / (U(1.0) + (x1 * x1)))); }
       return;
-    case 16:  // neg
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; pa[i] = (-1.0); }
+    }
+    case 16: {  // neg
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; pa[i] = T(U((-1.0))); }
       return;
-    case 17:  // abs
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; pa[i] = nl_sign(x0); }
+    }
+    case 17: {  // abs
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; pa[i] = T(nl_sign(x0)); }
       return;
-    case 18:  // sign
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; pa[i] = (0.0 * x0); }
+    }
+    case 18: {  // sign
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; pa[i] = T((U(0.0) * x0)); }
       return;
-    case 19:  // square
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; pa[i] = (((std::fabs(x0) <= 100000.0)) ? ((2.0 * x0)) : (0.0)); }
+    }
+    case 19: {  // square
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; pa[i] = T((((std::fabs(x0) <= U(100000.0))) ? ((U(2.0) * x0)) : (U(0.0)))); }
       return;
-    case 20:  // cube
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; pa[i] = (((std::fabs(x0) <= 2154.434690031883)) ? (((3.0 * x0) * x0)) : (0.0)); }
+    }
+    case 20: {  // cube
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; pa[i] = T((((std::fabs(x0) <= U(2154.434690031883))) ? (((U(3.0) * x0) * x0)) : (U(0.0)))); }
       return;
-    case 21:  // exp
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; pa[i] = (((x0 <= 23.025850929940457)) ? (out) : (0.0)); }
+    }
+    case 21: {  // exp
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; pa[i] = T((((x0 <= U(23.025850929940457))) ? (out) : (U(0.0)))); }
       return;
-    case 22:  // log
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; pa[i] = (((std::fabs(x0) >= 1e-07)) ? ((1.0 / (((std::fabs(x0) >= 1e-07)) ? (x0) : ((((x0 >= 0.0)) ? (((0.0 * x0) + 1e-07)) : (((0.0 * x0) - 1e-07))))))) : (0.0)); }
+    }
+    case 22: {  // log
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; pa[i] = T((((std::fabs(x0) >= U(1e-07))) ? ((U(1.0) / (((std::fabs(x0) >= U(1e-07))) ? (x0) : ((((x0 >= U(0.0))) ? (((U(0.0) * x0) + U(1e-07))) : (((U(0.0) * x0) - U(1e-07)))))))) : (U(0.0)))); }
       return;
-    case 23:  // plog
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; pa[i] = (nl_sign(x0) / (std::fabs(x0) + 1e-07)); }
+    }
+    case 23: {  // plog
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; pa[i] = T((nl_sign(x0) / (std::fabs(x0) + U(1e-07)))); }
       return;
-    case 24:  // plog10
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; pa[i] = (nl_sign(x0) / ((std::fabs(x0) + 1e-07) * 2.302585092994046)); }
+    }
+    case 24: {  // plog10
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; pa[i] = T((nl_sign(x0) / ((std::fabs(x0) + U(1e-07)) * U(2.302585092994046)))); }
       return;
-    case 25:  // sqrt
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; pa[i] = (((std::fabs(x0) >= 1e-07)) ? (((nl_sign(x0) * 0.5) / out)) : (0.0)); }
+    }
+    case 25: {  // sqrt
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; pa[i] = T((((std::fabs(x0) >= U(1e-07))) ? (((nl_sign(x0) * U(0.5)) / out)) : (U(0.0)))); }
       return;
-    case 26:  // pinv
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; pa[i] = (((std::fabs((x0 + 1e-07)) >= 1e-07)) ? (((-out) * out)) : (0.0)); }
+    }
+    case 26: {  // pinv
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; pa[i] = T((((std::fabs((x0 + U(1e-07))) >= U(1e-07))) ? (((-out) * out)) : (U(0.0)))); }
       return;
-    case 27:  // sin
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; pa[i] = std::cos(x0); }
+    }
+    case 27: {  // sin
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; pa[i] = T(std::cos(x0)); }
       return;
-    case 28:  // cos
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; pa[i] = (-std::sin(x0)); }
+    }
+    case 28: {  // cos
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; pa[i] = T((-std::sin(x0))); }
       return;
-    case 29:  // tanh
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; pa[i] = (1.0 - (out * out)); }
+    }
+    case 29: {  // tanh
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; pa[i] = T((U(1.0) - (out * out))); }
       return;
-    case 30:  // sinh
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; pa[i] = (((std::fabs(x0) <= 23.025850929940457)) ? ((0.5 * (std::exp(nl_min(nl_max(x0, (-23.025850929940457)), 23.025850929940457)) + std::exp((-nl_min(nl_max(x0, (-23.025850929940457)), 23.025850929940457)))))) : (0.0)); }
+    }
+    case 30: {  // sinh
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; pa[i] = T((((std::fabs(x0) <= U(23.025850929940457))) ? ((U(0.5) * (std::exp(nl_min(nl_max(x0, U((-23.025850929940457))), U(23.025850929940457))) + std::exp((-nl_min(nl_max(x0, U((-23.025850929940457))), U(23.025850929940457))))))) : (U(0.0)))); }
       return;
-    case 31:  // asinh
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; pa[i] = (1.0 / std::sqrt((1.0 + (x0 * x0)))); }
+    }
+    case 31: {  // asinh
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; pa[i] = T((U(1.0) / std::sqrt((U(1.0) + (x0 * x0))))); }
       return;
-    case 32:  // atan
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; pa[i] = (1.0 / (1.0 + (x0 * x0))); }
+    }
+    case 32: {  // atan
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; pa[i] = T((U(1.0) / (U(1.0) + (x0 * x0)))); }
       return;
-    case 33:  // erf
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; pa[i] = (1.1283791670955126 * std::exp((-nl_min((x0 * x0), 10000.0)))); }
+    }
+    case 33: {  // erf
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; pa[i] = T((U(1.1283791670955126) * std::exp((-nl_min((x0 * x0), U(10000.0)))))); }
       return;
-    case 34:  // erfc
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; pa[i] = ((-1.1283791670955126) * std::exp((-nl_min((x0 * x0), 10000.0)))); }
+    }
+    case 34: {  // erfc
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; pa[i] = T((U((-1.1283791670955126)) * std::exp((-nl_min((x0 * x0), U(10000.0)))))); }
       return;
-    case 35:  // sigmoid
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; pa[i] = (out * (1.0 - out)); }
+    }
+    case 35: {  // sigmoid
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; pa[i] = T((out * (U(1.0) - out))); }
       return;
-    case 36:  // softplus
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; pa[i] = nl_sigmoid(x0); }
+    }
+    case 36: {  // softplus
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; pa[i] = T(nl_sigmoid(x0)); }
       return;
-    case 37:  // bessel_i0
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; pa[i] = (((std::fabs(x0) <= 23.025850929940457)) ? (nl_i1(nl_min(nl_max(x0, (-23.025850929940457)), 23.025850929940457))) : (0.0)); }
+    }
+    case 37: {  // bessel_i0
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; pa[i] = T((((std::fabs(x0) <= U(23.025850929940457))) ? (nl_i1(nl_min(nl_max(x0, U((-23.025850929940457))), U(23.025850929940457)))) : (U(0.0)))); }
       return;
-    case 38:  // bessel_i0e
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; pa[i] = (nl_i1e(x0) - (nl_sign(x0) * out)); }
+    }
+    case 38: {  // bessel_i0e
+      using U = double;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = sizeof(T) == sizeof(U) ? U(o[i]) : nl_i0e(x0); (void)out; pa[i] = T((nl_i1e(x0) - (nl_sign(x0) * out))); }
       return;
-    case 39:  // bessel_i1
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; pa[i] = (((std::fabs(x0) <= 23.025850929940457)) ? ((((std::fabs(x0) < 1e-06)) ? (0.5) : ((nl_i0(nl_min(nl_max(x0, (-23.025850929940457)), 23.025850929940457)) - (out / (((std::fabs(x0) < 1e-06)) ? (1.0) : (x0))))))) : (0.0)); }
+    }
+    case 39: {  // bessel_i1
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; pa[i] = T((((std::fabs(x0) <= U(23.025850929940457))) ? ((((std::fabs(x0) < U(1e-06))) ? (U(0.5)) : ((nl_i0(nl_min(nl_max(x0, U((-23.025850929940457))), U(23.025850929940457))) - (out / (((std::fabs(x0) < U(1e-06))) ? (U(1.0)) : (x0))))))) : (U(0.0)))); }
       return;
-    case 40:  // bessel_i1e
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; pa[i] = (((std::fabs(x0) < 1e-06)) ? ((0.5 - std::fabs(x0))) : ((nl_i0e(x0) - (out * (nl_sign(x0) + (1.0 / (((std::fabs(x0) < 1e-06)) ? (1.0) : (x0)))))))); }
+    }
+    case 40: {  // bessel_i1e
+      using U = double;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = sizeof(T) == sizeof(U) ? U(o[i]) : nl_i1e(x0); (void)out; pa[i] = T((((std::fabs(x0) < U(1e-06))) ? ((U(0.5) - std::fabs(x0))) : ((nl_i0e(x0) - (out * (nl_sign(x0) + (U(1.0) / (((std::fabs(x0) < U(1e-06))) ? (U(1.0)) : (x0))))))))); }
       return;
+    }
     default:
       return;
   }
@@ -249,113 +389,181 @@ inline void partials(int op, int n, const double* __restrict a, const double* __
 // Reverse-mode step of one instruction: ga[i] += gi * d op / d a (likewise gb), where gi is the
 // adjoint g[i] clamped to +-MAXV. A non-bounded op's output clamp passes gradient only
 // where its unclamped value o[i] lies inside [-MAXV, MAXV]. ga and gb may alias (op(x, x)).
-inline void backward(int op, int n, const double* __restrict a, const double* __restrict b,
-                     const double* __restrict o, const double* __restrict g, double* ga,
-                     double* gb) {
+template <typename T>
+inline void backward(int op, int n, const T* __restrict a, const T* __restrict b,
+                     const T* __restrict o, const T* __restrict g, T* ga, T* gb) {
   (void)b; (void)gb;
   switch (op) {
-    case 7:  // add
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * (1.0) : 0.0; gb[i] += ok ? gi * (1.0) : 0.0; }
+    case 7: {  // add
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U x1 = U(b[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); const bool ok = std::fabs(out) <= U(MAXV); ga[i] += ok ? T(gi * (U(1.0))) : T(0); gb[i] += ok ? T(gi * (U(1.0))) : T(0); }
       return;
-    case 8:  // sub
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * (1.0) : 0.0; gb[i] += ok ? gi * ((-1.0)) : 0.0; }
+    }
+    case 8: {  // sub
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U x1 = U(b[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); const bool ok = std::fabs(out) <= U(MAXV); ga[i] += ok ? T(gi * (U(1.0))) : T(0); gb[i] += ok ? T(gi * (U((-1.0)))) : T(0); }
       return;
-    case 9:  // mul
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * (x1) : 0.0; gb[i] += ok ? gi * (x0) : 0.0; }
+    }
+    case 9: {  // mul
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U x1 = U(b[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); const bool ok = std::fabs(out) <= U(MAXV); ga[i] += ok ? T(gi * (x1)) : T(0); gb[i] += ok ? T(gi * (x0)) : T(0); }
       return;
-    case 10:  // div
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * ((1.0 / (((std::fabs(x1) >= 1e-07)) ? (x1) : ((((x1 >= 0.0)) ? (((0.0 * x1) + 1e-07)) : (((0.0 * x1) - 1e-07))))))) : 0.0; gb[i] += ok ? gi * ((((std::fabs(x1) >= 1e-07)) ? (((-out) / (((std::fabs(x1) >= 1e-07)) ? (x1) : ((((x1 >= 0.0)) ? (((0.0 * x1) + 1e-07)) : (((0.0 * x1) - 1e-07))))))) : (0.0))) : 0.0; }
+    }
+    case 10: {  // div
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U x1 = U(b[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); const bool ok = std::fabs(out) <= U(MAXV); ga[i] += ok ? T(gi * ((U(1.0) / (((std::fabs(x1) >= U(1e-07))) ? (x1) : ((((x1 >= U(0.0))) ? (((U(0.0) * x1) + U(1e-07))) : (((U(0.0) * x1) - U(1e-07))))))))) : T(0); gb[i] += ok ? T(gi * ((((std::fabs(x1) >= U(1e-07))) ? (((-out) / (((std::fabs(x1) >= U(1e-07))) ? (x1) : ((((x1 >= U(0.0))) ? (((U(0.0) * x1) + U(1e-07))) : (((U(0.0) * x1) - U(1e-07)))))))) : (U(0.0))))) : T(0); }
       return;
-    case 11:  // pow
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * (((((x1 * std::log(nl_max(std::fabs(x0), 1e-07))) <= 23.025850929940457)) ? ((((std::fabs(x0) >= 1e-07)) ? (((x1 * out) / (((std::fabs(x0) >= 1e-07)) ? (x0) : ((((x0 >= 0.0)) ? (((0.0 * x0) + 1e-07)) : (((0.0 * x0) - 1e-07))))))) : (0.0))) : (0.0))) : 0.0; gb[i] += ok ? gi * (((((x1 * std::log(nl_max(std::fabs(x0), 1e-07))) <= 23.025850929940457)) ? ((out * std::log(nl_max(std::fabs(x0), 1e-07)))) : (0.0))) : 0.0; }
+    }
+    case 11: {  // pow
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U x1 = U(b[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); const bool ok = std::fabs(out) <= U(MAXV); ga[i] += ok ? T(gi * (((((x1 * std::log(nl_max(std::fabs(x0), U(1e-07)))) <= U(23.025850929940457))) ? ((((std::fabs(x0) >= U(1e-07))) ? (((x1 * out) / (((std::fabs(x0) >= U(1e-07))) ? (x0) : ((((x0 >= U(0.0))) ? (((U(0.0) * x0) + U(1e-07))) : (((U(0.0) * x0) - U(1e-07)))))))) : (U(0.0)))) : (U(0.0))))) : T(0); gb[i] += ok ? T(gi * (((((x1 * std::log(nl_max(std::fabs(x0), U(1e-07)))) <= U(23.025850929940457))) ? ((out * std::log(nl_max(std::fabs(x0), U(1e-07))))) : (U(0.0))))) : T(0); }
       return;
-    case 12:  // max
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * ((((x0 > x1)) ? (1.0) : ((((x0 < x1)) ? (0.0) : (0.5))))) : 0.0; gb[i] += ok ? gi * ((((x1 > x0)) ? (1.0) : ((((x1 < x0)) ? (0.0) : (0.5))))) : 0.0; }
+    }
+    case 12: {  // max
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U x1 = U(b[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); const bool ok = std::fabs(out) <= U(MAXV); ga[i] += ok ? T(gi * ((((x0 > x1)) ? (U(1.0)) : ((((x0 < x1)) ? (U(0.0)) : (U(0.5))))))) : T(0); gb[i] += ok ? T(gi * ((((x1 > x0)) ? (U(1.0)) : ((((x1 < x0)) ? (U(0.0)) : (U(0.5))))))) : T(0); }
       return;
-    case 13:  // min
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * ((((x1 > x0)) ? (1.0) : ((((x1 < x0)) ? (0.0) : (0.5))))) : 0.0; gb[i] += ok ? gi * ((((x0 > x1)) ? (1.0) : ((((x0 < x1)) ? (0.0) : (0.5))))) : 0.0; }
+    }
+    case 13: {  // min
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U x1 = U(b[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); const bool ok = std::fabs(out) <= U(MAXV); ga[i] += ok ? T(gi * ((((x1 > x0)) ? (U(1.0)) : ((((x1 < x0)) ? (U(0.0)) : (U(0.5))))))) : T(0); gb[i] += ok ? T(gi * ((((x0 > x1)) ? (U(1.0)) : ((((x0 < x1)) ? (U(0.0)) : (U(0.5))))))) : T(0); }
       return;
-    case 14:  // pdiv
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * ((1.0 / (((std::fabs((x1 + 1e-07)) >= 1e-07)) ? ((x1 + 1e-07)) : (((((x1 + 1e-07) >= 0.0)) ? (((0.0 * (x1 + 1e-07)) + 1e-07)) : (((0.0 * (x1 + 1e-07)) - 1e-07))))))) : 0.0; gb[i] += ok ? gi * ((((std::fabs((x1 + 1e-07)) >= 1e-07)) ? (((-out) / (((std::fabs((x1 + 1e-07)) >= 1e-07)) ? ((x1 + 1e-07)) : (((((x1 + 1e-07) >= 0.0)) ? (((0.0 * (x1 + 1e-07)) + 1e-07)) : (((0.0 * (x1 + 1e-07)) - 1e-07))))))) : (0.0))) : 0.0; }
+    }
+    case 14: {  // pdiv
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U x1 = U(b[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); const bool ok = std::fabs(out) <= U(MAXV); ga[i] += ok ? T(gi * ((U(1.0) / (((std::fabs((x1 + U(1e-07))) >= U(1e-07))) ? ((x1 + U(1e-07))) : (((((x1 + U(1e-07)) >= U(0.0))) ? (((U(0.0) * (x1 + U(1e-07))) + U(1e-07))) : (((U(0.0) * (x1 + U(1e-07))) - U(1e-07))))))))) : T(0); gb[i] += ok ? T(gi * ((((std::fabs((x1 + U(1e-07))) >= U(1e-07))) ? (((-out) / (((std::fabs((x1 + U(1e-07))) >= U(1e-07))) ? ((x1 + U(1e-07))) : (((((x1 + U(1e-07)) >= U(0.0))) ? (((U(0.0) * (x1 + U(1e-07))) + U(1e-07))) : (((U(0.0) * (x1 + U(1e-07))) - U(1e-07)))))))) : (U(0.0))))) : T(0); }
       return;
-    case 15:  // aq
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double x1 = b[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * ((1.0 / std::sqrt((1.0 + (x1 * x1))))) : 0.0; gb[i] += ok ? gi * ((((-out) * x1) / (1.0 + (x1 * x1)))) : 0.0; }
+    }
+    case 15: {  // aq
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U x1 = U(b[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); const bool ok = std::fabs(out) <= U(MAXV); ga[i] += ok ? T(gi * ((U(1.0) / std::sqrt((U(1.0) + (x1 * x1)))))) : T(0); gb[i] += ok ? T(gi * ((((-out) * x1) / (U(1.0) + (x1 * x1))))) : T(0); }
       return;
-    case 16:  // neg
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * ((-1.0)) : 0.0; }
+    }
+    case 16: {  // neg
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); const bool ok = std::fabs(out) <= U(MAXV); ga[i] += ok ? T(gi * (U((-1.0)))) : T(0); }
       return;
-    case 17:  // abs
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * (nl_sign(x0)) : 0.0; }
+    }
+    case 17: {  // abs
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); const bool ok = std::fabs(out) <= U(MAXV); ga[i] += ok ? T(gi * (nl_sign(x0))) : T(0); }
       return;
-    case 18:  // sign
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((0.0 * x0)); }
+    }
+    case 18: {  // sign
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); ga[i] += T(gi * ((U(0.0) * x0))); }
       return;
-    case 19:  // square
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((((std::fabs(x0) <= 100000.0)) ? ((2.0 * x0)) : (0.0))); }
+    }
+    case 19: {  // square
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); ga[i] += T(gi * ((((std::fabs(x0) <= U(100000.0))) ? ((U(2.0) * x0)) : (U(0.0))))); }
       return;
-    case 20:  // cube
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((((std::fabs(x0) <= 2154.434690031883)) ? (((3.0 * x0) * x0)) : (0.0))); }
+    }
+    case 20: {  // cube
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); ga[i] += T(gi * ((((std::fabs(x0) <= U(2154.434690031883))) ? (((U(3.0) * x0) * x0)) : (U(0.0))))); }
       return;
-    case 21:  // exp
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((((x0 <= 23.025850929940457)) ? (out) : (0.0))); }
+    }
+    case 21: {  // exp
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); ga[i] += T(gi * ((((x0 <= U(23.025850929940457))) ? (out) : (U(0.0))))); }
       return;
-    case 22:  // log
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((((std::fabs(x0) >= 1e-07)) ? ((1.0 / (((std::fabs(x0) >= 1e-07)) ? (x0) : ((((x0 >= 0.0)) ? (((0.0 * x0) + 1e-07)) : (((0.0 * x0) - 1e-07))))))) : (0.0))); }
+    }
+    case 22: {  // log
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); ga[i] += T(gi * ((((std::fabs(x0) >= U(1e-07))) ? ((U(1.0) / (((std::fabs(x0) >= U(1e-07))) ? (x0) : ((((x0 >= U(0.0))) ? (((U(0.0) * x0) + U(1e-07))) : (((U(0.0) * x0) - U(1e-07)))))))) : (U(0.0))))); }
       return;
-    case 23:  // plog
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((nl_sign(x0) / (std::fabs(x0) + 1e-07))); }
+    }
+    case 23: {  // plog
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); ga[i] += T(gi * ((nl_sign(x0) / (std::fabs(x0) + U(1e-07))))); }
       return;
-    case 24:  // plog10
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((nl_sign(x0) / ((std::fabs(x0) + 1e-07) * 2.302585092994046))); }
+    }
+    case 24: {  // plog10
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); ga[i] += T(gi * ((nl_sign(x0) / ((std::fabs(x0) + U(1e-07)) * U(2.302585092994046))))); }
       return;
-    case 25:  // sqrt
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((((std::fabs(x0) >= 1e-07)) ? (((nl_sign(x0) * 0.5) / out)) : (0.0))); }
+    }
+    case 25: {  // sqrt
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); ga[i] += T(gi * ((((std::fabs(x0) >= U(1e-07))) ? (((nl_sign(x0) * U(0.5)) / out)) : (U(0.0))))); }
       return;
-    case 26:  // pinv
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((((std::fabs((x0 + 1e-07)) >= 1e-07)) ? (((-out) * out)) : (0.0))); }
+    }
+    case 26: {  // pinv
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); ga[i] += T(gi * ((((std::fabs((x0 + U(1e-07))) >= U(1e-07))) ? (((-out) * out)) : (U(0.0))))); }
       return;
-    case 27:  // sin
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * (std::cos(x0)); }
+    }
+    case 27: {  // sin
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); ga[i] += T(gi * (std::cos(x0))); }
       return;
-    case 28:  // cos
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((-std::sin(x0))); }
+    }
+    case 28: {  // cos
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); ga[i] += T(gi * ((-std::sin(x0)))); }
       return;
-    case 29:  // tanh
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((1.0 - (out * out))); }
+    }
+    case 29: {  // tanh
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); ga[i] += T(gi * ((U(1.0) - (out * out)))); }
       return;
-    case 30:  // sinh
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((((std::fabs(x0) <= 23.025850929940457)) ? ((0.5 * (std::exp(nl_min(nl_max(x0, (-23.025850929940457)), 23.025850929940457)) + std::exp((-nl_min(nl_max(x0, (-23.025850929940457)), 23.025850929940457)))))) : (0.0))); }
+    }
+    case 30: {  // sinh
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); ga[i] += T(gi * ((((std::fabs(x0) <= U(23.025850929940457))) ? ((U(0.5) * (std::exp(nl_min(nl_max(x0, U((-23.025850929940457))), U(23.025850929940457))) + std::exp((-nl_min(nl_max(x0, U((-23.025850929940457))), U(23.025850929940457))))))) : (U(0.0))))); }
       return;
-    case 31:  // asinh
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((1.0 / std::sqrt((1.0 + (x0 * x0))))); }
+    }
+    case 31: {  // asinh
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); ga[i] += T(gi * ((U(1.0) / std::sqrt((U(1.0) + (x0 * x0)))))); }
       return;
-    case 32:  // atan
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((1.0 / (1.0 + (x0 * x0)))); }
+    }
+    case 32: {  // atan
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); ga[i] += T(gi * ((U(1.0) / (U(1.0) + (x0 * x0))))); }
       return;
-    case 33:  // erf
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((1.1283791670955126 * std::exp((-nl_min((x0 * x0), 10000.0))))); }
+    }
+    case 33: {  // erf
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); ga[i] += T(gi * ((U(1.1283791670955126) * std::exp((-nl_min((x0 * x0), U(10000.0))))))); }
       return;
-    case 34:  // erfc
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * (((-1.1283791670955126) * std::exp((-nl_min((x0 * x0), 10000.0))))); }
+    }
+    case 34: {  // erfc
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); ga[i] += T(gi * ((U((-1.1283791670955126)) * std::exp((-nl_min((x0 * x0), U(10000.0))))))); }
       return;
-    case 35:  // sigmoid
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((out * (1.0 - out))); }
+    }
+    case 35: {  // sigmoid
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); ga[i] += T(gi * ((out * (U(1.0) - out)))); }
       return;
-    case 36:  // softplus
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); const bool ok = std::fabs(out) <= MAXV; ga[i] += ok ? gi * (nl_sigmoid(x0)) : 0.0; }
+    }
+    case 36: {  // softplus
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); const bool ok = std::fabs(out) <= U(MAXV); ga[i] += ok ? T(gi * (nl_sigmoid(x0))) : T(0); }
       return;
-    case 37:  // bessel_i0
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((((std::fabs(x0) <= 23.025850929940457)) ? (nl_i1(nl_min(nl_max(x0, (-23.025850929940457)), 23.025850929940457))) : (0.0))); }
+    }
+    case 37: {  // bessel_i0
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); ga[i] += T(gi * ((((std::fabs(x0) <= U(23.025850929940457))) ? (nl_i1(nl_min(nl_max(x0, U((-23.025850929940457))), U(23.025850929940457)))) : (U(0.0))))); }
       return;
-    case 38:  // bessel_i0e
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((nl_i1e(x0) - (nl_sign(x0) * out))); }
+    }
+    case 38: {  // bessel_i0e
+      using U = double;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = sizeof(T) == sizeof(U) ? U(o[i]) : nl_i0e(x0); (void)out; const U gi = nl_clamp_maxv(U(g[i])); ga[i] += T(gi * ((nl_i1e(x0) - (nl_sign(x0) * out)))); }
       return;
-    case 39:  // bessel_i1
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((((std::fabs(x0) <= 23.025850929940457)) ? ((((std::fabs(x0) < 1e-06)) ? (0.5) : ((nl_i0(nl_min(nl_max(x0, (-23.025850929940457)), 23.025850929940457)) - (out / (((std::fabs(x0) < 1e-06)) ? (1.0) : (x0))))))) : (0.0))); }
+    }
+    case 39: {  // bessel_i1
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); ga[i] += T(gi * ((((std::fabs(x0) <= U(23.025850929940457))) ? ((((std::fabs(x0) < U(1e-06))) ? (U(0.5)) : ((nl_i0(nl_min(nl_max(x0, U((-23.025850929940457))), U(23.025850929940457))) - (out / (((std::fabs(x0) < U(1e-06))) ? (U(1.0)) : (x0))))))) : (U(0.0))))); }
       return;
-    case 40:  // bessel_i1e
-      for (int i = 0; i < n; ++i) { const double x0 = a[i]; const double out = o[i]; (void)out; const double gi = nl_clamp_maxv(g[i]); ga[i] += gi * ((((std::fabs(x0) < 1e-06)) ? ((0.5 - std::fabs(x0))) : ((nl_i0e(x0) - (out * (nl_sign(x0) + (1.0 / (((std::fabs(x0) < 1e-06)) ? (1.0) : (x0))))))))); }
+    }
+    case 40: {  // bessel_i1e
+      using U = double;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = sizeof(T) == sizeof(U) ? U(o[i]) : nl_i1e(x0); (void)out; const U gi = nl_clamp_maxv(U(g[i])); ga[i] += T(gi * ((((std::fabs(x0) < U(1e-06))) ? ((U(0.5) - std::fabs(x0))) : ((nl_i0e(x0) - (out * (nl_sign(x0) + (U(1.0) / (((std::fabs(x0) < U(1e-06))) ? (U(1.0)) : (x0)))))))))); }
       return;
+    }
     default:
       return;
   }

@@ -1,5 +1,5 @@
 // Scalar helpers for the generated op code (ops_generated.h): sign, sigmoid, max/min and the
-// modified Bessel functions I0, I0e, I1, I1e in double precision.
+// modified Bessel functions I0, I0e, I1, I1e in double precision (float overloads widen and narrow).
 //
 // Bessel functions: Cephes Math Library 2.8 (Stephen L. Moshier, BSD licence), the same Chebyshev
 // expansions PyTorch (aten/src/ATen/native/Math.h), NumPy and SciPy use:
@@ -35,15 +35,34 @@ NLFS_SIMD_DECL double asinh(double) noexcept;
 NLFS_SIMD_DECL double atan(double) noexcept;
 NLFS_SIMD_DECL double erf(double) noexcept;
 NLFS_SIMD_DECL double erfc(double) noexcept;
+// float clones (_ZGVdN8v_expf, _ZGVeN16v_expf...): the float32 compute path (glibc >= 2.35 for
+// all but expf/logf/sinf/cosf, which are 2.22).
+NLFS_SIMD_DECL float expf(float) noexcept;
+NLFS_SIMD_DECL float logf(float) noexcept;
+NLFS_SIMD_DECL float log1pf(float) noexcept;
+NLFS_SIMD_DECL float expm1f(float) noexcept;
+NLFS_SIMD_DECL float sinf(float) noexcept;
+NLFS_SIMD_DECL float cosf(float) noexcept;
+NLFS_SIMD_DECL float tanhf(float) noexcept;
+NLFS_SIMD_DECL float sinhf(float) noexcept;
+NLFS_SIMD_DECL float asinhf(float) noexcept;
+NLFS_SIMD_DECL float atanf(float) noexcept;
+NLFS_SIMD_DECL float erff(float) noexcept;
+NLFS_SIMD_DECL float erfcf(float) noexcept;
 }
 #endif
 
 namespace nlfs_gen {
 
-inline double nl_sign(double x) { return x > 0.0 ? 1.0 : (x < 0.0 ? -1.0 : 0.0); }
-inline double nl_sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
-inline double nl_max(double a, double b) { return a > b ? a : (a < b ? b : a); }
-inline double nl_min(double a, double b) { return a < b ? a : (a > b ? b : a); }
+// Templates on the compute type (double, or float for the float32 path).
+template <typename U>
+inline U nl_sign(U x) { return x > U(0) ? U(1) : (x < U(0) ? U(-1) : U(0)); }
+template <typename U>
+inline U nl_sigmoid(U x) { return U(1) / (U(1) + std::exp(-x)); }
+template <typename U>
+inline U nl_max(U a, U b) { return a > b ? a : (a < b ? b : a); }
+template <typename U>
+inline U nl_min(U a, U b) { return a < b ? a : (a > b ? b : a); }
 
 namespace cephes {
 
@@ -140,5 +159,11 @@ inline double nl_i1(double x) {
     r = std::exp(ax) * cephes::chbevl(32.0 / ax - 2.0, cephes::I1_B, 25) / std::sqrt(ax);
   return x < 0.0 ? -r : r;
 }
+
+// The float32 path evaluates the Cephes expansions in double and rounds the result once.
+inline float nl_i0(float x) { return static_cast<float>(nl_i0(static_cast<double>(x))); }
+inline float nl_i0e(float x) { return static_cast<float>(nl_i0e(static_cast<double>(x))); }
+inline float nl_i1(float x) { return static_cast<float>(nl_i1(static_cast<double>(x))); }
+inline float nl_i1e(float x) { return static_cast<float>(nl_i1e(static_cast<double>(x))); }
 
 }  // namespace nlfs_gen

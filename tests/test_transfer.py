@@ -120,8 +120,8 @@ def _tiny_run_db(path):
     db.record(dict(base, expression="-y * log(p)", constants={}, fitness=0.80, status="baseline", size=3))
     db.record(dict(base, expression="-y * log(p + c0)", constants={"c0": 0.05}, fitness=0.91,
                    status="ok", size=5))
-    db.record(dict(base, expression="-y * log(p + c0)", constants={"c0": 0.2}, fitness=0.90,
-                   status="ok", size=5))  # duplicate expression: skipped by top()
+    db.record(dict(base, expression="-y * log(p + c0)", constants={"c0": 0.05}, fitness=0.90,
+                   status="ok", size=5))  # same expression and constants: skipped by top()
     db.record(dict(base, expression="-y * (1 - p) * log(p)", constants={}, fitness=0.88, status="ok",
                    size=7))
     db.record(dict(base, expression="p * y", constants={}, fitness=None, status="rejected:integrity",
