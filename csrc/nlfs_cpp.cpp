@@ -48,7 +48,8 @@ constexpr int CHUNK = 256;
 constexpr bool FP32_COMPUTE_DEFAULT = NLFS_FP32_COMPUTE != 0;
 // fp32 compute: a row whose gradient's estimated float rounding noise (FP32_NOISE_ULPS ulp of every
 // term of the softmax-Jacobian combination) exceeds FP32_TOL * (1 + |dz|) is recomputed in double.
-constexpr double FP32_NOISE_ULPS = 4.0;
+std::atomic<double> g_fp32_noise_ulps{16.0};
+std::atomic<int64_t> g_fp32_redo_rows{0};
 constexpr double FP32_TOL = 1e-6;
 enum Leaf { L_Y = 0, L_P = 1, L_Z = 2, L_LOGP = 3, L_C = 4, L_NUM = 5, L_CONST = 6 };
 enum TargetKind { T_INDEX_I64 = 0, T_PROB_F32 = 1, T_PROB_F64 = 2 };
@@ -404,6 +405,7 @@ void run_rows(const Program& prog, const Batch& b, int64_t r0, int64_t r1) {
   T* __restrict lrow = w.lrow;
   double* __restrict loss_acc = w.acc;         // R x L
   double* __restrict logp_acc = w.acc + R * L;  // R x L
+  const double noise_ulps = g_fp32_noise_ulps.load();
 
   for (int64_t rb = r0; rb < r1; rb += R) {
     const int64_t nr = std::min<int64_t>(R, r1 - rb);
@@ -584,14 +586,17 @@ void run_rows(const Program& prog, const Batch& b, int64_t r0, int64_t r1) {
           dst[j] = static_cast<TZ>(dz);
           if constexpr (sizeof(T) == 4) {
             // rounding noise of the float adjoints (~4 ulp of each term) against 1e-6 abs + rel
-            const double noise = FP32_NOISE_ULPS * 0x1p-24 * (pj * (std::fabs(gj) + std::fabs(sp) + std::fabs(sl)) + std::fabs(tj));
+            const double noise = noise_ulps * 0x1p-24 * (pj * (std::fabs(gj) + std::fabs(sp) + std::fabs(sl)) + std::fabs(tj));
             redo |= noise > FP32_TOL * (1.0 + std::fabs(dz));
           }
         }
         if constexpr (sizeof(T) == 4) {
           // Ill-conditioned row (the softmax Jacobian cancels large terms: Baikal with probability
           // targets, 1/p-style expressions): float could not deliver ~1e-6, so redo it in double.
-          if (redo) run_rows<TZ, double>(prog, b, r, r + 1);
+          if (redo) {
+            g_fp32_redo_rows.fetch_add(1, std::memory_order_relaxed);
+            run_rows<TZ, double>(prog, b, r, r + 1);
+          }
         }
       } else {
         for (int64_t j = 0; j < c; ++j) dst[j] = static_cast<TZ>(tq[j]);
@@ -701,6 +706,12 @@ PYBIND11_MODULE(_cpp, m) {
       "set_fp32_compute", [](bool on) { g_fp32_compute.store(on); }, py::arg("on"),
       "Compute float32 logits in float (True) or in double (False).");
   m.def("get_fp32_compute", [] { return g_fp32_compute.load(); });
+  m.def("_fp32_redo", [](double ulps) {
+    // (testing) set the fallback's noise estimate in ulps (< 0: keep); returns and resets the
+    // count of rows recomputed in double so far
+    if (ulps >= 0) g_fp32_noise_ulps.store(ulps);
+    return g_fp32_redo_rows.exchange(0);
+  }, py::arg("ulps") = -1.0);
   m.def("op_names", [] { return std::vector<std::string>(OP_NAMES, OP_NAMES + N_OPCODES); });
   m.def("op_arity", [] { return std::vector<int>(OP_ARITY, OP_ARITY + N_OPCODES); });
   m.def("op_bounded", [] { return std::vector<bool>(OP_BOUNDED, OP_BOUNDED + N_OPCODES); });

@@ -78,7 +78,7 @@ def config_from_args(args) -> SearchConfig:
     if args.no_filters:
         cfg.filters = ("validity",)
     if cfg.dataset == "fashion-mnist" and args.preset == "quick" and args.train_size is None:
-        cfg.train_size, cfg.epochs = 4000, cfg.epochs or 1  # keeps the quick search to minutes on a CPU
+        cfg.train_size, cfg.epochs = 4000, cfg.epochs or 3  # keeps the quick search to minutes on a CPU
     return cfg
 
 
