@@ -5,7 +5,8 @@ reports why it is unavailable (``nlfs.backends.available_backends()``). Environm
 ``NLFS_NO_CPP=1`` skips the extension. The extension is built for the machine that builds it
 (``-march=native``); ``NLFS_CPP_PORTABLE=1`` leaves that out (portable wheels). On x86-64 glibc the
 generated loops call glibc's vector maths library libmvec (SIMD exp/log/sin...; documented error
-<= 4 ulp); ``NLFS_CPP_NO_LIBMVEC=1`` keeps the scalar libm calls.
+<= 4 ulp); ``NLFS_CPP_NO_LIBMVEC=1`` keeps the scalar libm calls. ``NLFS_CPP_NO_FP32=1`` makes
+float32 logits compute in double by default (``nlfs.backends._cpp.set_fp32_compute`` at run time).
 """
 
 import os
@@ -37,6 +38,8 @@ if not os.environ.get("NLFS_NO_CPP"):
                 and not os.environ.get("NLFS_CPP_NO_LIBMVEC") and ctypes.util.find_library("mvec")):
             flags.append("-DNLFS_LIBMVEC=1")
             libs = ["mvec", "m"]
+        if os.environ.get("NLFS_CPP_NO_FP32"):
+            flags.append("-DNLFS_FP32_COMPUTE=0")
         if sys.platform == "win32":
             flags = ["/O2", "/fp:precise"]
         ext_modules.append(

@@ -2,12 +2,13 @@
 //
 // A program is a validated, topologically ordered instruction list (opcodes from
 // ops_generated.h, which is generated from the ops table). For every row of the N x C batch the
-// kernel computes, in one pass and in double precision:
+// kernel computes, in one pass (in double for float64 logits; for float32 logits see run_rows):
 //   * the per-sample loss  sum_c f(...)  (or the mean over classes), and
 //   * d loss_n / d z_n by reverse mode over the instruction list, combined through the softmax
 //     and log-softmax Jacobians: dz = p * (g_p - sum(p g_p)) + g_logp - p * sum(g_logp) + g_z.
-// Elements are processed in chunks of up to CHUNK classes per instruction, so the per-instruction
-// dispatch is amortised and the generated inner loops are plain loops over contiguous doubles.
+// Elements are processed in chunks per instruction (CHUNK classes of one long row, or a block of
+// short rows, each padded to LANES), so the per-instruction dispatch is amortised and the
+// generated inner loops are plain loops over contiguous doubles or floats.
 // The generated loops vectorise (setup.py: -march=native, libmvec SIMD exp/log/...), and the row
 // reductions use fixed-order lane partial sums (lane_add), so they vectorise too.
 // Blocks of rows are handed to std::threads dynamically; a row's reductions never cross threads and
@@ -26,6 +27,7 @@
 #include <cstring>
 #include <functional>
 #include <mutex>
+#include <numeric>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -51,6 +53,9 @@ constexpr bool FP32_COMPUTE_DEFAULT = NLFS_FP32_COMPUTE != 0;
 std::atomic<double> g_fp32_noise_ulps{16.0};
 std::atomic<int64_t> g_fp32_redo_rows{0};
 constexpr double FP32_TOL = 1e-6;
+// Below this many classes the float path's per-row work (softmax in double, checks) costs more
+// than its wider vectors save: compute in double.
+constexpr int64_t FP32_MIN_CLASSES = 32;
 enum Leaf { L_Y = 0, L_P = 1, L_Z = 2, L_LOGP = 3, L_C = 4, L_NUM = 5, L_CONST = 6 };
 enum TargetKind { T_INDEX_I64 = 0, T_PROB_F32 = 1, T_PROB_F64 = 2 };
 enum DType { D_F32 = 0, D_F64 = 1 };
@@ -286,6 +291,15 @@ inline void lane_add(double* __restrict acc, const T* __restrict x, int64_t n) {
 }
 
 template <typename T>
+inline void lane_add_abs(double* __restrict acc, const T* __restrict x, int64_t n) {
+  constexpr int L = LANES<T>;
+  int64_t j = 0;
+  for (; j + L <= n; j += L)
+    for (int l = 0; l < L; ++l) acc[l] += static_cast<double>(std::fabs(x[j + l]));
+  for (int l = 0; j + l < n; ++l) acc[l] += static_cast<double>(std::fabs(x[j + l]));
+}
+
+template <typename T>
 inline void lane_dot(double* __restrict acc, const T* __restrict x, const T* __restrict y, int64_t n) {
   constexpr int L = LANES<T>;
   int64_t j = 0;
@@ -357,7 +371,7 @@ struct Workspace {
     zbuf = zbuf_.get(cs);
     lrow = lrow_.get(cs);
     ebuf = ebuf_.get(cs);
-    acc = acc_.get(static_cast<size_t>(rows) * 2 * LANES<T>);
+    acc = acc_.get(static_cast<size_t>(rows) * 3 * LANES<T>);
   }
 };
 
@@ -381,8 +395,9 @@ inline void load_row(const S* __restrict src, T* __restrict dst, int64_t c) {
 // the SIMD lanes, libmvec's float clones) when fp32 compute is on, with softmax and log-softmax
 // evaluated in double and rounded once, and the row sums (softmax normaliser, loss, sum p*g_p,
 // sum g_logp) and the final gradient combination in double; otherwise in double.
+// Returns the number of rows recomputed in double (float path only).
 template <typename TZ, typename T>
-void run_rows(const Program& prog, const Batch& b, int64_t r0, int64_t r1) {
+int64_t run_rows(const Program& prog, const Batch& b, int64_t r0, int64_t r1) {
   constexpr int L = LANES<T>;
   thread_local Workspace<T> tls_workspace;
   Workspace<T>& w = tls_workspace;
@@ -405,7 +420,9 @@ void run_rows(const Program& prog, const Batch& b, int64_t r0, int64_t r1) {
   T* __restrict lrow = w.lrow;
   double* __restrict loss_acc = w.acc;         // R x L
   double* __restrict logp_acc = w.acc + R * L;  // R x L
+  double* __restrict labs_acc = w.acc + 2 * R * L;  // R x L: sum |f| (float path only)
   const double noise_ulps = g_fp32_noise_ulps.load();
+  int64_t n_redo = 0;
 
   for (int64_t rb = r0; rb < r1; rb += R) {
     const int64_t nr = std::min<int64_t>(R, r1 - rb);
@@ -453,7 +470,7 @@ void run_rows(const Program& prog, const Batch& b, int64_t r0, int64_t r1) {
       std::fill(gprow, gprow + span, T(0));
       std::fill(trow, trow + span, T(0));
     }
-    std::fill(loss_acc, loss_acc + 2 * R * L, 0.0);
+    std::fill(loss_acc, loss_acc + 3 * R * L, 0.0);
 
     for (int64_t c0 = 0; c0 < span; c0 += chunk) {
       const int n = static_cast<int>(std::min<int64_t>(chunk, span - c0));
@@ -515,6 +532,13 @@ void run_rows(const Program& prog, const Batch& b, int64_t r0, int64_t r1) {
       } else {
         lane_add(loss_acc, w.vptr[root], n);
       }
+      if constexpr (sizeof(T) == 4) {
+        if (R > 1) {
+          for (int64_t q = 0; q < nr; ++q) lane_add_abs(labs_acc + q * L, w.vptr[root] + q * cp, c);
+        } else {
+          lane_add_abs(labs_acc, w.vptr[root], n);
+        }
+      }
       if (!root_grad) continue;
       // ---- reverse
       for (size_t k = 0; k < ni; ++k)
@@ -562,6 +586,11 @@ void run_rows(const Program& prog, const Batch& b, int64_t r0, int64_t r1) {
       const T* pq = prow + q * cp;
       const T* gq = gprow + q * cp;
       const T* tq = trow + q * cp;
+      bool redo = false;
+      if constexpr (sizeof(T) == 4) {
+        // the class sum cancels (sum |f| >> |loss|): the float terms' noise may exceed 1e-6
+        redo = noise_ulps * 0x1p-24 * lane_total<T>(labs_acc + q * L) > FP32_TOL * (1.0 + std::fabs(loss_sum));
+      }
       if (!root_grad) {
         std::fill(dst, dst + c, static_cast<TZ>(0));
       } else if (softmax) {
@@ -578,31 +607,45 @@ void run_rows(const Program& prog, const Batch& b, int64_t r0, int64_t r1) {
             sp /= lane_total<T>(pacc);
           }
         }
-        bool redo = false;
-        for (int64_t j = 0; j < c; ++j) {
-          const double pj = static_cast<double>(pq[j]), gj = static_cast<double>(gq[j]);
-          const double tj = static_cast<double>(tq[j]);
-          const double dz = pj * (gj - sp) + tj - pj * sl;
-          dst[j] = static_cast<TZ>(dz);
-          if constexpr (sizeof(T) == 4) {
-            // rounding noise of the float adjoints (~4 ulp of each term) against 1e-6 abs + rel
-            const double noise = noise_ulps * 0x1p-24 * (pj * (std::fabs(gj) + std::fabs(sp) + std::fabs(sl)) + std::fabs(tj));
-            redo |= noise > FP32_TOL * (1.0 + std::fabs(dz));
+        if constexpr (sizeof(T) == 8) {
+          for (int64_t j = 0; j < c; ++j) {
+            const double pj = static_cast<double>(pq[j]);
+            dst[j] = static_cast<TZ>(pj * (static_cast<double>(gq[j]) - sp) + static_cast<double>(tq[j]) - pj * sl);
           }
-        }
-        if constexpr (sizeof(T) == 4) {
-          // Ill-conditioned row (the softmax Jacobian cancels large terms: Baikal with probability
-          // targets, 1/p-style expressions): float could not deliver ~1e-6, so redo it in double.
-          if (redo) {
-            g_fp32_redo_rows.fetch_add(1, std::memory_order_relaxed);
-            run_rows<TZ, double>(prog, b, r, r + 1);
+        } else {
+          // separate simple loops: each vectorises (a fused one with the check does not)
+          double* __restrict e = w.ebuf;
+          for (int64_t j = 0; j < c; ++j) {
+            const double pj = static_cast<double>(pq[j]);
+            e[j] = pj * (static_cast<double>(gq[j]) - sp) + static_cast<double>(tq[j]) - pj * sl;
           }
+          for (int64_t j = 0; j < c; ++j) dst[j] = static_cast<TZ>(e[j]);
+          // rounding noise of the float adjoints (noise_ulps ulp of each term) against 1e-6 abs + rel
+          const double k = noise_ulps * 0x1p-24, common = std::fabs(sp) + std::fabs(sl);
+          int flag = 0;
+          for (int64_t j = 0; j < c; ++j) {
+            const double noise = k * (static_cast<double>(pq[j]) * (std::fabs(static_cast<double>(gq[j])) + common) +
+                                      std::fabs(static_cast<double>(tq[j])));
+            flag |= static_cast<int>(noise > FP32_TOL * (1.0 + std::fabs(e[j])));
+          }
+          redo = redo || flag != 0;
         }
       } else {
         for (int64_t j = 0; j < c; ++j) dst[j] = static_cast<TZ>(tq[j]);
       }
+      if constexpr (sizeof(T) == 4) {
+        // Ill-conditioned row (the softmax Jacobian or the class sum cancels large terms: Baikal
+        // with probability targets, 1/(y - p), sin(40 p)...): float cannot promise ~1e-6, so the
+        // row is recomputed in double. The decision depends only on the row: thread-independent.
+        if (redo) {
+          ++n_redo;
+          run_rows<TZ, double>(prog, b, r, r + 1);
+        }
+      }
     }
   }
+  if (n_redo) g_fp32_redo_rows.fetch_add(n_redo, std::memory_order_relaxed);
+  return n_redo;
 }
 
 std::atomic<bool> g_fp32_compute{FP32_COMPUTE_DEFAULT};
@@ -612,8 +655,24 @@ void run_batch(const Program& prog, const Batch& b, int threads) {
   // Small batches run on the calling thread: waking workers costs more than it saves.
   const double work = static_cast<double>(b.n) * static_cast<double>(b.c) * static_cast<double>(prog.size());
   if (work < 40000.0) threads = 1;
-  const bool f32 = b.z_dtype == D_F32, f32c = f32 && g_fp32_compute.load();
+  const bool f32 = b.z_dtype == D_F32;
+  bool f32c = f32 && g_fp32_compute.load() && b.c >= FP32_MIN_CLASSES;
+  int64_t start = 0;
+  if (f32c) {
+    // Probe: the first rows (whole blocks, at least 8 rows) in float. When most of them had to be
+    // recomputed in double (an ill-conditioned loss: Baikal, SCE), the rest of the batch computes
+    // in double directly. The probe's rows are fixed, so the choice (and every result) does not
+    // depend on the thread count.
+    // a multiple of both block sizes, so that the blocks after it start at absolute multiples
+    const int64_t R = std::lcm(rows_per_block<float>(b.c), rows_per_block<double>(b.c));
+    start = std::min<int64_t>(b.n, (8 + R - 1) / R * R);
+    const int64_t redo = run_rows<float, float>(prog, b, 0, start);
+    if (2 * redo > start) f32c = false;
+  }
+  const int64_t align = f32c ? rows_per_block<float>(b.c) : rows_per_block<double>(b.c);
   auto body = [&](int64_t r0, int64_t r1) {
+    r0 += start;
+    r1 += start;
     if (f32c)
       run_rows<float, float>(prog, b, r0, r1);
     else if (f32)
@@ -621,7 +680,7 @@ void run_batch(const Program& prog, const Batch& b, int threads) {
     else
       run_rows<double, double>(prog, b, r0, r1);
   };
-  parallel_rows(b.n, threads, f32c ? rows_per_block<float>(b.c) : rows_per_block<double>(b.c), body);
+  if (b.n > start) parallel_rows(b.n - start, threads, align, body);
 }
 
 void check_batch(const Program& prog, int z_dtype, int target_kind, int64_t n, int64_t c, int64_t n_consts) {

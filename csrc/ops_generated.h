@@ -6,7 +6,7 @@
 
 namespace nlfs_gen {
 
-constexpr const char* TABLE_DIGEST = "adc17441c0cc3957";
+constexpr const char* TABLE_DIGEST = "1f50fd3048914ba6";
 constexpr int N_LEAF = 7;  // opcodes 0..6: y p z logp C num const
 constexpr int N_OPCODES = 41;
 constexpr double MAXV = 10000000000.0;
@@ -131,12 +131,12 @@ inline void forward(int op, int n, const T* __restrict a, const T* __restrict b,
       return;
     }
     case 27: {  // sin: sin(x)
-      using U = double;
+      using U = T;
       for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); o[i] = T(std::sin(x0)); }
       return;
     }
     case 28: {  // cos: cos(x)
-      using U = double;
+      using U = T;
       for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); o[i] = T(std::cos(x0)); }
       return;
     }
@@ -312,13 +312,13 @@ inline void partials(int op, int n, const T* __restrict a, const T* __restrict b
       return;
     }
     case 27: {  // sin
-      using U = double;
-      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = sizeof(T) == sizeof(U) ? U(o[i]) : std::sin(x0); (void)out; pa[i] = T(std::cos(x0)); }
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; pa[i] = T(std::cos(x0)); }
       return;
     }
     case 28: {  // cos
-      using U = double;
-      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = sizeof(T) == sizeof(U) ? U(o[i]) : std::cos(x0); (void)out; pa[i] = T((-std::sin(x0))); }
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; pa[i] = T((-std::sin(x0))); }
       return;
     }
     case 29: {  // tanh
@@ -495,13 +495,13 @@ inline void backward(int op, int n, const T* __restrict a, const T* __restrict b
       return;
     }
     case 27: {  // sin
-      using U = double;
-      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = sizeof(T) == sizeof(U) ? U(o[i]) : std::sin(x0); (void)out; const U gi = nl_clamp_maxv(U(g[i])); ga[i] += T(gi * (std::cos(x0))); }
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); ga[i] += T(gi * (std::cos(x0))); }
       return;
     }
     case 28: {  // cos
-      using U = double;
-      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = sizeof(T) == sizeof(U) ? U(o[i]) : std::cos(x0); (void)out; const U gi = nl_clamp_maxv(U(g[i])); ga[i] += T(gi * ((-std::sin(x0)))); }
+      using U = T;
+      for (int i = 0; i < n; ++i) { const U x0 = U(a[i]); const U out = U(o[i]); (void)out; const U gi = nl_clamp_maxv(U(g[i])); ga[i] += T(gi * ((-std::sin(x0)))); }
       return;
     }
     case 29: {  // tanh

@@ -1,7 +1,11 @@
 """The ``cpp`` backend: lowered programs executed by the compiled CPU evaluator ``nlfs._cpp``.
 
 The kernel is fused: one pass over the N x C batch computes the per-sample loss and
-``d loss_n / d logits_n`` in double precision (the gradient comes back in the logits' dtype). The
+``d loss_n / d logits_n`` (the gradient comes back in the logits' dtype). Float64 logits compute in
+double. Float32 logits with at least 32 classes compute in float (twice the SIMD lanes), with the
+softmax, the row sums and the final softmax-Jacobian combination in double, and every row whose
+estimated float rounding noise exceeds ~1e-6 (abs + rel) recomputed in double
+(:func:`set_fp32_compute` turns the float path off). The
 per-op maths is generated from the ops table into ``csrc/ops_generated.h``
 (``python -m nlfs.backends._cpp_codegen``); :func:`op_forward` / :func:`op_partials` expose those
 generated loops for testing. Rows are split over ``std::thread``s: :func:`set_num_threads` or the
@@ -73,6 +77,15 @@ def set_num_threads(n: int) -> None:
 
 def get_num_threads() -> int:
     return _need_ext().get_num_threads()
+
+
+def set_fp32_compute(on: bool) -> None:
+    """Compute float32 logits in float (default, ``True``) or entirely in double (``False``)."""
+    _need_ext().set_fp32_compute(bool(on))
+
+
+def get_fp32_compute() -> bool:
+    return bool(_need_ext().get_fp32_compute())
 
 
 # ---- programs ---------------------------------------------------------------------------------------

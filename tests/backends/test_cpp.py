@@ -428,3 +428,32 @@ def test_digits_training_learns():
     with torch.no_grad():
         acc = (model(x[te]).argmax(1) == y[te]).float().mean().item()
     assert acc > 0.8, acc
+
+
+def test_fp32_compute_switch_and_fallback():
+    """Float32 logits compute in float by default; off, they compute in double. Both meet the
+    float32 criterion, and ill-conditioned rows (Baikal, probability targets) are recomputed in
+    double by the float path, thread-count independently."""
+    from nlfs import _cpp as ext
+
+    assert cpp.get_fp32_compute()
+    spec = nlfs.losses.get("Baikal")
+    program = lower(spec.expr, spec.reduction)
+    kernel = BACKEND.compile(program)
+    logits, target = make_inputs(300, 40, torch.float32, prob_targets=True, seed=9)
+    before_threads = cpp.get_num_threads()
+    try:
+        ext._fp32_redo()
+        out = {}
+        for t in (1, 2):
+            cpp.set_num_threads(t)
+            out[t] = kernel(logits, target, _consts(spec, program))
+        assert ext._fp32_redo() > 0
+        assert torch.equal(out[1][0], out[2][0]) and torch.equal(out[1][1], out[2][1])
+        cpp.set_fp32_compute(False)
+        for pt in (False, True):
+            check_program("Baikal fp32 off", program, _consts(spec, program), 300, 40, prob_targets=pt,
+                          dtypes=(torch.float32,))
+    finally:
+        cpp.set_fp32_compute(True)
+        cpp.set_num_threads(before_threads)
