@@ -157,6 +157,28 @@ def rejection_sample(cfg, n: int = 512):
 # ---------------------------------------------------------------------------------------------------
 # Driver side.
 
+def open_run(cfg: SearchConfig, resume: bool) -> tuple[RunDB, SearchConfig]:
+    """Open ``cfg.run_dir/run.db``: a new run refuses an existing one, a resumed run needs one and
+    takes its saved configuration (only how it runs, and the budget, may change)."""
+    run_dir = Path(cfg.run_dir)
+    db_path = run_dir / "run.db"
+    if db_path.exists() and not resume:
+        raise FileExistsError(f"{run_dir} already holds a run; pass --resume {run_dir} to "
+                              f"continue it, or choose another --run-dir")
+    if resume and not db_path.exists():
+        raise FileNotFoundError(f"no run to resume in {run_dir} (missing {db_path})")
+    db = RunDB(db_path)
+    if resume:
+        saved = db.get_meta("config")
+        overrides = {k: getattr(cfg, k) for k in ("workers", "executor", "ray_address", "progress")}
+        cfg = SearchConfig(**{**saved, "filters": tuple(saved["filters"]), **overrides,
+                              "budget": cfg.budget or saved["budget"]})
+    else:
+        db.set_meta("created", time.time())
+    db.set_meta("config", cfg.to_dict())
+    return db, cfg
+
+
 class Search:
     """A resumable search in ``cfg.run_dir``. ``run()`` goes on until the budget is spent."""
 
@@ -164,23 +186,7 @@ class Search:
         from ..spaces import get_space
 
         self.run_dir = Path(cfg.run_dir)
-        db_path = self.run_dir / "run.db"
-        if db_path.exists() and not resume:
-            raise FileExistsError(f"{self.run_dir} already holds a run; pass --resume {self.run_dir} to "
-                                  f"continue it, or choose another --run-dir")
-        if resume and not db_path.exists():
-            raise FileNotFoundError(f"no run to resume in {self.run_dir} (missing {db_path})")
-        self.db = RunDB(db_path)
-        if resume:
-            # The saved configuration defines the run; only how it runs (and a larger budget) may change.
-            saved = self.db.get_meta("config")
-            overrides = {k: getattr(cfg, k) for k in ("workers", "executor", "ray_address", "progress")}
-            budget = cfg.budget or saved["budget"]
-            cfg = SearchConfig(**{**saved, "filters": tuple(saved["filters"]), **overrides, "budget": budget})
-            self.db.set_meta("config", cfg.to_dict())
-        else:
-            self.db.set_meta("config", cfg.to_dict())
-            self.db.set_meta("created", time.time())
+        self.db, cfg = open_run(cfg, resume)
         self.cfg = cfg
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.space = get_space(cfg.space)

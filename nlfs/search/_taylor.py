@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 import warnings
 from pathlib import Path
 
 from ._db import RunDB
-from ._runner import Search, SearchConfig, _progress
+from ._runner import Search, SearchConfig, _progress, open_run
 
 TAYLOR_LOSS = "TaylorGLO"
 JOURNAL = "taylor.journal"
@@ -61,20 +60,8 @@ class TaylorSearch:
             raise ImportError("the TaylorGLO search needs the cmaes package for Optuna's CMA-ES sampler: "
                               "pip install cmaes") from err
         self.run_dir = Path(cfg.run_dir)
-        db_path = self.run_dir / "run.db"
-        if db_path.exists() and not resume:
-            raise FileExistsError(f"{self.run_dir} already holds a run; pass --resume {self.run_dir} to "
-                                  f"continue it, or choose another --run-dir")
-        if resume and not db_path.exists():
-            raise FileNotFoundError(f"no run to resume in {self.run_dir} (missing {db_path})")
-        self.db = RunDB(db_path)
+        self.db, cfg = open_run(cfg, resume)
         if resume:
-            saved = self.db.get_meta("config")
-            cfg = SearchConfig(**{**saved, "filters": tuple(saved["filters"]),
-                                  "workers": cfg.workers, "executor": cfg.executor,
-                                  "ray_address": cfg.ray_address, "progress": cfg.progress,
-                                  "budget": max(cfg.budget, saved["budget"]) if cfg.budget
-                                  else saved["budget"]})
             opts = self.db.get_meta("taylor") or dict(DEFAULTS)
         else:
             cfg.algorithm, cfg.space = "taylor", "taylor"
@@ -85,7 +72,6 @@ class TaylorSearch:
                 opts["sigma0"] = float(sigma0)
             if bounds:
                 opts["low"], opts["high"] = float(bounds[0]), float(bounds[1])
-            self.db.set_meta("created", time.time())
         self.db.set_meta("config", cfg.to_dict())
         self.db.set_meta("taylor", opts)
         self.cfg, self.opts = cfg, opts
