@@ -51,8 +51,24 @@ class RunDB:
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.executescript(SCHEMA)
 
+    def lock(self) -> None:
+        """Hold an exclusive lock on the run for this process's lifetime (released on close or death),
+        so two searches can never write one run."""
+        import fcntl
+
+        self._lock = open(self.path.with_name("run.lock"), "a")  # noqa: SIM115 - held until close
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            self._lock = None
+            raise RuntimeError(f"another process is running the search in {self.path.parent}") from None
+
     def close(self):
         self.conn.close()
+        if getattr(self, "_lock", None) is not None:
+            self._lock.close()
+            self._lock = None
 
     # -- meta -------------------------------------------------------------------------------------
     def get_meta(self, key: str):

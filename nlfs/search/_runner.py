@@ -168,6 +168,7 @@ def open_run(cfg: SearchConfig, resume: bool) -> tuple[RunDB, SearchConfig]:
     if resume and not db_path.exists():
         raise FileNotFoundError(f"no run to resume in {run_dir} (missing {db_path})")
     db = RunDB(db_path)
+    db.lock()
     if resume:
         saved = db.get_meta("config")
         overrides = {k: getattr(cfg, k) for k in ("workers", "executor", "ray_address", "progress")}
@@ -325,6 +326,7 @@ class Search:
         started, start_trainings = time.time(), self.trainings
         in_flight: dict = {}  # handle -> (genotype, row)
         queue = list(self.pending)  # asked but never recorded: evaluate them first
+        deferred: list = []  # equal to a candidate in flight: screened again once that one is recorded
         bar = _progress(cfg.progress, cfg.budget, self.trainings)
         try:
             while True:
@@ -338,8 +340,11 @@ class Search:
                         if genotype is None:
                             break  # the algorithm waits for results
                         self.pending.append(genotype)
-                    attempts += 1
                     row = self.screen(genotype)
+                    attempts += 1
+                    if "payload" in row and _same_as_in_flight(row, in_flight):
+                        deferred.append(genotype)  # never train one candidate twice at once
+                        continue
                     if "payload" in row:
                         in_flight[executor.submit(row["payload"])] = (genotype, row)
                         budget_left -= 1
@@ -350,6 +355,7 @@ class Search:
                     break
                 handle, out = executor.wait_one(list(in_flight))
                 genotype, row = in_flight.pop(handle)
+                queue[:0], deferred = deferred, []
                 row.update(status=out["status"], stage=out.get("stage"), reason=out.get("reason", ""),
                            fitness=out.get("fitness"), result=out.get("result"),
                            wall_time=out["wall_time"] + row.get("screen_time", 0.0))
@@ -380,6 +386,15 @@ class Search:
 
     def close(self):
         self.db.close()
+
+
+def _same_as_in_flight(row: dict, in_flight: dict) -> bool:
+    for _, other in in_flight.values():
+        if other["canonical"] == row["canonical"]:
+            return True
+        if row.get("fingerprint") and other.get("fingerprint") == row["fingerprint"]:
+            return True
+    return False
 
 
 def _progress(enabled: bool, total: int, initial: int):

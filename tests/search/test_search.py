@@ -166,3 +166,60 @@ def test_outputs_for_a_person(tmp_path):
     z = torch.randn(4, 10, requires_grad=True)
     module(z, torch.tensor([1, 2, 3, 4])).backward()
     assert torch.isfinite(z.grad).all()
+
+
+class _HoldingExecutor:
+    """Two slots; results come back only when waited for, oldest first (like slow workers)."""
+
+    slots = 2
+
+    def __init__(self):
+        self.submitted = []
+
+    def submit(self, payload):
+        self.submitted.append(payload["expression"])
+        return len(self.submitted) - 1
+
+    def wait_one(self, handles):
+        h = min(handles)
+        return h, {"status": "ok", "fitness": 0.5 + h / 100, "wall_time": 0.0}
+
+    def close(self):
+        pass
+
+
+class _ScriptedAlgorithm:
+    def __init__(self, genotypes):
+        self.todo, self.told = list(genotypes), []
+
+    def ask(self):
+        return self.todo.pop(0) if self.todo else None
+
+    def tell(self, genotype, fitness, status, eval_id=None):
+        self.told.append((str(genotype), fitness, status))
+
+    def done(self):
+        return not self.todo
+
+
+def test_identical_candidates_in_flight_are_trained_once(tmp_path):
+    a, b = nlfs.parse("-y * log(p + 0.1)"), nlfs.parse("-y * log(p + 0.2)")
+    s = Search(_cfg(tmp_path, algorithm="gp", space="gp", budget=5, filters=("validity", "duplicate")))
+    s.algo = _ScriptedAlgorithm([a, a, b])
+    executor = _HoldingExecutor()
+    rows = s.run(executor=executor)
+    s.close()
+    assert executor.submitted == [str(a), str(b)]
+    dup = [r for r in rows if r["status"] == "rejected:duplicate"]
+    assert len(dup) == 1 and dup[0]["fitness"] == 0.5  # the copy got the original's fitness, untrained
+    assert ("-y * log(p + 0.1)", 0.5, "rejected:duplicate") in s.algo.told
+
+
+def test_two_processes_cannot_run_one_search(tmp_path):
+    first = Search(_cfg(tmp_path, budget=1))
+    try:
+        with pytest.raises(RuntimeError, match="another process"):
+            Search(_cfg(tmp_path, budget=1), resume=True)
+    finally:
+        first.close()
+    Search(_cfg(tmp_path, budget=1), resume=True).close()  # free again once the first has closed
