@@ -31,6 +31,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .train._cli import add_training_args, training_overrides
+
 CE_EXPRESSION = "-y * log(p)"
 MODEL_ALIASES = {"preact_resnet": "resnet9v2", "preact-resnet": "resnet9v2", "preactresnet": "resnet9v2"}
 
@@ -304,14 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--models", default=None,
                     help="model per round, e.g. surrogate,surrogate,preact_resnet,preact_resnet")
     ap.add_argument("--first-seed", type=int, default=1)
-    ap.add_argument("--dataset", default=None)
-    ap.add_argument("--data-root", default=None)
-    ap.add_argument("--epochs", type=int, default=None)
-    ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--train-size", type=int, default=None)
-    ap.add_argument("--val-size", type=int, default=None)
-    ap.add_argument("--backend", default=None, choices=["auto", "triton", "cpp", "torch"])
-    ap.add_argument("--device", default=None)
+    add_training_args(ap, model=False)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--executor", default="local", choices=["local", "ray"])
     ap.add_argument("--address", default=None)
@@ -336,9 +331,7 @@ def protocol_from_args(args) -> Protocol:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     protocol = protocol_from_args(args)
-    over = {k: v for k, v in dict(dataset=args.dataset, epochs=args.epochs, steps=args.steps,
-                                  train_size=args.train_size, val_size=args.val_size, backend=args.backend,
-                                  device=args.device, data_root=args.data_root).items() if v is not None}
+    over = {k: v for k, v in training_overrides(args).items() if v is not None}
     t0 = time.time()
     e = Elimination(args.run_dir, protocol, None, args.workers, args.executor, args.address)
     try:

@@ -164,18 +164,11 @@ def parse_losses(specs: list[str] | str) -> list[LossEntry]:
 def losses_from_run(run_dir: str | Path, k: int = 3) -> list[LossEntry]:
     """The ``k`` best unique ok candidates of a search run (``nlfs.search._report.top`` on
     ``RunDB(run_dir/run.db).rows()``), with their stored constants."""
-    from .search._db import RunDB
+    from .search._db import read_run
     from .search._report import top
 
     run_dir = Path(run_dir)
-    path = run_dir / "run.db"
-    if not path.is_file():
-        raise FileNotFoundError(f"no search run database at {path}")
-    db = RunDB(path)
-    try:
-        rows = db.rows()
-    finally:
-        db.close()
+    rows, _ = read_run(run_dir)
     best = top(rows, k)
     if not best:
         raise ValueError(f"search run {run_dir} has no successfully trained candidates")

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .expr import Expr
+from .train._cli import add_training_args, training_overrides
 
 SAMPLERS = ("cmaes", "gp", "tpe", "random")
 JOURNAL = "tune.journal"
@@ -367,20 +368,12 @@ def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int
     skipped). Writes ``tuned.json``, ``tuned.md`` and ``tuned_losses.py``."""
     from .expr import parse
     from .losses import LossSpec
-    from .search._db import RunDB
+    from .search._db import read_run
     from .search._report import _atomic_write, export_losses
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     run_dir = Path(run_dir)
-    db_path = run_dir / "run.db"
-    if not db_path.exists():
-        raise FileNotFoundError(f"no search run in {run_dir} (missing {db_path})")
-    db = RunDB(db_path)
-    try:
-        rows = db.rows()
-        saved = db.get_meta("config") or {}
-    finally:
-        db.close()
+    rows, saved = read_run(run_dir)
     reduction = saved.get("reduction", "class_sum")
     if train_config is None:
         train_config = search_config(saved).train_config()
@@ -446,12 +439,6 @@ def search_config(saved: dict):
     return SearchConfig(**{k: (tuple(v) if k == "filters" else v) for k, v in saved.items() if k in known})
 
 
-def _overrides(args) -> dict:
-    return dict(dataset=args.dataset, model=args.model, epochs=args.epochs, steps=args.steps,
-                train_size=args.train_size, val_size=args.val_size, backend=args.backend,
-                device=args.device, data_root=args.data_root)
-
-
 def _f(v) -> str:
     return "-" if v is None else f"{v:.4f}"
 
@@ -489,15 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--sampler", default="cmaes", choices=SAMPLERS)
     ap.add_argument("--seed", type=int, default=0, help="sampler seed")
     ap.add_argument("--train-seed", type=int, default=0)
-    ap.add_argument("--dataset", default=None)
-    ap.add_argument("--data-root", default=None)
-    ap.add_argument("--model", default=None)
-    ap.add_argument("--epochs", type=int, default=None)
-    ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--train-size", type=int, default=None)
-    ap.add_argument("--val-size", type=int, default=None)
-    ap.add_argument("--backend", default=None, choices=["auto", "triton", "cpp", "torch"])
-    ap.add_argument("--device", default=None)
+    add_training_args(ap)
     ap.add_argument("--workers", type=int, default=1)
     return ap
 
@@ -508,7 +487,7 @@ def _train_config(args, base=None):
     from .train import TrainConfig
 
     cfg = base or TrainConfig(dataset=args.dataset or "digits", seed=args.train_seed)
-    over = {k: v for k, v in _overrides(args).items() if v is not None}
+    over = {k: v for k, v in training_overrides(args).items() if v is not None}
     return dataclasses.replace(cfg, evaluate_test=False, progress=False, **over)
 
 
@@ -519,12 +498,10 @@ def main(argv=None) -> int:
         if not args.run_dir:
             raise SystemExit("--top needs --run-dir (the search run)")
         base = None
-        if any(v is not None for v in _overrides(args).values()):
-            from .search._db import RunDB
+        if any(v is not None for v in training_overrides(args).values()):
+            from .search._db import read_run
 
-            db = RunDB(Path(args.run_dir) / "run.db")
-            saved = db.get_meta("config") or {}
-            db.close()
+            _, saved = read_run(args.run_dir)
             base = _train_config(args, search_config(saved).train_config())
         tune_run(args.run_dir, args.top, n_trials=args.trials, batch=args.batch, sampler=args.sampler,
                        train_config=base, seed=args.seed, scale=args.scale, workers=args.workers,

@@ -135,3 +135,15 @@ def _decode(row: dict) -> dict:
 
         row["phenotype"] = np.frombuffer(row["phenotype"], dtype=np.float32)
     return row
+
+
+def read_run(run_dir: str | Path) -> tuple[list[dict], dict]:
+    """The evaluation rows and saved configuration of the search run in ``run_dir`` (read-only use)."""
+    path = Path(run_dir) / "run.db"
+    if not path.is_file():
+        raise FileNotFoundError(f"no search run in {run_dir} (missing {path})")
+    db = RunDB(path)
+    try:
+        return db.rows(), db.get_meta("config") or {}
+    finally:
+        db.close()
