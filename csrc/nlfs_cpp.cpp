@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
@@ -70,7 +71,8 @@ struct Program {
   std::vector<char> needs_grad;  // the instruction's subtree holds p, logp or z
   int n_consts = 0;
   int reduction = 0;  // 0 class_sum, 1 element_mean
-  bool use_p = false, use_logp = false, use_y = false;
+  bool use_p = false, use_logp = false, use_y = false, use_z = false;
+  int leaf_slot[N_LEAF] = {-1, -1, -1, -1, -1, -1, -1};  // where y, p, z, logp are (each at most once)
 
   Program(std::vector<int> ops, std::vector<int> args0, std::vector<int> args1,
           std::vector<double> values, int n_consts_, int reduction_)
@@ -111,15 +113,23 @@ struct Program {
                                       std::to_string(n_consts) + ")");
         const_index[k] = static_cast<int>(v);
       }
+      if (o == L_Y || o == L_P || o == L_Z || o == L_LOGP) {
+        if (leaf_slot[o] >= 0)
+          throw std::invalid_argument(where + ": leaf " + OP_NAMES[o] + " appears twice (instruction " +
+                                      std::to_string(leaf_slot[o]) + " already is one); merge equal leaves");
+        leaf_slot[o] = static_cast<int>(k);
+      }
       if (o == L_P) use_p = true;
       if (o == L_LOGP) use_logp = true;
       if (o == L_Y) use_y = true;
+      if (o == L_Z) use_z = true;
       if (o == L_P || o == L_LOGP || o == L_Z) needs_grad[k] = 1;
       for (int j = 0; j < arity; ++j)
         if (needs_grad[args[j]]) needs_grad[k] = 1;
     }
   }
   size_t size() const { return op.size(); }
+  bool root_grad() const { return needs_grad.back() != 0; }
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -145,6 +155,41 @@ int num_threads() {
   return t;
 }
 
+// Spin-then-sleep wait: a thread woken by the kernel starts tens of microseconds late on a VM,
+// which is as long as a whole small batch takes. So a worker polls for the next job for
+// g_spin_us after finishing one (and the caller polls for the workers' last blocks) before it
+// sleeps on the condition variable. NLFS_CPP_SPIN_US=0 never spins.
+int default_spin_us() {
+  if (const char* env = std::getenv("NLFS_CPP_SPIN_US")) {
+    const int v = std::atoi(env);
+    if (v >= 0) return v;
+  }
+  return 200;
+}
+std::atomic<int> g_spin_us{default_spin_us()};
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+
+template <typename Ready>
+bool spin_until(Ready ready) {
+  const int us = g_spin_us.load(std::memory_order_relaxed);
+  if (us <= 0) return ready();
+  const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(us);
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (ready()) return true;
+      cpu_relax();
+    }
+    if (std::chrono::steady_clock::now() > until) return ready();
+  }
+}
+
 class Pool {
  public:
   explicit Pool(int n_workers) : pid_(getpid()) {
@@ -153,7 +198,7 @@ class Pool {
   ~Pool() {
     {
       std::lock_guard<std::mutex> lk(mu_);
-      stop_ = true;
+      stop_.store(true);
     }
     cv_.notify_all();
     for (auto& t : workers_) t.join();
@@ -171,13 +216,17 @@ class Pool {
       job_ = &f;
       parts_ = parts;
       open_ = true;
-      ++generation_;
+      generation_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
     f(0);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      open_ = false;
+    }
+    spin_until([this] { return active_.load(std::memory_order_acquire) == 0; });
     std::unique_lock<std::mutex> lk(mu_);
-    open_ = false;
-    done_cv_.wait(lk, [this] { return active_ == 0; });
+    done_cv_.wait(lk, [this] { return active_.load() == 0; });
     job_ = nullptr;
   }
 
@@ -185,20 +234,21 @@ class Pool {
   void loop(int part) {
     uint64_t seen = 0;
     for (;;) {
+      spin_until([&] { return generation_.load(std::memory_order_acquire) != seen || stop_.load(); });
       const std::function<void(int)>* job;
       {
         std::unique_lock<std::mutex> lk(mu_);
-        cv_.wait(lk, [&] { return stop_ || generation_ != seen; });
-        if (stop_) return;
-        seen = generation_;
+        cv_.wait(lk, [&] { return stop_.load() || generation_.load() != seen; });
+        if (stop_.load()) return;
+        seen = generation_.load();
         if (!open_ || part >= parts_) continue;
         job = job_;
-        ++active_;
+        active_.fetch_add(1);
       }
       (*job)(part);
       {
         std::lock_guard<std::mutex> lk(mu_);
-        if (--active_ == 0) done_cv_.notify_one();
+        if (active_.fetch_sub(1) == 1) done_cv_.notify_one();
       }
     }
   }
@@ -208,10 +258,11 @@ class Pool {
   std::mutex mu_;
   std::condition_variable cv_, done_cv_;
   const std::function<void(int)>* job_ = nullptr;
-  int parts_ = 0, active_ = 0;
+  int parts_ = 0;
+  std::atomic<int> active_{0};
   bool open_ = false;
-  uint64_t generation_ = 0;
-  bool stop_ = false;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<bool> stop_{false};
 };
 
 std::mutex g_pool_mu;  // one batch at a time uses the pool
@@ -280,32 +331,66 @@ constexpr int LANES = sizeof(T) == 8 ? 8 : 16;
 template <typename T>
 inline int64_t round_lanes(int64_t n) { return (n + LANES<T> - 1) / LANES<T> * LANES<T>; }
 
-// acc[l] += sum of x[j] over j = l (mod L); SLP-vectorised, the order is fixed by the position.
+// The lane sums below keep their LANES accumulators in registers as GCC vector-extension values
+// (8 doubles each: one AVX-512 or two AVX2 registers); written as plain loops over acc[], GCC
+// spills them to the stack on every iteration.
+typedef double VD8 __attribute__((vector_size(64)));
+typedef float VF8 __attribute__((vector_size(32)));
+
+template <typename T>
+inline VD8 load_vd8(const T* x) {
+  if constexpr (sizeof(T) == 8) {
+    VD8 v;
+    std::memcpy(&v, x, sizeof(v));
+    return v;
+  } else {
+    VF8 f;
+    std::memcpy(&f, x, sizeof(f));
+    return __builtin_convertvector(f, VD8);
+  }
+}
+
+inline VD8 vabs(VD8 v) { return v < 0.0 ? -v : v; }
+
+// acc[l] += sum of x[j] over j = l (mod L), in order of j: deterministic, vectorised.
+// kind 0: x; 1: |x|; 2: x * y.
+template <int KIND, typename T>
+inline void lane_accumulate(double* __restrict acc, const T* __restrict x, const T* __restrict y, int64_t n) {
+  constexpr int L = LANES<T>;
+  constexpr int NV = L / 8;
+  VD8 a[NV];
+  for (int v = 0; v < NV; ++v) std::memcpy(&a[v], acc + 8 * v, sizeof(VD8));
+  int64_t j = 0;
+  for (; j + L <= n; j += L) {
+    for (int v = 0; v < NV; ++v) {
+      const VD8 xv = load_vd8(x + j + 8 * v);
+      if constexpr (KIND == 0) a[v] += xv;
+      if constexpr (KIND == 1) a[v] += vabs(xv);
+      if constexpr (KIND == 2) a[v] += xv * load_vd8(y + j + 8 * v);
+    }
+  }
+  for (int v = 0; v < NV; ++v) std::memcpy(acc + 8 * v, &a[v], sizeof(VD8));
+  for (int l = 0; j + l < n; ++l) {
+    const double xv = static_cast<double>(x[j + l]);
+    if constexpr (KIND == 0) acc[l] += xv;
+    if constexpr (KIND == 1) acc[l] += std::fabs(xv);
+    if constexpr (KIND == 2) acc[l] += xv * static_cast<double>(y[j + l]);
+  }
+}
+
 template <typename T>
 inline void lane_add(double* __restrict acc, const T* __restrict x, int64_t n) {
-  constexpr int L = LANES<T>;
-  int64_t j = 0;
-  for (; j + L <= n; j += L)
-    for (int l = 0; l < L; ++l) acc[l] += static_cast<double>(x[j + l]);
-  for (int l = 0; j + l < n; ++l) acc[l] += static_cast<double>(x[j + l]);
+  lane_accumulate<0, T>(acc, x, nullptr, n);
 }
 
 template <typename T>
 inline void lane_add_abs(double* __restrict acc, const T* __restrict x, int64_t n) {
-  constexpr int L = LANES<T>;
-  int64_t j = 0;
-  for (; j + L <= n; j += L)
-    for (int l = 0; l < L; ++l) acc[l] += static_cast<double>(std::fabs(x[j + l]));
-  for (int l = 0; j + l < n; ++l) acc[l] += static_cast<double>(std::fabs(x[j + l]));
+  lane_accumulate<1, T>(acc, x, nullptr, n);
 }
 
 template <typename T>
 inline void lane_dot(double* __restrict acc, const T* __restrict x, const T* __restrict y, int64_t n) {
-  constexpr int L = LANES<T>;
-  int64_t j = 0;
-  for (; j + L <= n; j += L)
-    for (int l = 0; l < L; ++l) acc[l] += static_cast<double>(x[j + l]) * static_cast<double>(y[j + l]);
-  for (int l = 0; j + l < n; ++l) acc[l] += static_cast<double>(x[j + l]) * static_cast<double>(y[j + l]);
+  lane_accumulate<2, T>(acc, x, y, n);
 }
 
 template <typename T>
@@ -319,17 +404,23 @@ inline double lane_total(const double* acc) {
   }
 }
 
+// Max of x[0..n): LANES-wide vector body (GCC vector extensions: plain loops do not vectorise a
+// floating-point max), scalar tail.
 template <typename T>
 inline T row_max(const T* __restrict x, int64_t n) {
   constexpr int L = LANES<T>;
-  T acc[L];
+  typedef T V __attribute__((vector_size(L * sizeof(T))));
+  V acc;
   for (int l = 0; l < L; ++l) acc[l] = x[0];
   int64_t j = 0;
-  for (; j + L <= n; j += L)
-    for (int l = 0; l < L; ++l) acc[l] = x[j + l] > acc[l] ? x[j + l] : acc[l];
-  for (int l = 0; j + l < n; ++l) acc[l] = x[j + l] > acc[l] ? x[j + l] : acc[l];
+  for (; j + L <= n; j += L) {
+    V v;
+    std::memcpy(&v, x + j, sizeof(V));
+    acc = v > acc ? v : acc;
+  }
   T m = acc[0];
   for (int l = 1; l < L; ++l) m = acc[l] > m ? acc[l] : m;
+  for (; j < n; ++j) m = x[j] > m ? x[j] : m;
   return m;
 }
 
@@ -351,12 +442,14 @@ inline int64_t rows_per_block(int64_t c) {
 
 template <typename T>
 struct Workspace {
-  AlignedBuf<T> raw_, val_, adj_, prow_, gprow_, trow_, zbuf_, lrow_;
-  AlignedBuf<double> ebuf_, acc_;
+  AlignedBuf<T> raw_, val_, adj_, prow_, gprow_, trow_, zbuf_, lrow_, ybuf_, zeros_, rootv_, tleaf_;
+  AlignedBuf<double> ebuf_, acc_, rowd_, rowv_;
   std::vector<const T*> vptr;
-  T *raw, *val, *adj, *prow, *gprow, *trow, *zbuf, *lrow;
-  double *ebuf, *acc;
+  T *raw, *val, *adj, *prow, *gprow, *trow, *zbuf, *lrow, *ybuf, *zeros, *rootv, *tleaf;
+  double *ebuf, *acc, *rowd, *rowv;
   int64_t stride = 0;  // per-instruction chunk stride (a multiple of LANES<T>)
+  int64_t tstride = 0;  // stride of the target-class leaf arrays in tleaf
+  size_t zeros_n = 0;
   void reserve(size_t n_instr, int64_t c, int64_t rows) {
     const int64_t cp = round_lanes<T>(c);
     stride = rows > 1 ? rows * cp : round_lanes<T>(std::min<int64_t>(c, CHUNK));
@@ -370,9 +463,21 @@ struct Workspace {
     trow = trow_.get(cs);
     zbuf = zbuf_.get(cs);
     lrow = lrow_.get(cs);
+    ybuf = ybuf_.get(cs);
+    rootv = rootv_.get(static_cast<size_t>(stride));
+    zeros = zeros_.get(cs);
+    if (zeros_n < cs) {
+      std::fill(zeros, zeros + cs, T(0));
+      zeros_n = cs;
+    }
+    tstride = round_lanes<T>(rows);
+    tleaf = tleaf_.get(static_cast<size_t>(3 * tstride));
     ebuf = ebuf_.get(cs);
     acc = acc_.get(static_cast<size_t>(rows) * 3 * LANES<T>);
+    rowd = rowd_.get(static_cast<size_t>(rows) * ROWD);
+    rowv = rowv_.get(static_cast<size_t>(rows) * 3);
   }
+  static constexpr int ROWD = 8;  // per-row scalars, see run_rows
 };
 
 struct Batch {
@@ -384,6 +489,7 @@ struct Batch {
   const double* consts;
   float* loss;
   void* grad;
+  double grad_scale;  // the gradient is written times this (1/N for a mean over samples)
 };
 
 template <typename S, typename T>
@@ -391,43 +497,157 @@ inline void load_row(const S* __restrict src, T* __restrict dst, int64_t c) {
   for (int64_t j = 0; j < c; ++j) dst[j] = static_cast<T>(src[j]);
 }
 
+// Leaf values of one chunk: n elements each (null where the program has no such leaf).
+template <typename T>
+struct Leaves {
+  const T* y = nullptr;
+  const T* p = nullptr;
+  const T* z = nullptr;
+  const T* logp = nullptr;
+};
+
+// Forward over n elements (n <= w.stride); leaves w.vptr set; returns the root's (clamped) values.
+template <typename T>
+const T* forward_program(const Program& prog, Workspace<T>& w, int n, const Leaves<T>& in, T cval,
+                         const double* consts) {
+  const int64_t stride = w.stride;
+  for (size_t k = 0; k < prog.size(); ++k) {
+    const int o = prog.op[k];
+    T* rk = w.raw + k * stride;
+    const T* vk = rk;
+    switch (o) {
+      case L_Y:
+        vk = in.y;
+        break;
+      case L_P:
+        vk = in.p;
+        break;
+      case L_Z:
+        vk = in.z;
+        break;
+      case L_LOGP:
+        vk = in.logp;
+        break;
+      case L_C:
+        std::fill(rk, rk + n, cval);
+        break;
+      case L_NUM:
+        std::fill(rk, rk + n, static_cast<T>(prog.value[k]));
+        break;
+      case L_CONST:
+        std::fill(rk, rk + n, static_cast<T>(consts[prog.const_index[k]]));
+        break;
+      default: {
+        const T* x0 = w.vptr[prog.a0[k]];
+        const T* x1 = prog.a1[k] >= 0 ? w.vptr[prog.a1[k]] : x0;
+        T* vv = w.val + k * stride;
+        forward<T>(o, n, x0, x1, rk, vv);  // vv: the clamped value, for ops that are not bounded
+        if (!OP_BOUNDED[o]) vk = vv;
+      }
+    }
+    w.vptr[k] = vk;
+  }
+  return w.vptr[prog.size() - 1];
+}
+
+// Reverse mode over the n elements of the preceding forward_program. The root's adjoint is root_adj,
+// except at the n_skip positions skip[] where it is 0 (so nothing flows from them). The leaves'
+// adjoints, clamped to +-MAXV, are left at w.adj + leaf_slot * stride.
+template <typename T>
+void reverse_program(const Program& prog, Workspace<T>& w, int n, T root_adj, const int* skip, int n_skip) {
+  const int64_t stride = w.stride;
+  const size_t ni = prog.size();
+  for (size_t k = 0; k < ni; ++k)
+    if (prog.needs_grad[k]) std::fill(w.adj + k * stride, w.adj + k * stride + n, T(0));
+  T* groot = w.adj + (ni - 1) * stride;
+  std::fill(groot, groot + n, root_adj);
+  for (int s = 0; s < n_skip; ++s) groot[skip[s]] = T(0);
+  for (size_t kk = ni; kk-- > 0;) {
+    if (!prog.needs_grad[kk]) continue;
+    T* __restrict g = w.adj + kk * stride;
+    const int o = prog.op[kk];
+    if (o < N_LEAF) {  // p, z or logp
+      for (int i = 0; i < n; ++i) g[i] = nl_clamp_maxv(g[i]);
+      continue;
+    }
+    const int i0 = prog.a0[kk], i1 = prog.a1[kk] >= 0 ? prog.a1[kk] : prog.a0[kk];
+    // a unary op's gb is unused by the generated code
+    backward<T>(o, n, w.vptr[i0], w.vptr[i1], w.raw + kk * stride, g, w.adj + static_cast<size_t>(i0) * stride,
+                w.adj + static_cast<size_t>(i1) * stride);
+  }
+}
+
+template <typename T>
+inline const T* leaf_adjoint(const Program& prog, const Workspace<T>& w, int leaf) {
+  const int s = prog.leaf_slot[leaf];
+  return s >= 0 && prog.needs_grad[s] ? w.adj + static_cast<size_t>(s) * w.stride : nullptr;
+}
+
+// One pass over rows [r0, r1) computing the loss rows and d loss / d z.
+//
+// mp is evaluated at every class. With class-index targets, tp is the loss specialised to the
+// target class (y = 1) and mp the loss specialised to the other classes (y = 0; see
+// nlfs/expr/_specialize.py): mp's element at the target class is skipped (value and adjoint) and
+// tp is evaluated at each row's target class only. When mp is then a constant (cross-entropy,
+// focal, poly-1: 0 off the target), nothing runs per element but the softmax and the gradient,
+// which is -p_j * K off the target.
+//
 // T: the compute type. Float64 logits compute in double. Float32 logits compute in float (twice
 // the SIMD lanes, libmvec's float clones) when fp32 compute is on, with softmax and log-softmax
 // evaluated in double and rounded once, and the row sums (softmax normaliser, loss, sum p*g_p,
 // sum g_logp) and the final gradient combination in double; otherwise in double.
 // Returns the number of rows recomputed in double (float path only).
 template <typename TZ, typename T>
-int64_t run_rows(const Program& prog, const Batch& b, int64_t r0, int64_t r1) {
+int64_t run_rows(const Program& mp, const Program* tp, const Batch& b, int64_t r0, int64_t r1) {
   constexpr int L = LANES<T>;
+  constexpr int RD = Workspace<T>::ROWD;
   thread_local Workspace<T> tls_workspace;
   Workspace<T>& w = tls_workspace;
-  const size_t ni = prog.size();
   const int64_t c = b.c;
   const int64_t R = rows_per_block<T>(c);
   const int64_t cp = round_lanes<T>(c);
-  w.reserve(ni, c, R);
+  w.reserve(std::max(mp.size(), tp ? tp->size() : size_t(0)), c, R);
   const int64_t chunk = R > 1 ? R * cp : std::min<int64_t>(c, CHUNK);
-  const int64_t stride = w.stride;
-  const bool softmax = prog.use_p || prog.use_logp;
+  const int64_t* tidx = b.target_kind == T_INDEX_I64 ? static_cast<const int64_t*>(b.target) : nullptr;
+  if (tp && !tidx) throw std::logic_error("target-class program without class-index targets");
+  // mp reads no leaf: one value for every element, evaluated once
+  const bool m_const = !mp.use_p && !mp.use_z && !mp.use_logp && !mp.use_y;
+  const bool fast = tp && m_const;
+  const bool softmax = mp.use_p || mp.use_logp || (tp && (tp->use_p || tp->use_logp));
+  const bool m_grad = !m_const && mp.root_grad();
+  const bool m_has_gp = m_grad && mp.leaf_slot[L_P] >= 0 && mp.needs_grad[mp.leaf_slot[L_P]];
+  const bool m_has_gz = m_grad && mp.leaf_slot[L_Z] >= 0 && mp.needs_grad[mp.leaf_slot[L_Z]];
+  const bool m_has_gl = m_grad && mp.leaf_slot[L_LOGP] >= 0 && mp.needs_grad[mp.leaf_slot[L_LOGP]];
+  const bool t_grad = tp && tp->root_grad();
+  const bool has_gp = m_has_gp || (t_grad && tp->use_p);
+  const bool has_t = m_has_gz || m_has_gl || (t_grad && (tp->use_z || tp->use_logp));
   const double cval = static_cast<double>(c);
-  const T root_adj = static_cast<T>(prog.reduction == 1 ? 1.0 / cval : 1.0);
-  const size_t root = ni - 1;
-  const bool root_grad = prog.needs_grad[root] != 0;
+  const T root_adj = static_cast<T>(mp.reduction == 1 ? 1.0 / cval : 1.0);
+  const double scale = b.grad_scale;
   T* __restrict zrow = w.zbuf;
   T* __restrict prow = w.prow;
   T* __restrict gprow = w.gprow;
   T* __restrict trow = w.trow;
   T* __restrict lrow = w.lrow;
-  double* __restrict loss_acc = w.acc;         // R x L
-  double* __restrict logp_acc = w.acc + R * L;  // R x L
+  double* __restrict loss_acc = w.acc;              // R x L
+  double* __restrict logp_acc = w.acc + R * L;      // R x L
   double* __restrict labs_acc = w.acc + 2 * R * L;  // R x L: sum |f| (float path only)
+  double* __restrict rowd = w.rowd;  // per row: 1/sum exp, log-sum-exp, tp's g_p, g_z + g_logp, g_logp
+  double* __restrict rowsum = w.rowv;  // per row: sum exp(z - max), max, log(sum)
+  double* __restrict rowmax = w.rowv + R;
+  double* __restrict rowlog = w.rowv + 2 * R;
   const double noise_ulps = g_fp32_noise_ulps.load();
   int64_t n_redo = 0;
+
+  double k0 = 0.0;  // mp's value when it is constant
+  if (m_const) k0 = static_cast<double>(forward_program(mp, w, 1, Leaves<T>{}, static_cast<T>(cval), b.consts)[0]);
+  const double k0_count = tp ? cval - 1.0 : cval;
 
   for (int64_t rb = r0; rb < r1; rb += R) {
     const int64_t nr = std::min<int64_t>(R, r1 - rb);
     const int64_t span = R > 1 ? nr * cp : c;  // elements of the block's row buffers in use
-    // ---- per-row prologue: logits, softmax, log-softmax (padding: 0, 0, -shift)
+    // ---- per-row prologue: logits, softmax, log-softmax (padding: 0, 0, -shift). The exp loops
+    // run over the padded row (no scalar tail); the padding is zeroed after.
     for (int64_t q = 0; q < nr; ++q) {
       const int64_t r = rb + q;
       T* zq = zrow + q * cp;
@@ -435,173 +655,224 @@ int64_t run_rows(const Program& prog, const Batch& b, int64_t r0, int64_t r1) {
       for (int64_t j = c; j < cp; ++j) zq[j] = T(0);
       if (!softmax) continue;
       T* pq = prow + q * cp;
-      T* lq = lrow + q * cp;
       const T mx = row_max(zq, c);
-      if constexpr (sizeof(T) == 8) {
-        for (int64_t j = 0; j < c; ++j) pq[j] = std::exp(zq[j] - mx);
-        double acc[L] = {0.0};
+      double acc[L] = {0.0};
+      if (fast || sizeof(T) == 8) {
+        // exp(z - max) in T: the fast path needs p only as p_j * K, to T's own accuracy
+        for (int64_t j = 0; j < cp; ++j) pq[j] = std::exp(zq[j] - mx);
         lane_add(acc, pq, c);
-        const double s = lane_total<T>(acc);
-        const double inv = 1.0 / s;
-        for (int64_t j = 0; j < c; ++j) pq[j] *= inv;
-        const double lse_shift = mx + std::log(s);
-        if (prog.use_logp)
-          for (int64_t j = 0; j < cp; ++j) lq[j] = zq[j] - lse_shift;
       } else {
-        // float32: softmax and log-softmax in double, rounded once to float. The gradient through
+        // float32, general path: softmax in double, rounded once to float. The gradient through
         // p amplifies p's relative error by up to sum(p |g_p|) / |dz| (Baikal with probability
-        // targets: 1e3), so p must be as good as PyTorch's; one pass per row.
-        double* __restrict e = w.ebuf;
+        // targets: 1e3), so p must be as good as PyTorch's.
+        double* __restrict e = w.ebuf + q * cp;
         const double mxd = static_cast<double>(mx);
-        for (int64_t j = 0; j < c; ++j) e[j] = std::exp(static_cast<double>(zq[j]) - mxd);
-        double acc[L] = {0.0};
+        for (int64_t j = 0; j < cp; ++j) e[j] = std::exp(static_cast<double>(zq[j]) - mxd);
         lane_add(acc, e, c);
-        const double s = lane_total<T>(acc);
-        const double inv = 1.0 / s;
-        for (int64_t j = 0; j < c; ++j) pq[j] = static_cast<T>(e[j] * inv);
-        if (prog.use_logp) {
-          const double shift = mxd + std::log(s);
-          for (int64_t j = 0; j < cp; ++j) lq[j] = static_cast<T>(static_cast<double>(zq[j]) - shift);
-        }
       }
-      for (int64_t j = c; j < cp; ++j) pq[j] = T(0);
+      rowsum[q] = lane_total<T>(acc);
+      rowmax[q] = static_cast<double>(mx);
     }
-    if (root_grad) {
-      std::fill(gprow, gprow + span, T(0));
-      std::fill(trow, trow + span, T(0));
-    }
-    std::fill(loss_acc, loss_acc + 3 * R * L, 0.0);
-
-    for (int64_t c0 = 0; c0 < span; c0 += chunk) {
-      const int n = static_cast<int>(std::min<int64_t>(chunk, span - c0));
-      // ---- forward
-      for (size_t k = 0; k < ni; ++k) {
-        const int o = prog.op[k];
-        T* rk = w.raw + k * stride;
-        const T* vk = rk;
-        switch (o) {
-          case L_Y:
-            if (b.target_kind == T_INDEX_I64) {
-              std::fill(rk, rk + n, T(0));
-              for (int64_t q = 0; q < nr; ++q) {
-                const int64_t t = static_cast<const int64_t*>(b.target)[rb + q] - c0;
-                if (t >= 0 && t < (R > 1 ? c : n)) rk[q * cp + t] = T(1);
-              }
-            } else {
-              for (int64_t q = 0; q < nr; ++q) {
-                const int64_t len = R > 1 ? c : n, off = (rb + q) * c + c0;
-                T* dq = rk + q * cp;
-                if (b.target_kind == T_PROB_F32)
-                  load_row(static_cast<const float*>(b.target) + off, dq, len);
-                else
-                  load_row(static_cast<const double*>(b.target) + off, dq, len);
-                if (R > 1) std::fill(dq + c, dq + cp, T(0));
-              }
-            }
-            break;
-          case L_P:
-            vk = prow + c0;
-            break;
-          case L_Z:
-            vk = zrow + c0;
-            break;
-          case L_LOGP:
-            vk = lrow + c0;
-            break;
-          case L_C:
-            std::fill(rk, rk + n, static_cast<T>(cval));
-            break;
-          case L_NUM:
-            std::fill(rk, rk + n, static_cast<T>(prog.value[k]));
-            break;
-          case L_CONST:
-            std::fill(rk, rk + n, static_cast<T>(b.consts[prog.const_index[k]]));
-            break;
-          default: {
-            const T* x0 = w.vptr[prog.a0[k]];
-            const T* x1 = prog.a1[k] >= 0 ? w.vptr[prog.a1[k]] : x0;
-            T* vv = w.val + k * stride;
-            forward<T>(o, n, x0, x1, rk, vv);  // vv: the clamped value, for ops that are not bounded
-            if (!OP_BOUNDED[o]) vk = vv;
+    if (softmax) {
+      // one vectorised log for the block's rows
+      for (int64_t q = 0; q < nr; ++q) rowlog[q] = std::log(rowsum[q]);
+      for (int64_t q = 0; q < nr; ++q) {
+        const double inv = 1.0 / rowsum[q], shift = rowmax[q] + rowlog[q];
+        rowd[q * RD + 0] = inv;
+        rowd[q * RD + 1] = shift;
+        T* pq = prow + q * cp;
+        if (!fast) {  // p itself (the fast path keeps exp(z - max) and scales by 1/sum where it reads it)
+          if constexpr (sizeof(T) == 8) {
+            for (int64_t j = 0; j < c; ++j) pq[j] *= inv;
+          } else {
+            const double* __restrict e = w.ebuf + q * cp;
+            for (int64_t j = 0; j < c; ++j) pq[j] = static_cast<T>(e[j] * inv);
           }
         }
-        w.vptr[k] = vk;
+        for (int64_t j = c; j < cp; ++j) pq[j] = T(0);
+        if (mp.use_logp) {
+          const T* zq = zrow + q * cp;
+          T* lq = lrow + q * cp;
+          if constexpr (sizeof(T) == 8) {
+            for (int64_t j = 0; j < cp; ++j) lq[j] = zq[j] - shift;
+          } else {
+            for (int64_t j = 0; j < cp; ++j) lq[j] = static_cast<T>(static_cast<double>(zq[j]) - shift);
+          }
+        }
+      }
+    }
+    if (mp.use_y) {  // the target rows (one-hot or probabilities), zero padded
+      for (int64_t q = 0; q < nr; ++q) {
+        T* yq = w.ybuf + q * cp;
+        if (tidx) {
+          std::fill(yq, yq + cp, T(0));
+          yq[tidx[rb + q]] = T(1);
+        } else {
+          const int64_t off = (rb + q) * c;
+          if (b.target_kind == T_PROB_F32)
+            load_row(static_cast<const float*>(b.target) + off, yq, c);
+          else
+            load_row(static_cast<const double*>(b.target) + off, yq, c);
+          std::fill(yq + c, yq + cp, T(0));
+        }
+      }
+    }
+    if (has_gp && !m_has_gp) std::fill(gprow, gprow + span, T(0));
+    if (has_t && !m_has_gz && !m_has_gl) std::fill(trow, trow + span, T(0));
+    std::fill(loss_acc, loss_acc + 3 * R * L, 0.0);
+
+    // ---- mp at every class
+    for (int64_t c0 = 0; !m_const && c0 < span; c0 += chunk) {
+      const int n = static_cast<int>(std::min<int64_t>(chunk, span - c0));
+      Leaves<T> in;
+      in.y = w.ybuf + c0;
+      in.p = prow + c0;
+      in.z = zrow + c0;
+      in.logp = lrow + c0;
+      const T* root = forward_program(mp, w, n, in, static_cast<T>(cval), b.consts);
+      int skip[BLOCK_ELEMS / 8];  // the target classes in this chunk (at most one per row)
+      int n_skip = 0;
+      if (tp) {
+        for (int64_t q = 0; q < nr; ++q) {
+          const int64_t pos = R > 1 ? q * cp + tidx[rb + q] : tidx[rb + q] - c0;
+          if (pos >= 0 && pos < n) skip[n_skip++] = static_cast<int>(pos);
+        }
+        if (n_skip) {
+          std::copy(root, root + n, w.rootv);
+          for (int s = 0; s < n_skip; ++s) w.rootv[skip[s]] = T(0);
+          root = w.rootv;
+        }
       }
       if (R > 1) {
-        for (int64_t q = 0; q < nr; ++q) lane_add(loss_acc + q * L, w.vptr[root] + q * cp, c);
+        for (int64_t q = 0; q < nr; ++q) lane_add(loss_acc + q * L, root + q * cp, c);
       } else {
-        lane_add(loss_acc, w.vptr[root], n);
+        lane_add(loss_acc, root, n);
       }
       if constexpr (sizeof(T) == 4) {
         if (R > 1) {
-          for (int64_t q = 0; q < nr; ++q) lane_add_abs(labs_acc + q * L, w.vptr[root] + q * cp, c);
+          for (int64_t q = 0; q < nr; ++q) lane_add_abs(labs_acc + q * L, root + q * cp, c);
         } else {
-          lane_add_abs(labs_acc, w.vptr[root], n);
+          lane_add_abs(labs_acc, root, n);
         }
       }
-      if (!root_grad) continue;
-      // ---- reverse
-      for (size_t k = 0; k < ni; ++k)
-        if (prog.needs_grad[k]) std::fill(w.adj + k * stride, w.adj + k * stride + n, T(0));
-      std::fill(w.adj + root * stride, w.adj + root * stride + n, root_adj);
-      for (size_t kk = ni; kk-- > 0;) {
-        if (!prog.needs_grad[kk]) continue;
-        T* __restrict g = w.adj + kk * stride;  // clamped to +-MAXV where it is used
-        const int o = prog.op[kk];
-        switch (o) {
-          case L_P:
-            for (int i = 0; i < n; ++i) gprow[c0 + i] += nl_clamp_maxv(g[i]);
-            break;
-          case L_LOGP:
-            for (int i = 0; i < n; ++i) {
-              g[i] = nl_clamp_maxv(g[i]);
-              trow[c0 + i] += g[i];
-            }
-            if (R > 1) {
-              for (int64_t q = 0; q < nr; ++q) lane_add(logp_acc + q * L, g + q * cp, c);
-            } else {
-              lane_add(logp_acc, g, n);
-            }
-            break;
-          case L_Z:
-            for (int i = 0; i < n; ++i) trow[c0 + i] += nl_clamp_maxv(g[i]);
-            break;
-          default: {
-            if (o < N_LEAF) break;
-            const int i0 = prog.a0[kk], i1 = prog.a1[kk] >= 0 ? prog.a1[kk] : prog.a0[kk];
-            T* ga = w.adj + static_cast<size_t>(i0) * stride;
-            T* gb = w.adj + static_cast<size_t>(i1) * stride;
-            // a unary op's gb is unused by the generated code
-            backward<T>(o, n, w.vptr[i0], w.vptr[i1], w.raw + kk * stride, g, ga, gb);
-          }
+      if (!m_grad) continue;
+      reverse_program(mp, w, n, root_adj, skip, n_skip);
+      const T* gP = leaf_adjoint(mp, w, L_P);
+      const T* gZ = leaf_adjoint(mp, w, L_Z);
+      const T* gL = leaf_adjoint(mp, w, L_LOGP);
+      if (gP) std::copy(gP, gP + n, gprow + c0);
+      if (gZ && gL) {
+        for (int i = 0; i < n; ++i) trow[c0 + i] = gL[i] + gZ[i];
+      } else if (gZ || gL) {
+        std::copy(gZ ? gZ : gL, (gZ ? gZ : gL) + n, trow + c0);
+      }
+      if (gL) {
+        if (R > 1) {
+          for (int64_t q = 0; q < nr; ++q) lane_add(logp_acc + q * L, gL + q * cp, c);
+        } else {
+          lane_add(logp_acc, gL, n);
         }
       }
     }
+
+    // ---- tp at each row's target class
+    if (tp) {
+      T* tP = w.tleaf;
+      T* tZ = tP + w.tstride;
+      T* tLg = tZ + w.tstride;
+      for (int64_t q = 0; q < nr; ++q) {
+        const int64_t t = tidx[rb + q];
+        tZ[q] = zrow[q * cp + t];
+        if (!softmax) continue;
+        tP[q] = fast ? static_cast<T>(static_cast<double>(prow[q * cp + t]) * rowd[q * RD + 0]) : prow[q * cp + t];
+        tLg[q] = static_cast<T>(static_cast<double>(zrow[q * cp + t]) - rowd[q * RD + 1]);
+      }
+      // padded to whole SIMD vectors, so that a row's result never depends on whether its target
+      // fell in a vector body or a scalar tail (libmvec and libm may round differently)
+      const int n = static_cast<int>(round_lanes<T>(nr));
+      for (int64_t q = nr; q < n; ++q) tP[q] = tZ[q] = tLg[q] = T(0);
+      Leaves<T> in;
+      in.p = tP;
+      in.z = tZ;
+      in.logp = tLg;
+      const T* v = forward_program(*tp, w, n, in, static_cast<T>(cval), b.consts);
+      for (int64_t q = 0; q < nr; ++q) {
+        loss_acc[q * L] += static_cast<double>(v[q]);
+        if constexpr (sizeof(T) == 4) labs_acc[q * L] += std::fabs(static_cast<double>(v[q]));
+      }
+      const T* gP = nullptr;
+      const T* gZ = nullptr;
+      const T* gL = nullptr;
+      if (t_grad) {
+        reverse_program(*tp, w, n, root_adj, nullptr, 0);
+        gP = leaf_adjoint(*tp, w, L_P);
+        gZ = leaf_adjoint(*tp, w, L_Z);
+        gL = leaf_adjoint(*tp, w, L_LOGP);
+      }
+      for (int64_t q = 0; q < nr; ++q) {
+        const double gp = gP ? static_cast<double>(gP[q]) : 0.0;
+        const double gl = gL ? static_cast<double>(gL[q]) : 0.0;
+        const double gt = (gL ? gL[q] : T(0)) + (gZ ? gZ[q] : T(0));
+        rowd[q * RD + 2] = gp;
+        rowd[q * RD + 3] = gt;
+        rowd[q * RD + 4] = gl;
+        if (!fast) {
+          const int64_t pos = q * cp + tidx[rb + q];
+          if (gP) gprow[pos] += gP[q];
+          if (gZ || gL) trow[pos] += static_cast<T>(gt);
+          logp_acc[q * L] += gl;
+        }
+      }
+    }
+
     // ---- per-row epilogue: loss and the gradient through the softmax Jacobians
     for (int64_t q = 0; q < nr; ++q) {
       const int64_t r = rb + q;
-      const double loss_sum = lane_total<T>(loss_acc + q * L);
-      b.loss[r] = static_cast<float>(prog.reduction == 1 ? loss_sum / cval : loss_sum);
+      const double loss_sum = lane_total<T>(loss_acc + q * L) + k0_count * k0;
+      b.loss[r] = static_cast<float>(mp.reduction == 1 ? loss_sum / cval : loss_sum);
       TZ* __restrict dst = static_cast<TZ*>(b.grad) + r * c;
-      const T* pq = prow + q * cp;
-      const T* gq = gprow + q * cp;
-      const T* tq = trow + q * cp;
       bool redo = false;
       if constexpr (sizeof(T) == 4) {
         // the class sum cancels (sum |f| >> |loss|): the float terms' noise may exceed 1e-6
-        redo = noise_ulps * 0x1p-24 * lane_total<T>(labs_acc + q * L) > FP32_TOL * (1.0 + std::fabs(loss_sum));
+        const double labs = lane_total<T>(labs_acc + q * L) + k0_count * std::fabs(k0);
+        redo = noise_ulps * 0x1p-24 * labs > FP32_TOL * (1.0 + std::fabs(loss_sum));
       }
-      if (!root_grad) {
-        std::fill(dst, dst + c, static_cast<TZ>(0));
+      if (fast) {
+        const int64_t t = tidx[r];
+        const double gp = rowd[q * RD + 2], gt = rowd[q * RD + 3], gl = rowd[q * RD + 4];
+        if (!softmax) {
+          std::fill(dst, dst + c, static_cast<TZ>(0));
+          dst[t] = static_cast<TZ>(gt * scale);
+        } else {
+          // off the target, g_p = g_z = g_logp = 0: dz_j = p_j (0 - sp) - p_j sl = -p_j K
+          const double inv = rowd[q * RD + 0];
+          const T* __restrict eq = prow + q * cp;  // exp(z - max)
+          const double pt = static_cast<double>(eq[t]) * inv;
+          const double sp = pt * gp, sl = gl, K = sp + sl;
+          const double m = -K * inv * scale;
+          for (int64_t j = 0; j < c; ++j) dst[j] = static_cast<TZ>(static_cast<double>(eq[j]) * m);
+          const double dzt = pt * (gp - sp) + gt - pt * sl;
+          dst[t] = static_cast<TZ>(dzt * scale);
+          if constexpr (sizeof(T) == 4) {
+            // the float adjoints' rounding noise (as below), at the target and at the largest p
+            // off it (the bound is linear in p_j; the largest p_j is 1/sum exp)
+            const double k = noise_ulps * 0x1p-24, common = std::fabs(sp) + std::fabs(sl);
+            redo = redo || k * (pt * (std::fabs(gp) + common) + std::fabs(gt)) > FP32_TOL * (1.0 + std::fabs(dzt)) ||
+                   k * inv * common > FP32_TOL * (1.0 + inv * std::fabs(K));
+          }
+        }
       } else if (softmax) {
+        const T* pq = prow + q * cp;
+        const T* gq = has_gp ? gprow + q * cp : w.zeros;
+        const T* tq = has_t ? trow + q * cp : w.zeros;
         double acc[L] = {0.0};
-        if (prog.use_p) lane_dot(acc, pq, gq, c);
+        if (has_gp) lane_dot(acc, pq, gq, c);
         double sp = lane_total<T>(acc);
         const double sl = lane_total<T>(logp_acc + q * L);
         if constexpr (sizeof(T) == 4) {
           // float p is normalised only to ~1 ulp: use sum(p g_p) / sum(p), so that g_p - sp
           // vanishes exactly where g_p is constant along the row (d/dz of f(sum p) is 0).
-          if (prog.use_p) {
+          if (has_gp) {
             double pacc[L] = {0.0};
             lane_add(pacc, pq, c);
             sp /= lane_total<T>(pacc);
@@ -610,16 +881,17 @@ int64_t run_rows(const Program& prog, const Batch& b, int64_t r0, int64_t r1) {
         if constexpr (sizeof(T) == 8) {
           for (int64_t j = 0; j < c; ++j) {
             const double pj = static_cast<double>(pq[j]);
-            dst[j] = static_cast<TZ>(pj * (static_cast<double>(gq[j]) - sp) + static_cast<double>(tq[j]) - pj * sl);
+            dst[j] = static_cast<TZ>((pj * (static_cast<double>(gq[j]) - sp) + static_cast<double>(tq[j]) - pj * sl) *
+                                     scale);
           }
         } else {
           // separate simple loops: each vectorises (a fused one with the check does not)
-          double* __restrict e = w.ebuf;
+          double* __restrict e = w.ebuf + q * cp;  // this row's exp values are no longer needed
           for (int64_t j = 0; j < c; ++j) {
             const double pj = static_cast<double>(pq[j]);
             e[j] = pj * (static_cast<double>(gq[j]) - sp) + static_cast<double>(tq[j]) - pj * sl;
           }
-          for (int64_t j = 0; j < c; ++j) dst[j] = static_cast<TZ>(e[j]);
+          for (int64_t j = 0; j < c; ++j) dst[j] = static_cast<TZ>(e[j] * scale);
           // rounding noise of the float adjoints (noise_ulps ulp of each term) against 1e-6 abs + rel
           const double k = noise_ulps * 0x1p-24, common = std::fabs(sp) + std::fabs(sl);
           int flag = 0;
@@ -630,8 +902,11 @@ int64_t run_rows(const Program& prog, const Batch& b, int64_t r0, int64_t r1) {
           }
           redo = redo || flag != 0;
         }
+      } else if (has_t) {
+        const T* tq = trow + q * cp;
+        for (int64_t j = 0; j < c; ++j) dst[j] = static_cast<TZ>(static_cast<double>(tq[j]) * scale);
       } else {
-        for (int64_t j = 0; j < c; ++j) dst[j] = static_cast<TZ>(tq[j]);
+        std::fill(dst, dst + c, static_cast<TZ>(0));
       }
       if constexpr (sizeof(T) == 4) {
         // Ill-conditioned row (the softmax Jacobian or the class sum cancels large terms: Baikal
@@ -639,7 +914,7 @@ int64_t run_rows(const Program& prog, const Batch& b, int64_t r0, int64_t r1) {
         // row is recomputed in double. The decision depends only on the row: thread-independent.
         if (redo) {
           ++n_redo;
-          run_rows<TZ, double>(prog, b, r, r + 1);
+          run_rows<TZ, double>(mp, tp, b, r, r + 1);
         }
       }
     }
@@ -650,10 +925,13 @@ int64_t run_rows(const Program& prog, const Batch& b, int64_t r0, int64_t r1) {
 
 std::atomic<bool> g_fp32_compute{FP32_COMPUTE_DEFAULT};
 
-void run_batch(const Program& prog, const Batch& b, int threads) {
+void run_batch(const Program& mp, const Program* tp, const Batch& b, int threads) {
   if (b.n == 0 || b.c == 0) return;
   // Small batches run on the calling thread: waking workers costs more than it saves.
-  const double work = static_cast<double>(b.n) * static_cast<double>(b.c) * static_cast<double>(prog.size());
+  const bool m_const = !mp.use_p && !mp.use_z && !mp.use_logp && !mp.use_y;
+  const double per_elem = m_const ? 4.0 : static_cast<double>(mp.size());
+  const double work = static_cast<double>(b.n) * (static_cast<double>(b.c) * per_elem +
+                                                  (tp ? 8.0 * static_cast<double>(tp->size()) : 0.0));
   if (work < 40000.0) threads = 1;
   const bool f32 = b.z_dtype == D_F32;
   bool f32c = f32 && g_fp32_compute.load() && b.c >= FP32_MIN_CLASSES;
@@ -666,7 +944,7 @@ void run_batch(const Program& prog, const Batch& b, int threads) {
     // a multiple of both block sizes, so that the blocks after it start at absolute multiples
     const int64_t R = std::lcm(rows_per_block<float>(b.c), rows_per_block<double>(b.c));
     start = std::min<int64_t>(b.n, (8 + R - 1) / R * R);
-    const int64_t redo = run_rows<float, float>(prog, b, 0, start);
+    const int64_t redo = run_rows<float, float>(mp, tp, b, 0, start);
     if (2 * redo > start) f32c = false;
   }
   const int64_t align = f32c ? rows_per_block<float>(b.c) : rows_per_block<double>(b.c);
@@ -674,11 +952,11 @@ void run_batch(const Program& prog, const Batch& b, int threads) {
     r0 += start;
     r1 += start;
     if (f32c)
-      run_rows<float, float>(prog, b, r0, r1);
+      run_rows<float, float>(mp, tp, b, r0, r1);
     else if (f32)
-      run_rows<float, double>(prog, b, r0, r1);
+      run_rows<float, double>(mp, tp, b, r0, r1);
     else
-      run_rows<double, double>(prog, b, r0, r1);
+      run_rows<double, double>(mp, tp, b, r0, r1);
   };
   if (b.n > start) parallel_rows(b.n - start, threads, align, body);
 }
@@ -740,21 +1018,52 @@ PYBIND11_MODULE(_cpp, m) {
   m.def(
       "run",
       [](const Program& prog, uintptr_t z, int z_dtype, uintptr_t target, int target_kind, int64_t n, int64_t c,
-         uintptr_t consts, int64_t n_consts, uintptr_t loss, uintptr_t grad) {
+         uintptr_t consts, int64_t n_consts, uintptr_t loss, uintptr_t grad, const Program* off, const Program* on,
+         double grad_scale, uintptr_t total, double total_scale) {
         check_batch(prog, z_dtype, target_kind, n, c, n_consts);
+        if ((off == nullptr) != (on == nullptr)) throw std::invalid_argument("give both off and on, or neither");
         if (n > 0 && (!z || !target || !loss || !grad || (prog.n_consts > 0 && !consts)))
           throw std::invalid_argument("null buffer address");
+        if (!std::isfinite(grad_scale)) throw std::invalid_argument("grad_scale must be finite");
+        const bool split = off != nullptr && target_kind == T_INDEX_I64;
+        if (off != nullptr) {
+          for (const Program* q : {off, on}) {
+            if (q->use_y) throw std::invalid_argument("the off/on (target-specialised) programs must not read y");
+            if (q->reduction != prog.reduction) throw std::invalid_argument("off/on programs differ in reduction");
+            if (q->n_consts > n_consts)
+              throw std::invalid_argument("program needs " + std::to_string(q->n_consts) + " constants, got " +
+                                          std::to_string(n_consts));
+          }
+        }
+        if (target_kind == T_INDEX_I64 && n > 0) {
+          const int64_t* t = reinterpret_cast<const int64_t*>(target);
+          for (int64_t i = 0; i < n; ++i)
+            if (t[i] < 0 || t[i] >= c)
+              throw std::invalid_argument("target class " + std::to_string(t[i]) + " is out of range for " +
+                                          std::to_string(c) + " classes");
+        }
         Batch b{reinterpret_cast<const void*>(z), z_dtype, reinterpret_cast<const void*>(target), target_kind, n, c,
                 reinterpret_cast<const double*>(consts), reinterpret_cast<float*>(loss),
-                reinterpret_cast<void*>(grad)};
+                reinterpret_cast<void*>(grad), grad_scale};
         const int threads = num_threads();
         py::gil_scoped_release nogil;
-        run_batch(prog, b, threads);
+        run_batch(split ? *off : prog, split ? on : nullptr, b, threads);
+        if (total) {
+          // the reduced loss, summed in row order (deterministic)
+          double s = 0.0;
+          for (int64_t i = 0; i < n; ++i) s += static_cast<double>(b.loss[i]);
+          *reinterpret_cast<float*>(total) = static_cast<float>(s * total_scale);
+        }
       },
       py::arg("program"), py::arg("z"), py::arg("z_dtype"), py::arg("target"), py::arg("target_kind"), py::arg("n"),
       py::arg("c"), py::arg("consts"), py::arg("n_consts"), py::arg("loss"), py::arg("grad"),
+      py::arg("off").none(true) = nullptr, py::arg("on").none(true) = nullptr, py::arg("grad_scale") = 1.0,
+      py::arg("total") = 0, py::arg("total_scale") = 1.0,
       "Evaluate on contiguous buffers given by address: logits z (N, C) f32/f64, target int64 (N,) "
-      "or f32/f64 (N, C), float64 constants; writes float32 loss (N,) and grad (N, C) in z's dtype.");
+      "or f32/f64 (N, C), float64 constants; writes float32 loss (N,) and grad (N, C) in z's dtype, "
+      "times grad_scale. With class-index targets, off and on (the program with y = 0 and y = 1, "
+      "nlfs.expr.specialize) are evaluated instead: off at the other classes, on at the target. "
+      "total: the address of a float32 that receives total_scale * the sum of the loss rows.");
 
   m.def("set_num_threads", [](int t) {
     if (t < 1) throw std::invalid_argument("thread count must be >= 1");

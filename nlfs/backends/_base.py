@@ -26,6 +26,19 @@ class Kernel(ABC):
         """Fused: return (loss_per_sample fp32 [N], grad [N, C] in logits' dtype).
         Non-fused: return loss_per_sample with an autograd graph."""
 
+    def reduced(self, logits: torch.Tensor, target: torch.Tensor, constants: torch.Tensor, reduction: str):
+        """Fused kernels: (loss reduced over samples by ``reduction`` (mean/sum/none), gradient,
+        the factor the gradient still needs for that reduction). A kernel that can fold the 1/N
+        of "mean" into its own gradient write returns 1.0 there."""
+        loss_rows, grad = self(logits, target, constants)
+        n = logits.shape[0]
+        if reduction == "none":
+            return loss_rows, grad, 1.0
+        total = loss_rows.sum()
+        if reduction == "mean":
+            return total / max(n, 1), grad, 1.0 / max(n, 1)
+        return total, grad, 1.0
+
 
 class Backend(ABC):
     name: str
@@ -44,25 +57,20 @@ class FusedLossFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, target, constants, kernel, reduction):
-        loss_rows, grad = kernel(logits, target, constants)
-        n = logits.shape[0]
-        if reduction == "mean":
-            out = loss_rows.sum() / max(n, 1)
-        elif reduction == "sum":
-            out = loss_rows.sum()
-        else:
-            out = loss_rows
+        out, grad, scale = kernel.reduced(logits, target, constants, reduction)
         ctx.reduction = reduction
-        ctx.scale = 1.0 / max(n, 1) if reduction == "mean" else 1.0
+        ctx.scale = scale
         ctx.save_for_backward(grad)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        # One pass over the gradient: the 1/N of "mean" rides on the upstream scalar.
         (grad,) = ctx.saved_tensors
         if ctx.reduction == "none":
-            g = grad * grad_out.to(grad.dtype).unsqueeze(1)
-        else:
-            g = grad * (grad_out * ctx.scale).to(grad.dtype)
-        return g, None, None, None, None
+            return grad * grad_out.to(grad.dtype).unsqueeze(1), None, None, None, None
+        if ctx.scale == 1.0 and grad_out.device.type == "cpu" and grad_out.item() == 1.0:
+            # loss.backward() on a CPU loss (a free check there): the kernel's gradient as it is,
+            # no extra pass. Autograd copies it before accumulating if the graph is retained.
+            return grad, None, None, None, None
+        # one pass over the gradient: the remaining scale rides on the upstream scalar
+        return grad * (grad_out * ctx.scale).to(grad.dtype), None, None, None, None

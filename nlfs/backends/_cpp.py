@@ -19,7 +19,7 @@ import math
 import numpy as np
 import torch
 
-from ..expr import Program
+from ..expr import Program, merge_common, specialize
 from ..expr._ops import OPS
 from ..expr._program import REDUCTIONS
 from ._base import Backend, Kernel
@@ -144,37 +144,67 @@ _T_INDEX, _T_F32, _T_F64 = 0, 1, 2
 
 
 class CppKernel(Kernel):
-    """A program compiled for the C++ evaluator; fused (loss rows and gradient in one call)."""
+    """A program compiled for the C++ evaluator; fused (loss rows and gradient in one call).
+
+    With class-index targets the evaluator runs the program specialised to ``y = 0`` at the other
+    classes and to ``y = 1`` at the target class (:func:`nlfs.expr.specialize`), so a loss like
+    cross-entropy costs no more than its softmax. Class indices are range-checked here
+    (``checks_targets``), without a separate pass in Python.
+    """
+
+    checks_targets = True
 
     def __init__(self, program: Program):
         ext = _need_ext()
-        ops, a0, a1, vals = encode(program)
+        encode(program)  # validate what was given before rewriting it
         self.program = program
         self._n_consts = len(program.constants)
-        self._handle = ext.Program(ops, a0, a1, vals, self._n_consts,
-                                   REDUCTIONS.index(program.reduction))
+        self._handle = self._compile(ext, merge_common(program))
+        if "y" in program.leaves:
+            self._off = self._compile(ext, specialize(program, 0.0))
+            self._on = self._compile(ext, specialize(program, 1.0))
+        else:  # nothing to specialise: one program for every class
+            self._off = self._on = None
         self._run = ext.run
         self._empty_consts = torch.zeros(1, dtype=torch.float64)
 
-    def __call__(self, logits: torch.Tensor, target: torch.Tensor, constants: torch.Tensor):
-        n, c = logits.shape
-        dev, out_dtype = logits.device, logits.dtype
+    def _compile(self, ext, program: Program):
+        ops, a0, a1, vals = encode(program)
+        return ext.Program(ops, a0, a1, vals, self._n_consts, REDUCTIONS.index(program.reduction))
+
+    @staticmethod
+    def _as_input(logits: torch.Tensor) -> torch.Tensor:
         z = logits.detach()
-        if dev.type != "cpu":
+        if z.device.type != "cpu":
             z = z.cpu()
         if z.dtype != torch.float32 and z.dtype != torch.float64:
             z = z.float()
         if not z.is_contiguous():
             z = z.contiguous()
+        return z
+
+    def __call__(self, logits: torch.Tensor, target: torch.Tensor, constants: torch.Tensor):
+        n, c = logits.shape
+        z = self._as_input(logits)
         loss = torch.empty(n, dtype=torch.float32)
         grad = torch.empty((n, c), dtype=z.dtype)
         # the buffers are fresh and z is converted: only target and constants need checking
         self._launch(z, n, c, target, constants, loss, grad)
-        if dev.type != "cpu":
-            loss, grad = loss.to(dev), grad.to(dev)
-        if grad.dtype != out_dtype:
-            grad = grad.to(out_dtype)
-        return loss, grad
+        return _back(loss, logits), _back(grad, logits)
+
+    def reduced(self, logits, target, constants, reduction):
+        """(loss reduced over samples, gradient already scaled by that reduction, 1.0)."""
+        if reduction == "none":
+            loss, grad = self(logits, target, constants)
+            return loss, grad, 1.0
+        n, c = logits.shape
+        z = self._as_input(logits)
+        grad = torch.empty((n, c), dtype=z.dtype)
+        loss = torch.empty(n, dtype=torch.float32)
+        total = torch.empty((), dtype=torch.float32)
+        scale = 1.0 / max(n, 1) if reduction == "mean" else 1.0
+        self._launch(z, n, c, target, constants, loss, grad, scale, total)
+        return _back(total, logits), _back(grad, logits), 1.0
 
     def run_into(self, z: torch.Tensor, target: torch.Tensor, constants: torch.Tensor,
                  loss: torch.Tensor, grad: torch.Tensor) -> None:
@@ -190,7 +220,7 @@ class CppKernel(Kernel):
             raise ValueError("loss must be contiguous float32 (N,) and grad contiguous (N, C) in z's dtype")
         self._launch(z, n, c, target, constants, loss, grad)
 
-    def _launch(self, z, n, c, target, constants, loss, grad) -> None:
+    def _launch(self, z, n, c, target, constants, loss, grad, grad_scale=1.0, total=None) -> None:
         """Check/convert target and constants, then run; z, loss and grad are already valid."""
         t = target.detach()
         if t.device.type != "cpu":
@@ -225,7 +255,17 @@ class CppKernel(Kernel):
         else:
             k = self._empty_consts
         self._run(self._handle, z.data_ptr(), _F32 if z.dtype == torch.float32 else _F64, t.data_ptr(),
-                  tcode, n, c, k.data_ptr(), k.numel(), loss.data_ptr(), grad.data_ptr())
+                  tcode, n, c, k.data_ptr(), k.numel(), loss.data_ptr(), grad.data_ptr(), self._off, self._on,
+                  grad_scale, 0 if total is None else total.data_ptr(), grad_scale)
+
+
+def _back(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``t`` on ``like``'s device; a gradient-shaped ``t`` also in ``like``'s dtype."""
+    if like.device.type != "cpu":
+        t = t.to(like.device)
+    if t.dim() == 2 and t.dtype != like.dtype:
+        t = t.to(like.dtype)
+    return t
 
 
 class CppBackend(Backend):

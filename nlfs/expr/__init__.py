@@ -5,8 +5,9 @@ from ._node import Expr
 from ._ops import EPS, LEAVES, MAXV, OPS, Op
 from ._parser import ExprSyntaxError, parse, tokenize
 from ._program import Instr, Program, lower
+from ._specialize import merge_common, specialize
 
 __all__ = [
     "EPS", "LEAVES", "MAXV", "OPS", "Expr", "ExprSyntaxError", "Instr", "Op", "Program",
-    "canonical", "lower", "parse", "tokenize",
+    "canonical", "lower", "merge_common", "parse", "specialize", "tokenize",
 ]

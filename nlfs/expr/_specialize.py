@@ -1,0 +1,134 @@
+"""Target specialisation: a program with the target leaf ``y`` fixed to a number.
+
+With class-index targets ``y`` is one-hot: 0 at every class but the target, 1 there. A fused kernel
+can then evaluate ``specialize(program, 0.0)`` at every class and ``specialize(program, 1.0)`` at
+the target class only. Fixing ``y`` usually collapses most of the program: cross-entropy's
+``-y*log(p)`` becomes the constant 0 off the target, so its kernel only has the softmax to do there.
+
+The rewrite is exact under the ops table's semantics (every value a backend feeds an op is finite
+and clamped to +-MAXV, and so is every adjoint):
+
+* an op whose arguments are all numbers becomes the number (evaluated by the float64 NumPy
+  reference, output clamp included) when that is finite;
+* ``0*x``, ``x*0``, ``0/x`` (every denominator is floored away from 0), ``pdiv(0, x)`` and
+  ``aq(0, x)`` are 0, with adjoint ``0 * g = 0`` to ``x``;
+* ``x+0``, ``0+x``, ``x-0``, ``1*x``, ``x*1`` and ``x/1`` are ``x``, value and adjoint alike.
+
+Named constants stay runtime values (``Loss.set_constants`` changes them without a recompile), so
+they are never folded. Equal instructions are merged and unreachable ones dropped.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._math import NumpyMath
+from ._ops import MAXV, OPS
+from ._program import Instr, Program
+
+_NP: NumpyMath | None = None
+
+_ZERO_IF_FIRST_ZERO = ("div", "pdiv", "aq")  # 0 / anything (denominators never vanish)
+
+
+def _fold(op: str, values: list[float]) -> float | None:
+    global _NP
+    if _NP is None:
+        _NP = NumpyMath()
+    spec = OPS[op]
+    with np.errstate(all="ignore"):
+        v = float(spec.forward(_NP, *[np.float64(x) for x in values]))
+    if not spec.bounded:
+        v = min(max(v, -MAXV), MAXV)
+    return v if math.isfinite(v) else None
+
+
+def specialize(program: Program, y: float) -> Program:
+    """``program`` with every ``y`` leaf replaced by the number ``y``, simplified exactly."""
+    out: list[Instr] = []
+    index: dict[tuple, int] = {}  # (op, args, value) -> slot in out: merges equal instructions
+    number: dict[int, float] = {}  # slot -> its value, for the slots that are numbers
+
+    def emit(ins: Instr) -> int:
+        key = (ins.op, ins.args, ins.value)
+        slot = index.get(key)
+        if slot is None:
+            slot = index[key] = len(out)
+            out.append(ins)
+            if ins.op == "num":
+                number[slot] = float(ins.value)
+        return slot
+
+    def num(v: float) -> int:
+        return emit(Instr("num", (), float(v) + 0.0))  # + 0.0: -0.0 and 0.0 are one number
+
+    remap: list[int] = []
+    for ins in program.instrs:
+        remap.append(_rewrite(ins, [remap[a] for a in ins.args], number, emit, num, y))
+    return Program(tuple(_reachable(out, remap[-1])), program.constants, program.reduction)
+
+
+def _rewrite(ins: Instr, args: list[int], number: dict[int, float], emit, num, y: float) -> int:
+    op = ins.op
+    if op == "y":
+        return num(y)
+    if not args:
+        return emit(Instr(op, (), ins.value))
+    vals = [number.get(a) for a in args]
+    if all(v is not None for v in vals):
+        folded = _fold(op, vals)
+        if folded is not None:
+            return num(folded)
+    if op == "mul":
+        for k in (0, 1):
+            if vals[k] == 0.0:
+                return num(0.0)
+        for k in (0, 1):
+            if vals[k] == 1.0:
+                return args[1 - k]
+    elif op == "add":
+        for k in (0, 1):
+            if vals[k] == 0.0:
+                return args[1 - k]
+    elif op == "sub" and vals[1] == 0.0:
+        return args[0]
+    elif op in _ZERO_IF_FIRST_ZERO and vals[0] == 0.0:
+        return num(0.0)
+    elif op == "div" and vals[1] == 1.0:
+        return args[0]
+    return emit(Instr(op, tuple(args)))
+
+
+def _reachable(instrs: list[Instr], root: int) -> list[Instr]:
+    """The instructions ``root`` depends on, in order, renumbered; ``root`` last."""
+    live = {root}
+    for k in range(root, -1, -1):
+        if k in live:
+            live.update(instrs[k].args)
+    remap: dict[int, int] = {}
+    kept: list[Instr] = []
+    for k in range(root + 1):
+        if k in live:
+            remap[k] = len(kept)
+            ins = instrs[k]
+            kept.append(Instr(ins.op, tuple(remap[a] for a in ins.args), ins.value))
+    return kept
+
+
+def merge_common(program: Program) -> Program:
+    """``program`` with equal instructions merged (each leaf then occurs once) and unreachable ones
+    dropped; nothing is folded, so every value is computed exactly as before."""
+    out: list[Instr] = []
+    index: dict[tuple, int] = {}
+    remap: list[int] = []
+    for ins in program.instrs:
+        merged = Instr(ins.op, tuple(remap[a] for a in ins.args), ins.value)
+        key = (merged.op, merged.args, merged.value)
+        slot = index.get(key)
+        if slot is None:
+            slot = index[key] = len(out)
+            out.append(merged)
+        remap.append(slot)
+    return Program(tuple(_reachable(out, remap[-1])), program.constants, program.reduction)
