@@ -8,6 +8,12 @@ GB/s against the minimum bytes (read logits and target, write the gradient).
 
     python -m bench.kernels_cpu                       # writes bench/results/kernels_cpu.{csv,md}
     python -m bench.kernels_cpu --compile-losses all  # torch.compile every loss (slow on 2 cores)
+    python -m bench.kernels_cpu --random 40           # also 40 random candidates per search space
+
+With ``--random N``, N random expressions from each search space (NLFS and GP, fixed seeds; named
+constants 0.5) are timed at (1024, 100), cpp against eager: what a search actually evaluates, most
+of them on the kernel's general path rather than the target-specialised one the catalogue mostly
+takes.
 """
 
 from __future__ import annotations
@@ -59,6 +65,8 @@ def main(argv=None):
     ap.add_argument("--compile-losses", default="CE,NGL",
                     help="losses to torch.compile (all = every loss; none = skip)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--random", type=int, default=0, metavar="N",
+                    help="also time N random candidates per search space at (1024, 100)")
     ap.add_argument("--out", type=Path, default=RESULTS / "kernels_cpu")
     args = ap.parse_args(argv)
 
@@ -129,10 +137,14 @@ def main(argv=None):
                 })
             print(f"{b}x{c} {name}: " + ", ".join(f"{p} {r[0]:.3f}ms" for p, r in res.items()), flush=True)
 
+    if args.random:
+        rows += _random_candidates(args.random, machine, date, args.threads)
+
     # ---- summary against the targets
     def med_speedup(b, c):
         sp = [r["speedup_vs_eager"] for r in rows
-              if r["provider"] == "cpp" and (r["batch"], r["classes"]) == (b, c)]
+              if r["provider"] == "cpp" and (r["batch"], r["classes"]) == (b, c)
+              and not r["loss"].startswith("random")]
         return statistics.median(sp) if sp else float("nan")
 
     load_end = os.getloadavg()
@@ -157,6 +169,12 @@ def main(argv=None):
             ratio = ce["cpp"] / ce["native"]
             lines.append(f"- CE at ({b}, {c}): cpp / native cross_entropy = {ratio:.2f} "
                          f"({'within' if ratio <= 1.5 else 'NOT within'} 1.5x)")
+    for space in ("nlfs", "gp"):
+        sp = sorted(r["speedup_vs_eager"] for r in rows
+                    if r["provider"] == "cpp" and r["loss"].startswith(f"random-{space}"))
+        if sp:
+            lines.append(f"- {len(sp)} random {space} candidates at (1024, 100): cpp speedup vs eager median "
+                         f"{statistics.median(sp):.2f}x, min {sp[0]:.2f}x, max {sp[-1]:.2f}x")
     preamble = "\n".join(lines)
     print(preamble)
     write_csv(args.out.with_suffix(".csv"), rows)
@@ -165,6 +183,43 @@ def main(argv=None):
                     "speedup_vs_eager", "gbps", "compile_s", "notes"],
                    "CPU kernel benchmark (forward + backward)", preamble)
     assert set(KERNEL_COLUMNS) >= {"median_ms", "speedup_vs_eager"}
+
+
+def _random_candidates(n, machine, date, threads):
+    import random
+
+    from nlfs.spaces import GPSpace, NLFSSpace
+
+    b, c = 1024, 100
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(b, c, generator=g) * 3
+    target = torch.randint(0, c, (b,), generator=g)
+    rows = []
+    for space_name, space, seed in (("nlfs", NLFSSpace(), 7), ("gp", GPSpace(), 8)):
+        rng = random.Random(seed)
+        for i in range(n):
+            expr = space.random_expr(rng)
+            consts = {k: 0.5 for k in expr.constants}
+            steps = {prov: _step(nlfs.Loss(expr, backend=prov, constants=consts), logits, target)
+                     for prov in ("torch", "cpp")}
+            samples = {prov: [] for prov in steps}
+            for fn in steps.values():
+                fn()
+            for _ in range(ROUNDS):
+                for prov, fn in steps.items():
+                    samples[prov] += _samples(fn, 2, 50, 0.15 / ROUNDS)
+            med = {prov: _stats(t)[0] for prov, t in samples.items()}
+            for prov, label in (("torch", "eager"), ("cpp", "cpp")):
+                m, p20, p80 = _stats(samples[prov])
+                rows.append({
+                    "date": date, "machine": machine, "device": "cpu", "dtype": "float32",
+                    "loss": f"random-{space_name}#{i}", "provider": label, "batch": b, "classes": c,
+                    "median_ms": m, "p20_ms": p20, "p80_ms": p80, "speedup_vs_eager": med["torch"] / m,
+                    "gbps": (b * c * 4 * 2 + b * 8) / (m * 1e-3) / 1e9, "pct_copy_bw": "", "compile_s": "",
+                    "notes": str(expr) if label == "eager" else f"threads={threads}",
+                })
+            print(f"random {space_name} #{i}: {med['torch'] / med['cpp']:.2f}x  {expr}", flush=True)
+    return rows
 
 
 if __name__ == "__main__":

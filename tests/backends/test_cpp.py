@@ -276,34 +276,108 @@ def test_outputs_fully_written_poisoned_buffers():
                 assert not torch.isnan(loss).any() and not torch.isnan(grad).any(), (name, dtype, n, c)
 
 
-def test_threads_bit_identical():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(1031, 37), (2049, 10), (67, 300)], ids=["1031x37", "2049x10", "67x300"])
+def test_threads_bit_identical(shape, dtype):
+    """Short rows in blocks (float and double paths), long rows in chunks; index and probability
+    targets (the target-specialised and the whole program)."""
     before = cpp.get_num_threads()
     try:
         for name in CATALOGUE:
             spec = nlfs.losses.get(name)
             program = lower(spec.expr, spec.reduction)
             kernel = BACKEND.compile(program)
-            logits, target = make_inputs(1031, 37, torch.float32, seed=11)
-            out = {}
-            for t in (1, 2, 3):
-                cpp.set_num_threads(t)
-                out[t] = kernel(logits, target, _consts(spec, program))
-            for t in (2, 3):
-                assert torch.equal(out[1][0], out[t][0]) and torch.equal(out[1][1], out[t][1]), (name, t)
+            for prob in (False, True):
+                logits, target = make_inputs(*shape, dtype, prob_targets=prob, seed=11)
+                out = {}
+                for t in (1, 2, 3):
+                    cpp.set_num_threads(t)
+                    out[t] = kernel(logits, target, _consts(spec, program))
+                for t in (2, 3):
+                    assert torch.equal(out[1][0], out[t][0]) and torch.equal(out[1][1], out[t][1]), (name, t, prob)
     finally:
         cpp.set_num_threads(before)
     with pytest.raises(ValueError):
         cpp.set_num_threads(0)
 
 
-def test_thread_env_variable():
+def test_thread_env_variables():
+    """NLFS_CPP_THREADS sets the thread count; NLFS_CPP_SPIN_US=0 (workers never spin) changes no result."""
     import subprocess
     import sys
 
-    code = "from nlfs.backends import _cpp; print(_cpp.get_num_threads())"
-    env = {"NLFS_CPP_THREADS": "3", "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "3"
+    code = ("import torch, nlfs; from nlfs.backends import _cpp; print(_cpp.get_num_threads()); "
+            "g = torch.Generator().manual_seed(0); z = torch.randn(3000, 50, generator=g); "
+            "t = torch.randint(0, 50, (3000,), generator=g); loss, grad = nlfs.Loss('NGL').kernel_for(z.device)[1]("
+            "z, t, torch.tensor([2.4092], dtype=torch.float64)); "
+            "print(float(loss.double().sum()), float(grad.double().abs().sum()))")
+    outs = []
+    for spin in ("0", "200"):
+        env = {"NLFS_CPP_THREADS": "3", "NLFS_CPP_SPIN_US": spin, "PATH": "/usr/bin:/bin"}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        lines = out.stdout.split("\n")
+        assert lines[0].strip() == "3"
+        outs.append(lines[1])
+    assert outs[0] == outs[1]
+
+
+def test_index_targets_out_of_range_rejected_by_the_kernel():
+    kernel = BACKEND.compile(lower(nlfs.parse("-y*log(p)")))
+    logits, target = make_inputs(6, 4, torch.float32)
+    for bad in (4, -1):
+        t = target.clone()
+        t[3] = bad
+        with pytest.raises(ValueError, match=f"target class {bad} is out of range for 4 classes"):
+            kernel(logits, t, torch.zeros(0, dtype=torch.float64))
+        with pytest.raises(ValueError, match=f"target class {bad} is out of range for 4 classes"):
+            nlfs.Loss("CE", backend="cpp")(logits, t)
+
+
+@pytest.mark.parametrize("name", CATALOGUE)
+def test_specialised_and_whole_program_agree(name):
+    """Class-index targets run the loss specialised to y = 0 / y = 1; the whole program (one-hot y
+    built in the kernel) must give the same loss and gradient."""
+    from nlfs import _cpp as ext
+
+    spec = nlfs.losses.get(name)
+    program = lower(spec.expr, spec.reduction)
+    kernel = BACKEND.compile(program)
+    consts = _consts(spec, program)
+    for dtype, (n, c), tol in ((torch.float64, (37, 11), 1e-12), (torch.float64, (5, 300), 1e-12),
+                               (torch.float32, (37, 40), 2e-6)):
+        logits, target = make_inputs(n, c, dtype, seed=3)
+        loss, grad = kernel(logits, target, consts)
+        whole_loss, whole_grad = torch.empty(n), torch.empty(n, c, dtype=dtype)
+        ext.run(kernel._handle, logits.data_ptr(), 0 if dtype == torch.float32 else 1, target.data_ptr(), 0, n, c,
+                consts.data_ptr(), consts.numel(), whole_loss.data_ptr(), whole_grad.data_ptr())
+        torch.testing.assert_close(loss, whole_loss, rtol=tol, atol=tol)
+        torch.testing.assert_close(grad, whole_grad, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_backward_returns_kernel_gradient_safely(reduction):
+    """A plain loss.backward() takes the kernel's (already scaled) gradient without a copy; a retained
+    graph, a second backward and an in-place zero_grad in between must still give the right sums."""
+    logits, target = make_inputs(20, 7, torch.float64, seed=8)
+    ref = logits.clone().requires_grad_(True)
+    getattr(nlfs.Loss("Focal", backend="torch", reduction="none")(ref, target), reduction)().backward()
+    z = logits.clone().requires_grad_(True)
+    out = nlfs.Loss("Focal", backend="cpp", reduction=reduction)(z, target)
+    torch.testing.assert_close(out, getattr(nlfs.Loss("Focal", backend="torch", reduction="none")(logits, target),
+                                            reduction)().float(), rtol=1e-6, atol=1e-7)
+    out.backward(retain_graph=True)
+    torch.testing.assert_close(z.grad, ref.grad, rtol=1e-12, atol=1e-14)
+    out.backward(retain_graph=True)
+    torch.testing.assert_close(z.grad, 2 * ref.grad, rtol=1e-12, atol=1e-14)
+    z.grad.zero_()
+    out.backward()
+    torch.testing.assert_close(z.grad, ref.grad, rtol=1e-12, atol=1e-14)
+    # through another layer: the gradient flows on, scaled by the upstream gradient
+    w = torch.ones(7, dtype=torch.float64, requires_grad=True)
+    (nlfs.Loss("Focal", backend="cpp", reduction=reduction)(logits * w, target) * 3).backward()
+    assert w.grad is not None and torch.isfinite(w.grad).all()
+    expected = (3 * ref.grad * logits).sum(0)
+    torch.testing.assert_close(w.grad, expected, rtol=1e-10, atol=1e-12)
 
 
 def test_noncontiguous_and_odd_inputs():
