@@ -61,3 +61,50 @@ def make_inputs(n: int, c: int, dtype=torch.float32, scale: float = 3.0, prob_ta
 def poison_(t: torch.Tensor) -> torch.Tensor:
     """Fill an output buffer with NaN so elements a kernel forgot to write fail the check."""
     return t.fill_(float("nan"))
+
+
+def leaf_adjoints(program: Program, logits: torch.Tensor, target: torch.Tensor, constants: torch.Tensor,
+                  class_reduction: bool = True):
+    """(f, adj): the program's N x C values in float64, with the backends' value and adjoint clamps,
+    and {"p", "logp", "z": |d L / d leaf|}, the adjoint magnitudes at the leaves (the scale of the
+    rounding noise any implementation of the fused gradient has). L is the loss (the program's
+    reduction over classes), or sum(f) with ``class_reduction=False``."""
+    from nlfs.backends._torch import target_probs
+    from nlfs.expr import MAXV, OPS
+    from nlfs.expr._math import TorchMath
+
+    tm = TorchMath()
+    z = logits.detach().double()
+    n, c = z.shape
+    y = target_probs(target, c, torch.float64)
+    leaves = {"p": torch.softmax(z, 1), "logp": torch.log_softmax(z, 1), "z": z}
+    tracked, vals = [], []
+    for ins in program.instrs:
+        if ins.op in leaves:
+            v = leaves[ins.op].clone().requires_grad_(True)
+            tracked.append((ins.op, v))
+        elif ins.op == "y":
+            v = y
+        elif ins.op == "C":
+            v = torch.full_like(z, float(c))
+        elif ins.op == "num":
+            v = torch.full_like(z, ins.value)
+        elif ins.op == "const":
+            v = constants[ins.value].double().expand_as(z)
+        else:
+            v = OPS[ins.op].forward(tm, *[vals[a] for a in ins.args])
+            if not OPS[ins.op].bounded:
+                v = v.clamp(-MAXV, MAXV)
+        if v.requires_grad:
+            v.register_hook(lambda g: g.clamp(-MAXV, MAXV))
+        vals.append(v)
+    f = vals[-1].expand_as(z)
+    adj = {k: torch.zeros_like(z) for k in leaves}
+    if tracked and f.requires_grad:
+        mean = class_reduction and program.reduction == "element_mean"
+        root = f.sum() / (c if mean else 1)
+        grads = torch.autograd.grad(root, [v for _, v in tracked], allow_unused=True)
+        for (op, _), g in zip(tracked, grads, strict=True):
+            if g is not None:
+                adj[op] += g.abs()
+    return f.detach(), adj

@@ -13,7 +13,14 @@ import nlfs.backends._torch as _torch_backend
 from nlfs.expr import Instr, Program, lower
 from nlfs.expr._math import TorchMath
 from nlfs.spaces import GPSpace, NLFSSpace
-from tests.backends.reference import SHAPES, assert_no_less_accurate, make_inputs, poison_, reference
+from tests.backends.reference import (
+    SHAPES,
+    assert_no_less_accurate,
+    leaf_adjoints,
+    make_inputs,
+    poison_,
+    reference,
+)
 from tests.backends.reference import exact as _exact
 from tests.conftest import scaled
 
@@ -108,48 +115,11 @@ def _rounding_scale(program, logits, target, consts):
     (loss rows: sum_c |f|; grad: |p|(|g_p| + sum p|g_p| + sum|g_logp|) + |g_logp| + |g_z| from the
     leaf adjoints). A gradient that is exactly 0 in theory (d/dz of sum_c p) comes out as
     eps * |g_p|, whatever the order of the sums."""
-    from nlfs.backends._torch import target_probs
-    from nlfs.expr import MAXV, OPS
-    from nlfs.expr._math import TorchMath
-
-    tm = TorchMath()
-    z = logits.double()
-    n, c = z.shape
-    y = target_probs(target, c, torch.float64)
-    leaves = {"p": torch.softmax(z, 1), "logp": torch.log_softmax(z, 1), "z": z}
-    leaf_vals, vals = [], []
-    for ins in program.instrs:
-        if ins.op in leaves:
-            v = leaves[ins.op].clone().requires_grad_(True)
-            leaf_vals.append((ins.op, v))
-        elif ins.op == "y":
-            v = y
-        elif ins.op == "C":
-            v = torch.full_like(z, float(c))
-        elif ins.op == "num":
-            v = torch.full_like(z, ins.value)
-        elif ins.op == "const":
-            v = consts[ins.value].double().expand_as(z)
-        else:
-            v = OPS[ins.op].forward(tm, *[vals[a] for a in ins.args])
-            if not OPS[ins.op].bounded:
-                v = v.clamp(-MAXV, MAXV)
-        if v.requires_grad:
-            v.register_hook(lambda g: g.clamp(-MAXV, MAXV))
-        vals.append(v)
-    f = vals[-1].expand_as(z)
-    loss_scale = f.detach().abs().sum(1)
-    g = {"p": torch.zeros_like(z), "logp": torch.zeros_like(z), "z": torch.zeros_like(z)}
-    if leaf_vals and f.requires_grad:
-        root = f.sum() / (c if program.reduction == "element_mean" else 1)
-        grads = torch.autograd.grad(root, [v for _, v in leaf_vals], allow_unused=True)
-        for (op, _), gr in zip(leaf_vals, grads, strict=True):
-            if gr is not None:
-                g[op] += gr.abs()
-    p = leaves["p"]
+    f, g = leaf_adjoints(program, logits, target, consts)
+    p = torch.softmax(logits.double(), 1)
     grad_scale = (p * (g["p"] + (p * g["p"]).sum(1, keepdim=True) + g["logp"].sum(1, keepdim=True))
                   + g["logp"] + g["z"])
-    return loss_scale, grad_scale
+    return f.abs().sum(1), grad_scale
 
 
 def _conditioning_slack(program, logits, target, consts, ref_loss, ref_grad, perturb):
@@ -352,6 +322,46 @@ def test_specialised_and_whole_program_agree(name):
                 consts.data_ptr(), consts.numel(), whole_loss.data_ptr(), whole_grad.data_ptr())
         torch.testing.assert_close(loss, whole_loss, rtol=tol, atol=tol)
         torch.testing.assert_close(grad, whole_grad, rtol=tol, atol=tol)
+
+
+FAST_PATH = ["-y*log(p)", "-y*(1-p)**2*log(p) + 3", "y*z", "y*exp(p) - 2*y", "y*p*z + 0*p", "sin(y*p) + C"]
+
+
+@pytest.mark.parametrize("reduction", ["class_sum", "element_mean"])
+@pytest.mark.parametrize("text", FAST_PATH)
+def test_losses_constant_off_the_target(text, reduction):
+    """Losses whose y = 0 form is a constant take the kernel's fast path (no per-element program):
+    the gradient off the target is -p_j * K. Through softmax, logits only, and with a constant."""
+    from nlfs.expr import specialize
+
+    program = lower(nlfs.parse(text), reduction)
+    off = specialize(program, 0.0)
+    assert not off.leaves - {"C"}, off  # the case under test
+    for shape in ((1, 2), (33, 10), (9, 300)):
+        check_program(text, program, torch.zeros(0, dtype=torch.float64), *shape, prob_targets=False, seed=5)
+
+
+def test_specialised_programs_validated_in_cpp():
+    from nlfs import _cpp as ext
+
+    logits, target = make_inputs(4, 3)
+    loss, grad = torch.empty(4), torch.empty(4, 3)
+    full = ext.Program([0, 3, 9, 16], [-1, -1, 0, 2], [-1, -1, 1, -1], [0.0] * 4, 0, 0)
+    no_y = ext.Program([3, 16], [-1, 0], [-1, -1], [0.0] * 2, 0, 0)
+    other_reduction = ext.Program([3, 16], [-1, 0], [-1, -1], [0.0] * 2, 0, 1)
+    args = (logits.data_ptr(), 0, target.data_ptr(), 0, 4, 3, 0, 0, loss.data_ptr(), grad.data_ptr())
+    with pytest.raises(ValueError, match="both"):
+        ext.run(full, *args, off=no_y)
+    with pytest.raises(ValueError, match="must not read y"):
+        ext.run(full, *args, off=full, on=no_y)
+    with pytest.raises(ValueError, match="reduction"):
+        ext.run(full, *args, off=no_y, on=other_reduction)
+    with pytest.raises(ValueError, match="grad_scale"):
+        ext.run(full, *args, off=no_y, on=no_y, grad_scale=float("nan"))
+    with pytest.raises(ValueError, match="leaf p appears twice"):
+        ext.Program([1, 1, 7], [-1, -1, 0], [-1, -1, 1], [0.0] * 3, 0, 0)
+    ext.run(full, *args, off=no_y, on=no_y, grad_scale=0.5)  # well formed: runs
+    assert torch.isfinite(grad).all()
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])

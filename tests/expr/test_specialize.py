@@ -11,10 +11,11 @@ import pytest
 import torch
 
 import nlfs
-from nlfs.backends._torch import TorchKernel, target_probs
+from nlfs.backends._torch import TorchKernel
 from nlfs.expr import MAXV, OPS, Instr, Program, lower, merge_common, parse, specialize
-from nlfs.expr._math import NumpyMath, TorchMath
+from nlfs.expr._math import NumpyMath
 from nlfs.spaces import GPSpace, NLFSSpace
+from tests.backends.reference import leaf_adjoints
 from tests.conftest import scaled
 
 CATALOGUE = nlfs.losses.names()
@@ -90,44 +91,11 @@ def _split(program, logits, target, consts):
     return _value_and_grad(build, logits)
 
 
-_TM = TorchMath()
-
-
 def _grad_noise_scale(program, logits, target, consts):
     """Per-element scale of the float64 rounding noise in d sum(f) / d logits: the softmax backward
     p * (g - sum(p*g)) and g - p*sum(g) cancel, so a gradient that is 0 in theory comes out as
     ~eps * |g|. |g| are the adjoints at the leaves p, logp and z (with the backends' adjoint clamp)."""
-    z = logits.detach()
-    n, c = z.shape
-    y = target_probs(target, c, torch.float64)
-    leaf_values = {"p": torch.softmax(z, 1), "logp": torch.log_softmax(z, 1), "z": z}
-    tracked, vals = [], []
-    for ins in program.instrs:
-        if ins.op in leaf_values:
-            v = leaf_values[ins.op].clone().requires_grad_(True)
-            tracked.append((ins.op, v))
-        elif ins.op == "y":
-            v = y
-        elif ins.op == "C":
-            v = torch.full_like(z, float(c))
-        elif ins.op == "num":
-            v = torch.full_like(z, ins.value)
-        elif ins.op == "const":
-            v = consts[ins.value].expand_as(z)
-        else:
-            v = OPS[ins.op].forward(_TM, *[vals[a] for a in ins.args])
-            if not OPS[ins.op].bounded:
-                v = v.clamp(-MAXV, MAXV)
-        if v.requires_grad:
-            v.register_hook(lambda g: g.clamp(-MAXV, MAXV))
-        vals.append(v)
-    adj = {k: torch.zeros_like(z) for k in leaf_values}
-    out = vals[-1]
-    if tracked and out.requires_grad:
-        grads = torch.autograd.grad(out.expand_as(z).sum(), [v for _, v in tracked], allow_unused=True)
-        for (op, _), g in zip(tracked, grads):
-            if g is not None:
-                adj[op] += g.abs()
+    _, adj = leaf_adjoints(program, logits, target, consts, class_reduction=False)
     return adj["p"].amax(1, keepdim=True) + adj["logp"].sum(1, keepdim=True) + adj["z"]
 
 
