@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <numeric>
@@ -219,7 +220,14 @@ class Pool {
       generation_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
-    f(0);
+    // an exception (bad_alloc...) in any part is rethrown here, after every worker has left f:
+    // f's state lives on the caller's stack
+    std::exception_ptr err;
+    try {
+      f(0);
+    } catch (...) {
+      err = std::current_exception();
+    }
     {
       std::lock_guard<std::mutex> lk(mu_);
       open_ = false;
@@ -228,6 +236,10 @@ class Pool {
     std::unique_lock<std::mutex> lk(mu_);
     done_cv_.wait(lk, [this] { return active_.load() == 0; });
     job_ = nullptr;
+    if (!err) std::swap(err, worker_error_);
+    worker_error_ = nullptr;
+    lk.unlock();
+    if (err) std::rethrow_exception(err);
   }
 
  private:
@@ -245,9 +257,15 @@ class Pool {
         job = job_;
         active_.fetch_add(1);
       }
-      (*job)(part);
+      std::exception_ptr err;
+      try {
+        (*job)(part);
+      } catch (...) {
+        err = std::current_exception();
+      }
       {
         std::lock_guard<std::mutex> lk(mu_);
+        if (err && !worker_error_) worker_error_ = err;
         if (active_.fetch_sub(1) == 1) done_cv_.notify_one();
       }
     }
@@ -263,6 +281,7 @@ class Pool {
   bool open_ = false;
   std::atomic<uint64_t> generation_{0};
   std::atomic<bool> stop_{false};
+  std::exception_ptr worker_error_;
 };
 
 std::mutex g_pool_mu;  // one batch at a time uses the pool
@@ -1083,7 +1102,8 @@ PYBIND11_MODULE(_cpp, m) {
         if ((off == nullptr) != (on == nullptr)) throw std::invalid_argument("give both off and on, or neither");
         if (n > 0 && (!z || !target || !loss || !grad || (prog.n_consts > 0 && !consts)))
           throw std::invalid_argument("null buffer address");
-        if (!std::isfinite(grad_scale)) throw std::invalid_argument("grad_scale must be finite");
+        if (!std::isfinite(grad_scale) || !std::isfinite(total_scale))
+          throw std::invalid_argument("grad_scale and total_scale must be finite");
         const bool split = off != nullptr && target_kind == T_INDEX_I64;
         if (off != nullptr) {
           for (const Program* q : {off, on}) {

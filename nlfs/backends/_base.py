@@ -68,9 +68,12 @@ class FusedLossFunction(torch.autograd.Function):
         (grad,) = ctx.saved_tensors
         if ctx.reduction == "none":
             return grad * grad_out.to(grad.dtype).unsqueeze(1), None, None, None, None
-        if ctx.scale == 1.0 and grad_out.device.type == "cpu" and grad_out.item() == 1.0:
+        if (ctx.scale == 1.0 and grad_out.device.type == "cpu" and not torch.is_grad_enabled()
+                and not grad_out.requires_grad and grad_out.item() == 1.0):
             # loss.backward() on a CPU loss (a free check there): the kernel's gradient as it is,
-            # no extra pass. Autograd copies it before accumulating if the graph is retained.
+            # no extra pass (Liger-Kernel does the same). Autograd copies it before accumulating
+            # into .grad while the graph is retained; modifying the returned gradient in place and
+            # then reusing a retained graph raises autograd's in-place error.
             return grad, None, None, None, None
         # one pass over the gradient: the remaining scale rides on the upstream scalar
         return grad * (grad_out * ctx.scale).to(grad.dtype), None, None, None, None

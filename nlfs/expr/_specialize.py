@@ -5,14 +5,20 @@ can then evaluate ``specialize(program, 0.0)`` at every class and ``specialize(p
 the target class only. Fixing ``y`` usually collapses most of the program: cross-entropy's
 ``-y*log(p)`` becomes the constant 0 off the target, so its kernel only has the softmax to do there.
 
-The rewrite is exact under the ops table's semantics (every value a backend feeds an op is finite
-and clamped to +-MAXV, and so is every adjoint):
+The rewrite is exact under the ops table's semantics for finite input (every adjoint is clamped to
++-MAXV, and every op's value is):
 
 * an op whose arguments are all numbers becomes the number (evaluated by the float64 NumPy
   reference, output clamp included) when that is finite;
 * ``0*x``, ``x*0``, ``0/x`` (every denominator is floored away from 0), ``pdiv(0, x)`` and
   ``aq(0, x)`` are 0, with adjoint ``0 * g = 0`` to ``x``;
-* ``x+0``, ``0+x``, ``x-0``, ``1*x``, ``x*1`` and ``x/1`` are ``x``, value and adjoint alike.
+* ``x+0``, ``0+x``, ``x-0``, ``1*x``, ``x*1`` and ``x/1`` are ``x``, value and adjoint alike, when
+  ``x`` is already inside [-MAXV, MAXV]: an op's (clamped) value, ``p``, ``C`` or such a number.
+  The logits ``z``, ``log(p)`` and named constants are not clamped, so there the op stays: its
+  output clamp (and the zero adjoint outside the range) is part of the loss.
+
+With non-finite logits the two forms may differ: ``0 * log(p)`` is 0 off the target where the full
+program gives NaN at a logit of -inf.
 
 Named constants stay runtime values (``Loss.set_constants`` changes them without a recompile), so
 they are never folded. Equal instructions are merged and unreachable ones dropped.
@@ -31,6 +37,7 @@ from ._program import Instr, Program
 _NP: NumpyMath | None = None
 
 _ZERO_IF_FIRST_ZERO = ("div", "pdiv", "aq")  # 0 / anything (denominators never vanish)
+_IN_RANGE_LEAVES = ("p", "C")  # leaves the backends never need to clamp (z, logp and constants can be huge)
 
 
 def _fold(op: str, values: list[float]) -> float | None:
@@ -61,16 +68,22 @@ def specialize(program: Program, y: float) -> Program:
                 number[slot] = float(ins.value)
         return slot
 
+    def in_range(slot: int) -> bool:
+        """The slot's value is inside [-MAXV, MAXV] as the backends feed it to an op."""
+        op = out[slot].op
+        return op in OPS or op in _IN_RANGE_LEAVES or (op == "num" and abs(number[slot]) <= MAXV)
+
     def num(v: float) -> int:
         return emit(Instr("num", (), float(v) + 0.0))  # + 0.0: -0.0 and 0.0 are one number
 
     remap: list[int] = []
     for ins in program.instrs:
-        remap.append(_rewrite(ins, [remap[a] for a in ins.args], number, emit, num, y))
+        remap.append(_rewrite(ins, [remap[a] for a in ins.args], number, emit, num, y, in_range))
     return Program(tuple(_reachable(out, remap[-1])), program.constants, program.reduction)
 
 
-def _rewrite(ins: Instr, args: list[int], number: dict[int, float], emit, num, y: float) -> int:
+def _rewrite(ins: Instr, args: list[int], number: dict[int, float], emit, num, y: float,
+             in_range) -> int:
     op = ins.op
     if op == "y":
         return num(y)
@@ -86,17 +99,17 @@ def _rewrite(ins: Instr, args: list[int], number: dict[int, float], emit, num, y
             if vals[k] == 0.0:
                 return num(0.0)
         for k in (0, 1):
-            if vals[k] == 1.0:
+            if vals[k] == 1.0 and in_range(args[1 - k]):
                 return args[1 - k]
     elif op == "add":
         for k in (0, 1):
-            if vals[k] == 0.0:
+            if vals[k] == 0.0 and in_range(args[1 - k]):
                 return args[1 - k]
-    elif op == "sub" and vals[1] == 0.0:
+    elif op == "sub" and vals[1] == 0.0 and in_range(args[0]):
         return args[0]
     elif op in _ZERO_IF_FIRST_ZERO and vals[0] == 0.0:
         return num(0.0)
-    elif op == "div" and vals[1] == 1.0:
+    elif op == "div" and vals[1] == 1.0 and in_range(args[0]):
         return args[0]
     return emit(Instr(op, tuple(args)))
 

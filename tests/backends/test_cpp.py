@@ -341,6 +341,27 @@ def test_losses_constant_off_the_target(text, reduction):
         check_program(text, program, torch.zeros(0, dtype=torch.float64), *shape, prob_targets=False, seed=5)
 
 
+@pytest.mark.parametrize("text,logits,target,consts", [
+    ("y*z", [[1e12, 0.0, 3.0]], [0], {}),
+    ("z*(1-y)", [[1e300, 2.0, 3.0, 0.5]], [1], {}),
+    ("sin(y*beta) + p", [[0.3, 1.0, -2.0]], [1], {"beta": 1e12}),
+    ("sin(z + y)", [[1e11, 1.0, 2.0]], [2], {}),
+    ("(z - y) / 1", [[-1e15, 4.0]], [0], {}),
+])
+def test_specialisation_keeps_the_clamps_of_huge_values(text, logits, target, consts):
+    """x*1, x+0... drop no op whose operand is a logit, log(p) or a constant: those are not clamped,
+    so the op's clamp (and zero adjoint beyond MAXV) stays part of the loss; finite input, finite loss."""
+    out = {}
+    for backend in ("torch", "cpp"):
+        z = torch.tensor(logits, dtype=torch.float64, requires_grad=True)
+        loss = nlfs.Loss(text, backend=backend, constants=consts, reduction="sum")(z, torch.tensor(target))
+        loss.backward()
+        out[backend] = (loss.double(), z.grad)
+    assert torch.isfinite(out["cpp"][0]) and torch.isfinite(out["cpp"][1]).all()
+    torch.testing.assert_close(out["cpp"][0], out["torch"][0], rtol=1e-7, atol=0)  # loss rows are float32
+    torch.testing.assert_close(out["cpp"][1], out["torch"][1], rtol=1e-12, atol=1e-15)
+
+
 def test_specialised_programs_validated_in_cpp():
     from nlfs import _cpp as ext
 
@@ -382,6 +403,14 @@ def test_backward_returns_kernel_gradient_safely(reduction):
     z.grad.zero_()
     out.backward()
     torch.testing.assert_close(z.grad, ref.grad, rtol=1e-12, atol=1e-14)
+    # create_graph with an upstream gradient that itself requires grad: no shortcut, the
+    # gradient stays a function of it
+    v = torch.ones((), dtype=torch.float64, requires_grad=True)
+    z2 = logits.clone().requires_grad_(True)
+    out2 = nlfs.Loss("Focal", backend="cpp", reduction=reduction)(z2, target)
+    (g,) = torch.autograd.grad(out2, z2, grad_outputs=v, create_graph=True)
+    (dv,) = torch.autograd.grad((g * logits).sum(), v)
+    torch.testing.assert_close(dv, (ref.grad * logits).sum(), rtol=1e-6, atol=1e-9)  # via the float32 loss
     # through another layer: the gradient flows on, scaled by the upstream gradient
     w = torch.ones(7, dtype=torch.float64, requires_grad=True)
     (nlfs.Loss("Focal", backend="cpp", reduction=reduction)(logits * w, target) * 3).backward()

@@ -273,17 +273,18 @@ def _const_values(program, text, y, values):
 def test_constants_are_never_folded():
     program = lower(parse("a + y"))
     sp, outs = _const_values(program, "a + y", 0.0, (0.7, -1.3))
-    assert sp.instrs == (Instr("const", (), 0),)
+    # a + 0 stays an add: a constant may lie outside [-MAXV, MAXV], where the add's clamp matters
+    assert _ops(sp) == ("const", "num", "add")
     assert outs == [0.7, -1.3]
     sp, outs = _const_values(program, "a + y", 1.0, (0.7, -1.3))
     assert _ops(sp) == ("const", "num", "add")
     assert outs == [0.7 + 1.0, -1.3 + 1.0]
 
-    # a*0 -> 0 holds for every finite a; a*1 -> a keeps the constant
+    # a*0 -> 0 holds for every finite a; a*1 keeps the mul (and its clamp)
     program = lower(parse("a * y"))
     assert specialize(program, 0.0).instrs == (Instr("num", (), 0.0),)
-    sp, outs = _const_values(program, "a * y", 1.0, (0.7, -1.3))
-    assert sp.instrs == (Instr("const", (), 0),) and outs == [0.7, -1.3]
+    sp, outs = _const_values(program, "a * y", 1.0, (0.7, -1.3, 1e12))
+    assert _ops(sp) == ("const", "num", "mul") and outs == [0.7, -1.3, MAXV]
 
     # a - a is 0, but only at run time: nothing folds an op with a constant argument
     program = lower(parse("a - a + y"))
@@ -347,6 +348,12 @@ RULES = [
     ("pinv(y) - pinv(y)", 0.0, ("num",), 0.0),
     ("C * y", 0.0, ("num",), 0.0),
     ("C * y", 1.0, ("C",), None),
+    # identities keep the op where its operand is not clamped by the backends: the logits, log(p)
+    ("z * y", 1.0, ("z", "num", "mul"), None),
+    ("z + y", 0.0, ("z", "num", "add"), None),
+    ("log(p) - y", 0.0, ("logp", "num", "sub"), None),
+    ("z / y", 1.0, ("z", "num", "div"), None),
+    ("exp(z) * y", 1.0, ("z", "exp"), None),  # an op's value is clamped: the identity applies
 ]
 
 
