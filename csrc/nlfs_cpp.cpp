@@ -444,6 +444,35 @@ inline void lane_dot_and_sum(double* __restrict acc, double* __restrict acc2, co
   }
 }
 
+// acc[l] += x[j] and acc_abs[l] += |x[j]| over j = l (mod L), in one pass.
+template <typename T>
+inline void lane_add_and_abs(double* __restrict acc, double* __restrict acc_abs, const T* __restrict x, int64_t n) {
+  constexpr int L = LANES<T>;
+  constexpr int NV = L / 8;
+  VD8 a[NV], b[NV];
+  for (int v = 0; v < NV; ++v) {
+    std::memcpy(&a[v], acc + 8 * v, sizeof(VD8));
+    std::memcpy(&b[v], acc_abs + 8 * v, sizeof(VD8));
+  }
+  int64_t j = 0;
+  for (; j + L <= n; j += L) {
+    for (int v = 0; v < NV; ++v) {
+      const VD8 xv = load_vd8(x + j + 8 * v);
+      a[v] += xv;
+      b[v] += vabs(xv);
+    }
+  }
+  for (int v = 0; v < NV; ++v) {
+    std::memcpy(acc + 8 * v, &a[v], sizeof(VD8));
+    std::memcpy(acc_abs + 8 * v, &b[v], sizeof(VD8));
+  }
+  for (int l = 0; j + l < n; ++l) {
+    const double xv = static_cast<double>(x[j + l]);
+    acc[l] += xv;
+    acc_abs[l] += std::fabs(xv);
+  }
+}
+
 template <typename T>
 inline void lane_add(double* __restrict acc, const T* __restrict x, int64_t n) {
   lane_accumulate<0, T>(acc, x, nullptr, n);
@@ -508,10 +537,10 @@ inline int64_t rows_per_block(int64_t c) {
 
 template <typename T>
 struct Workspace {
-  AlignedBuf<T> raw_, val_, adj_, prow_, gprow_, trow_, zbuf_, lrow_, ybuf_, zeros_, rootv_, tleaf_;
+  AlignedBuf<T> raw_, val_, adj_, prow_, gprow_, trow_, zbuf_, lrow_, ybuf_, zeros_, tleaf_;
   AlignedBuf<double> ebuf_, acc_, rowd_, rowv_;
   std::vector<const T*> vptr;
-  T *raw, *val, *adj, *prow, *gprow, *trow, *zbuf, *lrow, *ybuf, *zeros, *rootv, *tleaf;
+  T *raw, *val, *adj, *prow, *gprow, *trow, *zbuf, *lrow, *ybuf, *zeros, *tleaf;
   double *ebuf, *acc, *rowd, *rowv;
   int64_t stride = 0;  // per-instruction chunk stride (a multiple of LANES<T>)
   int64_t tstride = 0;  // stride of the target-class leaf arrays in tleaf
@@ -530,7 +559,6 @@ struct Workspace {
     zbuf = zbuf_.get(cs);
     lrow = lrow_.get(cs);
     ybuf = ybuf_.get(cs);
-    rootv = rootv_.get(static_cast<size_t>(stride));
     zeros = zeros_.get(cs);
     if (zeros_n < cs) {
       std::fill(zeros, zeros + cs, T(0));
@@ -803,24 +831,29 @@ int64_t run_rows(const Program& mp, const Program* tp, const Batch& b, int64_t r
           const int64_t pos = R > 1 ? q * cp + tidx[rb + q] : tidx[rb + q] - c0;
           if (pos >= 0 && pos < n) skip[n_skip++] = static_cast<int>(pos);
         }
-        if (n_skip) {
-          std::copy(root, root + n, w.rootv);
-          for (int s = 0; s < n_skip; ++s) w.rootv[skip[s]] = T(0);
-          root = w.rootv;
-        }
       }
-      if (R > 1) {
-        for (int64_t q = 0; q < nr; ++q) lane_add(loss_acc + q * L, root + q * cp, c);
-      } else {
-        lane_add(loss_acc, root, n);
+      // the root's values at the skipped elements are zeroed for the sums and restored after (the
+      // root may be a leaf row that the epilogue reads; every buffer here is the workspace's own)
+      T* root_w = const_cast<T*>(root);
+      T saved[BLOCK_ELEMS / 8];
+      for (int s = 0; s < n_skip; ++s) {
+        saved[s] = root_w[skip[s]];
+        root_w[skip[s]] = T(0);
       }
       if constexpr (sizeof(T) == 4) {
         if (R > 1) {
-          for (int64_t q = 0; q < nr; ++q) lane_add_abs(labs_acc + q * L, root + q * cp, c);
+          for (int64_t q = 0; q < nr; ++q) lane_add_and_abs(loss_acc + q * L, labs_acc + q * L, root + q * cp, c);
         } else {
-          lane_add_abs(labs_acc, root, n);
+          lane_add_and_abs(loss_acc, labs_acc, root, n);
+        }
+      } else {
+        if (R > 1) {
+          for (int64_t q = 0; q < nr; ++q) lane_add(loss_acc + q * L, root + q * cp, c);
+        } else {
+          lane_add(loss_acc, root, n);
         }
       }
+      for (int s = 0; s < n_skip; ++s) root_w[skip[s]] = saved[s];
       if (!m_grad) continue;
       reverse_program(mp, w, n, root_adj, skip, n_skip);
       const T* gP = leaf_adjoint(mp, w, L_P);
