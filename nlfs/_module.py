@@ -73,6 +73,7 @@ class Loss(nn.Module):
         self.reduction = reduction
         self.check_finite = check_finite
         self._kernels: dict[str, object] = {}
+        self._by_device: dict[torch.device, tuple] = {}
 
     @property
     def expr(self) -> Expr:
@@ -90,11 +91,15 @@ class Loss(nn.Module):
             self.constants[self.program.constants.index(k)] = float(v)
 
     def kernel_for(self, device: torch.device):
+        hit = self._by_device.get(device)  # resolving the backend each call costs more than the CE kernel
+        if hit is not None:
+            return hit
         backend = resolve_backend(self.backend_name, device)
         kernel = self._kernels.get(backend.name)
         if kernel is None:
             kernel = backend.compile(self.program)
             self._kernels[backend.name] = kernel
+        self._by_device[device] = (backend, kernel)
         return backend, kernel
 
     def extra_repr(self) -> str:
