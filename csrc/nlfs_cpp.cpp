@@ -131,6 +131,10 @@ struct Program {
   }
   size_t size() const { return op.size(); }
   bool root_grad() const { return needs_grad.back() != 0; }
+  // reads none of y, p, z, logp: one value for every element
+  bool is_uniform() const { return !use_p && !use_z && !use_logp && !use_y; }
+  // the leaf (L_P, L_Z, L_LOGP) occurs and receives an adjoint
+  bool leaf_grad(int leaf) const { return leaf_slot[leaf] >= 0 && needs_grad[leaf_slot[leaf]]; }
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -673,8 +677,7 @@ void reverse_program(const Program& prog, Workspace<T>& w, int n, T root_adj, co
 
 template <typename T>
 inline const T* leaf_adjoint(const Program& prog, const Workspace<T>& w, int leaf) {
-  const int s = prog.leaf_slot[leaf];
-  return s >= 0 && prog.needs_grad[s] ? w.adj + static_cast<size_t>(s) * w.stride : nullptr;
+  return prog.leaf_grad(leaf) ? w.adj + static_cast<size_t>(prog.leaf_slot[leaf]) * w.stride : nullptr;
 }
 
 // One pass over rows [r0, r1) computing the loss rows and d loss / d z.
@@ -705,13 +708,13 @@ int64_t run_rows(const Program& mp, const Program* tp, const Batch& b, int64_t r
   const int64_t* tidx = b.target_kind == T_INDEX_I64 ? static_cast<const int64_t*>(b.target) : nullptr;
   if (tp && !tidx) throw std::logic_error("target-class program without class-index targets");
   // mp reads no leaf: one value for every element, evaluated once
-  const bool m_const = !mp.use_p && !mp.use_z && !mp.use_logp && !mp.use_y;
+  const bool m_const = mp.is_uniform();
   const bool fast = tp && m_const;
   const bool softmax = mp.use_p || mp.use_logp || (tp && (tp->use_p || tp->use_logp));
   const bool m_grad = !m_const && mp.root_grad();
-  const bool m_has_gp = m_grad && mp.leaf_slot[L_P] >= 0 && mp.needs_grad[mp.leaf_slot[L_P]];
-  const bool m_has_gz = m_grad && mp.leaf_slot[L_Z] >= 0 && mp.needs_grad[mp.leaf_slot[L_Z]];
-  const bool m_has_gl = m_grad && mp.leaf_slot[L_LOGP] >= 0 && mp.needs_grad[mp.leaf_slot[L_LOGP]];
+  const bool m_has_gp = m_grad && mp.leaf_grad(L_P);
+  const bool m_has_gz = m_grad && mp.leaf_grad(L_Z);
+  const bool m_has_gl = m_grad && mp.leaf_grad(L_LOGP);
   const bool t_grad = tp && tp->root_grad();
   const bool has_gp = m_has_gp || (t_grad && tp->use_p);
   const bool has_t = m_has_gz || m_has_gl || (t_grad && (tp->use_z || tp->use_logp));
@@ -1039,8 +1042,7 @@ std::atomic<bool> g_fp32_compute{FP32_COMPUTE_DEFAULT};
 void run_batch(const Program& mp, const Program* tp, const Batch& b, int threads) {
   if (b.n == 0 || b.c == 0) return;
   // Small batches run on the calling thread: waking workers costs more than it saves.
-  const bool m_const = !mp.use_p && !mp.use_z && !mp.use_logp && !mp.use_y;
-  const double per_elem = m_const ? 4.0 : static_cast<double>(mp.size());
+  const double per_elem = mp.is_uniform() ? 4.0 : static_cast<double>(mp.size());
   const double work = static_cast<double>(b.n) * (static_cast<double>(b.c) * per_elem +
                                                   (tp ? 8.0 * static_cast<double>(tp->size()) : 0.0));
   if (work < 40000.0) threads = 1;

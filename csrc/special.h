@@ -141,8 +141,9 @@ static const double I1_B[25] = {
 }  // namespace cephes
 
 // Branch-free (both expansions are evaluated and one is selected) so that the element loops
-// vectorise; each result is bit-identical to the branching Cephes code. `big` keeps the asymptotic
-// expansion's argument finite on the lanes that do not use it.
+// vectorise; the same operations in the same order as the branching Cephes code (in a vectorised
+// loop, exp is libmvec's). `big` keeps the asymptotic expansion's argument finite on the lanes that
+// do not use it.
 NLFS_INLINE double nl_i0e(double x) {
   const double ax = std::fabs(x);
   const bool small = ax <= 8.0;

@@ -32,7 +32,7 @@ import numpy as np
 
 from ._math import NumpyMath
 from ._ops import MAXV, OPS
-from ._program import Instr, Program
+from ._program import Instr, Program, _drop_dead
 
 _NP: NumpyMath | None = None
 
@@ -52,11 +52,11 @@ def _fold(op: str, values: list[float]) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def specialize(program: Program, y: float) -> Program:
-    """``program`` with every ``y`` leaf replaced by the number ``y``, simplified exactly."""
+def _emitter():
+    """(instructions, emit): ``emit(ins)`` appends ``ins`` unless an equal instruction is already
+    there, and returns its slot."""
     out: list[Instr] = []
-    index: dict[tuple, int] = {}  # (op, args, value) -> slot in out: merges equal instructions
-    number: dict[int, float] = {}  # slot -> its value, for the slots that are numbers
+    index: dict[tuple, int] = {}
 
     def emit(ins: Instr) -> int:
         key = (ins.op, ins.args, ins.value)
@@ -64,8 +64,25 @@ def specialize(program: Program, y: float) -> Program:
         if slot is None:
             slot = index[key] = len(out)
             out.append(ins)
-            if ins.op == "num":
-                number[slot] = float(ins.value)
+        return slot
+
+    return out, emit
+
+
+def _finish(out: list[Instr], root: int, like: Program) -> Program:
+    """The instructions ``root`` depends on (its arguments are all earlier slots), root last."""
+    return Program(tuple(_drop_dead(out[:root + 1])), like.constants, like.reduction)
+
+
+def specialize(program: Program, y: float) -> Program:
+    """``program`` with every ``y`` leaf replaced by the number ``y``, simplified exactly."""
+    out, emit_any = _emitter()
+    number: dict[int, float] = {}  # slot -> its value, for the slots that are numbers
+
+    def emit(ins: Instr) -> int:
+        slot = emit_any(ins)
+        if ins.op == "num":
+            number[slot] = float(ins.value)
         return slot
 
     def in_range(slot: int) -> bool:
@@ -79,7 +96,7 @@ def specialize(program: Program, y: float) -> Program:
     remap: list[int] = []
     for ins in program.instrs:
         remap.append(_rewrite(ins, [remap[a] for a in ins.args], number, emit, num, y, in_range))
-    return Program(tuple(_reachable(out, remap[-1])), program.constants, program.reduction)
+    return _finish(out, remap[-1], program)
 
 
 def _rewrite(ins: Instr, args: list[int], number: dict[int, float], emit, num, y: float,
@@ -114,34 +131,11 @@ def _rewrite(ins: Instr, args: list[int], number: dict[int, float], emit, num, y
     return emit(Instr(op, tuple(args)))
 
 
-def _reachable(instrs: list[Instr], root: int) -> list[Instr]:
-    """The instructions ``root`` depends on, in order, renumbered; ``root`` last."""
-    live = {root}
-    for k in range(root, -1, -1):
-        if k in live:
-            live.update(instrs[k].args)
-    remap: dict[int, int] = {}
-    kept: list[Instr] = []
-    for k in range(root + 1):
-        if k in live:
-            remap[k] = len(kept)
-            ins = instrs[k]
-            kept.append(Instr(ins.op, tuple(remap[a] for a in ins.args), ins.value))
-    return kept
-
-
 def merge_common(program: Program) -> Program:
     """``program`` with equal instructions merged (each leaf then occurs once) and unreachable ones
     dropped; nothing is folded, so every value is computed exactly as before."""
-    out: list[Instr] = []
-    index: dict[tuple, int] = {}
+    out, emit = _emitter()
     remap: list[int] = []
     for ins in program.instrs:
-        merged = Instr(ins.op, tuple(remap[a] for a in ins.args), ins.value)
-        key = (merged.op, merged.args, merged.value)
-        slot = index.get(key)
-        if slot is None:
-            slot = index[key] = len(out)
-            out.append(merged)
-        remap.append(slot)
-    return Program(tuple(_reachable(out, remap[-1])), program.constants, program.reduction)
+        remap.append(emit(Instr(ins.op, tuple(remap[a] for a in ins.args), ins.value)))
+    return _finish(out, remap[-1], program)
