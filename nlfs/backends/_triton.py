@@ -51,11 +51,16 @@ SPELLING = {
 }
 _GRAD_LEAVES = {"p": "g_p", "logp": "g_logp", "z": "g_z"}
 
-# Launch shapes. GPU: tiles of ~2K elements (registers); the interpreter runs programs one after
-# another in NumPy, so there fewer, larger programs are much faster.
+# Launch shapes. GPU: tiles of ~2K elements; the interpreter runs programs one after another in
+# NumPy, so there fewer, larger programs are much faster.
 _TILE_MAX_C = {"gpu": 1024, "interp": 4096}
 _TILE_ELEMS = {"gpu": 2048, "interp": 32768}
 _LOOP_BLOCK = {"gpu": 2048, "interp": 16384}
+# Elements per thread on a GPU (warps = block elements / (32 * this), at most 16). Triton unrolls the
+# straight-line body once per element a thread holds, so this sets code size, registers and compile
+# time: at 8, NGL's tile kernel is 8.3K PTX lines, 128 registers and 0.77 s to compile for sm_90; at 4,
+# 4.4K lines, 64 registers, 0.40 s (bench/compile_latency.py measures it). 4 fp32 = one 16-byte load.
+ELEMS_PER_THREAD = int(os.environ.get("NLFS_TRITON_ELEMS_PER_THREAD", "4"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,6 +265,7 @@ class TritonKernel(Kernel):
         self._mean = program.reduction == "element_mean"
         self._nconst = len(program.constants)
         self._const_cache: dict = {}
+        self.elems_per_thread: int | None = None  # None: the module's ELEMS_PER_THREAD
 
     @property
     def source_path(self) -> str:
@@ -331,24 +337,13 @@ class TritonKernel(Kernel):
         if n == 0 or c == 0:
             return loss, grad
         consts = self._device_constants(constants, device)
-        mode = "interp" if interp else "gpu"
-        block_c = _next_pow2(c)
+        cfg = launch_config(n, c, "interp" if interp else "gpu", self.elems_per_thread)
+        fn = getattr(self.module, cfg.kernel)
+        meta = dict(Y_INDEX=y_index, MEAN=self._mean, **cfg.blocks)
+        grid, num_warps = cfg.grid, cfg.num_warps
         args = (logits, target, consts, loss, grad, n, c, float(c), logits.stride(0), stride_t,
                 grad.stride(0))
-        if block_c <= _TILE_MAX_C[mode]:
-            block_r = max(1, min(_TILE_ELEMS[mode] // block_c, _next_pow2(n)))
-            num_warps = min(8, max(1, block_r * block_c // 256))
-            fn = self.module.nlfs_tile_kernel
-            grid = (triton_cdiv(n, block_r),)
-            meta = dict(Y_INDEX=y_index, MEAN=self._mean, BLOCK_R=block_r, BLOCK_C=block_c)
-        else:
-            block = min(block_c, _LOOP_BLOCK[mode])
-            num_warps = 8 if block >= 1024 else 4
-            fn = self.module.nlfs_loop_kernel
-            grid = (n,)
-            meta = dict(Y_INDEX=y_index, MEAN=self._mean, BLOCK_C=block)
-        key = (fn.__name__ if hasattr(fn, "__name__") else str(fn), logits.dtype, target.dtype,
-               tuple(sorted(meta.items())))
+        key = (cfg.kernel, logits.dtype, target.dtype, tuple(sorted(meta.items())))
         if key in self.stats.jit_s:
             fn[grid](*args, num_warps=num_warps, **meta)
         else:  # first launch of this specialisation: time the JIT (off the hot path)
@@ -362,6 +357,32 @@ class TritonKernel(Kernel):
 
 def triton_cdiv(a: int, b: int) -> int:
     return -(-a // b)
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """Which template runs an (n, c) problem, with its block sizes, grid and warps."""
+
+    kernel: str  # "nlfs_tile_kernel" or "nlfs_loop_kernel"
+    blocks: dict  # BLOCK_R/BLOCK_C constexprs
+    grid: tuple
+    num_warps: int
+
+
+def launch_config(n: int, c: int, mode: str = "gpu", elems_per_thread: int | None = None) -> LaunchConfig:
+    """The launch shape for ``n`` rows of ``c`` classes (``mode`` "gpu" or "interp")."""
+    ept = ELEMS_PER_THREAD if elems_per_thread is None else int(elems_per_thread)
+    if ept < 1 or ept & (ept - 1):
+        raise ValueError(f"elements per thread must be a power of two, got {ept}")
+    block_c = _next_pow2(c)
+    if block_c <= _TILE_MAX_C[mode]:
+        block_r = max(1, min(_TILE_ELEMS[mode] // block_c, _next_pow2(n)))
+        blocks = {"BLOCK_R": block_r, "BLOCK_C": block_c}
+        kernel, grid, elems = "nlfs_tile_kernel", (triton_cdiv(n, block_r),), block_r * block_c
+    else:
+        block = min(block_c, _LOOP_BLOCK[mode])
+        blocks, kernel, grid, elems = {"BLOCK_C": block}, "nlfs_loop_kernel", (n,), block
+    return LaunchConfig(kernel, blocks, grid, min(16, max(1, elems // (32 * ept))))
 
 
 # ---------------------------------------------------------------------------------------------

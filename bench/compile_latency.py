@@ -1,0 +1,142 @@
+"""Compile latency of a new candidate for the Triton backend, and what the compiled kernel uses.
+
+For the catalogue and N random candidates per search space (fixed seeds), with empty nlfs and Triton
+caches: ``codegen_s`` (write the kernel source), ``import_s`` (import it; ``triton.jit`` decoration)
+and ``compile_s`` (``triton.compile`` of the specialisation a launch at ``--shape``/``--dtype``
+needs: TTIR -> TTGIR -> LLVM IR -> PTX -> cubin with ptxas). ``total_s`` is their sum: the latency a
+search pays the first time it meets a candidate. On a CUDA machine ``compile_s`` is the real first
+launch (compile, cubin load, launcher); without one the kernel is compiled ahead of time for
+``--arch`` (no driver needed), which is the same compiler work on the host CPU. Registers and stack
+bytes per thread come from the cubin (``cuobjdump -res-usage``). One process-wide warm-up compile
+(LLVM and the backend loading) is reported separately, not counted per candidate.
+
+    python -m bench.compile_latency                  # CPU: AOT for sm_90, bf16 at (256, 10)
+    python -m bench.compile_latency --random 100 --shape 8192x1000 --dtype fp32
+
+Writes bench/results/compile_latency_<where>.{csv,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+RESULTS = Path(__file__).parent / "results"
+COLUMNS = ["date", "machine", "target", "dtype", "batch", "classes", "loss", "kernel", "codegen_s",
+           "import_s", "compile_s", "total_s", "registers", "stack_bytes", "ptx_lines", "error"]
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def _candidates(n_random: int):
+    import nlfs
+    from nlfs.spaces import GPSpace, NLFSSpace
+
+    out = [(name, nlfs.Loss(name, backend="torch").program) for name in nlfs.losses.names()]
+    for space_name, space, seed in (("nlfs", NLFSSpace(), 11), ("gp", GPSpace(), 12)):
+        rng = random.Random(seed)
+        out += [(f"random-{space_name}#{i}", nlfs.lower(space.random_expr(rng))) for i in range(n_random)]
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--random", type=int, default=40, metavar="N", help="random candidates per space")
+    ap.add_argument("--shape", default="256x10", help="BxC of the launch whose specialisation is compiled")
+    ap.add_argument("--dtype", default="bf16", choices=list(DTYPES))
+    ap.add_argument("--arch", type=int, default=90, help="compute capability without a GPU (90 = H100)")
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        raise SystemExit("run without TRITON_INTERPRET=1: this measures the real compiler")
+    tmp = tempfile.TemporaryDirectory()
+    os.environ["NLFS_CACHE_DIR"] = str(Path(tmp.name) / "nlfs")
+    os.environ["TRITON_CACHE_DIR"] = str(Path(tmp.name) / "triton")  # every compile is a cold one
+
+    import torch
+
+    from bench._schema import machine_name, today, write_csv, write_markdown
+    from nlfs.backends._triton import compile_program
+    from nlfs.backends._triton_aot import AotJob, compile_jobs
+
+    b, c = (int(v) for v in args.shape.lower().split("x"))
+    dtype = getattr(torch, DTYPES[args.dtype])
+    cuda = torch.cuda.is_available()
+    if cuda:
+        major, minor = torch.cuda.get_device_capability()
+        target = f"{torch.cuda.get_device_name(0)} (sm_{major}{minor}, JIT first launch)"
+    else:
+        target = f"sm_{args.arch} (AOT, no GPU)"
+
+    def compile_one(kernel):
+        if not cuda:
+            r = compile_jobs([AotJob.for_kernel(kernel, b, c, dtype, arch=args.arch)])[0]
+            return r.kernel, r.compile_s, r.registers, r.stack_bytes, r.ptx_lines, r.error
+        g = torch.Generator().manual_seed(0)
+        logits = torch.randn(b, c, generator=g).to("cuda", dtype)
+        target_ = torch.randint(0, c, (b,), generator=g).cuda()
+        consts = torch.full((max(1, len(kernel.program.constants)),), 0.5, device="cuda")
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        kernel(logits, target_, consts)
+        torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        # resources of the same specialisation, from the AOT compile for this device
+        r = compile_jobs([AotJob.for_kernel(kernel, b, c, dtype, arch=major * 10 + minor)])[0]
+        return r.kernel, seconds, r.registers, r.stack_bytes, r.ptx_lines, r.error
+
+    import nlfs
+
+    warm = compile_program(nlfs.lower(nlfs.parse("-y*log(p) + 0.001*p")))
+    t0 = time.perf_counter()
+    compile_one(warm)
+    warmup_s = time.perf_counter() - t0
+    print(f"process warm-up compile: {warmup_s:.2f} s", flush=True)
+
+    rows = []
+    machine, date = machine_name(), today()
+    for name, program in _candidates(args.random):
+        kernel = compile_program(program)
+        st = kernel.stats
+        kname, compile_s, regs, stack, ptx, err = compile_one(kernel)
+        total = st.codegen_s + st.import_s + compile_s
+        rows.append(dict(date=date, machine=machine, target=target, dtype=args.dtype, batch=b, classes=c,
+                         loss=name, kernel=kname, codegen_s=st.codegen_s, import_s=st.import_s,
+                         compile_s=compile_s, total_s=total, registers=regs, stack_bytes=stack,
+                         ptx_lines=ptx, error=err[:200]))
+        print(f"{name:18s} {total:6.3f} s  regs {regs:3d}  stack {stack:3d}  {err[:80]}", flush=True)
+
+    lines = [f"{machine}; target {target}; {args.dtype} logits at ({b}, {c}), class-index targets; "
+             f"cold nlfs and Triton caches; process warm-up compile {warmup_s:.2f} s (not counted).", ""]
+    for group in ("catalogue", "random-nlfs", "random-gp"):
+        rs = [r for r in rows if (r["loss"].startswith(group) if group != "catalogue"
+                                  else not r["loss"].startswith("random"))]
+        ok = [r for r in rs if not r["error"]]
+        if not ok:
+            continue
+        tot = sorted(r["total_s"] for r in ok)
+        lines.append(f"- {group}: {len(ok)}/{len(rs)} compiled; total per new candidate median "
+                     f"{statistics.median(tot):.3f} s, p80 {tot[int(0.8 * (len(tot) - 1))]:.3f} s, max "
+                     f"{tot[-1]:.3f} s; {sum(t < 0.5 for t in tot)}/{len(tot)} under 0.5 s; registers "
+                     f"median {statistics.median(r['registers'] for r in ok):.0f}, max "
+                     f"{max(r['registers'] for r in ok)}; {sum(r['stack_bytes'] > 0 for r in ok)} use stack")
+    where = "gpu" if cuda else "cpu"
+    out = Path(args.out)
+    stem = f"compile_latency_{where}"
+    write_csv(out / f"{stem}.csv", rows, COLUMNS)
+    write_markdown(out / f"{stem}.md", rows, COLUMNS, "Triton compile latency per new candidate", "\n".join(lines))
+    print("\n".join(lines[2:]))
+    print(f"wrote {out / stem}.csv/.md")
+    tmp.cleanup()
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Ahead-of-time compilation of the generated Triton kernels for a GPU target, without a GPU.
+
+Triton lowers a kernel to PTX and assembles it with its bundled ``ptxas`` without touching a CUDA
+driver, so on a CPU-only machine this module can (1) check that a generated kernel compiles for real
+hardware, which the interpreter cannot (it accepts code the compiler rejects, and has no bf16); (2)
+measure the compile latency of a new candidate; (3) read its register and stack use from the cubin.
+
+A process that imported Triton under ``TRITON_INTERPRET=1`` cannot compile (Triton's own library
+functions were decorated for the interpreter), so there the work goes to one subprocess per batch:
+``python -m nlfs.backends._triton_aot`` reads jobs as JSON on stdin and answers on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from . import _triton
+from ._triton import TritonKernel, _import_file, kernels_package, launch_config
+
+__all__ = ["AotJob", "AotResult", "aot_available", "compile_for_target", "compile_jobs"]
+
+_TRITON_TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+@dataclass(frozen=True)
+class AotJob:
+    """One specialisation of a generated kernel file: what the JIT would compile for a launch on
+    (``n``, ``c``) ``dtype`` logits on a GPU of compute capability ``arch`` (90: H100, 80: A100)."""
+
+    path: str  # the generated source file (TritonKernel.source_path)
+    mean: bool  # element_mean reduction
+    n: int
+    c: int
+    dtype: str = "fp32"  # fp32 / fp16 / bf16
+    index_targets: bool = True
+    arch: int = 90
+    elems_per_thread: int | None = None  # None: what the kernel would launch with
+
+    @classmethod
+    def for_kernel(cls, kernel: TritonKernel, n: int, c: int, dtype: torch.dtype = torch.float32,
+                   *, index_targets: bool = True, arch: int = 90) -> AotJob:
+        if dtype not in _TRITON_TYPES:
+            raise ValueError(f"logits dtype must be one of {list(_TRITON_TYPES)}, got {dtype}")
+        ept = kernel.elems_per_thread if kernel.elems_per_thread is not None else _triton.ELEMS_PER_THREAD
+        return cls(kernel.source_path, kernel.program.reduction == "element_mean", int(n), int(c),
+                   _TRITON_TYPES[dtype], bool(index_targets), int(arch), ept)
+
+
+@dataclass
+class AotResult:
+    """A compiled specialisation; ``error`` is set (and the figures 0) when compilation failed."""
+
+    job: AotJob
+    kernel: str = ""  # template: nlfs_tile_kernel / nlfs_loop_kernel
+    blocks: dict | None = None
+    num_warps: int = 0
+    compile_s: float = 0.0  # triton.compile: AST -> TTIR -> TTGIR -> LLVM IR -> PTX -> cubin
+    registers: int = 0  # per thread
+    stack_bytes: int = 0  # local memory: register spills, or a slow path's local arrays
+    ptx_lines: int = 0
+    error: str = ""
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.update(d.pop("job"))
+        return d
+
+
+def _nvidia_tool(name: str) -> Path:
+    import triton
+
+    return Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name
+
+
+def aot_available() -> tuple[bool, str]:
+    """Whether this Triton can compile for NVIDIA targets here (its bundled ptxas is present)."""
+    try:
+        import triton  # noqa: F401
+        from triton.backends.compiler import GPUTarget  # noqa: F401
+    except Exception as err:
+        return False, f"triton cannot be imported ({err})"
+    for tool in ("ptxas", "cuobjdump"):
+        if not os.access(_nvidia_tool(tool), os.X_OK):
+            return False, f"triton's bundled {tool} is missing ({_nvidia_tool(tool)})"
+    return True, ""
+
+
+def _process_can_compile() -> bool:
+    import triton.language.standard as standard
+    from triton.runtime.jit import JITFunction
+
+    return isinstance(standard.cdiv, JITFunction)
+
+
+def _resource_usage(cubin: bytes) -> tuple[int, int]:
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as fh:
+        fh.write(cubin)
+        fh.flush()
+        out = subprocess.run([str(_nvidia_tool("cuobjdump")), "-res-usage", fh.name],
+                             capture_output=True, text=True, check=True).stdout
+    reg = re.search(r"REG:(\d+)", out)
+    stack = re.search(r"STACK:(\d+)", out)
+    if reg is None or stack is None:
+        raise RuntimeError(f"unexpected cuobjdump output: {out!r}")
+    return int(reg.group(1)), int(stack.group(1))
+
+
+_MODULES: dict[str, object] = {}
+
+
+def _compile_here(job: AotJob) -> AotResult:
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    cfg = launch_config(job.n, job.c, "gpu", job.elems_per_thread)
+    res = AotResult(job, cfg.kernel, dict(cfg.blocks), cfg.num_warps)
+    mod = _MODULES.get(job.path)
+    if mod is None:
+        kernels_package()
+        mod = _MODULES[job.path] = _import_file(f"nlfs_aot.{Path(job.path).stem}", Path(job.path))
+    sig = {"z_ptr": f"*{job.dtype}", "t_ptr": "*i64" if job.index_targets else f"*{job.dtype}",
+           "const_ptr": "*fp32", "loss_ptr": "*fp32", "g_ptr": f"*{job.dtype}", "n_rows": "i32",
+           "n_cols": "i32", "cf": "fp32", "stride_z": "i32", "stride_t": "i32", "stride_g": "i32"}
+    constexprs = {"Y_INDEX": job.index_targets, "MEAN": job.mean, **cfg.blocks}
+    sig.update({k: "constexpr" for k in constexprs})
+    try:
+        t0 = time.perf_counter()
+        compiled = triton.compile(ASTSource(fn=getattr(mod, cfg.kernel), signature=sig, constexprs=constexprs),
+                                  target=GPUTarget("cuda", job.arch, 32), options={"num_warps": cfg.num_warps})
+        res.compile_s = time.perf_counter() - t0
+        res.registers, res.stack_bytes = _resource_usage(compiled.asm["cubin"])
+        res.ptx_lines = compiled.asm["ptx"].count("\n")
+    except Exception as err:  # reported per job: one bad candidate must not hide the others
+        res.error = _describe(err)
+    return res
+
+
+def _describe(err: BaseException) -> str:
+    """The error and its causes (Triton wraps the failing inner call in the caller's location)."""
+    parts, seen = [], set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        parts.append(f"{type(err).__name__}: {err}")
+        err = err.__cause__ or err.__context__
+    return "\n-- caused by --\n".join(parts)
+
+
+def compile_jobs(jobs: list[AotJob], *, timeout: float | None = None) -> list[AotResult]:
+    """Compile every job; in this process when it can compile, else in one subprocess."""
+    ok, why = aot_available()
+    if not ok:
+        raise RuntimeError(why)
+    if _process_can_compile():
+        return [_compile_here(job) for job in jobs]
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    proc = subprocess.run([sys.executable, "-m", "nlfs.backends._triton_aot"], env=env,
+                          input=json.dumps([asdict(j) for j in jobs]), capture_output=True, text=True,
+                          timeout=timeout, cwd=Path(__file__).resolve().parents[2])
+    if proc.returncode != 0:
+        raise RuntimeError(f"AOT compile subprocess failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return [AotResult(job, **{k: v for k, v in r.items() if k != "job"}) for job, r in zip(jobs, out, strict=True)]
+
+
+def compile_for_target(kernel: TritonKernel, n: int, c: int, dtype: torch.dtype = torch.float32,
+                       *, index_targets: bool = True, arch: int = 90) -> AotResult:
+    """Compile what ``kernel`` launches for (``n``, ``c``) ``dtype`` logits on ``sm_<arch>``."""
+    return compile_jobs([AotJob.for_kernel(kernel, n, c, dtype, index_targets=index_targets, arch=arch)])[0]
+
+
+def _main() -> None:
+    jobs = [AotJob(**j) for j in json.loads(sys.stdin.read())]
+    results = []
+    for job in jobs:
+        r = asdict(_compile_here(job))
+        r.pop("job")
+        results.append(r)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    _main()
