@@ -30,7 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 RESULTS = Path(__file__).parent / "results"
-COLUMNS = ["date", "machine", "target", "dtype", "batch", "classes", "loss", "kernel", "codegen_s",
+COLUMNS = ["date", "machine", "target", "dtype", "batch", "classes", "elems_per_thread", "loss", "kernel",
+           "num_warps", "codegen_s",
            "import_s", "compile_s", "total_s", "registers", "stack_bytes", "ptx_lines", "error"]
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
@@ -52,6 +53,8 @@ def main(argv=None):
     ap.add_argument("--shape", default="256x10", help="BxC of the launch whose specialisation is compiled")
     ap.add_argument("--dtype", default="bf16", choices=list(DTYPES))
     ap.add_argument("--arch", type=int, default=90, help="compute capability without a GPU (90 = H100)")
+    ap.add_argument("--elems-per-thread", default="4,8",
+                    help="launch variants compiled side by side (the backend's default is 4)")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
@@ -63,6 +66,7 @@ def main(argv=None):
     import torch
 
     from bench._schema import machine_name, today, write_csv, write_markdown
+    from nlfs.backends import _triton as nlfs_triton
     from nlfs.backends._triton import compile_program
     from nlfs.backends._triton_aot import AotJob, compile_jobs
 
@@ -78,7 +82,7 @@ def main(argv=None):
     def compile_one(kernel):
         if not cuda:
             r = compile_jobs([AotJob.for_kernel(kernel, b, c, dtype, arch=args.arch)])[0]
-            return r.kernel, r.compile_s, r.registers, r.stack_bytes, r.ptx_lines, r.error
+            return r, r.compile_s
         g = torch.Generator().manual_seed(0)
         logits = torch.randn(b, c, generator=g).to("cuda", dtype)
         target_ = torch.randint(0, c, (b,), generator=g).cuda()
@@ -90,7 +94,7 @@ def main(argv=None):
         seconds = time.perf_counter() - t0
         # resources of the same specialisation, from the AOT compile for this device
         r = compile_jobs([AotJob.for_kernel(kernel, b, c, dtype, arch=major * 10 + minor)])[0]
-        return r.kernel, seconds, r.registers, r.stack_bytes, r.ptx_lines, r.error
+        return r, seconds
 
     import nlfs
 
@@ -102,31 +106,43 @@ def main(argv=None):
 
     rows = []
     machine, date = machine_name(), today()
+    variants = [int(v) for v in args.elems_per_thread.split(",")]
     for name, program in _candidates(args.random):
-        kernel = compile_program(program)
-        st = kernel.stats
-        kname, compile_s, regs, stack, ptx, err = compile_one(kernel)
-        total = st.codegen_s + st.import_s + compile_s
-        rows.append(dict(date=date, machine=machine, target=target, dtype=args.dtype, batch=b, classes=c,
-                         loss=name, kernel=kname, codegen_s=st.codegen_s, import_s=st.import_s,
-                         compile_s=compile_s, total_s=total, registers=regs, stack_bytes=stack,
-                         ptx_lines=ptx, error=err[:200]))
-        print(f"{name:18s} {total:6.3f} s  regs {regs:3d}  stack {stack:3d}  {err[:80]}", flush=True)
+        for ept in variants:  # side by side: each candidate compiled cold in every variant
+            nlfs_triton._MODULES.clear()
+            for f in Path(os.environ["NLFS_CACHE_DIR"]).rglob("*.py"):
+                f.unlink()
+            kernel = compile_program(program)
+            kernel.elems_per_thread = ept
+            st = kernel.stats
+            r, compile_s = compile_one(kernel)
+            total = st.codegen_s + st.import_s + compile_s
+            rows.append(dict(date=date, machine=machine, target=target, dtype=args.dtype, batch=b, classes=c,
+                             elems_per_thread=ept, loss=name, kernel=r.kernel, num_warps=r.num_warps,
+                             codegen_s=st.codegen_s, import_s=st.import_s, compile_s=compile_s, total_s=total,
+                             registers=r.registers, stack_bytes=r.stack_bytes, ptx_lines=r.ptx_lines,
+                             error=r.error[:200]))
+            print(f"{name:18s} ept {ept}: {total:6.3f} s  regs {r.registers:3d}  stack {r.stack_bytes:3d}  "
+                  f"ptx {r.ptx_lines:5d}  {r.error[:80]}", flush=True)
 
     lines = [f"{machine}; target {target}; {args.dtype} logits at ({b}, {c}), class-index targets; "
-             f"cold nlfs and Triton caches; process warm-up compile {warmup_s:.2f} s (not counted).", ""]
-    for group in ("catalogue", "random-nlfs", "random-gp"):
-        rs = [r for r in rows if (r["loss"].startswith(group) if group != "catalogue"
-                                  else not r["loss"].startswith("random"))]
-        ok = [r for r in rs if not r["error"]]
-        if not ok:
-            continue
-        tot = sorted(r["total_s"] for r in ok)
-        lines.append(f"- {group}: {len(ok)}/{len(rs)} compiled; total per new candidate median "
-                     f"{statistics.median(tot):.3f} s, p80 {tot[int(0.8 * (len(tot) - 1))]:.3f} s, max "
-                     f"{tot[-1]:.3f} s; {sum(t < 0.5 for t in tot)}/{len(tot)} under 0.5 s; registers "
-                     f"median {statistics.median(r['registers'] for r in ok):.0f}, max "
-                     f"{max(r['registers'] for r in ok)}; {sum(r['stack_bytes'] > 0 for r in ok)} use stack")
+             f"cold nlfs and Triton caches; process warm-up compile {warmup_s:.2f} s (not counted); "
+             f"variants by elements per thread (warps = block elements / 32 / that).", ""]
+    for ept in variants:
+        for group in ("catalogue", "random-nlfs", "random-gp"):
+            rs = [r for r in rows if r["elems_per_thread"] == ept and (
+                r["loss"].startswith(group) if group != "catalogue" else not r["loss"].startswith("random"))]
+            ok = [r for r in rs if not r["error"]]
+            if not ok:
+                continue
+            tot = sorted(r["total_s"] for r in ok)
+            lines.append(f"- {ept} elements/thread, {group}: {len(ok)}/{len(rs)} compiled; total per new "
+                         f"candidate median {statistics.median(tot):.3f} s, p80 {tot[int(0.8 * (len(tot) - 1))]:.3f}"
+                         f" s, max {tot[-1]:.3f} s; {sum(t < 0.5 for t in tot)}/{len(tot)} under 0.5 s; registers "
+                         f"median {statistics.median(r['registers'] for r in ok):.0f}, max "
+                         f"{max(r['registers'] for r in ok)}; PTX lines median "
+                         f"{statistics.median(r['ptx_lines'] for r in ok):.0f}; "
+                         f"{sum(r['stack_bytes'] > 0 for r in ok)} use stack")
     where = "gpu" if cuda else "cpu"
     out = Path(args.out)
     stem = f"compile_latency_{where}"

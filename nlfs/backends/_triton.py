@@ -58,8 +58,9 @@ _TILE_ELEMS = {"gpu": 2048, "interp": 32768}
 _LOOP_BLOCK = {"gpu": 2048, "interp": 16384}
 # Elements per thread on a GPU (warps = block elements / (32 * this), at most 16). Triton unrolls the
 # straight-line body once per element a thread holds, so this sets code size, registers and compile
-# time: at 8, NGL's tile kernel is 8.3K PTX lines, 128 registers and 0.77 s to compile for sm_90; at 4,
-# 4.4K lines, 64 registers, 0.40 s (bench/compile_latency.py measures it). 4 fp32 = one 16-byte load.
+# time; 4 fp32 elements are one 16-byte load. bench/compile_latency.py compiles 4 and 8 side by side
+# (bench/results/compile_latency_cpu.md): NGL's bf16 tile kernel for sm_90 is 4.4K PTX lines, 64
+# registers and 0.41 s at 4 against 8.3K lines, 128 registers and 0.63 s at 8. Runtime: see kernels_gpu.
 ELEMS_PER_THREAD = int(os.environ.get("NLFS_TRITON_ELEMS_PER_THREAD", "4"))
 
 
