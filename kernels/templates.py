@@ -10,7 +10,8 @@ in fp32 and write the per-sample loss (fp32) and dL/dz (the gradient's dtype) on
 adjoints of the leaves ``p``, ``logp`` (= log-softmax) and ``z``. With ``h = p*g_p + g_logp``,
 ``dL/dz_j = h_j - p_j * sum_c h_c + g_z_j``, evaluated as
 ``p_j (g_p_j - sum_c p_c g_p_c) + (g_logp_j - p_j sum_c g_logp_c) + g_z_j`` (torch's factoring of the
-softmax and log-softmax backward, which rounds the same way on cancellation).
+softmax and log-softmax backward, which rounds the same way on cancellation), times ``grad_scale``
+(1/N for a mean over the batch, so that backward has nothing left to do for ``loss.backward()``).
 '''
 
 HEADER = '''\
@@ -31,7 +32,7 @@ from nlfs.kernels.special import (  # noqa: F401
 # Many rows per program, the whole row in one tile (small C): one read of the logits.
 TILE_KERNEL = '''
 @triton.jit
-def nlfs_tile_kernel(z_ptr, t_ptr, const_ptr, loss_ptr, g_ptr, n_rows, n_cols, cf,
+def nlfs_tile_kernel(z_ptr, t_ptr, const_ptr, loss_ptr, g_ptr, n_rows, n_cols, cf, grad_scale,
                      stride_z, stride_t, stride_g,
                      Y_INDEX: tl.constexpr, MEAN: tl.constexpr,
                      BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -65,7 +66,7 @@ def nlfs_tile_kernel(z_ptr, t_ptr, const_ptr, loss_ptr, g_ptr, n_rows, n_cols, c
     sl = tl.sum(tl.where(mask, g_logp, 0.0), axis=1)
     # h - p*sum(h) with h = p*g_p + g_logp, factored as torch's softmax / log-softmax backward;
     # p_t - 1 style cancellations happen here, in fp32, before the cast
-    g = p * (g_p - sp[:, None]) + (g_logp - p * sl[:, None]) + g_z
+    g = (p * (g_p - sp[:, None]) + (g_logp - p * sl[:, None]) + g_z) * grad_scale
     tl.store(loss_ptr + rows64, loss, mask=rmask)
     g_offs = rows64[:, None] * stride_g + cols[None, :]
     tl.store(g_ptr + g_offs, g.to(g_ptr.dtype.element_ty), mask=mask)
@@ -76,7 +77,7 @@ def nlfs_tile_kernel(z_ptr, t_ptr, const_ptr, loss_ptr, g_ptr, n_rows, n_cols, c
 # the row, one write).
 LOOP_KERNEL = '''
 @triton.jit
-def nlfs_loop_kernel(z_ptr, t_ptr, const_ptr, loss_ptr, g_ptr, n_rows, n_cols, cf,
+def nlfs_loop_kernel(z_ptr, t_ptr, const_ptr, loss_ptr, g_ptr, n_rows, n_cols, cf, grad_scale,
                      stride_z, stride_t, stride_g,
                      Y_INDEX: tl.constexpr, MEAN: tl.constexpr, BLOCK_C: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
@@ -134,6 +135,6 @@ def nlfs_loop_kernel(z_ptr, t_ptr, const_ptr, loss_ptr, g_ptr, n_rows, n_cols, c
         else:
             y = tl.load(t_row + cols, mask=cmask, other=0.0).to(tl.float32)
         f, g_p, g_logp, g_z = nlfs_body(z, y, p, logp, cf, const_ptr)
-        g = p * (g_p - sp) + (g_logp - p * sl) + g_z
+        g = (p * (g_p - sp) + (g_logp - p * sl) + g_z) * grad_scale
         tl.store(g_row + cols, g.to(g_ptr.dtype.element_ty), mask=cmask)
 '''

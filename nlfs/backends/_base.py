@@ -60,6 +60,7 @@ class FusedLossFunction(torch.autograd.Function):
         out, grad, scale = kernel.reduced(logits, target, constants, reduction)
         ctx.reduction = reduction
         ctx.scale = scale
+        ctx.scale_in_place = getattr(kernel, "scale_grad_", None)
         ctx.save_for_backward(grad)
         return out
 
@@ -68,12 +69,20 @@ class FusedLossFunction(torch.autograd.Function):
         (grad,) = ctx.saved_tensors
         if ctx.reduction == "none":
             return grad * grad_out.to(grad.dtype).unsqueeze(1), None, None, None, None
-        if (ctx.scale == 1.0 and grad_out.device.type == "cpu" and not torch.is_grad_enabled()
-                and not grad_out.requires_grad and grad_out.item() == 1.0):
-            # loss.backward() on a CPU loss (a free check there): the kernel's gradient as it is,
-            # no extra pass (Liger-Kernel does the same). Autograd copies it before accumulating
-            # into .grad while the graph is retained; modifying the returned gradient in place and
-            # then reusing a retained graph raises autograd's in-place error.
-            return grad, None, None, None, None
+        if not torch.is_grad_enabled() and not grad_out.requires_grad:
+            if ctx.scale == 1.0 and grad_out.device.type == "cpu" and grad_out.item() == 1.0:
+                # loss.backward() on a CPU loss (a free check there): the kernel's gradient as it is,
+                # no extra pass (Liger-Kernel does the same). Autograd copies it before accumulating
+                # into .grad while the graph is retained; modifying the returned gradient in place and
+                # then reusing a retained graph raises autograd's in-place error.
+                return grad, None, None, None, None
+            if ctx.scale_in_place is not None and grad_out.device == grad.device and grad.is_contiguous():
+                # On the device the "== 1" test is the kernel's own: no host sync, and no pass over
+                # the gradient for a plain loss.backward(). The saved gradient is scaled in place, so
+                # its version is bumped: backpropagating a retained graph twice raises autograd's
+                # in-place error instead of reusing a scaled gradient.
+                ctx.scale_in_place(grad, grad_out if ctx.scale == 1.0 else grad_out * ctx.scale)
+                torch.autograd.graph.increment_version(grad)
+                return grad, None, None, None, None
         # one pass over the gradient: the remaining scale rides on the upstream scalar
         return grad * (grad_out * ctx.scale).to(grad.dtype), None, None, None, None

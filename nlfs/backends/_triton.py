@@ -37,7 +37,7 @@ from ..expr import MAXV, OPS, Program
 from ..expr._emit import SymMath, forward_src, partials_src
 from ._base import Backend, Kernel
 
-CODEGEN_VERSION = "1"
+CODEGEN_VERSION = "2"
 
 SPELLING = {
     "abs": "tl.abs({0})", "sign": "nlfs_sign({0})", "exp": "tl.exp({0})", "log": "tl.log({0})",
@@ -100,7 +100,7 @@ def _sources_hash() -> str:
     if _SOURCE_HASH is None:
         pkg = kernels_package()
         h = hashlib.sha256()
-        for name in ("special.py", "templates.py"):
+        for name in ("special.py", "templates.py"):  # grad_scale.py is imported, not generated
             h.update((Path(pkg.__path__[0]) / name).read_bytes())
         _SOURCE_HASH = h.hexdigest()
     return _SOURCE_HASH
@@ -256,7 +256,7 @@ class TritonKernel(Kernel):
     """``kernel(logits, target, constants) -> (loss_rows fp32 [N], grad [N, C] in logits' dtype)``.
 
     ``inplace=True`` writes the gradient into ``logits`` (contiguous logits only) and returns it;
-    ``out=(loss, grad)`` gives the output buffers.
+    ``out=(loss, grad)`` gives the output buffers; the gradient is written times ``grad_scale``.
     """
 
     def __init__(self, program: Program, module, stats: CompileStats):
@@ -296,8 +296,24 @@ class TritonKernel(Kernel):
             self._const_cache[key] = dev
         return dev
 
+    def reduced(self, logits: torch.Tensor, target: torch.Tensor, constants: torch.Tensor, reduction: str):
+        """The 1/N of "mean" is applied where the gradient is written, so nothing is left for backward."""
+        n = logits.shape[0]
+        scale = 1.0 / max(n, 1) if reduction == "mean" else 1.0
+        loss_rows, grad = self(logits, target, constants, grad_scale=scale)
+        if reduction == "none":
+            return loss_rows, grad, 1.0
+        total = loss_rows.sum()
+        return (total / max(n, 1) if reduction == "mean" else total), grad, 1.0
+
+    def scale_grad_(self, grad: torch.Tensor, scale: torch.Tensor) -> None:
+        """``grad *= scale`` in place, skipped on the device when ``scale == 1`` (no host sync)."""
+        kernels_package()
+        importlib.import_module("nlfs.kernels.grad_scale").scale_grad_(grad, scale)
+
     def __call__(self, logits: torch.Tensor, target: torch.Tensor, constants: torch.Tensor | None = None,
-                 *, inplace: bool = False, out: tuple[torch.Tensor, torch.Tensor] | None = None):
+                 *, inplace: bool = False, out: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 grad_scale: float = 1.0):
         if logits.dim() != 2:
             raise ValueError(f"logits must be 2-D (N, C), got shape {tuple(logits.shape)}")
         if not logits.is_floating_point():
@@ -342,8 +358,8 @@ class TritonKernel(Kernel):
         fn = getattr(self.module, cfg.kernel)
         meta = dict(Y_INDEX=y_index, MEAN=self._mean, **cfg.blocks)
         grid, num_warps = cfg.grid, cfg.num_warps
-        args = (logits, target, consts, loss, grad, n, c, float(c), logits.stride(0), stride_t,
-                grad.stride(0))
+        args = (logits, target, consts, loss, grad, n, c, float(c), float(grad_scale), logits.stride(0),
+                stride_t, grad.stride(0))
         key = (cfg.kernel, logits.dtype, target.dtype, tuple(sorted(meta.items())))
         if key in self.stats.jit_s:
             fn[grid](*args, num_warps=num_warps, **meta)

@@ -131,7 +131,7 @@ def _compile_here(job: AotJob) -> AotResult:
         mod = _MODULES[job.path] = _import_file(f"nlfs_aot.{Path(job.path).stem}", Path(job.path))
     sig = {"z_ptr": f"*{job.dtype}", "t_ptr": "*i64" if job.index_targets else f"*{job.dtype}",
            "const_ptr": "*fp32", "loss_ptr": "*fp32", "g_ptr": f"*{job.dtype}", "n_rows": "i32",
-           "n_cols": "i32", "cf": "fp32", "stride_z": "i32", "stride_t": "i32", "stride_g": "i32"}
+           "n_cols": "i32", "cf": "fp32", "grad_scale": "fp32", "stride_z": "i32", "stride_t": "i32", "stride_g": "i32"}
     constexprs = {"Y_INDEX": job.index_targets, "MEAN": job.mean, **cfg.blocks}
     sig.update({k: "constexpr" for k in constexprs})
     try:

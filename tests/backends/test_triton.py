@@ -276,6 +276,67 @@ def test_fused_loss_function_direct():
     torch.testing.assert_close(z.grad.double().cpu(), ref_grad / 5, atol=1e-6, rtol=1e-5)
 
 
+def test_mean_scale_is_applied_in_the_kernel():
+    """For "mean" the kernel writes the gradient already divided by N: backward has nothing left."""
+    spec = nlfs.losses.get("Focal")
+    prog = _program(spec)
+    kernel = BACKEND.compile(prog)
+    logits, target = make_inputs(6, 11)
+    consts = _consts(spec, prog)
+    out, grad, scale = kernel.reduced(logits.to(DEVICE), target.to(DEVICE), consts, "mean")
+    _, raw = kernel(logits.to(DEVICE), target.to(DEVICE), consts)
+    assert scale == 1.0
+    torch.testing.assert_close(grad, raw / 6, atol=0, rtol=2e-7)
+    out_sum, grad_sum, scale_sum = kernel.reduced(logits.to(DEVICE), target.to(DEVICE), consts, "sum")
+    assert scale_sum == 1.0 and torch.equal(grad_sum, raw)
+    torch.testing.assert_close(out_sum / 6, out)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("weight", [1.0, 2.5, 0.0])
+def test_backward_scales_in_place_without_host_sync(reduction, weight, monkeypatch):
+    """Upstream gradients other than 1 (loss weights, AMP loss scale) go through the device-side
+    scaling kernel; the result matches autograd of the torch backend."""
+    calls = []
+    real = _triton.TritonKernel.scale_grad_
+    monkeypatch.setattr(_triton.TritonKernel, "scale_grad_", lambda self, g, s: calls.append(1) or real(self, g, s))
+    logits, target = make_inputs(9, 13)
+    z1 = logits.clone().to(DEVICE).requires_grad_(True)
+    z2 = logits.clone().requires_grad_(True)
+    (weight * nlfs.Loss("NGL", backend="triton", reduction=reduction)(z1, target.to(DEVICE))).backward()
+    (weight * nlfs.Loss("NGL", backend="torch", reduction=reduction)(z2, target)).backward()
+    torch.testing.assert_close(z1.grad.cpu(), z2.grad, atol=1e-6, rtol=1e-5)
+    # on CPU tensors a weight of 1 takes the free host check; on CUDA every backward is device-side
+    assert len(calls) == (1 if CUDA or weight != 1.0 else 0)
+
+
+def test_retained_graph_after_in_place_scaling_raises():
+    logits, target = make_inputs(4, 5)
+    z = logits.clone().to(DEVICE).requires_grad_(True)
+    loss = nlfs.Loss("CE", backend="triton")(z, target.to(DEVICE)) * 3.0
+    loss.backward(retain_graph=True)
+    first = z.grad.clone()
+    with pytest.raises(RuntimeError, match="inplace"):
+        loss.backward()  # the saved gradient was scaled in place: reusing it would be wrong
+    torch.testing.assert_close(z.grad, first)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_scale_grad_kernel(dtype):
+    from nlfs.kernels.grad_scale import BLOCK, scale_grad_
+
+    g = (torch.randn(3, BLOCK + 5) * 10).to(DEVICE, dtype)  # more than one program, a ragged tail
+    for s in (1.0, 0.37, -3.0):
+        got = g.clone()
+        scale_grad_(got, torch.tensor(s, device=DEVICE))
+        expect = (g.float() * s).to(dtype)  # one rounding, from fp32
+        assert torch.equal(got, expect), s
+    with pytest.raises(ValueError, match="contiguous"):
+        scale_grad_(g.t(), torch.tensor(2.0, device=DEVICE))
+    with pytest.raises(ValueError, match="one element"):
+        scale_grad_(g, torch.ones(2, device=DEVICE))
+
+
 def test_backend_registry():
     from nlfs.backends import available_backends, get_backend
 
