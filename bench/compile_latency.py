@@ -12,8 +12,9 @@ bytes per thread come from the cubin (``cuobjdump -res-usage``). One process-wid
 
     python -m bench.compile_latency                  # CPU: AOT for sm_90, bf16 at (256, 10)
     python -m bench.compile_latency --random 100 --shape 8192x1000 --dtype fp32
+    python -m bench.compile_latency --shape 8192x1000 --forms auto,general   # target specialisation
 
-Writes bench/results/compile_latency_<where>.{csv,md}.
+Writes bench/results/compile_latency_<cpu|gpu>_<B>x<C>_<dtype>.{csv,md}.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 RESULTS = Path(__file__).parent / "results"
-COLUMNS = ["date", "machine", "target", "dtype", "batch", "classes", "elems_per_thread", "loss", "kernel",
-           "num_warps", "codegen_s",
-           "import_s", "compile_s", "total_s", "registers", "stack_bytes", "ptx_lines", "error"]
+COLUMNS = ["date", "machine", "target", "dtype", "batch", "classes", "elems_per_thread", "form", "loss",
+           "kernel", "specialised", "num_warps", "codegen_s",
+           "import_s", "compile_s", "total_s", "registers", "stack_bytes", "ptx_lines", "sass_instructions", "error"]
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
@@ -55,6 +56,9 @@ def main(argv=None):
     ap.add_argument("--arch", type=int, default=90, help="compute capability without a GPU (90 = H100)")
     ap.add_argument("--elems-per-thread", default="4,8",
                     help="launch variants compiled side by side (the backend's default is 4)")
+    ap.add_argument("--forms", default="auto",
+                    help="auto (the backend's choice of target-specialised or general bodies), general "
+                         "(never specialised), specialised (always): e.g. auto,general side by side")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
@@ -106,46 +110,65 @@ def main(argv=None):
 
     rows = []
     machine, date = machine_name(), today()
-    variants = [int(v) for v in args.elems_per_thread.split(",")]
+    variants = [(int(v), form) for v in args.elems_per_thread.split(",") for form in args.forms.split(",")]
+    forced = {"auto": None, "general": False, "specialised": True}
     for name, program in _candidates(args.random):
-        for ept in variants:  # side by side: each candidate compiled cold in every variant
+        for ept, form in variants:  # side by side: each candidate compiled cold in every variant
             nlfs_triton._MODULES.clear()
             for f in Path(os.environ["NLFS_CACHE_DIR"]).rglob("*.py"):
                 f.unlink()
             kernel = compile_program(program)
             kernel.elems_per_thread = ept
+            kernel.specialise = forced[form]
+            # a Triton cache per variant: two variants that compile the same thing both compile cold
+            os.environ["TRITON_CACHE_DIR"] = str(Path(tmp.name) / f"triton-{ept}-{form}")
             st = kernel.stats
             r, compile_s = compile_one(kernel)
             total = st.codegen_s + st.import_s + compile_s
             rows.append(dict(date=date, machine=machine, target=target, dtype=args.dtype, batch=b, classes=c,
-                             elems_per_thread=ept, loss=name, kernel=r.kernel, num_warps=r.num_warps,
+                             elems_per_thread=ept, form=form, loss=name, kernel=r.kernel,
+                             specialised=r.job.specialised, num_warps=r.num_warps,
                              codegen_s=st.codegen_s, import_s=st.import_s, compile_s=compile_s, total_s=total,
                              registers=r.registers, stack_bytes=r.stack_bytes, ptx_lines=r.ptx_lines,
+                             sass_instructions=r.sass_instructions,
                              error=r.error[:200]))
-            print(f"{name:18s} ept {ept}: {total:6.3f} s  regs {r.registers:3d}  stack {r.stack_bytes:3d}  "
+            print(f"{name:18s} ept {ept} {form:8s}: {total:6.3f} s  regs {r.registers:3d}  stack {r.stack_bytes:3d}  "
                   f"ptx {r.ptx_lines:5d}  {r.error[:80]}", flush=True)
 
     lines = [f"{machine}; target {target}; {args.dtype} logits at ({b}, {c}), class-index targets; "
              f"cold nlfs and Triton caches; process warm-up compile {warmup_s:.2f} s (not counted); "
              f"variants by elements per thread (warps = block elements / 32 / that).", ""]
-    for ept in variants:
+    for ept, form in variants:
         for group in ("catalogue", "random-nlfs", "random-gp"):
-            rs = [r for r in rows if r["elems_per_thread"] == ept and (
+            rs = [r for r in rows if r["elems_per_thread"] == ept and r["form"] == form and (
                 r["loss"].startswith(group) if group != "catalogue" else not r["loss"].startswith("random"))]
             ok = [r for r in rs if not r["error"]]
             if not ok:
                 continue
             tot = sorted(r["total_s"] for r in ok)
-            lines.append(f"- {ept} elements/thread, {group}: {len(ok)}/{len(rs)} compiled; total per new "
+            label = f"{ept} elements/thread" + ("" if args.forms == "auto" else f", {form} bodies")
+            lines.append(f"- {label}, {group}: {len(ok)}/{len(rs)} compiled; total per new "
                          f"candidate median {statistics.median(tot):.3f} s, p80 {tot[int(0.8 * (len(tot) - 1))]:.3f}"
                          f" s, max {tot[-1]:.3f} s; {sum(t < 0.5 for t in tot)}/{len(tot)} under 0.5 s; registers "
                          f"median {statistics.median(r['registers'] for r in ok):.0f}, max "
                          f"{max(r['registers'] for r in ok)}; PTX lines median "
                          f"{statistics.median(r['ptx_lines'] for r in ok):.0f}; "
                          f"{sum(r['stack_bytes'] > 0 for r in ok)} use stack")
+    for ept in sorted({e for e, _ in variants}):
+        auto = {r["loss"]: r for r in rows if r["elems_per_thread"] == ept and r["form"] == "auto"}
+        general = {r["loss"]: r for r in rows if r["elems_per_thread"] == ept and r["form"] == "general"}
+        pairs = [(name, auto[name]["sass_instructions"] / general[name]["sass_instructions"])
+                 for name in auto if name in general and auto[name]["specialised"]
+                 and not auto[name]["error"] and not general[name]["error"] and general[name]["sass_instructions"]]
+        if pairs:
+            ratios = sorted(r for _, r in pairs)
+            lines.append(f"- {ept} elements/thread: {len(pairs)} candidates launched target-specialised; static "
+                         f"SASS instructions specialised/general median {statistics.median(ratios):.2f}, range "
+                         f"{ratios[0]:.2f}-{ratios[-1]:.2f}; catalogue: " + ", ".join(
+                             f"{n} {r:.2f}" for n, r in pairs if not n.startswith("random")))
     where = "gpu" if cuda else "cpu"
     out = Path(args.out)
-    stem = f"compile_latency_{where}"
+    stem = f"compile_latency_{where}_{b}x{c}_{args.dtype}"
     write_csv(out / f"{stem}.csv", rows, COLUMNS)
     write_markdown(out / f"{stem}.md", rows, COLUMNS, "Triton compile latency per new candidate", "\n".join(lines))
     print("\n".join(lines[2:]))

@@ -48,8 +48,8 @@ fi
 
 stage kernels_fp32 210 $PY -m bench.kernels_gpu --dtype float32
 stage kernels_bf16 80 $PY -m bench.kernels_gpu --dtype bfloat16 --no-compile
-stage compile_latency 70 $PY -m bench.compile_latency --random 15
+stage compile_latency 70 $PY -m bench.compile_latency --random 15 --forms auto
 stage tests 150 env NLFS_TEST_SCALE="${NLFS_TEST_SCALE:-0.3}" $PY -m pytest -q -x -p no:cacheprovider -n 8 \
     tests/backends/test_triton.py tests/backends/test_triton_special.py
-tar -czf "$OUT/results.tgz" bench/results/kernels_gpu_* bench/results/compile_latency_gpu.* 2>/dev/null
+tar -czf "$OUT/results.tgz" bench/results/kernels_gpu_* bench/results/compile_latency_gpu_* 2>/dev/null
 echo "results: bench/results/ and $OUT"

@@ -2,6 +2,7 @@
 
 Providers: ``triton`` (generated fused kernel, the backend's launch: 4 elements per thread),
 ``triton-ept8`` (the same kernel at 8 elements per thread, to settle that default side by side),
+``triton-general`` (never the target-specialised bodies, to check the backend's choice of them),
 ``eager`` (torch backend, autograd), ``compile`` (torch.compile of the eager loss, one graph per shape,
 recompile limit raised so it never falls back to eager; compile time in ``compile_s``; only at
 ``--compile-shapes``, where the target applies), ``native`` (F.cross_entropy, CE only).
@@ -119,8 +120,10 @@ def main(argv=None):
     for loss_name in args.losses.split(","):
         mods = {"triton": nlfs.Loss(loss_name, backend="triton"),
                 "triton-ept8": nlfs.Loss(loss_name, backend="triton"),
+                "triton-general": nlfs.Loss(loss_name, backend="triton"),
                 "eager": nlfs.Loss(loss_name, backend="torch")}
         mods["triton-ept8"].kernel_for(device)[1].elems_per_thread = 8
+        mods["triton-general"].kernel_for(device)[1].specialise = False
         for b, c in shapes:
             g = torch.Generator().manual_seed(0)
             logits = (torch.randn(b, c, generator=g) * 3).to(device=device, dtype=dtype)
@@ -146,7 +149,7 @@ def main(argv=None):
                 if cuda:
                     torch.cuda.synchronize()
                 first = time.perf_counter() - t0
-                if prov in ("compile", "triton", "triton-ept8"):
+                if prov == "compile" or prov.startswith("triton"):
                     compile_s = first
                 for _ in range(warmup):
                     step()
@@ -159,7 +162,8 @@ def main(argv=None):
                                  p20_ms=p20, p80_ms=p80, gbps=gbps, pct_copy_bw=100 * gbps / copy_bw,
                                  compile_s=compile_s,
                                  notes=("smoke, TRITON_INTERPRET=1" if not cuda else
-                                        "8 elements/thread" if prov == "triton-ept8" else "")))
+                                        {"triton-ept8": "8 elements/thread",
+                                         "triton-general": "general bodies"}.get(prov, ""))))
                 print(f"{loss_name:6s} {prov:8s} {b:6d}x{c:<6d} {med:9.3f} ms {gbps:8.2f} GB/s", flush=True)
             for r in rows:
                 if r["loss"] == loss_name and r["batch"] == b and r["classes"] == c and base_ms:

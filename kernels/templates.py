@@ -1,9 +1,13 @@
 '''Kernel templates for the Triton backend, as source text.
 
 The backend writes one Python file per loss program: ``HEADER``, then the generated
-``nlfs_body`` (forward of every node and its reverse-mode adjoints, straight-line code), then
-``TILE_KERNEL`` and ``LOOP_KERNEL``. Both kernels read the logits in their own dtype, do all maths
-in fp32 and write the per-sample loss (fp32) and dL/dz (the gradient's dtype) once.
+``nlfs_body`` (forward of every node and its reverse-mode adjoints, straight-line code) and its forms
+specialised to ``y = 0`` and ``y = 1`` (``nlfs_body_off``/``nlfs_body_on``, no ``y`` argument), then
+``TILE_KERNEL`` and ``LOOP_KERNEL``. With class-index targets and ``SPECIALISED``, the ``y = 0`` form
+runs at every class and the ``y = 1`` form at each row's target class only (cross-entropy's ``y = 0``
+form is the constant 0). Whether a launch specialises is the backend's choice (``specialise_tile``).
+Both kernels read the logits in their own dtype, do all maths in fp32 and write the per-sample loss
+(fp32) and dL/dz (the gradient's dtype) once.
 
 ``nlfs_body(z, y, p, logp, cf, const_ptr)`` returns ``(f, g_p, g_logp, g_z)``: the elementwise loss
 (unscaled; for ``element_mean`` the kernels divide the row sum by C and the root adjoint is 1/C) and the
@@ -34,7 +38,7 @@ TILE_KERNEL = '''
 @triton.jit
 def nlfs_tile_kernel(z_ptr, t_ptr, const_ptr, loss_ptr, g_ptr, n_rows, n_cols, cf, grad_scale,
                      stride_z, stride_t, stride_g,
-                     Y_INDEX: tl.constexpr, MEAN: tl.constexpr,
+                     Y_INDEX: tl.constexpr, SPECIALISED: tl.constexpr, MEAN: tl.constexpr,
                      BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     pid = tl.program_id(0)
     rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
@@ -54,11 +58,28 @@ def nlfs_tile_kernel(z_ptr, t_ptr, const_ptr, loss_ptr, g_ptr, n_rows, n_cols, c
     logp = (z - mx[:, None]) - tl.log(s)[:, None]
     if Y_INDEX:
         t = tl.load(t_ptr + rows64, mask=rmask, other=-1)
-        y = tl.where(cols[None, :] == t[:, None], 1.0, 0.0)
+        is_t = cols[None, :] == t[:, None]
+        if SPECIALISED:
+            # y = 0 body on the tile, y = 1 body on each row's target logit (loaded again, a cache
+            # hit, rather than gathered by a cross-warp reduction; p and log p formed exactly as
+            # the tile forms them), then the target column's values swapped in
+            f, g_p, g_logp, g_z = nlfs_body_off(z, p, logp, cf, const_ptr)
+            has_t = rmask & (t >= 0) & (t < n_cols)
+            z_t = tl.load(z_ptr + rows64 * stride_z + t, mask=has_t, other=0.0).to(tl.float32)
+            p_t = tl.exp(z_t - mx) / s
+            logp_t = (z_t - mx) - tl.log(s)
+            f_t, gp_t, gl_t, gz_t = nlfs_body_on(z_t, p_t, logp_t, cf, const_ptr)
+            f = tl.where(is_t, f_t[:, None], f)
+            g_p = tl.where(is_t, gp_t[:, None], g_p)
+            g_logp = tl.where(is_t, gl_t[:, None], g_logp)
+            g_z = tl.where(is_t, gz_t[:, None], g_z)
+        else:
+            y = tl.where(is_t, 1.0, 0.0)
+            f, g_p, g_logp, g_z = nlfs_body(z, y, p, logp, cf, const_ptr)
     else:
         y = tl.load(t_ptr + rows64[:, None] * stride_t + cols[None, :], mask=mask, other=0.0)
         y = y.to(tl.float32)
-    f, g_p, g_logp, g_z = nlfs_body(z, y, p, logp, cf, const_ptr)
+        f, g_p, g_logp, g_z = nlfs_body(z, y, p, logp, cf, const_ptr)
     loss = tl.sum(tl.where(mask, f, 0.0), axis=1)
     if MEAN:
         loss = loss / cf
@@ -79,7 +100,8 @@ LOOP_KERNEL = '''
 @triton.jit
 def nlfs_loop_kernel(z_ptr, t_ptr, const_ptr, loss_ptr, g_ptr, n_rows, n_cols, cf, grad_scale,
                      stride_z, stride_t, stride_g,
-                     Y_INDEX: tl.constexpr, MEAN: tl.constexpr, BLOCK_C: tl.constexpr):
+                     Y_INDEX: tl.constexpr, SPECIALISED: tl.constexpr, MEAN: tl.constexpr,
+                     BLOCK_C: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK_C)
     z_row = z_ptr + row * stride_z
@@ -99,6 +121,13 @@ def nlfs_loop_kernel(z_ptr, t_ptr, const_ptr, loss_ptr, g_ptr, n_rows, n_cols, c
         s = s * tl.exp(mx - m_new) + tl.sum(tl.where(cmask, tl.exp(zm - m_new), 0.0), axis=0)
         mx = m_new
     log_s = tl.log(s)
+    if SPECIALISED:
+        # the y = 1 body once, at the target column (its p and log p exactly as the passes form them)
+        has_t = (t >= 0) & (t < n_cols)
+        z_t = tl.load(z_row + t, mask=has_t, other=0.0).to(tl.float32)
+        p_t = tl.exp(z_t - mx) / s
+        logp_t = (z_t - mx) - log_s
+        f_t, gp_t, gl_t, gz_t = nlfs_body_on(z_t, p_t, logp_t, cf, const_ptr)
     # pass 2: loss and sum_c h_c
     loss_acc = tl.zeros([BLOCK_C], tl.float32)
     sp_acc = tl.zeros([BLOCK_C], tl.float32)
@@ -109,19 +138,28 @@ def nlfs_loop_kernel(z_ptr, t_ptr, const_ptr, loss_ptr, g_ptr, n_rows, n_cols, c
         z = tl.load(z_row + cols, mask=cmask, other=0.0).to(tl.float32)
         p = tl.where(cmask, tl.exp(z - mx), 0.0) / s
         logp = (z - mx) - log_s
-        if Y_INDEX:
-            y = tl.where(cols == t, 1.0, 0.0)
+        if SPECIALISED:
+            f, g_p, g_logp, g_z = nlfs_body_off(z, p, logp, cf, const_ptr)
+            keep = cmask & (cols != t)
         else:
-            y = tl.load(t_row + cols, mask=cmask, other=0.0).to(tl.float32)
-        f, g_p, g_logp, g_z = nlfs_body(z, y, p, logp, cf, const_ptr)
-        loss_acc += tl.where(cmask, f, 0.0)
-        sp_acc += tl.where(cmask, p * g_p, 0.0)
-        sl_acc += tl.where(cmask, g_logp, 0.0)
+            if Y_INDEX:
+                y = tl.where(cols == t, 1.0, 0.0)
+            else:
+                y = tl.load(t_row + cols, mask=cmask, other=0.0).to(tl.float32)
+            f, g_p, g_logp, g_z = nlfs_body(z, y, p, logp, cf, const_ptr)
+            keep = cmask
+        loss_acc += tl.where(keep, f, 0.0)
+        sp_acc += tl.where(keep, p * g_p, 0.0)
+        sl_acc += tl.where(keep, g_logp, 0.0)
     loss = tl.sum(loss_acc, axis=0)
-    if MEAN:
-        loss = loss / cf
     sp = tl.sum(sp_acc, axis=0)
     sl = tl.sum(sl_acc, axis=0)
+    if SPECIALISED:
+        loss += tl.where(has_t, f_t, 0.0)
+        sp += tl.where(has_t, p_t * gp_t, 0.0)
+        sl += tl.where(has_t, gl_t, 0.0)
+    if MEAN:
+        loss = loss / cf
     tl.store(loss_ptr + row, loss)
     # pass 3: dL/dz
     for start in range(0, n_cols, BLOCK_C):
@@ -130,11 +168,18 @@ def nlfs_loop_kernel(z_ptr, t_ptr, const_ptr, loss_ptr, g_ptr, n_rows, n_cols, c
         z = tl.load(z_row + cols, mask=cmask, other=0.0).to(tl.float32)
         p = tl.where(cmask, tl.exp(z - mx), 0.0) / s
         logp = (z - mx) - log_s
-        if Y_INDEX:
-            y = tl.where(cols == t, 1.0, 0.0)
+        if SPECIALISED:
+            f, g_p, g_logp, g_z = nlfs_body_off(z, p, logp, cf, const_ptr)
+            is_t = cols == t
+            g_p = tl.where(is_t, gp_t, g_p)
+            g_logp = tl.where(is_t, gl_t, g_logp)
+            g_z = tl.where(is_t, gz_t, g_z)
         else:
-            y = tl.load(t_row + cols, mask=cmask, other=0.0).to(tl.float32)
-        f, g_p, g_logp, g_z = nlfs_body(z, y, p, logp, cf, const_ptr)
+            if Y_INDEX:
+                y = tl.where(cols == t, 1.0, 0.0)
+            else:
+                y = tl.load(t_row + cols, mask=cmask, other=0.0).to(tl.float32)
+            f, g_p, g_logp, g_z = nlfs_body(z, y, p, logp, cf, const_ptr)
         g = (p * (g_p - sp) + (g_logp - p * sl) + g_z) * grad_scale
         tl.store(g_row + cols, g.to(g_ptr.dtype.element_ty), mask=cmask)
 '''

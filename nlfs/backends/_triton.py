@@ -33,11 +33,11 @@ from pathlib import Path
 
 import torch
 
-from ..expr import MAXV, OPS, Program
+from ..expr import MAXV, OPS, Program, specialize
 from ..expr._emit import SymMath, forward_src, partials_src
 from ._base import Backend, Kernel
 
-CODEGEN_VERSION = "2"
+CODEGEN_VERSION = "3"
 
 SPELLING = {
     "abs": "tl.abs({0})", "sign": "nlfs_sign({0})", "exp": "tl.exp({0})", "log": "tl.log({0})",
@@ -129,8 +129,11 @@ def _clamp(src: str) -> str:
     return f"tl.minimum(tl.maximum({src}, {-MAXV!r}), {MAXV!r})"
 
 
-def generate_body(program: Program) -> str:
-    """Source of ``nlfs_body(z, y, p, logp, cf, const_ptr) -> (f, g_p, g_logp, g_z)``."""
+def generate_body(program: Program, name: str = "nlfs_body", with_y: bool = True) -> str:
+    """Source of ``nlfs_body(z, y, p, logp, cf, const_ptr) -> (f, g_p, g_logp, g_z)`` (without the
+    ``y`` argument for a target-specialised program, which has no ``y`` leaf)."""
+    if not with_y and "y" in program.leaves:
+        raise ValueError("a body without the y argument needs a program without y")
     m = SymMath(SPELLING, literal=lambda v: repr(float(v)))
     instrs = program.instrs
     grad = []
@@ -141,7 +144,8 @@ def generate_body(program: Program) -> str:
             grad.append(any(grad[a] for a in ins.args))
         else:
             grad.append(False)
-    L = ["@triton.jit", "def nlfs_body(z, y, p, logp, cf, const_ptr):",
+    params = "z, y, p, logp, cf, const_ptr" if with_y else "z, p, logp, cf, const_ptr"
+    L = ["@triton.jit", f"def {name}({params}):",
          "    zero = tl.zeros_like(z)", "    # ---- forward ----"]
     raw: dict[int, str] = {}
     for k, ins in enumerate(instrs):
@@ -209,10 +213,45 @@ def generate_body(program: Program) -> str:
 
 
 def generate_source(program: Program) -> str:
+    """The kernel file: the general body (probability targets), the bodies specialised to y = 0 and
+    y = 1 (class-index targets, :func:`nlfs.expr.specialize`) and the two templates."""
     t = _templates()
     header = t.HEADER.format(version=CODEGEN_VERSION, reduction=program.reduction,
                              text=program_text(program))
-    return header + "\n" + generate_body(program) + "\n" + t.TILE_KERNEL + "\n" + t.LOOP_KERNEL
+    bodies = [generate_body(program),
+              generate_body(specialize(program, 0.0), "nlfs_body_off", with_y=False),
+              generate_body(specialize(program, 1.0), "nlfs_body_on", with_y=False)]
+    return header + "\n" + "\n\n".join(bodies) + "\n" + t.TILE_KERNEL + "\n" + t.LOOP_KERNEL
+
+
+# Relative cost of an op for choosing the tile kernel's form (see TritonKernel.specialised_tile).
+_CHEAP_OPS = frozenset({"add", "sub", "mul", "neg", "abs", "sign", "max", "min", "square", "cube"})
+
+
+def program_cost(program: Program) -> int:
+    """A rough per-element cost: 1 per cheap op, 4 per any other (division, exp, log, trig...)."""
+    return sum(1 if ins.op in _CHEAP_OPS else 4 for ins in program.instrs if ins.op in OPS)
+
+
+# The specialised tile's fixed extra work (reloading each row's target logit, forming its p and log p)
+# in program_cost units. Calibrated on static sm_90 SASS counts of the catalogue's bf16 tile kernels at
+# (8192, 1000) (bench/compile_latency.py --forms auto,general reports them): specialising saves 6-18%
+# of the instructions for Focal, SCE and Poly1 and costs 2-16% for CE, LabelSmoothingCE and Baikal.
+_SPECIALISED_TILE_OVERHEAD = 3.0
+
+
+def specialise_tile(program: Program, elems_per_thread: int) -> bool:
+    """Whether the row-tile kernel should use the target-specialised bodies for index targets.
+
+    There the y = 0 body runs on every element and the y = 1 body once per row, and a thread holding
+    ``elems_per_thread`` elements of one row computes its row's y = 1 body redundantly with the
+    row's other threads: worth it when cost(off) + cost(on) / elems_per_thread + the fixed overhead
+    < cost(full). (The column-loop kernel evaluates y = 1 once per row of thousands of classes: always
+    worth it there.)"""
+    if "y" not in program.leaves:
+        return False
+    off, on = program_cost(specialize(program, 0.0)), program_cost(specialize(program, 1.0))
+    return off + on / max(1, elems_per_thread) + _SPECIALISED_TILE_OVERHEAD < program_cost(program)
 
 
 def cache_dir() -> Path:
@@ -267,6 +306,23 @@ class TritonKernel(Kernel):
         self._nconst = len(program.constants)
         self._const_cache: dict = {}
         self.elems_per_thread: int | None = None  # None: the module's ELEMS_PER_THREAD
+        self._has_y = "y" in program.leaves
+        self._spec_tile: dict[int, bool] = {}
+        # None: decide per template (specialise_tile / always in the loop); False/True: force it
+        self.specialise: bool | None = None
+
+    def specialised(self, template: str, elems_per_thread: int) -> bool:
+        """Whether a launch of ``template`` with class-index targets uses the specialised bodies."""
+        if not self._has_y:
+            return False
+        if self.specialise is not None:
+            return self.specialise
+        if template == "nlfs_loop_kernel":
+            return True
+        hit = self._spec_tile.get(elems_per_thread)
+        if hit is None:
+            hit = self._spec_tile[elems_per_thread] = specialise_tile(self.program, elems_per_thread)
+        return hit
 
     @property
     def source_path(self) -> str:
@@ -356,7 +412,9 @@ class TritonKernel(Kernel):
         consts = self._device_constants(constants, device)
         cfg = launch_config(n, c, "interp" if interp else "gpu", self.elems_per_thread)
         fn = getattr(self.module, cfg.kernel)
-        meta = dict(Y_INDEX=y_index, MEAN=self._mean, **cfg.blocks)
+        ept = ELEMS_PER_THREAD if self.elems_per_thread is None else self.elems_per_thread
+        spec = y_index and self.specialised(cfg.kernel, ept)
+        meta = dict(Y_INDEX=y_index, SPECIALISED=spec, MEAN=self._mean, **cfg.blocks)
         grid, num_warps = cfg.grid, cfg.num_warps
         args = (logits, target, consts, loss, grad, n, c, float(c), float(grad_scale), logits.stride(0),
                 stride_t, grad.stride(0))

@@ -45,6 +45,7 @@ class AotJob:
     index_targets: bool = True
     arch: int = 90
     elems_per_thread: int | None = None  # None: what the kernel would launch with
+    specialised: bool | None = None  # target-specialised bodies (index targets); None: the loop only
 
     @classmethod
     def for_kernel(cls, kernel: TritonKernel, n: int, c: int, dtype: torch.dtype = torch.float32,
@@ -52,8 +53,9 @@ class AotJob:
         if dtype not in _TRITON_TYPES:
             raise ValueError(f"logits dtype must be one of {list(_TRITON_TYPES)}, got {dtype}")
         ept = kernel.elems_per_thread if kernel.elems_per_thread is not None else _triton.ELEMS_PER_THREAD
+        spec = bool(index_targets) and kernel.specialised(launch_config(n, c, "gpu", ept).kernel, ept)
         return cls(kernel.source_path, kernel.program.reduction == "element_mean", int(n), int(c),
-                   _TRITON_TYPES[dtype], bool(index_targets), int(arch), ept)
+                   _TRITON_TYPES[dtype], bool(index_targets), int(arch), ept, spec)
 
 
 @dataclass
@@ -68,6 +70,7 @@ class AotResult:
     registers: int = 0  # per thread
     stack_bytes: int = 0  # local memory: register spills, or a slow path's local arrays
     ptx_lines: int = 0
+    sass_instructions: int = 0  # static count; each thread runs a tile kernel's straight-line code once
     error: str = ""
 
     def as_dict(self) -> dict:
@@ -102,17 +105,22 @@ def _process_can_compile() -> bool:
     return isinstance(standard.cdiv, JITFunction)
 
 
-def _resource_usage(cubin: bytes) -> tuple[int, int]:
+def _resource_usage(cubin: bytes) -> tuple[int, int, int]:
+    """(registers, stack bytes, SASS instructions) of a one-kernel cubin."""
     with tempfile.NamedTemporaryFile(suffix=".cubin") as fh:
         fh.write(cubin)
         fh.flush()
-        out = subprocess.run([str(_nvidia_tool("cuobjdump")), "-res-usage", fh.name],
-                             capture_output=True, text=True, check=True).stdout
+        tool = str(_nvidia_tool("cuobjdump"))
+        out = subprocess.run([tool, "-res-usage", fh.name], capture_output=True, text=True, check=True).stdout
+        sass = subprocess.run([tool, "-sass", fh.name], capture_output=True, text=True, check=True).stdout
     reg = re.search(r"REG:(\d+)", out)
     stack = re.search(r"STACK:(\d+)", out)
     if reg is None or stack is None:
         raise RuntimeError(f"unexpected cuobjdump output: {out!r}")
-    return int(reg.group(1)), int(stack.group(1))
+    # instruction lines look like "/*0040*/   FFMA R1, R2, R3, R4 ;  /* 0x... */"
+    count = sum(1 for m in re.finditer(r"^\s*/\*[0-9a-f]{4,}\*/\s+([^;]+);", sass, re.M)
+                if not m.group(1).strip().startswith("NOP"))
+    return int(reg.group(1)), int(stack.group(1)), count
 
 
 _MODULES: dict[str, object] = {}
@@ -132,14 +140,16 @@ def _compile_here(job: AotJob) -> AotResult:
     sig = {"z_ptr": f"*{job.dtype}", "t_ptr": "*i64" if job.index_targets else f"*{job.dtype}",
            "const_ptr": "*fp32", "loss_ptr": "*fp32", "g_ptr": f"*{job.dtype}", "n_rows": "i32",
            "n_cols": "i32", "cf": "fp32", "grad_scale": "fp32", "stride_z": "i32", "stride_t": "i32", "stride_g": "i32"}
-    constexprs = {"Y_INDEX": job.index_targets, "MEAN": job.mean, **cfg.blocks}
+    spec = job.index_targets and (job.specialised if job.specialised is not None
+                                  else cfg.kernel == "nlfs_loop_kernel")
+    constexprs = {"Y_INDEX": job.index_targets, "SPECIALISED": spec, "MEAN": job.mean, **cfg.blocks}
     sig.update({k: "constexpr" for k in constexprs})
     try:
         t0 = time.perf_counter()
         compiled = triton.compile(ASTSource(fn=getattr(mod, cfg.kernel), signature=sig, constexprs=constexprs),
                                   target=GPUTarget("cuda", job.arch, 32), options={"num_warps": cfg.num_warps})
         res.compile_s = time.perf_counter() - t0
-        res.registers, res.stack_bytes = _resource_usage(compiled.asm["cubin"])
+        res.registers, res.stack_bytes, res.sass_instructions = _resource_usage(compiled.asm["cubin"])
         res.ptx_lines = compiled.asm["ptx"].count("\n")
     except Exception as err:  # reported per job: one bad candidate must not hide the others
         res.error = _describe(err)

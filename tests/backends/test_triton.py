@@ -276,6 +276,46 @@ def test_fused_loss_function_direct():
     torch.testing.assert_close(z.grad.double().cpu(), ref_grad / 5, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("forced", [True, False], ids=["specialised", "general"])
+def test_target_specialised_and_general_forms(forced):
+    """Class-index targets run either the y = 0 / y = 1 bodies or the general body with a one-hot y;
+    both forms, in both templates, against the exact reference. (Which one a launch picks is
+    specialise_tile's cost model for the tile and always the specialised one for the loop.)"""
+    rng = random.Random(11)
+    programs = [("Focal", _program(nlfs.losses.get("Focal"))), ("NGL", _program(nlfs.losses.get("NGL"))),
+                ("Baikal", _program(nlfs.losses.get("Baikal")))]
+    programs += [(f"gp#{i}", p) for i, p in enumerate(_random_programs(GPSpace(), scaled(6), 3))]
+    for name, prog in programs:
+        kernel = BACKEND.compile(prog)
+        kernel.specialise = forced
+        consts = torch.full((len(prog.constants),), 0.5, dtype=torch.float64)
+        for shape in [(37, 10), (3, 4099)]:
+            check(prog, consts, *shape, name=f"{name} specialise={forced}", kernel=kernel,
+                  seed=rng.randrange(1000))
+        used = {dict(k[3]).get("SPECIALISED") for k in kernel.stats.jit_s}
+        assert used == ({forced} if "y" in prog.leaves else {False}), (name, used)
+
+
+def test_specialisation_choice():
+    """The tile specialises where fixing y removes per-element work (Focal's y = 0 form is the
+    constant 0) and not where it saves less than reloading the target costs (CE: -y*log(p) with a
+    one-hot y is a multiply; TaylorGLO: y only meets named constants); the loop always does."""
+    ce = BACKEND.compile(_program(nlfs.losses.get("CE")))
+    focal = BACKEND.compile(_program(nlfs.losses.get("Focal")))
+    taylor = BACKEND.compile(_program(nlfs.losses.get("TaylorGLO")))
+    assert focal.specialised("nlfs_tile_kernel", 4) and focal.specialised("nlfs_loop_kernel", 4)
+    assert not ce.specialised("nlfs_tile_kernel", 4) and ce.specialised("nlfs_loop_kernel", 4)
+    assert not taylor.specialised("nlfs_tile_kernel", 4) and taylor.specialised("nlfs_loop_kernel", 4)
+    no_y = BACKEND.compile(nlfs.lower(nlfs.parse("(1 - p) ** 2")))
+    assert not no_y.specialised("nlfs_loop_kernel", 4)
+    focal.specialise = False
+    assert not focal.specialised("nlfs_loop_kernel", 4)
+    src = _triton.generate_source(_program(nlfs.losses.get("CE")))
+    off = src[src.index("def nlfs_body_off"):src.index("def nlfs_body_on")]
+    forward = off.split("# ---- forward ----")[1].split("# ---- reverse ----")[0]
+    assert forward.split() == ["v0", "=", "zero", "+", "0.0", "f", "=", "v0"]  # -y*log(p) at y = 0
+
+
 def test_mean_scale_is_applied_in_the_kernel():
     """For "mean" the kernel writes the gradient already divided by N: backward has nothing left."""
     spec = nlfs.losses.get("Focal")

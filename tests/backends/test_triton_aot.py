@@ -9,6 +9,7 @@ random sample (``scaled(20)`` per search space).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 from pathlib import Path
@@ -63,7 +64,11 @@ def catalogue_results(caches):
                 names.append(name)
         jobs.append(AotJob.for_kernel(kernel, 257, 10, torch.float16, index_targets=False))
         jobs.append(AotJob.for_kernel(kernel, 64, 1000, torch.bfloat16, arch=80))
-        names += [name, name]
+        # both forms for index targets, whatever the launch would pick
+        for n, c in [(257, 10), (5, 4099)]:
+            job = AotJob.for_kernel(kernel, n, c, torch.bfloat16)
+            jobs.append(dataclasses.replace(job, specialised=not job.specialised))
+        names += [name] * 4
     return list(zip(names, compile_jobs(jobs, timeout=1800), strict=True))
 
 
@@ -74,6 +79,8 @@ def test_catalogue_compiles_for_h100_and_a100(catalogue_results):
     assert {k for k, *_ in templates} == {"nlfs_tile_kernel", "nlfs_loop_kernel"}
     assert ("nlfs_tile_kernel", "fp16", 90, False) in templates
     assert ("nlfs_tile_kernel", "bf16", 80, True) in templates
+    forms = {(r.kernel, r.job.specialised) for _, r in catalogue_results if r.job.index_targets}
+    assert forms == {(k, s) for k in ("nlfs_tile_kernel", "nlfs_loop_kernel") for s in (True, False)}
     for name, r in catalogue_results:
         assert r.compile_s > 0 and r.ptx_lines > 100 and 0 < r.registers <= 255, (name, r)
 

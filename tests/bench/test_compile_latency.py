@@ -26,7 +26,7 @@ def test_compile_latency_rows(tmp_path):
                           "4,8", "--out", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
-    with open(tmp_path / "compile_latency_cpu.csv") as fh:
+    with open(tmp_path / "compile_latency_cpu_256x10_bf16.csv") as fh:
         rows = list(csv.DictReader(fh))
     import nlfs
 
@@ -38,6 +38,6 @@ def test_compile_latency_rows(tmp_path):
     ngl = {r["elems_per_thread"]: r for r in rows if r["loss"] == "NGL"}
     # fewer elements per thread: less code to compile
     assert int(ngl["4"]["ptx_lines"]) < int(ngl["8"]["ptx_lines"])
-    md = (tmp_path / "compile_latency_cpu.md").read_text()
+    md = (tmp_path / "compile_latency_cpu_256x10_bf16.md").read_text()
     k = len(nlfs.losses.names())
     assert f"4 elements/thread, catalogue: {k}/{k} compiled" in md

@@ -43,7 +43,7 @@ def test_smoke_run_writes_one_schema(tmp_path, monkeypatch):
     monkeypatch.setenv("NLFS_CACHE_DIR", str(tmp_path / "cache"))
     rows = kernels_gpu.main(["--smoke", "--losses", "CE", "--out", str(tmp_path)])
     provs = {r["provider"] for r in rows}
-    assert provs == {"triton", "triton-ept8", "eager", "native"}
+    assert provs == {"triton", "triton-ept8", "triton-general", "eager", "native"}
     with open(tmp_path / "kernels_gpu_smoke_float32.csv") as fh:
         got = list(csv.DictReader(fh))
     assert len(got) == len(rows) == 2 * len(provs)
