@@ -316,6 +316,46 @@ def test_specialisation_choice():
     assert forward.split() == ["v0", "=", "zero", "+", "0.0", "f", "=", "v0"]  # -y*log(p) at y = 0
 
 
+@pytest.mark.skipif(not CUDA, reason="host synchronisation is a CUDA matter")
+def test_no_host_sync_on_the_hot_path():
+    """Forward and backward through nlfs.Loss never wait for the device (sync debug mode raises)."""
+    logits, target = make_inputs(64, 100)
+    z = logits.cuda().requires_grad_(True)
+    t = target.cuda()
+    for name in ("Focal", "NGL"):
+        loss = nlfs.Loss(name, backend="triton")
+        loss(z, t).backward()  # compile and first launches outside the check
+        (2.0 * loss(z, t)).backward()
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for w in (1.0, 2.0):
+                z.grad = None
+                (w * loss(z, t)).backward()
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+
+
+@pytest.mark.skipif(not CUDA, reason="CUDA graphs need CUDA")
+def test_kernel_is_cuda_graph_capturable():
+    spec = nlfs.losses.get("SCE")
+    prog = _program(spec)
+    kernel = BACKEND.compile(prog)
+    logits, target = make_inputs(300, 10)
+    z, t, consts = logits.cuda(), target.cuda(), _consts(spec, prog).float().cuda()
+    expect = kernel(z, t, consts)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        loss_rows, grad = kernel(z, t, consts)
+    z.copy_(z * 0.5)
+    graph.replay()
+    fresh = kernel(z, t, consts)
+    torch.testing.assert_close(loss_rows, fresh[0])
+    torch.testing.assert_close(grad, fresh[1])
+    assert not torch.equal(grad, expect[1])  # the replay saw the new logits
+
+
 def test_mean_scale_is_applied_in_the_kernel():
     """For "mean" the kernel writes the gradient already divided by N: backward has nothing left."""
     spec = nlfs.losses.get("Focal")
