@@ -237,7 +237,10 @@ def program_cost(program: Program) -> int:
 # in program_cost units. Calibrated on static sm_90 SASS counts of the catalogue's bf16 tile kernels at
 # (8192, 1000) (bench/compile_latency.py --forms auto,general reports them): specialising saves 6-18%
 # of the instructions for Focal, SCE and Poly1 and costs 2-16% for CE, LabelSmoothingCE and Baikal.
+# Below 256 classes per row (16-128 lanes) the same counts grow for Focal and Poly1 (+6 to +11% at 10
+# and 100 classes), and such kernels are launch-bound anyway: the tile specialises only from 256.
 _SPECIALISED_TILE_OVERHEAD = 3.0
+_SPECIALISED_TILE_MIN_C = 256
 
 
 def specialise_tile(program: Program, elems_per_thread: int) -> bool:
@@ -311,7 +314,7 @@ class TritonKernel(Kernel):
         # None: decide per template (specialise_tile / always in the loop); False/True: force it
         self.specialise: bool | None = None
 
-    def specialised(self, template: str, elems_per_thread: int) -> bool:
+    def specialised(self, template: str, elems_per_thread: int, block_c: int) -> bool:
         """Whether a launch of ``template`` with class-index targets uses the specialised bodies."""
         if not self._has_y:
             return False
@@ -319,6 +322,8 @@ class TritonKernel(Kernel):
             return self.specialise
         if template == "nlfs_loop_kernel":
             return True
+        if block_c < _SPECIALISED_TILE_MIN_C:
+            return False
         hit = self._spec_tile.get(elems_per_thread)
         if hit is None:
             hit = self._spec_tile[elems_per_thread] = specialise_tile(self.program, elems_per_thread)
@@ -413,7 +418,7 @@ class TritonKernel(Kernel):
         cfg = launch_config(n, c, "interp" if interp else "gpu", self.elems_per_thread)
         fn = getattr(self.module, cfg.kernel)
         ept = ELEMS_PER_THREAD if self.elems_per_thread is None else self.elems_per_thread
-        spec = y_index and self.specialised(cfg.kernel, ept)
+        spec = y_index and self.specialised(cfg.kernel, ept, cfg.blocks["BLOCK_C"])
         meta = dict(Y_INDEX=y_index, SPECIALISED=spec, MEAN=self._mean, **cfg.blocks)
         grid, num_warps = cfg.grid, cfg.num_warps
         args = (logits, target, consts, loss, grad, n, c, float(c), float(grad_scale), logits.stride(0),

@@ -53,7 +53,8 @@ class AotJob:
         if dtype not in _TRITON_TYPES:
             raise ValueError(f"logits dtype must be one of {list(_TRITON_TYPES)}, got {dtype}")
         ept = kernel.elems_per_thread if kernel.elems_per_thread is not None else _triton.ELEMS_PER_THREAD
-        spec = bool(index_targets) and kernel.specialised(launch_config(n, c, "gpu", ept).kernel, ept)
+        cfg = launch_config(n, c, "gpu", ept)
+        spec = bool(index_targets) and kernel.specialised(cfg.kernel, ept, cfg.blocks["BLOCK_C"])
         return cls(kernel.source_path, kernel.program.reduction == "element_mean", int(n), int(c),
                    _TRITON_TYPES[dtype], bool(index_targets), int(arch), ept, spec)
 

@@ -299,17 +299,22 @@ def test_target_specialised_and_general_forms(forced):
 def test_specialisation_choice():
     """The tile specialises where fixing y removes per-element work (Focal's y = 0 form is the
     constant 0) and not where it saves less than reloading the target costs (CE: -y*log(p) with a
-    one-hot y is a multiply; TaylorGLO: y only meets named constants); the loop always does."""
+    one-hot y is a multiply; TaylorGLO: y only meets named constants), nor below 256 lanes per row;
+    the loop always does."""
     ce = BACKEND.compile(_program(nlfs.losses.get("CE")))
     focal = BACKEND.compile(_program(nlfs.losses.get("Focal")))
     taylor = BACKEND.compile(_program(nlfs.losses.get("TaylorGLO")))
-    assert focal.specialised("nlfs_tile_kernel", 4) and focal.specialised("nlfs_loop_kernel", 4)
-    assert not ce.specialised("nlfs_tile_kernel", 4) and ce.specialised("nlfs_loop_kernel", 4)
-    assert not taylor.specialised("nlfs_tile_kernel", 4) and taylor.specialised("nlfs_loop_kernel", 4)
+    tile, loop = "nlfs_tile_kernel", "nlfs_loop_kernel"
+    assert focal.specialised(tile, 4, 1024) and focal.specialised(loop, 4, 2048)
+    assert not focal.specialised(tile, 4, 16) and not focal.specialised(tile, 4, 128)
+    assert not ce.specialised(tile, 4, 1024) and ce.specialised(loop, 4, 2048)
+    assert not taylor.specialised(tile, 4, 1024) and taylor.specialised(loop, 4, 2048)
     no_y = BACKEND.compile(nlfs.lower(nlfs.parse("(1 - p) ** 2")))
-    assert not no_y.specialised("nlfs_loop_kernel", 4)
+    assert not no_y.specialised(loop, 4, 2048)
     focal.specialise = False
-    assert not focal.specialised("nlfs_loop_kernel", 4)
+    assert not focal.specialised(loop, 4, 2048)
+    focal.specialise = True
+    assert focal.specialised(tile, 4, 16)
     src = _triton.generate_source(_program(nlfs.losses.get("CE")))
     off = src[src.index("def nlfs_body_off"):src.index("def nlfs_body_on")]
     forward = off.split("# ---- forward ----")[1].split("# ---- reverse ----")[0]
