@@ -33,9 +33,11 @@ from nlfs.kernels.special import (  # noqa: F401
 
 '''
 
-# Many rows per program, the whole row in one tile (small C): one read of the logits.
+# Many rows per program, the whole row in one tile (small C): one read of the logits. The row count
+# is not specialised on (Triton would compile again for every batch size of another divisibility:
+# a search's last partial batch, an evaluation batch).
 TILE_KERNEL = '''
-@triton.jit
+@triton.jit(do_not_specialize=["n_rows"])
 def nlfs_tile_kernel(z_ptr, t_ptr, const_ptr, loss_ptr, g_ptr, n_rows, n_cols, cf, grad_scale,
                      stride_z, stride_t, stride_g,
                      Y_INDEX: tl.constexpr, SPECIALISED: tl.constexpr, MEAN: tl.constexpr,
@@ -97,7 +99,7 @@ def nlfs_tile_kernel(z_ptr, t_ptr, const_ptr, loss_ptr, g_ptr, n_rows, n_cols, c
 # the sums over classes of p*g_p and g_logp, pass 3 recomputes h and writes dL/dz (three reads of
 # the row, one write).
 LOOP_KERNEL = '''
-@triton.jit
+@triton.jit(do_not_specialize=["n_rows"])
 def nlfs_loop_kernel(z_ptr, t_ptr, const_ptr, loss_ptr, g_ptr, n_rows, n_cols, cf, grad_scale,
                      stride_z, stride_t, stride_g,
                      Y_INDEX: tl.constexpr, SPECIALISED: tl.constexpr, MEAN: tl.constexpr,

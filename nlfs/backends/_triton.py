@@ -365,8 +365,9 @@ class TritonKernel(Kernel):
         loss_rows, grad = self(logits, target, constants, grad_scale=scale)
         if reduction == "none":
             return loss_rows, grad, 1.0
-        total = loss_rows.sum()
-        return (total / max(n, 1) if reduction == "mean" else total), grad, 1.0
+        if reduction == "mean" and n:
+            return loss_rows.mean(), grad, 1.0  # one small launch, not a sum and a division
+        return loss_rows.sum(), grad, 1.0
 
     def scale_grad_(self, grad: torch.Tensor, scale: torch.Tensor) -> None:
         """``grad *= scale`` in place, skipped on the device when ``scale == 1`` (no host sync)."""
@@ -457,7 +458,9 @@ def launch_config(n: int, c: int, mode: str = "gpu", elems_per_thread: int | Non
         raise ValueError(f"elements per thread must be a power of two, got {ept}")
     block_c = _next_pow2(c)
     if block_c <= _TILE_MAX_C[mode]:
-        block_r = max(1, min(_TILE_ELEMS[mode] // block_c, _next_pow2(n)))
+        block_r = max(1, _TILE_ELEMS[mode] // block_c)
+        if mode == "interp":  # the interpreter pays for masked rows; a GPU would compile per size
+            block_r = min(block_r, _next_pow2(n))
         blocks = {"BLOCK_R": block_r, "BLOCK_C": block_c}
         kernel, grid, elems = "nlfs_tile_kernel", (triton_cdiv(n, block_r),), block_r * block_c
     else:

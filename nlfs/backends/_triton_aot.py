@@ -27,7 +27,7 @@ import torch
 from . import _triton
 from ._triton import TritonKernel, _import_file, kernels_package, launch_config
 
-__all__ = ["AotJob", "AotResult", "aot_available", "compile_for_target", "compile_jobs"]
+__all__ = ["GRAD_SCALE", "AotJob", "AotResult", "aot_available", "compile_for_target", "compile_jobs"]
 
 _TRITON_TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
@@ -37,7 +37,7 @@ class AotJob:
     """One specialisation of a generated kernel file: what the JIT would compile for a launch on
     (``n``, ``c``) ``dtype`` logits on a GPU of compute capability ``arch`` (90: H100, 80: A100)."""
 
-    path: str  # the generated source file (TritonKernel.source_path)
+    path: str  # the generated source file (TritonKernel.source_path), or GRAD_SCALE
     mean: bool  # element_mean reduction
     n: int
     c: int
@@ -127,28 +127,42 @@ def _resource_usage(cubin: bytes) -> tuple[int, int, int]:
 _MODULES: dict[str, object] = {}
 
 
+GRAD_SCALE = "<grad_scale>"  # AotJob.path of backward's scaling kernel (nlfs.kernels.grad_scale)
+
+
 def _compile_here(job: AotJob) -> AotResult:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    cfg = launch_config(job.n, job.c, "gpu", job.elems_per_thread)
-    res = AotResult(job, cfg.kernel, dict(cfg.blocks), cfg.num_warps)
-    mod = _MODULES.get(job.path)
-    if mod is None:
+    if job.path == GRAD_SCALE:
         kernels_package()
-        mod = _MODULES[job.path] = _import_file(f"nlfs_aot.{Path(job.path).stem}", Path(job.path))
-    sig = {"z_ptr": f"*{job.dtype}", "t_ptr": "*i64" if job.index_targets else f"*{job.dtype}",
-           "const_ptr": "*fp32", "loss_ptr": "*fp32", "g_ptr": f"*{job.dtype}", "n_rows": "i32",
-           "n_cols": "i32", "cf": "fp32", "grad_scale": "fp32", "stride_z": "i32", "stride_t": "i32", "stride_g": "i32"}
-    spec = job.index_targets and (job.specialised if job.specialised is not None
-                                  else cfg.kernel == "nlfs_loop_kernel")
-    constexprs = {"Y_INDEX": job.index_targets, "SPECIALISED": spec, "MEAN": job.mean, **cfg.blocks}
-    sig.update({k: "constexpr" for k in constexprs})
+        import nlfs.kernels.grad_scale as gs
+
+        fn, num_warps = gs.nlfs_scale_grad_kernel, 4
+        sig = {"g_ptr": f"*{job.dtype}", "s_ptr": "*fp32", "n_elements": "i32", "BLOCK": "constexpr"}
+        constexprs = {"BLOCK": gs.BLOCK}
+        res = AotResult(job, "nlfs_scale_grad_kernel", dict(constexprs), num_warps)
+    else:
+        cfg = launch_config(job.n, job.c, "gpu", job.elems_per_thread)
+        res = AotResult(job, cfg.kernel, dict(cfg.blocks), cfg.num_warps)
+        mod = _MODULES.get(job.path)
+        if mod is None:
+            kernels_package()
+            mod = _MODULES[job.path] = _import_file(f"nlfs_aot.{Path(job.path).stem}", Path(job.path))
+        fn, num_warps = getattr(mod, cfg.kernel), cfg.num_warps
+        sig = {"z_ptr": f"*{job.dtype}", "t_ptr": "*i64" if job.index_targets else f"*{job.dtype}",
+               "const_ptr": "*fp32", "loss_ptr": "*fp32", "g_ptr": f"*{job.dtype}", "n_rows": "i32",
+               "n_cols": "i32", "cf": "fp32", "grad_scale": "fp32", "stride_z": "i32", "stride_t": "i32",
+               "stride_g": "i32"}
+        spec = job.index_targets and (job.specialised if job.specialised is not None
+                                      else cfg.kernel == "nlfs_loop_kernel")
+        constexprs = {"Y_INDEX": job.index_targets, "SPECIALISED": spec, "MEAN": job.mean, **cfg.blocks}
+        sig.update({k: "constexpr" for k in constexprs})
     try:
         t0 = time.perf_counter()
-        compiled = triton.compile(ASTSource(fn=getattr(mod, cfg.kernel), signature=sig, constexprs=constexprs),
-                                  target=GPUTarget("cuda", job.arch, 32), options={"num_warps": cfg.num_warps})
+        compiled = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=constexprs),
+                                  target=GPUTarget("cuda", job.arch, 32), options={"num_warps": num_warps})
         res.compile_s = time.perf_counter() - t0
         res.registers, res.stack_bytes, res.sass_instructions = _resource_usage(compiled.asm["cubin"])
         res.ptx_lines = compiled.asm["ptx"].count("\n")

@@ -361,6 +361,21 @@ def test_kernel_is_cuda_graph_capturable():
     assert not torch.equal(grad, expect[1])  # the replay saw the new logits
 
 
+@pytest.mark.skipif(not CUDA, reason="counts Triton's compiles on a GPU")
+def test_one_compile_for_every_batch_size():
+    """A search meets many batch sizes (the last partial batch, evaluation batches): the row count
+    is neither a constexpr nor specialised on, so one launch configuration compiles once."""
+    kernel = BACKEND.compile(_program(nlfs.losses.get("Focal")))
+    consts = _consts(nlfs.losses.get("Focal"), kernel.program)
+    for n in (128, 96, 37, 1, 1000, 4099):
+        logits, target = make_inputs(n, 10)
+        kernel(logits.cuda(), target.cuda(), consts)
+    assert len(kernel.stats.jit_s) == 1
+    caches = getattr(kernel.module.nlfs_tile_kernel, "device_caches", None)
+    if caches:
+        assert sum(len(c[0]) for c in caches.values()) == 1
+
+
 def test_mean_scale_is_applied_in_the_kernel():
     """For "mean" the kernel writes the gradient already divided by N: backward has nothing left."""
     spec = nlfs.losses.get("Focal")

@@ -24,7 +24,13 @@ from tests.conftest import scaled
 pytest.importorskip("triton")
 
 from nlfs.backends._triton import TritonBackend  # noqa: E402
-from nlfs.backends._triton_aot import AotJob, aot_available, compile_for_target, compile_jobs  # noqa: E402
+from nlfs.backends._triton_aot import (  # noqa: E402
+    GRAD_SCALE,
+    AotJob,
+    aot_available,
+    compile_for_target,
+    compile_jobs,
+)
 
 ok, why = aot_available()
 if not ok:
@@ -105,7 +111,10 @@ def test_launch_config_matches_the_jit():
 
     assert launch_config(257, 10).kernel == "nlfs_tile_kernel"
     assert launch_config(257, 10).blocks == {"BLOCK_R": 128, "BLOCK_C": 16}
-    assert launch_config(1, 2).blocks == {"BLOCK_R": 1, "BLOCK_C": 2}
+    # on a GPU the tile does not shrink for small batches (one compile for every batch size)
+    assert launch_config(1, 2).blocks == {"BLOCK_R": 1024, "BLOCK_C": 2}
+    assert launch_config(5, 10).blocks == launch_config(4096, 10).blocks
+    assert launch_config(1, 2, "interp").blocks == {"BLOCK_R": 1, "BLOCK_C": 2}
     assert launch_config(64, 1000).blocks == {"BLOCK_R": 2, "BLOCK_C": 1024}
     assert launch_config(5, 4099).kernel == "nlfs_loop_kernel"
     assert launch_config(5, 4099).grid == (5,)
@@ -113,7 +122,9 @@ def test_launch_config_matches_the_jit():
     # warps: block elements / (32 * elements per thread), between 1 and 16
     assert launch_config(257, 10, elems_per_thread=4).num_warps == 16
     assert launch_config(257, 10, elems_per_thread=8).num_warps == 8
-    assert launch_config(1, 2, elems_per_thread=4).num_warps == 1
+    assert launch_config(1, 2, elems_per_thread=4).num_warps == 16
+    assert launch_config(1, 5000, elems_per_thread=4).num_warps == 16
+    assert launch_config(1, 5000, "interp", elems_per_thread=4).num_warps == 16
     with pytest.raises(ValueError, match="power of two"):
         launch_config(1, 2, elems_per_thread=3)
 
@@ -127,6 +138,15 @@ def test_random_candidates_compile(caches, space):
                            timeout=1800)
     failed = [(k.program, r.error) for k, r in zip(kernels, results, strict=True) if r.error]
     assert not failed, failed[:3]
+
+
+def test_grad_scale_kernel_compiles(caches):
+    """Backward's in-place scaling (a branch on a value loaded on the device) in every logits dtype."""
+    jobs = [AotJob(GRAD_SCALE, False, 0, 0, dtype, arch=arch) for dtype in ("fp32", "fp16", "bf16")
+            for arch in (80, 90)]
+    for r in compile_jobs(jobs, timeout=600):
+        assert not r.error and r.kernel == "nlfs_scale_grad_kernel" and r.registers > 0, r
+        assert r.stack_bytes == 0
 
 
 def test_compile_errors_are_reported_per_job(caches, tmp_path):
@@ -145,6 +165,6 @@ def test_compile_errors_are_reported_per_job(caches, tmp_path):
 def test_compile_for_target_single(caches):
     kernel = _kernel(nlfs.lower(nlfs.parse("-y * log(p) + 0.5 * (1 - p) ** 2")))
     r = compile_for_target(kernel, 1, 2, torch.bfloat16, arch=80)
-    assert not r.error and r.job.arch == 80 and r.blocks == {"BLOCK_R": 1, "BLOCK_C": 2}
+    assert not r.error and r.job.arch == 80 and r.blocks == {"BLOCK_R": 1024, "BLOCK_C": 2}
     with pytest.raises(ValueError, match="dtype"):
         compile_for_target(kernel, 1, 2, torch.float64)
