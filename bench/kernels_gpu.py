@@ -61,7 +61,7 @@ def copy_bandwidth_gbps(device, iters=20) -> float:
 def target_report(rows) -> list[str]:
     """The issue's targets, checked on the rows of one run (PASS/FAIL per loss and shape)."""
     lines = []
-    by = {(r["loss"], r["provider"], r["batch"], r["classes"]): r for r in rows}
+    by = {(r["loss"], r["provider"], r["batch"], r["classes"]): r for r in rows if "median_ms" in r}
     for (loss, prov, b, c), r in sorted(by.items()):
         if prov != "triton" or (b, c) not in TARGET_SHAPES:
             continue
@@ -117,6 +117,21 @@ def main(argv=None):
         if hasattr(torch._dynamo.config, knob):
             setattr(torch._dynamo.config, knob, 256)
     rows = []
+    out = Path(args.out)
+    stem = f"kernels_gpu{'_smoke' if args.smoke else ''}_{args.dtype}"
+    timing = ("triton.testing.do_bench (L2 flushed, runs back to back)" if cuda
+              else f"perf_counter over {iters} runs")
+
+    def flush():  # after every shape: a run stopped by a time limit keeps what it measured
+        write_csv(out / f"{stem}.csv", rows)
+        pre = (f"{machine_name()}; {args.dtype} logits; median fwd+bwd ({timing}); device copy bandwidth "
+               f"{copy_bw:.1f} GB/s; GB/s counts the minimum traffic (logits in, gradient out).")
+        report = target_report(rows)
+        if report:
+            pre += "\n\nTargets (issue #3), this run:\n\n" + "\n".join(report)
+        write_markdown(out / f"{stem}.md", rows, KERNEL_COLUMNS, "Loss kernel microbenchmark", pre)
+        return report
+
     for loss_name in args.losses.split(","):
         mods = {"triton": nlfs.Loss(loss_name, backend="triton"),
                 "triton-ept8": nlfs.Loss(loss_name, backend="triton"),
@@ -139,50 +154,51 @@ def main(argv=None):
             for prov, fn in providers.items():
                 z = logits.clone().requires_grad_(True)
 
-                def step(fn=fn, z=z):
+                def step(fn=fn, z=z, target=target):
                     z.grad = None
                     fn(z, target).backward()
 
-                compile_s = ""
-                t0 = time.perf_counter()
-                step()  # first call: JIT / torch.compile
-                if cuda:
-                    torch.cuda.synchronize()
-                first = time.perf_counter() - t0
-                if prov == "compile" or prov.startswith("triton"):
-                    compile_s = first
-                for _ in range(warmup):
-                    step()
-                med, p20, p80 = measure(step, device, iters)
+                row = dict(date=today(), machine=machine_name(), device=str(device), dtype=args.dtype,
+                           loss=loss_name, provider=prov, batch=b, classes=c,
+                           notes=("smoke, TRITON_INTERPRET=1" if not cuda else
+                                  {"triton-ept8": "8 elements/thread",
+                                   "triton-general": "general bodies"}.get(prov, "")))
+                try:
+                    t0 = time.perf_counter()
+                    step()  # first call: JIT / torch.compile
+                    if cuda:
+                        torch.cuda.synchronize()
+                    first = time.perf_counter() - t0
+                    for _ in range(warmup):
+                        step()
+                    med, p20, p80 = measure(step, device, iters)
+                except Exception as err:  # one provider failing (out of memory, say) is a row, not a crash
+                    row["notes"] = f"failed: {type(err).__name__}: {str(err)[:120]}"
+                    rows.append(row)
+                    print(f"{loss_name:6s} {prov:14s} {b:6d}x{c:<6d} {row['notes']}", flush=True)
+                    continue
+                finally:
+                    z.grad = None
                 if prov == "eager":
                     base_ms = med
                 gbps = min_bytes / (med * 1e-3) / 1e9
-                rows.append(dict(date=today(), machine=machine_name(), device=str(device), dtype=args.dtype,
-                                 loss=loss_name, provider=prov, batch=b, classes=c, median_ms=med,
-                                 p20_ms=p20, p80_ms=p80, gbps=gbps, pct_copy_bw=100 * gbps / copy_bw,
-                                 compile_s=compile_s,
-                                 notes=("smoke, TRITON_INTERPRET=1" if not cuda else
-                                        {"triton-ept8": "8 elements/thread",
-                                         "triton-general": "general bodies"}.get(prov, ""))))
-                print(f"{loss_name:6s} {prov:8s} {b:6d}x{c:<6d} {med:9.3f} ms {gbps:8.2f} GB/s", flush=True)
+                row.update(median_ms=med, p20_ms=p20, p80_ms=p80, gbps=gbps, pct_copy_bw=100 * gbps / copy_bw,
+                           compile_s=first if prov == "compile" or prov.startswith("triton") else "")
+                rows.append(row)
+                print(f"{loss_name:6s} {prov:14s} {b:6d}x{c:<6d} {med:9.3f} ms {gbps:8.2f} GB/s", flush=True)
             for r in rows:
-                if r["loss"] == loss_name and r["batch"] == b and r["classes"] == c and base_ms:
+                if (r["loss"] == loss_name and r["batch"] == b and r["classes"] == c and base_ms
+                        and "median_ms" in r):
                     r["speedup_vs_eager"] = base_ms / r["median_ms"]
-    out = Path(args.out)
-    stem = f"kernels_gpu{'_smoke' if args.smoke else ''}_{args.dtype}"
-    write_csv(out / f"{stem}.csv", rows)
-    timing = ("triton.testing.do_bench (L2 flushed, runs back to back)" if cuda
-              else f"perf_counter over {iters} runs")
-    pre = (f"{machine_name()}; {args.dtype} logits; median fwd+bwd ({timing}); device copy bandwidth "
-           f"{copy_bw:.1f} GB/s; GB/s counts the minimum traffic (logits in, gradient out).")
-    report = target_report(rows)
+            del logits, target, providers
+            if cuda:
+                torch.cuda.empty_cache()
+            flush()
+    report = flush()
     if report:
-        pre += "\n\nTargets (issue #3), this run:\n\n" + "\n".join(report)
         print("\n".join(report))
-    write_markdown(out / f"{stem}.md", rows, KERNEL_COLUMNS, "Loss kernel microbenchmark", pre)
     print(f"wrote {out / stem}.csv/.md")
     return rows
-
 
 if __name__ == "__main__":
     main()

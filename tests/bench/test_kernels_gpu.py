@@ -50,3 +50,20 @@ def test_smoke_run_writes_one_schema(tmp_path, monkeypatch):
     assert all(float(r["median_ms"]) > 0 and float(r["gbps"]) > 0 for r in got)
     assert {r["notes"] for r in got} == {"smoke, TRITON_INTERPRET=1"}
     assert (tmp_path / "kernels_gpu_smoke_float32.md").read_text().startswith("# Loss kernel microbenchmark")
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") != "1",
+                    reason="the smoke run is the CPU interpreter's")
+def test_a_failing_provider_is_a_row_not_a_crash(tmp_path, monkeypatch):
+    monkeypatch.setenv("NLFS_CACHE_DIR", str(tmp_path / "cache"))
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("out of memory (simulated)")
+
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", boom)
+    rows = kernels_gpu.main(["--smoke", "--losses", "CE", "--out", str(tmp_path)])
+    native = [r for r in rows if r["provider"] == "native"]
+    assert len(native) == 2 and all(r["notes"].startswith("failed: RuntimeError: out of memory") for r in native)
+    assert all("median_ms" not in r for r in native)
+    assert all(r["median_ms"] > 0 for r in rows if r["provider"] != "native")
+    assert kernels_gpu.target_report(rows) == []  # smoke shapes are not target shapes
