@@ -110,6 +110,49 @@ def main(argv=None):
 
     rows = []
     machine, date = machine_name(), today()
+    out = Path(args.out)
+    stem = f"compile_latency_{'gpu' if cuda else 'cpu'}_{b}x{c}_{args.dtype}"
+
+    def summary():
+        lines = [f"{machine}; target {target}; {args.dtype} logits at ({b}, {c}), class-index targets; "
+                 f"cold nlfs and Triton caches; process warm-up compile {warmup_s:.2f} s (not counted); "
+                 f"variants by elements per thread (warps = block elements / 32 / that).", ""]
+        for ept, form in variants:
+            for group in ("catalogue", "random-nlfs", "random-gp"):
+                rs = [r for r in rows if r["elems_per_thread"] == ept and r["form"] == form and (
+                    r["loss"].startswith(group) if group != "catalogue" else not r["loss"].startswith("random"))]
+                ok = [r for r in rs if not r["error"]]
+                if not ok:
+                    continue
+                tot = sorted(r["total_s"] for r in ok)
+                label = f"{ept} elements/thread" + ("" if args.forms == "auto" else f", {form} bodies")
+                lines.append(f"- {label}, {group}: {len(ok)}/{len(rs)} compiled; total per new "
+                             f"candidate median {statistics.median(tot):.3f} s, "
+                             f"p80 {tot[int(0.8 * (len(tot) - 1))]:.3f} s, max {tot[-1]:.3f} s; "
+                             f"{sum(t < 0.5 for t in tot)}/{len(tot)} under 0.5 s; registers "
+                             f"median {statistics.median(r['registers'] for r in ok):.0f}, max "
+                             f"{max(r['registers'] for r in ok)}; PTX lines median "
+                             f"{statistics.median(r['ptx_lines'] for r in ok):.0f}; "
+                             f"{sum(r['stack_bytes'] > 0 for r in ok)} use stack")
+        for ept in sorted({e for e, _ in variants}):
+            auto = {r["loss"]: r for r in rows if r["elems_per_thread"] == ept and r["form"] == "auto"}
+            general = {r["loss"]: r for r in rows if r["elems_per_thread"] == ept and r["form"] == "general"}
+            pairs = [(name, auto[name]["sass_instructions"] / general[name]["sass_instructions"])
+                     for name in auto if name in general and auto[name]["specialised"]
+                     and not auto[name]["error"] and not general[name]["error"] and general[name]["sass_instructions"]]
+            if pairs:
+                ratios = sorted(r for _, r in pairs)
+                lines.append(f"- {ept} elements/thread: {len(pairs)} candidates launched target-specialised; static "
+                             f"SASS instructions specialised/general median {statistics.median(ratios):.2f}, range "
+                             f"{ratios[0]:.2f}-{ratios[-1]:.2f}; catalogue: " + ", ".join(
+                                 f"{n} {r:.2f}" for n, r in pairs if not n.startswith("random")))
+        return lines
+
+    def flush():  # after every candidate: a run stopped by a time limit keeps what it measured
+        write_csv(out / f"{stem}.csv", rows, COLUMNS)
+        write_markdown(out / f"{stem}.md", rows, COLUMNS, "Triton compile latency per new candidate",
+                       "\n".join(summary()))
+
     variants = [(int(v), form) for v in args.elems_per_thread.split(",") for form in args.forms.split(",")]
     forced = {"auto": None, "general": False, "specialised": True}
     for name, program in _candidates(args.random):
@@ -134,44 +177,10 @@ def main(argv=None):
                              error=r.error[:200]))
             print(f"{name:18s} ept {ept} {form:8s}: {total:6.3f} s  regs {r.registers:3d}  stack {r.stack_bytes:3d}  "
                   f"ptx {r.ptx_lines:5d}  {r.error[:80]}", flush=True)
+        flush()
 
-    lines = [f"{machine}; target {target}; {args.dtype} logits at ({b}, {c}), class-index targets; "
-             f"cold nlfs and Triton caches; process warm-up compile {warmup_s:.2f} s (not counted); "
-             f"variants by elements per thread (warps = block elements / 32 / that).", ""]
-    for ept, form in variants:
-        for group in ("catalogue", "random-nlfs", "random-gp"):
-            rs = [r for r in rows if r["elems_per_thread"] == ept and r["form"] == form and (
-                r["loss"].startswith(group) if group != "catalogue" else not r["loss"].startswith("random"))]
-            ok = [r for r in rs if not r["error"]]
-            if not ok:
-                continue
-            tot = sorted(r["total_s"] for r in ok)
-            label = f"{ept} elements/thread" + ("" if args.forms == "auto" else f", {form} bodies")
-            lines.append(f"- {label}, {group}: {len(ok)}/{len(rs)} compiled; total per new "
-                         f"candidate median {statistics.median(tot):.3f} s, p80 {tot[int(0.8 * (len(tot) - 1))]:.3f}"
-                         f" s, max {tot[-1]:.3f} s; {sum(t < 0.5 for t in tot)}/{len(tot)} under 0.5 s; registers "
-                         f"median {statistics.median(r['registers'] for r in ok):.0f}, max "
-                         f"{max(r['registers'] for r in ok)}; PTX lines median "
-                         f"{statistics.median(r['ptx_lines'] for r in ok):.0f}; "
-                         f"{sum(r['stack_bytes'] > 0 for r in ok)} use stack")
-    for ept in sorted({e for e, _ in variants}):
-        auto = {r["loss"]: r for r in rows if r["elems_per_thread"] == ept and r["form"] == "auto"}
-        general = {r["loss"]: r for r in rows if r["elems_per_thread"] == ept and r["form"] == "general"}
-        pairs = [(name, auto[name]["sass_instructions"] / general[name]["sass_instructions"])
-                 for name in auto if name in general and auto[name]["specialised"]
-                 and not auto[name]["error"] and not general[name]["error"] and general[name]["sass_instructions"]]
-        if pairs:
-            ratios = sorted(r for _, r in pairs)
-            lines.append(f"- {ept} elements/thread: {len(pairs)} candidates launched target-specialised; static "
-                         f"SASS instructions specialised/general median {statistics.median(ratios):.2f}, range "
-                         f"{ratios[0]:.2f}-{ratios[-1]:.2f}; catalogue: " + ", ".join(
-                             f"{n} {r:.2f}" for n, r in pairs if not n.startswith("random")))
-    where = "gpu" if cuda else "cpu"
-    out = Path(args.out)
-    stem = f"compile_latency_{where}_{b}x{c}_{args.dtype}"
-    write_csv(out / f"{stem}.csv", rows, COLUMNS)
-    write_markdown(out / f"{stem}.md", rows, COLUMNS, "Triton compile latency per new candidate", "\n".join(lines))
-    print("\n".join(lines[2:]))
+    flush()
+    print("\n".join(summary()[2:]))
     print(f"wrote {out / stem}.csv/.md")
     tmp.cleanup()
     return rows

@@ -19,6 +19,11 @@ mkdir -p "$OUT"
 PY=${PY:-python3}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export NLFS_CACHE_DIR=/tmp/nlfs_gpu_session_cache  # not under $OUT: at most 8 files come back
+export TRITON_CACHE_DIR=/tmp/nlfs_gpu_session_triton  # cold: first calls include the compile
+rm -rf "$NLFS_CACHE_DIR" "$TRITON_CACHE_DIR"
+$PY -c "import torch, triton, numpy, pytest" || { echo "python3 lacks torch/triton/numpy/pytest"; exit 2; }
+XDIST=""
+$PY -c "import xdist" 2>/dev/null && XDIST="-n 8"  # pytest-xdist, where the machine has it
 SMOKE=0
 [ "${1:-}" = "--smoke" ] && SMOKE=1
 
@@ -49,7 +54,7 @@ fi
 stage kernels_fp32 210 $PY -m bench.kernels_gpu --dtype float32
 stage kernels_bf16 80 $PY -m bench.kernels_gpu --dtype bfloat16 --no-compile
 stage compile_latency 70 $PY -m bench.compile_latency --random 15 --forms auto
-stage tests 150 env NLFS_TEST_SCALE="${NLFS_TEST_SCALE:-0.3}" $PY -m pytest -q -x -p no:cacheprovider -n 8 \
+stage tests 150 env NLFS_TEST_SCALE="${NLFS_TEST_SCALE:-0.3}" $PY -m pytest -q -x -p no:cacheprovider $XDIST \
     tests/backends/test_triton.py tests/backends/test_triton_special.py
 tar -czf "$OUT/results.tgz" bench/results/kernels_gpu_* bench/results/compile_latency_gpu_* 2>/dev/null
 echo "results: bench/results/ and $OUT"

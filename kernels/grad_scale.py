@@ -7,6 +7,7 @@ loads the scalar and returns at once when it is 1, so the common case costs one 
 general case (loss weights, AMP loss scaling, accumulation) one in-place pass, with no host sync either way.
 """
 
+import torch
 import triton
 import triton.language as tl
 
@@ -30,6 +31,9 @@ def scale_grad_(grad, scale) -> None:
         raise ValueError("scale_grad_ needs a contiguous gradient")
     if scale.numel() != 1 or scale.device != grad.device:
         raise ValueError(f"scale must be one element on {grad.device}, got {tuple(scale.shape)} on {scale.device}")
+    if grad.dtype == torch.float64:  # the kernel's maths is fp32; fp64 gradients keep theirs
+        grad.mul_(scale.to(torch.float64))
+        return
     n = grad.numel()
     if n:
         nlfs_scale_grad_kernel[(triton.cdiv(n, BLOCK),)](grad, scale.reshape(1).contiguous(), n, BLOCK=BLOCK)

@@ -52,37 +52,70 @@ class Backend(ABC):
         return True, ""
 
 
+SECOND_ORDER_ERROR = (
+    "nlfs: a fused loss kernel gives first derivatives only; second-order gradients through it "
+    "(create_graph=True: MAML, Hessian-vector products, gradient penalties) need "
+    "nlfs.Loss(..., backend='torch')")
+
+
+def _saved_tensor_hooks_active() -> bool:
+    """Whether saved-tensor hooks (save_on_cpu, say) are in effect: the saved gradient that backward
+    unpacks may then be a copy, so scaling it in place would not stick."""
+    top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+    if top is None:
+        return True  # cannot tell: assume they are
+    try:
+        return top(False) is not None
+    except TypeError:  # another signature
+        return True
+
+
 class FusedLossFunction(torch.autograd.Function):
-    """Autograd glue for fused kernels: the kernel computes the gradient during the forward."""
+    """Autograd glue for fused kernels: the kernel computes the gradient during the forward.
+
+    ``backward`` only scales that gradient by the upstream one. Where the kernel can do that in place
+    on the device (``kernel.scale_grad_``, skipping the pass when the upstream gradient is 1), the
+    saved gradient is reused as the returned one; ``ctx.applied`` then records the factor it holds,
+    so backpropagating a retained graph again rescales it correctly."""
 
     @staticmethod
     def forward(ctx, logits, target, constants, kernel, reduction):
         out, grad, scale = kernel.reduced(logits, target, constants, reduction)
         ctx.reduction = reduction
         ctx.scale = scale
-        ctx.scale_in_place = getattr(kernel, "scale_grad_", None)
+        ctx.scale_in_place = None if _saved_tensor_hooks_active() else getattr(kernel, "scale_grad_", None)
+        ctx.applied = None  # the factor the saved gradient was scaled by in place, once it was
         ctx.save_for_backward(grad)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
+        if torch.is_grad_enabled():  # create_graph=True: d(gradient)/d(logits) is not available
+            raise RuntimeError(SECOND_ORDER_ERROR)
         (grad,) = ctx.saved_tensors
+        none = (None, None, None, None)
         if ctx.reduction == "none":
-            return grad * grad_out.to(grad.dtype).unsqueeze(1), None, None, None, None
-        if not torch.is_grad_enabled() and not grad_out.requires_grad:
-            if ctx.scale == 1.0 and grad_out.device.type == "cpu" and grad_out.item() == 1.0:
-                # loss.backward() on a CPU loss (a free check there): the kernel's gradient as it is,
-                # no extra pass (Liger-Kernel does the same). Autograd copies it before accumulating
-                # into .grad while the graph is retained; modifying the returned gradient in place and
-                # then reusing a retained graph raises autograd's in-place error.
-                return grad, None, None, None, None
-            if ctx.scale_in_place is not None and grad_out.device == grad.device and grad.is_contiguous():
-                # On the device the "== 1" test is the kernel's own: no host sync, and no pass over
-                # the gradient for a plain loss.backward(). The saved gradient is scaled in place, so
-                # its version is bumped: backpropagating a retained graph twice raises autograd's
-                # in-place error instead of reusing a scaled gradient.
-                ctx.scale_in_place(grad, grad_out if ctx.scale == 1.0 else grad_out * ctx.scale)
-                torch.autograd.graph.increment_version(grad)
-                return grad, None, None, None, None
+            return (grad * grad_out.to(grad.dtype).unsqueeze(1), *none)
+        if (ctx.applied is None and ctx.scale == 1.0 and grad_out.device.type == "cpu"
+                and grad_out.item() == 1.0):
+            # loss.backward() on a CPU loss (a free check there): the kernel's gradient as it is,
+            # no extra pass (Liger-Kernel does the same). Autograd copies it before accumulating
+            # into .grad while the graph is retained, so the saved gradient stays intact.
+            return (grad, *none)
+        s = grad_out if ctx.scale == 1.0 else grad_out * ctx.scale
+        if ctx.applied is not None:  # a retained graph, again: the saved gradient holds applied * dL/dz
+            previous = float(ctx.applied)  # a host sync, but only on this rare path
+            if previous == 0.0:
+                raise RuntimeError("nlfs: the fused loss's saved gradient was scaled by 0 in an earlier "
+                                   "backward of this retained graph and cannot be recovered")
+            factor = s / previous
+        else:
+            factor = s
+        if ctx.scale_in_place is not None and grad_out.device == grad.device and grad.is_contiguous():
+            # On the device the "== 1" test is the kernel's own: no host sync, and no pass over the
+            # gradient for a plain loss.backward().
+            ctx.scale_in_place(grad, factor)
+            ctx.applied = s
+            return (grad, *none)
         # one pass over the gradient: the remaining scale rides on the upstream scalar
-        return grad * (grad_out * ctx.scale).to(grad.dtype), None, None, None, None
+        return (grad * factor.to(grad.dtype), *none)

@@ -45,7 +45,9 @@ class AotJob:
     index_targets: bool = True
     arch: int = 90
     elems_per_thread: int | None = None  # None: what the kernel would launch with
-    specialised: bool | None = None  # target-specialised bodies (index targets); None: the loop only
+    # target-specialised bodies (index targets); None: in the column loop only, as the JIT does for a
+    # program that reads y (for_kernel fills in the launch's own choice)
+    specialised: bool | None = None
 
     @classmethod
     def for_kernel(cls, kernel: TritonKernel, n: int, c: int, dtype: torch.dtype = torch.float32,
@@ -142,6 +144,7 @@ def _compile_here(job: AotJob) -> AotResult:
         fn, num_warps = gs.nlfs_scale_grad_kernel, 4
         sig = {"g_ptr": f"*{job.dtype}", "s_ptr": "*fp32", "n_elements": "i32", "BLOCK": "constexpr"}
         constexprs = {"BLOCK": gs.BLOCK}
+        attrs = {(0,): [["tt.divisibility", 16]], (1,): [["tt.divisibility", 16]]}
         res = AotResult(job, "nlfs_scale_grad_kernel", dict(constexprs), num_warps)
     else:
         cfg = launch_config(job.n, job.c, "gpu", job.elems_per_thread)
@@ -159,9 +162,15 @@ def _compile_here(job: AotJob) -> AotResult:
                                       else cfg.kernel == "nlfs_loop_kernel")
         constexprs = {"Y_INDEX": job.index_targets, "SPECIALISED": spec, "MEAN": job.mean, **cfg.blocks}
         sig.update({k: "constexpr" for k in constexprs})
+        # what the JIT knows at a launch on contiguous tensors: 16-byte aligned pointers (torch's
+        # allocations), and which ints are multiples of 16 (n_rows is never specialised on)
+        ints = {"n_cols": job.c, "stride_z": job.c, "stride_t": 0 if job.index_targets else job.c,
+                "stride_g": job.c}
+        aligned = ["z_ptr", "t_ptr", "const_ptr", "loss_ptr", "g_ptr"] + [k for k, v in ints.items() if v % 16 == 0]
+        attrs = {(fn.arg_names.index(k),): [["tt.divisibility", 16]] for k in aligned}
     try:
         t0 = time.perf_counter()
-        compiled = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=constexprs),
+        compiled = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs),
                                   target=GPUTarget("cuda", job.arch, 32), options={"num_warps": num_warps})
         res.compile_s = time.perf_counter() - t0
         res.registers, res.stack_bytes, res.sass_instructions = _resource_usage(compiled.asm["cubin"])
@@ -188,14 +197,21 @@ def compile_jobs(jobs: list[AotJob], *, timeout: float | None = None) -> list[Ao
         raise RuntimeError(why)
     if _process_can_compile():
         return [_compile_here(job) for job in jobs]
+    return _compile_in_subprocess(jobs, timeout)
+
+
+def _compile_in_subprocess(jobs: list[AotJob], timeout: float | None) -> list[AotResult]:
     env = dict(os.environ, TRITON_INTERPRET="0")
     proc = subprocess.run([sys.executable, "-m", "nlfs.backends._triton_aot"], env=env,
                           input=json.dumps([asdict(j) for j in jobs]), capture_output=True, text=True,
                           timeout=timeout, cwd=Path(__file__).resolve().parents[2])
-    if proc.returncode != 0:
-        raise RuntimeError(f"AOT compile subprocess failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    return [AotResult(job, **{k: v for k, v in r.items() if k != "job"}) for job, r in zip(jobs, out, strict=True)]
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode == 0 and lines:
+        out = json.loads(lines[-1])
+        return [AotResult(job, **{k: v for k, v in r.items() if k != "job"}) for job, r in zip(jobs, out, strict=True)]
+    if len(jobs) > 1:  # the compiler process died (an LLVM abort, say): find the job, keep the others
+        return [r for job in jobs for r in _compile_in_subprocess([job], timeout)]
+    return [AotResult(jobs[0], error=f"compiler process failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")]
 
 
 def compile_for_target(kernel: TritonKernel, n: int, c: int, dtype: torch.dtype = torch.float32,

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -410,18 +411,39 @@ def test_backward_scales_in_place_without_host_sync(reduction, weight, monkeypat
     assert len(calls) == (1 if CUDA or weight != 1.0 else 0)
 
 
-def test_retained_graph_after_in_place_scaling_raises():
+@pytest.mark.parametrize("hooks", [False, True], ids=["plain", "save_on_cpu"])
+def test_retained_graph_backpropagated_again(hooks):
+    """The saved gradient is scaled in place and the factor it holds is recorded, so a retained graph
+    backpropagated again (any weights, in any order) gives each time what autograd would; under
+    saved-tensor hooks (which may hand backward a copy) nothing is scaled in place."""
+    import contextlib
+
+    logits, target = make_inputs(6, 9)
+    ref_z = logits.clone().requires_grad_(True)
+    nlfs.Loss("Focal", backend="torch")(ref_z, target).backward()
+    z = logits.clone().to(DEVICE).requires_grad_(True)
+    ctx = torch.autograd.graph.save_on_cpu() if hooks else contextlib.nullcontext()
+    with ctx:
+        loss = nlfs.Loss("Focal", backend="triton")(z, target.to(DEVICE))
+    for w in (3.0, 1.0, 0.5, 1.0, -2.0):
+        (g,) = torch.autograd.grad(loss * w, z, retain_graph=True)
+        torch.testing.assert_close(g.cpu(), w * ref_z.grad, atol=1e-6, rtol=1e-5)
+    (g,) = torch.autograd.grad(loss * 0.0, z, retain_graph=True)
+    assert torch.equal(g.cpu(), torch.zeros_like(g.cpu()))
+    if not hooks:  # a gradient scaled by 0 in place cannot be scaled back: a clear error
+        with pytest.raises(RuntimeError, match="scaled by 0"):
+            torch.autograd.grad(loss * 2.0, z, retain_graph=True)
+
+
+def test_second_order_gradients_are_an_error():
     logits, target = make_inputs(4, 5)
     z = logits.clone().to(DEVICE).requires_grad_(True)
-    loss = nlfs.Loss("CE", backend="triton")(z, target.to(DEVICE)) * 3.0
-    loss.backward(retain_graph=True)
-    first = z.grad.clone()
-    with pytest.raises(RuntimeError, match="inplace"):
-        loss.backward()  # the saved gradient was scaled in place: reusing it would be wrong
-    torch.testing.assert_close(z.grad, first)
+    loss = nlfs.Loss("NGL", backend="triton")(z, target.to(DEVICE))
+    with pytest.raises(RuntimeError, match="first derivatives only.*backend='torch'"):
+        torch.autograd.grad(loss, z, create_graph=True)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64], ids=str)
 def test_scale_grad_kernel(dtype):
     from nlfs.kernels.grad_scale import BLOCK, scale_grad_
 
@@ -429,7 +451,8 @@ def test_scale_grad_kernel(dtype):
     for s in (1.0, 0.37, -3.0):
         got = g.clone()
         scale_grad_(got, torch.tensor(s, device=DEVICE))
-        expect = (g.float() * s).to(dtype)  # one rounding, from fp32
+        s32 = torch.tensor(s).item()  # the upstream gradient is an fp32 scalar
+        expect = g * s32 if dtype == torch.float64 else (g.float() * s32).to(dtype)  # one rounding
         assert torch.equal(got, expect), s
     with pytest.raises(ValueError, match="contiguous"):
         scale_grad_(g.t(), torch.tensor(2.0, device=DEVICE))
@@ -485,6 +508,22 @@ def test_disk_cache_memory_and_fresh_process(tmp_path, monkeypatch):
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert res.returncode == 0 and "OK" in res.stdout, res.stderr[-2000:]
+
+
+def test_cache_key_covers_the_code_generator(monkeypatch):
+    """The disk cache is keyed on the program and on every file the generated source depends on:
+    a changed code generator (here: the specialisation it draws on) never reuses a stale file."""
+    from nlfs.expr import _specialize
+
+    prog = _program(nlfs.losses.get("Focal"))
+    key = _triton.cache_key(prog)
+    real = Path(_specialize.__file__).read_bytes()
+    monkeypatch.setattr(_triton, "_SOURCE_HASH", None)
+    monkeypatch.setattr(Path, "read_bytes", lambda self: real + b"# edited" if self.name == "_specialize.py"
+                        else Path.open(self, "rb").read())
+    assert _triton.cache_key(prog) != key
+    monkeypatch.undo()
+    assert _triton.cache_key(prog) == key
 
 
 def test_generated_source_is_readable():

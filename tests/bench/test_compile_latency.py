@@ -33,7 +33,8 @@ def test_compile_latency_rows(tmp_path):
     assert len(rows) == 2 * (len(nlfs.losses.names()) + 2)  # catalogue + 1 per space, two variants
     assert not any(r["error"] for r in rows)
     for r in rows:
-        assert float(r["compile_s"]) > 0 and float(r["total_s"]) >= float(r["compile_s"])
+        # cold: a real compile takes ~0.1 s or more, a Triton cache hit ~1 ms
+        assert float(r["compile_s"]) > 0.03 and float(r["total_s"]) >= float(r["compile_s"])
         assert int(r["num_warps"]) == {"4": 16, "8": 8}[r["elems_per_thread"]]  # (256, 10): 2048 elements
     ngl = {r["elems_per_thread"]: r for r in rows if r["loss"] == "NGL"}
     # fewer elements per thread: less code to compile
