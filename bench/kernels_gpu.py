@@ -2,7 +2,9 @@
 
 Providers: ``triton`` (generated fused kernel, the backend's launch: 4 elements per thread),
 ``triton-ept8`` (the same kernel at 8 elements per thread, to settle that default side by side),
-``triton-general`` (never the target-specialised bodies, to check the backend's choice of them; only
+``triton-kernel`` (the generated kernel's launch alone, without autograd or the loss reduction:
+the device time the fwd+bwd rows add their overhead to), ``triton-general`` (never the
+target-specialised bodies, to check the backend's choice of them; only
 where the backend chose them), ``compile_s`` is the first call (it includes Triton's compile for the
 first launch of a configuration: the triton variants share one generated module),
 ``eager`` (torch backend, autograd), ``compile`` (torch.compile of the eager loss, one graph per shape,
@@ -160,20 +162,25 @@ def main(argv=None):
             cfg = launch_config(b, c, "gpu" if cuda else "interp")
             ept = default.elems_per_thread or triton_backend.ELEMS_PER_THREAD
             same_as_default = not default.specialised(cfg.kernel, ept, cfg.blocks.get("BLOCK_C", 0))
+            consts = mods["triton"].constants.to(device)
+            providers["triton-kernel"] = lambda z, t: default(z.detach(), t, consts)
             for prov, fn in providers.items():
                 if prov == "triton-general" and same_as_default:  # the very kernel "triton" ran: no row
                     continue
                 z = logits.clone().requires_grad_(True)
 
-                def step(fn=fn, z=z, target=target):
+                def step(fn=fn, z=z, target=target, prov=prov):
                     z.grad = None
-                    fn(z, target).backward()
+                    if prov == "triton-kernel":  # the launch alone: no autograd, no loss reduction
+                        fn(z, target)
+                    else:
+                        fn(z, target).backward()
 
                 row = dict(date=today(), machine=machine_name(), device=str(device), dtype=args.dtype,
                            loss=loss_name, provider=prov, batch=b, classes=c,
                            notes=("smoke, TRITON_INTERPRET=1" if not cuda else
-                                  {"triton-ept8": "8 elements/thread",
-                                   "triton-general": "general bodies"}.get(prov, "")))
+                                  {"triton-ept8": "8 elements/thread", "triton-general": "general bodies",
+                                   "triton-kernel": "kernel launch only"}.get(prov, "")))
                 try:
                     t0 = time.perf_counter()
                     step()  # first call: JIT / torch.compile

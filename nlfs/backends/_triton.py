@@ -61,7 +61,7 @@ _LOOP_BLOCK = {"gpu": 2048, "interp": 16384}
 # time; 4 fp32 elements are one 16-byte load. bench/compile_latency.py compiles 4 and 8 side by side
 # (bench/results/compile_latency_cpu_256x10_bf16.md): NGL's bf16 tile kernel for sm_90 is 4.4K PTX
 # lines, 2.6K SASS instructions, 64 registers and 0.35 s to compile at 4 against 8.3K, 5.1K, 128 and
-# 0.60 s at 8. Runtime: bench/kernels_gpu.py times both side by side.
+# 0.55 s at 8. Runtime: bench/kernels_gpu.py times both side by side.
 ELEMS_PER_THREAD = int(os.environ.get("NLFS_TRITON_ELEMS_PER_THREAD", "4"))
 
 

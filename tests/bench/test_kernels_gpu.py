@@ -43,12 +43,13 @@ def test_smoke_run_writes_one_schema(tmp_path, monkeypatch):
     monkeypatch.setenv("NLFS_CACHE_DIR", str(tmp_path / "cache"))
     rows = kernels_gpu.main(["--smoke", "--losses", "CE", "--out", str(tmp_path)])
     provs = {r["provider"] for r in rows}
-    assert provs == {"triton", "triton-ept8", "triton-general", "eager", "native"}
+    assert provs == {"triton", "triton-ept8", "triton-general", "triton-kernel", "eager", "native"}
     # "triton-general" only where the backend specialised: CE's column loop (5000 classes), not its tile
     assert {(r["batch"], r["classes"]) for r in rows if r["provider"] == "triton-general"} == {(3, 5000)}
     with open(tmp_path / "kernels_gpu_smoke_float32.csv") as fh:
         got = list(csv.DictReader(fh))
     assert len(got) == len(rows) == 2 * len(provs) - 1
+    assert {r["notes"] for r in got if r["provider"] == "triton-kernel"} == {"smoke, TRITON_INTERPRET=1"}
     assert all(float(r["median_ms"]) > 0 and float(r["gbps"]) > 0 for r in got)
     assert {r["notes"] for r in got} == {"smoke, TRITON_INTERPRET=1"}
     assert (tmp_path / "kernels_gpu_smoke_float32.md").read_text().startswith("# Loss kernel microbenchmark")
