@@ -35,5 +35,10 @@ def scale_grad_(grad, scale) -> None:
         grad.mul_(scale.to(torch.float64))
         return
     n = grad.numel()
-    if n:
+    if n == 0:
+        return
+    if grad.device.type == "cuda" and grad.device.index != torch.cuda.current_device():
+        with torch.cuda.device(grad.device):  # Triton launches on the current device
+            nlfs_scale_grad_kernel[(triton.cdiv(n, BLOCK),)](grad, scale.reshape(1).contiguous(), n, BLOCK=BLOCK)
+    else:
         nlfs_scale_grad_kernel[(triton.cdiv(n, BLOCK),)](grad, scale.reshape(1).contiguous(), n, BLOCK=BLOCK)

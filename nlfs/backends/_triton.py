@@ -20,6 +20,7 @@ probability targets (N, C).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
@@ -358,12 +359,14 @@ class TritonKernel(Kernel):
         if constants.device == device and constants.dtype == torch.float32 and constants.is_contiguous():
             return constants
         key = (constants.data_ptr(), constants._version, constants.device, device)
-        dev = self._const_cache.get(key)
-        if dev is None:
+        hit = self._const_cache.get(key)
+        if hit is None:
             self._const_cache.clear()
             dev = constants.detach().reshape(-1).to(device=device, dtype=torch.float32).contiguous()
-            self._const_cache[key] = dev
-        return dev
+            # the source tensor is kept alive with its copy: its address cannot be reused by another
+            # tensor (version 0 again) while the key stands
+            hit = self._const_cache[key] = (constants, dev)
+        return hit[1]
 
     def reduced(self, logits: torch.Tensor, target: torch.Tensor, constants: torch.Tensor, reduction: str):
         """The 1/N of "mean" is applied where the gradient is written, so nothing is left for backward."""
@@ -433,14 +436,18 @@ class TritonKernel(Kernel):
         args = (logits, target, consts, loss, grad, n, c, float(c), float(grad_scale), logits.stride(0),
                 stride_t, grad.stride(0))
         key = (cfg.kernel, logits.dtype, target.dtype, tuple(sorted(meta.items())), num_warps, str(device))
-        if key in self.stats.jit_s:
-            fn[grid](*args, num_warps=num_warps, **meta)
-        else:  # first launch of this specialisation: time the JIT (off the hot path)
-            t0 = time.perf_counter()
-            fn[grid](*args, num_warps=num_warps, **meta)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            self.stats.jit_s[key] = time.perf_counter() - t0
+        # Triton launches on the current CUDA device: make it the logits' one
+        guard = (torch.cuda.device(device) if device.type == "cuda" and device.index != torch.cuda.current_device()
+                 else contextlib.nullcontext())
+        with guard:
+            if key in self.stats.jit_s:
+                fn[grid](*args, num_warps=num_warps, **meta)
+            else:  # first launch of this specialisation: time the JIT (off the hot path)
+                t0 = time.perf_counter()
+                fn[grid](*args, num_warps=num_warps, **meta)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                self.stats.jit_s[key] = time.perf_counter() - t0
         return loss, grad
 
 

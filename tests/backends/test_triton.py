@@ -20,6 +20,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+import weakref
 from pathlib import Path
 
 import pytest
@@ -245,6 +246,23 @@ def test_constants_are_read_in_kernel():
     ce = nlfs.Loss("CE", backend="torch", reduction="sum")(logits.cpu(), target.cpu())
     torch.testing.assert_close(b.cpu(), ce, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(a, b)
+
+
+def test_fresh_constant_tensors_are_never_a_stale_cache_hit():
+    """Each call with a new constants tensor uses its values, even when the allocator hands the new
+    tensor the freed address of the last one (same data_ptr, version 0)."""
+    spec = nlfs.losses.get("Focal")
+    prog = _program(spec)
+    kernel = BACKEND.compile(prog)
+    logits, target = make_inputs(8, 5)
+    for gamma in (0.0, 2.0, 0.5, 3.0, 0.0):
+        consts = torch.tensor([gamma], dtype=torch.float64)  # a fresh tensor every time
+        got, _ = kernel(logits.to(DEVICE), target.to(DEVICE), consts)
+        want, _ = exact(prog, logits, target, consts)
+        torch.testing.assert_close(got.double().cpu(), want, atol=1e-5, rtol=1e-5)
+        held = weakref.ref(consts)
+        del consts
+        assert held() is not None  # the cache keeps its key's tensor alive: that address is not reused
 
 
 # --------------------------------------------------------------------------- autograd glue
