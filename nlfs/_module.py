@@ -44,6 +44,10 @@ class Loss(nn.Module):
         reduction_kind: ``"class_sum"`` or ``"element_mean"``: how the elementwise expression is
             reduced over classes (the catalogue entry's own by default, else ``class_sum``).
         check_finite: raise if the logits contain NaN or Inf (costs a host sync).
+        grad_in_logits: let a backend that can (triton) write the gradient over the logits buffer
+            during the forward, saving an (N, C) buffer (Liger-Kernel's cross-entropy does the
+            same). The logits then hold the gradient, not the logits, once the loss is computed: only
+            for logits nothing else reads afterwards (accuracy from them, say, must come first).
 
     ``target`` is (N,) class indices or (N, C) class probabilities (Mixup/CutMix). Targets are
     treated as constants: no gradient flows to them.
@@ -51,7 +55,7 @@ class Loss(nn.Module):
 
     def __init__(self, loss="CE", backend: str = "auto", reduction: str = "mean",
                  constants: dict[str, float] | None = None, reduction_kind: str | None = None,
-                 check_finite: bool = False):
+                 check_finite: bool = False, grad_in_logits: bool = False):
         super().__init__()
         if reduction not in _REDUCTIONS:
             raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
@@ -72,6 +76,7 @@ class Loss(nn.Module):
         self.backend_name = backend
         self.reduction = reduction
         self.check_finite = check_finite
+        self.grad_in_logits = grad_in_logits
         self._kernels: dict[str, object] = {}
         self._by_device: dict[torch.device, tuple] = {}
 
@@ -110,7 +115,8 @@ class Loss(nn.Module):
         backend, kernel = self.kernel_for(logits.device)
         check_inputs(logits, target, self.check_finite, check_range=not getattr(kernel, "checks_targets", False))
         if backend.fused:
-            return FusedLossFunction.apply(logits, target, self.constants, kernel, self.reduction)
+            return FusedLossFunction.apply(logits, target, self.constants, kernel, self.reduction,
+                                           self.grad_in_logits)
         rows = kernel(logits, target, self.constants)
         if self.reduction == "mean":
             return rows.mean()

@@ -26,10 +26,12 @@ class Kernel(ABC):
         """Fused: return (loss_per_sample fp32 [N], grad [N, C] in logits' dtype).
         Non-fused: return loss_per_sample with an autograd graph."""
 
-    def reduced(self, logits: torch.Tensor, target: torch.Tensor, constants: torch.Tensor, reduction: str):
+    def reduced(self, logits: torch.Tensor, target: torch.Tensor, constants: torch.Tensor, reduction: str,
+                inplace: bool = False):
         """Fused kernels: (loss reduced over samples by ``reduction`` (mean/sum/none), gradient,
         the factor the gradient still needs for that reduction). A kernel that can fold the 1/N
-        of "mean" into its own gradient write returns 1.0 there."""
+        of "mean" into its own gradient write returns 1.0 there. ``inplace``: the kernel may write the
+        gradient over ``logits`` (a hint; kernels that cannot ignore it)."""
         loss_rows, grad = self(logits, target, constants)
         n = logits.shape[0]
         if reduction == "none":
@@ -79,8 +81,8 @@ class FusedLossFunction(torch.autograd.Function):
     so backpropagating a retained graph again rescales it correctly."""
 
     @staticmethod
-    def forward(ctx, logits, target, constants, kernel, reduction):
-        out, grad, scale = kernel.reduced(logits, target, constants, reduction)
+    def forward(ctx, logits, target, constants, kernel, reduction, inplace=False):
+        out, grad, scale = kernel.reduced(logits, target, constants, reduction, inplace=inplace)
         ctx.reduction = reduction
         ctx.scale = scale
         ctx.scale_in_place = None if _saved_tensor_hooks_active() else getattr(kernel, "scale_grad_", None)
@@ -93,7 +95,7 @@ class FusedLossFunction(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph=True: d(gradient)/d(logits) is not available
             raise RuntimeError(SECOND_ORDER_ERROR)
         (grad,) = ctx.saved_tensors
-        none = (None, None, None, None)
+        none = (None, None, None, None, None)
         if ctx.reduction == "none":
             return (grad * grad_out.to(grad.dtype).unsqueeze(1), *none)
         if (ctx.applied is None and ctx.scale == 1.0 and grad_out.device.type == "cpu"

@@ -192,8 +192,9 @@ class CppKernel(Kernel):
         self._launch(z, n, c, target, constants, loss, grad)
         return _back(loss, logits), _back(grad, logits)
 
-    def reduced(self, logits, target, constants, reduction):
-        """(loss reduced over samples, gradient already scaled by that reduction, 1.0)."""
+    def reduced(self, logits, target, constants, reduction, inplace=False):
+        """(loss reduced over samples, gradient already scaled by that reduction, 1.0). ``inplace`` is
+        ignored: the kernel reads each row again after writing parts of its gradient."""
         if reduction == "none":
             loss, grad = self(logits, target, constants)
             return loss, grad, 1.0

@@ -368,11 +368,17 @@ class TritonKernel(Kernel):
             hit = self._const_cache[key] = (constants, dev)
         return hit[1]
 
-    def reduced(self, logits: torch.Tensor, target: torch.Tensor, constants: torch.Tensor, reduction: str):
-        """The 1/N of "mean" is applied where the gradient is written, so nothing is left for backward."""
+    def reduced(self, logits: torch.Tensor, target: torch.Tensor, constants: torch.Tensor, reduction: str,
+                inplace: bool = False):
+        """The 1/N of "mean" is applied where the gradient is written, so nothing is left for backward.
+        ``inplace``: the gradient overwrites contiguous logits (each program reads its rows before it
+        writes them), saving an (N, C) buffer."""
         n = logits.shape[0]
         scale = 1.0 / max(n, 1) if reduction == "mean" else 1.0
-        loss_rows, grad = self(logits, target, constants, grad_scale=scale)
+        inplace = inplace and logits.is_contiguous() and logits.dtype in (torch.float32, torch.float16,
+                                                                         torch.bfloat16)
+        loss_rows, grad = self(logits.detach() if inplace else logits, target, constants, grad_scale=scale,
+                               inplace=inplace)
         if reduction == "none":
             return loss_rows, grad, 1.0
         if reduction == "mean" and n:

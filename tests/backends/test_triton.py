@@ -395,6 +395,32 @@ def test_one_compile_for_every_batch_size():
         assert sum(len(c[0]) for c in caches.values()) == 1
 
 
+@pytest.mark.parametrize("shape", [(6, 9), (3, 4099)], ids=["tile", "loop"])
+def test_gradient_written_over_the_logits(shape):
+    """grad_in_logits=True: the same parameter gradients as a separate buffer, and the logits buffer
+    itself holds dL/dlogits afterwards."""
+    n, c = shape
+    x = torch.randn(n, 5)
+    results = {}
+    for in_logits in (False, True):
+        lin = torch.nn.Linear(5, c).to(DEVICE)
+        with torch.no_grad():
+            lin.weight.copy_(torch.linspace(-1, 1, 5 * c).reshape(c, 5))
+            lin.bias.copy_(torch.linspace(0.5, -0.5, c))
+        logits = lin(x.to(DEVICE))
+        target = torch.arange(n) % c
+        loss = nlfs.Loss("Focal", backend="triton", grad_in_logits=in_logits)(logits, target.to(DEVICE))
+        (2.0 * loss).backward()
+        results[in_logits] = (float(loss.detach()), lin.weight.grad.cpu().clone(), lin.bias.grad.cpu().clone(),
+                              logits.detach().cpu().clone())
+    (l0, w0, b0, z0), (l1, w1, b1, z1) = results[False], results[True]
+    assert l0 == l1
+    torch.testing.assert_close(w1, w0, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(b1, b0, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(z1.sum(0), b1, atol=1e-6, rtol=1e-5)  # the buffer now holds dL/dlogits
+    assert not torch.allclose(z0, z1)
+
+
 def test_mean_scale_is_applied_in_the_kernel():
     """For "mean" the kernel writes the gradient already divided by N: backward has nothing left."""
     spec = nlfs.losses.get("Focal")
