@@ -47,7 +47,9 @@ class Loss(nn.Module):
         grad_in_logits: let a backend that can (triton) write the gradient over the logits buffer
             during the forward, saving an (N, C) buffer (Liger-Kernel's cross-entropy does the
             same). The logits then hold the gradient, not the logits, once the loss is computed: only
-            for logits nothing else reads afterwards (accuracy from them, say, must come first).
+            for logits nothing else reads afterwards (accuracy from them, say, must come first; a term
+            that saved them earlier raises autograd's in-place error in backward). A leaf that
+            requires grad is never overwritten.
 
     ``target`` is (N,) class indices or (N, C) class probabilities (Mixup/CutMix). Targets are
     treated as constants: no gradient flows to them.

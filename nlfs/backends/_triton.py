@@ -371,14 +371,19 @@ class TritonKernel(Kernel):
     def reduced(self, logits: torch.Tensor, target: torch.Tensor, constants: torch.Tensor, reduction: str,
                 inplace: bool = False):
         """The 1/N of "mean" is applied where the gradient is written, so nothing is left for backward.
-        ``inplace``: the gradient overwrites contiguous logits (each program reads its rows before it
-        writes them), saving an (N, C) buffer."""
+        ``inplace``: the gradient overwrites contiguous logits that are not a leaf requiring grad (each
+        program reads its rows before it writes them), saving an (N, C) buffer."""
         n = logits.shape[0]
         scale = 1.0 / max(n, 1) if reduction == "mean" else 1.0
-        inplace = inplace and logits.is_contiguous() and logits.dtype in (torch.float32, torch.float16,
-                                                                         torch.bfloat16)
+        inplace = (inplace and logits.is_contiguous() and logits.dtype in (torch.float32, torch.float16,
+                                                                          torch.bfloat16)
+                   and not (logits.is_leaf and logits.requires_grad))  # never over a parameter's data
         loss_rows, grad = self(logits.detach() if inplace else logits, target, constants, grad_scale=scale,
                                inplace=inplace)
+        if inplace:
+            # the logits' storage now holds the gradient: a version bump makes any other autograd node
+            # that saved the logits (another term of the objective) raise rather than read it
+            torch.autograd.graph.increment_version(logits)
         if reduction == "none":
             return loss_rows, grad, 1.0
         if reduction == "mean" and n:

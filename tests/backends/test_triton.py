@@ -419,6 +419,17 @@ def test_gradient_written_over_the_logits(shape):
     torch.testing.assert_close(b1, b0, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(z1.sum(0), b1, atol=1e-6, rtol=1e-5)  # the buffer now holds dL/dlogits
     assert not torch.allclose(z0, z1)
+    # a term that read the logits before the loss overwrote them fails loudly in backward
+    logits = torch.nn.Linear(5, c).to(DEVICE)(x.to(DEVICE))
+    obj = logits.pow(2).mean() + nlfs.Loss("Focal", backend="triton", grad_in_logits=True)(
+        logits, (torch.arange(n) % c).to(DEVICE))
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        obj.backward()
+    # a leaf that requires grad (a parameter) is never overwritten
+    leaf = torch.randn(n, c, device=DEVICE, requires_grad=True)
+    before = leaf.detach().clone()
+    nlfs.Loss("Focal", backend="triton", grad_in_logits=True)(leaf, (torch.arange(n) % c).to(DEVICE)).backward()
+    assert torch.equal(leaf.detach(), before) and leaf.grad is not None
 
 
 def test_mean_scale_is_applied_in_the_kernel():
