@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import nn
 
 from . import losses as _losses
 from .backends import FusedLossFunction, resolve_backend
+from .backends._base import _saved_tensor_hooks_active
 from .expr import Expr, lower, parse
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -114,17 +117,42 @@ class Loss(nn.Module):
                 f"over classes={self.spec.reduction!r}, backend={self.backend_name!r}")
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_not_overwritten(logits)
         backend, kernel = self.kernel_for(logits.device)
         check_inputs(logits, target, self.check_finite, check_range=not getattr(kernel, "checks_targets", False))
         if backend.fused:
-            return FusedLossFunction.apply(logits, target, self.constants, kernel, self.reduction,
-                                           self.grad_in_logits)
+            # only when a gradient is wanted (not under no_grad, as in evaluation or a reentrant
+            # checkpoint's first pass) and no saved-tensor hooks may hand backward a copy
+            inplace = (self.grad_in_logits and torch.is_grad_enabled() and logits.requires_grad
+                       and not _saved_tensor_hooks_active())
+            out = FusedLossFunction.apply(logits, target, self.constants, kernel, self.reduction, inplace)
+            if inplace:
+                _remember_overwritten(logits)
+            return out
         rows = kernel(logits, target, self.constants)
         if self.reduction == "mean":
             return rows.mean()
         if self.reduction == "sum":
             return rows.sum()
         return rows
+
+
+# Logits an nlfs.Loss(grad_in_logits=True) wrote its gradient over: id -> (weak reference, version after).
+_OVERWRITTEN: dict[int, tuple] = {}
+
+
+def _remember_overwritten(logits: torch.Tensor) -> None:
+    key = id(logits)
+    _OVERWRITTEN[key] = (weakref.ref(logits, lambda _ref, key=key: _OVERWRITTEN.pop(key, None)), logits._version)
+
+
+def _check_not_overwritten(logits: torch.Tensor) -> None:
+    """Handing a loss the very logits a grad_in_logits loss turned into its gradient is a mistake
+    that would otherwise go unnoticed (the values look like logits)."""
+    hit = _OVERWRITTEN.get(id(logits))
+    if hit is not None and hit[0]() is logits and logits._version == hit[1]:
+        raise ValueError("these logits hold the gradient of an earlier nlfs.Loss(grad_in_logits=True), not "
+                         "logits: compute every loss from them before that one, or drop grad_in_logits")
 
 
 def check_inputs(logits: torch.Tensor, target: torch.Tensor, check_finite: bool = False,

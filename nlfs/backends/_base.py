@@ -72,13 +72,23 @@ def _saved_tensor_hooks_active() -> bool:
         return True
 
 
+def _scaled(grad: torch.Tensor, factor: torch.Tensor, extra: float = 1.0) -> torch.Tensor:
+    """A new ``grad * factor * extra``, multiplied in at least fp32 (an upstream 65536, AMP's loss
+    scale, is inf in fp16) and rounded once to the gradient's dtype."""
+    ct = torch.float64 if grad.dtype == torch.float64 else torch.float32
+    f = factor.to(ct) * extra if extra != 1.0 else factor.to(ct)
+    return (grad.to(ct) * f).to(grad.dtype)
+
+
 class FusedLossFunction(torch.autograd.Function):
     """Autograd glue for fused kernels: the kernel computes the gradient during the forward.
 
-    ``backward`` only scales that gradient by the upstream one. Where the kernel can do that in place
-    on the device (``kernel.scale_grad_``, skipping the pass when the upstream gradient is 1), the
-    saved gradient is reused as the returned one; ``ctx.applied`` then records the factor it holds,
-    so backpropagating a retained graph again rescales it correctly."""
+    ``backward`` only scales that gradient by the upstream one. The first backward hands out the
+    saved gradient itself: as it is for a CPU upstream gradient of 1 (a free check there), else scaled
+    in place where the kernel can do that on the device (``kernel.scale_grad_``, which skips the pass
+    when the upstream gradient is 1 and records its value). Once handed out, the buffer belongs to the
+    caller and is never written again: a retained graph backpropagated again gets a new tensor,
+    rescaled from the recorded factor."""
 
     @staticmethod
     def forward(ctx, logits, target, constants, kernel, reduction, inplace=False):
@@ -86,7 +96,7 @@ class FusedLossFunction(torch.autograd.Function):
         ctx.reduction = reduction
         ctx.scale = scale
         ctx.scale_in_place = None if _saved_tensor_hooks_active() else getattr(kernel, "scale_grad_", None)
-        ctx.applied = None  # the factor the saved gradient was scaled by in place, once it was
+        ctx.applied = None  # once the saved gradient was handed out: the factor it holds (float or tensor)
         ctx.save_for_backward(grad)
         return out
 
@@ -97,27 +107,24 @@ class FusedLossFunction(torch.autograd.Function):
         (grad,) = ctx.saved_tensors
         none = (None, None, None, None, None)
         if ctx.reduction == "none":
-            return (grad * grad_out.to(grad.dtype).unsqueeze(1), *none)
-        if (ctx.applied is None and ctx.scale == 1.0 and grad_out.device.type == "cpu"
-                and grad_out.item() == 1.0):
-            # loss.backward() on a CPU loss (a free check there): the kernel's gradient as it is,
-            # no extra pass (Liger-Kernel does the same). Autograd copies it before accumulating
-            # into .grad while the graph is retained, so the saved gradient stays intact.
-            return (grad, *none)
+            return (_scaled(grad, grad_out.unsqueeze(1)), *none)
         s = grad_out if ctx.scale == 1.0 else grad_out * ctx.scale
-        if ctx.applied is not None:  # a retained graph, again: the saved gradient holds applied * dL/dz
+        if ctx.applied is not None:  # a retained graph, again: a new tensor from the recorded factor
             previous = float(ctx.applied)  # a host sync, but only on this rare path
             if previous == 0.0:
                 raise RuntimeError("nlfs: the fused loss's saved gradient was scaled by 0 in an earlier "
                                    "backward of this retained graph and cannot be recovered")
-            factor = s / previous
-        else:
-            factor = s
+            return (_scaled(grad, s, 1.0 / previous), *none)
+        if ctx.scale == 1.0 and grad_out.device.type == "cpu" and grad_out.item() == 1.0:
+            # loss.backward() on a CPU loss: the kernel's gradient as it is, no extra pass
+            # (Liger-Kernel does the same)
+            ctx.applied = 1.0
+            return (grad, *none)
         if ctx.scale_in_place is not None and grad_out.device == grad.device and grad.is_contiguous():
             # On the device the "== 1" test is the kernel's own: no host sync, and no pass over the
-            # gradient for a plain loss.backward().
-            ctx.scale_in_place(grad, factor)
-            ctx.applied = s
+            # gradient for a plain loss.backward()
+            ctx.applied = torch.empty(1, dtype=torch.float32, device=grad.device)
+            ctx.scale_in_place(grad, s, ctx.applied)
             return (grad, *none)
-        # one pass over the gradient: the remaining scale rides on the upstream scalar
-        return (grad * factor.to(grad.dtype), *none)
+        # one pass over the gradient (the remaining scale rides on the upstream scalar)
+        return (_scaled(grad, s), *none)

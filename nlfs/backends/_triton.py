@@ -377,7 +377,7 @@ class TritonKernel(Kernel):
         scale = 1.0 / max(n, 1) if reduction == "mean" else 1.0
         inplace = (inplace and logits.is_contiguous() and logits.dtype in (torch.float32, torch.float16,
                                                                           torch.bfloat16)
-                   and not (logits.is_leaf and logits.requires_grad))  # never over a parameter's data
+                   and not _is_leaf_data(logits))  # never over a parameter's data
         loss_rows, grad = self(logits.detach() if inplace else logits, target, constants, grad_scale=scale,
                                inplace=inplace)
         if inplace:
@@ -390,10 +390,11 @@ class TritonKernel(Kernel):
             return loss_rows.mean(), grad, 1.0  # one small launch, not a sum and a division
         return loss_rows.sum(), grad, 1.0
 
-    def scale_grad_(self, grad: torch.Tensor, scale: torch.Tensor) -> None:
-        """``grad *= scale`` in place, skipped on the device when ``scale == 1`` (no host sync)."""
+    def scale_grad_(self, grad: torch.Tensor, scale: torch.Tensor, record: torch.Tensor | None = None) -> None:
+        """``grad *= scale`` in place, skipped on the device when ``scale == 1`` (no host sync);
+        ``record`` receives the value of ``scale``."""
         kernels_package()
-        importlib.import_module("nlfs.kernels.grad_scale").scale_grad_(grad, scale)
+        importlib.import_module("nlfs.kernels.grad_scale").scale_grad_(grad, scale, record)
 
     def __call__(self, logits: torch.Tensor, target: torch.Tensor, constants: torch.Tensor | None = None,
                  *, inplace: bool = False, out: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -460,6 +461,12 @@ class TritonKernel(Kernel):
                     torch.cuda.synchronize(device)
                 self.stats.jit_s[key] = time.perf_counter() - t0
         return loss, grad
+
+
+def _is_leaf_data(t: torch.Tensor) -> bool:
+    """``t`` is, or is a view of, a leaf that requires grad (a parameter, an input being optimised)."""
+    base = t._base if t._base is not None else t
+    return base.is_leaf and base.requires_grad
 
 
 def triton_cdiv(a: int, b: int) -> int:

@@ -142,9 +142,10 @@ def _compile_here(job: AotJob) -> AotResult:
         import nlfs.kernels.grad_scale as gs
 
         fn, num_warps = gs.nlfs_scale_grad_kernel, 4
-        sig = {"g_ptr": f"*{job.dtype}", "s_ptr": "*fp32", "n_elements": "i32", "BLOCK": "constexpr"}
-        constexprs = {"BLOCK": gs.BLOCK}
-        attrs = {(0,): [["tt.divisibility", 16]], (1,): [["tt.divisibility", 16]]}
+        sig = {"g_ptr": f"*{job.dtype}", "s_ptr": "*fp32", "rec_ptr": "*fp32", "n_elements": "i32",
+               "BLOCK": "constexpr", "RECORD": "constexpr"}
+        constexprs = {"BLOCK": gs.BLOCK, "RECORD": True}
+        attrs = {(k,): [["tt.divisibility", 16]] for k in (0, 1, 2)}
         res = AotResult(job, "nlfs_scale_grad_kernel", dict(constexprs), num_warps)
     else:
         cfg = launch_config(job.n, job.c, "gpu", job.elems_per_thread)

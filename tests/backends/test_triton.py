@@ -425,11 +425,31 @@ def test_gradient_written_over_the_logits(shape):
         logits, (torch.arange(n) % c).to(DEVICE))
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         obj.backward()
-    # a leaf that requires grad (a parameter) is never overwritten
+    # the same logits handed to a loss again after one overwrote them: a clear error
+    logits = torch.nn.Linear(5, c).to(DEVICE)(x.to(DEVICE))
+    first = nlfs.Loss("Focal", backend="triton", grad_in_logits=True)(logits, (torch.arange(n) % c).to(DEVICE))
+    for backend in ("triton", "torch"):
+        with pytest.raises(ValueError, match="hold the gradient of an earlier"):
+            nlfs.Loss("CE", backend=backend)(logits, (torch.arange(n) % c).to(DEVICE))
+    first.backward()
+    # never over a leaf that requires grad (a parameter), nor a view of one, nor when no gradient is
+    # wanted (evaluation, a reentrant checkpoint's first pass), nor under saved-tensor hooks
+    t = (torch.arange(n) % c).to(DEVICE)
+    loss_fn = nlfs.Loss("Focal", backend="triton", grad_in_logits=True)
     leaf = torch.randn(n, c, device=DEVICE, requires_grad=True)
-    before = leaf.detach().clone()
-    nlfs.Loss("Focal", backend="triton", grad_in_logits=True)(leaf, (torch.arange(n) % c).to(DEVICE)).backward()
-    assert torch.equal(leaf.detach(), before) and leaf.grad is not None
+    table = torch.randn(n * c, device=DEVICE, requires_grad=True)
+    for z in (leaf, table.view(n, c)):
+        before = z.detach().clone()
+        loss_fn(z, t).backward()
+        assert torch.equal(z.detach(), before)
+    assert leaf.grad is not None and table.grad is not None
+    logits = torch.nn.Linear(5, c).to(DEVICE)(x.to(DEVICE))
+    before = logits.detach().clone()
+    with torch.no_grad():
+        loss_fn(logits, t)
+    with torch.autograd.graph.save_on_cpu():
+        loss_fn(logits, t)
+    assert torch.equal(logits.detach(), before)
 
 
 def test_mean_scale_is_applied_in_the_kernel():
@@ -455,7 +475,8 @@ def test_backward_scales_in_place_without_host_sync(reduction, weight, monkeypat
     scaling kernel; the result matches autograd of the torch backend."""
     calls = []
     real = _triton.TritonKernel.scale_grad_
-    monkeypatch.setattr(_triton.TritonKernel, "scale_grad_", lambda self, g, s: calls.append(1) or real(self, g, s))
+    monkeypatch.setattr(_triton.TritonKernel, "scale_grad_",
+                        lambda self, g, s, r=None: calls.append(1) or real(self, g, s, r))
     logits, target = make_inputs(9, 13)
     z1 = logits.clone().to(DEVICE).requires_grad_(True)
     z2 = logits.clone().requires_grad_(True)
@@ -485,9 +506,25 @@ def test_retained_graph_backpropagated_again(hooks):
         torch.testing.assert_close(g.cpu(), w * ref_z.grad, atol=1e-6, rtol=1e-5)
     (g,) = torch.autograd.grad(loss * 0.0, z, retain_graph=True)
     assert torch.equal(g.cpu(), torch.zeros_like(g.cpu()))
-    if not hooks:  # a gradient scaled by 0 in place cannot be scaled back: a clear error
+    # what a backward handed out is never written again by a later one
+    kept = [torch.autograd.grad(loss * w, z, retain_graph=True)[0] for w in (1.0, 2.0)]
+    torch.testing.assert_close(kept[0].cpu(), ref_z.grad, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(kept[1].cpu(), 2 * ref_z.grad, atol=1e-6, rtol=1e-5)
+    # an upstream gradient tensor changed after its backward changes nothing already recorded
+    with ctx:
+        loss2 = nlfs.Loss("Focal", backend="triton")(z, target.to(DEVICE))
+    w = torch.tensor(3.0, device=DEVICE)
+    (g3,) = torch.autograd.grad(loss2, z, grad_outputs=w, retain_graph=True)
+    w.fill_(5.0)
+    (g5,) = torch.autograd.grad(loss2, z, grad_outputs=w, retain_graph=True)
+    torch.testing.assert_close(g3.cpu(), 3 * ref_z.grad, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(g5.cpu(), 5 * ref_z.grad, atol=1e-6, rtol=1e-5)
+    if not hooks:  # a first backward that scaled the saved gradient by 0 leaves nothing to rescale
+        with ctx:
+            loss3 = nlfs.Loss("Focal", backend="triton")(z, target.to(DEVICE))
+        torch.autograd.grad(loss3 * 0.0, z, retain_graph=True)
         with pytest.raises(RuntimeError, match="scaled by 0"):
-            torch.autograd.grad(loss * 2.0, z, retain_graph=True)
+            torch.autograd.grad(loss3 * 2.0, z, retain_graph=True)
 
 
 def test_second_order_gradients_are_an_error():
@@ -505,7 +542,9 @@ def test_scale_grad_kernel(dtype):
     g = (torch.randn(3, BLOCK + 5) * 10).to(DEVICE, dtype)  # more than one program, a ragged tail
     for s in (1.0, 0.37, -3.0):
         got = g.clone()
-        scale_grad_(got, torch.tensor(s, device=DEVICE))
+        record = torch.full((1,), float("nan"), device=DEVICE)
+        scale_grad_(got, torch.tensor(s, device=DEVICE), record)
+        assert record.item() == torch.tensor(s).item()  # the factor's value, kept for a later backward
         s32 = torch.tensor(s).item()  # the upstream gradient is an fp32 scalar
         expect = g * s32 if dtype == torch.float64 else (g.float() * s32).to(dtype)  # one rounding
         assert torch.equal(got, expect), s
