@@ -9,7 +9,7 @@ from torch import nn
 
 from . import losses as _losses
 from .backends import FusedLossFunction, resolve_backend
-from .backends._base import _saved_tensor_hooks_active
+from .backends._base import may_overwrite_logits
 from .expr import Expr, lower, parse
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -121,10 +121,7 @@ class Loss(nn.Module):
         backend, kernel = self.kernel_for(logits.device)
         check_inputs(logits, target, self.check_finite, check_range=not getattr(kernel, "checks_targets", False))
         if backend.fused:
-            # only when a gradient is wanted (not under no_grad, as in evaluation or a reentrant
-            # checkpoint's first pass) and no saved-tensor hooks may hand backward a copy
-            inplace = (self.grad_in_logits and torch.is_grad_enabled() and logits.requires_grad
-                       and not _saved_tensor_hooks_active())
+            inplace = self.grad_in_logits and may_overwrite_logits(logits)
             out = FusedLossFunction.apply(logits, target, self.constants, kernel, self.reduction, inplace)
             if inplace:
                 _remember_overwritten(logits)

@@ -72,6 +72,17 @@ def _saved_tensor_hooks_active() -> bool:
         return True
 
 
+def may_overwrite_logits(logits: torch.Tensor) -> bool:
+    """Whether a loss asked for ``grad_in_logits`` may write its gradient over ``logits``: only when a
+    gradient is wanted (not under no_grad, as in evaluation or a reentrant checkpoint's first pass),
+    no saved-tensor hooks may hand backward a copy, and the logits are not, nor view, the data of a
+    leaf that requires grad (a parameter)."""
+    if not (torch.is_grad_enabled() and logits.requires_grad) or _saved_tensor_hooks_active():
+        return False
+    base = logits._base if logits._base is not None else logits
+    return not (base.is_leaf and base.requires_grad)
+
+
 def _scaled(grad: torch.Tensor, factor: torch.Tensor, extra: float = 1.0) -> torch.Tensor:
     """A new ``grad * factor * extra``, multiplied in at least fp32 (an upstream 65536, AMP's loss
     scale, is inf in fp16) and rounded once to the gradient's dtype."""

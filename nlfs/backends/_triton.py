@@ -21,6 +21,7 @@ probability targets (N, C).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -371,13 +372,12 @@ class TritonKernel(Kernel):
     def reduced(self, logits: torch.Tensor, target: torch.Tensor, constants: torch.Tensor, reduction: str,
                 inplace: bool = False):
         """The 1/N of "mean" is applied where the gradient is written, so nothing is left for backward.
-        ``inplace``: the gradient overwrites contiguous logits that are not a leaf requiring grad (each
-        program reads its rows before it writes them), saving an (N, C) buffer."""
+        ``inplace`` (the caller's policy: ``may_overwrite_logits``): the gradient overwrites contiguous
+        logits (each program reads its rows before it writes them), saving an (N, C) buffer."""
         n = logits.shape[0]
         scale = 1.0 / max(n, 1) if reduction == "mean" else 1.0
-        inplace = (inplace and logits.is_contiguous() and logits.dtype in (torch.float32, torch.float16,
-                                                                          torch.bfloat16)
-                   and not _is_leaf_data(logits))  # never over a parameter's data
+        inplace = inplace and logits.is_contiguous() and logits.dtype in (torch.float32, torch.float16,
+                                                                         torch.bfloat16)
         loss_rows, grad = self(logits.detach() if inplace else logits, target, constants, grad_scale=scale,
                                inplace=inplace)
         if inplace:
@@ -393,8 +393,7 @@ class TritonKernel(Kernel):
     def scale_grad_(self, grad: torch.Tensor, scale: torch.Tensor, record: torch.Tensor | None = None) -> None:
         """``grad *= scale`` in place, skipped on the device when ``scale == 1`` (no host sync);
         ``record`` receives the value of ``scale``."""
-        kernels_package()
-        importlib.import_module("nlfs.kernels.grad_scale").scale_grad_(grad, scale, record)
+        _grad_scale_module().scale_grad_(grad, scale, record)
 
     def __call__(self, logits: torch.Tensor, target: torch.Tensor, constants: torch.Tensor | None = None,
                  *, inplace: bool = False, out: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -463,10 +462,10 @@ class TritonKernel(Kernel):
         return loss, grad
 
 
-def _is_leaf_data(t: torch.Tensor) -> bool:
-    """``t`` is, or is a view of, a leaf that requires grad (a parameter, an input being optimised)."""
-    base = t._base if t._base is not None else t
-    return base.is_leaf and base.requires_grad
+@functools.cache
+def _grad_scale_module():
+    kernels_package()
+    return importlib.import_module("nlfs.kernels.grad_scale")
 
 
 def triton_cdiv(a: int, b: int) -> int:

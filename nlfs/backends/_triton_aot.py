@@ -132,6 +132,33 @@ _MODULES: dict[str, object] = {}
 GRAD_SCALE = "<grad_scale>"  # AotJob.path of backward's scaling kernel (nlfs.kernels.grad_scale)
 
 
+def _signature(fn, dtype: str, constexprs: dict, ints: dict) -> tuple[dict, dict]:
+    """(signature, attributes) of a launch of ``fn``, read off its parameter names: ``*_ptr`` are
+    pointers (logits-dtype ``z_ptr``/``g_ptr``, class-index ``t_ptr`` as i64 unless given in ``ints``
+    as a dtype, the rest fp32), ``cf``/``grad_scale`` fp32 scalars, other names i32. Attributes are
+    what the JIT knows at a launch on contiguous tensors: pointers 16-byte aligned (torch's
+    allocations), and the ints in ``ints`` that are multiples of 16."""
+    sig, aligned = {}, []
+    for name in fn.arg_names:
+        if name in constexprs:
+            sig[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            if name in ("z_ptr", "g_ptr"):
+                sig[name] = f"*{dtype}"
+            elif name == "t_ptr":
+                sig[name] = "*" + ints.get("t_ptr", "i64")
+            else:
+                sig[name] = "*fp32"
+            aligned.append(name)
+        elif name in ("cf", "grad_scale"):
+            sig[name] = "fp32"
+        else:
+            sig[name] = "i32"
+            if isinstance(ints.get(name), int) and ints[name] % 16 == 0:
+                aligned.append(name)
+    return sig, {(fn.arg_names.index(k),): [["tt.divisibility", 16]] for k in aligned}
+
+
 def _compile_here(job: AotJob) -> AotResult:
     import triton
     from triton.backends.compiler import GPUTarget
@@ -142,10 +169,8 @@ def _compile_here(job: AotJob) -> AotResult:
         import nlfs.kernels.grad_scale as gs
 
         fn, num_warps = gs.nlfs_scale_grad_kernel, 4
-        sig = {"g_ptr": f"*{job.dtype}", "s_ptr": "*fp32", "rec_ptr": "*fp32", "n_elements": "i32",
-               "BLOCK": "constexpr", "RECORD": "constexpr"}
         constexprs = {"BLOCK": gs.BLOCK, "RECORD": True}
-        attrs = {(k,): [["tt.divisibility", 16]] for k in (0, 1, 2)}
+        sig, attrs = _signature(fn, job.dtype, constexprs, {})
         res = AotResult(job, "nlfs_scale_grad_kernel", dict(constexprs), num_warps)
     else:
         cfg = launch_config(job.n, job.c, "gpu", job.elems_per_thread)
@@ -155,20 +180,14 @@ def _compile_here(job: AotJob) -> AotResult:
             kernels_package()
             mod = _MODULES[job.path] = _import_file(f"nlfs_aot.{Path(job.path).stem}", Path(job.path))
         fn, num_warps = getattr(mod, cfg.kernel), cfg.num_warps
-        sig = {"z_ptr": f"*{job.dtype}", "t_ptr": "*i64" if job.index_targets else f"*{job.dtype}",
-               "const_ptr": "*fp32", "loss_ptr": "*fp32", "g_ptr": f"*{job.dtype}", "n_rows": "i32",
-               "n_cols": "i32", "cf": "fp32", "grad_scale": "fp32", "stride_z": "i32", "stride_t": "i32",
-               "stride_g": "i32"}
         spec = job.index_targets and (job.specialised if job.specialised is not None
                                       else cfg.kernel == "nlfs_loop_kernel")
         constexprs = {"Y_INDEX": job.index_targets, "SPECIALISED": spec, "MEAN": job.mean, **cfg.blocks}
-        sig.update({k: "constexpr" for k in constexprs})
-        # what the JIT knows at a launch on contiguous tensors: 16-byte aligned pointers (torch's
-        # allocations), and which ints are multiples of 16 (n_rows is never specialised on)
-        ints = {"n_cols": job.c, "stride_z": job.c, "stride_t": 0 if job.index_targets else job.c,
-                "stride_g": job.c}
-        aligned = ["z_ptr", "t_ptr", "const_ptr", "loss_ptr", "g_ptr"] + [k for k, v in ints.items() if v % 16 == 0]
-        attrs = {(fn.arg_names.index(k),): [["tt.divisibility", 16]] for k in aligned}
+        # n_rows is never specialised on (do_not_specialize): no value for it
+        ints = {"n_cols": job.c, "stride_z": job.c, "stride_g": job.c,
+                "stride_t": 0 if job.index_targets else job.c,
+                "t_ptr": "i64" if job.index_targets else job.dtype}
+        sig, attrs = _signature(fn, job.dtype, constexprs, ints)
     try:
         t0 = time.perf_counter()
         compiled = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs),
