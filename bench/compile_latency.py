@@ -14,7 +14,7 @@ bytes per thread come from the cubin (``cuobjdump -res-usage``). One process-wid
     python -m bench.compile_latency --random 100 --shape 8192x1000 --dtype fp32
     python -m bench.compile_latency --shape 8192x1000 --forms auto,general   # target specialisation
 
-Writes bench/results/compile_latency_<cpu|gpu>_<B>x<C>_<dtype>.{csv,md}.
+Writes bench/results/compile_latency_<cpu|gpu>_<B>x<C>_<dtype>[_<forms>].{csv,md}.
 """
 
 from __future__ import annotations
@@ -111,7 +111,8 @@ def main(argv=None):
     rows = []
     machine, date = machine_name(), today()
     out = Path(args.out)
-    stem = f"compile_latency_{'gpu' if cuda else 'cpu'}_{b}x{c}_{args.dtype}"
+    forms_tag = "" if args.forms == "auto" else "_" + args.forms.replace(",", "-")
+    stem = f"compile_latency_{'gpu' if cuda else 'cpu'}_{b}x{c}_{args.dtype}{forms_tag}"
 
     def summary():
         lines = [f"{machine}; target {target}; {args.dtype} logits at ({b}, {c}), class-index targets; "
@@ -134,18 +135,21 @@ def main(argv=None):
                              f"{max(r['registers'] for r in ok)}; PTX lines median "
                              f"{statistics.median(r['ptx_lines'] for r in ok):.0f}; "
                              f"{sum(r['stack_bytes'] > 0 for r in ok)} use stack")
-        for ept in sorted({e for e, _ in variants}):
-            auto = {r["loss"]: r for r in rows if r["elems_per_thread"] == ept and r["form"] == "auto"}
+        for ept in sorted({e for e, _ in variants}):  # each form that specialised against the general one
             general = {r["loss"]: r for r in rows if r["elems_per_thread"] == ept and r["form"] == "general"}
-            pairs = [(name, auto[name]["sass_instructions"] / general[name]["sass_instructions"])
-                     for name in auto if name in general and auto[name]["specialised"]
-                     and not auto[name]["error"] and not general[name]["error"] and general[name]["sass_instructions"]]
-            if pairs:
-                ratios = sorted(r for _, r in pairs)
-                lines.append(f"- {ept} elements/thread: {len(pairs)} candidates launched target-specialised; static "
-                             f"SASS instructions specialised/general median {statistics.median(ratios):.2f}, range "
-                             f"{ratios[0]:.2f}-{ratios[-1]:.2f}; catalogue: " + ", ".join(
-                                 f"{n} {r:.2f}" for n, r in pairs if not n.startswith("random")))
+            for form in [f for _, f in variants if f != "general"] if general else []:
+                mine = {r["loss"]: r for r in rows if r["elems_per_thread"] == ept and r["form"] == form}
+                pairs = [(name, mine[name]["sass_instructions"] / general[name]["sass_instructions"])
+                         for name in mine if name in general and mine[name]["specialised"]
+                         and not mine[name]["error"] and not general[name]["error"]
+                         and general[name]["sass_instructions"]]
+                if pairs:
+                    ratios = sorted(r for _, r in pairs)
+                    lines.append(f"- {ept} elements/thread, {form}: {len(pairs)} candidates launched "
+                                 f"target-specialised; static SASS instructions specialised/general median "
+                                 f"{statistics.median(ratios):.2f}, range {ratios[0]:.2f}-{ratios[-1]:.2f}; "
+                                 "catalogue: " + ", ".join(f"{n} {r:.2f}" for n, r in pairs
+                                                           if not n.startswith("random")))
         return lines
 
     def flush():  # after every candidate: a run stopped by a time limit keeps what it measured

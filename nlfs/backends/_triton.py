@@ -243,8 +243,9 @@ def program_cost(program: Program) -> int:
 
 
 # The specialised tile's fixed extra work (reloading each row's target logit, forming its p and log p)
-# in program_cost units. Calibrated on static sm_90 SASS counts of the catalogue's bf16 tile kernels at
-# (8192, 1000) (bench/compile_latency.py --forms auto,general reports them): specialising saves 6-18%
+# in program_cost units. Calibrated on static sm_90 SASS counts of the catalogue's bf16 tile kernels
+# (`python -m bench.compile_latency --random 0 --elems-per-thread 4 --forms specialised,general --shape
+# BxC`, bench/results/compile_latency_cpu_*_bf16_specialised-general.md). At (8192, 1000) specialising saves 6-18%
 # of the instructions for Focal, SCE and Poly1 and costs 2-16% for CE, LabelSmoothingCE and Baikal
 # (at 1024 classes, strides multiples of 16: saves 17-32%, costs 0-2%; CE 0.98).
 # Below 256 classes per row (16-128 lanes) the same counts grow for Focal and Poly1 (+6 to +11% at 10
