@@ -30,7 +30,7 @@ def resolve_spec(loss, reduction_kind: str | None = None) -> _losses.LossSpec:
         raise TypeError(f"loss must be a name, an expression string, an Expr or a LossSpec, "
                         f"got {type(loss).__name__}")
     if reduction_kind is not None and reduction_kind != spec.reduction:
-        spec = _losses.LossSpec(spec.name, spec.expr, reduction_kind, spec.constants, spec.source)
+        spec = _losses.LossSpec(spec.name, spec.expr, reduction_kind, spec.constants, spec.source, spec.scale)
     return spec
 
 
@@ -74,7 +74,8 @@ class Loss(nn.Module):
         if missing:
             raise ValueError(f"no value for constants {missing} of {self.spec.expr}; "
                              f"pass constants={{...}}")
-        self.program = lower(self.spec.expr, self.spec.reduction)
+        # The scale rides inside the program, so every backend folds it into the loss and gradient.
+        self.program = lower(self.spec.scaled_expr, self.spec.reduction, self.spec.expr.constants)
         self.register_buffer(
             "constants", torch.tensor([values[k] for k in self.program.constants], dtype=torch.float64),
             persistent=False)
@@ -113,7 +114,8 @@ class Loss(nn.Module):
         return backend, kernel
 
     def extra_repr(self) -> str:
-        return (f"{self.spec.name!r}: {self.spec.expr}, reduction={self.reduction!r}, "
+        scale = "" if self.spec.scale == 1.0 else f", scale={self.spec.scale:.6g}"
+        return (f"{self.spec.name!r}: {self.spec.expr}{scale}, reduction={self.reduction!r}, "
                 f"over classes={self.spec.reduction!r}, backend={self.backend_name!r}")
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -21,10 +21,24 @@ class LossSpec:
     reduction: str = "class_sum"
     constants: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     source: str = ""
+    # A positive factor on the whole loss (so on its gradient): a search that puts candidates on
+    # cross-entropy's gradient scale records it here, so the loss a user builds is the one trained.
+    scale: float = 1.0
+
+    def __post_init__(self):
+        import math
+
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"loss {self.name!r}: scale must be a finite positive number, got {self.scale!r}")
 
     @property
     def text(self) -> str:
         return str(self.expr)
+
+    @property
+    def scaled_expr(self) -> Expr:
+        """The expression the kernels evaluate: ``scale * expr`` (``expr`` itself when scale is 1)."""
+        return self.expr if self.scale == 1.0 else Expr("mul", (Expr.num(float(self.scale)), self.expr))
 
 
 _CATALOGUE: dict[str, LossSpec] = {}
@@ -37,11 +51,12 @@ def _key(name: str) -> str:
 
 def register(name: str, text: str | Expr, reduction: str = "class_sum",
              constants: dict[str, float] | None = None, source: str = "",
-             aliases: tuple[str, ...] = (), overwrite: bool = False) -> LossSpec:
+             aliases: tuple[str, ...] = (), overwrite: bool = False, scale: float = 1.0) -> LossSpec:
     """Add a loss to the catalogue from a string (or expression).
 
     ``reduction`` is ``class_sum`` (sum over classes, mean over samples) or ``element_mean``
     (mean over all N*C elements). ``constants`` gives a default for every named constant.
+    ``scale`` multiplies the whole loss (a found loss's gradient-scale factor).
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
@@ -59,7 +74,7 @@ def register(name: str, text: str | Expr, reduction: str = "class_sum",
     taken = key in _CATALOGUE or key in _ALIASES
     if taken and not overwrite:
         raise ValueError(f"a loss named {name!r} is already registered (pass overwrite=True)")
-    spec = LossSpec(name, expr, reduction, MappingProxyType(constants), source)
+    spec = LossSpec(name, expr, reduction, MappingProxyType(constants), source, float(scale))
     _CATALOGUE[key] = spec
     for alias in aliases:
         _ALIASES[_key(alias)] = key
