@@ -3,9 +3,9 @@
 from ._algorithms import ALGORITHMS, GeneticProgramming, RegularizedEvolution
 from ._db import RunDB
 from ._executors import InlineExecutor, ProcessExecutor, RayExecutor, make_executor
-from ._filters import STAGES
-from ._runner import PRESETS, Search, SearchConfig, evaluate_payload, summary_counts
+from ._filters import STAGES, FilterOutcome, cheap_filters
+from ._runner import PRESETS, Search, SearchConfig, evaluate_payload, rejection_sample, summary_counts
 
 __all__ = ["ALGORITHMS", "GeneticProgramming", "InlineExecutor", "PRESETS", "ProcessExecutor",
-           "RayExecutor", "RegularizedEvolution", "RunDB", "STAGES", "Search", "SearchConfig",
-           "evaluate_payload", "make_executor", "summary_counts"]
+           "RayExecutor", "RegularizedEvolution", "RunDB", "STAGES", "FilterOutcome", "cheap_filters", "Search", "SearchConfig",
+           "evaluate_payload", "make_executor", "rejection_sample", "summary_counts"]

@@ -155,3 +155,18 @@ def rejection_test(expr: Expr, reduction: str, constants: torch.Tensor, sign: fl
     if end < start + min_gain:
         return FilterOutcome(False, "rejection", f"accuracy {start:.3f} -> {end:.3f} after {steps} steps")
     return FilterOutcome(True, reason=f"accuracy {start:.3f} -> {end:.3f}")
+
+
+def cheap_filters(expr: Expr, reduction: str, x: torch.Tensor, y: torch.Tensor,
+                  constants: torch.Tensor = _NO_CONSTANTS) -> tuple[FilterOutcome, Expr]:
+    """Validity, integrity and the rejection test on one expression, outside a run (no memory of
+    duplicates): -> (outcome, the oriented expression to train)."""
+    out = validity(expr, reduction, constants)
+    if not out.passed:
+        return out, expr
+    out = integrity(expr, reduction, constants)
+    if not out.passed:
+        return out, expr
+    oriented = expr if out.sign > 0 else Expr("neg", (expr,))
+    rej = rejection_test(oriented, reduction, constants, 1.0, x, y)
+    return (rej if not rej.passed else out), oriented

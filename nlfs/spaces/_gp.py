@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..expr import OPS, Expr
+from ._edits import small_edit
 
 GP_BINARY = ("add", "sub", "mul", "min", "max", "aq")
 GP_UNARY = ("sign", "square", "abs", "log", "sqrt", "tanh", "exp", "sin", "cos")
@@ -119,8 +120,15 @@ class TreeSpace:
                 return child
         return a
 
+    small_edit_prob = 1 / 3  # the rest split evenly between subtree and point mutation
+
     def mutate(self, a: Expr, rng: random.Random) -> Expr:
-        if rng.random() < 0.5:
+        r = rng.random()
+        if r < self.small_edit_prob:
+            child = small_edit(a, self, rng)
+            if child is not a:
+                return child
+        if r < (1 + self.small_edit_prob) / 2:
             return self.subtree_mutation(a, rng)
         return self.point_mutation(a, rng)
 

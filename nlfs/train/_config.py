@@ -20,6 +20,7 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "linear", "constant")
 AMPS = ("auto", "off", "bf16", "fp16")
+GRAD_SCALES = ("none", "ce")
 
 
 @dataclass
@@ -47,6 +48,7 @@ class TrainConfig:
     warmup: float = 0.1  # < 1: fraction of the steps; >= 1: a number of steps
     augment: str = "none"  # none | flipcrop | cutout | mixup | cutmix | randaugment | autoaugment
     augment_params: dict = field(default_factory=dict)  # e.g. {"mixup_alpha": 0.4, "ra_magnitude": 5}
+    grad_scale: str = "none"  # none | ce: rescale the loss to CE's mean |dL/dlogits| on the first batch
     seed: int = 0
     split_seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -81,6 +83,8 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.amp not in AMPS:
             raise ValueError(f"amp must be one of {AMPS}, got {self.amp!r}")
+        if self.grad_scale not in GRAD_SCALES:
+            raise ValueError(f"grad_scale must be one of {GRAD_SCALES}, got {self.grad_scale!r}")
         return dataclasses.replace(
             self, dataset=name, optimizer=opt,
             epochs=d["epochs"] if self.epochs is None else self.epochs,
@@ -137,6 +141,10 @@ class TrainResult:
     compile_time: float = 0.0
     data_source: str = ""
     history: list = field(default_factory=list)  # [(step, val_acc), ...]
+    grad_scale: float = 1.0  # the factor the loss was multiplied by (TrainConfig.grad_scale="ce")
+    # A digest of every batch's sample indices and of the model's initial weights: two runs with
+    # equal digests saw the same initialisation and the same data in the same order (paired seeds).
+    order_digest: str = ""
 
     @property
     def failed(self) -> bool:

@@ -78,6 +78,43 @@ def _describe(loss) -> tuple[str, str]:
         return (loss if isinstance(loss, str) else type(loss).__name__), ""
 
 
+def gradient_magnitude(loss_fn, logits: torch.Tensor, target: torch.Tensor) -> float:
+    """Mean |dL/dlogits| of ``loss_fn`` at ``logits`` (float64 on the host; no model involved)."""
+    z = logits.detach().double().cpu().requires_grad_(True)
+    value = loss_fn(z, target.cpu())
+    (grad,) = torch.autograd.grad(value.mean() if value.dim() else value, z)
+    return float(grad.abs().mean())
+
+
+def rescale_to_ce(loss_fn: Loss, logits: torch.Tensor, target: torch.Tensor,
+                  bounds: tuple[float, float] = (1e-3, 1e3)) -> tuple[Loss, float]:
+    """``loss_fn`` multiplied by the factor that gives it cross-entropy's mean |dL/dlogits| at these
+    logits (a fair learning rate for a loss whose gradient is 10x smaller than CE's), and the factor.
+    The factor is clamped to ``bounds``; a loss with no finite gradient keeps factor 1 (it fails
+    on its own in training)."""
+    ce = gradient_magnitude(nn.CrossEntropyLoss(), logits, target)
+    own = gradient_magnitude(Loss(loss_fn.spec, backend="torch", constants=loss_fn.constant_values),
+                             logits, target)
+    if not (math.isfinite(own) and own > 0 and math.isfinite(ce)):
+        return loss_fn, 1.0
+    factor = min(max(ce / own, bounds[0]), bounds[1])
+    import dataclasses
+
+    spec = dataclasses.replace(loss_fn.spec, scale=loss_fn.spec.scale * factor)
+    scaled = Loss(spec, backend=loss_fn.backend_name, reduction=loss_fn.reduction,
+                  constants=loss_fn.constant_values)
+    return scaled, factor
+
+
+def _weights_digest(model: nn.Module) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in model.state_dict().values():
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
 # ---------------------------------------------------------------- model cache (torch.compile)
 _COMPILED: dict[tuple, tuple[nn.Module, nn.Module, float]] = {}
 
@@ -249,10 +286,16 @@ def _train(loss, cfg: TrainConfig, constants: dict | None) -> TrainResult:
         loss_fn.to(device)  # a custom module's own parameters/buffers; nlfs.Loss keeps its constants
         # on the CPU on purpose (backends read them on the host), so it is not moved.
 
+    if cfg.grad_scale != "none" and not isinstance(loss_fn, Loss):
+        raise ValueError("grad_scale needs an nlfs loss (a name, expression or nlfs.Loss), "
+                         f"not {type(loss_fn).__name__}")
     torch.manual_seed(cfg.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     model, net, compile_time = _model_for(cfg, ds, device, channels_last, amp, bs)
+    digest = _weights_digest(model)
+    order_acc = torch.zeros((), dtype=torch.int64, device=device)
+    grad_factor = 1.0
     model.train()
     opt = _optimizer(cfg, model)
     scaler = torch.amp.GradScaler("cuda") if (amp == "fp16" and device.type == "cuda") else None
@@ -286,6 +329,7 @@ def _train(loss, cfg: TrainConfig, constants: dict | None) -> TrainResult:
             epoch_steps = 0
             for b in range(spe):
                 gi = order[b * bs:(b + 1) * bs]
+                order_acc.mul_(1_000_003).add_(gi.sum() + gi[0] * 7919)  # wraps in int64, stays on device
                 x, target = augment(splits.images[gi], splits.labels[gi])
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
@@ -293,6 +337,8 @@ def _train(loss, cfg: TrainConfig, constants: dict | None) -> TrainResult:
                     logits = net(x)
                 if cpu_logits:
                     logits = logits.float()
+                if step == 0 and cfg.grad_scale == "ce":
+                    loss_fn, grad_factor = rescale_to_ce(loss_fn, logits.detach(), target)
                 try:
                     value = loss_fn(logits, target)
                     if not isinstance(value, torch.Tensor):
@@ -365,6 +411,7 @@ def _train(loss, cfg: TrainConfig, constants: dict | None) -> TrainResult:
             reason = str(err)
     _sync(device)
     wall = time.perf_counter() - t0
+    base.update(grad_scale=grad_factor, order_digest=f"{digest}-{order_acc.item() & (2**63 - 1):x}")
     if reason:
         last = v.item() if v is not None else None
         return failed(reason, loss_name, loss_text, backend_name, val_acc=val_acc, best_val_acc=best_val,

@@ -1,0 +1,263 @@
+"""Fidelity study: how well does a cheap training rank losses the way a long one does?
+
+For a fixed set of losses (the catalogue, random candidates from the NLFS and GP spaces that pass
+the cheap filters, and near-CE small edits), every loss is trained at each candidate screening
+level and at a final evaluation 5x the top level's steps with 3 seeds; the rank correlation
+(Spearman, Kendall, with bootstrap 95% intervals over losses) between each level and the final
+says which levels can screen. Everything is done twice: as is, and with each loss rescaled to
+cross-entropy's gradient scale on the first batch (``TrainConfig.grad_scale="ce"``); the final
+evaluation of a rescaled loss is rescaled too, since that is the loss a user would get.
+
+    python -m bench.fidelity --losses 40 --workers 2          # resumable: rerun to continue
+
+Writes bench/results/fidelity_<dataset>_trainings.csv (one row per training, appended as they
+finish, so a killed run loses nothing), fidelity_<dataset>.csv (one row per loss and variant) and
+fidelity_<dataset>.md (the correlations, costs, machine, date and command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import multiprocessing as mp
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._schema import machine_name, today, write_csv  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+# Screening levels at batch 128 (steps = train_size / 128 * epochs); "x3" levels are 3 seeds.
+LEVELS = {
+    "s16": dict(train_size=2048, epochs=1, val_size=1000, seeds=1),
+    "s32": dict(train_size=4096, epochs=1, val_size=1000, seeds=1),
+    "s64": dict(train_size=4096, epochs=2, val_size=2000, seeds=1),
+    "s64x3": dict(train_size=4096, epochs=2, val_size=2000, seeds=3),
+    "final": dict(train_size=10240, epochs=4, val_size=5000, seeds=3),  # 320 steps = 5 x 64
+}
+VARIANTS = ("none", "ce")  # TrainConfig.grad_scale
+TRAIN_COLUMNS = ["loss_id", "variant", "level", "seed", "acc", "diverged", "grad_scale", "wall_s", "reason"]
+
+
+# ------------------------------------------------------------------------------------------------ losses
+def loss_set(n: int, seed: int, dataset: str) -> list[dict]:
+    """[{id, group, name, expression}] with ``n`` losses: catalogue, near-CE edits, random NLFS and GP
+    candidates that pass validity, integrity and the rejection test (as a search's would)."""
+    import nlfs
+    from nlfs.expr import parse
+    from nlfs.search import cheap_filters, rejection_sample
+    from nlfs.spaces import get_space
+    from nlfs.spaces._edits import small_edit
+    from nlfs.train import TrainConfig
+
+    x, y = rejection_sample(TrainConfig(dataset=dataset))
+    rng = random.Random(seed)
+    out = [dict(group="catalogue", name=name, expression=name) for name in nlfs.losses.BUILTIN]
+    gp, nl = get_space("gp"), get_space("nlfs")
+    parents = [parse("-y * log(p)"), parse("-y * log(p) + 2 * y * (1 - p)"),
+               parse("-(0.9 * y + 0.01) * log(p)")]
+    groups = [("near-ce", lambda: small_edit(small_edit(rng.choice(parents), gp, rng), gp, rng)),
+              ("random-nlfs", lambda: nl.express(nl.random_genotype(rng))),
+              ("random-gp", lambda: gp.random_genotype(rng))]
+    rest = max(0, n - len(out))
+    quotas = [rest - 2 * (rest // 3), rest // 3, rest // 3]
+    seen = {str(nlfs.losses.get(name).expr.canonical()) for name in nlfs.losses.BUILTIN}
+    for (group, draw), quota in zip(groups, quotas):
+        got = 0
+        for _ in range(20_000):
+            if got >= quota:
+                break
+            expr = draw()
+            key = str(expr.canonical())
+            if key in seen:
+                continue
+            seen.add(key)
+            outcome, oriented = cheap_filters(expr, "class_sum", x, y)
+            if outcome.passed:
+                out.append(dict(group=group, name=f"{group}-{got}", expression=str(oriented)))
+                got += 1
+    for i, d in enumerate(out[:n]):
+        d["id"] = i
+    return out[:n]
+
+
+# ------------------------------------------------------------------------------------------------ training
+def _job(args) -> dict:
+    loss, variant, level, seed, dataset = args
+    import torch
+
+    torch.set_num_threads(1)
+    from nlfs.train import TrainConfig, train
+
+    spec = dict(LEVELS[level])
+    spec.pop("seeds")
+    t0 = time.perf_counter()
+    r = train(loss["expression"], TrainConfig(dataset=dataset, seed=seed, evaluate_test=False,
+                                              grad_scale=variant, **spec))
+    return dict(loss_id=loss["id"], variant=variant, level=level, seed=seed,
+                acc=0.0 if r.diverged else r.best_val_acc, diverged=int(r.diverged),
+                grad_scale=r.grad_scale, wall_s=time.perf_counter() - t0, reason=r.reason[:120])
+
+
+def _key(row) -> tuple:
+    return int(row["loss_id"]), row["variant"], row["level"], int(row["seed"])
+
+
+def jobs(losses, dataset) -> list[tuple]:
+    """Cheap levels first (all losses), then the finals loss by loss; s64x3 reuses s64's seed 0."""
+    out = []
+    for level in ("s16", "s32", "s64", "s64x3", "final"):
+        for loss in losses:
+            for variant in VARIANTS:
+                first = 1 if level == "s64x3" else 0
+                for seed in range(first, LEVELS[level]["seeds"]):
+                    out.append((loss, variant, level, seed, dataset))
+    return out
+
+
+def run_jobs(todo, path: Path, workers: int) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=TRAIN_COLUMNS)
+        if new:
+            w.writeheader()
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(workers, maxtasksperchild=50) as pool:
+            for i, row in enumerate(pool.imap(_job, todo), 1):
+                w.writerow(row)
+                fh.flush()
+                print(f"[{i}/{len(todo)}] loss {row['loss_id']} {row['variant']} {row['level']} "
+                      f"seed {row['seed']}: {row['acc']:.4f} ({row['wall_s']:.1f} s)", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ analysis
+def level_scores(rows: list[dict]) -> dict:
+    """{(loss_id, variant): {level: mean accuracy}}; s64x3 is the mean of s64 seed 0 and its seeds."""
+    acc: dict = {}
+    for r in rows:
+        level = "s64x3" if r["level"] == "s64" else None
+        for lv in filter(None, (r["level"], level)):
+            acc.setdefault((int(r["loss_id"]), r["variant"]), {}).setdefault(lv, []).append(float(r["acc"]))
+    return {k: {lv: statistics.fmean(v) for lv, v in d.items()} for k, d in acc.items()}
+
+
+def correlations(scores: dict, variant: str, level: str, ids=None, boot: int = 1000) -> dict:
+    import numpy as np
+    from scipy.stats import kendalltau, spearmanr
+
+    pairs = [(d[level], d["final"]) for (i, v), d in scores.items()
+             if v == variant and level in d and "final" in d and (ids is None or i in ids)]
+    if len(pairs) < 5:
+        return {"n": len(pairs)}
+    a, b = np.array(pairs).T
+    rng = np.random.default_rng(0)
+    out = {"n": len(pairs), "spearman": spearmanr(a, b).statistic, "kendall": kendalltau(a, b).statistic}
+    for name, fn in (("spearman", lambda u, v: spearmanr(u, v).statistic),
+                     ("kendall", lambda u, v: kendalltau(u, v).statistic)):
+        vals = []
+        for _ in range(boot):
+            idx = rng.integers(0, len(a), len(a))
+            if np.ptp(a[idx]) > 0 and np.ptp(b[idx]) > 0:
+                vals.append(fn(a[idx], b[idx]))
+        out[name + "_lo"], out[name + "_hi"] = np.nanpercentile(vals, [2.5, 97.5])
+    return out
+
+
+def report(losses, rows, dataset: str, command: str, out: Path = RESULTS) -> None:
+    scores = level_scores(rows)
+    name = dataset.replace("-", "_")
+    by_id = {d["id"]: d for d in losses}
+    table = []
+    for (i, variant), d in sorted(scores.items()):
+        table.append(dict(loss_id=i, group=by_id[i]["group"], expression=by_id[i]["expression"],
+                          variant=variant, **{lv: d.get(lv, "") for lv in LEVELS}))
+    write_csv(out / f"fidelity_{name}.csv", table,
+              ["loss_id", "group", "variant", *LEVELS, "expression"])
+    cost = {}
+    for r in rows:
+        cost.setdefault(r["level"], []).append(float(r["wall_s"]))
+    scales = {int(r["loss_id"]): float(r["grad_scale"]) for r in rows if r["variant"] == "ce"}
+    groups = sorted({d["group"] for d in losses})
+    group_counts = ", ".join(f"{g}: {sum(d['group'] == g for d in losses)}" for g in groups)
+    lines = [f"# Fidelity study on {dataset}", "",
+             f"{today()}, {machine_name()}, 1 thread per training. Command: `{command}`", "",
+             f"{len(losses)} losses ({group_counts});"
+             " final evaluation: 320 steps (5x the top level), 3 seeds, best validation accuracy on 5,000 images.",
+             "A diverged training scores 0. Paired differences to CE rank exactly as accuracies do here (one CE",
+             "baseline per seed is subtracted from every loss alike), so these correlations hold for both.", "",
+             "| level | steps x seeds | median s per training | variant | n | Spearman [95% CI] | Kendall [95% CI] |",
+             "|---|---|---|---|---|---|---|"]
+    for level in ("s16", "s32", "s64", "s64x3"):
+        spec = LEVELS[level]
+        steps = spec["train_size"] // 128 * spec["epochs"]
+        med = statistics.median(cost.get(level if level != "s64x3" else "s64", [float("nan")]))
+        for variant in VARIANTS:
+            c = correlations(scores, variant, level)
+            if "spearman" not in c:
+                lines.append(f"| {level} | {steps} x {spec['seeds']} | {med:.2f} | {variant} | {c['n']} | - | - |")
+                continue
+            lines.append(f"| {level} | {steps} x {spec['seeds']} | {med * spec['seeds']:.2f} | {variant} | {c['n']} | "
+                         f"{c['spearman']:.3f} [{c['spearman_lo']:.2f}, {c['spearman_hi']:.2f}] | "
+                         f"{c['kendall']:.3f} [{c['kendall_lo']:.2f}, {c['kendall_hi']:.2f}] |")
+    near = {d["id"] for d in losses if d["group"] in ("near-ce", "catalogue")}
+    lines += ["", "Within the catalogue and near-CE edits only (the hard case: losses that all train):", "",
+              "| level | variant | n | Spearman | Kendall |", "|---|---|---|---|---|"]
+    for level in ("s16", "s32", "s64", "s64x3"):
+        for variant in VARIANTS:
+            c = correlations(scores, variant, level, near, boot=0)
+            if "spearman" in c:
+                lines.append(f"| {level} | {variant} | {c['n']} | {c['spearman']:.3f} | {c['kendall']:.3f} |")
+    finals = {v: [d["final"] for (i, vv), d in scores.items() if vv == v and "final" in d] for v in VARIANTS}
+    lines += ["", "Final accuracy over all losses (mean of 3 seeds each): " + "; ".join(
+        f"{v}: median {statistics.median(f):.4f}, best {max(f):.4f}" for v, f in finals.items() if f)]
+    if scales:
+        s = sorted(scales.values())
+        lines.append(f"Gradient-scale factors (ce variant): median {statistics.median(s):.3g}, "
+                     f"range {s[0]:.3g}-{s[-1]:.3g}.")
+    (out / f"fidelity_{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--losses", type=int, default=int(os.environ.get("NLFS_FIDELITY_LOSSES", 40)))
+    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--report-only", action="store_true", help="recompute the tables from the CSV")
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = args.dataset.replace("-", "_")
+    chosen = out / f"fidelity_{name}_losses.json"  # fixed once, so a resumed study trains the same set
+    if chosen.exists():
+        losses = json.loads(chosen.read_text())
+    else:
+        losses = loss_set(args.losses, args.seed, args.dataset)
+        chosen.write_text(json.dumps(losses, indent=1))
+    path = out / f"fidelity_{name}_trainings.csv"
+    done = set()
+    rows = []
+    if path.exists():
+        with path.open() as fh:
+            rows = list(csv.DictReader(fh))
+        done = {_key(r) for r in rows}
+    if not args.report_only:
+        todo = [j for j in jobs(losses, args.dataset) if (j[0]["id"], j[1], j[2], j[3]) not in done]
+        print(f"{len(losses)} losses, {len(todo)} trainings to run", flush=True)
+        run_jobs(todo, path, args.workers)
+        with path.open() as fh:
+            rows = list(csv.DictReader(fh))
+    report(losses, rows, args.dataset, "python -m bench.fidelity " + " ".join(argv or sys.argv[1:]), out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
