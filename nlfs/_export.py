@@ -1,0 +1,109 @@
+"""A loss as something to read, cite and paste: its simplified formula with its constants, LaTeX,
+SymPy and standalone PyTorch source.
+
+Every function takes what ``nlfs.Loss`` takes (a catalogue name, an expression string, an ``Expr``,
+a ``LossSpec``) or an ``nlfs.Loss`` itself (its current constants are used). Constants are
+substituted and the expression simplified exactly (``nlfs.expr.simplify``); the loss's ``scale`` is a
+factor in front when it is not 1. Display forms round numbers; exports keep them exact.
+"""
+
+from __future__ import annotations
+
+from .expr import Expr, round_numbers, simplify
+from .losses import LossSpec
+
+
+def resolve(loss, constants: dict[str, float] | None = None) -> tuple[LossSpec, dict[str, float]]:
+    """(spec, constant values) of anything ``nlfs.Loss`` accepts, or of an ``nlfs.Loss``."""
+    from ._module import Loss, resolve_spec
+
+    if isinstance(loss, Loss):
+        spec, values = loss.spec, loss.constant_values
+    else:
+        spec = resolve_spec(loss)
+        values = dict(spec.constants)
+    values.update({k: float(v) for k, v in (constants or {}).items()})
+    missing = [k for k in spec.expr.constants if k not in values]
+    if missing:
+        raise ValueError(f"no value for constants {missing} of {spec.expr}")
+    return spec, values
+
+
+def simplified(loss, constants: dict[str, float] | None = None, scaled: bool = False) -> Expr:
+    """The loss's expression with its constants substituted, simplified exactly; ``scaled``: times
+    the loss's scale (what the kernels compute)."""
+    spec, values = resolve(loss, constants)
+    return simplify((spec.scaled_expr if scaled else spec.expr).substitute(values))
+
+
+def formula(loss, constants: dict[str, float] | None = None, digits: int | None = 4) -> str:
+    """The readable formula: simplified, constants as their values (``digits`` significant digits;
+    None keeps them exact), the scale as a factor when it is not 1."""
+    spec, _ = resolve(loss, constants)
+    e = simplified(loss, constants)
+    text = str(e if digits is None else round_numbers(e, digits))
+    if spec.scale != 1.0:
+        factor = repr(spec.scale) if digits is None else f"{spec.scale:.{digits}g}"
+        text = f"{factor} * ({text})"
+    return text
+
+
+def to_latex(loss, constants: dict[str, float] | None = None, digits: int | None = None) -> str:
+    """LaTeX for the loss's elementwise expression (matplotlib mathtext renders it). Numbers exact
+    unless ``digits`` is given; ``\\epsilon = 10^{-7}`` in the protected operators."""
+    from .expr._latex import latex_number
+    from .expr._latex import to_latex as expr_latex
+
+    spec, _ = resolve(loss, constants)
+    body = expr_latex(simplified(loss, constants), digits)
+    if spec.scale != 1.0:
+        body = f"{latex_number(spec.scale, digits)} \\left({body}\\right)"
+    return body
+
+
+def to_sympy(loss, constants: dict[str, float] | None = None):
+    """A SymPy expression for the loss's elementwise expression over ``y`` and ``p`` (see
+    ``nlfs.expr._sympy`` for how protected operators are written), the scale as a factor."""
+    from .expr._sympy import number
+    from .expr._sympy import to_sympy as expr_sympy
+
+    spec, _ = resolve(loss, constants)
+    e = expr_sympy(simplified(loss, constants))
+    return e if spec.scale == 1.0 else number(spec.scale) * e
+
+
+def _doc(spec: LossSpec, values: dict[str, float], extra: str = "") -> str:
+    lines = [formula(spec, values, digits=None)]
+    over = "mean over classes" if spec.reduction == "element_mean" else "sum over classes"
+    lines.append(f"{over}; y = target, p = softmax(logits).")
+    if spec.source:
+        lines.append(f"Source: {spec.source}")
+    if extra:
+        lines.append(extra)
+    return "\n\n    ".join(lines)
+
+
+def standalone_source(losses, title: str = "") -> str:
+    """A standalone PyTorch module (no nlfs import) defining ``LOSSES``: name -> function
+    ``(logits, target, reduction="mean") -> loss`` that computes what ``nlfs.Loss(loss,
+    backend="torch")`` computes, value and gradient. ``losses``: a dict name -> loss, or a list of
+    losses (named by their spec), or (loss, docstring) pairs as dict values."""
+    from ._standalone import module_source
+
+    items = losses.items() if isinstance(losses, dict) else ((None, x) for x in losses)
+    entries = []
+    for name, item in items:
+        loss, extra = item if isinstance(item, tuple) else (item, "")
+        spec, values = resolve(loss)
+        entries.append((name or spec.name, simplified(loss, scaled=True), spec.reduction,
+                        _doc(spec, values, extra)))
+    return module_source(entries, title)
+
+
+def to_torch_source(loss, name: str | None = None) -> str:
+    """Standalone PyTorch source for one loss (see ``standalone_source``)."""
+    spec, _ = resolve(loss)
+    return standalone_source({name or spec.name: loss})
+
+
+__all__ = ["formula", "resolve", "simplified", "standalone_source", "to_latex", "to_sympy", "to_torch_source"]
