@@ -585,7 +585,7 @@ struct Batch {
   int target_kind;
   int64_t n, c;
   const double* consts;
-  float* loss;
+  double* loss;  // per-row loss, in double whatever the logits' dtype (rounded once, in Python)
   void* grad;
   double grad_scale;  // the gradient is written times this (1/N for a mean over samples)
 };
@@ -931,7 +931,7 @@ int64_t run_rows(const Program& mp, const Program* tp, const Batch& b, int64_t r
     for (int64_t q = 0; q < nr; ++q) {
       const int64_t r = rb + q;
       const double loss_sum = lane_total<T>(loss_acc + q * L) + k0_count * k0;
-      b.loss[r] = static_cast<float>(mp.reduction == 1 ? loss_sum / cval : loss_sum);
+      b.loss[r] = mp.reduction == 1 ? loss_sum / cval : loss_sum;
       TZ* __restrict dst = static_cast<TZ*>(b.grad) + r * c;
       bool redo = false;
       if constexpr (sizeof(T) == 4) {
@@ -1132,7 +1132,7 @@ PYBIND11_MODULE(_cpp, m) {
       "run",
       [](const Program& prog, uintptr_t z, int z_dtype, uintptr_t target, int target_kind, int64_t n, int64_t c,
          uintptr_t consts, int64_t n_consts, uintptr_t loss, uintptr_t grad, const Program* off, const Program* on,
-         double grad_scale, uintptr_t total, double total_scale) {
+         double grad_scale, uintptr_t total, double total_scale, int64_t ignore_index, bool mean_over_kept) {
         check_batch(prog, z_dtype, target_kind, n, c, n_consts);
         if ((off == nullptr) != (on == nullptr)) throw std::invalid_argument("give both off and on, or neither");
         if (n > 0 && (!z || !target || !loss || !grad || (prog.n_consts > 0 && !consts)))
@@ -1149,35 +1149,60 @@ PYBIND11_MODULE(_cpp, m) {
                                           std::to_string(n_consts));
           }
         }
+        // Rows whose target is ignore_index are evaluated against class 0 (a copy of the targets, made
+        // only when one occurs), then zeroed and left out of the mean: the common case pays one scan.
+        std::vector<int64_t> t_kept, ignored;
+        int64_t n_ignored = 0;
         if (target_kind == T_INDEX_I64 && n > 0) {
           const int64_t* t = reinterpret_cast<const int64_t*>(target);
-          for (int64_t i = 0; i < n; ++i)
-            if (t[i] < 0 || t[i] >= c)
+          for (int64_t i = 0; i < n; ++i) {
+            if (t[i] == ignore_index) {
+              if (n_ignored++ == 0) t_kept.assign(t, t + n);
+              t_kept[i] = 0;
+              ignored.push_back(i);
+            } else if (t[i] < 0 || t[i] >= c) {
               throw std::invalid_argument("target class " + std::to_string(t[i]) + " is out of range for " +
                                           std::to_string(c) + " classes");
+            }
+          }
+          if (n_ignored) target = reinterpret_cast<uintptr_t>(t_kept.data());
+        }
+        if (mean_over_kept) {  // mean over the rows not ignored; none kept: nan, as torch's mean
+          total_scale = n > n_ignored ? 1.0 / static_cast<double>(n - n_ignored) : std::nan("");
+          grad_scale = n > n_ignored ? total_scale : 0.0;
         }
         Batch b{reinterpret_cast<const void*>(z), z_dtype, reinterpret_cast<const void*>(target), target_kind, n, c,
-                reinterpret_cast<const double*>(consts), reinterpret_cast<float*>(loss),
+                reinterpret_cast<const double*>(consts), reinterpret_cast<double*>(loss),
                 reinterpret_cast<void*>(grad), grad_scale};
         const int threads = num_threads();
         py::gil_scoped_release nogil;
         run_batch(split ? *off : prog, split ? on : nullptr, b, threads);
+        for (const int64_t i : ignored) {  // no loss, no gradient
+          b.loss[i] = 0.0;
+          if (z_dtype == D_F32)
+            std::fill(static_cast<float*>(b.grad) + i * c, static_cast<float*>(b.grad) + (i + 1) * c, 0.0f);
+          else
+            std::fill(static_cast<double*>(b.grad) + i * c, static_cast<double*>(b.grad) + (i + 1) * c, 0.0);
+        }
         if (total) {
           // the reduced loss, summed in row order (deterministic)
           double s = 0.0;
-          for (int64_t i = 0; i < n; ++i) s += static_cast<double>(b.loss[i]);
-          *reinterpret_cast<float*>(total) = static_cast<float>(s * total_scale);
+          for (int64_t i = 0; i < n; ++i) s += b.loss[i];
+          *reinterpret_cast<double*>(total) = s * total_scale;
         }
       },
       py::arg("program"), py::arg("z"), py::arg("z_dtype"), py::arg("target"), py::arg("target_kind"), py::arg("n"),
       py::arg("c"), py::arg("consts"), py::arg("n_consts"), py::arg("loss"), py::arg("grad"),
       py::arg("off").none(true) = nullptr, py::arg("on").none(true) = nullptr, py::arg("grad_scale") = 1.0,
-      py::arg("total") = 0, py::arg("total_scale") = 1.0,
+      py::arg("total") = 0, py::arg("total_scale") = 1.0, py::arg("ignore_index") = -100,
+      py::arg("mean_over_kept") = false,
       "Evaluate on contiguous buffers given by address: logits z (N, C) f32/f64, target int64 (N,) "
-      "or f32/f64 (N, C), float64 constants; writes float32 loss (N,) and grad (N, C) in z's dtype, "
+      "or f32/f64 (N, C), float64 constants; writes float64 loss (N,) and grad (N, C) in z's dtype, "
       "times grad_scale. With class-index targets, off and on (the program with y = 0 and y = 1, "
       "nlfs.expr.specialize) are evaluated instead: off at the other classes, on at the target. "
-      "total: the address of a float32 that receives total_scale * the sum of the loss rows.");
+      "total: the address of a float64 that receives total_scale * the sum of the loss rows. Class-index "
+      "targets equal to ignore_index give loss 0 and gradient 0; mean_over_kept: grad_scale and "
+      "total_scale become 1 / (rows not ignored).");
 
   m.def("set_num_threads", [](int t) {
     if (t < 1) throw std::invalid_argument("thread count must be >= 1");

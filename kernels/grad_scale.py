@@ -40,7 +40,9 @@ def scale_grad_(grad, scale, record=None) -> None:
         raise ValueError(f"record must be float32, got {record.dtype}")
     n = grad.numel()
     if grad.dtype == torch.float64 or n == 0:  # the kernel's maths is fp32; fp64 gradients keep theirs
-        grad.mul_(scale.to(grad.dtype))
+        # through .data: the saved tensor's version must not move (a retained graph's next backward
+        # checks it), just as the Triton kernel's write does not move it
+        grad.data.mul_(scale.to(grad.dtype))
         if record is not None:
             record.copy_(scale.reshape(1))
         return

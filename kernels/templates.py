@@ -6,8 +6,11 @@ specialised to ``y = 0`` and ``y = 1`` (``nlfs_body_off``/``nlfs_body_on``, no `
 ``TILE_KERNEL`` and ``LOOP_KERNEL``. With class-index targets and ``SPECIALISED``, the ``y = 0`` form
 runs at every class and the ``y = 1`` form at each row's target class only (cross-entropy's ``y = 0``
 form is the constant 0). Whether a launch specialises is the backend's choice (``specialise_tile``).
-Both kernels read the logits in their own dtype, do all maths in fp32 and write the per-sample loss
-(fp32) and dL/dz (the gradient's dtype) once.
+Both kernels read the logits in their own dtype, do all maths in the loss buffer's dtype (fp64 for
+fp64 logits, else fp32) and write the per-sample loss and dL/dz (the gradient's dtype) once. With
+class-index targets a row whose target is ``ignore_index`` writes loss 0 and gradient 0 (the caller
+does not count it); any other target outside [0, C) writes NaN (a GPU cannot raise without a host
+sync; the NaN reaches the loss).
 
 ``nlfs_body(z, y, p, logp, cf, const_ptr)`` returns ``(f, g_p, g_logp, g_z)``: the elementwise loss
 (unscaled; for ``element_mean`` the kernels divide the row sum by C and the root adjoint is 1/C) and the
@@ -39,7 +42,7 @@ from nlfs.kernels.special import (  # noqa: F401
 TILE_KERNEL = '''
 @triton.jit(do_not_specialize=["n_rows"])
 def nlfs_tile_kernel(z_ptr, t_ptr, const_ptr, loss_ptr, g_ptr, n_rows, n_cols, cf, grad_scale,
-                     stride_z, stride_t, stride_g,
+                     ignore_index, stride_z, stride_t, stride_g,
                      Y_INDEX: tl.constexpr, SPECIALISED: tl.constexpr, MEAN: tl.constexpr,
                      BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     pid = tl.program_id(0)
@@ -48,8 +51,9 @@ def nlfs_tile_kernel(z_ptr, t_ptr, const_ptr, loss_ptr, g_ptr, n_rows, n_cols, c
     rmask = rows < n_rows
     mask = rmask[:, None] & (cols < n_cols)[None, :]
     rows64 = rows.to(tl.int64)
+    cdt = loss_ptr.dtype.element_ty  # compute dtype: fp64 for fp64 logits, else fp32
     z = tl.load(z_ptr + rows64[:, None] * stride_z + cols[None, :], mask=mask, other=0.0)
-    z = z.to(tl.float32)
+    z = z.to(cdt)
     # softmax statistics; padded lanes never win the max and get p = 0, padded rows get p = 0
     mx = tl.max(tl.where(mask, z, -3.0e38), axis=1)
     mx = tl.where(rmask, mx, 0.0)
@@ -61,13 +65,17 @@ def nlfs_tile_kernel(z_ptr, t_ptr, const_ptr, loss_ptr, g_ptr, n_rows, n_cols, c
     if Y_INDEX:
         t = tl.load(t_ptr + rows64, mask=rmask, other=-1)
         is_t = cols[None, :] == t[:, None]
+        # ignored rows write loss 0 and gradient 0; any other target outside [0, C) writes NaN (no
+        # host sync to raise from; the NaN reaches the loss)
+        ignored = t == ignore_index
+        bad = rmask & ~ignored & ((t < 0) | (t >= n_cols))
         if SPECIALISED:
             # y = 0 body on the tile, y = 1 body on each row's target logit (loaded again, a cache
             # hit, rather than gathered by a cross-warp reduction; p and log p formed exactly as
             # the tile forms them), then the target column's values swapped in
             f, g_p, g_logp, g_z = nlfs_body_off(z, p, logp, cf, const_ptr)
             has_t = rmask & (t >= 0) & (t < n_cols)
-            z_t = tl.load(z_ptr + rows64 * stride_z + t, mask=has_t, other=0.0).to(tl.float32)
+            z_t = tl.load(z_ptr + rows64 * stride_z + t, mask=has_t, other=0.0).to(cdt)
             p_t = tl.exp(z_t - mx) / s
             logp_t = (z_t - mx) - tl.log(s)
             f_t, gp_t, gl_t, gz_t = nlfs_body_on(z_t, p_t, logp_t, cf, const_ptr)
@@ -80,7 +88,7 @@ def nlfs_tile_kernel(z_ptr, t_ptr, const_ptr, loss_ptr, g_ptr, n_rows, n_cols, c
             f, g_p, g_logp, g_z = nlfs_body(z, y, p, logp, cf, const_ptr)
     else:
         y = tl.load(t_ptr + rows64[:, None] * stride_t + cols[None, :], mask=mask, other=0.0)
-        y = y.to(tl.float32)
+        y = y.to(cdt)
         f, g_p, g_logp, g_z = nlfs_body(z, y, p, logp, cf, const_ptr)
     loss = tl.sum(tl.where(mask, f, 0.0), axis=1)
     if MEAN:
@@ -90,6 +98,9 @@ def nlfs_tile_kernel(z_ptr, t_ptr, const_ptr, loss_ptr, g_ptr, n_rows, n_cols, c
     # h - p*sum(h) with h = p*g_p + g_logp, factored as torch's softmax / log-softmax backward;
     # p_t - 1 style cancellations happen here, in fp32, before the cast
     g = (p * (g_p - sp[:, None]) + (g_logp - p * sl[:, None]) + g_z) * grad_scale
+    if Y_INDEX:
+        loss = tl.where(ignored, 0.0, tl.where(bad, float("nan"), loss))
+        g = tl.where(ignored[:, None], 0.0, tl.where(bad[:, None], float("nan"), g))
     tl.store(loss_ptr + rows64, loss, mask=rmask)
     g_offs = rows64[:, None] * stride_g + cols[None, :]
     tl.store(g_ptr + g_offs, g.to(g_ptr.dtype.element_ty), mask=mask)
@@ -101,7 +112,7 @@ def nlfs_tile_kernel(z_ptr, t_ptr, const_ptr, loss_ptr, g_ptr, n_rows, n_cols, c
 LOOP_KERNEL = '''
 @triton.jit(do_not_specialize=["n_rows"])
 def nlfs_loop_kernel(z_ptr, t_ptr, const_ptr, loss_ptr, g_ptr, n_rows, n_cols, cf, grad_scale,
-                     stride_z, stride_t, stride_g,
+                     ignore_index, stride_z, stride_t, stride_g,
                      Y_INDEX: tl.constexpr, SPECIALISED: tl.constexpr, MEAN: tl.constexpr,
                      BLOCK_C: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
@@ -109,15 +120,20 @@ def nlfs_loop_kernel(z_ptr, t_ptr, const_ptr, loss_ptr, g_ptr, n_rows, n_cols, c
     z_row = z_ptr + row * stride_z
     t_row = t_ptr + row * stride_t
     g_row = g_ptr + row * stride_g
+    cdt = loss_ptr.dtype.element_ty  # compute dtype: fp64 for fp64 logits, else fp32
     if Y_INDEX:
         t = tl.load(t_ptr + row)
+        # an ignored row writes loss 0 and gradient 0; any other target outside [0, C) NaN (no host
+        # sync to raise from)
+        ignored = t == ignore_index
+        bad = ~ignored & ((t < 0) | (t >= n_cols))
     # pass 1: running max and rescaled running sum of exp
-    mx = tl.max(tl.full([BLOCK_C], -3.0e38, tl.float32), axis=0)
-    s = tl.sum(tl.zeros([BLOCK_C], tl.float32), axis=0)
+    mx = tl.max(tl.full([BLOCK_C], -3.0e38, cdt), axis=0)
+    s = tl.sum(tl.zeros([BLOCK_C], cdt), axis=0)
     for start in range(0, n_cols, BLOCK_C):
         cols = start + offs
         cmask = cols < n_cols
-        z = tl.load(z_row + cols, mask=cmask, other=0.0).to(tl.float32)
+        z = tl.load(z_row + cols, mask=cmask, other=0.0).to(cdt)
         zm = tl.where(cmask, z, -3.0e38)
         m_new = tl.maximum(mx, tl.max(zm, axis=0))
         s = s * tl.exp(mx - m_new) + tl.sum(tl.where(cmask, tl.exp(zm - m_new), 0.0), axis=0)
@@ -126,18 +142,18 @@ def nlfs_loop_kernel(z_ptr, t_ptr, const_ptr, loss_ptr, g_ptr, n_rows, n_cols, c
     if SPECIALISED:
         # the y = 1 body once, at the target column (its p and log p exactly as the passes form them)
         has_t = (t >= 0) & (t < n_cols)
-        z_t = tl.load(z_row + t, mask=has_t, other=0.0).to(tl.float32)
+        z_t = tl.load(z_row + t, mask=has_t, other=0.0).to(cdt)
         p_t = tl.exp(z_t - mx) / s
         logp_t = (z_t - mx) - log_s
         f_t, gp_t, gl_t, gz_t = nlfs_body_on(z_t, p_t, logp_t, cf, const_ptr)
     # pass 2: loss and sum_c h_c
-    loss_acc = tl.zeros([BLOCK_C], tl.float32)
-    sp_acc = tl.zeros([BLOCK_C], tl.float32)
-    sl_acc = tl.zeros([BLOCK_C], tl.float32)
+    loss_acc = tl.zeros([BLOCK_C], cdt)
+    sp_acc = tl.zeros([BLOCK_C], cdt)
+    sl_acc = tl.zeros([BLOCK_C], cdt)
     for start in range(0, n_cols, BLOCK_C):
         cols = start + offs
         cmask = cols < n_cols
-        z = tl.load(z_row + cols, mask=cmask, other=0.0).to(tl.float32)
+        z = tl.load(z_row + cols, mask=cmask, other=0.0).to(cdt)
         p = tl.where(cmask, tl.exp(z - mx), 0.0) / s
         logp = (z - mx) - log_s
         if SPECIALISED:
@@ -147,7 +163,7 @@ def nlfs_loop_kernel(z_ptr, t_ptr, const_ptr, loss_ptr, g_ptr, n_rows, n_cols, c
             if Y_INDEX:
                 y = tl.where(cols == t, 1.0, 0.0)
             else:
-                y = tl.load(t_row + cols, mask=cmask, other=0.0).to(tl.float32)
+                y = tl.load(t_row + cols, mask=cmask, other=0.0).to(cdt)
             f, g_p, g_logp, g_z = nlfs_body(z, y, p, logp, cf, const_ptr)
             keep = cmask
         loss_acc += tl.where(keep, f, 0.0)
@@ -162,12 +178,14 @@ def nlfs_loop_kernel(z_ptr, t_ptr, const_ptr, loss_ptr, g_ptr, n_rows, n_cols, c
         sl += tl.where(has_t, gl_t, 0.0)
     if MEAN:
         loss = loss / cf
+    if Y_INDEX:
+        loss = tl.where(ignored, 0.0, tl.where(bad, float("nan"), loss))
     tl.store(loss_ptr + row, loss)
     # pass 3: dL/dz
     for start in range(0, n_cols, BLOCK_C):
         cols = start + offs
         cmask = cols < n_cols
-        z = tl.load(z_row + cols, mask=cmask, other=0.0).to(tl.float32)
+        z = tl.load(z_row + cols, mask=cmask, other=0.0).to(cdt)
         p = tl.where(cmask, tl.exp(z - mx), 0.0) / s
         logp = (z - mx) - log_s
         if SPECIALISED:
@@ -180,8 +198,10 @@ def nlfs_loop_kernel(z_ptr, t_ptr, const_ptr, loss_ptr, g_ptr, n_rows, n_cols, c
             if Y_INDEX:
                 y = tl.where(cols == t, 1.0, 0.0)
             else:
-                y = tl.load(t_row + cols, mask=cmask, other=0.0).to(tl.float32)
+                y = tl.load(t_row + cols, mask=cmask, other=0.0).to(cdt)
             f, g_p, g_logp, g_z = nlfs_body(z, y, p, logp, cf, const_ptr)
         g = (p * (g_p - sp) + (g_logp - p * sl) + g_z) * grad_scale
+        if Y_INDEX:
+            g = tl.where(ignored, 0.0, tl.where(bad, float("nan"), g))
         tl.store(g_row + cols, g.to(g_ptr.dtype.element_ty), mask=cmask)
 '''

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import weakref
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import losses as _losses
 from .backends import FusedLossFunction, resolve_backend
-from .backends._base import may_overwrite_logits
+from .backends._base import loss_dtype, may_overwrite_logits
+from .backends._torch import TorchKernel
 from .expr import Expr, lower, parse
+from .expr._program import NUM_LIMIT
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -35,7 +39,8 @@ def resolve_spec(loss, reduction_kind: str | None = None) -> _losses.LossSpec:
 
 
 class Loss(nn.Module):
-    """A loss expression as an ``nn.Module``: ``loss(logits, target)``.
+    """A loss expression as an ``nn.Module``: ``loss(logits, target)``, a drop-in for
+    ``nn.CrossEntropyLoss`` (same arguments, same shapes, same meanings).
 
     Args:
         loss: a catalogue name (``"CE"``, ``"NGL"``...), an expression string, an ``Expr`` or a
@@ -43,9 +48,15 @@ class Loss(nn.Module):
         backend: ``"auto"`` (triton on CUDA, else cpp, else torch), ``"torch"``, ``"cpp"``,
             ``"triton"``.
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` over samples, as in ``nn.CrossEntropyLoss``.
-        constants: values for named constants, overriding the catalogue defaults.
+        constants: values for named constants, overriding the catalogue defaults (finite numbers
+            within float32's range, as numbers in expressions; else ``ValueError``).
         reduction_kind: ``"class_sum"`` or ``"element_mean"``: how the elementwise expression is
             reduced over classes (the catalogue entry's own by default, else ``class_sum``).
+        weight: a (C,) tensor of class weights, as PyTorch applies them (see below).
+        ignore_index: class-index targets with this value are skipped: no loss, no gradient, not
+            counted by ``mean``.
+        label_smoothing: eps in [0, 1]: the target becomes ``(1 - eps) * y + eps / C`` before the
+            expression sees it.
         check_finite: raise if the logits contain NaN or Inf (costs a host sync).
         grad_in_logits: let a backend that can (triton) write the gradient over the logits buffer
             during the forward, saving an (N, C) buffer (Liger-Kernel's cross-entropy does the
@@ -54,31 +65,50 @@ class Loss(nn.Module):
             that saved them earlier raises autograd's in-place error in backward). A leaf that
             requires grad is never overwritten.
 
-    ``target`` is (N,) class indices or (N, C) class probabilities (Mixup/CutMix). Targets are
-    treated as constants: no gradient flows to them.
+    ``logits`` is (N, C) or (N, C, d1, ..., dk); ``target`` is class indices (N,) / (N, d1, ..., dk)
+    or class probabilities of the logits' shape (Mixup/CutMix). Targets are treated as constants: no
+    gradient flows to them. The loss comes back in the logits' dtype (float32 for half logits under
+    autocast, as PyTorch's cross-entropy).
+
+    ``weight``: with class-index targets and no label smoothing, a row's loss is multiplied by
+    ``weight[target]`` and ``mean`` divides by the summed weights of the counted rows; with
+    probability targets or label smoothing, each class's elementwise term is multiplied by
+    ``weight[c]`` (``mean`` divides by N for probability targets, by the summed ``weight[target]``
+    for class indices). Both are PyTorch's definitions for cross-entropy; the elementwise form is
+    evaluated by the torch backend whatever ``backend`` says (the fused kernels take no per-class
+    weights).
     """
 
     def __init__(self, loss="CE", backend: str = "auto", reduction: str = "mean",
                  constants: dict[str, float] | None = None, reduction_kind: str | None = None,
-                 check_finite: bool = False, grad_in_logits: bool = False):
+                 check_finite: bool = False, grad_in_logits: bool = False, *,
+                 weight: torch.Tensor | None = None, ignore_index: int = -100, label_smoothing: float = 0.0):
         super().__init__()
         if reduction not in _REDUCTIONS:
             raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        if not (isinstance(label_smoothing, (int, float)) and 0.0 <= label_smoothing <= 1.0):
+            raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
         self.spec = resolve_spec(loss, reduction_kind)
         values = dict(self.spec.constants)
         for k, v in (constants or {}).items():
             if k not in self.spec.expr.constants:
                 raise ValueError(f"constant {k!r} does not occur in {self.spec.expr}")
-            values[k] = float(v)
+            values[k] = v
         missing = [k for k in self.spec.expr.constants if k not in values]
         if missing:
             raise ValueError(f"no value for constants {missing} of {self.spec.expr}; "
                              f"pass constants={{...}}")
         # The scale rides inside the program, so every backend folds it into the loss and gradient.
         self.program = lower(self.spec.scaled_expr, self.spec.reduction, self.spec.expr.constants)
+        if not {"p", "logp", "z"} & self.program.leaves:
+            raise ValueError(f"{self.spec.expr} does not read the prediction (p, z or log(p)): its gradient "
+                             "is 0 for every input")
         self.register_buffer(
-            "constants", torch.tensor([values[k] for k in self.program.constants], dtype=torch.float64),
-            persistent=False)
+            "constants", torch.tensor([_constant(k, values[k]) for k in self.program.constants],
+                                      dtype=torch.float64), persistent=False)
+        self.register_buffer("weight", _class_weights(weight))
+        self.ignore_index = int(ignore_index)
+        self.label_smoothing = float(label_smoothing)
         self.backend_name = backend
         self.reduction = reduction
         self.check_finite = check_finite
@@ -99,7 +129,7 @@ class Loss(nn.Module):
         for k, v in values.items():
             if k not in self.program.constants:
                 raise ValueError(f"constant {k!r} does not occur in {self.spec.expr}")
-            self.constants[self.program.constants.index(k)] = float(v)
+            self.constants[self.program.constants.index(k)] = _constant(k, v)
 
     def kernel_for(self, device: torch.device):
         hit = self._by_device.get(device)  # resolving the backend each call costs more than the CE kernel
@@ -115,25 +145,143 @@ class Loss(nn.Module):
 
     def extra_repr(self) -> str:
         scale = "" if self.spec.scale == 1.0 else f", scale={self.spec.scale:.6g}"
+        extra = "" if self.weight is None else ", weight=(C,)"
+        extra += "" if self.ignore_index == -100 else f", ignore_index={self.ignore_index}"
+        extra += "" if self.label_smoothing == 0.0 else f", label_smoothing={self.label_smoothing:g}"
         return (f"{self.spec.name!r}: {self.spec.expr}{scale}, reduction={self.reduction!r}, "
-                f"over classes={self.spec.reduction!r}, backend={self.backend_name!r}")
+                f"over classes={self.spec.reduction!r}, backend={self.backend_name!r}{extra}")
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_not_overwritten(logits)
-        backend, kernel = self.kernel_for(logits.device)
-        check_inputs(logits, target, self.check_finite, check_range=not getattr(kernel, "checks_targets", False))
+        z, t, rows_shape = as_rows(logits, target)
+        backend, kernel = self.kernel_for(z.device)
+        check_inputs(z, t, self.check_finite, check_range=not getattr(kernel, "checks_targets", False),
+                     ignore_index=self.ignore_index)
+        if self.weight is not None and self.weight.shape[0] != z.shape[1]:
+            raise ValueError(f"weight has {self.weight.shape[0]} entries for {z.shape[1]} classes")
+        plain = self.weight is None and self.label_smoothing == 0.0
+        if plain and (t.dim() == 2 or getattr(kernel, "skips_ignored", False)):
+            out = self._reduce(backend, kernel, z, t, self.reduction)  # the fast path: one kernel call
+        elif plain:
+            keep = t != self.ignore_index
+            if bool(keep.all()):  # nothing ignored (free on the CPU; a host sync on CUDA)
+                out = self._reduce(backend, kernel, z, t, self.reduction)
+            elif self.reduction == "none":  # ignored rows are not evaluated at all
+                out = _scatter_rows(self._reduce(backend, kernel, z[keep], t[keep], "none"), keep)
+            else:
+                out = self._reduce(backend, kernel, z[keep], t[keep], self.reduction)
+        else:
+            out = self._weighted(backend, kernel, z, t)
+        if self.reduction == "none":
+            out = out.view(rows_shape)
+        return out.to(_out_dtype(logits))
+
+    def _reduce(self, backend, kernel, z, t, reduction):
+        """The kernel's loss over rows ``z`` (class indices or probabilities ``t``), reduced."""
         if backend.fused:
-            inplace = self.grad_in_logits and may_overwrite_logits(logits)
-            out = FusedLossFunction.apply(logits, target, self.constants, kernel, self.reduction, inplace)
+            inplace = self.grad_in_logits and may_overwrite_logits(z)
+            out = FusedLossFunction.apply(z, t, self.constants, kernel, reduction, inplace, self.ignore_index)
             if inplace:
-                _remember_overwritten(logits)
+                _remember_overwritten(z)
             return out
-        rows = kernel(logits, target, self.constants)
-        if self.reduction == "mean":
+        rows = kernel(z, t, self.constants)
+        if reduction == "mean":
             return rows.mean()
-        if self.reduction == "sum":
-            return rows.sum()
-        return rows
+        return rows.sum() if reduction == "sum" else rows
+
+    def _weighted(self, backend, kernel, z, t):
+        """Class weights and/or label smoothing (PyTorch's definitions; see the class docstring)."""
+        n, c = z.shape
+        eps, w = self.label_smoothing, self.weight
+        if t.dim() == 1:
+            keep = t != self.ignore_index
+            zk, tk = z[keep], t[keep]
+            denom = w[tk].sum() if w is not None else tk.new_tensor(tk.shape[0]).to(w_dtype(z))
+            if eps == 0.0:  # a row weight: weight[target]
+                rows = self._reduce(backend, kernel, zk, tk, "none") * w[tk].to(w_dtype(z))
+            else:
+                y = F.one_hot(tk.long(), c).to(w_dtype(z)) * (1.0 - eps) + eps / c
+                rows = self._rows(backend, kernel, zk, y, w)
+            rows_all = _scatter_rows(rows, keep) if self.reduction == "none" else rows
+        else:
+            y = t.to(w_dtype(z))
+            if eps:
+                y = y * (1.0 - eps) + eps / c
+            rows_all = rows = self._rows(backend, kernel, z, y, w)
+            denom = torch.tensor(float(n), dtype=rows.dtype, device=rows.device)
+        if self.reduction == "none":
+            return rows_all
+        total = rows.sum()
+        return total / denom.to(total.dtype) if self.reduction == "mean" else total
+
+    def _rows(self, backend, kernel, z, y, w):
+        """Per-row loss for probability targets ``y``; with class weights, each class's term times
+        ``w[c]``, evaluated by the torch reference kernel (autograd makes the gradient)."""
+        if w is None:
+            return self._reduce(backend, kernel, z, y, "none")
+        ref = self._kernels.get("torch-reference")
+        if ref is None:
+            ref = self._kernels["torch-reference"] = TorchKernel(self.program)
+        f = ref.elementwise(z, y, self.constants) * w.to(device=z.device, dtype=w_dtype(z))
+        return f.mean(dim=1) if self.program.reduction == "element_mean" else f.sum(dim=1)
+
+
+def w_dtype(z: torch.Tensor) -> torch.dtype:
+    """The dtype of targets and weights built here: the kernels' loss dtype."""
+    return loss_dtype(z.dtype)
+
+
+def _constant(name: str, value) -> float:
+    """A constant's value: finite and within float32's range (as numbers in expressions are), so that
+    float32 and float64 backends hold the same value."""
+    v = float(value)
+    if not math.isfinite(v) or abs(v) > NUM_LIMIT:
+        raise ValueError(f"constant {name!r} = {value!r} is not a finite number within float32's range "
+                         f"(|value| <= {NUM_LIMIT:.7g})")
+    return v
+
+
+def _class_weights(weight) -> torch.Tensor | None:
+    if weight is None:
+        return None
+    w = torch.as_tensor(weight)
+    if w.dim() != 1 or not w.is_floating_point():
+        raise ValueError(f"weight must be a 1-D float tensor of class weights, got {tuple(w.shape)} {w.dtype}")
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError("weight contains NaN or Inf")
+    return w.detach().clone()
+
+
+def _out_dtype(logits: torch.Tensor) -> torch.dtype:
+    """PyTorch's cross-entropy returns the logits' dtype; under autocast it computes (and returns) fp32."""
+    if logits.dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled(logits.device.type):
+        return torch.float32
+    return logits.dtype
+
+
+def _scatter_rows(rows: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Rows of the kept samples back in place, 0 for the ignored ones (as PyTorch's reduction="none")."""
+    out = rows.new_zeros(keep.shape[0])
+    return out.masked_scatter(keep, rows)
+
+
+def as_rows(logits: torch.Tensor, target: torch.Tensor):
+    """(N, C, d1, ..., dk) logits and their targets as (M, C) rows (class dimension last) and (M,) or
+    (M, C) targets, with the shape of ``reduction="none"``'s output."""
+    if not isinstance(logits, torch.Tensor) or not isinstance(target, torch.Tensor):
+        raise TypeError("logits and target must be tensors")
+    if logits.dim() <= 2:
+        return logits, target, logits.shape[:1]
+    n, c, spatial = logits.shape[0], logits.shape[1], tuple(logits.shape[2:])
+    z = logits.movedim(1, -1).reshape(-1, c)
+    if tuple(target.shape) == (n, *spatial):
+        t = target.reshape(-1)
+    elif tuple(target.shape) == tuple(logits.shape):
+        t = target.movedim(1, -1).reshape(-1, c)
+    else:
+        raise ValueError(f"for logits of shape {tuple(logits.shape)} the target must be {(n, *spatial)} "
+                         f"class indices or {tuple(logits.shape)} probabilities, got {tuple(target.shape)}")
+    return z, t, (n, *spatial)
 
 
 # Logits an nlfs.Loss(grad_in_logits=True) wrote its gradient over: id -> (weak reference, version after).
@@ -155,13 +303,15 @@ def _check_not_overwritten(logits: torch.Tensor) -> None:
 
 
 def check_inputs(logits: torch.Tensor, target: torch.Tensor, check_finite: bool = False,
-                 check_range: bool = True) -> None:
+                 check_range: bool = True, ignore_index: int | None = None) -> None:
     """Shape, dtype and range checks with messages that say what was expected. ``check_range``:
-    check class indices here (a kernel that checks them itself, as the C++ one does, skips it)."""
+    check class indices here (a kernel that checks them itself, as the C++ one does, skips it); a
+    target equal to ``ignore_index`` is in range. On CUDA the range is checked only with
+    ``check_finite`` (a host sync); otherwise the Triton kernel turns a bad target into a NaN row."""
     if not isinstance(logits, torch.Tensor) or not isinstance(target, torch.Tensor):
         raise TypeError("logits and target must be tensors")
     if logits.dim() != 2:
-        raise ValueError(f"logits must be 2-D (N, C), got shape {tuple(logits.shape)}")
+        raise ValueError(f"logits must be 2-D (N, C) or (N, C, d1, ..., dk), got shape {tuple(logits.shape)}")
     if not logits.is_floating_point():
         raise TypeError(f"logits must be floating point, got {logits.dtype}")
     n, c = logits.shape
@@ -176,9 +326,11 @@ def check_inputs(logits: torch.Tensor, target: torch.Tensor, check_finite: bool 
             raise ValueError(f"target has {target.shape[0]} entries for {n} rows of logits")
         # CPU check is cheap; on CUDA it would synchronise, so only when asked.
         if n and check_range and (target.device.type == "cpu" or check_finite):
-            lo, hi = int(target.min()), int(target.max())
-            if lo < 0 or hi >= c:
-                bad = lo if lo < 0 else hi
+            bad_rows = (target < 0) | (target >= c)
+            if ignore_index is not None:
+                bad_rows &= target != ignore_index
+            if bool(bad_rows.any()):
+                bad = int(target[bad_rows][0])
                 raise ValueError(f"target class {bad} is out of range for {c} classes")
     elif target.dim() == 2:
         if tuple(target.shape) != (n, c):

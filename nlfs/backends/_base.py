@@ -15,6 +15,12 @@ import torch
 from ..expr import Program
 
 
+def loss_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a kernel returns the loss in: float64 for float64 logits, else float32 (half
+    logits: fp32 maths; ``nlfs.Loss`` rounds it once to what PyTorch would return)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 class Kernel(ABC):
     """A compiled program. ``target`` is an (N, C) float tensor of target probabilities or an
     (N,) int64 tensor of class indices; ``constants`` is a 1-D float64 CPU tensor in program order."""
@@ -23,22 +29,24 @@ class Kernel(ABC):
 
     @abstractmethod
     def __call__(self, logits: torch.Tensor, target: torch.Tensor, constants: torch.Tensor):
-        """Fused: return (loss_per_sample fp32 [N], grad [N, C] in logits' dtype).
+        """Fused: return (loss_per_sample [N] in ``loss_dtype(logits.dtype)``, grad [N, C] in logits' dtype).
         Non-fused: return loss_per_sample with an autograd graph."""
 
     def reduced(self, logits: torch.Tensor, target: torch.Tensor, constants: torch.Tensor, reduction: str,
-                inplace: bool = False):
+                inplace: bool = False, ignore_index: int = -100):
         """Fused kernels: (loss reduced over samples by ``reduction`` (mean/sum/none), gradient,
         the factor the gradient still needs for that reduction). A kernel that can fold the 1/N
         of "mean" into its own gradient write returns 1.0 there. ``inplace``: the kernel may write the
-        gradient over ``logits`` (a hint; kernels that cannot ignore it)."""
+        gradient over ``logits`` (a hint; kernels that cannot ignore it). ``ignore_index``: class-index
+        targets with this value, which only a kernel that skips them itself sees (``skips_ignored``;
+        ``nlfs.Loss`` removes them before calling any other)."""
         loss_rows, grad = self(logits, target, constants)
         n = logits.shape[0]
         if reduction == "none":
             return loss_rows, grad, 1.0
         total = loss_rows.sum()
-        if reduction == "mean":
-            return total / max(n, 1), grad, 1.0 / max(n, 1)
+        if reduction == "mean":  # no samples: nan, as torch's mean
+            return total / n if n else total * float("nan"), grad, 1.0 / max(n, 1)
         return total, grad, 1.0
 
 
@@ -102,8 +110,9 @@ class FusedLossFunction(torch.autograd.Function):
     rescaled from the recorded factor."""
 
     @staticmethod
-    def forward(ctx, logits, target, constants, kernel, reduction, inplace=False):
-        out, grad, scale = kernel.reduced(logits, target, constants, reduction, inplace=inplace)
+    def forward(ctx, logits, target, constants, kernel, reduction, inplace=False, ignore_index=-100):
+        out, grad, scale = kernel.reduced(logits, target, constants, reduction, inplace=inplace,
+                                          ignore_index=ignore_index)
         ctx.reduction = reduction
         ctx.scale = scale
         ctx.scale_in_place = None if _saved_tensor_hooks_active() else getattr(kernel, "scale_grad_", None)
@@ -116,22 +125,25 @@ class FusedLossFunction(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph=True: d(gradient)/d(logits) is not available
             raise RuntimeError(SECOND_ORDER_ERROR)
         (grad,) = ctx.saved_tensors
-        none = (None, None, None, None, None)
+        none = (None, None, None, None, None, None)
         if ctx.reduction == "none":
             return (_scaled(grad, grad_out.unsqueeze(1)), *none)
-        s = grad_out if ctx.scale == 1.0 else grad_out * ctx.scale
+        # ctx.scale: a float, or a device tensor (a mean over the rows not ignored, counted there)
+        unit = isinstance(ctx.scale, float) and ctx.scale == 1.0
+        s = grad_out if unit else grad_out * ctx.scale
         if ctx.applied is not None:  # a retained graph, again: a new tensor from the recorded factor
             previous = float(ctx.applied)  # a host sync, but only on this rare path
             if previous == 0.0:
                 raise RuntimeError("nlfs: the fused loss's saved gradient was scaled by 0 in an earlier "
                                    "backward of this retained graph and cannot be recovered")
             return (_scaled(grad, s, 1.0 / previous), *none)
-        if ctx.scale == 1.0 and grad_out.device.type == "cpu" and grad_out.item() == 1.0:
+        if unit and grad_out.device.type == "cpu" and grad_out.item() == 1.0:
             # loss.backward() on a CPU loss: the kernel's gradient as it is, no extra pass
             # (Liger-Kernel does the same)
             ctx.applied = 1.0
             return (grad, *none)
-        if ctx.scale_in_place is not None and grad_out.device == grad.device and grad.is_contiguous():
+        if (ctx.scale_in_place is not None and grad_out.device == grad.device and grad.is_contiguous()
+                and grad.dtype != torch.float64):  # float64 (gradcheck's dtype): exact, reentrant, out of place
             # On the device the "== 1" test is the kernel's own: no host sync, and no pass over the
             # gradient for a plain loss.backward()
             ctx.applied = torch.empty(1, dtype=torch.float32, device=grad.device)

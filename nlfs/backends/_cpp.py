@@ -1,7 +1,8 @@
 """The ``cpp`` backend: lowered programs executed by the compiled CPU evaluator ``nlfs._cpp``.
 
 The kernel is fused: one pass over the N x C batch computes the per-sample loss and
-``d loss_n / d logits_n`` (the gradient comes back in the logits' dtype). Float64 logits compute in
+``d loss_n / d logits_n`` (the gradient in the logits' dtype, the loss accumulated in double and returned in
+:func:`nlfs.backends._base.loss_dtype`). Float64 logits compute in
 double. Float32 logits with at least 32 classes compute in float (twice the SIMD lanes), with the
 softmax, the row sums and the final softmax-Jacobian combination in double, and every row whose
 estimated float rounding noise exceeds ~1e-6 (abs + rel) recomputed in double
@@ -22,7 +23,7 @@ import torch
 from ..expr import Program, merge_common, specialize
 from ..expr._ops import OPS
 from ..expr._program import REDUCTIONS
-from ._base import Backend, Kernel
+from ._base import Backend, Kernel, loss_dtype
 from ._cpp_codegen import N_LEAF, OP_NAMES, OPCODE
 
 _BUILD_HINT = ("build it with `pip install -e .` from the repository root (needs a C++17 compiler and "
@@ -153,6 +154,7 @@ class CppKernel(Kernel):
     """
 
     checks_targets = True
+    skips_ignored = True  # class index ignore_index: loss 0, gradient 0, not counted by mean
 
     def __init__(self, program: Program):
         ext = _need_ext()
@@ -183,45 +185,52 @@ class CppKernel(Kernel):
             z = z.contiguous()
         return z
 
-    def __call__(self, logits: torch.Tensor, target: torch.Tensor, constants: torch.Tensor):
+    def __call__(self, logits: torch.Tensor, target: torch.Tensor, constants: torch.Tensor,
+                 ignore_index: int = -100):
         n, c = logits.shape
         z = self._as_input(logits)
-        loss = torch.empty(n, dtype=torch.float32)
+        loss = torch.empty(n, dtype=torch.float64)
         grad = torch.empty((n, c), dtype=z.dtype)
         # the buffers are fresh and z is converted: only target and constants need checking
-        self._launch(z, n, c, target, constants, loss, grad)
+        self._launch(z, n, c, target, constants, loss, grad, ignore_index=ignore_index)
         return _back(loss, logits), _back(grad, logits)
 
-    def reduced(self, logits, target, constants, reduction, inplace=False):
+    def reduced(self, logits, target, constants, reduction, inplace=False, ignore_index=-100):
         """(loss reduced over samples, gradient already scaled by that reduction, 1.0). ``inplace`` is
-        ignored: the kernel reads each row again after writing parts of its gradient."""
+        ignored: the kernel reads each row again after writing parts of its gradient. Rows whose class
+        index is ``ignore_index`` give loss 0 and gradient 0 and are left out of "mean"; a mean over
+        no rows is nan, as torch's."""
         if reduction == "none":
-            loss, grad = self(logits, target, constants)
+            loss, grad = self(logits, target, constants, ignore_index=ignore_index)
             return loss, grad, 1.0
         n, c = logits.shape
         z = self._as_input(logits)
         grad = torch.empty((n, c), dtype=z.dtype)
-        loss = torch.empty(n, dtype=torch.float32)
-        total = torch.empty((), dtype=torch.float32)
-        scale = 1.0 / max(n, 1) if reduction == "mean" else 1.0
-        self._launch(z, n, c, target, constants, loss, grad, scale, total)
+        loss = torch.empty(n, dtype=torch.float64)
+        total = torch.empty((), dtype=torch.float64)
+        mean = reduction == "mean"
+        scale = 1.0 / max(n, 1) if mean else 1.0
+        self._launch(z, n, c, target, constants, loss, grad, scale, total, ignore_index, mean)
+        if n == 0 and mean:
+            total.fill_(float("nan"))
         return _back(total, logits), _back(grad, logits), 1.0
 
     def run_into(self, z: torch.Tensor, target: torch.Tensor, constants: torch.Tensor,
                  loss: torch.Tensor, grad: torch.Tensor) -> None:
-        """Write into preallocated contiguous CPU buffers: ``loss`` float32 (N,), ``grad`` in z's dtype.
+        """Write into preallocated contiguous CPU buffers: ``loss`` float64 (N,), ``grad`` in z's dtype.
 
         ``z`` must be a contiguous CPU float32/float64 (N, C) tensor (``__call__`` converts)."""
         n, c = z.shape
         if z.dtype not in (torch.float32, torch.float64) or z.device.type != "cpu" or not z.is_contiguous():
             raise ValueError("z must be a contiguous CPU float32/float64 tensor")
-        if (loss.dtype != torch.float32 or tuple(loss.shape) != (n,) or not loss.is_contiguous()
+        if (loss.dtype != torch.float64 or tuple(loss.shape) != (n,) or not loss.is_contiguous()
                 or grad.dtype != z.dtype or tuple(grad.shape) != (n, c) or not grad.is_contiguous()
                 or loss.device.type != "cpu" or grad.device.type != "cpu"):
-            raise ValueError("loss must be contiguous float32 (N,) and grad contiguous (N, C) in z's dtype")
+            raise ValueError("loss must be contiguous float64 (N,) and grad contiguous (N, C) in z's dtype")
         self._launch(z, n, c, target, constants, loss, grad)
 
-    def _launch(self, z, n, c, target, constants, loss, grad, grad_scale=1.0, total=None) -> None:
+    def _launch(self, z, n, c, target, constants, loss, grad, grad_scale=1.0, total=None, ignore_index=-100,
+                mean_over_kept=False) -> None:
         """Check/convert target and constants, then run; z, loss and grad are already valid."""
         t = target.detach()
         if t.device.type != "cpu":
@@ -257,15 +266,18 @@ class CppKernel(Kernel):
             k = self._empty_consts
         self._run(self._handle, z.data_ptr(), _F32 if z.dtype == torch.float32 else _F64, t.data_ptr(),
                   tcode, n, c, k.data_ptr(), k.numel(), loss.data_ptr(), grad.data_ptr(), self._off, self._on,
-                  grad_scale, 0 if total is None else total.data_ptr(), grad_scale)
+                  grad_scale, 0 if total is None else total.data_ptr(), grad_scale, int(ignore_index),
+                  bool(mean_over_kept))
 
 
 def _back(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``t`` on ``like``'s device; a gradient-shaped ``t`` also in ``like``'s dtype."""
+    """``t`` on ``like``'s device; a gradient in ``like``'s dtype, a loss (summed in double) in
+    :func:`loss_dtype` of it."""
+    want = like.dtype if t.dim() == 2 else loss_dtype(like.dtype)
+    if t.dtype != want:
+        t = t.to(want)
     if like.device.type != "cpu":
         t = t.to(like.device)
-    if t.dim() == 2 and t.dtype != like.dtype:
-        t = t.to(like.dtype)
     return t
 
 

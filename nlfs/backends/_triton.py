@@ -14,8 +14,10 @@ adjoint by the op's partial. With the leaf adjoints g_p, g_logp, g_z and h = p*g
 ``dL/dz_j = h_j - p_j * sum_c h_c + g_z_j``, all in fp32, cast once at the store.
 
 Runs on CUDA tensors, or on CPU tensors when ``TRITON_INTERPRET=1`` (set before the first compile).
-Inputs: fp32/fp16/bf16 logits (fp64 is accepted and computed in fp32); int targets (N,) or float
-probability targets (N, C).
+Inputs: fp32/fp16/bf16 logits (maths in fp32) or fp64 logits (maths and loss in fp64); int targets
+(N,) or float probability targets (N, C). With class-index targets a row whose target is
+``ignore_index`` is skipped (loss 0, gradient 0, not counted by ``mean``); any other target outside
+[0, C) gives a NaN loss row and gradient row: checked on the device, without a host sync.
 """
 
 from __future__ import annotations
@@ -37,9 +39,9 @@ import torch
 
 from ..expr import MAXV, OPS, Program, specialize
 from ..expr._emit import SymMath, forward_src, partials_src
-from ._base import Backend, Kernel
+from ._base import Backend, Kernel, loss_dtype
 
-CODEGEN_VERSION = "3"
+CODEGEN_VERSION = "4"
 
 SPELLING = {
     "abs": "tl.abs({0})", "sign": "nlfs_sign({0})", "exp": "tl.exp({0})", "log": "tl.log({0})",
@@ -306,11 +308,14 @@ class CompileStats:
 
 
 class TritonKernel(Kernel):
-    """``kernel(logits, target, constants) -> (loss_rows fp32 [N], grad [N, C] in logits' dtype)``.
+    """``kernel(logits, target, constants) -> (loss_rows [N], grad [N, C] in logits' dtype)``; the loss
+    rows (and the maths) in fp64 for fp64 logits, else fp32.
 
     ``inplace=True`` writes the gradient into ``logits`` (contiguous logits only) and returns it;
     ``out=(loss, grad)`` gives the output buffers; the gradient is written times ``grad_scale``.
     """
+
+    skips_ignored = True  # class index ignore_index: loss 0, gradient 0, not counted by mean
 
     def __init__(self, program: Program, module, stats: CompileStats):
         self.program = program
@@ -347,49 +352,64 @@ class TritonKernel(Kernel):
     def compile_report(self) -> dict:
         return self.stats.as_dict()
 
-    def _device_constants(self, constants: torch.Tensor | None, device: torch.device) -> torch.Tensor:
-        """fp32 copy of ``constants`` on ``device``, refreshed only when the tensor changes."""
+    def _device_constants(self, constants: torch.Tensor | None, device: torch.device,
+                          dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """``dtype`` (the compute dtype) copy of ``constants`` on ``device``, refreshed only when the
+        tensor changes."""
         if constants is None or constants.numel() == 0:
-            key = ("empty", device)
+            key = ("empty", device, dtype)
             dev = self._const_cache.get(key)
             if dev is None:
-                dev = self._const_cache[key] = torch.zeros(1, dtype=torch.float32, device=device)
+                dev = self._const_cache[key] = torch.zeros(1, dtype=dtype, device=device)
             return dev
         if constants.numel() < self._nconst:
             raise ValueError(f"kernel needs {self._nconst} constants {self.program.constants}, "
                              f"got {constants.numel()}")
-        if constants.device == device and constants.dtype == torch.float32 and constants.is_contiguous():
+        if constants.device == device and constants.dtype == dtype and constants.is_contiguous():
             return constants
-        key = (constants.data_ptr(), constants._version, constants.device, device)
+        key = (constants.data_ptr(), constants._version, constants.device, device, dtype)
         hit = self._const_cache.get(key)
         if hit is None:
             self._const_cache.clear()
-            dev = constants.detach().reshape(-1).to(device=device, dtype=torch.float32).contiguous()
+            dev = constants.detach().reshape(-1).to(device=device, dtype=dtype).contiguous()
             # the source tensor is kept alive with its copy: its address cannot be reused by another
             # tensor (version 0 again) while the key stands
             hit = self._const_cache[key] = (constants, dev)
         return hit[1]
 
     def reduced(self, logits: torch.Tensor, target: torch.Tensor, constants: torch.Tensor, reduction: str,
-                inplace: bool = False):
+                inplace: bool = False, ignore_index: int = -100):
         """The 1/N of "mean" is applied where the gradient is written, so nothing is left for backward.
         ``inplace`` (the caller's policy: ``may_overwrite_logits``): the gradient overwrites contiguous
-        logits (each program reads its rows before it writes them), saving an (N, C) buffer."""
+        logits (each program reads its rows before it writes them), saving an (N, C) buffer.
+
+        With class-index targets, "mean" divides by the rows whose target is not ``ignore_index``,
+        counted on the device (no host sync); the gradient is written times 1/N and the factor
+        N/count left for backward, whose scaling kernel skips the pass on the device when it is 1
+        (no row ignored and an upstream gradient of 1)."""
         n = logits.shape[0]
         scale = 1.0 / max(n, 1) if reduction == "mean" else 1.0
+        # the kernel's scalar arguments are fp32: a float64 gradient gets its 1/N in backward, in double
+        left = 1.0
+        if logits.dtype == torch.float64:
+            scale, left = 1.0, scale
         inplace = inplace and logits.is_contiguous() and logits.dtype in (torch.float32, torch.float16,
                                                                          torch.bfloat16)
         loss_rows, grad = self(logits.detach() if inplace else logits, target, constants, grad_scale=scale,
-                               inplace=inplace)
+                               inplace=inplace, ignore_index=ignore_index)
         if inplace:
             # the logits' storage now holds the gradient: a version bump makes any other autograd node
             # that saved the logits (another term of the objective) raise rather than read it
             torch.autograd.graph.increment_version(logits)
         if reduction == "none":
             return loss_rows, grad, 1.0
-        if reduction == "mean" and n:
-            return loss_rows.mean(), grad, 1.0  # one small launch, not a sum and a division
-        return loss_rows.sum(), grad, 1.0
+        if reduction == "mean" and target.dim() == 1:
+            count = (target != ignore_index).sum().to(loss_rows.dtype)  # 0 rows: 0/0 = nan, as torch
+            # no row counted: every gradient row is 0 and stays 0 (as torch's), not 0 * inf
+            return loss_rows.sum() / count, grad, (n * left) / count.clamp_min(1)
+        if reduction == "mean":
+            return (loss_rows.mean() if n else loss_rows.sum() * float("nan")), grad, left
+        return loss_rows.sum(), grad, left
 
     def scale_grad_(self, grad: torch.Tensor, scale: torch.Tensor, record: torch.Tensor | None = None) -> None:
         """``grad *= scale`` in place, skipped on the device when ``scale == 1`` (no host sync);
@@ -398,7 +418,7 @@ class TritonKernel(Kernel):
 
     def __call__(self, logits: torch.Tensor, target: torch.Tensor, constants: torch.Tensor | None = None,
                  *, inplace: bool = False, out: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 grad_scale: float = 1.0):
+                 grad_scale: float = 1.0, ignore_index: int = -100):
         if logits.dim() != 2:
             raise ValueError(f"logits must be 2-D (N, C), got shape {tuple(logits.shape)}")
         if not logits.is_floating_point():
@@ -428,25 +448,26 @@ class TritonKernel(Kernel):
             if target.stride(1) != 1 and c > 1:
                 target = target.contiguous()
             stride_t = target.stride(0)
+        ldt = loss_dtype(logits.dtype)
         if out is not None:
             loss, grad = out
-            if (loss.shape != (n,) or loss.dtype != torch.float32 or grad.shape != (n, c)
+            if (loss.shape != (n,) or loss.dtype != ldt or grad.shape != (n, c)
                     or grad.dtype != logits.dtype or not grad.is_contiguous() or not loss.is_contiguous()):
-                raise ValueError("out must be (fp32 [N], contiguous [N, C] in the logits' dtype)")
+                raise ValueError(f"out must be ({ldt} [N], contiguous [N, C] in the logits' dtype)")
         else:
-            loss = torch.empty(n, dtype=torch.float32, device=device)
+            loss = torch.empty(n, dtype=ldt, device=device)
             grad = logits if inplace else torch.empty((n, c), dtype=logits.dtype, device=device)
         if n == 0 or c == 0:
             return loss, grad
-        consts = self._device_constants(constants, device)
+        consts = self._device_constants(constants, device, ldt)
         cfg = launch_config(n, c, "interp" if interp else "gpu", self.elems_per_thread)
         fn = getattr(self.module, cfg.kernel)
         ept = ELEMS_PER_THREAD if self.elems_per_thread is None else self.elems_per_thread
         spec = y_index and self.specialised(cfg.kernel, ept, cfg.blocks["BLOCK_C"])
         meta = dict(Y_INDEX=y_index, SPECIALISED=spec, MEAN=self._mean, **cfg.blocks)
         grid, num_warps = cfg.grid, cfg.num_warps
-        args = (logits, target, consts, loss, grad, n, c, float(c), float(grad_scale), logits.stride(0),
-                stride_t, grad.stride(0))
+        args = (logits, target, consts, loss, grad, n, c, float(c), float(grad_scale), int(ignore_index),
+                logits.stride(0), stride_t, grad.stride(0))
         key = (cfg.kernel, logits.dtype, target.dtype, tuple(sorted(meta.items())), num_warps, str(device))
         # Triton launches on the current CUDA device: make it the logits' one
         guard = (torch.cuda.device(device) if device.type == "cuda" and device.index != torch.cuda.current_device()
