@@ -10,6 +10,11 @@ Grammar (Python's precedence: ``**`` binds tighter than unary minus, which binds
 
 ``x**2`` and ``x**3`` become the exact ``square``/``cube`` ops; any other ``a**b`` is ``|a|**b``.
 Names ``y p z C`` are leaves; other bare names are named constants; ``name(...)`` calls an op.
+
+Limits (anything beyond raises :class:`ExprSyntaxError`, never ``RecursionError``): at most
+``MAX_NESTING`` = 100 nested levels of parentheses, calls, unary minus and ``**`` exponents; an
+expression tree at most ``MAX_DEPTH`` = 200 deep (a sum of 300 terms is 300 deep); numbers at most
+float32's largest finite value, 3.4028235e38 (beyond, a float32 backend would hold inf).
 """
 
 from __future__ import annotations
@@ -19,6 +24,11 @@ from dataclasses import dataclass
 
 from ._node import Expr
 from ._ops import CALLABLE, LEAVES, OPS
+from ._program import NUM_LIMIT
+
+
+MAX_NESTING = 100
+MAX_DEPTH = 200
 
 
 class ExprSyntaxError(ValueError):
@@ -68,6 +78,14 @@ class _Parser:
         self.text = text
         self.toks = tokenize(text)
         self.i = 0
+        self.nesting = 0
+
+    def nest(self, tok: _Tok) -> None:
+        """One level deeper (the caller's ``finally`` undoes it): refused beyond MAX_NESTING, long
+        before Python's recursion limit."""
+        self.nesting += 1
+        if self.nesting > MAX_NESTING:
+            self.fail(f"nesting deeper than {MAX_NESTING} levels", tok)
 
     def peek(self, k: int = 0) -> _Tok:
         return self.toks[min(self.i + k, len(self.toks) - 1)]
@@ -93,6 +111,9 @@ class _Parser:
         e = self.expr()
         if self.peek().kind != "end":
             self.fail("unexpected token")
+        if e.depth > MAX_DEPTH:
+            raise ExprSyntaxError(f"expression tree deeper than {MAX_DEPTH} ({e.depth})", self.toks[0].text, 0,
+                                  self.text)
         return e
 
     def expr(self) -> Expr:
@@ -117,9 +138,12 @@ class _Parser:
             self.take()
             nxt, after = self.peek(), self.peek(1)
             if nxt.kind == "num" and not (after.kind == "op" and after.text == "**"):
-                self.take()
-                return Expr.num(-float(nxt.text))
-            return Expr("neg", (self.unary(),))
+                return Expr.num(-self.number())
+            self.nest(t)
+            try:
+                return Expr("neg", (self.unary(),))
+            finally:
+                self.nesting -= 1
         if t.kind == "op" and t.text == "+":
             self.fail("unary '+' is not supported")
         return self.power()
@@ -127,8 +151,11 @@ class _Parser:
     def power(self) -> Expr:
         base = self.atom()
         if self.peek().kind == "op" and self.peek().text == "**":
-            self.take()
-            exponent = self.unary()
+            self.nest(self.take())
+            try:
+                exponent = self.unary()
+            finally:
+                self.nesting -= 1
             if exponent.op == "num" and exponent.value in (2.0, 3.0):
                 return Expr("square" if exponent.value == 2.0 else "cube", (base,))
             return Expr("pow", (base, exponent))
@@ -137,15 +164,14 @@ class _Parser:
     def atom(self) -> Expr:
         t = self.peek()
         if t.kind == "num":
-            self.take()
-            value = float(t.text)
-            if value == float("inf"):
-                self.fail("number too large", t)
-            return Expr.num(value)
+            return Expr.num(self.number())
         if t.kind == "op" and t.text == "(":
-            self.take()
-            e = self.expr()
-            self.expect(")")
+            self.nest(self.take())
+            try:
+                e = self.expr()
+                self.expect(")")
+            finally:
+                self.nesting -= 1
             return e
         if t.kind == "name":
             self.take()
@@ -160,11 +186,24 @@ class _Parser:
             self.fail("unexpected end of input", t)
         self.fail("unexpected token", t)
 
+    def number(self) -> float:
+        t = self.take()
+        value = float(t.text)
+        if value > NUM_LIMIT:  # inf in a float32 backend, finite in a float64 one
+            self.fail(f"number too large (beyond float32's {NUM_LIMIT:.8g})", t)
+        return value
+
     def call(self, name_tok: _Tok) -> Expr:
         spec = CALLABLE.get(name_tok.text)
         if spec is None:
             self.fail("unknown function", name_tok)
-        self.expect("(")
+        self.nest(self.expect("("))
+        try:
+            return self._call_args(name_tok, spec)
+        finally:
+            self.nesting -= 1
+
+    def _call_args(self, name_tok: _Tok, spec) -> Expr:
         args = [self.expr()]
         while self.peek().kind == "op" and self.peek().text == ",":
             self.take()

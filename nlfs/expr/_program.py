@@ -14,6 +14,10 @@ from ._node import Expr
 from ._ops import OPS
 
 LEAF_OPS = ("y", "p", "z", "logp", "C")
+# The largest number a program holds: float32's largest finite value. A number beyond it would be
+# inf in a float32 backend and finite in a float64 one; the parser refuses such numbers and a
+# constructed Expr's are lowered as +-NUM_LIMIT (then the ops' own clamps apply, the same everywhere).
+NUM_LIMIT = 3.4028234663852886e38
 REDUCTIONS = ("class_sum", "element_mean")
 
 
@@ -44,7 +48,8 @@ class Program:
 
 
 def lower(expr: Expr, reduction: str = "class_sum", constants: tuple[str, ...] | None = None) -> Program:
-    """Lower ``expr``; ``constants`` fixes the order of named constants (default: sorted names)."""
+    """Lower ``expr``; ``constants`` fixes the order of named constants (default: sorted names).
+    Numbers outside float32's range are lowered as +-NUM_LIMIT (its largest finite value)."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     names = tuple(constants) if constants is not None else expr.constants
@@ -57,7 +62,7 @@ def lower(expr: Expr, reduction: str = "class_sum", constants: tuple[str, ...] |
         if node.op == "log" and node.args[0].op == "p":
             ins = Instr("logp")
         elif node.op == "num":
-            ins = Instr("num", (), node.value)
+            ins = Instr("num", (), min(NUM_LIMIT, max(-NUM_LIMIT, float(node.value))))
         elif node.op == "const":
             ins = Instr("const", (), names.index(node.value))
         elif not node.args:
