@@ -129,6 +129,8 @@ def _leaves(logits, target):
 def _reduce(f, z, over_classes, reduction):
     if not isinstance(f, torch.Tensor) or f.shape != z.shape:  # a loss that is a constant
         f = torch.as_tensor(f, dtype=z.dtype, device=z.device).expand_as(z)
+    if z.requires_grad and not f.requires_grad:  # a loss that does not depend on the logits: gradient 0
+        f = f + 0.0 * z
     rows = f.mean(dim=1) if over_classes == "element_mean" else f.sum(dim=1)
     if reduction == "mean":
         return rows.mean()
@@ -186,7 +188,7 @@ def module_source(losses: list[tuple[str, Expr, str, str]], title: str = "") -> 
            "loss's name to a function\n(logits, target, reduction='mean') -> loss; target holds class "
            'indices (N,) or\nclass probabilities (N, C). The protected rules of the ops used are '
            'written out below."""', "", _PRELUDE.format(maxv=MAXV)]
-    out += ["", "# ---- the ops these losses use (from nlfs's ops table) ----", ""]
+    out += ["", "# ---- the ops these losses use, as nlfs's ops table defines them ----", ""]
     out += [op_source(op) + "\n" for op in used]
     out += ["# ---- the losses ----", ""]
     taken = {helper_name(op) for op in OPS} | {"torch", "MAXV", "LOSSES", "y", "p", "z", "C", "log_p"}

@@ -104,6 +104,8 @@ def _render(node: Expr, out, digits) -> tuple[str, int]:
         return op, _ATOM
     template, prec = SPELLING[op]
     args = [out[a] for a in node.args]
+    if op == "aq":  # b is squared: a superscript needs an atom below it
+        return template.format(args[0][0], _wrap(args[1][0], args[1][1] < _ATOM)), prec
     if op in _DELIMITED:
         return template.format(*[t for t, _ in args]), prec
     (lt, lp), (rt, rp) = args[0], args[-1]
