@@ -9,11 +9,21 @@ Quick use::
 """
 
 from . import backends, expr, losses
+from ._export import formula, standalone_source, to_latex, to_sympy, to_torch_source
 from ._module import Loss, check_inputs
 from .expr import Expr, ExprSyntaxError, canonical, lower, parse
 from .losses import LossSpec, register
 
 __version__ = "0.1.0"
 
+
+def plot_loss_shapes(*args, **kwargs):
+    """``nlfs.plots.plot_loss_shapes`` (imported on first use: matplotlib is not needed otherwise)."""
+    from .plots import plot_loss_shapes as plot
+
+    return plot(*args, **kwargs)
+
+
 __all__ = ["Expr", "ExprSyntaxError", "Loss", "LossSpec", "backends", "canonical", "check_inputs",
-           "expr", "losses", "lower", "parse", "register"]
+           "expr", "formula", "losses", "lower", "parse", "plot_loss_shapes", "register", "standalone_source",
+           "to_latex", "to_sympy", "to_torch_source"]

@@ -11,6 +11,11 @@ trials that were in flight when it died are evaluated again with the same values
     python -m nlfs.tune --loss NGL --constants alpha=0 --trials 12 --run-dir runs/tune-ngl
     python -m nlfs.tune --run-dir runs/my-search --top 3       # tune the finalists of a search run
 
+To watch a study (live, or after the fact): ``optuna-dashboard runs/tune-ngl/tune.journal`` (installed
+with nlfs; it serves http://127.0.0.1:8080, ``--host 0.0.0.0 --port N`` to change that). The file is
+the study's journal, so the dashboard reads it while the tuning writes it; a TaylorGLO search's study
+is ``DIR/taylor.journal``; an RDB ``--storage`` URL is passed to the dashboard as it is.
+
 Numbers inside a found expression are lifted into named constants ``c0, c1, ...``
 (:func:`lift_constants`) so they can be tuned; the tuned losses are exported to
 ``DIR/tuned_losses.py`` with their constants.
