@@ -143,6 +143,24 @@ class Loss(nn.Module):
         self._by_device[device] = (backend, kernel)
         return backend, kernel
 
+    def to_latex(self, digits: int | None = None) -> str:
+        """LaTeX of the simplified loss with its current constants (``nlfs.to_latex``)."""
+        from ._export import to_latex
+
+        return to_latex(self, digits=digits)
+
+    def to_sympy(self):
+        """SymPy expression of the simplified loss with its current constants (``nlfs.to_sympy``)."""
+        from ._export import to_sympy
+
+        return to_sympy(self)
+
+    def to_torch_source(self, name: str | None = None) -> str:
+        """Standalone PyTorch source (no nlfs import) computing this loss (``nlfs.to_torch_source``)."""
+        from ._export import to_torch_source
+
+        return to_torch_source(self, name)
+
     def extra_repr(self) -> str:
         scale = "" if self.spec.scale == 1.0 else f", scale={self.spec.scale:.6g}"
         extra = "" if self.weight is None else ", weight=(C,)"
