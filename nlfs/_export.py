@@ -95,9 +95,21 @@ def standalone_source(losses, title: str = "") -> str:
     for name, item in items:
         loss, extra = item if isinstance(item, tuple) else (item, "")
         spec, values = resolve(loss)
+        _refuse_module_options(loss)
         entries.append((name or spec.name, simplified(loss, scaled=True), spec.reduction,
                         _doc(spec, values, extra)))
     return module_source(entries, title)
+
+
+def _refuse_module_options(loss) -> None:
+    """The standalone source is the loss itself; nn.CrossEntropyLoss-style options of an nlfs.Loss
+    (weight, ignore_index, label_smoothing) are not written into it, so say so rather than drop them."""
+    used = ["weight"] if getattr(loss, "weight", None) is not None else []
+    used += [k for k, default in (("ignore_index", -100), ("label_smoothing", 0.0))
+             if getattr(loss, k, default) != default]
+    if used:
+        raise ValueError(f"standalone source does not carry the nlfs.Loss options {used}; export the loss "
+                         "without them and apply them in your code")
 
 
 def to_torch_source(loss, name: str | None = None) -> str:

@@ -197,3 +197,11 @@ def test_unsubstituted_constants_are_refused():
 
     with pytest.raises(ValueError, match="constant 'alpha'"):
         module_source([("x", nlfs.parse("alpha * p"), "class_sum", "")])
+
+
+def test_module_options_are_not_silently_dropped():
+    with pytest.raises(ValueError, match="label_smoothing"):
+        nlfs.Loss("NGL", label_smoothing=0.1).to_torch_source()
+    with pytest.raises(ValueError, match="weight"):
+        nlfs.Loss("CE", weight=torch.ones(3)).to_torch_source()
+    assert "def NGL(" in nlfs.Loss("NGL").to_torch_source()
