@@ -4,6 +4,11 @@ import random
 import pytest
 import torch
 
+# Triton kernels run on the CPU under its interpreter when there is no GPU; it is chosen when the
+# first @triton.jit is decorated, so this must come before any test module imports Triton.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 # Sweep sizes: CI defaults that still catch real bugs; raise NLFS_TEST_SCALE for exhaustive runs.
 SCALE = float(os.environ.get("NLFS_TEST_SCALE", "1"))
 

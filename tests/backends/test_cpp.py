@@ -22,11 +22,10 @@ from tests.backends.reference import (
     reference,
 )
 from tests.backends.reference import exact as _exact
-from tests.conftest import scaled
+from tests.conftest import require_backend, scaled
 
-cpp = pytest.importorskip("nlfs.backends._cpp")
-if cpp.unavailable_reason():
-    pytest.skip(cpp.unavailable_reason(), allow_module_level=True)
+require_backend("cpp", module=True)  # a skip, or a failure under CI's NLFS_REQUIRE_BACKENDS
+import nlfs.backends._cpp as cpp  # noqa: E402
 
 BACKEND = cpp.CppBackend()
 CATALOGUE = nlfs.losses.names()

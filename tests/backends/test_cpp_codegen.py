@@ -7,10 +7,10 @@ import pytest
 from nlfs.backends import _cpp_codegen as cg
 from nlfs.expr import OPS
 from nlfs.expr._math import NumpyMath
+from tests.conftest import require_backend
 
-cpp = pytest.importorskip("nlfs.backends._cpp")
-if cpp.unavailable_reason():
-    pytest.skip(cpp.unavailable_reason(), allow_module_level=True)
+require_backend("cpp", module=True)  # a skip, or a failure under CI's NLFS_REQUIRE_BACKENDS
+import nlfs.backends._cpp as cpp  # noqa: E402
 
 NM = NumpyMath()
 

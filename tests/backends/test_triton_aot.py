@@ -19,9 +19,9 @@ import torch
 
 import nlfs
 from nlfs.spaces import GPSpace, NLFSSpace
-from tests.conftest import scaled
+from tests.conftest import require_backend, scaled, unavailable
 
-pytest.importorskip("triton")
+require_backend("triton", module=True)  # a skip, or a failure under CI's NLFS_REQUIRE_BACKENDS
 
 from nlfs.backends._triton import TritonBackend  # noqa: E402
 from nlfs.backends._triton_aot import (  # noqa: E402
@@ -34,7 +34,7 @@ from nlfs.backends._triton_aot import (  # noqa: E402
 
 ok, why = aot_available()
 if not ok:
-    pytest.skip(why, allow_module_level=True)
+    unavailable(why, module=True)
 
 TRIG = ("sin", "cos")  # libdevice's sinf/cosf keep a local array for huge arguments (stack, not spills)
 # row tile, wide tile, column loop; 1024 and 32768 classes are multiples of 16, where the JIT knows
