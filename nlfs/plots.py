@@ -61,6 +61,9 @@ def _robust_limits(ax) -> None:
         return
     lo, hi = np.percentile(ys, [3, 100])
     lo, hi = min(lo, 0.0), max(hi, 0.0)
+    if hi - lo > 100.0:  # a loss on a scale of its own (a pdiv by 0, say): log scale past +-1
+        ax.set_yscale("symlog", linthresh=1.0)
+        return
     pad = 0.08 * (hi - lo or 1.0)
     ax.set_ylim(lo - pad, hi + pad)
 
@@ -95,8 +98,9 @@ def plot_loss_shapes(losses, path: str | Path | None = None, ce: bool = True, nu
     for ax, title in zip(axes.flat, PANELS):
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
-    for ax in axes[1]:
+    for ax in axes.flat:
         _robust_limits(ax)  # CE's -1/p would flatten every other curve
+    for ax in axes[1]:
         ax.set_xlabel("p (softmax probability of that class)")
     fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="lower center", ncol=1, fontsize=8,
                frameon=False)
