@@ -1,10 +1,13 @@
 """CPU kernel microbenchmark: forward + backward of every catalogue loss.
 
 Providers: ``cpp`` (the fused C++ backend), ``eager`` (the torch autograd backend,
-``nlfs.Loss(expr, backend="torch")``), ``compile`` (``torch.compile`` of the torch backend's forward
-and backward; compile time reported separately in ``compile_s``) and ``native``
-(``F.cross_entropy``, for CE only). Median of repeated forward+backward calls, speedup vs eager,
-GB/s against the minimum bytes (read logits and target, write the gradient).
+``nlfs.Loss(expr, backend="torch")``: the protected interpreter), ``compile`` (``torch.compile`` of the
+torch backend's forward and backward; compile time reported separately in ``compile_s``), ``plain``
+(the formula written by hand in plain PyTorch, ``bench/_plain.py``: what a user without nlfs would
+run), ``plain-compile`` (that under ``torch.compile``) and ``native`` (``F.cross_entropy``, for CE
+only). Median of repeated forward+backward calls, speedup vs eager (and, in the summary and the
+notes, cpp against plain), GB/s against the minimum bytes (read logits and target, write the
+gradient).
 
     python -m bench.kernels_cpu                       # writes bench/results/kernels_cpu.{csv,md}
     python -m bench.kernels_cpu --compile-losses all  # torch.compile every loss (slow on 2 cores)
@@ -29,6 +32,7 @@ import torch._dynamo
 import torch.nn.functional as F
 
 import nlfs
+from bench._plain import PLAIN
 from bench._schema import KERNEL_COLUMNS, machine_name, today, write_csv, write_markdown
 
 SHAPES = [(128, 10), (2048, 10), (1024, 100), (8192, 1000)]
@@ -93,6 +97,8 @@ def main(argv=None):
         min_bytes = b * c * 4 * 2 + b * 8
         for name in names:
             providers = {"eager": nlfs.Loss(name, backend="torch"), "cpp": nlfs.Loss(name, backend="cpp")}
+            if name in PLAIN:
+                providers["plain"] = PLAIN[name]
             if name == "CE":
                 providers["native"] = F.cross_entropy
             # Interleaved: ROUNDS rounds, each timing every provider in turn, so load from other jobs
@@ -126,14 +132,18 @@ def main(argv=None):
                 cfn()
                 res["compile"] = (*_stats(_samples(cfn, 5, 300, 0.4)), compile_s,
                                   "torch.compile of forward+autograd.grad")
+                if name in PLAIN:
+                    res["plain-compile"] = _compiled_plain(PLAIN[name], logits, target)
             eager_ms = res["eager"][0]
+            if "plain" in res:  # the figure a user cares about: against the formula written by hand
+                res["cpp"] = (*res["cpp"][:4], f"{res['plain'][0] / res['cpp'][0]:.2f}x plain")
             for prov, (med, p20, p80, compile_s, notes) in res.items():
                 rows.append({
                     "date": date, "machine": machine, "device": "cpu", "dtype": "float32", "loss": name,
                     "provider": prov, "batch": b, "classes": c, "median_ms": med, "p20_ms": p20,
                     "p80_ms": p80, "speedup_vs_eager": eager_ms / med,
                     "gbps": min_bytes / (med * 1e-3) / 1e9, "pct_copy_bw": "", "compile_s": compile_s,
-                    "notes": notes or (f"threads={args.threads}" if prov == "cpp" else ""),
+                    "notes": (notes + "; " if notes else "") + (f"threads={args.threads}" if prov == "cpp" else ""),
                 })
             print(f"{b}x{c} {name}: " + ", ".join(f"{p} {r[0]:.3f}ms" for p, r in res.items()), flush=True)
 
@@ -159,6 +169,12 @@ def main(argv=None):
     for b, c in SHAPES:
         lines.append(f"- ({b}, {c}): median cpp speedup vs eager over the catalogue: "
                      f"{med_speedup(b, c):.2f}x")
+    for b, c in SHAPES:
+        for base in ("plain", "plain-compile"):
+            sp = _vs(rows, b, c, base)
+            if sp:
+                lines.append(f"- ({b}, {c}): median cpp speedup vs {base} PyTorch over {len(sp)} losses: "
+                             f"{statistics.median(sp):.2f}x (min {min(sp):.2f}x)")
     target = med_speedup(1024, 100)
     verdict = "met" if target >= 3 else "NOT met"
     lines.append(f"- Target >= 3x vs eager at (1024, 100): {verdict} ({target:.2f}x)")
@@ -183,6 +199,31 @@ def main(argv=None):
                     "speedup_vs_eager", "gbps", "compile_s", "notes"],
                    "CPU kernel benchmark (forward + backward)", preamble)
     assert set(KERNEL_COLUMNS) >= {"median_ms", "speedup_vs_eager"}
+
+
+def _vs(rows, b, c, base):
+    """cpp's speedup over provider ``base`` for each catalogue loss timed with both at (b, c)."""
+    by = {(r["loss"], r["provider"]): r["median_ms"] for r in rows if (r["batch"], r["classes"]) == (b, c)}
+    return [by[(loss, base)] / by[(loss, "cpp")] for loss, prov in by if prov == base and (loss, "cpp") in by]
+
+
+def _compiled_plain(fn, logits, target):
+    """(median, p20, p80, compile_s, notes) of ``torch.compile`` of the hand-written forward+backward."""
+    torch._dynamo.reset()
+
+    def fwd_bwd(z, t):
+        z = z.detach().requires_grad_(True)
+        out = fn(z, t)
+        (grad,) = torch.autograd.grad(out, z)
+        return out, grad
+
+    compiled = torch.compile(fwd_bwd, fullgraph=False, dynamic=False)
+    t0 = time.perf_counter()
+    compiled(logits, target)
+    compile_s = time.perf_counter() - t0
+    run = lambda: compiled(logits, target)  # noqa: E731
+    run()
+    return (*_stats(_samples(run, 5, 300, 0.4)), compile_s, "torch.compile of the hand-written formula")
 
 
 def _random_candidates(n, machine, date, threads):

@@ -9,7 +9,9 @@ where the backend chose them), ``compile_s`` is the first call (it includes Trit
 first launch of a configuration: the triton variants share one generated module),
 ``eager`` (torch backend, autograd), ``compile`` (torch.compile of the eager loss, one graph per shape,
 recompile limit raised so it never falls back to eager; compile time in ``compile_s``; only at
-``--compile-shapes``, where the target applies), ``native`` (F.cross_entropy, CE only).
+``--compile-shapes``, where the target applies), ``plain`` (the formula written by hand in plain
+PyTorch, ``bench/_plain.py``), ``plain-compile`` (that under torch.compile, at ``--compile-shapes``),
+``native`` (F.cross_entropy, CE only). The target report also gives triton against plain PyTorch.
 
 On CUDA, time is ``triton.testing.do_bench`` of ``loss(z, t).backward()``: L2 flushed before each
 run (at (8192, 1000) the logits would otherwise sit in the 50 MB L2), runs enqueued back to back so
@@ -74,6 +76,10 @@ def target_report(rows) -> list[str]:
         if eager:
             sp = eager["median_ms"] / r["median_ms"]
             checks += [f"{sp:.2f}x eager (>= 3x)", sp >= 3]
+        for base in ("plain", "plain-compile"):  # information, not a target: the user's alternative
+            other = by.get((loss, base, b, c))
+            if other:
+                checks += [f"{other['median_ms'] / r['median_ms']:.2f}x {base} PyTorch (info)", True]
         comp = by.get((loss, "compile", b, c))
         if comp:
             ratio = r["median_ms"] / comp["median_ms"]
@@ -105,6 +111,7 @@ def main(argv=None):
     import torch.nn.functional as F
 
     import nlfs
+    from bench._plain import PLAIN
     from bench._schema import KERNEL_COLUMNS, machine_name, today, write_csv, write_markdown
     from nlfs.backends import _triton as triton_backend
     from nlfs.backends._triton import launch_config
@@ -155,6 +162,10 @@ def main(argv=None):
             providers = dict(mods)
             if not args.no_compile and cuda and (b, c) in compile_shapes:
                 providers["compile"] = torch.compile(mods["eager"], dynamic=False)
+            if loss_name in PLAIN:
+                providers["plain"] = PLAIN[loss_name]
+                if not args.no_compile and cuda and (b, c) in compile_shapes:
+                    providers["plain-compile"] = torch.compile(PLAIN[loss_name], dynamic=False)
             if loss_name == "CE":
                 providers["native"] = lambda z, t: F.cross_entropy(z, t)
             base_ms = None

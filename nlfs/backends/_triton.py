@@ -404,7 +404,11 @@ class TritonKernel(Kernel):
         if reduction == "none":
             return loss_rows, grad, 1.0
         if reduction == "mean" and target.dim() == 1:
-            count = (target != ignore_index).sum().to(loss_rows.dtype)  # 0 rows: 0/0 = nan, as torch
+            count = (target != ignore_index).sum()
+            if target.device.type == "cpu":  # (the interpreter) counted for free: a float factor
+                k = int(count)
+                return loss_rows.sum() / k if k else loss_rows.sum() * float("nan"), grad, n * left / max(k, 1)
+            count = count.to(loss_rows.dtype)  # 0 rows: 0/0 = nan, as torch
             # no row counted: every gradient row is 0 and stays 0 (as torch's), not 0 * inf
             return loss_rows.sum() / count, grad, (n * left) / count.clamp_min(1)
         if reduction == "mean":
