@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from .search import PRESETS, Search, SearchConfig
+from .search import PRESETS, Search, SearchConfig, parse_rungs
 from .search._report import format_summary, write_report
 
 
@@ -24,6 +24,12 @@ def default_dataset() -> str:
         return "fashion-mnist"
     except DatasetError:
         return "digits"
+
+
+def split_losses(text: str) -> list[str]:
+    """``CE,Poly1`` or ``-y*log(p); max(p, y)`` (';' when an expression holds a comma)."""
+    sep = ";" if ";" in text else ","
+    return [t.strip() for t in text.split(sep) if t.strip()]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +62,25 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--executor", default="local", choices=["local", "ray"])
     ap.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
     ap.add_argument("--no-filters", action="store_true", help="train every candidate (no cheap filters)")
+    ap.add_argument("--seed-losses", default=None, metavar="A,B,...",
+                    help="warm start: catalogue names or expressions (separated by ';' when an expression "
+                         "has commas) put, with small edits of each, into the first population; tree "
+                         "spaces only (--space gp)")
+    ap.add_argument("--seed-mutants", type=int, default=None, help="small edits of each seed loss (default 3)")
+    ap.add_argument("--augment", default="none",
+                    choices=["none", "flipcrop", "cutout", "mixup", "cutmix", "randaugment", "autoaugment"],
+                    help="training augmentation for every candidate and baseline (mixup/cutmix: soft targets)")
+    ap.add_argument("--grad-scale", default=None, choices=["none", "ce"],
+                    help="ce: rescale every candidate to cross-entropy's mean |dL/dlogits| on its first "
+                         "batch (the factor is recorded and exported)")
+    ap.add_argument("--rungs", default=None, metavar="SPEC",
+                    help="screening rungs, e.g. 'train_size=2048,epochs=1;epochs=2,seeds=3' (default: "
+                         "the dataset's, from the fidelity study; one rung when --epochs/--steps/--train-size is given)")
+    ap.add_argument("--eta", type=int, default=3, help="each rung promotes its top 1/eta")
+    ap.add_argument("--unpaired", action="store_true",
+                    help="fitness is plain accuracy, not the paired difference to CE with the same seeds")
+    ap.add_argument("--time-limit", type=float, default=None, metavar="MIN",
+                    help="start no new training after this many minutes (the run can be resumed)")
     ap.add_argument("--no-progress", action="store_true")
     return ap
 
@@ -74,11 +99,17 @@ def config_from_args(args) -> SearchConfig:
         gp_population=args.population or preset["gp_population"], generations=preset["generations"],
         model=args.model, epochs=args.epochs, steps=args.steps, train_size=args.train_size,
         val_size=args.val_size, data_root=args.data_root, device=args.device, workers=args.workers,
-        executor=args.executor, ray_address=args.address, progress=not args.no_progress)
+        executor=args.executor, ray_address=args.address, progress=not args.no_progress,
+        augment=args.augment, grad_scale=args.grad_scale or "none", eta=args.eta, paired=not args.unpaired,
+        rungs=parse_rungs(args.rungs) if args.rungs else None,
+        seed_losses=tuple(split_losses(args.seed_losses)) if args.seed_losses else (),
+        seed_mutants=3 if args.seed_mutants is None else args.seed_mutants,
+        time_limit=None if args.time_limit is None else 60 * args.time_limit)
     if args.no_filters:
         cfg.filters = ("validity",)
-    if cfg.dataset == "fashion-mnist" and args.preset == "quick" and args.train_size is None:
-        cfg.train_size, cfg.epochs = 4000, cfg.epochs or 3  # keeps the quick search to minutes on a CPU
+    if (cfg.algorithm == "taylor" and cfg.dataset == "fashion-mnist" and args.preset == "quick"
+            and args.train_size is None):  # TaylorGLO trains at one budget: keep it to minutes on a CPU
+        cfg.train_size, cfg.epochs = 4000, cfg.epochs or 3
     return cfg
 
 
@@ -88,7 +119,8 @@ def main(argv=None) -> int:
 
     if args.resume:
         cfg = SearchConfig(run_dir=args.resume, budget=args.budget or 0, workers=args.workers,
-                           executor=args.executor, ray_address=args.address, progress=not args.no_progress)
+                           executor=args.executor, ray_address=args.address, progress=not args.no_progress,
+                           time_limit=None if args.time_limit is None else 60 * args.time_limit)
         search = (TaylorSearch if is_taylor_run(args.resume) else Search)(cfg, resume=True)
     elif args.algorithm == "taylor":
         search = TaylorSearch(config_from_args(args), popsize=args.population)

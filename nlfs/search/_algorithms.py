@@ -22,6 +22,19 @@ class Member:
     eval_id: int | None = None
 
 
+def warm_start(space, seeds, mutants: int, rng: random.Random) -> list:
+    """The seed genotypes, then ``mutants`` small edits of each (a space without small edits uses
+    its ordinary mutation)."""
+    from ..spaces import small_edit
+
+    seeds = list(seeds)
+    out = list(seeds)
+    for g in seeds:
+        for _ in range(mutants):
+            out.append(small_edit(g, space, rng) if hasattr(space, "fits") else space.mutate(g, rng))
+    return out
+
+
 class RegularizedEvolution:
     """Aging evolution (Real et al. 2019) as in the NeuroLoss search: the population is seeded from
     the best ``population`` of ``initial`` random candidates; each child mutates the best of
@@ -31,11 +44,13 @@ class RegularizedEvolution:
     name = "regularized"
 
     def __init__(self, space, seed: int = 0, population: int = 100, sample: int = 20,
-                 initial: int = 1000, children: int = 4000):
+                 initial: int = 1000, children: int = 4000, warm=(), warm_mutants: int = 0):
         if population < 1 or sample < 1 or initial < population:
             raise ValueError("need population >= 1, sample >= 1 and initial >= population")
         self.space = space
         self.rng = random.Random(seed)
+        # Warm start: the seed losses, then small edits of each, come before random candidates.
+        self.warm = deque(warm_start(space, warm, warm_mutants, self.rng))
         self.population_size = population
         self.sample = sample
         self.initial = initial
@@ -52,6 +67,8 @@ class RegularizedEvolution:
     def ask(self):
         if self.seeding:
             self.initial_asked += 1
+            if getattr(self, "warm", None):
+                return self.warm.popleft()
             return self.space.random_genotype(self.rng)
         drawn = [self.rng.choice(self.population) for _ in range(self.sample)]
         parent = max(drawn, key=lambda m: m.fitness)
@@ -87,7 +104,7 @@ class GeneticProgramming:
 
     def __init__(self, space, seed: int = 0, population: int = 25, generations: int = 50,
                  crossover: float = 0.7, mutation: float = 0.25, elitism: float = 0.05,
-                 tournament: int = 4):
+                 tournament: int = 4, warm=(), warm_mutants: int = 0):
         if not hasattr(space, "crossover"):
             raise ValueError(f"genetic programming needs a tree space, not {space.name!r}")
         self.space = space
@@ -105,7 +122,9 @@ class GeneticProgramming:
         self.offspring: list[Member] = []
         self._asked: list = []
         self._told: list[Member] = []
-        self.queue.extend(space.random_genotype(self.rng) for _ in range(population))
+        first = warm_start(space, warm, warm_mutants, self.rng)[:population]
+        self.queue.extend(first)
+        self.queue.extend(space.random_genotype(self.rng) for _ in range(population - len(first)))
 
     def ask(self):
         if not self.queue:

@@ -28,18 +28,26 @@ CREATE TABLE IF NOT EXISTS evaluations (
     size INTEGER,
     fingerprint TEXT,
     phenotype BLOB,
-    result TEXT,                     -- JSON of the trainer's result record
-    created REAL NOT NULL
+    result TEXT,                     -- JSON: {"seeds": [per-seed accuracy, paired difference...], "train": ...}
+    created REAL NOT NULL,
+    rung INTEGER,                    -- the screening rung this row trained at (NULL: before rungs, 0)
+    candidate INTEGER,               -- id of the candidate's rung-0 row (NULL on that row itself)
+    fidelity TEXT,                   -- key of the rung's training budget: rows with equal keys share seeds
+    accuracy REAL,                   -- mean best validation accuracy over the rung's seeds
+    scale REAL                       -- gradient-scale factor the loss was trained with
 );
 CREATE INDEX IF NOT EXISTS evaluations_canonical ON evaluations (canonical);
 CREATE INDEX IF NOT EXISTS evaluations_fingerprint ON evaluations (fingerprint);
+CREATE INDEX IF NOT EXISTS evaluations_candidate ON evaluations (candidate);
 CREATE TABLE IF NOT EXISTS state (id INTEGER PRIMARY KEY CHECK (id = 1), blob BLOB NOT NULL,
                                   updated REAL NOT NULL);
 """
 
 COLUMNS = ("canonical", "expression", "genotype", "constants", "sign", "fitness", "status", "stage",
            "reason", "seed", "dataset", "backend", "model", "wall_time", "size", "fingerprint",
-           "phenotype", "result")
+           "phenotype", "result", "rung", "candidate", "fidelity", "accuracy", "scale")
+# Columns added after the first release, with their types: an older run.db gains them on open.
+ADDED = {"rung": "INTEGER", "candidate": "INTEGER", "fidelity": "TEXT", "accuracy": "REAL", "scale": "REAL"}
 
 
 class RunDB:
@@ -49,6 +57,10 @@ class RunDB:
         self.conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
+        have = {r[1] for r in self.conn.execute("PRAGMA table_info(evaluations)")}
+        for name, kind in ADDED.items():
+            if have and name not in have:
+                self.conn.execute(f"ALTER TABLE evaluations ADD COLUMN {name} {kind}")
         self.conn.executescript(SCHEMA)
 
     def lock(self) -> None:
@@ -80,7 +92,8 @@ class RunDB:
 
     # -- evaluations --------------------------------------------------------------------------------
     def record(self, row: dict, state=None) -> int:
-        """Insert one evaluation and (optionally) the new search state in one transaction."""
+        """Insert one evaluation and (optionally) the new search state in one transaction. ``state``
+        may be a function of the new row's id, called inside the transaction."""
         values = [_encode(k, row.get(k)) for k in COLUMNS]
         cur = self.conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
@@ -88,6 +101,8 @@ class RunDB:
             cur.execute(f"INSERT INTO evaluations ({', '.join(COLUMNS)}, created) "
                         f"VALUES ({', '.join('?' * len(COLUMNS))}, ?)", (*values, time.time()))
             rowid = cur.lastrowid
+            if callable(state):
+                state = state(rowid)
             if state is not None:
                 cur.execute("INSERT OR REPLACE INTO state (id, blob, updated) VALUES (1, ?, ?)",
                             (pickle.dumps(state), time.time()))

@@ -29,7 +29,7 @@ class InlineExecutor:
         self._ids = itertools.count()
 
     def submit(self, payload: dict) -> int:
-        from ._runner import evaluate_payload
+        from ._worker import evaluate_payload
 
         handle = next(self._ids)
         self._results[handle] = evaluate_payload(payload)
@@ -48,7 +48,7 @@ def _worker_main(conn, threads: int):
 
     torch.set_num_threads(threads)
     os.environ.setdefault("NLFS_CPP_THREADS", str(threads))
-    from ._runner import evaluate_payload
+    from ._worker import evaluate_payload
 
     while True:
         try:
@@ -185,6 +185,6 @@ class _RayWorker:
         os.environ.setdefault("NLFS_CPP_THREADS", str(threads))
 
     def evaluate(self, payload: dict) -> dict:
-        from nlfs.search._runner import evaluate_payload
+        from nlfs.search._worker import evaluate_payload
 
         return evaluate_payload(payload)

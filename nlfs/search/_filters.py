@@ -116,13 +116,17 @@ def phenotype_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def fingerprint(expr: Expr, reduction: str, constants: torch.Tensor, sign: float = 1.0,
-                digits: int = 5) -> str:
-    """Hash of the gradient on a fixed random batch, rounded to ``digits`` significant digits."""
+                digits: int = 5, normalise: bool = False) -> str:
+    """Hash of the gradient on a fixed random batch, rounded to ``digits`` significant digits;
+    ``normalise``: divided by its mean magnitude first (losses equal up to a factor print alike)."""
     g = torch.Generator().manual_seed(99)
     z = torch.randn(32, 10, generator=g, dtype=torch.float64) * 2
     target = torch.randint(0, 10, (32,), generator=g)
     _, grad = loss_and_grad(expr, reduction, z, target, constants)
     arr = (sign * grad).numpy()
+    if normalise:
+        mag = float(np.abs(arr).mean())
+        arr = arr / mag if mag > 0 and np.isfinite(mag) else arr
     rounded = np.array([float(f"{v:.{digits - 1}e}") for v in arr.ravel()]) + 0.0  # -0.0 -> 0.0
     return hashlib.sha256(rounded.tobytes()).hexdigest()[:32]
 

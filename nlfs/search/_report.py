@@ -25,25 +25,48 @@ def trained_ok(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["status"] == "ok" and r.get("fitness") is not None]
 
 
+def _rung(r: dict) -> int:
+    return r.get("rung") or 0
+
+
+def latest_rows(rows: list[dict]) -> list[dict]:
+    """Each candidate's row at the highest rung it reached (fitness-reused rows stand for themselves)."""
+    latest: dict[int, dict] = {}
+    for r in rows:
+        if r["status"] == "baseline":
+            continue
+        key = r.get("candidate") or r["id"]
+        if key not in latest or _rung(r) >= _rung(latest[key]):
+            latest[key] = r
+    return list(latest.values())
+
+
+def _rank(r: dict):
+    """Higher rungs first (more budget, more seeds), then fitness."""
+    return (-_rung(r), -r["fitness"], r["size"], r["id"])
+
+
 def hall_of_fame(rows: list[dict]) -> list[dict]:
-    """The best candidate of each size whose fitness beats every smaller one (a Pareto front)."""
+    """The best candidate of each size that beats every smaller one (a Pareto front), candidates
+    compared at the highest rung they reached."""
     best_by_size: dict[int, dict] = {}
-    for r in trained_ok(rows):
+    for r in trained_ok(latest_rows(rows)):
         cur = best_by_size.get(r["size"])
-        if cur is None or r["fitness"] > cur["fitness"]:
+        if cur is None or _rank(r) < _rank(cur):
             best_by_size[r["size"]] = r
-    front, best = [], float("-inf")
+    front, best = [], None
     for size in sorted(best_by_size):
         r = best_by_size[size]
-        if r["fitness"] > best:
+        if best is None or _rank(r) < _rank(best):
             front.append(r)
-            best = r["fitness"]
+            best = r
     return front
 
 
 def top(rows: list[dict], k: int) -> list[dict]:
+    """The best ``k`` candidates (highest rung first, then fitness), one per expression and constants."""
     seen, out = set(), []
-    for r in sorted(trained_ok(rows), key=lambda r: (-r["fitness"], r["size"], r["id"])):
+    for r in sorted(trained_ok(latest_rows(rows)), key=_rank):
         key = (r["expression"], json.dumps(r.get("constants") or {}, sort_keys=True))
         if key in seen:  # one row per expression and constants (TaylorGLO differs only in these)
             continue
@@ -54,8 +77,64 @@ def top(rows: list[dict], k: int) -> list[dict]:
     return out
 
 
-def baseline(rows: list[dict]) -> dict | None:
-    return next((r for r in rows if r["status"] == "baseline"), None)
+def baseline(rows: list[dict], rung: int | None = None) -> dict | None:
+    """The CE baseline row (the first one at ``rung`` when given)."""
+    return next((r for r in rows if r["status"] == "baseline" and (rung is None or _rung(r) == rung)), None)
+
+
+def baseline_accuracy(rows: list[dict], rung: int) -> float | None:
+    """CE's mean accuracy over the seeds of ``rung`` (baselines are shared by rungs of equal budget)."""
+    fid = next((r.get("fidelity") for r in rows if r["status"] != "baseline" and _rung(r) == rung
+                and r.get("fidelity")), None)
+    accs = [r["fitness"] for r in rows if r["status"] == "baseline" and r.get("fitness") is not None
+            and (fid is None or r.get("fidelity") == fid) and (fid is not None or _rung(r) == rung)]
+    return sum(accs) / len(accs) if accs else None
+
+
+def seed_stats(r: dict) -> dict:
+    """Per-seed accuracy and paired difference to CE of a row: means, sample std, seeds."""
+    import statistics
+
+    seeds = [s for s in (r.get("result") or {}).get("seeds", []) if not s.get("diverged")]
+    paired = [s["paired"] for s in seeds if s.get("paired") is not None]
+    return {"seeds": len(seeds), "accuracy": r.get("accuracy", r.get("fitness")),
+            "paired": statistics.fmean(paired) if paired else None,
+            "paired_sd": statistics.stdev(paired) if len(paired) > 1 else None}
+
+
+_TWINS: dict = {}
+
+
+def catalogue_twin(r: dict, normalise: bool) -> str | None:
+    """The catalogue loss a row is in disguise (same canonical form, or the same gradient
+    fingerprint on the fixed probe batch, up to a factor when the run rescaled gradients)."""
+    import torch
+
+    from .. import losses
+    from ..expr import parse
+    from ._filters import fingerprint
+
+    if normalise not in _TWINS:
+        table = {}
+        for name in losses.BUILTIN:
+            spec = losses.get(name)
+            expr = spec.expr.substitute(dict(spec.constants))
+            table[str(expr.canonical())] = name
+            try:
+                table[fingerprint(expr, spec.reduction, torch.zeros(0, dtype=torch.float64),
+                                  normalise=normalise)] = name
+            except Exception:  # noqa: BLE001 - a catalogue loss the probe cannot take is just not matched
+                pass
+        _TWINS[normalise] = table
+    table = _TWINS[normalise]
+    if r.get("canonical") in table:
+        return table[r["canonical"]]
+    try:
+        expr = parse(r["expression"]).substitute(dict(r.get("constants") or {}))
+        return table.get(str(expr.canonical())) or table.get(
+            fingerprint(expr, "class_sum", torch.zeros(0, dtype=torch.float64), normalise=normalise))
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def row_spec(r: dict, name: str, reduction: str = "class_sum"):
@@ -80,7 +159,7 @@ def formula(r: dict, reduction: str = "class_sum") -> str:
         return r["expression"]
 
 
-def run_reduction(run_dir: Path) -> str:
+def run_reduction(run_dir: Path) -> str:  # kept for callers of the old name
     """The class reduction the run trained with (its saved configuration), class_sum by default."""
     path = run_dir / "run.db"
     if not path.is_file():
@@ -118,45 +197,52 @@ def export_takeaways(best: list[dict], run_dir: Path, reduction: str = "class_su
         plot_loss_shapes(specs, run_dir / "loss_shapes.png")
 
 
-def plot_fitness(rows: list[dict], path: Path) -> None:
+def plot_fitness(rows: list[dict], path: Path, paired: bool = False) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = [r for r in rows if r["status"] == "ok" and r.get("fitness") is not None]
+    ok = trained_ok(rows)
     fig, ax = plt.subplots(figsize=(7, 4))
-    if ok:
-        xs = [r["id"] for r in ok]
-        ys = [r["fitness"] for r in ok]
-        ax.scatter(xs, ys, s=12, alpha=0.6, label="candidate")
+    for rung in sorted({_rung(r) for r in ok}):
+        at = [r for r in ok if _rung(r) == rung]
+        ax.scatter([r["id"] for r in at], [r["fitness"] for r in at], s=12 + 10 * rung, alpha=0.6,
+                   label=f"rung {rung}")
+    top_rung = [r for r in ok if _rung(r) == max((_rung(r) for r in ok), default=0)]
+    if top_rung:
         running, best = [], float("-inf")
-        for y in ys:
-            best = max(best, y)
+        for r in top_rung:
+            best = max(best, r["fitness"])
             running.append(best)
-        ax.step(xs, running, where="post", color="C1", label="best so far")
-    base = baseline(rows)
-    if base and base.get("fitness") is not None:
-        ax.axhline(base["fitness"], color="k", ls="--", lw=1, label="cross-entropy")
+        ax.step([r["id"] for r in top_rung], running, where="post", color="k", lw=1,
+                label="best at the top rung")
+    if paired:
+        ax.axhline(0.0, color="k", ls="--", lw=1, label="cross-entropy (same seeds)")
+    else:
+        base = baseline(rows)
+        if base and base.get("fitness") is not None:
+            ax.axhline(base["fitness"], color="k", ls="--", lw=1, label="cross-entropy")
     ax.set_xlabel("evaluation")
-    ax.set_ylabel("fitness (validation accuracy)")
-    ax.legend(loc="lower right")
+    ax.set_ylabel("fitness: accuracy - CE's, same seeds" if paired else "fitness (validation accuracy)")
+    ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def export_losses(rows: list[dict], path: Path, run_dir: Path, k: int = 5) -> None:
+def export_losses(rows: list[dict], path: Path, run_dir: Path, k: int = 5, reduction: str = "class_sum") -> None:
     """A Python file that registers the best losses in the catalogue and defines nn.Modules."""
     lines = ['"""Best losses found by nlfs in ' + str(run_dir) + '. Import this module to register them."""',
              "", "import nlfs", ""]
     for i, r in enumerate(top(rows, k), 1):
         name = f"found_{run_dir.name}_{i}".replace("-", "_")
         src = f"nlfs run {run_dir}, evaluation #{r['id']}, fitness {r['fitness']:.4f} on {r['dataset']}"
-        lines += [f"nlfs.losses.register({name!r}, {r['expression']!r}, reduction='class_sum',",
+        scale = float(r.get("scale") or 1.0)
+        lines += [f"nlfs.losses.register({name!r}, {r['expression']!r}, reduction={reduction!r},",
                   f"                     constants={r.get('constants') or {}!r}, source={src!r},",
-                  "                     overwrite=True)", "",
+                  f"                     scale={scale!r}, overwrite=True)", "",
                   f"class Found{i}(nlfs.Loss):",
                   f'    """{r["expression"]}"""', "",
                   "    def __init__(self, **kwargs):",
@@ -164,26 +250,51 @@ def export_losses(rows: list[dict], path: Path, run_dir: Path, k: int = 5) -> No
     _atomic_write(path, "\n".join(lines).rstrip() + "\n")
 
 
+def run_config(run_dir: Path) -> dict:
+    path = run_dir / "run.db"
+    if not path.is_file():
+        return {}
+    from ._db import RunDB
+
+    db = RunDB(path)
+    try:
+        return db.get_meta("config") or {}
+    finally:
+        db.close()
+
+
 def write_report(run_dir: str | Path, rows: list[dict], reduction: str | None = None) -> dict:
     run_dir = Path(run_dir)
-    reduction = reduction or run_reduction(run_dir)
+    cfg = run_config(run_dir)
+    reduction = reduction or cfg.get("reduction") or "class_sum"
+    paired = bool(cfg.get("paired", False) and cfg.get("baseline", True)) and any(
+        s.get("paired") is not None for r in rows for s in (r.get("result") or {}).get("seeds", []) or [])
+    normalise = cfg.get("grad_scale", "none") != "none"
     hof = hall_of_fame(rows)
     best = top(rows, 5)
-    base = baseline(rows)
     counts = summary_counts(rows)
 
     def entry(r):  # expression: as trained (parseable); formula: simplified, constants' values rounded
         return {**{k: r[k] for k in ("id", "expression", "fitness", "size")}, "formula": formula(r, reduction),
-                "constants": r.get("constants") or {}}
+                "constants": r.get("constants") or {}, "rung": _rung(r), "scale": r.get("scale") or 1.0,
+                "ce_accuracy": baseline_accuracy(rows, _rung(r)), "same_as": catalogue_twin(r, normalise),
+                **seed_stats(r)}
 
-    summary = {"counts": counts, "baseline_ce": base and base.get("fitness"),
+    top_rung = max((_rung(r) for r in rows if r["status"] != "baseline"), default=0)
+    summary = {"counts": counts, "paired": paired, "augment": cfg.get("augment", "none"),
+               "grad_scale": cfg.get("grad_scale", "none"), "rungs": cfg.get("rungs"),
+               "baseline_ce": baseline_accuracy(rows, top_rung),
                "best": [entry(r) for r in best], "hall_of_fame": [entry(r) for r in hof]}
     _atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2))
-    md = ["# Hall of fame (best per size)", "", "| size | fitness | formula |", "|---|---|---|"]
-    md += [f"| {r['size']} | {r['fitness']:.4f} | `{formula(r, reduction)}` |" for r in hof]
+    md = ["# Hall of fame (best per size)", "",
+          f"Fitness: {'accuracy minus CE with the same seeds at the same rung' if paired else 'validation accuracy'}; "
+          f"augmentation {summary['augment']}; gradient scale {summary['grad_scale']}.", "",
+          "| size | rung | fitness | formula |", "|---|---|---|---|"]
+    fmt = "+.4f" if paired else ".4f"
+    md += [f"| {r['size']} | {_rung(r)} | {r['fitness']:{fmt}} | `{formula(r, reduction)}` |" for r in hof]
     _atomic_write(run_dir / "hall_of_fame.md", "\n".join(md) + "\n")
-    plot_fitness(rows, run_dir / "fitness.png")
-    export_losses(rows, run_dir / "best_losses.py", run_dir)
+    plot_fitness(rows, run_dir / "fitness.png", paired)
+    export_losses(rows, run_dir / "best_losses.py", run_dir, reduction=reduction)
     export_takeaways(best, run_dir, reduction)
     return summary
 
@@ -194,11 +305,28 @@ def format_summary(summary: dict, dataset: str) -> str:
              f"error {c['error']}); removed before training: validity {c['validity']}, duplicate "
              f"{c['duplicate']}, integrity {c['integrity']}, fingerprint {c['fingerprint']}, "
              f"rejection {c['rejection']}"]
+    spent = c.get("rungs") or {}
+    if spent:
+        lines.append("rungs: " + "; ".join(f"{k}: {v['trained']} trained ({v['ok']} ok) in {v['seconds']:.0f} s"
+                                           for k, v in sorted(spent.items())))
+    lines.append(f"augmentation {summary.get('augment', 'none')}, gradient scale "
+                 f"{summary.get('grad_scale', 'none')}; dataset {dataset}")
     base = summary["baseline_ce"]
-    lines.append(f"{'loss':<12} {'val acc':>8}  expression   (dataset: {dataset})")
+    paired = summary.get("paired")
+    head = "paired d vs CE (sd over seeds)" if paired else "vs CE"
+    lines.append(f"{'loss':<10} {'rung':>4} {'seeds':>5} {'val acc':>8}  {head:<30} formula")
     if base is not None:
-        lines.append(f"{'CE':<12} {base:>8.4f}  -y * log(p)")
+        lines.append(f"{'CE':<10} {'':>4} {'':>5} {base:>8.4f}  {'':<30} -y * log(p)")
     for i, r in enumerate(summary["best"], 1):
-        delta = "" if base is None else f" ({r['fitness'] - base:+.4f} vs CE)"
-        lines.append(f"{'found #' + str(i):<12} {r['fitness']:>8.4f}  {r.get('formula', r['expression'])}{delta}")
+        acc = r.get("accuracy")
+        acc = r["fitness"] if acc is None else acc
+        if paired and r.get("paired") is not None:
+            sd = "" if r.get("paired_sd") is None else f" ({r['paired_sd']:.4f})"
+            delta = f"{r['paired']:+.4f}{sd}"
+        else:
+            ce = r.get("ce_accuracy", base)
+            delta = "" if ce is None else f"{acc - ce:+.4f}"
+        twin = f"   [= {r['same_as']} in disguise]" if r.get("same_as") else ""
+        lines.append(f"{'found #' + str(i):<10} {r.get('rung', 0):>4} {r.get('seeds') or 1:>5} {acc:>8.4f}  "
+                     f"{delta:<30} {r.get('formula', r['expression'])}{twin}")
     return "\n".join(lines)

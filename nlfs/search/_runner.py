@@ -1,9 +1,13 @@
-"""The search loop: ask the algorithm, filter cheaply, train what survives, record everything.
+"""The search loop: ask the algorithm, filter cheaply, screen what survives on the rungs, record
+everything.
 
 Cheap filters (validity, duplicate, integrity, fingerprint) run in the driver process, which holds
 the run's memory of what was seen; the rejection test and training run in a worker (inline, a local
-process pool, or Ray). Every result is written to ``DIR/run.db`` together with the algorithm's
-pickled state, in one transaction.
+process pool, or Ray). A candidate that passes is trained at rung 0 and promoted rung by rung
+(``_rungs``); its fitness is its paired difference to cross-entropy trained with the same seeds at
+the same rung (common random numbers), and the algorithm hears the fitness of the last rung it
+reached. Every result is written to ``DIR/run.db`` together with the search state, in one
+transaction.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from ..expr import Expr, parse
 from . import _filters as F
 from ._algorithms import ALGORITHMS
 from ._db import RunDB
+from ._rungs import default_rungs, make_rungs, promoted
+from ._worker import evaluate_payload, rejection_sample  # noqa: F401 - re-exported
 
 PRESETS = {
     # a short search that finishes in a few minutes on two CPU cores
@@ -67,95 +73,118 @@ class SearchConfig:
     workers: int = 1
     executor: str = "local"  # local | ray
     ray_address: str | None = None
-    baseline: bool = True  # also train cross-entropy under the same settings
+    baseline: bool = True  # also train cross-entropy under the same settings (needed for paired)
     progress: bool = True
     train_overrides: dict = field(default_factory=dict)
+    # -- multi-fidelity screening and fair comparison (see _rungs and the fidelity study) --
+    rungs: list | None = None  # [{"seeds": n, TrainConfig budget fields...}]; None: see resolve()
+    eta: int = 3  # a finished rung promotes its top 1/eta
+    paired: bool = True  # fitness = accuracy minus CE's with the same seeds at the same rung
+    grad_scale: str = "none"  # none | ce (TrainConfig.grad_scale)
+    augment: str = "none"  # TrainConfig.augment, for the whole search
+    seed_losses: tuple[str, ...] = ()  # warm start: catalogue names or expressions
+    seed_mutants: int = 3  # small-edit mutants of each seed loss in the first population
+    time_limit: float | None = None  # seconds: no new training starts after it
 
-    def train_config(self):
+    def resolve(self) -> SearchConfig:
+        """Fill in the rungs: the dataset's default schedule unless a budget was fixed by hand
+        (``epochs``, ``steps`` or ``train_size``), which gives one rung of one seed."""
+        from ..data import AUGMENTS
+        from ..train import GRAD_SCALES
+
+        if self.augment not in AUGMENTS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
+        if self.grad_scale not in GRAD_SCALES:
+            raise ValueError(f"grad_scale must be one of {', '.join(GRAD_SCALES)}, got {self.grad_scale!r}")
+        if self.eta < 2:
+            raise ValueError(f"eta must be >= 2, got {self.eta}")
+        if self.rungs is None:
+            fixed = any(v is not None for v in (self.epochs, self.steps, self.train_size))
+            self.rungs = [{"seeds": 1}] if fixed else default_rungs(self.dataset)
+        self.rungs = [dict(r) for r in self.rungs]
+        make_rungs(self.rungs)
+        self.seed_losses = tuple(self.seed_losses)
+        return self
+
+    @property
+    def is_paired(self) -> bool:
+        return self.paired and self.baseline
+
+    def rung_list(self):
+        return make_rungs(self.rungs or [{"seeds": 1}])
+
+    def seeds(self, rung) -> list[int]:
+        return [self.seed + i for i in range(rung.seeds)]
+
+    def train_config(self, rung=None):
         from ..train import TrainConfig
 
-        return TrainConfig(dataset=self.dataset, model=self.model, epochs=self.epochs, steps=self.steps,
-                           train_size=self.train_size, val_size=self.val_size, seed=self.seed,
-                           device=self.device, backend=self.backend, data_root=self.data_root,
-                           evaluate_test=False, progress=False, **self.train_overrides)
+        budget = dict(epochs=self.epochs, steps=self.steps, train_size=self.train_size, val_size=self.val_size)
+        extra = dict(self.train_overrides)
+        if rung is not None:
+            budget.update({k: v for k, v in rung.train.items() if k in budget})
+            extra.update({k: v for k, v in rung.train.items() if k not in budget})
+        extra.setdefault("augment", self.augment)
+        extra.setdefault("grad_scale", self.grad_scale)
+        return TrainConfig(dataset=self.dataset, model=self.model, seed=self.seed, device=self.device,
+                           backend=self.backend, data_root=self.data_root, evaluate_test=False,
+                           progress=False, **budget, **extra)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["filters"] = list(self.filters)
+        d["seed_losses"] = list(self.seed_losses)
         return d
+
+    @classmethod
+    def from_dict(cls, saved: dict, **overrides) -> SearchConfig:
+        """A saved configuration (``run.db``'s meta); keys of older versions missing take defaults."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(saved) - known
+        if unknown:
+            raise ValueError(f"the saved configuration has keys this nlfs does not know: {sorted(unknown)}")
+        d = {**saved, **overrides}
+        d["filters"] = tuple(d.get("filters", F.STAGES))
+        d["seed_losses"] = tuple(d.get("seed_losses", ()))
+        return cls(**d)
+
+
+def warm_genotypes(cfg: SearchConfig, space) -> list:
+    """The seed losses as genotypes of ``space`` (tree spaces only): catalogue names or expressions,
+    named constants replaced by their values (a tree genotype holds numbers)."""
+    if not cfg.seed_losses:
+        return []
+    if not hasattr(space, "fits"):
+        raise ValueError(f"warm starts (--seed-losses) need a tree space such as gp; the {space.name!r} "
+                         "space's cells cannot hold an arbitrary loss")
+    from .. import losses
+
+    out = []
+    for text in cfg.seed_losses:
+        spec = losses.get(text) if losses.is_registered(text) else None
+        expr = spec.expr.substitute(dict(spec.constants)) if spec else parse(text)
+        if expr.constants:
+            raise ValueError(f"seed loss {text!r}: named constants {list(expr.constants)} have no values; "
+                             "write numbers instead")
+        if not expr.uses("y", "p") or expr.leaves - {"y", "p"}:
+            raise ValueError(f"seed loss {text!r} must be an expression over y and p only")
+        out.append(expr)
+    return out
 
 
 def make_algorithm(cfg: SearchConfig, space):
+    warm = warm_genotypes(cfg, space)
     if cfg.algorithm == "regularized":
         return ALGORITHMS["regularized"](space, cfg.seed, population=cfg.population, sample=cfg.sample,
-                                         initial=cfg.initial, children=cfg.children)
+                                         initial=cfg.initial, children=cfg.children, warm=warm,
+                                         warm_mutants=cfg.seed_mutants)
     if cfg.algorithm == "gp":
         return ALGORITHMS["gp"](space, cfg.seed, population=cfg.gp_population, generations=cfg.generations,
                                 crossover=cfg.crossover, mutation=cfg.mutation, elitism=cfg.elitism,
-                                tournament=cfg.tournament)
+                                tournament=cfg.tournament, warm=warm, warm_mutants=cfg.seed_mutants)
     raise ValueError(f"unknown algorithm {cfg.algorithm!r}; choose regularized or gp "
                      "(taylor runs through nlfs.search._taylor.TaylorSearch)")
 
-
-# ---------------------------------------------------------------------------------------------------
-# Worker side: the expensive part, a pure function of its payload (picklable for pools and Ray).
-
-def evaluate_payload(payload: dict) -> dict:
-    """Rejection test then training; never raises (a failure is a result with a reason)."""
-    start = time.perf_counter()
-    try:
-        return _evaluate(payload, start)
-    except Exception as err:  # noqa: BLE001 - a candidate must never crash the search
-        return {"status": "error", "reason": f"{type(err).__name__}: {err}", "fitness": None,
-                "wall_time": time.perf_counter() - start}
-
-
-def _evaluate(payload: dict, start: float) -> dict:
-    from ..losses import LossSpec
-    from ..train import TrainConfig, train
-
-    expr = parse(payload["expression"])
-    constants = payload.get("constants") or {}
-    consts = torch.tensor([constants[k] for k in expr.constants], dtype=torch.float64)
-    cfg = TrainConfig(**payload["train"])
-    if payload.get("rejection", True):
-        x, y = rejection_sample(cfg)
-        out = F.rejection_test(expr, payload["reduction"], consts, 1.0, x, y)
-        if not out.passed:
-            return {"status": "rejected:rejection", "stage": "rejection", "reason": out.reason,
-                    "fitness": None, "wall_time": time.perf_counter() - start}
-    import types
-
-    spec = LossSpec(payload.get("name", str(expr)), expr, payload["reduction"],
-                    types.MappingProxyType(dict(constants)))
-    result = train(spec, cfg)
-    record = result.to_dict()
-    status = "diverged" if result.diverged else "ok"
-    return {"status": status, "reason": result.reason, "fitness": None if result.diverged else result.best_val_acc,
-            "result": record, "wall_time": time.perf_counter() - start}
-
-
-_SAMPLES: dict = {}
-
-
-def rejection_sample(cfg, n: int = 512):
-    """A fixed sample of the training split (never validation or test) for the rejection test."""
-    from ..data import load_dataset, make_splits
-
-    r = cfg.resolved()
-    key = (r.dataset, r.data_root, r.val_size, r.train_size, r.split_seed)
-    hit = _SAMPLES.get(key)
-    if hit is None:
-        ds = load_dataset(r.dataset, r.data_root)
-        sp = make_splits(ds, r.val_size, r.train_size, seed=r.split_seed, include_test=False)
-        idx = sp.train[:n].cpu()
-        hit = (sp.images.cpu()[idx].float() / 255.0, sp.labels.cpu()[idx])
-        _SAMPLES[key] = hit
-    return hit
-
-
-# ---------------------------------------------------------------------------------------------------
-# Driver side.
 
 def open_run(cfg: SearchConfig, resume: bool) -> tuple[RunDB, SearchConfig]:
     """Open ``cfg.run_dir/run.db``: a new run refuses an existing one, a resumed run needs one and
@@ -172,16 +201,23 @@ def open_run(cfg: SearchConfig, resume: bool) -> tuple[RunDB, SearchConfig]:
     if resume:
         saved = db.get_meta("config")
         overrides = {k: getattr(cfg, k) for k in ("workers", "executor", "ray_address", "progress")}
-        cfg = SearchConfig(**{**saved, "filters": tuple(saved["filters"]), **overrides,
-                              "budget": cfg.budget or saved["budget"]})
+        overrides["budget"] = cfg.budget or saved["budget"]
+        overrides["time_limit"] = cfg.time_limit
+        cfg = SearchConfig.from_dict(saved, **overrides)
     else:
         db.set_meta("created", time.time())
+    try:
+        cfg = cfg.resolve()
+    except ValueError:
+        db.close()
+        raise
     db.set_meta("config", cfg.to_dict())
     return db, cfg
 
 
 class Search:
-    """A resumable search in ``cfg.run_dir``. ``run()`` goes on until the budget is spent."""
+    """A resumable search in ``cfg.run_dir``. ``run()`` goes on until the budget (candidates trained
+    at rung 0) or the time limit is spent and every promoted candidate has finished its rungs."""
 
     def __init__(self, cfg: SearchConfig, resume: bool = False, log=None):
         from ..spaces import get_space
@@ -189,14 +225,15 @@ class Search:
         self.run_dir = Path(cfg.run_dir)
         self.db, cfg = open_run(cfg, resume)
         self.cfg = cfg
+        self.rungs = cfg.rung_list()
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.space = get_space(cfg.space)
         state = self.db.load_state() if resume else None
         if state is None:
             self.algo = make_algorithm(cfg, self.space)
-            self.pending: list = []
+            self.pending: list = []  # [{"genotype", "rung", "candidate"}]: asked, not yet told
         else:
-            self.algo, self.pending = state["algorithm"], state["pending"]
+            self.algo, self.pending = state["algorithm"], [_entry(p) for p in state["pending"]]
         self._rebuild_memory()
 
     # -- what the run has seen, rebuilt from the database on resume --------------------------------------
@@ -206,17 +243,30 @@ class Search:
         self.phenotypes: list[tuple[np.ndarray, int]] = []
         self.counts = {s: 0 for s in F.STAGES}
         self.counts.update(trained=0, diverged=0, error=0)
+        self.finished: dict[int, list[float]] = {}  # rung -> fitness of every ok row there
+        self.latest: dict[int, dict] = {}  # candidate id -> its row at the highest rung so far
+        self.baselines: dict[tuple[str, int], float] = {}  # (fidelity, seed) -> CE accuracy
         for row in self.db.rows():
             self._remember(row)
 
     def _remember(self, row: dict):
         status = row["status"]
         if status == "baseline":
+            if row.get("fitness") is not None:
+                self.baselines[(row.get("fidelity") or "", row["seed"])] = row["fitness"]
             return
+        rung = row.get("rung") or 0
+        cand = row.get("candidate") or row["id"]
+        if status == "ok" and row.get("fitness") is not None and not _reused(row):
+            self.finished.setdefault(rung, []).append(row["fitness"])
+        if status in ("ok", "diverged", "error") and not _reused(row):
+            self.latest[cand] = row
+        if rung:
+            return  # the filters' memory and the counts are the candidate's first row's
         if status.startswith("rejected:"):
             self.counts[row["stage"]] = self.counts.get(row["stage"], 0) + 1
         elif status in ("ok", "diverged", "error"):
-            if (row.get("reason") or "").startswith("fitness reused"):
+            if _reused(row):
                 self.counts["fingerprint"] += 1
             else:
                 self.counts["trained" if status == "ok" else status] += 1
@@ -226,8 +276,14 @@ class Search:
         if row.get("phenotype") is not None and status in ("ok", "diverged"):
             self.phenotypes.append((row["phenotype"], row["id"]))
 
+    def known_fitness(self, row: dict):
+        """The fitness a candidate seen before stands for: that of the highest rung it reached."""
+        latest = self.latest.get(row.get("candidate") or row["id"], row)
+        return latest.get("fitness") if latest.get("status") == "ok" else None
+
     @property
     def trainings(self) -> int:
+        """Candidates trained at rung 0 (what ``budget`` counts)."""
         return self.counts["trained"] + self.counts["diverged"] + self.counts["error"]
 
     # -- the cheap stages ---------------------------------------------------------------------------------
@@ -254,7 +310,7 @@ class Search:
                 return reject("validity", out.reason)
         if "duplicate" in stages and canonical in self.by_canonical:
             prev = self.by_canonical[canonical]
-            return reject("duplicate", f"same canonical form as #{prev['id']}", prev.get("fitness"))
+            return reject("duplicate", f"same canonical form as #{prev['id']}", self.known_fitness(prev))
         oriented = expr
         if "integrity" in stages:
             out = F.integrity(expr, cfg.reduction, consts)
@@ -268,50 +324,128 @@ class Search:
                 if F.phenotype_distance(out.phenotype, ph) < cfg.phenotype_tol:
                     prev = self.db.rows("WHERE id = ?", (pid,))[0]
                     return reject("integrity", f"phenotype within {cfg.phenotype_tol} of #{pid}",
-                                  prev.get("fitness"))
+                                  self.known_fitness(prev))
         if "fingerprint" in stages:
-            fp = F.fingerprint(oriented, cfg.reduction, consts)
+            # with grad_scale, losses that differ only by a factor train alike: the print ignores it
+            fp = F.fingerprint(oriented, cfg.reduction, consts, normalise=cfg.grad_scale != "none")
             row["fingerprint"] = fp
             if fp in self.by_fingerprint:
                 prev = self.by_fingerprint[fp]
-                row.update(status="ok", stage="fingerprint", fitness=prev["fitness"],
+                row.update(status="ok", stage="fingerprint", fitness=self.known_fitness(prev),
+                           rung=(self.latest.get(prev["id"]) or prev).get("rung") or 0,
                            reason=f"fitness reused from #{prev['id']} (same gradient fingerprint)",
                            wall_time=time.perf_counter() - t0)
                 return row
-        row["payload"] = {"expression": str(oriented), "constants": {}, "reduction": cfg.reduction,
-                          "train": cfg.train_config().to_dict(), "rejection": "rejection" in stages}
+        row["payload"] = self.payload(row, self.rungs[0], rejection="rejection" in stages)
         row["screen_time"] = time.perf_counter() - t0
         return row
 
+    def payload(self, row: dict, rung, rejection: bool = False, seeds=None) -> dict:
+        return {"expression": row["expression"], "constants": row.get("constants") or {},
+                "reduction": self.cfg.reduction, "train": self.cfg.train_config(rung).to_dict(),
+                "seeds": self.cfg.seeds(rung) if seeds is None else seeds, "rejection": rejection}
+
     # -- recording ----------------------------------------------------------------------------------------
     def _state(self):
-        return {"algorithm": self.algo, "pending": list(self.pending)}
+        return {"algorithm": self.algo, "pending": [dict(p) for p in self.pending]}
 
-    def record(self, genotype, row: dict) -> dict:
+    def _promotes(self, row: dict) -> bool:
+        rung = row.get("rung") or 0
+        if row["status"] != "ok" or row.get("fitness") is None or _reused(row) or rung + 1 >= len(self.rungs):
+            return False
+        return promoted(row["fitness"], self.finished.get(rung, []) + [row["fitness"]], self.cfg.eta)
+
+    def record(self, entry, row: dict) -> dict:
+        """Write one row. A candidate promoted to the next rung stays pending; any other result is
+        told to the algorithm first, so the saved state includes it (one transaction)."""
+        if not isinstance(entry, dict):  # a bare genotype
+            entry = next((p for p in self.pending if p["genotype"] == entry), None) or _entry(entry)
         row = {k: v for k, v in row.items() if k not in ("payload", "screen_time")}
-        status = row["status"]
-        fitness = row.get("fitness")
-        # Tell before writing, so the saved state includes this result; both land in one transaction.
-        self.algo.tell(genotype, fitness if fitness is None or math.isfinite(fitness) else None,
-                       "ok" if status == "ok" else status, None)
-        if genotype in self.pending:
-            self.pending.remove(genotype)
-        row["id"] = self.db.record(row, self._state())
+        status, fitness = row["status"], row.get("fitness")
+        promote = self._promotes(row)
+        if not promote:
+            self.algo.tell(entry["genotype"], fitness if fitness is None or math.isfinite(fitness) else None,
+                           "ok" if status == "ok" else status, None)
+            if entry in self.pending:
+                self.pending.remove(entry)
+
+        def state(rowid):
+            if promote:
+                entry["rung"] = (row.get("rung") or 0) + 1
+                entry["candidate"] = row.get("candidate") or rowid
+            return self._state()
+
+        row["id"] = self.db.record(row, state)
         self._remember(row)
+        if promote:
+            self.ready.append(entry)
         return row
 
+    def finish(self, job: dict, out: dict) -> dict:
+        """Turn a worker's result into the rung's row: mean accuracy over seeds, and the fitness,
+        the mean paired difference to CE with the same seeds at the same fidelity."""
+        row, rung = job["row"], self.rungs[job["rung"]]
+        per_seed = job["reused"] + out.get("per_seed", [])
+        row.update(status=out["status"], stage=out.get("stage"), reason=out.get("reason", ""), fitness=None,
+                   rung=rung.index, fidelity=rung.fidelity,
+                   wall_time=out["wall_time"] + row.get("screen_time", 0.0))
+        if out.get("per_seed") is not None:
+            row["result"] = {"seeds": per_seed, "train": out.get("result")}
+            row["scale"] = per_seed[0]["grad_scale"] if per_seed else None
+        if out["status"] == "ok":
+            row["accuracy"] = float(np.mean([s["acc"] for s in per_seed])) if per_seed else out.get("fitness")
+            if self.cfg.is_paired and per_seed:
+                for s in per_seed:
+                    s["paired"] = s["acc"] - self.baselines[(rung.fidelity, s["seed"])]
+                row["fitness"] = float(np.mean([s["paired"] for s in per_seed]))
+            else:
+                row["fitness"] = row["accuracy"]
+        return self.record(job["entry"], row)
+
+    # -- cross-entropy baselines: one per (fidelity, seed), trained first ------------------------------------
+    def ensure_baselines(self, executor) -> None:
+        """Train CE for every (rung fidelity, seed) not yet in the run; a baseline that fails stops
+        the search (a backend, dataset or model that cannot train CE cannot score anything)."""
+        todo, seen = [], set()
+        for rung in self.rungs:
+            for seed in self.cfg.seeds(rung):
+                key = (rung.fidelity, seed)
+                if key not in self.baselines and key not in seen:
+                    seen.add(key)
+                    todo.append((rung, seed))
+        in_flight: dict = {}
+        while todo or in_flight:
+            while todo and len(in_flight) < executor.slots:
+                rung, seed = todo.pop(0)
+                row = {"expression": "-y * log(p)", "constants": {}}
+                payload = {**self.payload(row, rung, seeds=[seed]), "reduction": "class_sum", "name": "CE"}
+                in_flight[executor.submit(payload)] = (rung, seed)
+            handle, out = executor.wait_one(list(in_flight))
+            rung, seed = in_flight.pop(handle)
+            if out["status"] != "ok":
+                raise RuntimeError(f"the cross-entropy baseline failed at {rung.describe()}, seed {seed}: "
+                                   f"{out.get('reason')}; fix the training settings before searching")
+            row = {"canonical": "baseline:CE", "expression": "-y * log(p)", "constants": {}, "sign": 1.0,
+                   "fitness": out["fitness"], "accuracy": out["fitness"], "status": "baseline",
+                   "reason": "", "seed": seed, "dataset": self.cfg.dataset, "backend": self.cfg.backend,
+                   "model": self.cfg.model, "wall_time": out["wall_time"], "size": 4, "rung": rung.index,
+                   "fidelity": rung.fidelity, "scale": 1.0,
+                   "result": {"seeds": out["per_seed"], "train": out.get("result")}}
+            row["id"] = self.db.record(row)
+            self._remember(row)
+
     def baseline(self):
-        """Cross-entropy under the same settings, recorded once per run."""
+        """Cross-entropy at the configuration's base budget, recorded once (TaylorGLO runs)."""
         if not self.cfg.baseline or self.db.count("WHERE status = 'baseline'"):
             return
         payload = {"expression": "-y * log(p)", "constants": {}, "reduction": "class_sum",
                    "train": self.cfg.train_config().to_dict(), "rejection": False, "name": "CE"}
         out = evaluate_payload(payload)
         self.db.record({"canonical": "baseline:CE", "expression": "-y * log(p)", "constants": {},
-                        "sign": 1.0, "fitness": out.get("fitness"), "status": "baseline",
-                        "reason": out.get("reason", ""), "seed": self.cfg.seed, "dataset": self.cfg.dataset,
-                        "backend": self.cfg.backend, "model": self.cfg.model, "wall_time": out["wall_time"],
-                        "size": 4, "result": out.get("result")})
+                        "sign": 1.0, "fitness": out.get("fitness"), "accuracy": out.get("fitness"),
+                        "status": "baseline", "reason": out.get("reason", ""), "seed": self.cfg.seed,
+                        "dataset": self.cfg.dataset, "backend": self.cfg.backend, "model": self.cfg.model,
+                        "wall_time": out["wall_time"], "size": 4, "result": out.get("result")})
 
     # -- the loop -----------------------------------------------------------------------------------------
     def run(self, executor=None) -> list[dict]:
@@ -320,47 +454,12 @@ class Search:
         cfg = self.cfg
         own = executor is None
         executor = executor or make_executor(cfg.executor, cfg.workers, cfg.ray_address)
-        self.baseline()
-        cap = cfg.max_attempts or 50 * cfg.budget
-        attempts = self.db.count("WHERE status != 'baseline'")
-        started, start_trainings = time.time(), self.trainings
-        in_flight: dict = {}  # handle -> (genotype, row)
-        queue = list(self.pending)  # asked but never recorded: evaluate them first
-        deferred: list = []  # equal to a candidate in flight: screened again once that one is recorded
-        bar = _progress(cfg.progress, cfg.budget, self.trainings)
+        bar = None
         try:
-            while True:
-                budget_left = cfg.budget - self.trainings - len(in_flight)
-                while len(in_flight) < executor.slots and budget_left > 0 and attempts < cap:
-                    genotype = queue.pop(0) if queue else None
-                    if genotype is None:
-                        if self.algo.done():
-                            break
-                        genotype = self.algo.ask()
-                        if genotype is None:
-                            break  # the algorithm waits for results
-                        self.pending.append(genotype)
-                    row = self.screen(genotype)
-                    attempts += 1
-                    if "payload" in row and _same_as_in_flight(row, in_flight):
-                        deferred.append(genotype)  # never train one candidate twice at once
-                        continue
-                    if "payload" in row:
-                        in_flight[executor.submit(row["payload"])] = (genotype, row)
-                        budget_left -= 1
-                    else:
-                        self.record(genotype, row)
-                        self._tick(bar, started, start_trainings)
-                if not in_flight:
-                    break
-                handle, out = executor.wait_one(list(in_flight))
-                genotype, row = in_flight.pop(handle)
-                queue[:0], deferred = deferred, []
-                row.update(status=out["status"], stage=out.get("stage"), reason=out.get("reason", ""),
-                           fitness=out.get("fitness"), result=out.get("result"),
-                           wall_time=out["wall_time"] + row.get("screen_time", 0.0))
-                self.record(genotype, row)
-                self._tick(bar, started, start_trainings)
+            if cfg.baseline:
+                self.ensure_baselines(executor)
+            bar = _progress(cfg.progress, cfg.budget, self.trainings)
+            self._loop(executor, bar)
         finally:
             if bar is not None:
                 bar.close()
@@ -368,28 +467,112 @@ class Search:
                 executor.close()
         return self.db.rows()
 
+    def promotion_job(self, entry: dict) -> dict:
+        """The job that trains a promoted candidate at its new rung: only seeds not already trained
+        at the same fidelity (a rung that adds seeds reuses the rung below)."""
+        rung = self.rungs[entry["rung"]]
+        cand = entry["candidate"]
+        rows = [r for r in self.db.rows("WHERE (id = ? OR candidate = ?) AND status = 'ok'", (cand, cand))
+                if r.get("fidelity") == rung.fidelity and not _reused(r)]
+        reused = {s["seed"]: s for r in rows for s in (r.get("result") or {}).get("seeds", [])}
+        reused = [reused[s] for s in self.cfg.seeds(rung) if s in reused]
+        first = self.db.rows("WHERE id = ?", (cand,))[0]
+        row = {k: first.get(k) for k in ("canonical", "expression", "genotype", "constants", "sign", "seed",
+                                          "dataset", "backend", "model", "size", "fingerprint")}
+        row.update(rung=rung.index, candidate=cand)
+        todo = [s for s in self.cfg.seeds(rung) if s not in {r["seed"] for r in reused}]
+        return {"entry": entry, "row": row, "rung": rung.index, "reused": reused,
+                "payload": self.payload(row, rung, seeds=todo) if todo else None}
+
+    def _loop(self, executor, bar) -> None:
+        cfg = self.cfg
+        cap = cfg.max_attempts or 50 * cfg.budget
+        attempts = self.db.count("WHERE status != 'baseline' AND COALESCE(rung, 0) = 0")
+        started, start_trainings = time.time(), self.trainings
+        deadline = None if cfg.time_limit is None else started + cfg.time_limit
+        in_flight: dict = {}  # handle -> job
+        self.ready = [p for p in self.pending if p["rung"] > 0]  # promoted, not yet trained there
+        queue = [p for p in self.pending if p["rung"] == 0]  # asked but never recorded: screen again
+        deferred: list = []  # equal to a candidate in flight: screened again once that one is recorded
+        while True:
+            while len(in_flight) < executor.slots and (deadline is None or time.time() < deadline):
+                if self.ready:
+                    self.ready.sort(key=lambda p: -p["rung"])  # finish candidates before starting new ones
+                    job = self.promotion_job(self.ready.pop(0))
+                    if job["payload"] is None:
+                        self.finish(job, {"status": "ok", "per_seed": [], "wall_time": 0.0})
+                        continue
+                    in_flight[executor.submit(job["payload"])] = job
+                    continue
+                fresh = sum(1 for j in in_flight.values() if j["rung"] == 0)
+                if cfg.budget - self.trainings - fresh <= 0 or attempts >= cap:
+                    break
+                entry = queue.pop(0) if queue else None
+                if entry is None:
+                    if self.algo.done():
+                        break
+                    genotype = self.algo.ask()
+                    if genotype is None:
+                        break  # the algorithm waits for results
+                    entry = _entry(genotype)
+                    self.pending.append(entry)
+                row = self.screen(entry["genotype"])
+                attempts += 1
+                if "payload" in row and _same_as_in_flight(row, in_flight):
+                    deferred.append(entry)  # never train one candidate twice at once
+                    continue
+                if "payload" not in row:
+                    self.record(entry, row)
+                    self._tick(bar, started, start_trainings)
+                    continue
+                job = {"entry": entry, "row": row, "rung": 0, "reused": [], "payload": row["payload"]}
+                in_flight[executor.submit(row["payload"])] = job
+            if not in_flight:
+                break
+            handle, out = executor.wait_one(list(in_flight))
+            job = in_flight.pop(handle)
+            queue[:0], deferred = deferred, []
+            self.finish(job, out)
+            self._tick(bar, started, start_trainings)
+
     def _tick(self, bar, started, start_trainings):
         if bar is None:
             return
         rate = (self.trainings - start_trainings) / max(time.time() - started, 1e-9) * 3600
         best = self.best_fitness()
         c = self.counts
+        top = len(self.rungs) - 1
         bar.n = min(self.trainings, self.cfg.budget)
-        bar.set_postfix_str(f"{rate:.0f} evals/h | best {best if best is None else round(best, 4)} | "
-                            f"rejected: validity {c['validity']} dup {c['duplicate']} "
-                            f"integrity {c['integrity']} fingerprint {c['fingerprint']} "
+        bar.set_postfix_str(f"{rate:.0f} screened/h | rung {top}: {len(self.finished.get(top, []))} | best "
+                            f"{best if best is None else round(best, 4)} | rejected: validity {c['validity']} "
+                            f"dup {c['duplicate']} integrity {c['integrity']} fingerprint {c['fingerprint']} "
                             f"rejection {c['rejection']}", refresh=True)
 
     def best_fitness(self):
-        row = self.db.conn.execute("SELECT MAX(fitness) FROM evaluations WHERE status = 'ok'").fetchone()
+        """Best fitness at the highest rung any candidate has reached."""
+        row = self.db.conn.execute(
+            "SELECT MAX(fitness) FROM evaluations WHERE status = 'ok' AND COALESCE(rung, 0) = "
+            "(SELECT MAX(COALESCE(rung, 0)) FROM evaluations WHERE status = 'ok')").fetchone()
         return row[0]
 
     def close(self):
         self.db.close()
 
 
+def _entry(item) -> dict:
+    """A pending candidate (older runs saved bare genotypes)."""
+    if isinstance(item, dict) and "genotype" in item:
+        return {"genotype": item["genotype"], "rung": item.get("rung", 0), "candidate": item.get("candidate")}
+    return {"genotype": item, "rung": 0, "candidate": None}
+
+
+def _reused(row: dict) -> bool:
+    return (row.get("reason") or "").startswith("fitness reused")
+
+
 def _same_as_in_flight(row: dict, in_flight: dict) -> bool:
-    for _, other in in_flight.values():
+    for job in in_flight.values():
+        other = job["row"]
         if other["canonical"] == row["canonical"]:
             return True
         if row.get("fingerprint") and other.get("fingerprint") == row["fingerprint"]:
@@ -407,20 +590,34 @@ def _progress(enabled: bool, total: int, initial: int):
 
 
 def summary_counts(rows: list[dict]) -> dict:
+    """Candidates by outcome (each counted once, at rung 0), and per rung the trainings and the
+    seconds they cost (CE baselines included in ``baseline_s``)."""
     out = {"evaluated": 0, "trained": 0, "ok": 0, "diverged": 0, "error": 0}
     for s in F.STAGES:
         out[s] = 0
+    rungs: dict = {}
+    out["baseline_s"] = 0.0
     for r in rows:
         if r["status"] == "baseline":
+            out["baseline_s"] += r.get("wall_time") or 0.0
+            continue
+        rung = r.get("rung") or 0
+        if r["status"] in ("ok", "diverged", "error") and not _reused(r):
+            spent = rungs.setdefault(str(rung), {"trained": 0, "ok": 0, "seconds": 0.0})
+            spent["trained"] += 1
+            spent["ok"] += r["status"] == "ok"
+            spent["seconds"] += r.get("wall_time") or 0.0
+        if rung:
             continue
         out["evaluated"] += 1
         if r["status"].startswith("rejected:"):
             out[r["stage"]] += 1
-        elif r["status"] == "ok" and (r.get("reason") or "").startswith("fitness reused"):
+        elif r["status"] == "ok" and _reused(r):
             out["fingerprint"] += 1
         else:
             out[r["status"]] += 1
             out["trained"] += 1
+    out["rungs"] = rungs
     return out
 
 

@@ -3,11 +3,12 @@ and user-defined tree spaces from TOML/YAML files."""
 
 from pathlib import Path
 
+from ._edits import CLOSE_OPS, small_edit
 from ._gp import GP_BINARY, GP_UNARY, GPSpace, TreeSpace
 from ._nlfs import NLFS_BINARY, NLFS_UNARY, Cell, NLFSSpace
 
-__all__ = ["Cell", "GPSpace", "GP_BINARY", "GP_UNARY", "NLFSSpace", "NLFS_BINARY", "NLFS_UNARY",
-           "TreeSpace", "get_space"]
+__all__ = ["CLOSE_OPS", "Cell", "GPSpace", "GP_BINARY", "GP_UNARY", "NLFSSpace", "NLFS_BINARY", "NLFS_UNARY",
+           "TreeSpace", "get_space", "small_edit"]
 
 
 def get_space(name: str):

@@ -41,7 +41,7 @@ def test_report_shows_simplified_formulas_with_constants(tmp_path):
     text = format_summary(summary, "digits")
     assert "-sqrt(2.413 + y - sin(0.8425 * p))" in text and TAYLOR not in text
     hof = (tmp_path / "hall_of_fame.md").read_text()
-    assert "| 12 | 0.9100 | `-sqrt(2.413 + y - sin(0.8425 * p))` |" in hof
+    assert "| 12 | 0 | 0.9100 | `-sqrt(2.413 + y - sin(0.8425 * p))` |" in hof
     assert "`2.5 * (aq(p, y))`" in hof
     tex = (tmp_path / "best_losses.tex").read_text()
     assert tex.count(r"\begin{equation}") == 4 and r"-\sqrt{\left|2.413 + y" in tex
