@@ -1188,7 +1188,12 @@ PYBIND11_MODULE(_cpp, m) {
           // the reduced loss, summed in row order (deterministic)
           double s = 0.0;
           for (int64_t i = 0; i < n; ++i) s += b.loss[i];
-          *reinterpret_cast<double*>(total) = s * total_scale;
+          // in the logits' precision: the caller gets the loss without a conversion (a tensor op
+          // that would cost as much as a small batch's kernel)
+          if (z_dtype == D_F32)
+            *reinterpret_cast<float*>(total) = static_cast<float>(s * total_scale);
+          else
+            *reinterpret_cast<double*>(total) = s * total_scale;
         }
       },
       py::arg("program"), py::arg("z"), py::arg("z_dtype"), py::arg("target"), py::arg("target_kind"), py::arg("n"),
@@ -1200,7 +1205,7 @@ PYBIND11_MODULE(_cpp, m) {
       "or f32/f64 (N, C), float64 constants; writes float64 loss (N,) and grad (N, C) in z's dtype, "
       "times grad_scale. With class-index targets, off and on (the program with y = 0 and y = 1, "
       "nlfs.expr.specialize) are evaluated instead: off at the other classes, on at the target. "
-      "total: the address of a float64 that receives total_scale * the sum of the loss rows. Class-index "
+      "total: the address of a float (f32 logits) or double (f64) that receives total_scale * the sum of the loss rows. Class-index "
       "targets equal to ignore_index give loss 0 and gradient 0; mean_over_kept: grad_scale and "
       "total_scale become 1 / (rows not ignored).");
 

@@ -207,7 +207,7 @@ class CppKernel(Kernel):
         z = self._as_input(logits)
         grad = torch.empty((n, c), dtype=z.dtype)
         loss = torch.empty(n, dtype=torch.float64)
-        total = torch.empty((), dtype=torch.float64)
+        total = torch.empty((), dtype=z.dtype)  # written in the logits' precision (summed in double)
         mean = reduction == "mean"
         scale = 1.0 / max(n, 1) if mean else 1.0
         self._launch(z, n, c, target, constants, loss, grad, scale, total, ignore_index, mean)
