@@ -74,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="ce: rescale every candidate to cross-entropy's mean |dL/dlogits| on its first "
                          "batch (the factor is recorded and exported)")
     ap.add_argument("--rungs", default=None, metavar="SPEC",
-                    help="screening rungs, e.g. 'train_size=2048,epochs=1;epochs=2,seeds=3' (default: "
-                         "the dataset's, from the fidelity study; one rung when --epochs/--steps/--train-size is given)")
+                    help="screening rungs, e.g. 'train_size=2048,epochs=1;epochs=2,seeds=3' (default: the "
+                         "dataset's, from the fidelity study; one rung when --epochs/--steps/--train-size "
+                         "is given)")
     ap.add_argument("--eta", type=int, default=3, help="each rung promotes its top 1/eta")
     ap.add_argument("--unpaired", action="store_true",
                     help="fitness is plain accuracy, not the paired difference to CE with the same seeds")

@@ -11,7 +11,17 @@ a failed result with ``diverged=True`` and a ``reason``); a missing dataset rais
 
 from ..data import DatasetError, load_dataset
 from ._config import DATASET_DEFAULTS, GRAD_SCALES, TrainConfig, TrainResult
-from ._loop import evaluate, gradient_magnitude, lr_factor, make_loss, rescale_to_ce, resolve_amp, resolve_device, train
+from ._loop import (
+    evaluate,
+    gradient_magnitude,
+    lr_factor,
+    make_loss,
+    rescale_to_ce,
+    resolve_amp,
+    resolve_device,
+    train,
+)
 
-__all__ = ["DATASET_DEFAULTS", "DatasetError", "GRAD_SCALES", "gradient_magnitude", "rescale_to_ce", "TrainConfig", "TrainResult", "evaluate", "load_dataset",
-           "lr_factor", "make_loss", "resolve_amp", "resolve_device", "train"]
+__all__ = ["DATASET_DEFAULTS", "GRAD_SCALES", "DatasetError", "TrainConfig", "TrainResult", "evaluate",
+           "gradient_magnitude", "load_dataset", "lr_factor", "make_loss", "rescale_to_ce", "resolve_amp",
+           "resolve_device", "train"]

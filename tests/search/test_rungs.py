@@ -1,0 +1,207 @@
+"""Multi-fidelity screening, paired fitness, warm starts, --augment and the gradient scale."""
+
+import hashlib
+
+import pytest
+import torch
+
+import nlfs
+from nlfs.search import Search, SearchConfig, make_rungs, parse_rungs, promoted
+from nlfs.search._report import write_report
+
+RUNGS = [{"steps": 6, "seeds": 1}, {"steps": 12, "seeds": 1}, {"steps": 12, "seeds": 3}]
+TINY = dict(dataset="digits", train_size=300, val_size=100, backend="torch", progress=False)
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(run_dir=str(tmp_path / "run"), algorithm="gp", space="gp", budget=9, gp_population=9,
+                seed=0, rungs=RUNGS, eta=3, **TINY)
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+def _acc(expression: str, seed: int) -> float:
+    """A deterministic stand-in accuracy per (loss, seed); CE gets 0.5 + seed/100."""
+    if expression == "-y * log(p)":
+        return 0.5 + seed / 100
+    h = int(hashlib.sha256(expression.encode()).hexdigest()[:8], 16)
+    return 0.2 + 0.6 * (h % 1000) / 1000 + seed / 100
+
+
+class FakeExecutor:
+    """Two slots; each payload is 'trained' instantly with _acc; records what it was asked."""
+
+    slots = 2
+
+    def __init__(self, die_after=None):
+        self.submitted, self.results, self.die_after = [], {}, die_after
+
+    def submit(self, payload):
+        h = len(self.submitted)
+        self.submitted.append((payload["expression"], payload["train"].get("steps"), tuple(payload["seeds"]),
+                               payload["train"].get("augment")))
+        per_seed = [{"seed": s, "acc": _acc(payload["expression"], s), "diverged": False, "reason": "",
+                     "grad_scale": 1.0, "order_digest": f"d{s}"} for s in payload["seeds"]]
+        self.results[h] = {"status": "ok", "reason": "", "per_seed": per_seed,
+                           "fitness": sum(x["acc"] for x in per_seed) / len(per_seed), "wall_time": 0.01}
+        return h
+
+    def wait_one(self, handles):
+        if self.die_after is not None and len(self.submitted) > self.die_after:
+            raise KeyboardInterrupt  # the driver dies with jobs in flight, as under SIGKILL
+        h = min(handles)
+        return h, self.results.pop(h)
+
+    def close(self):
+        pass
+
+
+def _run(cfg, executor, resume=False):
+    s = Search(cfg, resume=resume)
+    try:
+        return s.run(executor=executor)
+    finally:
+        s.close()
+
+
+def test_promotion_rule_is_optunas_successive_halving():
+    assert promoted(0.3, [0.3], 3)  # the first is the best so far
+    assert not promoted(0.2, [0.3, 0.2], 3)  # fewer than eta finished: only a new best
+    assert promoted(0.9, [0.1, 0.5, 0.9], 3) and not promoted(0.5, [0.1, 0.5, 0.9], 3)
+    assert promoted(0.6, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], 3) and promoted(0.5, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], 3)
+    assert not promoted(0.4, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], 3)
+
+
+def test_rungs_parse_and_validate():
+    assert parse_rungs("train_size=2048,epochs=1;epochs=2,seeds=3") == [
+        {"train_size": 2048, "epochs": 1}, {"epochs": 2, "seeds": 3}]
+    with pytest.raises(ValueError, match="unknown keys"):
+        make_rungs([{"lr": 1}])
+    with pytest.raises(ValueError, match="key=value"):
+        parse_rungs("epochs")
+    r = make_rungs(RUNGS)
+    assert r[1].fidelity == r[2].fidelity != r[0].fidelity  # rung 2 only adds seeds
+
+
+def test_promotion_paired_fitness_and_budget_accounting(tmp_path):
+    ex = FakeExecutor()
+    rows = _run(_cfg(tmp_path), ex)
+    base = [r for r in rows if r["status"] == "baseline"]
+    # one CE baseline per (fidelity, seed): rungs 1 and 2 share a budget, so 1 + 3 trainings
+    assert sorted((r["rung"], r["seed"]) for r in base) == [(0, 0), (1, 0), (2, 1), (2, 2)]
+    cand = [r for r in rows if r["status"] == "ok"]
+    rung0 = [r for r in cand if r["rung"] == 0]
+    assert len(rung0) == 9  # the budget counts candidates trained at rung 0
+    for r in cand:  # fitness = mean over seeds of (accuracy - CE's accuracy with that seed)
+        seeds = r["result"]["seeds"]
+        want = sum(_acc(r["expression"], s["seed"]) - (0.5 + s["seed"] / 100) for s in seeds) / len(seeds)
+        assert r["fitness"] == pytest.approx(want)
+        assert len(seeds) == RUNGS[r["rung"]]["seeds"]
+    # every promotion follows the rule against the rung's results so far, in order
+    for k in (0, 1):
+        finished = []
+        for r in [r for r in cand if r["rung"] == k]:
+            finished.append(r["fitness"])
+            went_up = any(x["rung"] == k + 1 and x["candidate"] == (r["candidate"] or r["id"]) for x in cand)
+            assert went_up == promoted(r["fitness"], finished, 3), r["expression"]
+    assert any(r["rung"] == 2 for r in cand)
+    # rung 2 trained only the two new seeds: seed 0 came from rung 1 (same budget)
+    rung2 = [s for s in ex.submitted if s[2] != (0,) and s[0] != "-y * log(p)"]
+    assert rung2 and all(s[2] == (1, 2) for s in rung2)
+    counts = write_report(tmp_path / "run", rows)["counts"]
+    assert counts["trained"] == 9
+    assert counts["rungs"]["0"]["trained"] == 9
+    assert counts["rungs"]["1"]["trained"] == sum(r["rung"] == 1 for r in cand)
+
+
+def test_killed_mid_rung_resumes_without_training_twice(tmp_path):
+    cfg = _cfg(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        _run(cfg, FakeExecutor(die_after=9))
+    first = Search(cfg, resume=True)
+    before = [(r.get("candidate") or r["id"], r["rung"]) for r in first.db.rows() if r["status"] == "ok"]
+    first.close()
+    assert before
+    rows = _run(_cfg(tmp_path, budget=9), FakeExecutor(), resume=True)
+    trained = [(r.get("candidate") or r["id"], r["rung"]) for r in rows if r["status"] == "ok"]
+    assert len(trained) == len(set(trained))  # no candidate trained twice at one rung
+    assert set(before) <= set(trained)
+    assert sum(1 for _, rung in trained if rung == 0) == 9
+    assert sum(r["status"] == "baseline" for r in rows) == 4  # baselines were not retrained either
+
+
+def test_paired_seeds_reproduce_the_baselines_data_order(tmp_path):
+    from nlfs.train import TrainConfig, train
+
+    cfg = TrainConfig(dataset="digits", steps=8, train_size=300, val_size=100, backend="torch",
+                      evaluate_test=False, seed=3)
+    ce, other = train("CE", cfg), train("-y * log(p) + 0.5 * y * (1 - p)", cfg)
+    assert ce.order_digest == other.order_digest  # same init, same batches in the same order
+    assert train("CE", cfg, seed=4).order_digest != ce.order_digest
+    # and inside a search: every candidate's seed saw what CE's baseline with that seed saw
+    rows = _run(_cfg(tmp_path, budget=2, rungs=[{"steps": 8, "seeds": 2}], seed_losses=("Poly1",),
+                     seed_mutants=1), None)
+    base = {r["seed"]: r["result"]["seeds"][0]["order_digest"] for r in rows if r["status"] == "baseline"}
+    seeds = [s for r in rows if r["status"] == "ok" for s in r["result"]["seeds"]]
+    assert len(seeds) == 4 and all(s["order_digest"] == base[s["seed"]] for s in seeds)
+
+
+def test_warm_start_losses_come_first(tmp_path):
+    ex = FakeExecutor()
+    rows = _run(_cfg(tmp_path, budget=3, seed_losses=("Poly1", "-y * log(p) + 0.1 * p"), seed_mutants=2,
+                     filters=("validity",)), ex)
+    asked = [r["expression"] for r in rows if r["status"] != "baseline" and not r.get("rung")]
+    poly = nlfs.losses.get("Poly1")
+    assert asked[0] == str(poly.expr.substitute(dict(poly.constants)))
+    assert asked[1] == "-y * log(p) + 0.1 * p"
+    from nlfs.search import RegularizedEvolution
+    from nlfs.spaces import get_space
+
+    ce = nlfs.parse("-y * log(p)")
+    algo = RegularizedEvolution(get_space("gp"), 0, population=2, sample=2, initial=8, warm=[ce], warm_mutants=3)
+    first = [algo.ask() for _ in range(4)]
+    assert first[0] is ce and all(g is not ce for g in first[1:])
+    with pytest.raises(ValueError, match="tree space"):
+        Search(_cfg(tmp_path / "nlfs", algorithm="regularized", space="nlfs", seed_losses=("CE",)))
+
+
+def test_augment_reaches_the_trainer_and_the_run_record(tmp_path):
+    from nlfs.evolve import build_parser, config_from_args
+
+    args = build_parser().parse_args(["--augment", "mixup", "--dataset", "digits", "--run-dir",
+                                      str(tmp_path / "cli"), "--space", "gp", "--algorithm", "gp"])
+    assert config_from_args(args).augment == "mixup"
+    ex = FakeExecutor()
+    _run(_cfg(tmp_path, budget=2, augment="mixup"), ex)
+    assert {s[3] for s in ex.submitted} == {"mixup"}  # baselines and candidates alike
+    s = Search(_cfg(tmp_path, budget=2), resume=True)
+    assert s.db.get_meta("config")["augment"] == "mixup" and s.cfg.augment == "mixup"
+    s.close()
+    # a real training with it: the result record says mixup
+    rows = _run(_cfg(tmp_path / "real", budget=1, augment="mixup", rungs=[{"steps": 4, "seeds": 1}],
+                     filters=("validity",), baseline=False), None)
+    assert [r["result"]["train"]["augment"] for r in rows if r["status"] == "ok"] == ["mixup"]
+    summary = write_report(tmp_path / "real" / "run", rows)
+    assert summary["augment"] == "mixup"
+
+
+def test_gradient_scale_round_trips_into_the_exported_loss(tmp_path):
+    from nlfs.train import gradient_magnitude, rescale_to_ce
+
+    z, t = torch.randn(64, 10, dtype=torch.float64), torch.randint(0, 10, (64,))
+    small = nlfs.Loss("0.1 * -y * log(p)", backend="torch")
+    scaled, factor = rescale_to_ce(small, z, t)
+    assert factor == pytest.approx(10.0) and scaled.spec.scale == pytest.approx(10.0)
+    assert gradient_magnitude(scaled, z, t) == pytest.approx(gradient_magnitude(torch.nn.CrossEntropyLoss(), z, t))
+
+    rows = _run(_cfg(tmp_path, budget=1, rungs=[{"steps": 4, "seeds": 1}], grad_scale="ce",
+                     seed_losses=("0.25 * -y * log(p)",), seed_mutants=0, filters=("validity",)), None)
+    row = next(r for r in rows if r["status"] == "ok")
+    assert row["scale"] == pytest.approx(4.0, rel=1e-6)
+    write_report(tmp_path / "run", rows)
+    namespace = {}
+    exec((tmp_path / "run" / "best_losses.py").read_text(), namespace)
+    exported = namespace["Found1"](backend="torch")
+    assert exported.spec.scale == pytest.approx(row["scale"])
+    plain = nlfs.Loss(row["expression"], backend="torch")
+    assert exported(z, t).item() == pytest.approx(row["scale"] * plain(z, t).item())
