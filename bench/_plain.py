@@ -52,9 +52,12 @@ def sce(z, t, a=0.1, b=1.0):
     return (a * (-y * logp) + b * (-p * torch.log(y.clamp(1e-4, 1.0)))).sum(1).mean()
 
 
-def taylor_glo(z, t):
+def taylor_glo(z, t, t0=0.0, t1=0.0, t2=0.0, t3=0.0, t4=0.0, t5=-1.0, t6=0.0, t7=0.0):
     y, p, _ = _parts(z, t)
-    return (-(p * y)).sum(1).mean()  # the 8-parameter form at its defaults: t5 = -1, the rest 0
+    dy, dp = y - t1, p - t0
+    f = (t2 * dy + t3 / 2 * dy ** 2 + t4 / 6 * dy ** 3 + t5 * dp * dy + t6 / 2 * dp * dy ** 2
+         + t7 / 2 * dp ** 2 * dy)
+    return f.sum(1).mean()
 
 
 PLAIN = {"CE": ce, "LabelSmoothingCE": label_smoothing_ce, "Focal": focal, "Poly1": poly1, "Baikal": baikal,

@@ -109,11 +109,25 @@ def _key(row) -> tuple:
     return int(row["loss_id"]), row["variant"], row["level"], int(row["seed"])
 
 
+def interleaved(losses: list[dict]) -> list[dict]:
+    """Round-robin over the groups, so that any prefix of the finals is a fair sample of the set."""
+    groups: dict = {}
+    for d in losses:
+        groups.setdefault(d["group"], []).append(d)
+    out, queues = [], list(groups.values())
+    while any(queues):
+        for q in queues:
+            if q:
+                out.append(q.pop(0))
+    return out
+
+
 def jobs(losses, dataset) -> list[tuple]:
-    """Cheap levels first (all losses), then the finals loss by loss; s64x3 reuses s64's seed 0."""
+    """Cheap levels first (all losses), then the finals loss by loss, groups interleaved; s64x3
+    reuses s64's seed 0."""
     out = []
     for level in ("s16", "s32", "s64", "s64x3", "final"):
-        for loss in losses:
+        for loss in (interleaved(losses) if level == "final" else losses):
             for variant in VARIANTS:
                 first = 1 if level == "s64x3" else 0
                 for seed in range(first, LEVELS[level]["seeds"]):

@@ -120,6 +120,7 @@ class Elimination:
     def __init__(self, run_dir: str | Path, protocol: Protocol, train_config=None, workers: int = 1,
                  executor: str = "local", address: str | None = None, log=None):
         from .search._db import RunDB
+        from .train import check_config
         from .tune import search_config
 
         self.run_dir = Path(run_dir)
@@ -132,6 +133,11 @@ class Elimination:
         self.reduction = scfg.reduction
         self.base = train_config or scfg.train_config()
         self.protocol = protocol
+        try:
+            check_config(self.base, "CE")
+        except ValueError:
+            self.db.close()
+            raise
         self.workers, self.executor_kind, self.address = workers, executor, address
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.trained = 0  # trainings run by this session (resumed pairs are not counted)
@@ -329,6 +335,14 @@ def protocol_from_args(args) -> Protocol:
 
 
 def main(argv=None) -> int:
+    try:
+        return _main(argv)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:  # configuration errors: one line, no traceback
+        print(f"nlfs.eliminate: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     protocol = protocol_from_args(args)
     over = {k: v for k, v in training_overrides(args).items() if v is not None}
@@ -337,6 +351,9 @@ def main(argv=None) -> int:
     try:
         if over:
             e.base = dataclasses.replace(e.base, **over)
+            from .train import check_config
+
+            check_config(e.base, "CE")
         result = e.run()
         trained = e.trained
     finally:

@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--train-size", type=int, default=None)
     ap.add_argument("--val-size", type=int, default=None)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=None,
+                    help="local worker processes (default: one per core on a CPU, up to 8; one on a GPU)")
     ap.add_argument("--executor", default="local", choices=["local", "ray"])
     ap.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
     ap.add_argument("--no-filters", action="store_true", help="train every candidate (no cheap filters)")
@@ -116,29 +117,52 @@ def config_from_args(args) -> SearchConfig:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from .data import DatasetError
     from .search._taylor import TaylorSearch, is_taylor_run
 
-    if args.resume:
-        cfg = SearchConfig(run_dir=args.resume, budget=args.budget or 0, workers=args.workers,
-                           executor=args.executor, ray_address=args.address, progress=not args.no_progress,
-                           time_limit=None if args.time_limit is None else 60 * args.time_limit)
-        search = (TaylorSearch if is_taylor_run(args.resume) else Search)(cfg, resume=True)
-    elif args.algorithm == "taylor":
-        search = TaylorSearch(config_from_args(args), popsize=args.population)
-    else:
-        search = Search(config_from_args(args))
+    if args.workers is None:
+        args.workers = default_workers(args.device)
+    try:
+        if args.resume:
+            cfg = SearchConfig(run_dir=args.resume, budget=args.budget or 0, workers=args.workers,
+                               executor=args.executor, ray_address=args.address, progress=not args.no_progress,
+                               time_limit=None if args.time_limit is None else 60 * args.time_limit)
+            search = (TaylorSearch if is_taylor_run(args.resume) else Search)(cfg, resume=True)
+        elif args.algorithm == "taylor":
+            search = TaylorSearch(config_from_args(args), popsize=args.population)
+        else:
+            search = Search(config_from_args(args))
+    except (ValueError, FileNotFoundError, FileExistsError, DatasetError, RuntimeError) as err:
+        print(f"nlfs.evolve: error: {err}", file=sys.stderr)
+        return 2
     cfg = search.cfg
     print(f"nlfs.evolve: {cfg.algorithm} over the {cfg.space} space on {cfg.dataset} "
-          f"({cfg.model}, backend {cfg.backend}), budget {cfg.budget} trainings, run dir {cfg.run_dir}",
+          f"({cfg.model}, backend {cfg.backend}, augment {cfg.augment}, gradient scale {cfg.grad_scale}), "
+          f"budget {cfg.budget} candidates at rung 0, {cfg.workers} worker(s), run dir {cfg.run_dir}",
           file=sys.stderr)
+    for rung in getattr(search, "rungs", ()):
+        print(f"  {rung.describe()}", file=sys.stderr)
     try:
         rows = search.run()
     finally:
         search.close()
     summary = write_report(Path(cfg.run_dir), rows)
     print(format_summary(summary, cfg.dataset))
-    print(f"reports: {cfg.run_dir}/hall_of_fame.md, fitness.png, best_losses.py, run.db")
+    print(f"reports in {cfg.run_dir}: hall_of_fame.md, summary.json, fitness.png, loss_shapes.png, "
+          "best_losses.py (registers them), best_losses_standalone.py (plain PyTorch), best_losses.tex; run.db")
     return 0
+
+
+def default_workers(device: str) -> int:
+    """One worker per core on a CPU (each trains with one thread: two threads per worker on busy
+    cores are many times slower), one on a GPU."""
+    import os
+
+    import torch
+
+    if device != "cpu" and (device.startswith("cuda") or torch.cuda.is_available()):
+        return 1
+    return max(1, min(os.cpu_count() or 1, 8))
 
 
 if __name__ == "__main__":

@@ -286,9 +286,13 @@ def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Pat
                  plot: bool = True, setup: tuple[str, ...] = ()) -> list[dict]:
     """Train every missing (loss, seed) pair, rewrite the CSV after each, then write the table and
     plot. Returns the rows of this configuration."""
+    from .train import check_config
+
     out = Path(out)
     csv_path = out / f"{name}.csv"
     entries = _dedupe(entries)
+    for entry in entries:  # every loss must build and train here before the first run starts
+        check_config(cfg, entry.loss, entry.constants)
     chash = _config_hash(cfg)
     rows = _read_rows(csv_path)
     other = {r.get("config_hash") or "" for r in rows} - {chash}
@@ -535,6 +539,14 @@ def _list_presets() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:  # configuration errors: one line, no traceback
+        print(f"nlfs.transfer: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.list_presets:
         print(_list_presets())

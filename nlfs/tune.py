@@ -265,12 +265,13 @@ def tune(loss, constants: dict | None = None, n_trials: int = 12, batch: int = 4
     import optuna
 
     from .search._executors import make_executor
-    from .train import TrainConfig
+    from .train import TrainConfig, check_config
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     quiet_optuna()
     spec, start = _spec_of(loss, constants)
     cfg = train_config or TrainConfig()
+    check_config(cfg, spec, start)  # before any trial: a bad setting stops here, not in every trial
     import dataclasses
 
     cfg = dataclasses.replace(cfg, evaluate_test=False, progress=False)
@@ -375,6 +376,7 @@ def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int
     from .losses import LossSpec
     from .search._db import read_run
     from .search._report import _atomic_write, export_losses
+    from .train import check_config
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     run_dir = Path(run_dir)
@@ -382,6 +384,7 @@ def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int
     reduction = saved.get("reduction", "class_sum")
     if train_config is None:
         train_config = search_config(saved).train_config()
+    check_config(train_config, "CE")
     finalists = best_unique(rows, len(rows))
     if not finalists:
         raise ValueError(f"{run_dir} has no trained candidate with status ok")
@@ -421,19 +424,11 @@ def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int
 
 
 def best_unique(rows: list[dict], k: int) -> list[dict]:
-    """The best ``k`` rows with status ok by fitness, one per (expression, constants): unlike the
-    report's ``top`` (one per expression), distinct TaylorGLO parameter sets count separately."""
-    seen, out = set(), []
-    ok = [r for r in rows if r["status"] == "ok" and r.get("fitness") is not None]
-    for r in sorted(ok, key=lambda r: (-r["fitness"], r.get("size") or 0, r["id"])):
-        key = (r["expression"], json.dumps(r.get("constants") or {}, sort_keys=True))
-        if key in seen:
-            continue
-        seen.add(key)
-        out.append(r)
-        if len(out) == k:
-            break
-    return out
+    """The best ``k`` candidates of a search run, one per (expression, constants), candidates that
+    reached a higher rung first (``nlfs.search.best_candidates``)."""
+    from .search import best_candidates
+
+    return best_candidates(rows, k)
 
 
 def search_config(saved: dict):
@@ -497,6 +492,14 @@ def _train_config(args, base=None):
 
 
 def main(argv=None) -> int:
+    try:
+        return _main(argv)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:  # configuration errors: one line, no traceback
+        print(f"nlfs.tune: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     t0 = time.time()
     if args.top is not None:

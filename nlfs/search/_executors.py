@@ -43,7 +43,33 @@ class InlineExecutor:
         pass
 
 
-def _worker_main(conn, threads: int):
+def _die_with_parent(parent: int) -> None:
+    """A worker whose driver is SIGKILLed must not train its candidate to the end: on Linux the
+    kernel kills it with its parent (PR_SET_PDEATHSIG); elsewhere a thread notices the re-parenting."""
+    import signal
+    import threading
+    import time
+
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="nlfs-parent-watch").start()
+
+
+def _worker_main(conn, threads: int, parent: int | None = None):
+    if parent is not None:
+        _die_with_parent(parent)
     import torch
 
     torch.set_num_threads(threads)
@@ -64,7 +90,7 @@ def _worker_main(conn, threads: int):
 class _Worker:
     def __init__(self, ctx, threads: int):
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, threads), daemon=True)
+        self.proc = ctx.Process(target=_worker_main, args=(child, threads, os.getpid()), daemon=True)
         self.proc.start()
         child.close()
         self.handle = None

@@ -172,6 +172,22 @@ def warm_genotypes(cfg: SearchConfig, space) -> list:
     return out
 
 
+def check_search(cfg: SearchConfig) -> None:
+    """Stop before any work when the search cannot run here: its settings, space, seed losses,
+    and whether CE trains under every rung's configuration (backend, dataset, model, device)."""
+    from ..spaces import get_space
+    from ..train import ConfigError, check_config
+
+    try:
+        cfg.resolve()
+        space = get_space(cfg.space)
+        warm_genotypes(cfg, space)
+    except (ValueError, FileNotFoundError) as err:
+        raise ConfigError(str(err)) from None
+    for rung in cfg.rung_list():
+        check_config(cfg.train_config(rung), "CE")
+
+
 def make_algorithm(cfg: SearchConfig, space):
     warm = warm_genotypes(cfg, space)
     if cfg.algorithm == "regularized":
@@ -223,7 +239,15 @@ class Search:
         from ..spaces import get_space
 
         self.run_dir = Path(cfg.run_dir)
+        if not resume:
+            check_search(cfg)  # before the run directory exists: a bad setting leaves nothing behind
         self.db, cfg = open_run(cfg, resume)
+        if resume:
+            try:
+                check_search(cfg)
+            except ValueError:
+                self.db.close()
+                raise
         self.cfg = cfg
         self.rungs = cfg.rung_list()
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))

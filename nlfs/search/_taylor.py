@@ -60,6 +60,10 @@ class TaylorSearch:
             raise ImportError("the TaylorGLO search needs the cmaes package for Optuna's CMA-ES sampler: "
                               "pip install cmaes") from err
         self.run_dir = Path(cfg.run_dir)
+        if not resume:
+            from ..train import check_config
+
+            check_config(cfg.train_config(), "CE")
         self.db, cfg = open_run(cfg, resume)
         if resume:
             opts = self.db.get_meta("taylor") or dict(DEFAULTS)

@@ -8,6 +8,7 @@ import sys
 
 from ..data import AUGMENTS, DATASETS, DatasetError
 from ..models import MODELS
+from ._check import TrainingError, check_config
 from ._config import AMPS, OPTIMIZERS, SCHEDULES, TrainConfig
 from ._loop import train
 
@@ -66,11 +67,16 @@ def main(argv: list[str] | None = None) -> int:
         backend=args.backend, amp=args.amp, compile=args.compile, data_root=args.data_root,
         download=args.download, checkpoint=args.checkpoint, evaluate_test=not args.no_test,
         progress=not args.no_progress, threads=args.threads)
+    constants = _constants(args.constant) or None
     try:
-        result = train(args.loss, cfg, constants=_constants(args.constant) or None)
+        check_config(cfg, args.loss, constants)
+        result = train(args.loss, cfg, constants=constants)
     except (DatasetError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"nlfs.train: error: {err}", file=sys.stderr)
         return 2
+    except TrainingError as err:
+        print(f"nlfs.train: error while training: {err}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(result.to_dict()))
     else:

@@ -21,6 +21,7 @@ from torch import nn
 from .._module import Loss
 from ..data import Augment, load_dataset, make_splits
 from ..models import build_model
+from ._check import ConfigError, TrainingError
 from ._config import TrainConfig, TrainResult
 
 
@@ -219,9 +220,10 @@ def train(loss="CE", cfg: TrainConfig | None = None, constants: dict | None = No
     ``nlfs.Loss`` or any ``(logits, target) -> scalar`` callable. ``constants`` overrides the loss's
     constants. Keyword ``overrides`` replace config fields (``train("CE", epochs=2)``).
 
-    Never raises for a bad loss: NaN/Inf or exploding loss, collapsed accuracy, or an exception from
-    the loss (construction, forward or backward) give ``diverged=True`` with ``reason``. Data and
-    configuration errors (missing dataset, unknown model) do raise.
+    A numerical failure of the loss (NaN/Inf or exploding loss, collapsed accuracy) gives
+    ``diverged=True`` with ``reason``; it never raises for that. Everything else raises: a loss that
+    cannot be built or whose backend is missing (:class:`ConfigError`), an exception from the loss
+    during training (:class:`TrainingError`), data and configuration errors.
     """
     cfg = TrainConfig() if cfg is None else cfg
     if overrides:
@@ -272,16 +274,14 @@ def _train(loss, cfg: TrainConfig, constants: dict | None) -> TrainResult:
         fields.update(kw)
         return TrainResult(**fields)
 
-    # The loss: any failure to build it or to find its backend is a failed evaluation.
+    # The loss: a failure to build it or to find its backend is a configuration error, not a
+    # divergence (it would fail for every seed and every setting alike).
     try:
         loss_fn, loss_name, loss_text = make_loss(loss, cfg.backend, constants)
-        if isinstance(loss_fn, Loss):
-            backend_name = loss_fn.kernel_for(device)[0].name
-        else:
-            backend_name = "custom"
+        backend_name = loss_fn.kernel_for(device)[0].name if isinstance(loss_fn, Loss) else "custom"
     except Exception as err:
-        name, text = _describe(loss)
-        return failed(f"loss could not be built: {type(err).__name__}: {err}", name, text, cfg.backend)
+        name, _ = _describe(loss)
+        raise ConfigError(f"loss {name!r} could not be built: {type(err).__name__}: {err}") from err
     if isinstance(loss_fn, nn.Module) and not isinstance(loss_fn, Loss):
         loss_fn.to(device)  # a custom module's own parameters/buffers; nlfs.Loss keeps its constants
         # on the CPU on purpose (backends read them on the host), so it is not moved.
@@ -353,7 +353,7 @@ def _train(loss, cfg: TrainConfig, constants: dict | None) -> TrainResult:
                 except _Failed:
                     raise
                 except Exception as err:
-                    raise _Failed(f"the loss raised {type(err).__name__} at step {step}: {err}") from err
+                    raise TrainingError(f"the loss raised {type(err).__name__} at step {step}: {err}") from err
                 if scaler is not None:
                     scaler.step(opt)
                     scaler.update()

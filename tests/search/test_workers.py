@@ -94,3 +94,54 @@ def test_ray_executor_matches_the_local_pool(tmp_path, pool_records):
         executor.close()
         ray.shutdown()
     assert got == pool_records
+
+
+def _children(pid: int) -> set[int]:
+    out = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as fh:
+                out |= {int(x) for x in fh.read().split()}
+        except OSError:
+            pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
+def test_workers_stop_when_the_driver_is_killed(tmp_path):
+    """A SIGKILLed driver's workers stop within seconds, not at the end of their candidate."""
+    import subprocess
+    import sys
+
+    code = ("from nlfs.search import Search, SearchConfig\n"
+            f"cfg = SearchConfig(run_dir={str(tmp_path / 'run')!r}, algorithm='gp', space='gp', budget=4, "
+            "gp_population=4, seed=2, dataset='digits', steps=100000, train_size=400, val_size=200, "
+            "backend='torch', progress=False, baseline=False, workers=2, filters=('validity',))\n"
+            "Search(cfg).run()\n")
+    driver = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.time() + 120
+        workers = set()
+        while time.time() < deadline and len(workers) < 2:
+            time.sleep(0.5)
+            workers = {p for p in _children(driver.pid) if _alive(p)}
+            workers = {p for p in workers if "spawn_main" in open(f"/proc/{p}/cmdline").read()}
+        assert len(workers) == 2, "the workers never started"
+        time.sleep(3)  # they are training now (100,000 steps: minutes)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+        t0 = time.time()
+        while time.time() - t0 < 10 and any(_alive(p) for p in workers):
+            time.sleep(0.2)
+        assert not any(_alive(p) for p in workers), "workers outlived their driver by 10 s"
+    finally:
+        if driver.poll() is None:
+            driver.kill()

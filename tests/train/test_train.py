@@ -110,16 +110,41 @@ def test_exploding_loss_is_a_failed_evaluation():
     assert r.diverged and "exploded" in r.reason and r.loss == "exploding"
 
 
-def test_loss_exceptions_are_failed_evaluations():
+def test_loss_exceptions_are_errors_not_divergence():
+    from nlfs.train import ConfigError, TrainingError
+
     def raising(logits, target):
         raise RuntimeError("kernel exploded")
 
-    r = train(raising, digits(epochs=1))
-    assert r.diverged and "RuntimeError" in r.reason and "kernel exploded" in r.reason
-    r = train("y * * p", digits(epochs=1))  # syntax error
-    assert r.diverged and "could not be built" in r.reason
-    r = train("CE", digits(epochs=1, backend="nonsense"))
-    assert r.diverged and "nonsense" in r.reason
+    with pytest.raises(TrainingError, match="RuntimeError.*kernel exploded"):
+        train(raising, digits(epochs=1))
+    with pytest.raises(ConfigError, match="could not be built"):
+        train("y * * p", digits(epochs=1))  # syntax error
+    with pytest.raises(ConfigError, match="nonsense"):
+        train("CE", digits(epochs=1, backend="nonsense"))
+
+
+def test_check_config_stops_before_any_work():
+    from nlfs.train import ConfigError, check_config
+
+    check_config(digits(epochs=1), "CE")
+    for cfg, loss, match in [(digits(backend="triton"), "CE", "triton"),
+                             (digits(model="no-such-net"), "CE", "no-such-net"),
+                             (digits(dataset="imagenet"), "CE", "imagenet"),
+                             (digits(optimizer="lion"), "CE", "optimizer"),
+                             (digits(), "y * * p", "position|column|\\^")]:
+        if match == "triton" and (torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET")):
+            continue
+        with pytest.raises(ConfigError, match=match):
+            check_config(cfg, loss)
+
+
+def test_train_cli_exits_non_zero_naming_the_token(capsys):
+    from nlfs.train.__main__ import main
+
+    assert main(["--loss", "y * * p", "--dataset", "digits", "--steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "*" in err and "error" in err
 
 
 def test_accuracy_collapse_detected():
