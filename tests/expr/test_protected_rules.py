@@ -71,3 +71,28 @@ def test_every_value_is_clamped_to_maxv_in_every_backend(backend):
                        ("y*(1e10 + 1e10) + 0*p", 1e10), ("y*(z/0.0000000000001)", 1e7)]:  # floored
         got = nlfs.Loss(text, backend=backend, reduction="sum")(z, t)
         assert float(got) == pytest.approx(want, rel=1e-12), (text, backend)
+
+
+def test_overflowing_numbers_and_constants_behave_the_same_in_every_backend():
+    """1e308 would be inf in a float32 backend and a number in a float64 one: the parser refuses it, a
+    constant that large is a ValueError at construction, and a constructed Expr holding one is lowered
+    to float32's largest value, after which every backend applies the same clamps."""
+    for text in ("1e308**2*p", "max(1e308, p)*y", "-1e39*p"):
+        with pytest.raises(nlfs.expr.ExprSyntaxError, match="number too large"):
+            nlfs.parse(text)
+    for value in (1e308, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="float32's range"):
+            nlfs.Loss("alpha*p", constants={"alpha": value})
+        with pytest.raises(ValueError, match="float32's range"):
+            nlfs.Loss("alpha*p", constants={"alpha": 1.0}).set_constants(alpha=value)
+    e = nlfs.expr.Expr("mul", (nlfs.expr.Expr.num(1e308), nlfs.expr.Expr.leaf("p")))
+    z, t = torch.randn(3, 4, dtype=torch.float64), torch.tensor([0, 1, 3])
+    values = {}
+    for backend in ("torch", "cpp", "triton"):
+        try:
+            require_backend(backend)
+        except pytest.skip.Exception:
+            continue
+        for dtype in (torch.float32, torch.float64):
+            values[backend, dtype] = float(nlfs.Loss(e, backend=backend)(z.to(dtype), t))
+    assert set(values.values()) == {4e10}, values  # every element clamped to 1e10, 4 classes
