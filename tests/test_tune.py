@@ -16,6 +16,7 @@ FAST = dict(dataset="digits", steps=40, train_size=400, val_size=200, backend="t
 
 def fake_result(v, diverged=False):
     return types.SimpleNamespace(best_val_acc=v, diverged=diverged, reason="boom" if diverged else "",
+                                 grad_scale=1.0, order_digest="",
                                  to_dict=lambda: {"best_val_acc": v})
 
 

@@ -3,6 +3,7 @@ function of its payload (picklable for process pools and Ray)."""
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 import types
@@ -46,7 +47,7 @@ def _evaluate(payload: dict, start: float) -> dict:
                     types.MappingProxyType(dict(constants)))
     per_seed, first = [], None
     for seed in payload.get("seeds") or [cfg.seed]:
-        result = train(spec, cfg, seed=seed)
+        result = train(spec, dataclasses.replace(cfg, seed=seed))
         first = first or result
         per_seed.append({"seed": seed, "acc": result.best_val_acc, "diverged": result.diverged,
                          "reason": result.reason, "grad_scale": result.grad_scale,
