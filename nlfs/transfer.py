@@ -41,7 +41,7 @@ __all__ = ["COLUMNS", "PRESETS", "LossEntry", "build_config", "losses_from_run",
 
 COLUMNS = ["loss", "seed", "model", "dataset", "augment", "test_acc", "val_acc", "best_val_acc", "status",
            "reason", "wall_time", "expression", "constants", "backend", "epochs", "steps", "train_size",
-           "val_size", "batch_size", "lr", "optimizer", "device", "config_hash", "machine", "date"]
+           "val_size", "batch_size", "lr", "optimizer", "device", "config_hash", "run_key", "machine", "date"]
 
 REFERENCE = "CE"
 _CATALOGUE_ALL = ("CE", "LabelSmoothingCE", "Focal", "Poly1", "Baikal", "NGL", "SCE", "TaylorGLO")
@@ -257,7 +257,24 @@ def _machine_date() -> tuple[str, str]:
             datetime.date.today().isoformat()
 
 
-def _done(row: dict, retry_errors: bool) -> bool:
+def run_key(entry: LossEntry, cfg) -> str:
+    """Everything that makes a (loss, seed) row what it is beyond the shared training settings: the
+    loss as trained (expression, constants, gradient scale, class reduction), backend and device. A
+    row is resumed only when its key matches; a changed loss under an old label is trained again."""
+    try:
+        from ._module import resolve_spec
+
+        spec = resolve_spec(entry.loss)
+        loss = [spec.text, spec.reduction, spec.scale, sorted({**spec.constants, **(entry.constants or {})}.items())]
+    except Exception:  # noqa: BLE001 - a callable loss: its label and constants are all we know
+        loss = [str(entry.loss), sorted((entry.constants or {}).items())]
+    text = json.dumps([loss, cfg.backend, cfg.device, cfg.grad_scale], sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _done(row: dict, retry_errors: bool, key: str | None = None) -> bool:
+    if key is not None and (row.get("run_key") or "") != key:
+        return False
     return row["status"] in ("ok", "diverged") or (row["status"] == "error" and not retry_errors)
 
 
@@ -300,8 +317,9 @@ def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Pat
         raise SystemExit(f"{csv_path} holds runs of another configuration (config_hash {sorted(other)} "
                          f"!= {chash}): use another --out or --name")
     index = {(r["loss"], r["seed"]): i for i, r in enumerate(rows)}
+    keys = {e.label: run_key(e, cfg) for e in entries}
     todo = [(e, s) for s in seeds for e in entries
-            if not ((e.label, s) in index and _done(rows[index[(e.label, s)]], retry_errors))]
+            if not ((e.label, s) in index and _done(rows[index[(e.label, s)]], retry_errors, keys[e.label]))]
     log(f"nlfs.transfer: {len(entries)} losses x {len(seeds)} seeds; {len(todo)} to train, "
         f"{len(entries) * len(seeds) - len(todo)} already in {csv_path}")
     machine, date = _machine_date()
@@ -309,6 +327,7 @@ def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Pat
         rec = _train_one(entry, cfg, seed)
         row = dict(loss=entry.label, seed=seed, model=cfg.model, dataset=cfg.dataset, augment=cfg.augment,
                    expression=entry.expression, constants=entry.constants or "", config_hash=chash,
+                   run_key=keys[entry.label],
                    machine=machine, date=date, train_size=cfg.train_size, val_size=cfg.val_size,
                    batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer)
         row.update(rec)

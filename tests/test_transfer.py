@@ -87,6 +87,29 @@ def test_same_config_except_loss_and_resume(tmp_path, monkeypatch):
                               log=lambda *a: None, plot=False)
 
 
+def test_resume_only_rows_whose_whole_configuration_matches(tmp_path, monkeypatch):
+    fake = FakeTrainer()
+    monkeypatch.setattr(nlfs.train, "train", fake)
+    run = lambda entries, cfg=CFG: transfer.run_transfer(entries, cfg, [0, 1], tmp_path,  # noqa: E731
+                                                         log=lambda *a: None, plot=False)
+    run(transfer.parse_losses("mine=-y * log(p + 0.01)"))
+    assert len(fake.calls) == 4  # CE and mine, 2 seeds
+    run(transfer.parse_losses("mine=-y * log(p + 0.01)"))
+    assert len(fake.calls) == 4  # the same: nothing to train
+    run(transfer.parse_losses("mine=-y * log(p + 0.02)"))  # a changed loss under the same label
+    assert len(fake.calls) == 6 and {c[0] for c in fake.calls[4:]} == {"-y * log(p + 0.02)"}
+    run([transfer.LossEntry("mine", "-y * log(p + a)", {"a": 0.02})])
+    assert len(fake.calls) == 8
+    run([transfer.LossEntry("mine", "-y * log(p + a)", {"a": 0.02})])
+    assert len(fake.calls) == 8
+    run([transfer.LossEntry("mine", "-y * log(p + a)", {"a": 0.03})])  # other constants
+    assert len(fake.calls) == 10
+    run([transfer.LossEntry("mine", "-y * log(p + a)", {"a": 0.03})], dataclasses.replace(CFG, backend="cpp"))
+    assert len(fake.calls) == 14  # another backend: every row again
+    rows = _rows(tmp_path / "transfer.csv")
+    assert len(rows) == 4 and all(r["constants"] == '{"a": 0.03}' for r in rows if r["loss"] == "mine")
+
+
 def test_failures_reported_not_dropped(tmp_path, monkeypatch):
     fake = FakeTrainer(fail={("NGL", 1): "diverged", ("Focal", 0): "raise"})
     monkeypatch.setattr(nlfs.train, "train", fake)

@@ -4,6 +4,7 @@ so a run killed at any moment (SIGKILL included) resumes from its last recorded 
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import sqlite3
@@ -50,9 +51,41 @@ COLUMNS = ("canonical", "expression", "genotype", "constants", "sign", "fitness"
 ADDED = {"rung": "INTEGER", "candidate": "INTEGER", "fidelity": "TEXT", "accuracy": "REAL", "scale": "REAL"}
 
 
+class RunDirError(ValueError):
+    """A run directory that cannot be used as it is; the message names the file and what to do."""
+
+
+class _StateUnpickler(pickle.Unpickler):
+    """Loads a search state from a run directory without running arbitrary code: only nlfs's own
+    classes and the few standard ones a state holds (a deque, a random generator, containers)."""
+
+    SAFE = {("collections", "deque"), ("random", "Random"), ("copyreg", "_reconstructor"),
+            *(("builtins", n) for n in ("set", "frozenset", "tuple", "list", "dict", "object", "int", "float",
+                                        "str", "bool", "bytes", "slice", "range", "complex"))}
+
+    def find_class(self, module, name):
+        if (module, name) in self.SAFE or module == "nlfs" or module.startswith("nlfs."):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refers to {module}.{name}, which nlfs does not load from a run directory")
+
+
 class RunDB:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, readonly: bool = False):
         self.path = Path(path)
+        self.readonly = readonly
+        try:
+            self._connect()
+        except sqlite3.DatabaseError as err:
+            if getattr(self, "conn", None) is not None:
+                self.conn.close()
+            raise RunDirError(f"{self.path} is damaged or is not an nlfs run database ({err}); move it "
+                              "away and start a new --run-dir, or restore it from a copy") from None
+
+    def _connect(self) -> None:
+        if self.readonly:  # reports and reads never write to a run, not even the schema
+            self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=60, isolation_level=None)
+            self.conn.execute("SELECT COUNT(*) FROM evaluations").fetchone()
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
@@ -118,7 +151,14 @@ class RunDB:
 
     def load_state(self):
         row = self.conn.execute("SELECT blob FROM state WHERE id = 1").fetchone()
-        return None if row is None else pickle.loads(row[0])
+        if row is None:
+            return None
+        try:
+            return _StateUnpickler(io.BytesIO(row[0])).load()
+        except Exception as err:  # noqa: BLE001 - any failure here means the state cannot be used
+            raise RunDirError(f"the search state in {self.path} cannot be loaded ({type(err).__name__}: "
+                              f"{err}); it may come from another nlfs version or be damaged: start a new "
+                              "--run-dir (the evaluations in it can still be read by reports)") from None
 
     def rows(self, where: str = "", params=()) -> list[dict]:
         cur = self.conn.execute(f"SELECT * FROM evaluations {where} ORDER BY id", params)
@@ -157,8 +197,11 @@ def read_run(run_dir: str | Path) -> tuple[list[dict], dict]:
     path = Path(run_dir) / "run.db"
     if not path.is_file():
         raise FileNotFoundError(f"no search run in {run_dir} (missing {path})")
-    db = RunDB(path)
+    db = RunDB(path, readonly=True)
     try:
-        return db.rows(), db.get_meta("config") or {}
+        try:
+            return db.rows(), db.get_meta("config") or {}
+        except sqlite3.DatabaseError as err:
+            raise RunDirError(f"{path} cannot be read ({err}); it is damaged or from another tool") from None
     finally:
         db.close()

@@ -166,7 +166,7 @@ def run_reduction(run_dir: Path) -> str:  # kept for callers of the old name
         return "class_sum"
     from ._db import RunDB
 
-    db = RunDB(path)
+    db = RunDB(path, readonly=True)
     try:
         return (db.get_meta("config") or {}).get("reduction") or "class_sum"
     finally:
@@ -256,7 +256,7 @@ def run_config(run_dir: Path) -> dict:
         return {}
     from ._db import RunDB
 
-    db = RunDB(path)
+    db = RunDB(path, readonly=True)
     try:
         return db.get_meta("config") or {}
     finally:

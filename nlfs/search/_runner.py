@@ -26,7 +26,7 @@ import torch
 from ..expr import Expr, parse
 from . import _filters as F
 from ._algorithms import ALGORITHMS
-from ._db import RunDB
+from ._db import RunDB, RunDirError
 from ._rungs import default_rungs, make_rungs, promoted
 from ._worker import evaluate_payload, rejection_sample  # noqa: F401 - re-exported
 
@@ -216,10 +216,19 @@ def open_run(cfg: SearchConfig, resume: bool) -> tuple[RunDB, SearchConfig]:
     db.lock()
     if resume:
         saved = db.get_meta("config")
+        if not isinstance(saved, dict):
+            db.close()
+            raise RunDirError(f"{db_path} has no saved search configuration: it was not written by "
+                              "nlfs.evolve, or its first write was cut off; start a new --run-dir")
         overrides = {k: getattr(cfg, k) for k in ("workers", "executor", "ray_address", "progress")}
         overrides["budget"] = cfg.budget or saved["budget"]
         overrides["time_limit"] = cfg.time_limit
-        cfg = SearchConfig.from_dict(saved, **overrides)
+        try:
+            cfg = SearchConfig.from_dict(saved, **overrides)
+        except (TypeError, ValueError) as err:
+            db.close()
+            raise RunDirError(f"the configuration saved in {db_path} does not fit this nlfs ({err}); "
+                              "resume it with the nlfs version that started it, or start a new --run-dir") from None
     else:
         db.set_meta("created", time.time())
     try:
@@ -252,7 +261,11 @@ class Search:
         self.rungs = cfg.rung_list()
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.space = get_space(cfg.space)
-        state = self.db.load_state() if resume else None
+        try:
+            state = self.db.load_state() if resume else None
+        except RunDirError:
+            self.db.close()
+            raise
         if state is None:
             self.algo = make_algorithm(cfg, self.space)
             self.pending: list = []  # [{"genotype", "rung", "candidate"}]: asked, not yet told

@@ -35,7 +35,7 @@ def is_taylor_run(run_dir: str | Path) -> bool:
     path = Path(run_dir) / "run.db"
     if not path.exists():
         return False
-    db = RunDB(path)
+    db = RunDB(path, readonly=True)
     try:
         return (db.get_meta("config") or {}).get("algorithm") == "taylor"
     finally:

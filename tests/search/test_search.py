@@ -223,3 +223,67 @@ def test_two_processes_cannot_run_one_search(tmp_path):
     finally:
         first.close()
     Search(_cfg(tmp_path, budget=1), resume=True).close()  # free again once the first has closed
+
+
+def test_damaged_run_directories_give_a_message_not_a_traceback(tmp_path, capsys):
+    import pickle
+
+    from nlfs.evolve import main
+    from nlfs.search import RunDB, RunDirError
+    from nlfs.search._db import read_run
+
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / "run.db").write_bytes(b"this is not sqlite" * 100)
+    assert main(["--resume", str(garbage), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "run.db" in err and "damaged" in err and "Traceback" not in err
+    with pytest.raises(RunDirError, match="damaged"):
+        read_run(garbage)
+
+    empty = tmp_path / "empty"
+    RunDB(empty / "run.db").close()  # a database without the saved configuration
+    assert main(["--resume", str(empty), "--no-progress"]) == 2
+    assert "no saved search configuration" in capsys.readouterr().err
+
+    assert main(["--resume", str(tmp_path / "nowhere"), "--no-progress"]) == 2
+    assert "no run to resume" in capsys.readouterr().err
+
+    # a state that would run code when unpickled is refused, and nothing runs
+    run = tmp_path / "run"
+    _run(_cfg(run, budget=1))
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    db = RunDB(run / "run" / "run.db")
+    db.save_state(Evil())
+    db.close()
+    assert main(["--resume", str(run / "run"), "--no-progress"]) == 2
+    assert "cannot be loaded" in capsys.readouterr().err and not marker.exists()
+    # a real state round-trips through the restricted unpickler
+    db = RunDB(run / "run" / "run.db")
+    from nlfs.search import RegularizedEvolution
+    from nlfs.spaces import get_space
+
+    state = {"algorithm": RegularizedEvolution(get_space("nlfs"), 0, 2, 2, 2), "pending": []}
+    db.save_state(state)
+    assert pickle.dumps(db.load_state()) == pickle.dumps(state)
+    db.close()
+
+
+def test_reports_open_a_run_read_only(tmp_path):
+    from nlfs.search import RunDB
+    from nlfs.search._db import read_run
+
+    _run(_cfg(tmp_path, budget=1))
+    path = tmp_path / "run" / "run.db"
+    before = path.read_bytes()
+    rows, cfg = read_run(tmp_path / "run")
+    assert rows and cfg["dataset"] == "digits" and path.read_bytes() == before
+    db = RunDB(path, readonly=True)
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        db.conn.execute("DELETE FROM evaluations")
+    db.close()
