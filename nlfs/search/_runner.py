@@ -307,6 +307,8 @@ class Search:
                 self.counts["fingerprint"] += 1
             else:
                 self.counts["trained" if status == "ok" else status] += 1
+        if status == "error":
+            return  # an error (not the loss's fault) is forgotten: the candidate may be tried again
         self.by_canonical.setdefault(row["canonical"], row)
         if row.get("fingerprint") and status == "ok":
             self.by_fingerprint.setdefault(row["fingerprint"], row)

@@ -205,3 +205,49 @@ def test_gradient_scale_round_trips_into_the_exported_loss(tmp_path):
     assert exported.spec.scale == pytest.approx(row["scale"])
     plain = nlfs.Loss(row["expression"], backend="torch")
     assert exported(z, t).item() == pytest.approx(row["scale"] * plain(z, t).item())
+
+
+class ErrorOnceExecutor(FakeExecutor):
+    """The first training of each loss fails with an error (not the loss's fault), later ones work."""
+
+    def submit(self, payload):
+        h = super().submit(payload)
+        first = sum(1 for s in self.submitted if s[0] == payload["expression"]) == 1
+        if first and payload["expression"] != "-y * log(p)":
+            self.results[h] = {"status": "error", "reason": "TrainingError: out of memory (fake)",
+                               "fitness": None, "wall_time": 0.0}
+        return h
+
+
+def test_errors_are_not_divergence_and_can_be_retried(tmp_path):
+    from tests.search.test_search import _ScriptedAlgorithm
+
+    a = nlfs.parse("-y * log(p) + 0.3 * p")
+    s = Search(_cfg(tmp_path, budget=3, filters=("validity", "duplicate"), rungs=[{"steps": 4}]))
+    s.algo = _ScriptedAlgorithm([a, a])
+    rows = s.run(executor=ErrorOnceExecutor())
+    s.close()
+    mine = [r for r in rows if r["status"] != "baseline"]
+    assert [r["status"] for r in mine] == ["error", "ok"]  # the same loss, trained again after its error
+    assert "out of memory" in mine[0]["reason"]
+    # a loss raising inside training is an error in a real run too
+    from nlfs.search import evaluate_payload
+
+    out = evaluate_payload({"expression": "-y * log(p)", "constants": {}, "reduction": "class_sum",
+                            "train": {**TINY, "steps": 2, "backend": "no-such-backend"}, "rejection": False})
+    assert out["status"] == "error" and "no-such-backend" in out["reason"]
+
+
+def test_evolve_stops_before_any_work_on_a_missing_backend(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: triton is available")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    res = subprocess.run([sys.executable, "-m", "nlfs.evolve", "--backend", "triton", "--dataset", "digits",
+                          "--run-dir", str(tmp_path / "run"), "--no-progress"], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 2 and "triton" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "run").exists()  # nothing was started
