@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["PairedTest", "format_mean_std", "format_p", "mean_std", "paired_test", "paired_by_key",
+__all__ = ["PairedTest", "format_mean_std", "format_p", "holm", "mean_std", "paired_test", "paired_by_key",
            "WILCOXON_MIN_N"]
 
 WILCOXON_MIN_N = 5  # below this the two-sided exact Wilcoxon p-value cannot go under 0.0625 anyway
@@ -64,6 +64,11 @@ class PairedTest:
     wins: int  # pairs with a > b
     losses: int  # pairs with a < b
     ties: int
+    ci_low: float = math.nan  # 95% t-interval of the mean difference
+    ci_high: float = math.nan
+    d_z: float = math.nan  # effect size: mean difference / std of the differences (Cohen's d_z)
+    d_z_low: float = math.nan  # its approximate 95% interval (normal approximation)
+    d_z_high: float = math.nan
 
 
 def paired_test(a: Iterable[float], b: Iterable[float], wilcoxon_min_n: int = WILCOXON_MIN_N) -> PairedTest:
@@ -108,7 +113,30 @@ def paired_test(a: Iterable[float], b: Iterable[float], wilcoxon_min_n: int = WI
                 warnings.simplefilter("ignore")  # "exact p-value unavailable with ties/zeros"
                 res = stats.wilcoxon(a, b)
             w, p_w = float(res.statistic), float(res.pvalue)
-    return PairedTest(n, m, s, t, p_t, w, p_w, wins, losses, ties)
+    ci_lo = ci_hi = d_z = d_lo = d_hi = nan
+    if n >= 2 and math.isfinite(s) and s > 0:
+        from scipy import stats
+
+        half = float(stats.t.ppf(0.975, n - 1)) * s / math.sqrt(n)
+        ci_lo, ci_hi = m - half, m + half
+        d_z = m / s
+        se = math.sqrt(1.0 / n + d_z * d_z / (2.0 * n))
+        d_lo, d_hi = d_z - 1.959964 * se, d_z + 1.959964 * se
+    return PairedTest(n, m, s, t, p_t, w, p_w, wins, losses, ties, ci_lo, ci_hi, d_z, d_lo, d_hi)
+
+
+def holm(pvalues: Iterable[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (step-down, kept monotone, capped at 1), in input order; a
+    NaN p-value stays NaN and does not count as a test."""
+    ps = [float(p) for p in pvalues]
+    valid = sorted((p, i) for i, p in enumerate(ps) if math.isfinite(p))
+    m = len(valid)
+    out = [math.nan] * len(ps)
+    running = 0.0
+    for rank, (p, i) in enumerate(valid):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
 
 
 def paired_by_key(a: Mapping, b: Mapping, wilcoxon_min_n: int = WILCOXON_MIN_N) -> PairedTest:

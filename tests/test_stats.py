@@ -78,3 +78,25 @@ def test_formatting():
     assert format_mean_std(math.nan, math.nan) == "–"
     assert format_p(0.002833) == "0.003" and format_p(1e-5) == "<0.001"
     assert format_p(math.nan) == "–" and format_p(None) == "–"
+
+
+def test_holm_matches_the_step_down_procedure():
+    from nlfs.stats import holm
+
+    # sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1, kept monotone: 0.02, 0.03, 0.06, 0.06
+    assert holm([0.01, 0.04, 0.03, float("nan"), 0.005]) == pytest.approx([0.03, 0.06, 0.06, math.nan, 0.02],
+                                                                             nan_ok=True)
+    assert holm([0.5, 0.9]) == [1.0, 1.0]
+    assert holm([]) == []
+
+
+def test_confidence_interval_and_effect_size():
+    from scipy import stats
+
+    a, b = [1, 2, 3, 4, 5], [1.1, 1.8, 2.7, 3.9, 4.6]
+    t = paired_test(a, b)
+    ci = stats.ttest_rel(a, b).confidence_interval()
+    assert (t.ci_low, t.ci_high) == pytest.approx((ci.low, ci.high))
+    assert t.d_z == pytest.approx(t.mean_diff / t.std_diff)
+    assert t.d_z_low < t.d_z < t.d_z_high
+    assert math.isnan(paired_test([1.0], [0.5]).ci_low)

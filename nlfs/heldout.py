@@ -1,0 +1,123 @@
+"""``python -m nlfs.heldout``: the held-out table of a discovery campaign, recomputed from the
+transfer CSVs of each setting.
+
+Every (finalist, baseline, setting) pair is compared over the seeds where both finished: the paired
+mean difference in test accuracy with its 95% t-interval, the effect size d_z with an approximate
+interval, the paired t-test and the Wilcoxon signed-rank test, and both p-values Holm-corrected
+across *all* the pairs of the table (the family is every claim the table could make). A finalist
+"beats" a baseline in a setting only when the difference is positive and the Holm-corrected t-test
+p-value is below ``alpha``.
+
+    python -m nlfs.heldout --setting arch=runs/h/arch/transfer.csv --setting noise=runs/h/noise/transfer.csv \\
+        --finalists found_a,found_b --baselines CE,LabelSmoothingCE,Poly1 --out bench/results/discovery_heldout
+
+Writes ``OUT.csv`` (one row per pair) and ``OUT.md``. ``table(...)`` is the same computation for
+code (a test recomputes a committed report from its CSVs with it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from pathlib import Path
+
+from . import stats as _stats
+
+COLUMNS = ["setting", "finalist", "baseline", "n", "finalist_mean", "baseline_mean", "mean_diff", "ci_low",
+           "ci_high", "d_z", "d_z_low", "d_z_high", "wins", "losses", "p_t", "p_w", "p_t_holm", "p_w_holm",
+           "beats"]
+
+
+def read_accuracies(path: str | Path) -> dict[str, dict[int, float]]:
+    """{loss label: {seed: test accuracy}} over the rows with status ok of a transfer CSV."""
+    out: dict[str, dict[int, float]] = {}
+    with Path(path).open(newline="") as fh:
+        for r in csv.DictReader(fh):
+            if r["status"] == "ok" and r.get("test_acc") not in (None, ""):
+                out.setdefault(r["loss"], {})[int(r["seed"])] = float(r["test_acc"])
+    return out
+
+
+def table(settings: dict[str, dict[str, dict[int, float]]], finalists: list[str], baselines: list[str],
+          alpha: float = 0.05) -> list[dict]:
+    """All (finalist, baseline, setting) comparisons with Holm-corrected p-values."""
+    rows = []
+    for setting, acc in settings.items():
+        for f in finalists:
+            for b in baselines:
+                if f not in acc or b not in acc:
+                    continue
+                t = _stats.paired_by_key(acc[f], acc[b])
+                keys = sorted(set(acc[f]) & set(acc[b]))
+                rows.append(dict(setting=setting, finalist=f, baseline=b, n=t.n,
+                                 finalist_mean=_mean([acc[f][k] for k in keys]),
+                                 baseline_mean=_mean([acc[b][k] for k in keys]), mean_diff=t.mean_diff,
+                                 ci_low=t.ci_low, ci_high=t.ci_high, d_z=t.d_z, d_z_low=t.d_z_low,
+                                 d_z_high=t.d_z_high, wins=t.wins, losses=t.losses, p_t=t.p_t, p_w=t.p_w))
+    for key in ("p_t", "p_w"):
+        for r, adj in zip(rows, _stats.holm([r[key] for r in rows])):
+            r[key + "_holm"] = adj
+    for r in rows:
+        r["beats"] = bool(r["mean_diff"] > 0 and math.isfinite(r["p_t_holm"]) and r["p_t_holm"] < alpha)
+    return rows
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else math.nan
+
+
+def write_csv(path: str | Path, rows: list[dict]) -> None:
+    with Path(path).open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+
+
+def markdown(rows: list[dict], alpha: float = 0.05) -> str:
+    pp = 100.0
+    lines = [f"{len(rows)} comparisons; p-values Holm-corrected across all of them; a finalist beats a "
+             f"baseline when the difference is positive and the corrected t-test p < {alpha}.", "",
+             "| setting | finalist | baseline | n | finalist % | baseline % | Δ pp [95% CI] | d_z [95% CI] | "
+             "better/worse | p (t) | p (t, Holm) | p (Wilcoxon, Holm) | beats |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['setting']} | {r['finalist']} | {r['baseline']} | {r['n']} | {r['finalist_mean'] * pp:.2f} | "
+            f"{r['baseline_mean'] * pp:.2f} | {r['mean_diff'] * pp:+.2f} [{r['ci_low'] * pp:+.2f}, "
+            f"{r['ci_high'] * pp:+.2f}] | {r['d_z']:+.2f} [{r['d_z_low']:+.2f}, {r['d_z_high']:+.2f}] | "
+            f"{r['wins']}/{r['losses']} | {_stats.format_p(r['p_t'])} | {_stats.format_p(r['p_t_holm'])} | "
+            f"{_stats.format_p(r['p_w_holm'])} | {'**yes**' if r['beats'] else 'no'} |")
+    wins = [r for r in rows if r["beats"]]
+    lines += ["", ("Significant after correction: " + "; ".join(
+        f"{r['finalist']} > {r['baseline']} ({r['setting']})" for r in wins)) if wins else
+        "No finalist beats a baseline in any setting after the Holm correction."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m nlfs.heldout", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--setting", action="append", default=[], metavar="NAME=CSV", required=True)
+    ap.add_argument("--finalists", required=True, help="comma-separated loss labels of the transfer CSVs")
+    ap.add_argument("--baselines", default="CE,LabelSmoothingCE,Poly1")
+    ap.add_argument("--alpha", type=float, default=0.05)
+    ap.add_argument("--out", required=True, help="path without suffix for OUT.csv and OUT.md")
+    args = ap.parse_args(argv)
+    settings = {}
+    for item in args.setting:
+        name, sep, path = item.partition("=")
+        if not sep or not Path(path).is_file():
+            print(f"nlfs.heldout: error: --setting wants NAME=CSV of an existing file, got {item!r}", file=sys.stderr)
+            return 2
+        settings[name] = read_accuracies(path)
+    rows = table(settings, args.finalists.split(","), args.baselines.split(","), args.alpha)
+    write_csv(f"{args.out}.csv", rows)
+    Path(f"{args.out}.md").write_text(markdown(rows, args.alpha))
+    print(markdown(rows, args.alpha), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

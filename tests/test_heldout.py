@@ -1,0 +1,46 @@
+"""The held-out table: every (finalist, baseline, setting) pair, Holm across all of them."""
+
+import csv
+import math
+
+import pytest
+
+from nlfs import heldout
+from nlfs.stats import holm, paired_test
+
+
+def _write(path, accs):
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["loss", "seed", "status", "test_acc"])
+        w.writeheader()
+        for loss, by_seed in accs.items():
+            for seed, acc in by_seed.items():
+                w.writerow({"loss": loss, "seed": seed, "status": "ok", "test_acc": acc})
+        w.writerow({"loss": "A", "seed": 99, "status": "diverged", "test_acc": ""})
+
+
+def test_table_recomputes_from_csvs_with_holm_over_every_pair(tmp_path):
+    seeds = range(10)
+    strong = {"A": {s: 0.80 + 0.01 + 0.001 * (s % 3) for s in seeds}, "CE": {s: 0.80 + 0.0005 * s for s in seeds},
+              "Poly1": {s: 0.805 + 0.0004 * s for s in seeds}}
+    weak = {"A": {s: 0.70 + 0.002 * ((-1) ** s) for s in seeds}, "CE": {s: 0.70 for s in seeds},
+            "Poly1": {s: 0.70 + 0.001 for s in seeds}}
+    _write(tmp_path / "s1.csv", strong)
+    _write(tmp_path / "s2.csv", weak)
+    settings = {"s1": heldout.read_accuracies(tmp_path / "s1.csv"), "s2": heldout.read_accuracies(tmp_path / "s2.csv")}
+    assert 99 not in settings["s1"]["A"]  # failed runs are not compared
+    rows = heldout.table(settings, ["A"], ["CE", "Poly1"])
+    assert [(r["setting"], r["baseline"]) for r in rows] == [("s1", "CE"), ("s1", "Poly1"), ("s2", "CE"),
+                                                              ("s2", "Poly1")]
+    raw = [paired_test([settings[s]["A"][k] for k in seeds], [settings[s][b][k] for k in seeds]).p_t
+           for s, b in [("s1", "CE"), ("s1", "Poly1"), ("s2", "CE"), ("s2", "Poly1")]]
+    assert [r["p_t_holm"] for r in rows] == pytest.approx(holm(raw))
+    assert rows[0]["beats"] and not rows[2]["beats"] and not rows[3]["beats"]
+    assert rows[0]["ci_low"] > 0 and rows[0]["mean_diff"] == pytest.approx(
+        sum(strong["A"][s] - strong["CE"][s] for s in seeds) / 10)
+    assert heldout.main(["--setting", f"s1={tmp_path / 's1.csv'}", "--setting", f"s2={tmp_path / 's2.csv'}",
+                         "--finalists", "A", "--baselines", "CE,Poly1", "--out", str(tmp_path / "t")]) == 0
+    with open(tmp_path / "t.csv") as fh:
+        back = list(csv.DictReader(fh))
+    assert [float(r["p_t_holm"]) for r in back] == pytest.approx([r["p_t_holm"] for r in rows], rel=1e-5)
+    assert "s1" in (tmp_path / "t.md").read_text() and not math.isnan(float(back[0]["d_z"]))
