@@ -268,7 +268,7 @@ def run_key(entry: LossEntry, cfg) -> str:
         loss = [spec.text, spec.reduction, spec.scale, sorted({**spec.constants, **(entry.constants or {})}.items())]
     except Exception:  # noqa: BLE001 - a callable loss: its label and constants are all we know
         loss = [str(entry.loss), sorted((entry.constants or {}).items())]
-    text = json.dumps([loss, cfg.backend, cfg.device, cfg.grad_scale], sort_keys=True, default=str)
+    text = json.dumps([loss, cfg.backend, cfg.device, cfg.grad_scale, cfg.lr], sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -298,11 +298,63 @@ def _train_one(entry: LossEntry, cfg, seed: int) -> dict:
                 device=res.device)
 
 
+LR_COLUMNS = ["loss", "lr", "seed", "best_val_acc", "status", "reason", "run_key", "wall_time"]
+
+
+def select_learning_rates(entries: list[LossEntry], cfg, grid: list[float], seeds: list[int], path: Path,
+                          log=print) -> dict[str, float]:
+    """The learning rate of each loss, chosen from the same ``grid`` for every loss (CE included) by
+    mean best *validation* accuracy over ``seeds`` (the test split is never read here; a failed run
+    scores 0). Every run is a row of ``path`` (resumable, keyed like the final runs)."""
+    done = {}
+    if path.is_file():
+        with path.open(newline="") as fh:
+            for r in csv.DictReader(fh):
+                done[(r["loss"], float(r["lr"]), int(r["seed"]), r["run_key"])] = r
+    val = dataclasses.replace(cfg, evaluate_test=False)
+    for entry in entries:
+        for lr in grid:
+            cfg_lr = dataclasses.replace(val, lr=lr)
+            key_lr = run_key(entry, cfg_lr)
+            for seed in seeds:
+                if (entry.label, lr, seed, key_lr) in done:
+                    continue
+                rec = _train_one(entry, cfg_lr, seed)
+                done[(entry.label, lr, seed, key_lr)] = dict(
+                    loss=entry.label, lr=lr, seed=seed, run_key=key_lr, status=rec["status"], reason=rec["reason"],
+                    best_val_acc=rec["best_val_acc"] if rec["status"] == "ok" else 0.0, wall_time=rec["wall_time"])
+                _write_table(path, list(done.values()), LR_COLUMNS)
+                log(f"lr grid: {entry.label} lr {lr} seed {seed}: {rec['status']} val "
+                    f"{done[(entry.label, lr, seed, key_lr)]['best_val_acc']:.4f}")
+    chosen = {}
+    for entry in entries:
+        def score(lr, entry=entry):
+            key_lr = run_key(entry, dataclasses.replace(val, lr=lr))
+            return sum(float(done[(entry.label, lr, s, key_lr)]["best_val_acc"] or 0.0) for s in seeds) / len(seeds)
+        chosen[entry.label] = max(grid, key=lambda lr: (score(lr), -abs(math.log(lr / (cfg.lr or lr)))))
+    log("lr grid: chosen " + ", ".join(f"{k} {v:g}" for k, v in chosen.items()))
+    return chosen
+
+
+def _write_table(path: Path, rows: list[dict], columns: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: _cell(r.get(k)) for k in columns})
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
 def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Path, name: str = "transfer",
                  retry_errors: bool = False, log=print, command: str = "", note: str = "",
-                 plot: bool = True, setup: tuple[str, ...] = ()) -> list[dict]:
+                 plot: bool = True, setup: tuple[str, ...] = (), lr_grid: list[float] | None = None,
+                 lr_seeds: list[int] | None = None) -> list[dict]:
     """Train every missing (loss, seed) pair, rewrite the CSV after each, then write the table and
-    plot. Returns the rows of this configuration."""
+    plot. Returns the rows of this configuration. With ``lr_grid``, every loss first gets its own
+    learning rate from that grid (``select_learning_rates`` on ``lr_seeds``, validation only)."""
     from .train import check_config
 
     out = Path(out)
@@ -310,26 +362,35 @@ def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Pat
     entries = _dedupe(entries)
     for entry in entries:  # every loss must build and train here before the first run starts
         check_config(cfg, entry.loss, entry.constants)
-    chash = _config_hash(cfg)
+    lrs = {}
+    if lr_grid:
+        cfg = dataclasses.replace(cfg, lr=None)  # the shared settings; each loss's lr comes from the grid
+        lrs = select_learning_rates(entries, cfg.resolved() if cfg.lr is None else cfg, sorted(lr_grid),
+                                    lr_seeds or seeds[:2], out / f"{name}_lr.csv", log)
+        setup = (*setup, "Learning rate per loss from the grid " + ", ".join(f"{x:g}" for x in sorted(lr_grid))
+                 + f" by mean best validation accuracy over seeds {lr_seeds or seeds[:2]}: "
+                 + ", ".join(f"{k} {v:g}" for k, v in lrs.items()) + ".")
+    chash = _config_hash(cfg) + ("-grid" + "_".join(f"{x:g}" for x in sorted(lr_grid)) if lr_grid else "")
     rows = _read_rows(csv_path)
     other = {r.get("config_hash") or "" for r in rows} - {chash}
     if other:
         raise SystemExit(f"{csv_path} holds runs of another configuration (config_hash {sorted(other)} "
                          f"!= {chash}): use another --out or --name")
     index = {(r["loss"], r["seed"]): i for i, r in enumerate(rows)}
-    keys = {e.label: run_key(e, cfg) for e in entries}
+    per_loss = {e.label: dataclasses.replace(cfg, lr=lrs[e.label]) if lrs else cfg for e in entries}
+    keys = {e.label: run_key(e, per_loss[e.label]) for e in entries}
     todo = [(e, s) for s in seeds for e in entries
             if not ((e.label, s) in index and _done(rows[index[(e.label, s)]], retry_errors, keys[e.label]))]
     log(f"nlfs.transfer: {len(entries)} losses x {len(seeds)} seeds; {len(todo)} to train, "
         f"{len(entries) * len(seeds) - len(todo)} already in {csv_path}")
     machine, date = _machine_date()
     for i, (entry, seed) in enumerate(todo, 1):
-        rec = _train_one(entry, cfg, seed)
+        rec = _train_one(entry, per_loss[entry.label], seed)
         row = dict(loss=entry.label, seed=seed, model=cfg.model, dataset=cfg.dataset, augment=cfg.augment,
                    expression=entry.expression, constants=entry.constants or "", config_hash=chash,
                    run_key=keys[entry.label],
                    machine=machine, date=date, train_size=cfg.train_size, val_size=cfg.val_size,
-                   batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer)
+                   batch_size=cfg.batch_size, lr=per_loss[entry.label].lr, optimizer=cfg.optimizer)
         row.update(rec)
         key = (entry.label, seed)
         if key in index:
@@ -543,6 +604,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--download", action="store_true", default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     ap.add_argument("--retry-errors", action="store_true", help="retrain pairs whose trainer raised")
+    ap.add_argument("--lr-grid", default=None, metavar="A,B,...",
+                    help="give every loss (CE included) its learning rate from this grid, chosen by validation "
+                         "accuracy (the test split is read only by the final runs)")
+    ap.add_argument("--lr-seeds", default=None, help="seeds for the learning-rate choice (default: the first 2)")
     ap.add_argument("--note", default="", help="a paragraph placed at the top of the Markdown")
     ap.add_argument("--no-plot", action="store_true")
     return ap
@@ -604,8 +669,10 @@ def _main(argv: list[str] | None = None) -> int:
     command = "python -m nlfs.transfer " + " ".join(
         a if a and all(c.isalnum() or c in "-_=./,:" for c in a) else repr(a) for a in argv_)
     setup = (f"Preset `{args.preset}`: {settings.get('note', '')}",) if args.preset else ()
+    grid = [float(x) for x in args.lr_grid.split(",")] if args.lr_grid else None
     rows = run_transfer(entries, cfg, seeds, args.out, args.name, args.retry_errors, command=command,
-                        note=args.note or "", plot=not args.no_plot, setup=setup)
+                        note=args.note or "", plot=not args.no_plot, setup=setup, lr_grid=grid,
+                        lr_seeds=_parse_seeds(args.lr_seeds) if args.lr_seeds else None)
     print((Path(args.out) / f"{args.name}.md").read_text())
     return 0 if rows else 1
 

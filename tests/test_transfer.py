@@ -1,5 +1,6 @@
 import csv
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -219,3 +220,31 @@ def test_machine_date_without_bench(monkeypatch):
     monkeypatch.setitem(sys.modules, "bench._schema", None)  # import raises ImportError
     machine, date = transfer._machine_date()
     assert "cores" in machine and len(date) == 10
+
+
+def test_learning_rate_grid_is_the_same_for_every_loss_and_reads_no_test(tmp_path, monkeypatch):
+    calls = []
+
+    def fake(loss, cfg, constants=None):
+        calls.append((loss, cfg.lr, cfg.seed, cfg.evaluate_test))
+        best = {"CE": 0.1, "NGL": 0.4}[loss]  # each loss has its own best learning rate
+        acc = 0.8 - abs(math.log(cfg.lr / best)) * 0.01 + 0.001 * cfg.seed
+        return TrainResult(val_acc=acc, best_val_acc=acc, test_acc=acc if cfg.evaluate_test else None,
+                           final_train_loss=0.5, train_acc=acc, steps=10, epochs=1.0, wall_time=0.01,
+                           device="cpu", dataset=cfg.dataset, model=cfg.model, augment=cfg.augment,
+                           seed=cfg.seed, loss=str(loss), loss_text="", backend="torch", lr=cfg.lr)
+
+    monkeypatch.setattr(nlfs.train, "train", fake)
+    rows = transfer.run_transfer(transfer.parse_losses("NGL"), CFG, [0, 1, 2], tmp_path, log=lambda *a: None,
+                                 plot=False, lr_grid=[0.05, 0.1, 0.2, 0.4], lr_seeds=[10, 11])
+    grid_calls = [c for c in calls if c[2] in (10, 11)]
+    assert len(grid_calls) == 2 * 4 * 2 and not any(c[3] for c in grid_calls)  # validation only
+    final = [c for c in calls if c[2] in (0, 1, 2)]
+    assert all(c[3] for c in final)  # the test split is read by the final runs, once each
+    assert {(c[0], c[1]) for c in final} == {("CE", 0.1), ("NGL", 0.4)}
+    assert {(r["loss"], r["lr"]) for r in rows} == {("CE", 0.1), ("NGL", 0.4)}
+    assert "NGL 0.4" in (tmp_path / "transfer.md").read_text()
+    n = len(calls)  # resumed: nothing trained again
+    transfer.run_transfer(transfer.parse_losses("NGL"), CFG, [0, 1, 2], tmp_path, log=lambda *a: None,
+                          plot=False, lr_grid=[0.05, 0.1, 0.2, 0.4], lr_seeds=[10, 11])
+    assert len(calls) == n
