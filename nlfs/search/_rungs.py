@@ -27,7 +27,7 @@ TRAIN_KEYS = ("train_size", "epochs", "steps", "val_size", "batch_size")
 # Chosen from bench/results/fidelity_fashion_mnist.md (rank correlation of each level with a
 # 5x longer, 3-seed evaluation); the digits rungs keep the same shape at digits' size.
 DEFAULT_RUNGS = {
-    "fashion-mnist": ({"train_size": 2048, "epochs": 1, "val_size": 1000, "seeds": 1},
+    "fashion-mnist": ({"train_size": 4096, "epochs": 1, "val_size": 1000, "seeds": 1},
                       {"train_size": 4096, "epochs": 2, "val_size": 2000, "seeds": 1},
                       {"train_size": 4096, "epochs": 2, "val_size": 2000, "seeds": 3}),
     "digits": ({"epochs": 2, "seeds": 1}, {"epochs": 8, "seeds": 1}, {"epochs": 8, "seeds": 3}),
