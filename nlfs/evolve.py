@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--unpaired", action="store_true",
                     help="fitness is plain accuracy, not the paired difference to CE with the same seeds")
     ap.add_argument("--time-limit", type=float, default=None, metavar="MIN",
-                    help="start no new training after this many minutes (the run can be resumed)")
+                    help="screen no new candidate after this many minutes; those already screened finish "
+                         "their rungs (the run can be resumed)")
     ap.add_argument("--no-progress", action="store_true")
     return ap
 
@@ -106,7 +107,8 @@ def config_from_args(args) -> SearchConfig:
         rungs=parse_rungs(args.rungs) if args.rungs else None,
         seed_losses=tuple(split_losses(args.seed_losses)) if args.seed_losses else (),
         seed_mutants=3 if args.seed_mutants is None else args.seed_mutants,
-        time_limit=None if args.time_limit is None else 60 * args.time_limit)
+        time_limit=60 * args.time_limit if args.time_limit is not None else (
+            None if args.budget else preset.get("time_limit")))
     if args.no_filters:
         cfg.filters = ("validity",)
     if (cfg.algorithm == "taylor" and cfg.dataset == "fashion-mnist" and args.preset == "quick"

@@ -31,9 +31,10 @@ from ._rungs import default_rungs, make_rungs, promoted
 from ._worker import evaluate_payload, rejection_sample  # noqa: F401 - re-exported
 
 PRESETS = {
-    # a short search that finishes in a few minutes on two CPU cores
-    "quick": dict(budget=16, population=6, sample=3, initial=8, children=10_000,
-                  gp_population=8, generations=10_000),
+    # a short search: screens candidates for 5 minutes, then lets the screened ones finish their rungs
+    # (about 6 minutes on two CPU cores); an explicit --budget drops the time limit
+    "quick": dict(budget=1000, time_limit=300, population=8, sample=3, initial=12, children=10_000,
+                  gp_population=12, generations=10_000),
     # the papers' values (NeuroLoss regularized evolution; EvoMAL GP)
     "paper": dict(budget=5000, population=100, sample=20, initial=1000, children=4000,
                   gp_population=25, generations=50),
@@ -84,7 +85,7 @@ class SearchConfig:
     augment: str = "none"  # TrainConfig.augment, for the whole search
     seed_losses: tuple[str, ...] = ()  # warm start: catalogue names or expressions
     seed_mutants: int = 3  # small-edit mutants of each seed loss in the first population
-    time_limit: float | None = None  # seconds: no new training starts after it
+    time_limit: float | None = None  # seconds: no new candidate after it (promotions still finish)
 
     def resolve(self) -> SearchConfig:
         """Fill in the rungs: the dataset's default schedule unless a budget was fixed by hand
@@ -534,7 +535,7 @@ class Search:
         queue = [p for p in self.pending if p["rung"] == 0]  # asked but never recorded: screen again
         deferred: list = []  # equal to a candidate in flight: screened again once that one is recorded
         while True:
-            while len(in_flight) < executor.slots and (deadline is None or time.time() < deadline):
+            while len(in_flight) < executor.slots:
                 if self.ready:
                     self.ready.sort(key=lambda p: -p["rung"])  # finish candidates before starting new ones
                     job = self.promotion_job(self.ready.pop(0))
@@ -546,6 +547,8 @@ class Search:
                 fresh = sum(1 for j in in_flight.values() if j["rung"] == 0)
                 if cfg.budget - self.trainings - fresh <= 0 or attempts >= cap:
                     break
+                if deadline is not None and time.time() >= deadline:
+                    break  # no new candidate; those already screened still climb their rungs
                 entry = queue.pop(0) if queue else None
                 if entry is None:
                     if self.algo.done():
