@@ -97,7 +97,7 @@ PRESETS: dict[str, dict] = _presets()
 _CONFIG_KEYS = ("model", "dataset", "augment", "epochs", "steps", "batch_size", "train_size", "val_size",
                 "lr",
                 "optimizer", "weight_decay", "momentum", "schedule", "warmup", "dropout", "checkpoint",
-                "augment_params", "split_seed")
+                "augment_params", "split_seed", "label_noise")
 
 
 # ------------------------------------------------------------------------------------------- losses
@@ -598,7 +598,7 @@ def _parser() -> argparse.ArgumentParser:
                    ("batch-size", int), ("train-size", int), ("val-size", int), ("lr", float),
                    ("optimizer", str), ("weight-decay", float), ("schedule", str), ("device", str),
                    ("backend", str), ("amp", str), ("data-root", str), ("checkpoint", str),
-                   ("dropout", float), ("split-seed", int)):
+                   ("dropout", float), ("split-seed", int), ("label-noise", float), ("grad-scale", str)):
         ap.add_argument(f"--{k}", type=typ, default=None)
     ap.add_argument("--compile", action="store_true", default=None)
     ap.add_argument("--download", action="store_true", default=None)
@@ -645,7 +645,7 @@ def _main(argv: list[str] | None = None) -> int:
     cli = {k: v for k, v in vars(args).items() if v is not None}
     for k in ("model", "dataset", "augment", "epochs", "steps", "batch_size", "train_size", "val_size", "lr",
               "optimizer", "weight_decay", "schedule", "device", "backend", "amp", "data_root", "checkpoint",
-              "dropout", "split_seed", "compile", "download", "threads"):
+              "dropout", "split_seed", "compile", "download", "threads", "label_noise", "grad_scale"):
         if k in cli:
             settings[k] = cli[k]
     if args.seeds is not None:

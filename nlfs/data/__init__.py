@@ -24,9 +24,9 @@ from ._datasets import (
     load_fashion_mnist,
     read_idx,
 )
-from ._splits import Splits, make_splits, on_device
+from ._splits import Splits, make_splits, on_device, with_label_noise
 
 __all__ = ["AUGMENTS", "DATASETS", "PROB_TARGETS", "Augment", "Dataset", "DatasetError", "Splits",
            "canonical_name", "clear_cache", "cutmix", "cutout", "load_cifar", "load_dataset", "load_digits",
            "load_fashion_mnist", "make_augment", "make_splits", "mixup", "normalize", "on_device",
-           "random_crop", "random_flip", "read_idx"]
+           "random_crop", "random_flip", "read_idx", "with_label_noise"]

@@ -78,3 +78,22 @@ def make_splits(ds: Dataset, val_size: int, train_size: int | None = None, seed:
         train_idx = train_idx[:train_size]
     return Splits(ds, images, labels, train_idx.to(device), val_idx.to(device),
                   test_idx.to(device) if include_test else None, int(seed))
+
+
+def with_label_noise(splits: Splits, rate: float, num_classes: int, seed: int = 0) -> Splits:
+    """A copy of ``splits`` whose *training* labels are symmetrically noisy: each is replaced, with
+    probability ``rate``, by a class drawn uniformly from the other ``num_classes - 1`` (seeded;
+    validation and test labels stay clean, so noise robustness is measured on true labels)."""
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"label noise must be in [0, 1), got {rate}")
+    if rate == 0.0:
+        return splits
+    g = torch.Generator().manual_seed(int(seed) + 7_777)
+    idx = splits.train.cpu()
+    flip = torch.rand(len(idx), generator=g) < rate
+    shift = torch.randint(1, num_classes, (len(idx),), generator=g)
+    labels = splits.labels.clone()
+    old = labels[idx.to(labels.device)].cpu()
+    new = torch.where(flip, (old + shift) % num_classes, old)
+    labels[idx.to(labels.device)] = new.to(labels.device)
+    return Splits(splits.dataset, splits.images, labels, splits.train, splits.val, splits.test, splits.seed)

@@ -41,6 +41,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", default="cosine", choices=SCHEDULES)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--augment", default="none", choices=AUGMENTS)
+    p.add_argument("--label-noise", type=float, default=0.0,
+                   help="symmetric noise on the training labels (validation and test stay clean)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         augment=args.augment, seed=args.seed, split_seed=args.split_seed, device=args.device,
         backend=args.backend, amp=args.amp, compile=args.compile, data_root=args.data_root,
         download=args.download, checkpoint=args.checkpoint, evaluate_test=not args.no_test,
-        progress=not args.no_progress, threads=args.threads)
+        progress=not args.no_progress, threads=args.threads, label_noise=args.label_noise)
     constants = _constants(args.constant) or None
     try:
         check_config(cfg, args.loss, constants)

@@ -49,6 +49,7 @@ class TrainConfig:
     augment: str = "none"  # none | flipcrop | cutout | mixup | cutmix | randaugment | autoaugment
     augment_params: dict = field(default_factory=dict)  # e.g. {"mixup_alpha": 0.4, "ra_magnitude": 5}
     grad_scale: str = "none"  # none | ce: rescale the loss to CE's mean |dL/dlogits| on the first batch
+    label_noise: float = 0.0  # symmetric noise on the training labels (validation and test stay clean)
     seed: int = 0
     split_seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .._module import Loss
-from ..data import Augment, load_dataset, make_splits
+from ..data import Augment, load_dataset, make_splits, with_label_noise
 from ..models import build_model
 from ._check import ConfigError, TrainingError
 from ._config import TrainConfig, TrainResult
@@ -248,6 +248,7 @@ def _train(loss, cfg: TrainConfig, constants: dict | None) -> TrainResult:
 
     ds = load_dataset(cfg.dataset, cfg.data_root, cfg.download)
     splits = make_splits(ds, cfg.val_size, cfg.train_size, cfg.split_seed, device, cfg.evaluate_test)
+    splits = with_label_noise(splits, cfg.label_noise, ds.num_classes, cfg.split_seed)
     n_train = len(splits.train)
     bs = min(cfg.batch_size, n_train)
     spe = n_train // bs  # drop the ragged last batch: no tiny BatchNorm batches

@@ -220,3 +220,18 @@ def test_single_spike_is_not_divergence_and_progress_bar(capsys):
 
     r = train(spiky, digits(epochs=2, progress=True))
     assert not r.diverged, r.reason
+
+
+def test_label_noise_flips_training_labels_only():
+    from nlfs.data import load_dataset, make_splits, with_label_noise
+
+    ds = load_dataset("digits")
+    sp = make_splits(ds, 300, None, 0)
+    noisy = with_label_noise(sp, 0.2, ds.num_classes, seed=0)
+    changed = (noisy.labels != sp.labels).nonzero().flatten()
+    assert set(changed.tolist()) <= set(sp.train.tolist())  # validation and test labels stay clean
+    assert 0.15 < len(changed) / len(sp.train) < 0.25  # about the rate, each flip to another class
+    again = with_label_noise(sp, 0.2, ds.num_classes, seed=0)
+    assert torch.equal(again.labels, noisy.labels) and with_label_noise(sp, 0.0, 10) is sp
+    r = train("CE", digits(epochs=2, label_noise=0.2))
+    assert not r.diverged and r.val_acc > 0.5
