@@ -26,7 +26,6 @@ from ._node import Expr
 from ._ops import CALLABLE, LEAVES, OPS
 from ._program import NUM_LIMIT
 
-
 MAX_NESTING = 100
 MAX_DEPTH = 200
 

@@ -43,7 +43,7 @@ def test_smoke_run_writes_one_schema(tmp_path, monkeypatch):
     monkeypatch.setenv("NLFS_CACHE_DIR", str(tmp_path / "cache"))
     rows = kernels_gpu.main(["--smoke", "--losses", "CE", "--out", str(tmp_path)])
     provs = {r["provider"] for r in rows}
-    assert provs == {"triton", "triton-ept8", "triton-general", "triton-kernel", "eager", "native"}
+    assert provs == {"triton", "triton-ept8", "triton-general", "triton-kernel", "eager", "native", "plain"}
     # "triton-general" only where the backend specialised: CE's column loop (5000 classes), not its tile
     assert {(r["batch"], r["classes"]) for r in rows if r["provider"] == "triton-general"} == {(3, 5000)}
     with open(tmp_path / "kernels_gpu_smoke_float32.csv") as fh:
