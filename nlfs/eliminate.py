@@ -335,11 +335,9 @@ def protocol_from_args(args) -> Protocol:
 
 
 def main(argv=None) -> int:
-    try:
-        return _main(argv)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:  # configuration errors: one line, no traceback
-        print(f"nlfs.eliminate: error: {err}", file=sys.stderr)
-        return 2
+    from ._cli import run_main
+
+    return run_main("nlfs.eliminate", _main, argv)
 
 
 def _main(argv=None) -> int:

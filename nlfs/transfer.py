@@ -231,15 +231,7 @@ def _cell(v):
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
     """Atomic rewrite (temp file + rename): a run killed mid-write never leaves a truncated CSV."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: _cell(r.get(k)) for k in COLUMNS})
-    os.chmod(tmp, 0o644)  # mkstemp makes it 0600
-    os.replace(tmp, path)
+    _write_table(path, rows, COLUMNS)
 
 
 def _machine_date() -> tuple[str, str]:
@@ -623,11 +615,9 @@ def _list_presets() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return _main(argv)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:  # configuration errors: one line, no traceback
-        print(f"nlfs.transfer: error: {err}", file=sys.stderr)
-        return 2
+    from ._cli import run_main
+
+    return run_main("nlfs.transfer", _main, argv)
 
 
 def _main(argv: list[str] | None = None) -> int:

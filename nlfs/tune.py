@@ -492,11 +492,9 @@ def _train_config(args, base=None):
 
 
 def main(argv=None) -> int:
-    try:
-        return _main(argv)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:  # configuration errors: one line, no traceback
-        print(f"nlfs.tune: error: {err}", file=sys.stderr)
-        return 2
+    from ._cli import run_main
+
+    return run_main("nlfs.tune", _main, argv)
 
 
 def _main(argv=None) -> int:
