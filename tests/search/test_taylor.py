@@ -31,7 +31,7 @@ def test_taylor_search_end_to_end_from_the_cli(tmp_path, capsys):
     run = tmp_path / "taylor"
     assert evolve.main(["--algorithm", "taylor", "--dataset", "digits", "--steps", "40",
                         "--train-size", "400", "--val-size", "200", "--backend", "torch", "--budget", "4",
-                        "--run-dir", str(run), "--no-progress", "--seed", "0"]) == 0
+                        "--run-dir", str(run), "--no-progress", "--seed", "0", "--workers", "1"]) == 0
     db = RunDB(run / "run.db")
     rows = db.rows()
     cfg = db.get_meta("config")
