@@ -85,6 +85,7 @@ if not os.environ.get("NLFS_NO_CPP"):
 setup(
     packages=find_packages(include=["nlfs", "nlfs.*"]) + ["nlfs.kernels"],
     package_dir={"nlfs.kernels": "kernels"},
+    package_data={"nlfs": ["found_losses.json"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

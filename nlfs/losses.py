@@ -7,7 +7,9 @@ in the papers' PDFs; add them with ``register`` once you have them.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 
 from .expr import Expr, parse
@@ -130,4 +132,44 @@ register("TaylorGLO",
 
 BUILTIN: tuple[str, ...] = tuple(names())  # the published losses above, before any user registration
 
-__all__ = ["BUILTIN", "LossSpec", "get", "is_registered", "names", "register"]
+# Losses found by nlfs's own searches, with where they come from: nlfs/found_losses.json, written
+# by the discovery campaign (bench/results/discovery_*.md holds the evidence for each).
+FOUND_FILE = Path(__file__).with_name("found_losses.json")
+_FOUND: dict[str, dict] = {}
+
+
+def load_found(path: str | Path = FOUND_FILE) -> list[str]:
+    """Register the found losses listed in ``path`` (JSON: a list of {name, expression, reduction,
+    constants, scale, provenance}); returns their names. Each one's ``source`` is its provenance."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    out = []
+    for entry in json.loads(path.read_text()):
+        prov = dict(entry.get("provenance") or {})
+        source = "; ".join(f"{k}: {v}" for k, v in prov.items()) or "found by nlfs"
+        register(entry["name"], entry["expression"], entry.get("reduction", "class_sum"),
+                 entry.get("constants") or {}, source=source, scale=float(entry.get("scale", 1.0)), overwrite=True)
+        _FOUND[_key(entry["name"])] = prov
+        out.append(entry["name"])
+    return out
+
+
+def found() -> list[str]:
+    """Names of the losses nlfs's searches found (``nlfs.Loss(name)`` builds each with its constants
+    and gradient scale); ``provenance(name)`` says where each comes from."""
+    return [get(k).name for k in _FOUND]
+
+
+def provenance(name: str) -> dict:
+    """The search run, settings and results table behind a found loss."""
+    key = _ALIASES.get(_key(name), _key(name))
+    if key not in _FOUND:
+        raise KeyError(f"{name!r} is not a found loss; found: {', '.join(found()) or 'none yet'}")
+    return dict(_FOUND[key])
+
+
+load_found()
+
+__all__ = ["BUILTIN", "FOUND_FILE", "LossSpec", "found", "get", "is_registered", "load_found", "names",
+           "provenance", "register"]

@@ -1,6 +1,8 @@
 """Each catalogue loss against an independent NumPy float64 implementation written from its
 published formula, gradcheck in float64, and the registration API."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -169,3 +171,52 @@ def test_gradcheck_random_expressions_from_each_space(space_name):
         assert ok, f"gradcheck failed for {e}"
         checked += 1
     assert checked == len(exprs)
+
+
+def _check_found(name):
+    import torch
+
+    spec = nlfs.losses.get(name)
+    z = torch.randn(16, 10, dtype=torch.float64)
+    t = torch.randint(0, 10, (16,))
+    soft = torch.softmax(torch.randn(16, 10, dtype=torch.float64), 1)
+    ref = nlfs.Loss(name, backend="torch")
+    for backend in ("cpp", "torch"):
+        for target in (t, soft):
+            za, zb = z.clone().requires_grad_(True), z.clone().requires_grad_(True)
+            a, b = nlfs.Loss(name, backend=backend)(za, target), ref(zb, target)
+            a.backward()
+            b.backward()
+            assert torch.allclose(a, b, rtol=1e-9, atol=1e-12) and torch.allclose(za.grad, zb.grad, rtol=1e-8,
+                                                                                     atol=1e-12)
+    return spec
+
+
+@pytest.mark.parametrize("name", nlfs.losses.found() or ["(none found yet)"])
+def test_shipped_found_losses_build_on_every_cpu_backend(name):
+    if name == "(none found yet)":
+        assert json.loads(nlfs.losses.FOUND_FILE.read_text()) == []  # nothing listed, nothing lost
+        return
+    spec = _check_found(name)
+    prov = nlfs.losses.provenance(name)
+    assert prov.get("search_run") and prov.get("results") and spec.source
+
+
+def test_found_losses_carry_constants_scale_and_provenance(tmp_path):
+    path = tmp_path / "found.json"
+    path.write_text(json.dumps([{"name": "test_found_a", "expression": "-y * log(p) + c * y * (1 - p)",
+                                 "constants": {"c": 0.7}, "scale": 2.5,
+                                 "provenance": {"search_run": "runs/x", "results": "bench/results/y.md"}}]))
+    try:
+        assert nlfs.losses.load_found(path) == ["test_found_a"]
+        assert "test_found_a" in nlfs.losses.found()
+        spec = _check_found("test_found_a")
+        assert spec.scale == 2.5 and dict(spec.constants) == {"c": 0.7} and "runs/x" in spec.source
+        import torch
+
+        z, t = torch.randn(8, 10, dtype=torch.float64), torch.randint(0, 10, (8,))
+        plain = nlfs.Loss("-y * log(p) + 0.7 * y * (1 - p)", backend="torch")(z, t)
+        assert nlfs.Loss("test_found_a", backend="cpp")(z, t).item() == pytest.approx(2.5 * plain.item())
+        assert nlfs.losses.provenance("test_found_a")["results"] == "bench/results/y.md"
+    finally:
+        nlfs.losses._FOUND.pop("test_found_a", None)
