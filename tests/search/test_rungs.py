@@ -251,3 +251,20 @@ def test_evolve_stops_before_any_work_on_a_missing_backend(tmp_path):
                          text=True, timeout=300)
     assert res.returncode == 2 and "triton" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_report_marks_catalogue_losses_in_disguise(tmp_path):
+    from nlfs.search._report import catalogue_twin, format_summary
+
+    assert catalogue_twin({"canonical": "", "expression": "log(p) * -y"}, False) == "CE"
+    assert catalogue_twin({"canonical": "", "expression": "-y * log(p) + 2 * y * (1 - p)"}, False) == "Poly1"
+    assert catalogue_twin({"canonical": "", "expression": "3 * -y * log(p)"}, True) == "CE"  # up to a factor
+    assert catalogue_twin({"canonical": "", "expression": "3 * -y * log(p)"}, False) is None
+    assert catalogue_twin({"canonical": "", "expression": "-y * log(p) + 0.3 * p * y"}, False) is None
+    # summed over classes, 0.3 * p adds a constant 0.3: the same gradient as CE
+    assert catalogue_twin({"canonical": "", "expression": "-y * log(p) + 0.3 * p"}, False) == "CE"
+    ex = FakeExecutor()
+    rows = _run(_cfg(tmp_path, budget=2, seed_losses=("-(log(p) * y)", "-y * log(p) + 0.3 * p * y"), seed_mutants=0,
+                     filters=("validity",)), ex)
+    text = format_summary(write_report(tmp_path / "run", rows), "digits")
+    assert "[= CE in disguise]" in text and text.count("in disguise") == 1
