@@ -158,7 +158,9 @@ def level_scores(rows: list[dict]) -> dict:
         level = "s64x3" if r["level"] == "s64" else None
         for lv in filter(None, (r["level"], level)):
             acc.setdefault((int(r["loss_id"]), r["variant"]), {}).setdefault(lv, []).append(float(r["acc"]))
-    return {k: {lv: statistics.fmean(v) for lv, v in d.items()} for k, d in acc.items()}
+    # a level counts only once all its seeds are in (a partial final would be a noisier one)
+    return {k: {lv: statistics.fmean(v) for lv, v in d.items() if len(v) >= LEVELS[lv]["seeds"]}
+            for k, d in acc.items()}
 
 
 def correlations(scores: dict, variant: str, level: str, ids=None, boot: int = 1000) -> dict:
@@ -174,6 +176,8 @@ def correlations(scores: dict, variant: str, level: str, ids=None, boot: int = 1
     out = {"n": len(pairs), "spearman": spearmanr(a, b).statistic, "kendall": kendalltau(a, b).statistic}
     for name, fn in (("spearman", lambda u, v: spearmanr(u, v).statistic),
                      ("kendall", lambda u, v: kendalltau(u, v).statistic)):
+        if not boot:
+            continue
         vals = []
         for _ in range(boot):
             idx = rng.integers(0, len(a), len(a))
@@ -181,6 +185,27 @@ def correlations(scores: dict, variant: str, level: str, ids=None, boot: int = 1
                 vals.append(fn(a[idx], b[idx]))
         out[name + "_lo"], out[name + "_hi"] = np.nanpercentile(vals, [2.5, 97.5])
     return out
+
+
+def time_levels(dataset: str, path: Path, repeats: int = 2) -> dict:
+    """Seconds per CE training at each level (1 thread, min of ``repeats``), measured on their own:
+    the study's per-training times are taken while the machine is shared and say little."""
+    import torch
+
+    from nlfs.train import TrainConfig, train
+
+    torch.set_num_threads(1)
+    costs = {}
+    for level, spec in LEVELS.items():
+        spec = {k: v for k, v in spec.items() if k != "seeds"}
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            train("CE", TrainConfig(dataset=dataset, evaluate_test=False, **spec))
+            times.append(time.perf_counter() - t0)
+        costs[level] = min(times)
+    path.write_text(json.dumps(costs, indent=1))
+    return costs
 
 
 def report(losses, rows, dataset: str, command: str, out: Path = RESULTS) -> None:
@@ -196,6 +221,9 @@ def report(losses, rows, dataset: str, command: str, out: Path = RESULTS) -> Non
     cost = {}
     for r in rows:
         cost.setdefault(r["level"], []).append(float(r["wall_s"]))
+    timed = out / f"fidelity_{name}_costs.json"
+    if timed.exists():  # measured alone (time_levels): these replace the shared-machine medians
+        cost = {lv: [v] for lv, v in json.loads(timed.read_text()).items()}
     scales = {int(r["loss_id"]): float(r["grad_scale"]) for r in rows if r["variant"] == "ce"}
     groups = sorted({d["group"] for d in losses})
     group_counts = ", ".join(f"{g}: {sum(d['group'] == g for d in losses)}" for g in groups)
@@ -205,7 +233,10 @@ def report(losses, rows, dataset: str, command: str, out: Path = RESULTS) -> Non
              " final evaluation: 320 steps (5x the top level), 3 seeds, best validation accuracy on 5,000 images.",
              "A diverged training scores 0. Paired differences to CE rank exactly as accuracies do here (one CE",
              "baseline per seed is subtracted from every loss alike), so these correlations hold for both.", "",
-             "| level | steps x seeds | median s per training | variant | n | Spearman [95% CI] | Kendall [95% CI] |",
+             "Seconds per candidate: " + ("one CE training per level measured alone (1 thread, "
+                                          "`--time-levels`), times the level's seeds." if timed.exists() else
+                                          "median of the study's own trainings (a shared machine).") , "",
+             "| level | steps x seeds | s per candidate | variant | n | Spearman [95% CI] | Kendall [95% CI] |",
              "|---|---|---|---|---|---|---|"]
     for level in ("s16", "s32", "s64", "s64x3"):
         spec = LEVELS[level]
@@ -214,7 +245,8 @@ def report(losses, rows, dataset: str, command: str, out: Path = RESULTS) -> Non
         for variant in VARIANTS:
             c = correlations(scores, variant, level)
             if "spearman" not in c:
-                lines.append(f"| {level} | {steps} x {spec['seeds']} | {med:.2f} | {variant} | {c['n']} | - | - |")
+                lines.append(f"| {level} | {steps} x {spec['seeds']} | {med * spec['seeds']:.2f} | {variant} | "
+                             f"{c['n']} | - | - |")
                 continue
             lines.append(f"| {level} | {steps} x {spec['seeds']} | {med * spec['seeds']:.2f} | {variant} | {c['n']} | "
                          f"{c['spearman']:.3f} [{c['spearman_lo']:.2f}, {c['spearman_hi']:.2f}] | "
@@ -245,6 +277,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--report-only", action="store_true", help="recompute the tables from the CSV")
+    ap.add_argument("--time-levels", action="store_true",
+                    help="time one CE training per level on its own (run on a quiet machine), then report")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -263,7 +297,9 @@ def main(argv=None) -> int:
         with path.open() as fh:
             rows = list(csv.DictReader(fh))
         done = {_key(r) for r in rows}
-    if not args.report_only:
+    if args.time_levels:
+        print(time_levels(args.dataset, out / f"fidelity_{name}_costs.json"))
+    elif not args.report_only:
         todo = [j for j in jobs(losses, args.dataset) if (j[0]["id"], j[1], j[2], j[3]) not in done]
         print(f"{len(losses)} losses, {len(todo)} trainings to run", flush=True)
         run_jobs(todo, path, args.workers)
