@@ -73,16 +73,25 @@ def best_rows(run_dir: Path, k: int) -> list[dict]:
     return best_candidates(rows, k)
 
 
-def evaluate(expression: str, constants: dict, scale: float, seeds: list[int], dataset: str) -> list[float]:
+def _train_one(args) -> float:
     import types
 
     from nlfs.expr import parse
     from nlfs.losses import LossSpec
     from nlfs.train import TrainConfig, train
 
+    expression, constants, scale, seed, dataset = args
     spec = LossSpec("candidate", parse(expression), "class_sum", types.MappingProxyType(constants), "", scale)
-    return [train(spec, TrainConfig(dataset=dataset, seed=s, evaluate_test=False, threads=1, **FINAL)).best_val_acc
-            for s in seeds]
+    r = train(spec, TrainConfig(dataset=dataset, seed=seed, evaluate_test=False, threads=1, **FINAL))
+    return 0.0 if r.diverged else r.best_val_acc
+
+
+def evaluate(expression: str, constants: dict, scale: float, seeds: list[int], dataset: str) -> list[float]:
+    """Best validation accuracy per seed at the final budget, the seeds trained in parallel."""
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(min(len(seeds), os.cpu_count() or 1)) as pool:
+        return pool.map(_train_one, [(expression, constants, scale, s, dataset) for s in seeds])
 
 
 def main(argv=None) -> int:
@@ -91,7 +100,7 @@ def main(argv=None) -> int:
     ap.add_argument("--minutes", type=float, default=6.0)
     ap.add_argument("--variants", default="default,warm")
     ap.add_argument("--dataset", default="fashion-mnist")
-    ap.add_argument("--top", type=int, default=3)
+    ap.add_argument("--top", type=int, default=2)
     ap.add_argument("--work", default="runs/before_after")
     args = ap.parse_args(argv)
     work = (ROOT / args.work).resolve()
