@@ -268,3 +268,17 @@ def test_report_marks_catalogue_losses_in_disguise(tmp_path):
                      filters=("validity",)), ex)
     text = format_summary(write_report(tmp_path / "run", rows), "digits")
     assert "[= CE in disguise]" in text and text.count("in disguise") == 1
+
+
+def test_cli_defaults_warm_start_tree_spaces_only(tmp_path):
+    from nlfs.evolve import build_parser, config_from_args
+
+    def cfg(*argv):
+        return config_from_args(build_parser().parse_args(["--dataset", "digits", "--run-dir", str(tmp_path), *argv]))
+
+    default = cfg()
+    assert (default.algorithm, default.space, default.seed_losses) == ("gp", "gp", ("CE", "Poly1"))
+    assert default.time_limit == 300 and cfg("--budget", "5").time_limit is None
+    assert cfg("--algorithm", "regularized").seed_losses == ()  # the nlfs space starts at random
+    assert cfg("--seed-losses", "none").seed_losses == ()
+    assert cfg("--seed-losses", "-y*log(p); max(p, y)").seed_losses == ("-y*log(p)", "max(p, y)")
