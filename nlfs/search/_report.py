@@ -225,7 +225,8 @@ def plot_fitness(rows: list[dict], path: Path, paired: bool = False) -> None:
             ax.axhline(base["fitness"], color="k", ls="--", lw=1, label="cross-entropy")
     ax.set_xlabel("evaluation")
     ax.set_ylabel("fitness: accuracy - CE's, same seeds" if paired else "fitness (validation accuracy)")
-    ax.legend(loc="lower right", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # a run with nothing trained has nothing to label
+        ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
