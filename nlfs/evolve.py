@@ -88,9 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--augment", default="none",
                     choices=["none", "flipcrop", "cutout", "mixup", "cutmix", "randaugment", "autoaugment"],
                     help="training augmentation for every candidate and baseline (mixup/cutmix: soft targets)")
-    ap.add_argument("--grad-scale", default=None, choices=["none", "ce"],
-                    help="ce: rescale every candidate to cross-entropy's mean |dL/dlogits| on its first "
-                         "batch (the factor is recorded and exported)")
+    ap.add_argument("--grad-scale", default="ce", choices=["none", "ce"],
+                    help="ce (default): rescale every candidate to cross-entropy's mean |dL/dlogits| on its "
+                         "first batch (the factor is recorded and exported); none: train losses as written")
     ap.add_argument("--rungs", default=None, metavar="SPEC",
                     help="screening rungs, e.g. 'train_size=2048,epochs=1;epochs=2,seeds=3' (default: the "
                          "dataset's, from the fidelity study; one rung when --epochs/--steps/--train-size "
@@ -120,7 +120,7 @@ def config_from_args(args) -> SearchConfig:
         model=args.model, epochs=args.epochs, steps=args.steps, train_size=args.train_size,
         val_size=args.val_size, data_root=args.data_root, device=args.device, workers=args.workers,
         executor=args.executor, ray_address=args.address, progress=not args.no_progress,
-        augment=args.augment, grad_scale=args.grad_scale or "none", eta=args.eta, paired=not args.unpaired,
+        augment=args.augment, grad_scale=args.grad_scale, eta=args.eta, paired=not args.unpaired,
         rungs=parse_rungs(args.rungs) if args.rungs else None,
         seed_losses=seed_losses(args.seed_losses, space),
         seed_mutants=3 if args.seed_mutants is None else args.seed_mutants,

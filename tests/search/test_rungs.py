@@ -278,6 +278,7 @@ def test_cli_defaults_warm_start_tree_spaces_only(tmp_path):
 
     default = cfg()
     assert (default.algorithm, default.space, default.seed_losses) == ("gp", "gp", ("CE", "Poly1"))
+    assert default.grad_scale == "ce" and cfg("--grad-scale", "none").grad_scale == "none"
     assert default.time_limit == 300 and cfg("--budget", "5").time_limit is None
     assert cfg("--algorithm", "regularized").seed_losses == ()  # the nlfs space starts at random
     assert cfg("--seed-losses", "none").seed_losses == ()
