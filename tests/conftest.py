@@ -44,3 +44,13 @@ def require_backend(name: str, *, module: bool = False) -> None:
     why = available_backends()[name]
     if why:
         unavailable(why, module=module)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Hundreds of tiny torch programs: one torch thread avoids oversubscribing a small machine
+    (``pytestmark = pytest.mark.usefixtures("one_torch_thread")`` in a module)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

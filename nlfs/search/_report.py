@@ -159,20 +159,6 @@ def formula(r: dict, reduction: str = "class_sum") -> str:
         return r["expression"]
 
 
-def run_reduction(run_dir: Path) -> str:  # kept for callers of the old name
-    """The class reduction the run trained with (its saved configuration), class_sum by default."""
-    path = run_dir / "run.db"
-    if not path.is_file():
-        return "class_sum"
-    from ._db import RunDB
-
-    db = RunDB(path, readonly=True)
-    try:
-        return (db.get_meta("config") or {}).get("reduction") or "class_sum"
-    finally:
-        db.close()
-
-
 def export_takeaways(best: list[dict], run_dir: Path, reduction: str = "class_sum") -> None:
     """``best_losses.tex``, ``best_losses_standalone.py`` (plain PyTorch, LOSSES by name) and
     ``loss_shapes.png`` for the reported losses."""

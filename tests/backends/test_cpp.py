@@ -40,14 +40,7 @@ def _random_consts(program, seed):
     return (torch.rand(len(program.constants), generator=g, dtype=torch.float64) * 4 - 2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The reference runs many small torch ops; on a busy 2-core machine torch's own thread pool
-    oversubscribes and slows them 100x. One torch thread for this module (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # many small torch ops: no oversubscription
 
 
 def _assert_f64(name, got, ref, rtol=1e-10, atol=1e-12, slack=None):

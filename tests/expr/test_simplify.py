@@ -14,13 +14,7 @@ from nlfs.expr._simplify import round_numbers, simplify
 from nlfs.spaces import GPSpace, NLFSSpace
 from tests.conftest import scaled
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 RULES = [

@@ -22,13 +22,7 @@ CATALOGUE = nlfs.losses.names()
 SHAPES = [(6, 5), (3, 9), (4, 2)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Hundreds of tiny torch programs: one torch thread avoids oversubscribing a small machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---- helpers ---------------------------------------------------------------------------------
