@@ -13,10 +13,17 @@ then 4, with budgets x1, x2, x4, x8 and the pre-activation ResNet in the last tw
         --budget-scale 1,2,4,8 --models surrogate,surrogate,preact_resnet,preact_resnet
     python -m nlfs.eliminate --run-dir DIR --config rounds.toml          # keys: pool keep seeds ...
 
+Candidates may come from several searches (``--also DIR,...``: each run's best ``pool`` join, under
+the first run's training settings) and from their tunings (``--tuned``: each run's ``tuned.json``, a
+tuned loss entering beside the candidate it came from when its constants changed); ``--novel-only``
+leaves out published losses in disguise (a warm-started search's best is often CE itself).
+
 Every (candidate, round, seed) training is a row of the ``elimination`` table in ``DIR/run.db``,
 keyed by the exact training it was (expression, constants, reduction, training config), so a killed
 elimination resumes without training a finished pair again. The survivors, with mean ± std
-validation accuracy per round beside cross-entropy's, go to ``DIR/elimination.md`` and stdout.
+validation accuracy per round beside cross-entropy's and their paired difference to it (same seeds),
+go to ``DIR/elimination.md`` and stdout; ``DIR/elimination.json`` holds every score per seed, and
+each survivor's gradient-scale factor (median over its trainings) when the runs rescale to CE.
 """
 
 from __future__ import annotations
@@ -57,7 +64,8 @@ CREATE TABLE IF NOT EXISTS elimination (
     status TEXT NOT NULL,        -- ok | diverged | error
     reason TEXT,
     wall_time REAL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    scale REAL                   -- gradient-scale factor the training used (1 without rescaling)
 );
 """
 
@@ -118,21 +126,26 @@ def round_config(base, rnd: Round, seed: int):
 
 class Elimination:
     def __init__(self, run_dir: str | Path, protocol: Protocol, train_config=None, workers: int = 1,
-                 executor: str = "local", address: str | None = None, log=None):
+                 executor: str = "local", address: str | None = None, log=None, also=(), tuned: bool = False,
+                 novel: bool = False):
         from .search._db import RunDB
         from .train import check_config
         from .tune import search_config
 
         self.run_dir = Path(run_dir)
-        path = self.run_dir / "run.db"
-        if not path.exists():
-            raise FileNotFoundError(f"no search run in {self.run_dir} (missing {path})")
-        self.db = RunDB(path)
+        self.sources = [self.run_dir, *(Path(d) for d in also)]
+        for d in self.sources:
+            if not (d / "run.db").exists():
+                raise FileNotFoundError(f"no search run in {d} (missing {d / 'run.db'})")
+        self.db = RunDB(self.run_dir / "run.db")
         self.db.conn.executescript(SCHEMA)
+        if "scale" not in {r[1] for r in self.db.conn.execute("PRAGMA table_info(elimination)")}:
+            self.db.conn.execute("ALTER TABLE elimination ADD COLUMN scale REAL")  # tables before scale
         scfg = search_config(self.db.get_meta("config") or {})
         self.reduction = scfg.reduction
         self.base = train_config or scfg.train_config()
         self.protocol = protocol
+        self.tuned, self.novel = tuned, novel
         try:
             check_config(self.base, "CE")
         except ValueError:
@@ -146,35 +159,60 @@ class Elimination:
         self.db.close()
 
     def candidates(self) -> list[dict]:
+        """The pool: each source run's best ``pool`` (labels ``#id`` for the first run, ``RUN#id`` for the
+        others), then, with ``tuned``, each run's tuned losses whose constants changed (``...#id-tuned``)."""
+        from .search._db import read_run
         from .tune import best_unique
 
-        return best_unique(self.db.rows(), self.protocol.pool)
+        pool: list[dict] = []
+        seen: set = set()
+        for i, d in enumerate(self.sources):
+            prefix = "" if i == 0 else d.name
+            rows = self.db.rows() if i == 0 else read_run(d)[0]
+            taken = 0
+            for c in best_unique(rows, len(rows)):
+                if taken == self.protocol.pool:
+                    break
+                key = (c["expression"], tuple(sorted((c.get("constants") or {}).items())))
+                if key in seen or (self.novel and self._twin(c)):
+                    continue  # found by an earlier run, or a published loss (CE among them) in disguise
+                seen.add(key)
+                taken += 1
+                pool.append({**c, "label": f"{prefix}#{c['id']}", "run": str(d)})
+            if self.tuned:
+                pool += _tuned_candidates(d, prefix)
+        return pool
+
+    def _twin(self, row) -> str | None:
+        from .search import catalogue_twin
+
+        return catalogue_twin(row, normalise=self.base.grad_scale == "ce")
 
     def _done(self, key: str):
-        cur = self.db.conn.execute("SELECT fitness, status FROM elimination WHERE key = ?", (key,))
+        cur = self.db.conn.execute("SELECT fitness, status, scale FROM elimination WHERE key = ?", (key,))
         return cur.fetchone()
 
     def _record(self, key, cand, rnd_i, seed, cfg, out):
         self.db.conn.execute(
             "INSERT OR REPLACE INTO elimination (key, candidate, eval_id, expression, constants, round, "
-            "seed, model, steps, epochs, fitness, status, reason, wall_time, created) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "seed, model, steps, epochs, fitness, status, reason, wall_time, created, scale) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (key, cand["label"], cand.get("id"), cand["expression"], json.dumps(cand.get("constants") or {}),
              rnd_i, seed, cfg.model, cfg.steps, cfg.epochs,
              out.get("fitness") if out.get("status") == "ok" else None, out["status"],
-             (out.get("reason") or "")[:1000], out.get("wall_time"), time.time()))
+             (out.get("reason") or "")[:1000], out.get("wall_time"), time.time(), _scale_of(out)))
 
     def run(self) -> dict:
-        """-> {"rounds": [...], "survivors": [...], "ce": {...}}; writes ``DIR/elimination.md``."""
+        """-> {"rounds": [...], "survivors": [...], "ce": {...}, "scores": {label: {round: {seed: acc}}}};
+        writes ``DIR/elimination.md`` and ``DIR/elimination.json``."""
         from .search._executors import make_executor
 
         pool = self.candidates()
         if not pool:
             raise ValueError(f"{self.run_dir} has no trained candidate with status ok to eliminate")
-        for c in pool:
-            c["label"] = f"#{c['id']}"
         ce = {"label": "CE", "id": None, "expression": CE_EXPRESSION, "constants": {}}
-        scores: dict[str, dict[int, list]] = {}  # label -> round -> [fitness per seed]
+        scores: dict[str, dict[int, dict]] = {}  # label -> round -> {seed: fitness}
+        self.scales: dict[str, list] = {}  # label -> gradient-scale factors of its trainings
         alive = pool
         history = []
         executor = make_executor(self.executor_kind, self.workers, self.address)
@@ -185,6 +223,7 @@ class Elimination:
                          f"{rnd.describe()}, keep {min(rnd.keep, len(alive))}")
                 jobs = [(c, s) for c in [ce, *alive] for s in seeds]
                 self._run_jobs(executor, jobs, i, rnd, scores)
+                # CE trained on the same seeds: ranking by mean accuracy is ranking by paired difference
                 ranked = sorted(alive, key=lambda c: (-_mean(scores[c["label"]][i]), -c["fitness"], c["id"]))
                 kept = ranked[:rnd.keep]
                 history.append({"round": i, "evaluated": len(alive), "kept": len(kept), "seeds": seeds,
@@ -197,11 +236,38 @@ class Elimination:
         from .search._report import _atomic_write
 
         _atomic_write(self.run_dir / "elimination.md", text)
+        _atomic_write(self.run_dir / "elimination.json", json.dumps(self.record_of(result), indent=2))
         result["markdown"] = text
         return result
 
+    def record_of(self, result) -> dict:
+        """What ``elimination.json`` holds: settings, rounds, and every survivor's scores per seed."""
+        scores, last = result["scores"], len(self.protocol.rounds)
+
+        def survivor(c):
+            diffs = _paired(scores[c["label"]].get(last, {}), scores["CE"].get(last, {}))
+            factors = sorted(self.scales.get(c["label"], []))
+            return {"label": c["label"], "run": c.get("run"), "id": c["id"], "expression": c["expression"],
+                    "constants": c.get("constants") or {}, "reduction": self.reduction,
+                    "search_fitness": c["fitness"], "tuned_from": c.get("tuned_from"),
+                    "scale": factors[len(factors) // 2] if factors else 1.0,
+                    "paired_diff": _mean(diffs), "paired_sd": _sd(diffs),
+                    "scores": {str(i): {str(s): v for s, v in per.items()}
+                               for i, per in scores[c["label"]].items()}}
+
+        return {"base": self.base.to_dict(), "sources": [str(d) for d in self.sources], "tuned": self.tuned,
+                "reduction": self.reduction, "rounds": result["rounds"],
+                "ce": {str(i): {str(s): v for s, v in per.items()} for i, per in scores["CE"].items()},
+                "survivors": [survivor(c) for c in result["survivors"]]}
+
     def _run_jobs(self, executor, jobs, rnd_i, rnd, scores):
         pending = []
+
+        def note(cand, seed, value, scale):
+            scores.setdefault(cand["label"], {}).setdefault(rnd_i, {})[seed] = value
+            if scale is not None:
+                self.scales.setdefault(cand["label"], []).append(scale)
+
         for cand, seed in jobs:
             cfg = round_config(self.base, rnd, seed)
             train = cfg.to_dict()
@@ -209,7 +275,7 @@ class Elimination:
             key = _key(cand["expression"], cand.get("constants") or {}, reduction, train)
             hit = self._done(key)
             if hit is not None:
-                scores.setdefault(cand["label"], {}).setdefault(rnd_i, []).append(_value(hit[0], hit[1]))
+                note(cand, seed, _value(hit[0], hit[1]), hit[2])
                 continue
             payload = {"expression": cand["expression"], "constants": cand.get("constants") or {},
                        "reduction": reduction, "train": train, "rejection": False, "name": cand["label"]}
@@ -224,33 +290,69 @@ class Elimination:
             self._record(key, cand, rnd_i, seed, cfg, out)
             self.trained += 1
             v = _value(out.get("fitness"), out["status"])
-            scores.setdefault(cand["label"], {}).setdefault(rnd_i, []).append(v)
+            note(cand, seed, v, _scale_of(out))
             why = "" if out["status"] == "ok" else f" ({out['status']}: {(out.get('reason') or '')[:80]})"
             self.log(f"eliminate: round {rnd_i} seed {seed} {cand['label']}: {v:.4f}{why}")
 
     def markdown(self, result) -> str:
         rounds = self.protocol.rounds
         scores = result["scores"]
-        head = ["rank", "id", "expression", "search"]
+        head = ["rank", "candidate", "expression", "search"]
         head += [f"round {i} ({r.describe()})" for i, r in enumerate(rounds, 1)]
-        lines = [f"# Elimination of {self.run_dir}", "",
+        head += ["Δ vs CE, last round (paired)"]
+        sources = ", ".join(str(d) for d in self.sources) + (" and their tunings" if self.tuned else "")
+        lines = [f"# Elimination of {sources}", "",
                  f"Base training: {self.base.dataset}, model per round as listed, "
                  f"{'steps ' + str(self.base.steps) if self.base.steps is not None else 'epochs'} x budget "
-                 f"scale; validation accuracy, mean ± std over the round's seeds. "
+                 f"scale; validation accuracy, mean ± std over the round's seeds; the last column is the "
+                 f"mean ± sd of (candidate - CE) over the same seeds. "
                  f"Rounds: " + "; ".join(f"{h['evaluated']} -> {h['kept']}" for h in result["rounds"]), "",
                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
         def cells(label):
-            return [_fmt(scores.get(label, {}).get(i)) for i in range(1, len(rounds) + 1)]
+            return [_fmt(list(scores.get(label, {}).get(i, {}).values())) for i in range(1, len(rounds) + 1)]
 
-        lines.append("| CE | - | `" + CE_EXPRESSION + "` | - | " + " | ".join(cells("CE")) + " |")
+        lines.append("| CE | - | `" + CE_EXPRESSION + "` | - | " + " | ".join(cells("CE")) + " | - |")
+        last = len(rounds)
         for rank, c in enumerate(result["survivors"], 1):
             expr = f"`{c['expression']}`"
             if c.get("constants"):
                 expr += " with " + ", ".join(f"{k}={v:.4g}" for k, v in c["constants"].items())
-            lines.append(f"| {rank} | {c['id']} | {expr} | {c['fitness']:.4f} | "
-                         + " | ".join(cells(c["label"])) + " |")
+            d = _paired(scores[c["label"]].get(last, {}), scores["CE"].get(last, {}))
+            lines.append(f"| {rank} | {c['label']} | {expr} | {c['fitness']:.4f} | "
+                         + " | ".join(cells(c["label"])) + f" | {_mean(d) * 100:+.2f} ± {_sd(d) * 100:.2f} pp |")
         return "\n".join(lines) + "\n"
+
+
+def _tuned_candidates(run_dir: Path, prefix: str) -> list[dict]:
+    path = run_dir / "tuned.json"
+    if not path.exists():
+        return []
+    out = []
+    for t in json.loads(path.read_text()):
+        if t["best_constants"] == t["initial_constants"]:
+            continue  # tuning found nothing better: the candidate itself is already in the pool
+        out.append({"id": t["id"], "label": f"{prefix}#{t['id']}-tuned", "run": str(run_dir),
+                    "expression": t["expression"], "constants": dict(t["best_constants"]),
+                    "fitness": t["best_fitness"], "tuned_from": t["search_expression"]})
+    return out
+
+
+def _scale_of(out: dict):
+    per = out.get("per_seed") or []
+    return per[0].get("grad_scale") if per else None
+
+
+def _paired(a: dict, b: dict) -> list[float]:
+    return [a[s] - b[s] for s in a if s in b]
+
+
+def _sd(xs) -> float:
+    xs = list(xs)
+    if len(xs) < 2:
+        return 0.0
+    m = _mean(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
 
 
 def _value(fitness, status) -> float:
@@ -258,22 +360,22 @@ def _value(fitness, status) -> float:
 
 
 def _mean(xs) -> float:
+    xs = list(xs.values()) if isinstance(xs, dict) else list(xs)
     return sum(xs) / len(xs) if xs else 0.0
 
 
 def _fmt(xs) -> str:
     if not xs:
         return "-"
-    m = _mean(xs)
-    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-    return f"{m:.4f} ± {sd:.4f} (n={len(xs)})"
+    return f"{_mean(xs):.4f} ± {_sd(xs):.4f} (n={len(xs)})"
 
 
 def eliminate(run_dir, protocol: Protocol | None = None, train_config=None, workers: int = 1,
-              executor: str = "local", address: str | None = None, log=None) -> dict:
+              executor: str = "local", address: str | None = None, log=None, also=(), tuned: bool = False,
+              novel: bool = False) -> dict:
     """Run the elimination protocol on the search run in ``run_dir`` (see the module docstring)."""
     protocol = protocol or Protocol.from_lists(**PRESETS["paper"])
-    e = Elimination(run_dir, protocol, train_config, workers, executor, address, log)
+    e = Elimination(run_dir, protocol, train_config, workers, executor, address, log, also, tuned, novel)
     try:
         return e.run()
     finally:
@@ -300,7 +402,14 @@ def load_config_file(path: str) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m nlfs.eliminate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run-dir", required=True, help="the search run (its run.db)")
+    ap.add_argument("--run-dir", required=True,
+                    help="the search run (its run.db holds the elimination; its settings are the base training)")
+    ap.add_argument("--also", default=None, metavar="DIR,...",
+                    help="more search runs whose best candidates join the pool (--pool from each)")
+    ap.add_argument("--tuned", action="store_true",
+                    help="add each run's tuned losses (DIR/tuned.json from nlfs.tune --top) to the pool")
+    ap.add_argument("--novel-only", action="store_true",
+                    help="leave out candidates that are published losses in disguise (CE among them)")
     ap.add_argument("--preset", default="paper", choices=sorted(PRESETS),
                     help="paper: 300 -> 25, 12, 6, 4; quick: two short rounds (minutes on a CPU)")
     ap.add_argument("--config", default=None,
@@ -345,7 +454,8 @@ def _main(argv=None) -> int:
     protocol = protocol_from_args(args)
     over = {k: v for k, v in training_overrides(args).items() if v is not None}
     t0 = time.time()
-    e = Elimination(args.run_dir, protocol, None, args.workers, args.executor, args.address)
+    e = Elimination(args.run_dir, protocol, None, args.workers, args.executor, args.address,
+                    also=_list(args.also, str) or (), tuned=args.tuned, novel=args.novel_only)
     try:
         if over:
             e.base = dataclasses.replace(e.base, **over)

@@ -138,21 +138,35 @@ FOUND_FILE = Path(__file__).with_name("found_losses.json")
 _FOUND: dict[str, dict] = {}
 
 
+def register_file(path: str | Path) -> list[str]:
+    """Register every loss listed in the JSON file ``path`` (a list of {name, expression, reduction,
+    constants, scale, provenance}, the format of nlfs/found_losses.json); returns their names. A
+    discovery campaign's finalists are registered this way for transfer before any is shipped."""
+    path = Path(path)
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read losses from {path}: {err}") from None
+    out = []
+    for entry in entries:
+        prov = dict(entry.get("provenance") or {})
+        source = "; ".join(f"{k}: {v}" for k, v in prov.items()) or f"registered from {path.name}"
+        register(entry["name"], entry["expression"], entry.get("reduction", "class_sum"),
+                 entry.get("constants") or {}, source=source, scale=float(entry.get("scale", 1.0)), overwrite=True)
+        out.append(entry["name"])
+    return out
+
+
 def load_found(path: str | Path = FOUND_FILE) -> list[str]:
-    """Register the found losses listed in ``path`` (JSON: a list of {name, expression, reduction,
-    constants, scale, provenance}); returns their names. Each one's ``source`` is its provenance."""
+    """Register the found losses listed in ``path`` (see :func:`register_file`) and remember each one's
+    provenance; returns their names."""
     path = Path(path)
     if not path.is_file():
         return []
-    out = []
+    names_ = register_file(path)
     for entry in json.loads(path.read_text()):
-        prov = dict(entry.get("provenance") or {})
-        source = "; ".join(f"{k}: {v}" for k, v in prov.items()) or "found by nlfs"
-        register(entry["name"], entry["expression"], entry.get("reduction", "class_sum"),
-                 entry.get("constants") or {}, source=source, scale=float(entry.get("scale", 1.0)), overwrite=True)
-        _FOUND[_key(entry["name"])] = prov
-        out.append(entry["name"])
-    return out
+        _FOUND[_key(entry["name"])] = dict(entry.get("provenance") or {})
+    return names_
 
 
 def found() -> list[str]:
@@ -172,4 +186,4 @@ def provenance(name: str) -> dict:
 load_found()
 
 __all__ = ["BUILTIN", "FOUND_FILE", "LossSpec", "found", "get", "is_registered", "load_found", "names",
-           "provenance", "register"]
+           "provenance", "register", "register_file"]

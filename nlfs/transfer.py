@@ -581,6 +581,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="catalogue names / expressions, separated by ';' or top-level commas ('all' = the "
                          "catalogue); repeatable")
     ap.add_argument("--loss", action="append", default=[], help="one loss (name or expression); repeatable")
+    ap.add_argument("--losses-file", action="append", default=[], metavar="JSON",
+                    help="register the losses in this file (the format of nlfs/found_losses.json: name, "
+                         "expression, constants, scale) so --losses can name them; repeatable")
     ap.add_argument("--from-run", action="append", default=[], help="a search run directory (DIR/run.db)")
     ap.add_argument("--top", type=int, default=3, help="how many best candidates per --from-run")
     ap.add_argument("--seeds", default=None, help="N (seeds 0..N-1) or a list '0,1,5-7'")
@@ -641,6 +644,10 @@ def _main(argv: list[str] | None = None) -> int:
     if args.seeds is not None:
         settings["seeds"] = args.seeds
     seeds = _parse_seeds(settings["seeds"])
+    from . import losses as _losses
+
+    for path in args.losses_file:
+        _losses.register_file(path)
     entries: list[LossEntry] = []
     if args.losses or args.loss:
         entries += parse_losses(args.losses + args.loss)

@@ -124,3 +124,40 @@ def test_real_training_smoke(tmp_path):
     assert len(res["survivors"]) == 1
     vals = sqlite3.connect(run / "run.db").execute("SELECT fitness, status FROM elimination").fetchall()
     assert len(vals) == 3 and all(s == "ok" and 0 < f <= 1 for f, s in vals)
+
+
+def test_pool_from_several_runs_their_tunings_and_no_published_loss(tmp_path, monkeypatch):
+    run = make_run(tmp_path)
+    other = tmp_path / "other"
+    db = RunDB(other / "run.db")
+    db.set_meta("config", SearchConfig(run_dir=str(other), seed=0, **FAST).to_dict())
+    base = {"constants": {}, "sign": 1.0, "dataset": "digits", "size": 5}
+    for i, e in enumerate([EXPRS[-1], "-y * log(p) * 3", "y * (1 - p) * 3"]):  # the first is also in `run`
+        db.record({**base, "canonical": e, "expression": e, "fitness": 0.9 - 0.01 * i, "status": "ok"})
+    db.close()
+    (other / "tuned.json").write_text(json.dumps([
+        {"id": 2, "search_expression": "-y * log(p) * 3", "expression": "-y * log(p) * c0",
+         "initial_constants": {"c0": 3.0}, "best_constants": {"c0": 1.5}, "best_fitness": 0.95},
+        {"id": 3, "search_expression": "y * (1 - p) * 3", "expression": "y * (1 - p) * c0",
+         "initial_constants": {"c0": 3.0}, "best_constants": {"c0": 3.0}, "best_fitness": 0.9}]))
+    fake = FakeTrain()
+    monkeypatch.setattr(nlfs.train, "train", fake)
+    e = Elimination(run, Protocol.from_lists(keep=(3,), seeds=(2,), budget_scale=(1,), models=("surrogate",),
+                                             pool=8), log=lambda m: None, also=[other], tuned=True, novel=True)
+    labels = [c["label"] for c in e.candidates()]
+    # CE (#1 of `run`) is a published loss: left out; the duplicate across runs enters once; the tuning
+    # that kept its constants adds nothing
+    assert "#1" not in labels and labels.count("other#1") == 0
+    assert {"other#2", "other#3", "other#2-tuned"} <= set(labels) and "other#3-tuned" not in labels
+    res = e.run()
+    e.close()
+    saved = json.loads((run / "elimination.json").read_text())
+    assert [s["label"] for s in saved["survivors"]] == [c["label"] for c in res["survivors"]]
+    for s in saved["survivors"]:  # the paired difference is recomputed from the per-seed scores
+        diffs = [s["scores"]["1"][k] - saved["ce"]["1"][k] for k in ("1", "2")]
+        assert s["paired_diff"] == pytest.approx(sum(diffs) / 2) and s["scale"] == 1.0
+    tuned = next((s for s in saved["survivors"] if s["label"] == "other#2-tuned"), None)
+    if tuned is not None:
+        assert tuned["constants"] == {"c0": 1.5} and tuned["tuned_from"] == "-y * log(p) * 3"
+    md = (run / "elimination.md").read_text()
+    assert "Δ vs CE" in md and " pp |" in md and str(other) in md

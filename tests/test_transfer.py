@@ -1,5 +1,6 @@
 import csv
 import dataclasses
+import json
 import math
 
 import pytest
@@ -248,3 +249,33 @@ def test_learning_rate_grid_is_the_same_for_every_loss_and_reads_no_test(tmp_pat
     transfer.run_transfer(transfer.parse_losses("NGL"), CFG, [0, 1, 2], tmp_path, log=lambda *a: None,
                           plot=False, lr_grid=[0.05, 0.1, 0.2, 0.4], lr_seeds=[10, 11])
     assert len(calls) == n
+
+
+def test_losses_file_registers_finalists_with_constants_and_scale(tmp_path):
+    """A campaign's finalists are named in a JSON file (found_losses.json's format) before any is shipped:
+    transfer trains each as that file defines it (constants and gradient scale), keyed by all of it."""
+    import nlfs.losses
+
+    path = tmp_path / "finalists.json"
+    path.write_text(json.dumps([{"name": "test_finalist_a", "expression": "-y * log(p) * c0",
+                                 "constants": {"c0": 1.0}, "scale": 0.5}]))
+    out = tmp_path / "out"
+    args = ["--losses-file", str(path), "--losses", "CE,test_finalist_a", "--seeds", "1", "--dataset", "digits",
+            "--steps", "4", "--train-size", "200", "--val-size", "100", "--backend", "torch", "--out", str(out),
+            "--no-plot"]
+    try:
+        assert transfer.main(args) == 0
+        rows = {r["loss"]: r for r in _rows(out / "transfer.csv")}
+        assert set(rows) == {"CE", "test_finalist_a"} and rows["test_finalist_a"]["status"] == "ok"
+        assert nlfs.losses.get("test_finalist_a").scale == 0.5
+        # the same file with another scale is another loss: trained again, not resumed
+        key = rows["test_finalist_a"]["run_key"]
+        path.write_text(json.dumps([{"name": "test_finalist_a", "expression": "-y * log(p) * c0",
+                                     "constants": {"c0": 1.0}, "scale": 2.0}]))
+        assert transfer.main(args) == 0
+        assert {r["loss"]: r for r in _rows(out / "transfer.csv")}["test_finalist_a"]["run_key"] != key
+    finally:
+        nlfs.losses._CATALOGUE.pop("test_finalist_a", None)
+    bad = tmp_path / "bad.json"
+    bad.write_text("[{")
+    assert transfer.main(["--losses-file", str(bad), "--losses", "CE", "--out", str(out)]) == 2

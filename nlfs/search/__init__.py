@@ -5,12 +5,13 @@ from ._algorithms import ALGORITHMS, GeneticProgramming, RegularizedEvolution, w
 from ._db import RunDB, RunDirError
 from ._executors import InlineExecutor, ProcessExecutor, RayExecutor, make_executor
 from ._filters import STAGES, FilterOutcome, cheap_filters
+from ._report import catalogue_twin
 from ._report import top as best_candidates
 from ._rungs import DEFAULT_RUNGS, Rung, make_rungs, parse_rungs, promoted
 from ._runner import PRESETS, Search, SearchConfig, evaluate_payload, rejection_sample, summary_counts
 
 __all__ = ["ALGORITHMS", "DEFAULT_RUNGS", "PRESETS", "STAGES", "FilterOutcome", "GeneticProgramming",
            "InlineExecutor", "ProcessExecutor", "RayExecutor", "RegularizedEvolution", "Rung", "RunDB",
-           "RunDirError", "Search", "SearchConfig", "best_candidates", "cheap_filters", "evaluate_payload",
-           "make_executor", "make_rungs", "parse_rungs", "promoted", "rejection_sample", "summary_counts",
-           "warm_start"]
+           "RunDirError", "Search", "SearchConfig", "best_candidates", "catalogue_twin", "cheap_filters",
+           "evaluate_payload", "make_executor", "make_rungs", "parse_rungs", "promoted", "rejection_sample",
+           "summary_counts", "warm_start"]
