@@ -2,7 +2,10 @@
 # The discovery campaign (issue #14), stage by stage; every stage resumes where a killed run stopped.
 #
 #   bash bench/discovery.sh search     # three searches on Fashion-MNIST, ~30 min each on 2 workers
-#   bash bench/discovery.sh publish    # copy each run's summary, hall of fame and plots to bench/results
+#   bash bench/discovery.sh refine     # tune each run's best 2, eliminate all runs' best to 3 finalists
+#   bash bench/discovery.sh heldout    # 4 held-out settings x (3 finalists + 3 baselines) x 10 seeds
+#   bash bench/discovery.sh report     # publish the runs' files, the table, the plot; then `ship`
+#   bash bench/discovery.sh all        # every stage in turn
 #
 # Run directories live under runs/ (not committed); what is committed is under bench/results/discovery/.
 set -euo pipefail
@@ -38,6 +41,48 @@ search_one() {
   fi
 }
 
+refine() {
+  # budgets above the search's (its last rung: 4,096 images, 2 epochs, 3 seeds): 8,192 images, 2 epochs
+  # per tuning trial; elimination rounds of 2, 4 and 8 epochs on 8,192 images with 2, 3 and 5 new seeds
+  local budget=(--train-size 8192 --epochs 2 --val-size 5000)
+  for spec in "${SEARCHES[@]}"; do
+    local dir=runs/${spec%%|*}
+    [[ -f $dir/tuned.json ]] || nice -n 5 "$PY" -m nlfs.tune --run-dir "$dir" --top 2 --novel-only --trials 12 \
+      --batch 4 --workers "$WORKERS" "${budget[@]}" >>runs/logs/tune.log 2>&1
+  done
+  local first=runs/${SEARCHES[0]%%|*} also=""
+  for spec in "${SEARCHES[@]:1}"; do also+="${also:+,}runs/${spec%%|*}"; done
+  nice -n 5 "$PY" -m nlfs.eliminate --run-dir "$first" --also "$also" --tuned --novel-only --pool 8 \
+    --keep 10,5,3 --seeds 2,3,5 --budget-scale 1,2,4 --models surrogate --first-seed 100 \
+    --workers "$WORKERS" "${budget[@]}" >>runs/logs/eliminate.log 2>&1
+  "$PY" -m bench.discovery finalists
+}
+
+heldout() {
+  # two settings at a time, one thread each (the machine's two cores); each transfer resumes its CSV
+  local pids=()
+  for pair in "arch full" "cutout noise"; do
+    ( for s in $pair; do nice -n 5 "$PY" -m bench.discovery heldout "$s" >"runs/logs/heldout-$s.log" 2>&1; done ) &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+}
+
+report() {
+  publish
+  local first=runs/${SEARCHES[0]%%|*}
+  cp "$first"/elimination.{md,json} "$RESULTS/"
+  for spec in "${SEARCHES[@]}"; do
+    local dir=runs/${spec%%|*}
+    [[ -f $dir/tuned.md ]] && cp "$dir/tuned.md" "$RESULTS/${spec%%|*}/tuned.md"
+  done
+  cp runs/disc-finalists.json "$RESULTS/finalists.json"
+  mkdir -p "$RESULTS/heldout"
+  cp runs/disc-heldout/*.csv runs/disc-heldout/*.md "$RESULTS/heldout/" 2>/dev/null || true
+  "$PY" -m bench.discovery trajectory $(for spec in "${SEARCHES[@]}"; do echo "runs/${spec%%|*}"; done)
+  "$PY" -m bench.discovery report
+}
+
 publish() {
   for spec in "${SEARCHES[@]}"; do
     local name=${spec%%|*} dir=runs/${spec%%|*}
@@ -52,8 +97,12 @@ publish() {
 main() {
   case ${1:-} in
     search) for spec in "${SEARCHES[@]}"; do search_one "${spec%%|*}" "${spec#*|}"; done; publish ;;
+    refine) refine ;;
+    heldout) heldout ;;
+    report) report ;;
     publish) publish ;;
-    *) sed -n '2,8p' "$0"; return 2 ;;
+    all) main search && refine && heldout && report && "$PY" -m bench.discovery ship ;;
+    *) sed -n '2,11p' "$0"; return 2 ;;
   esac
 }
 

@@ -368,12 +368,14 @@ def _fmt(params: dict) -> str:
 
 def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int = 4, sampler: str = "cmaes",
              train_config=None, seed: int = 0, scale: float | None = None, workers: int = 1,
-             storage: str | None = None, log=None) -> list[dict]:
+             storage: str | None = None, log=None, novel: bool = False) -> list[dict]:
     """Tune the best ``top_k`` (unique) candidates of the search run in ``run_dir`` that have
     something to tune (numbers in their expressions become constants; a candidate without any is
-    skipped). Writes ``tuned.json``, ``tuned.md`` and ``tuned_losses.py``."""
+    skipped, and with ``novel`` so is a published loss in disguise). Writes ``tuned.json``,
+    ``tuned.md`` and ``tuned_losses.py``."""
     from .expr import parse
     from .losses import LossSpec
+    from .search import catalogue_twin
     from .search._db import read_run
     from .search._report import _atomic_write, export_losses
     from .train import check_config
@@ -392,6 +394,10 @@ def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int
     for r in finalists:  # the best top_k that have a number or constant to tune
         if len(out) == top_k:
             break
+        twin = catalogue_twin(r, normalise=train_config.grad_scale == "ce") if novel else None
+        if twin:
+            log(f"nlfs.tune: #{r['id']} {r['expression']} is {twin} in disguise; skipped")
+            continue
         expr = parse(r["expression"])
         if expr.constants:  # named constants (a TaylorGLO or tuned row): tune those
             lifted, values = expr, {k: float((r.get("constants") or {})[k]) for k in expr.constants}
@@ -469,6 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--run-dir", default=None, help="where the study lives (and, with --top, the search run)")
     ap.add_argument("--top", type=int, default=None,
                     help="tune the best K candidates of the search run in --run-dir")
+    ap.add_argument("--novel-only", action="store_true",
+                    help="with --top: skip candidates that are published losses in disguise")
     ap.add_argument("--storage", default=None, help="an Optuna RDB URL instead of DIR/tune.journal")
     ap.add_argument("--study", default=None, help="study name (default: derived from the loss and settings)")
     ap.add_argument("--trials", type=int, default=12)
@@ -510,8 +518,8 @@ def _main(argv=None) -> int:
             _, saved = read_run(args.run_dir)
             base = _train_config(args, search_config(saved).train_config())
         tune_run(args.run_dir, args.top, n_trials=args.trials, batch=args.batch, sampler=args.sampler,
-                       train_config=base, seed=args.seed, scale=args.scale, workers=args.workers,
-                       storage=args.storage)
+                 train_config=base, seed=args.seed, scale=args.scale, workers=args.workers,
+                 storage=args.storage, novel=args.novel_only)
         print(Path(args.run_dir, "tuned.md").read_text(), end="")
         print(f"reports: {args.run_dir}/tuned.md, tuned.json, tuned_losses.py; study: "
               f"{args.storage or Path(args.run_dir, JOURNAL)} ({time.time() - t0:.0f} s)")

@@ -143,3 +143,22 @@ def test_persistent_errors_stop_the_tuning(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="no such dataset"):
         tune("NGL", n_trials=10, batch=2, train_config=TrainConfig(**FAST), storage_dir=tmp_path,
              log=lambda m: None)
+
+
+def test_novel_only_skips_published_losses_in_disguise(tmp_path, monkeypatch):
+    import nlfs.losses
+
+    poly = nlfs.losses.get("Poly1")
+    poly1 = str(poly.expr.substitute(dict(poly.constants)))
+    run = tmp_path / "run"
+    db = RunDB(run / "run.db")
+    db.set_meta("config", SearchConfig(run_dir=str(run), **FAST).to_dict())
+    for i, (expr, fit) in enumerate([(poly1, 0.9), ("-y * log(p + 0.5)", 0.8)]):
+        db.record({"canonical": expr, "expression": expr, "constants": {}, "fitness": fit, "status": "ok",
+                   "sign": 1.0, "size": 5 + i, "dataset": "digits"})
+    db.close()
+    monkeypatch.setattr(nlfs.train, "train", FakeTrain(lambda c: 0.5))
+    logs = []
+    assert [t["id"] for t in tune_run(run, 1, n_trials=1, batch=1, log=logs.append)] == [1]
+    out = tune_run(run, 1, n_trials=1, batch=1, log=logs.append, novel=True)
+    assert [t["id"] for t in out] == [2] and any("Poly1 in disguise" in m for m in logs)

@@ -1,0 +1,127 @@
+"""bench/discovery.py: finalists named from an elimination, held-out transfers, the report's table
+recomputed from its CSVs, and shipping only what the table supports."""
+
+import csv
+import json
+import math
+
+import torch
+
+import nlfs.losses
+import nlfs.train
+from bench import discovery
+from nlfs.search import RunDB
+from nlfs.train import TrainResult
+
+TINY = ("--dataset", "digits", "--steps", "3", "--train-size", "300", "--val-size", "100", "--seeds", "10",
+        "--model", "surrogate", "--augment", "none", "--no-plot")
+
+
+def _elimination(path):
+    surv = [{"label": "#7", "run": "runs/disc-gp", "id": 7, "expression": "-y * log(p) * c0 + y * (1 - p)",
+             "constants": {"c0": 1.5}, "reduction": "class_sum", "search_fitness": 0.001, "tuned_from": None,
+             "scale": 0.8, "paired_diff": 0.004, "paired_sd": 0.002, "scores": {"1": {"100": 0.8, "101": 0.81}}},
+            {"label": "disc-nlfs#3", "run": "runs/disc-nlfs", "id": 3, "expression": "-y * log(p) + p * p",
+             "constants": {}, "reduction": "class_sum", "search_fitness": -0.01, "tuned_from": None,
+             "scale": 1.0, "paired_diff": -0.001, "paired_sd": 0.003,
+             "scores": {"1": {"100": 0.8, "101": 0.79}}}]
+    path.write_text(json.dumps({"rounds": [{"round": 1}], "survivors": surv, "ce": {}}))
+
+
+class Fake:
+    """FoundFM1 is 1 pp better than every baseline on every seed (with seed jitter), FoundFM2 no better."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, loss, cfg, constants=None):
+        spec = nlfs.losses.get(loss)
+        self.calls.append((loss, spec.scale, cfg.lr))
+        jitter = ((cfg.seed * 7919 + len(loss) * 31) % 13) / 13 * 0.004
+        acc = 0.8 + (0.01 if loss == "FoundFM1" else 0.0) + jitter
+        return TrainResult(val_acc=acc, best_val_acc=acc, test_acc=acc, final_train_loss=0.5, train_acc=acc,
+                           steps=3, epochs=1.0, wall_time=0.01, device="cpu", dataset=cfg.dataset,
+                           model=cfg.model, augment=cfg.augment, seed=cfg.seed, loss=loss, loss_text="",
+                           backend="torch", diverged=False, reason="")
+
+
+def _campaign(tmp_path, monkeypatch):
+    camp = tmp_path / "discovery"
+    (camp / "heldout").mkdir(parents=True)
+    _elimination(tmp_path / "elimination.json")
+    finals = discovery.finalists(tmp_path / "elimination.json", camp / "finalists.json")
+    assert [f["name"] for f in finals] == ["FoundFM1", "FoundFM2"]
+    assert finals[0]["scale"] == 0.8 and finals[0]["constants"] == {"c0": 1.5}
+    assert "+0.40 ± 0.20 pp" in finals[0]["provenance"]["elimination"]
+    fake = Fake()
+    monkeypatch.setattr(nlfs.train, "train", fake)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # the settings' --threads 1 is for the CLI
+    try:
+        for setting in ("arch", "noise"):
+            assert discovery.run_heldout(setting, camp / "heldout", camp / "finalists.json", TINY) == 0
+    finally:
+        for n in ("FoundFM1", "FoundFM2"):
+            nlfs.losses._CATALOGUE.pop(n.lower(), None)
+    run = tmp_path / "runs" / "disc-gp"
+    db = RunDB(run / "run.db")
+    for i, (status, rung, fit) in enumerate([("baseline", 0, None), ("ok", 0, -0.01), ("rejected:integrity", 0, None),
+                                             ("ok", 1, 0.002), ("ok", 2, 0.001)]):
+        db.record({"canonical": f"e{i}", "expression": f"-y * log(p) * {i + 1}", "constants": {}, "sign": 1.0,
+                   "fitness": fit, "status": status, "rung": rung})
+    db.close()
+    assert discovery.trajectory([run], camp / "searches.csv") == 5
+    return camp, fake
+
+
+def test_heldout_report_and_ship(tmp_path, monkeypatch):
+    camp, fake = _campaign(tmp_path, monkeypatch)
+    # every loss had its learning rate picked from the same grid (2 seeds x 3 rates) before 10 final seeds
+    for loss in ("FoundFM1", "FoundFM2", *discovery.BASELINES):
+        assert len([c for c in fake.calls if c[0] == loss]) == 2 * (2 * 3 + 10)
+    assert {c[1] for c in fake.calls if c[0] == "FoundFM1"} == {0.8}  # its shipped gradient scale
+    md = discovery.report("A note.", camp, tmp_path / "report")
+    rows = list(csv.DictReader((tmp_path / "report.csv").open()))
+    assert len(rows) == 2 * 2 * 3  # settings x finalists x baselines
+    won = {(r["setting"], r["finalist"], r["baseline"]) for r in rows if r["beats"] == "True"}
+    assert won == {(s, "FoundFM1", b) for s in ("arch", "noise") for b in discovery.BASELINES}
+    assert "A note." in md and "| disc-gp |" in md and "Shipped: FoundFM1 beat CE" in md
+    assert (tmp_path / "report.png").stat().st_size > 0
+    target = tmp_path / "found.json"
+    shipped = discovery.ship(camp, target)
+    assert [e["name"] for e in shipped] == ["FoundFM1"] and shipped[0]["provenance"]["significant"] == "yes"
+    assert shipped[0]["provenance"]["heldout"].startswith("arch +0.96 pp [")
+    names = nlfs.losses.register_file(target)
+    try:
+        assert names == ["FoundFM1"] and nlfs.losses.get("FoundFM1").scale == 0.8
+    finally:
+        nlfs.losses._CATALOGUE.pop("foundfm1", None)
+
+
+def test_nothing_significant_ships_the_best_two_marked(tmp_path):
+    rows = [dict(finalist=f, baseline="CE", setting=s, mean_diff=d, beats=False)
+            for f, d in (("A", -0.01), ("B", 0.002), ("C", 0.001)) for s in ("x", "y")]
+    assert discovery.chosen(rows, ["A", "B", "C"]) == (["B", "C"], False)
+    rows[0]["beats"] = True  # a win against CE in one setting is enough
+    assert discovery.chosen(rows, ["A", "B", "C"]) == (["A"], True)
+
+
+def test_committed_campaign_is_recomputed_from_its_csvs():
+    """The committed report's table is what its committed transfer CSVs give, and the shipped losses are
+    the ones that table supports; before the campaign has a report, nothing is shipped."""
+    report_csv = discovery.REPORT.with_suffix(".csv")
+    shipped = json.loads(nlfs.losses.FOUND_FILE.read_text())
+    if not report_csv.exists():
+        assert shipped == []
+        return
+    finals = json.loads((discovery.CAMPAIGN / "finalists.json").read_text())
+    names = [e["name"] for e in finals]
+    rows = discovery.heldout_rows(names)
+    committed = list(csv.DictReader(report_csv.open()))
+    assert len(rows) == len(committed) > 0
+    for r, c in zip(rows, committed, strict=True):
+        assert (r["setting"], r["finalist"], r["baseline"]) == (c["setting"], c["finalist"], c["baseline"])
+        for k in ("mean_diff", "ci_low", "ci_high", "p_t_holm", "p_w_holm"):
+            assert math.isclose(r[k], float(c[k]), rel_tol=1e-4, abs_tol=1e-9) or (
+                math.isnan(r[k]) and c[k] == "nan")
+    picked, _ = discovery.chosen(rows, names)
+    assert [e["name"] for e in shipped] == picked
