@@ -59,9 +59,10 @@ refine() {
 }
 
 heldout() {
-  # two settings at a time, one thread each (the machine's two cores); each transfer resumes its CSV
+  # two processes, one thread each (the machine's two cores): the long `full` setting beside the other
+  # three; each transfer resumes its CSV
   local pids=()
-  for pair in "arch full" "cutout noise"; do
+  for pair in "full" "arch cutout noise"; do
     ( for s in $pair; do nice -n 5 "$PY" -m bench.discovery heldout "$s" >"runs/logs/heldout-$s.log" 2>&1; done ) &
     pids+=($!)
   done

@@ -125,3 +125,13 @@ def test_committed_campaign_is_recomputed_from_its_csvs():
                 math.isnan(r[k]) and c[k] == "nan")
     picked, _ = discovery.chosen(rows, names)
     assert [e["name"] for e in shipped] == picked
+
+
+def test_campaign_script_parses_and_names_its_stages():
+    import subprocess
+
+    script = discovery.ROOT / "bench" / "discovery.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    usage = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert usage.returncode == 2
+    assert all(f"discovery.sh {stage}" in usage.stdout for stage in ("search", "refine", "heldout", "report", "all"))
