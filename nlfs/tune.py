@@ -438,11 +438,10 @@ def best_unique(rows: list[dict], k: int) -> list[dict]:
 
 
 def search_config(saved: dict):
-    """The ``SearchConfig`` saved in a run's meta table (unknown keys ignored)."""
-    from .search._runner import SearchConfig
+    """The ``SearchConfig`` saved in a run's meta table (keys this version does not know ignored)."""
+    from .search import SearchConfig
 
-    known = set(SearchConfig.__dataclass_fields__)
-    return SearchConfig(**{k: (tuple(v) if k == "filters" else v) for k, v in saved.items() if k in known})
+    return SearchConfig.from_dict(saved, strict=False)
 
 
 def _f(v) -> str:

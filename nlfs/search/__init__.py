@@ -2,13 +2,14 @@
 executors."""
 
 from ._algorithms import ALGORITHMS, GeneticProgramming, RegularizedEvolution, warm_start
+from ._config import PRESETS, SearchConfig
 from ._db import RunDB, RunDirError
 from ._executors import InlineExecutor, ProcessExecutor, RayExecutor, make_executor
 from ._filters import STAGES, FilterOutcome, cheap_filters
 from ._report import catalogue_twin
 from ._report import top as best_candidates
 from ._rungs import DEFAULT_RUNGS, Rung, make_rungs, parse_rungs, promoted
-from ._runner import PRESETS, Search, SearchConfig, evaluate_payload, rejection_sample, summary_counts
+from ._runner import Search, evaluate_payload, rejection_sample, summary_counts
 
 __all__ = ["ALGORITHMS", "DEFAULT_RUNGS", "PRESETS", "STAGES", "FilterOutcome", "GeneticProgramming",
            "InlineExecutor", "ProcessExecutor", "RayExecutor", "RegularizedEvolution", "Rung", "RunDB",

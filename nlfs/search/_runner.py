@@ -12,195 +12,21 @@ transaction.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..expr import Expr, parse
+from ..expr import Expr
 from . import _filters as F
-from ._algorithms import ALGORITHMS
+from ._config import SearchConfig, check_search, make_algorithm
 from ._db import RunDB, RunDirError
-from ._rungs import default_rungs, make_rungs, promoted
+from ._rungs import promoted
 from ._worker import evaluate_payload, rejection_sample  # noqa: F401 - re-exported
-
-PRESETS = {
-    # a short search: screens candidates for 5 minutes, then lets the screened ones finish their rungs
-    # (about 6 minutes on two CPU cores); an explicit --budget drops the time limit
-    "quick": dict(budget=1000, time_limit=300, population=8, sample=3, initial=12, children=10_000,
-                  gp_population=12, generations=10_000),
-    # the papers' values (NeuroLoss regularized evolution; EvoMAL GP)
-    "paper": dict(budget=5000, population=100, sample=20, initial=1000, children=4000,
-                  gp_population=25, generations=50),
-}
-
-
-@dataclass
-class SearchConfig:
-    run_dir: str = "runs/search"
-    algorithm: str = "regularized"  # regularized | gp
-    space: str = "nlfs"  # nlfs | gp | path to a .toml/.yaml tree space
-    dataset: str = "digits"
-    backend: str = "auto"
-    seed: int = 0
-    budget: int = 16  # trainings (candidates that pass every filter)
-    max_attempts: int | None = None  # candidates generated in all; default 50 x budget
-    population: int = 6
-    sample: int = 3
-    initial: int = 8
-    children: int = 10_000
-    gp_population: int = 8
-    generations: int = 10_000
-    crossover: float = 0.7
-    mutation: float = 0.25
-    elitism: float = 0.05
-    tournament: int = 4
-    reduction: str = "class_sum"
-    filters: tuple[str, ...] = F.STAGES
-    phenotype_tol: float = 0.01
-    model: str = "surrogate"
-    epochs: int | None = None
-    steps: int | None = None
-    train_size: int | None = None
-    val_size: int | None = None
-    data_root: str | None = None
-    device: str = "auto"
-    workers: int = 1
-    executor: str = "local"  # local | ray
-    ray_address: str | None = None
-    baseline: bool = True  # also train cross-entropy under the same settings (needed for paired)
-    progress: bool = True
-    train_overrides: dict = field(default_factory=dict)
-    # -- multi-fidelity screening and fair comparison (see _rungs and the fidelity study) --
-    rungs: list | None = None  # [{"seeds": n, TrainConfig budget fields...}]; None: see resolve()
-    eta: int = 3  # a finished rung promotes its top 1/eta
-    paired: bool = True  # fitness = accuracy minus CE's with the same seeds at the same rung
-    grad_scale: str = "none"  # none | ce (TrainConfig.grad_scale)
-    augment: str = "none"  # TrainConfig.augment, for the whole search
-    seed_losses: tuple[str, ...] = ()  # warm start: catalogue names or expressions
-    seed_mutants: int = 3  # small-edit mutants of each seed loss in the first population
-    time_limit: float | None = None  # seconds: no new candidate after it (promotions still finish)
-
-    def resolve(self) -> SearchConfig:
-        """Fill in the rungs: the dataset's default schedule unless a budget was fixed by hand
-        (``epochs``, ``steps`` or ``train_size``), which gives one rung of one seed."""
-        from ..data import AUGMENTS
-        from ..train import GRAD_SCALES
-
-        if self.augment not in AUGMENTS:
-            raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
-        if self.grad_scale not in GRAD_SCALES:
-            raise ValueError(f"grad_scale must be one of {', '.join(GRAD_SCALES)}, got {self.grad_scale!r}")
-        if self.eta < 2:
-            raise ValueError(f"eta must be >= 2, got {self.eta}")
-        if self.rungs is None:
-            fixed = any(v is not None for v in (self.epochs, self.steps, self.train_size))
-            self.rungs = [{"seeds": 1}] if fixed else default_rungs(self.dataset)
-        self.rungs = [dict(r) for r in self.rungs]
-        make_rungs(self.rungs)
-        self.seed_losses = tuple(self.seed_losses)
-        return self
-
-    @property
-    def is_paired(self) -> bool:
-        return self.paired and self.baseline
-
-    def rung_list(self):
-        return make_rungs(self.rungs or [{"seeds": 1}])
-
-    def seeds(self, rung) -> list[int]:
-        return [self.seed + i for i in range(rung.seeds)]
-
-    def train_config(self, rung=None):
-        from ..train import TrainConfig
-
-        budget = dict(epochs=self.epochs, steps=self.steps, train_size=self.train_size, val_size=self.val_size)
-        extra = dict(self.train_overrides)
-        if rung is not None:
-            budget.update({k: v for k, v in rung.train.items() if k in budget})
-            extra.update({k: v for k, v in rung.train.items() if k not in budget})
-        extra.setdefault("augment", self.augment)
-        extra.setdefault("grad_scale", self.grad_scale)
-        return TrainConfig(dataset=self.dataset, model=self.model, seed=self.seed, device=self.device,
-                           backend=self.backend, data_root=self.data_root, evaluate_test=False,
-                           progress=False, **budget, **extra)
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["filters"] = list(self.filters)
-        d["seed_losses"] = list(self.seed_losses)
-        return d
-
-    @classmethod
-    def from_dict(cls, saved: dict, **overrides) -> SearchConfig:
-        """A saved configuration (``run.db``'s meta); keys of older versions missing take defaults."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(saved) - known
-        if unknown:
-            raise ValueError(f"the saved configuration has keys this nlfs does not know: {sorted(unknown)}")
-        d = {**saved, **overrides}
-        d["filters"] = tuple(d.get("filters", F.STAGES))
-        d["seed_losses"] = tuple(d.get("seed_losses", ()))
-        return cls(**d)
-
-
-def warm_genotypes(cfg: SearchConfig, space) -> list:
-    """The seed losses as genotypes of ``space`` (tree spaces only): catalogue names or expressions,
-    named constants replaced by their values (a tree genotype holds numbers)."""
-    if not cfg.seed_losses:
-        return []
-    if not hasattr(space, "fits"):
-        raise ValueError(f"warm starts (--seed-losses) need a tree space such as gp; the {space.name!r} "
-                         "space's cells cannot hold an arbitrary loss")
-    from .. import losses
-
-    out = []
-    for text in cfg.seed_losses:
-        spec = losses.get(text) if losses.is_registered(text) else None
-        expr = spec.expr.substitute(dict(spec.constants)) if spec else parse(text)
-        if expr.constants:
-            raise ValueError(f"seed loss {text!r}: named constants {list(expr.constants)} have no values; "
-                             "write numbers instead")
-        if not expr.uses("y", "p") or expr.leaves - {"y", "p"}:
-            raise ValueError(f"seed loss {text!r} must be an expression over y and p only")
-        out.append(expr)
-    return out
-
-
-def check_search(cfg: SearchConfig) -> None:
-    """Stop before any work when the search cannot run here: its settings, space, seed losses,
-    and whether CE trains under every rung's configuration (backend, dataset, model, device)."""
-    from ..spaces import get_space
-    from ..train import ConfigError, check_config
-
-    try:
-        cfg.resolve()
-        space = get_space(cfg.space)
-        warm_genotypes(cfg, space)
-    except (ValueError, FileNotFoundError) as err:
-        raise ConfigError(str(err)) from None
-    for rung in cfg.rung_list():
-        check_config(cfg.train_config(rung), "CE")
-
-
-def make_algorithm(cfg: SearchConfig, space):
-    warm = warm_genotypes(cfg, space)
-    if cfg.algorithm == "regularized":
-        return ALGORITHMS["regularized"](space, cfg.seed, population=cfg.population, sample=cfg.sample,
-                                         initial=cfg.initial, children=cfg.children, warm=warm,
-                                         warm_mutants=cfg.seed_mutants)
-    if cfg.algorithm == "gp":
-        return ALGORITHMS["gp"](space, cfg.seed, population=cfg.gp_population, generations=cfg.generations,
-                                crossover=cfg.crossover, mutation=cfg.mutation, elitism=cfg.elitism,
-                                tournament=cfg.tournament, warm=warm, warm_mutants=cfg.seed_mutants)
-    raise ValueError(f"unknown algorithm {cfg.algorithm!r}; choose regularized or gp "
-                     "(taylor runs through nlfs.search._taylor.TaylorSearch)")
 
 
 def open_run(cfg: SearchConfig, resume: bool) -> tuple[RunDB, SearchConfig]:

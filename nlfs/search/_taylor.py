@@ -22,8 +22,9 @@ import sys
 import warnings
 from pathlib import Path
 
+from ._config import SearchConfig
 from ._db import RunDB
-from ._runner import Search, SearchConfig, _progress, open_run
+from ._runner import Search, _progress, open_run
 
 TAYLOR_LOSS = "TaylorGLO"
 JOURNAL = "taylor.journal"
