@@ -42,6 +42,7 @@ LEVELS = {
     "final": dict(train_size=10240, epochs=4, val_size=5000, seeds=3),  # 320 steps = 5 x 64
 }
 VARIANTS = ("none", "ce")  # TrainConfig.grad_scale
+STUDY_FORMAT = False  # contiguous tensors, as the study's first trainings had (before channels_last default)
 TRAIN_COLUMNS = ["loss_id", "variant", "level", "seed", "acc", "diverged", "grad_scale", "wall_s", "reason"]
 
 
@@ -99,7 +100,7 @@ def _job(args) -> dict:
     spec.pop("seeds")
     t0 = time.perf_counter()
     r = train(loss["expression"], TrainConfig(dataset=dataset, seed=seed, evaluate_test=False,
-                                              grad_scale=variant, **spec))
+                                              grad_scale=variant, channels_last=STUDY_FORMAT, **spec))
     return dict(loss_id=loss["id"], variant=variant, level=level, seed=seed,
                 acc=0.0 if r.diverged else r.best_val_acc, diverged=int(r.diverged),
                 grad_scale=r.grad_scale, wall_s=time.perf_counter() - t0, reason=r.reason[:120])
@@ -201,7 +202,7 @@ def time_levels(dataset: str, path: Path, repeats: int = 2) -> dict:
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            train("CE", TrainConfig(dataset=dataset, evaluate_test=False, **spec))
+            train("CE", TrainConfig(dataset=dataset, evaluate_test=False, channels_last=STUDY_FORMAT, **spec))
             times.append(time.perf_counter() - t0)
         costs[level] = min(times)
     path.write_text(json.dumps(costs, indent=1))

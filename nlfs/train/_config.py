@@ -56,7 +56,7 @@ class TrainConfig:
     backend: str = "auto"  # nlfs loss backend: auto | torch | cpp | triton
     amp: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 on CPU) | off | bf16 | fp16
     compile: bool = False  # torch.compile the model once per process (cached by config)
-    channels_last: bool | None = None  # None: on CUDA only
+    channels_last: bool | None = None  # None: on (faster on CPU too: bench/memory_format.py)
     data_root: str | None = None
     download: bool = False  # CIFAR only: fetch with torchvision when missing
     evaluate_test: bool = True

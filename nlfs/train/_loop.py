@@ -1,7 +1,8 @@
 """The training loop: whole dataset on the device, batches as index slices, loss outside the model.
 
-Precision: on CUDA, bf16 autocast (fp16 + GradScaler where bf16 is unsupported) and channels_last.
-On CPU the default is fp32. Measured once on this project's CPU (AMD EPYC with avx512_bf16, 1 thread,
+Memory format: channels_last on every device (on the CPU it beat contiguous tensors for every model
+``bench/memory_format.py`` times). Precision: on CUDA, bf16 autocast (fp16 + GradScaler where bf16 is
+unsupported). On CPU the default is fp32. Measured once on this project's CPU (AMD EPYC with avx512_bf16, 1 thread,
 torch 2.14.1, a busy shared machine): a surrogate training step at batch 128 on 28x28 images took
 67-77 ms in fp32 and 42-47 ms under bf16 autocast (min of 12), i.e. bf16 is ~1.5x faster here. fp32
 stays the default on CPU because search compares losses by small accuracy differences and bf16 adds
@@ -244,7 +245,7 @@ def train(loss="CE", cfg: TrainConfig | None = None, constants: dict | None = No
 def _train(loss, cfg: TrainConfig, constants: dict | None) -> TrainResult:
     device = resolve_device(cfg.device)
     amp = resolve_amp(cfg.amp, device)
-    channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
+    channels_last = True if cfg.channels_last is None else cfg.channels_last
 
     ds = load_dataset(cfg.dataset, cfg.data_root, cfg.download)
     splits = make_splits(ds, cfg.val_size, cfg.train_size, cfg.split_seed, device, cfg.evaluate_test)
