@@ -110,13 +110,20 @@ def trajectory(runs: list[Path], out: Path) -> int:
     return len(rows)
 
 
+def active_seconds(times: list[float], pause: float = 120.0) -> float:
+    """Time a run was running: the gaps between its rows, a gap over ``pause`` seconds (the run was
+    stopped, then resumed) counted as nothing. A running search records a row every few seconds."""
+    times = sorted(times)
+    return sum(b - a for a, b in zip(times, times[1:]) if b - a <= pause)
+
+
 def search_table(rows: list[dict], workers: int = 2) -> list[dict]:
-    """Per search: wall time, CPU-hours (workers x wall), candidates trained at rung 0 and at the last
-    rung, and the best paired difference to CE at the last rung."""
+    """Per search: active wall time, CPU-hours (workers x wall), candidates trained at rung 0 and at the
+    last rung, and the best paired difference to CE at the last rung."""
     out = []
     for run in dict.fromkeys(r["run"] for r in rows):
         mine = [r for r in rows if r["run"] == run]
-        wall = max(float(r["seconds"]) for r in mine)
+        wall = active_seconds([float(r["seconds"]) for r in mine])
         trained = [r for r in mine if r["status"] in ("ok", "diverged", "error")]
         top = max(int(r["rung"]) for r in trained)
         last = [r for r in trained if int(r["rung"]) == top and r["status"] == "ok" and r["fitness"] not in ("", None)]

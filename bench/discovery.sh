@@ -89,7 +89,7 @@ publish() {
     local name=${spec%%|*} dir=runs/${spec%%|*}
     [[ -f $dir/summary.json ]] || { echo "[$name] not finished"; continue; }
     mkdir -p "$RESULTS/$name"
-    cp "$dir"/{summary.json,hall_of_fame.md,fitness.png,best_losses.py} "$RESULTS/$name/"
+    cp "$dir"/{summary.json,hall_of_fame.md,fitness.png} "$RESULTS/$name/"
     [[ -f $dir/loss_shapes.png ]] && cp "$dir/loss_shapes.png" "$RESULTS/$name/"
     cp "runs/logs/$name.log" "$RESULTS/$name/evolve.log"
   done

@@ -135,3 +135,13 @@ def test_campaign_script_parses_and_names_its_stages():
     usage = subprocess.run(["bash", str(script)], capture_output=True, text=True)
     assert usage.returncode == 2
     assert all(f"discovery.sh {stage}" in usage.stdout for stage in ("search", "refine", "heldout", "report", "all"))
+
+
+def test_search_time_leaves_out_the_pause_of_a_resumed_run():
+    assert discovery.active_seconds([0, 5, 9, 20]) == 20
+    assert discovery.active_seconds([0, 5, 9, 20, 2000, 2003]) == 23  # stopped after 20 s, resumed later
+    rows = [dict(run="r", seconds=t, status=s, rung=g, fitness=f, expression="e")
+            for t, s, g, f in ((0, "baseline", 0, ""), (10, "ok", 0, "-0.01"), (20, "ok", 2, "0.004"),
+                               (5000, "ok", 0, "0.1"), (5030, "rejected:integrity", 0, ""))]
+    (t,) = discovery.search_table(rows)
+    assert t["wall_min"] == 50 / 60 and t["screened"] == 2 and t["last_rung"] == 1 and t["best_fitness"] == 0.004
