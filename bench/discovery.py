@@ -137,6 +137,30 @@ def search_table(rows: list[dict], workers: int = 2) -> list[dict]:
 
 
 # -------------------------------------------------------------------------------------------- report
+def screening_check(elimination: dict, skip_runs: tuple[str, ...] = ("disc-gp-mixup",)) -> dict:
+    """Did the search's last rung predict the elimination's first round? Over the pool's untuned
+    candidates from unaugmented searches (a Mixup run's fitness is under Mixup): Spearman between the
+    search fitness and the round-1 paired difference to CE, with both ranges."""
+    from scipy.stats import spearmanr
+
+    ce = elimination["ce"]["1"]
+    pairs = []
+    for c in elimination["pool"]:
+        if c.get("tuned_from") or any(str(c.get("run", "")).endswith(r) for r in skip_runs):
+            continue
+        mine = c["scores"].get("1", {})
+        diffs = [mine[s] - ce[s] for s in mine if s in ce]
+        if diffs:
+            pairs.append((c["search_fitness"], statistics.fmean(diffs)))
+    if len(pairs) < 3:
+        return {"n": len(pairs)}
+    rho = spearmanr([a for a, _ in pairs], [b for _, b in pairs])
+    return {"n": len(pairs), "spearman": float(rho.statistic), "p": float(rho.pvalue),
+            "search": (min(a for a, _ in pairs), max(a for a, _ in pairs)),
+            "round1": (min(b for _, b in pairs), max(b for _, b in pairs)),
+            "behind": sum(1 for _, b in pairs if b < 0)}
+
+
 def heldout_rows(names: list[str], campaign: Path = CAMPAIGN) -> list[dict]:
     """The held-out table (``nlfs.heldout``) from the committed transfer CSVs of every setting."""
     from nlfs.heldout import read_accuracies, table
@@ -215,8 +239,16 @@ def report(note: str = "", campaign: Path = CAMPAIGN, out: Path = REPORT) -> str
         lines.append(f"| {s['run']} | {s['wall_min']:.1f} | {s['cpu_hours']:.2f} | {s['screened']} | "
                      f"{s['last_rung']} | {s['best_fitness'] * 100:+.2f} pp | `{s['best_expression']}` |")
     lines += ["", f"In all {sum(s['cpu_hours'] for s in searches):.2f} CPU-hours. Hall of fame, fitness plot and "
-              "settings of each run: `bench/results/discovery/<run>/`; every evaluation: `searches.csv`.", "",
-              "## Finalists (after tuning and elimination: `bench/results/discovery/elimination.md`)", "",
+              "settings of each run: `bench/results/discovery/<run>/`; every evaluation: `searches.csv`.", ""]
+    check = screening_check(json.loads((campaign / "elimination.json").read_text()))
+    if check.get("spearman") is not None:
+        lines += [f"**Did the search's last rung predict longer training?** Over the {check['n']} untuned "
+                  f"candidates of the unaugmented searches that entered the elimination, the search's paired "
+                  f"difference to CE ({check['search'][0] * 100:+.2f} to {check['search'][1] * 100:+.2f} pp at "
+                  f"64 steps x 3 seeds) and the elimination's first round ({check['round1'][0] * 100:+.2f} to "
+                  f"{check['round1'][1] * 100:+.2f} pp at 128 steps x 2 new seeds; {check['behind']} of "
+                  f"{check['n']} behind CE) have Spearman {check['spearman']:.2f} (p = {check['p']:.2f}).", ""]
+    lines += ["## Finalists (after tuning and elimination: `bench/results/discovery/elimination.md`)", "",
               "| name | expression | constants | gradient scale | elimination |", "|---|---|---|---:|---|"]
     for e in finals:
         consts = ", ".join(f"{k}={v:.4g}" for k, v in e["constants"].items()) or "-"

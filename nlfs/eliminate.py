@@ -231,7 +231,7 @@ class Elimination:
                 alive = kept
         finally:
             executor.close()
-        result = {"rounds": history, "survivors": alive, "ce": ce, "scores": scores}
+        result = {"rounds": history, "survivors": alive, "ce": ce, "scores": scores, "pool": pool}
         text = self.markdown(result)
         from .search._report import _atomic_write
 
@@ -241,8 +241,12 @@ class Elimination:
         return result
 
     def record_of(self, result) -> dict:
-        """What ``elimination.json`` holds: settings, rounds, and every survivor's scores per seed."""
+        """What ``elimination.json`` holds: settings, rounds, every survivor's scores per seed, and every
+        candidate's (``pool``: how the search's fitness compares with the longer trainings)."""
         scores, last = result["scores"], len(self.protocol.rounds)
+
+        def per_seed(label):
+            return {str(i): {str(s): v for s, v in per.items()} for i, per in scores.get(label, {}).items()}
 
         def survivor(c):
             diffs = _paired(scores[c["label"]].get(last, {}), scores["CE"].get(last, {}))
@@ -251,14 +255,14 @@ class Elimination:
                     "constants": c.get("constants") or {}, "reduction": self.reduction,
                     "search_fitness": c["fitness"], "tuned_from": c.get("tuned_from"),
                     "scale": factors[len(factors) // 2] if factors else 1.0,
-                    "paired_diff": _mean(diffs), "paired_sd": _sd(diffs),
-                    "scores": {str(i): {str(s): v for s, v in per.items()}
-                               for i, per in scores[c["label"]].items()}}
+                    "paired_diff": _mean(diffs), "paired_sd": _sd(diffs), "scores": per_seed(c["label"])}
 
+        pool = [{"label": c["label"], "run": c.get("run"), "id": c["id"], "expression": c["expression"],
+                 "constants": c.get("constants") or {}, "search_fitness": c["fitness"],
+                 "tuned_from": c.get("tuned_from"), "scores": per_seed(c["label"])} for c in result["pool"]]
         return {"base": self.base.to_dict(), "sources": [str(d) for d in self.sources], "tuned": self.tuned,
-                "reduction": self.reduction, "rounds": result["rounds"],
-                "ce": {str(i): {str(s): v for s, v in per.items()} for i, per in scores["CE"].items()},
-                "survivors": [survivor(c) for c in result["survivors"]]}
+                "reduction": self.reduction, "rounds": result["rounds"], "ce": per_seed("CE"),
+                "survivors": [survivor(c) for c in result["survivors"]], "pool": pool}
 
     def _run_jobs(self, executor, jobs, rnd_i, rnd, scores):
         pending = []

@@ -156,6 +156,8 @@ def test_pool_from_several_runs_their_tunings_and_no_published_loss(tmp_path, mo
     for s in saved["survivors"]:  # the paired difference is recomputed from the per-seed scores
         diffs = [s["scores"]["1"][k] - saved["ce"]["1"][k] for k in ("1", "2")]
         assert s["paired_diff"] == pytest.approx(sum(diffs) / 2) and s["scale"] == 1.0
+    assert [c["label"] for c in saved["pool"]] == labels  # every candidate, with its round-1 scores
+    assert all(set(c["scores"]["1"]) == {"1", "2"} for c in saved["pool"])
     tuned = next((s for s in saved["survivors"] if s["label"] == "other#2-tuned"), None)
     if tuned is not None:
         assert tuned["constants"] == {"c0": 1.5} and tuned["tuned_from"] == "-y * log(p) * 3"

@@ -25,7 +25,15 @@ def _elimination(path):
              "constants": {}, "reduction": "class_sum", "search_fitness": -0.01, "tuned_from": None,
              "scale": 1.0, "paired_diff": -0.001, "paired_sd": 0.003,
              "scores": {"1": {"100": 0.8, "101": 0.79}}}]
-    path.write_text(json.dumps({"rounds": [{"round": 1}], "survivors": surv, "ce": {}}))
+    # the pool: search fitness and round-1 scores; the better a candidate looked in the search, the
+    # worse it did here (and the Mixup run's and tuned entries are not part of that comparison)
+    pool = [{"label": f"#{i}", "run": "runs/disc-gp", "id": i, "expression": "e", "constants": {},
+             "search_fitness": 0.01 * i, "tuned_from": None,
+             "scores": {"1": {"100": 0.80 - 0.002 * i, "101": 0.81 - 0.002 * i}}} for i in range(1, 6)]
+    pool.append({**pool[0], "label": "disc-gp-mixup#9", "run": "runs/disc-gp-mixup", "search_fitness": 0.5})
+    pool.append({**pool[0], "label": "#1-tuned", "tuned_from": "e", "search_fitness": 0.9})
+    path.write_text(json.dumps({"rounds": [{"round": 1}], "survivors": surv, "pool": pool,
+                                "ce": {"1": {"100": 0.80, "101": 0.81}}}))
 
 
 class Fake:
@@ -50,6 +58,7 @@ def _campaign(tmp_path, monkeypatch):
     (camp / "heldout").mkdir(parents=True)
     _elimination(tmp_path / "elimination.json")
     finals = discovery.finalists(tmp_path / "elimination.json", camp / "finalists.json")
+    (camp / "elimination.json").write_text((tmp_path / "elimination.json").read_text())
     assert [f["name"] for f in finals] == ["FoundFM1", "FoundFM2"]
     assert finals[0]["scale"] == 0.8 and finals[0]["constants"] == {"c0": 1.5}
     assert "+0.40 ± 0.20 pp" in finals[0]["provenance"]["elimination"]
@@ -85,6 +94,7 @@ def test_heldout_report_and_ship(tmp_path, monkeypatch):
     won = {(r["setting"], r["finalist"], r["baseline"]) for r in rows if r["beats"] == "True"}
     assert won == {(s, "FoundFM1", b) for s in ("arch", "noise") for b in discovery.BASELINES}
     assert "A note." in md and "| disc-gp |" in md and "Shipped: FoundFM1 beat CE" in md
+    assert "Over the 5 untuned candidates" in md and "Spearman -1.00" in md and "5 of 5 behind CE" in md
     assert (tmp_path / "report.png").stat().st_size > 0
     target = tmp_path / "found.json"
     shipped = discovery.ship(camp, target)
