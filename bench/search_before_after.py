@@ -66,8 +66,7 @@ def run_search(name: str, cwd: Path, args: list[str], minutes: float, work: Path
 
 
 def best_rows(run_dir: Path, k: int) -> list[dict]:
-    from nlfs.search import best_candidates
-    from nlfs.search._db import read_run
+    from nlfs.search import best_candidates, read_run
 
     rows, _ = read_run(run_dir)
     return best_candidates(rows, k)

@@ -128,7 +128,7 @@ class Elimination:
     def __init__(self, run_dir: str | Path, protocol: Protocol, train_config=None, workers: int = 1,
                  executor: str = "local", address: str | None = None, log=None, also=(), tuned: bool = False,
                  novel: bool = False):
-        from .search._db import RunDB
+        from .search import RunDB
         from .train import check_config
         from .tune import search_config
 
@@ -161,7 +161,7 @@ class Elimination:
     def candidates(self) -> list[dict]:
         """The pool: each source run's best ``pool`` (labels ``#id`` for the first run, ``RUN#id`` for the
         others), then, with ``tuned``, each run's tuned losses whose constants changed (``...#id-tuned``)."""
-        from .search._db import read_run
+        from .search import read_run
         from .tune import best_unique
 
         pool: list[dict] = []

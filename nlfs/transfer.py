@@ -164,7 +164,7 @@ def parse_losses(specs: list[str] | str) -> list[LossEntry]:
 def losses_from_run(run_dir: str | Path, k: int = 3) -> list[LossEntry]:
     """The ``k`` best unique ok candidates of a search run (``nlfs.search._report.top`` on
     ``RunDB(run_dir/run.db).rows()``), with their stored constants."""
-    from .search._db import read_run
+    from .search import read_run
     from .search._report import top
 
     run_dir = Path(run_dir)

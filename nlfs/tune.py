@@ -375,8 +375,7 @@ def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int
     ``tuned.md`` and ``tuned_losses.py``."""
     from .expr import parse
     from .losses import LossSpec
-    from .search import catalogue_twin
-    from .search._db import read_run
+    from .search import catalogue_twin, read_run
     from .search._report import _atomic_write, export_losses
     from .train import check_config
 
@@ -512,7 +511,7 @@ def _main(argv=None) -> int:
             raise SystemExit("--top needs --run-dir (the search run)")
         base = None
         if any(v is not None for v in training_overrides(args).values()):
-            from .search._db import read_run
+            from .search import read_run
 
             _, saved = read_run(args.run_dir)
             base = _train_config(args, search_config(saved).train_config())

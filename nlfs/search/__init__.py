@@ -3,7 +3,7 @@ executors."""
 
 from ._algorithms import ALGORITHMS, GeneticProgramming, RegularizedEvolution, warm_start
 from ._config import PRESETS, SearchConfig
-from ._db import RunDB, RunDirError
+from ._db import RunDB, RunDirError, read_run
 from ._executors import InlineExecutor, ProcessExecutor, RayExecutor, make_executor
 from ._filters import STAGES, FilterOutcome, cheap_filters
 from ._report import catalogue_twin
@@ -14,5 +14,5 @@ from ._runner import Search, evaluate_payload, rejection_sample, summary_counts
 __all__ = ["ALGORITHMS", "DEFAULT_RUNGS", "PRESETS", "STAGES", "FilterOutcome", "GeneticProgramming",
            "InlineExecutor", "ProcessExecutor", "RayExecutor", "RegularizedEvolution", "Rung", "RunDB",
            "RunDirError", "Search", "SearchConfig", "best_candidates", "catalogue_twin", "cheap_filters",
-           "evaluate_payload", "make_executor", "make_rungs", "parse_rungs", "promoted", "rejection_sample",
-           "summary_counts", "warm_start"]
+           "evaluate_payload", "make_executor", "make_rungs", "parse_rungs", "promoted", "read_run",
+           "rejection_sample", "summary_counts", "warm_start"]
