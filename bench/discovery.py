@@ -303,6 +303,7 @@ def main(argv=None) -> int:
     h = sub.add_parser("heldout")
     h.add_argument("setting", choices=sorted(SETTINGS))
     h.add_argument("--out", type=Path, default=ROOT / "runs" / "disc-heldout")
+    h.add_argument("--workers", type=int, default=1, help="trainings at once (nlfs.transfer --workers)")
     t = sub.add_parser("trajectory")
     t.add_argument("runs", nargs="+", type=Path)
     t.add_argument("--out", type=Path, default=CAMPAIGN / "searches.csv")
@@ -314,7 +315,7 @@ def main(argv=None) -> int:
         for e in finalists(args.elimination, args.out):
             print(f"{e['name']}: {e['expression']} {e['constants']} scale {e['scale']:.3g}")
     elif args.cmd == "heldout":
-        return run_heldout(args.setting, args.out)
+        return run_heldout(args.setting, args.out, extra=("--workers", str(args.workers)))
     elif args.cmd == "trajectory":
         print(f"{trajectory(args.runs, args.out)} evaluations -> {args.out}")
     elif args.cmd == "report":

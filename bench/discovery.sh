@@ -59,14 +59,11 @@ refine() {
 }
 
 heldout() {
-  # two processes, one thread each (the machine's two cores): the long `full` setting beside the other
-  # three; each transfer resumes its CSV
-  local pids=()
-  for pair in "full" "arch cutout noise"; do
-    ( for s in $pair; do nice -n 5 "$PY" -m bench.discovery heldout "$s" >"runs/logs/heldout-$s.log" 2>&1; done ) &
-    pids+=($!)
+  # one setting at a time, one training per core (each transfer resumes its CSVs)
+  local s
+  for s in arch cutout noise full; do
+    nice -n 5 "$PY" -m bench.discovery heldout "$s" --workers "$WORKERS" >>"runs/logs/heldout-$s.log" 2>&1 || return
   done
-  wait "${pids[@]}"
 }
 
 report() {

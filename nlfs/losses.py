@@ -33,6 +33,10 @@ class LossSpec:
         if not (math.isfinite(self.scale) and self.scale > 0):
             raise ValueError(f"loss {self.name!r}: scale must be a finite positive number, got {self.scale!r}")
 
+    def __reduce__(self):
+        # MappingProxyType does not pickle; a spec must, to reach worker processes (transfer --workers)
+        return (_spec, (self.name, self.expr, self.reduction, dict(self.constants), self.source, self.scale))
+
     @property
     def text(self) -> str:
         return str(self.expr)
@@ -41,6 +45,10 @@ class LossSpec:
     def scaled_expr(self) -> Expr:
         """The expression the kernels evaluate: ``scale * expr`` (``expr`` itself when scale is 1)."""
         return self.expr if self.scale == 1.0 else Expr("mul", (Expr.num(float(self.scale)), self.expr))
+
+
+def _spec(name, expr, reduction, constants, source, scale) -> LossSpec:
+    return LossSpec(name, expr, reduction, MappingProxyType(constants), source, scale)
 
 
 _CATALOGUE: dict[str, LossSpec] = {}

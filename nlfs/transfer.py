@@ -290,11 +290,42 @@ def _train_one(entry: LossEntry, cfg, seed: int) -> dict:
                 device=res.device)
 
 
+def _portable(entry: LossEntry) -> LossEntry:
+    """``entry`` with its loss resolved to a ``LossSpec`` where it is a name or an expression: a worker
+    process starts with the built-in catalogue only, not the losses registered here (``--losses-file``)."""
+    if not isinstance(entry.loss, str):
+        return entry
+    from ._module import resolve_spec
+
+    return dataclasses.replace(entry, loss=resolve_spec(entry.loss))
+
+
+def _train_job(job: tuple) -> dict:
+    return _train_one(*job)
+
+
+def _trainings(jobs: list[tuple], workers: int = 1):
+    """Yield ``(job, record)`` for every ``job = (entry, cfg, seed)``: in this process, or with
+    ``workers > 1`` in that many spawned processes, in the order they finish (the callers key every
+    row, so order does not matter, and each row is written as soon as it is in)."""
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield job, _train_one(*job)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(_train_job, (_portable(e), cfg, seed)): (e, cfg, seed) for e, cfg, seed in jobs}
+        for fut in as_completed(futures):
+            yield futures[fut], fut.result()
+
+
 LR_COLUMNS = ["loss", "lr", "seed", "best_val_acc", "status", "reason", "run_key", "wall_time"]
 
 
 def select_learning_rates(entries: list[LossEntry], cfg, grid: list[float], seeds: list[int], path: Path,
-                          log=print) -> dict[str, float]:
+                          log=print, workers: int = 1) -> dict[str, float]:
     """The learning rate of each loss, chosen from the same ``grid`` for every loss (CE included) by
     mean best *validation* accuracy over ``seeds`` (the test split is never read here; a failed run
     scores 0). Every run is a row of ``path`` (resumable, keyed like the final runs)."""
@@ -304,20 +335,15 @@ def select_learning_rates(entries: list[LossEntry], cfg, grid: list[float], seed
             for r in csv.DictReader(fh):
                 done[(r["loss"], float(r["lr"]), int(r["seed"]), r["run_key"])] = r
     val = dataclasses.replace(cfg, evaluate_test=False)
-    for entry in entries:
-        for lr in grid:
-            cfg_lr = dataclasses.replace(val, lr=lr)
-            key_lr = run_key(entry, cfg_lr)
-            for seed in seeds:
-                if (entry.label, lr, seed, key_lr) in done:
-                    continue
-                rec = _train_one(entry, cfg_lr, seed)
-                done[(entry.label, lr, seed, key_lr)] = dict(
-                    loss=entry.label, lr=lr, seed=seed, run_key=key_lr, status=rec["status"], reason=rec["reason"],
-                    best_val_acc=rec["best_val_acc"] if rec["status"] == "ok" else 0.0, wall_time=rec["wall_time"])
-                _write_table(path, list(done.values()), LR_COLUMNS)
-                log(f"lr grid: {entry.label} lr {lr} seed {seed}: {rec['status']} val "
-                    f"{done[(entry.label, lr, seed, key_lr)]['best_val_acc']:.4f}")
+    jobs = [(entry, dataclasses.replace(val, lr=lr), seed) for entry in entries for lr in grid for seed in seeds]
+    jobs = [j for j in jobs if (j[0].label, j[1].lr, j[2], run_key(j[0], j[1])) not in done]
+    for (entry, cfg_lr, seed), rec in _trainings(jobs, workers):
+        key = (entry.label, cfg_lr.lr, seed, run_key(entry, cfg_lr))
+        done[key] = dict(loss=entry.label, lr=cfg_lr.lr, seed=seed, run_key=key[3], status=rec["status"],
+                         reason=rec["reason"], best_val_acc=rec["best_val_acc"] if rec["status"] == "ok" else 0.0,
+                         wall_time=rec["wall_time"])
+        _write_table(path, list(done.values()), LR_COLUMNS)
+        log(f"lr grid: {entry.label} lr {cfg_lr.lr} seed {seed}: {rec['status']} val {done[key]['best_val_acc']:.4f}")
     chosen = {}
     for entry in entries:
         def score(lr, entry=entry):
@@ -343,10 +369,11 @@ def _write_table(path: Path, rows: list[dict], columns: list[str]) -> None:
 def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Path, name: str = "transfer",
                  retry_errors: bool = False, log=print, command: str = "", note: str = "",
                  plot: bool = True, setup: tuple[str, ...] = (), lr_grid: list[float] | None = None,
-                 lr_seeds: list[int] | None = None) -> list[dict]:
+                 lr_seeds: list[int] | None = None, workers: int = 1) -> list[dict]:
     """Train every missing (loss, seed) pair, rewrite the CSV after each, then write the table and
     plot. Returns the rows of this configuration. With ``lr_grid``, every loss first gets its own
-    learning rate from that grid (``select_learning_rates`` on ``lr_seeds``, validation only)."""
+    learning rate from that grid (``select_learning_rates`` on ``lr_seeds``, validation only).
+    ``workers > 1`` trains that many runs at once in worker processes (each with ``cfg.threads``)."""
     from .train import check_config
 
     out = Path(out)
@@ -358,7 +385,7 @@ def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Pat
     if lr_grid:
         cfg = dataclasses.replace(cfg, lr=None)  # the shared settings; each loss's lr comes from the grid
         lrs = select_learning_rates(entries, cfg.resolved() if cfg.lr is None else cfg, sorted(lr_grid),
-                                    lr_seeds or seeds[:2], out / f"{name}_lr.csv", log)
+                                    lr_seeds or seeds[:2], out / f"{name}_lr.csv", log, workers)
         setup = (*setup, "Learning rate per loss from the grid " + ", ".join(f"{x:g}" for x in sorted(lr_grid))
                  + f" by mean best validation accuracy over seeds {lr_seeds or seeds[:2]}: "
                  + ", ".join(f"{k} {v:g}" for k, v in lrs.items()) + ".")
@@ -376,8 +403,8 @@ def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Pat
     log(f"nlfs.transfer: {len(entries)} losses x {len(seeds)} seeds; {len(todo)} to train, "
         f"{len(entries) * len(seeds) - len(todo)} already in {csv_path}")
     machine, date = _machine_date()
-    for i, (entry, seed) in enumerate(todo, 1):
-        rec = _train_one(entry, per_loss[entry.label], seed)
+    jobs = [(entry, per_loss[entry.label], seed) for entry, seed in todo]
+    for i, ((entry, _, seed), rec) in enumerate(_trainings(jobs, workers), 1):
         row = dict(loss=entry.label, seed=seed, model=cfg.model, dataset=cfg.dataset, augment=cfg.augment,
                    expression=entry.expression, constants=entry.constants or "", config_hash=chash,
                    run_key=keys[entry.label],
@@ -598,6 +625,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--compile", action="store_true", default=None)
     ap.add_argument("--download", action="store_true", default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="trainings at once, each in its own process (with --threads 1: up to one per core)")
     ap.add_argument("--retry-errors", action="store_true", help="retrain pairs whose trainer raised")
     ap.add_argument("--lr-grid", default=None, metavar="A,B,...",
                     help="give every loss (CE included) its learning rate from this grid, chosen by validation "
@@ -643,6 +672,10 @@ def _main(argv: list[str] | None = None) -> int:
             settings[k] = cli[k]
     if args.seeds is not None:
         settings["seeds"] = args.seeds
+    if args.workers < 1:
+        _parser().error(f"--workers must be at least 1, got {args.workers}")
+    if args.workers > 1 and not settings.get("threads"):  # one core's share each, not all cores each
+        settings["threads"] = max(1, (os.cpu_count() or 1) // args.workers)
     seeds = _parse_seeds(settings["seeds"])
     from . import losses as _losses
 
@@ -669,7 +702,7 @@ def _main(argv: list[str] | None = None) -> int:
     grid = [float(x) for x in args.lr_grid.split(",")] if args.lr_grid else None
     rows = run_transfer(entries, cfg, seeds, args.out, args.name, args.retry_errors, command=command,
                         note=args.note or "", plot=not args.no_plot, setup=setup, lr_grid=grid,
-                        lr_seeds=_parse_seeds(args.lr_seeds) if args.lr_seeds else None)
+                        lr_seeds=_parse_seeds(args.lr_seeds) if args.lr_seeds else None, workers=args.workers)
     print((Path(args.out) / f"{args.name}.md").read_text())
     return 0 if rows else 1
 

@@ -220,3 +220,14 @@ def test_found_losses_carry_constants_scale_and_provenance(tmp_path):
         assert nlfs.losses.provenance("test_found_a")["results"] == "bench/results/y.md"
     finally:
         nlfs.losses._FOUND.pop("test_found_a", None)
+
+
+def test_loss_spec_pickles_with_constants_and_scale():
+    # worker processes (transfer --workers, spawn) receive specs by pickle
+    import pickle
+    from types import MappingProxyType
+
+    spec = losses.LossSpec("w", nlfs.parse("-y * log(p) * c0"), "element_mean",
+                                MappingProxyType({"c0": 1.5}), "src", 0.25)
+    back = pickle.loads(pickle.dumps(spec))
+    assert back == spec and isinstance(back.constants, MappingProxyType) and back.scale == 0.25

@@ -279,3 +279,35 @@ def test_losses_file_registers_finalists_with_constants_and_scale(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("[{")
     assert transfer.main(["--losses-file", str(bad), "--losses", "CE", "--out", str(out)]) == 2
+
+
+def test_workers_train_what_one_process_trains(tmp_path):
+    """--workers 2 gives the rows one process gives (lr grid and final runs, same accuracies), and a loss
+    registered only in this process (--losses-file) reaches the spawned workers as what it is."""
+    import nlfs.losses
+
+    path = tmp_path / "finalists.json"
+    path.write_text(json.dumps([{"name": "test_finalist_w", "expression": "-y * log(p) * c0",
+                                 "constants": {"c0": 1.5}, "scale": 0.5}]))
+    common = ["--losses-file", str(path), "--losses", "CE,test_finalist_w", "--seeds", "2", "--dataset", "digits",
+              "--steps", "4", "--train-size", "200", "--val-size", "100", "--backend", "torch", "--threads", "1",
+              "--lr-grid", "0.05,0.2", "--lr-seeds", "8,9", "--no-plot"]
+    try:
+        assert transfer.main([*common, "--out", str(tmp_path / "one")]) == 0
+        assert transfer.main([*common, "--out", str(tmp_path / "two"), "--workers", "2"]) == 0
+    finally:
+        nlfs.losses._CATALOGUE.pop("test_finalist_w", None)
+
+    def table(name, cols):
+        return sorted(tuple(r[c] for c in cols) for r in _rows(tmp_path / name / "transfer.csv"))
+
+    def lr_table(name):
+        return sorted((r["loss"], r["lr"], r["seed"], r["best_val_acc"], r["run_key"])
+                      for r in _rows(tmp_path / name / "transfer_lr.csv"))
+
+    cols = ["loss", "seed", "lr", "status", "test_acc", "best_val_acc", "run_key"]
+    assert table("two", cols) == table("one", cols) and len(table("one", cols)) == 4
+    assert lr_table("two") == lr_table("one") and len(lr_table("one")) == 8
+    with pytest.raises(SystemExit, match="2"):
+        transfer.main(["--losses", "CE", "--workers", "0", "--out", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()
