@@ -136,6 +136,40 @@ def search_table(rows: list[dict], workers: int = 2) -> list[dict]:
     return out
 
 
+# ------------------------------------------------------------------------------------- noise ceiling
+FIDELITY = RESULTS / "fidelity_fashion_mnist"
+
+
+def seed_noise(fidelity: Path = FIDELITY, variant: str = "ce", groups=("catalogue", "near-ce")) -> tuple[float, int]:
+    """(sd, n): the median, over the fidelity study's CE-like losses, of the standard deviation across
+    seeds of one seed's paired difference to CE at the last rung's budget (64 steps, seeds 0-2, the
+    search's gradient scale): how far one seed moves a candidate's fitness when nothing about it changes."""
+    losses = {e["id"]: e for e in json.loads(Path(f"{fidelity}_losses.json").read_text())}
+    ce = next(i for i, e in losses.items() if e["name"] == "CE")
+    acc = {}
+    with Path(f"{fidelity}_trainings.csv").open(newline="") as fh:
+        for r in csv.DictReader(fh):
+            if r["variant"] == variant and r["level"] in ("s64", "s64x3"):  # s64x3 holds seeds 1 and 2
+                acc[(int(r["loss_id"]), int(r["seed"]))] = float(r["acc"])
+    sds = []
+    for i, e in losses.items():
+        diffs = [acc[(i, s)] - acc[(ce, s)] for s in range(3) if (i, s) in acc and (ce, s) in acc]
+        if i != ce and e["group"] in groups and len(diffs) == 3:
+            sds.append(statistics.stdev(diffs))
+    return statistics.median(sds), len(sds)
+
+
+def expected_best(n: int, sd: float) -> float:
+    """E[max] of ``n`` independent N(0, sd^2) draws: the best fitness a search reports among ``n``
+    candidates at its last rung when none of them differs from CE at all."""
+    from scipy import integrate, stats
+
+    if n < 1:
+        return math.nan
+    f = lambda x: x * n * stats.norm.pdf(x) * stats.norm.cdf(x) ** (n - 1)  # noqa: E731
+    return sd * integrate.quad(f, -12, 12)[0]
+
+
 # -------------------------------------------------------------------------------------------- report
 def screening_check(elimination: dict, skip_runs: tuple[str, ...] = ("disc-gp-mixup",)) -> dict:
     """Did the search's last rung predict the elimination's first round? Over the pool's untuned
@@ -212,7 +246,7 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def report(note: str = "", campaign: Path = CAMPAIGN, out: Path = REPORT) -> str:
+def report(note: str = "", campaign: Path = CAMPAIGN, out: Path = REPORT, fidelity: Path = FIDELITY) -> str:
     """Write ``out``.md/.csv/.png from the campaign's committed files; returns the Markdown."""
     from nlfs.heldout import markdown, write_csv
 
@@ -240,6 +274,16 @@ def report(note: str = "", campaign: Path = CAMPAIGN, out: Path = REPORT) -> str
                      f"{s['last_rung']} | {s['best_fitness'] * 100:+.2f} pp | `{s['best_expression']}` |")
     lines += ["", f"In all {sum(s['cpu_hours'] for s in searches):.2f} CPU-hours. Hall of fame, fitness plot and "
               "settings of each run: `bench/results/discovery/<run>/`; every evaluation: `searches.csv`.", ""]
+    if Path(f"{fidelity}_trainings.csv").exists():
+        sd, n = seed_noise(fidelity)
+        lines += [f"**How large a lead does noise alone give?** One seed's paired difference to CE at the last "
+                  f"rung's budget moves by {sd * 100:.2f} pp (median per-loss sd over seeds 0-2 of the fidelity "
+                  f"study's {n} CE-like losses at 64 steps, `{Path(fidelity).name}_trainings.csv`), so a mean "
+                  f"of 3 seeds by {sd * 100 / math.sqrt(3):.2f} pp. If no candidate differed from CE at all, the "
+                  "best of a search's last-rung candidates would still be expected at: "
+                  + "; ".join(f"{s['run']} (best of {s['last_rung']}) "
+                              f"{expected_best(s['last_rung'], sd / math.sqrt(3)) * 100:+.2f} pp "
+                              f"(found {s['best_fitness'] * 100:+.2f})" for s in searches) + ".", ""]
     check = screening_check(json.loads((campaign / "elimination.json").read_text()))
     if check.get("spearman") is not None:
         lines += [f"**Did the search's last rung predict longer training?** Over the {check['n']} untuned "

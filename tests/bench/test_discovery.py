@@ -95,6 +95,7 @@ def test_heldout_report_and_ship(tmp_path, monkeypatch):
     assert won == {(s, "FoundFM1", b) for s in ("arch", "noise") for b in discovery.BASELINES}
     assert "A note." in md and "| disc-gp |" in md and "Shipped: FoundFM1 beat CE" in md
     assert "Over the 5 untuned candidates" in md and "Spearman -1.00" in md and "5 of 5 behind CE" in md
+    assert "How large a lead does noise alone give?" in md and "disc-gp (best of 1) +0.00 pp" in md
     assert (tmp_path / "report.png").stat().st_size > 0
     target = tmp_path / "found.json"
     shipped = discovery.ship(camp, target)
@@ -105,6 +106,31 @@ def test_heldout_report_and_ship(tmp_path, monkeypatch):
         assert names == ["FoundFM1"] and nlfs.losses.get("FoundFM1").scale == 0.8
     finally:
         nlfs.losses._CATALOGUE.pop("foundfm1", None)
+
+
+def test_noise_ceiling(tmp_path):
+    """seed_noise reads one seed's spread of the paired difference from a fidelity study's trainings;
+    expected_best is the mean maximum of n normal draws (checked by simulation)."""
+    import numpy as np
+
+    (tmp_path / "f_losses.json").write_text(json.dumps(
+        [{"id": 0, "name": "CE", "group": "catalogue"}, {"id": 1, "name": "A", "group": "near-ce"},
+         {"id": 2, "name": "B", "group": "catalogue"}, {"id": 3, "name": "R", "group": "random-gp"}]))
+    rows = [(0, "s64", 0, 0.80), (0, "s64x3", 1, 0.81), (0, "s64x3", 2, 0.82),
+            (1, "s64", 0, 0.81), (1, "s64x3", 1, 0.81), (1, "s64x3", 2, 0.81),  # diffs +1, 0, -1 pp: sd 1 pp
+            (2, "s64", 0, 0.80), (2, "s64x3", 1, 0.83), (2, "s64x3", 2, 0.84),  # diffs 0, +2, +2 pp
+            (3, "s64", 0, 0.10), (3, "s64x3", 1, 0.70), (3, "s64x3", 2, 0.20),  # not CE-like: left out
+            (1, "s32", 0, 0.10)]
+    with (tmp_path / "f_trainings.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["loss_id", "variant", "level", "seed", "acc"])
+        w.writerows([(i, v, lv, s, a) for i, lv, s, a in rows for v in ("ce", "none")])
+    sd, n = discovery.seed_noise(tmp_path / "f")
+    assert n == 2 and math.isclose(sd, (0.01 + 0.02 / math.sqrt(3)) / 2, rel_tol=1e-9)
+    assert discovery.expected_best(1, 0.5) == 0.0
+    sim = np.random.default_rng(0).normal(0, 0.5, (100_000, 41)).max(axis=1).mean()
+    assert math.isclose(discovery.expected_best(41, 0.5), sim, rel_tol=0.01)
+    assert discovery.expected_best(68, 0.5) > discovery.expected_best(41, 0.5)
 
 
 def test_nothing_significant_ships_the_best_two_marked(tmp_path):
