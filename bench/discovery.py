@@ -159,17 +159,6 @@ def seed_noise(fidelity: Path = FIDELITY, variant: str = "ce", groups=("catalogu
     return statistics.median(sds), len(sds)
 
 
-def expected_best(n: int, sd: float) -> float:
-    """E[max] of ``n`` independent N(0, sd^2) draws: the best fitness a search reports among ``n``
-    candidates at its last rung when none of them differs from CE at all."""
-    from scipy import integrate, stats
-
-    if n < 1:
-        return math.nan
-    f = lambda x: x * n * stats.norm.pdf(x) * stats.norm.cdf(x) ** (n - 1)  # noqa: E731
-    return sd * integrate.quad(f, -12, 12)[0]
-
-
 # -------------------------------------------------------------------------------------------- report
 def screening_check(elimination: dict, skip_runs: tuple[str, ...] = ("disc-gp-mixup",)) -> dict:
     """Did the search's last rung predict the elimination's first round? Over the pool's untuned
@@ -246,9 +235,16 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _chance(run: Path) -> str:
+    path = run / "summary.json"
+    chance = json.loads(path.read_text()).get("chance") if path.exists() else None
+    return f"{chance['expected_best'] * 100:+.2f} pp" if chance else "–"
+
+
 def report(note: str = "", campaign: Path = CAMPAIGN, out: Path = REPORT, fidelity: Path = FIDELITY) -> str:
     """Write ``out``.md/.csv/.png from the campaign's committed files; returns the Markdown."""
     from nlfs.heldout import markdown, write_csv
+    from nlfs.stats import expected_max_normal
 
     finals = json.loads((campaign / "finalists.json").read_text())
     names = [e["name"] for e in finals]
@@ -268,21 +264,27 @@ def report(note: str = "", campaign: Path = CAMPAIGN, out: Path = REPORT, fideli
               "`bench/results/discovery/` by `python -m bench.discovery report`.", "",
               "## Searches", "",
               "| run | wall min | CPU-hours (2 workers) | candidates trained at rung 0 | reached last rung | "
-              "best paired Δ vs CE at last rung | its expression |", "|---|---:|---:|---:|---:|---:|---|"]
+              "best paired Δ vs CE at last rung | best by chance alone | its expression |",
+              "|---|---:|---:|---:|---:|---:|---:|---|"]
     for s in searches:
         lines.append(f"| {s['run']} | {s['wall_min']:.1f} | {s['cpu_hours']:.2f} | {s['screened']} | "
-                     f"{s['last_rung']} | {s['best_fitness'] * 100:+.2f} pp | `{s['best_expression']}` |")
+                     f"{s['last_rung']} | {s['best_fitness'] * 100:+.2f} pp | {_chance(campaign / s['run'])} | "
+                     f"`{s['best_expression']}` |")
+    lines += ["", "*Best by chance alone*: the expected best of that many candidates if none differed from CE, "
+              "from the run's own seed spread at its last rung (`chance` in its summary.json: "
+              "`nlfs.stats.expected_max_normal`; also printed by `nlfs.evolve`)."]
     lines += ["", f"In all {sum(s['cpu_hours'] for s in searches):.2f} CPU-hours. Hall of fame, fitness plot and "
               "settings of each run: `bench/results/discovery/<run>/`; every evaluation: `searches.csv`.", ""]
     if Path(f"{fidelity}_trainings.csv").exists():
         sd, n = seed_noise(fidelity)
-        lines += [f"**How large a lead does noise alone give?** One seed's paired difference to CE at the last "
+        lines += [f"**How large a lead does noise alone give?** Independently of the runs' own seeds: one seed's "
+                  f"paired difference to CE at the last "
                   f"rung's budget moves by {sd * 100:.2f} pp (median per-loss sd over seeds 0-2 of the fidelity "
                   f"study's {n} CE-like losses at 64 steps, `{Path(fidelity).name}_trainings.csv`), so a mean "
                   f"of 3 seeds by {sd * 100 / math.sqrt(3):.2f} pp. If no candidate differed from CE at all, the "
                   "best of a search's last-rung candidates would still be expected at: "
                   + "; ".join(f"{s['run']} (best of {s['last_rung']}) "
-                              f"{expected_best(s['last_rung'], sd / math.sqrt(3)) * 100:+.2f} pp "
+                              f"{expected_max_normal(s['last_rung'], sd / math.sqrt(3)) * 100:+.2f} pp "
                               f"(found {s['best_fitness'] * 100:+.2f})" for s in searches) + ".", ""]
     check = screening_check(json.loads((campaign / "elimination.json").read_text()))
     if check.get("spearman") is not None:

@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--run-dir", default=None, help="where run.db and reports go (default runs/<time>)")
     ap.add_argument("--resume", metavar="DIR", default=None, help="continue the run in DIR")
+    ap.add_argument("--report-only", metavar="DIR", default=None,
+                    help="rewrite the reports of the run in DIR from its run.db and print its summary; trains nothing")
     ap.add_argument("--population", type=int, default=None)
     ap.add_argument("--sample", type=int, default=None)
     ap.add_argument("--initial", type=int, default=None, help="random candidates seeding the population")
@@ -139,6 +141,8 @@ def main(argv=None) -> int:
     from .data import DatasetError
     from .search._taylor import TaylorSearch, is_taylor_run
 
+    if args.report_only:
+        return report_only(args.report_only)
     if args.workers is None:
         args.workers = default_workers(args.device)
     try:
@@ -169,6 +173,20 @@ def main(argv=None) -> int:
     print(format_summary(summary, cfg.dataset))
     print(f"reports in {cfg.run_dir}: hall_of_fame.md, summary.json, fitness.png, loss_shapes.png, "
           "best_losses.py (registers them), best_losses_standalone.py (plain PyTorch), best_losses.tex; run.db")
+    return 0
+
+
+def report_only(run_dir: str) -> int:
+    """Rewrite a run's reports from its run.db (after an nlfs upgrade, or of a run killed before it
+    wrote them) and print its summary."""
+    from .search import read_run
+
+    try:
+        rows, config = read_run(run_dir)
+    except (FileNotFoundError, RuntimeError, ValueError) as err:
+        print(f"nlfs.evolve: error: {err}", file=sys.stderr)
+        return 2
+    print(format_summary(write_report(Path(run_dir), rows), config.get("dataset", "?")))
     return 0
 
 

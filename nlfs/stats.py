@@ -9,8 +9,8 @@ import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["PairedTest", "format_mean_std", "format_p", "holm", "mean_std", "paired_test", "paired_by_key",
-           "WILCOXON_MIN_N"]
+__all__ = ["PairedTest", "expected_max_normal", "format_mean_std", "format_p", "holm", "mean_std", "paired_test",
+           "paired_by_key", "WILCOXON_MIN_N"]
 
 WILCOXON_MIN_N = 5  # below this the two-sided exact Wilcoxon p-value cannot go under 0.0625 anyway
 
@@ -143,3 +143,17 @@ def paired_by_key(a: Mapping, b: Mapping, wilcoxon_min_n: int = WILCOXON_MIN_N) 
     """``paired_test`` over the keys (e.g. seeds) present in both mappings, in sorted key order."""
     keys = sorted(set(a) & set(b))
     return paired_test([a[k] for k in keys], [b[k] for k in keys], wilcoxon_min_n)
+
+
+def expected_max_normal(n: int, sd: float = 1.0) -> float:
+    """E[max] of ``n`` independent N(0, sd^2) draws (NaN for n < 1): the best score a search reports
+    among ``n`` candidates whose true difference to the baseline is zero, when each score carries
+    noise of standard deviation ``sd`` (the winner's curse)."""
+    if n < 1:
+        return math.nan
+    from scipy import integrate, stats
+
+    def integrand(x):
+        return x * n * stats.norm.pdf(x) * stats.norm.cdf(x) ** (n - 1)
+
+    return sd * integrate.quad(integrand, -12.0, 12.0)[0]

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from nlfs.stats import format_mean_std, format_p, mean_std, paired_by_key, paired_test
+from nlfs.stats import expected_max_normal, format_mean_std, format_p, mean_std, paired_by_key, paired_test
 
 # Student's sleep data (Cushny & Peebles 1905), the textbook paired example: R's
 # t.test(extra ~ group, data = sleep, paired = TRUE) gives t = -4.0621, df = 9, p = 0.002833,
@@ -100,3 +100,14 @@ def test_confidence_interval_and_effect_size():
     assert t.d_z == pytest.approx(t.mean_diff / t.std_diff)
     assert t.d_z_low < t.d_z < t.d_z_high
     assert math.isnan(paired_test([1.0], [0.5]).ci_low)
+
+
+def test_expected_max_normal_matches_simulation_and_known_values():
+    import numpy as np
+
+    assert expected_max_normal(1, 0.5) == 0.0
+    assert math.isclose(expected_max_normal(2), 1 / math.sqrt(math.pi), rel_tol=1e-9)  # closed form
+    sim = np.random.default_rng(0).normal(0, 0.5, (100_000, 41)).max(axis=1).mean()
+    assert math.isclose(expected_max_normal(41, 0.5), sim, rel_tol=0.01)
+    assert expected_max_normal(68) > expected_max_normal(41) > expected_max_normal(2)
+    assert math.isnan(expected_max_normal(0))

@@ -7,6 +7,7 @@ expression."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -100,6 +101,24 @@ def seed_stats(r: dict) -> dict:
     return {"seeds": len(seeds), "accuracy": r.get("accuracy", r.get("fitness")),
             "paired": statistics.fmean(paired) if paired else None,
             "paired_sd": statistics.stdev(paired) if len(paired) > 1 else None}
+
+
+def chance_lead(rows: list[dict], rung: int) -> dict | None:
+    """The best fitness at ``rung`` that chance alone would give: with ``n`` candidates there, none
+    truly different from CE, and one seed's paired difference varying by the median of their per-seed
+    sds, the expected best mean over the rung's seeds (``nlfs.stats.expected_max_normal``). None
+    without paired seeds to measure the spread on."""
+    import statistics
+
+    from ..stats import expected_max_normal
+
+    stats = [seed_stats(r) for r in trained_ok(latest_rows(rows)) if _rung(r) == rung]
+    sds = [s["paired_sd"] for s in stats if s["paired_sd"] is not None]
+    if len(stats) < 2 or not sds:
+        return None
+    sd, seeds = statistics.median(sds), round(statistics.median(s["seeds"] for s in stats if s["seeds"]))
+    return {"rung": rung, "candidates": len(stats), "seeds": seeds, "seed_sd": sd,
+            "expected_best": expected_max_normal(len(stats), sd / math.sqrt(seeds))}
 
 
 _TWINS: dict = {}
@@ -271,6 +290,7 @@ def write_report(run_dir: str | Path, rows: list[dict], reduction: str | None = 
     summary = {"counts": counts, "paired": paired, "augment": cfg.get("augment", "none"),
                "grad_scale": cfg.get("grad_scale", "none"), "rungs": cfg.get("rungs"),
                "baseline_ce": baseline_accuracy(rows, top_rung),
+               "chance": chance_lead(rows, top_rung) if paired else None,
                "best": [entry(r) for r in best], "hall_of_fame": [entry(r) for r in hof]}
     _atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2))
     md = ["# Hall of fame (best per size)", "",
@@ -316,4 +336,11 @@ def format_summary(summary: dict, dataset: str) -> str:
         twin = f"   [= {r['same_as']} in disguise]" if r.get("same_as") else ""
         lines.append(f"{'found #' + str(i):<10} {r.get('rung', 0):>4} {r.get('seeds') or 1:>5} {acc:>8.4f}  "
                      f"{delta:<30} {r.get('formula', r['expression'])}{twin}")
+    chance = summary.get("chance")
+    if chance:
+        lines.append(f"chance: {chance['candidates']} candidates reached rung {chance['rung']}; one seed moves a "
+                     f"paired d by {chance['seed_sd']:.4f} (median sd), so among {chance['candidates']} losses no "
+                     f"different from CE the best mean over {chance['seeds']} seeds would be "
+                     f"{chance['expected_best']:+.4f}. "
+                     f"A lead below that is not evidence: confirm it with `python -m nlfs.eliminate`.")
     return "\n".join(lines)

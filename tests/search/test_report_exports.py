@@ -58,3 +58,33 @@ def test_standalone_file_matches_every_found_loss_without_nlfs(tmp_path):
         spec = nlfs.losses.LossSpec(f"found_{i}", nlfs.parse(r["expression"]), "class_sum",
                                     nlfs.losses.MappingProxyType(r["constants"]), scale=r.get("scale", 1.0))
         assert_matches_loss(f"found_{i}", spec, results[f"found_{i}"], cases)
+
+
+def test_summary_says_what_lead_chance_alone_gives():
+    """Twenty candidates at the last rung, none better than CE but for seed noise: the report's chance
+    line puts the expected best near the best found, from their own per-seed spread."""
+    import math
+    import random
+
+    from nlfs.search._report import chance_lead
+    from nlfs.stats import expected_max_normal
+
+    rng = random.Random(0)
+    rows = [{"id": 0, "expression": "-y * log(p)", "fitness": 0.8, "status": "baseline", "rung": 1}]
+    for i in range(1, 21):
+        diffs = [rng.gauss(0, 0.01) for _ in range(3)]
+        rows.append({"id": i, "candidate": i, "expression": f"-y * log(p) * {i}", "constants": {},
+                     "fitness": sum(diffs) / 3, "size": 5, "status": "ok", "rung": 1,
+                     "result": {"seeds": [{"paired": d} for d in diffs]}})
+    rows.append({"id": 30, "candidate": 30, "expression": "p", "constants": {}, "fitness": 0.5, "size": 1,
+                 "status": "ok", "rung": 0, "result": {"seeds": [{"paired": 0.5}]}})  # lower rung: not counted
+    chance = chance_lead(rows, 1)
+    assert chance["candidates"] == 20 and chance["seeds"] == 3 and 0.006 < chance["seed_sd"] < 0.014
+    assert math.isclose(chance["expected_best"], expected_max_normal(20, chance["seed_sd"] / math.sqrt(3)))
+    best = max(r["fitness"] for r in rows[1:21])
+    assert 0.5 * chance["expected_best"] < best < 2 * chance["expected_best"]
+    text = format_summary({"counts": {k: 0 for k in ("evaluated", "trained", "ok", "diverged", "error", "validity",
+                                                     "duplicate", "integrity", "fingerprint", "rejection")},
+                           "baseline_ce": 0.8, "paired": True, "best": [], "chance": chance}, "digits")
+    assert f"would be {chance['expected_best']:+.4f}" in text and "nlfs.eliminate" in text
+    assert chance_lead(rows[:2], 1) is None  # one candidate: no best-of-n to speak of

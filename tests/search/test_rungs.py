@@ -270,6 +270,22 @@ def test_report_marks_catalogue_losses_in_disguise(tmp_path):
     assert "[= CE in disguise]" in text and text.count("in disguise") == 1
 
 
+def test_report_only_rewrites_a_runs_reports_without_training(tmp_path, capsys):
+    from nlfs import evolve
+
+    ex = FakeExecutor()
+    _run(_cfg(tmp_path, budget=3, seed_losses=("-y * log(p) + 0.3 * p * y",), seed_mutants=0,
+              filters=("validity",)), ex)
+    run = tmp_path / "run"
+    assert not (run / "summary.json").exists()  # the search wrote run.db only
+    calls = len(ex.submitted)
+    assert evolve.main(["--report-only", str(run)]) == 0
+    assert len(ex.submitted) == calls and (run / "summary.json").is_file()
+    assert "found #1" in capsys.readouterr().out
+    assert evolve.main(["--report-only", str(tmp_path / "nothing")]) == 2
+    assert "no search run" in capsys.readouterr().err
+
+
 def test_cli_defaults_warm_start_tree_spaces_only(tmp_path):
     from nlfs.evolve import build_parser, config_from_args
 
