@@ -331,8 +331,10 @@ def ship(campaign: Path = CAMPAIGN, target: Path = ROOT / "nlfs" / "found_losses
         if e["name"] not in picked:
             continue
         mine = [r for r in rows if r["finalist"] == e["name"] and r["baseline"] == "CE"]
+        run = Path(e["provenance"].get("search_run") or "").name
         e = dict(e, provenance=dict(
-            e["provenance"], significant="yes" if significant else "no: no held-out setting after Holm",
+            e["provenance"], search_report=f"bench/results/discovery/{run}/" if run else "",
+            significant="yes" if significant else "no: no held-out setting after Holm",
             heldout="; ".join(f"{r['setting']} {r['mean_diff'] * 100:+.2f} pp [{r['ci_low'] * 100:+.2f}, "
                               f"{r['ci_high'] * 100:+.2f}] vs CE" for r in mine)))
         out.append(e)

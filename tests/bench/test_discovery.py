@@ -104,6 +104,7 @@ def test_heldout_report_and_ship(tmp_path, monkeypatch):
     shipped = discovery.ship(camp, target)
     assert [e["name"] for e in shipped] == ["FoundFM1"] and shipped[0]["provenance"]["significant"] == "yes"
     assert shipped[0]["provenance"]["heldout"].startswith("arch +0.96 pp [")
+    assert shipped[0]["provenance"]["search_report"] == "bench/results/discovery/disc-gp/"  # committed evidence
     names = nlfs.losses.register_file(target)
     try:
         assert names == ["FoundFM1"] and nlfs.losses.get("FoundFM1").scale == 0.8
