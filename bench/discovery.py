@@ -56,14 +56,17 @@ def finalists(elimination: Path, out: Path) -> list[dict]:
     """Name the elimination's survivors ``FoundFM1..`` with the constants and gradient scale they were
     trained with; the file has nlfs/found_losses.json's format (``nlfs.transfer --losses-file``)."""
     saved = json.loads(elimination.read_text())
+    from nlfs.stats import format_mean_std
+
     entries = []
     for i, s in enumerate(saved["survivors"], 1):
+        diff = format_mean_std(s["paired_diff"], s["paired_sd"], scale=100, sign=True)
         entries.append({
             "name": f"{PREFIX}{i}", "expression": s["expression"], "constants": s["constants"],
             "reduction": s["reduction"], "scale": s["scale"],
             "provenance": {"search_run": s["run"], "candidate": s["label"],
                            "tuned_from": s.get("tuned_from"),
-                           "elimination": f"{s['paired_diff'] * 100:+.2f} ± {s['paired_sd'] * 100:.2f} pp vs CE "
+                           "elimination": f"{diff} pp vs CE "
                                           f"(last round, {len(s['scores'][str(len(saved['rounds']))])} seeds)",
                            "results": "bench/results/discovery_fashion_mnist.md"}})
     out.write_text(json.dumps(entries, indent=2) + "\n")

@@ -38,6 +38,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .stats import format_mean_std, mean_std, paired_differences
 from .train._cli import add_training_args, training_overrides
 
 CE_EXPRESSION = "-y * log(p)"
@@ -224,7 +225,8 @@ class Elimination:
                 jobs = [(c, s) for c in [ce, *alive] for s in seeds]
                 self._run_jobs(executor, jobs, i, rnd, scores)
                 # CE trained on the same seeds: ranking by mean accuracy is ranking by paired difference
-                ranked = sorted(alive, key=lambda c: (-_mean(scores[c["label"]][i]), -c["fitness"], c["id"]))
+                ranked = sorted(alive, key=lambda c: (-mean_std(scores[c["label"]][i].values())[0], -c["fitness"],
+                                                      c["id"]))
                 kept = ranked[:rnd.keep]
                 history.append({"round": i, "evaluated": len(alive), "kept": len(kept), "seeds": seeds,
                                 "model": rnd.model, "budget_scale": rnd.budget_scale})
@@ -249,13 +251,14 @@ class Elimination:
             return {str(i): {str(s): v for s, v in per.items()} for i, per in scores.get(label, {}).items()}
 
         def survivor(c):
-            diffs = _paired(scores[c["label"]].get(last, {}), scores["CE"].get(last, {}))
+            diff, sd = mean_std(paired_differences(scores[c["label"]].get(last, {}), scores["CE"].get(last, {})))
             factors = sorted(self.scales.get(c["label"], []))
             return {"label": c["label"], "run": c.get("run"), "id": c["id"], "expression": c["expression"],
                     "constants": c.get("constants") or {}, "reduction": self.reduction,
                     "search_fitness": c["fitness"], "tuned_from": c.get("tuned_from"),
                     "scale": factors[len(factors) // 2] if factors else 1.0,
-                    "paired_diff": _mean(diffs), "paired_sd": _sd(diffs), "scores": per_seed(c["label"])}
+                    "paired_diff": diff, "paired_sd": sd if math.isfinite(sd) else None,  # None: one seed
+                    "scores": per_seed(c["label"])}
 
         pool = [{"label": c["label"], "run": c.get("run"), "id": c["id"], "expression": c["expression"],
                  "constants": c.get("constants") or {}, "search_fitness": c["fitness"],
@@ -314,7 +317,7 @@ class Elimination:
                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
         def cells(label):
-            return [_fmt(list(scores.get(label, {}).get(i, {}).values())) for i in range(1, len(rounds) + 1)]
+            return [_fmt(scores.get(label, {}).get(i, {}).values()) for i in range(1, len(rounds) + 1)]
 
         lines.append("| CE | - | `" + CE_EXPRESSION + "` | - | " + " | ".join(cells("CE")) + " | - |")
         last = len(rounds)
@@ -322,9 +325,9 @@ class Elimination:
             expr = f"`{c['expression']}`"
             if c.get("constants"):
                 expr += " with " + ", ".join(f"{k}={v:.4g}" for k, v in c["constants"].items())
-            d = _paired(scores[c["label"]].get(last, {}), scores["CE"].get(last, {}))
+            d = mean_std(paired_differences(scores[c["label"]].get(last, {}), scores["CE"].get(last, {})))
             lines.append(f"| {rank} | {c['label']} | {expr} | {c['fitness']:.4f} | "
-                         + " | ".join(cells(c["label"])) + f" | {_mean(d) * 100:+.2f} ± {_sd(d) * 100:.2f} pp |")
+                         + " | ".join(cells(c["label"])) + f" | {format_mean_std(*d, scale=100, sign=True)} pp |")
         return "\n".join(lines) + "\n"
 
 
@@ -347,31 +350,13 @@ def _scale_of(out: dict):
     return per[0].get("grad_scale") if per else None
 
 
-def _paired(a: dict, b: dict) -> list[float]:
-    return [a[s] - b[s] for s in a if s in b]
-
-
-def _sd(xs) -> float:
-    xs = list(xs)
-    if len(xs) < 2:
-        return 0.0
-    m = _mean(xs)
-    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
-
-
 def _value(fitness, status) -> float:
     return float(fitness) if status == "ok" and fitness is not None and math.isfinite(fitness) else 0.0
 
 
-def _mean(xs) -> float:
-    xs = list(xs.values()) if isinstance(xs, dict) else list(xs)
-    return sum(xs) / len(xs) if xs else 0.0
-
-
-def _fmt(xs) -> str:
-    if not xs:
-        return "-"
-    return f"{_mean(xs):.4f} ± {_sd(xs):.4f} (n={len(xs)})"
+def _fmt(values) -> str:
+    xs = list(values)
+    return f"{format_mean_std(*mean_std(xs), digits=4)} (n={len(xs)})" if xs else "-"
 
 
 def eliminate(run_dir, protocol: Protocol | None = None, train_config=None, workers: int = 1,

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 __all__ = ["PairedTest", "expected_max_normal", "format_mean_std", "format_p", "holm", "mean_std", "paired_test",
-           "paired_by_key", "WILCOXON_MIN_N"]
+           "paired_by_key", "paired_differences", "WILCOXON_MIN_N"]
 
 WILCOXON_MIN_N = 5  # below this the two-sided exact Wilcoxon p-value cannot go under 0.0625 anyway
 
@@ -137,6 +137,11 @@ def holm(pvalues: Iterable[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p))
         out[i] = running
     return out
+
+
+def paired_differences(a: Mapping, b: Mapping) -> list[float]:
+    """``a[k] - b[k]`` over the keys (e.g. seeds) present in both mappings, in sorted key order."""
+    return [float(a[k]) - float(b[k]) for k in sorted(set(a) & set(b))]
 
 
 def paired_by_key(a: Mapping, b: Mapping, wilcoxon_min_n: int = WILCOXON_MIN_N) -> PairedTest:

@@ -2,7 +2,15 @@ import math
 
 import pytest
 
-from nlfs.stats import expected_max_normal, format_mean_std, format_p, mean_std, paired_by_key, paired_test
+from nlfs.stats import (
+    expected_max_normal,
+    format_mean_std,
+    format_p,
+    mean_std,
+    paired_by_key,
+    paired_differences,
+    paired_test,
+)
 
 # Student's sleep data (Cushny & Peebles 1905), the textbook paired example: R's
 # t.test(extra ~ group, data = sleep, paired = TRUE) gives t = -4.0621, df = 9, p = 0.002833,
@@ -68,6 +76,7 @@ def test_degenerate_cases():
 def test_paired_by_key_uses_common_keys():
     r = paired_by_key({0: 0.9, 1: 0.8, 2: 0.7}, {1: 0.7, 2: 0.8, 3: 0.1})
     assert r.n == 2 and r.mean_diff == pytest.approx(0.0)
+    assert paired_differences({2: 0.7, 0: 0.9, 1: 0.8}, {1: 0.7, 2: 0.8, 3: 0.1}) == pytest.approx([0.1, -0.1])
 
 
 def test_formatting():
