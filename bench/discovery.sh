@@ -4,6 +4,7 @@
 #   bash bench/discovery.sh search     # three searches on Fashion-MNIST, ~30 min each on 2 workers
 #   bash bench/discovery.sh refine     # tune each run's best 2, eliminate all runs' best to 3 finalists
 #   bash bench/discovery.sh heldout    # 4 held-out settings x (3 finalists + 3 baselines) x 10 seeds
+#   bash bench/discovery.sh confirm    # the held-out lead most likely real vs CE, on 20 fresh seeds
 #   bash bench/discovery.sh report     # publish the runs' files, the table, the plot; then `ship`
 #   bash bench/discovery.sh all        # every stage in turn
 #
@@ -66,6 +67,13 @@ heldout() {
   done
 }
 
+confirm() {
+  # the held-out lead most likely to be real, trained again on fresh seeds (rule: bench/discovery.py)
+  mkdir -p "$RESULTS/heldout"
+  cp runs/disc-heldout/*.csv runs/disc-heldout/*.md "$RESULTS/heldout/"
+  nice -n 5 "$PY" -m bench.discovery confirm --workers "$WORKERS" >>runs/logs/confirm.log 2>&1
+}
+
 report() {
   publish
   local first=runs/${SEARCHES[0]%%|*}
@@ -77,6 +85,10 @@ report() {
   cp runs/disc-finalists.json "$RESULTS/finalists.json"
   mkdir -p "$RESULTS/heldout"
   cp runs/disc-heldout/*.csv runs/disc-heldout/*.md "$RESULTS/heldout/" 2>/dev/null || true
+  if [[ -d runs/disc-confirm ]]; then
+    mkdir -p "$RESULTS/confirm"
+    cp runs/disc-confirm/*.csv runs/disc-confirm/*.md "$RESULTS/confirm/"
+  fi
   "$PY" -m bench.discovery trajectory $(for spec in "${SEARCHES[@]}"; do echo "runs/${spec%%|*}"; done)
   "$PY" -m bench.discovery report
 }
@@ -97,9 +109,10 @@ main() {
     search) for spec in "${SEARCHES[@]}"; do search_one "${spec%%|*}" "${spec#*|}"; done; publish ;;
     refine) refine ;;
     heldout) heldout ;;
+    confirm) confirm ;;
     report) report ;;
     publish) publish ;;
-    all) main search && refine && heldout && report && "$PY" -m bench.discovery ship ;;
+    all) main search && refine && heldout && confirm && report && "$PY" -m bench.discovery ship ;;
     *) sed -n '2,11p' "$0"; return 2 ;;
   esac
 }

@@ -88,10 +88,22 @@ def test_heldout_report_and_ship(tmp_path, monkeypatch):
     for loss in ("FoundFM1", "FoundFM2", *discovery.BASELINES):
         assert len([c for c in fake.calls if c[0] == loss]) == 2 * (2 * 3 + 10)
     assert {c[1] for c in fake.calls if c[0] == "FoundFM1"} == {0.8}  # its shipped gradient scale
+    # the confirmation: FoundFM1's lead (the same in both settings: the first, arch, is taken) on fresh seeds
+    assert discovery.confirmation(camp) is None
+    try:
+        assert discovery.run_confirm(camp / "confirm", camp / "finalists.json", camp,
+                                     tuple(a for a in TINY if a != "10" and a != "--seeds")) == 0
+    finally:
+        for n in ("FoundFM1", "FoundFM2"):
+            nlfs.losses._CATALOGUE.pop(n.lower(), None)
+    conf = discovery.confirmation(camp)
+    assert (conf["setting"], conf["finalist"], conf["seeds"]) == ("arch", "FoundFM1", list(range(10, 30)))
+    assert conf["test"].mean_diff > 0 and conf["test"].p_t < 0.05
     (camp / "disc-gp").mkdir()
     (camp / "disc-gp" / "summary.json").write_text(json.dumps({"chance": {"expected_best": 0.0123}}))
     md = discovery.report("A note.", camp, tmp_path / "report")
     assert "| +0.10 pp | +1.23 pp |" in md  # the run's best, then the best its own seed noise gives
+    assert "## Confirmation on fresh seeds" in md and "**confirmed** at α = 0.05" in md
     rows = list(csv.DictReader((tmp_path / "report.csv").open()))
     assert len(rows) == 2 * 2 * 3  # settings x finalists x baselines
     won = {(r["setting"], r["finalist"], r["baseline"]) for r in rows if r["beats"] == "True"}
@@ -105,6 +117,7 @@ def test_heldout_report_and_ship(tmp_path, monkeypatch):
     assert [e["name"] for e in shipped] == ["FoundFM1"] and shipped[0]["provenance"]["significant"] == "yes"
     assert shipped[0]["provenance"]["heldout"].startswith("arch +0.96 pp [")
     assert shipped[0]["provenance"]["search_report"] == "bench/results/discovery/disc-gp/"  # committed evidence
+    assert shipped[0]["provenance"]["confirmation"].startswith("arch, fresh seeds 10-29: +")
     names = nlfs.losses.register_file(target)
     try:
         assert names == ["FoundFM1"] and nlfs.losses.get("FoundFM1").scale == 0.8
@@ -167,7 +180,8 @@ def test_campaign_script_parses_and_names_its_stages():
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     usage = subprocess.run(["bash", str(script)], capture_output=True, text=True)
     assert usage.returncode == 2
-    assert all(f"discovery.sh {stage}" in usage.stdout for stage in ("search", "refine", "heldout", "report", "all"))
+    stages = ("search", "refine", "heldout", "confirm", "report", "all")
+    assert all(f"discovery.sh {stage}" in usage.stdout for stage in stages)
 
 
 def test_search_time_leaves_out_the_pause_of_a_resumed_run():
