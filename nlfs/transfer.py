@@ -315,10 +315,13 @@ def _trainings(jobs: list[tuple], workers: int = 1):
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("spawn"))
+    try:
         futures = {pool.submit(_train_job, (_portable(e), cfg, seed)): (e, cfg, seed) for e, cfg, seed in jobs}
         for fut in as_completed(futures):
             yield futures[fut], fut.result()
+    finally:  # interrupted: drop the queued trainings instead of finishing them (the CSV resumes)
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 LR_COLUMNS = ["loss", "lr", "seed", "best_val_acc", "status", "reason", "run_key", "wall_time"]
