@@ -257,6 +257,13 @@ def chosen(rows: list[dict], names: list[str]) -> tuple[list[str], bool]:
     return sorted(names, key=mean_diff, reverse=True)[:2], False
 
 
+def worse(rows: list[dict], name: str, alpha: float = 0.05) -> list[str]:
+    """Where ``name`` is significantly *worse* than a baseline after the same correction: a shipped loss
+    says where not to use it."""
+    return [f"{r['setting']} vs {r['baseline']} ({r['mean_diff'] * 100:+.2f} pp)" for r in rows
+            if r["finalist"] == name and r["mean_diff"] < 0 and math.isfinite(r["p_t_holm"]) and r["p_t_holm"] < alpha]
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -377,6 +384,8 @@ def report(note: str = "", campaign: Path = CAMPAIGN, out: Path = REPORT, fideli
                    f"No finalist beats CE on any held-out setting after the Holm correction. Shipped, marked "
                    f"not significant: {', '.join(picked)} (the best two by mean paired difference to CE over "
                    f"the settings).")]
+        lines += [""] + [f"- {n} is significantly worse after correction: {'; '.join(worse(rows, n))}."
+                         for n in names if worse(rows, n)]
     text = "\n".join(lines) + "\n"
     Path(f"{out}.md").write_text(text)
     return text
@@ -399,6 +408,7 @@ def ship(campaign: Path = CAMPAIGN, target: Path = ROOT / "nlfs" / "found_losses
         e = dict(e, provenance=dict(
             e["provenance"], search_report=f"bench/results/discovery/{run}/" if run else "",
             significant="yes" if significant else "no: no held-out setting after Holm",
+            significantly_worse="; ".join(worse(rows, e["name"])) or "nowhere",
             heldout="; ".join(f"{r['setting']} {r['mean_diff'] * 100:+.2f} pp [{r['ci_low'] * 100:+.2f}, "
                               f"{r['ci_high'] * 100:+.2f}] vs CE" for r in mine)))
         if conf and conf["finalist"] == e["name"]:

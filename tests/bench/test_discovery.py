@@ -149,6 +149,10 @@ def test_nothing_significant_ships_the_best_two_marked(tmp_path):
     assert discovery.chosen(rows, ["A", "B", "C"]) == (["B", "C"], False)
     rows[0]["beats"] = True  # a win against CE in one setting is enough
     assert discovery.chosen(rows, ["A", "B", "C"]) == (["A"], True)
+    # and where a loss is significantly worse is said, not hidden
+    for r, p in zip(rows, (0.01, 0.2, 0.01, 0.01, 0.5, 0.5), strict=True):
+        r["p_t_holm"] = p
+    assert discovery.worse(rows, "A") == ["x vs CE (-1.00 pp)"] and discovery.worse(rows, "B") == []
 
 
 def test_committed_campaign_is_recomputed_from_its_csvs():
