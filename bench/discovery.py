@@ -378,7 +378,7 @@ def report(note: str = "", campaign: Path = CAMPAIGN, out: Path = REPORT, fideli
                   f"at α = 0.05.", ""]
     if rows:
         lines += [f"![held-out]({Path(out).name}.png)", "",
-                  "## Verdict", "",
+                  "## What ships (the issue's rule: beats CE somewhere after correction)", "",
                   (f"Shipped: {', '.join(picked)} beat CE on at least one held-out setting after correction."
                    if significant else
                    f"No finalist beats CE on any held-out setting after the Holm correction. Shipped, marked "
