@@ -12,6 +12,7 @@ then 4, with budgets x1, x2, x4, x8 and the pre-activation ResNet in the last tw
     python -m nlfs.eliminate --run-dir DIR --keep 25,12,6,4 --seeds 1,2,3,3 \\
         --budget-scale 1,2,4,8 --models surrogate,surrogate,preact_resnet,preact_resnet
     python -m nlfs.eliminate --run-dir DIR --config rounds.toml          # keys: pool keep seeds ...
+    python -m nlfs.eliminate --run-dir DIR --keep 10,5,3 --seeds 2,3,5 --train-sizes base,base,all
 
 Candidates may come from several searches (``--also DIR,...``: each run's best ``pool`` join, under
 the first run's training settings) and from their tunings (``--tuned``: each run's ``tuned.json``, a
@@ -77,10 +78,31 @@ class Round:
     seeds: int
     budget_scale: float
     model: str
+    # training images: None keeps the run's; ALL_IMAGES the whole training split (a long, full-data
+    # round shows whether a lead found on small trainings survives plenty of data)
+    train_size: int | None = None
 
     def describe(self) -> str:
         s = f"{self.seeds} seed{'s' if self.seeds != 1 else ''}"
-        return f"{self.model}, budget x{self.budget_scale:g}, {s}"
+        size = "" if self.train_size is None else (
+            ", all training images" if self.train_size == ALL_IMAGES else f", {self.train_size} images")
+        return f"{self.model}, budget x{self.budget_scale:g}{size}, {s}"
+
+
+ALL_IMAGES = 0
+
+
+def parse_train_size(text) -> int | None:
+    """``all`` -> ALL_IMAGES, ``base`` or ``-`` -> None (the run's), else a positive count."""
+    t = str(text).strip().lower()
+    if t in ("all", "0"):
+        return ALL_IMAGES
+    if t in ("base", "-", "none", ""):
+        return None
+    n = int(t)
+    if n < 1:
+        raise ValueError(f"train size must be a positive count, 'all' or 'base', got {text!r}")
+    return n
 
 
 @dataclass
@@ -90,7 +112,8 @@ class Protocol:
     first_seed: int = 1
 
     @classmethod
-    def from_lists(cls, keep, seeds, budget_scale, models, pool=300, first_seed=1) -> Protocol:
+    def from_lists(cls, keep, seeds, budget_scale, models, pool=300, first_seed=1,
+                   train_sizes=(None,)) -> Protocol:
         n = len(keep)
 
         def fit(xs, what):
@@ -102,8 +125,9 @@ class Protocol:
             return xs
 
         seeds, scales, models = fit(seeds, "seeds"), fit(budget_scale, "budget_scale"), fit(models, "models")
-        rounds = [Round(int(k), int(s), float(b), MODEL_ALIASES.get(str(m).lower(), str(m)))
-                  for k, s, b, m in zip(keep, seeds, scales, models, strict=True)]
+        sizes = [parse_train_size(x) for x in fit(train_sizes, "train_sizes")]
+        rounds = [Round(int(k), int(s), float(b), MODEL_ALIASES.get(str(m).lower(), str(m)), t)
+                  for k, s, b, m, t in zip(keep, seeds, scales, models, sizes, strict=True)]
         for r in rounds:
             if r.keep < 1 or r.seeds < 1 or r.budget_scale <= 0:
                 raise ValueError(f"bad round {r}: keep and seeds must be >= 1, budget_scale > 0")
@@ -117,8 +141,11 @@ def _key(expression: str, constants: dict, reduction: str, train: dict) -> str:
 
 
 def round_config(base, rnd: Round, seed: int):
-    """The training of one (round, seed): the run's surrogate config with its budget scaled."""
+    """The training of one (round, seed): the run's surrogate config with its budget scaled (and its
+    training images the round's, when it sets them)."""
     cfg = dataclasses.replace(base, evaluate_test=False, progress=False, seed=seed, model=rnd.model)
+    if rnd.train_size is not None:
+        cfg = dataclasses.replace(cfg, train_size=None if rnd.train_size == ALL_IMAGES else rnd.train_size)
     if cfg.steps is not None:
         return dataclasses.replace(cfg, steps=max(1, int(round(cfg.steps * rnd.budget_scale))))
     epochs = cfg.resolved().epochs
@@ -229,7 +256,8 @@ class Elimination:
                                                       c["id"]))
                 kept = ranked[:rnd.keep]
                 history.append({"round": i, "evaluated": len(alive), "kept": len(kept), "seeds": seeds,
-                                "model": rnd.model, "budget_scale": rnd.budget_scale})
+                                "model": rnd.model, "budget_scale": rnd.budget_scale,
+                                "train_size": rnd.train_size})
                 alive = kept
         finally:
             executor.close()
@@ -402,13 +430,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--preset", default="paper", choices=sorted(PRESETS),
                     help="paper: 300 -> 25, 12, 6, 4; quick: two short rounds (minutes on a CPU)")
     ap.add_argument("--config", default=None,
-                    help="a .json or .toml file with pool, keep, seeds, budget_scale, models")
+                    help="a .json or .toml file with pool, keep, seeds, budget_scale, models, train_sizes")
     ap.add_argument("--pool", type=int, default=None, help="how many of the run's best enter round 1")
     ap.add_argument("--keep", default=None, help="survivors per round, e.g. 25,12,6,4")
     ap.add_argument("--seeds", default=None, help="seeds per round, e.g. 1,2,3,3")
     ap.add_argument("--budget-scale", default=None, help="training budget multiplier per round, e.g. 1,2,4,8")
     ap.add_argument("--models", default=None,
                     help="model per round, e.g. surrogate,surrogate,preact_resnet,preact_resnet")
+    ap.add_argument("--train-sizes", default=None, metavar="N|all|base,...",
+                    help="training images per round, e.g. base,base,all (the last round on the whole split)")
     ap.add_argument("--first-seed", type=int, default=1)
     add_training_args(ap, model=False)
     ap.add_argument("--workers", type=int, default=1)
@@ -421,7 +451,8 @@ def protocol_from_args(args) -> Protocol:
     spec = dict(PRESETS[args.preset])
     if args.config:
         spec.update(load_config_file(args.config))
-    for name, conv in (("keep", int), ("seeds", int), ("budget_scale", float), ("models", str)):
+    for name, conv in (("keep", int), ("seeds", int), ("budget_scale", float), ("models", str),
+                       ("train_sizes", str)):
         v = _list(getattr(args, name), conv)
         if v is not None:
             spec[name] = v
@@ -429,7 +460,7 @@ def protocol_from_args(args) -> Protocol:
         spec["pool"] = args.pool
     spec["first_seed"] = spec.get("first_seed", args.first_seed) if args.first_seed == 1 else args.first_seed
     return Protocol.from_lists(**{k: spec[k] for k in ("keep", "seeds", "budget_scale", "models", "pool",
-                                                       "first_seed") if k in spec})
+                                                       "first_seed", "train_sizes") if k in spec})
 
 
 def main(argv=None) -> int:

@@ -163,3 +163,28 @@ def test_pool_from_several_runs_their_tunings_and_no_published_loss(tmp_path, mo
         assert tuned["constants"] == {"c0": 1.5} and tuned["tuned_from"] == "-y * log(p) * 3"
     md = (run / "elimination.md").read_text()
     assert "Δ vs CE" in md and " pp |" in md and str(other) in md
+
+
+def test_a_round_can_train_on_the_whole_split(tmp_path, monkeypatch):
+    """--train-sizes base,all: the last round trains on every training image (train_size None), the
+    first keeps the run's 400; the sizes reach the trainer, the record and the table's round header."""
+    from nlfs.eliminate import ALL_IMAGES, build_parser, protocol_from_args
+
+    run = make_run(tmp_path)
+    sizes = []
+
+    def fake(spec, cfg, constants=None, **kw):
+        sizes.append(cfg.train_size)
+        return FakeTrain()(spec, cfg, constants)
+
+    monkeypatch.setattr(nlfs.train, "train", fake)
+    args = build_parser().parse_args(["--run-dir", str(run), "--keep", "2,1", "--seeds", "1", "--pool", "3",
+                                      "--budget-scale", "1", "--models", "surrogate", "--train-sizes", "base,all"])
+    proto = protocol_from_args(args)
+    assert [r.train_size for r in proto.rounds] == [None, ALL_IMAGES]
+    res = eliminate(run, proto, log=lambda m: None)
+    assert sizes == [400] * 4 + [None] * 3  # round 1: 3 candidates + CE; round 2: 2 + CE
+    assert [h["train_size"] for h in res["rounds"]] == [None, ALL_IMAGES]
+    assert "all training images" in res["markdown"]
+    with pytest.raises(ValueError, match="positive count"):
+        Protocol.from_lists(keep=(1,), seeds=(1,), budget_scale=(1,), models=("surrogate",), train_sizes=("-5",))
