@@ -1,8 +1,9 @@
 """SymPy for an expression: the loss as mathematics, for a paper, a CAS or ``sympy.lambdify``.
 
 Each op is written as the formula it computes away from its protected domains: ``plog(x)`` is
-``log(|x| + eps)``, ``pdiv(a, b)`` is ``a/(b + eps)`` and ``sqrt(x)`` is ``sqrt(|x|)`` exactly as
-in the ops table; the floors at eps of ``log``, ``sqrt`` and denominators and the +-1e10 overflow
+``log(|x| + eps)``, ``pdiv(a, b)`` is ``a/(b + eps)``, ``log(x)`` is ``log(|x|)`` and ``sqrt(x)`` is
+``sqrt(|x|)`` exactly as in the ops table (SymPy drops the bars where the argument is positive, as
+in ``log(p)``); the floors at eps of ``log``, ``sqrt`` and denominators and the +-1e10 overflow
 clamps are left out (they act only within 1e-7 of a singularity or past 1e10). ``log(p)`` is
 exact log-softmax. Numbers are kept exactly (integers as SymPy integers).
 """
@@ -24,7 +25,7 @@ def _spellings(sp):
         "max": sp.Max, "min": sp.Min, "abs": sp.Abs, "sign": sp.sign,
         "pdiv": lambda a, b: a / (b + eps), "pinv": lambda x: 1 / (x + eps),
         "aq": lambda a, b: a / sp.sqrt(1 + b**2),
-        "exp": sp.exp, "log": sp.log, "plog": lambda x: sp.log(sp.Abs(x) + eps),
+        "exp": sp.exp, "log": lambda x: sp.log(sp.Abs(x)), "plog": lambda x: sp.log(sp.Abs(x) + eps),
         "plog10": lambda x: sp.log(sp.Abs(x) + eps, 10), "sqrt": lambda x: sp.sqrt(sp.Abs(x)),
         "sin": sp.sin, "cos": sp.cos, "tanh": sp.tanh, "sinh": sp.sinh, "asinh": sp.asinh,
         "atan": sp.atan, "erf": sp.erf, "erfc": sp.erfc, "sigmoid": sigmoid,

@@ -5,6 +5,7 @@ import csv
 import json
 import math
 
+import pytest
 import torch
 
 import nlfs.losses
@@ -15,6 +16,17 @@ from nlfs.train import TrainResult
 
 TINY = ("--dataset", "digits", "--steps", "3", "--train-size", "300", "--val-size", "100", "--seeds", "10",
         "--model", "surrogate", "--augment", "none", "--no-plot")
+
+
+@pytest.fixture(autouse=True)
+def _catalogue_restored():
+    """The fake campaign names its finalists FoundFM1.. as the shipped ones are named: every test here
+    leaves the catalogue (and the found losses) as it found them, shipped losses included."""
+    saved = {k: dict(getattr(nlfs.losses, k)) for k in ("_CATALOGUE", "_ALIASES", "_FOUND")}
+    yield
+    for k, v in saved.items():
+        getattr(nlfs.losses, k).clear()
+        getattr(nlfs.losses, k).update(v)
 
 
 def _elimination(path):
@@ -65,12 +77,8 @@ def _campaign(tmp_path, monkeypatch):
     fake = Fake()
     monkeypatch.setattr(nlfs.train, "train", fake)
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # the settings' --threads 1 is for the CLI
-    try:
-        for setting in ("arch", "noise"):
-            assert discovery.run_heldout(setting, camp / "heldout", camp / "finalists.json", TINY) == 0
-    finally:
-        for n in ("FoundFM1", "FoundFM2"):
-            nlfs.losses._CATALOGUE.pop(n.lower(), None)
+    for setting in ("arch", "noise"):
+        assert discovery.run_heldout(setting, camp / "heldout", camp / "finalists.json", TINY) == 0
     run = tmp_path / "runs" / "disc-gp"
     db = RunDB(run / "run.db")
     for i, (status, rung, fit) in enumerate([("baseline", 0, None), ("ok", 0, -0.01), ("rejected:integrity", 0, None),
@@ -90,12 +98,8 @@ def test_heldout_report_and_ship(tmp_path, monkeypatch):
     assert {c[1] for c in fake.calls if c[0] == "FoundFM1"} == {0.8}  # its shipped gradient scale
     # the confirmation: FoundFM1's lead (the same in both settings: the first, arch, is taken) on fresh seeds
     assert discovery.confirmation(camp) is None
-    try:
-        assert discovery.run_confirm(camp / "confirm", camp / "finalists.json", camp,
-                                     tuple(a for a in TINY if a != "10" and a != "--seeds")) == 0
-    finally:
-        for n in ("FoundFM1", "FoundFM2"):
-            nlfs.losses._CATALOGUE.pop(n.lower(), None)
+    assert discovery.run_confirm(camp / "confirm", camp / "finalists.json", camp,
+                                 tuple(a for a in TINY if a != "10" and a != "--seeds")) == 0
     conf = discovery.confirmation(camp)
     assert (conf["setting"], conf["finalist"], conf["seeds"]) == ("arch", "FoundFM1", list(range(10, 30)))
     assert conf["test"].mean_diff > 0 and conf["test"].p_t < 0.05
@@ -118,11 +122,7 @@ def test_heldout_report_and_ship(tmp_path, monkeypatch):
     assert shipped[0]["provenance"]["heldout"].startswith("arch +0.96 pp [")
     assert shipped[0]["provenance"]["search_report"] == "bench/results/discovery/disc-gp/"  # committed evidence
     assert shipped[0]["provenance"]["confirmation"].startswith("arch, fresh seeds 10-29: +")
-    names = nlfs.losses.register_file(target)
-    try:
-        assert names == ["FoundFM1"] and nlfs.losses.get("FoundFM1").scale == 0.8
-    finally:
-        nlfs.losses._CATALOGUE.pop("foundfm1", None)
+    assert nlfs.losses.register_file(target) == ["FoundFM1"] and nlfs.losses.get("FoundFM1").scale == 0.8
 
 
 def test_noise_ceiling(tmp_path):
