@@ -229,18 +229,23 @@ def run_confirm(out_dir: Path, finalists_file: Path = FINALISTS, campaign: Path 
 
 
 def confirmation(campaign: Path = CAMPAIGN) -> dict | None:
-    """The confirmation's one paired test, from its committed CSV (None before it ran)."""
+    """The confirmation's one paired test, from its committed CSV: the current target's setting and
+    finalist (None before it ran, or when the CSV is of another target or lacks its pairs)."""
     from nlfs.heldout import read_accuracies
     from nlfs.stats import paired_by_key
 
-    files = sorted((campaign / "confirm").glob("*.csv")) if (campaign / "confirm").is_dir() else []
-    files = [f for f in files if not f.name.endswith("_lr.csv")]
-    if not files:
+    names = [e["name"] for e in json.loads((campaign / "finalists.json").read_text())]
+    target = confirmation_target(heldout_rows(names, campaign))
+    path = campaign / "confirm" / f"{target['setting']}.csv" if target else None
+    if path is None or not path.exists():
         return None
-    acc = read_accuracies(files[0])
-    name = next(k for k in acc if k != "CE")
-    t = paired_by_key(acc[name], acc["CE"])
-    return {"setting": files[0].stem, "finalist": name, "test": t, "seeds": sorted(set(acc[name]) & set(acc["CE"]))}
+    acc = read_accuracies(path)
+    name = target["finalist"]
+    seeds = sorted(set(acc.get(name, {})) & set(acc.get("CE", {})))
+    if len(seeds) < 2:
+        return None
+    return {"setting": target["setting"], "finalist": name, "test": paired_by_key(acc[name], acc["CE"]),
+            "seeds": seeds}
 
 
 def chosen(rows: list[dict], names: list[str]) -> tuple[list[str], bool]:
@@ -295,7 +300,9 @@ def plot(rows: list[dict], path: Path) -> None:
 def _chance(run: Path) -> str:
     path = run / "summary.json"
     chance = json.loads(path.read_text()).get("chance") if path.exists() else None
-    return f"{chance['expected_best'] * 100:+.2f} pp" if chance else "–"
+    if not chance:
+        return "–"
+    return f"{chance['expected_best'] * 100:+.2f} to {chance['expected_best_independent'] * 100:+.2f} pp"
 
 
 def report(note: str = "", campaign: Path = CAMPAIGN, out: Path = REPORT, fidelity: Path = FIDELITY) -> str:
@@ -328,8 +335,9 @@ def report(note: str = "", campaign: Path = CAMPAIGN, out: Path = REPORT, fideli
                      f"{s['last_rung']} | {s['best_fitness'] * 100:+.2f} pp | {_chance(campaign / s['run'])} | "
                      f"`{s['best_expression']}` |")
     lines += ["", "*Best by chance alone*: the expected best of that many candidates if none differed from CE, "
-              "from the run's own seed spread at its last rung (`chance` in its summary.json: "
-              "`nlfs.stats.expected_max_normal`; also printed by `nlfs.evolve`)."]
+              "from the run's own seed spread at its last rung: from candidates as noisy as CE (half of a "
+              "paired difference's noise is the CE training every candidate shares) to none of it shared "
+              "(`chance` in its summary.json: `nlfs.stats.expected_max_normal`; also printed by `nlfs.evolve`)."]
     lines += ["", f"In all {sum(s['cpu_hours'] for s in searches):.2f} CPU-hours. Hall of fame, fitness plot and "
               "settings of each run: `bench/results/discovery/<run>/`; every evaluation: `searches.csv`.", ""]
     if Path(f"{fidelity}_trainings.csv").exists():
@@ -339,8 +347,10 @@ def report(note: str = "", campaign: Path = CAMPAIGN, out: Path = REPORT, fideli
                   f"rung's budget moves by {sd * 100:.2f} pp (median per-loss sd over seeds 0-2 of the fidelity "
                   f"study's {n} CE-like losses at 64 steps, `{Path(fidelity).name}_trainings.csv`), so a mean "
                   f"of 3 seeds by {sd * 100 / math.sqrt(3):.2f} pp. If no candidate differed from CE at all, the "
-                  "best of a search's last-rung candidates would still be expected at: "
+                  "best of a search's last-rung candidates would still be expected at (candidates as noisy as "
+                  "CE to none of the noise shared): "
                   + "; ".join(f"{s['run']} (best of {s['last_rung']}) "
+                              f"{expected_max_normal(s['last_rung'], sd / math.sqrt(6)) * 100:+.2f} to "
                               f"{expected_max_normal(s['last_rung'], sd / math.sqrt(3)) * 100:+.2f} pp "
                               f"(found {s['best_fitness'] * 100:+.2f})" for s in searches) + ".", ""]
     check = screening_check(json.loads((campaign / "elimination.json").read_text()))

@@ -300,8 +300,9 @@ def _portable(entry: LossEntry) -> LossEntry:
     return dataclasses.replace(entry, loss=resolve_spec(entry.loss))
 
 
-def _train_job(job: tuple) -> dict:
-    return _train_one(*job)
+def _train_job(item: tuple) -> tuple[int, dict]:
+    i, job = item
+    return i, _train_one(*job)
 
 
 def _trainings(jobs: list[tuple], workers: int = 1):
@@ -313,15 +314,20 @@ def _trainings(jobs: list[tuple], workers: int = 1):
             yield job, _train_one(*job)
         return
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("spawn"))
+    portable = [(i, (_portable(e), cfg, seed)) for i, (e, cfg, seed) in enumerate(jobs)]
+    pool = mp.get_context("spawn").Pool(min(workers, len(jobs)))
+    done = False
     try:
-        futures = {pool.submit(_train_job, (_portable(e), cfg, seed)): (e, cfg, seed) for e, cfg, seed in jobs}
-        for fut in as_completed(futures):
-            yield futures[fut], fut.result()
-    finally:  # interrupted: drop the queued trainings instead of finishing them (the CSV resumes)
-        pool.shutdown(wait=True, cancel_futures=True)
+        for i, rec in pool.imap_unordered(_train_job, portable):
+            yield jobs[i], rec
+        done = True
+    finally:  # interrupted: stop the workers' trainings now (what finished is written; the CSV resumes)
+        if done:
+            pool.close()
+        else:
+            pool.terminate()
+        pool.join()
 
 
 LR_COLUMNS = ["loss", "lr", "seed", "best_val_acc", "status", "reason", "run_key", "wall_time"]

@@ -104,10 +104,12 @@ def seed_stats(r: dict) -> dict:
 
 
 def chance_lead(rows: list[dict], rung: int) -> dict | None:
-    """The best fitness at ``rung`` that chance alone would give: with ``n`` candidates there, none
-    truly different from CE, and one seed's paired difference varying by the median of their per-seed
-    sds, the expected best mean over the rung's seeds (``nlfs.stats.expected_max_normal``). None
-    without paired seeds to measure the spread on."""
+    """The best fitness at ``rung`` that chance alone would give: ``n`` candidates there, none truly
+    different from CE, one seed's paired difference varying by the median of their per-seed sds.
+    Every candidate is paired with the same CE trainings, so part of that noise (CE's) is shared and
+    cannot make one candidate beat another: ``expected_best`` assumes candidates as noisy as CE (half
+    of a paired difference's variance is CE's), ``expected_best_independent`` none of it shared (an
+    upper bound). Both via ``nlfs.stats.expected_max_normal``; None without paired seeds."""
     import statistics
 
     from ..stats import expected_max_normal
@@ -117,8 +119,10 @@ def chance_lead(rows: list[dict], rung: int) -> dict | None:
     if len(stats) < 2 or not sds:
         return None
     sd, seeds = statistics.median(sds), round(statistics.median(s["seeds"] for s in stats if s["seeds"]))
+    mean_sd = sd / math.sqrt(seeds)
     return {"rung": rung, "candidates": len(stats), "seeds": seeds, "seed_sd": sd,
-            "expected_best": expected_max_normal(len(stats), sd / math.sqrt(seeds))}
+            "expected_best": expected_max_normal(len(stats), mean_sd / math.sqrt(2)),
+            "expected_best_independent": expected_max_normal(len(stats), mean_sd)}
 
 
 _TWINS: dict = {}
@@ -341,6 +345,7 @@ def format_summary(summary: dict, dataset: str) -> str:
         lines.append(f"chance: {chance['candidates']} candidates reached rung {chance['rung']}; one seed moves a "
                      f"paired d by {chance['seed_sd']:.4f} (median sd), so among {chance['candidates']} losses no "
                      f"different from CE the best mean over {chance['seeds']} seeds would be "
-                     f"{chance['expected_best']:+.4f}. "
-                     f"A lead below that is not evidence: confirm it with `python -m nlfs.eliminate`.")
+                     f"{chance['expected_best']:+.4f} ({chance['expected_best_independent']:+.4f} if none of "
+                     f"that noise were CE's). A lead near that is not evidence: confirm it with "
+                     f"`python -m nlfs.eliminate`.")
     return "\n".join(lines)

@@ -104,9 +104,10 @@ def test_heldout_report_and_ship(tmp_path, monkeypatch):
     assert (conf["setting"], conf["finalist"], conf["seeds"]) == ("arch", "FoundFM1", list(range(10, 30)))
     assert conf["test"].mean_diff > 0 and conf["test"].p_t < 0.05
     (camp / "disc-gp").mkdir()
-    (camp / "disc-gp" / "summary.json").write_text(json.dumps({"chance": {"expected_best": 0.0123}}))
+    (camp / "disc-gp" / "summary.json").write_text(json.dumps(
+        {"chance": {"expected_best": 0.0123, "expected_best_independent": 0.0174}}))
     md = discovery.report("A note.", camp, tmp_path / "report")
-    assert "| +0.10 pp | +1.23 pp |" in md  # the run's best, then the best its own seed noise gives
+    assert "| +0.10 pp | +1.23 to +1.74 pp |" in md  # the run's best, then the best its own seed noise gives
     assert "## Confirmation on fresh seeds" in md and "**confirmed** at α = 0.05" in md
     rows = list(csv.DictReader((tmp_path / "report.csv").open()))
     assert len(rows) == 2 * 2 * 3  # settings x finalists x baselines
@@ -114,7 +115,7 @@ def test_heldout_report_and_ship(tmp_path, monkeypatch):
     assert won == {(s, "FoundFM1", b) for s in ("arch", "noise") for b in discovery.BASELINES}
     assert "A note." in md and "| disc-gp |" in md and "Shipped: FoundFM1 beat CE" in md
     assert "Over the 5 untuned candidates" in md and "Spearman -1.00" in md and "5 of 5 behind CE" in md
-    assert "How large a lead does noise alone give?" in md and "disc-gp (best of 1) +0.00 pp" in md
+    assert "How large a lead does noise alone give?" in md and "disc-gp (best of 1) +0.00 to +0.00 pp" in md
     assert (tmp_path / "report.png").stat().st_size > 0
     target = tmp_path / "found.json"
     shipped = discovery.ship(camp, target)

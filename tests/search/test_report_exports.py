@@ -80,11 +80,32 @@ def test_summary_says_what_lead_chance_alone_gives():
                  "status": "ok", "rung": 0, "result": {"seeds": [{"paired": 0.5}]}})  # lower rung: not counted
     chance = chance_lead(rows, 1)
     assert chance["candidates"] == 20 and chance["seeds"] == 3 and 0.006 < chance["seed_sd"] < 0.014
-    assert math.isclose(chance["expected_best"], expected_max_normal(20, chance["seed_sd"] / math.sqrt(3)))
-    best = max(r["fitness"] for r in rows[1:21])
-    assert 0.5 * chance["expected_best"] < best < 2 * chance["expected_best"]
+    assert math.isclose(chance["expected_best_independent"],
+                        expected_max_normal(20, chance["seed_sd"] / math.sqrt(3)))
+    assert math.isclose(chance["expected_best"], chance["expected_best_independent"] / math.sqrt(2))
+    best = max(r["fitness"] for r in rows[1:21])  # the simulated differences share no CE noise
+    assert 0.5 * chance["expected_best_independent"] < best < 2 * chance["expected_best_independent"]
     text = format_summary({"counts": {k: 0 for k in ("evaluated", "trained", "ok", "diverged", "error", "validity",
                                                      "duplicate", "integrity", "fingerprint", "rejection")},
                            "baseline_ce": 0.8, "paired": True, "best": [], "chance": chance}, "digits")
     assert f"would be {chance['expected_best']:+.4f}" in text and "nlfs.eliminate" in text
     assert chance_lead(rows[:2], 1) is None  # one candidate: no best-of-n to speak of
+
+
+def test_chance_line_accounts_for_the_shared_ce_trainings():
+    """Paired differences d_i = a_i - ce share CE's noise: the best of n candidates no better than CE,
+    each as noisy as CE, is expected_max_normal(n, sd / sqrt(2 k)) with sd the per-seed sd of d."""
+    import math
+
+    import numpy as np
+
+    from nlfs.stats import expected_max_normal
+
+    rng = np.random.default_rng(0)
+    n, k, sigma = 40, 3, 0.01
+    ce = rng.normal(0, sigma, (4000, 1, k))
+    d = rng.normal(0, sigma, (4000, n, k)) - ce  # per-seed sd of d: sigma * sqrt(2)
+    best = d.mean(axis=2).max(axis=1).mean()
+    sd = sigma * math.sqrt(2)
+    assert math.isclose(best, expected_max_normal(n, sd / math.sqrt(k) / math.sqrt(2)), rel_tol=0.03)
+    assert best < 0.8 * expected_max_normal(n, sd / math.sqrt(k))  # treating them as independent overstates it
