@@ -228,14 +228,14 @@ def run_confirm(out_dir: Path, finalists_file: Path = FINALISTS, campaign: Path 
                           f"{desc}.", *extra])
 
 
-def confirmation(campaign: Path = CAMPAIGN) -> dict | None:
-    """The confirmation's one paired test, from its committed CSV: the current target's setting and
-    finalist (None before it ran, or when the CSV is of another target or lacks its pairs)."""
+def confirmation(rows: list[dict], campaign: Path = CAMPAIGN) -> dict | None:
+    """The confirmation's one paired test, from its committed CSV: the target of the held-out ``rows``
+    (its setting and finalist; None before it ran, or when the CSV is of another target or lacks its
+    pairs)."""
     from nlfs.heldout import read_accuracies
     from nlfs.stats import paired_by_key
 
-    names = [e["name"] for e in json.loads((campaign / "finalists.json").read_text())]
-    target = confirmation_target(heldout_rows(names, campaign))
+    target = confirmation_target(rows)
     path = campaign / "confirm" / f"{target['setting']}.csv" if target else None
     if path is None or not path.exists():
         return None
@@ -308,7 +308,7 @@ def _chance(run: Path) -> str:
 def report(note: str = "", campaign: Path = CAMPAIGN, out: Path = REPORT, fidelity: Path = FIDELITY) -> str:
     """Write ``out``.md/.csv/.png from the campaign's committed files; returns the Markdown."""
     from nlfs.heldout import markdown, write_csv
-    from nlfs.stats import expected_max_normal, format_p
+    from nlfs.stats import chance_best_paired, format_p
 
     finals = json.loads((campaign / "finalists.json").read_text())
     names = [e["name"] for e in finals]
@@ -350,9 +350,8 @@ def report(note: str = "", campaign: Path = CAMPAIGN, out: Path = REPORT, fideli
                   "best of a search's last-rung candidates would still be expected at (candidates as noisy as "
                   "CE to none of the noise shared): "
                   + "; ".join(f"{s['run']} (best of {s['last_rung']}) "
-                              f"{expected_max_normal(s['last_rung'], sd / math.sqrt(6)) * 100:+.2f} to "
-                              f"{expected_max_normal(s['last_rung'], sd / math.sqrt(3)) * 100:+.2f} pp "
-                              f"(found {s['best_fitness'] * 100:+.2f})" for s in searches) + ".", ""]
+                              + " to ".join(f"{x * 100:+.2f}" for x in chance_best_paired(s["last_rung"], sd, 3))
+                              + f" pp (found {s['best_fitness'] * 100:+.2f})" for s in searches) + ".", ""]
     check = screening_check(json.loads((campaign / "elimination.json").read_text()))
     if check.get("spearman") is not None:
         lines += [f"**Did the search's last rung predict longer training?** Over the {check['n']} untuned "
@@ -373,7 +372,7 @@ def report(note: str = "", campaign: Path = CAMPAIGN, out: Path = REPORT, fideli
     lines += [f"- `{k}`: {v[0]}" for k, v in SETTINGS.items()]
     lines += ["", "Common options: `" + " ".join(COMMON) + "`.", ""]
     lines += [markdown(rows) if rows else "No held-out results yet.", ""]
-    conf = confirmation(campaign)
+    conf = confirmation(rows, campaign)
     if conf:
         t = conf["test"]
         verdict = "confirmed" if t.p_t < 0.05 and t.mean_diff > 0 else "not confirmed"
@@ -408,7 +407,7 @@ def ship(campaign: Path = CAMPAIGN, target: Path = ROOT / "nlfs" / "found_losses
     if not rows:
         raise SystemExit("no held-out results under bench/results/discovery/heldout/: nothing to ship")
     picked, significant = chosen(rows, [e["name"] for e in finals])
-    conf = confirmation(campaign)
+    conf = confirmation(rows, campaign)
     out = []
     for e in finals:
         if e["name"] not in picked:

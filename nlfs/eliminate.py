@@ -279,7 +279,7 @@ class Elimination:
             return {str(i): {str(s): v for s, v in per.items()} for i, per in scores.get(label, {}).items()}
 
         def survivor(c):
-            diff, sd = mean_std(paired_differences(scores[c["label"]].get(last, {}), scores["CE"].get(last, {})))
+            diff, sd = _vs_ce(scores, c["label"], last)
             factors = sorted(self.scales.get(c["label"], []))
             return {"label": c["label"], "run": c.get("run"), "id": c["id"], "expression": c["expression"],
                     "constants": c.get("constants") or {}, "reduction": self.reduction,
@@ -353,7 +353,7 @@ class Elimination:
             expr = f"`{c['expression']}`"
             if c.get("constants"):
                 expr += " with " + ", ".join(f"{k}={v:.4g}" for k, v in c["constants"].items())
-            d = mean_std(paired_differences(scores[c["label"]].get(last, {}), scores["CE"].get(last, {})))
+            d = _vs_ce(scores, c["label"], last)
             lines.append(f"| {rank} | {c['label']} | {expr} | {c['fitness']:.4f} | "
                          + " | ".join(cells(c["label"])) + f" | {format_mean_std(*d, scale=100, sign=True)} pp |")
         return "\n".join(lines) + "\n"
@@ -380,6 +380,11 @@ def _scale_of(out: dict):
 
 def _value(fitness, status) -> float:
     return float(fitness) if status == "ok" and fitness is not None and math.isfinite(fitness) else 0.0
+
+
+def _vs_ce(scores: dict, label: str, rnd: int) -> tuple[float, float]:
+    """(mean, sd) of ``label``'s accuracy minus CE's over the seeds of round ``rnd`` both trained."""
+    return mean_std(paired_differences(scores[label].get(rnd, {}), scores["CE"].get(rnd, {})))
 
 
 def _fmt(values) -> str:

@@ -9,8 +9,8 @@ import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["PairedTest", "expected_max_normal", "format_mean_std", "format_p", "holm", "mean_std", "paired_test",
-           "paired_by_key", "paired_differences", "WILCOXON_MIN_N"]
+__all__ = ["PairedTest", "chance_best_paired", "expected_max_normal", "format_mean_std", "format_p", "holm",
+           "mean_std", "paired_test", "paired_by_key", "paired_differences", "WILCOXON_MIN_N"]
 
 WILCOXON_MIN_N = 5  # below this the two-sided exact Wilcoxon p-value cannot go under 0.0625 anyway
 
@@ -162,3 +162,13 @@ def expected_max_normal(n: int, sd: float = 1.0) -> float:
         return x * n * stats.norm.pdf(x) * stats.norm.cdf(x) ** (n - 1)
 
     return sd * integrate.quad(integrand, -12.0, 12.0)[0]
+
+
+def chance_best_paired(n: int, seed_sd: float, seeds: int) -> tuple[float, float]:
+    """(low, high): the expected best of ``n`` candidates' mean paired difference over ``seeds`` seeds
+    when none truly differs from the baseline and one seed's paired difference has sd ``seed_sd``.
+    Every candidate is paired with the same baseline trainings, whose noise is shared and cannot make
+    one candidate beat another: ``low`` takes candidates as noisy as the baseline (half a paired
+    difference's variance shared), ``high`` none of it shared (an upper bound)."""
+    mean_sd = seed_sd / math.sqrt(seeds)
+    return expected_max_normal(n, mean_sd / math.sqrt(2)), expected_max_normal(n, mean_sd)

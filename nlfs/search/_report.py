@@ -7,7 +7,6 @@ expression."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from pathlib import Path
@@ -105,24 +104,21 @@ def seed_stats(r: dict) -> dict:
 
 def chance_lead(rows: list[dict], rung: int) -> dict | None:
     """The best fitness at ``rung`` that chance alone would give: ``n`` candidates there, none truly
-    different from CE, one seed's paired difference varying by the median of their per-seed sds.
-    Every candidate is paired with the same CE trainings, so part of that noise (CE's) is shared and
-    cannot make one candidate beat another: ``expected_best`` assumes candidates as noisy as CE (half
-    of a paired difference's variance is CE's), ``expected_best_independent`` none of it shared (an
-    upper bound). Both via ``nlfs.stats.expected_max_normal``; None without paired seeds."""
+    different from CE, one seed's paired difference varying by the median of their per-seed sds
+    (``nlfs.stats.chance_best_paired``: ``expected_best`` with candidates as noisy as CE, whose shared
+    trainings cancel; ``expected_best_independent`` none shared). None without paired seeds."""
     import statistics
 
-    from ..stats import expected_max_normal
+    from ..stats import chance_best_paired
 
     stats = [seed_stats(r) for r in trained_ok(latest_rows(rows)) if _rung(r) == rung]
     sds = [s["paired_sd"] for s in stats if s["paired_sd"] is not None]
     if len(stats) < 2 or not sds:
         return None
     sd, seeds = statistics.median(sds), round(statistics.median(s["seeds"] for s in stats if s["seeds"]))
-    mean_sd = sd / math.sqrt(seeds)
+    low, high = chance_best_paired(len(stats), sd, seeds)
     return {"rung": rung, "candidates": len(stats), "seeds": seeds, "seed_sd": sd,
-            "expected_best": expected_max_normal(len(stats), mean_sd / math.sqrt(2)),
-            "expected_best_independent": expected_max_normal(len(stats), mean_sd)}
+            "expected_best": low, "expected_best_independent": high}
 
 
 _TWINS: dict = {}

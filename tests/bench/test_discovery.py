@@ -97,10 +97,11 @@ def test_heldout_report_and_ship(tmp_path, monkeypatch):
         assert len([c for c in fake.calls if c[0] == loss]) == 2 * (2 * 3 + 10)
     assert {c[1] for c in fake.calls if c[0] == "FoundFM1"} == {0.8}  # its shipped gradient scale
     # the confirmation: FoundFM1's lead (the same in both settings: the first, arch, is taken) on fresh seeds
-    assert discovery.confirmation(camp) is None
+    finals = [e["name"] for e in json.loads((camp / "finalists.json").read_text())]
+    assert discovery.confirmation(discovery.heldout_rows(finals, camp), camp) is None
     assert discovery.run_confirm(camp / "confirm", camp / "finalists.json", camp,
                                  tuple(a for a in TINY if a != "10" and a != "--seeds")) == 0
-    conf = discovery.confirmation(camp)
+    conf = discovery.confirmation(discovery.heldout_rows(finals, camp), camp)
     assert (conf["setting"], conf["finalist"], conf["seeds"]) == ("arch", "FoundFM1", list(range(10, 30)))
     assert conf["test"].mean_diff > 0 and conf["test"].p_t < 0.05
     (camp / "disc-gp").mkdir()
