@@ -71,7 +71,7 @@ def write_markdown(path: Path, rows: list[dict], tolerance_pp: float, command: s
         secs.setdefault(int(r["epochs"]), []).append(float(r["wall_s"]))
     for t in table:
         lines.append(f"| {t['epochs']} | {t['n']} | {t['mean']:.2f} ± {t['sd']:.2f} | "
-                     f"{statistics.fmean(secs[t['epochs']]):.0f} |")
+                     f"{statistics.fmean(secs[t['epochs']]):.1f} |")
     lines += ["", f"Plateau (smallest E within {tolerance_pp} pp of the best mean): **E = {e_star}**."]
     path.write_text("\n".join(lines) + "\n")
 

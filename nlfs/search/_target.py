@@ -1,0 +1,130 @@
+"""The target regime: the training a user will actually run, by which a search is judged in the end.
+
+Screening rungs are short proxies; what wins in them can lose in a long training (the first discovery
+campaign's finalists gained at 4 epochs on 8,192 images and lost with all the data). A target names
+the real training with the keys of ``--rungs`` plus the regime's own (``label_noise``, ``augment``),
+and ``train_size=all`` for the whole training split::
+
+    train_size=all,epochs=8,seeds=2,label_noise=0.2,augment=cutout
+
+A search's leaders are trained in it with paired seeds before the run reports, and every fitness a
+report shows says whether it was measured at a screening rung (a proxy lead) or in the target.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from ._rungs import TRAIN_KEYS
+
+REGIME_KEYS = ("label_noise", "augment")
+ALL = "all"  # train_size=all: the whole training split (TrainConfig.train_size None)
+
+# CE's plateau on the whole split (bench/results/target_curve_<dataset>_surrogate.md): the smallest
+# length whose mean validation accuracy is within 0.2 pp of the best length's.
+DEFAULT_TARGETS = {
+    "fashion-mnist": {"train_size": ALL, "epochs": 8, "seeds": 2},
+    "digits": {"train_size": ALL, "epochs": 16, "seeds": 2},
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """``train``: TrainConfig overrides (``train_size`` None for the whole split); ``seeds``: paired
+    seeds per finalist (more when racing asks for them)."""
+
+    train: dict
+    seeds: int = 2
+
+    @property
+    def fidelity(self) -> str:
+        """A key for this training budget and regime: CE baselines with equal keys are shared."""
+        text = json.dumps({"target": {k: self.train.get(k) for k in (*TRAIN_KEYS, *REGIME_KEYS)}},
+                          sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def describe(self) -> str:
+        t = self.train
+        size = "all training images" if t.get("train_size") is None else f"{t['train_size']} training images"
+        length = f"{t['steps']} steps" if t.get("steps") is not None else (
+            f"{t['epochs']} epochs" if t.get("epochs") is not None else "the dataset's default epochs")
+        noise = f"{t['label_noise']:.0%} label noise" if t.get("label_noise") else "clean labels"
+        return f"target: {size}, {length}, {noise}, augmentation {t.get('augment') or 'none'}"
+
+    def to_spec(self) -> dict:
+        d = {k: v for k, v in self.train.items() if v is not None}
+        d["train_size"] = ALL if self.train.get("train_size") is None else self.train["train_size"]
+        d["seeds"] = self.seeds
+        return d
+
+
+def make_target(spec: dict) -> Target:
+    """A target from a dict (``seeds``, TrainConfig budget fields, ``label_noise``, ``augment``), checked."""
+    from ..data import AUGMENTS
+
+    spec = dict(spec)
+    seeds = spec.pop("seeds", 2)
+    unknown = set(spec) - set(TRAIN_KEYS) - set(REGIME_KEYS)
+    if unknown:
+        raise ValueError(f"--target: unknown keys {sorted(unknown)}; allowed: seeds, "
+                         f"{', '.join((*TRAIN_KEYS, *REGIME_KEYS))}")
+    train: dict = {}
+    for key, value in spec.items():
+        if key == "train_size" and str(value).strip().lower() == ALL:
+            train[key] = None
+        elif key == "augment":
+            if value not in AUGMENTS:
+                raise ValueError(f"--target: augment must be one of {', '.join(AUGMENTS)}, got {value!r}")
+            train[key] = value
+        elif key == "label_noise":
+            rate = _number(key, value, float)
+            if not 0 <= rate < 1:
+                raise ValueError(f"--target: label_noise must be in [0, 1), got {value!r}")
+            train[key] = rate
+        else:
+            n = _number(key, value, int)
+            if n < 1:
+                raise ValueError(f"--target: {key} must be a positive integer, got {value!r}")
+            train[key] = n
+    train.setdefault("train_size", None)
+    seeds = _number("seeds", seeds, int)
+    if seeds < 1:
+        raise ValueError(f"--target: seeds must be >= 1, got {seeds}")
+    return Target(train, seeds)
+
+
+def _number(key: str, value, kind):
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"--target: {key} must be {'an integer' if kind is int else 'a number'}, "
+                         f"got {value!r}") from None
+
+
+def parse_target(text: str) -> dict:
+    """``"train_size=all,epochs=8,seeds=2"`` -> the target's spec (checked; the CLI's form)."""
+    spec: dict = {}
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"--target: expected key=value, got {item!r}")
+        if key.strip() in spec:
+            raise ValueError(f"--target: {key.strip()} given twice")
+        spec[key.strip()] = value.strip()
+    if not spec:
+        raise ValueError("--target: empty; e.g. train_size=all,epochs=8")
+    make_target(spec)
+    return make_target(spec).to_spec()
+
+
+def default_target(dataset: str) -> dict:
+    """The dataset's default target: the whole training split for CE's plateau length (measured for
+    the surrogate; elsewhere the dataset's default epochs)."""
+    from ..data import canonical_name
+
+    name = canonical_name(dataset)
+    if name in DEFAULT_TARGETS:
+        return dict(DEFAULT_TARGETS[name])
+    return {"train_size": ALL, "seeds": 2}
