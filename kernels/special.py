@@ -32,8 +32,6 @@ about |x| * 6e-8 relative error wherever exp of a large argument is taken.
 import triton
 import triton.language as tl
 
-LN2 = 0.6931471805599453
-
 
 @triton.jit
 def nlfs_sign(x):

@@ -10,9 +10,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 __all__ = ["PairedTest", "chance_best_paired", "expected_max_normal", "format_mean_std", "format_p", "holm",
-           "mean_std", "paired_test", "paired_by_key", "paired_differences", "WILCOXON_MIN_N"]
+           "mean_std", "paired_test", "paired_by_key", "paired_differences", "WILCOXON_EXACT_MAX_N", "WILCOXON_MIN_N"]
 
 WILCOXON_MIN_N = 5  # below this the two-sided exact Wilcoxon p-value cannot go under 0.0625 anyway
+WILCOXON_EXACT_MAX_N = 50  # above this the Wilcoxon p-value uses the normal approximation
 
 
 def mean_std(values: Iterable[float]) -> tuple[float, float]:
@@ -78,8 +79,10 @@ def paired_test(a: Iterable[float], b: Iterable[float], wilcoxon_min_n: int = WI
     - all differences zero: t = 0, p = 1 for both tests (nothing differs).
     - identical nonzero differences: the t statistic is infinite; t = ±inf, p = 0 (the sample has no
       spread, so any constant shift is "significant": read it with care).
-    - Wilcoxon: scipy's default ``zero_method="wilcox"`` (zero differences are dropped); ties among
-      the absolute differences make scipy use the normal approximation.
+    - Wilcoxon (scipy's ``wilcoxon``, ``zero_method="wilcox"``: zero differences are dropped): the
+      exact null distribution when the differences are nonzero with distinct absolute values and
+      there are at most ``WILCOXON_EXACT_MAX_N`` of them; otherwise (ties, zeros, or more pairs) the
+      normal approximation with the tie correction and no continuity correction, as scipy computes it.
     """
     a = [float(x) for x in a]
     b = [float(x) for x in b]
@@ -109,9 +112,14 @@ def paired_test(a: Iterable[float], b: Iterable[float], wilcoxon_min_n: int = WI
         else:
             from scipy import stats
 
+            nonzero = [abs(x) for x in d if x != 0]
+            ties_or_zeros = len(nonzero) < n or len(set(nonzero)) < len(nonzero)
+            # named rather than scipy's "auto", which picks a permutation test for ties under 14
+            # pairs in recent versions and did not in older ones
+            method = "asymptotic" if ties_or_zeros or n > WILCOXON_EXACT_MAX_N else "exact"
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "exact p-value unavailable with ties/zeros"
-                res = stats.wilcoxon(a, b)
+                warnings.simplefilter("ignore")  # "sample size too small for normal approximation"
+                res = stats.wilcoxon(a, b, zero_method="wilcox", correction=False, method=method)
             w, p_w = float(res.statistic), float(res.pvalue)
     ci_lo = ci_hi = d_z = d_lo = d_hi = nan
     if n >= 2 and math.isfinite(s) and s > 0:

@@ -22,9 +22,10 @@ from ._datasets import (
     load_dataset,
     load_digits,
     load_fashion_mnist,
+    on_device,
     read_idx,
 )
-from ._splits import Splits, make_splits, on_device, with_label_noise
+from ._splits import Splits, make_splits, with_label_noise
 
 __all__ = ["AUGMENTS", "DATASETS", "PROB_TARGETS", "Augment", "Dataset", "DatasetError", "Splits",
            "canonical_name", "clear_cache", "cutmix", "cutout", "load_cifar", "load_dataset", "load_digits",

@@ -2,7 +2,8 @@
 
 Every loader returns a :class:`Dataset` of uint8 images (N, C, H, W) and int64 labels on the CPU; a
 missing or corrupt dataset raises :class:`DatasetError` naming the paths tried and how to get the data.
-Loaded datasets are cached in-process (:func:`load_dataset`).
+Loaded datasets are cached in-process (:func:`load_dataset`), and so are their copies on a device
+(:func:`on_device`).
 """
 
 from __future__ import annotations
@@ -249,6 +250,7 @@ def load_cifar(which: str = "cifar10", data_root: str | os.PathLike | None = Non
 
 # ---------------------------------------------------------------- cache
 _CACHE: dict[tuple, Dataset] = {}
+_DEVICE_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
 def load_dataset(name: str, data_root: str | os.PathLike | None = None, download: bool = False) -> Dataset:
@@ -273,8 +275,22 @@ def load_dataset(name: str, data_root: str | os.PathLike | None = None, download
     return ds
 
 
+def on_device(ds: Dataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """All images (train part then test part) and labels on ``device``; cached per process."""
+    key = (ds.name, ds.source, id(ds), str(device))
+    hit = _DEVICE_CACHE.get(key)
+    if hit is None:
+        xs, ys = [ds.train_x], [ds.train_y]
+        if ds.test_x is not None:
+            xs.append(ds.test_x)
+            ys.append(ds.test_y)
+        x = torch.cat(xs).to(device).contiguous()
+        y = torch.cat(ys).to(device)
+        hit = (x, y)
+        _DEVICE_CACHE[key] = hit
+    return hit
+
+
 def clear_cache() -> None:
     _CACHE.clear()
-    from ._splits import _DEVICE_CACHE
-
     _DEVICE_CACHE.clear()

@@ -1,7 +1,7 @@
 """Explicit, seeded train/validation/test splits over a dataset that lives on the training device.
 
-The images stay uint8 on the device (one copy per device per process, cached); a split is three index
-tensors into it, and a batch is an index slice gathered in one op.
+The images stay uint8 on the device (``on_device``: one copy per device per process); a split is three
+index tensors into it, and a batch is an index slice gathered in one op.
 """
 
 from __future__ import annotations
@@ -10,27 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ._datasets import Dataset
+from ._datasets import Dataset, on_device
 
 DIGITS_TEST_SIZE = 360  # digits has no official test part: a fixed, seeded 20% is carved out
-
-_DEVICE_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-
-
-def on_device(ds: Dataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """All images (train part then test part) and labels on ``device``; cached per process."""
-    key = (ds.name, ds.source, id(ds), str(device))
-    hit = _DEVICE_CACHE.get(key)
-    if hit is None:
-        xs, ys = [ds.train_x], [ds.train_y]
-        if ds.test_x is not None:
-            xs.append(ds.test_x)
-            ys.append(ds.test_y)
-        x = torch.cat(xs).to(device).contiguous()
-        y = torch.cat(ys).to(device)
-        hit = (x, y)
-        _DEVICE_CACHE[key] = hit
-    return hit
 
 
 @dataclass

@@ -1,7 +1,6 @@
 """The loss-expression language: nodes, parser/printer, canonical form, ops table, lowering."""
 
-from ._canonical import canonical
-from ._node import Expr
+from ._node import Expr, canonical
 from ._ops import EPS, LEAVES, MAXV, OPS, Op
 from ._parser import ExprSyntaxError, parse, tokenize
 from ._program import Instr, Program, lower

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 
 from ._node import Expr
-from ._ops import OPS
 
 _ATOM, _POW, _FRAC, _NEG, _MUL, _ADD = 10, 5, 6, 3, 2, 1
 _L, _R = r"\left(", r"\right)"
@@ -120,11 +119,6 @@ def _render(node: Expr, out, digits) -> tuple[str, int]:
     if op == "mul" and (right[0].isdigit() or right.startswith("-") or lp == _FRAC and rp == _FRAC):
         return f"{left} \\cdot {right}", prec
     return template.format(left, right), prec
-
-
-def check_spelling() -> list[str]:
-    """Ops of the table without a LaTeX spelling (empty when complete)."""
-    return sorted(set(OPS) - set(SPELLING))
 
 
 __all__ = ["SPELLING", "latex_name", "latex_number", "to_latex"]

@@ -178,18 +178,11 @@ _OPS: list[Op] = [
 ]
 
 OPS: dict[str, Op] = {op.name: op for op in _OPS}
-BINARY_SYMBOLS: dict[str, str] = {op.symbol: op.name for op in _OPS if op.arity == 2 and op.symbol}
 # Functions a user may call by name in a string (binary infix ops are also callable: add(a, b)).
 CALLABLE: dict[str, Op] = {op.name: op for op in _OPS}
 CALLABLE["ln"] = OPS["log"]
 
 LEAVES = ("y", "p", "z", "C")
-LEAF_DOC = {
-    "y": "target: one-hot row, or probabilities (Mixup/CutMix)",
-    "p": "softmax(z)",
-    "z": "logits",
-    "C": "number of classes, as a float",
-}
 
 
 def op(name: str) -> Op:

@@ -35,7 +35,6 @@ INF = math.inf
 _UNIT = (0.0, 1.0)
 _LEAF_BOUNDS = {"y": _UNIT, "p": _UNIT, "C": (1.0, MAXV), "z": (-INF, INF)}
 _LOGP = (-INF, 0.0)
-_EVEN = ("cos", "abs", "square", "bessel_i0", "bessel_i0e")
 # Monotone on the whole line: their bounds are the images of the argument's bounds.
 _INCREASING = ("exp", "tanh", "sigmoid", "atan", "erf", "asinh", "sinh", "softplus", "cube")
 _DECREASING = ("erfc",)

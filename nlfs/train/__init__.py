@@ -12,8 +12,9 @@ any work. CLI: ``python -m nlfs.train --help``.
 """
 
 from ..data import DatasetError, load_dataset
-from ._check import ConfigError, TrainingError, check_config
+from ._check import check_config
 from ._config import DATASET_DEFAULTS, GRAD_SCALES, TrainConfig, TrainResult
+from ._errors import ConfigError, TrainingError
 from ._loop import (
     evaluate,
     gradient_magnitude,

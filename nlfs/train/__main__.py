@@ -8,8 +8,9 @@ import sys
 
 from ..data import AUGMENTS, DATASETS, DatasetError
 from ..models import MODELS
-from ._check import TrainingError, check_config
+from ._check import check_config
 from ._config import AMPS, OPTIMIZERS, SCHEDULES, TrainConfig
+from ._errors import TrainingError
 from ._loop import train
 
 

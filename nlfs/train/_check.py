@@ -3,32 +3,23 @@
 A command that trains many candidates (a search, a transfer run) must not discover after an hour
 that the backend does not exist on this machine, or record every candidate as failed for it: each
 command checks its configuration first and stops with one line saying what is wrong and how to fix
-it. Inside a run, an exception that is not the loss's numerical failure is an ``error`` (retried),
-never ``diverged`` (final).
+it (:class:`ConfigError`).
 """
 
 from __future__ import annotations
 
-
-class ConfigError(ValueError):
-    """A setting that cannot work here; the message says which and how to fix it."""
-
-
-class TrainingError(RuntimeError):
-    """Training stopped on an exception that is not a numerical failure of the loss (a backend
-    error, out of memory, a bug): the run is an ``error``, not ``diverged``."""
+from .._module import Loss
+from ..backends import BackendUnavailable
+from ..data import AUGMENTS, DatasetError, load_dataset
+from ..models import build_model
+from ._errors import ConfigError
+from ._loop import make_loss, resolve_device
 
 
 def check_config(cfg, loss="CE", constants: dict | None = None) -> None:
     """Raise :class:`ConfigError` if ``cfg`` cannot train ``loss`` on this machine: unknown dataset,
     optimizer or model, missing data, unavailable device or loss backend, a loss that cannot be
     built. Loads the dataset (cached for the process) and builds the model once."""
-    from .._module import Loss
-    from ..backends import BackendUnavailable
-    from ..data import AUGMENTS, DatasetError, load_dataset
-    from ..models import build_model
-    from ._loop import make_loss, resolve_device
-
     try:
         r = cfg.resolved()
     except ValueError as err:

@@ -22,8 +22,8 @@ from torch import nn
 from .._module import Loss
 from ..data import Augment, load_dataset, make_splits, with_label_noise
 from ..models import build_model
-from ._check import ConfigError, TrainingError
 from ._config import TrainConfig, TrainResult
+from ._errors import ConfigError, TrainingError
 
 
 class _Failed(Exception):

@@ -47,6 +47,17 @@ def assert_no_less_accurate(name: str, got: torch.Tensor, torch_dtype: torch.Ten
             f"torch {torch_dtype.flatten()[i].item()!r}")
 
 
+def catalogue_constants(spec, program: Program) -> torch.Tensor:
+    """A catalogue loss's constant values, in the order ``program`` reads them (float64)."""
+    return torch.tensor([spec.constants[c] for c in program.constants], dtype=torch.float64)
+
+
+def random_constants(program: Program, seed: int) -> torch.Tensor:
+    """Seeded constant values for ``program``, uniform in [-2, 2) (float64)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(len(program.constants), generator=g, dtype=torch.float64) * 4 - 2
+
+
 def make_inputs(n: int, c: int, dtype=torch.float32, scale: float = 3.0, prob_targets: bool = False,
                 seed: int = 0, device="cpu"):
     g = torch.Generator().manual_seed(seed)

@@ -16,9 +16,11 @@ from nlfs.spaces import GPSpace, NLFSSpace
 from tests.backends.reference import (
     SHAPES,
     assert_no_less_accurate,
+    catalogue_constants,
     leaf_adjoints,
     make_inputs,
     poison_,
+    random_constants,
     reference,
 )
 from tests.backends.reference import exact as _exact
@@ -29,15 +31,6 @@ import nlfs.backends._cpp as cpp  # noqa: E402
 
 BACKEND = cpp.CppBackend()
 CATALOGUE = nlfs.losses.names()
-
-
-def _consts(spec, program):
-    return torch.tensor([spec.constants[c] for c in program.constants], dtype=torch.float64)
-
-
-def _random_consts(program, seed):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.rand(len(program.constants), generator=g, dtype=torch.float64) * 4 - 2)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # many small torch ops: no oversubscription
@@ -156,7 +149,7 @@ def check_program(name, program, consts, n, c, prob_targets, seed=0, dtypes=(tor
 def test_catalogue(name, shape):
     spec = nlfs.losses.get(name)
     program = lower(spec.expr, spec.reduction)
-    consts = _consts(spec, program)
+    consts = catalogue_constants(spec, program)
     check_program(name, program, consts, *shape, prob_targets=False)
     check_program(name, program, consts, *shape, prob_targets=True, seed=1)
 
@@ -174,7 +167,7 @@ def test_random_expressions(space):
         n, c = SHAPES[i % len(SHAPES)]
         if n * c > 20_000:  # the big shapes every fifth expression, smaller batch to keep it fast
             n = max(1, 20_000 // c)
-        check_program(f"#{i} {expr}", program, _random_consts(program, i), n, c, prob_targets=bool(i % 2),
+        check_program(f"#{i} {expr}", program, random_constants(program, i), n, c, prob_targets=bool(i % 2),
                       seed=i, conditioning=True)
 
 
@@ -186,7 +179,7 @@ def test_extreme_logits_stay_finite():
         for dtype in (torch.float32, torch.float64):
             for scale in (1e-3, 50.0, 1e4, 1e30):
                 logits, target = make_inputs(64, 100, dtype, scale=scale, seed=3)
-                loss, grad = kernel(logits, target, _consts(spec, program))
+                loss, grad = kernel(logits, target, catalogue_constants(spec, program))
                 assert torch.isfinite(loss).all() and torch.isfinite(grad).all(), (name, dtype, scale)
 
 
@@ -218,7 +211,7 @@ def test_target_kinds_agree():
     kernel = BACKEND.compile(program)
     logits, target = make_inputs(33, 12, torch.float64, seed=5)
     onehot = torch.nn.functional.one_hot(target, 12)
-    results = [kernel(logits, t, _consts(spec, program))
+    results = [kernel(logits, t, catalogue_constants(spec, program))
                for t in (target, target.int(), onehot.float(), onehot.double())]
     for loss, grad in results[1:]:
         # the loss rows are float64 now: the specialised (index) and whole-program sums may round
@@ -237,7 +230,7 @@ def test_outputs_fully_written_poisoned_buffers():
                 logits, target = make_inputs(n, c, dtype, seed=7)
                 loss = poison_(torch.empty(n, dtype=torch.float64))
                 grad = poison_(torch.empty(n, c, dtype=dtype))
-                kernel.run_into(logits, target, _consts(spec, program), loss, grad)
+                kernel.run_into(logits, target, catalogue_constants(spec, program), loss, grad)
                 assert not torch.isnan(loss).any() and not torch.isnan(grad).any(), (name, dtype, n, c)
 
 
@@ -257,7 +250,7 @@ def test_threads_bit_identical(shape, dtype):
                 out = {}
                 for t in (1, 2, 3):
                     cpp.set_num_threads(t)
-                    out[t] = kernel(logits, target, _consts(spec, program))
+                    out[t] = kernel(logits, target, catalogue_constants(spec, program))
                 for t in (2, 3):
                     assert torch.equal(out[1][0], out[t][0]) and torch.equal(out[1][1], out[t][1]), (name, t, prob)
     finally:
@@ -307,7 +300,7 @@ def test_specialised_and_whole_program_agree(name):
     spec = nlfs.losses.get(name)
     program = lower(spec.expr, spec.reduction)
     kernel = BACKEND.compile(program)
-    consts = _consts(spec, program)
+    consts = catalogue_constants(spec, program)
     for dtype, (n, c), tol in ((torch.float64, (37, 11), 1e-12), (torch.float64, (5, 300), 1e-12),
                                (torch.float32, (37, 40), 2e-6)):
         logits, target = make_inputs(n, c, dtype, seed=3)
@@ -418,16 +411,16 @@ def test_noncontiguous_and_odd_inputs():
     program = lower(spec.expr, spec.reduction)
     kernel = BACKEND.compile(program)
     logits, target = make_inputs(40, 11, torch.float64, seed=2)
-    base = kernel(logits, target, _consts(spec, program))
+    base = kernel(logits, target, catalogue_constants(spec, program))
     wide = torch.zeros(11, 40, dtype=torch.float64)
     wide.copy_(logits.t())
-    got = kernel(wide.t(), target, _consts(spec, program).float())  # transposed view, fp32 constants
+    got = kernel(wide.t(), target, catalogue_constants(spec, program).float())  # transposed view, fp32 constants
     assert torch.equal(base[0], got[0]) and torch.equal(base[1], got[1])
     # empty batch
-    loss, grad = kernel(logits[:0], target[:0], _consts(spec, program))
+    loss, grad = kernel(logits[:0], target[:0], catalogue_constants(spec, program))
     assert loss.shape == (0,) and grad.shape == (0, 11)
     # half precision logits come back in their dtype
-    loss, grad = kernel(logits.half(), target, _consts(spec, program))
+    loss, grad = kernel(logits.half(), target, catalogue_constants(spec, program))
     assert grad.dtype == torch.float16 and torch.isfinite(grad).all()
     # a constant-only expression has zero gradient
     k2 = BACKEND.compile(lower(nlfs.parse("exp(2.0) + 1")))
@@ -554,12 +547,12 @@ def test_fp32_compute_switch_and_fallback():
         out = {}
         for t in (1, 2):
             cpp.set_num_threads(t)
-            out[t] = kernel(logits, target, _consts(spec, program))
+            out[t] = kernel(logits, target, catalogue_constants(spec, program))
         assert ext._fp32_redo() > 0
         assert torch.equal(out[1][0], out[2][0]) and torch.equal(out[1][1], out[2][1])
         cpp.set_fp32_compute(False)
         for pt in (False, True):
-            check_program("Baikal fp32 off", program, _consts(spec, program), 300, 40, prob_targets=pt,
+            check_program("Baikal fp32 off", program, catalogue_constants(spec, program), 300, 40, prob_targets=pt,
                           dtypes=(torch.float32,))
     finally:
         cpp.set_fp32_compute(True)

@@ -1,6 +1,6 @@
 """The Triton backend against the torch autograd reference.
 
-Without a GPU these run under TRITON_INTERPRET=1 on CPU tensors (tests/backends/conftest.py).
+Without a GPU these run under TRITON_INTERPRET=1 on CPU tensors (tests/conftest.py).
 Criterion (tests/backends/reference.py): elementwise |triton - exact| <= |torch_in_dtype - exact| +
 atol + rtol*|exact|, exact = float64 autograd, with torch's error counted SLACK = 4 times (see
 ``check``: ill-conditioned random expressions make elementwise rounding a coin toss). Output
@@ -29,7 +29,15 @@ import torch
 import nlfs
 from nlfs.backends import FusedLossFunction
 from nlfs.spaces import GPSpace, NLFSSpace
-from tests.backends.reference import SHAPES, assert_no_less_accurate, exact, make_inputs, poison_, reference
+from tests.backends.reference import (
+    SHAPES,
+    assert_no_less_accurate,
+    catalogue_constants,
+    exact,
+    make_inputs,
+    poison_,
+    reference,
+)
 from tests.conftest import require_backend, scaled
 
 require_backend("triton", module=True)  # a skip, or a failure under CI's NLFS_REQUIRE_BACKENDS
@@ -64,10 +72,6 @@ BACKEND = TritonBackend()
 
 def _program(spec):
     return nlfs.lower(spec.expr, spec.reduction)
-
-
-def _consts(spec, program):
-    return torch.tensor([spec.constants[c] for c in program.constants], dtype=torch.float64)
 
 
 def check(program, constants, n, c, dtype=torch.float32, prob=False, seed=0, name="", kernel=None,
@@ -109,7 +113,7 @@ def test_catalogue(name, shape):
     spec = nlfs.losses.get(name)
     prog = _program(spec)
     for prob in (False, True):
-        check(prog, _consts(spec, prog), *shape, prob=prob, name=name)
+        check(prog, catalogue_constants(spec, prog), *shape, prob=prob, name=name)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -118,7 +122,7 @@ def test_catalogue_half(name, dtype):
     spec = nlfs.losses.get(name)
     prog = _program(spec)
     for shape in [(3, 7), (257, 10), (5, 4099)]:
-        check(prog, _consts(spec, prog), *shape, dtype=dtype, prob=shape[0] == 257, name=name)
+        check(prog, catalogue_constants(spec, prog), *shape, dtype=dtype, prob=shape[0] == 257, name=name)
 
 
 # --------------------------------------------------------------------------- random expressions
@@ -173,14 +177,14 @@ def test_large_class_count_loop_template():
     for name in ("CE", "NGL", "Focal"):
         spec = nlfs.losses.get(name)
         prog = _program(spec)
-        check(prog, _consts(spec, prog), 2, 131_072, name=name, prob=name == "NGL")
+        check(prog, catalogue_constants(spec, prog), 2, 131_072, name=name, prob=name == "NGL")
 
 
 def test_batch_size_one_and_single_class():
     spec = nlfs.losses.get("Focal")
     prog = _program(spec)
     for shape in [(1, 1), (1, 2), (1, 3), (1, 1000), (1, 5000), (2, 1)]:
-        check(prog, _consts(spec, prog), *shape, name="Focal")
+        check(prog, catalogue_constants(spec, prog), *shape, name="Focal")
 
 
 def test_empty_batch():
@@ -203,7 +207,7 @@ def test_non_contiguous_logits_and_targets():
     spec = nlfs.losses.get("SCE")
     prog = _program(spec)
     kernel = BACKEND.compile(prog)
-    consts = _consts(spec, prog)
+    consts = catalogue_constants(spec, prog)
     base, target = make_inputs(40, 24, prob_targets=True)
     for logits in (base[::2], base.t().contiguous().t(), base[:, ::2]):
         tgt = target[: logits.shape[0], : logits.shape[1]]
@@ -286,9 +290,9 @@ def test_fused_loss_function_direct():
     kernel = BACKEND.compile(prog)
     logits, target = make_inputs(5, 9, prob_targets=True)
     z = logits.clone().to(DEVICE).requires_grad_(True)
-    out = FusedLossFunction.apply(z, target.to(DEVICE), _consts(spec, prog), kernel, "mean")
+    out = FusedLossFunction.apply(z, target.to(DEVICE), catalogue_constants(spec, prog), kernel, "mean")
     out.backward()
-    ref_loss, ref_grad = exact(prog, logits, target, _consts(spec, prog))
+    ref_loss, ref_grad = exact(prog, logits, target, catalogue_constants(spec, prog))
     torch.testing.assert_close(out.detach().double().cpu(), ref_loss.mean(), atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(z.grad.double().cpu(), ref_grad / 5, atol=1e-6, rtol=1e-5)
 
@@ -364,7 +368,7 @@ def test_kernel_is_cuda_graph_capturable():
     prog = _program(spec)
     kernel = BACKEND.compile(prog)
     logits, target = make_inputs(300, 10)
-    z, t, consts = logits.cuda(), target.cuda(), _consts(spec, prog).float().cuda()
+    z, t, consts = logits.cuda(), target.cuda(), catalogue_constants(spec, prog).float().cuda()
     expect = kernel(z, t, consts)
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
@@ -383,7 +387,7 @@ def test_one_compile_for_every_batch_size():
     """A search meets many batch sizes (the last partial batch, evaluation batches): the row count
     is neither a constexpr nor specialised on, so one launch configuration compiles once."""
     kernel = BACKEND.compile(_program(nlfs.losses.get("Focal")))
-    consts = _consts(nlfs.losses.get("Focal"), kernel.program)
+    consts = catalogue_constants(nlfs.losses.get("Focal"), kernel.program)
     for n in (128, 96, 37, 1, 1000, 4099):
         logits, target = make_inputs(n, 10)
         kernel(logits.cuda(), target.cuda(), consts)
@@ -456,7 +460,7 @@ def test_mean_scale_is_applied_in_the_kernel():
     prog = _program(spec)
     kernel = BACKEND.compile(prog)
     logits, target = make_inputs(6, 11)
-    consts = _consts(spec, prog)
+    consts = catalogue_constants(spec, prog)
     out, grad, scale = kernel.reduced(logits.to(DEVICE), target.to(DEVICE), consts, "mean")
     _, raw = kernel(logits.to(DEVICE), target.to(DEVICE), consts)
     assert scale == 1.0

@@ -1,5 +1,5 @@
 """The Triton special functions (nlfs.kernels.special) against float64 scipy, on CPU under
-TRITON_INTERPRET=1 (tests/backends/conftest.py) or on a GPU. Bounds are relative errors; they are the
+TRITON_INTERPRET=1 (tests/conftest.py) or on a GPU. Bounds are relative errors; they are the
 ones documented in kernels/special.py."""
 
 

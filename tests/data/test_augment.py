@@ -3,6 +3,8 @@ import torch
 
 from nlfs.data import AUGMENTS, load_dataset, make_augment, random_crop
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small ops: one thread is as fast, far faster on a busy CPU
+
 
 @pytest.mark.parametrize("name", AUGMENTS)
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (1, 8, 8)])

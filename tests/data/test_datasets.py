@@ -14,6 +14,8 @@ from nlfs.data import (
 
 from .fakes import write_cifar, write_fashion_mnist
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small ops: one thread is as fast, far faster on a busy CPU
+
 
 def test_digits_always_present():
     ds = load_dataset("digits")

@@ -15,7 +15,7 @@ from nlfs.backends._torch import TorchKernel
 from nlfs.expr import MAXV, OPS, Instr, Program, lower, merge_common, parse, specialize
 from nlfs.expr._math import NumpyMath
 from nlfs.spaces import GPSpace, NLFSSpace
-from tests.backends.reference import leaf_adjoints
+from tests.backends.reference import catalogue_constants, leaf_adjoints, random_constants
 from tests.conftest import scaled
 
 CATALOGUE = nlfs.losses.names()
@@ -31,15 +31,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def _catalogue_program(name):
     spec = nlfs.losses.get(name)
     return spec, lower(spec.expr, spec.reduction)
-
-
-def _default_consts(spec, program):
-    return torch.tensor([spec.constants[c] for c in program.constants], dtype=torch.float64)
-
-
-def _random_consts(program, seed):
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(len(program.constants), generator=g, dtype=torch.float64) * 4 - 2
 
 
 def _inputs(n, c, seed):
@@ -211,7 +202,7 @@ def test_catalogue_specialised_programs_are_well_formed(name):
 def test_catalogue_split_matches_full(name):
     spec, program = _catalogue_program(name)
     for k, (n, c) in enumerate(SHAPES):
-        consts = _default_consts(spec, program) if k == 0 else _random_consts(program, k)
+        consts = catalogue_constants(spec, program) if k == 0 else random_constants(program, k)
         assert check_split_matches_full(name, program, consts, n, c, seed=k), f"{name}: non-finite reference"
 
 
@@ -226,7 +217,7 @@ def test_random_expressions_split_matches_full(space):
             assert_well_formed(sp)
             assert specialize(sp, y) == sp, (str(expr), y)
         n, c = SHAPES[i % len(SHAPES)]
-        if not check_split_matches_full(f"#{i} {expr}", program, _random_consts(program, i), n, c, seed=i):
+        if not check_split_matches_full(f"#{i} {expr}", program, random_constants(program, i), n, c, seed=i):
             # The ops are protected, so the float64 reference should never be NaN/Inf. Should one be,
             # there is nothing to compare it with: record it, and fail below if that is not rare.
             skipped.append(str(expr))
@@ -237,7 +228,7 @@ def test_specialising_at_other_values_matches_constant_targets():
     """specialize(p, v) equals the full program fed the probability target v in every element."""
     for name in CATALOGUE:
         spec, program = _catalogue_program(name)
-        consts = _random_consts(program, 7)
+        consts = random_constants(program, 7)
         logits, _ = _inputs(5, 6, seed=3)
         for v in (0.25, 0.5, 2.0, -1.5):
             target = torch.full((5, 6), v, dtype=torch.float64)
@@ -299,7 +290,7 @@ def test_catalogue_constants_stay_runtime_values():
         spec, program = _catalogue_program(name)
         assert any("const" in _ops(specialize(program, y)) for y in (0.0, 1.0)), name
         logits, target = _inputs(4, 5, seed=1)
-        base = _default_consts(spec, program)
+        base = catalogue_constants(spec, program)
         moved = base + 0.37
         a = _split(program, logits, target, base)[0]
         b = _split(program, logits, target, moved)[0]
@@ -444,7 +435,7 @@ def test_merge_common_hand_built():
 
     for k, (n, c) in enumerate(SHAPES):
         logits, target = _inputs(n, c, seed=k)
-        consts = _random_consts(program, k)
+        consts = random_constants(program, k)
         ref, ref_grad = _full(program, logits, target, consts)
         got, got_grad = _full(merged, logits, target, consts)
         assert torch.equal(got, ref)
@@ -475,5 +466,5 @@ def test_merge_common_keeps_values(space):
         assert merged == merge_common(program), str(expr)
         n, c = SHAPES[i % len(SHAPES)]
         logits, target = _inputs(n, c, seed=i)
-        consts = _random_consts(program, i)
+        consts = random_constants(program, i)
         assert torch.equal(_full(merged, logits, target, consts)[0], _full(dup, logits, target, consts)[0])

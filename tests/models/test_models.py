@@ -5,6 +5,8 @@ import torch
 
 from nlfs.models import build_model, load_checkpoint
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small ops: one thread is as fast, far faster on a busy CPU
+
 LIGHT = ["surrogate", "resnet9v2", "wrn-16-4", "resnet18"]
 
 

@@ -14,6 +14,8 @@ from nlfs.train import DatasetError, TrainConfig, TrainResult, train
 
 from ..data.fakes import write_fashion_mnist
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small ops: one thread is as fast, far faster on a busy CPU
+
 REAL_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 FIELDS = ["val_acc", "best_val_acc", "test_acc", "final_train_loss", "steps", "wall_time", "device",
           "dataset", "model", "augment", "seed", "loss", "backend", "diverged", "reason"]
@@ -173,7 +175,7 @@ def _backends_for_probs():
 @pytest.mark.parametrize("backend", _backends_for_probs())
 @pytest.mark.parametrize("augment", ["mixup", "cutmix"])
 def test_probability_targets(backend, augment):
-    # triton runs on CPU tensors under TRITON_INTERPRET=1 (set by tests/backends/conftest.py)
+    # triton runs on CPU tensors under TRITON_INTERPRET=1 (set by tests/conftest.py)
     device = "cuda" if backend == "triton" and torch.cuda.is_available() else "cpu"
     r = train("CE", digits(epochs=6, augment=augment, backend=backend, device=device))
     assert not r.diverged and r.backend == backend and r.augment == augment
