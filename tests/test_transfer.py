@@ -218,8 +218,10 @@ def test_real_nan_loss_is_reported(tmp_path):
 def test_machine_date_without_bench(monkeypatch):
     import sys
 
+    from nlfs._io import machine_name, today
+
     monkeypatch.setitem(sys.modules, "bench._schema", None)  # import raises ImportError
-    machine, date = transfer._machine_date()
+    machine, date = machine_name(), today()
     assert "cores" in machine and len(date) == 10
 
 
