@@ -61,11 +61,16 @@ def run_jobs(executor, jobs):
             yield in_flight.pop(handle), result
     except GeneratorExit:  # the consumer stopped (or raised): what is in flight has no one to take it
         if in_flight:
-            executor.terminate()
+            _stop(executor)
         raise
     except BaseException:
-        executor.terminate()
+        _stop(executor)
         raise
+
+
+def _stop(executor) -> None:
+    """End the executor's workers now: ``terminate`` where it has one, else ``close``."""
+    getattr(executor, "terminate", executor.close)()
 
 
 _EXHAUSTED = object()

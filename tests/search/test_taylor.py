@@ -93,7 +93,7 @@ def test_killed_taylor_search_resumes_without_repeating_trials(tmp_path, monkeyp
 
 
 def _journal(run_dir):
-    from nlfs.tune import make_storage
+    from nlfs.search import make_storage
 
     return make_storage(run_dir, filename="taylor.journal")
 
