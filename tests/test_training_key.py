@@ -11,7 +11,7 @@ from pathlib import Path
 
 import nlfs.train
 from nlfs import eliminate, transfer, tune
-from nlfs.train import TrainConfig, TrainResult, training_key
+from nlfs.train import TrainConfig, training_key
 
 ROOT = Path(__file__).resolve().parents[1]
 
