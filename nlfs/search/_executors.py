@@ -42,9 +42,9 @@ def run_jobs(executor, jobs):
     is free, so a job may depend on results already yielded (an algorithm's ask after its tell); a
     callable (or an iterable's item) may give ``None`` for "nothing now", which ends the loop once
     nothing is in flight; an iterable also ends when exhausted. Callers record each result as it
-    comes, so a killed run resumes from what was yielded. On an exception or interrupt, raised here
-    or by the consumer, or when the consumer stops early, the workers are terminated: nothing keeps
-    training."""
+    comes, so a killed run resumes from what was yielded. On an exception or interrupt raised here,
+    and when the consumer raises or stops while jobs are in flight, the executor is terminated
+    (``terminate``, else ``close``): nothing keeps training."""
     pull = jobs if callable(jobs) else _puller(iter(jobs))
     in_flight: dict = {}  # handle -> job
     try:
