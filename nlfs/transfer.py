@@ -216,11 +216,6 @@ def _read_rows(path: Path) -> list[dict]:
     return rows
 
 
-def _write_rows(path: Path, rows: list[dict]) -> None:
-    """Atomic rewrite (temp file + rename): a run killed mid-write never leaves a truncated CSV."""
-    write_table(path, rows, COLUMNS)
-
-
 def run_key(entry: LossEntry, cfg) -> str:
     """Everything that makes a (loss, seed) row what it is beyond the shared training settings: the
     loss as trained (expression, constants, gradient scale, class reduction), backend and device. A
@@ -372,7 +367,7 @@ def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Pat
         else:
             index[key] = len(rows)
             rows.append(row)
-        _write_rows(csv_path, rows)
+        write_table(csv_path, rows, COLUMNS)  # atomic: a killed run never leaves a truncated CSV
         acc = "" if row["test_acc"] is None else f" test {row['test_acc']:.4f}"
         log(f"[{i}/{len(todo)}] {entry.label} seed {seed}: {row['status']}{acc} "
             f"({row['wall_time']:.1f} s, {row['backend']}){' ' + row['reason'] if row['reason'] else ''}")
