@@ -209,9 +209,28 @@ class _Worker:
     def __init__(self, ctx, threads: int):
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_worker_main, args=(child, threads, os.getpid()), daemon=True)
-        self.proc.start()
+        with _sigint_ignored():  # inherited through exec: the worker ignores Ctrl-C while it starts too
+            self.proc.start()
         child.close()
         self.handle = None
+
+
+class _sigint_ignored:
+    """SIGINT ignored in this process for the block (only from the main thread; elsewhere a no-op)."""
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self.saved = None
+        if threading.current_thread() is threading.main_thread():
+            self.saved = signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.saved is not None:
+            signal.signal(signal.SIGINT, self.saved)
 
 
 class ProcessExecutor:
