@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import csv
-import datetime as _dt
-import platform
 from pathlib import Path
+
+from nlfs._io import machine_name, today, write_table
+
+__all__ = ["KERNEL_COLUMNS", "machine_name", "today", "write_csv", "write_markdown"]
 
 KERNEL_COLUMNS = [
     "date", "machine", "device", "dtype", "loss", "provider", "batch", "classes",
@@ -13,39 +14,8 @@ KERNEL_COLUMNS = [
 ]
 
 
-def machine_name() -> str:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_name(0)
-    except Exception:
-        pass
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    return f"{cpu} ({os.cpu_count()} cores)"
-
-
-def today() -> str:
-    return _dt.date.today().isoformat()
-
-
 def write_csv(path: str | Path, rows: list[dict], columns: list[str] = KERNEL_COLUMNS) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: _fmt(r.get(k, "")) for k in columns})
+    write_table(path, rows, columns, cell=lambda v: _fmt("" if v is None else v))
 
 
 def _fmt(v):

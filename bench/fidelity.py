@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import multiprocessing as mp
 import os
 import random
 import statistics
@@ -89,21 +88,27 @@ def loss_set(n: int, seed: int, dataset: str) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------------ training
-def _job(args) -> dict:
-    loss, variant, level, seed, dataset = args
-    import torch
+def _payload(job) -> dict:
+    """What a worker trains for ``job = (loss, variant, level, seed, dataset)``."""
+    from nlfs.train import TrainConfig
 
-    torch.set_num_threads(1)
-    from nlfs.train import TrainConfig, train
-
+    loss, variant, level, seed, dataset = job
     spec = dict(LEVELS[level])
     spec.pop("seeds")
-    t0 = time.perf_counter()
-    r = train(loss["expression"], TrainConfig(dataset=dataset, seed=seed, evaluate_test=False,
-                                              grad_scale=variant, channels_last=STUDY_FORMAT, **spec))
+    cfg = TrainConfig(dataset=dataset, seed=seed, evaluate_test=False, grad_scale=variant,
+                      channels_last=STUDY_FORMAT, **spec)
+    return {"loss": loss["expression"], "train": cfg.to_dict(), "rejection": False}
+
+
+def _row(job, out) -> dict:
+    """The trainings CSV's row for a finished job (a training that raised stops the study)."""
+    loss, variant, level, seed, _ = job
+    if out["status"] == "error":
+        raise RuntimeError(f"loss {loss['id']} {variant} {level} seed {seed}: {out['reason']}")
+    r = out["result"]
     return dict(loss_id=loss["id"], variant=variant, level=level, seed=seed,
-                acc=0.0 if r.diverged else r.best_val_acc, diverged=int(r.diverged),
-                grad_scale=r.grad_scale, wall_s=time.perf_counter() - t0, reason=r.reason[:120])
+                acc=0.0 if r["diverged"] else r["best_val_acc"], diverged=int(r["diverged"]),
+                grad_scale=r["grad_scale"], wall_s=out["wall_time"], reason=r["reason"][:120])
 
 
 def _key(row) -> tuple:
@@ -136,19 +141,26 @@ def jobs(losses, dataset) -> list[tuple]:
     return out
 
 
-def run_jobs(todo, path: Path, workers: int) -> None:
+def run_trainings(todo, path: Path, workers: int) -> None:
+    """Train ``todo`` with ``workers`` at once (one thread each), appending each row as it finishes."""
+    from nlfs.search import make_executor, run_jobs
+
     new = not path.exists()
     with path.open("a", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=TRAIN_COLUMNS)
         if new:
             w.writeheader()
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(workers, maxtasksperchild=50) as pool:
-            for i, row in enumerate(pool.imap(_job, todo), 1):
+        executor = make_executor("local", workers, threads=1)
+        try:
+            done = run_jobs(executor, ((job, _payload(job)) for job in todo))
+            for i, (job, out) in enumerate(done, 1):
+                row = _row(job, out)
                 w.writerow(row)
                 fh.flush()
                 print(f"[{i}/{len(todo)}] loss {row['loss_id']} {row['variant']} {row['level']} "
                       f"seed {row['seed']}: {row['acc']:.4f} ({row['wall_s']:.1f} s)", flush=True)
+        finally:
+            executor.close()
 
 
 # ------------------------------------------------------------------------------------------------ analysis
@@ -303,7 +315,7 @@ def main(argv=None) -> int:
     elif not args.report_only:
         todo = [j for j in jobs(losses, args.dataset) if (j[0]["id"], j[1], j[2], j[3]) not in done]
         print(f"{len(losses)} losses, {len(todo)} trainings to run", flush=True)
-        run_jobs(todo, path, args.workers)
+        run_trainings(todo, path, args.workers)
         with path.open() as fh:
             rows = list(csv.DictReader(fh))
     report(losses, rows, args.dataset, "python -m bench.fidelity " + " ".join(argv or sys.argv[1:]), out)

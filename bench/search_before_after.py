@@ -72,25 +72,29 @@ def best_rows(run_dir: Path, k: int) -> list[dict]:
     return best_candidates(rows, k)
 
 
-def _train_one(args) -> float:
+def evaluate(expression: str, constants: dict, scale: float, seeds: list[int], dataset: str) -> list[float]:
+    """Best validation accuracy per seed at the final budget, the seeds trained in parallel (one thread
+    each); a training that raises stops the study."""
     import types
 
     from nlfs.expr import parse
     from nlfs.losses import LossSpec
-    from nlfs.train import TrainConfig, train
+    from nlfs.search import make_executor, run_jobs
+    from nlfs.train import TrainConfig
 
-    expression, constants, scale, seed, dataset = args
     spec = LossSpec("candidate", parse(expression), "class_sum", types.MappingProxyType(constants), "", scale)
-    r = train(spec, TrainConfig(dataset=dataset, seed=seed, evaluate_test=False, threads=1, **FINAL))
-    return 0.0 if r.diverged else r.best_val_acc
-
-
-def evaluate(expression: str, constants: dict, scale: float, seeds: list[int], dataset: str) -> list[float]:
-    """Best validation accuracy per seed at the final budget, the seeds trained in parallel."""
-    import multiprocessing as mp
-
-    with mp.get_context("spawn").Pool(min(len(seeds), os.cpu_count() or 1)) as pool:
-        return pool.map(_train_one, [(expression, constants, scale, s, dataset) for s in seeds])
+    train = [TrainConfig(dataset=dataset, seed=s, evaluate_test=False, threads=1, **FINAL) for s in seeds]
+    jobs = [(cfg.seed, {"loss": spec, "rejection": False, "train": cfg.to_dict()}) for cfg in train]
+    executor = make_executor("local", min(len(seeds), os.cpu_count() or 1), threads=1)
+    acc = {}
+    try:
+        for seed, out in run_jobs(executor, jobs):
+            if out["status"] == "error":
+                raise RuntimeError(f"{expression} seed {seed}: {out['reason']}")
+            acc[seed] = 0.0 if out["result"]["diverged"] else out["result"]["best_val_acc"]
+    finally:
+        executor.close()
+    return [acc[s] for s in seeds]
 
 
 def main(argv=None) -> int:

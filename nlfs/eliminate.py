@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import math
 import sys
@@ -135,9 +134,9 @@ class Protocol:
 
 
 def _key(expression: str, constants: dict, reduction: str, train: dict) -> str:
-    text = json.dumps([expression, sorted((constants or {}).items()), reduction, train], sort_keys=True,
-                      default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    from .train import training_key
+
+    return training_key([expression, sorted((constants or {}).items()), reduction, train])
 
 
 def round_config(base, rnd: Round, seed: int):
@@ -155,7 +154,7 @@ def round_config(base, rnd: Round, seed: int):
 class Elimination:
     def __init__(self, run_dir: str | Path, protocol: Protocol, train_config=None, workers: int = 1,
                  executor: str = "local", address: str | None = None, log=None, also=(), tuned: bool = False,
-                 novel: bool = False):
+                 novel: bool = False, threads: int | None = None):
         from .search import RunDB
         from .train import check_config
         from .tune import search_config
@@ -179,7 +178,7 @@ class Elimination:
         except ValueError:
             self.db.close()
             raise
-        self.workers, self.executor_kind, self.address = workers, executor, address
+        self.workers, self.executor_kind, self.address, self.threads = workers, executor, address, threads
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.trained = 0  # trainings run by this session (resumed pairs are not counted)
 
@@ -233,7 +232,7 @@ class Elimination:
     def run(self) -> dict:
         """-> {"rounds": [...], "survivors": [...], "ce": {...}, "scores": {label: {round: {seed: acc}}}};
         writes ``DIR/elimination.md`` and ``DIR/elimination.json``."""
-        from .search._executors import make_executor
+        from .search import make_executor
 
         pool = self.candidates()
         if not pool:
@@ -243,7 +242,7 @@ class Elimination:
         self.scales: dict[str, list] = {}  # label -> gradient-scale factors of its trainings
         alive = pool
         history = []
-        executor = make_executor(self.executor_kind, self.workers, self.address)
+        executor = make_executor(self.executor_kind, self.workers, self.address, self.threads)
         try:
             for i, rnd in enumerate(self.protocol.rounds, 1):
                 seeds = [self.protocol.first_seed + j for j in range(rnd.seeds)]
@@ -263,10 +262,10 @@ class Elimination:
             executor.close()
         result = {"rounds": history, "survivors": alive, "ce": ce, "scores": scores, "pool": pool}
         text = self.markdown(result)
-        from .search._report import _atomic_write
+        from ._io import atomic_write
 
-        _atomic_write(self.run_dir / "elimination.md", text)
-        _atomic_write(self.run_dir / "elimination.json", json.dumps(self.record_of(result), indent=2))
+        atomic_write(self.run_dir / "elimination.md", text)
+        atomic_write(self.run_dir / "elimination.json", json.dumps(self.record_of(result), indent=2))
         result["markdown"] = text
         return result
 
@@ -296,6 +295,8 @@ class Elimination:
                 "survivors": [survivor(c) for c in result["survivors"]], "pool": pool}
 
     def _run_jobs(self, executor, jobs, rnd_i, rnd, scores):
+        from .search import run_jobs
+
         pending = []
 
         def note(cand, seed, value, scale):
@@ -314,14 +315,8 @@ class Elimination:
                 continue
             payload = {"expression": cand["expression"], "constants": cand.get("constants") or {},
                        "reduction": reduction, "train": train, "rejection": False, "name": cand["label"]}
-            pending.append((key, cand, seed, cfg, payload))
-        in_flight: dict = {}
-        while pending or in_flight:
-            while pending and len(in_flight) < executor.slots:
-                job = pending.pop(0)
-                in_flight[executor.submit(job[4])] = job
-            handle, out = executor.wait_one(list(in_flight))
-            key, cand, seed, cfg, _ = in_flight.pop(handle)
+            pending.append(((key, cand, seed, cfg), payload))
+        for (key, cand, seed, cfg), out in run_jobs(executor, pending):
             self._record(key, cand, rnd_i, seed, cfg, out)
             self.trained += 1
             v = _value(out.get("fitness"), out["status"])
@@ -394,10 +389,11 @@ def _fmt(values) -> str:
 
 def eliminate(run_dir, protocol: Protocol | None = None, train_config=None, workers: int = 1,
               executor: str = "local", address: str | None = None, log=None, also=(), tuned: bool = False,
-              novel: bool = False) -> dict:
+              novel: bool = False, threads: int | None = None) -> dict:
     """Run the elimination protocol on the search run in ``run_dir`` (see the module docstring)."""
     protocol = protocol or Protocol.from_lists(**PRESETS["paper"])
-    e = Elimination(run_dir, protocol, train_config, workers, executor, address, log, also, tuned, novel)
+    e = Elimination(run_dir, protocol, train_config, workers, executor, address, log, also, tuned, novel,
+                    threads)
     try:
         return e.run()
     finally:

@@ -24,17 +24,15 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import hashlib
-import json
 import math
 import os
 import sys
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import stats as _stats
+from ._io import machine_name, today, write_table
+from .train import training_key
 
 __all__ = ["COLUMNS", "PRESETS", "LossEntry", "build_config", "losses_from_run", "main", "parse_losses",
            "run_transfer", "summarise", "write_markdown", "write_plot"]
@@ -202,8 +200,7 @@ def build_config(settings: dict):
 
 def _config_hash(cfg) -> str:
     d = cfg.to_dict()
-    key = {k: d.get(k) for k in _CONFIG_KEYS}
-    return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return training_key({k: d.get(k) for k in _CONFIG_KEYS}, length=10, algorithm="sha1")
 
 
 # ------------------------------------------------------------------------------------------- CSV I/O
@@ -219,36 +216,6 @@ def _read_rows(path: Path) -> list[dict]:
     return rows
 
 
-def _cell(v):
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return "" if not math.isfinite(v) else repr(v)
-    if isinstance(v, dict):
-        return json.dumps(v, sort_keys=True)
-    return v
-
-
-def _write_rows(path: Path, rows: list[dict]) -> None:
-    """Atomic rewrite (temp file + rename): a run killed mid-write never leaves a truncated CSV."""
-    _write_table(path, rows, COLUMNS)
-
-
-def _machine_date() -> tuple[str, str]:
-    """``bench._schema``'s machine name and date (the repository's convention); a plain fallback when
-    ``bench`` is not importable (nlfs installed, run outside the repository)."""
-    try:
-        from bench._schema import machine_name, today
-
-        return machine_name(), today()
-    except ImportError:
-        import datetime
-        import platform
-
-        return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)", \
-            datetime.date.today().isoformat()
-
-
 def run_key(entry: LossEntry, cfg) -> str:
     """Everything that makes a (loss, seed) row what it is beyond the shared training settings: the
     loss as trained (expression, constants, gradient scale, class reduction), backend and device. A
@@ -260,8 +227,7 @@ def run_key(entry: LossEntry, cfg) -> str:
         loss = [spec.text, spec.reduction, spec.scale, sorted({**spec.constants, **(entry.constants or {})}.items())]
     except Exception:  # noqa: BLE001 - a callable loss: its label and constants are all we know
         loss = [str(entry.loss), sorted((entry.constants or {}).items())]
-    text = json.dumps([loss, cfg.backend, cfg.device, cfg.grad_scale, cfg.lr], sort_keys=True, default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
+    return training_key([loss, cfg.backend, cfg.device, cfg.grad_scale, cfg.lr], length=12, algorithm="sha1")
 
 
 def _done(row: dict, retry_errors: bool, key: str | None = None) -> bool:
@@ -271,70 +237,55 @@ def _done(row: dict, retry_errors: bool, key: str | None = None) -> bool:
 
 
 # ------------------------------------------------------------------------------------------- runner
-def _train_one(entry: LossEntry, cfg, seed: int) -> dict:
-    from . import train as _train_pkg
+def _payload(entry: LossEntry, cfg, seed: int, inline: bool) -> dict:
+    """The job that trains ``entry`` on ``seed``: its loss as it is in this process, or (for a worker
+    process, which starts with the built-in catalogue only, not the losses registered here with
+    ``--losses-file``) resolved to a ``LossSpec`` where it is a name or an expression."""
+    loss = entry.loss
+    if not inline and isinstance(loss, str):
+        from ._module import resolve_spec
 
-    cfg = dataclasses.replace(cfg, seed=seed)
-    t0 = time.perf_counter()
-    try:
-        res = _train_pkg.train(entry.loss, cfg, constants=entry.constants)
-    except Exception as err:  # configuration/data errors: record, do not hide
-        return dict(status="error", reason=f"{type(err).__name__}: {err}", test_acc=None, val_acc=None,
-                    best_val_acc=None, wall_time=time.perf_counter() - t0, backend=cfg.backend,
-                    epochs=cfg.epochs, steps=cfg.steps)
-    status = "diverged" if res.diverged else "ok"
-    return dict(status=status, reason=res.reason, test_acc=res.test_acc if status == "ok" else None,
-                val_acc=res.val_acc, best_val_acc=res.best_val_acc, wall_time=res.wall_time,
-                backend=res.backend, epochs=res.epochs, steps=res.steps, train_size=res.train_size,
-                val_size=res.val_size, batch_size=res.batch_size, lr=res.lr, optimizer=res.optimizer,
-                device=res.device)
+        loss = resolve_spec(loss)
+    return {"loss": loss, "constants": entry.constants, "train": dataclasses.replace(cfg, seed=seed).to_dict(),
+            "rejection": False, "name": entry.label}
 
 
-def _portable(entry: LossEntry) -> LossEntry:
-    """``entry`` with its loss resolved to a ``LossSpec`` where it is a name or an expression: a worker
-    process starts with the built-in catalogue only, not the losses registered here (``--losses-file``)."""
-    if not isinstance(entry.loss, str):
-        return entry
-    from ._module import resolve_spec
+def _record(out: dict, cfg) -> dict:
+    """A CSV row's training columns from a job's result."""
+    res = out.get("result")
+    if out["status"] == "error" or res is None:  # configuration/data errors: record, do not hide
+        return dict(status="error", reason=out.get("reason", ""), test_acc=None, val_acc=None, best_val_acc=None,
+                    wall_time=out.get("wall_time", 0.0), backend=cfg.backend, epochs=cfg.epochs, steps=cfg.steps)
+    status = "diverged" if res["diverged"] else "ok"
+    return dict(status=status, reason=res["reason"], test_acc=res["test_acc"] if status == "ok" else None,
+                val_acc=res["val_acc"], best_val_acc=res["best_val_acc"], wall_time=res["wall_time"],
+                backend=res["backend"], epochs=res["epochs"], steps=res["steps"], train_size=res["train_size"],
+                val_size=res["val_size"], batch_size=res["batch_size"], lr=res["lr"], optimizer=res["optimizer"],
+                device=res["device"])
 
-    return dataclasses.replace(entry, loss=resolve_spec(entry.loss))
 
-
-def _train_job(item: tuple) -> tuple[int, dict]:
-    i, job = item
-    return i, _train_one(*job)
-
-
-def _trainings(jobs: list[tuple], workers: int = 1):
+def _trainings(jobs: list[tuple], workers: int = 1, threads: int | None = None):
     """Yield ``(job, record)`` for every ``job = (entry, cfg, seed)``: in this process, or with
-    ``workers > 1`` in that many spawned processes, in the order they finish (the callers key every
-    row, so order does not matter, and each row is written as soon as it is in)."""
-    if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            yield job, _train_one(*job)
-        return
-    import multiprocessing as mp
+    ``workers > 1`` in that many worker processes, in the order they finish (the callers key every
+    row, so order does not matter, and each row is written as soon as it is in). Each training uses
+    ``threads`` threads (default: the cores shared among the workers)."""
+    from .search import make_executor, run_jobs
 
-    portable = [(i, (_portable(e), cfg, seed)) for i, (e, cfg, seed) in enumerate(jobs)]
-    pool = mp.get_context("spawn").Pool(min(workers, len(jobs)))
-    done = False
+    workers = max(1, min(workers, len(jobs)))
+    executor = make_executor("local", workers, threads=threads)
+    inline = workers == 1
     try:
-        for i, rec in pool.imap_unordered(_train_job, portable):
-            yield jobs[i], rec
-        done = True
-    finally:  # interrupted: stop the workers' trainings now (what finished is written; the CSV resumes)
-        if done:
-            pool.close()
-        else:
-            pool.terminate()
-        pool.join()
+        for job, out in run_jobs(executor, ((job, _payload(*job, inline)) for job in jobs)):
+            yield job, _record(out, job[1])
+    finally:  # interrupted: the workers' trainings stop now (what finished is written; the CSV resumes)
+        executor.close()
 
 
 LR_COLUMNS = ["loss", "lr", "seed", "best_val_acc", "status", "reason", "run_key", "wall_time"]
 
 
 def select_learning_rates(entries: list[LossEntry], cfg, grid: list[float], seeds: list[int], path: Path,
-                          log=print, workers: int = 1) -> dict[str, float]:
+                          log=print, workers: int = 1, threads: int | None = None) -> dict[str, float]:
     """The learning rate of each loss, chosen from the same ``grid`` for every loss (CE included) by
     mean best *validation* accuracy over ``seeds`` (the test split is never read here; a failed run
     scores 0). Every run is a row of ``path`` (resumable, keyed like the final runs)."""
@@ -346,12 +297,12 @@ def select_learning_rates(entries: list[LossEntry], cfg, grid: list[float], seed
     val = dataclasses.replace(cfg, evaluate_test=False)
     jobs = [(entry, dataclasses.replace(val, lr=lr), seed) for entry in entries for lr in grid for seed in seeds]
     jobs = [j for j in jobs if (j[0].label, j[1].lr, j[2], run_key(j[0], j[1])) not in done]
-    for (entry, cfg_lr, seed), rec in _trainings(jobs, workers):
+    for (entry, cfg_lr, seed), rec in _trainings(jobs, workers, threads):
         key = (entry.label, cfg_lr.lr, seed, run_key(entry, cfg_lr))
         done[key] = dict(loss=entry.label, lr=cfg_lr.lr, seed=seed, run_key=key[3], status=rec["status"],
                          reason=rec["reason"], best_val_acc=rec["best_val_acc"] if rec["status"] == "ok" else 0.0,
                          wall_time=rec["wall_time"])
-        _write_table(path, list(done.values()), LR_COLUMNS)
+        write_table(path, list(done.values()), LR_COLUMNS)
         log(f"lr grid: {entry.label} lr {cfg_lr.lr} seed {seed}: {rec['status']} val {done[key]['best_val_acc']:.4f}")
     chosen = {}
     for entry in entries:
@@ -363,30 +314,20 @@ def select_learning_rates(entries: list[LossEntry], cfg, grid: list[float], seed
     return chosen
 
 
-def _write_table(path: Path, rows: list[dict], columns: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: _cell(r.get(k)) for k in columns})
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Path, name: str = "transfer",
                  retry_errors: bool = False, log=print, command: str = "", note: str = "",
                  plot: bool = True, setup: tuple[str, ...] = (), lr_grid: list[float] | None = None,
-                 lr_seeds: list[int] | None = None, workers: int = 1) -> list[dict]:
+                 lr_seeds: list[int] | None = None, workers: int = 1, threads: int | None = None) -> list[dict]:
     """Train every missing (loss, seed) pair, rewrite the CSV after each, then write the table and
     plot. Returns the rows of this configuration. With ``lr_grid``, every loss first gets its own
     learning rate from that grid (``select_learning_rates`` on ``lr_seeds``, validation only).
-    ``workers > 1`` trains that many runs at once in worker processes (each with ``cfg.threads``)."""
+    ``workers > 1`` trains that many runs at once in worker processes; each training uses ``threads``
+    threads (default ``cfg.threads``, else the cores shared among the workers)."""
     from .train import check_config
 
     out = Path(out)
     csv_path = out / f"{name}.csv"
+    threads = threads or cfg.threads
     entries = _dedupe(entries)
     for entry in entries:  # every loss must build and train here before the first run starts
         check_config(cfg, entry.loss, entry.constants)
@@ -394,7 +335,7 @@ def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Pat
     if lr_grid:
         cfg = dataclasses.replace(cfg, lr=None)  # the shared settings; each loss's lr comes from the grid
         lrs = select_learning_rates(entries, cfg.resolved() if cfg.lr is None else cfg, sorted(lr_grid),
-                                    lr_seeds or seeds[:2], out / f"{name}_lr.csv", log, workers)
+                                    lr_seeds or seeds[:2], out / f"{name}_lr.csv", log, workers, threads)
         setup = (*setup, "Learning rate per loss from the grid " + ", ".join(f"{x:g}" for x in sorted(lr_grid))
                  + f" by mean best validation accuracy over seeds {lr_seeds or seeds[:2]}: "
                  + ", ".join(f"{k} {v:g}" for k, v in lrs.items()) + ".")
@@ -411,9 +352,9 @@ def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Pat
             if not ((e.label, s) in index and _done(rows[index[(e.label, s)]], retry_errors, keys[e.label]))]
     log(f"nlfs.transfer: {len(entries)} losses x {len(seeds)} seeds; {len(todo)} to train, "
         f"{len(entries) * len(seeds) - len(todo)} already in {csv_path}")
-    machine, date = _machine_date()
+    machine, date = machine_name(), today()
     jobs = [(entry, per_loss[entry.label], seed) for entry, seed in todo]
-    for i, ((entry, _, seed), rec) in enumerate(_trainings(jobs, workers), 1):
+    for i, ((entry, _, seed), rec) in enumerate(_trainings(jobs, workers, threads), 1):
         row = dict(loss=entry.label, seed=seed, model=cfg.model, dataset=cfg.dataset, augment=cfg.augment,
                    expression=entry.expression, constants=entry.constants or "", config_hash=chash,
                    run_key=keys[entry.label],
@@ -426,7 +367,7 @@ def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Pat
         else:
             index[key] = len(rows)
             rows.append(row)
-        _write_rows(csv_path, rows)
+        write_table(csv_path, rows, COLUMNS)  # atomic: a killed run never leaves a truncated CSV
         acc = "" if row["test_acc"] is None else f" test {row['test_acc']:.4f}"
         log(f"[{i}/{len(todo)}] {entry.label} seed {seed}: {row['status']}{acc} "
             f"({row['wall_time']:.1f} s, {row['backend']}){' ' + row['reason'] if row['reason'] else ''}")
@@ -517,8 +458,8 @@ def write_markdown(path: str | Path, summary: list[dict], rows: list[dict], cfg,
                    note: str = "", setup: tuple[str, ...] = ()) -> None:
     path = Path(path)
     r = cfg.resolved() if hasattr(cfg, "resolved") else cfg
-    machines = sorted({x.get("machine") for x in rows if x.get("machine")}) or [_machine_date()[0]]
-    dates = sorted({x.get("date") for x in rows if x.get("date")}) or [_machine_date()[1]]
+    machines = sorted({x.get("machine") for x in rows if x.get("machine")}) or [machine_name()]
+    dates = sorted({x.get("date") for x in rows if x.get("date")}) or [today()]
     seeds = sorted({x["seed"] for x in rows})
     total = sum(x.get("wall_time") or 0.0 for x in rows)
     backends = sorted({x.get("backend") for x in rows if x.get("backend")})

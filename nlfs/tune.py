@@ -24,19 +24,27 @@ Numbers inside a found expression are lifted into named constants ``c0, c1, ...`
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import math
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .expr import Expr
+from .search import (
+    OPTUNA_SAMPLERS,
+    finished_trials,
+    fitness_of,
+    make_sampler,
+    make_search_space,
+    make_storage,
+    quiet_optuna,
+    resume_stale_trials,
+    run_jobs,
+)
+from .train import training_key
 from .train._cli import add_training_args, training_overrides
 
-SAMPLERS = ("cmaes", "gp", "tpe", "random")
 JOURNAL = "tune.journal"
 
 
@@ -79,137 +87,6 @@ def lift_constants(expr: Expr, prefix: str = "c", min_abs: float = 1e-6,
     return expr.map_nodes(fn), values
 
 
-# ---------------------------------------------------------------------------------------------------
-# Search space and sampler.
-
-def default_range(value: float, scale: float | None = None) -> tuple[float, float]:
-    """``value ± scale``; the default scale is ``max(2 |value|, 2)``."""
-    s = scale if scale is not None else max(2.0 * abs(value), 2.0)
-    return (value - s, value + s)
-
-
-def make_search_space(constants: dict[str, float], search_space: dict | None = None,
-                      scale: float | None = None) -> dict:
-    import optuna
-
-    space = {}
-    for name, value in constants.items():
-        lo, hi = (search_space or {}).get(name) or default_range(value, scale)
-        lo, hi = float(lo), float(hi)
-        lo, hi = min(lo, value), max(hi, value)  # the enqueued current value must be inside
-        if not hi > lo:
-            hi = lo + 1.0
-        space[name] = optuna.distributions.FloatDistribution(lo, hi)
-    return space
-
-
-def make_sampler(kind: str, n_dims: int, seed: int, x0: dict | None = None, sigma0: float | None = None,
-                 popsize: int | None = None, log=None):
-    """-> (sampler, name actually used). CMA-ES needs >= 2 dimensions: a single constant falls back
-    to the GP sampler (TPE when SciPy is missing)."""
-    import optuna
-
-    kind = kind.lower()
-    if kind not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {SAMPLERS}, got {kind!r}")
-    if kind == "cmaes" and n_dims < 2:
-        kind = "gp" if _has("scipy") else "tpe"
-        if log:
-            log(f"nlfs.tune: CMA-ES needs two or more constants; using the {kind.upper()} sampler for one")
-    if kind == "cmaes" and not _has("cmaes"):
-        kind = "gp" if _has("scipy") else "tpe"
-        if log:
-            log(f"nlfs.tune: Optuna's CMA-ES needs the cmaes package (pip install cmaes); "
-                f"using {kind.upper()}")
-    if kind == "gp" and not _has("scipy"):
-        kind = "tpe"
-        if log:
-            log("nlfs.tune: the GP sampler needs SciPy; using TPE")
-    if kind == "cmaes":
-        kw = {}
-        if x0 is not None:
-            kw["x0"] = x0
-        if sigma0 is not None:
-            kw["sigma0"] = sigma0
-        if popsize is not None:
-            kw["popsize"] = popsize
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # x0/sigma0 are deprecated in Optuna 4.9+ but still honoured
-            return optuna.samplers.CmaEsSampler(seed=seed, **kw), "cmaes"
-    if kind == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=3), "gp"
-    if kind == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=3), "tpe"
-    return optuna.samplers.RandomSampler(seed=seed), "random"
-
-
-def _has(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
-
-
-def make_storage(storage_dir: str | Path | None = None, storage: str | None = None, filename: str = JOURNAL):
-    """An RDB URL (``sqlite:///...``) as given, else an Optuna journal file ``DIR/tune.journal``;
-    ``None`` (no directory, no URL) keeps the study in memory."""
-    import optuna
-
-    if storage:
-        return storage
-    if storage_dir is None:
-        return None
-    path = Path(storage_dir)
-    path.mkdir(parents=True, exist_ok=True)
-    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
-
-    file = str(path / filename)
-    return optuna.storages.JournalStorage(JournalFileBackend(file, lock_obj=JournalFileOpenLock(file)))
-
-
-def quiet_optuna():
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-# ---------------------------------------------------------------------------------------------------
-# The ask-and-tell loop, shared with the TaylorGLO search.
-
-def resume_stale_trials(study, on_stale=None) -> int:
-    """Trials left RUNNING by a killed process: ``on_stale(trial)`` may return a fitness to tell (the
-    result was recorded elsewhere); otherwise the trial is marked FAIL and its values enqueued again
-    so they are evaluated once more. Returns how many were re-enqueued."""
-    import optuna
-
-    n = 0
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        value = on_stale(t) if on_stale else None
-        if value is not None:
-            study.tell(t.number, value)
-            continue
-        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-        attrs = {k: v for k, v in t.user_attrs.items() if k in ("initial",)}
-        study.enqueue_trial(dict(t.params), user_attrs={**attrs, "retry_of": t.number},
-                            skip_if_exists=False)
-        n += 1
-    return n
-
-
-def finished(study) -> list:
-    import optuna
-
-    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-
-
-def fitness_of(out: dict) -> float:
-    """Fitness told to the sampler: best validation accuracy, 0 for a diverged, rejected or failed
-    evaluation (so the sampler learns those values are bad and the study never crashes)."""
-    f = out.get("fitness")
-    if out.get("status") != "ok" or f is None or not math.isfinite(f):
-        return 0.0
-    return float(f)
-
-
 @dataclass
 class TuneResult:
     best_constants: dict
@@ -245,26 +122,27 @@ def _spec_of(loss, constants):
 
 
 def default_study_name(spec, constants: dict, train_cfg) -> str:
-    key = json.dumps([str(spec.expr), spec.reduction, sorted(constants.items()), train_cfg.to_dict()],
-                     sort_keys=True, default=str)
-    return f"tune-{spec.name[:40]}-{hashlib.sha256(key.encode()).hexdigest()[:10]}".replace(" ", "_")
+    key = training_key([str(spec.expr), spec.reduction, sorted(constants.items()), train_cfg.to_dict()], length=10)
+    return f"tune-{spec.name[:40]}-{key}".replace(" ", "_")
 
 
 def tune(loss, constants: dict | None = None, n_trials: int = 12, batch: int = 4, sampler: str = "cmaes",
          search_space: dict | None = None, train_config=None, storage_dir: str | Path | None = None,
          storage: str | None = None, study_name: str | None = None, seed: int = 0,
-         scale: float | None = None, workers: int = 1, executor=None, log=None) -> TuneResult:
+         scale: float | None = None, workers: int = 1, executor=None, log=None,
+         threads: int | None = None) -> TuneResult:
     """Tune the named constants of ``loss`` (a catalogue name, expression, Expr or LossSpec).
 
     ``constants`` overrides the starting values (default: the catalogue's); ``search_space`` maps a
     constant to its ``(low, high)`` range (default ``value ± max(2|value|, 2)``, or ``± scale``).
     ``n_trials`` counts every trial of the study, those of earlier (killed) sessions included: calling
     again with the same study resumes it. ``batch`` trials are asked before any is told (and run in
-    parallel with ``workers > 1``, or on a given ``executor`` from ``nlfs.search``).
+    parallel with ``workers > 1``, or on a given ``executor`` from ``nlfs.search``), each training
+    with ``threads`` threads (default: the cores shared among the workers).
     """
     import optuna
 
-    from .search._executors import make_executor
+    from .search import make_executor
     from .train import TrainConfig, check_config
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -276,7 +154,8 @@ def tune(loss, constants: dict | None = None, n_trials: int = 12, batch: int = 4
 
     cfg = dataclasses.replace(cfg, evaluate_test=False, progress=False)
     space = make_search_space(start, search_space, scale)
-    smp, used = make_sampler(sampler, len(space), seed, x0=start if sampler == "cmaes" else None, log=log)
+    smp, used = make_sampler(sampler, len(space), seed, x0=start if sampler == "cmaes" else None,
+                             log=lambda msg: log(f"nlfs.tune: {msg}"))
     name = study_name or default_study_name(spec, start, cfg)
     store = make_storage(storage_dir, storage)
     study = optuna.create_study(study_name=name, storage=store, sampler=smp, direction="maximize",
@@ -297,37 +176,40 @@ def tune(loss, constants: dict | None = None, n_trials: int = 12, batch: int = 4
             log(f"nlfs.tune: resuming {name}: {again} interrupted trial(s) will be evaluated again")
     train_dict = cfg.to_dict()
     own = executor is None
-    executor = executor or make_executor("local", workers)
+    executor = executor or make_executor("local", workers, threads=threads)
     errors = 0
+    batch_left: list = []  # trials of this batch not yet submitted
+    outstanding = 0  # trials of this batch submitted, not yet told
+
+    def next_trial():
+        """A trial of the current batch; a new batch is asked only once the last is all told."""
+        nonlocal outstanding
+        if not batch_left and not outstanding:
+            todo = n_trials - len(finished_trials(study))
+            batch_left.extend(study.ask(space) for _ in range(max(0, min(batch, todo))))
+        if not batch_left:
+            return None
+        trial = batch_left.pop(0)
+        outstanding += 1
+        payload = {"expression": str(spec.expr), "constants": dict(trial.params), "reduction": spec.reduction,
+                   "train": train_dict, "rejection": False, "name": spec.name}
+        return trial, payload
+
     try:
-        while True:
-            done = len(finished(study))
-            todo = n_trials - done
-            if todo <= 0:
-                break
-            queue = [study.ask(space) for _ in range(min(batch, todo))]
-            handles: dict = {}
-            while queue or handles:  # each result is told as soon as it is in
-                while queue and len(handles) < executor.slots:
-                    trial = queue.pop(0)
-                    payload = {"expression": str(spec.expr), "constants": dict(trial.params),
-                               "reduction": spec.reduction, "train": train_dict, "rejection": False,
-                               "name": spec.name}
-                    handles[executor.submit(payload)] = trial
-                h, out = executor.wait_one(list(handles))
-                trial = handles.pop(h)
-                value = fitness_of(out)
-                trial.set_user_attr("status", out.get("status"))
-                trial.set_user_attr("reason", (out.get("reason") or "")[:500])
-                trial.set_user_attr("wall_time", out.get("wall_time"))
-                study.tell(trial, value)
-                errors = errors + 1 if out.get("status") == "error" else 0
-                if errors >= max(3, batch):  # a data/config problem, not a bad constant: stop
-                    raise RuntimeError(f"nlfs.tune: {errors} evaluations in a row failed; last: "
-                                       f"{out.get('reason')}")
-                why = ("" if out.get("status") == "ok"
-                       else f" ({out.get('status')}: {out.get('reason', '')[:80]})")
-                log(f"nlfs.tune: trial {trial.number} {_fmt(trial.params)} -> {value:.4f}{why}")
+        for trial, out in run_jobs(executor, next_trial):  # each result is told as soon as it is in
+            outstanding -= 1
+            value = fitness_of(out)
+            trial.set_user_attr("status", out.get("status"))
+            trial.set_user_attr("reason", (out.get("reason") or "")[:500])
+            trial.set_user_attr("wall_time", out.get("wall_time"))
+            study.tell(trial, value)
+            errors = errors + 1 if out.get("status") == "error" else 0
+            if errors >= max(3, batch):  # a data/config problem, not a bad constant: stop
+                raise RuntimeError(f"nlfs.tune: {errors} evaluations in a row failed; last: "
+                                   f"{out.get('reason')}")
+            why = ("" if out.get("status") == "ok"
+                   else f" ({out.get('status')}: {out.get('reason', '')[:80]})")
+            log(f"nlfs.tune: trial {trial.number} {_fmt(trial.params)} -> {value:.4f}{why}")
     finally:
         if own:
             executor.close()
@@ -335,7 +217,7 @@ def tune(loss, constants: dict | None = None, n_trials: int = 12, batch: int = 4
 
 
 def result_of(study, start: dict, used: str = "", store=None) -> TuneResult:
-    trials = finished(study)
+    trials = finished_trials(study)
     rows = [{"number": t.number, "constants": dict(t.params), "fitness": t.value,
              "status": t.user_attrs.get("status"), "reason": t.user_attrs.get("reason", ""),
              "wall_time": t.user_attrs.get("wall_time"), "initial": bool(t.user_attrs.get("initial"))}
@@ -368,15 +250,16 @@ def _fmt(params: dict) -> str:
 
 def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int = 4, sampler: str = "cmaes",
              train_config=None, seed: int = 0, scale: float | None = None, workers: int = 1,
-             storage: str | None = None, log=None, novel: bool = False) -> list[dict]:
+             storage: str | None = None, log=None, novel: bool = False, threads: int | None = None) -> list[dict]:
     """Tune the best ``top_k`` (unique) candidates of the search run in ``run_dir`` that have
     something to tune (numbers in their expressions become constants; a candidate without any is
     skipped, and with ``novel`` so is a published loss in disguise). Writes ``tuned.json``,
     ``tuned.md`` and ``tuned_losses.py``."""
+    from ._io import atomic_write
     from .expr import parse
     from .losses import LossSpec
     from .search import catalogue_twin, read_run
-    from .search._report import _atomic_write, export_losses
+    from .search._report import export_losses
     from .train import check_config
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -409,18 +292,18 @@ def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int
         log(f"nlfs.tune: #{r['id']} {lifted} (search fitness {r['fitness']:.4f}), constants {_fmt(values)}")
         res = tune(spec, values, n_trials=n_trials, batch=batch, sampler=sampler, train_config=train_config,
                    storage_dir=run_dir, storage=storage, study_name=f"tune-run{r['id']}", seed=seed,
-                   scale=scale, workers=workers, log=log)
+                   scale=scale, workers=workers, log=log, threads=threads)
         out.append({"id": r["id"], "search_expression": r["expression"], "expression": str(lifted),
                     "search_fitness": r["fitness"], "initial_constants": values,
                     "initial_fitness": res.initial_fitness, "best_constants": res.best_constants,
                     "best_fitness": res.best_fitness, "trials": len(res.trials), "study": res.study_name,
                     "sampler": res.sampler})
-    _atomic_write(run_dir / "tuned.json", json.dumps(out, indent=2))
+    atomic_write(run_dir / "tuned.json", json.dumps(out, indent=2))
     md = ["# Tuned finalists", "", "| id | initial | tuned | constants | expression |",
           "|---|---|---|---|---|"]
     md += [f"| {o['id']} | {_f(o['initial_fitness'])} | {_f(o['best_fitness'])} | "
            f"{_fmt(o['best_constants'])} | `{o['expression']}` |" for o in out]
-    _atomic_write(run_dir / "tuned.md", "\n".join(md) + "\n")
+    atomic_write(run_dir / "tuned.md", "\n".join(md) + "\n")
     pseudo = [{"id": o["id"], "expression": o["expression"], "constants": o["best_constants"],
                "fitness": o["best_fitness"], "status": "ok", "size": parse(o["expression"]).size,
                "dataset": train_config.dataset} for o in out]
@@ -479,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--study", default=None, help="study name (default: derived from the loss and settings)")
     ap.add_argument("--trials", type=int, default=12)
     ap.add_argument("--batch", type=int, default=4, help="trials asked before any is told")
-    ap.add_argument("--sampler", default="cmaes", choices=SAMPLERS)
+    ap.add_argument("--sampler", default="cmaes", choices=OPTUNA_SAMPLERS)
     ap.add_argument("--seed", type=int, default=0, help="sampler seed")
     ap.add_argument("--train-seed", type=int, default=0)
     add_training_args(ap)

@@ -2,6 +2,7 @@ import csv
 import dataclasses
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -212,8 +213,10 @@ def test_real_nan_loss_is_reported(tmp_path):
 def test_machine_date_without_bench(monkeypatch):
     import sys
 
+    from nlfs._io import machine_name, today
+
     monkeypatch.setitem(sys.modules, "bench._schema", None)  # import raises ImportError
-    machine, date = transfer._machine_date()
+    machine, date = machine_name(), today()
     assert "cores" in machine and len(date) == 10
 
 
@@ -305,3 +308,41 @@ def test_workers_train_what_one_process_trains(tmp_path):
     with pytest.raises(SystemExit, match="2"):
         transfer.main(["--losses", "CE", "--workers", "0", "--out", str(tmp_path / "x")])
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
+def test_sigterm_mid_training_leaves_no_worker_and_no_leaked_semaphore(tmp_path):
+    """--workers 2 stopped by SIGTERM: the workers end with the driver and nothing is reported leaked."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.search.test_workers import _alive, _children
+
+    code = ("import sys\nfrom nlfs import transfer\n"
+            "cfg = transfer.build_config(dict(dataset='digits', model='surrogate', steps=100000, train_size=400, "
+            "val_size=200, backend='torch'))\n"
+            "transfer.run_transfer(transfer.parse_losses('CE;NGL'), cfg, [0], sys.argv[1], log=print, plot=False, "
+            "workers=2)\n")
+    driver = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    workers: set = set()
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(workers) < 2:
+            time.sleep(0.5)
+            workers = {p for p in _children(driver.pid) if _alive(p)}
+            workers = {p for p in workers if "spawn_main" in open(f"/proc/{p}/cmdline").read()}
+        assert len(workers) == 2, "the workers never started"
+        time.sleep(3)  # training now
+        driver.send_signal(signal.SIGTERM)
+        _, err = driver.communicate(timeout=60)  # the pipes close once every process holding them is gone
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        for p in workers:
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
+    assert not any(_alive(p) for p in workers)
+    assert "leaked" not in err and "Traceback" not in err

@@ -53,6 +53,8 @@ class SearchConfig:
     data_root: str | None = None
     device: str = "auto"
     workers: int = 1
+    threads: int | None = None  # per training (None: the cores shared among the workers); how it runs,
+    # like workers: a resumed run takes the new value
     executor: str = "local"  # local | ray
     ray_address: str | None = None
     baseline: bool = True  # also train cross-entropy under the same settings (needed for paired)

@@ -1,8 +1,12 @@
-"""Where candidates train: inline, a pool of local worker processes, or Ray actors.
+"""Where trainings run: inline, a pool of local worker processes, or Ray actors, and the one loop that
+feeds them (:func:`run_jobs`).
 
-Every executor has ``slots`` (how many candidates may be in flight), ``submit(payload) -> handle``
-and ``wait_one(handles) -> (handle, result)``. A worker that dies (segfault, OOM kill) costs only
-its own candidate, which comes back as an ``error`` result with the reason; the worker is replaced.
+Every executor has ``slots`` (how many jobs may be in flight), ``submit(payload) -> handle``,
+``wait_one(handles) -> (handle, result)``, ``close()`` and ``terminate()`` (stop now, work in flight
+lost). A payload is what :func:`nlfs.search.evaluate_payload` takes. A worker that dies (segfault,
+OOM kill) costs only its own job, which comes back as an ``error`` result with the reason; the
+worker is replaced. Every executor trains with a set number of torch (and C++ evaluator) threads:
+several trainings sharing a machine must not each take every core.
 """
 
 from __future__ import annotations
@@ -10,21 +14,126 @@ from __future__ import annotations
 import itertools
 import multiprocessing as mp
 import os
+import sys
 from multiprocessing.connection import wait
 
 
-def make_executor(kind: str = "local", workers: int = 1, address: str | None = None):
+def default_threads(workers: int) -> int:
+    """Threads per training when ``workers`` train at once: an equal share of the cores."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def make_executor(kind: str = "local", workers: int = 1, address: str | None = None,
+                  threads: int | None = None):
+    """``local`` (inline with one worker, else that many processes) or ``ray``; each training uses
+    ``threads`` threads (default :func:`default_threads`)."""
+    threads = threads or default_threads(workers)
     if kind == "ray":
-        return RayExecutor(max(workers, 1), address)
+        return RayExecutor(max(workers, 1), address, threads)
     if kind != "local":
         raise ValueError(f"unknown executor {kind!r}; choose local or ray")
-    return InlineExecutor() if workers <= 1 else ProcessExecutor(workers)
+    return InlineExecutor(threads) if workers <= 1 else ProcessExecutor(workers, threads)
+
+
+def run_jobs(executor, jobs):
+    """Run jobs on ``executor``, yielding ``(job, result)`` as each finishes (in the order they finish).
+
+    ``jobs`` gives ``(job, payload)`` pairs: an iterable, or a callable. It is pulled only when a slot
+    is free, so a job may depend on results already yielded (an algorithm's ask after its tell); a
+    callable (or an iterable's item) may give ``None`` for "nothing now", which ends the loop once
+    nothing is in flight; an iterable also ends when exhausted. Callers record each result as it
+    comes, so a killed run resumes from what was yielded. On an exception or interrupt raised here,
+    and when the consumer raises or stops while jobs are in flight, the executor is terminated
+    (``terminate``, else ``close``): nothing keeps training."""
+    pull = jobs if callable(jobs) else _puller(iter(jobs))
+    in_flight: dict = {}  # handle -> job
+    try:
+        while True:
+            while len(in_flight) < executor.slots:
+                item = pull()
+                if item is None or item is _EXHAUSTED:
+                    break
+                job, payload = item
+                in_flight[executor.submit(payload)] = job
+            if not in_flight:
+                return
+            handle, result = executor.wait_one(list(in_flight))
+            yield in_flight.pop(handle), result
+    except GeneratorExit:  # the consumer stopped (or raised): what is in flight has no one to take it
+        if in_flight:
+            _stop(executor)
+        raise
+    except BaseException:
+        _stop(executor)
+        raise
+
+
+def _stop(executor) -> None:
+    """End the executor's workers now: ``terminate`` where it has one, else ``close``."""
+    getattr(executor, "terminate", executor.close)()
+
+
+_EXHAUSTED = object()
+
+
+def _puller(iterator):
+    def pull():
+        return next(iterator, _EXHAUSTED)
+
+    return pull
+
+
+class _ThreadSetting:
+    """Torch's and the C++ evaluator's thread counts set for one job, restored after it."""
+
+    def __init__(self, threads: int):
+        self.threads = threads
+
+    def __enter__(self):
+        import torch
+
+        self.saved = (torch.get_num_threads(), os.environ.get("NLFS_CPP_THREADS"), _cpp_threads())
+        torch.set_num_threads(self.threads)
+        os.environ["NLFS_CPP_THREADS"] = str(self.threads)
+        if self.saved[2] is not None:
+            _cpp_threads(self.threads)
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch_threads, env, cpp = self.saved
+        torch.set_num_threads(torch_threads)
+        if env is None:
+            os.environ.pop("NLFS_CPP_THREADS", None)
+        else:
+            os.environ["NLFS_CPP_THREADS"] = env
+        if cpp is not None:
+            _cpp_threads(cpp)
+
+
+def _cpp_threads(n: int | None = None):
+    """The C++ evaluator's thread count (set it when ``n`` is given); None when the extension is not
+    loaded (it reads NLFS_CPP_THREADS when it first runs)."""
+    if "nlfs._cpp" not in sys.modules:
+        return None
+    from ..backends import _cpp
+
+    try:
+        if n is not None:
+            _cpp.set_num_threads(n)
+        return _cpp.get_num_threads()
+    except RuntimeError:  # built from another ops table: the backend is unusable anyway
+        return None
 
 
 class InlineExecutor:
+    """Trains in this process, one job at a time (at submit), with ``threads`` threads."""
+
     slots = 1
 
-    def __init__(self):
+    def __init__(self, threads: int | None = None):
+        self.threads = threads or default_threads(1)
         self._results: dict[int, dict] = {}
         self._ids = itertools.count()
 
@@ -32,7 +141,8 @@ class InlineExecutor:
         from ._worker import evaluate_payload
 
         handle = next(self._ids)
-        self._results[handle] = evaluate_payload(payload)
+        with _ThreadSetting(self.threads):
+            self._results[handle] = evaluate_payload(payload)
         return handle
 
     def wait_one(self, handles):
@@ -40,7 +150,10 @@ class InlineExecutor:
         return h, self._results.pop(h)
 
     def close(self):
-        pass
+        self._results.clear()
+
+    def terminate(self):
+        self.close()
 
 
 def _die_with_parent(parent: int) -> None:
@@ -68,12 +181,17 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _worker_main(conn, threads: int, parent: int | None = None):
+    import signal
+
+    # Ctrl-C reaches the whole process group: the driver decides (it terminates the workers), so a
+    # worker prints no traceback of its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if parent is not None:
         _die_with_parent(parent)
     import torch
 
     torch.set_num_threads(threads)
-    os.environ.setdefault("NLFS_CPP_THREADS", str(threads))
+    os.environ["NLFS_CPP_THREADS"] = str(threads)
     from ._worker import evaluate_payload
 
     while True:
@@ -91,18 +209,38 @@ class _Worker:
     def __init__(self, ctx, threads: int):
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_worker_main, args=(child, threads, os.getpid()), daemon=True)
-        self.proc.start()
+        with _sigint_ignored():  # inherited through exec: the worker ignores Ctrl-C while it starts too
+            self.proc.start()
         child.close()
         self.handle = None
 
 
+class _sigint_ignored:
+    """SIGINT ignored in this process for the block (only from the main thread; elsewhere a no-op)."""
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self.saved = None
+        if threading.current_thread() is threading.main_thread():
+            self.saved = signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.saved is not None:
+            signal.signal(signal.SIGINT, self.saved)
+
+
 class ProcessExecutor:
-    """``workers`` spawned processes, each training one candidate at a time (steady state: a worker
-    that finishes gets the next candidate at once)."""
+    """``workers`` spawned processes, each training one job at a time (steady state: a worker that
+    finishes gets the next job at once). They communicate through pipes only (no semaphore to leak
+    when the driver is stopped)."""
 
     def __init__(self, workers: int, threads: int | None = None):
         self.ctx = mp.get_context("spawn")
-        self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
+        self.threads = threads or default_threads(workers)
         self.workers = [_Worker(self.ctx, self.threads) for _ in range(workers)]
         self.slots = workers
         self._ids = itertools.count()
@@ -144,6 +282,10 @@ class ProcessExecutor:
         self.workers[i] = _Worker(self.ctx, self.threads)
 
     def close(self):
+        """Let idle workers exit; a worker still training is terminated (its job is abandoned)."""
+        if any(w.handle is not None for w in self.workers):
+            self.terminate()
+            return
         for w in self.workers:
             try:
                 w.conn.send(None)
@@ -153,6 +295,21 @@ class ProcessExecutor:
             w.proc.join(timeout=5)
             if w.proc.is_alive():
                 w.proc.kill()
+            w.conn.close()
+        self.workers = []
+
+    def terminate(self):
+        """Stop every worker now (SIGTERM, then SIGKILL after a few seconds)."""
+        for w in self.workers:
+            if w.proc.is_alive():
+                w.proc.terminate()
+        for w in self.workers:
+            w.proc.join(timeout=5)
+            if w.proc.is_alive():
+                w.proc.kill()
+                w.proc.join(timeout=5)
+            w.conn.close()
+        self.workers = []
 
 
 class RayExecutor:
@@ -165,7 +322,8 @@ class RayExecutor:
         except ImportError as err:
             raise RuntimeError("the Ray executor needs ray: pip install 'nlfs[ray]'") from err
         self.ray = ray
-        if not ray.is_initialized():
+        self._own_ray = not ray.is_initialized()  # started here: shut down here
+        if self._own_ray:
             if address:
                 ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
             else:
@@ -173,7 +331,7 @@ class RayExecutor:
                          log_to_driver=False, _node_ip_address="127.0.0.1")
         gpus = ray.cluster_resources().get("GPU", 0)
         self._actor_cls = ray.remote(num_gpus=1 if gpus >= workers else 0, num_cpus=1, max_restarts=0)(_RayWorker)
-        self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
+        self.threads = threads or default_threads(workers)
         self.actors = [self._actor_cls.remote(self.threads) for _ in range(workers)]
         self.busy: dict = {}  # ref -> actor index
         self.slots = workers
@@ -199,16 +357,29 @@ class RayExecutor:
         for a in self.actors:
             try:
                 self.ray.kill(a)
-            except Exception:
+            except Exception:  # noqa: BLE001 - an actor already gone
                 pass
+        self.actors, self.busy = [], {}
+        if self._own_ray and self.ray.is_initialized():
+            # a Ray instance left running until interpreter exit dies with an abseil stack on Ctrl-C
+            self.ray.shutdown()
+
+    def terminate(self):
+        self.close()
 
 
 class _RayWorker:
     def __init__(self, threads: int):
+        import signal
+
         import torch
 
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver ends the actors
+        except ValueError:  # not the main thread: Ray delivers no SIGINT here anyway
+            pass
         torch.set_num_threads(threads)
-        os.environ.setdefault("NLFS_CPP_THREADS", str(threads))
+        os.environ["NLFS_CPP_THREADS"] = str(threads)
 
     def evaluate(self, payload: dict) -> dict:
         from nlfs.search._worker import evaluate_payload

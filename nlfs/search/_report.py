@@ -7,18 +7,10 @@ expression."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from .._io import atomic_write
 from ._runner import summary_counts
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def trained_ok(rows: list[dict]) -> list[dict]:
@@ -194,10 +186,10 @@ def export_takeaways(best: list[dict], run_dir: Path, reduction: str = "class_su
         tex += [f"% {k}: {notes[k]}", r"\begin{equation}",
                 f"  \\ell_{{\\mathrm{{{k.replace('_', '')}}}}}(y, p) = {over} \\left({to_latex(spec)}\\right)",
                 r"\end{equation}", ""]
-    _atomic_write(run_dir / "best_losses.tex", "\n".join(tex))
+    atomic_write(run_dir / "best_losses.tex", "\n".join(tex))
     src = standalone_source({k: (spec, notes[k]) for k, spec in specs.items()},
                             title=f"Best losses of the nlfs run {run_dir}, as plain PyTorch.")
-    _atomic_write(run_dir / "best_losses_standalone.py", src)
+    atomic_write(run_dir / "best_losses_standalone.py", src)
     if specs:
         plot_loss_shapes(specs, run_dir / "loss_shapes.png")
 
@@ -253,7 +245,7 @@ def export_losses(rows: list[dict], path: Path, run_dir: Path, k: int = 5, reduc
                   f'    """{r["expression"]}"""', "",
                   "    def __init__(self, **kwargs):",
                   f"        super().__init__({name!r}, **kwargs)", "", ""]
-    _atomic_write(path, "\n".join(lines).rstrip() + "\n")
+    atomic_write(path, "\n".join(lines).rstrip() + "\n")
 
 
 def run_config(run_dir: Path) -> dict:
@@ -292,14 +284,14 @@ def write_report(run_dir: str | Path, rows: list[dict], reduction: str | None = 
                "baseline_ce": baseline_accuracy(rows, top_rung),
                "chance": chance_lead(rows, top_rung) if paired else None,
                "best": [entry(r) for r in best], "hall_of_fame": [entry(r) for r in hof]}
-    _atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2))
+    atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2))
     md = ["# Hall of fame (best per size)", "",
           f"Fitness: {'accuracy minus CE with the same seeds at the same rung' if paired else 'validation accuracy'}; "
           f"augmentation {summary['augment']}; gradient scale {summary['grad_scale']}.", "",
           "| size | rung | fitness | formula |", "|---|---|---|---|"]
     fmt = "+.4f" if paired else ".4f"
     md += [f"| {r['size']} | {_rung(r)} | {r['fitness']:{fmt}} | `{formula(r, reduction)}` |" for r in hof]
-    _atomic_write(run_dir / "hall_of_fame.md", "\n".join(md) + "\n")
+    atomic_write(run_dir / "hall_of_fame.md", "\n".join(md) + "\n")
     plot_fitness(rows, run_dir / "fitness.png", paired)
     export_losses(rows, run_dir / "best_losses.py", run_dir, reduction=reduction)
     export_takeaways(best, run_dir, reduction)

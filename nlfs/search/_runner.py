@@ -25,6 +25,7 @@ from ..expr import Expr
 from . import _filters as F
 from ._config import SearchConfig, check_search, make_algorithm
 from ._db import RunDB, RunDirError
+from ._executors import make_executor, run_jobs
 from ._rungs import promoted
 from ._worker import evaluate_payload, rejection_sample  # noqa: F401 - re-exported
 
@@ -47,7 +48,7 @@ def open_run(cfg: SearchConfig, resume: bool) -> tuple[RunDB, SearchConfig]:
             db.close()
             raise RunDirError(f"{db_path} has no saved search configuration: it was not written by "
                               "nlfs.evolve, or its first write was cut off; start a new --run-dir")
-        overrides = {k: getattr(cfg, k) for k in ("workers", "executor", "ray_address", "progress")}
+        overrides = {k: getattr(cfg, k) for k in ("workers", "threads", "executor", "ray_address", "progress")}
         overrides["budget"] = cfg.budget or saved["budget"]
         overrides["time_limit"] = cfg.time_limit
         try:
@@ -279,15 +280,13 @@ class Search:
                 if key not in self.baselines and key not in seen:
                     seen.add(key)
                     todo.append((rung, seed))
-        in_flight: dict = {}
-        while todo or in_flight:
-            while todo and len(in_flight) < executor.slots:
-                rung, seed = todo.pop(0)
+
+        def jobs():
+            for rung, seed in todo:
                 row = {"expression": "-y * log(p)", "constants": {}}
-                payload = {**self.payload(row, rung, seeds=[seed]), "reduction": "class_sum", "name": "CE"}
-                in_flight[executor.submit(payload)] = (rung, seed)
-            handle, out = executor.wait_one(list(in_flight))
-            rung, seed = in_flight.pop(handle)
+                yield (rung, seed), {**self.payload(row, rung, seeds=[seed]), "reduction": "class_sum", "name": "CE"}
+
+        for (rung, seed), out in run_jobs(executor, jobs()):
             if out["status"] != "ok":
                 raise RuntimeError(f"the cross-entropy baseline failed at {rung.describe()}, seed {seed}: "
                                    f"{out.get('reason')}; fix the training settings before searching")
@@ -300,13 +299,13 @@ class Search:
             row["id"] = self.db.record(row)
             self._remember(row)
 
-    def baseline(self):
+    def baseline(self, executor):
         """Cross-entropy at the configuration's base budget, recorded once (TaylorGLO runs)."""
         if not self.cfg.baseline or self.db.count("WHERE status = 'baseline'"):
             return
         payload = {"expression": "-y * log(p)", "constants": {}, "reduction": "class_sum",
                    "train": self.cfg.train_config().to_dict(), "rejection": False, "name": "CE"}
-        out = evaluate_payload(payload)
+        ((_, out),) = run_jobs(executor, [("CE", payload)])
         self.db.record({"canonical": "baseline:CE", "expression": "-y * log(p)", "constants": {},
                         "sign": 1.0, "fitness": out.get("fitness"), "accuracy": out.get("fitness"),
                         "status": "baseline", "reason": out.get("reason", ""), "seed": self.cfg.seed,
@@ -315,11 +314,9 @@ class Search:
 
     # -- the loop -----------------------------------------------------------------------------------------
     def run(self, executor=None) -> list[dict]:
-        from ._executors import make_executor
-
         cfg = self.cfg
         own = executor is None
-        executor = executor or make_executor(cfg.executor, cfg.workers, cfg.ray_address)
+        executor = executor or make_executor(cfg.executor, cfg.workers, cfg.ray_address, cfg.threads)
         bar = None
         try:
             if cfg.baseline:
@@ -356,32 +353,36 @@ class Search:
         attempts = self.db.count("WHERE status != 'baseline' AND COALESCE(rung, 0) = 0")
         started, start_trainings = time.time(), self.trainings
         deadline = None if cfg.time_limit is None else started + cfg.time_limit
-        in_flight: dict = {}  # handle -> job
+        in_flight: list = []  # jobs submitted, not yet finished
         self.ready = [p for p in self.pending if p["rung"] > 0]  # promoted, not yet trained there
         queue = [p for p in self.pending if p["rung"] == 0]  # asked but never recorded: screen again
         deferred: list = []  # equal to a candidate in flight: screened again once that one is recorded
-        while True:
-            while len(in_flight) < executor.slots:
+
+        def next_job():
+            """The next job to train, or None for nothing now (finished promotions and rejected
+            candidates are recorded on the way)."""
+            nonlocal attempts
+            while True:
                 if self.ready:
                     self.ready.sort(key=lambda p: -p["rung"])  # finish candidates before starting new ones
                     job = self.promotion_job(self.ready.pop(0))
                     if job["payload"] is None:
                         self.finish(job, {"status": "ok", "per_seed": [], "wall_time": 0.0})
                         continue
-                    in_flight[executor.submit(job["payload"])] = job
-                    continue
-                fresh = sum(1 for j in in_flight.values() if j["rung"] == 0)
+                    in_flight.append(job)
+                    return job, job["payload"]
+                fresh = sum(1 for j in in_flight if j["rung"] == 0)
                 if cfg.budget - self.trainings - fresh <= 0 or attempts >= cap:
-                    break
+                    return None
                 if deadline is not None and time.time() >= deadline:
-                    break  # no new candidate; those already screened still climb their rungs
+                    return None  # no new candidate; those already screened still climb their rungs
                 entry = queue.pop(0) if queue else None
                 if entry is None:
                     if self.algo.done():
-                        break
+                        return None
                     genotype = self.algo.ask()
                     if genotype is None:
-                        break  # the algorithm waits for results
+                        return None  # the algorithm waits for results
                     entry = _entry(genotype)
                     self.pending.append(entry)
                 row = self.screen(entry["genotype"])
@@ -394,11 +395,11 @@ class Search:
                     self._tick(bar, started, start_trainings)
                     continue
                 job = {"entry": entry, "row": row, "rung": 0, "reused": [], "payload": row["payload"]}
-                in_flight[executor.submit(row["payload"])] = job
-            if not in_flight:
-                break
-            handle, out = executor.wait_one(list(in_flight))
-            job = in_flight.pop(handle)
+                in_flight.append(job)
+                return job, job["payload"]
+
+        for job, out in run_jobs(executor, next_job):
+            in_flight[:] = [j for j in in_flight if j is not job]
             queue[:0], deferred = deferred, []
             self.finish(job, out)
             self._tick(bar, started, start_trainings)
@@ -438,8 +439,8 @@ def _reused(row: dict) -> bool:
     return (row.get("reason") or "").startswith("fitness reused")
 
 
-def _same_as_in_flight(row: dict, in_flight: dict) -> bool:
-    for job in in_flight.values():
+def _same_as_in_flight(row: dict, in_flight: list) -> bool:
+    for job in in_flight:
         other = job["row"]
         if other["canonical"] == row["canonical"]:
             return True

@@ -24,6 +24,8 @@ from pathlib import Path
 
 from ._config import SearchConfig
 from ._db import RunDB
+from ._executors import make_executor, run_jobs
+from ._optuna import fitness_of, make_storage, quiet_optuna, resume_stale_trials
 from ._runner import Search, _progress, open_run
 
 TAYLOR_LOSS = "TaylorGLO"
@@ -53,7 +55,6 @@ class TaylorSearch:
         import optuna
 
         from ..losses import get
-        from ..tune import make_storage, quiet_optuna
 
         try:
             import cmaes  # noqa: F401 - Optuna's CmaEsSampler imports it lazily, at the first ask
@@ -119,14 +120,11 @@ class TaylorSearch:
                             "train": cfg.train_config().to_dict(), "rejection": "rejection" in cfg.filters,
                             "name": TAYLOR_LOSS}}
 
-    def baseline(self):
-        Search.baseline(self)  # same CE row as the other algorithms (uses self.cfg and self.db only)
+    def baseline(self, executor):
+        Search.baseline(self, executor)  # the other algorithms' CE row (uses self.cfg and self.db only)
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self, executor=None) -> list[dict]:
-        from ..tune import fitness_of, resume_stale_trials
-        from ._executors import make_executor
-
         cfg = self.cfg
         recorded = self.trials_recorded()
 
@@ -138,23 +136,29 @@ class TaylorSearch:
         if again:
             self.log(f"taylor: {again} interrupted trial(s) will be evaluated again")
         own = executor is None
-        executor = executor or make_executor(cfg.executor, cfg.workers, cfg.ray_address)
-        self.baseline()
+        executor = executor or make_executor(cfg.executor, cfg.workers, cfg.ray_address, cfg.threads)
         done = self.db.count("WHERE status != 'baseline'")
-        bar = _progress(cfg.progress, cfg.budget, done)
-        in_flight: dict = {}
+        asked = 0
+        bar = None
+
+        def next_trial():
+            nonlocal asked
+            if done + asked >= cfg.budget:
+                return None
+            asked += 1
+            trial = self.study.ask(self.space)
+            row = self.make_row(trial)
+            return (trial, row), row.pop("payload")
+
         try:
-            while True:
-                while len(in_flight) < executor.slots and done + len(in_flight) < cfg.budget:
-                    trial = self.study.ask(self.space)
-                    row = self.make_row(trial)
-                    in_flight[executor.submit(row.pop("payload"))] = (trial, row)
-                if not in_flight:
-                    break
-                handle, out = executor.wait_one(list(in_flight))
-                trial, row = in_flight.pop(handle)
+            self.baseline(executor)
+            bar = _progress(cfg.progress, cfg.budget, done)
+            for (trial, row), out in run_jobs(executor, next_trial):
+                asked -= 1
+                per_seed = out.get("per_seed") or []
                 row.update(status=out["status"], stage=out.get("stage"), reason=out.get("reason", ""),
-                           fitness=out.get("fitness"), result=out.get("result"), wall_time=out["wall_time"])
+                           fitness=out.get("fitness"), result=out.get("result"), wall_time=out["wall_time"],
+                           scale=per_seed[0]["grad_scale"] if per_seed else None)
                 # the row first: a run killed between the two tells the trial from the row on resume
                 self.db.record(row)
                 value = fitness_of(out)

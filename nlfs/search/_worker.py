@@ -19,8 +19,10 @@ def evaluate_payload(payload: dict) -> dict:
 
     ``payload``: ``expression``, ``constants``, ``reduction``, ``train`` (a TrainConfig dict),
     ``seeds`` (default: the train config's own seed), ``rejection`` (run the rejection test first),
-    ``name``. The result's ``per_seed`` lists ``{seed, acc, diverged, reason, grad_scale,
-    order_digest}``; ``fitness`` is the mean accuracy (None when a seed failed)."""
+    ``name``. Instead of ``expression`` and ``reduction``, ``loss`` may give any loss ``nlfs.train``
+    accepts (a catalogue name, an expression, a ``LossSpec``; in this process also a callable), with
+    ``constants`` overriding its own (no rejection test). The result's ``per_seed`` lists ``{seed,
+    acc, diverged, reason, grad_scale, order_digest}``; ``fitness`` is the mean accuracy (None when a seed failed)."""
     start = time.perf_counter()
     try:
         return _evaluate(payload, start)
@@ -31,12 +33,14 @@ def evaluate_payload(payload: dict) -> dict:
 
 def _evaluate(payload: dict, start: float) -> dict:
     from ..losses import LossSpec
-    from ..train import TrainConfig, train
+    from ..train import TrainConfig
 
+    cfg = TrainConfig(**payload["train"])
+    if "loss" in payload:
+        return _train_seeds(payload["loss"], payload.get("constants") or None, cfg, payload, start)
     expr = parse(payload["expression"])
     constants = payload.get("constants") or {}
     consts = torch.tensor([constants[k] for k in expr.constants], dtype=torch.float64)
-    cfg = TrainConfig(**payload["train"])
     if payload.get("rejection", True):
         x, y = rejection_sample(cfg)
         out = F.rejection_test(expr, payload["reduction"], consts, 1.0, x, y)
@@ -45,9 +49,15 @@ def _evaluate(payload: dict, start: float) -> dict:
                     "fitness": None, "wall_time": time.perf_counter() - start}
     spec = LossSpec(payload.get("name", str(expr)), expr, payload["reduction"],
                     types.MappingProxyType(dict(constants)))
+    return _train_seeds(spec, None, cfg, payload, start)
+
+
+def _train_seeds(loss, constants, cfg, payload: dict, start: float) -> dict:
+    from ..train import train
+
     per_seed, first = [], None
     for seed in payload.get("seeds") or [cfg.seed]:
-        result = train(spec, dataclasses.replace(cfg, seed=seed))
+        result = train(loss, dataclasses.replace(cfg, seed=seed), constants=constants)
         first = first or result
         per_seed.append({"seed": seed, "acc": result.best_val_acc, "diverged": result.diverged,
                          "reason": result.reason, "grad_scale": result.grad_scale,

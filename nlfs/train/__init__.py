@@ -15,6 +15,7 @@ from ..data import DatasetError, load_dataset
 from ._check import check_config
 from ._config import DATASET_DEFAULTS, GRAD_SCALES, TrainConfig, TrainResult
 from ._errors import ConfigError, TrainingError
+from ._key import training_key
 from ._loop import (
     evaluate,
     gradient_magnitude,
@@ -28,4 +29,4 @@ from ._loop import (
 
 __all__ = ["DATASET_DEFAULTS", "GRAD_SCALES", "ConfigError", "DatasetError", "TrainConfig", "TrainResult",
            "TrainingError", "check_config", "evaluate", "gradient_magnitude", "load_dataset", "lr_factor",
-           "make_loss", "rescale_to_ce", "resolve_amp", "resolve_device", "train"]
+           "make_loss", "rescale_to_ce", "resolve_amp", "resolve_device", "train", "training_key"]

@@ -93,7 +93,7 @@ def test_killed_taylor_search_resumes_without_repeating_trials(tmp_path, monkeyp
 
 
 def _journal(run_dir):
-    from nlfs.tune import make_storage
+    from nlfs.search import make_storage
 
     return make_storage(run_dir, filename="taylor.journal")
 
@@ -124,3 +124,50 @@ def test_trial_recorded_but_not_told_is_told_from_run_db(tmp_path, monkeypatch):
     assert len([r for r in rows if r["status"] != "baseline"]) == 3
     study = __import__("optuna").load_study(study_name="taylor", storage=_journal(tmp_path / "run"))
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+
+
+def test_each_trial_row_records_its_gradient_scale_factor(tmp_path, monkeypatch):
+    def train(spec, cfg, constants=None, **kw):
+        return types.SimpleNamespace(best_val_acc=0.5, diverged=False, reason="", to_dict=lambda: {},
+                                     grad_scale=2.5, order_digest="")
+
+    monkeypatch.setattr(nlfs.train, "train", train)
+    s = TaylorSearch(_cfg(tmp_path, 2), log=lambda m: None)
+    try:
+        rows = s.run()
+    finally:
+        s.close()
+    trials = [r for r in rows if r["status"] != "baseline"]
+    assert len(trials) == 2 and all(r["status"] == "ok" and r["scale"] == 2.5 for r in trials)
+
+
+def test_the_searches_build_their_executor_with_the_configured_threads(tmp_path, monkeypatch):
+    """SearchConfig.threads reaches the executor (TaylorGLO and the other algorithms); like workers, a
+    resumed run takes the new value."""
+    import nlfs.search._runner as runner
+    import nlfs.search._taylor as taylor
+    from nlfs.search import Search
+
+    built = []
+
+    class Built(Exception):
+        pass
+
+    def fake(kind, workers, address=None, threads=None):
+        built.append((kind, workers, threads))
+        raise Built
+
+    monkeypatch.setattr(runner, "make_executor", fake)
+    monkeypatch.setattr(taylor, "make_executor", fake)
+    for cls, name in ((TaylorSearch, "taylor"), (Search, "gp")):
+        cfg = SearchConfig(run_dir=str(tmp_path / name), budget=2, seed=1, baseline=False, threads=1,
+                           algorithm="gp", space="gp", **FAST)
+        s = cls(cfg, log=lambda m: None)
+        with pytest.raises(Built):
+            s.run()
+        s.close()
+        s = cls(SearchConfig(run_dir=str(tmp_path / name), threads=3, **FAST), resume=True, log=lambda m: None)
+        with pytest.raises(Built):
+            s.run()
+        s.close()
+    assert built == [("local", 1, 1), ("local", 1, 3)] * 2
