@@ -26,8 +26,6 @@ TOOLS = frozenset({"nlfs.tune", "nlfs.eliminate", "nlfs.transfer", "nlfs.evolve"
 # search package, the run-dir helpers into the library, _export/_module stop importing each other).
 # (importer, imported) for (a); the two modules of a circle, in sorted order, for (b).
 KNOWN_VIOLATIONS = frozenset({
-    ("nlfs.search._taylor", "nlfs.tune"),
-    ("nlfs.transfer", "bench._schema"),
     ("nlfs._export", "nlfs._module"),
 })
 
