@@ -53,6 +53,7 @@ class SearchConfig:
     data_root: str | None = None
     device: str = "auto"
     workers: int = 1
+    threads: int | None = None  # CPU threads per training; None: the cores shared among the workers
     executor: str = "local"  # local | ray
     ray_address: str | None = None
     baseline: bool = True  # also train cross-entropy under the same settings (needed for paired)

@@ -13,26 +13,37 @@ import os
 from multiprocessing.connection import wait
 
 
-def make_executor(kind: str = "local", workers: int = 1, address: str | None = None):
+def make_executor(kind: str = "local", workers: int = 1, address: str | None = None, threads: int | None = None):
+    """``threads``: CPU threads per training (None: the cores shared among the workers; in this
+    process, torch's setting)."""
     if kind == "ray":
-        return RayExecutor(max(workers, 1), address)
+        return RayExecutor(max(workers, 1), address, threads)
     if kind != "local":
         raise ValueError(f"unknown executor {kind!r}; choose local or ray")
-    return InlineExecutor() if workers <= 1 else ProcessExecutor(workers)
+    return InlineExecutor(threads) if workers <= 1 else ProcessExecutor(workers, threads)
 
 
 class InlineExecutor:
     slots = 1
 
-    def __init__(self):
+    def __init__(self, threads: int | None = None):
         self._results: dict[int, dict] = {}
         self._ids = itertools.count()
+        self.threads = threads
 
     def submit(self, payload: dict) -> int:
+        import torch
+
         from ._worker import evaluate_payload
 
         handle = next(self._ids)
-        self._results[handle] = evaluate_payload(payload)
+        old = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            self._results[handle] = evaluate_payload(payload)
+        finally:
+            torch.set_num_threads(old)
         return handle
 
     def wait_one(self, handles):

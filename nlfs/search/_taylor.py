@@ -138,7 +138,7 @@ class TaylorSearch:
         if again:
             self.log(f"taylor: {again} interrupted trial(s) will be evaluated again")
         own = executor is None
-        executor = executor or make_executor(cfg.executor, cfg.workers, cfg.ray_address)
+        executor = executor or make_executor(cfg.executor, cfg.workers, cfg.ray_address, cfg.threads)
         self.baseline()
         done = self.db.count("WHERE status != 'baseline'")
         bar = _progress(cfg.progress, cfg.budget, done)

@@ -13,7 +13,7 @@ any work. CLI: ``python -m nlfs.train --help``.
 
 from ..data import DatasetError, load_dataset
 from ._check import ConfigError, TrainingError, check_config
-from ._config import DATASET_DEFAULTS, GRAD_SCALES, TrainConfig, TrainResult
+from ._config import AMPS, DATASET_DEFAULTS, GRAD_SCALES, OPTIMIZERS, SCHEDULES, TrainConfig, TrainResult
 from ._loop import (
     evaluate,
     gradient_magnitude,
@@ -25,6 +25,6 @@ from ._loop import (
     train,
 )
 
-__all__ = ["DATASET_DEFAULTS", "GRAD_SCALES", "ConfigError", "DatasetError", "TrainConfig", "TrainResult",
-           "TrainingError", "check_config", "evaluate", "gradient_magnitude", "load_dataset", "lr_factor",
-           "make_loss", "rescale_to_ce", "resolve_amp", "resolve_device", "train"]
+__all__ = ["AMPS", "DATASET_DEFAULTS", "GRAD_SCALES", "OPTIMIZERS", "SCHEDULES", "ConfigError", "DatasetError",
+           "TrainConfig", "TrainResult", "TrainingError", "check_config", "evaluate", "gradient_magnitude",
+           "load_dataset", "lr_factor", "make_loss", "rescale_to_ce", "resolve_amp", "resolve_device", "train"]
