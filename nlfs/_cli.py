@@ -236,8 +236,7 @@ def _training_table() -> dict[str, _Option]:
         "compile": _Option(None, "torch.compile the model"),
         "download": _Option(None, "CIFAR: download with torchvision if missing"),
         "checkpoint": _Option(str, "local state dict to fine-tune from", metavar="PATH"),
-        "threads": _Option(positive_int, "CPU threads per training (with several workers: one core's share "
-                                         "each unless given)"),
+        "threads": _Option(positive_int, "CPU threads per training"),
     }
 
 

@@ -79,6 +79,10 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _worker_main(conn, threads: int, parent: int | None = None):
+    import signal
+
+    # Ctrl-C reaches the whole process group: the driver alone handles it (and ends the workers)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if parent is not None:
         _die_with_parent(parent)
     import torch
