@@ -209,7 +209,8 @@ def test_interrupting_a_search_prints_how_to_resume_and_no_traceback(tmp_path, s
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
-    assert err.strip().splitlines()[-1] == f"nlfs.evolve: interrupted; resume with: python -m nlfs.evolve --resume {run}"
+    last = err.strip().splitlines()[-1]
+    assert last == f"nlfs.evolve: interrupted; resume with: python -m nlfs.evolve --resume {run}"
 
 
 # ------------------------------------------------------------------------------------- time limit
