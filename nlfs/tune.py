@@ -496,7 +496,7 @@ def build_parser() -> ArgumentParser:
     ap.add_argument("--seed", type=int, default=0, help="sampler seed")
     ap.add_argument("--train-seed", type=int, default=0)
     add_training_options(ap, BUDGET_OPTIONS,
-                         unset="the search run's with --top, else nlfs.train's (digits, surrogate)")
+                         unset="the search run's with --top, else nlfs.train's")
     ap.add_argument("--workers", type=positive_int, default=1)
     add_training_options(ap, ("threads",), unset="the cores shared among the workers; torch's with one worker")
     return ap
