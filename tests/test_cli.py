@@ -193,19 +193,25 @@ def _rows(db):
         return []
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupting_a_search_prints_how_to_resume_and_no_traceback(tmp_path, sig):
+@pytest.mark.parametrize("sig,workers,group", [(signal.SIGINT, 1, False), (signal.SIGTERM, 1, False),
+                                               (signal.SIGINT, 2, True)])  # the last: Ctrl-C in a terminal
+def test_interrupting_a_search_prints_how_to_resume_and_no_traceback(tmp_path, sig, workers, group):
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "nlfs.evolve", *TINY, "--budget", "200", "--run-dir", str(run)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    argv = [*TINY, "--budget", "200", "--run-dir", str(run), "--workers", str(workers)]
+    proc = subprocess.Popen([sys.executable, "-m", "nlfs.evolve", *argv], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=group)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if (run / "run.db").exists() and any(r[0] != "baseline" for r in _rows(run / "run.db")):
             break
         time.sleep(0.1)
     assert proc.poll() is None, proc.communicate()
-    proc.send_signal(sig)
+    if group:
+        time.sleep(1)  # the workers are training
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
