@@ -1,15 +1,349 @@
-"""What every command-line tool shares: a configuration error is one line and exit status 2."""
+"""The command-line toolkit every nlfs tool uses.
+
+- ``ArgumentParser``: ``--help`` shows each option's default; a bad argument is one line
+  (``nlfs.tool: error: ...``) and exit status 2, before any work.
+- Argument types that refuse bad values up front: ``positive_int``, ``positive_float``, ...
+- The training options, generated from ``TrainConfig``: ``add_training_options`` and
+  ``training_overrides`` (one table of which fields are options, their types, choices and help).
+- ``split_losses`` (a loss list) and ``parse_seeds`` (a seed count or list).
+- ``run_main``: a configuration error is ``prog: error: ...`` and exit 2; Ctrl-C or SIGTERM is one
+  line, ``prog: interrupted; resume with: ...`` (the command a tool names with ``resume_with``), and
+  exit 130.
+"""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import copy
+import dataclasses
+import signal
 import sys
+import typing
+
+__all__ = ["BUDGET_OPTIONS", "TRAINING_OPTIONS", "ArgumentParser", "Interrupted", "add_training_options",
+           "command_line", "fraction", "non_negative_float", "non_negative_int", "parse_seeds", "positive_float",
+           "positive_int", "refuse_on_resume", "resume_with", "run_main", "seeds_list", "split_losses",
+           "train_defaults", "training_overrides"]
+
+
+# ------------------------------------------------------------------------------------ argument types
+def _number(conv, text, test, what):
+    try:
+        value = conv(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not test(value):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
+def positive_int(text) -> int:
+    return _number(int, text, lambda v: v > 0, "a whole number of at least 1")
+
+
+def non_negative_int(text) -> int:
+    return _number(int, text, lambda v: v >= 0, "a whole number of at least 0")
+
+
+def positive_float(text) -> float:
+    return _number(float, text, lambda v: v > 0 and v != float("inf"), "a number above 0")
+
+
+def non_negative_float(text) -> float:
+    return _number(float, text, lambda v: 0 <= v < float("inf"), "a number of at least 0")
+
+
+def fraction(text) -> float:
+    return _number(float, text, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
+def split_losses(text: str) -> list[str]:
+    """A list of loss names or expressions: separated by ``;`` or by commas outside parentheses
+    (``max(p, y),CE;NGL`` is three losses, ``max(p, y)`` stays whole)."""
+    out, depth, cur = [], 0, []
+    for ch in text:
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+        if ch == ";" or (ch == "," and depth <= 0):
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    out.append("".join(cur))
+    return [s.strip() for s in out if s.strip()]
+
+
+def parse_seeds(text) -> list[int]:
+    """Seeds from a count ``N`` (seeds 0..N-1) or a list ``0,1,5-7`` (a single seed: ``3,`` or ``3-3``)."""
+    text = str(text).strip()
+    if "," not in text and "-" not in text:
+        count = int(text)
+        if count < 1:
+            raise ValueError(f"a seed count must be at least 1, got {count}")
+        return list(range(count))
+    out: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        first, last = (int(lo), int(hi)) if sep else (int(part), int(part))
+        if first < 0 or last < first:
+            raise ValueError(f"bad seed range {part!r}: want A-B with 0 <= A <= B")
+        out += [s for s in range(first, last + 1) if s not in out]
+    if not out:
+        raise ValueError(f"no seeds in {text!r}")
+    return out
+
+
+def seeds_list(text) -> list[int]:
+    """``parse_seeds`` as an argparse type."""
+    try:
+        return parse_seeds(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a seed count N or a list like 0,1,5-7 ({err})") from None
+
+
+# -------------------------------------------------------------------------------------------- parser
+def _shows_default(action) -> bool:
+    default = action.default
+    switch = isinstance(action, (argparse._HelpAction, argparse._StoreTrueAction))
+    return (bool(action.option_strings) and not switch and default is not None and default is not False
+            and default not in ([], "", argparse.SUPPRESS))
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Appends ``(default: X)`` to an option's help unless the help already says its default or the
+    option has none (None: the tool or the saved run decides, and its help says how)."""
+
+    def _format_action(self, action):
+        if not action.help and _shows_default(action):
+            action = copy.copy(action)
+            action.help = "(default: %(default)s)"
+        return super()._format_action(action)
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if _shows_default(action) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def tool_name(prog: str) -> str:
+    """``python -m nlfs.evolve`` -> ``nlfs.evolve``."""
+    return prog.removeprefix("python -m ")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with defaults in ``--help``, one-line errors, and ``given``: the destinations the
+    command line set explicitly (after ``parse_args``)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.given: set[str] = set()
+
+    def error(self, message):
+        print(f"{tool_name(self.prog)}: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+    def parse_args(self, args=None, namespace=None):
+        ns = super().parse_args(args, namespace)
+        self.given = self._explicit(sys.argv[1:] if args is None else list(args))
+        return ns
+
+    def _explicit(self, argv) -> set[str]:
+        defaults = [(a, a.default) for a in self._actions]
+        saved = dict(self._defaults)
+        try:
+            for a, _ in defaults:
+                a.default = argparse.SUPPRESS
+            self._defaults.clear()
+            return set(vars(super().parse_known_args(argv)[0]))
+        finally:
+            for a, d in defaults:
+                a.default = d
+            self._defaults.update(saved)
+
+    def option_of(self, dest: str) -> str:
+        action = next(a for a in self._actions if a.dest == dest)
+        return max(action.option_strings, key=len)
+
+
+def refuse_on_resume(parser: ArgumentParser, allowed: typing.Iterable[str], resume: str = "resume") -> None:
+    """With ``--resume``, every option other than ``allowed`` (how the run goes on: workers, budget,
+    ...) is refused by name: the run's saved configuration decides what it trains."""
+    keep = set(allowed) | {resume}
+    extra = [d for d in parser.given if d not in keep]
+    if extra:
+        opts = [parser.option_of(d) for d in sorted(extra, key=lambda d: parser.option_of(d))]
+        parser.error(f"{parser.option_of(resume)} continues a saved run: the run's saved configuration "
+                     f"decides; drop {', '.join(opts)}")
+
+
+# ------------------------------------------------------------------------------ the training options
+def _dataset(text: str) -> str:
+    from .data import canonical_name
+
+    try:
+        canonical_name(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+@dataclasses.dataclass(frozen=True)
+class _Option:
+    type: typing.Callable | None
+    help: str
+    choices: tuple | None = None
+    metavar: str | None = None
+
+
+def _training_table() -> dict[str, _Option]:
+    """TrainConfig field -> its command-line option. The order is the order in ``--help``."""
+    from .backends import NAMES as BACKENDS
+    from .data import AUGMENTS, DATASETS
+    from .models import MODELS
+    from .train import AMPS, GRAD_SCALES, OPTIMIZERS, SCHEDULES
+
+    return {
+        "dataset": _Option(_dataset, f"one of {', '.join(DATASETS)}"),
+        "data_root": _Option(str, "directory holding the dataset files", metavar="DIR"),
+        "model": _Option(str, f"one of {', '.join(MODELS)} or wrn-D-K"),
+        "epochs": _Option(positive_int, "training epochs"),
+        "steps": _Option(positive_int, "optimizer steps (overrides --epochs)"),
+        "batch_size": _Option(positive_int, "training batch size"),
+        "train_size": _Option(positive_int, "training images used (a subset of the training split)"),
+        "val_size": _Option(positive_int, "validation images"),
+        "lr": _Option(positive_float, "learning rate"),
+        "optimizer": _Option(str, "sgd is Nesterov momentum", OPTIMIZERS),
+        "weight_decay": _Option(non_negative_float, "weight decay"),
+        "schedule": _Option(str, "learning-rate schedule after warm-up", SCHEDULES),
+        "augment": _Option(str, "training augmentation (mixup/cutmix: soft targets)", AUGMENTS),
+        "grad_scale": _Option(str, "ce: rescale the loss to cross-entropy's mean |dL/dlogits| on the first "
+                                   "batch (the factor is recorded); none: train the loss as written",
+                              GRAD_SCALES),
+        "label_noise": _Option(fraction, "symmetric noise on the training labels (validation and test "
+                                         "stay clean)"),
+        "dropout": _Option(fraction, "dropout of the model (default: the model's own)"),
+        "split_seed": _Option(int, "seed of the train/validation split (fixed across training seeds)"),
+        "device": _Option(str, "auto | cpu | cuda | cuda:N"),
+        "backend": _Option(str, "loss backend (auto: the fastest available)", ("auto", *BACKENDS)),
+        "amp": _Option(str, "mixed precision (auto: bf16/fp16 on CUDA, fp32 on CPU)", AMPS),
+        "compile": _Option(None, "torch.compile the model"),
+        "download": _Option(None, "CIFAR: download with torchvision if missing"),
+        "checkpoint": _Option(str, "local state dict to fine-tune from", metavar="PATH"),
+        "threads": _Option(positive_int, "CPU threads per training"),
+    }
+
+
+TRAINING_OPTIONS = ("dataset", "data_root", "model", "epochs", "steps", "batch_size", "train_size", "val_size",
+                    "lr", "optimizer", "weight_decay", "schedule", "augment", "grad_scale", "label_noise",
+                    "dropout", "split_seed", "device", "backend", "amp", "compile", "download", "checkpoint",
+                    "threads")
+# the options that say where and how long a base configuration trains (tune, eliminate)
+BUDGET_OPTIONS = ("dataset", "data_root", "model", "epochs", "steps", "train_size", "val_size", "backend",
+                  "device")
+
+
+def add_training_options(parser: argparse.ArgumentParser, names: typing.Iterable[str] = TRAINING_OPTIONS,
+                         defaults: dict | None = None, unset: str | dict | None = None,
+                         helps: dict | None = None) -> None:
+    """``--NAME`` for each ``TrainConfig`` field in ``names``. ``defaults`` maps a field to its default
+    (shown in ``--help``); a field not in it defaults to None, meaning "not set here": ``unset`` says
+    what decides then (one text for every field, e.g. "the search run's", or one per field). ``helps``
+    replaces a field's help text."""
+    table, defaults, helps = _training_table(), defaults or {}, helps or {}
+    fields = {f.name for f in dataclasses.fields(_train_config())}
+    for name in names:
+        if name not in fields:
+            raise KeyError(f"{name!r} is not a TrainConfig field")
+        opt = table[name]
+        text = helps.get(name, opt.help)
+        default = defaults.get(name)
+        why = unset.get(name) if isinstance(unset, dict) else unset
+        if default is None and why and opt.type is not None and "default" not in text:
+            text += f" (default: {why})"
+        flag = "--" + name.replace("_", "-")
+        if opt.type is None:  # a switch
+            parser.add_argument(flag, action="store_true", default=default, help=text)
+        else:
+            parser.add_argument(flag, type=opt.type, choices=opt.choices, default=default, help=text,
+                                metavar=opt.metavar)
+
+
+def training_overrides(args: argparse.Namespace, names: typing.Iterable[str] = TRAINING_OPTIONS) -> dict:
+    """The TrainConfig fields among ``names`` that the command line set (None values left out)."""
+    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+
+
+def train_defaults() -> dict:
+    """TrainConfig's own defaults, for a tool whose options start from them."""
+    cfg = _train_config()()
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+
+
+def _train_config():
+    from .train import TrainConfig
+
+    return TrainConfig
+
+
+# ------------------------------------------------------------------------------------------ running
+class Interrupted(KeyboardInterrupt):
+    """A KeyboardInterrupt that knows the command that continues the interrupted work."""
+
+    def __init__(self, resume: str):
+        super().__init__(resume)
+        self.resume = resume
+
+
+def command_line(tool: str, argv: typing.Iterable[str]) -> str:
+    """``python -m nlfs.tool ARGS``, quoted for a POSIX shell: a command a person can paste."""
+    import shlex
+
+    return shlex.join(["python", "-m", tool, *argv])
+
+
+@contextlib.contextmanager
+def resume_with(command: str):
+    """An interrupt inside this block ends with ``interrupted; resume with: <command>``."""
+    try:
+        yield
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:
+        raise Interrupted(command) from None
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
+_ERRORS = (ValueError, FileNotFoundError, FileExistsError, RuntimeError)  # DatasetError is a FileNotFoundError
 
 
 def run_main(prog: str, main, argv=None) -> int:
-    """``main(argv)``, with the errors a user can fix (a bad setting, a missing file, a damaged run)
-    printed as ``prog: error: ...`` instead of a traceback."""
+    """``main(argv)`` with the endings a user can act on: a configuration error (a bad setting, a
+    missing file, a damaged run) is ``prog: error: ...`` and exit 2; Ctrl-C or SIGTERM is one line
+    (``prog: interrupted; resume with: ...`` inside a ``resume_with`` block) and exit 130."""
+    import threading
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return main(argv)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
+    except KeyboardInterrupt as err:
+        resume = getattr(err, "resume", None)
+        print(f"{prog}: interrupted" + (f"; resume with: {resume}" if resume else ""), file=sys.stderr)
+        return 130
+    except _ERRORS as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -9,10 +9,10 @@ NeuroLoss protocol (Morgan & Hougen, arXiv 2403.08793): from the best (up to) 30
 then 4, with budgets x1, x2, x4, x8 and the pre-activation ResNet in the last two rounds.
 
     python -m nlfs.eliminate --run-dir runs/my-search --preset quick     # a few minutes on digits
-    python -m nlfs.eliminate --run-dir DIR --keep 25,12,6,4 --seeds 1,2,3,3 \\
+    python -m nlfs.eliminate --run-dir DIR --keep 25,12,6,4 --seeds-per-round 1,2,3,3 \\
         --budget-scale 1,2,4,8 --models surrogate,surrogate,preact_resnet,preact_resnet
-    python -m nlfs.eliminate --run-dir DIR --config rounds.toml          # keys: pool keep seeds ...
-    python -m nlfs.eliminate --run-dir DIR --keep 10,5,3 --seeds 2,3,5 --train-sizes base,base,all
+    python -m nlfs.eliminate --run-dir DIR --config rounds.toml          # keys: pool keep seeds_per_round ...
+    python -m nlfs.eliminate --run-dir DIR --keep 10,5,3 --seeds-per-round 2,3,5 --train-sizes base,base,all
 
 Candidates may come from several searches (``--also DIR,...``: each run's best ``pool`` join, under
 the first run's training settings) and from their tunings (``--tuned``: each run's ``tuned.json``, a
@@ -38,8 +38,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._cli import (
+    BUDGET_OPTIONS,
+    ArgumentParser,
+    add_training_options,
+    command_line,
+    non_negative_int,
+    positive_int,
+    resume_with,
+    run_main,
+    training_overrides,
+)
 from .stats import format_mean_std, mean_std, paired_differences
-from .train._cli import add_training_args, training_overrides
 
 CE_EXPRESSION = "-y * log(p)"
 MODEL_ALIASES = {"preact_resnet": "resnet9v2", "preact-resnet": "resnet9v2", "preactresnet": "resnet9v2"}
@@ -415,11 +425,25 @@ def load_config_file(path: str) -> dict:
         data = tomllib.loads(p.read_text())
     else:
         data = json.loads(p.read_text())
-    return {k.replace("-", "_"): v for k, v in data.items()}
+    data = {k.replace("-", "_"): v for k, v in data.items()}
+    if "seeds_per_round" in data:  # the command line's name; "seeds" is the protocol's
+        data["seeds"] = data.pop("seeds_per_round")
+    return data
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m nlfs.eliminate", description=__doc__.split("\n\n")[0])
+class _Renamed(argparse.Action):
+    """An option that was renamed: using it is an error naming the new one."""
+
+    def __init__(self, option_strings, dest, new: str = "", **kwargs):
+        super().__init__(option_strings, dest, nargs=1, help=argparse.SUPPRESS, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} is now {self.new}: seeds per round, e.g. {self.new} 1,2,3,3")
+
+
+def build_parser() -> ArgumentParser:
+    ap = ArgumentParser(prog="python -m nlfs.eliminate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--run-dir", required=True,
                     help="the search run (its run.db holds the elimination; its settings are the base training)")
     ap.add_argument("--also", default=None, metavar="DIR,...",
@@ -431,20 +455,28 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--preset", default="paper", choices=sorted(PRESETS),
                     help="paper: 300 -> 25, 12, 6, 4; quick: two short rounds (minutes on a CPU)")
     ap.add_argument("--config", default=None,
-                    help="a .json or .toml file with pool, keep, seeds, budget_scale, models, train_sizes")
-    ap.add_argument("--pool", type=int, default=None, help="how many of the run's best enter round 1")
-    ap.add_argument("--keep", default=None, help="survivors per round, e.g. 25,12,6,4")
-    ap.add_argument("--seeds", default=None, help="seeds per round, e.g. 1,2,3,3")
-    ap.add_argument("--budget-scale", default=None, help="training budget multiplier per round, e.g. 1,2,4,8")
+                    help="a .json or .toml file with pool, keep, seeds_per_round, budget_scale, models, train_sizes")
+    ap.add_argument("--pool", type=positive_int, default=None,
+                    help="how many of the run's best enter round 1 (default: the preset's)")
+    ap.add_argument("--keep", default=None, help="survivors per round, e.g. 25,12,6,4 (default: the preset's)")
+    ap.add_argument("--seeds-per-round", default=None, metavar="N,...",
+                    help="how many seeds each round trains, e.g. 1,2,3,3 (seeds --first-seed, --first-seed+1, "
+                         "...; default: the preset's)")
+    ap.add_argument("--seeds", action=_Renamed, new="--seeds-per-round")
+    ap.add_argument("--budget-scale", default=None, help="training budget multiplier per round, e.g. 1,2,4,8 "
+                    "(default: the preset's)")
     ap.add_argument("--models", default=None,
-                    help="model per round, e.g. surrogate,surrogate,preact_resnet,preact_resnet")
+                    help="model per round, e.g. surrogate,surrogate,preact_resnet,preact_resnet "
+                         "(default: the preset's)")
     ap.add_argument("--train-sizes", default=None, metavar="N|all|base,...",
-                    help="training images per round, e.g. base,base,all (the last round on the whole split)")
-    ap.add_argument("--first-seed", type=int, default=1)
-    add_training_args(ap, model=False)
-    ap.add_argument("--workers", type=int, default=1)
+                    help="training images per round, e.g. base,base,all (the last round on the whole split; "
+                         "default: the run's in every round)")
+    ap.add_argument("--first-seed", type=non_negative_int, default=1)
+    add_training_options(ap, [n for n in BUDGET_OPTIONS if n != "model"], unset="the search run's")
+    ap.add_argument("--workers", type=positive_int, default=1)
+    add_training_options(ap, ("threads",), unset="the cores shared among the workers; torch's with one worker")
     ap.add_argument("--executor", default="local", choices=["local", "ray"])
-    ap.add_argument("--address", default=None)
+    ap.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
     return ap
 
 
@@ -452,9 +484,10 @@ def protocol_from_args(args) -> Protocol:
     spec = dict(PRESETS[args.preset])
     if args.config:
         spec.update(load_config_file(args.config))
-    for name, conv in (("keep", int), ("seeds", int), ("budget_scale", float), ("models", str),
-                       ("train_sizes", str)):
-        v = _list(getattr(args, name), conv)
+    for name, option, conv in (("keep", "keep", int), ("seeds", "seeds_per_round", int),
+                               ("budget_scale", "budget_scale", float), ("models", "models", str),
+                               ("train_sizes", "train_sizes", str)):
+        v = _list(getattr(args, option), conv)
         if v is not None:
             spec[name] = v
     if args.pool is not None:
@@ -465,25 +498,24 @@ def protocol_from_args(args) -> Protocol:
 
 
 def main(argv=None) -> int:
-    from ._cli import run_main
-
     return run_main("nlfs.eliminate", _main, argv)
 
 
 def _main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     protocol = protocol_from_args(args)
-    over = {k: v for k, v in training_overrides(args).items() if v is not None}
+    over = training_overrides(args, BUDGET_OPTIONS)
     t0 = time.time()
     e = Elimination(args.run_dir, protocol, None, args.workers, args.executor, args.address,
-                    also=_list(args.also, str) or (), tuned=args.tuned, novel=args.novel_only)
+                    also=_list(args.also, str) or (), tuned=args.tuned, novel=args.novel_only, threads=args.threads)
     try:
         if over:
             e.base = dataclasses.replace(e.base, **over)
             from .train import check_config
 
             check_config(e.base, "CE")
-        result = e.run()
+        with resume_with(command_line("nlfs.eliminate", sys.argv[1:] if argv is None else argv)):
+            result = e.run()
         trained = e.trained
     finally:
         e.close()

@@ -9,11 +9,21 @@ continues a killed run.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
+from ._cli import (
+    ArgumentParser,
+    add_training_options,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    refuse_on_resume,
+    resume_with,
+    run_main,
+    split_losses,
+)
 from .search import PRESETS, Search, SearchConfig, parse_rungs
 from .search._report import format_summary, write_report
 
@@ -42,67 +52,71 @@ def seed_losses(text: str | None, space: str) -> tuple[str, ...]:
     return tuple(split_losses(text))
 
 
-def split_losses(text: str) -> list[str]:
-    """``CE,Poly1`` or ``-y*log(p); max(p, y)`` (';' when an expression holds a comma)."""
-    sep = ";" if ";" in text else ","
-    return [t.strip() for t in text.split(sep) if t.strip()]
+# what a resumed run may change: how it runs and how long; the run's saved configuration decides the rest
+RESUME_OPTIONS = ("budget", "time_limit", "workers", "threads", "executor", "address", "no_progress")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m nlfs.evolve", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--backend", default="auto", choices=["auto", "triton", "cpp", "torch"])
+def build_parser() -> ArgumentParser:
+    quick, paper = PRESETS["quick"], PRESETS["paper"]
+    ap = ArgumentParser(prog="python -m nlfs.evolve", description=__doc__.split("\n\n")[0])
     ap.add_argument("--algorithm", default="gp", choices=["regularized", "gp", "taylor"],
-                    help="regularized | gp | taylor (CMA-ES over the 8 TaylorGLO parameters)")
+                    help="regularized evolution | genetic programming | taylor (CMA-ES over the 8 TaylorGLO "
+                         "parameters)")
     ap.add_argument("--space", default=None, help="nlfs | gp | a .toml/.yaml tree-space file "
-                    "(default: nlfs for regularized, gp for gp)")
-    ap.add_argument("--dataset", default=None,
-                    help="digits | fashion-mnist | cifar10 | cifar100 "
-                         "(default: fashion-mnist if installed, else digits)")
-    ap.add_argument("--data-root", default=None)
+                    "(default: nlfs for regularized, gp for gp, taylor for taylor)")
     ap.add_argument("--preset", default="quick", choices=sorted(PRESETS),
                     help="quick: a few minutes on a CPU; paper: the papers' population sizes and budgets")
-    ap.add_argument("--budget", type=int, default=None, help="number of candidates to train")
+    ap.add_argument("--budget", type=positive_int, default=None,
+                    help=f"candidates to train at rung 0 (default: the preset's, {quick['budget']} for quick, "
+                         f"{paper['budget']} for paper)")
+    ap.add_argument("--time-limit", type=positive_float, default=None, metavar="MIN",
+                    help="screen no new candidate after this many minutes; those already screened finish "
+                         "their rungs, and --resume goes on (default: "
+                         f"{quick['time_limit'] / 60:g} with the quick preset when --budget is omitted, else "
+                         "none; a resumed run keeps its own)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--run-dir", default=None, help="where run.db and reports go (default runs/<time>)")
-    ap.add_argument("--resume", metavar="DIR", default=None, help="continue the run in DIR")
+    ap.add_argument("--run-dir", default=None, help="where run.db and reports go (default: runs/<date-time>)")
+    ap.add_argument("--resume", metavar="DIR", default=None,
+                    help="continue the run in DIR with its saved configuration (only --budget, --time-limit, "
+                         "--workers, --threads, --executor, --address, --no-progress may be given)")
     ap.add_argument("--report-only", metavar="DIR", default=None,
                     help="rewrite the reports of the run in DIR from its run.db and print its summary; trains nothing")
-    ap.add_argument("--population", type=int, default=None)
-    ap.add_argument("--sample", type=int, default=None)
-    ap.add_argument("--initial", type=int, default=None, help="random candidates seeding the population")
-    ap.add_argument("--model", default="surrogate")
-    ap.add_argument("--epochs", type=int, default=None)
-    ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--train-size", type=int, default=None)
-    ap.add_argument("--val-size", type=int, default=None)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--workers", type=int, default=None,
+    ap.add_argument("--population", type=positive_int, default=None, help="(default: the preset's)")
+    ap.add_argument("--sample", type=positive_int, default=None, help="tournament size of regularized "
+                    "evolution (default: the preset's)")
+    ap.add_argument("--initial", type=positive_int, default=None,
+                    help="random candidates seeding the population (default: the preset's)")
+    add_training_options(ap, ("dataset", "data_root", "model", "epochs", "steps", "train_size", "val_size",
+                              "device", "backend", "augment", "grad_scale", "threads"),
+                         defaults=dict(model="surrogate", device="auto", backend="auto", augment="none",
+                                       grad_scale="ce"),
+                         unset={"dataset": "fashion-mnist if installed, else digits",
+                                "epochs": "the rungs'", "steps": "the rungs'", "train_size": "the rungs'",
+                                "val_size": "the rungs'",
+                                "threads": "the cores shared among the workers; torch's with one worker"},
+                         helps={"augment": "training augmentation for every candidate and baseline "
+                                           "(mixup/cutmix: soft targets)",
+                                "grad_scale": "ce: rescale every candidate to cross-entropy's mean |dL/dlogits| "
+                                              "on its first batch (the factor is recorded and exported); none: "
+                                              "train losses as written"})
+    ap.add_argument("--workers", type=positive_int, default=None,
                     help="local worker processes (default: one per core on a CPU, up to 8; one on a GPU)")
     ap.add_argument("--executor", default="local", choices=["local", "ray"])
     ap.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
     ap.add_argument("--no-filters", action="store_true", help="train every candidate (no cheap filters)")
     ap.add_argument("--seed-losses", default=None, metavar="A,B,...",
-                    help="warm start: catalogue names or expressions (separated by ';' when an expression "
-                         f"has commas) put, with small edits of each, into the first population (default in "
+                    help="warm start: catalogue names or expressions (separated by ';' or by commas outside "
+                         "parentheses) put, with small edits of each, into the first population (default in "
                          f"tree spaces: {','.join(DEFAULT_SEED_LOSSES)}; 'none' for random starts; the nlfs "
                          "space starts at random)")
-    ap.add_argument("--seed-mutants", type=int, default=None, help="small edits of each seed loss (default 3)")
-    ap.add_argument("--augment", default="none",
-                    choices=["none", "flipcrop", "cutout", "mixup", "cutmix", "randaugment", "autoaugment"],
-                    help="training augmentation for every candidate and baseline (mixup/cutmix: soft targets)")
-    ap.add_argument("--grad-scale", default="ce", choices=["none", "ce"],
-                    help="ce (default): rescale every candidate to cross-entropy's mean |dL/dlogits| on its "
-                         "first batch (the factor is recorded and exported); none: train losses as written")
+    ap.add_argument("--seed-mutants", type=non_negative_int, default=3, help="small edits of each seed loss")
     ap.add_argument("--rungs", default=None, metavar="SPEC",
                     help="screening rungs, e.g. 'train_size=2048,epochs=1;epochs=2,seeds=3' (default: the "
                          "dataset's, from the fidelity study; one rung when --epochs/--steps/--train-size "
                          "is given)")
-    ap.add_argument("--eta", type=int, default=3, help="each rung promotes its top 1/eta")
+    ap.add_argument("--eta", type=positive_int, default=3, help="each rung promotes its top 1/eta")
     ap.add_argument("--unpaired", action="store_true",
                     help="fitness is plain accuracy, not the paired difference to CE with the same seeds")
-    ap.add_argument("--time-limit", type=float, default=None, metavar="MIN",
-                    help="screen no new candidate after this many minutes; those already screened finish "
-                         "their rungs (the run can be resumed)")
     ap.add_argument("--no-progress", action="store_true")
     return ap
 
@@ -110,18 +124,23 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args) -> SearchConfig:
     preset = dict(PRESETS[args.preset])
     space = args.space or {"gp": "gp", "taylor": "taylor"}.get(args.algorithm, "nlfs")
+
+    def given(name, default):
+        value = getattr(args, name)
+        return default if value is None else value
+
     cfg = SearchConfig(
         run_dir=args.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}",
         algorithm=args.algorithm, space=space,
         dataset=args.dataset or default_dataset(), backend=args.backend, seed=args.seed,
-        budget=args.budget or preset["budget"],
-        population=args.population or preset["population"], sample=args.sample or preset["sample"],
-        initial=args.initial or max(preset["initial"], args.population or 0),
+        budget=given("budget", preset["budget"]),
+        population=given("population", preset["population"]), sample=given("sample", preset["sample"]),
+        initial=given("initial", max(preset["initial"], args.population or 0)),
         children=preset["children"],
-        gp_population=args.population or preset["gp_population"], generations=preset["generations"],
+        gp_population=given("population", preset["gp_population"]), generations=preset["generations"],
         model=args.model, epochs=args.epochs, steps=args.steps, train_size=args.train_size,
         val_size=args.val_size, data_root=args.data_root, device=args.device, workers=args.workers,
-        executor=args.executor, ray_address=args.address, progress=not args.no_progress,
+        threads=args.threads, executor=args.executor, ray_address=args.address, progress=not args.no_progress,
         augment=args.augment, grad_scale=args.grad_scale, eta=args.eta, paired=not args.unpaired,
         rungs=parse_rungs(args.rungs) if args.rungs else None,
         seed_losses=seed_losses(args.seed_losses, space),
@@ -137,38 +156,46 @@ def config_from_args(args) -> SearchConfig:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    from .data import DatasetError
+    return run_main("nlfs.evolve", _main, argv)
+
+
+def _main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.report_only:
+        refuse_on_resume(parser, (), "report_only")
+        return report_only(args.report_only)
+    if args.resume:
+        refuse_on_resume(parser, RESUME_OPTIONS)
     from .search._taylor import TaylorSearch, is_taylor_run
 
-    if args.report_only:
-        return report_only(args.report_only)
     if args.workers is None:
         args.workers = default_workers(args.device)
-    try:
-        if args.resume:
-            cfg = SearchConfig(run_dir=args.resume, budget=args.budget or 0, workers=args.workers,
-                               executor=args.executor, ray_address=args.address, progress=not args.no_progress,
-                               time_limit=None if args.time_limit is None else 60 * args.time_limit)
-            search = (TaylorSearch if is_taylor_run(args.resume) else Search)(cfg, resume=True)
-        elif args.algorithm == "taylor":
-            search = TaylorSearch(config_from_args(args), popsize=args.population)
-        else:
-            search = Search(config_from_args(args))
-    except (ValueError, FileNotFoundError, FileExistsError, DatasetError, RuntimeError) as err:
-        print(f"nlfs.evolve: error: {err}", file=sys.stderr)
-        return 2
+    if args.resume:
+        cfg = SearchConfig(run_dir=args.resume, budget=args.budget or 0, workers=args.workers, threads=args.threads,
+                           executor=args.executor, ray_address=args.address, progress=not args.no_progress,
+                           time_limit=None if args.time_limit is None else 60 * args.time_limit)
+        search = (TaylorSearch if is_taylor_run(args.resume) else Search)(cfg, resume=True)
+    elif args.algorithm == "taylor":
+        search = TaylorSearch(config_from_args(args), popsize=args.population)
+    else:
+        search = Search(config_from_args(args))
     cfg = search.cfg
+    resume = f"python -m nlfs.evolve --resume {cfg.run_dir}"
     print(f"nlfs.evolve: {cfg.algorithm} over the {cfg.space} space on {cfg.dataset} "
           f"({cfg.model}, backend {cfg.backend}, augment {cfg.augment}, gradient scale {cfg.grad_scale}), "
           f"budget {cfg.budget} candidates at rung 0, {cfg.workers} worker(s), run dir {cfg.run_dir}",
           file=sys.stderr)
     for rung in getattr(search, "rungs", ()):
         print(f"  {rung.describe()}", file=sys.stderr)
-    try:
-        rows = search.run()
-    finally:
-        search.close()
+    with resume_with(resume):
+        try:
+            rows = search.run()
+        finally:
+            search.close()
+    if getattr(search, "time_limit_reached", False):
+        print(f"nlfs.evolve: time limit of {cfg.time_limit / 60:g} min reached after {search.trainings} "
+              f"candidates; resume with: {resume}", file=sys.stderr)
     summary = write_report(Path(cfg.run_dir), rows)
     print(format_summary(summary, cfg.dataset))
     print(f"reports in {cfg.run_dir}: hall_of_fame.md, summary.json, fitness.png, loss_shapes.png, "
@@ -181,11 +208,7 @@ def report_only(run_dir: str) -> int:
     wrote them) and print its summary."""
     from .search import read_run
 
-    try:
-        rows, config = read_run(run_dir)
-    except (FileNotFoundError, RuntimeError, ValueError) as err:
-        print(f"nlfs.evolve: error: {err}", file=sys.stderr)
-        return 2
+    rows, config = read_run(run_dir)
     print(format_summary(write_report(Path(run_dir), rows), config.get("dataset", "?")))
     return 0
 

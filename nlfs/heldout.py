@@ -17,13 +17,13 @@ code (a test recomputes a committed report from its CSVs with it).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import sys
 from pathlib import Path
 
 from . import stats as _stats
+from ._cli import ArgumentParser, fraction, run_main
 
 COLUMNS = ["setting", "finalist", "baseline", "n", "finalist_mean", "baseline_mean", "mean_diff", "ci_low",
            "ci_high", "d_z", "d_z_low", "d_z_high", "wins", "losses", "p_t", "p_w", "p_t_holm", "p_w_holm",
@@ -97,26 +97,48 @@ def markdown(rows: list[dict], alpha: float = 0.05) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m nlfs.heldout", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--setting", action="append", default=[], metavar="NAME=CSV", required=True)
+def build_parser() -> ArgumentParser:
+    ap = ArgumentParser(prog="python -m nlfs.heldout", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--setting", action="append", default=[], metavar="NAME=CSV", required=True,
+                    help="a setting's name and its transfer CSV; repeatable")
     ap.add_argument("--finalists", required=True, help="comma-separated loss labels of the transfer CSVs")
-    ap.add_argument("--baselines", default="CE,LabelSmoothingCE,Poly1")
-    ap.add_argument("--alpha", type=float, default=0.05)
+    ap.add_argument("--baselines", default="CE,LabelSmoothingCE,Poly1", help="comma-separated loss labels")
+    ap.add_argument("--alpha", type=fraction, default=0.05, help="significance level after the Holm correction")
     ap.add_argument("--out", required=True, help="path without suffix for OUT.csv and OUT.md")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    return run_main("nlfs.heldout", _main, argv)
+
+
+def _main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
     settings = {}
     for item in args.setting:
         name, sep, path = item.partition("=")
         if not sep or not Path(path).is_file():
-            print(f"nlfs.heldout: error: --setting wants NAME=CSV of an existing file, got {item!r}", file=sys.stderr)
-            return 2
+            parser.error(f"--setting wants NAME=CSV of an existing file, got {item!r}")
         settings[name] = read_accuracies(path)
-    rows = table(settings, args.finalists.split(","), args.baselines.split(","), args.alpha)
+    finalists, baselines = _labels(args.finalists), _labels(args.baselines)
+    present = sorted({label for acc in settings.values() for label in acc})
+    # the default baselines need not all be there; a label given by hand must be
+    checked = [("--finalists", finalists)] + ([("--baselines", baselines)] if "baselines" in parser.given else [])
+    for option, labels in checked:
+        missing = [x for x in labels if x not in present]
+        if missing:
+            parser.error(f"{option}: {', '.join(missing)} not in the CSVs (with status ok); labels there: "
+                         f"{', '.join(present) or 'none'}")
+    rows = table(settings, finalists, baselines, args.alpha)
     write_csv(f"{args.out}.csv", rows)
     Path(f"{args.out}.md").write_text(markdown(rows, args.alpha))
     print(markdown(rows, args.alpha), end="")
     return 0
+
+
+def _labels(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
 
 
 if __name__ == "__main__":

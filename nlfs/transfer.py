@@ -31,6 +31,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import stats as _stats
+from ._cli import (
+    TRAINING_OPTIONS,
+    ArgumentParser,
+    add_training_options,
+    command_line,
+    parse_seeds,
+    positive_float,
+    positive_int,
+    resume_with,
+    run_main,
+    seeds_list,
+    split_losses,
+    training_overrides,
+)
 from ._io import machine_name, today, write_table
 from .train import training_key
 
@@ -118,23 +132,6 @@ class LossEntry:
             return self.loss if isinstance(self.loss, str) else ""
 
 
-def _split_top_level(text: str) -> list[str]:
-    """Split on ``;`` and on commas outside parentheses (``max(a, b)`` stays whole)."""
-    out, depth, cur = [], 0, []
-    for ch in text:
-        if ch in "([":
-            depth += 1
-        elif ch in ")]":
-            depth -= 1
-        if ch == ";" or (ch == "," and depth == 0):
-            out.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    out.append("".join(cur))
-    return [s.strip() for s in out if s.strip()]
-
-
 def parse_losses(specs: list[str] | str) -> list[LossEntry]:
     """Catalogue names and expression strings. Each string may hold several, separated by ``;`` or by
     top-level commas (commas inside parentheses belong to the expression). ``all`` expands to the
@@ -145,7 +142,7 @@ def parse_losses(specs: list[str] | str) -> list[LossEntry]:
         specs = [specs]
     entries: list[LossEntry] = []
     for spec in specs:
-        for item in _split_top_level(spec):
+        for item in split_losses(spec):
             if item.lower() == "all":
                 entries += [LossEntry(n, n) for n in _CATALOGUE_ALL]
                 continue
@@ -535,53 +532,54 @@ def write_plot(path: str | Path, summary: list[dict], rows: list[dict]) -> None:
 
 
 # ------------------------------------------------------------------------------------------- CLI
-def _parse_seeds(text: str) -> list[int]:
-    text = str(text)
-    if "," in text or "-" in text.strip("-"):
-        out: list[int] = []
-        for part in text.split(","):
-            if "-" in part.strip("-"):
-                lo, hi = part.split("-", 1)
-                out += list(range(int(lo), int(hi) + 1))
-            elif part.strip():
-                out.append(int(part))
-        return out
-    return list(range(int(text)))
+def _preset(name: str) -> str:
+    if name not in PRESETS:
+        raise argparse.ArgumentTypeError(f"unknown preset {name!r}; see --list-presets")
+    return name
 
 
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m nlfs.transfer", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", help="named settings (see --list-presets); explicit options override them")
+def _grid(text: str) -> list[float]:
+    values = [positive_float(x) for x in text.split(",") if x.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected learning rates A,B,..., got {text!r}")
+    return values
+
+
+_DEFAULTS = dict(dataset="digits", model="surrogate", augment="none", seeds=5)
+
+
+def _parser() -> ArgumentParser:
+    ap = ArgumentParser(prog="python -m nlfs.transfer", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", type=_preset, help="named settings (see --list-presets); explicit options "
+                    "override them")
     ap.add_argument("--list-presets", action="store_true")
     ap.add_argument("--losses", action="append", default=[],
                     help="catalogue names / expressions, separated by ';' or top-level commas ('all' = the "
-                         "catalogue); repeatable")
+                         "catalogue); repeatable (default: the preset's, else CE)")
     ap.add_argument("--loss", action="append", default=[], help="one loss (name or expression); repeatable")
     ap.add_argument("--losses-file", action="append", default=[], metavar="JSON",
                     help="register the losses in this file (the format of nlfs/found_losses.json: name, "
                          "expression, constants, scale) so --losses can name them; repeatable")
     ap.add_argument("--from-run", action="append", default=[], help="a search run directory (DIR/run.db)")
-    ap.add_argument("--top", type=int, default=3, help="how many best candidates per --from-run")
-    ap.add_argument("--seeds", default=None, help="N (seeds 0..N-1) or a list '0,1,5-7'")
+    ap.add_argument("--top", type=positive_int, default=3, help="how many best candidates per --from-run")
+    ap.add_argument("--seeds", type=seeds_list, default=None,
+                    help=f"N (seeds 0..N-1) or a list '0,1,5-7' (default: the preset's, else {_DEFAULTS['seeds']})")
     ap.add_argument("--out", required=False, help="output directory")
     ap.add_argument("--name", default="transfer", help="file stem of the CSV/MD/PNG in --out")
-    for k, typ in (("model", str), ("dataset", str), ("augment", str), ("epochs", int), ("steps", int),
-                   ("batch-size", int), ("train-size", int), ("val-size", int), ("lr", float),
-                   ("optimizer", str), ("weight-decay", float), ("schedule", str), ("device", str),
-                   ("backend", str), ("amp", str), ("data-root", str), ("checkpoint", str),
-                   ("dropout", float), ("split-seed", int), ("label-noise", float), ("grad-scale", str)):
-        ap.add_argument(f"--{k}", type=typ, default=None)
-    ap.add_argument("--compile", action="store_true", default=None)
-    ap.add_argument("--download", action="store_true", default=None)
-    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
-    ap.add_argument("--workers", type=int, default=1,
+    add_training_options(ap, unset={"dataset": f"the preset's, else {_DEFAULTS['dataset']}",
+                                    "model": f"the preset's, else {_DEFAULTS['model']}",
+                                    "augment": f"the preset's, else {_DEFAULTS['augment']}",
+                                    **{k: "the preset's, else nlfs.train's" for k in TRAINING_OPTIONS
+                                       if k not in ("dataset", "model", "augment", "threads")},
+                                    "threads": "the preset's; with several workers one core's share each"})
+    ap.add_argument("--workers", type=positive_int, default=1,
                     help="trainings at once, each in its own process (with --threads 1: up to one per core)")
     ap.add_argument("--retry-errors", action="store_true", help="retrain pairs whose trainer raised")
-    ap.add_argument("--lr-grid", default=None, metavar="A,B,...",
+    ap.add_argument("--lr-grid", type=_grid, default=None, metavar="A,B,...",
                     help="give every loss (CE included) its learning rate from this grid, chosen by validation "
                          "accuracy (the test split is read only by the final runs)")
-    ap.add_argument("--lr-seeds", default=None, help="seeds for the learning-rate choice (default: the first 2)")
+    ap.add_argument("--lr-seeds", type=seeds_list, default=None,
+                    help="seeds for the learning-rate choice (default: the first 2)")
     ap.add_argument("--note", default="", help="a paragraph placed at the top of the Markdown")
     ap.add_argument("--no-plot", action="store_true")
     return ap
@@ -597,36 +595,26 @@ def _list_presets() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ._cli import run_main
-
     return run_main("nlfs.transfer", _main, argv)
 
 
 def _main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.list_presets:
         print(_list_presets())
         return 0
     if not args.out:
-        _parser().error("--out is required")
-    settings: dict = dict(dataset="digits", model="surrogate", augment="none", seeds=5)
+        parser.error("--out is required")
+    settings: dict = dict(_DEFAULTS)
     if args.preset:
-        if args.preset not in PRESETS:
-            _parser().error(f"unknown preset {args.preset!r}; see --list-presets")
         settings.update(PRESETS[args.preset])
-    cli = {k: v for k, v in vars(args).items() if v is not None}
-    for k in ("model", "dataset", "augment", "epochs", "steps", "batch_size", "train_size", "val_size", "lr",
-              "optimizer", "weight_decay", "schedule", "device", "backend", "amp", "data_root", "checkpoint",
-              "dropout", "split_seed", "compile", "download", "threads", "label_noise", "grad_scale"):
-        if k in cli:
-            settings[k] = cli[k]
+    settings.update(training_overrides(args))
     if args.seeds is not None:
         settings["seeds"] = args.seeds
-    if args.workers < 1:
-        _parser().error(f"--workers must be at least 1, got {args.workers}")
     if args.workers > 1 and not settings.get("threads"):  # one core's share each, not all cores each
         settings["threads"] = max(1, (os.cpu_count() or 1) // args.workers)
-    seeds = _parse_seeds(settings["seeds"])
+    seeds = settings["seeds"] if isinstance(settings["seeds"], list) else parse_seeds(settings["seeds"])
     from . import losses as _losses
 
     for path in args.losses_file:
@@ -644,15 +632,16 @@ def _main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(int(settings["threads"]))
     cfg = build_config(settings)
     argv_ = list(sys.argv[1:] if argv is None else argv)
+    resume = command_line("nlfs.transfer", argv_)
     if "--note" in argv_[:-1]:  # the note is printed above the table: do not repeat it here
         argv_[argv_.index("--note") + 1] = "..."
     command = "python -m nlfs.transfer " + " ".join(
         a if a and all(c.isalnum() or c in "-_=./,:" for c in a) else repr(a) for a in argv_)
     setup = (f"Preset `{args.preset}`: {settings.get('note', '')}",) if args.preset else ()
-    grid = [float(x) for x in args.lr_grid.split(",")] if args.lr_grid else None
-    rows = run_transfer(entries, cfg, seeds, args.out, args.name, args.retry_errors, command=command,
-                        note=args.note or "", plot=not args.no_plot, setup=setup, lr_grid=grid,
-                        lr_seeds=_parse_seeds(args.lr_seeds) if args.lr_seeds else None, workers=args.workers)
+    with resume_with(resume):
+        rows = run_transfer(entries, cfg, seeds, args.out, args.name, args.retry_errors, command=command,
+                            note=args.note or "", plot=not args.no_plot, setup=setup, lr_grid=args.lr_grid,
+                            lr_seeds=args.lr_seeds, workers=args.workers)
     print((Path(args.out) / f"{args.name}.md").read_text())
     return 0 if rows else 1
 

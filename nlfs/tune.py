@@ -23,13 +23,23 @@ Numbers inside a found expression are lifted into named constants ``c0, c1, ...`
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._cli import (
+    BUDGET_OPTIONS,
+    ArgumentParser,
+    add_training_options,
+    command_line,
+    positive_float,
+    positive_int,
+    resume_with,
+    run_main,
+    training_overrides,
+)
 from .expr import Expr
 from .search import (
     OPTUNA_SAMPLERS,
@@ -43,7 +53,6 @@ from .search import (
     run_jobs,
 )
 from .train import training_key
-from .train._cli import add_training_args, training_overrides
 
 JOURNAL = "tune.journal"
 
@@ -340,33 +349,38 @@ def _pairs(items, what) -> dict:
             if not part.strip():
                 continue
             if "=" not in part:
-                raise SystemExit(f"--{what} expects NAME=VALUE, got {part!r}")
+                raise ValueError(f"--{what} expects NAME=VALUE, got {part!r}")
             k, v = part.split("=", 1)
             out[k.strip()] = v.strip()
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m nlfs.tune", description=__doc__.split("\n\n")[0])
+def build_parser() -> ArgumentParser:
+    ap = ArgumentParser(prog="python -m nlfs.tune", description=__doc__.split("\n\n")[0])
     ap.add_argument("--loss", default=None, help="catalogue name or expression to tune")
-    ap.add_argument("--constants", action="append", help="starting values, NAME=VALUE[,NAME=VALUE]")
+    ap.add_argument("--constants", action="append", help="starting values, NAME=VALUE[,NAME=VALUE] "
+                    "(default: the catalogue's)")
     ap.add_argument("--range", action="append", dest="ranges",
-                    help="search range per constant, NAME=LOW:HIGH (default value ± max(2|value|, 2))")
-    ap.add_argument("--scale", type=float, default=None, help="default range half-width")
-    ap.add_argument("--run-dir", default=None, help="where the study lives (and, with --top, the search run)")
-    ap.add_argument("--top", type=int, default=None,
+                    help="search range per constant, NAME=LOW:HIGH (default: value ± max(2|value|, 2))")
+    ap.add_argument("--scale", type=positive_float, default=None,
+                    help="default range half-width (default: max(2|value|, 2))")
+    ap.add_argument("--run-dir", default=None, help="where the study lives (and, with --top, the search run) "
+                    "(default: runs/tune-<date-time>)")
+    ap.add_argument("--top", type=positive_int, default=None,
                     help="tune the best K candidates of the search run in --run-dir")
     ap.add_argument("--novel-only", action="store_true",
                     help="with --top: skip candidates that are published losses in disguise")
     ap.add_argument("--storage", default=None, help="an Optuna RDB URL instead of DIR/tune.journal")
     ap.add_argument("--study", default=None, help="study name (default: derived from the loss and settings)")
-    ap.add_argument("--trials", type=int, default=12)
-    ap.add_argument("--batch", type=int, default=4, help="trials asked before any is told")
+    ap.add_argument("--trials", type=positive_int, default=12, help="trials per study, earlier sessions' included")
+    ap.add_argument("--batch", type=positive_int, default=4, help="trials asked before any is told")
     ap.add_argument("--sampler", default="cmaes", choices=OPTUNA_SAMPLERS)
     ap.add_argument("--seed", type=int, default=0, help="sampler seed")
     ap.add_argument("--train-seed", type=int, default=0)
-    add_training_args(ap)
-    ap.add_argument("--workers", type=int, default=1)
+    add_training_options(ap, BUDGET_OPTIONS,
+                         unset="the search run's with --top, else nlfs.train's")
+    ap.add_argument("--workers", type=positive_int, default=1)
+    add_training_options(ap, ("threads",), unset="the cores shared among the workers; torch's with one worker")
     return ap
 
 
@@ -376,47 +390,50 @@ def _train_config(args, base=None):
     from .train import TrainConfig
 
     cfg = base or TrainConfig(dataset=args.dataset or "digits", seed=args.train_seed)
-    over = {k: v for k, v in training_overrides(args).items() if v is not None}
-    return dataclasses.replace(cfg, evaluate_test=False, progress=False, **over)
+    return dataclasses.replace(cfg, evaluate_test=False, progress=False, **training_overrides(args, BUDGET_OPTIONS))
 
 
 def main(argv=None) -> int:
-    from ._cli import run_main
-
     return run_main("nlfs.tune", _main, argv)
 
 
 def _main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.top is not None and not args.run_dir:
+        parser.error("--top needs --run-dir (the search run)")
+    if args.top is None and not args.loss:
+        parser.error("give --loss NAME (or --run-dir DIR --top K)")
+    argv = list(sys.argv[1:] if argv is None else argv)
     t0 = time.time()
     if args.top is not None:
-        if not args.run_dir:
-            raise SystemExit("--top needs --run-dir (the search run)")
         base = None
-        if any(v is not None for v in training_overrides(args).values()):
+        if training_overrides(args, BUDGET_OPTIONS):
             from .search import read_run
 
             _, saved = read_run(args.run_dir)
             base = _train_config(args, search_config(saved).train_config())
-        tune_run(args.run_dir, args.top, n_trials=args.trials, batch=args.batch, sampler=args.sampler,
-                 train_config=base, seed=args.seed, scale=args.scale, workers=args.workers,
-                 storage=args.storage, novel=args.novel_only)
+        with resume_with(command_line("nlfs.tune", argv)):
+            tune_run(args.run_dir, args.top, n_trials=args.trials, batch=args.batch, sampler=args.sampler,
+                     train_config=base, seed=args.seed, scale=args.scale, workers=args.workers,
+                     storage=args.storage, novel=args.novel_only, threads=args.threads)
         print(Path(args.run_dir, "tuned.md").read_text(), end="")
         print(f"reports: {args.run_dir}/tuned.md, tuned.json, tuned_losses.py; study: "
               f"{args.storage or Path(args.run_dir, JOURNAL)} ({time.time() - t0:.0f} s)")
         return 0
-    if not args.loss:
-        raise SystemExit("give --loss NAME (or --run-dir DIR --top K)")
     consts = {k: float(v) for k, v in _pairs(args.constants, "constants").items()}
     ranges = {}
     for k, v in _pairs(args.ranges, "range").items():
         lo, _, hi = v.partition(":")
         ranges[k] = (float(lo), float(hi))
     run_dir = args.run_dir or f"runs/tune-{time.strftime('%Y%m%d-%H%M%S')}"
-    res = tune(args.loss, consts, n_trials=args.trials, batch=args.batch, sampler=args.sampler,
-               search_space=ranges or None, train_config=_train_config(args), storage_dir=run_dir,
-               storage=args.storage, study_name=args.study, seed=args.seed, scale=args.scale,
-               workers=args.workers)
+    if not args.run_dir:
+        argv += ["--run-dir", run_dir]
+    with resume_with(command_line("nlfs.tune", argv)):
+        res = tune(args.loss, consts, n_trials=args.trials, batch=args.batch, sampler=args.sampler,
+                   search_space=ranges or None, train_config=_train_config(args), storage_dir=run_dir,
+                   storage=args.storage, study_name=args.study, seed=args.seed, scale=args.scale,
+                   workers=args.workers, threads=args.threads)
     print(f"loss {args.loss}: initial {_f(res.initial_fitness)} -> best {_f(res.best_fitness)} with "
           f"{_fmt(res.best_constants)} ({len(res.trials)} trials, sampler {res.sampler}, "
           f"{time.time() - t0:.0f} s)")

@@ -178,7 +178,7 @@ def test_a_round_can_train_on_the_whole_split(tmp_path, monkeypatch):
         return FakeTrain()(spec, cfg, constants)
 
     monkeypatch.setattr(nlfs.train, "train", fake)
-    args = build_parser().parse_args(["--run-dir", str(run), "--keep", "2,1", "--seeds", "1", "--pool", "3",
+    args = build_parser().parse_args(["--run-dir", str(run), "--keep", "2,1", "--seeds-per-round", "1", "--pool", "3",
                                       "--budget-scale", "1", "--models", "surrogate", "--train-sizes", "base,all"])
     proto = protocol_from_args(args)
     assert [r.train_size for r in proto.rounds] == [None, ALL_IMAGES]

@@ -192,6 +192,7 @@ def _worker_main(conn, threads: int, parent: int | None = None):
 
     torch.set_num_threads(threads)
     os.environ["NLFS_CPP_THREADS"] = str(threads)
+    _thread_lock_for_tqdm()
     from ._worker import evaluate_payload
 
     while True:
@@ -203,6 +204,17 @@ def _worker_main(conn, threads: int, parent: int | None = None):
             return
         handle, payload = msg
         conn.send((handle, evaluate_payload(payload)))
+
+
+def _thread_lock_for_tqdm() -> None:
+    """tqdm's default lock is a multiprocessing semaphore (made even for a disabled bar): a worker
+    ended by its driver would leave it behind, and the resource tracker warns about it at exit. A
+    worker shares no progress bar with another process, so a thread lock does."""
+    import threading
+
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
 
 
 class _Worker:

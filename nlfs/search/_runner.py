@@ -50,7 +50,8 @@ def open_run(cfg: SearchConfig, resume: bool) -> tuple[RunDB, SearchConfig]:
                               "nlfs.evolve, or its first write was cut off; start a new --run-dir")
         overrides = {k: getattr(cfg, k) for k in ("workers", "threads", "executor", "ray_address", "progress")}
         overrides["budget"] = cfg.budget or saved["budget"]
-        overrides["time_limit"] = cfg.time_limit
+        # the run's own time limit holds for every session unless this one sets another
+        overrides["time_limit"] = saved.get("time_limit") if cfg.time_limit is None else cfg.time_limit
         try:
             cfg = SearchConfig.from_dict(saved, **overrides)
         except (TypeError, ValueError) as err:
@@ -353,6 +354,7 @@ class Search:
         attempts = self.db.count("WHERE status != 'baseline' AND COALESCE(rung, 0) = 0")
         started, start_trainings = time.time(), self.trainings
         deadline = None if cfg.time_limit is None else started + cfg.time_limit
+        self.time_limit_reached = False
         in_flight: list = []  # jobs submitted, not yet finished
         self.ready = [p for p in self.pending if p["rung"] > 0]  # promoted, not yet trained there
         queue = [p for p in self.pending if p["rung"] == 0]  # asked but never recorded: screen again
@@ -375,6 +377,7 @@ class Search:
                 if cfg.budget - self.trainings - fresh <= 0 or attempts >= cap:
                     return None
                 if deadline is not None and time.time() >= deadline:
+                    self.time_limit_reached = True
                     return None  # no new candidate; those already screened still climb their rungs
                 entry = queue.pop(0) if queue else None
                 if entry is None:
@@ -450,12 +453,41 @@ def _same_as_in_flight(row: dict, in_flight: list) -> bool:
 
 
 def _progress(enabled: bool, total: int, initial: int):
+    """A tqdm bar on a terminal; redirected (a log file, a pipe), a plain line every minute instead
+    of one ever-growing line of carriage returns."""
     if not enabled:
         return None
-    from tqdm import tqdm
+    if sys.stderr.isatty():
+        from tqdm import tqdm
 
-    return tqdm(total=total, initial=min(initial, total), desc="search", unit="eval", file=sys.stderr,
-                dynamic_ncols=True, mininterval=0.5)
+        return tqdm(total=total, initial=min(initial, total), desc="search", unit="eval", file=sys.stderr,
+                    dynamic_ncols=True, mininterval=0.5)
+    return PlainProgress(total, initial)
+
+
+class PlainProgress:
+    """The part of tqdm's interface the search loops use (``n``, ``set_postfix_str``, ``close``),
+    writing one line per ``interval`` seconds."""
+
+    def __init__(self, total: int, initial: int = 0, desc: str = "search", interval: float = 60.0):
+        self.total, self.n, self.desc, self.interval = total, min(initial, total), desc, interval
+        self.started = self.last = time.time()
+        self.postfix = ""
+
+    def set_postfix_str(self, text: str = "", refresh: bool = True):
+        self.postfix = text
+        if time.time() - self.last >= self.interval:
+            self._write()
+
+    def _write(self):
+        self.last = time.time()
+        minutes = (self.last - self.started) / 60
+        print(f"{self.desc}: {self.n}/{self.total} after {minutes:.1f} min" + (f" | {self.postfix}" if self.postfix
+              else ""), file=sys.stderr, flush=True)
+
+    def close(self):
+        if self.n or self.postfix:
+            self._write()
 
 
 def summary_counts(rows: list[dict]) -> dict:

@@ -13,7 +13,7 @@ any work. CLI: ``python -m nlfs.train --help``.
 
 from ..data import DatasetError, load_dataset
 from ._check import check_config
-from ._config import DATASET_DEFAULTS, GRAD_SCALES, TrainConfig, TrainResult
+from ._config import AMPS, DATASET_DEFAULTS, GRAD_SCALES, OPTIMIZERS, SCHEDULES, TrainConfig, TrainResult
 from ._errors import ConfigError, TrainingError
 from ._key import training_key
 from ._loop import (
@@ -27,6 +27,7 @@ from ._loop import (
     train,
 )
 
-__all__ = ["DATASET_DEFAULTS", "GRAD_SCALES", "ConfigError", "DatasetError", "TrainConfig", "TrainResult",
-           "TrainingError", "check_config", "evaluate", "gradient_magnitude", "load_dataset", "lr_factor",
-           "make_loss", "rescale_to_ce", "resolve_amp", "resolve_device", "train", "training_key"]
+__all__ = ["AMPS", "DATASET_DEFAULTS", "GRAD_SCALES", "OPTIMIZERS", "SCHEDULES", "ConfigError",
+           "DatasetError", "TrainConfig", "TrainResult", "TrainingError", "check_config", "evaluate",
+           "gradient_magnitude", "load_dataset", "lr_factor", "make_loss", "rescale_to_ce", "resolve_amp",
+           "resolve_device", "train", "training_key"]

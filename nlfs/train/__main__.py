@@ -6,10 +6,9 @@ import argparse
 import json
 import sys
 
-from ..data import AUGMENTS, DATASETS, DatasetError
-from ..models import MODELS
+from .._cli import ArgumentParser, add_training_options, run_main, train_defaults, training_overrides
 from ._check import check_config
-from ._config import AMPS, OPTIMIZERS, SCHEDULES, TrainConfig
+from ._config import TrainConfig
 from ._errors import TrainingError
 from ._loop import train
 
@@ -18,42 +17,28 @@ def _constants(items: list[str]) -> dict[str, float]:
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep:
-            raise argparse.ArgumentTypeError(f"--constant expects NAME=VALUE, got {item!r}")
-        out[key.strip()] = float(value)
+        try:
+            if not sep:
+                raise ValueError
+            out[key.strip()] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--constant expects NAME=VALUE, got {item!r}") from None
     return out
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m nlfs.train", description="Train one model with one loss "
-                                "and print the result record.")
+def parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m nlfs.train", description="Train one model with one loss and print the "
+                       "result record (on scikit-learn digits unless --dataset says otherwise).")
     p.add_argument("--loss", default="CE", help="catalogue name (CE, NGL, ...) or an expression string")
     p.add_argument("--constant", action="append", default=[], metavar="NAME=VALUE",
                    help="override a loss constant (repeatable)")
-    p.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)}")
-    p.add_argument("--model", default="surrogate", help=f"one of {', '.join(MODELS)} or wrn-D-K")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps (overrides --epochs)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--train-size", type=int, default=None)
-    p.add_argument("--val-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS)
-    p.add_argument("--schedule", default="cosine", choices=SCHEDULES)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--augment", default="none", choices=AUGMENTS)
-    p.add_argument("--label-noise", type=float, default=0.0,
-                   help="symmetric noise on the training labels (validation and test stay clean)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--backend", default="auto", choices=("auto", "torch", "cpp", "triton"))
-    p.add_argument("--amp", default="auto", choices=AMPS)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--download", action="store_true", help="CIFAR: download with torchvision if missing")
-    p.add_argument("--checkpoint", default=None, help="local state dict to fine-tune from")
+    p.add_argument("--seed", type=int, default=0, help="model initialisation, data order, augmentation")
+    dataset_default = "the dataset's, from nlfs.train.DATASET_DEFAULTS"
+    add_training_options(p, defaults=train_defaults(),
+                         unset={"epochs": dataset_default, "batch_size": dataset_default, "lr": dataset_default,
+                                "val_size": dataset_default, "train_size": "the whole training split",
+                                "data_root": "the dataset's usual place", "threads": "torch's"},
+                         helps={"threads": "CPU threads for torch"})
     p.add_argument("--no-test", action="store_true", help="do not evaluate on the test split")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the result record as one JSON line, last")
@@ -61,22 +46,21 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    cfg = TrainConfig(
-        dataset=args.dataset, model=args.model, epochs=args.epochs, steps=args.steps,
-        batch_size=args.batch_size, train_size=args.train_size, val_size=args.val_size, lr=args.lr,
-        optimizer=args.optimizer, schedule=args.schedule, weight_decay=args.weight_decay,
-        augment=args.augment, seed=args.seed, split_seed=args.split_seed, device=args.device,
-        backend=args.backend, amp=args.amp, compile=args.compile, data_root=args.data_root,
-        download=args.download, checkpoint=args.checkpoint, evaluate_test=not args.no_test,
-        progress=not args.no_progress, threads=args.threads, label_noise=args.label_noise)
-    constants = _constants(args.constant) or None
+    return run_main("nlfs.train", _main, argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
+    ap = parser()
+    args = ap.parse_args(argv)
+    try:
+        constants = _constants(args.constant) or None
+    except argparse.ArgumentTypeError as err:
+        ap.error(str(err))
+    cfg = TrainConfig(seed=args.seed, evaluate_test=not args.no_test, progress=not args.no_progress,
+                      **training_overrides(args))
     try:
         check_config(cfg, args.loss, constants)
         result = train(args.loss, cfg, constants=constants)
-    except (DatasetError, ValueError, FileNotFoundError) as err:
-        print(f"nlfs.train: error: {err}", file=sys.stderr)
-        return 2
     except TrainingError as err:
         print(f"nlfs.train: error while training: {err}", file=sys.stderr)
         return 1

@@ -105,10 +105,12 @@ def test_nan_producing_candidate_is_recorded_as_failed(tmp_path, monkeypatch):
 
 
 def _evolve_cmd(run_dir, budget, resume=False):
-    cmd = [sys.executable, "-m", "nlfs.evolve", "--dataset", "digits", "--steps", "40", "--train-size", "400",
-           "--val-size", "200", "--backend", "torch", "--budget", str(budget), "--seed", "3",
-           "--population", "2", "--sample", "2", "--initial", "2", "--no-progress", "--workers", "1"]
-    return cmd + (["--resume", str(run_dir)] if resume else ["--run-dir", str(run_dir)])
+    cmd = [sys.executable, "-m", "nlfs.evolve", "--budget", str(budget), "--no-progress", "--workers", "1"]
+    if resume:  # the run's saved configuration decides the rest
+        return cmd + ["--resume", str(run_dir)]
+    return cmd + ["--dataset", "digits", "--steps", "40", "--train-size", "400", "--val-size", "200", "--backend",
+                  "torch", "--seed", "3", "--population", "2", "--sample", "2", "--initial", "2", "--run-dir",
+                  str(run_dir)]
 
 
 def _db_rows(path):
