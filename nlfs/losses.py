@@ -164,8 +164,10 @@ def loss_label(run: str, candidate_id, tuned: bool = False) -> str:
 def python_name(label: str) -> str:
     """A Python identifier derived from a loss name, deterministically (``disc-nlfs#1603`` ->
     ``disc_nlfs_1603``; a leading digit gets ``loss_``)."""
+    import keyword
+
     ident = re.sub(r"\W+", "_", label).strip("_") or "loss"
-    return ident if ident[0].isalpha() else f"loss_{ident}"
+    return ident if ident[0].isalpha() and not keyword.iskeyword(ident) else f"loss_{ident}"
 
 
 def names() -> list[str]:

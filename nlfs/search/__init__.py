@@ -6,8 +6,7 @@ from ._config import PRESETS, SearchConfig
 from ._db import RunDB, RunDirError, read_run
 from ._executors import InlineExecutor, ProcessExecutor, RayExecutor, make_executor
 from ._filters import STAGES, FilterOutcome, cheap_filters
-from ._report import catalogue_twin
-from ._report import top as best_candidates
+from ._report import best_candidates, catalogue_twin
 from ._rungs import DEFAULT_RUNGS, Rung, make_rungs, parse_rungs, promoted
 from ._runner import Search, evaluate_payload, rejection_sample, summary_counts
 

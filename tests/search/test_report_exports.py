@@ -53,11 +53,12 @@ def test_standalone_file_matches_every_found_loss_without_nlfs(tmp_path):
     write_report(tmp_path, rows)
     cases = standalone_cases(c=5)
     results = run_standalone(tmp_path / "best_losses_standalone.py", tmp_path, cases)
-    assert list(results) == ["found_1", "found_2", "found_3", "found_4"]
-    for i, r in enumerate(rows[1:5], 1):
-        spec = nlfs.losses.LossSpec(f"found_{i}", nlfs.parse(r["expression"]), "class_sum",
+    names = [f"{tmp_path.name}#{i}" for i in range(1, 5)]  # one name per loss: <run>#<id>
+    assert list(results) == names
+    for name, r in zip(names, rows[1:5]):
+        spec = nlfs.losses.LossSpec(name, nlfs.parse(r["expression"]), "class_sum",
                                     nlfs.losses.MappingProxyType(r["constants"]), scale=r.get("scale", 1.0))
-        assert_matches_loss(f"found_{i}", spec, results[f"found_{i}"], cases)
+        assert_matches_loss(name, spec, results[name], cases)
 
 
 def test_summary_says_what_lead_chance_alone_gives():
@@ -88,7 +89,7 @@ def test_summary_says_what_lead_chance_alone_gives():
     text = format_summary({"counts": {k: 0 for k in ("evaluated", "trained", "ok", "diverged", "error", "validity",
                                                      "duplicate", "integrity", "fingerprint", "rejection")},
                            "baseline_ce": 0.8, "paired": True, "best": [], "chance": chance}, "digits")
-    assert f"would be {chance['expected_best']:+.4f}" in text and "nlfs.eliminate" in text
+    assert f"would be {chance['expected_best'] * 100:+.2f} pp" in text and "nlfs.eliminate" in text
     assert chance_lead(rows[:2], 1) is None  # one candidate: no best-of-n to speak of
 
 
