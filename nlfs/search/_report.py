@@ -333,6 +333,16 @@ def regime(cfg: dict) -> str:
             f"gradient scale {cfg.get('grad_scale', 'none')}")
 
 
+def training_regime(cfg) -> str:
+    """One line naming a TrainConfig's regime: data and training size, model, budget, label noise,
+    augmentation, gradient scale (every report that compares with CE prints it)."""
+    r = cfg.resolved() if hasattr(cfg, "resolved") else cfg
+    budget = f"{r.steps} steps" if getattr(r, "steps", None) else f"{r.epochs} epochs"
+    return (f"{r.dataset} ({r.train_size or 'all'} training images), model {r.model}, {budget} at batch "
+            f"{r.batch_size}, label noise {getattr(r, 'label_noise', 0) or 0:g}, augmentation {r.augment}, "
+            f"gradient scale {r.grad_scale}")
+
+
 def lead_note(r: dict, chance: dict | None, top_rung: int, last_rung: int) -> str:
     """What a lead over CE is worth: behind CE, within what chance gives, or above it (and then still a
     proxy lead when measured on a screening rung's short trainings, never a discovery by itself)."""

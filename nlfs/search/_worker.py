@@ -19,7 +19,8 @@ def evaluate_payload(payload: dict) -> dict:
 
     ``payload``: ``expression``, ``constants``, ``reduction``, ``train`` (a TrainConfig dict),
     ``seeds`` (default: the train config's own seed), ``rejection`` (run the rejection test first),
-    ``name``. The result's ``per_seed`` lists ``{seed, acc, diverged, reason, grad_scale,
+    ``name``, ``scale`` (the loss's fixed factor, default 1).
+    The result's ``per_seed`` lists ``{seed, acc, diverged, reason, grad_scale,
     order_digest}``; ``fitness`` is the mean accuracy (None when a seed failed)."""
     start = time.perf_counter()
     try:
@@ -44,7 +45,7 @@ def _evaluate(payload: dict, start: float) -> dict:
             return {"status": "rejected:rejection", "stage": "rejection", "reason": out.reason,
                     "fitness": None, "wall_time": time.perf_counter() - start}
     spec = LossSpec(payload.get("name", str(expr)), expr, payload["reduction"],
-                    types.MappingProxyType(dict(constants)))
+                    types.MappingProxyType(dict(constants)), scale=float(payload.get("scale") or 1.0))
     per_seed, first = [], None
     for seed in payload.get("seeds") or [cfg.seed]:
         result = train(spec, dataclasses.replace(cfg, seed=seed))
