@@ -305,6 +305,63 @@ def export_losses(rows: list[dict], path: Path, run_dir: Path, k: int = 5, reduc
     _atomic_write(path, "\n".join(lines).rstrip() + "\n")
 
 
+FINALISTS = "finalists.json"  # what nlfs.eliminate writes: its survivors, in found_losses.json's format
+
+
+def run_losses(run_dir: str | Path, k: int = 3) -> tuple[list[dict], str]:
+    """The losses a run directory hands on to the next tool, as entries in nlfs/found_losses.json's
+    format (name, expression, constants, reduction, scale, provenance), and a line saying which:
+    the elimination's survivors (``DIR/finalists.json``) when it has them, else the search's ``k`` best
+    (``best_candidates``), each replaced by its tuned version when ``DIR/tuned.json`` changed its
+    constants. Names and scales are those of the search's exports."""
+    from ..losses import read_losses_file
+    from ._db import read_run
+
+    run_dir = Path(run_dir)
+    if (run_dir / FINALISTS).is_file():
+        entries = read_losses_file(run_dir / FINALISTS)
+        return entries, f"the {len(entries)} survivors of the elimination in {run_dir / FINALISTS}"
+    rows, saved = read_run(run_dir)
+    reduction = saved.get("reduction") or "class_sum"
+    best = best_candidates(rows, k)
+    if not best:
+        raise ValueError(f"search run {run_dir} has no successfully trained candidates")
+    tuned = {}
+    if (run_dir / "tuned.json").is_file():
+        for t in json.loads((run_dir / "tuned.json").read_text()):
+            if not t.get("nothing_to_tune") and t.get("best_constants") not in (None, t.get("initial_constants")):
+                tuned[t["id"]] = t
+    out = []
+    for r in best:
+        t = tuned.get(r["id"])
+        prov = {"search_run": str(run_dir), "candidate": row_name(r, run_dir), "search_fitness": r["fitness"]}
+        if t is None:
+            out.append({"name": row_name(r, run_dir), "expression": r["expression"],
+                        "constants": dict(r.get("constants") or {}), "reduction": r.get("reduction") or reduction,
+                        "scale": float(r.get("scale") or 1.0), "provenance": prov})
+        else:
+            out.append({"name": t.get("tuned_name") or f"{row_name(r, run_dir)}-tuned", "expression": t["expression"],
+                        "constants": dict(t["best_constants"]), "reduction": t.get("reduction") or reduction,
+                        "scale": float(t.get("scale") or 1.0),
+                        "provenance": {**prov, "tuned_from": r["expression"], "tuned": str(run_dir / "tuned.json")}})
+    what = f"the search's {len(out)} best candidates in {run_dir}" + (
+        f" ({len(tuned.keys() & {r['id'] for r in best})} with tuned constants from tuned.json)" if tuned else "")
+    return out, what
+
+
+def entry_spec(entry: dict):
+    """The LossSpec of a found_losses.json-format entry: the loss exactly as it was trained."""
+    import types
+
+    from ..expr import parse
+    from ..losses import LossSpec
+
+    return LossSpec(entry["name"], parse(entry["expression"]), entry.get("reduction") or "class_sum",
+                    types.MappingProxyType({k: float(v) for k, v in (entry.get("constants") or {}).items()}),
+                    "; ".join(f"{k}: {v}" for k, v in (entry.get("provenance") or {}).items()),
+                    float(entry.get("scale") or 1.0))
+
+
 def run_config(run_dir: Path) -> dict:
     path = run_dir / "run.db"
     if not path.is_file():
