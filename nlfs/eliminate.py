@@ -24,7 +24,8 @@ keyed by the exact training it was (expression, constants, reduction, training c
 elimination resumes without training a finished pair again. The survivors, with mean ± std
 validation accuracy per round beside cross-entropy's and their paired difference to it (same seeds),
 go to ``DIR/elimination.md`` and stdout; ``DIR/elimination.json`` holds every score per seed, and
-each survivor's gradient-scale factor (median over its trainings) when the runs rescale to CE;
+each survivor's scale (the one it was found or tuned with) and the median factor its trainings
+measured when the runs rescale to CE;
 ``DIR/finalists.json`` lists the survivors in nlfs/found_losses.json's format (name ``<run>#<id>``,
 expression, constants, class reduction, scale, provenance) for ``nlfs.transfer --from DIR`` and
 ``nlfs.heldout --from DIR``.
@@ -302,6 +303,7 @@ class Elimination:
                                        "elimination": f"{_pp(s['paired_diff'], s.get('paired_ci'))} vs CE "
                                                       f"(last round, {n} seed{'s' if n != 1 else ''})",
                                        "regime": training_regime(self.base),
+                                       "measured_scale": s.get("measured_scale"),
                                        "results": str(self.run_dir / "elimination.md")}})
         return out
 
@@ -319,7 +321,10 @@ class Elimination:
             return {"label": c["label"], "run": c.get("run"), "id": c["id"], "expression": c["expression"],
                     "constants": c.get("constants") or {}, "reduction": self.reduction,
                     "search_fitness": c["fitness"], "tuned_from": c.get("tuned_from"),
-                    "scale": factors[len(factors) // 2] if factors else self._fixed_scale(c),
+                    # the loss's one scale, as the search (or tuning) exported it: with grad_scale "ce"
+                    # every training measures its own factor (their median below), none of them "the" loss's
+                    "scale": float(c.get("scale") or 1.0),
+                    "measured_scale": factors[len(factors) // 2] if factors else None,
                     "paired_diff": diff, "paired_sd": sd if math.isfinite(sd) else None,  # None: one seed
                     "paired_ci": _ci(scores, c["label"], last), "scores": per_seed(c["label"])}
 

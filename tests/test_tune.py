@@ -128,7 +128,8 @@ def test_tune_the_finalists_of_a_search_run(tmp_path, monkeypatch, capsys):
     assert tuned[0]["nothing_to_tune"] and tuned[0]["trials"] == 0 and tuned[0]["name"] == "run#4"
     assert tuned[1]["expression"] == "-y * log(p) * c0" and tuned[1]["initial_constants"] == {"c0": 2.0}
     assert tuned[1]["trials"] == 3 and tuned[1]["tuned_name"] == "run#1-tuned"
-    assert tuned[1]["ce_accuracy"] == 0.5 and tuned[1]["vs_ce_pp"] == pytest.approx((tuned[1]["best_fitness"] - 0.5) * 100)
+    assert tuned[1]["ce_accuracy"] == 0.5
+    assert tuned[1]["vs_ce_pp"] == pytest.approx((tuned[1]["best_fitness"] - 0.5) * 100)
     text = (run / "tuned_losses.py").read_text()
     assert "constants={'c0':" in text and "'run#1-tuned'" in text
     ns = {}
