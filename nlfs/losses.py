@@ -233,7 +233,7 @@ def read_losses_file(path: str | Path) -> list[dict]:
                  "scale": s.get("scale", 1.0), "provenance": {"elimination": str(path)}}
                 for s in data["survivors"] if isinstance(s, dict) and "expression" in s]
     elif isinstance(data, list) and data and all(isinstance(t, dict) and "best_constants" in t for t in data):
-        data = [{"name": t.get("name") or loss_label(run, t["id"], tuned=True), "expression": t["expression"],
+        data = [{"name": t.get("tuned_name") or loss_label(run, t["id"], tuned=True), "expression": t["expression"],
                  "constants": t["best_constants"], "reduction": t.get("reduction", "class_sum"),
                  "scale": t.get("scale", 1.0), "provenance": {"tuned": str(path)}}
                 for t in data if t.get("best_constants") is not None and t.get("expression")]
