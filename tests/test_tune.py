@@ -167,3 +167,32 @@ def test_novel_only_skips_published_losses_in_disguise(tmp_path, monkeypatch):
     assert [t["id"] for t in tune_run(run, 1, n_trials=1, batch=1, log=logs.append)] == [1]
     out = tune_run(run, 1, n_trials=1, batch=1, log=logs.append, novel=True)
     assert [t["id"] for t in out] == [2] and any("Poly1 in disguise" in m for m in logs)
+
+
+def test_a_tuned_loss_carries_the_scale_its_trials_trained_at(tmp_path, monkeypatch):
+    """A search with grad_scale "ce" trained its candidates multiplied by a measured factor: the tuning
+    trains the same way, and tuned.json / tuned_losses.py carry the best trial's factor (not scale=1.0);
+    the export registers under <run>#<id>-tuned, beside (not over) the search's <run>#<id>."""
+    run = tmp_path / "run"
+    db = RunDB(run / "run.db")
+    db.set_meta("config", SearchConfig(run_dir=str(run), grad_scale="ce", **FAST).to_dict())
+    db.record({"canonical": "a", "expression": "-y * log(p) * 2", "constants": {}, "fitness": 0.9, "status": "ok",
+               "sign": 1.0, "size": 5, "dataset": "digits", "scale": 0.198})
+    db.close()
+
+    def train(spec, cfg, constants=None, **kw):
+        assert cfg.grad_scale == "ce" and spec.scale == 1.0  # the trainer measures: no fixed scale on top
+        out = fake_result(0.5 + 0.01 * sum(dict(spec.constants).values()))
+        out.grad_scale = 0.198 if str(spec.expr) != "-y * log(p)" else 1.0
+        return out
+
+    monkeypatch.setattr(nlfs.train, "train", train)
+    out = tune_run(run, 1, n_trials=2, batch=2, log=lambda m: None)
+    assert out[0]["scale"] == pytest.approx(0.198) and out[0]["tuned_name"] == "run#1-tuned"
+    text = (run / "tuned_losses.py").read_text()
+    assert "scale=0.198" in text and "'run#1-tuned'" in text
+    try:
+        exec(compile(text, "tuned_losses.py", "exec"), {})
+        assert nlfs.losses.get("run#1-tuned").scale == pytest.approx(0.198)
+    finally:
+        nlfs.losses._CATALOGUE.pop(nlfs.losses._key("run#1-tuned"), None)
