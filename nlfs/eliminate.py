@@ -14,6 +14,7 @@ then 4, with budgets x1, x2, x4, x8 and the pre-activation ResNet in the last tw
     python -m nlfs.eliminate --run-dir DIR --config rounds.toml          # keys: pool keep seeds ...
     python -m nlfs.eliminate --run-dir DIR --keep 10,5,3 --seeds 2,3,5 --train-sizes base,base,all
 
+Every candidate is named ``<run>#<id>`` (a tuned one ``<run>#<id>-tuned``), as in the search's exports.
 Candidates may come from several searches (``--also DIR,...``: each run's best ``pool`` join, under
 the first run's training settings) and from their tunings (``--tuned``: each run's ``tuned.json``, a
 tuned loss entering beside the candidate it came from when its constants changed); ``--novel-only``

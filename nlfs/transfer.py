@@ -4,12 +4,19 @@ with cross-entropy over the same seeds.
 ``python -m nlfs.transfer --preset fashion-mnist-cpu --out DIR`` or with explicit settings
 (``--losses "CE;NGL;-y*log(p)+0.1*(1-p)**2" --model surrogate --dataset fashion-mnist --seeds 5``).
 
+``--from DIR`` takes what a run directory hands on: the survivors of ``nlfs.eliminate``
+(``DIR/finalists.json``) when it has them, else the search's ``--top`` best, tuned constants from
+``DIR/tuned.json`` where it has them; each loss keeps its name (``<run>#<id>``), constants and gradient
+scale. ``--losses-file`` reads nlfs/found_losses.json's format, a ``finalists.json``, an
+``elimination.json`` or a ``tuned.json``.
+
 Every pair gets the same ``TrainConfig`` except the loss: seed ``i`` (model init, data order,
 augmentation) is shared by every loss, and the train/validation split (``split_seed``) is fixed.
 
 Outputs in ``--out`` (file stem ``--name``, default ``transfer``): ``NAME.csv`` (one row per run; also
 the resume state, rewritten atomically after every run), ``NAME.md`` (mean ± std test accuracy per
-loss, difference to CE, paired t-test and Wilcoxon p-values) and ``NAME.png``.
+loss, difference to CE in percentage points with its 95% interval, paired t-test and Wilcoxon p-values,
+and the regime: data, budget, label noise, augmentation, gradient scale) and ``NAME.png``.
 
 Resume: a (loss, seed) pair already in the CSV with status ``ok`` or ``diverged`` is never trained
 again; ``error`` rows (the trainer raised) are retried only with ``--retry-errors``.

@@ -17,8 +17,12 @@ the study's journal, so the dashboard reads it while the tuning writes it; a Tay
 is ``DIR/taylor.journal``; an RDB ``--storage`` URL is passed to the dashboard as it is.
 
 Numbers inside a found expression are lifted into named constants ``c0, c1, ...``
-(:func:`lift_constants`) so they can be tuned; the tuned losses are exported to
-``DIR/tuned_losses.py`` with their constants.
+(:func:`lift_constants`) so they can be tuned; ``--top K`` takes the K best candidates of the run
+(one with no number or constant is reported as "nothing to tune" and counted), prints the training
+every trial uses, and compares each with CE trained the same way (difference in percentage points).
+The tuned losses are exported to ``DIR/tuned_losses.py`` as ``<run>#<id>-tuned``, with their constants
+and the gradient scale their best trial trained at (``nlfs.eliminate --tuned`` and ``nlfs.transfer
+--from DIR`` read ``DIR/tuned.json``).
 """
 
 from __future__ import annotations
@@ -528,7 +532,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--scale", type=float, default=None, help="default range half-width")
     ap.add_argument("--run-dir", default=None, help="where the study lives (and, with --top, the search run)")
     ap.add_argument("--top", type=int, default=None,
-                    help="tune the best K candidates of the search run in --run-dir")
+                    help="tune the best K candidates of the search run in --run-dir (one with nothing to tune "
+                         "is reported and counted)")
     ap.add_argument("--novel-only", action="store_true",
                     help="with --top: skip candidates that are published losses in disguise")
     ap.add_argument("--storage", default=None, help="an Optuna RDB URL instead of DIR/tune.journal")
