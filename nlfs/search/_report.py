@@ -406,12 +406,17 @@ def lead_note(r: dict, chance: dict | None, top_rung: int, last_rung: int) -> st
     d = r.get("paired") if r.get("paired") is not None else r.get("vs_ce")
     if d is None:
         return ""
-    if d <= 0:
+    if d < 0:
         return "behind CE"
-    if chance is not None and r.get("rung", 0) == chance["rung"] and d <= chance["expected_best_independent"]:
-        return "within chance"
+    if d == 0:
+        return "level with CE"
     rung = r.get("rung", 0)
     where = "at a screening rung" if rung < last_rung else "on the search's short trainings"
+    ci = r.get("paired_ci")
+    if ci and ci[0] <= 0:
+        return f"ahead within seed noise (its interval includes 0) {where}"
+    if chance is not None and rung == chance["rung"] and d <= chance["expected_best_independent"]:
+        return "within chance"
     return (f"ahead {'beyond chance ' if chance is not None and rung == chance['rung'] else ''}{where}: "
             f"a proxy lead, not a discovery")
 
