@@ -10,14 +10,13 @@ factor in front when it is not 1. Display forms round numbers; exports keep them
 from __future__ import annotations
 
 from .expr import Expr, round_numbers, simplify
-from .losses import LossSpec
+from .losses import LossSpec, resolve_spec
 
 
 def resolve(loss, constants: dict[str, float] | None = None) -> tuple[LossSpec, dict[str, float]]:
     """(spec, constant values) of anything ``nlfs.Loss`` accepts, or of an ``nlfs.Loss``."""
-    from ._module import Loss, resolve_spec
-
-    if isinstance(loss, Loss):
+    # an nlfs.Loss is known by what it carries: importing nlfs._module here would close a circle
+    if isinstance(getattr(loss, "spec", None), LossSpec) and hasattr(loss, "constant_values"):
         spec, values = loss.spec, loss.constant_values
     else:
         spec = resolve_spec(loss)

@@ -9,33 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import losses as _losses
 from .backends import FusedLossFunction, resolve_backend
 from .backends._base import loss_dtype, may_overwrite_logits
 from .backends._torch import TorchKernel
-from .expr import Expr, lower, parse
+from .expr import Expr, lower
 from .expr._program import NUM_LIMIT
+from .losses import resolve_spec
 
 _REDUCTIONS = ("mean", "sum", "none")
-
-
-def resolve_spec(loss, reduction_kind: str | None = None) -> _losses.LossSpec:
-    """A catalogue name, an expression string, an Expr or a LossSpec -> LossSpec."""
-    if isinstance(loss, _losses.LossSpec):
-        spec = loss
-    elif isinstance(loss, Expr):
-        spec = _losses.LossSpec(str(loss), loss)
-    elif isinstance(loss, str):
-        if _losses.is_registered(loss):
-            spec = _losses.get(loss)
-        else:
-            spec = _losses.LossSpec(loss, parse(loss))
-    else:
-        raise TypeError(f"loss must be a name, an expression string, an Expr or a LossSpec, "
-                        f"got {type(loss).__name__}")
-    if reduction_kind is not None and reduction_kind != spec.reduction:
-        spec = _losses.LossSpec(spec.name, spec.expr, reduction_kind, spec.constants, spec.source, spec.scale)
-    return spec
 
 
 class Loss(nn.Module):

@@ -11,7 +11,6 @@ probabilities (N, C).
 from __future__ import annotations
 
 import keyword
-import re
 
 from .expr import OPS, Expr
 from .expr._emit import SymMath, forward_src
@@ -141,9 +140,9 @@ def _reduce(f, z, over_classes, reduction):
 
 
 def _identifier(name: str, taken: set[str]) -> str:
-    ident = re.sub(r"\W", "_", name)
-    if not ident or ident[0].isdigit() or keyword.iskeyword(ident):
-        ident = "loss_" + ident
+    from .losses import python_name  # the function is named as best_losses.py names the loss's class
+
+    ident = python_name(name)
     base, k = ident, 2
     while ident in taken:
         ident, k = f"{base}_{k}", k + 1

@@ -14,6 +14,7 @@ then 4, with budgets x1, x2, x4, x8 and the pre-activation ResNet in the last tw
     python -m nlfs.eliminate --run-dir DIR --config rounds.toml          # keys: pool keep seeds_per_round ...
     python -m nlfs.eliminate --run-dir DIR --keep 10,5,3 --seeds-per-round 2,3,5 --train-sizes base,base,all
 
+Every candidate is named ``<run>#<id>`` (a tuned one ``<run>#<id>-tuned``), as in the search's exports.
 Candidates may come from several searches (``--also DIR,...``: each run's best ``pool`` join, under
 the first run's training settings) and from their tunings (``--tuned``: each run's ``tuned.json``, a
 tuned loss entering beside the candidate it came from when its constants changed); ``--novel-only``
@@ -24,7 +25,11 @@ keyed by the exact training it was (expression, constants, reduction, training c
 elimination resumes without training a finished pair again. The survivors, with mean ± std
 validation accuracy per round beside cross-entropy's and their paired difference to it (same seeds),
 go to ``DIR/elimination.md`` and stdout; ``DIR/elimination.json`` holds every score per seed, and
-each survivor's gradient-scale factor (median over its trainings) when the runs rescale to CE.
+each survivor's scale (the one it was found or tuned with) and the median factor its trainings
+measured when the runs rescale to CE;
+``DIR/finalists.json`` lists the survivors in nlfs/found_losses.json's format (name ``<run>#<id>``,
+expression, constants, class reduction, scale, provenance) for ``nlfs.transfer --from DIR`` and
+``nlfs.heldout --from DIR``.
 """
 
 from __future__ import annotations
@@ -49,9 +54,11 @@ from ._cli import (
     run_main,
     training_overrides,
 )
-from .stats import format_mean_std, mean_std, paired_differences
+from .losses import loss_label
+from .stats import format_mean_std, mean_std, paired_by_key, paired_differences
 
 CE_EXPRESSION = "-y * log(p)"
+FINALISTS = "finalists.json"  # the survivors, in nlfs/found_losses.json's format
 MODEL_ALIASES = {"preact_resnet": "resnet9v2", "preact-resnet": "resnet9v2", "preactresnet": "resnet9v2"}
 
 PRESETS = {
@@ -143,10 +150,13 @@ class Protocol:
         return cls(rounds, int(pool), int(first_seed))
 
 
-def _key(expression: str, constants: dict, reduction: str, train: dict) -> str:
+def _key(expression: str, constants: dict, reduction: str, train: dict, scale: float = 1.0) -> str:
     from .train import training_key
 
-    return training_key([expression, sorted((constants or {}).items()), reduction, train])
+    loss = [expression, sorted((constants or {}).items()), reduction]
+    if scale != 1.0:  # a fixed factor changes the training (tables written before it keep their keys)
+        loss.append(scale)
+    return training_key([*loss, train])
 
 
 def round_config(base, rnd: Round, seed: int):
@@ -196,18 +206,18 @@ class Elimination:
         self.db.close()
 
     def candidates(self) -> list[dict]:
-        """The pool: each source run's best ``pool`` (labels ``#id`` for the first run, ``RUN#id`` for the
-        others), then, with ``tuned``, each run's tuned losses whose constants changed (``...#id-tuned``)."""
-        from .search import read_run
-        from .tune import best_unique
+        """The pool: each source run's best ``pool`` (``nlfs.search.best_candidates``), each named
+        ``<run>#<id>`` as in the search's reports and exports, then, with ``tuned``, each run's tuned
+        losses whose constants changed (``<run>#<id>-tuned``, as in ``tuned_losses.py``)."""
+        from .search import best_candidates, read_run
 
         pool: list[dict] = []
         seen: set = set()
         for i, d in enumerate(self.sources):
-            prefix = "" if i == 0 else d.name
+            prefix = d.name
             rows = self.db.rows() if i == 0 else read_run(d)[0]
             taken = 0
-            for c in best_unique(rows, len(rows)):
+            for c in best_candidates(rows, len(rows)):
                 if taken == self.protocol.pool:
                     break
                 key = (c["expression"], tuple(sorted((c.get("constants") or {}).items())))
@@ -215,7 +225,8 @@ class Elimination:
                     continue  # found by an earlier run, or a published loss (CE among them) in disguise
                 seen.add(key)
                 taken += 1
-                pool.append({**c, "label": f"{prefix}#{c['id']}", "run": str(d)})
+                pool.append({**c, "label": loss_label(prefix, c["id"]), "run": str(d),
+                             "scale": float(c.get("scale") or 1.0)})
             if self.tuned:
                 pool += _tuned_candidates(d, prefix)
         return pool
@@ -224,6 +235,11 @@ class Elimination:
         from .search import catalogue_twin
 
         return catalogue_twin(row, normalise=self.base.grad_scale == "ce")
+
+    def _fixed_scale(self, cand) -> float:
+        """The factor a candidate trains with: its search scale, unless the trainer measures one
+        (grad_scale="ce", which would measure the same factor again)."""
+        return float(cand.get("scale") or 1.0) if self.base.grad_scale == "none" else 1.0
 
     def _done(self, key: str):
         cur = self.db.conn.execute("SELECT fitness, status, scale FROM elimination WHERE key = ?", (key,))
@@ -237,7 +253,8 @@ class Elimination:
             (key, cand["label"], cand.get("id"), cand["expression"], json.dumps(cand.get("constants") or {}),
              rnd_i, seed, cfg.model, cfg.steps, cfg.epochs,
              out.get("fitness") if out.get("status") == "ok" else None, out["status"],
-             (out.get("reason") or "")[:1000], out.get("wall_time"), time.time(), _scale_of(out)))
+             (out.get("reason") or "")[:1000], out.get("wall_time"), time.time(),
+             _scale_of(out, self._fixed_scale(cand))))
 
     def run(self) -> dict:
         """-> {"rounds": [...], "survivors": [...], "ce": {...}, "scores": {label: {round: {seed: acc}}}};
@@ -275,9 +292,33 @@ class Elimination:
         from ._io import atomic_write
 
         atomic_write(self.run_dir / "elimination.md", text)
-        atomic_write(self.run_dir / "elimination.json", json.dumps(self.record_of(result), indent=2))
+        record = self.record_of(result)
+        atomic_write(self.run_dir / "elimination.json", json.dumps(record, indent=2))
+        atomic_write(self.run_dir / FINALISTS, json.dumps(self.finalists(record), indent=2))
         result["markdown"] = text
         return result
+
+    def finalists(self, record: dict) -> list[dict]:
+        """The survivors file (``DIR/finalists.json``) in nlfs/found_losses.json's format: each survivor
+        under its one name, with the expression, constants, class reduction and gradient scale it was
+        trained with, and where it comes from. ``nlfs.transfer --losses-file`` / ``--from DIR`` and
+        ``nlfs.heldout --from DIR`` read it; ``nlfs.losses.register_file`` registers it."""
+        from .search import training_regime
+
+        last = len(record["rounds"])
+        out = []
+        for s in record["survivors"]:
+            n = len(s["scores"].get(str(last), {}))
+            out.append({"name": s["label"], "expression": s["expression"], "constants": s["constants"],
+                        "reduction": s["reduction"], "scale": s["scale"],
+                        "provenance": {"search_run": s["run"], "candidate": s["label"],
+                                       "tuned_from": s.get("tuned_from"),
+                                       "elimination": f"{_pp(s['paired_diff'], s.get('paired_ci'))} vs CE "
+                                                      f"(last round, {n} seed{'s' if n != 1 else ''})",
+                                       "regime": training_regime(self.base),
+                                       "measured_scale": s.get("measured_scale"),
+                                       "results": str(self.run_dir / "elimination.md")}})
+        return out
 
     def record_of(self, result) -> dict:
         """What ``elimination.json`` holds: settings, rounds, every survivor's scores per seed, and every
@@ -293,14 +334,20 @@ class Elimination:
             return {"label": c["label"], "run": c.get("run"), "id": c["id"], "expression": c["expression"],
                     "constants": c.get("constants") or {}, "reduction": self.reduction,
                     "search_fitness": c["fitness"], "tuned_from": c.get("tuned_from"),
-                    "scale": factors[len(factors) // 2] if factors else 1.0,
+                    # the loss's one scale, as the search (or tuning) exported it: with grad_scale "ce"
+                    # every training measures its own factor (their median below), none of them "the" loss's
+                    "scale": float(c.get("scale") or 1.0),
+                    "measured_scale": factors[len(factors) // 2] if factors else None,
                     "paired_diff": diff, "paired_sd": sd if math.isfinite(sd) else None,  # None: one seed
-                    "scores": per_seed(c["label"])}
+                    "paired_ci": _ci(scores, c["label"], last), "scores": per_seed(c["label"])}
 
         pool = [{"label": c["label"], "run": c.get("run"), "id": c["id"], "expression": c["expression"],
                  "constants": c.get("constants") or {}, "search_fitness": c["fitness"],
                  "tuned_from": c.get("tuned_from"), "scores": per_seed(c["label"])} for c in result["pool"]]
-        return {"base": self.base.to_dict(), "sources": [str(d) for d in self.sources], "tuned": self.tuned,
+        from .search import training_regime
+
+        return {"base": self.base.to_dict(), "regime": training_regime(self.base),
+                "sources": [str(d) for d in self.sources], "tuned": self.tuned,
                 "reduction": self.reduction, "rounds": result["rounds"], "ce": per_seed("CE"),
                 "survivors": [survivor(c) for c in result["survivors"]], "pool": pool}
 
@@ -318,19 +365,20 @@ class Elimination:
             cfg = round_config(self.base, rnd, seed)
             train = cfg.to_dict()
             reduction = "class_sum" if cand["label"] == "CE" else self.reduction
-            key = _key(cand["expression"], cand.get("constants") or {}, reduction, train)
+            key = _key(cand["expression"], cand.get("constants") or {}, reduction, train, self._fixed_scale(cand))
             hit = self._done(key)
             if hit is not None:
                 note(cand, seed, _value(hit[0], hit[1]), hit[2])
                 continue
             payload = {"expression": cand["expression"], "constants": cand.get("constants") or {},
-                       "reduction": reduction, "train": train, "rejection": False, "name": cand["label"]}
+                       "reduction": reduction, "train": train, "rejection": False, "name": cand["label"],
+                       "scale": self._fixed_scale(cand)}
             pending.append(((key, cand, seed, cfg), payload))
         for (key, cand, seed, cfg), out in run_jobs(executor, pending):
             self._record(key, cand, rnd_i, seed, cfg, out)
             self.trained += 1
             v = _value(out.get("fitness"), out["status"])
-            note(cand, seed, v, _scale_of(out))
+            note(cand, seed, v, _scale_of(out, self._fixed_scale(cand)))
             why = "" if out["status"] == "ok" else f" ({out['status']}: {(out.get('reason') or '')[:80]})"
             self.log(f"eliminate: round {rnd_i} seed {seed} {cand['label']}: {v:.4f}{why}")
 
@@ -341,12 +389,16 @@ class Elimination:
         head += [f"round {i} ({r.describe()})" for i, r in enumerate(rounds, 1)]
         head += ["Δ vs CE, last round (paired)"]
         sources = ", ".join(str(d) for d in self.sources) + (" and their tunings" if self.tuned else "")
+        from .search import training_regime
+
         lines = [f"# Elimination of {sources}", "",
                  f"Base training: {self.base.dataset}, model per round as listed, "
                  f"{'steps ' + str(self.base.steps) if self.base.steps is not None else 'epochs'} x budget "
                  f"scale; validation accuracy, mean ± std over the round's seeds; the last column is the "
-                 f"mean ± sd of (candidate - CE) over the same seeds. "
+                 f"mean ± sd of (candidate - CE) over the same seeds in percentage points, with its 95% "
+                 f"t-interval. "
                  f"Rounds: " + "; ".join(f"{h['evaluated']} -> {h['kept']}" for h in result["rounds"]), "",
+                 f"Regime (before each round's budget scale, model and size): {training_regime(self.base)}.", "",
                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
         def cells(label):
@@ -359,28 +411,36 @@ class Elimination:
             if c.get("constants"):
                 expr += " with " + ", ".join(f"{k}={v:.4g}" for k, v in c["constants"].items())
             d = _vs_ce(scores, c["label"], last)
+            ci = _ci(scores, c["label"], last)
+            interval = "" if ci is None else f", 95% CI [{ci[0] * 100:+.2f}, {ci[1] * 100:+.2f}]"
             lines.append(f"| {rank} | {c['label']} | {expr} | {c['fitness']:.4f} | "
-                         + " | ".join(cells(c["label"])) + f" | {format_mean_std(*d, scale=100, sign=True)} pp |")
+                         + " | ".join(cells(c["label"])) + f" | {format_mean_std(*d, scale=100, sign=True)}"
+                         f"{interval} pp |")
         return "\n".join(lines) + "\n"
 
 
 def _tuned_candidates(run_dir: Path, prefix: str) -> list[dict]:
+    """A run's tuned losses (``tuned.json``) whose constants changed, named ``<run>#<id>-tuned`` with the
+    scale their best trial trained at."""
     path = run_dir / "tuned.json"
     if not path.exists():
         return []
     out = []
     for t in json.loads(path.read_text()):
-        if t["best_constants"] == t["initial_constants"]:
-            continue  # tuning found nothing better: the candidate itself is already in the pool
-        out.append({"id": t["id"], "label": f"{prefix}#{t['id']}-tuned", "run": str(run_dir),
-                    "expression": t["expression"], "constants": dict(t["best_constants"]),
-                    "fitness": t["best_fitness"], "tuned_from": t["search_expression"]})
+        if t.get("nothing_to_tune") or t["best_constants"] == t["initial_constants"]:
+            continue  # nothing tuned, or nothing better: the candidate itself is already in the pool
+        out.append({"id": t["id"], "label": t.get("tuned_name") or loss_label(prefix, t["id"], tuned=True),
+                    "run": str(run_dir), "expression": t["expression"], "constants": dict(t["best_constants"]),
+                    "fitness": t["best_fitness"], "tuned_from": t["search_expression"],
+                    "scale": float(t.get("scale") or 1.0)})
     return out
 
 
-def _scale_of(out: dict):
+def _scale_of(out: dict, fixed: float = 1.0):
+    """The factor the training put on the loss: its fixed scale times the factor the trainer measured."""
     per = out.get("per_seed") or []
-    return per[0].get("grad_scale") if per else None
+    factor = per[0].get("grad_scale") if per else None
+    return None if factor is None else fixed * factor
 
 
 def _value(fitness, status) -> float:
@@ -390,6 +450,18 @@ def _value(fitness, status) -> float:
 def _vs_ce(scores: dict, label: str, rnd: int) -> tuple[float, float]:
     """(mean, sd) of ``label``'s accuracy minus CE's over the seeds of round ``rnd`` both trained."""
     return mean_std(paired_differences(scores[label].get(rnd, {}), scores["CE"].get(rnd, {})))
+
+
+def _ci(scores: dict, label: str, rnd: int) -> list | None:
+    """The 95% t-interval of ``label``'s paired difference to CE in round ``rnd`` (None under 2 seeds)."""
+    t = paired_by_key(scores[label].get(rnd, {}), scores["CE"].get(rnd, {}))
+    return [t.ci_low, t.ci_high] if t.n > 1 and math.isfinite(t.ci_low) else None
+
+
+def _pp(diff, ci=None) -> str:
+    if diff is None or not math.isfinite(diff):
+        return "-"
+    return f"{diff * 100:+.2f} pp" + ("" if ci is None else f" [{ci[0] * 100:+.2f}, {ci[1] * 100:+.2f}]")
 
 
 def _fmt(values) -> str:
@@ -480,16 +552,26 @@ def build_parser() -> ArgumentParser:
     return ap
 
 
+ROUND_LISTS = ("keep", "seeds", "budget_scale", "models", "train_sizes")
+ROUND_DEFAULTS = dict(seeds=(1,), budget_scale=(1,), models=("surrogate",), train_sizes=("base",))
+
+
 def protocol_from_args(args) -> Protocol:
+    """The rounds: the preset's lists, each replaced by one given (``--config``, ``--seeds``...). A given
+    ``keep`` sets new rounds: then the given lists replace the preset's as a whole (a 3-round ``--keep``
+    never meets the preset's 4-entry models), a list not given being one value for every round (1 seed,
+    budget x1, surrogate, the run's training size)."""
     spec = dict(PRESETS[args.preset])
-    if args.config:
-        spec.update(load_config_file(args.config))
+    given = dict(load_config_file(args.config)) if args.config else {}
     for name, option, conv in (("keep", "keep", int), ("seeds", "seeds_per_round", int),
                                ("budget_scale", "budget_scale", float), ("models", "models", str),
                                ("train_sizes", "train_sizes", str)):
         v = _list(getattr(args, option), conv)
         if v is not None:
-            spec[name] = v
+            given[name] = v
+    if "keep" in given:  # new rounds: none of the preset's per-round lists applies to them
+        spec = {k: v for k, v in spec.items() if k not in ROUND_LISTS} | ROUND_DEFAULTS
+    spec.update(given)
     if args.pool is not None:
         spec["pool"] = args.pool
     spec["first_seed"] = spec.get("first_seed", args.first_seed) if args.first_seed == 1 else args.first_seed

@@ -40,6 +40,33 @@ def read_accuracies(path: str | Path) -> dict[str, dict[int, float]]:
     return out
 
 
+def read_regime(path: str | Path) -> str:
+    """The training regime of a transfer CSV in one line (data and size, model, budget, label noise,
+    augmentation, gradient scale), from its first row; older CSVs without a column say "?"."""
+    with Path(path).open(newline="") as fh:
+        r = next(csv.DictReader(fh), None) or {}
+
+    def get(k):
+        return r.get(k) if r.get(k) not in (None, "") else "?"
+
+    budget = f"{r['steps']} steps" if r.get("steps") not in (None, "", "None") else f"{get('epochs')} epochs"
+    return (f"{get('dataset')} ({r.get('train_size') or 'all'} training images), model {get('model')}, {budget}, "
+            f"label noise {get('label_noise')}, augmentation {get('augment')}, gradient scale {get('grad_scale')}")
+
+
+def finalists_from(run_dir: str | Path, k: int = 3) -> list[str]:
+    """The names of the losses a run directory hands on (``nlfs.search.run_losses``: the elimination's
+    survivors in ``finalists.json``, else the search's ``k`` best, tuned where tuned)."""
+    from .search import run_losses
+
+    return [e["name"] for e in run_losses(run_dir, k)[0]]
+
+
+def missing_labels(settings: dict[str, dict[str, dict[int, float]]], labels: list[str]) -> list[str]:
+    """The labels no setting's CSV has a finished run of (a typo, or a loss never transferred)."""
+    return [lab for lab in labels if not any(lab in acc for acc in settings.values())]
+
+
 def table(settings: dict[str, dict[str, dict[int, float]]], finalists: list[str], baselines: list[str],
           alpha: float = 0.05) -> list[dict]:
     """All (finalist, baseline, setting) comparisons with Holm-corrected p-values."""
@@ -76,10 +103,13 @@ def write_csv(path: str | Path, rows: list[dict]) -> None:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
 
 
-def markdown(rows: list[dict], alpha: float = 0.05) -> str:
+def markdown(rows: list[dict], alpha: float = 0.05, regimes: dict[str, str] | None = None) -> str:
     pp = 100.0
     lines = [f"{len(rows)} comparisons; p-values Holm-corrected across all of them; a finalist beats a "
-             f"baseline when the difference is positive and the corrected t-test p < {alpha}.", "",
+             f"baseline when the difference is positive and the corrected t-test p < {alpha}.", ""]
+    if regimes:
+        lines += [f"- {name}: {text}" for name, text in regimes.items()] + [""]
+    lines += [
              "| setting | finalist | baseline | n | finalist % | baseline % | Δ pp [95% CI] | d_z [95% CI] | "
              "better/worse | p (t) | p (t, Holm) | p (Wilcoxon, Holm) | beats |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
@@ -101,7 +131,10 @@ def build_parser() -> ArgumentParser:
     ap = ArgumentParser(prog="python -m nlfs.heldout", description=__doc__.split("\n\n")[0])
     ap.add_argument("--setting", action="append", default=[], metavar="NAME=CSV", required=True,
                     help="a setting's name and its transfer CSV; repeatable")
-    ap.add_argument("--finalists", required=True, help="comma-separated loss labels of the transfer CSVs")
+    ap.add_argument("--finalists", default=None, help="comma-separated loss labels of the transfer CSVs")
+    ap.add_argument("--from", dest="from_dir", default=None, metavar="DIR",
+                    help="the finalists a run directory hands on (DIR/finalists.json from nlfs.eliminate, "
+                         "else the search's best): instead of --finalists")
     ap.add_argument("--baselines", default="CE,LabelSmoothingCE,Poly1", help="comma-separated loss labels")
     ap.add_argument("--alpha", type=fraction, default=0.05, help="significance level after the Holm correction")
     ap.add_argument("--out", required=True, help="path without suffix for OUT.csv and OUT.md")
@@ -121,19 +154,27 @@ def _main(argv=None) -> int:
         if not sep or not Path(path).is_file():
             parser.error(f"--setting wants NAME=CSV of an existing file, got {item!r}")
         settings[name] = read_accuracies(path)
-    finalists, baselines = _labels(args.finalists), _labels(args.baselines)
+    if bool(args.finalists) == bool(args.from_dir):
+        parser.error("give --finalists LABEL,... or --from DIR (one of them)")
+    finalists = _labels(args.finalists) if args.finalists else finalists_from(args.from_dir)
+    baselines = _labels(args.baselines)
     present = sorted({label for acc in settings.values() for label in acc})
-    # the default baselines need not all be there; a label given by hand must be
-    checked = [("--finalists", finalists)] + ([("--baselines", baselines)] if "baselines" in parser.given else [])
+    # the default baselines need not all be there (one must); a label given by hand must be
+    checked = [("--finalists" if args.finalists else f"--from {args.from_dir}", finalists)]
+    checked += [("--baselines", baselines)] if "baselines" in parser.given else []
     for option, labels in checked:
-        missing = [x for x in labels if x not in present]
+        missing = missing_labels(settings, labels)
         if missing:
-            parser.error(f"{option}: {', '.join(missing)} not in the CSVs (with status ok); labels there: "
+            parser.error(f"{option}: no finished run of {', '.join(missing)} in the CSVs; labels there: "
                          f"{', '.join(present) or 'none'}")
+    if len(missing_labels(settings, baselines)) == len(baselines):
+        parser.error(f"--baselines: no finished run of any of {', '.join(baselines)} in the CSVs; labels there: "
+                     f"{', '.join(present) or 'none'}")
     rows = table(settings, finalists, baselines, args.alpha)
+    regimes = {name: read_regime(item.partition("=")[2]) for name, item in zip(settings, args.setting)}
     write_csv(f"{args.out}.csv", rows)
-    Path(f"{args.out}.md").write_text(markdown(rows, args.alpha))
-    print(markdown(rows, args.alpha), end="")
+    Path(f"{args.out}.md").write_text(markdown(rows, args.alpha, regimes))
+    print(markdown(rows, args.alpha, regimes), end="")
     return 0
 
 

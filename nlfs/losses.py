@@ -7,7 +7,9 @@ in the papers' PDFs; add them with ``register`` once you have them.
 
 from __future__ import annotations
 
+import difflib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -81,14 +83,40 @@ def register(name: str, text: str | Expr, reduction: str = "class_sum",
     if unused:
         raise ValueError(f"loss {name!r}: constants {sorted(unused)} do not occur in {expr}")
     key = _key(name)
-    taken = key in _CATALOGUE or key in _ALIASES
-    if taken and not overwrite:
-        raise ValueError(f"a loss named {name!r} is already registered (pass overwrite=True)")
     spec = LossSpec(name, expr, reduction, MappingProxyType(constants), source, float(scale))
+    taken = _CATALOGUE.get(_ALIASES.get(key, key))
+    if taken is not None and not overwrite:
+        if same_loss(taken, spec):
+            return taken  # importing the same export twice registers nothing new
+        raise ValueError(f"a different loss named {name!r} is already registered ({taken.expr}, scale "
+                         f"{taken.scale:g}); pick another name or pass overwrite=True")
     _CATALOGUE[key] = spec
     for alias in aliases:
         _ALIASES[_key(alias)] = key
     return spec
+
+
+def same_loss(a: LossSpec, b: LossSpec) -> bool:
+    """The same loss as trained: expression, class reduction, constants and scale."""
+    return (str(a.expr) == str(b.expr) and a.reduction == b.reduction and dict(a.constants) == dict(b.constants)
+            and float(a.scale) == float(b.scale))
+
+
+def unknown_loss(name: str) -> str:
+    """``unknown loss 'NGLL'; did you mean NGL?``: the closest catalogue names (or aliases)."""
+    known = {_key(n): n for n in names()} | {a: _CATALOGUE[k].name for a, k in _ALIASES.items()}
+    close = difflib.get_close_matches(_key(name), list(known), n=3, cutoff=0.6)
+    hint = ", ".join(dict.fromkeys(known[c] for c in close))
+    known_ = f"known: {', '.join(names())}"
+    return f"unknown loss {name!r}; did you mean {hint}? ({known_})" if hint else f"unknown loss {name!r}; {known_}"
+
+
+
+class UnknownLossError(KeyError, ValueError):
+    """A loss name that is not in the catalogue (a KeyError for ``get``, a ValueError for ``Loss``)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 def get(name: str) -> LossSpec:
@@ -97,7 +125,49 @@ def get(name: str) -> LossSpec:
     try:
         return _CATALOGUE[key]
     except KeyError:
-        raise KeyError(f"no loss named {name!r}; known: {', '.join(names())}") from None
+        raise UnknownLossError(unknown_loss(name)) from None
+
+
+_VARIABLES = ("y", "p", "z", "C")
+
+
+def resolve_spec(loss, reduction_kind: str | None = None) -> LossSpec:
+    """A catalogue name, an expression string, an Expr or a LossSpec -> LossSpec. A bare word that is
+    neither a catalogue name nor a variable (``NGLL``) is an unknown loss, not an expression made of
+    one constant."""
+    if isinstance(loss, LossSpec):
+        spec = loss
+    elif isinstance(loss, Expr):
+        spec = LossSpec(str(loss), loss)
+    elif isinstance(loss, str):
+        if is_registered(loss):
+            spec = get(loss)
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", loss.strip()) and loss.strip() not in _VARIABLES:
+            raise UnknownLossError(unknown_loss(loss.strip()))
+        else:
+            spec = LossSpec(loss, parse(loss))
+    else:
+        raise TypeError(f"loss must be a name, an expression string, an Expr or a LossSpec, "
+                        f"got {type(loss).__name__}")
+    if reduction_kind is not None and reduction_kind != spec.reduction:
+        spec = LossSpec(spec.name, spec.expr, reduction_kind, spec.constants, spec.source, spec.scale)
+    return spec
+
+
+# One name per loss: a search candidate is ``<run>#<id>`` (a tuned one ``<run>#<id>-tuned``) in every
+# report, table and export, and registered under that name; Python needs an identifier for a class.
+def loss_label(run: str, candidate_id, tuned: bool = False) -> str:
+    """The name of evaluation ``candidate_id`` of the search run named ``run`` (a run directory's name)."""
+    return f"{run}#{candidate_id}" + ("-tuned" if tuned else "")
+
+
+def python_name(label: str) -> str:
+    """A Python identifier derived from a loss name, deterministically (``disc-nlfs#1603`` ->
+    ``disc_nlfs_1603``; a leading digit gets ``loss_``)."""
+    import keyword
+
+    ident = re.sub(r"\W+", "_", label).strip("_") or "loss"
+    return ident if ident[0].isalpha() and not keyword.iskeyword(ident) else f"loss_{ident}"
 
 
 def names() -> list[str]:
@@ -146,21 +216,52 @@ FOUND_FILE = Path(__file__).with_name("found_losses.json")
 _FOUND: dict[str, dict] = {}
 
 
-def register_file(path: str | Path) -> list[str]:
-    """Register every loss listed in the JSON file ``path`` (a list of {name, expression, reduction,
-    constants, scale, provenance}, the format of nlfs/found_losses.json); returns their names. A
-    discovery campaign's finalists are registered this way for transfer before any is shipped."""
+def read_losses_file(path: str | Path) -> list[dict]:
+    """The losses a file lists, as entries in the format of nlfs/found_losses.json ({name, expression,
+    reduction, constants, scale, provenance}). Also read: a survivors file (``finalists.json``, that
+    format), an elimination's ``elimination.json`` (its survivors) and a tuning's ``tuned.json`` (each
+    tuned loss under ``<run>#<id>-tuned``). Anything else: a ValueError in one line."""
     path = Path(path)
     try:
-        entries = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"cannot read losses from {path}: {err}") from None
+    run = path.resolve().parent.name
+    if isinstance(data, dict) and isinstance(data.get("survivors"), list):  # elimination.json
+        data = [{"name": s.get("name") or _survivor_label(s, run), "expression": s["expression"],
+                 "constants": s.get("constants") or {}, "reduction": s.get("reduction", "class_sum"),
+                 "scale": s.get("scale", 1.0), "provenance": {"elimination": str(path)}}
+                for s in data["survivors"] if isinstance(s, dict) and "expression" in s]
+    elif isinstance(data, list) and data and all(isinstance(t, dict) and "best_constants" in t for t in data):
+        data = [{"name": t.get("tuned_name") or loss_label(run, t["id"], tuned=True), "expression": t["expression"],
+                 "constants": t["best_constants"], "reduction": t.get("reduction", "class_sum"),
+                 "scale": t.get("scale", 1.0), "provenance": {"tuned": str(path)}}
+                for t in data if t.get("best_constants") is not None and t.get("expression")]
+    ok = isinstance(data, list) and all(isinstance(e, dict) and "name" in e and "expression" in e for e in data)
+    if not ok:
+        raise ValueError(f"{path} is not a list of losses (name, expression, constants, scale: the format of "
+                         "nlfs/found_losses.json, a finalists.json, an elimination.json or a tuned.json)")
+    return data
+
+
+def _survivor_label(s: dict, run: str) -> str:
+    label = str(s.get("label") or f"#{s.get('id')}")
+    return label if not label.startswith("#") else f"{run}{label}"
+
+
+def register_file(path: str | Path, overwrite: bool = False) -> list[str]:
+    """Register every loss listed in the JSON file ``path`` (see :func:`read_losses_file` for the
+    formats); returns their names. A discovery campaign's finalists are registered this way for transfer
+    before any is shipped. A different loss already registered under one of the names is refused unless
+    ``overwrite``."""
+    path = Path(path)
     out = []
-    for entry in entries:
+    for entry in read_losses_file(path):
         prov = dict(entry.get("provenance") or {})
         source = "; ".join(f"{k}: {v}" for k, v in prov.items()) or f"registered from {path.name}"
         register(entry["name"], entry["expression"], entry.get("reduction", "class_sum"),
-                 entry.get("constants") or {}, source=source, scale=float(entry.get("scale", 1.0)), overwrite=True)
+                 entry.get("constants") or {}, source=source, scale=float(entry.get("scale", 1.0)),
+                 overwrite=overwrite)
         out.append(entry["name"])
     return out
 
@@ -171,7 +272,7 @@ def load_found(path: str | Path = FOUND_FILE) -> list[str]:
     path = Path(path)
     if not path.is_file():
         return []
-    names_ = register_file(path)
+    names_ = register_file(path, overwrite=True)
     for entry in json.loads(path.read_text()):
         _FOUND[_key(entry["name"])] = dict(entry.get("provenance") or {})
     return names_
@@ -193,5 +294,6 @@ def provenance(name: str) -> dict:
 
 load_found()
 
-__all__ = ["BUILTIN", "FOUND_FILE", "LossSpec", "found", "get", "is_registered", "load_found", "names",
-           "provenance", "register", "register_file"]
+__all__ = ["BUILTIN", "FOUND_FILE", "LossSpec", "UnknownLossError", "found", "get", "is_registered", "load_found",
+           "loss_label", "names", "provenance", "python_name", "read_losses_file", "register", "register_file",
+           "resolve_spec", "same_loss", "unknown_loss"]

@@ -4,12 +4,19 @@ with cross-entropy over the same seeds.
 ``python -m nlfs.transfer --preset fashion-mnist-cpu --out DIR`` or with explicit settings
 (``--losses "CE;NGL;-y*log(p)+0.1*(1-p)**2" --model surrogate --dataset fashion-mnist --seeds 5``).
 
+``--from DIR`` takes what a run directory hands on: the survivors of ``nlfs.eliminate``
+(``DIR/finalists.json``) when it has them, else the search's ``--top`` best, tuned constants from
+``DIR/tuned.json`` where it has them; each loss keeps its name (``<run>#<id>``), constants and gradient
+scale. ``--losses-file`` reads nlfs/found_losses.json's format, a ``finalists.json``, an
+``elimination.json`` or a ``tuned.json``.
+
 Every pair gets the same ``TrainConfig`` except the loss: seed ``i`` (model init, data order,
 augmentation) is shared by every loss, and the train/validation split (``split_seed``) is fixed.
 
 Outputs in ``--out`` (file stem ``--name``, default ``transfer``): ``NAME.csv`` (one row per run; also
 the resume state, rewritten atomically after every run), ``NAME.md`` (mean ± std test accuracy per
-loss, difference to CE, paired t-test and Wilcoxon p-values) and ``NAME.png``.
+loss, difference to CE in percentage points with its 95% interval, paired t-test and Wilcoxon p-values,
+and the regime: data, budget, label noise, augmentation, gradient scale) and ``NAME.png``.
 
 Resume: a (loss, seed) pair already in the CSV with status ``ok`` or ``diverged`` is never trained
 again; ``error`` rows (the trainer raised) are retried only with ``--retry-errors``.
@@ -48,12 +55,14 @@ from ._cli import (
 from ._io import machine_name, today, write_table
 from .train import training_key
 
-__all__ = ["COLUMNS", "PRESETS", "LossEntry", "build_config", "losses_from_run", "main", "parse_losses",
+__all__ = ["COLUMNS", "PRESETS", "LossEntry", "build_config", "entry_of", "losses_from", "losses_from_run", "main",
+           "parse_losses",
            "run_transfer", "summarise", "write_markdown", "write_plot"]
 
 COLUMNS = ["loss", "seed", "model", "dataset", "augment", "test_acc", "val_acc", "best_val_acc", "status",
            "reason", "wall_time", "expression", "constants", "backend", "epochs", "steps", "train_size",
-           "val_size", "batch_size", "lr", "optimizer", "device", "config_hash", "run_key", "machine", "date"]
+           "val_size", "batch_size", "lr", "optimizer", "device", "config_hash", "run_key", "machine", "date",
+           "label_noise", "grad_scale", "scale"]
 
 REFERENCE = "CE"
 _CATALOGUE_ALL = ("CE", "LabelSmoothingCE", "Focal", "Poly1", "Baikal", "NGL", "SCE", "TaylorGLO")
@@ -123,6 +132,16 @@ class LossEntry:
     constants: dict | None = None
 
     @property
+    def scale(self) -> float:
+        """The gradient-scale factor the loss trains with (its spec's; 1 for a callable)."""
+        try:
+            from .losses import resolve_spec
+
+            return float(resolve_spec(self.loss).scale)
+        except Exception:  # noqa: BLE001 - a callable loss carries no scale of ours
+            return 1.0
+
+    @property
     def expression(self) -> str:
         try:
             from ._module import resolve_spec
@@ -156,19 +175,44 @@ def parse_losses(specs: list[str] | str) -> list[LossEntry]:
     return entries
 
 
+def entry_of(loss: dict) -> LossEntry:
+    """A LossEntry for a loss in nlfs/found_losses.json's format, trained exactly as it was found: its
+    name, constants, class reduction and gradient scale (a LossSpec where the scale or reduction is not
+    the default, so nothing of it is lost on the way to the trainer)."""
+    from .search import entry_spec
+
+    spec = entry_spec(loss)
+    constants = dict(spec.constants) or None
+    if spec.scale == 1.0 and spec.reduction == "class_sum":
+        return LossEntry(loss["name"], loss["expression"], constants)
+    return LossEntry(loss["name"], spec, constants)
+
+
 def losses_from_run(run_dir: str | Path, k: int = 3) -> list[LossEntry]:
-    """The ``k`` best unique ok candidates of a search run (``nlfs.search._report.top`` on
-    ``RunDB(run_dir/run.db).rows()``), with their stored constants."""
-    from .search import read_run
-    from .search._report import top
+    """The ``k`` best unique ok candidates of a search run (``nlfs.search.best_candidates``), named
+    ``<run>#<id>`` as in its exports, with their stored constants, class reduction and gradient scale."""
+    from .search import best_candidates, read_run
+    from .search._report import row_name
 
     run_dir = Path(run_dir)
-    rows, _ = read_run(run_dir)
-    best = top(rows, k)
+    rows, saved = read_run(run_dir)
+    best = best_candidates(rows, k)
     if not best:
         raise ValueError(f"search run {run_dir} has no successfully trained candidates")
-    return [LossEntry(f"{run_dir.name}#{r['id']}", r["expression"], dict(r.get("constants") or {}) or None)
-            for r in best]
+    return [entry_of({"name": row_name(r, run_dir), "expression": r["expression"], "constants": r.get("constants"),
+                      "reduction": r.get("reduction") or saved.get("reduction") or "class_sum",
+                      "scale": r.get("scale") or 1.0}) for r in best]
+
+
+def losses_from(run_dir: str | Path, k: int = 3, log=print) -> list[LossEntry]:
+    """What a run directory hands on (``nlfs.search.run_losses``): the elimination's survivors
+    (``finalists.json``) when it has them, else the search's ``k`` best with tuned constants where
+    ``tuned.json`` has them. Says which on ``log``."""
+    from .search import run_losses
+
+    entries, what = run_losses(run_dir, k)
+    log(f"nlfs.transfer: --from {run_dir}: {what}")
+    return [entry_of(e) for e in entries]
 
 
 def _dedupe(entries: list[LossEntry]) -> list[LossEntry]:
@@ -354,7 +398,8 @@ def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Pat
     for i, ((entry, _, seed), rec) in enumerate(_trainings(jobs, workers, threads), 1):
         row = dict(loss=entry.label, seed=seed, model=cfg.model, dataset=cfg.dataset, augment=cfg.augment,
                    expression=entry.expression, constants=entry.constants or "", config_hash=chash,
-                   run_key=keys[entry.label],
+                   run_key=keys[entry.label], label_noise=cfg.label_noise, grad_scale=cfg.grad_scale,
+                   scale=entry.scale,
                    machine=machine, date=date, train_size=cfg.train_size, val_size=cfg.val_size,
                    batch_size=cfg.batch_size, lr=per_loss[entry.label].lr, optimizer=cfg.optimizer)
         row.update(rec)
@@ -400,19 +445,20 @@ def summarise(rows: list[dict], labels: list[str], reference: str = REFERENCE) -
 
 
 def _md_table(summary: list[dict]) -> list[str]:
-    head = ("| loss | n ok | n failed | test acc % (mean ± std) | Δ vs CE, pp (paired mean ± std) | pairs | "
-            "better/worse | t | p (t-test) | p (Wilcoxon) |")
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    head = ("| loss | n ok | n failed | test acc % (mean ± std) | Δ vs CE, pp (paired mean ± std) | "
+            "Δ 95% CI, pp | pairs | better/worse | t | p (t-test) | p (Wilcoxon) |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in summary:
         t = s["test"]
         name = f"**{s['loss']}**" if s["loss"] == REFERENCE else s["loss"]
         cells = [name, str(s["n_ok"]), str(s["n_failed"]),
                  _stats.format_mean_std(s["mean"], s["std"], 2, 100)]
         if t is None:
-            cells += ["(reference)", "", "", "", "", ""]
+            cells += ["(reference)", "", "", "", "", "", ""]
         else:
             tt = "–" if math.isnan(t.t) else f"{t.t:.2f}"
-            cells += [_stats.format_mean_std(t.mean_diff, t.std_diff, 2, 100, sign=True), str(t.n),
+            ci = ("–" if not math.isfinite(t.ci_low) else f"[{t.ci_low * 100:+.2f}, {t.ci_high * 100:+.2f}]")
+            cells += [_stats.format_mean_std(t.mean_diff, t.std_diff, 2, 100, sign=True), ci, str(t.n),
                       f"{t.wins}/{t.losses}", tt, _stats.format_p(t.p_t), _stats.format_p(t.p_w)]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -463,7 +509,10 @@ def write_markdown(path: str | Path, summary: list[dict], rows: list[dict], cfg,
     budget = (f"{r.steps} steps" if r.steps else f"{r.epochs} epochs") + \
         (f" at batch {r.batch_size}, {r.optimizer} lr {r.lr}, {r.schedule} schedule, "
          f"weight decay {r.weight_decay}")
-    lines = [f"# Transfer: {r.dataset} / {r.model} / augment {r.augment}", ""]
+    from .search import training_regime
+
+    lines = [f"# Transfer: {r.dataset} / {r.model} / augment {r.augment}", "",
+             f"Regime: {training_regime(r)}.", ""]
     if note:
         lines += [note, ""]
     lines += ["**Summary.** " + _headline(summary), ""]
@@ -483,7 +532,8 @@ def write_markdown(path: str | Path, summary: list[dict], rows: list[dict], cfg,
         lines.append("")
     lines += ["## Setup", "",
               f"- Model `{r.model}`, dataset `{r.dataset}` (train_size {r.train_size or 'all'}, "
-              f"val_size {r.val_size}, split_seed {r.split_seed}), augment `{r.augment}`.",
+              f"val_size {r.val_size}, split_seed {r.split_seed}), augment `{r.augment}`, label noise "
+              f"{r.label_noise or 0:g}, gradient scale `{r.grad_scale}`.",
               f"- Budget: {budget}; warm-up {r.warmup}.",
               f"- Seeds {seeds} for every loss (model init, data order, augmentation); same split.",
               f"- Loss backend(s) that ran: {', '.join(backends) or '–'} (requested `{r.backend}`).",
@@ -491,7 +541,9 @@ def write_markdown(path: str | Path, summary: list[dict], rows: list[dict], cfg,
               f"{total / 60:.1f} min (sum of per-run wall times).",
               *[f"- {x}" for x in setup],
               "", "Losses:", ""]
-    lines += [f"- {s['loss']}: `{s['expression']}`" for s in summary]
+    scales = {x["loss"]: x.get("scale") for x in rows if x.get("scale") not in (None, "", 1.0, "1.0")}
+    lines += [f"- {s['loss']}: `{s['expression']}`" + (f" (scale {float(scales[s['loss']]):.4g})"
+                                                      if s["loss"] in scales else "") for s in summary]
     if command:
         lines += ["", "Command:", "", "```", command, "```"]
     path.write_text("\n".join(lines) + "\n")
@@ -561,6 +613,9 @@ def _parser() -> ArgumentParser:
                     help="register the losses in this file (the format of nlfs/found_losses.json: name, "
                          "expression, constants, scale) so --losses can name them; repeatable")
     ap.add_argument("--from-run", action="append", default=[], help="a search run directory (DIR/run.db)")
+    ap.add_argument("--from", action="append", default=[], dest="from_dir", metavar="DIR",
+                    help="what a run directory hands on: the survivors of nlfs.eliminate (DIR/finalists.json) "
+                         "when it has them, else the search's --top best (tuned constants from DIR/tuned.json)")
     ap.add_argument("--top", type=positive_int, default=3, help="how many best candidates per --from-run")
     ap.add_argument("--seeds", type=seeds_list, default=None,
                     help=f"N (seeds 0..N-1) or a list '0,1,5-7' (default: the preset's, else {_DEFAULTS['seeds']})")
@@ -617,15 +672,20 @@ def _main(argv: list[str] | None = None) -> int:
     seeds = settings["seeds"] if isinstance(settings["seeds"], list) else parse_seeds(settings["seeds"])
     from . import losses as _losses
 
-    for path in args.losses_file:
-        _losses.register_file(path)
+    from_file = []
+    for path in args.losses_file:  # the file given defines its names for this run
+        from_file += _losses.register_file(path, overwrite=True)
     entries: list[LossEntry] = []
     if args.losses or args.loss:
         entries += parse_losses(args.losses + args.loss)
-    elif not args.from_run:
+    elif from_file:
+        entries += parse_losses(from_file)
+    elif not args.from_run and not args.from_dir:
         entries += parse_losses(";".join(settings.get("losses", ["CE"])))
     for run in args.from_run:
         entries += losses_from_run(run, args.top)
+    for run in args.from_dir:
+        entries += losses_from(run, args.top)
     if settings.get("threads"):
         import torch
 

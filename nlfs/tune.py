@@ -17,8 +17,12 @@ the study's journal, so the dashboard reads it while the tuning writes it; a Tay
 is ``DIR/taylor.journal``; an RDB ``--storage`` URL is passed to the dashboard as it is.
 
 Numbers inside a found expression are lifted into named constants ``c0, c1, ...``
-(:func:`lift_constants`) so they can be tuned; the tuned losses are exported to
-``DIR/tuned_losses.py`` with their constants.
+(:func:`lift_constants`) so they can be tuned; ``--top K`` takes the K best candidates of the run
+(one with no number or constant is reported as "nothing to tune" and counted), prints the training
+every trial uses, and compares each with CE trained the same way (difference in percentage points).
+The tuned losses are exported to ``DIR/tuned_losses.py`` as ``<run>#<id>-tuned``, with their constants
+and the gradient scale their best trial trained at (``nlfs.eliminate --tuned`` and ``nlfs.transfer
+--from DIR`` read ``DIR/tuned.json``).
 """
 
 from __future__ import annotations
@@ -105,6 +109,9 @@ class TuneResult:
     study_name: str = ""
     sampler: str = ""
     storage: str = ""
+    # the factor on the loss its best trial trained with: the loss's own scale times the factor the
+    # trainer measured (TrainConfig.grad_scale="ce"); a tuned loss is exported with it
+    best_scale: float = 1.0
 
     def to_dict(self) -> dict:
         import dataclasses
@@ -201,7 +208,7 @@ def tune(loss, constants: dict | None = None, n_trials: int = 12, batch: int = 4
         trial = batch_left.pop(0)
         outstanding += 1
         payload = {"expression": str(spec.expr), "constants": dict(trial.params), "reduction": spec.reduction,
-                   "train": train_dict, "rejection": False, "name": spec.name}
+                   "train": train_dict, "rejection": False, "name": spec.name, "scale": spec.scale}
         return trial, payload
 
     try:
@@ -211,6 +218,7 @@ def tune(loss, constants: dict | None = None, n_trials: int = 12, batch: int = 4
             trial.set_user_attr("status", out.get("status"))
             trial.set_user_attr("reason", (out.get("reason") or "")[:500])
             trial.set_user_attr("wall_time", out.get("wall_time"))
+            trial.set_user_attr("scale", trained_scale(spec.scale, out))
             study.tell(trial, value)
             errors = errors + 1 if out.get("status") == "error" else 0
             if errors >= max(3, batch):  # a data/config problem, not a bad constant: stop
@@ -222,23 +230,35 @@ def tune(loss, constants: dict | None = None, n_trials: int = 12, batch: int = 4
     finally:
         if own:
             executor.close()
-    return result_of(study, start, used, store)
+    return result_of(study, start, used, store, spec.scale)
 
 
-def result_of(study, start: dict, used: str = "", store=None) -> TuneResult:
+def trained_scale(spec_scale: float, out: dict) -> float:
+    """The factor a training put on the loss: the spec's own scale times the factor the trainer
+    measured with ``grad_scale="ce"`` (1 without). Training the loss again at this fixed scale, or
+    with ``grad_scale="ce"`` (which measures the scaled loss, so the factor comes out near 1),
+    reproduces it: nothing is rescaled twice."""
+    per = out.get("per_seed") or []
+    factor = per[0].get("grad_scale") if per else None
+    return float(spec_scale) * float(factor if factor else 1.0)
+
+
+def result_of(study, start: dict, used: str = "", store=None, scale: float = 1.0) -> TuneResult:
     trials = finished_trials(study)
     rows = [{"number": t.number, "constants": dict(t.params), "fitness": t.value,
              "status": t.user_attrs.get("status"), "reason": t.user_attrs.get("reason", ""),
-             "wall_time": t.user_attrs.get("wall_time"), "initial": bool(t.user_attrs.get("initial"))}
+             "wall_time": t.user_attrs.get("wall_time"), "initial": bool(t.user_attrs.get("initial")),
+             "scale": t.user_attrs.get("scale", scale)}
             for t in trials]
     initial = next((r["fitness"] for r in rows if r["initial"]), None)
+    best_s = scale
     if rows:
         # ties go to the earliest trial (so the initial value wins when nothing beats it)
         best = max(rows, key=lambda r: (r["fitness"], -r["number"]))
-        best_c, best_f = best["constants"], best["fitness"]
+        best_c, best_f, best_s = best["constants"], best["fitness"], best["scale"]
     else:
         best_c, best_f = dict(start), float("nan")
-    return TuneResult(best_c, best_f, initial, rows, study.study_name, used, _storage_text(store))
+    return TuneResult(best_c, best_f, initial, rows, study.study_name, used, _storage_text(store), best_s)
 
 
 def _storage_text(store) -> str:
@@ -259,15 +279,19 @@ def _fmt(params: dict) -> str:
 
 def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int = 4, sampler: str = "cmaes",
              train_config=None, seed: int = 0, scale: float | None = None, workers: int = 1,
-             storage: str | None = None, log=None, novel: bool = False, threads: int | None = None) -> list[dict]:
-    """Tune the best ``top_k`` (unique) candidates of the search run in ``run_dir`` that have
-    something to tune (numbers in their expressions become constants; a candidate without any is
-    skipped, and with ``novel`` so is a published loss in disguise). Writes ``tuned.json``,
-    ``tuned.md`` and ``tuned_losses.py``."""
+             storage: str | None = None, log=None, novel: bool = False,
+             threads: int | None = None) -> list[dict]:
+    """Tune the best ``top_k`` (unique) candidates of the search run in ``run_dir`` (``nlfs.search.
+    best_candidates``): named constants are tuned as they are, numbers in an expression are lifted into
+    constants; a candidate with neither is reported as "nothing to tune" and still counts among the
+    ``top_k`` (with ``novel``, a published loss in disguise is skipped and does not count). Each is
+    compared with CE trained with the same training (accuracy and the difference in percentage points).
+    Writes ``tuned.json``, ``tuned.md`` and ``tuned_losses.py`` (each tuned loss registered as
+    ``<run>#<id>-tuned`` with the constants and gradient scale its best trial trained with)."""
     from ._io import atomic_write
     from .expr import parse
-    from .losses import LossSpec
-    from .search import catalogue_twin, read_run
+    from .losses import LossSpec, loss_label
+    from .search import best_candidates, catalogue_twin, evaluate_payload, read_run, training_regime
     from .search._report import export_losses
     from .train import check_config
 
@@ -278,54 +302,91 @@ def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int
     if train_config is None:
         train_config = search_config(saved).train_config()
     check_config(train_config, "CE")
-    finalists = best_unique(rows, len(rows))
+    import dataclasses
+
+    train_config = dataclasses.replace(train_config, evaluate_test=False, progress=False)
+    finalists = best_candidates(rows, len(rows))
     if not finalists:
         raise ValueError(f"{run_dir} has no trained candidate with status ok")
+    trained_on = training_regime(train_config)
+    log(f"nlfs.tune: tuning the best {top_k} candidates of {run_dir}; every trial trains on {trained_on}")
+    ce_acc = _ce_reference(run_dir, train_config, evaluate_payload)
+    log(f"nlfs.tune: CE with the same training: {_f(ce_acc)}")
     out = []
-    for r in finalists:  # the best top_k that have a number or constant to tune
+    for r in finalists:
         if len(out) == top_k:
             break
         twin = catalogue_twin(r, normalise=train_config.grad_scale == "ce") if novel else None
         if twin:
-            log(f"nlfs.tune: #{r['id']} {r['expression']} is {twin} in disguise; skipped")
+            log(f"nlfs.tune: #{r['id']} {r['expression']} is {twin} in disguise; skipped (not counted)")
             continue
+        name = loss_label(run_dir.name, r["id"])
         expr = parse(r["expression"])
         if expr.constants:  # named constants (a TaylorGLO or tuned row): tune those
             lifted, values = expr, {k: float((r.get("constants") or {})[k]) for k in expr.constants}
         else:  # a found expression: its numbers become constants
             lifted, values = lift_constants(expr)
+        row_scale = float(r.get("scale") or 1.0)
+        entry = {"id": r["id"], "name": name, "search_expression": r["expression"], "expression": str(lifted),
+                 "reduction": reduction, "search_fitness": r["fitness"], "initial_constants": values,
+                 "search_scale": row_scale, "trained_on": trained_on, "ce_accuracy": ce_acc}
         if not values:
-            log(f"nlfs.tune: #{r['id']} {r['expression']} has no number or constant to tune; skipped")
+            log(f"nlfs.tune: {name} {r['expression']} has no number or constant: nothing to tune")
+            out.append({**entry, "nothing_to_tune": True, "initial_fitness": None, "best_constants": None,
+                        "best_fitness": None, "vs_ce_pp": None, "scale": row_scale, "trials": 0, "study": None,
+                        "sampler": None})
             continue
-        spec = LossSpec(f"run{r['id']}", lifted, reduction)
-        log(f"nlfs.tune: #{r['id']} {lifted} (search fitness {r['fitness']:.4f}), constants {_fmt(values)}")
+        # a fixed scale only where the trainer does not measure one itself (grad_scale="ce" measures it)
+        spec = LossSpec(f"{name}-tuned", lifted, reduction,
+                        scale=row_scale if train_config.grad_scale == "none" else 1.0)
+        log(f"nlfs.tune: {name} {lifted} (search fitness {r['fitness']:.4f}), constants {_fmt(values)}")
         res = tune(spec, values, n_trials=n_trials, batch=batch, sampler=sampler, train_config=train_config,
                    storage_dir=run_dir, storage=storage, study_name=f"tune-run{r['id']}", seed=seed,
                    scale=scale, workers=workers, log=log, threads=threads)
-        out.append({"id": r["id"], "search_expression": r["expression"], "expression": str(lifted),
-                    "search_fitness": r["fitness"], "initial_constants": values,
+        vs_ce = None if ce_acc is None else (res.best_fitness - ce_acc) * 100
+        out.append({**entry, "nothing_to_tune": False, "tuned_name": f"{name}-tuned",
                     "initial_fitness": res.initial_fitness, "best_constants": res.best_constants,
-                    "best_fitness": res.best_fitness, "trials": len(res.trials), "study": res.study_name,
-                    "sampler": res.sampler})
+                    "best_fitness": res.best_fitness, "vs_ce_pp": vs_ce, "scale": res.best_scale,
+                    "trials": len(res.trials), "study": res.study_name, "sampler": res.sampler})
     atomic_write(run_dir / "tuned.json", json.dumps(out, indent=2))
-    md = ["# Tuned finalists", "", "| id | initial | tuned | constants | expression |",
-          "|---|---|---|---|---|"]
-    md += [f"| {o['id']} | {_f(o['initial_fitness'])} | {_f(o['best_fitness'])} | "
-           f"{_fmt(o['best_constants'])} | `{o['expression']}` |" for o in out]
+    md = ["# Tuned finalists", "", f"Regime: {trained_on}. CE with the same training: {_f(ce_acc)}; "
+          "Δ vs CE: the tuned accuracy minus CE's, in percentage points (one seed: no interval).", "",
+          "| name | initial | tuned | Δ vs CE, pp | scale | constants | expression |",
+          "|---|---|---|---|---|---|---|"]
+    for o in out:
+        if o["nothing_to_tune"]:
+            md.append(f"| {o['name']} | - | nothing to tune | - | {o['scale']:.4g} | - | `{o['expression']}` |")
+        else:
+            d = "-" if o["vs_ce_pp"] is None else f"{o['vs_ce_pp']:+.2f}"
+            md.append(f"| {o['tuned_name']} | {_f(o['initial_fitness'])} | {_f(o['best_fitness'])} | {d} | "
+                      f"{o['scale']:.4g} | {_fmt(o['best_constants'])} | `{o['expression']}` |")
     atomic_write(run_dir / "tuned.md", "\n".join(md) + "\n")
-    pseudo = [{"id": o["id"], "expression": o["expression"], "constants": o["best_constants"],
-               "fitness": o["best_fitness"], "status": "ok", "size": parse(o["expression"]).size,
-               "dataset": train_config.dataset} for o in out]
-    export_losses(pseudo, run_dir / "tuned_losses.py", run_dir, k=len(pseudo))
+    pseudo = [{"id": o["id"], "name": o["tuned_name"], "expression": o["expression"],
+               "constants": o["best_constants"], "fitness": o["best_fitness"], "status": "ok",
+               "size": parse(o["expression"]).size, "dataset": train_config.dataset, "scale": o["scale"],
+               "reduction": reduction} for o in out if not o["nothing_to_tune"]]
+    export_losses(pseudo, run_dir / "tuned_losses.py", run_dir, k=len(pseudo), reduction=reduction,
+                  what=f"Tuned losses of the nlfs run {run_dir}")
     return out
 
 
-def best_unique(rows: list[dict], k: int) -> list[dict]:
-    """The best ``k`` candidates of a search run, one per (expression, constants), candidates that
-    reached a higher rung first (``nlfs.search.best_candidates``)."""
-    from .search import best_candidates
+def _ce_reference(run_dir: Path, train_config, evaluate) -> float | None:
+    """CE's accuracy under the tuning's training (one training, kept in ``DIR/tune_ce.json`` so a
+    resumed tuning does not train it again)."""
+    from .search._report import _atomic_write
 
-    return best_candidates(rows, k)
+    path, train = run_dir / "tune_ce.json", train_config.to_dict()
+    try:
+        saved = json.loads(path.read_text())
+        if saved.get("train") == json.loads(json.dumps(train, default=str)):
+            return saved.get("accuracy")
+    except (OSError, ValueError):
+        pass
+    out = evaluate({"expression": "-y * log(p)", "constants": {}, "reduction": "class_sum", "train": train,
+                    "rejection": False, "name": "CE"})
+    acc = out.get("fitness") if out.get("status") == "ok" else None
+    _atomic_write(path, json.dumps({"train": train, "accuracy": acc}, indent=2, default=str))
+    return acc
 
 
 def search_config(saved: dict):
@@ -367,7 +428,8 @@ def build_parser() -> ArgumentParser:
     ap.add_argument("--run-dir", default=None, help="where the study lives (and, with --top, the search run) "
                     "(default: runs/tune-<date-time>)")
     ap.add_argument("--top", type=positive_int, default=None,
-                    help="tune the best K candidates of the search run in --run-dir")
+                    help="tune the best K candidates of the search run in --run-dir (one with nothing to tune "
+                         "is reported and counted)")
     ap.add_argument("--novel-only", action="store_true",
                     help="with --top: skip candidates that are published losses in disguise")
     ap.add_argument("--storage", default=None, help="an Optuna RDB URL instead of DIR/tune.journal")

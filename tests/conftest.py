@@ -24,6 +24,20 @@ def _seed():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _catalogue():
+    """Losses a test registers (an export it imports) leave with it: registering a different loss under
+    a taken name is refused, so one test's run#1 must not meet the next test's."""
+    from nlfs import losses
+
+    catalogue, aliases = dict(losses._CATALOGUE), dict(losses._ALIASES)
+    yield
+    losses._CATALOGUE.clear()
+    losses._CATALOGUE.update(catalogue)
+    losses._ALIASES.clear()
+    losses._ALIASES.update(aliases)
+
+
 # CI sets NLFS_REQUIRE_BACKENDS=1 (.ci/run): a backend that cannot run (the C++ extension did not
 # build, Triton missing) then fails the tests instead of skipping them. A user without a compiler
 # still gets skips.

@@ -188,3 +188,44 @@ def test_a_round_can_train_on_the_whole_split(tmp_path, monkeypatch):
     assert "all training images" in res["markdown"]
     with pytest.raises(ValueError, match="positive count"):
         Protocol.from_lists(keep=(1,), seeds=(1,), budget_scale=(1,), models=("surrogate",), train_sizes=("-5",))
+
+
+def test_readme_command_needs_no_models_and_the_survivors_feed_the_next_tools(tmp_path, monkeypatch):
+    """``--keep 10,5,3 ...`` without ``--models`` (the README's command) replaces the preset's 4-round lists
+    as a whole; the survivors land in DIR/finalists.json (found_losses.json's format), named as the search
+    exports them and with the scale they were found with (a fixed one: the run did not rescale)."""
+    from nlfs.eliminate import build_parser, protocol_from_args
+
+    args = build_parser().parse_args(["--run-dir", "x", "--keep", "10,5,3", "--seeds", "2,3,5",
+                                      "--train-sizes", "base,base,all"])
+    proto = protocol_from_args(args)
+    assert [(r.keep, r.seeds, r.budget_scale, r.model) for r in proto.rounds] == [
+        (10, 2, 1.0, "surrogate"), (5, 3, 1.0, "surrogate"), (3, 5, 1.0, "surrogate")]
+    assert len(protocol_from_args(build_parser().parse_args(["--run-dir", "x", "--seeds", "1"])).rounds) == 4
+
+    run = make_run(tmp_path)
+    db = RunDB(run / "run.db")
+    scaled_id = db.record({"constants": {}, "sign": 1.0, "dataset": "digits", "size": 5, "canonical": "s",
+                           "expression": "-y * log(p) * 0.5", "fitness": 0.99, "status": "ok", "scale": 4.0})
+    db.close()
+    seen = []
+
+    def fake(spec, cfg, constants=None, **kw):
+        seen.append((str(spec.expr), spec.scale))
+        out = FakeTrain()(spec, cfg, constants)
+        out.best_val_acc += 0.01 * (cfg.seed % 2) * (str(spec.expr) != "-y * log(p)")  # seeds disagree a little
+        return out
+
+    monkeypatch.setattr(nlfs.train, "train", fake)
+    assert main(["--run-dir", str(run), "--keep", "2,1", "--seeds", "2", "--pool", "3"]) == 0
+    assert ("-y * log(p) * 0.5", 4.0) in seen  # trained at the scale the search found it with
+    finalists = json.loads((run / "finalists.json").read_text())
+    assert len(finalists) == 1
+    f = finalists[0]
+    assert set(f) == {"name", "expression", "constants", "reduction", "scale", "provenance"}
+    assert f["name"].startswith("run#") and "pp" in f["provenance"]["elimination"]
+    if f["name"] == f"run#{scaled_id}":
+        assert f["scale"] == 4.0
+    md = (run / "elimination.md").read_text()
+    assert "Regime (before each round's budget scale, model and size): digits (400 training images)" in md
+    assert "95% CI [" in md

@@ -205,3 +205,33 @@ def test_module_options_are_not_silently_dropped():
     with pytest.raises(ValueError, match="weight"):
         nlfs.Loss("CE", weight=torch.ones(3)).to_torch_source()
     assert "def NGL(" in nlfs.Loss("NGL").to_torch_source()
+
+
+def test_export_and_module_do_not_import_each_other():
+    """nlfs._module uses nlfs._export (Loss.to_latex...); nlfs._export knows a Loss by what it carries."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(nlfs._export.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "_module" not in imported and "nlfs._module" not in imported
+    loss = nlfs.Loss("Focal", constants={"gamma": 3.0})
+    assert "3" in nlfs.formula(loss)  # an nlfs.Loss still exports with its own constants
+
+
+def test_an_exported_scale_is_not_rescaled_twice():
+    """A candidate trained with grad_scale="ce" was multiplied by a measured factor; its export carries
+    that factor as a fixed scale. Trained again with grad_scale="ce", the trainer measures the exported
+    (already scaled) loss: the factor it adds is 1, so the loss trains at the same total scale."""
+    import dataclasses
+
+    from nlfs.train._loop import rescale_to_ce
+
+    z, t = torch.randn(64, 10, dtype=torch.float64), torch.randint(0, 10, (64,))
+    found = nlfs.Loss("-y * log(p) * 0.2 + 0.1 * (1 - p) * y", backend="torch")
+    trained, factor = rescale_to_ce(found, z, t)
+    assert factor != pytest.approx(1.0)
+    exported = nlfs.Loss(dataclasses.replace(found.spec, scale=factor), backend="torch")
+    again, extra = rescale_to_ce(exported, z, t)
+    assert extra == pytest.approx(1.0) and again.spec.scale == pytest.approx(trained.spec.scale)
+    assert exported(z, t).item() == pytest.approx(trained(z, t).item())

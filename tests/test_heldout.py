@@ -44,3 +44,25 @@ def test_table_recomputes_from_csvs_with_holm_over_every_pair(tmp_path):
         back = list(csv.DictReader(fh))
     assert [float(r["p_t_holm"]) for r in back] == pytest.approx([r["p_t_holm"] for r in rows], rel=1e-5)
     assert "s1" in (tmp_path / "t.md").read_text() and not math.isnan(float(back[0]["d_z"]))
+
+
+def test_unknown_finalists_fail_and_from_takes_the_survivors(tmp_path, capsys):
+    """A finalist label no CSV has is an error (it used to exit 0 with "0 comparisons"); --from DIR
+    takes the elimination's survivors from DIR/finalists.json."""
+    import json
+
+    accs = {"run#4": {s: 0.8 + 0.01 * s for s in range(3)}, "CE": {s: 0.79 + 0.01 * s for s in range(3)}}
+    _write(tmp_path / "s.csv", accs)
+    common = ["--setting", f"s={tmp_path / 's.csv'}", "--baselines", "CE", "--out", str(tmp_path / "t")]
+    with pytest.raises(SystemExit) as exc:
+        heldout.main([*common, "--finalists", "run#44"])
+    assert exc.value.code == 2
+    assert "no finished run of run#44" in capsys.readouterr().err
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "finalists.json").write_text(json.dumps([{"name": "run#4", "expression": "p", "constants": {},
+                                                     "scale": 1.0}]))
+    assert heldout.main([*common, "--from", str(run)]) == 0
+    with open(tmp_path / "t.csv") as fh:
+        assert [r["finalist"] for r in csv.DictReader(fh)] == ["run#4"]
+    assert "label noise ?" in (tmp_path / "t.md").read_text()  # a CSV without the column: regime unknown

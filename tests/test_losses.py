@@ -231,3 +231,64 @@ def test_loss_spec_pickles_with_constants_and_scale():
                                 MappingProxyType({"c0": 1.5}), "src", 0.25)
     back = pickle.loads(pickle.dumps(spec))
     assert back == spec and isinstance(back.constants, MappingProxyType) and back.scale == 0.25
+
+
+def test_register_refuses_a_different_loss_under_a_taken_name():
+    """Two exports under one name no longer replace each other silently (issue #24); the same loss again
+    is fine, and overwrite=True is how one asks."""
+    try:
+        first = losses.register("test_taken#1", "-y * log(p) * c", constants={"c": 2.0}, scale=0.5)
+        assert losses.register("test_taken#1", "-y * log(p) * c", constants={"c": 2.0}, scale=0.5) is first
+        for other in (dict(constants={"c": 3.0}, scale=0.5), dict(constants={"c": 2.0}, scale=1.0),
+                      dict(constants={"c": 2.0}, scale=0.5, reduction="element_mean")):
+            with pytest.raises(ValueError, match="different loss named 'test_taken#1'"):
+                losses.register("test_taken#1", "-y * log(p) * c", **other)
+        assert losses.register("test_taken#1", "p * y", overwrite=True).text == "p * y"
+        assert nlfs.Loss("test_taken#1").spec.text == "p * y"  # the label itself is the registered name
+    finally:
+        losses._CATALOGUE.pop(losses._key("test_taken#1"), None)
+
+
+@pytest.mark.parametrize("name,hint", [("NGLL", "NGL"), ("Poyl1", "Poly1"), ("focall", "Focal")])
+def test_unknown_loss_names_suggest_the_closest(name, hint):
+    with pytest.raises(ValueError, match=f"unknown loss '{name}'; did you mean {hint}"):
+        nlfs.Loss(name)
+    with pytest.raises(KeyError, match=f"unknown loss '{name}'; did you mean {hint}"):
+        losses.get(name)
+    from nlfs.search import SearchConfig
+    from nlfs.search._config import check_search
+    from nlfs.train import ConfigError
+
+    with pytest.raises(ConfigError, match=f"did you mean {hint}"):  # --seed-losses NGLL
+        check_search(SearchConfig(algorithm="gp", space="gp", seed_losses=(name,)))
+    assert nlfs.Loss("p").spec.text == "p" and nlfs.Loss("-y*log(p)").spec.text == "-y * log(p)"
+
+
+def test_names_of_a_found_loss():
+    assert losses.loss_label("disc-nlfs", 1603) == "disc-nlfs#1603"
+    assert losses.loss_label("r", 7, tuned=True) == "r#7-tuned"
+    assert losses.python_name("disc-nlfs#1603") == "disc_nlfs_1603"
+    assert losses.python_name("20261206_110838#200") == "loss_20261206_110838_200"
+    assert losses.python_name("r#7-tuned").isidentifier()
+
+
+def test_losses_files_of_every_tool_are_read(tmp_path):
+    """finalists.json (found_losses format), elimination.json and tuned.json give the same entries;
+    anything else is one clear line, not a KeyError."""
+    run = tmp_path / "myrun"
+    run.mkdir()
+    (run / "elimination.json").write_text(json.dumps({"survivors": [
+        {"label": "myrun#4", "expression": "-y * log(p) * c0", "constants": {"c0": 1.5}, "reduction": "class_sum",
+         "scale": 0.25}]}))
+    (run / "tuned.json").write_text(json.dumps([
+        {"id": 4, "name": "myrun#4", "tuned_name": "myrun#4-tuned", "expression": "-y * log(p) * c0",
+         "best_constants": {"c0": 1.7}, "initial_constants": {"c0": 1.5}, "scale": 0.3},
+        {"id": 5, "name": "myrun#5", "expression": "p", "best_constants": None, "nothing_to_tune": True}]))
+    (run / "bad.json").write_text(json.dumps({"rounds": []}))
+    got = losses.read_losses_file(run / "elimination.json")
+    assert [(e["name"], e["constants"], e["scale"]) for e in got] == [("myrun#4", {"c0": 1.5}, 0.25)]
+    got = losses.read_losses_file(run / "tuned.json")
+    assert [(e["name"], e["constants"], e["scale"]) for e in got] == [("myrun#4-tuned", {"c0": 1.7}, 0.3)]
+    with pytest.raises(ValueError, match="is not a list of losses") as err:
+        losses.read_losses_file(run / "bad.json")
+    assert "\n" not in str(err.value)

@@ -346,3 +346,54 @@ def test_sigterm_mid_training_leaves_no_worker_and_no_leaked_semaphore(tmp_path)
                 os.kill(p, signal.SIGKILL)
     assert not any(_alive(p) for p in workers)
     assert "leaked" not in err and "Traceback" not in err
+def test_from_run_trains_candidates_with_their_scale(tmp_path, monkeypatch):
+    """--from-run used to train the search's candidates at scale 1: they carry the scale they were
+    found with (and their name <run>#<id>), and the CSV records it with the label noise."""
+    run = tmp_path / "search2"
+    run.mkdir()
+    db = RunDB(run / "run.db")
+    db.record(dict(canonical="c", sign=1, seed=0, dataset="digits", expression="-y * log(p) * 0.5", constants={},
+                   fitness=0.9, status="ok", size=5, scale=4.0))
+    db.close()
+    got = transfer.losses_from_run(run, 1)
+    assert got[0].label == "search2#1" and got[0].scale == 4.0
+    fake = FakeTrainer()
+    monkeypatch.setattr(nlfs.train, "train", fake)
+    out = tmp_path / "out"
+    assert transfer.main(["--from-run", str(run), "--seeds", "1", "--dataset", "digits", "--steps", "3",
+                          "--label-noise", "0.2", "--out", str(out), "--no-plot"]) == 0
+    assert [getattr(c[0], "scale", 1.0) for c in fake.calls] == [1.0, 4.0]
+    rows = {r["loss"]: r for r in _rows(out / "transfer.csv")}
+    assert rows["search2#1"]["scale"] == "4.0" and rows["CE"]["label_noise"] == "0.2"
+    md = (out / "transfer.md").read_text()
+    assert "label noise 0.2" in md and "(scale 4)" in md
+
+
+def test_losses_file_takes_what_every_tool_writes(tmp_path, monkeypatch, capsys):
+    """--losses-file tuned.json / elimination.json / finalists.json trains those losses (their names,
+    constants, scales); a file of another kind is one line and exit 2, not a KeyError."""
+    import nlfs.losses
+
+    run = tmp_path / "myrun"
+    run.mkdir()
+    (run / "elimination.json").write_text(json.dumps({"survivors": [
+        {"label": "myrun#4", "expression": "-y * log(p) * c0", "constants": {"c0": 1.5}, "scale": 0.25}]}))
+    (run / "tuned.json").write_text(json.dumps([
+        {"id": 4, "tuned_name": "myrun#4-tuned", "expression": "-y * log(p) * c0", "best_constants": {"c0": 1.7},
+         "initial_constants": {"c0": 1.5}, "scale": 0.3}]))
+    fake = FakeTrainer()
+    monkeypatch.setattr(nlfs.train, "train", fake)
+    try:
+        for name, label in (("elimination.json", "myrun#4"), ("tuned.json", "myrun#4-tuned")):
+            out = tmp_path / name
+            assert transfer.main(["--losses-file", str(run / name), "--seeds", "1", "--dataset", "digits",
+                                  "--steps", "3", "--out", str(out), "--no-plot"]) == 0
+            assert sorted(r["loss"] for r in _rows(out / "transfer.csv")) == sorted(["CE", label])
+        assert nlfs.losses.get("myrun#4-tuned").scale == 0.3
+        (run / "rounds.json").write_text(json.dumps({"rounds": [1, 2]}))
+        assert transfer.main(["--losses-file", str(run / "rounds.json"), "--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err
+        assert "is not a list of losses" in err and "Traceback" not in err
+    finally:
+        for name in ("myrun#4", "myrun#4-tuned"):
+            nlfs.losses._CATALOGUE.pop(nlfs.losses._key(name), None)

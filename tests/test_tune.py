@@ -122,17 +122,22 @@ def test_tune_the_finalists_of_a_search_run(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(nlfs.train, "train", fake)
     assert main(["--run-dir", str(run), "--top", "2", "--trials", "3", "--batch", "3"]) == 0
     tuned = json.loads((run / "tuned.json").read_text())
-    # "y * p" (best) has no number to tune and is skipped; the next two are tuned
-    assert [t["id"] for t in tuned] == [1, 2]
-    assert tuned[0]["expression"] == "-y * log(p) * c0" and tuned[0]["initial_constants"] == {"c0": 2.0}
-    assert tuned[0]["trials"] == 3
+    # the top 2 are the top 2: "y * p" (best) has no number to tune, is reported so and counted (issue #24:
+    # it used to be skipped silently for a worse candidate); the next one is tuned
+    assert [t["id"] for t in tuned] == [4, 1]
+    assert tuned[0]["nothing_to_tune"] and tuned[0]["trials"] == 0 and tuned[0]["name"] == "run#4"
+    assert tuned[1]["expression"] == "-y * log(p) * c0" and tuned[1]["initial_constants"] == {"c0": 2.0}
+    assert tuned[1]["trials"] == 3 and tuned[1]["tuned_name"] == "run#1-tuned"
+    assert tuned[1]["ce_accuracy"] == 0.5
+    assert tuned[1]["vs_ce_pp"] == pytest.approx((tuned[1]["best_fitness"] - 0.5) * 100)
     text = (run / "tuned_losses.py").read_text()
-    assert "constants={'c0':" in text
+    assert "constants={'c0':" in text and "'run#1-tuned'" in text
     ns = {}
     exec(compile(text, "tuned_losses.py", "exec"), ns)  # the export registers them with the tuned values
-    assert "tuned" in capsys.readouterr().out.lower()
-    out = tune_run(run, 1, n_trials=3, batch=3, log=lambda m: None)  # resumes: nothing retrained
-    assert len(out) == 1 and len(fake.calls) == 6
+    out_text = capsys.readouterr().out
+    assert "nothing to tune" in out_text and "Regime: digits (400 training images)" in out_text
+    out = tune_run(run, 2, n_trials=3, batch=3, log=lambda m: None)  # resumes: nothing retrained, CE included
+    assert len(out) == 2 and len(fake.calls) == 4  # CE once, three trials
 
 
 def test_persistent_errors_stop_the_tuning(tmp_path, monkeypatch):
@@ -162,3 +167,32 @@ def test_novel_only_skips_published_losses_in_disguise(tmp_path, monkeypatch):
     assert [t["id"] for t in tune_run(run, 1, n_trials=1, batch=1, log=logs.append)] == [1]
     out = tune_run(run, 1, n_trials=1, batch=1, log=logs.append, novel=True)
     assert [t["id"] for t in out] == [2] and any("Poly1 in disguise" in m for m in logs)
+
+
+def test_a_tuned_loss_carries_the_scale_its_trials_trained_at(tmp_path, monkeypatch):
+    """A search with grad_scale "ce" trained its candidates multiplied by a measured factor: the tuning
+    trains the same way, and tuned.json / tuned_losses.py carry the best trial's factor (not scale=1.0);
+    the export registers under <run>#<id>-tuned, beside (not over) the search's <run>#<id>."""
+    run = tmp_path / "run"
+    db = RunDB(run / "run.db")
+    db.set_meta("config", SearchConfig(run_dir=str(run), grad_scale="ce", **FAST).to_dict())
+    db.record({"canonical": "a", "expression": "-y * log(p) * 2", "constants": {}, "fitness": 0.9, "status": "ok",
+               "sign": 1.0, "size": 5, "dataset": "digits", "scale": 0.198})
+    db.close()
+
+    def train(spec, cfg, constants=None, **kw):
+        assert cfg.grad_scale == "ce" and spec.scale == 1.0  # the trainer measures: no fixed scale on top
+        out = fake_result(0.5 + 0.01 * sum(dict(spec.constants).values()))
+        out.grad_scale = 0.198 if str(spec.expr) != "-y * log(p)" else 1.0
+        return out
+
+    monkeypatch.setattr(nlfs.train, "train", train)
+    out = tune_run(run, 1, n_trials=2, batch=2, log=lambda m: None)
+    assert out[0]["scale"] == pytest.approx(0.198) and out[0]["tuned_name"] == "run#1-tuned"
+    text = (run / "tuned_losses.py").read_text()
+    assert "scale=0.198" in text and "'run#1-tuned'" in text
+    try:
+        exec(compile(text, "tuned_losses.py", "exec"), {})
+        assert nlfs.losses.get("run#1-tuned").scale == pytest.approx(0.198)
+    finally:
+        nlfs.losses._CATALOGUE.pop(nlfs.losses._key("run#1-tuned"), None)

@@ -10,10 +10,15 @@ probabilities). Only rewrites that are exact there are made:
 * ``1*x``, ``x*1``, ``x/1``, ``x+0``, ``x-0``, ``--x``, ``max(x, x)``, ``min(x, x)`` are ``x`` and
   ``x - x`` is 0, ``x + x`` is ``2*x``, ``x*x`` is ``x**2``;
 * signs are normalised: ``-1*x``, ``(-a)*b``, ``a + -b``, ``a - -b``, ``0 - x``, even functions of
-  ``-x`` (``cos abs square bessel_i0 bessel_i0e``, ``aq``'s denominator) and ``a + -2``;
+  ``-x`` (``cos abs square bessel_i0 bessel_i0e``, the protected logs ``log plog plog10``, which read
+  ``|x|``, and ``aq``'s denominator) and ``a + -2``, so ``y*log(-y)`` is ``y*log(y)``;
 * ``max``/``min``/``abs``/``sign`` whose outcome a bound on their arguments decides (``y`` and ``p``
   lie in [0, 1], ``sqrt`` is at least sqrt(eps)...) are replaced by that outcome, with a margin so the
-  float32 backends agree too; ties (``max(p, 0)`` at an underflowed p) are never decided.
+  float32 backends agree too; ties (``max(p, 0)`` at an underflowed p) are never decided;
+* ``max(x, -x)`` is ``abs(x)``, and ``abs(x)`` of a term of the target alone (no ``p``, ``z`` or
+  constant: no gradient, so a tie at 0 changes nothing) with ``x >= 0`` is ``x``: ``max(y, -y)`` is ``y``;
+* ``max(x, log(x))`` is ``x`` and ``min(x, log(x))`` is ``log(x)`` for ``x >= 0`` (``log x <= x - 1 < x``,
+  and the protected log of a tiny x is log(eps) < 0), so ``max(p, log(p))`` is ``p``.
 
 A rewrite that drops an op's output clamp (``1*x`` -> ``x``) is made only where ``x`` is already
 inside [-MAXV, MAXV]: an op's (clamped) value, ``y``, ``p``, ``C`` or such a number; ``z``, ``log(p)``
@@ -264,6 +269,15 @@ class _Simplifier:
     def _cos(self, x):
         return self._even("cos", x)
 
+    def _log(self, x):  # every log reads |x| (log(p) is exact log-softmax, and -p is not p)
+        return self._even("log", x)
+
+    def _plog(self, x):
+        return self._even("plog", x)
+
+    def _plog10(self, x):
+        return self._even("plog10", x)
+
     def _square(self, x):
         return self._even("square", x)
 
@@ -277,6 +291,8 @@ class _Simplifier:
         lo, hi = self.bound(x)
         if lo > _margin(lo) and self.in_range(x):
             return x
+        if lo >= 0.0 and _target_only(x) and self.in_range(x):
+            return x  # a tie at 0 only matters to a gradient, and a term of the target has none
         if hi < -_margin(hi) and self.in_range(x):
             return Expr("neg", (x,))
         return self._even("abs", x)
@@ -298,6 +314,11 @@ class _Simplifier:
     def _extremum(self, a, b, is_max):
         if a is b and self.in_range(a):
             return a  # the tie rule splits the gradient evenly: 0.5 + 0.5
+        for x, lx in ((a, b), (b, a)):  # log(x) <= x - 1 < x for x >= 0 (log(eps) < 0 below eps)
+            if lx.op == "log" and lx.args[0] is x and self.bound(x)[0] >= 0.0:
+                out = x if is_max else lx
+                if self.in_range(out):
+                    return out
         (alo, ahi), (blo, bhi) = self.bound(a), self.bound(b)
         if not is_max:  # min(a, b) = a when a is always below b
             alo, ahi, blo, bhi = -ahi, -alo, -bhi, -blo
@@ -305,7 +326,13 @@ class _Simplifier:
             return a
         if blo > ahi + _margin(ahi) and self.in_range(b):
             return b
+        if is_max and (self._neg_of(b) is a or self._neg_of(a) is b):
+            return self._abs(a if self._neg_of(b) is a else b) or Expr("abs", (a if self._neg_of(b) is a else b,))
         return None
+
+
+def _target_only(e: Expr) -> bool:
+    return not (e.leaves & {"p", "z"}) and not e.constants
 
 
 def simplify(expr: Expr, max_passes: int = 8) -> Expr:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from ..expr import parse
 from . import _filters as F
 from ._algorithms import ALGORITHMS
 from ._rungs import default_rungs, make_rungs
@@ -147,8 +146,8 @@ def warm_genotypes(cfg: SearchConfig, space) -> list:
 
     out = []
     for text in cfg.seed_losses:
-        spec = losses.get(text) if losses.is_registered(text) else None
-        expr = spec.expr.substitute(dict(spec.constants)) if spec else parse(text)
+        spec = losses.resolve_spec(text)  # an unknown name: "unknown loss 'NGLL'; did you mean NGL?"
+        expr = spec.expr.substitute(dict(spec.constants))
         if expr.constants:
             raise ValueError(f"seed loss {text!r}: named constants {list(expr.constants)} have no values; "
                              "write numbers instead")

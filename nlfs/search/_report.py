@@ -55,8 +55,9 @@ def hall_of_fame(rows: list[dict]) -> list[dict]:
     return front
 
 
-def top(rows: list[dict], k: int) -> list[dict]:
-    """The best ``k`` candidates (highest rung first, then fitness), one per expression and constants."""
+def best_candidates(rows: list[dict], k: int) -> list[dict]:
+    """The best ``k`` candidates of a search run's rows (highest rung first, then fitness), one per
+    expression and constants: what search, tune, eliminate and transfer call a run's best."""
     seen, out = set(), []
     for r in sorted(trained_ok(latest_rows(rows)), key=_rank):
         key = (r["expression"], json.dumps(r.get("constants") or {}, sort_keys=True))
@@ -84,33 +85,59 @@ def baseline_accuracy(rows: list[dict], rung: int) -> float | None:
 
 
 def seed_stats(r: dict) -> dict:
-    """Per-seed accuracy and paired difference to CE of a row: means, sample std, seeds."""
+    """Per-seed accuracy and paired difference to CE of a row: means, sample std, its 95% t-interval
+    (two seeds or more), seeds. Differences are fractions; reports print them in percentage points."""
     import statistics
+
+    from ..stats import paired_test
 
     seeds = [s for s in (r.get("result") or {}).get("seeds", []) if not s.get("diverged")]
     paired = [s["paired"] for s in seeds if s.get("paired") is not None]
+    ci = None
+    if len(paired) > 1:
+        t = paired_test(paired, [0.0] * len(paired))
+        ci = [t.ci_low, t.ci_high] if t.ci_low == t.ci_low else [t.mean_diff, t.mean_diff]  # NaN: no spread
     return {"seeds": len(seeds), "accuracy": r.get("accuracy", r.get("fitness")),
             "paired": statistics.fmean(paired) if paired else None,
-            "paired_sd": statistics.stdev(paired) if len(paired) > 1 else None}
+            "paired_sd": statistics.stdev(paired) if len(paired) > 1 else None, "paired_ci": ci}
 
 
-def chance_lead(rows: list[dict], rung: int) -> dict | None:
+def pp(diff: float | None, ci=None) -> str:
+    """A difference to CE (a fraction) in percentage points, with its interval when there is one."""
+    if diff is None:
+        return "-"
+    text = f"{diff * 100:+.2f} pp"
+    if ci:
+        text += f" [{ci[0] * 100:+.2f}, {ci[1] * 100:+.2f}]"
+    return text
+
+
+FEW_FOR_NOISE = 5  # below this many candidates the seed-noise estimate is rough, and the report says so
+
+
+def chance_lead(rows: list[dict], rung: int, normalise: bool | None = None) -> dict | None:
     """The best fitness at ``rung`` that chance alone would give: ``n`` candidates there, none truly
     different from CE, one seed's paired difference varying by the median of their per-seed sds
     (``nlfs.stats.chance_best_paired``: ``expected_best`` with candidates as noisy as CE, whose shared
-    trainings cancel; ``expected_best_independent`` none shared). None without paired seeds."""
+    trainings cancel; ``expected_best_independent`` none shared). None without paired seeds.
+    The noise is estimated without CE in disguise (a spread of 0: the very training of CE; with
+    ``normalise`` given, also every row ``catalogue_twin`` calls CE); ``noise_from`` says from how many
+    candidates, ``few`` when under ``FEW_FOR_NOISE``."""
     import statistics
 
     from ..stats import chance_best_paired
 
-    stats = [seed_stats(r) for r in trained_ok(latest_rows(rows)) if _rung(r) == rung]
-    sds = [s["paired_sd"] for s in stats if s["paired_sd"] is not None]
-    if len(stats) < 2 or not sds:
+    at = [r for r in trained_ok(latest_rows(rows)) if _rung(r) == rung]
+    stats = [seed_stats(r) for r in at]
+    noisy = [s["paired_sd"] for r, s in zip(at, stats) if s["paired_sd"] is not None and s["paired_sd"] > 0
+             and (normalise is None or catalogue_twin(r, normalise) != "CE")]
+    if len(stats) < 2 or not noisy:
         return None
-    sd, seeds = statistics.median(sds), round(statistics.median(s["seeds"] for s in stats if s["seeds"]))
+    sd, seeds = statistics.median(noisy), round(statistics.median(s["seeds"] for s in stats if s["seeds"]))
     low, high = chance_best_paired(len(stats), sd, seeds)
     return {"rung": rung, "candidates": len(stats), "seeds": seeds, "seed_sd": sd,
-            "expected_best": low, "expected_best_independent": high}
+            "expected_best": low, "expected_best_independent": high, "noise_from": len(noisy),
+            "few": len(noisy) < FEW_FOR_NOISE}
 
 
 _TWINS: dict = {}
@@ -170,28 +197,44 @@ def formula(r: dict, reduction: str = "class_sum") -> str:
         return r["expression"]
 
 
-def export_takeaways(best: list[dict], run_dir: Path, reduction: str = "class_sum") -> None:
+def row_name(r: dict, run_dir: Path) -> str:
+    """The one name of a row's loss in every report and export: ``<run>#<id>`` (``nlfs.losses.loss_label``),
+    or the name the row already carries (a tuned loss's ``<run>#<id>-tuned``)."""
+    from ..losses import loss_label
+
+    return r.get("name") or loss_label(Path(run_dir).name, r["id"])
+
+
+def _kind(ahead: bool) -> str:
+    return "Best losses" if ahead else "Best candidates (none ahead of cross-entropy: not found losses)"
+
+
+def export_takeaways(best: list[dict], run_dir: Path, reduction: str = "class_sum", ahead: bool = True) -> None:
     """``best_losses.tex``, ``best_losses_standalone.py`` (plain PyTorch, LOSSES by name) and
-    ``loss_shapes.png`` for the reported losses."""
+    ``loss_shapes.png`` for the reported losses, each under its ``<run>#<id>`` name."""
     from .._export import standalone_source, to_latex
     from ..plots import plot_loss_shapes
 
-    specs = {f"found_{i}": row_spec(r, f"found_{i}", reduction) for i, r in enumerate(best, 1)}
+    specs = {row_name(r, run_dir): row_spec(r, row_name(r, run_dir), reduction) for r in best}
     notes = {k: f"Evaluation #{r['id']}, fitness {r['fitness']:.4f} on {r.get('dataset')}."
              for k, r in zip(specs, best)}
-    tex = [f"% Best losses of the nlfs run {run_dir} (y: target, p: softmax of the logits).",
+    tex = [f"% {_kind(ahead)} of the nlfs run {run_dir} (y: target, p: softmax of the logits).",
            "% log of anything but p, sqrt and denominators are protected: |x| floored at epsilon = 10^{-7}.", ""]
     for k, spec in specs.items():
         over = r"\frac{1}{C}\sum_c" if spec.reduction == "element_mean" else r"\sum_c"
         tex += [f"% {k}: {notes[k]}", r"\begin{equation}",
-                f"  \\ell_{{\\mathrm{{{k.replace('_', '')}}}}}(y, p) = {over} \\left({to_latex(spec)}\\right)",
+                f"  \\ell_{{\\mathrm{{{_tex_name(k)}}}}}(y, p) = {over} \\left({to_latex(spec)}\\right)",
                 r"\end{equation}", ""]
     atomic_write(run_dir / "best_losses.tex", "\n".join(tex))
     src = standalone_source({k: (spec, notes[k]) for k, spec in specs.items()},
-                            title=f"Best losses of the nlfs run {run_dir}, as plain PyTorch.")
+                            title=f"{_kind(ahead)} of the nlfs run {run_dir}, as plain PyTorch.")
     atomic_write(run_dir / "best_losses_standalone.py", src)
     if specs:
         plot_loss_shapes(specs, run_dir / "loss_shapes.png")
+
+
+def _tex_name(name: str) -> str:
+    return "".join("\\" + c if c in "#_%&$" else c for c in name)
 
 
 def plot_fitness(rows: list[dict], path: Path, paired: bool = False) -> None:
@@ -230,22 +273,85 @@ def plot_fitness(rows: list[dict], path: Path, paired: bool = False) -> None:
     plt.close(fig)
 
 
-def export_losses(rows: list[dict], path: Path, run_dir: Path, k: int = 5, reduction: str = "class_sum") -> None:
-    """A Python file that registers the best losses in the catalogue and defines nn.Modules."""
-    lines = ['"""Best losses found by nlfs in ' + str(run_dir) + '. Import this module to register them."""',
-             "", "import nlfs", ""]
-    for i, r in enumerate(top(rows, k), 1):
-        name = f"found_{run_dir.name}_{i}".replace("-", "_")
-        src = f"nlfs run {run_dir}, evaluation #{r['id']}, fitness {r['fitness']:.4f} on {r['dataset']}"
+def export_losses(rows: list[dict], path: Path, run_dir: Path, k: int = 5, reduction: str = "class_sum",
+                  ahead: bool = True, what: str = "") -> None:
+    """A Python file that registers the best losses in the catalogue, each under its ``<run>#<id>``
+    name with the constants and gradient scale it was trained with, and defines an nn.Module class per
+    loss (named by ``nlfs.losses.python_name``). Registering refuses a different loss under a taken
+    name, so two exports never silently replace each other. ``what`` says what the losses are."""
+    from ..losses import python_name
+
+    what = what or f"{_kind(ahead)} of the nlfs run {run_dir}"
+    lines = [f'"""{what}. Import this module to register them."""', "", "import nlfs", ""]
+    for r in best_candidates(rows, k):
+        name = row_name(r, run_dir)
+        src = f"nlfs run {run_dir}, evaluation #{r['id']}, fitness {r['fitness']:.4f} on {r.get('dataset')}"
         scale = float(r.get("scale") or 1.0)
-        lines += [f"nlfs.losses.register({name!r}, {r['expression']!r}, reduction={reduction!r},",
+        lines += [f"nlfs.losses.register({name!r}, {r['expression']!r}, reduction={r.get('reduction') or reduction!r},",
                   f"                     constants={r.get('constants') or {}!r}, source={src!r},",
-                  f"                     scale={scale!r}, overwrite=True)", "",
-                  f"class Found{i}(nlfs.Loss):",
-                  f'    """{r["expression"]}"""', "",
+                  f"                     scale={scale!r})", "",
+                  f"class {python_name(name)}(nlfs.Loss):",
+                  f'    """{name}: {r["expression"]}"""', "",
                   "    def __init__(self, **kwargs):",
                   f"        super().__init__({name!r}, **kwargs)", "", ""]
     atomic_write(path, "\n".join(lines).rstrip() + "\n")
+
+
+FINALISTS = "finalists.json"  # what nlfs.eliminate writes: its survivors, in found_losses.json's format
+
+
+def run_losses(run_dir: str | Path, k: int = 3) -> tuple[list[dict], str]:
+    """The losses a run directory hands on to the next tool, as entries in nlfs/found_losses.json's
+    format (name, expression, constants, reduction, scale, provenance), and a line saying which:
+    the elimination's survivors (``DIR/finalists.json``) when it has them, else the search's ``k`` best
+    (``best_candidates``), each replaced by its tuned version when ``DIR/tuned.json`` changed its
+    constants. Names and scales are those of the search's exports."""
+    from ..losses import read_losses_file
+    from ._db import read_run
+
+    run_dir = Path(run_dir)
+    if (run_dir / FINALISTS).is_file():
+        entries = read_losses_file(run_dir / FINALISTS)
+        return entries, f"the {len(entries)} survivors of the elimination in {run_dir / FINALISTS}"
+    rows, saved = read_run(run_dir)
+    reduction = saved.get("reduction") or "class_sum"
+    best = best_candidates(rows, k)
+    if not best:
+        raise ValueError(f"search run {run_dir} has no successfully trained candidates")
+    tuned = {}
+    if (run_dir / "tuned.json").is_file():
+        for t in json.loads((run_dir / "tuned.json").read_text()):
+            if not t.get("nothing_to_tune") and t.get("best_constants") not in (None, t.get("initial_constants")):
+                tuned[t["id"]] = t
+    out = []
+    for r in best:
+        t = tuned.get(r["id"])
+        prov = {"search_run": str(run_dir), "candidate": row_name(r, run_dir), "search_fitness": r["fitness"]}
+        if t is None:
+            out.append({"name": row_name(r, run_dir), "expression": r["expression"],
+                        "constants": dict(r.get("constants") or {}), "reduction": r.get("reduction") or reduction,
+                        "scale": float(r.get("scale") or 1.0), "provenance": prov})
+        else:
+            out.append({"name": t.get("tuned_name") or f"{row_name(r, run_dir)}-tuned", "expression": t["expression"],
+                        "constants": dict(t["best_constants"]), "reduction": t.get("reduction") or reduction,
+                        "scale": float(t.get("scale") or 1.0),
+                        "provenance": {**prov, "tuned_from": r["expression"], "tuned": str(run_dir / "tuned.json")}})
+    what = f"the search's {len(out)} best candidates in {run_dir}" + (
+        f" ({len(tuned.keys() & {r['id'] for r in best})} with tuned constants from tuned.json)" if tuned else "")
+    return out, what
+
+
+def entry_spec(entry: dict):
+    """The LossSpec of a found_losses.json-format entry: the loss exactly as it was trained."""
+    import types
+
+    from ..expr import parse
+    from ..losses import LossSpec
+
+    return LossSpec(entry["name"], parse(entry["expression"]), entry.get("reduction") or "class_sum",
+                    types.MappingProxyType({k: float(v) for k, v in (entry.get("constants") or {}).items()}),
+                    "; ".join(f"{k}: {v}" for k, v in (entry.get("provenance") or {}).items()),
+                    float(entry.get("scale") or 1.0))
 
 
 def run_config(run_dir: Path) -> dict:
@@ -261,6 +367,52 @@ def run_config(run_dir: Path) -> dict:
         db.close()
 
 
+def regime(cfg: dict) -> str:
+    """The training regime of a search run in one line: data, budget per rung, label noise,
+    augmentation, gradient scale (what a comparison with CE is valid for)."""
+    train = {**(cfg.get("train_overrides") or {})}
+    size = cfg.get("train_size") or train.get("train_size")
+    rungs = cfg.get("rungs") or []
+    budget = "; ".join(
+        f"rung {i}: " + (", ".join(f"{k} {v}" for k, v in r.items() if k != "seeds" and v is not None) or "base budget")
+        + f", {r.get('seeds', 1)} seed(s)" for i, r in enumerate(rungs)) or (
+        f"{cfg.get('steps')} steps" if cfg.get("steps") else f"{cfg.get('epochs') or 'default'} epochs")
+    return (f"{cfg.get('dataset', '?')} ({size or 'all'} training images), model {cfg.get('model', 'surrogate')}; "
+            f"{budget}; label noise {train.get('label_noise') or 0:g}; augmentation {cfg.get('augment', 'none')}; "
+            f"gradient scale {cfg.get('grad_scale', 'none')}")
+
+
+def training_regime(cfg) -> str:
+    """One line naming a TrainConfig's regime: data and training size, model, budget, label noise,
+    augmentation, gradient scale (every report that compares with CE prints it)."""
+    r = cfg.resolved() if hasattr(cfg, "resolved") else cfg
+    budget = f"{r.steps} steps" if getattr(r, "steps", None) else f"{r.epochs} epochs"
+    return (f"{r.dataset} ({r.train_size or 'all'} training images), model {r.model}, {budget} at batch "
+            f"{r.batch_size}, label noise {getattr(r, 'label_noise', 0) or 0:g}, augmentation {r.augment}, "
+            f"gradient scale {r.grad_scale}")
+
+
+def lead_note(r: dict, chance: dict | None, top_rung: int, last_rung: int) -> str:
+    """What a lead over CE is worth: behind CE, within what chance gives, or above it (and then still a
+    proxy lead when measured on a screening rung's short trainings, never a discovery by itself)."""
+    d = r.get("paired") if r.get("paired") is not None else r.get("vs_ce")
+    if d is None:
+        return ""
+    if d < 0:
+        return "behind CE"
+    if d == 0:
+        return "level with CE"
+    rung = r.get("rung", 0)
+    where = "at a screening rung" if rung < last_rung else "on the search's short trainings"
+    ci = r.get("paired_ci")
+    if ci and ci[0] <= 0:
+        return f"ahead within seed noise (its interval includes 0) {where}"
+    if chance is not None and rung == chance["rung"] and d <= chance["expected_best_independent"]:
+        return "within chance"
+    return (f"ahead {'beyond chance ' if chance is not None and rung == chance['rung'] else ''}{where}: "
+            f"a proxy lead, not a discovery")
+
+
 def write_report(run_dir: str | Path, rows: list[dict], reduction: str | None = None) -> dict:
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
@@ -269,32 +421,53 @@ def write_report(run_dir: str | Path, rows: list[dict], reduction: str | None = 
         s.get("paired") is not None for r in rows for s in (r.get("result") or {}).get("seeds", []) or [])
     normalise = cfg.get("grad_scale", "none") != "none"
     hof = hall_of_fame(rows)
-    best = top(rows, 5)
+    best = best_candidates(rows, 5)
     counts = summary_counts(rows)
+    top_rung = max((_rung(r) for r in rows if r["status"] != "baseline"), default=0)
+    last_rung = max(len(cfg.get("rungs") or []) - 1, top_rung)
+    chance = chance_lead(rows, top_rung, normalise) if paired else None
 
     def entry(r):  # expression: as trained (parseable); formula: simplified, constants' values rounded
-        return {**{k: r[k] for k in ("id", "expression", "fitness", "size")}, "formula": formula(r, reduction),
-                "constants": r.get("constants") or {}, "rung": _rung(r), "scale": r.get("scale") or 1.0,
-                "ce_accuracy": baseline_accuracy(rows, _rung(r)), "same_as": catalogue_twin(r, normalise),
-                **seed_stats(r)}
+        e = {"name": row_name(r, run_dir), **{k: r[k] for k in ("id", "expression", "fitness", "size")},
+             "formula": formula(r, reduction), "constants": r.get("constants") or {}, "rung": _rung(r),
+             "scale": r.get("scale") or 1.0, "ce_accuracy": baseline_accuracy(rows, _rung(r)),
+             "same_as": catalogue_twin(r, normalise), **seed_stats(r)}
+        acc = e["accuracy"] if e["accuracy"] is not None else e["fitness"]
+        e["vs_ce"] = e["paired"] if e["paired"] is not None else (
+            None if e["ce_accuracy"] is None or paired else acc - e["ce_accuracy"])
+        e["lead"] = lead_note(e, chance, top_rung, last_rung)
+        return e
 
-    top_rung = max((_rung(r) for r in rows if r["status"] != "baseline"), default=0)
+    entries = [entry(r) for r in best]
+    ahead = bool(entries) and entries[0]["vs_ce"] is not None and entries[0]["vs_ce"] > 0
+    if not entries:
+        verdict = "no candidate trained"
+    elif entries[0]["vs_ce"] is None:
+        verdict = "no CE reference to compare with"
+    elif ahead:
+        verdict = (f"best {entries[0]['name']} {pp(entries[0]['vs_ce'], entries[0]['paired_ci'])} vs CE "
+                   f"({entries[0]['lead']}): confirm with nlfs.eliminate and nlfs.transfer")
+    else:
+        verdict = (f"no candidate is ahead of CE (best {entries[0]['name']} {pp(entries[0]['vs_ce'])}); "
+                   "the exports are candidates, not found losses")
     summary = {"counts": counts, "paired": paired, "augment": cfg.get("augment", "none"),
-               "grad_scale": cfg.get("grad_scale", "none"), "rungs": cfg.get("rungs"),
-               "baseline_ce": baseline_accuracy(rows, top_rung),
-               "chance": chance_lead(rows, top_rung) if paired else None,
-               "best": [entry(r) for r in best], "hall_of_fame": [entry(r) for r in hof]}
+               "grad_scale": cfg.get("grad_scale", "none"), "rungs": cfg.get("rungs"), "regime": regime(cfg),
+               "baseline_ce": baseline_accuracy(rows, top_rung), "ahead_of_ce": ahead, "verdict": verdict,
+               "chance": chance, "best": entries,
+               "hall_of_fame": [entry(r) for r in hof]}
     atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2))
     md = ["# Hall of fame (best per size)", "",
           f"Fitness: {'accuracy minus CE with the same seeds at the same rung' if paired else 'validation accuracy'}; "
           f"augmentation {summary['augment']}; gradient scale {summary['grad_scale']}.", "",
-          "| size | rung | fitness | formula |", "|---|---|---|---|"]
+          f"Regime: {summary['regime']}.", "", f"**Verdict:** {verdict}.", "",
+          "| size | rung | fitness | formula | vs CE |", "|---|---|---|---|---|"]
     fmt = "+.4f" if paired else ".4f"
-    md += [f"| {r['size']} | {_rung(r)} | {r['fitness']:{fmt}} | `{formula(r, reduction)}` |" for r in hof]
+    md += [f"| {r['size']} | {_rung(r)} | {r['fitness']:{fmt}} | `{formula(r, reduction)}` | "
+           f"{pp(e['vs_ce'], e['paired_ci'])} |" for r, e in zip(hof, summary["hall_of_fame"])]
     atomic_write(run_dir / "hall_of_fame.md", "\n".join(md) + "\n")
     plot_fitness(rows, run_dir / "fitness.png", paired)
-    export_losses(rows, run_dir / "best_losses.py", run_dir, reduction=reduction)
-    export_takeaways(best, run_dir, reduction)
+    export_losses(rows, run_dir / "best_losses.py", run_dir, reduction=reduction, ahead=ahead)
+    export_takeaways(best, run_dir, reduction, ahead)
     return summary
 
 
@@ -310,30 +483,38 @@ def format_summary(summary: dict, dataset: str) -> str:
                                            for k, v in sorted(spent.items())))
     lines.append(f"augmentation {summary.get('augment', 'none')}, gradient scale "
                  f"{summary.get('grad_scale', 'none')}; dataset {dataset}")
+    if summary.get("regime"):
+        lines.append(f"regime: {summary['regime']}")
     base = summary["baseline_ce"]
     paired = summary.get("paired")
-    head = "paired d vs CE (sd over seeds)" if paired else "vs CE"
-    lines.append(f"{'loss':<10} {'rung':>4} {'seeds':>5} {'val acc':>8}  {head:<30} formula")
+    head = "paired vs CE, pp [95% CI]" if paired else "vs CE, pp"
+    width = max([10] + [len(r.get("name") or "") for r in summary["best"]])
+    lines.append(f"{'loss':<{width}} {'rung':>4} {'seeds':>5} {'val acc':>8}  {head:<26} formula")
     if base is not None:
-        lines.append(f"{'CE':<10} {'':>4} {'':>5} {base:>8.4f}  {'':<30} -y * log(p)")
-    for i, r in enumerate(summary["best"], 1):
+        lines.append(f"{'CE':<{width}} {'':>4} {'':>5} {base:>8.4f}  {'':<26} -y * log(p)")
+    for r in summary["best"]:
         acc = r.get("accuracy")
         acc = r["fitness"] if acc is None else acc
         if paired and r.get("paired") is not None:
-            sd = "" if r.get("paired_sd") is None else f" ({r['paired_sd']:.4f})"
-            delta = f"{r['paired']:+.4f}{sd}"
+            delta = pp(r["paired"], r.get("paired_ci"))
         else:
             ce = r.get("ce_accuracy", base)
-            delta = "" if ce is None else f"{acc - ce:+.4f}"
+            delta = "" if ce is None else pp(acc - ce)
         twin = f"   [= {r['same_as']} in disguise]" if r.get("same_as") else ""
-        lines.append(f"{'found #' + str(i):<10} {r.get('rung', 0):>4} {r.get('seeds') or 1:>5} {acc:>8.4f}  "
-                     f"{delta:<30} {r.get('formula', r['expression'])}{twin}")
+        lead = f"   ({r['lead']})" if r.get("lead") else ""
+        lines.append(f"{r.get('name') or '#' + str(r['id']):<{width}} {r.get('rung', 0):>4} {r.get('seeds') or 1:>5} "
+                     f"{acc:>8.4f}  {delta:<26} {r.get('formula', r['expression'])}{twin}{lead}")
     chance = summary.get("chance")
     if chance:
+        few = (f" (an estimate from only {chance['noise_from']} candidate(s): rough)"
+               if chance.get("few") else "")
         lines.append(f"chance: {chance['candidates']} candidates reached rung {chance['rung']}; one seed moves a "
-                     f"paired d by {chance['seed_sd']:.4f} (median sd), so among {chance['candidates']} losses no "
-                     f"different from CE the best mean over {chance['seeds']} seeds would be "
-                     f"{chance['expected_best']:+.4f} ({chance['expected_best_independent']:+.4f} if none of "
-                     f"that noise were CE's). A lead near that is not evidence: confirm it with "
-                     f"`python -m nlfs.eliminate`.")
+                     f"paired difference by {chance['seed_sd'] * 100:.2f} pp (median sd, CE in disguise left "
+                     f"out){few}, so among {chance['candidates']} losses no different from CE the best mean over "
+                     f"{chance['seeds']} seeds would be {chance['expected_best'] * 100:+.2f} pp "
+                     f"({chance['expected_best_independent'] * 100:+.2f} pp if none of that noise were CE's). "
+                     f"A lead near that is not evidence, and a lead on a search's short trainings is a proxy "
+                     f"lead: confirm it with `python -m nlfs.eliminate`.")
+    if summary.get("verdict"):
+        lines.append(f"verdict: {summary['verdict']}")
     return "\n".join(lines)

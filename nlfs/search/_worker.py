@@ -19,10 +19,11 @@ def evaluate_payload(payload: dict) -> dict:
 
     ``payload``: ``expression``, ``constants``, ``reduction``, ``train`` (a TrainConfig dict),
     ``seeds`` (default: the train config's own seed), ``rejection`` (run the rejection test first),
-    ``name``. Instead of ``expression`` and ``reduction``, ``loss`` may give any loss ``nlfs.train``
-    accepts (a catalogue name, an expression, a ``LossSpec``; in this process also a callable), with
-    ``constants`` overriding its own (no rejection test). The result's ``per_seed`` lists ``{seed,
-    acc, diverged, reason, grad_scale, order_digest}``; ``fitness`` is the mean accuracy (None when a seed failed)."""
+    ``name``, ``scale`` (the loss's fixed factor, default 1). Instead of ``expression`` and
+    ``reduction``, ``loss`` may give any loss ``nlfs.train`` accepts (a catalogue name, an expression,
+    a ``LossSpec``; in this process also a callable), with ``constants`` overriding its own (no
+    rejection test). The result's ``per_seed`` lists ``{seed, acc, diverged, reason, grad_scale,
+    order_digest}``; ``fitness`` is the mean accuracy (None when a seed failed)."""
     start = time.perf_counter()
     try:
         return _evaluate(payload, start)
@@ -48,7 +49,7 @@ def _evaluate(payload: dict, start: float) -> dict:
             return {"status": "rejected:rejection", "stage": "rejection", "reason": out.reason,
                     "fitness": None, "wall_time": time.perf_counter() - start}
     spec = LossSpec(payload.get("name", str(expr)), expr, payload["reduction"],
-                    types.MappingProxyType(dict(constants)))
+                    types.MappingProxyType(dict(constants)), scale=float(payload.get("scale") or 1.0))
     return _train_seeds(spec, None, cfg, payload, start)
 
 

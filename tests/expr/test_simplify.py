@@ -163,3 +163,19 @@ def test_hypothesis_expressions_are_kept_exactly():
         check_exact(str(expr), expr, simplify(expr), consts, 3)
 
     run()
+
+
+README_CASES = [  # the README says a max/abs whose outcome the ranges of y, p decide is replaced
+    ("max(p, log(p))", "p"), ("max(log(p), p)", "p"), ("max(y, -y)", "y"), ("max(-y, y)", "y"),
+    ("y * log(-y)", "y * log(y)"), ("max(p, -p)", "abs(p)"), ("max(sqrt(p), log(sqrt(p)))", "sqrt(p)"),
+    ("abs(y)", "y"), ("plog(-y) + log(-(y + 1))", "plog(y) + log(y + 1)"),
+]
+
+
+@pytest.mark.parametrize("text,expected", README_CASES)
+def test_readme_cases_are_replaced_exactly(text, expected):
+    expr = parse(text)
+    simple = simplify(expr)
+    assert str(round_numbers(simple)) == expected
+    for seed in range(3):
+        assert check_exact(text, expr, simple, {}, seed)

@@ -53,11 +53,12 @@ def test_standalone_file_matches_every_found_loss_without_nlfs(tmp_path):
     write_report(tmp_path, rows)
     cases = standalone_cases(c=5)
     results = run_standalone(tmp_path / "best_losses_standalone.py", tmp_path, cases)
-    assert list(results) == ["found_1", "found_2", "found_3", "found_4"]
-    for i, r in enumerate(rows[1:5], 1):
-        spec = nlfs.losses.LossSpec(f"found_{i}", nlfs.parse(r["expression"]), "class_sum",
+    names = [f"{tmp_path.name}#{i}" for i in range(1, 5)]  # one name per loss: <run>#<id>
+    assert list(results) == names
+    for name, r in zip(names, rows[1:5]):
+        spec = nlfs.losses.LossSpec(name, nlfs.parse(r["expression"]), "class_sum",
                                     nlfs.losses.MappingProxyType(r["constants"]), scale=r.get("scale", 1.0))
-        assert_matches_loss(f"found_{i}", spec, results[f"found_{i}"], cases)
+        assert_matches_loss(name, spec, results[name], cases)
 
 
 def test_summary_says_what_lead_chance_alone_gives():
@@ -88,7 +89,7 @@ def test_summary_says_what_lead_chance_alone_gives():
     text = format_summary({"counts": {k: 0 for k in ("evaluated", "trained", "ok", "diverged", "error", "validity",
                                                      "duplicate", "integrity", "fingerprint", "rejection")},
                            "baseline_ce": 0.8, "paired": True, "best": [], "chance": chance}, "digits")
-    assert f"would be {chance['expected_best']:+.4f}" in text and "nlfs.eliminate" in text
+    assert f"would be {chance['expected_best'] * 100:+.2f} pp" in text and "nlfs.eliminate" in text
     assert chance_lead(rows[:2], 1) is None  # one candidate: no best-of-n to speak of
 
 
@@ -109,3 +110,81 @@ def test_chance_line_accounts_for_the_shared_ce_trainings():
     sd = sigma * math.sqrt(2)
     assert math.isclose(best, expected_max_normal(n, sd / math.sqrt(k) / math.sqrt(2)), rel_tol=0.03)
     assert best < 0.8 * expected_max_normal(n, sd / math.sqrt(k))  # treating them as independent overstates it
+
+
+def test_every_export_names_a_loss_alike_and_carries_its_scale(tmp_path):
+    """best_losses.py, best_losses_standalone.py, best_losses.tex and summary.json call a loss <run>#<id>;
+    the registered loss is the trained one (expression, constants, scale); importing an export twice is
+    fine, and another loss under a taken name is refused, not silently swapped in."""
+    run = tmp_path / "run-7"
+    run.mkdir()
+    rows = _rows()
+    summary = write_report(run, rows)
+    assert [b["name"] for b in summary["best"]] == ["run-7#1", "run-7#2", "run-7#3", "run-7#4"]
+    tex = (run / "best_losses.tex").read_text()
+    assert r"\mathrm{run-7\#4}" in tex
+    text = (run / "best_losses.py").read_text()
+    try:
+        ns = {}
+        exec(text, ns)
+        exec(text, {})  # the same export again: nothing new, no error
+        for r in rows[1:5]:
+            spec = nlfs.losses.get(f"run-7#{r['id']}")
+            assert str(spec.expr) == str(nlfs.parse(r["expression"])) and dict(spec.constants) == r["constants"]
+            assert spec.scale == r.get("scale", 1.0)
+        assert ns[nlfs.losses.python_name("run-7#4")]().spec.scale == 2.5
+        import pytest
+
+        with pytest.raises(ValueError, match="different loss named 'run-7#4'"):
+            exec(text.replace("scale=2.5", "scale=3.0"), {})
+    finally:
+        for r in rows[1:5]:
+            nlfs.losses._CATALOGUE.pop(nlfs.losses._key(f"run-7#{r['id']}"), None)
+
+
+def _paired_rows(diffs_by_id, rung=0, baseline=0.8):
+    rows = [{"id": 0, "expression": "-y * log(p)", "fitness": baseline, "status": "baseline", "rung": rung,
+             "size": 4}]
+    for i, (expr, diffs) in diffs_by_id.items():
+        rows.append({"id": i, "candidate": i, "expression": expr, "constants": {}, "size": 5 + i, "status": "ok",
+                     "rung": rung, "fitness": sum(diffs) / len(diffs), "accuracy": baseline + sum(diffs) / len(diffs),
+                     "dataset": "digits", "result": {"seeds": [{"paired": d, "acc": baseline + d} for d in diffs]}})
+    return rows
+
+
+def _paired_run(tmp_path, rows, rungs=None):
+    from nlfs.search import RunDB, SearchConfig
+
+    db = RunDB(tmp_path / "run.db")
+    db.set_meta("config", SearchConfig(run_dir=str(tmp_path), paired=True, rungs=rungs).to_dict())
+    db.close()
+    return write_report(tmp_path, rows)
+
+
+def test_a_run_whose_best_is_behind_ce_says_so(tmp_path):
+    rows = _paired_rows({1: ("-y * log(p) + 0.1 * p", [-0.01, -0.02]), 2: ("y * (1 - p)", [-0.03, -0.05])})
+    summary = _paired_run(tmp_path, rows)
+    assert summary["ahead_of_ce"] is False and "no candidate is ahead of CE" in summary["verdict"]
+    assert "no candidate is ahead of CE" in (tmp_path / "hall_of_fame.md").read_text()
+    text = format_summary(summary, "digits")
+    assert "verdict: no candidate is ahead of CE" in text and "found #" not in text
+    assert "-1.50 pp [" in text  # pp, with its interval over the two seeds
+    assert "not found losses" in (tmp_path / "best_losses.py").read_text()
+    assert "not found losses" in (tmp_path / "best_losses_standalone.py").read_text()
+    assert "behind CE" in text
+
+
+def test_every_lead_is_commented_and_ce_in_disguise_is_not_noise(tmp_path):
+    """A large lead at a screening rung is a proxy lead; the seed noise leaves out CE itself (spread 0)
+    and says when it rests on fewer than five candidates."""
+    rows = _paired_rows({1: ("-y * log(p) * 1", [0.0, 0.0, 0.0]), 2: ("y * (1 - p)", [0.05, 0.07, 0.06]),
+                         3: ("-y * log(p) + 0.1 * p * y", [0.001, -0.002, 0.0]),
+                         4: ("-y * log(p + 0.1)", [-0.01, 0.004, 0.002])})
+    summary = _paired_run(tmp_path, rows, rungs=[{"steps": 10, "seeds": 3}, {"steps": 30, "seeds": 3}])
+    chance = summary["chance"]
+    assert chance["noise_from"] == 3 and chance["few"]  # #1 is CE: no spread, not noise
+    assert summary["ahead_of_ce"] and "proxy lead" in summary["best"][0]["lead"]
+    text = format_summary(summary, "digits")
+    assert "only 3 candidate(s)" in text and "regime: " in text
+    leads = [b["lead"] for b in summary["best"]]
+    assert all(leads) and "screening rung" in leads[0]

@@ -201,7 +201,7 @@ def test_gradient_scale_round_trips_into_the_exported_loss(tmp_path):
     write_report(tmp_path / "run", rows)
     namespace = {}
     exec((tmp_path / "run" / "best_losses.py").read_text(), namespace)
-    exported = namespace["Found1"](backend="torch")
+    exported = namespace[nlfs.losses.python_name(f"run#{row['id']}")](backend="torch")
     assert exported.spec.scale == pytest.approx(row["scale"])
     plain = nlfs.Loss(row["expression"], backend="torch")
     assert exported(z, t).item() == pytest.approx(row["scale"] * plain(z, t).item())
@@ -281,7 +281,7 @@ def test_report_only_rewrites_a_runs_reports_without_training(tmp_path, capsys):
     calls = len(ex.submitted)
     assert evolve.main(["--report-only", str(run)]) == 0
     assert len(ex.submitted) == calls and (run / "summary.json").is_file()
-    assert "found #1" in capsys.readouterr().out
+    assert "run#" in capsys.readouterr().out
     assert evolve.main(["--report-only", str(tmp_path / "nothing")]) == 2
     assert "no search run" in capsys.readouterr().err
 

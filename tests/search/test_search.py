@@ -1,5 +1,6 @@
 """Tiny end-to-end searches on digits (CPU), resume after SIGKILL, failure handling."""
 
+import json
 import os
 import signal
 import sqlite3
@@ -158,13 +159,14 @@ def test_outputs_for_a_person(tmp_path):
     run_dir = tmp_path / "out"
     res = subprocess.run(_evolve_cmd(run_dir, 2), capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
-    assert "CE" in res.stdout and "found #1" in res.stdout
+    best = json.loads((run_dir / "summary.json").read_text())["best"][0]["name"]
+    assert "CE" in res.stdout and best in res.stdout and best.startswith("out#")
     for name in ("hall_of_fame.md", "fitness.png", "best_losses.py", "summary.json", "run.db"):
         assert (run_dir / name).exists(), name
     assert Path(run_dir / "fitness.png").read_bytes()[:4] == b"\x89PNG"
     namespace = {}
     exec((run_dir / "best_losses.py").read_text(), namespace)
-    module = namespace["Found1"](backend="torch")
+    module = namespace[nlfs.losses.python_name(best)](backend="torch")
     z = torch.randn(4, 10, requires_grad=True)
     module(z, torch.tensor([1, 2, 3, 4])).backward()
     assert torch.isfinite(z.grad).all()
