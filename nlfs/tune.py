@@ -373,7 +373,7 @@ def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int
 def _ce_reference(run_dir: Path, train_config, evaluate) -> float | None:
     """CE's accuracy under the tuning's training (one training, kept in ``DIR/tune_ce.json`` so a
     resumed tuning does not train it again)."""
-    from .search._report import _atomic_write
+    from ._io import atomic_write
 
     path, train = run_dir / "tune_ce.json", train_config.to_dict()
     try:
@@ -385,7 +385,7 @@ def _ce_reference(run_dir: Path, train_config, evaluate) -> float | None:
     out = evaluate({"expression": "-y * log(p)", "constants": {}, "reduction": "class_sum", "train": train,
                     "rejection": False, "name": "CE"})
     acc = out.get("fitness") if out.get("status") == "ok" else None
-    _atomic_write(path, json.dumps({"train": train, "accuracy": acc}, indent=2, default=str))
+    atomic_write(path, json.dumps({"train": train, "accuracy": acc}, indent=2, default=str))
     return acc
 
 

@@ -196,12 +196,12 @@ def test_readme_command_needs_no_models_and_the_survivors_feed_the_next_tools(tm
     exports them and with the scale they were found with (a fixed one: the run did not rescale)."""
     from nlfs.eliminate import build_parser, protocol_from_args
 
-    args = build_parser().parse_args(["--run-dir", "x", "--keep", "10,5,3", "--seeds", "2,3,5",
+    args = build_parser().parse_args(["--run-dir", "x", "--keep", "10,5,3", "--seeds-per-round", "2,3,5",
                                       "--train-sizes", "base,base,all"])
     proto = protocol_from_args(args)
     assert [(r.keep, r.seeds, r.budget_scale, r.model) for r in proto.rounds] == [
         (10, 2, 1.0, "surrogate"), (5, 3, 1.0, "surrogate"), (3, 5, 1.0, "surrogate")]
-    assert len(protocol_from_args(build_parser().parse_args(["--run-dir", "x", "--seeds", "1"])).rounds) == 4
+    assert len(protocol_from_args(build_parser().parse_args(["--run-dir", "x", "--seeds-per-round", "1"])).rounds) == 4
 
     run = make_run(tmp_path)
     db = RunDB(run / "run.db")
@@ -217,7 +217,7 @@ def test_readme_command_needs_no_models_and_the_survivors_feed_the_next_tools(tm
         return out
 
     monkeypatch.setattr(nlfs.train, "train", fake)
-    assert main(["--run-dir", str(run), "--keep", "2,1", "--seeds", "2", "--pool", "3"]) == 0
+    assert main(["--run-dir", str(run), "--keep", "2,1", "--seeds-per-round", "2", "--pool", "3"]) == 0
     assert ("-y * log(p) * 0.5", 4.0) in seen  # trained at the scale the search found it with
     finalists = json.loads((run / "finalists.json").read_text())
     assert len(finalists) == 1

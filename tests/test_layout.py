@@ -22,12 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # (``__main__`` modules, e.g. ``python -m nlfs.train``) are tools too. Tools may import each other.
 TOOLS = frozenset({"nlfs.tune", "nlfs.eliminate", "nlfs.transfer", "nlfs.evolve", "nlfs.heldout", "nlfs._cli"})
 
-# Known violations, removed when the refactor lands (issue #23: the Optuna helpers move into the
-# search package, the run-dir helpers into the library, _export/_module stop importing each other).
-# (importer, imported) for (a); the two modules of a circle, in sorted order, for (b).
-KNOWN_VIOLATIONS = frozenset({
-    ("nlfs._export", "nlfs._module"),
-})
 
 
 # ---------------------------------------------------------------- the import graph
@@ -163,18 +157,13 @@ def graph():
 
 
 def test_the_library_imports_no_tool_and_nothing_imports_bench(graph):
-    bad = sorted(upward_imports(graph) - KNOWN_VIOLATIONS)
+    bad = sorted(upward_imports(graph))
     assert not bad, "imports from the library up into a tool or bench/: " + ", ".join(f"{a} -> {b}" for a, b in bad)
 
 
 def test_no_two_modules_import_each_other(graph):
-    bad = sorted(circles(graph) - KNOWN_VIOLATIONS)
+    bad = sorted(circles(graph))
     assert not bad, "modules that import each other: " + ", ".join(f"{a} <-> {b}" for a, b in bad)
-
-
-def test_the_known_violations_still_exist(graph):
-    stale = sorted(KNOWN_VIOLATIONS - upward_imports(graph) - circles(graph))
-    assert not stale, f"fixed: remove {stale} from KNOWN_VIOLATIONS in tests/test_layout.py"
 
 
 def test_no_test_file_copies_a_conftest_fixture():
