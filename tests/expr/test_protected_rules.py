@@ -1,4 +1,4 @@
-"""The protected-domain rules pinned to literal values from the README's rule table (eps = 1e-7,
+"""The protected-domain rules pinned to literal values from the rule table in docs/losses.md (eps = 1e-7,
 MAXV = 1e10, each clamp and floor), written out here by hand, independent of the ops table's own
 constants and code: a wrong constant in the table, or in a backend's generated code, fails."""
 
@@ -16,7 +16,7 @@ from tests.conftest import require_backend
 LN_EPS = -16.11809565095832  # ln(1e-7)
 LN_MAXV = 23.025850929940457  # ln(1e10)
 
-# (op, args, value): the README's table, one literal per rule
+# (op, args, value): the table in docs/losses.md, one literal per rule
 CASES = [
     # log(x) = ln(max(|x|, eps)), sqrt(x) = sqrt(max(|x|, eps))
     ("log", (0.0,), LN_EPS), ("log", (-1e-9,), LN_EPS), ("log", (-2.0,), math.log(2.0)),
