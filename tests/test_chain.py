@@ -37,7 +37,8 @@ def test_search_tune_eliminate_transfer_heldout(tmp_path, capsys):
     assert "CE with the same training" in (run / "tuned.md").read_text()
 
     # the README's command shape: --keep without --models (the preset's 4-entry lists must not leak in)
-    assert eliminate.main(["--run-dir", str(run), "--keep", "3,1", "--seeds-per-round", "2", "--pool", "4", "--tuned"]) == 0
+    assert eliminate.main(["--run-dir", str(run), "--keep", "3,1", "--seeds-per-round", "2", "--pool", "4",
+                           "--tuned"]) == 0
     finalists = json.loads((run / "finalists.json").read_text())
     assert len(finalists) == 1 and set(finalists[0]) >= {"name", "expression", "constants", "scale", "reduction",
                                                          "provenance"}
