@@ -230,13 +230,13 @@ def _training_table() -> dict[str, _Option]:
         "resize": _Option(image_size, "resize every image to H x W (images of different sizes need it)",
                           metavar="H[,W]"),
         "model": _Option(str, f"one of {', '.join(MODELS)}, wrn-D-K, or module:factory (called as "
-                              "factory(input_shape, num_classes), returning an nn.Module); feature vectors "
-                              "get mlp by default"),
+                              "factory(input_shape, num_classes), returning an nn.Module); on feature "
+                              "vectors, surrogate is the mlp"),
         "epochs": _Option(positive_int, "training epochs"),
         "steps": _Option(positive_int, "optimizer steps (overrides --epochs)"),
         "batch_size": _Option(positive_int, "training batch size"),
         "train_size": _Option(positive_int, "training images used (a subset of the training split)"),
-        "val_size": _Option(positive_int, "validation images (your data: 20%% of each class by default)"),
+        "val_size": _Option(positive_int, "validation images (your data: 20%% of each class when unset)"),
         "lr": _Option(positive_float, "learning rate"),
         "optimizer": _Option(str, "sgd is Nesterov momentum", OPTIMIZERS),
         "weight_decay": _Option(non_negative_float, "weight decay"),

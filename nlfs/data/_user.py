@@ -288,7 +288,7 @@ def _make(source: str, x: dict, y: dict, classes: list[str]) -> Dataset:
 def load_image_folder(root: Path, resize=None) -> Dataset:
     """``root/<class>/<image>``, or ``root/train/<class>/<image>`` with optional ``val/`` (or
     ``valid/``, ``validation/``) and ``test/`` parts used as given. Class names are the folder names,
-    sorted (as torchvision's ImageFolder); images are decoded with torchvision."""
+    sorted (as torchvision's ImageFolder); images are decoded with PIL into torchvision tensors."""
     subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     split_dirs = {d.name.lower(): d for d in subdirs if d.name.lower() in SPLIT_FOLDERS}
     layout = ("expected DIR/<class>/<image>, or DIR/train/<class>/<image> with optional DIR/val/ and "
@@ -335,26 +335,27 @@ def load_image_folder(root: Path, resize=None) -> Dataset:
 
 
 def _decode(path: Path) -> torch.Tensor:
-    from torchvision.io import ImageReadMode, decode_image
+    """One image as uint8 (C, H, W), read with PIL and torchvision's ``pil_to_tensor`` (torchvision's
+    own decoders are deprecated from 0.29 in favour of torchcodec). Grey stays one channel, every
+    other mode becomes RGB (an alpha channel is dropped)."""
+    from PIL import Image
+    from torchvision.transforms.v2.functional import pil_to_tensor
 
     try:
-        if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".gif", ".webp"):
-            img = decode_image(str(path), mode=ImageReadMode.UNCHANGED)
-            if img.dim() == 4:  # an animated GIF: its first frame
-                img = img[0]
-        else:
-            from PIL import Image
-            from torchvision.transforms.v2.functional import pil_to_tensor
-
-            with Image.open(path) as im:
-                img = pil_to_tensor(im.convert("RGB" if im.mode not in ("L", "RGB") else im.mode))
+        with Image.open(path) as im:
+            mode = "L" if im.mode in ("1", "L", "LA", "P") and _grey(im) else "RGB"
+            img = pil_to_tensor(im.convert(mode))
     except Exception as err:
         raise DatasetError(f"{path}: cannot decode the image ({type(err).__name__}: {err})") from None
-    if img.dtype != torch.uint8:
-        raise DatasetError(f"{path}: {img.dtype} pixels; only 8-bit images are read")
-    if img.shape[0] in (2, 4):  # drop the alpha channel
-        img = img[:-1]
     return img
+
+
+def _grey(im) -> bool:
+    if im.mode != "P":
+        return True
+    palette = im.convert("RGB")
+    r, g, b = palette.split()
+    return r.tobytes() == g.tobytes() == b.tobytes()
 
 
 def _stack(images: list[torch.Tensor], paths: list[Path], resize, root: Path) -> torch.Tensor:
