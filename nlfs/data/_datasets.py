@@ -13,11 +13,13 @@ import gzip
 import os
 import pickle
 import struct
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ._dataset import Dataset, DatasetError
+from ._user import is_user_source, load_user_dataset, resize_images, resolve_source, source_stamp
 
 DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100")
 _ALIASES = {
@@ -30,55 +32,9 @@ FASHION_MNIST_DEFAULT = "/usr/share/datasets/fashion-mnist"
 CIFAR_DEFAULT = "~/.cache/nlfs/data"
 
 
-class DatasetError(FileNotFoundError):
-    """A dataset that is missing or unreadable; the message names the path(s) and how to get it."""
-
-
-@dataclass
-class Dataset:
-    """Images (N, C, H, W) or feature vectors (N, D), labels int64 (N,), for the official train and
-    test parts (and a user's validation part). Named datasets hold uint8 images; a user's data may
-    hold float32 images or features (see ``nlfs.data._user``). ``split_by_fraction``: a user's data,
-    split by stratified fractions (``make_splits``) rather than the named datasets' fixed rules."""
-
-    name: str
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor | None
-    test_y: torch.Tensor | None
-    num_classes: int
-    mean: tuple[float, ...]  # per channel, on the 0..1 scale
-    std: tuple[float, ...]
-    source: str = ""  # where it was read from
-    classes: list[str] = field(default_factory=list)
-    val_x: torch.Tensor | None = None
-    val_y: torch.Tensor | None = None
-    split_by_fraction: bool = False
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """One sample's shape: (C, H, W), or (D,) for feature vectors."""
-        return tuple(self.train_x.shape[1:])
-
-    @property
-    def features(self) -> bool:
-        """Feature vectors (N, D) rather than images."""
-        return self.train_x.dim() == 2
-
-    @property
-    def in_channels(self) -> int:
-        return self.train_x.shape[1]
-
-    @property
-    def image_size(self) -> int:
-        return self.train_x.shape[2]
-
-
 def canonical_name(name: str) -> str:
     """A named dataset's canonical name, or a user's data as an absolute path or ``module:function``
     (a path that does not exist: :class:`DatasetError`)."""
-    from ._user import is_user_source, resolve_source
-
     key = str(name).lower().strip()
     if key in _ALIASES:
         return _ALIASES[key]
@@ -279,8 +235,6 @@ def load_dataset(name: str, data_root: str | os.PathLike | None = None, download
     ``module:function``; cached per path and modification time). ``resize`` (H, W): every image
     resized (a user's images of different sizes need it). Never substitutes another dataset: a
     missing one raises :class:`DatasetError`."""
-    from ._user import load_user_dataset, resize_images, source_stamp
-
     name = canonical_name(name)
     size = None if resize is None else tuple(int(v) for v in resize)
     if name not in DATASETS:

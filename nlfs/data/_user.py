@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._datasets import Dataset, DatasetError
+from ._dataset import Dataset, DatasetError
 
 PARTS = ("train", "val", "test")
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
