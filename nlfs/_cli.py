@@ -22,9 +22,9 @@ import sys
 import typing
 
 __all__ = ["BUDGET_OPTIONS", "TRAINING_OPTIONS", "ArgumentParser", "Interrupted", "add_training_options",
-           "command_line", "fraction", "non_negative_float", "non_negative_int", "parse_seeds", "positive_float",
-           "positive_int", "refuse_on_resume", "resume_with", "run_main", "seeds_list", "split_losses",
-           "train_defaults", "training_overrides"]
+           "command_line", "fraction", "image_size", "non_negative_float", "non_negative_int", "parse_seeds",
+           "positive_float", "positive_int", "refuse_on_resume", "resume_with", "run_main", "seeds_list",
+           "split_losses", "train_defaults", "training_overrides"]
 
 
 # ------------------------------------------------------------------------------------ argument types
@@ -185,13 +185,25 @@ def refuse_on_resume(parser: ArgumentParser, allowed: typing.Iterable[str], resu
 
 # ------------------------------------------------------------------------------ the training options
 def _dataset(text: str) -> str:
-    from .data import canonical_name
+    from .data import DatasetError, canonical_name
 
     try:
         canonical_name(text)
-    except ValueError as err:
+    except (ValueError, DatasetError) as err:
         raise argparse.ArgumentTypeError(str(err)) from None
     return text
+
+
+def image_size(text) -> tuple[int, int]:
+    """``H`` or ``H,W`` (also ``HxW``) -> (H, W)."""
+    parts = str(text).lower().replace("x", ",").split(",")
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        size = ()
+    if len(size) not in (1, 2) or min(size) < 1:
+        raise argparse.ArgumentTypeError(f"expected H or H,W (positive pixels), got {text!r}")
+    return size * 2 if len(size) == 1 else size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,14 +222,21 @@ def _training_table() -> dict[str, _Option]:
     from .train import AMPS, GRAD_SCALES, OPTIMIZERS, SCHEDULES
 
     return {
-        "dataset": _Option(_dataset, f"one of {', '.join(DATASETS)}"),
+        "dataset": _Option(_dataset, f"one of {', '.join(DATASETS)}; or your data: an ImageFolder directory "
+                                     "(DIR/<class>/<image>, or with train/ val/ test/), a .npz/.pt file with "
+                                     "x_train, y_train [, x_val, y_val, x_test, y_test], or module:function "
+                                     "returning them"),
         "data_root": _Option(str, "directory holding the dataset files", metavar="DIR"),
-        "model": _Option(str, f"one of {', '.join(MODELS)} or wrn-D-K"),
+        "resize": _Option(image_size, "resize every image to H x W (images of different sizes need it)",
+                          metavar="H[,W]"),
+        "model": _Option(str, f"one of {', '.join(MODELS)}, wrn-D-K, or module:factory (called as "
+                              "factory(input_shape, num_classes), returning an nn.Module); on feature "
+                              "vectors, surrogate is the mlp"),
         "epochs": _Option(positive_int, "training epochs"),
         "steps": _Option(positive_int, "optimizer steps (overrides --epochs)"),
         "batch_size": _Option(positive_int, "training batch size"),
         "train_size": _Option(positive_int, "training images used (a subset of the training split)"),
-        "val_size": _Option(positive_int, "validation images"),
+        "val_size": _Option(positive_int, "validation images (your data: 20%% of each class when unset)"),
         "lr": _Option(positive_float, "learning rate"),
         "optimizer": _Option(str, "sgd is Nesterov momentum", OPTIMIZERS),
         "weight_decay": _Option(non_negative_float, "weight decay"),
@@ -240,12 +259,13 @@ def _training_table() -> dict[str, _Option]:
     }
 
 
-TRAINING_OPTIONS = ("dataset", "data_root", "model", "epochs", "steps", "batch_size", "train_size", "val_size",
+TRAINING_OPTIONS = ("dataset", "data_root", "resize", "model", "epochs", "steps", "batch_size", "train_size",
+                    "val_size",
                     "lr", "optimizer", "weight_decay", "schedule", "augment", "grad_scale", "label_noise",
                     "dropout", "split_seed", "device", "backend", "amp", "compile", "download", "checkpoint",
                     "threads")
 # the options that say where and how long a base configuration trains (tune, eliminate)
-BUDGET_OPTIONS = ("dataset", "data_root", "model", "epochs", "steps", "train_size", "val_size", "backend",
+BUDGET_OPTIONS = ("dataset", "data_root", "resize", "model", "epochs", "steps", "train_size", "val_size", "backend",
                   "device")
 
 

@@ -1,4 +1,5 @@
-"""Datasets, seeded splits and batched on-device augmentations for the nlfs trainer."""
+"""Datasets (the named ones and a user's own: ``as_dataset``), seeded splits and batched on-device
+augmentations for the nlfs trainer."""
 
 from ._augment import (
     AUGMENTS,
@@ -25,9 +26,18 @@ from ._datasets import (
     on_device,
     read_idx,
 )
-from ._splits import Splits, make_splits, with_label_noise
+from ._splits import (
+    USER_TEST_FRACTION,
+    USER_VAL_FRACTION,
+    Splits,
+    make_splits,
+    split_indices,
+    with_label_noise,
+)
+from ._user import as_dataset, resize_images, save_dataset
 
-__all__ = ["AUGMENTS", "DATASETS", "PROB_TARGETS", "Augment", "Dataset", "DatasetError", "Splits",
-           "canonical_name", "clear_cache", "cutmix", "cutout", "load_cifar", "load_dataset", "load_digits",
-           "load_fashion_mnist", "make_augment", "make_splits", "mixup", "normalize", "on_device",
-           "random_crop", "random_flip", "read_idx", "with_label_noise"]
+__all__ = ["AUGMENTS", "DATASETS", "PROB_TARGETS", "USER_TEST_FRACTION", "USER_VAL_FRACTION", "Augment",
+           "Dataset", "DatasetError", "Splits", "as_dataset", "canonical_name", "clear_cache", "cutmix", "cutout",
+           "load_cifar", "load_dataset", "load_digits", "load_fashion_mnist", "make_augment", "make_splits", "mixup",
+           "normalize", "on_device", "random_crop", "random_flip", "read_idx", "resize_images", "save_dataset",
+           "split_indices", "with_label_noise"]

@@ -22,8 +22,12 @@ PROB_TARGETS = frozenset({"mixup", "cutmix"})
 
 
 def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 (B,C,H,W) -> float32, per-channel standardised. ``mean``/``std`` are (1,C,1,1)."""
-    return (x.float() * (1.0 / 255.0) - mean) / std
+    """uint8 (B,C,H,W) -> float32 on the 0..1 scale, per-channel standardised (``mean``/``std``
+    (1,C,1,1)); a user's float images are standardised on their own scale, feature vectors (B, D)
+    per feature (``mean``/``std`` (1, D))."""
+    if x.dtype == torch.uint8:
+        return (x.float() * (1.0 / 255.0) - mean) / std
+    return (x.float() - mean) / std
 
 
 def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -91,16 +95,19 @@ class Augment:
     def __init__(self, name: str, mean, std, num_classes: int, image_size: int,
                  device: str | torch.device = "cpu", seed: int = 0, *, crop_pad: int | None = None,
                  cutout_size: int | None = None, mixup_alpha: float = 1.0, cutmix_alpha: float = 1.0,
-                 ra_num_ops: int = 2, ra_magnitude: int = 9, groups: int = 16):
+                 ra_num_ops: int = 2, ra_magnitude: int = 9, groups: int = 16, features: bool = False):
         name = name.lower().replace("-", "").replace("_", "")
         if name in ("", "off", "false"):
             name = "none"
         if name not in AUGMENTS:
             raise ValueError(f"unknown augmentation {name!r}; choose one of {', '.join(AUGMENTS)}")
+        if features and name != "none":
+            raise ValueError(f"augmentation {name!r} needs images; feature vectors take augment none")
         self.name = name
         self.device = torch.device(device)
-        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        shape = (1, -1) if features else (1, -1, 1, 1)  # per feature, or per channel
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(shape)
+        self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(shape)
         self.num_classes = num_classes
         self.crop_pad = max(1, image_size // 8) if crop_pad is None else crop_pad
         self.cutout_size = max(1, image_size // 2) if cutout_size is None else cutout_size

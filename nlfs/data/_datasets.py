@@ -1,6 +1,7 @@
-"""Dataset loading: Fashion-MNIST (IDX), CIFAR-10/100 (python pickle batches), scikit-learn digits.
+"""Dataset loading: Fashion-MNIST (IDX), CIFAR-10/100 (python pickle batches), scikit-learn digits,
+and a user's own data (an ImageFolder directory, a ``.npz``/``.pt`` file, ``module:function``: ``_user``).
 
-Every loader returns a :class:`Dataset` of uint8 images (N, C, H, W) and int64 labels on the CPU; a
+Every named loader returns a :class:`Dataset` of uint8 images (N, C, H, W) and int64 labels on the CPU; a
 missing or corrupt dataset raises :class:`DatasetError` naming the paths tried and how to get the data.
 Loaded datasets are cached in-process (:func:`load_dataset`), and so are their copies on a device
 (:func:`on_device`).
@@ -12,11 +13,13 @@ import gzip
 import os
 import pickle
 import struct
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ._dataset import Dataset, DatasetError
+from ._user import is_user_source, load_user_dataset, resize_images, resolve_source, source_stamp
 
 DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100")
 _ALIASES = {
@@ -29,44 +32,16 @@ FASHION_MNIST_DEFAULT = "/usr/share/datasets/fashion-mnist"
 CIFAR_DEFAULT = "~/.cache/nlfs/data"
 
 
-class DatasetError(FileNotFoundError):
-    """A dataset that is missing or unreadable; the message names the path(s) and how to get it."""
-
-
-@dataclass
-class Dataset:
-    """Images as uint8 (N, C, H, W), labels int64 (N,), for the official train and test parts."""
-
-    name: str
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor | None
-    test_y: torch.Tensor | None
-    num_classes: int
-    mean: tuple[float, ...]  # per channel, on the 0..1 scale
-    std: tuple[float, ...]
-    source: str = ""  # where it was read from
-    classes: list[str] = field(default_factory=list)
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(self.train_x.shape[1:])
-
-    @property
-    def in_channels(self) -> int:
-        return self.train_x.shape[1]
-
-    @property
-    def image_size(self) -> int:
-        return self.train_x.shape[2]
-
-
 def canonical_name(name: str) -> str:
-    key = name.lower().strip()
-    try:
+    """A named dataset's canonical name, or a user's data as an absolute path or ``module:function``
+    (a path that does not exist: :class:`DatasetError`)."""
+    key = str(name).lower().strip()
+    if key in _ALIASES:
         return _ALIASES[key]
-    except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}") from None
+    if is_user_source(str(name).strip()):
+        return resolve_source(str(name))
+    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, or give an ImageFolder "
+                     "directory, a .npz/.pt file or module:function")
 
 
 def _stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -253,10 +228,32 @@ _CACHE: dict[tuple, Dataset] = {}
 _DEVICE_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def load_dataset(name: str, data_root: str | os.PathLike | None = None, download: bool = False) -> Dataset:
+def load_dataset(name: str, data_root: str | os.PathLike | None = None, download: bool = False,
+                 resize=None) -> Dataset:
     """Load (once per process) a dataset by name: ``digits``, ``fashion-mnist``, ``cifar10``,
-    ``cifar100``. Never substitutes another dataset: a missing one raises :class:`DatasetError`."""
+    ``cifar100``, or a user's data (an ImageFolder directory, a ``.npz``/``.pt`` file, or
+    ``module:function``; cached per path and modification time). ``resize`` (H, W): every image
+    resized (a user's images of different sizes need it). Never substitutes another dataset: a
+    missing one raises :class:`DatasetError`."""
     name = canonical_name(name)
+    size = None if resize is None else tuple(int(v) for v in resize)
+    if name not in DATASETS:
+        key = (name, source_stamp(name), size)
+        ds = _CACHE.get(key)
+        if ds is None:
+            ds = _CACHE[key] = load_user_dataset(name, size)
+        return ds
+    if size is not None:
+        key = (name, str(data_root), download, size)
+        ds = _CACHE.get(key)
+        if ds is None:
+            import dataclasses
+
+            full = load_dataset(name, data_root, download)
+            ds = _CACHE[key] = dataclasses.replace(
+                full, train_x=resize_images(full.train_x, size),
+                test_x=None if full.test_x is None else resize_images(full.test_x, size))
+        return ds
     if name == "digits":
         key = (name,)
     elif name == "fashion-mnist":
@@ -276,11 +273,15 @@ def load_dataset(name: str, data_root: str | os.PathLike | None = None, download
 
 
 def on_device(ds: Dataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """All images (train part then test part) and labels on ``device``; cached per process."""
+    """All samples (train part, then validation part if any, then test part) and labels on ``device``;
+    cached per process."""
     key = (ds.name, ds.source, id(ds), str(device))
     hit = _DEVICE_CACHE.get(key)
     if hit is None:
         xs, ys = [ds.train_x], [ds.train_y]
+        if ds.val_x is not None:
+            xs.append(ds.val_x)
+            ys.append(ds.val_y)
         if ds.test_x is not None:
             xs.append(ds.test_x)
             ys.append(ds.test_y)

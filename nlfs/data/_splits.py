@@ -1,7 +1,14 @@
 """Explicit, seeded train/validation/test splits over a dataset that lives on the training device.
 
-The images stay uint8 on the device (``on_device``: one copy per device per process); a split is three
-index tensors into it, and a batch is an index slice gathered in one op.
+The samples stay on the device as stored (uint8 images; a user's float images or features:
+``on_device``, one copy per device per process); a split is three index tensors into it, and a batch
+is an index slice gathered in one op.
+
+A user's data (``Dataset.split_by_fraction``) is split by stratified, seeded fractions: its given
+validation and test parts are used as given; without a test part, ``USER_TEST_FRACTION`` of each class
+is held out as the test part with a fixed seed (the same test part for every run, whatever the split
+seed); without a validation part, ``USER_VAL_FRACTION`` of each class of the rest (or ``val_size``
+samples, shared among classes by size) is the validation part, seeded by the split seed.
 """
 
 from __future__ import annotations
@@ -11,8 +18,12 @@ from dataclasses import dataclass
 import torch
 
 from ._datasets import Dataset, on_device
+from ._user import stratified_take
 
 DIGITS_TEST_SIZE = 360  # digits has no official test part: a fixed, seeded 20% is carved out
+USER_VAL_FRACTION = 0.2  # 80/20 train/validation
+USER_TEST_FRACTION = 0.2  # as digits: a fifth held out when a user's data has no test part
+USER_TEST_SEED = 0
 
 
 @dataclass
@@ -20,7 +31,7 @@ class Splits:
     """Index tensors (on the device) into ``images``/``labels``; ``test`` is None when not wanted."""
 
     dataset: Dataset
-    images: torch.Tensor  # uint8 (M, C, H, W) on the device
+    images: torch.Tensor  # (M, C, H, W) uint8 images, a user's float32 images or (M, D) features
     labels: torch.Tensor  # int64 (M,)
     train: torch.Tensor
     val: torch.Tensor
@@ -33,14 +44,19 @@ class Splits:
                 "test": 0 if self.test is None else len(self.test)}
 
 
-def make_splits(ds: Dataset, val_size: int, train_size: int | None = None, seed: int = 0,
+def make_splits(ds: Dataset, val_size: int | None, train_size: int | None = None, seed: int = 0,
                 device: str | torch.device = "cpu", include_test: bool = True) -> Splits:
     """Seeded split of the official training part into train and validation (``val_size`` images),
     optionally keeping only ``train_size`` training images. The test split is the official test part
     (digits: a fixed seeded 360 images taken out first) and is left out entirely when
-    ``include_test=False``."""
+    ``include_test=False``. A user's data: see the module docstring (``val_size`` None: the
+    fraction)."""
     device = torch.device(device)
     images, labels = on_device(ds, device)
+    if ds.split_by_fraction:
+        train_idx, val_idx, test_idx = split_indices(ds, val_size, train_size, seed)
+        return Splits(ds, images, labels, train_idx.to(device), val_idx.to(device),
+                      test_idx.to(device) if include_test else None, int(seed))
     n_pool = len(ds.train_y)
     g = torch.Generator().manual_seed(int(seed))
     perm = torch.randperm(n_pool, generator=g)
@@ -60,6 +76,41 @@ def make_splits(ds: Dataset, val_size: int, train_size: int | None = None, seed:
         train_idx = train_idx[:train_size]
     return Splits(ds, images, labels, train_idx.to(device), val_idx.to(device),
                   test_idx.to(device) if include_test else None, int(seed))
+
+
+def split_indices(ds: Dataset, val_size: int | None = None, train_size: int | None = None,
+                  seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(train, val, test) index tensors on the CPU into a user's data as ``on_device`` lays it out
+    (train part, given validation part, given test part). :class:`DatasetError` when a class has too
+    few samples to split, ValueError for sizes that do not fit."""
+    n_train = len(ds.train_y)
+    n_val = 0 if ds.val_y is None else len(ds.val_y)
+    pool = torch.arange(n_train)
+    if ds.test_y is not None:
+        test_idx = torch.arange(n_train + n_val, n_train + n_val + len(ds.test_y))
+    else:
+        g = torch.Generator().manual_seed(USER_TEST_SEED)
+        needs = 2 if ds.val_y is not None else 3  # one each for test, validation, training
+        picked, rest = stratified_take(ds.train_y, USER_TEST_FRACTION, g, "test", ds.source, needs)
+        test_idx, pool = pool[picked], pool[rest]
+    g = torch.Generator().manual_seed(int(seed))
+    if ds.val_y is not None:
+        if val_size is not None:
+            raise ValueError(f"{ds.source} has its own validation part ({n_val} samples): leave val_size unset")
+        val_idx = torch.arange(n_train, n_train + n_val)
+        train_idx = pool[torch.randperm(len(pool), generator=g)]
+    else:
+        amount = USER_VAL_FRACTION if val_size is None else int(val_size)
+        picked, rest = stratified_take(ds.train_y[pool], amount, g, "validation", ds.source)
+        val_idx, train_idx = pool[picked], pool[rest]
+    if train_size is not None:
+        if train_size < 1:
+            raise ValueError(f"train_size must be positive, got {train_size}")
+        if train_size > len(train_idx):
+            raise ValueError(f"train_size={train_size} but only {len(train_idx)} training samples remain "
+                             f"after {len(val_idx)} validation samples")
+        train_idx = train_idx[:train_size]
+    return train_idx, val_idx, test_idx
 
 
 def with_label_noise(splits: Splits, rate: float, num_classes: int, seed: int = 0) -> Splits:

@@ -1,7 +1,17 @@
-"""Models for loss search and transfer: the surrogate CNN, ResNet9V2, WideResNets, torchvision nets."""
+"""Models for loss search and transfer: the surrogate CNN, ResNet9V2, WideResNets, torchvision nets, an
+MLP for feature vectors, and a user's ``module:factory``."""
 
-from ._registry import MODELS, build_model, load_checkpoint
-from ._small import ConvGroup, PreActBlock, ResNet9V2, SurrogateNet, WideResNet
+from ._registry import (
+    IMAGE_MODELS,
+    MODELS,
+    ModelError,
+    build_model,
+    check_model,
+    is_factory,
+    load_checkpoint,
+    make_model,
+)
+from ._small import MLP, ConvGroup, PreActBlock, ResNet9V2, SurrogateNet, WideResNet
 
-__all__ = ["MODELS", "ConvGroup", "PreActBlock", "ResNet9V2", "SurrogateNet", "WideResNet", "build_model",
-           "load_checkpoint"]
+__all__ = ["IMAGE_MODELS", "MLP", "MODELS", "ConvGroup", "ModelError", "PreActBlock", "ResNet9V2", "SurrogateNet",
+           "WideResNet", "build_model", "check_model", "is_factory", "load_checkpoint", "make_model"]

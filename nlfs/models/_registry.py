@@ -1,16 +1,25 @@
-"""``build_model(name, in_channels, num_classes, image_size)``: every model the trainer knows."""
+"""``build_model(name, in_channels, num_classes, image_size)``: every model the trainer knows;
+``make_model(model, input_shape, num_classes)``: those, the MLP, or a user's ``module:factory``."""
 
 from __future__ import annotations
 
+import importlib
+import math
 import re
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ._small import ResNet9V2, SurrogateNet, WideResNet
+from ._small import MLP, ResNet9V2, SurrogateNet, WideResNet
 
-MODELS = ("surrogate", "resnet9v2", "wrn-16-4", "wrn-28-10", "resnet18", "resnet50", "efficientnet_v2_s")
+MODELS = ("surrogate", "resnet9v2", "wrn-16-4", "wrn-28-10", "resnet18", "resnet50", "efficientnet_v2_s", "mlp")
+IMAGE_MODELS = MODELS[:-1]
+_FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+
+
+class ModelError(ValueError):
+    """A model that cannot be built or does not fit the data; the message names it."""
 
 
 def _key(name: str) -> str:
@@ -54,7 +63,9 @@ def build_model(name: str, in_channels: int = 3, num_classes: int = 10, image_si
     are skipped)."""
     key = _key(name)
     m = re.fullmatch(r"wrn-?(\d+)-(\d+)", key) or re.fullmatch(r"wide-?resnet-?(\d+)-(\d+)", key)
-    if key == "surrogate":
+    if key == "mlp":
+        model = MLP(in_channels * image_size * image_size, num_classes, dropout=0.1 if dropout is None else dropout)
+    elif key == "surrogate":
         model = SurrogateNet(in_channels, num_classes, image_size)
     elif key in ("resnet9v2", "resnet9-v2"):
         model = ResNet9V2(in_channels, num_classes, image_size,
@@ -67,10 +78,77 @@ def build_model(name: str, in_channels: int = 3, num_classes: int = 10, image_si
     elif key in ("efficientnet-v2-s", "efficientnetv2-s", "effnetv2-s"):
         model = _torchvision("efficientnet_v2_s", in_channels, num_classes, image_size, dropout)
     else:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)} (or wrn-D-K)")
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}, wrn-D-K or module:factory")
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
     return model
+
+
+def is_factory(model: str) -> bool:
+    """Does ``model`` name a user's ``module:factory``?"""
+    return bool(_FACTORY.fullmatch(str(model).strip()))
+
+
+def make_model(model: str, input_shape: tuple[int, ...], num_classes: int, checkpoint: str | Path | None = None,
+               dropout: float | None = None) -> nn.Module:
+    """A freshly initialised model for samples of ``input_shape`` ((C, H, W) images or (D,) feature
+    vectors): a name from ``MODELS`` (``mlp`` takes any shape; the others need images), or
+    ``module:factory``, called as ``factory(input_shape, num_classes)``, which must return an
+    ``nn.Module``. Raises :class:`ModelError` naming the model."""
+    shape = tuple(int(v) for v in input_shape)
+    if is_factory(model):
+        built = _call_factory(model, shape, num_classes)
+        if checkpoint is not None:
+            load_checkpoint(built, checkpoint)
+        return built
+    if _key(model) == "mlp":
+        built = MLP(math.prod(shape), num_classes, dropout=0.1 if dropout is None else dropout)
+        if checkpoint is not None:
+            load_checkpoint(built, checkpoint)
+        return built
+    if len(shape) != 3:
+        raise ModelError(f"model {model!r} needs images (C, H, W); this data is feature vectors {shape}: use "
+                         "--model mlp (the default for feature vectors) or module:factory")
+    return build_model(model, shape[0], num_classes, shape[1], checkpoint, dropout)
+
+
+def _call_factory(spec: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    module, _, name = spec.strip().partition(":")
+    try:
+        factory = getattr(importlib.import_module(module), name)
+    except ImportError as err:
+        raise ModelError(f"model {spec}: cannot import module {module!r} ({err})") from None
+    except AttributeError:
+        raise ModelError(f"model {spec}: module {module!r} has no {name!r}") from None
+    try:
+        built = factory(input_shape, num_classes)
+    except Exception as err:
+        raise ModelError(f"model {spec}: {name}({input_shape}, {num_classes}) raised "
+                         f"{type(err).__name__}: {err}") from None
+    if not isinstance(built, nn.Module):
+        raise ModelError(f"model {spec}: {name}({input_shape}, {num_classes}) returned a "
+                         f"{type(built).__name__}, not a torch.nn.Module")
+    return built
+
+
+def check_model(model: nn.Module, input_shape: tuple[int, ...], num_classes: int, name: str) -> None:
+    """Probe ``model`` with a batch of two zero samples (eval mode, no gradients): it must return
+    (2, num_classes) logits. Raises :class:`ModelError` naming ``name``."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, *input_shape))
+    except Exception as err:
+        raise ModelError(f"model {name}: a batch of shape {(2, *input_shape)} raised "
+                         f"{type(err).__name__}: {err}") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor):
+        raise ModelError(f"model {name}: returned a {type(out).__name__}, expected a logits tensor")
+    if tuple(out.shape) != (2, num_classes):
+        raise ModelError(f"model {name}: a batch of shape {(2, *input_shape)} gave outputs of shape "
+                         f"{tuple(out.shape)}, expected (2, {num_classes}) (one logit per class)")
 
 
 def load_checkpoint(model: nn.Module, path: str | Path) -> list[str]:

@@ -1,4 +1,5 @@
-"""Small CNNs written here: the airbench-like surrogate, ResNet9V2 and the WideResNet family."""
+"""Small models written here: the airbench-like surrogate CNN, ResNet9V2, the WideResNet family, and an
+MLP for feature vectors."""
 
 from __future__ import annotations
 
@@ -132,3 +133,24 @@ class WideResNet(nn.Module):
     def forward(self, x):
         x = F.relu(self.bn(self.blocks(self.stem(x))))
         return self.head(x.mean(dim=(2, 3)))
+
+
+class MLP(nn.Module):
+    """The default model for feature vectors (any input is flattened): ``hidden`` widths, each a
+    Linear -> BatchNorm -> ReLU -> Dropout block, then a linear classifier."""
+
+    def __init__(self, in_features: int, num_classes: int, hidden: tuple[int, ...] = (256, 128),
+                 dropout: float = 0.1):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.BatchNorm1d(h), nn.ReLU(inplace=True)]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = h
+        layers.append(nn.Linear(width, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)

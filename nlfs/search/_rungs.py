@@ -75,9 +75,9 @@ def default_rungs(dataset: str) -> list[dict]:
     if name in DEFAULT_RUNGS:
         return [dict(r) for r in DEFAULT_RUNGS[name]]
     # Elsewhere: a quarter of the dataset's default epochs, then the default, then 3 seeds of it.
-    from ..train import DATASET_DEFAULTS
+    from ..train import dataset_defaults
 
-    epochs = DATASET_DEFAULTS[name]["epochs"]
+    epochs = dataset_defaults(name)["epochs"]
     return [{"epochs": max(1, epochs // 4), "seeds": 1}, {"epochs": epochs, "seeds": 1},
             {"epochs": epochs, "seeds": 3}]
 

@@ -83,7 +83,7 @@ def rejection_sample(cfg, n: int = 512):
     key = (r.dataset, r.data_root, r.val_size, r.train_size, r.split_seed)
     hit = _SAMPLES.get(key)
     if hit is None:
-        ds = load_dataset(r.dataset, r.data_root)
+        ds = load_dataset(r.dataset, r.data_root, resize=r.resize)
         sp = make_splits(ds, r.val_size, r.train_size, seed=r.split_seed, include_test=False)
         idx = sp.train[:n].cpu()
         hit = (sp.images.cpu()[idx].float() / 255.0, sp.labels.cpu()[idx])

@@ -10,18 +10,22 @@ from __future__ import annotations
 
 from .._module import Loss
 from ..backends import BackendUnavailable
-from ..data import AUGMENTS, DatasetError, load_dataset
-from ..models import build_model
+from ..data import AUGMENTS, DatasetError, load_dataset, split_indices
+from ..models import check_model, is_factory, make_model
 from ._errors import ConfigError
 from ._loop import make_loss, resolve_device
 
 
 def check_config(cfg, loss="CE", constants: dict | None = None) -> None:
     """Raise :class:`ConfigError` if ``cfg`` cannot train ``loss`` on this machine: unknown dataset,
-    optimizer or model, missing data, unavailable device or loss backend, a loss that cannot be
-    built. Loads the dataset (cached for the process) and builds the model once."""
+    optimizer or model, missing or malformed data (a user's data is checked and split here), an
+    augmentation the data cannot take, a model that does not fit the data, unavailable device or
+    loss backend, a loss that cannot be built. Loads the dataset (cached for the process) and builds
+    the model once (a ``module:factory`` model is probed with a batch of two)."""
     try:
         r = cfg.resolved()
+    except DatasetError as err:
+        raise ConfigError(f"dataset: {err}") from None
     except ValueError as err:
         raise ConfigError(str(err)) from None
     try:
@@ -31,13 +35,27 @@ def check_config(cfg, loss="CE", constants: dict | None = None) -> None:
     if r.augment not in AUGMENTS:
         raise ConfigError(f"augment must be one of {', '.join(AUGMENTS)}, got {r.augment!r}")
     try:
-        ds = load_dataset(r.dataset, r.data_root, r.download)
+        ds = load_dataset(r.dataset, r.data_root, r.download, r.resize)
+        if ds.split_by_fraction:
+            split_indices(ds, r.val_size, r.train_size, r.split_seed)
     except DatasetError as err:
         raise ConfigError(f"dataset: {err}") from None
+    except ValueError as err:
+        raise ConfigError(f"dataset {ds.source}: {err}") from None
+    if ds.features and r.augment != "none":
+        raise ConfigError(f"augment {r.augment!r} needs images; {ds.source} holds feature vectors {ds.shape}: "
+                          "use --augment none")
+    if r.augment in ("randaugment", "autoaugment") and ds.train_x.is_floating_point() and \
+            (float(ds.train_x.min()) < 0 or float(ds.train_x.max()) > 1):
+        raise ConfigError(f"augment {r.augment!r} needs uint8 images or floats in [0, 1]; {ds.source} holds "
+                          f"floats in [{float(ds.train_x.min()):.3g}, {float(ds.train_x.max()):.3g}]")
     try:
-        build_model(r.model, ds.in_channels, ds.num_classes, ds.image_size, r.checkpoint, r.dropout)
+        model = make_model(r.model, ds.shape, ds.num_classes, r.checkpoint, r.dropout)
+        if is_factory(r.model):
+            check_model(model, ds.shape, ds.num_classes, r.model)
     except (ValueError, KeyError, FileNotFoundError, RuntimeError) as err:
-        raise ConfigError(f"model {r.model!r}: {err}") from None
+        text = str(err)
+        raise ConfigError(text if text.startswith(f"model {r.model}") else f"model {r.model!r}: {text}") from None
     try:
         fn = make_loss(loss, r.backend, constants)[0]
         if isinstance(fn, Loss):

@@ -17,6 +17,19 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "cifar100": dict(epochs=15, batch_size=256, val_size=5000, lr=0.2, adam_lr=2e-3),
 }
 
+# A user's data (a directory, a .npz/.pt file, module:function): small batches and more epochs so a
+# table of a few hundred rows still takes a few hundred steps; val_size None is USER_VAL_FRACTION.
+USER_DATA_DEFAULTS: dict[str, Any] = dict(epochs=20, batch_size=32, val_size=None, lr=0.05, adam_lr=1e-3)
+
+
+def dataset_defaults(dataset: str) -> dict[str, Any]:
+    """The training defaults of ``dataset`` (a name or a user's data): ``DATASET_DEFAULTS`` for the
+    named ones, ``USER_DATA_DEFAULTS`` otherwise."""
+    from ..data import canonical_name
+
+    return dict(DATASET_DEFAULTS.get(canonical_name(dataset), USER_DATA_DEFAULTS))
+
+
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "linear", "constant")
 AMPS = ("auto", "off", "bf16", "fp16")
@@ -26,6 +39,12 @@ GRAD_SCALES = ("none", "ce")
 @dataclass
 class TrainConfig:
     """One training run. ``None`` means "the dataset's default" (see ``DATASET_DEFAULTS``).
+
+    ``dataset``: a name (``digits``, ``fashion-mnist``, ``cifar10``, ``cifar100``) or a user's data: an
+    ImageFolder directory, a ``.npz``/``.pt`` file or ``module:function`` (``nlfs.data.as_dataset``);
+    ``resize`` (H, W) resizes its images. ``model``: a name from ``nlfs.models.MODELS`` or
+    ``module:factory``; ``surrogate`` (the default) is the small default model of the data: the
+    surrogate CNN for images, the MLP for feature vectors.
 
     Budget: ``steps`` (optimizer steps) overrides ``epochs``. ``evaluate_test=False`` keeps the test
     split untouched (no test tensors indexed, no test accuracy): use it for search fitness.
@@ -70,13 +89,28 @@ class TrainConfig:
     threads: int | None = None  # CPU: torch threads for this run (restored after); None leaves torch's
     # setting. On a shared/oversubscribed CPU use 1 per worker: with 2 OpenMP threads competing for busy
     # cores a digits run went from 3 s to 67 s here.
+    resize: tuple[int, int] | None = None  # (H, W): resize every image (a user's folder of mixed sizes)
 
     def resolved(self) -> TrainConfig:
-        """A copy with the dataset defaults filled in (dataset name canonicalised)."""
-        from ..data import canonical_name
+        """A copy with the dataset defaults filled in (dataset name canonicalised: a user's data as an
+        absolute path; its ``surrogate`` model the MLP when it holds feature vectors). A user's data is
+        loaded (once per process) to see what it holds."""
+        from ..data import DATASETS, canonical_name
 
         name = canonical_name(self.dataset)
-        d = DATASET_DEFAULTS[name]
+        d = dataset_defaults(name)
+        resize = self.resize
+        if resize is not None:
+            resize = tuple(int(v) for v in ((resize,) if isinstance(resize, int) else resize))
+            resize = resize * 2 if len(resize) == 1 else resize
+            if len(resize) != 2 or min(resize) < 1:
+                raise ValueError(f"resize must be (H, W) of positive sizes, got {self.resize!r}")
+        model = self.model
+        if name not in DATASETS and model == "surrogate":
+            from ..data import load_dataset
+
+            if load_dataset(name, self.data_root, resize=resize).features:
+                model = "mlp"
         opt = self.optimizer.lower()
         if opt not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
@@ -87,14 +121,19 @@ class TrainConfig:
         if self.grad_scale not in GRAD_SCALES:
             raise ValueError(f"grad_scale must be one of {GRAD_SCALES}, got {self.grad_scale!r}")
         return dataclasses.replace(
-            self, dataset=name, optimizer=opt,
+            self, dataset=name, optimizer=opt, model=model, resize=resize,
             epochs=d["epochs"] if self.epochs is None else self.epochs,
             batch_size=d["batch_size"] if self.batch_size is None else self.batch_size,
             val_size=d["val_size"] if self.val_size is None else self.val_size,
             lr=(d["lr"] if opt == "sgd" else d["adam_lr"]) if self.lr is None else self.lr)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields as a dict; ``resize`` only when set, so the keys of trainings recorded before it
+        existed stay the same."""
+        d = dataclasses.asdict(self)
+        if d["resize"] is None:
+            del d["resize"]
+        return d
 
 
 def _clean(v):

@@ -21,7 +21,7 @@ from torch import nn
 
 from .._module import Loss
 from ..data import Augment, load_dataset, make_splits, with_label_noise
-from ..models import build_model
+from ..models import make_model
 from ._config import TrainConfig, TrainResult
 from ._errors import ConfigError, TrainingError
 
@@ -126,13 +126,13 @@ def _model_for(cfg: TrainConfig, ds, device: torch.device, channels_last: bool, 
     global RNG (seeded by the caller). With ``compile=True`` one compiled module per configuration is
     kept for the whole process: each run copies its fresh initial weights into it, so the network is
     compiled (and warmed up) once, and changing the loss never recompiles it."""
-    fresh = build_model(cfg.model, ds.in_channels, ds.num_classes, ds.image_size, cfg.checkpoint,
-                        cfg.dropout)
+    fresh = make_model(cfg.model, ds.shape, ds.num_classes, cfg.checkpoint, cfg.dropout)
+    channels_last = channels_last and not ds.features
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     if not cfg.compile:
         model = fresh.to(device=device, memory_format=fmt)
         return model, model, 0.0
-    key = (cfg.model.lower(), ds.in_channels, ds.num_classes, ds.image_size, str(device), channels_last,
+    key = (cfg.model.lower(), ds.shape, ds.num_classes, str(device), channels_last,
            cfg.dropout, cfg.checkpoint, amp, bs, cfg.eval_batch_size)
     hit = _COMPILED.get(key)
     if hit is None:
@@ -247,7 +247,8 @@ def _train(loss, cfg: TrainConfig, constants: dict | None) -> TrainResult:
     amp = resolve_amp(cfg.amp, device)
     channels_last = True if cfg.channels_last is None else cfg.channels_last
 
-    ds = load_dataset(cfg.dataset, cfg.data_root, cfg.download)
+    ds = load_dataset(cfg.dataset, cfg.data_root, cfg.download, cfg.resize)
+    channels_last = channels_last and not ds.features
     splits = make_splits(ds, cfg.val_size, cfg.train_size, cfg.split_seed, device, cfg.evaluate_test)
     splits = with_label_noise(splits, cfg.label_noise, ds.num_classes, cfg.split_seed)
     n_train = len(splits.train)
@@ -261,8 +262,8 @@ def _train(loss, cfg: TrainConfig, constants: dict | None) -> TrainResult:
     warmup = max(1, int(round(cfg.warmup * total)) if cfg.warmup < 1 else int(cfg.warmup))
     warmup = min(warmup, total)
 
-    augment = Augment(cfg.augment, ds.mean, ds.std, ds.num_classes, ds.image_size, device, cfg.seed,
-                      **cfg.augment_params)
+    augment = Augment(cfg.augment, ds.mean, ds.std, ds.num_classes, ds.shape[-1], device, cfg.seed,
+                      features=ds.features, **cfg.augment_params)
 
     base = dict(steps=0, epochs=0.0, wall_time=0.0, device=str(device), dataset=ds.name, model=cfg.model,
                 augment=augment.name, seed=cfg.seed, train_size=n_train, val_size=len(splits.val),
