@@ -241,7 +241,10 @@ def build_config(settings: dict):
 
 def _config_hash(cfg) -> str:
     d = cfg.to_dict()
-    return training_key({k: d.get(k) for k in _CONFIG_KEYS}, length=10, algorithm="sha1")
+    key = {k: d.get(k) for k in _CONFIG_KEYS}
+    if d.get("resize") is not None:  # only when set: CSVs written before resize existed keep their hash
+        key["resize"] = d["resize"]
+    return training_key(key, length=10, algorithm="sha1")
 
 
 # ------------------------------------------------------------------------------------------- CSV I/O
