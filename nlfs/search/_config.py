@@ -103,18 +103,8 @@ class SearchConfig:
         return make_target(default_target(self.dataset) if self.target is None else self.target)
 
     def target_train_config(self):
-        """The run's TrainConfig with the target's overrides: its images (None: the whole split), its
-        length (epochs or steps, the other dropped), label noise and augmentation."""
-        import dataclasses as dc
-
-        t = dict(self.target_regime().train)
-        base = self.train_config()
-        if t.get("epochs") is not None or t.get("steps") is not None:
-            t.setdefault("epochs", None)
-            t.setdefault("steps", None)
-        elif base.steps is not None:  # no length given: the dataset's default epochs, not the run's steps
-            t["steps"] = None
-        return dc.replace(base, **t)
+        """The run's TrainConfig trained in its target (``Target.apply``)."""
+        return self.target_regime().apply(self.train_config())
 
     @property
     def racing(self) -> bool:
