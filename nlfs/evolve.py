@@ -2,7 +2,7 @@
 
 With no arguments: a short genetic-programming search over the gp tree space, warm-started from
 cross-entropy and Poly-1, on the default CPU dataset (Fashion-MNIST when installed, else
-scikit-learn digits): it screens candidates for 2.5 minutes on every core, lets the best climb the
+scikit-learn digits): it screens candidates for 2 minutes on every core, lets the best climb the
 rungs, races its leader to a confidence interval, trains it in the target regime (the whole training
 split at CE's plateau: the training a user runs), and prints what it found beside cross-entropy with
 the same seeds, saying where each lead was measured and whether it held in the target. ``--resume DIR``

@@ -298,34 +298,49 @@ class Search:
         """Train CE for every (fidelity, seed) not yet in the run: ``wanted`` lists ``(rung index,
         seeds)`` (default: every screening rung's seeds). A baseline that fails stops the search (a
         backend, dataset or model that cannot train CE cannot score anything)."""
+        self.train_beside_baselines(executor, wanted, [])
+
+    def train_beside_baselines(self, executor, wanted, work: list) -> list[dict]:
+        """The CE baselines ``wanted`` needs and the candidate jobs ``work`` (``(job, payload)``), in
+        flight together; each candidate's row is written once CE has every seed it is paired with."""
         if wanted is None:
             wanted = [(rung.index, self.cfg.seeds(rung)) for rung in self.rungs]
-        todo, seen = [], set()
+        jobs, seen = [], set()
         for index, seeds in wanted:
             for seed in seeds:
                 key = (self._where(index)[1], seed)
                 if key not in self.baselines and key not in seen:
                     seen.add(key)
-                    todo.append((index, seed))
+                    row = {"expression": "-y * log(p)", "constants": {}}
+                    jobs.append((("CE", index, seed), {**self._payload_at(row, index, [seed]),
+                                                       "reduction": "class_sum", "name": "CE"}))
+        jobs += [(("candidate", job), payload) for job, payload in work]
+        held, rows = [], []
+        for key, out in run_jobs(executor, jobs):
+            if key[0] == "CE":
+                self._record_baseline(key[1], key[2], out)
+            else:
+                held.append((key[1], out))
+            for job, res in list(held):
+                fid = self._where(job["rung"])[1]
+                if all((fid, s["seed"]) in self.baselines for s in res.get("per_seed") or []):
+                    held.remove((job, res))
+                    rows.append(self.finish(job, res))
+        return rows
 
-        def jobs():
-            for index, seed in todo:
-                row = {"expression": "-y * log(p)", "constants": {}}
-                yield (index, seed), {**self._payload_at(row, index, [seed]), "reduction": "class_sum", "name": "CE"}
-
-        for (index, seed), out in run_jobs(executor, jobs()):
-            where = self.target.describe() if index == len(self.rungs) else self.rungs[index].describe()
-            if out["status"] != "ok":
-                raise RuntimeError(f"the cross-entropy baseline failed at {where}, seed {seed}: "
-                                   f"{out.get('reason')}; fix the training settings before searching")
-            row = {"canonical": "baseline:CE", "expression": "-y * log(p)", "constants": {}, "sign": 1.0,
-                   "fitness": out["fitness"], "accuracy": out["fitness"], "status": "baseline",
-                   "reason": "", "seed": seed, "dataset": self.cfg.dataset, "backend": self.cfg.backend,
-                   "model": self.cfg.model, "wall_time": out["wall_time"], "size": 4, "rung": index,
-                   "fidelity": self._where(index)[1], "scale": 1.0,
-                   "result": {"seeds": out["per_seed"], "train": out.get("result")}}
-            row["id"] = self.db.record(row)
-            self._remember(row)
+    def _record_baseline(self, index: int, seed: int, out: dict) -> None:
+        where = self.target.describe() if index == len(self.rungs) else self.rungs[index].describe()
+        if out["status"] != "ok":
+            raise RuntimeError(f"the cross-entropy baseline failed at {where}, seed {seed}: "
+                               f"{out.get('reason')}; fix the training settings before searching")
+        row = {"canonical": "baseline:CE", "expression": "-y * log(p)", "constants": {}, "sign": 1.0,
+               "fitness": out["fitness"], "accuracy": out["fitness"], "status": "baseline",
+               "reason": "", "seed": seed, "dataset": self.cfg.dataset, "backend": self.cfg.backend,
+               "model": self.cfg.model, "wall_time": out["wall_time"], "size": 4, "rung": index,
+               "fidelity": self._where(index)[1], "scale": 1.0,
+               "result": {"seeds": out["per_seed"], "train": out.get("result")}}
+        row["id"] = self.db.record(row)
+        self._remember(row)
 
     def baseline(self, executor):
         """Cross-entropy at the configuration's base budget, recorded once (TaylorGLO runs)."""
@@ -435,14 +450,12 @@ class Search:
                 jobs.append((cand, sorted(have) + new, new))
             if not jobs:
                 return
-            self.ensure_baselines(executor, [(last.index, new) for _, _, new in jobs])
             self.log(f"racing at the last rung: {', '.join(f'#{c} to {len(s)} seeds' for c, s, _ in jobs)}")
             work = []
             for cand, seeds, _ in jobs:
                 job = self.promotion_job({"genotype": None, "rung": last.index, "candidate": cand}, seeds, "race")
                 work.append((job, job["payload"]))
-            for job, out in run_jobs(executor, work):
-                row = self.finish(job, out)
+            for row in self.train_beside_baselines(executor, [(last.index, new) for _, _, new in jobs], work):
                 if row["status"] != "ok":
                     failed.add(row["candidate"])
 
@@ -457,7 +470,6 @@ class Search:
         if not todo:
             return
         self.log(f"training {len(todo)} leader(s) in the {self.target.describe()}, {len(seeds)} seed(s) each")
-        self.ensure_baselines(executor, [(index, seeds)])
         work = []
         for cand in todo:
             job = self.promotion_job({"genotype": None, "rung": index, "candidate": cand}, seeds, "target")
@@ -465,8 +477,7 @@ class Search:
                 self.finish(job, {"status": "ok", "per_seed": [], "wall_time": 0.0})
                 continue
             work.append((job, job["payload"]))
-        for job, out in run_jobs(executor, work):
-            self.finish(job, out)
+        self.train_beside_baselines(executor, [(index, seeds)], work)  # CE and the leaders at once
 
     def _loop(self, executor, bar) -> None:
         cfg = self.cfg
