@@ -251,8 +251,12 @@ def plot_fitness(rows: list[dict], path: Path, paired: bool = False) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = trained_ok(rows)
+    ok = [r for r in trained_ok(rows) if r.get("stage") != TARGET_STAGE]
+    in_target = [r for r in trained_ok(rows) if r.get("stage") == TARGET_STAGE]
     fig, ax = plt.subplots(figsize=(7, 4))
+    if in_target:  # another regime: shown apart, never part of the screening's running best
+        ax.scatter([r["id"] for r in in_target], [r["fitness"] for r in in_target], marker="*", s=90,
+                   color="crimson", label="in the target regime")
     for rung in sorted({_rung(r) for r in ok}):
         at = [r for r in ok if _rung(r) == rung]
         ax.scatter([r["id"] for r in at], [r["fitness"] for r in at], s=12 + 10 * rung, alpha=0.6,
