@@ -455,7 +455,8 @@ def target_note(t: dict | None) -> str:
     if t["status"] != "ok" or t.get("paired") is None:
         return f"did not hold: {t['status']} in the target" + (f" ({t['reason'][:80]})" if t.get("reason") else "")
     d, ci = t["paired"], t.get("paired_ci")
-    shown = pp(d, ci) if ci else f"{pp(d)} (1 seed: no interval)"
+    shown = pp(d, ci) + (f" ({t['seeds']} seeds)" if t.get("seeds") else "") if ci else (
+        f"{pp(d)} (1 seed: no interval)")
     if d > 0 and (ci is None or ci[0] > 0):
         return f"held in the target: {shown}"
     return f"did not hold: {shown} in the target" + (", within seed noise" if d > 0 else "")
@@ -531,8 +532,11 @@ def write_report(run_dir: str | Path, rows: list[dict], reduction: str | None = 
         if ahead and entries[0]["target"] is not None and not entries[0]["in_target"].startswith("held"):
             verdict = (f"best {entries[0]['name']} {pp(entries[0]['vs_ce'], entries[0]['paired_ci'])} vs CE at "
                        f"the proxy wins only at the proxy: it {entries[0]['in_target']}")
-        verdict += (f"; in the {target_text}: " + ", ".join(f"{e['name']} {e['in_target']}" for e in checked)
-                    + ("" if held else " (no lead held in the target)"))
+        others = [e for e in checked if e is not entries[0]]
+        verdict += f" ({target_text})"
+        if others:
+            verdict += "; " + ", ".join(f"{e['name']} {e['in_target']}" for e in others)
+        verdict += "" if held else "; no lead held in the target"
     summary = {"counts": counts, "paired": paired, "augment": cfg.get("augment", "none"),
                "grad_scale": cfg.get("grad_scale", "none"), "rungs": cfg.get("rungs"), "regime": regime(cfg),
                "baseline_ce": baseline_accuracy(rows, top_rung), "ahead_of_ce": ahead, "verdict": verdict,
@@ -606,8 +610,8 @@ def format_summary(summary: dict, dataset: str) -> str:
                      f"{acc:>8.4f}  {delta:<26} {r.get('formula', r['expression'])}{twin}{lead}")
     target = summary.get("target")
     if target:
-        lines.append(f"fitness above: measured at the screening rungs (proxy leads); {target['regime']} "
-                     f"checked {target['checked']} leader(s), {target['held']} held:")
+        lines.append(f"fitness above: measured at the screening rungs (proxy leads). In the {target['regime']}: "
+                     f"{target['checked']} leader(s) checked, {target['held']} held:")
         for r in summary["best"]:
             if r.get("target") is not None or r.get("lead", "").startswith("ahead"):
                 where, held = r.get("regime", "a screening rung"), r.get("in_target", "not checked in the target")
