@@ -6,7 +6,10 @@ larger model; after each round only the best ``keep`` (by mean validation accura
 seeds) go on.
 Cross-entropy is trained under the same seeds and settings in every round. The defaults mirror the
 NeuroLoss protocol (Morgan & Hougen, arXiv 2403.08793): from the best (up to) 300 keep 25, 12, 6,
-then 4, with budgets x1, x2, x4, x8 and the pre-activation ResNet in the last two rounds.
+then 4, with budgets x1, x2, x4, x8 and the pre-activation ResNet in the last two rounds. The presets'
+last round trains in the search run's target regime (its ``--target``, else the dataset's default:
+the whole training split at CE's plateau), the training a user will run; ``--no-target`` scales it
+like the others.
 
     python -m nlfs.eliminate --run-dir runs/my-search --preset quick     # a few minutes on digits
     python -m nlfs.eliminate --run-dir DIR --keep 25,12,6,4 --seeds-per-round 1,2,3,3 \\
@@ -97,9 +100,13 @@ class Round:
     # training images: None keeps the run's; ALL_IMAGES the whole training split (a long, full-data
     # round shows whether a lead found on small trainings survives plenty of data)
     train_size: int | None = None
+    # the search run's target regime (nlfs.search.Target): this round trains in it, budget scale aside
+    target: object = None
 
     def describe(self) -> str:
         s = f"{self.seeds} seed{'s' if self.seeds != 1 else ''}"
+        if self.target is not None:
+            return f"{self.model}, {self.target.describe()}, {s}"
         size = "" if self.train_size is None else (
             ", all training images" if self.train_size == ALL_IMAGES else f", {self.train_size} images")
         return f"{self.model}, budget x{self.budget_scale:g}{size}, {s}"
@@ -123,13 +130,17 @@ def parse_train_size(text) -> int | None:
 
 @dataclass
 class Protocol:
+    """``target``: the last round trains in the search run's target regime (its images, length, label
+    noise and augmentation; that round's budget scale and size do not apply), as the presets do."""
+
     rounds: list
     pool: int = 300
     first_seed: int = 1
+    target: bool = False
 
     @classmethod
     def from_lists(cls, keep, seeds, budget_scale, models, pool=300, first_seed=1,
-                   train_sizes=(None,)) -> Protocol:
+                   train_sizes=(None,), target=False) -> Protocol:
         n = len(keep)
 
         def fit(xs, what):
@@ -147,7 +158,7 @@ class Protocol:
         for r in rounds:
             if r.keep < 1 or r.seeds < 1 or r.budget_scale <= 0:
                 raise ValueError(f"bad round {r}: keep and seeds must be >= 1, budget_scale > 0")
-        return cls(rounds, int(pool), int(first_seed))
+        return cls(rounds, int(pool), int(first_seed), bool(target))
 
 
 def _key(expression: str, constants: dict, reduction: str, train: dict, scale: float = 1.0) -> str:
@@ -161,8 +172,10 @@ def _key(expression: str, constants: dict, reduction: str, train: dict, scale: f
 
 def round_config(base, rnd: Round, seed: int):
     """The training of one (round, seed): the run's surrogate config with its budget scaled (and its
-    training images the round's, when it sets them)."""
+    training images the round's, when it sets them), or, for a target round, the run's target regime."""
     cfg = dataclasses.replace(base, evaluate_test=False, progress=False, seed=seed, model=rnd.model)
+    if rnd.target is not None:
+        return rnd.target.apply(cfg)
     if rnd.train_size is not None:
         cfg = dataclasses.replace(cfg, train_size=None if rnd.train_size == ALL_IMAGES else rnd.train_size)
     if cfg.steps is not None:
@@ -192,6 +205,13 @@ class Elimination:
         self.reduction = scfg.reduction
         self.base = train_config or scfg.train_config()
         self.protocol = protocol
+        self.target = None  # the run's target regime, when the last round trains in it
+        if protocol.target:
+            from .search import default_target, make_target
+
+            self.target = make_target(scfg.target or default_target(scfg.dataset))
+            last = dataclasses.replace(protocol.rounds[-1], target=self.target)
+            self.protocol = dataclasses.replace(protocol, rounds=[*protocol.rounds[:-1], last])
         self.tuned, self.novel = tuned, novel
         try:
             check_config(self.base, "CE")
@@ -283,7 +303,8 @@ class Elimination:
                 kept = ranked[:rnd.keep]
                 history.append({"round": i, "evaluated": len(alive), "kept": len(kept), "seeds": seeds,
                                 "model": rnd.model, "budget_scale": rnd.budget_scale,
-                                "train_size": rnd.train_size})
+                                "train_size": rnd.train_size,
+                                "target": None if rnd.target is None else rnd.target.describe()})
                 alive = kept
         finally:
             executor.close()
@@ -398,7 +419,10 @@ class Elimination:
                  f"mean ± sd of (candidate - CE) over the same seeds in percentage points, with its 95% "
                  f"t-interval. "
                  f"Rounds: " + "; ".join(f"{h['evaluated']} -> {h['kept']}" for h in result["rounds"]), "",
-                 f"Regime (before each round's budget scale, model and size): {training_regime(self.base)}.", "",
+                 f"Regime (before each round's budget scale, model and size): {training_regime(self.base)}. "
+                 + (f"Last round: the search run's {self.target.describe()} (no budget scale)."
+                    if self.target is not None else "Last round: not the search run's target regime "
+                    "(--no-target, or rounds set by hand)."), "",
                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
         def cells(label):
@@ -472,8 +496,9 @@ def _fmt(values) -> str:
 def eliminate(run_dir, protocol: Protocol | None = None, train_config=None, workers: int = 1,
               executor: str = "local", address: str | None = None, log=None, also=(), tuned: bool = False,
               novel: bool = False, threads: int | None = None) -> dict:
-    """Run the elimination protocol on the search run in ``run_dir`` (see the module docstring)."""
-    protocol = protocol or Protocol.from_lists(**PRESETS["paper"])
+    """Run the elimination protocol on the search run in ``run_dir`` (see the module docstring); the
+    default protocol is the paper preset, its last round in the run's target regime."""
+    protocol = protocol or Protocol.from_lists(**PRESETS["paper"], target=True)
     e = Elimination(run_dir, protocol, train_config, workers, executor, address, log, also, tuned, novel,
                     threads)
     try:
@@ -543,6 +568,10 @@ def build_parser() -> ArgumentParser:
     ap.add_argument("--train-sizes", default=None, metavar="N|all|base,...",
                     help="training images per round, e.g. base,base,all (the last round on the whole split; "
                          "default: the run's in every round)")
+    ap.add_argument("--no-target", action="store_true",
+                    help="train the presets' last round like the others (by default it trains in the search "
+                         "run's target regime: its --target, else the dataset's default, the whole split at "
+                         "CE's plateau); rounds set by --keep or --train-sizes never do")
     ap.add_argument("--first-seed", type=non_negative_int, default=1)
     add_training_options(ap, [n for n in BUDGET_OPTIONS if n != "model"], unset="the search run's")
     ap.add_argument("--workers", type=positive_int, default=1)
@@ -575,8 +604,10 @@ def protocol_from_args(args) -> Protocol:
     if args.pool is not None:
         spec["pool"] = args.pool
     spec["first_seed"] = spec.get("first_seed", args.first_seed) if args.first_seed == 1 else args.first_seed
+    # the presets' rounds end in the run's target regime; rounds (or their sizes) set by hand say their own
+    spec["target"] = not args.no_target and not {"keep", "train_sizes"} & given.keys()
     return Protocol.from_lists(**{k: spec[k] for k in ("keep", "seeds", "budget_scale", "models", "pool",
-                                                       "first_seed", "train_sizes") if k in spec})
+                                                       "first_seed", "train_sizes", "target") if k in spec})
 
 
 def main(argv=None) -> int:

@@ -2,8 +2,10 @@
 
 With no arguments: a short genetic-programming search over the gp tree space, warm-started from
 cross-entropy and Poly-1, on the default CPU dataset (Fashion-MNIST when installed, else
-scikit-learn digits): it screens candidates for 5 minutes on every core, lets the best climb the
-rungs, and prints what it found beside cross-entropy with the same seeds. ``--resume DIR``
+scikit-learn digits): it screens candidates for 2 minutes on every core, lets the best climb the
+rungs, races its leader to a confidence interval, trains it in the target regime (the whole training
+split at CE's plateau: the training a user runs), and prints what it found beside cross-entropy with
+the same seeds, saying where each lead was measured and whether it held in the target. ``--resume DIR``
 continues a killed run.
 """
 
@@ -24,7 +26,7 @@ from ._cli import (
     run_main,
     split_losses,
 )
-from .search import PRESETS, Search, SearchConfig, parse_rungs
+from .search import DEFAULT_TARGETS, PRESETS, Search, SearchConfig, default_target, parse_rungs, parse_target
 from .search._report import format_summary, write_report
 
 
@@ -54,6 +56,23 @@ def seed_losses(text: str | None, space: str) -> tuple[str, ...]:
 
 # what a resumed run may change: how it runs and how long; the run's saved configuration decides the rest
 RESUME_OPTIONS = ("budget", "time_limit", "workers", "threads", "executor", "address", "no_progress")
+
+
+def target_spec(text: str) -> dict:
+    """``--target``'s type: a checked target spec, or one line naming the problem."""
+    import argparse
+
+    try:
+        return parse_target(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--target: ")) from None
+
+
+def _targets_help() -> str:
+    def spec(name):
+        return ",".join(f"{k}={v}" for k, v in default_target(name).items() if k != "seeds")
+
+    return "; ".join(f"{name}: {spec(name)}" for name in DEFAULT_TARGETS) + "; elsewhere: train_size=all"
 
 
 def build_parser() -> ArgumentParser:
@@ -115,6 +134,19 @@ def build_parser() -> ArgumentParser:
                          "dataset's, from the fidelity study; one rung when --epochs/--steps/--train-size "
                          "is given)")
     ap.add_argument("--eta", type=positive_int, default=3, help="each rung promotes its top 1/eta")
+    ap.add_argument("--target", type=target_spec, default=None, metavar="SPEC",
+                    help="the training a user will run, in which the leaders are checked at the end: the "
+                         "keys of --rungs plus label_noise and augment, train_size=all for the whole split, "
+                         "e.g. 'train_size=all,epochs=8,seeds=2' (default: the whole split at CE's plateau, "
+                         f"{_targets_help()}; seeds: the preset's, {quick['target_seeds']} for quick, "
+                         f"{paper['target_seeds']} for paper)")
+    ap.add_argument("--finalists", type=non_negative_int, default=None, metavar="N",
+                    help="leaders raced at the last rung and trained in the target (0: neither; default: "
+                         f"the preset's, {quick['finalists']} for quick, {paper['finalists']} for paper)")
+    ap.add_argument("--race-seeds", type=non_negative_int, default=6, metavar="N",
+                    help="racing: a leader gets 2 more paired seeds at the last rung at a time until the 95%% "
+                         "interval of its difference to CE excludes 0 or it has N seeds (N at most the last "
+                         "rung's seeds: no racing)")
     ap.add_argument("--unpaired", action="store_true",
                     help="fitness is plain accuracy, not the paired difference to CE with the same seeds")
     ap.add_argument("--no-progress", action="store_true")
@@ -145,8 +177,11 @@ def config_from_args(args) -> SearchConfig:
         rungs=parse_rungs(args.rungs) if args.rungs else None,
         seed_losses=seed_losses(args.seed_losses, space),
         seed_mutants=3 if args.seed_mutants is None else args.seed_mutants,
+        target=args.target, finalists=given("finalists", preset["finalists"]), race_seeds=args.race_seeds,
         time_limit=60 * args.time_limit if args.time_limit is not None else (
             None if args.budget else preset.get("time_limit")))
+    if cfg.target is None:  # the dataset's default target, with the preset's seeds
+        cfg.target = {**default_target(cfg.dataset), "seeds": preset["target_seeds"]}
     if args.no_filters:
         cfg.filters = ("validity",)
     if (cfg.algorithm == "taylor" and cfg.dataset == "fashion-mnist" and args.preset == "quick"
@@ -188,6 +223,10 @@ def _main(argv=None) -> int:
           file=sys.stderr)
     for rung in getattr(search, "rungs", ()):
         print(f"  {rung.describe()}", file=sys.stderr)
+    if getattr(search, "rungs", ()) and cfg.finalists and cfg.is_paired:
+        race = (f"raced to a 95% interval or {cfg.race_seeds} seeds, then " if cfg.racing else "")
+        print(f"  then the {cfg.finalists} leader(s): {race}trained in the {search.target.describe()}, "
+              f"{search.target.seeds} seed(s), paired with CE", file=sys.stderr)
     with resume_with(resume):
         try:
             rows = search.run()

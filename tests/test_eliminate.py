@@ -229,3 +229,27 @@ def test_readme_command_needs_no_models_and_the_survivors_feed_the_next_tools(tm
     md = (run / "elimination.md").read_text()
     assert "Regime (before each round's budget scale, model and size): digits (400 training images)" in md
     assert "95% CI [" in md
+
+
+def test_the_presets_last_round_is_the_runs_target_unless_turned_off(tmp_path, monkeypatch, capsys):
+    """Issue 21: by default the last round trains in the search run's target regime (digits: the whole
+    split for 16 epochs, no budget scale); --no-target trains it like the others; the regime line says which."""
+    run = make_run(tmp_path)
+    seen = []
+
+    def fake(spec, cfg, constants=None, **kw):
+        seen.append((cfg.train_size, cfg.epochs, cfg.steps))
+        return FakeTrain()(spec, cfg, constants)
+
+    monkeypatch.setattr(nlfs.train, "train", fake)
+    assert main(["--run-dir", str(run), "--preset", "quick"]) == 0
+    assert seen[:7] == [(400, None, 20)] * 7 and seen[7:] == [(None, 16, None)] * 8  # 6 + CE, then (3 + CE) x 2
+    md = (run / "elimination.md").read_text()
+    assert "Last round: the search run's target: all training images, 16 epochs" in md
+    record = json.loads((run / "elimination.json").read_text())
+    assert record["rounds"][-1]["target"].startswith("target: all training images, 16 epochs")
+    seen.clear()
+    assert main(["--run-dir", str(run), "--preset", "quick", "--no-target"]) == 0
+    assert set(seen[7:]) == {(400, None, 40)}  # budget x2 of the run's 20 steps
+    assert "Last round: not the search run's target regime" in (run / "elimination.md").read_text()
+    capsys.readouterr()

@@ -20,11 +20,13 @@ from ._optuna import (
 from ._report import best_candidates, catalogue_twin, entry_spec, run_losses, training_regime
 from ._rungs import DEFAULT_RUNGS, Rung, make_rungs, parse_rungs, promoted
 from ._runner import Search, evaluate_payload, rejection_sample, summary_counts
+from ._target import DEFAULT_TARGETS, Target, default_target, make_target, parse_target
 
-__all__ = ["ALGORITHMS", "DEFAULT_RUNGS", "FilterOutcome", "GeneticProgramming", "InlineExecutor",
+__all__ = ["ALGORITHMS", "DEFAULT_RUNGS", "DEFAULT_TARGETS", "FilterOutcome", "GeneticProgramming", "InlineExecutor",
            "OPTUNA_SAMPLERS", "PRESETS", "ProcessExecutor", "RayExecutor", "RegularizedEvolution", "RunDB",
-           "RunDirError", "Rung", "STAGES", "Search", "SearchConfig", "best_candidates", "catalogue_twin",
-           "cheap_filters", "default_range", "default_threads", "entry_spec", "evaluate_payload",
+           "RunDirError", "Rung", "STAGES", "Search", "SearchConfig", "Target", "best_candidates", "catalogue_twin",
+           "cheap_filters", "default_range", "default_target", "default_threads", "entry_spec", "evaluate_payload",
            "finished_trials", "fitness_of", "make_executor", "make_rungs", "make_sampler", "make_search_space",
-           "make_storage", "parse_rungs", "promoted", "quiet_optuna", "read_run", "rejection_sample",
-           "resume_stale_trials", "run_jobs", "run_losses", "summary_counts", "training_regime", "warm_start"]
+           "make_storage", "make_target", "parse_rungs", "parse_target", "promoted", "quiet_optuna", "read_run",
+           "rejection_sample", "resume_stale_trials", "run_jobs", "run_losses", "summary_counts", "training_regime",
+           "warm_start"]

@@ -21,11 +21,16 @@ def _rung(r: dict) -> int:
     return r.get("rung") or 0
 
 
+TARGET_STAGE = "target"  # the stage of a row trained in the target regime (see Search.target_stage)
+
+
 def latest_rows(rows: list[dict]) -> list[dict]:
-    """Each candidate's row at the highest rung it reached (fitness-reused rows stand for themselves)."""
+    """Each candidate's row at the highest screening rung it reached (fitness-reused rows stand for
+    themselves; a raced leader's last racing row, with all its seeds). Target-regime rows are kept
+    apart: see ``target_results``."""
     latest: dict[int, dict] = {}
     for r in rows:
-        if r["status"] == "baseline":
+        if r["status"] == "baseline" or r.get("stage") == TARGET_STAGE:
             continue
         key = r.get("candidate") or r["id"]
         if key not in latest or _rung(r) >= _rung(latest[key]):
@@ -78,7 +83,7 @@ def baseline(rows: list[dict], rung: int | None = None) -> dict | None:
 def baseline_accuracy(rows: list[dict], rung: int) -> float | None:
     """CE's mean accuracy over the seeds of ``rung`` (baselines are shared by rungs of equal budget)."""
     fid = next((r.get("fidelity") for r in rows if r["status"] != "baseline" and _rung(r) == rung
-                and r.get("fidelity")), None)
+                and r.get("fidelity") and r.get("stage") != TARGET_STAGE), None)
     accs = [r["fitness"] for r in rows if r["status"] == "baseline" and r.get("fitness") is not None
             and (fid is None or r.get("fidelity") == fid) and (fid is not None or _rung(r) == rung)]
     return sum(accs) / len(accs) if accs else None
@@ -209,15 +214,18 @@ def _kind(ahead: bool) -> str:
     return "Best losses" if ahead else "Best candidates (none ahead of cross-entropy: not found losses)"
 
 
-def export_takeaways(best: list[dict], run_dir: Path, reduction: str = "class_sum", ahead: bool = True) -> None:
+def export_takeaways(best: list[dict], run_dir: Path, reduction: str = "class_sum", ahead: bool = True,
+                     notes: dict | None = None) -> None:
     """``best_losses.tex``, ``best_losses_standalone.py`` (plain PyTorch, LOSSES by name) and
-    ``loss_shapes.png`` for the reported losses, each under its ``<run>#<id>`` name."""
+    ``loss_shapes.png`` for the reported losses, each under its ``<run>#<id>`` name; ``notes`` (row id
+    -> text) says where each fitness was measured."""
     from .._export import standalone_source, to_latex
     from ..plots import plot_loss_shapes
 
     specs = {row_name(r, run_dir): row_spec(r, row_name(r, run_dir), reduction) for r in best}
-    notes = {k: f"Evaluation #{r['id']}, fitness {r['fitness']:.4f} on {r.get('dataset')}."
-             for k, r in zip(specs, best)}
+    regimes = notes or {}
+    notes = {k: f"Evaluation #{r['id']}, fitness {r['fitness']:.4f} on {r.get('dataset')}"
+             + (f" ({regimes[r['id']]})." if r["id"] in regimes else ".") for k, r in zip(specs, best)}
     tex = [f"% {_kind(ahead)} of the nlfs run {run_dir} (y: target, p: softmax of the logits).",
            "% log of anything but p, sqrt and denominators are protected: |x| floored at epsilon = 10^{-7}.", ""]
     for k, spec in specs.items():
@@ -243,8 +251,12 @@ def plot_fitness(rows: list[dict], path: Path, paired: bool = False) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = trained_ok(rows)
+    ok = [r for r in trained_ok(rows) if r.get("stage") != TARGET_STAGE]
+    in_target = [r for r in trained_ok(rows) if r.get("stage") == TARGET_STAGE]
     fig, ax = plt.subplots(figsize=(7, 4))
+    if in_target:  # another regime: shown apart, never part of the screening's running best
+        ax.scatter([r["id"] for r in in_target], [r["fitness"] for r in in_target], marker="*", s=90,
+                   color="crimson", label="in the target regime")
     for rung in sorted({_rung(r) for r in ok}):
         at = [r for r in ok if _rung(r) == rung]
         ax.scatter([r["id"] for r in at], [r["fitness"] for r in at], s=12 + 10 * rung, alpha=0.6,
@@ -274,11 +286,12 @@ def plot_fitness(rows: list[dict], path: Path, paired: bool = False) -> None:
 
 
 def export_losses(rows: list[dict], path: Path, run_dir: Path, k: int = 5, reduction: str = "class_sum",
-                  ahead: bool = True, what: str = "") -> None:
+                  ahead: bool = True, what: str = "", notes: dict | None = None) -> None:
     """A Python file that registers the best losses in the catalogue, each under its ``<run>#<id>``
     name with the constants and gradient scale it was trained with, and defines an nn.Module class per
     loss (named by ``nlfs.losses.python_name``). Registering refuses a different loss under a taken
-    name, so two exports never silently replace each other. ``what`` says what the losses are."""
+    name, so two exports never silently replace each other. ``what`` says what the losses are;
+    ``notes`` (row id -> text), where each fitness was measured."""
     from ..losses import python_name
 
     what = what or f"{_kind(ahead)} of the nlfs run {run_dir}"
@@ -286,6 +299,8 @@ def export_losses(rows: list[dict], path: Path, run_dir: Path, k: int = 5, reduc
     for r in best_candidates(rows, k):
         name = row_name(r, run_dir)
         src = f"nlfs run {run_dir}, evaluation #{r['id']}, fitness {r['fitness']:.4f} on {r.get('dataset')}"
+        if notes and r["id"] in notes:
+            src += f" ({notes[r['id']]})"
         scale = float(r.get("scale") or 1.0)
         lines += [f"nlfs.losses.register({name!r}, {r['expression']!r}, reduction={r.get('reduction') or reduction!r},",
                   f"                     constants={r.get('constants') or {}!r}, source={src!r},",
@@ -413,6 +428,61 @@ def lead_note(r: dict, chance: dict | None, top_rung: int, last_rung: int) -> st
             f"a proxy lead, not a discovery")
 
 
+def target_results(rows: list[dict]) -> dict:
+    """Candidate id -> its training in the target regime: status, seeds, accuracy, CE's accuracy on
+    the same seeds there, the paired difference and its 95% interval (None under 2 seeds)."""
+    out = {}
+    for r in rows:
+        if r.get("stage") != TARGET_STAGE or r["status"] == "baseline":
+            continue
+        st = seed_stats(r) if r["status"] == "ok" else {"seeds": 0, "accuracy": None, "paired": None,
+                                                        "paired_ci": None}
+        ce = [b["fitness"] for b in rows if b["status"] == "baseline" and b.get("fidelity") == r.get("fidelity")
+              and b.get("fitness") is not None
+              and b["seed"] in {s["seed"] for s in (r.get("result") or {}).get("seeds", [])}]
+        out[r.get("candidate") or r["id"]] = {
+            "id": r["id"], "status": r["status"], "reason": r.get("reason") or "", "seeds": st["seeds"],
+            "accuracy": st["accuracy"], "ce_accuracy": sum(ce) / len(ce) if ce else None,
+            "paired": st["paired"], "paired_ci": st["paired_ci"]}
+    return out
+
+
+def target_note(t: dict | None) -> str:
+    """Whether a leader's lead held in the target: ahead of CE there (and by an interval excluding 0
+    when it has one), or not, or never checked."""
+    if t is None:
+        return "not checked in the target"
+    if t["status"] != "ok" or t.get("paired") is None:
+        return f"did not hold: {t['status']} in the target" + (f" ({t['reason'][:80]})" if t.get("reason") else "")
+    d, ci = t["paired"], t.get("paired_ci")
+    shown = pp(d, ci) + (f" ({t['seeds']} seeds)" if t.get("seeds") else "") if ci else (
+        f"{pp(d)} (1 seed: no interval)")
+    if d > 0 and (ci is None or ci[0] > 0):
+        return f"held in the target: {shown}"
+    return f"did not hold: {shown} in the target" + (", within seed noise" if d > 0 else "")
+
+
+def rung_regime(cfg: dict, rung: int, seeds: int | None = None) -> str:
+    """Where a screening fitness was measured: the rung's budget and its seeds (a proxy lead)."""
+    spec = dict((cfg.get("rungs") or [{}])[rung] if rung < len(cfg.get("rungs") or []) else {})
+    n = seeds or spec.pop("seeds", 1)
+    spec.pop("seeds", None)
+    budget = ", ".join(f"{k} {v}" for k, v in spec.items() if v is not None) or "the base budget"
+    return f"screening rung {rung} ({budget}), {n} seed(s): proxy lead"
+
+
+def target_describe(cfg: dict) -> str | None:
+    """The run's target regime in words (None for runs saved before targets)."""
+    from ._target import make_target
+
+    if not cfg.get("target"):
+        return None
+    try:
+        return make_target(cfg["target"]).describe()
+    except ValueError:
+        return None
+
+
 def write_report(run_dir: str | Path, rows: list[dict], reduction: str | None = None) -> dict:
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
@@ -436,8 +506,14 @@ def write_report(run_dir: str | Path, rows: list[dict], reduction: str | None = 
         e["vs_ce"] = e["paired"] if e["paired"] is not None else (
             None if e["ce_accuracy"] is None or paired else acc - e["ce_accuracy"])
         e["lead"] = lead_note(e, chance, top_rung, last_rung)
+        e["regime"] = rung_regime(cfg, _rung(r), e["seeds"])
+        t = in_target.get(r.get("candidate") or r["id"])
+        e["target"] = None if t is None else {**t, "regime": target_text}
+        e["in_target"] = target_note(t)
         return e
 
+    in_target = target_results(rows)
+    target_text = target_describe(cfg)
     entries = [entry(r) for r in best]
     ahead = bool(entries) and entries[0]["vs_ce"] is not None and entries[0]["vs_ce"] > 0
     if not entries:
@@ -450,24 +526,52 @@ def write_report(run_dir: str | Path, rows: list[dict], reduction: str | None = 
     else:
         verdict = (f"no candidate is ahead of CE (best {entries[0]['name']} {pp(entries[0]['vs_ce'])}); "
                    "the exports are candidates, not found losses")
+    checked = [e for e in entries if e["target"] is not None]
+    if checked:
+        held = [e for e in checked if e["in_target"].startswith("held")]
+        if ahead and entries[0]["target"] is not None and not entries[0]["in_target"].startswith("held"):
+            verdict = (f"best {entries[0]['name']} {pp(entries[0]['vs_ce'], entries[0]['paired_ci'])} vs CE at "
+                       f"the proxy wins only at the proxy: it {entries[0]['in_target']}")
+        others = [e for e in checked if e is not entries[0]]
+        verdict += f" ({target_text})"
+        if others:
+            verdict += "; " + ", ".join(f"{e['name']} {e['in_target']}" for e in others)
+        verdict += "" if held else "; no lead held in the target"
     summary = {"counts": counts, "paired": paired, "augment": cfg.get("augment", "none"),
                "grad_scale": cfg.get("grad_scale", "none"), "rungs": cfg.get("rungs"), "regime": regime(cfg),
                "baseline_ce": baseline_accuracy(rows, top_rung), "ahead_of_ce": ahead, "verdict": verdict,
                "chance": chance, "best": entries,
+               "target": None if target_text is None else {
+                   "regime": target_text, "spec": cfg.get("target"), "finalists": cfg.get("finalists"),
+                   "race_seeds": cfg.get("race_seeds"), "checked": len(in_target),
+                   "held": sum(target_note(t).startswith("held") for t in in_target.values())},
                "hall_of_fame": [entry(r) for r in hof]}
     atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2))
     md = ["# Hall of fame (best per size)", "",
           f"Fitness: {'accuracy minus CE with the same seeds at the same rung' if paired else 'validation accuracy'}; "
           f"augmentation {summary['augment']}; gradient scale {summary['grad_scale']}.", "",
-          f"Regime: {summary['regime']}.", "", f"**Verdict:** {verdict}.", "",
-          "| size | rung | fitness | formula | vs CE |", "|---|---|---|---|---|"]
+          f"Regime: {summary['regime']}.", "",
+          "Fitness below is measured at a screening rung (a proxy lead); "
+          + (f"the leaders were also trained in the {target_text}." if target_text else "no target regime."),
+          "", f"**Verdict:** {verdict}.", "",
+          "| size | rung | fitness | formula | vs CE | measured in | in the target |",
+          "|---|---|---|---|---|---|---|"]
     fmt = "+.4f" if paired else ".4f"
     md += [f"| {r['size']} | {_rung(r)} | {r['fitness']:{fmt}} | `{formula(r, reduction)}` | "
-           f"{pp(e['vs_ce'], e['paired_ci'])} |" for r, e in zip(hof, summary["hall_of_fame"])]
+           f"{pp(e['vs_ce'], e['paired_ci'])} | {e['regime']} | {e['in_target']} |"
+           for r, e in zip(hof, summary["hall_of_fame"])]
+    if checked:
+        md += ["", f"## In the {target_text}", "",
+               "| loss | proxy: vs CE | measured in | target: seeds | target: vs CE, same seeds | held? |",
+               "|---|---|---|---|---|---|"]
+        md += [f"| {e['name']} | {pp(e['vs_ce'], e['paired_ci'])} | {e['regime']} | {e['target']['seeds']} | "
+               f"{pp(e['target']['paired'], e['target']['paired_ci']) if e['target']['paired'] is not None else '-'}"
+               f" | {e['in_target']} |" for e in checked]
     atomic_write(run_dir / "hall_of_fame.md", "\n".join(md) + "\n")
     plot_fitness(rows, run_dir / "fitness.png", paired)
-    export_losses(rows, run_dir / "best_losses.py", run_dir, reduction=reduction, ahead=ahead)
-    export_takeaways(best, run_dir, reduction, ahead)
+    notes = {e["id"]: f"{e['regime']}; {e['in_target']}" for e in entries}
+    export_losses(rows, run_dir / "best_losses.py", run_dir, reduction=reduction, ahead=ahead, notes=notes)
+    export_takeaways(best, run_dir, reduction, ahead, notes=notes)
     return summary
 
 
@@ -504,6 +608,14 @@ def format_summary(summary: dict, dataset: str) -> str:
         lead = f"   ({r['lead']})" if r.get("lead") else ""
         lines.append(f"{r.get('name') or '#' + str(r['id']):<{width}} {r.get('rung', 0):>4} {r.get('seeds') or 1:>5} "
                      f"{acc:>8.4f}  {delta:<26} {r.get('formula', r['expression'])}{twin}{lead}")
+    target = summary.get("target")
+    if target:
+        lines.append(f"fitness above: measured at the screening rungs (proxy leads). In the {target['regime']}: "
+                     f"{target['checked']} leader(s) checked, {target['held']} held:")
+        for r in summary["best"]:
+            if r.get("target") is not None or r.get("lead", "").startswith("ahead"):
+                where, held = r.get("regime", "a screening rung"), r.get("in_target", "not checked in the target")
+                lines.append(f"  {r.get('name')}: {pp(r.get('vs_ce'), r.get('paired_ci'))} at {where} -> {held}")
     chance = summary.get("chance")
     if chance:
         few = (f" (an estimate from only {chance['noise_from']} candidate(s): rough)"

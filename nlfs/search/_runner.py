@@ -88,6 +88,7 @@ class Search:
                 raise
         self.cfg = cfg
         self.rungs = cfg.rung_list()
+        self.target = cfg.target_regime()
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.space = get_space(cfg.space)
         try:
@@ -123,6 +124,10 @@ class Search:
             return
         rung = row.get("rung") or 0
         cand = row.get("candidate") or row["id"]
+        if row.get("stage") in AFTER_SCREENING:  # a race chunk or a target training: no screening result
+            if row.get("stage") == "race" and status in ("ok", "diverged", "error"):
+                self.latest[cand] = row
+            return
         if status == "ok" and row.get("fitness") is not None and not _reused(row):
             self.finished.setdefault(rung, []).append(row["fitness"])
         if status in ("ok", "diverged", "error") and not _reused(row):
@@ -208,6 +213,14 @@ class Search:
         row["screen_time"] = time.perf_counter() - t0
         return row
 
+    def _payload_at(self, row: dict, index: int, seeds: list) -> dict:
+        """The payload training ``row`` at screening rung ``index`` or, at ``len(rungs)``, in the target."""
+        if index == len(self.rungs):
+            return {"expression": row["expression"], "constants": row.get("constants") or {},
+                    "reduction": self.cfg.reduction, "train": self.cfg.target_train_config().to_dict(),
+                    "seeds": seeds, "rejection": False}
+        return self.payload(row, self.rungs[index], seeds=seeds)
+
     def payload(self, row: dict, rung, rejection: bool = False, seeds=None) -> dict:
         return {"expression": row["expression"], "constants": row.get("constants") or {},
                 "reduction": self.cfg.reduction, "train": self.cfg.train_config(rung).to_dict(),
@@ -252,10 +265,10 @@ class Search:
     def finish(self, job: dict, out: dict) -> dict:
         """Turn a worker's result into the rung's row: mean accuracy over seeds, and the fitness,
         the mean paired difference to CE with the same seeds at the same fidelity."""
-        row, rung = job["row"], self.rungs[job["rung"]]
+        row, (index, fidelity) = job["row"], self._where(job["rung"])
         per_seed = job["reused"] + out.get("per_seed", [])
-        row.update(status=out["status"], stage=out.get("stage"), reason=out.get("reason", ""), fitness=None,
-                   rung=rung.index, fidelity=rung.fidelity,
+        row.update(status=out["status"], stage=job.get("stage") or out.get("stage"), reason=out.get("reason", ""),
+                   fitness=None, rung=index, fidelity=fidelity,
                    wall_time=out["wall_time"] + row.get("screen_time", 0.0))
         if out.get("per_seed") is not None:
             row["result"] = {"seeds": per_seed, "train": out.get("result")}
@@ -264,41 +277,70 @@ class Search:
             row["accuracy"] = float(np.mean([s["acc"] for s in per_seed])) if per_seed else out.get("fitness")
             if self.cfg.is_paired and per_seed:
                 for s in per_seed:
-                    s["paired"] = s["acc"] - self.baselines[(rung.fidelity, s["seed"])]
+                    s["paired"] = s["acc"] - self.baselines[(fidelity, s["seed"])]
                 row["fitness"] = float(np.mean([s["paired"] for s in per_seed]))
             else:
                 row["fitness"] = row["accuracy"]
-        return self.record(job["entry"], row)
-
-    # -- cross-entropy baselines: one per (fidelity, seed), trained first ------------------------------------
-    def ensure_baselines(self, executor) -> None:
-        """Train CE for every (rung fidelity, seed) not yet in the run; a baseline that fails stops
-        the search (a backend, dataset or model that cannot train CE cannot score anything)."""
-        todo, seen = [], set()
-        for rung in self.rungs:
-            for seed in self.cfg.seeds(rung):
-                key = (rung.fidelity, seed)
-                if key not in self.baselines and key not in seen:
-                    seen.add(key)
-                    todo.append((rung, seed))
-
-        def jobs():
-            for rung, seed in todo:
-                row = {"expression": "-y * log(p)", "constants": {}}
-                yield (rung, seed), {**self.payload(row, rung, seeds=[seed]), "reduction": "class_sum", "name": "CE"}
-
-        for (rung, seed), out in run_jobs(executor, jobs()):
-            if out["status"] != "ok":
-                raise RuntimeError(f"the cross-entropy baseline failed at {rung.describe()}, seed {seed}: "
-                                   f"{out.get('reason')}; fix the training settings before searching")
-            row = {"canonical": "baseline:CE", "expression": "-y * log(p)", "constants": {}, "sign": 1.0,
-                   "fitness": out["fitness"], "accuracy": out["fitness"], "status": "baseline",
-                   "reason": "", "seed": seed, "dataset": self.cfg.dataset, "backend": self.cfg.backend,
-                   "model": self.cfg.model, "wall_time": out["wall_time"], "size": 4, "rung": rung.index,
-                   "fidelity": rung.fidelity, "scale": 1.0,
-                   "result": {"seeds": out["per_seed"], "train": out.get("result")}}
+        if job.get("stage") in AFTER_SCREENING:  # the algorithm has heard this candidate already
             row["id"] = self.db.record(row)
             self._remember(row)
+            return row
+        return self.record(job["entry"], row)
+
+    def _where(self, rung: int) -> tuple[int, str]:
+        """(rung index, fidelity) of a job's rung: a screening rung, or ``len(rungs)``, the target."""
+        if rung == len(self.rungs):
+            return rung, self.target.fidelity
+        return rung, self.rungs[rung].fidelity
+
+    # -- cross-entropy baselines: one per (fidelity, seed), trained first ------------------------------------
+    def ensure_baselines(self, executor, wanted=None) -> None:
+        """Train CE for every (fidelity, seed) not yet in the run: ``wanted`` lists ``(rung index,
+        seeds)`` (default: every screening rung's seeds). A baseline that fails stops the search (a
+        backend, dataset or model that cannot train CE cannot score anything)."""
+        self.train_beside_baselines(executor, wanted, [])
+
+    def train_beside_baselines(self, executor, wanted, work: list) -> list[dict]:
+        """The CE baselines ``wanted`` needs and the candidate jobs ``work`` (``(job, payload)``), in
+        flight together; each candidate's row is written once CE has every seed it is paired with."""
+        if wanted is None:
+            wanted = [(rung.index, self.cfg.seeds(rung)) for rung in self.rungs]
+        jobs, seen = [], set()
+        for index, seeds in wanted:
+            for seed in seeds:
+                key = (self._where(index)[1], seed)
+                if key not in self.baselines and key not in seen:
+                    seen.add(key)
+                    row = {"expression": "-y * log(p)", "constants": {}}
+                    jobs.append((("CE", index, seed), {**self._payload_at(row, index, [seed]),
+                                                       "reduction": "class_sum", "name": "CE"}))
+        jobs += [(("candidate", job), payload) for job, payload in work]
+        held, rows = [], []
+        for key, out in run_jobs(executor, jobs):
+            if key[0] == "CE":
+                self._record_baseline(key[1], key[2], out)
+            else:
+                held.append((key[1], out))
+            for job, res in list(held):
+                fid = self._where(job["rung"])[1]
+                if all((fid, s["seed"]) in self.baselines for s in res.get("per_seed") or []):
+                    held.remove((job, res))
+                    rows.append(self.finish(job, res))
+        return rows
+
+    def _record_baseline(self, index: int, seed: int, out: dict) -> None:
+        where = self.target.describe() if index == len(self.rungs) else self.rungs[index].describe()
+        if out["status"] != "ok":
+            raise RuntimeError(f"the cross-entropy baseline failed at {where}, seed {seed}: "
+                               f"{out.get('reason')}; fix the training settings before searching")
+        row = {"canonical": "baseline:CE", "expression": "-y * log(p)", "constants": {}, "sign": 1.0,
+               "fitness": out["fitness"], "accuracy": out["fitness"], "status": "baseline",
+               "reason": "", "seed": seed, "dataset": self.cfg.dataset, "backend": self.cfg.backend,
+               "model": self.cfg.model, "wall_time": out["wall_time"], "size": 4, "rung": index,
+               "fidelity": self._where(index)[1], "scale": 1.0,
+               "result": {"seeds": out["per_seed"], "train": out.get("result")}}
+        row["id"] = self.db.record(row)
+        self._remember(row)
 
     def baseline(self, executor):
         """Cross-entropy at the configuration's base budget, recorded once (TaylorGLO runs)."""
@@ -324,6 +366,12 @@ class Search:
                 self.ensure_baselines(executor)
             bar = _progress(cfg.progress, cfg.budget, self.trainings)
             self._loop(executor, bar)
+            if bar is not None:
+                bar.close()
+                bar = None
+            if cfg.is_paired and cfg.finalists:
+                self.race(executor)
+                self.target_stage(executor)
         finally:
             if bar is not None:
                 bar.close()
@@ -331,27 +379,111 @@ class Search:
                 executor.close()
         return self.db.rows()
 
-    def promotion_job(self, entry: dict) -> dict:
+    def promotion_job(self, entry: dict, seeds=None, stage=None) -> dict:
         """The job that trains a promoted candidate at its new rung: only seeds not already trained
-        at the same fidelity (a rung that adds seeds reuses the rung below)."""
-        rung = self.rungs[entry["rung"]]
+        at the same fidelity (a rung that adds seeds reuses the rung below). ``seeds`` (default: the
+        rung's) and ``stage`` serve racing and the target stage, whose rows are written the same way."""
+        index, fidelity = self._where(entry["rung"])
+        seeds = self.cfg.seeds(self.rungs[index]) if seeds is None else seeds
         cand = entry["candidate"]
         rows = [r for r in self.db.rows("WHERE (id = ? OR candidate = ?) AND status = 'ok'", (cand, cand))
-                if r.get("fidelity") == rung.fidelity and not _reused(r)]
+                if r.get("fidelity") == fidelity and not _reused(r)]
         reused = {s["seed"]: s for r in rows for s in (r.get("result") or {}).get("seeds", [])}
-        reused = [reused[s] for s in self.cfg.seeds(rung) if s in reused]
+        reused = [reused[s] for s in seeds if s in reused]
         first = self.db.rows("WHERE id = ?", (cand,))[0]
         row = {k: first.get(k) for k in ("canonical", "expression", "genotype", "constants", "sign", "seed",
                                           "dataset", "backend", "model", "size", "fingerprint")}
-        row.update(rung=rung.index, candidate=cand)
-        todo = [s for s in self.cfg.seeds(rung) if s not in {r["seed"] for r in reused}]
-        return {"entry": entry, "row": row, "rung": rung.index, "reused": reused,
-                "payload": self.payload(row, rung, seeds=todo) if todo else None}
+        row.update(rung=index, candidate=cand)
+        todo = [s for s in seeds if s not in {r["seed"] for r in reused}]
+        return {"entry": entry, "row": row, "rung": index, "reused": reused, "stage": stage,
+                "payload": self._payload_at(row, index, todo) if todo else None}
+
+    # -- after screening: racing the leaders to an interval, then the target regime ----------------------
+    def leaders(self) -> list[int]:
+        """The candidates raced and trained in the target: the top ``finalists`` by their screening
+        fitness at the last rung (their first row there, so a resumed run picks the same ones), CE in
+        disguise left out."""
+        from ._report import catalogue_twin
+
+        last = len(self.rungs) - 1
+        screened = {}
+        for r in self.db.rows("WHERE status = 'ok' AND COALESCE(rung, 0) = ?", (last,)):
+            cand = r.get("candidate") or r["id"]
+            if r.get("stage") in AFTER_SCREENING or _reused(r) or cand in screened or r.get("fitness") is None:
+                continue
+            screened[cand] = r
+        ranked = sorted(screened.values(), key=lambda r: (-r["fitness"], r["id"]))
+        normalise = self.cfg.grad_scale != "none"
+        out = [r.get("candidate") or r["id"] for r in ranked if catalogue_twin(r, normalise) != "CE"]
+        return out[: self.cfg.finalists]
+
+    def _trained_seeds(self, cand: int, fidelity: str) -> dict[int, dict]:
+        rows = [r for r in self.db.rows("WHERE (id = ? OR candidate = ?) AND status = 'ok'", (cand, cand))
+                if r.get("fidelity") == fidelity and not _reused(r)]
+        return {s["seed"]: s for r in rows for s in (r.get("result") or {}).get("seeds", [])}
+
+    def race(self, executor) -> None:
+        """Give each leader more paired seeds at the last rung, ``RACE_CHUNK`` at a time (CE's first,
+        once per seed), until the 95% interval of its mean paired difference to CE excludes 0 or it has
+        ``race_seeds``. Each chunk is a row at the last rung listing all its seeds; a killed race
+        resumes from them and trains no seed twice."""
+        from ._report import seed_stats
+
+        if not self.cfg.racing:
+            return
+        last = self.rungs[-1]
+        failed: set = set()
+        while True:
+            jobs = []
+            for cand in self.leaders():
+                if cand in failed:
+                    continue
+                have = self._trained_seeds(cand, last.fidelity)
+                latest = self.latest.get(cand)
+                if latest is None or latest.get("status") != "ok" or len(have) >= self.cfg.race_seeds:
+                    continue
+                ci = seed_stats(latest)["paired_ci"]
+                if ci is not None and (ci[0] > 0 or ci[1] < 0):
+                    continue
+                seeds = [self.cfg.seed + i for i in range(self.cfg.race_seeds)]
+                new = [s for s in seeds if s not in have][:RACE_CHUNK]
+                jobs.append((cand, sorted(have) + new, new))
+            if not jobs:
+                return
+            self.log(f"racing at the last rung: {', '.join(f'#{c} to {len(s)} seeds' for c, s, _ in jobs)}")
+            work = []
+            for cand, seeds, _ in jobs:
+                job = self.promotion_job({"genotype": None, "rung": last.index, "candidate": cand}, seeds, "race")
+                work.append((job, job["payload"]))
+            for row in self.train_beside_baselines(executor, [(last.index, new) for _, _, new in jobs], work):
+                if row["status"] != "ok":
+                    failed.add(row["candidate"])
+
+    def target_stage(self, executor) -> None:
+        """Train each leader in the target regime with the target's seeds, paired with CE trained
+        there on the same seeds; rows at rung ``len(rungs)`` with the target's fidelity. A leader with
+        a recorded target row is not trained again (a killed stage resumes)."""
+        index, seeds = len(self.rungs), [self.cfg.seed + i for i in range(self.target.seeds)]
+        done = {r.get("candidate") for r in self.db.rows("WHERE COALESCE(rung, 0) = ? AND status IN "
+                                                         "('ok', 'diverged')", (index,))}
+        todo = [c for c in self.leaders() if c not in done]
+        if not todo:
+            return
+        self.log(f"training {len(todo)} leader(s) in the {self.target.describe()}, {len(seeds)} seed(s) each")
+        work = []
+        for cand in todo:
+            job = self.promotion_job({"genotype": None, "rung": index, "candidate": cand}, seeds, "target")
+            if job["payload"] is None:
+                self.finish(job, {"status": "ok", "per_seed": [], "wall_time": 0.0})
+                continue
+            work.append((job, job["payload"]))
+        self.train_beside_baselines(executor, [(index, seeds)], work)  # CE and the leaders at once
 
     def _loop(self, executor, bar) -> None:
         cfg = self.cfg
         cap = cfg.max_attempts or 50 * cfg.budget
-        attempts = self.db.count("WHERE status != 'baseline' AND COALESCE(rung, 0) = 0")
+        attempts = self.db.count("WHERE status != 'baseline' AND COALESCE(rung, 0) = 0 "
+                                 "AND COALESCE(stage, '') NOT IN ('race', 'target')")
         started, start_trainings = time.time(), self.trainings
         deadline = None if cfg.time_limit is None else started + cfg.time_limit
         self.time_limit_reached = False
@@ -424,11 +556,16 @@ class Search:
         """Best fitness at the highest rung any candidate has reached."""
         row = self.db.conn.execute(
             "SELECT MAX(fitness) FROM evaluations WHERE status = 'ok' AND COALESCE(rung, 0) = "
-            "(SELECT MAX(COALESCE(rung, 0)) FROM evaluations WHERE status = 'ok')").fetchone()
+            "(SELECT MAX(COALESCE(rung, 0)) FROM evaluations WHERE status = 'ok' AND COALESCE(stage, '') != "
+            "'target') AND COALESCE(stage, '') != 'target'").fetchone()
         return row[0]
 
     def close(self):
         self.db.close()
+
+
+AFTER_SCREENING = ("race", "target")  # stages of the rows written after the screening loop
+RACE_CHUNK = 2  # seeds a leader gets per racing step
 
 
 def _entry(item) -> dict:
@@ -504,11 +641,12 @@ def summary_counts(rows: list[dict]) -> dict:
             continue
         rung = r.get("rung") or 0
         if r["status"] in ("ok", "diverged", "error") and not _reused(r):
-            spent = rungs.setdefault(str(rung), {"trained": 0, "ok": 0, "seconds": 0.0})
+            spent = rungs.setdefault("target" if r.get("stage") == "target" else str(rung),
+                                     {"trained": 0, "ok": 0, "seconds": 0.0})
             spent["trained"] += 1
             spent["ok"] += r["status"] == "ok"
             spent["seconds"] += r.get("wall_time") or 0.0
-        if rung:
+        if rung or r.get("stage") in AFTER_SCREENING:
             continue
         out["evaluated"] += 1
         if r["status"].startswith("rejected:"):

@@ -53,6 +53,17 @@ class Target:
         noise = f"{t['label_noise']:.0%} label noise" if t.get("label_noise") else "clean labels"
         return f"target: {size}, {length}, {noise}, augmentation {t.get('augment') or 'none'}"
 
+    def apply(self, train_config):
+        """``train_config`` (a TrainConfig) trained in this regime: the target's images (None: the whole
+        split), its length (epochs or steps, the other dropped; neither: the dataset's default epochs),
+        label noise and augmentation; everything else (model, data, device, gradient scale) kept."""
+        import dataclasses
+
+        t = dict(self.train)
+        for key in ("epochs", "steps"):
+            t.setdefault(key, None)
+        return dataclasses.replace(train_config, **t)
+
     def to_spec(self) -> dict:
         d = {k: v for k, v in self.train.items() if v is not None}
         d["train_size"] = ALL if self.train.get("train_size") is None else self.train["train_size"]

@@ -111,7 +111,7 @@ def _evolve_cmd(run_dir, budget, resume=False):
         return cmd + ["--resume", str(run_dir)]
     return cmd + ["--dataset", "digits", "--steps", "40", "--train-size", "400", "--val-size", "200", "--backend",
                   "torch", "--seed", "3", "--population", "2", "--sample", "2", "--initial", "2", "--run-dir",
-                  str(run_dir)]
+                  str(run_dir), "--finalists", "0"]  # screening only: the target stage has test_target_stage
 
 
 def _db_rows(path):

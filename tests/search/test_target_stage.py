@@ -1,0 +1,290 @@
+"""The search judged by the target regime: --target on the command line, racing the leaders to an
+interval at the last rung, the target stage paired with CE, resume after a kill, and reports that say
+where every fitness was measured."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from nlfs.search import Search, SearchConfig
+from nlfs.search._report import format_summary, write_report
+
+ROOT = Path(__file__).resolve().parents[2]
+CE = "-y * log(p)"
+LEAD = "-y * log(p) + 0.3 * p * y"  # not CE in disguise (see test_report_marks_catalogue_losses_in_disguise)
+TIE = "-y * log(p + 0.2)"
+# per-seed paired differences to CE at the screening rung: LEAD's interval excludes 0 from 7 seeds on
+# (3: [-0.12, +0.23]; 5: [-0.00, +0.12]; 7: [+0.02, +0.09]), TIE's never does
+LEAD_NOISE = [0.06, -0.07, 0.03, 0.0, 0.02, -0.01, 0.01, 0.0, 0.02, -0.02, 0.01, 0.0]
+TARGET = {"train_size": "all", "epochs": 3, "seeds": 2}
+
+
+def accuracy(expression: str, train: dict, seed: int) -> float:
+    """The fake trainer: CE 0.5 everywhere; LEAD ahead at the proxy and 1 point behind in the target
+    (train_size None); TIE level with CE; anything else far behind."""
+    in_target = train.get("train_size") is None
+    if expression == CE:
+        return 0.5
+    if expression == LEAD:
+        return 0.49 + 0.001 * seed if in_target else 0.55 + LEAD_NOISE[seed]
+    if expression == TIE:
+        return 0.5 + (0.02 if seed % 2 == 0 else -0.02)
+    return 0.3
+
+
+class FakeExecutor:
+    """Two slots; trains instantly with ``accuracy``; counts trainings per (loss, regime, seed) and
+    may die (KeyboardInterrupt, as a kill) after ``die_after`` submissions, or sleep per result."""
+
+    slots = 2
+
+    def __init__(self, die_after=None, sleep=0.0, log=None):
+        self.trained, self.results, self.die_after, self.sleep, self.log = Counter(), {}, die_after, sleep, log
+        self.submitted = 0
+
+    def submit(self, payload):
+        h = self.submitted
+        self.submitted += 1
+        train = payload["train"]
+        per_seed = [{"seed": s, "acc": accuracy(payload["expression"], train, s), "diverged": False, "reason": "",
+                     "grad_scale": 1.0, "order_digest": f"d{s}"} for s in payload["seeds"]]
+        regime = (train.get("train_size"), train.get("epochs"), train.get("steps"))
+        self.results[h] = ([(payload["expression"], regime, s) for s in payload["seeds"]],
+                           {"status": "ok", "reason": "", "per_seed": per_seed,
+                            "fitness": sum(x["acc"] for x in per_seed) / len(per_seed), "wall_time": 0.01})
+        return h
+
+    def wait_one(self, handles):
+        if self.die_after is not None and self.submitted > self.die_after:
+            raise KeyboardInterrupt
+        time.sleep(self.sleep)
+        h = min(handles)
+        keys, out = self.results.pop(h)
+        self.trained.update(keys)
+        if self.log:
+            with open(self.log, "a") as f:
+                f.writelines(json.dumps(k) + "\n" for k in keys)
+        return h, out
+
+    def close(self):
+        pass
+
+
+def config(run_dir, losses=(LEAD, TIE), **kw):
+    base = dict(run_dir=str(run_dir), algorithm="gp", space="gp", dataset="digits", train_size=300, val_size=100,
+                backend="torch", progress=False, budget=len(losses), gp_population=4, seed=0,
+                rungs=[{"steps": 4, "seeds": 3}], seed_losses=tuple(losses), seed_mutants=0,
+                filters=("validity", "duplicate"), finalists=1, race_seeds=10, target=TARGET)
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+def run(cfg, executor, resume=False):
+    s = Search(cfg, resume=resume)
+    try:
+        return s.run(executor=executor)
+    finally:
+        s.close()
+
+
+def candidate_rows(rows, expression):
+    return [r for r in rows if r["expression"] == expression and r["status"] != "baseline"]
+
+
+def test_racing_stops_once_the_interval_excludes_zero(tmp_path):
+    ex = FakeExecutor()
+    rows = run(config(tmp_path / "run"), ex)
+    lead = candidate_rows(rows, LEAD)
+    race = [r for r in lead if r["stage"] == "race"]
+    # 3 screening seeds, then 2 at a time: 5 seeds (interval still includes 0), 7 (it excludes 0)
+    assert [len(r["result"]["seeds"]) for r in race] == [5, 7]
+    assert all(r["rung"] == 0 and r["fidelity"] == lead[0]["fidelity"] for r in race)
+    assert not [r for r in candidate_rows(rows, TIE) if r["stage"] == "race"]  # finalists=1: the leader only
+    assert max(ex.trained.values()) == 1  # no (loss, regime, seed) trained twice
+    summary = write_report(tmp_path / "run", rows)
+    best = summary["best"][0]
+    assert best["expression"] == LEAD and best["seeds"] == 7 and best["paired_ci"][0] > 0
+    assert "7 seed(s): proxy lead" in best["regime"]
+
+
+def test_racing_stops_at_the_cap_on_a_tie(tmp_path):
+    ex = FakeExecutor()
+    rows = run(config(tmp_path / "run", losses=(TIE,), race_seeds=6), ex)
+    race = [r for r in candidate_rows(rows, TIE) if r["stage"] == "race"]
+    assert [len(r["result"]["seeds"]) for r in race] == [5, 6]
+    ci = write_report(tmp_path / "run", rows)["best"][0]["paired_ci"]
+    assert ci[0] < 0 < ci[1]
+    # one CE baseline per seed at the rung, shared, never twice
+    base = [r["seed"] for r in rows if r["status"] == "baseline" and r["rung"] == 0]
+    assert sorted(base) == list(range(6))
+    # racing off: race_seeds at most the last rung's seeds
+    rows = run(config(tmp_path / "off", losses=(TIE,), race_seeds=3), FakeExecutor())
+    assert not [r for r in rows if r.get("stage") == "race"]
+
+
+def test_the_target_stage_is_paired_with_ce_and_every_fitness_names_its_regime(tmp_path):
+    ex = FakeExecutor()
+    cfg = config(tmp_path / "run", race_seeds=0)
+    rows = run(cfg, ex)
+    target = [r for r in rows if r.get("stage") == "target"]
+    assert len(target) == 1 and target[0]["expression"] == LEAD
+    t = cfg.target_regime()
+    assert target[0]["rung"] == 1 and target[0]["fidelity"] == t.fidelity and target[0]["status"] == "ok"
+    ce = {r["seed"]: r for r in rows if r["status"] == "baseline" and r["fidelity"] == t.fidelity}
+    assert sorted(ce) == [0, 1] and all(r["rung"] == 1 for r in ce.values())
+    for s in target[0]["result"]["seeds"]:  # paired with CE trained in the target with the same seed
+        assert s["paired"] == pytest.approx(s["acc"] - ce[s["seed"]]["fitness"])
+        assert s["order_digest"] == ce[s["seed"]]["result"]["seeds"][0]["order_digest"]
+    assert ex.trained[(LEAD, (None, 3, None), 0)] == 1  # the target: whole split, its epochs, no steps
+    summary = write_report(tmp_path / "run", rows)
+    best = summary["best"][0]
+    assert best["expression"] == LEAD and best["rung"] == 0  # the ranking stays the screening's
+    assert best["regime"].startswith("screening rung 0 (steps 4), 3 seed(s): proxy lead")
+    assert best["target"]["regime"] == t.describe() and best["target"]["seeds"] == 2
+    assert best["in_target"].startswith("did not hold: -")
+    assert "wins only at the proxy" in summary["verdict"] and "no lead held" in summary["verdict"]
+    assert summary["target"]["checked"] == 1 and summary["target"]["held"] == 0
+    assert all(e["in_target"] == "not checked in the target" for e in summary["best"][1:])
+    text = format_summary(summary, "digits")
+    assert "proxy lead" in text and t.describe() in text and "did not hold" in text
+    md = (tmp_path / "run" / "hall_of_fame.md").read_text()
+    assert f"## In the {t.describe()}" in md and "did not hold" in md
+    assert "proxy lead; did not hold" in (tmp_path / "run" / "best_losses.py").read_text()
+    assert "proxy lead; did not hold" in (tmp_path / "run" / "best_losses.tex").read_text()
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["best"][0]["target"]["paired"] < 0
+
+
+def test_one_target_seed_says_it_has_no_interval_and_a_held_lead_says_so(tmp_path):
+    from nlfs.search._report import target_note
+
+    assert target_note(None) == "not checked in the target"
+    assert target_note({"status": "ok", "paired": 0.004, "paired_ci": None}) == (
+        "held in the target: +0.40 pp (1 seed: no interval)")
+    assert target_note({"status": "ok", "paired": 0.004, "paired_ci": [0.001, 0.007]}) == (
+        "held in the target: +0.40 pp [+0.10, +0.70]")
+    assert target_note({"status": "ok", "paired": 0.004, "paired_ci": [-0.001, 0.009]}).startswith(
+        "did not hold: +0.40 pp [-0.10, +0.90] in the target, within seed noise")
+
+
+def test_a_killed_target_stage_resumes_without_training_twice(tmp_path):
+    cfg = config(tmp_path / "run", race_seeds=0, finalists=2)
+    first = FakeExecutor(die_after=None)
+    # count the submissions of a full run, then die one past the first target training's submission
+    run(config(tmp_path / "ref", race_seeds=0, finalists=2), first)
+    rows = run(config(tmp_path / "probe", race_seeds=0, finalists=2), FakeExecutor())
+    n_before_target = sum(1 for r in rows if r.get("stage") != "target" and r["status"] in ("ok", "baseline"))
+    killed = FakeExecutor(die_after=n_before_target + 1)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, killed)
+    again = FakeExecutor()
+    rows = run(config(tmp_path / "run", race_seeds=0, finalists=2, budget=2), again, resume=True)
+    total = killed.trained + again.trained
+    assert max(total.values()) == 1 and total == first.trained
+    assert len([r for r in rows if r.get("stage") == "target"]) == 2
+
+
+def test_old_saved_configs_resume_with_the_new_defaults(tmp_path):
+    cfg = config(tmp_path / "run", finalists=0)
+    run(cfg, FakeExecutor())
+    db = sqlite3.connect(tmp_path / "run" / "run.db")
+    (saved,) = db.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()
+    old = {k: v for k, v in json.loads(saved).items() if k not in ("target", "finalists", "race_seeds")}
+    db.execute("UPDATE meta SET value = ? WHERE key = 'config'", (json.dumps(old),))
+    db.commit()
+    db.close()
+    s = Search(SearchConfig(run_dir=str(tmp_path / "run"), budget=0), resume=True)
+    assert s.cfg.finalists == 2 and s.cfg.race_seeds == 6 and s.cfg.target["epochs"] == 16  # digits' default
+    s.close()
+
+
+# ----------------------------------------------------------------------------- SIGKILL mid-race
+SCRIPT = """
+import sys
+sys.path.insert(0, {root!r})
+from tests.search.test_target_stage import FakeExecutor, config, run
+run(config({run_dir!r}, race_seeds=10), FakeExecutor(sleep=0.3, log={log!r}), resume={resume})
+"""
+
+
+def _script(run_dir, log, resume):
+    return [sys.executable, "-c", SCRIPT.format(root=str(ROOT), run_dir=str(run_dir), log=str(log), resume=resume)]
+
+
+def _race_rows(path):
+    try:
+        con = sqlite3.connect(path)
+        try:
+            return con.execute("SELECT COUNT(*) FROM evaluations WHERE stage = 'race'").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_sigkill_mid_race_resumes_without_training_a_seed_twice(tmp_path):
+    run_dir, log = tmp_path / "run", tmp_path / "trained.jsonl"
+    proc = subprocess.Popen(_script(run_dir, log, False), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (run_dir / "run.db").exists() and _race_rows(run_dir / "run.db") >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert _race_rows(run_dir / "run.db") == 1  # killed between the two racing steps
+    subprocess.run(_script(run_dir, log, True), cwd=ROOT, check=True, capture_output=True, timeout=300)
+    keys = [json.loads(line) for line in log.read_text().splitlines()]
+    trained = Counter((loss, tuple(regime), seed) for loss, regime, seed in keys)
+    assert max(trained.values()) == 1, [k for k, v in trained.items() if v > 1]
+    con = sqlite3.connect(run_dir / "run.db")
+    seeds = [json.loads(r[0])["seeds"] for r in con.execute(
+        "SELECT result FROM evaluations WHERE stage = 'race' ORDER BY id")]
+    con.close()
+    assert [len(s) for s in seeds] == [5, 7]  # the race went on where it stopped
+    assert sum(1 for k in trained if k[0] == LEAD and k[1][2] == 4) == 7
+
+
+# ------------------------------------------------------------------------------------- the CLI
+@pytest.mark.parametrize("target, message", [("epochs=eight", "epochs must be an integer"),
+                                             ("train_size=all,colour=red", "unknown keys"),
+                                             ("epochs", "expected key=value")])
+def test_a_bad_target_is_one_line_and_exit_2_before_any_run_dir(tmp_path, target, message):
+    run_dir = tmp_path / "run"
+    res = subprocess.run([sys.executable, "-m", "nlfs.evolve", "--dataset", "digits", "--target", target,
+                          "--run-dir", str(run_dir)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert not run_dir.exists()
+
+
+def test_cli_target_finalists_and_race_seeds_define_the_run(tmp_path, capsys):
+    from nlfs.evolve import build_parser, config_from_args, main
+
+    def cfg(*argv):
+        return config_from_args(build_parser().parse_args(["--dataset", "digits", "--run-dir", str(tmp_path), *argv]))
+
+    quick = cfg()
+    assert quick.target == {"train_size": "all", "epochs": 16, "seeds": 1} and quick.finalists == 1
+    assert quick.time_limit == 120 and quick.race_seeds == 6
+    paper = cfg("--preset", "paper")
+    assert paper.finalists >= 2 and paper.target["seeds"] >= 2
+    given = cfg("--target", "train_size=all,epochs=4,label_noise=0.2", "--finalists", "3", "--race-seeds", "0")
+    assert given.target == {"train_size": "all", "epochs": 4, "label_noise": 0.2, "seeds": 2}
+    assert (given.finalists, given.race_seeds) == (3, 0)
+    help_text = "".join(build_parser().format_help().split())
+    assert "fashion-mnist:train_size=all,epochs=8" in help_text and "digits:train_size=all,epochs=16" in help_text
+    for option in (["--target", "epochs=3"], ["--finalists", "0"], ["--race-seeds", "2"]):
+        with pytest.raises(SystemExit) as err:
+            main(["--resume", str(tmp_path), *option])
+        assert err.value.code == 2
+        assert "drop " + option[0] in capsys.readouterr().err
