@@ -18,8 +18,9 @@ from ._optuna import (
     resume_stale_trials,
 )
 from ._report import best_candidates, catalogue_twin, entry_spec, run_losses, training_regime
+from ._rows import summary_counts
 from ._rungs import DEFAULT_RUNGS, Rung, make_rungs, parse_rungs, promoted
-from ._runner import Search, evaluate_payload, rejection_sample, summary_counts
+from ._runner import Search, evaluate_payload, rejection_sample
 from ._target import DEFAULT_TARGETS, Target, default_target, make_target, parse_target
 
 __all__ = ["ALGORITHMS", "DEFAULT_RUNGS", "DEFAULT_TARGETS", "FilterOutcome", "GeneticProgramming", "InlineExecutor",

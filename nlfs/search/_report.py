@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from .._io import atomic_write
-from ._runner import summary_counts
+from ._rows import summary_counts
 
 
 def trained_ok(rows: list[dict]) -> list[dict]:

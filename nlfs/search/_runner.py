@@ -26,6 +26,8 @@ from . import _filters as F
 from ._config import SearchConfig, check_search, make_algorithm
 from ._db import RunDB, RunDirError
 from ._executors import make_executor, run_jobs
+from ._rows import AFTER_SCREENING
+from ._rows import reused as _reused
 from ._rungs import promoted
 from ._worker import evaluate_payload, rejection_sample  # noqa: F401 - re-exported
 
@@ -564,7 +566,6 @@ class Search:
         self.db.close()
 
 
-AFTER_SCREENING = ("race", "target")  # stages of the rows written after the screening loop
 RACE_CHUNK = 2  # seeds a leader gets per racing step
 
 
@@ -573,10 +574,6 @@ def _entry(item) -> dict:
     if isinstance(item, dict) and "genotype" in item:
         return {"genotype": item["genotype"], "rung": item.get("rung", 0), "candidate": item.get("candidate")}
     return {"genotype": item, "rung": 0, "candidate": None}
-
-
-def _reused(row: dict) -> bool:
-    return (row.get("reason") or "").startswith("fitness reused")
 
 
 def _same_as_in_flight(row: dict, in_flight: list) -> bool:
@@ -625,39 +622,6 @@ class PlainProgress:
     def close(self):
         if self.n or self.postfix:
             self._write()
-
-
-def summary_counts(rows: list[dict]) -> dict:
-    """Candidates by outcome (each counted once, at rung 0), and per rung the trainings and the
-    seconds they cost (CE baselines included in ``baseline_s``)."""
-    out = {"evaluated": 0, "trained": 0, "ok": 0, "diverged": 0, "error": 0}
-    for s in F.STAGES:
-        out[s] = 0
-    rungs: dict = {}
-    out["baseline_s"] = 0.0
-    for r in rows:
-        if r["status"] == "baseline":
-            out["baseline_s"] += r.get("wall_time") or 0.0
-            continue
-        rung = r.get("rung") or 0
-        if r["status"] in ("ok", "diverged", "error") and not _reused(r):
-            spent = rungs.setdefault("target" if r.get("stage") == "target" else str(rung),
-                                     {"trained": 0, "ok": 0, "seconds": 0.0})
-            spent["trained"] += 1
-            spent["ok"] += r["status"] == "ok"
-            spent["seconds"] += r.get("wall_time") or 0.0
-        if rung or r.get("stage") in AFTER_SCREENING:
-            continue
-        out["evaluated"] += 1
-        if r["status"].startswith("rejected:"):
-            out[r["stage"]] += 1
-        elif r["status"] == "ok" and _reused(r):
-            out["fingerprint"] += 1
-        else:
-            out[r["status"]] += 1
-            out["trained"] += 1
-    out["rungs"] = rungs
-    return out
 
 
 def dumps(obj) -> str:

@@ -1,0 +1,45 @@
+"""What a run's rows say about themselves, read by the search loop and its reports alike."""
+
+from __future__ import annotations
+
+from . import _filters as F
+
+AFTER_SCREENING = ("race", "target")  # stages of the rows written after the screening loop
+
+
+def reused(row: dict) -> bool:
+    """A row whose fitness was taken from an equivalent candidate (same gradient fingerprint)."""
+    return (row.get("reason") or "").startswith("fitness reused")
+
+
+def summary_counts(rows: list[dict]) -> dict:
+    """Candidates by outcome (each counted once, at rung 0), and per rung the trainings and the
+    seconds they cost (CE baselines included in ``baseline_s``)."""
+    out = {"evaluated": 0, "trained": 0, "ok": 0, "diverged": 0, "error": 0}
+    for s in F.STAGES:
+        out[s] = 0
+    rungs: dict = {}
+    out["baseline_s"] = 0.0
+    for r in rows:
+        if r["status"] == "baseline":
+            out["baseline_s"] += r.get("wall_time") or 0.0
+            continue
+        rung = r.get("rung") or 0
+        if r["status"] in ("ok", "diverged", "error") and not reused(r):
+            spent = rungs.setdefault("target" if r.get("stage") == "target" else str(rung),
+                                     {"trained": 0, "ok": 0, "seconds": 0.0})
+            spent["trained"] += 1
+            spent["ok"] += r["status"] == "ok"
+            spent["seconds"] += r.get("wall_time") or 0.0
+        if rung or r.get("stage") in AFTER_SCREENING:
+            continue
+        out["evaluated"] += 1
+        if r["status"].startswith("rejected:"):
+            out[r["stage"]] += 1
+        elif r["status"] == "ok" and reused(r):
+            out["fingerprint"] += 1
+        else:
+            out[r["status"]] += 1
+            out["trained"] += 1
+    out["rungs"] = rungs
+    return out
