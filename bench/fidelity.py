@@ -52,8 +52,7 @@ def loss_set(n: int, seed: int, dataset: str) -> list[dict]:
     import nlfs
     from nlfs.expr import parse
     from nlfs.search import cheap_filters, rejection_sample
-    from nlfs.spaces import get_space
-    from nlfs.spaces._edits import small_edit
+    from nlfs.spaces import get_space, small_edit
     from nlfs.train import TrainConfig
 
     x, y = rejection_sample(TrainConfig(dataset=dataset))

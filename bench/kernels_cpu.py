@@ -75,9 +75,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    from nlfs.backends import _cpp
+    from nlfs.backends import cpp_threads
 
-    _cpp.set_num_threads(args.threads)
+    cpp_threads(args.threads, load=True)
     cfg = torch._dynamo.config
     for key in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit",
                 "accumulated_cache_size_limit"):

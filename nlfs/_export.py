@@ -9,7 +9,7 @@ factor in front when it is not 1. Display forms round numbers; exports keep them
 
 from __future__ import annotations
 
-from .expr import Expr, round_numbers, simplify
+from .expr import Expr, expr_to_latex, expr_to_sympy, latex_number, round_numbers, simplify, sympy_number
 from .losses import LossSpec, resolve_spec
 
 
@@ -50,11 +50,8 @@ def formula(loss, constants: dict[str, float] | None = None, digits: int | None 
 def to_latex(loss, constants: dict[str, float] | None = None, digits: int | None = None) -> str:
     """LaTeX for the loss's elementwise expression (matplotlib mathtext renders it). Numbers exact
     unless ``digits`` is given; ``\\epsilon = 10^{-7}`` in the protected operators."""
-    from .expr._latex import latex_number
-    from .expr._latex import to_latex as expr_latex
-
     spec, _ = resolve(loss, constants)
-    body = expr_latex(simplified(loss, constants), digits)
+    body = expr_to_latex(simplified(loss, constants), digits)
     if spec.scale != 1.0:
         body = f"{latex_number(spec.scale, digits)} \\left({body}\\right)"
     return body
@@ -62,13 +59,10 @@ def to_latex(loss, constants: dict[str, float] | None = None, digits: int | None
 
 def to_sympy(loss, constants: dict[str, float] | None = None):
     """A SymPy expression for the loss's elementwise expression over ``y`` and ``p`` (see
-    ``nlfs.expr._sympy`` for how protected operators are written), the scale as a factor."""
-    from .expr._sympy import number
-    from .expr._sympy import to_sympy as expr_sympy
-
+    ``nlfs.expr.expr_to_sympy`` for how protected operators are written), the scale as a factor."""
     spec, _ = resolve(loss, constants)
-    e = expr_sympy(simplified(loss, constants))
-    return e if spec.scale == 1.0 else number(spec.scale) * e
+    e = expr_to_sympy(simplified(loss, constants))
+    return e if spec.scale == 1.0 else sympy_number(spec.scale) * e
 
 
 def _doc(spec: LossSpec, values: dict[str, float], extra: str = "") -> str:

@@ -9,11 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backends import FusedLossFunction, resolve_backend
-from .backends._base import loss_dtype, may_overwrite_logits
-from .backends._torch import TorchKernel
-from .expr import Expr, lower
-from .expr._program import NUM_LIMIT
+from .backends import FusedLossFunction, TorchKernel, loss_dtype, may_overwrite_logits, resolve_backend
+from .expr import NUM_LIMIT, Expr, lower
 from .losses import resolve_spec
 
 _REDUCTIONS = ("mean", "sum", "none")

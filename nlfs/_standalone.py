@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import keyword
 
-from .expr import OPS, Expr
-from .expr._emit import SymMath, forward_src
-from .expr._ops import MAXV
+from .expr import MAXV, OPS, Expr, Sym, SymMath, forward_src
 
 _TORCH = {
     "abs": "torch.abs({0})", "sign": "torch.sign({0})", "exp": "torch.exp({0})", "log": "torch.log({0})",
@@ -33,8 +31,6 @@ class _TorchSource(SymMath):
         super().__init__(_TORCH, literal=repr)
 
     def clamp(self, x, lo, hi):  # torch.clamp, as the backend's TorchMath: its gradient rule at the bounds
-        from .expr._emit import Sym
-
         lo_s = "None" if lo is None else self.lift(lo).src
         hi_s = "None" if hi is None else self.lift(hi).src
         return Sym(f"torch.clamp({self.lift(x).src}, {lo_s}, {hi_s})", self)

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from .expr import Expr, parse
-from .expr._program import REDUCTIONS
+from .expr import REDUCTIONS, Expr, parse
 
 
 @dataclass(frozen=True)

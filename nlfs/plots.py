@@ -23,8 +23,7 @@ def shape(loss, p: np.ndarray, y: float, num_classes: int = 10) -> tuple[np.ndar
     """(term, d term / d p) of ``loss`` at target value ``y`` over the probabilities ``p``."""
     import torch
 
-    from .expr import MAXV, OPS
-    from .expr._math import TorchMath
+    from .expr import MAXV, OPS, TorchMath
 
     spec, _ = resolve(loss)
     expr = simplified(loss, scaled=True)

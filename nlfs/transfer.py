@@ -191,8 +191,7 @@ def entry_of(loss: dict) -> LossEntry:
 def losses_from_run(run_dir: str | Path, k: int = 3) -> list[LossEntry]:
     """The ``k`` best unique ok candidates of a search run (``nlfs.search.best_candidates``), named
     ``<run>#<id>`` as in its exports, with their stored constants, class reduction and gradient scale."""
-    from .search import best_candidates, read_run
-    from .search._report import row_name
+    from .search import best_candidates, read_run, row_name
 
     run_dir = Path(run_dir)
     rows, saved = read_run(run_dir)

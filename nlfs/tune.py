@@ -291,8 +291,7 @@ def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int
     from ._io import atomic_write
     from .expr import parse
     from .losses import LossSpec, loss_label
-    from .search import best_candidates, catalogue_twin, evaluate_payload, read_run, training_regime
-    from .search._report import export_losses
+    from .search import best_candidates, catalogue_twin, evaluate_payload, export_losses, read_run, training_regime
     from .train import check_config
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import nlfs
-from nlfs._export import formula, standalone_source, to_latex, to_sympy, to_torch_source
+from nlfs import formula, standalone_source, to_latex, to_sympy, to_torch_source
 from nlfs.expr import OPS
 from nlfs.expr._latex import SPELLING
 from nlfs.expr._sympy import spellings
@@ -225,7 +225,7 @@ def test_an_exported_scale_is_not_rescaled_twice():
     (already scaled) loss: the factor it adds is 1, so the loss trains at the same total scale."""
     import dataclasses
 
-    from nlfs.train._loop import rescale_to_ce
+    from nlfs.train import rescale_to_ce
 
     z, t = torch.randn(64, 10, dtype=torch.float64), torch.randint(0, 10, (64,))
     found = nlfs.Loss("-y * log(p) * 0.2 + 0.1 * (1 - p) * y", backend="torch")

@@ -40,7 +40,7 @@ def _old_config_hash(cfg):
 
 
 def _old_run_key(entry, cfg):
-    from nlfs._module import resolve_spec
+    from nlfs.losses import resolve_spec
 
     spec = resolve_spec(entry.loss)
     loss = [spec.text, spec.reduction, spec.scale, sorted({**spec.constants, **(entry.constants or {})}.items())]
@@ -61,7 +61,7 @@ def test_keys_are_those_the_stores_already_hold():
     assert transfer._config_hash(cfg) == _old_config_hash(cfg)
     for entry in (transfer.LossEntry("NGL", "NGL"), transfer.LossEntry("x", "-y * log(p) * c0", {"c0": 0.5})):
         assert transfer.run_key(entry, cfg) == _old_run_key(entry, cfg)
-    from nlfs._module import resolve_spec
+    from nlfs.losses import resolve_spec
 
     spec = resolve_spec("NGL")
     assert tune.default_study_name(spec, dict(spec.constants), cfg) == \

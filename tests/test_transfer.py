@@ -9,7 +9,7 @@ import torch
 
 import nlfs.train
 from nlfs import transfer
-from nlfs.search._db import RunDB
+from nlfs.search import RunDB
 from nlfs.train import TrainConfig, TrainResult
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small ops: one thread is as fast, far faster on a busy CPU

@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import torch
 
-from ._base import Backend, FusedLossFunction, Kernel
-from ._torch import TorchBackend, target_probs
+from ._base import Backend, FusedLossFunction, Kernel, loss_dtype, may_overwrite_logits
+from ._torch import TorchBackend, TorchKernel, target_probs
 
-__all__ = ["Backend", "BackendUnavailable", "FusedLossFunction", "Kernel", "TorchBackend",
-           "available_backends", "get_backend", "resolve_backend", "target_probs"]
+__all__ = ["Backend", "BackendUnavailable", "FusedLossFunction", "Kernel", "TorchBackend", "TorchKernel",
+           "available_backends", "cpp_threads", "get_backend", "loss_dtype", "may_overwrite_logits",
+           "resolve_backend", "target_probs"]
 
 NAMES = ("torch", "cpp", "triton")
 
@@ -56,6 +58,22 @@ def available_backends() -> dict[str, str]:
         except BackendUnavailable as err:
             out[name] = str(err)
     return out
+
+
+def cpp_threads(n: int | None = None, *, load: bool = False) -> int | None:
+    """The C++ evaluator's thread count, set to ``n`` first when given. None when the extension is
+    not loaded (it reads ``NLFS_CPP_THREADS`` when it first runs; ``load=True`` loads it now) or
+    cannot run here."""
+    if not load and "nlfs._cpp" not in sys.modules:
+        return None
+    from . import _cpp
+
+    try:
+        if n is not None:
+            _cpp.set_num_threads(n)
+        return _cpp.get_num_threads()
+    except RuntimeError:  # not built, or built from another ops table: the backend is unusable anyway
+        return None
 
 
 _warned: set[str] = set()

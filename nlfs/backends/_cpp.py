@@ -20,9 +20,7 @@ import math
 import numpy as np
 import torch
 
-from ..expr import Program, merge_common, specialize
-from ..expr._ops import OPS
-from ..expr._program import REDUCTIONS
+from ..expr import OPS, REDUCTIONS, Program, merge_common, specialize
 from ._base import Backend, Kernel, loss_dtype
 from ._cpp_codegen import N_LEAF, OP_NAMES, OPCODE
 

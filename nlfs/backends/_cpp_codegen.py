@@ -24,11 +24,10 @@ import hashlib
 import sys
 from pathlib import Path
 
-from ..expr._emit import SymMath, forward_src, partials_src
-from ..expr._ops import _OPS, MAXV
+from ..expr import MAXV, OPS, SymMath, forward_src, partials_src
 
 LEAF_CODES = ("y", "p", "z", "logp", "C", "num", "const")
-OP_NAMES = LEAF_CODES + tuple(op.name for op in _OPS)
+OP_NAMES = LEAF_CODES + tuple(op.name for op in OPS.values())
 OPCODE = {name: i for i, name in enumerate(OP_NAMES)}
 N_LEAF = len(LEAF_CODES)
 
@@ -111,7 +110,7 @@ def generate() -> str:
     m = cpp_math()
     table_digest = hashlib.sha256(
         "\n".join(f"{op.name}|{op.arity}|{op.bounded}|{_compute_type(op)}|{forward_src(m, op.name, _args(op.arity))}|"
-                  f"{partials_src(m, op.name, _args(op.arity), 'out')}" for op in _OPS).encode()
+                  f"{partials_src(m, op.name, _args(op.arity), 'out')}" for op in OPS.values()).encode()
     ).hexdigest()[:16]
     out: list[str] = []
     w = out.append
@@ -130,10 +129,10 @@ def generate() -> str:
     w("static const char* const OP_NAMES[N_OPCODES] = {")
     w("    " + ", ".join(f'"{n}"' for n in OP_NAMES) + "};")
     w("static const int OP_ARITY[N_OPCODES] = {")
-    w("    " + ", ".join(["0"] * N_LEAF + [str(op.arity) for op in _OPS]) + "};")
+    w("    " + ", ".join(["0"] * N_LEAF + [str(op.arity) for op in OPS.values()]) + "};")
     w("// bounded: the op's value cannot leave [-MAXV, MAXV]; leaves count as bounded.")
     w("static const bool OP_BOUNDED[N_OPCODES] = {")
-    w("    " + ", ".join(["true"] * N_LEAF + ["true" if op.bounded else "false" for op in _OPS]) + "};")
+    w("    " + ", ".join(["true"] * N_LEAF + ["true" if op.bounded else "false" for op in OPS.values()]) + "};")
     w("")
     w("// Clamp to [-MAXV, MAXV] (node values and adjoints); MAXV = 1e10 is exact in float.")
     w("template <typename U>")
@@ -148,7 +147,7 @@ def generate() -> str:
     w("                    T* __restrict o, T* __restrict v) {")
     w("  (void)b; (void)v;")
     w("  switch (op) {")
-    for op in _OPS:
+    for op in OPS.values():
         code = OPCODE[op.name]
         src = forward_src(m, op.name, _args(op.arity))
         w(f"    case {code}: {{  // {op.name}: {op.doc}")
@@ -172,7 +171,7 @@ def generate() -> str:
     w("                     const T* __restrict o, T* __restrict pa, T* __restrict pb) {")
     w("  (void)b; (void)pb;")
     w("  switch (op) {")
-    for op in _OPS:
+    for op in OPS.values():
         code = OPCODE[op.name]
         parts = partials_src(m, op.name, _args(op.arity), "out")
         w(f"    case {code}: {{  // {op.name}")
@@ -197,7 +196,7 @@ def generate() -> str:
     w("                     const T* __restrict o, const T* __restrict g, T* ga, T* gb) {")
     w("  (void)b; (void)gb;")
     w("  switch (op) {")
-    for op in _OPS:
+    for op in OPS.values():
         code = OPCODE[op.name]
         parts = partials_src(m, op.name, _args(op.arity), "out")
         w(f"    case {code}: {{  // {op.name}")

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..expr import MAXV, OPS, Program
-from ..expr._math import TorchMath
+from ..expr import MAXV, OPS, Program, TorchMath
 from ._base import Backend, Kernel
 
 _MATH = TorchMath()

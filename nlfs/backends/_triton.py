@@ -37,8 +37,7 @@ from pathlib import Path
 
 import torch
 
-from ..expr import MAXV, OPS, Program, specialize
-from ..expr._emit import SymMath, forward_src, partials_src
+from ..expr import MAXV, OPS, Program, SymMath, forward_src, partials_src, specialize
 from ._base import Backend, Kernel, loss_dtype
 
 CODEGEN_VERSION = "4"
@@ -105,11 +104,14 @@ def _sources_hash() -> str:
     emitter, specialisation, lowering). Editing any of them invalidates the disk cache."""
     global _SOURCE_HASH
     if _SOURCE_HASH is None:
-        from ..expr import _emit, _math, _ops, _program, _specialize
+        from .. import expr
 
         pkg = kernels_package()
         files = [Path(pkg.__path__[0]) / name for name in ("special.py", "templates.py")]
-        files += [Path(m.__file__) for m in (sys.modules[__name__], _emit, _math, _ops, _program, _specialize)]
+        files.append(Path(sys.modules[__name__].__file__))
+        # the expression modules are read as files, not imported: only their bytes matter here
+        files += [Path(expr.__file__).parent / f"{name}.py"
+                  for name in ("_emit", "_math", "_ops", "_program", "_specialize")]
         h = hashlib.sha256()
         for f in files:
             h.update(f.read_bytes())

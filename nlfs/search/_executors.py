@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import multiprocessing as mp
 import os
-import sys
 from multiprocessing.connection import wait
 
 
@@ -92,15 +91,19 @@ class _ThreadSetting:
     def __enter__(self):
         import torch
 
-        self.saved = (torch.get_num_threads(), os.environ.get("NLFS_CPP_THREADS"), _cpp_threads())
+        from ..backends import cpp_threads
+
+        self.saved = (torch.get_num_threads(), os.environ.get("NLFS_CPP_THREADS"), cpp_threads())
         torch.set_num_threads(self.threads)
         os.environ["NLFS_CPP_THREADS"] = str(self.threads)
         if self.saved[2] is not None:
-            _cpp_threads(self.threads)
+            cpp_threads(self.threads)
         return self
 
     def __exit__(self, *exc):
         import torch
+
+        from ..backends import cpp_threads
 
         torch_threads, env, cpp = self.saved
         torch.set_num_threads(torch_threads)
@@ -109,22 +112,7 @@ class _ThreadSetting:
         else:
             os.environ["NLFS_CPP_THREADS"] = env
         if cpp is not None:
-            _cpp_threads(cpp)
-
-
-def _cpp_threads(n: int | None = None):
-    """The C++ evaluator's thread count (set it when ``n`` is given); None when the extension is not
-    loaded (it reads NLFS_CPP_THREADS when it first runs)."""
-    if "nlfs._cpp" not in sys.modules:
-        return None
-    from ..backends import _cpp
-
-    try:
-        if n is not None:
-            _cpp.set_num_threads(n)
-        return _cpp.get_num_threads()
-    except RuntimeError:  # built from another ops table: the backend is unusable anyway
-        return None
+            cpp_threads(cpp)
 
 
 class InlineExecutor:

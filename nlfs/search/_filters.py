@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..backends._torch import TorchKernel
+from ..backends import TorchKernel
 from ..expr import Expr, lower
 
 STAGES = ("validity", "duplicate", "integrity", "fingerprint", "rejection")

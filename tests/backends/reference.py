@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from nlfs.backends._torch import TorchKernel
+from nlfs.backends import TorchKernel
 from nlfs.expr import Program
 
 SHAPES = [(1, 2), (3, 7), (257, 10), (64, 1000), (5, 4099)]
@@ -80,9 +80,8 @@ def leaf_adjoints(program: Program, logits: torch.Tensor, target: torch.Tensor, 
     and {"p", "logp", "z": |d L / d leaf|}, the adjoint magnitudes at the leaves (the scale of the
     rounding noise any implementation of the fused gradient has). L is the loss (the program's
     reduction over classes), or sum(f) with ``class_reduction=False``."""
-    from nlfs.backends._torch import target_probs
-    from nlfs.expr import MAXV, OPS
-    from nlfs.expr._math import TorchMath
+    from nlfs.backends import target_probs
+    from nlfs.expr import MAXV, OPS, TorchMath
 
     tm = TorchMath()
     z = logits.detach().double()

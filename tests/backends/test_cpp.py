@@ -10,8 +10,7 @@ import torch
 
 import nlfs
 import nlfs.backends._torch as _torch_backend
-from nlfs.expr import Instr, Program, lower
-from nlfs.expr._math import TorchMath
+from nlfs.expr import Instr, Program, TorchMath, lower
 from nlfs.spaces import GPSpace, NLFSSpace
 from tests.backends.reference import (
     SHAPES,

@@ -8,9 +8,8 @@ import pytest
 import torch
 
 import nlfs
-from nlfs.backends._torch import TorchKernel
-from nlfs.expr import Expr, lower, parse
-from nlfs.expr._simplify import round_numbers, simplify
+from nlfs.backends import TorchKernel
+from nlfs.expr import Expr, lower, parse, round_numbers, simplify
 from nlfs.spaces import GPSpace, NLFSSpace
 from tests.conftest import scaled
 

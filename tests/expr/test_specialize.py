@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import nlfs
-from nlfs.backends._torch import TorchKernel
+from nlfs.backends import TorchKernel
 from nlfs.expr import MAXV, OPS, Instr, Program, lower, merge_common, parse, specialize
 from nlfs.expr._math import NumpyMath
 from nlfs.spaces import GPSpace, NLFSSpace
