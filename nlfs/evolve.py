@@ -26,8 +26,17 @@ from ._cli import (
     run_main,
     split_losses,
 )
-from .search import DEFAULT_TARGETS, PRESETS, Search, SearchConfig, default_target, parse_rungs, parse_target
-from .search._report import format_summary, write_report
+from .search import (
+    DEFAULT_TARGETS,
+    PRESETS,
+    Search,
+    SearchConfig,
+    default_target,
+    format_summary,
+    parse_rungs,
+    parse_target,
+    write_report,
+)
 
 
 def default_dataset() -> str:
@@ -202,7 +211,7 @@ def _main(argv=None) -> int:
         return report_only(args.report_only)
     if args.resume:
         refuse_on_resume(parser, RESUME_OPTIONS)
-    from .search._taylor import TaylorSearch, is_taylor_run
+    from .search import TaylorSearch, is_taylor_run
 
     if args.workers is None:
         args.workers = default_workers(args.device)

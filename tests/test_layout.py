@@ -111,11 +111,6 @@ def private_reaches(graph: dict[str, set[str]], packages: set[str]) -> set[tuple
     return bad
 
 
-# Files another helper was changing while the public faces were put in; the lead empties this.
-PRIVATE_REACH_ALLOWED = frozenset({
-    ("nlfs.evolve", "nlfs.search._report"),  # format_summary, write_report: exported by nlfs.search
-    ("nlfs.evolve", "nlfs.search._taylor"),  # TaylorSearch, is_taylor_run: exported by nlfs.search
-})
 
 
 # ---------------------------------------------------------------- fixtures
@@ -197,11 +192,9 @@ def test_no_two_modules_import_each_other(graph):
 def test_no_module_reaches_into_another_packages_private_modules(graph):
     packages = {name for name, (_, is_package) in modules(ROOT).items() if is_package}
     found = private_reaches(graph, packages)
-    bad = sorted(found - PRIVATE_REACH_ALLOWED)
+    bad = sorted(found)
     assert not bad, ("imports of another package's underscored module (use its public face): "
                      + ", ".join(f"{a} -> {b}" for a, b in bad))
-    stale = sorted(PRIVATE_REACH_ALLOWED - found)
-    assert not stale, "allowed private imports that no longer happen (drop them): " + ", ".join(map(str, stale))
 
 
 def test_no_test_file_copies_a_conftest_fixture():
