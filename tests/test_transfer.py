@@ -318,7 +318,7 @@ def test_sigterm_mid_training_leaves_no_worker_and_no_leaked_semaphore(tmp_path)
     import sys
     import time
 
-    from tests.search.test_workers import _alive, _children
+    from tests.processes import alive, children
 
     code = ("import sys\nfrom nlfs import transfer\n"
             "cfg = transfer.build_config(dict(dataset='digits', model='surrogate', steps=100000, train_size=400, "
@@ -332,7 +332,7 @@ def test_sigterm_mid_training_leaves_no_worker_and_no_leaked_semaphore(tmp_path)
         deadline = time.time() + 120
         while time.time() < deadline and len(workers) < 2:
             time.sleep(0.5)
-            workers = {p for p in _children(driver.pid) if _alive(p)}
+            workers = {p for p in children(driver.pid) if alive(p)}
             workers = {p for p in workers if "spawn_main" in open(f"/proc/{p}/cmdline").read()}
         assert len(workers) == 2, "the workers never started"
         time.sleep(3)  # training now
@@ -342,9 +342,9 @@ def test_sigterm_mid_training_leaves_no_worker_and_no_leaked_semaphore(tmp_path)
         if driver.poll() is None:
             driver.kill()
         for p in workers:
-            if _alive(p):
+            if alive(p):
                 os.kill(p, signal.SIGKILL)
-    assert not any(_alive(p) for p in workers)
+    assert not any(alive(p) for p in workers)
     assert "leaked" not in err and "Traceback" not in err
 def test_from_run_trains_candidates_with_their_scale(tmp_path, monkeypatch):
     """--from-run used to train the search's candidates at scale 1: they carry the scale they were

@@ -10,6 +10,7 @@ import torch
 
 import nlfs.train
 from nlfs.search import InlineExecutor, ProcessExecutor, default_threads, make_executor, run_jobs
+from tests.processes import alive
 
 
 class ReversedExecutor:
@@ -75,14 +76,6 @@ def test_an_exception_in_the_loop_stops_the_executor():
     assert ex.closed == 1  # no terminate method: its close ends it
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
 def test_interrupt_in_the_consumer_ends_the_worker_processes(capfd):
     """Ctrl-C while a worker trains: the workers ignore SIGINT themselves (no traceback of theirs) and the
@@ -104,12 +97,12 @@ def test_interrupt_in_the_consumer_ends_the_worker_processes(capfd):
                 for pid in pids:
                     os.kill(pid, signal.SIGINT)  # a terminal's Ctrl-C reaches every process in its group
                 time.sleep(1)
-                assert all(_alive(p) for p in pids)  # ignored by the workers: the driver decides
+                assert all(alive(p) for p in pids)  # ignored by the workers: the driver decides
                 raise KeyboardInterrupt
         deadline = time.time() + 10
-        while time.time() < deadline and any(_alive(p) for p in pids):
+        while time.time() < deadline and any(alive(p) for p in pids):
             time.sleep(0.1)
-        assert not any(_alive(p) for p in pids), "a worker kept training after the interrupt"
+        assert not any(alive(p) for p in pids), "a worker kept training after the interrupt"
         assert got == [("quick", "error"), ("quick", "error")]
     finally:
         ex.close()
@@ -154,7 +147,7 @@ def test_a_worker_ignores_ctrl_c_while_it_starts(capfd):
         pid = ex.workers[0].proc.pid
         os.kill(pid, signal.SIGINT)  # still importing torch: the disposition came with the process
         ((_, out),) = run_jobs(ex, [(0, {"loss": "CE", "train": {"no_such_field": 1}})])
-        assert out["status"] == "error" and "no_such_field" in out["reason"] and _alive(pid)
+        assert out["status"] == "error" and "no_such_field" in out["reason"] and alive(pid)
     finally:
         ex.close()
     assert "Traceback" not in capfd.readouterr().err

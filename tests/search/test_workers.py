@@ -8,6 +8,7 @@ import time
 import pytest
 
 from nlfs.search import ProcessExecutor, Search, SearchConfig
+from tests.processes import alive, children
 
 FAST = dict(dataset="digits", steps=40, train_size=400, val_size=200, backend="torch", progress=False,
             baseline=False)
@@ -96,25 +97,6 @@ def test_ray_executor_matches_the_local_pool(tmp_path, pool_records):
     assert got == pool_records
 
 
-def _children(pid: int) -> set[int]:
-    out = set()
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as fh:
-                out |= {int(x) for x in fh.read().split()}
-        except OSError:
-            pass
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
 def test_workers_stop_when_the_driver_is_killed(tmp_path):
     """A SIGKILLed driver's workers stop within seconds, not at the end of their candidate."""
@@ -132,16 +114,16 @@ def test_workers_stop_when_the_driver_is_killed(tmp_path):
         workers = set()
         while time.time() < deadline and len(workers) < 2:
             time.sleep(0.5)
-            workers = {p for p in _children(driver.pid) if _alive(p)}
+            workers = {p for p in children(driver.pid) if alive(p)}
             workers = {p for p in workers if "spawn_main" in open(f"/proc/{p}/cmdline").read()}
         assert len(workers) == 2, "the workers never started"
         time.sleep(3)  # they are training now (100,000 steps: minutes)
         driver.send_signal(signal.SIGKILL)
         driver.wait()
         t0 = time.time()
-        while time.time() - t0 < 10 and any(_alive(p) for p in workers):
+        while time.time() - t0 < 10 and any(alive(p) for p in workers):
             time.sleep(0.2)
-        assert not any(_alive(p) for p in workers), "workers outlived their driver by 10 s"
+        assert not any(alive(p) for p in workers), "workers outlived their driver by 10 s"
     finally:
         if driver.poll() is None:
             driver.kill()
