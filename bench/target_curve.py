@@ -64,7 +64,8 @@ def write_markdown(path: Path, rows: list[dict], tolerance_pp: float, command: s
     lines = [f"# CE's plateau on {r0['dataset']} / {r0['model']}, whole training split", "",
              f"Machine: {r0['machine']}; date {today()}; command `{command}`.", "",
              f"Regime: all {r0['train_size']} training images, no augmentation, no label noise, SGD "
-             "lr 0.1 with cosine schedule, one training per (E, seed), 1 thread each.", "",
+             "lr 0.1 with cosine schedule, one training per (E, seed), 1 thread each. Seconds are wall time "
+             "as measured, on a machine shared with other jobs: a cost figure, not a benchmark.", "",
              "| epochs | seeds | validation accuracy % (mean ± sd) | mean seconds |", "|---|---|---|---|"]
     secs: dict[int, list[float]] = {}
     for r in rows:

@@ -141,7 +141,7 @@ def report(losses, rows, dataset: str, target: str, command: str) -> str:
              "| proxy | n | Spearman [95% CI] | Kendall [95% CI] | agree on 'beats CE' |", "|---|---|---|---|---|"]
     for lv in PROXIES:
         c = correlations(as_final, VARIANT, lv + "_p")
-        both = [d for d in sc.values() if lv in d and target in d]
+        both = [d for i, d in sc.items() if lv in d and target in d and i != ce_id]  # CE against itself says nothing
         ce = sc.get(ce_id, {})
         if lv in ce and target in ce:
             agree = sum((d[lv] > ce[lv]) == (d[target] > ce[target]) for d in both)
