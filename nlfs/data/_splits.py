@@ -67,13 +67,7 @@ def make_splits(ds: Dataset, val_size: int | None, train_size: int | None = None
     if not 0 <= val_size < len(perm):
         raise ValueError(f"val_size={val_size} leaves no training images ({len(perm)} available)")
     val_idx, train_idx = perm[:val_size], perm[val_size:]
-    if train_size is not None:
-        if train_size < 1:
-            raise ValueError(f"train_size must be positive, got {train_size}")
-        if train_size > len(train_idx):
-            raise ValueError(f"train_size={train_size} but only {len(train_idx)} training images remain "
-                             f"after {val_size} validation images")
-        train_idx = train_idx[:train_size]
+    train_idx = _first(train_idx, train_size, len(val_idx))
     return Splits(ds, images, labels, train_idx.to(device), val_idx.to(device),
                   test_idx.to(device) if include_test else None, int(seed))
 
@@ -103,14 +97,19 @@ def split_indices(ds: Dataset, val_size: int | None = None, train_size: int | No
         amount = USER_VAL_FRACTION if val_size is None else int(val_size)
         picked, rest = stratified_take(ds.train_y[pool], amount, g, "validation", ds.source)
         val_idx, train_idx = pool[picked], pool[rest]
-    if train_size is not None:
-        if train_size < 1:
-            raise ValueError(f"train_size must be positive, got {train_size}")
-        if train_size > len(train_idx):
-            raise ValueError(f"train_size={train_size} but only {len(train_idx)} training samples remain "
-                             f"after {len(val_idx)} validation samples")
-        train_idx = train_idx[:train_size]
-    return train_idx, val_idx, test_idx
+    return _first(train_idx, train_size, len(val_idx)), val_idx, test_idx
+
+
+def _first(train_idx: torch.Tensor, train_size: int | None, n_val: int) -> torch.Tensor:
+    """The first ``train_size`` training indices (all of them for None), checked."""
+    if train_size is None:
+        return train_idx
+    if train_size < 1:
+        raise ValueError(f"train_size must be positive, got {train_size}")
+    if train_size > len(train_idx):
+        raise ValueError(f"train_size={train_size} but only {len(train_idx)} training samples remain "
+                         f"after {n_val} validation samples")
+    return train_idx[:train_size]
 
 
 def with_label_noise(splits: Splits, rate: float, num_classes: int, seed: int = 0) -> Splits:

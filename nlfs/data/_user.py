@@ -10,7 +10,6 @@ Every problem is a :class:`DatasetError` of one line naming the source and what 
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import re
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._imports import import_reference
 from ._dataset import Dataset, DatasetError
 
 PARTS = ("train", "val", "test")
@@ -100,13 +100,8 @@ def _read_file(path: Path) -> dict:
 
 
 def _call(spec: str):
-    module, _, name = spec.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module), name)
-    except ImportError as err:
-        raise DatasetError(f"dataset {spec}: cannot import module {module!r} ({err})") from None
-    except AttributeError:
-        raise DatasetError(f"dataset {spec}: module {module!r} has no {name!r}") from None
+    name = spec.partition(":")[2]
+    fn = import_reference(spec, f"dataset {spec}", DatasetError)
     try:
         return fn()
     except Exception as err:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .._imports import import_reference
 from ._small import MLP, ResNet9V2, SurrogateNet, WideResNet
 
 MODELS = ("surrogate", "resnet9v2", "wrn-16-4", "wrn-28-10", "resnet18", "resnet50", "efficientnet_v2_s", "mlp")
@@ -113,13 +113,8 @@ def make_model(model: str, input_shape: tuple[int, ...], num_classes: int, check
 
 
 def _call_factory(spec: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    module, _, name = spec.strip().partition(":")
-    try:
-        factory = getattr(importlib.import_module(module), name)
-    except ImportError as err:
-        raise ModelError(f"model {spec}: cannot import module {module!r} ({err})") from None
-    except AttributeError:
-        raise ModelError(f"model {spec}: module {module!r} has no {name!r}") from None
+    name = spec.strip().partition(":")[2]
+    factory = import_reference(spec, f"model {spec}", ModelError)
     try:
         built = factory(input_shape, num_classes)
     except Exception as err:
