@@ -498,8 +498,13 @@ def _main(argv=None) -> int:
     print(f"loss {args.loss}: initial {_f(res.initial_fitness)} -> best {_f(res.best_fitness)} with "
           f"{_fmt(res.best_constants)} ({len(res.trials)} trials, sampler {res.sampler}, "
           f"{time.time() - t0:.0f} s)")
-    print(f"study {res.study_name} in {res.storage} (optuna-dashboard {res.storage})")
+    from .search import evaluate_payload
+
     Path(run_dir).mkdir(parents=True, exist_ok=True)
+    ce = _ce_reference(Path(run_dir), _train_config(args), evaluate_payload)
+    vs = "-" if ce is None or res.best_fitness is None else f"{(res.best_fitness - ce) * 100:+.2f} pp"
+    print(f"CE with the same training: {_f(ce)}; best vs CE: {vs} (one seed: no interval)")
+    print(f"study {res.study_name} in {res.storage} (optuna-dashboard {res.storage})")
     Path(run_dir, f"{res.study_name}.json").write_text(json.dumps(res.to_dict(), indent=2))
     return 0
 

@@ -108,6 +108,16 @@ def test_cli_tunes_a_catalogue_loss(tmp_path, monkeypatch, capsys):
     assert saved["trials"][0]["constants"] == {"a": 0.95}
 
 
+def test_cli_compares_a_tuned_loss_with_ce_in_pp(tmp_path, monkeypatch, capsys):
+    """Issue #24: tuning one loss printed a plain accuracy with no CE reference; it now trains CE with
+    the same training and gives the difference in percentage points."""
+    monkeypatch.setattr(nlfs.train, "train", FakeTrain(lambda c: 0.6 if c else 0.5))  # CE has no constants
+    assert main(["--loss", "LabelSmoothingCE", "--trials", "2", "--batch", "2", "--run-dir", str(tmp_path),
+                 "--steps", "10", "--backend", "torch"]) == 0
+    out = capsys.readouterr().out
+    assert "CE with the same training: 0.5000; best vs CE: +10.00 pp" in out
+
+
 def test_tune_the_finalists_of_a_search_run(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     db = RunDB(run / "run.db")
