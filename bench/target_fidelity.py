@@ -100,7 +100,8 @@ def train_one(loss: dict, level: str, seed: int, dataset: str, epochs: int) -> d
               constants=loss.get("constants"))
     return dict(loss_id=loss["id"], variant=VARIANT, level=level, seed=seed,
                 acc=0.0 if r.diverged else r.best_val_acc, diverged=int(r.diverged),
-                grad_scale=r.grad_scale, wall_s=time.perf_counter() - t0, reason=r.reason[:120])
+                grad_scale=r.grad_scale, wall_s=time.perf_counter() - t0, reason=r.reason[:120],
+                history=[[int(s), float(a)] for s, a in r.history])
 
 
 def _read(path: Path) -> list[dict]:
@@ -177,6 +178,7 @@ def main(argv=None) -> int:
     target = f"target{args.epochs}"
     base = _read(RESULTS / f"fidelity_{_stem(args.dataset)}_trainings.csv")
     path = RESULTS / f"target_fidelity_{_stem(args.dataset)}_trainings.csv"
+    curves = RESULTS / f"target_fidelity_{_stem(args.dataset)}_curves.jsonl"
     command = "python -m bench.target_fidelity " + " ".join(argv if argv is not None else sys.argv[1:])
     if not args.report_only:
         i, n = (int(x) for x in args.shard.split("/"))
@@ -187,6 +189,9 @@ def main(argv=None) -> int:
         print(f"{len(todo)} trainings to run in this shard", flush=True)
         for loss, level, seed in todo:
             row = train_one(loss, level, seed, args.dataset, args.epochs)
+            curve = dict(loss_id=row["loss_id"], level=level, seed=seed, history=row.pop("history"))
+            with curves.open("a") as fh:  # validation accuracy per epoch: the learning-curve proxies
+                fh.write(json.dumps(curve) + "\n")
             new = not path.exists()
             with path.open("a", newline="") as fh:
                 w = csv.DictWriter(fh, fieldnames=TRAIN_COLUMNS)
