@@ -9,7 +9,8 @@ with ``diverged=True`` and a ``reason``); a loss that cannot be built raises :cl
 exception from the loss while training :class:`TrainingError`, a missing dataset :class:`DatasetError`
 naming the path tried. ``dataset`` may be a user's data (an ImageFolder directory, a ``.npz``/``.pt``
 file, ``module:function``) and ``model`` a ``module:factory``. ``check_config`` checks a configuration
-before any work.
+before any work. ``train_packed(losses, cfg, seeds=..., lrs=...)`` trains K members of one
+configuration as one packed network (a GPU feature: one set of kernel launches for K trainings).
 CLI: ``python -m nlfs.train --help``.
 """
 
@@ -38,8 +39,9 @@ from ._loop import (
     resolve_device,
     train,
 )
+from ._packed import train_packed
 
 __all__ = ["AMPS", "DATASET_DEFAULTS", "GRAD_SCALES", "OPTIMIZERS", "SCHEDULES", "USER_DATA_DEFAULTS",
            "ConfigError", "DatasetError", "TrainConfig", "TrainResult", "TrainingError", "check_config",
            "dataset_defaults", "evaluate", "gradient_magnitude", "load_dataset", "lr_factor",
-           "make_loss", "rescale_to_ce", "resolve_amp", "resolve_device", "train", "training_key"]
+           "make_loss", "rescale_to_ce", "resolve_amp", "resolve_device", "train", "train_packed", "training_key"]

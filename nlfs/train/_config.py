@@ -49,7 +49,9 @@ class TrainConfig:
     Budget: ``steps`` (optimizer steps) overrides ``epochs``. ``evaluate_test=False`` keeps the test
     split untouched (no test tensors indexed, no test accuracy): use it for search fitness.
     ``split_seed`` fixes the train/validation split independently of ``seed`` (model init, shuffling,
-    augmentation) so different seeds are compared on the same split.
+    augmentation) so different seeds are compared on the same split. ``init_seed`` (None: ``seed``)
+    sets the model's initialisation alone, ``seed`` then only the data order and augmentation: the
+    members of a packed training (``train_packed``) share one data order and differ in ``init_seed``.
     """
 
     dataset: str = "digits"
@@ -71,6 +73,7 @@ class TrainConfig:
     label_noise: float = 0.0  # symmetric noise on the training labels (validation and test stay clean)
     seed: int = 0
     split_seed: int = 0
+    init_seed: int | None = None  # None: seed
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     backend: str = "auto"  # nlfs loss backend: auto | torch | cpp | triton
     amp: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 on CPU) | off | bf16 | fp16
@@ -128,11 +131,12 @@ class TrainConfig:
             lr=(d["lr"] if opt == "sgd" else d["adam_lr"]) if self.lr is None else self.lr)
 
     def to_dict(self) -> dict:
-        """The fields as a dict; ``resize`` only when set, so the keys of trainings recorded before it
-        existed stay the same."""
+        """The fields as a dict; ``resize`` and ``init_seed`` only when set, so the keys of trainings
+        recorded before they existed stay the same."""
         d = dataclasses.asdict(self)
-        if d["resize"] is None:
-            del d["resize"]
+        for name in ("resize", "init_seed"):
+            if d[name] is None:
+                del d[name]
         return d
 
 

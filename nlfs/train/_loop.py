@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -194,9 +195,19 @@ def evaluate(net: nn.Module, model: nn.Module, splits, idx: torch.Tensor, augmen
              device: torch.device, amp: str, channels_last: bool, batch: int = 1024) -> float:
     """Accuracy on the images ``splits.images[idx]`` (one host sync). Raises ``_Failed`` on
     non-finite logits."""
+    correct, finite = _count_correct(net, model, splits, idx, augment, device, amp, channels_last, batch)
+    if not bool(finite):
+        raise _Failed("non-finite logits at evaluation")
+    return correct.item() / max(1, len(idx))
+
+
+@torch.no_grad()
+def _count_correct(net: nn.Module, model: nn.Module, splits, idx: torch.Tensor, augment: Augment,
+                   device: torch.device, amp: str, channels_last: bool, batch: int):
+    """-> (correct predictions, all logits finite) as device tensors; per member, shape (K,), when
+    ``net`` returns a pack's (K, B, C) logits, scalars for (B, C)."""
     model.eval()
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    bad = torch.zeros((), dtype=torch.bool, device=device)
+    correct = bad = None
     for i in range(0, len(idx), batch):
         gi = idx[i:i + batch]
         x = augment.eval(splits.images[gi])
@@ -204,12 +215,44 @@ def evaluate(net: nn.Module, model: nn.Module, splits, idx: torch.Tensor, augmen
             x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(device, amp):
             logits = net(x)
-        bad |= ~torch.isfinite(logits).all()
-        correct += (logits.argmax(1) == splits.labels[gi]).sum()
+        b = ~torch.isfinite(logits).flatten(-2).all(-1)
+        c = (logits.argmax(-1) == splits.labels[gi]).sum(-1)
+        bad, correct = (b, c) if bad is None else (bad | b, correct + c)
     model.train()
-    if bool(bad):
-        raise _Failed("non-finite logits at evaluation")
-    return correct.item() / max(1, len(idx))
+    if correct is None:  # no images: nothing wrong, nothing right
+        return torch.zeros((), dtype=torch.int64, device=device), torch.ones((), dtype=torch.bool, device=device)
+    return correct, ~bad
+
+
+# ---------------------------------------------------------------- divergence rule
+class _LossWatch:
+    """The divergence rule on the training loss, fed the mean loss since the last check: NaN/Inf, or
+    |loss| above ``explode_factor`` x max(|first checked loss|, 1) three checks running (one spiky
+    batch is not a divergence). ``check`` raises ``_Failed`` with the reason."""
+
+    def __init__(self, explode_factor: float):
+        self.explode_factor = explode_factor
+        self.first: float | None = None
+        self.high = 0
+
+    def check(self, s: float, step: int) -> None:
+        if not math.isfinite(s):
+            raise _Failed(f"loss is {'NaN' if math.isnan(s) else 'Inf'} by step {step}")
+        if self.first is None:
+            self.first = s
+        elif abs(s) > self.explode_factor * max(abs(self.first), 1.0):
+            self.high += 1
+            if self.high >= 3:
+                raise _Failed(f"loss exploded to {s:.4g} by step {step} (first {self.first:.4g})")
+        else:
+            self.high = 0
+
+
+def _check_collapse(best_val: float, val_acc: float, num_classes: int, step: int) -> None:
+    """Raise ``_Failed`` when validation accuracy fell from well above chance back to chance."""
+    chance = 1.0 / num_classes
+    if best_val >= chance + 0.3 and val_acc <= 1.5 * chance:
+        raise _Failed(f"validation accuracy collapsed from {best_val:.3f} to {val_acc:.3f} by step {step}")
 
 
 # ---------------------------------------------------------------- train
@@ -242,7 +285,27 @@ def train(loss="CE", cfg: TrainConfig | None = None, constants: dict | None = No
         torch.set_num_threads(old)
 
 
-def _train(loss, cfg: TrainConfig, constants: dict | None) -> TrainResult:
+@dataclass
+class _Setup:
+    """What a training needs before its model: device, precision, data, splits, budget, augmentation
+    and the result fields they fix (``base``); one for ``train`` and ``train_packed``."""
+
+    device: torch.device
+    amp: str
+    channels_last: bool
+    ds: object
+    splits: object
+    bs: int
+    spe: int
+    total: int
+    warmup: int
+    eval_every: int
+    check_every: int
+    augment: Augment
+    base: dict
+
+
+def _setup(cfg: TrainConfig) -> _Setup:
     device = resolve_device(cfg.device)
     amp = resolve_amp(cfg.amp, device)
     channels_last = True if cfg.channels_last is None else cfg.channels_last
@@ -269,6 +332,16 @@ def _train(loss, cfg: TrainConfig, constants: dict | None) -> TrainResult:
                 augment=augment.name, seed=cfg.seed, train_size=n_train, val_size=len(splits.val),
                 test_size=0 if splits.test is None else len(splits.test), batch_size=bs, lr=cfg.lr,
                 optimizer=cfg.optimizer, amp=amp, compiled=cfg.compile, data_source=ds.source)
+    return _Setup(device, amp, channels_last, ds, splits, bs, spe, total, warmup, eval_every, check_every,
+                  augment, base)
+
+
+def _train(loss, cfg: TrainConfig, constants: dict | None) -> TrainResult:
+    run = _setup(cfg)
+    device, amp, channels_last, ds, splits, augment = (run.device, run.amp, run.channels_last, run.ds,
+                                                        run.splits, run.augment)
+    bs, spe, total, warmup, base = run.bs, run.spe, run.total, run.warmup, run.base
+    eval_every, check_every, n_train = run.eval_every, run.check_every, len(splits.train)
 
     def failed(reason, name, text, backend, **kw):
         fields = dict(base, val_acc=0.0, best_val_acc=0.0, test_acc=None, final_train_loss=None,
@@ -292,7 +365,7 @@ def _train(loss, cfg: TrainConfig, constants: dict | None) -> TrainResult:
     if cfg.grad_scale != "none" and not isinstance(loss_fn, Loss):
         raise ValueError("grad_scale needs an nlfs loss (a name, expression or nlfs.Loss), "
                          f"not {type(loss_fn).__name__}")
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed if cfg.init_seed is None else cfg.init_seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     model, net, compile_time = _model_for(cfg, ds, device, channels_last, amp, bs)
@@ -313,8 +386,7 @@ def _train(loss, cfg: TrainConfig, constants: dict | None) -> TrainResult:
     history: list = []
     val_acc = best_val = 0.0
     reason = ""
-    first_loss = None
-    high = 0
+    watch = _LossWatch(cfg.explode_factor)
     window = torch.zeros((), dtype=torch.float32, device=device)  # loss sum since the last check
     epoch_loss = torch.zeros((), dtype=torch.float64, device=device)
     epoch_correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -374,26 +446,12 @@ def _train(loss, cfg: TrainConfig, constants: dict | None) -> TrainResult:
                 if step % check_every == 0 or step == total:
                     s = window.item() / ((step - 1) % check_every + 1)
                     window.zero_()
-                    if not math.isfinite(s):
-                        raise _Failed(f"loss is {'NaN' if math.isnan(s) else 'Inf'} by step {step}")
-                    if first_loss is None:
-                        first_loss = s
-                    elif abs(s) > cfg.explode_factor * max(abs(first_loss), 1.0):
-                        high += 1  # three checks in a row: one spiky batch is not a divergence
-                        if high >= 3:
-                            raise _Failed(f"loss exploded to {s:.4g} by step {step} "
-                                          f"(first {first_loss:.4g})")
-                    else:
-                        high = 0
+                    watch.check(s, step)
                 if step % eval_every == 0 or step == total:
                     val_acc = evaluate(net, model, splits, splits.val, augment, device, amp, channels_last,
                                        cfg.eval_batch_size)
                     history.append((step, val_acc))
-                    chance = 1.0 / ds.num_classes
-                    if best_val >= chance + 0.3 and val_acc <= 1.5 * chance:
-                        best_val = max(best_val, val_acc)
-                        raise _Failed(f"validation accuracy collapsed from {best_val:.3f} to {val_acc:.3f} "
-                                      f"by step {step}")
+                    _check_collapse(best_val, val_acc, ds.num_classes, step)
                     best_val = max(best_val, val_acc)
                     bar.set_postfix(loss=f"{v.item():.4g}", val=f"{val_acc:.3f}")
                 if step >= total:
