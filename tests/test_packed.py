@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # digits, 8 steps of 64 images, validation (300 images) every 4 steps: about a second per training
 # (longer, the float-level differences of the packed kernels grow chaotically on this tiny task)
-CFG = TrainConfig(dataset="digits", backend="torch", threads=1, steps=8, eval_every=4)
+CFG = TrainConfig(dataset="digits", device="cpu", backend="torch", threads=1, steps=8, eval_every=4)
 
 
 class NaNAfter:
@@ -147,9 +147,17 @@ def test_adamw_and_ce_gradient_scale_per_member(captured):
     for k, (loss, lr) in enumerate(zip(losses, lrs)):
         alone = train(loss, dataclasses.replace(cfg, init_seed=3, lr=lr))
         assert_same_training(alone, results[k], alone.val_size, 1)
-        # Adam's normalised step turns a rounding-level difference in a near-zero gradient into a
-        # step of up to lr: the weights agree to a few such steps
-        assert_same_weights(captured["single"][-1], captured["pack"][0].member_state_dict(k), atol=2 * lr)
+        # Adam's normalised step turns a rounding-level difference in a near-zero gradient into a step
+        # of up to lr, so elementwise bounds do not hold: the two trainings' difference is small next
+        # to how far training moved the weights (a wrong lr or state would make them comparable)
+        torch.manual_seed(3)
+        init = SurrogateNet(1, 10, 8).state_dict()
+        got, ref = captured["pack"][0].member_state_dict(k), captured["single"][-1].state_dict()
+        for name, t in ref.items():
+            if t.dtype == torch.int64:
+                assert torch.equal(got[name], t), name
+            else:
+                assert float((got[name] - t).norm()) <= 0.1 * float((t - init[name]).norm()), name
 
 
 def test_a_diverging_member_leaves_the_pack_and_changes_no_other(captured):

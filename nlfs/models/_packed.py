@@ -48,11 +48,13 @@ class PackedSurrogate(nn.Module):
                 self.register_buffer(name.replace(".", "_"), torch.stack([dict(m.named_buffers())[name]
                                                                           for m in members]).clone())
 
-    def param(self, name: str) -> torch.Tensor:
-        """Member-stacked parameter ``name`` as (K * shape[0], *shape[1:]) (a copy kept in autograd)."""
+    def param(self, name: str, fmt: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+        """Member-stacked parameter ``name`` as (K * shape[0], *shape[1:]) (a copy kept in autograd;
+        convolution weights in the input's memory format, as the single model's are)."""
         a, b = self.offsets[name]
         shape = self.shapes[name]
-        return self.flat[:, a:b].reshape(self.k * shape[0], *shape[1:])
+        w = self.flat[:, a:b].reshape(self.k * shape[0], *shape[1:])
+        return w.contiguous(memory_format=fmt) if w.dim() == 4 else w
 
     def buffer(self, name: str) -> torch.Tensor:
         return getattr(self, name.replace(".", "_"))
@@ -66,14 +68,17 @@ class PackedSurrogate(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.k
-        x = F.gelu(self._bn(F.conv2d(x, self.param("stem.0.weight"), padding=1), "stem.1"))
+        channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        x = F.gelu(self._bn(F.conv2d(x, self.param("stem.0.weight", fmt), padding=1), "stem.1"))
         for i, pool in enumerate(self.pools):
             g = f"groups.{i}"
-            x = F.conv2d(x, self.param(f"{g}.conv1.weight"), padding=1, groups=k)
+            x = F.conv2d(x, self.param(f"{g}.conv1.weight", fmt), padding=1, groups=k)
             if pool:
                 x = F.max_pool2d(x, 2)
             x = F.gelu(self._bn(x, f"{g}.bn1"))
-            x = F.gelu(self._bn(F.conv2d(x, self.param(f"{g}.conv2.weight"), padding=1, groups=k), f"{g}.bn2"))
+            x = F.gelu(self._bn(F.conv2d(x, self.param(f"{g}.conv2.weight", fmt), padding=1, groups=k),
+                                f"{g}.bn2"))
         x = torch.amax(x, dim=(2, 3))  # (B, K * c)
         a, b = self.offsets["head.weight"]
         head = self.flat[:, a:b].view(k, *self.shapes["head.weight"])  # (K, classes, c)
