@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Everything issue #3 needs a GPU for, in one call on a lent GPU machine (device tool), sized to
-# finish in under 9 minutes (the stage limits sum to 510 s) on an H100:
+# Everything issues #3 and #25 need a GPU for, in one call on a lent GPU machine (device tool), sized to
+# finish in under 9 minutes (the stage limits sum to 520 s) on an H100:
 #
 #   run(command="bash bench/gpu_session.sh", timeout_s=600)
 #
 # 1. kernel benchmark, fp32 (all providers, torch.compile at the target shapes) and bf16;
 # 2. compile latency per new candidate, real first launches;
-# 3. the Triton tests on the GPU (bf16 included), sweep size NLFS_TEST_SCALE (default 0.3).
+# 3. the Triton tests on the GPU (bf16 included), sweep size NLFS_TEST_SCALE (default 0.3);
+# 4. packed training (issue #25): exactness of a pack against its members trained alone on the GPU, then
+#    `bench.packed_training --quick` (trainings per hour, sequential vs packed). Fashion-MNIST is read
+#    from $NLFS_DATA_ROOT (default data/: `mkdir -p data && cp -r /usr/share/datasets/fashion-mnist data/`
+#    here, and carry=["data"]); without it both run on random images of its shape, said in the results.
+# `bash bench/gpu_session.sh --packed` runs stage 4 alone (when 1-3 have their results already).
 # Results land in bench/results/ and, packed as results.tgz beside the logs, in $OUT (unpack it here
 # and commit). Each stage has its own
 # time limit, so one slow stage cannot starve the rest. Uses the machine's python3 (torch, triton,
@@ -26,6 +31,9 @@ XDIST=""
 $PY -c "import xdist" 2>/dev/null && XDIST="-n 8"  # pytest-xdist, where the machine has it
 SMOKE=0
 [ "${1:-}" = "--smoke" ] && SMOKE=1
+PACKED_ONLY=0
+[ "${1:-}" = "--packed" ] && PACKED_ONLY=1
+DATA_ROOT=${NLFS_DATA_ROOT:-data}
 
 stage() {  # stage NAME SECONDS CMD...: runs CMD with a time limit, log in $OUT/NAME.log
     local name=$1 limit=$2
@@ -48,13 +56,24 @@ if [ $SMOKE = 1 ]; then
         --elems-per-thread 4 --out "$OUT/results"
     stage tests 600 env NLFS_TEST_SCALE=0.02 $PY -m pytest -q -x -p no:cacheprovider \
         tests/backends/test_triton.py -k "catalogue_half or scale"
+    stage packed_check 300 env -u TRITON_INTERPRET $PY -m bench.packed_training --check --steps 3 --device cpu \
+        --data-root "$DATA_ROOT"
+    stage packed_bench 300 env -u TRITON_INTERPRET $PY -m bench.packed_training --quick --device cpu --ks 1,2 \
+        --amps off --regimes rung0 --steps 2 --data-root "$DATA_ROOT" --out "$OUT/results"
     exit 0
 fi
 
-stage kernels_fp32 210 $PY -m bench.kernels_gpu --dtype float32
-stage kernels_bf16 80 $PY -m bench.kernels_gpu --dtype bfloat16 --no-compile
-stage compile_latency 70 $PY -m bench.compile_latency --random 15 --forms auto
-stage tests 150 env NLFS_TEST_SCALE="${NLFS_TEST_SCALE:-0.3}" $PY -m pytest -q -x -p no:cacheprovider $XDIST \
-    tests/backends/test_triton.py tests/backends/test_triton_special.py
-tar -czf "$OUT/results.tgz" bench/results/kernels_gpu_* bench/results/compile_latency_gpu_* 2>/dev/null
+if [ $PACKED_ONLY = 0 ]; then
+    stage kernels_fp32 160 $PY -m bench.kernels_gpu --dtype float32
+    stage kernels_bf16 60 $PY -m bench.kernels_gpu --dtype bfloat16 --no-compile
+    stage compile_latency 55 $PY -m bench.compile_latency --random 15 --forms auto
+    stage tests 100 env NLFS_TEST_SCALE="${NLFS_TEST_SCALE:-0.3}" $PY -m pytest -q -x -p no:cacheprovider $XDIST \
+        tests/backends/test_triton.py tests/backends/test_triton_special.py
+fi
+# packed training: the exactness check first (its result decides whether the timings count), then the
+# quick benchmark, which stops starting runs after its --budget-s and keeps what it measured
+stage packed_check 45 $PY -m bench.packed_training --check --steps 20 --data-root "$DATA_ROOT"
+stage packed_bench 100 $PY -m bench.packed_training --quick --budget-s 75 --data-root "$DATA_ROOT"
+tar -czf "$OUT/results.tgz" bench/results/kernels_gpu_* bench/results/compile_latency_gpu_* \
+    bench/results/packed_training_gpu* 2>/dev/null
 echo "results: bench/results/ and $OUT"

@@ -17,7 +17,8 @@ or the default place) the timing runs on random images of its shape and size, sa
 
 Writes bench/results/packed_training_{cpu,gpu}.csv and .md, with machine and date. ``--quick``
 (for the GPU session, under about 3 minutes on an H100): eager packs at every K in bf16 and fp32 for
-both regimes, compiled with CUDA graphs for the sequential run and K = 64 only, and a time budget.
+both regimes, compiled with CUDA graphs for the sequential run and K = 64 only (rung 0, bf16), most
+telling first, within a time budget (``--budget-s``, 120 s).
 ``--check``: a pack of three (CE, NGL, Focal; three init seeds; fp32, then bf16) against each member
 trained alone, on the bench data: exit 1 when a member's history, loss or data order differs beyond
 float tolerance.
@@ -108,48 +109,66 @@ def timed(cfg: TrainConfig, steps: int, k: int | None):
     return wall / steps, peak
 
 
+def plan(args, device: str) -> list[tuple[str, str, str, list[int | None]]]:
+    """(regime, amp, compile mode, Ks with None for the sequential run), most telling first: with
+    ``--quick`` bf16 rung 0 at every K, then CUDA graphs (sequential and K = 64), the target regime,
+    fp32; the time budget cuts the tail."""
+    runs = []
+    for amp in args.amps:
+        for mode in args.compile:
+            for regime in args.regimes:
+                if mode == "cudagraphs" and not device.startswith("cuda"):
+                    continue
+                ks = [None, *args.ks]
+                if args.quick and mode != "eager":
+                    if regime != "rung0" or amp != "bf16" or mode == "compile":
+                        continue
+                    ks = [None, *[k for k in args.ks if k == 64]]
+                runs.append((regime, amp, mode, ks))
+    if args.quick:
+        def rank(run):
+            regime, amp, mode, _ = run
+            return (amp != "bf16", regime != "rung0", mode != "eager")
+        runs.sort(key=rank)
+    return runs
+
+
 def measure(args, device: str) -> list[dict]:
     dataset, note = bench_data(args.data_root)
     machine, date = machine_name(), today()
     rows: list[dict] = []
     t_start = time.perf_counter()
-    for regime, base in regimes(dataset, args.data_root, device).items():
-        if regime not in args.regimes:
-            continue
-        total, bs = regime_steps(base)
-        for amp in args.amps:
-            for mode in args.compile:
-                if mode == "cudagraphs" and device != "cuda":
-                    continue
-                if args.quick and mode != "eager" and (regime != "rung0" or amp != "bf16"):
-                    continue
-                set_compile_mode(mode)
-                cfg = dataclasses.replace(base, amp=amp, compile=mode != "eager")
-                steps = min(args.steps, total)
-                ks = [None] + [k for k in args.ks if not (args.quick and mode != "eager" and k != 64)]
-                seq = None
-                for k in ks:
-                    if time.perf_counter() - t_start > args.budget_s:
-                        print(f"time budget of {args.budget_s:.0f} s spent: stopping", flush=True)
-                        return rows
-                    row = dict(date=date, machine=machine, device=device, dataset=Path(dataset).name, regime=regime,
-                               regime_steps=total, batch=bs, amp=amp, compile=mode,
-                               mode="sequential" if k is None else "packed", k=k or 1, steps_timed=steps,
-                               notes=note)
-                    try:
-                        s, peak = timed(cfg, steps, k)
-                    except torch.OutOfMemoryError:
-                        torch.cuda.empty_cache()
-                        rows.append(dict(row, notes="out of memory"))
-                        print(f"{regime} {amp} {mode} K={k}: out of memory", flush=True)
-                        break
-                    per_hour = 3600 * (k or 1) / (s * total)
-                    seq = per_hour if k is None else seq
-                    row.update(s_per_step=s, trainings_per_hour=per_hour, peak_mem_gib="" if peak is None else peak,
-                               speedup_vs_sequential=per_hour / seq if seq else None)
-                    rows.append(row)
-                    print(f"{regime} {amp} {mode} {row['mode']} K={k or 1}: {s * 1e3:.1f} ms/step, "
-                          f"{per_hour:.0f} trainings/h ({row['speedup_vs_sequential'] or 0:.2f}x)", flush=True)
+    configs = regimes(dataset, args.data_root, device)
+    lengths = {name: regime_steps(cfg) for name, cfg in configs.items() if name in args.regimes}
+    for regime, amp, mode, ks in plan(args, device):
+        total, bs = lengths[regime]
+        set_compile_mode(mode)
+        cfg = dataclasses.replace(configs[regime], amp=amp, compile=mode != "eager")
+        steps = min(args.steps, total)
+        seq = None
+        for k in ks:
+            if time.perf_counter() - t_start > args.budget_s:
+                print(f"time budget of {args.budget_s:.0f} s spent: stopping", flush=True)
+                return rows
+            load = "" if device.startswith("cuda") else f"CPU load average {os.getloadavg()[0]:.1f} at start"
+            row = dict(date=date, machine=machine, device=device, dataset=Path(dataset).name, regime=regime,
+                       regime_steps=total, batch=bs, amp=amp, compile=mode,
+                       mode="sequential" if k is None else "packed", k=k or 1, steps_timed=steps,
+                       notes="; ".join(v for v in (note, load) if v))
+            try:
+                s, peak = timed(cfg, steps, k)
+            except torch.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                rows.append(dict(row, notes="out of memory"))
+                print(f"{regime} {amp} {mode} K={k}: out of memory", flush=True)
+                break
+            per_hour = 3600 * (k or 1) / (s * total)
+            seq = per_hour if k is None else seq
+            row.update(s_per_step=s, trainings_per_hour=per_hour, peak_mem_gib="" if peak is None else peak,
+                       speedup_vs_sequential=per_hour / seq if seq else None)
+            rows.append(row)
+            print(f"{regime} {amp} {mode} {row['mode']} K={k or 1}: {s * 1e3:.1f} ms/step, "
+                  f"{per_hour:.0f} trainings/h ({row['speedup_vs_sequential'] or 0:.2f}x)", flush=True)
     return rows
 
 
@@ -160,7 +179,10 @@ def check(args, device: str) -> int:
     base = regimes(dataset, args.data_root, device)["rung0"]
     losses, seeds = ["CE", "NGL", "Focal"], [0, 1, 2]
     bad = 0
+    tf32 = torch.backends.cudnn.allow_tf32
     for amp, loss_rel, acc_tol in (("off", 1e-3, 0.01), ("bf16", 3e-2, 0.05)):
+        # fp32 means fp32 here: TF32 convolutions would round the packed and single kernels differently
+        torch.backends.cudnn.allow_tf32 = tf32 if amp != "off" else False
         cfg = dataclasses.replace(base, amp=amp, steps=min(args.steps, 30), eval_every=10)
         pack = train_packed(losses, cfg, seeds=seeds)
         for loss, seed, member in zip(losses, seeds, pack):
@@ -173,6 +195,7 @@ def check(args, device: str) -> int:
             print(f"{device} amp={amp} {loss} seed {seed}: final loss {alone.final_train_loss:.6g} alone, "
                   f"{member.final_train_loss:.6g} packed (rel {d_loss:.2e}); val acc max diff {d_acc:.4f}; "
                   f"same init and data order: {same} -> {'ok' if ok else 'DIFFERS'}", flush=True)
+    torch.backends.cudnn.allow_tf32 = tf32
     print(f"packed exactness on {device} ({Path(dataset).name}{'; ' + note if note else ''}): "
           f"{'ok' if not bad else f'{bad} member(s) differ'}")
     return 1 if bad else 0
@@ -211,7 +234,7 @@ def main(argv=None) -> int:
     if args.check:
         return check(args, device)
     if args.budget_s is None:
-        args.budget_s = 170.0 if args.quick else float("inf")
+        args.budget_s = 120.0 if args.quick else float("inf")
     os.makedirs(args.out, exist_ok=True)
     rows = measure(args, device)
     kind = "gpu" if device.startswith("cuda") else "cpu"
