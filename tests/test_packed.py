@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import nlfs.train._loop as loop
 import nlfs.train._packed as packed_mod
 from nlfs.models import PackedSurrogate, SurrogateNet
-from nlfs.train import ConfigError, TrainConfig, train, train_packed
+from nlfs.train import ConfigError, TrainConfig, train, train_grid, train_packed
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -217,3 +217,18 @@ def test_bad_packs_raise_a_clear_error():
         train_packed(["CE"], CFG, amp="fp16")
     with pytest.raises(ConfigError, match="could not be built"):
         train_packed(["CE", "no_such_loss(p"], CFG)
+
+
+def test_a_grid_packed_is_the_grid_one_at_a_time(captured):
+    cfg = dataclasses.replace(CFG, steps=6, evaluate_test=False)
+    losses = ["CE", NaNAfter(2), "NGL"]
+    packed = train_grid(losses, cfg, seeds=[4, 5], pack=3)
+    losses[1] = NaNAfter(2)
+    alone = train_grid(losses, cfg, seeds=[4, 5], pack=1)
+    assert len(captured["pack"]) == 2 and len(captured["single"]) == 5  # seed 5: the NaN loss is skipped
+    assert [len(r) for r in packed] == [len(r) for r in alone] == [2, 1, 2]
+    for row_packed, row_alone in zip(packed, alone):
+        for p, a in zip(row_packed, row_alone):
+            assert a.seed == p.seed and a.order_digest == p.order_digest  # seed: data order and init
+            assert_same_training(a, p, a.val_size, 1)
+    assert packed[1][0].diverged and packed[1][0].reason == "loss is NaN by step 2"

@@ -10,7 +10,8 @@ exception from the loss while training :class:`TrainingError`, a missing dataset
 naming the path tried. ``dataset`` may be a user's data (an ImageFolder directory, a ``.npz``/``.pt``
 file, ``module:function``) and ``model`` a ``module:factory``. ``check_config`` checks a configuration
 before any work. ``train_packed(losses, cfg, seeds=..., lrs=...)`` trains K members of one
-configuration as one packed network (a GPU feature: one set of kernel launches for K trainings).
+configuration as one packed network (a GPU feature: one set of kernel launches for K trainings);
+``train_grid(losses, cfg, seeds, pack=K)`` trains a losses x seeds grid, packed or one at a time.
 CLI: ``python -m nlfs.train --help``.
 """
 
@@ -39,9 +40,10 @@ from ._loop import (
     resolve_device,
     train,
 )
-from ._packed import train_packed
+from ._packed import train_grid, train_packed
 
 __all__ = ["AMPS", "DATASET_DEFAULTS", "GRAD_SCALES", "OPTIMIZERS", "SCHEDULES", "USER_DATA_DEFAULTS",
            "ConfigError", "DatasetError", "TrainConfig", "TrainResult", "TrainingError", "check_config",
            "dataset_defaults", "evaluate", "gradient_magnitude", "load_dataset", "lr_factor",
-           "make_loss", "rescale_to_ce", "resolve_amp", "resolve_device", "train", "train_packed", "training_key"]
+           "make_loss", "rescale_to_ce", "resolve_amp", "resolve_device", "train", "train_grid", "train_packed",
+           "training_key"]

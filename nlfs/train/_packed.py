@@ -47,6 +47,7 @@ from ._loop import (
     lr_factor,
     make_loss,
     rescale_to_ce,
+    train,
 )
 
 
@@ -84,6 +85,39 @@ def train_packed(losses, cfg: TrainConfig | None = None, seeds=None, lrs=None, c
         return _train_packed(losses, cfg, seeds, lrs, consts)
     finally:
         torch.set_num_threads(old)
+
+
+def train_grid(losses, cfg: TrainConfig | None = None, seeds=(0,), constants=None, pack: int = 1,
+               stop_on_divergence: bool = True) -> list[list[TrainResult]]:
+    """Train every loss with every seed: -> ``results[i]`` the list of loss ``i``'s results, one per seed
+    trained. Seed ``s`` is a training's ``seed`` (data order) and init seed, as ``train`` has it, so a
+    result is ``train(loss, replace(cfg, seed=s))`` whatever ``pack``. ``pack`` > 1 trains the losses
+    of one seed in packs of up to that many (``train_packed``: a GPU feature; on the CPU packing is
+    slower, see ``bench/packed_training.py``); 1 trains them one at a time. ``stop_on_divergence``: a
+    loss that diverges at one seed is not trained at the later ones (its list is shorter).
+    ``constants``: one dict for all losses or a list of one per loss. The grid of a search's rung
+    (candidates x paired seeds), of transfer and of elimination (seeds x losses)."""
+    cfg = TrainConfig() if cfg is None else cfg
+    losses = list(losses)
+    consts = constants if isinstance(constants, (list, tuple)) else [constants] * len(losses)
+    if len(consts) != len(losses):
+        raise ValueError(f"train_grid: {len(consts)} constants for {len(losses)} losses")
+    if int(pack) < 1:
+        raise ValueError(f"train_grid: pack must be at least 1, got {pack}")
+    results: list[list[TrainResult]] = [[] for _ in losses]
+    for seed in seeds:
+        run_cfg = dataclasses.replace(cfg, seed=int(seed), init_seed=None)
+        todo = [i for i in range(len(losses))
+                if not (stop_on_divergence and results[i] and results[i][-1].diverged)]
+        for at in range(0, len(todo), int(pack)):
+            group = todo[at:at + int(pack)]
+            if len(group) == 1:
+                out = [train(losses[group[0]], run_cfg, constants=consts[group[0]])]
+            else:
+                out = train_packed([losses[i] for i in group], run_cfg, constants=[consts[i] for i in group])
+            for i, r in zip(group, out):
+                results[i].append(r)
+    return results
 
 
 class _PackedOptimizer:
