@@ -164,6 +164,10 @@ def measure(args, device: str) -> list[dict]:
                 rows.append(dict(row, notes="out of memory"))
                 print(f"{regime} {amp} {mode} K={k}: out of memory", flush=True)
                 break
+            except Exception as err:  # noqa: BLE001 - one failing mode must not lose the session's other points
+                rows.append(dict(row, notes=f"failed: {type(err).__name__}: {str(err)[:200]}"))
+                print(f"{regime} {amp} {mode} K={k}: failed: {type(err).__name__}: {err}", flush=True)
+                break
             per_hour = 3600 * (k or 1) / (s * total)
             seq = per_hour if k is None else seq
             row.update(s_per_step=s, trainings_per_hour=per_hour, peak_mem_gib="" if peak is None else peak,
