@@ -232,3 +232,24 @@ def test_a_grid_packed_is_the_grid_one_at_a_time(captured):
             assert a.seed == p.seed and a.order_digest == p.order_digest  # seed: data order and init
             assert_same_training(a, p, a.val_size, 1)
     assert packed[1][0].diverged and packed[1][0].reason == "loss is NaN by step 2"
+
+
+def test_a_compiled_pack_retires_a_diverging_member_in_place(captured, monkeypatch):
+    # torch.compile as the identity (compiling takes minutes on this CPU): what is tested is what a
+    # compiled pack does with a failed member, keep its shape and zero the member
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: module)
+    monkeypatch.setattr(packed_mod, "_COMPILED", {})
+    cfg = dataclasses.replace(CFG, evaluate_test=False)
+    with_bad = train_packed(["CE", NaNAfter(3), "NGL"], dataclasses.replace(cfg, compile=True), seeds=[0, 1, 2])
+    without = train_packed(["CE", "NGL"], cfg, seeds=[0, 2])
+    assert with_bad[1].diverged and with_bad[1].reason == "loss is NaN by step 3"
+    pack_with, pack_without = captured["pack"]
+    assert pack_with.k == 3 and float(pack_with.flat.detach()[1].abs().max()) == 0.0  # retired, not removed
+    assert torch.isfinite(pack_with.flat.detach()).all()
+    for k_with, k_without in ((0, 0), (2, 1)):
+        a, b = with_bad[k_with], without[k_without]
+        assert not a.diverged and a.compiled and not b.compiled
+        assert_same_training(b, dataclasses.replace(a, compiled=False), b.val_size, 1)
+        reference = SurrogateNet(1, 10, 8)
+        reference.load_state_dict(pack_without.member_state_dict(k_without))
+        assert_same_weights(reference, pack_with.member_state_dict(k_with))

@@ -96,6 +96,16 @@ class PackedSurrogate(nn.Module):
         return out
 
     @torch.no_grad()
+    def retire(self, rows: list[int]) -> None:
+        """Zero members ``rows`` in place (weights 0, BatchNorm statistics reset), keeping K: what a
+        compiled pack does with a failed member instead of ``select`` (no new shapes, no recompile)."""
+        idx = torch.as_tensor(rows, dtype=torch.long, device=self.flat.device)
+        self.flat[idx] = 0.0
+        for name in self.buffer_names:
+            buf = self.buffer(name)
+            buf[idx] = 1 if name.endswith("running_var") else 0
+
+    @torch.no_grad()
     def select(self, rows: list[int]) -> None:
         """Keep only the members ``rows`` (in that order)."""
         idx = torch.as_tensor(rows, dtype=torch.long, device=self.flat.device)

@@ -162,6 +162,10 @@ class _PackedOptimizer:
     def select(self, rows: torch.Tensor) -> None:
         self.state = {name: t[rows].clone() for name, t in self.state.items()}
 
+    def retire(self, rows: torch.Tensor) -> None:
+        for t in self.state.values():
+            t[rows] = 0.0
+
 
 _COMPILED: dict[tuple, tuple[PackedSurrogate, nn.Module, float]] = {}
 
@@ -245,7 +249,11 @@ def _train_packed(losses, cfg: TrainConfig, seeds: list[int], lrs: list[float], 
     order_acc = torch.zeros((), dtype=torch.int64, device=device)
     cpu_logits = device.type == "cpu"
 
-    alive = list(range(k))  # member index of each row of the pack
+    alive: list[int | None] = list(range(k))  # member index of each row of the pack (None: retired)
+
+    def live() -> list[tuple[int, int]]:
+        return [(r, i) for r, i in enumerate(alive) if i is not None]
+
     watches = [_LossWatch(cfg.explode_factor) for _ in range(k)]
     history: list[list] = [[] for _ in range(k)]
     val_acc, best_val, factors = [0.0] * k, [0.0] * k, [1.0] * k
@@ -283,6 +291,17 @@ def _train_packed(losses, cfg: TrainConfig, seeds: list[int], lrs: list[float], 
         now = [None] * len(alive) if vals is None else vals.tolist()
         for row, reason in failed.items():
             fail(row, reason, wall, now[row])
+        if cfg.compile:
+            # A compiled pack keeps its shape (a new K would recompile it): the failed rows are
+            # retired, their weights and state zeroed (nothing non-finite left in the network) and
+            # their learning rate 0; their compute is wasted until the pack ends.
+            rows = torch.tensor(list(failed), dtype=torch.long, device=device)
+            packed.retire(list(failed))
+            opt.retire(rows)
+            lr_base[rows] = 0.0
+            for row in failed:
+                alive[row] = None
+            return
         keep = [r for r in range(len(alive)) if r not in failed]
         alive = [alive[r] for r in keep]
         if not keep:
@@ -297,7 +316,7 @@ def _train_packed(losses, cfg: TrainConfig, seeds: list[int], lrs: list[float], 
     _sync(device)
     t0 = time.perf_counter()
     try:
-        while step < total and alive:
+        while step < total and live():
             order = splits.train[torch.randperm(n_train, device=device, generator=shuffle)]
             epoch_loss.zero_()
             epoch_correct.zero_()
@@ -313,10 +332,13 @@ def _train_packed(losses, cfg: TrainConfig, seeds: list[int], lrs: list[float], 
                 if cpu_logits:
                     logits = logits.float()
                 if step == 0 and cfg.grad_scale == "ce":
-                    for r, i in enumerate(alive):
+                    for r, i in live():
                         fns[i], factors[i] = rescale_to_ce(fns[i], logits[r].detach(), target)
                 values = []
                 for r, i in enumerate(alive):
+                    if i is None:  # retired
+                        values.append(torch.zeros((), device=device))
+                        continue
                     try:
                         value = fns[i](logits[r], target)
                         if not isinstance(value, torch.Tensor):
@@ -345,7 +367,7 @@ def _train_packed(losses, cfg: TrainConfig, seeds: list[int], lrs: list[float], 
                 if step % run.check_every == 0 or step == total:
                     means = window.tolist()
                     window.zero_()
-                    for r, i in enumerate(alive):
+                    for r, i in live():
                         try:
                             watches[i].check(means[r] / ((step - 1) % run.check_every + 1), step)
                         except _Failed as err:
@@ -354,7 +376,7 @@ def _train_packed(losses, cfg: TrainConfig, seeds: list[int], lrs: list[float], 
                     correct, finite = _count_correct(net, packed, splits, splits.val, augment, device, amp,
                                                      run.channels_last, cfg.eval_batch_size)
                     correct, finite = correct.tolist(), finite.tolist()
-                    for r, i in enumerate(alive):
+                    for r, i in live():
                         if r in failed:
                             continue
                         if not finite[r]:
@@ -369,29 +391,29 @@ def _train_packed(losses, cfg: TrainConfig, seeds: list[int], lrs: list[float], 
                         best_val[i] = max(best_val[i], val_acc[i])
                 if failed:
                     drop(failed)
-                    if not alive:
+                    if not live():
                         break
                 if step >= total:
                     break
-            if epoch_steps and alive:
+            if epoch_steps and live():
                 el, ec = epoch_loss.tolist(), epoch_correct.tolist()
-                for r, i in enumerate(alive):
+                for r, i in live():
                     epoch_stats[i] = (el[r] / epoch_steps, ec[r] / (epoch_steps * bs))
     finally:
         bar.close()
-    if alive and splits.test is not None:
+    if live() and splits.test is not None:
         correct, finite = _count_correct(net, packed, splits, splits.test, augment, device, amp,
                                          run.channels_last, cfg.eval_batch_size)
         correct, finite = correct.tolist(), finite.tolist()
-        test_acc = {i: correct[r] / max(1, len(splits.test)) for r, i in enumerate(alive) if finite[r]}
-        bad = {r: "non-finite logits at evaluation" for r in range(len(alive)) if not finite[r]}
+        test_acc = {i: correct[r] / max(1, len(splits.test)) for r, i in live() if finite[r]}
+        bad = {r: "non-finite logits at evaluation" for r, _ in live() if not finite[r]}
         if bad:
             drop(bad)
     else:
         test_acc = {}
     wall = elapsed()
     order = f"{order_acc.item() & (2**63 - 1):x}"
-    for i in alive:
+    for _, i in live():
         final_loss, train_acc = epoch_stats[i] if epoch_stats[i] is not None else (None, None)
         results[i] = TrainResult(**dict(
             base, val_acc=val_acc[i], best_val_acc=best_val[i], test_acc=test_acc.get(i),
