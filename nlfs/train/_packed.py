@@ -15,7 +15,8 @@ member's init seed (``seeds``) sets its initial weights. A member is the same tr
 
 Per member: its loss (fused nlfs kernel as ``train`` uses it), learning rate, ``grad_scale="ce"``
 factor (measured on its own first-batch logits), divergence rule (``train``'s): a member that
-diverges gets its failed result and is removed from the pack; the others go on unchanged. The
+diverges gets its failed result and leaves the pack (removed; in a compiled pack zeroed in place, so
+the pack keeps its shape and is not recompiled); the others go on unchanged. The
 optimizer is ``train``'s (SGD with Nesterov momentum, Adam, AdamW) written once over the (K, P)
 parameter rows with a (K, 1) learning-rate column. Precision: ``train``'s (bf16 autocast on CUDA,
 fp32 on CPU unless ``amp="bf16"``); fp16 with a loss scaler (GPUs without bf16) is not packed: a
