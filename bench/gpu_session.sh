@@ -7,11 +7,11 @@
 # 1. kernel benchmark, fp32 (all providers, torch.compile at the target shapes) and bf16;
 # 2. compile latency per new candidate, real first launches;
 # 3. the Triton tests on the GPU (bf16 included), sweep size NLFS_TEST_SCALE (default 0.3);
-# 4. packed training (issue #25): exactness of a pack against its members trained alone on the GPU (digits,
-#    fp32 and bf16), then
-#    `bench.packed_training --quick` (trainings per hour, sequential vs packed). Fashion-MNIST is read
-#    from $NLFS_DATA_ROOT (default data/: `mkdir -p data && cp -r /usr/share/datasets/fashion-mnist data/`
-#    here, and carry=["data"]); without it both run on random images of its shape, said in the results.
+# 4. packed training (issue #25): exactness of a pack against its members trained alone on the GPU
+#    (digits, fp32 and bf16), then `bench.packed_training --quick` (trainings per hour, sequential vs
+#    packed). Fashion-MNIST is read from $NLFS_DATA_ROOT (default data/: `mkdir -p data && cp -r
+#    /usr/share/datasets/fashion-mnist data/` here, and carry=["data"]); without it the benchmark runs
+#    on random images of its shape, said in the results.
 # `bash bench/gpu_session.sh --packed` runs stage 4 alone (when 1-3 have their results already).
 # Results land in bench/results/ and, packed as results.tgz beside the logs, in $OUT (unpack it here
 # and commit). Each stage has its own
