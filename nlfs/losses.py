@@ -206,6 +206,21 @@ register("TaylorGLO",
          source="Gonzalez & Miikkulainen, arXiv 2002.00059; 8-parameter form as in "
                 "Decadz/Evolved-Model-Agnostic-Loss source/representation/tp.py",
          aliases=("taylor",))
+# Robust losses of the noisy-label literature (baselines of discovery campaign 2). Each is written over
+# y so it sums to the paper's per-sample form for one-hot targets: sum_k y_k * g(p_k) = g(p_t).
+# GCE's p**q is exp(q*log(p)): log(p) is exact log-softmax, so no eps floor meets tiny p.
+register("GCE", "y * (1 - exp(q * log(p))) / q", constants={"q": 0.7},
+         source="Zhang & Sabuncu 2018, arXiv 1805.07836: (1 - p_t**q) / q, q = 0.7; "
+                "HanxunH/Active-Passive-Losses loss.py GeneralizedCrossEntropy",
+         aliases=("generalized_ce", "generalised_ce"))
+register("MAE", "abs(y - p)",
+         source="Ghosh, Kumar & Sastry 2017, arXiv 1712.09482: ||e_y - p||_1 = 2 - 2*p_t "
+                "(twice Active-Passive-Losses' MAELoss, 1 - p_t)",
+         aliases=("mean_absolute_error",))
+register("TaylorCE", "y * ((1 - p) + (1 - p) ** 2 / 2)",
+         source="Feng et al. 2020, IJCAI, 'Can cross entropy loss be robust to label noise?': "
+                "sum_{i=1..t} (1 - p_t)**i / i, t = 2",
+         aliases=("taylor_ce", "t_ce"))
 
 BUILTIN: tuple[str, ...] = tuple(names())  # the published losses above, before any user registration
 
