@@ -43,6 +43,14 @@ class LossSpec:
         return str(self.expr)
 
     @property
+    def over_classes(self) -> bool:
+        """Whether the loss sums over classes inside (NCE's ``class_sum``): the fused kernels are
+        elementwise, so only the torch backend runs it."""
+        from .expr import CLASS_OPS
+
+        return any(n.op in CLASS_OPS for n in self.expr.nodes())
+
+    @property
     def scaled_expr(self) -> Expr:
         """The expression the kernels evaluate: ``scale * expr`` (``expr`` itself when scale is 1)."""
         return self.expr if self.scale == 1.0 else Expr("mul", (Expr.num(float(self.scale)), self.expr))
@@ -173,6 +181,11 @@ def names() -> list[str]:
     return [spec.name for spec in _CATALOGUE.values()]
 
 
+def elementwise() -> list[str]:
+    """The catalogue's names less the losses over classes: the ones every backend runs."""
+    return [spec.name for spec in _CATALOGUE.values() if not spec.over_classes]
+
+
 def is_registered(name: str) -> bool:
     key = _key(name)
     return key in _CATALOGUE or key in _ALIASES
@@ -221,6 +234,15 @@ register("TaylorCE", "y * ((1 - p) + (1 - p) ** 2 / 2)",
          source="Feng et al. 2020, IJCAI, 'Can cross entropy loss be robust to label noise?': "
                 "sum_{i=1..t} (1 - p_t)**i / i, t = 2",
          aliases=("taylor_ce", "t_ce"))
+# NCE = CE / sum_k(-log p_k): the denominator sums over the classes (class_sum), so the fused kernels
+# (elementwise) refuse it and backend="auto" runs it on the torch backend.
+register("NCEandRCE",
+         "a * -y * log(p) / class_sum(-log(p)) + b * -p * log(max(min(y, 1), 0.0001))",
+         constants={"a": 1.0, "b": 1.0},
+         source="Ma et al. 2020, arXiv 2006.13554 (Active Passive Losses): a*NCE + b*RCE, NCE = CE / "
+                "sum_k(-log p_k), RCE as in SCE, a = b = 1 (CIFAR-10); HanxunH/Active-Passive-Losses loss.py "
+                "NCEandRCE",
+         aliases=("nce_rce", "nce+rce", "apl_nce_rce"))
 
 BUILTIN: tuple[str, ...] = tuple(names())  # the published losses above, before any user registration
 
@@ -308,6 +330,7 @@ def provenance(name: str) -> dict:
 
 load_found()
 
-__all__ = ["BUILTIN", "FOUND_FILE", "LossSpec", "UnknownLossError", "found", "get", "is_registered", "load_found",
+__all__ = ["BUILTIN", "FOUND_FILE", "LossSpec", "UnknownLossError", "elementwise", "found", "get", "is_registered",
+           "load_found",
            "loss_label", "names", "provenance", "python_name", "read_losses_file", "register", "register_file",
            "resolve_spec", "same_loss", "unknown_loss"]

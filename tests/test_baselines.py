@@ -1,7 +1,9 @@
-"""The noisy-label baselines of the catalogue (GCE, MAE, Taylor-CE, SCE, label smoothing) against
+"""The noisy-label baselines of the catalogue (GCE, MAE, Taylor-CE, SCE, NCE+RCE, label smoothing) against
 references written here in plain torch from each paper's formula (logits and class-index targets in,
 mean over the batch, no nlfs code): loss value and gradient wrt the logits, at the catalogue's default
-constants, on every backend that runs here (triton under TRITON_INTERPRET=1 without a GPU)."""
+constants, on every backend that runs here (triton under TRITON_INTERPRET=1 without a GPU). NCE sums
+over the classes inside the loss (``class_sum``): the fused backends refuse it with a clear error and
+``backend="auto"`` runs it on torch."""
 
 import pytest
 import torch
@@ -40,19 +42,38 @@ def sce(z, t, a=0.1, b=1.0):  # Wang et al. 2019: a*CE + b*RCE, log 0 := ln(1e-4
     return (a * F.cross_entropy(z, t, reduction="none") + b * rce).mean()
 
 
+def nce_rce(z, t, a=1.0, b=1.0):  # Ma et al. 2020: a*NCE + b*RCE, NCE = -log p_t / sum_k(-log p_k)
+    logp = F.log_softmax(z, 1)
+    nce = -logp.gather(1, t[:, None])[:, 0] / (-logp.sum(1))
+    y = F.one_hot(t, z.shape[1]).to(z.dtype).clamp(1e-4, 1.0)
+    rce = -(torch.softmax(z, 1) * torch.log(y)).sum(1)
+    return (a * nce + b * rce).mean()
+
+
 def label_smoothing(z, t, a=0.1):  # Szegedy et al. 2016, as torch's own label_smoothing
     return F.cross_entropy(z, t, label_smoothing=a)
 
 
-REFERENCES = {"GCE": gce, "MAE": mae, "TaylorCE": taylor_ce, "SCE": sce, "LabelSmoothingCE": label_smoothing}
+REFERENCES = {"GCE": gce, "MAE": mae, "TaylorCE": taylor_ce, "SCE": sce, "NCEandRCE": nce_rce,
+              "LabelSmoothingCE": label_smoothing}
 DEFAULTS = {"GCE": {"q": 0.7}, "MAE": {}, "TaylorCE": {}, "SCE": {"a": 0.1, "b": 1.0},
-            "LabelSmoothingCE": {"a": 0.1}}
+            "NCEandRCE": {"a": 1.0, "b": 1.0}, "LabelSmoothingCE": {"a": 0.1}}
+OVER_CLASSES = {"NCEandRCE"}  # sums over classes inside the loss: the torch backend only
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     require_backend(request.param)
     return request.param
+
+
+def _refused(name, backend) -> bool:
+    """A loss over classes on a fused backend: refused at construction, naming the reason."""
+    if name not in OVER_CLASSES or backend == "torch":
+        return False
+    with pytest.raises(ValueError, match=f"{backend} backend computes elementwise losses only.*class_sum"):
+        nlfs.Loss(name, backend=backend)
+    return True
 
 
 def _value_and_grad(fn, z, t):
@@ -71,6 +92,8 @@ def test_catalogue_defaults_are_the_papers():
 
 @pytest.mark.parametrize("name", sorted(REFERENCES))
 def test_baseline_matches_paper_reference(name, backend):
+    if _refused(name, backend):
+        return
     g = torch.Generator().manual_seed(3)
     ref = REFERENCES[name]
     for n, c in [(1, 2), (9, 10), (40, 100)]:
@@ -85,6 +108,8 @@ def test_baseline_matches_paper_reference(name, backend):
 
 @pytest.mark.parametrize("name", sorted(REFERENCES))
 def test_baseline_float32_close_to_reference(name, backend):
+    if _refused(name, backend):
+        return
     z = torch.randn(64, 10) * 2
     t = torch.randint(0, 10, (64,))
     want, want_grad = _value_and_grad(REFERENCES[name], z.double(), t)
@@ -116,3 +141,23 @@ def test_label_smoothing_eps_is_a_tunable_constant():
     t = torch.randint(0, 7, (6,))
     torch.testing.assert_close(nlfs.Loss("LabelSmoothingCE", backend="cpp", constants={"a": 0.25})(z, t),
                                label_smoothing(z, t, 0.25))
+
+
+def test_auto_runs_a_loss_over_classes_on_torch():
+    z = torch.randn(5, 4, dtype=torch.float64)
+    t = torch.randint(0, 4, (5,))
+    module = nlfs.Loss("NCE+RCE")  # an alias
+    assert module.kernel_for(z.device)[0].name == "torch"
+    torch.testing.assert_close(module(z, t), nce_rce(z, t))
+    if not nlfs.backends.available_backends()["cpp"]:  # an elementwise loss still gets the fused kernel
+        assert nlfs.Loss("CE").kernel_for(z.device)[0].name == "cpp"
+
+
+def test_nce_alone_from_class_sum_matches_its_paper():
+    """NCE (Ma et al. 2020, eq. 2) written with class_sum, for probability targets too: sum_k y_k log p_k
+    over sum_k log p_k."""
+    z = torch.randn(6, 5, dtype=torch.float64) * 2
+    y = torch.softmax(torch.randn(6, 5, dtype=torch.float64), 1)
+    module = nlfs.Loss("-y * log(p) / class_sum(-log(p))", backend="torch", reduction="none")
+    logp = F.log_softmax(z, 1)
+    torch.testing.assert_close(module(z, y), (y * logp).sum(1) / logp.sum(1))

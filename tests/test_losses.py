@@ -80,6 +80,12 @@ def taylor_ce(z, y):
     return (y * (u + u ** 2 / 2)).sum(1)
 
 
+def nce_rce(z, y, a=1.0, b=1.0):
+    logp = _log_softmax(z)
+    rce = -(_softmax(z) * np.log(np.clip(y, 1e-4, 1.0))).sum(1)
+    return a * (y * logp).sum(1) / logp.sum(1) + b * rce
+
+
 THETA = [0.3, -0.2, 0.7, -1.1, 0.4, -0.9, 0.6, 0.25]
 CASES = {
     "CE": (ce, {}),
@@ -94,6 +100,7 @@ CASES = {
     "GCE": (gce, {"q": 0.5}),
     "MAE": (mae, {}),
     "TaylorCE": (taylor_ce, {}),
+    "NCEandRCE": (nce_rce, {"a": 1.0, "b": 0.5}),
 }
 
 
