@@ -1,7 +1,8 @@
 """The catalogue of published losses, and ``register`` to add any loss by string.
 
 Every entry is an expression over ``y`` (target) and ``p`` (softmax) with its reduction and default
-constants. NeuroLoss1-3 and the inverse Bessel logarithm loss are absent: their formulas appear only
+constants. NCE+RCE also sums over the classes inside the loss (``class_sum``), so only the torch backend
+runs it (``backend="auto"`` picks it; ``elementwise()`` lists the others). NeuroLoss1-3 and the inverse Bessel logarithm loss are absent: their formulas appear only
 in the papers' PDFs; add them with ``register`` once you have them.
 """
 
