@@ -2,8 +2,9 @@
 
 Every entry is an expression over ``y`` (target) and ``p`` (softmax) with its reduction and default
 constants. NCE+RCE also sums over the classes inside the loss (``class_sum``), so only the torch backend
-runs it (``backend="auto"`` picks it; ``elementwise()`` lists the others). NeuroLoss1-3 and the inverse Bessel logarithm loss are absent: their formulas appear only
-in the papers' PDFs; add them with ``register`` once you have them.
+runs it (``backend="auto"`` picks it; ``elementwise()`` lists the others). NeuroLoss1-3 and the inverse
+Bessel logarithm loss are absent: their formulas appear only in the papers' PDFs; add them with
+``register`` once you have them.
 """
 
 from __future__ import annotations
