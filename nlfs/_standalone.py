@@ -22,7 +22,7 @@ _TORCH = {
     "sigmoid": "torch.sigmoid({0})", "i0": "torch.special.i0({0})", "i0e": "torch.special.i0e({0})",
     "i1": "torch.special.i1({0})", "i1e": "torch.special.i1e({0})",
     "maximum": "_maximum({0}, {1})", "minimum": "_minimum({0}, {1})", "where": "_where({0}, {1}, {2})",
-    "class_sum": "{0}.sum(dim=-1, keepdim=True).expand_as({0})",
+    "sum_classes": "{0}.sum(dim=-1, keepdim=True).expand_as({0})",
 }
 _BUILTINS = {"abs", "max", "min", "pow"}
 

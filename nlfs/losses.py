@@ -1,7 +1,7 @@
 """The catalogue of published losses, and ``register`` to add any loss by string.
 
 Every entry is an expression over ``y`` (target) and ``p`` (softmax) with its reduction and default
-constants. NCE+RCE also sums over the classes inside the loss (``class_sum``), so only the torch backend
+constants. NCE+RCE also sums over the classes inside the loss (``sum_classes``), so only the torch backend
 runs it (``backend="auto"`` picks it; ``elementwise()`` lists the others). NeuroLoss1-3 and the inverse
 Bessel logarithm loss are absent: their formulas appear only in the papers' PDFs; add them with
 ``register`` once you have them.
@@ -46,7 +46,7 @@ class LossSpec:
 
     @property
     def over_classes(self) -> bool:
-        """Whether the loss sums over classes inside (NCE's ``class_sum``): the fused kernels are
+        """Whether the loss sums over classes inside (NCE's ``sum_classes``): the fused kernels are
         elementwise, so only the torch backend runs it."""
         from .expr import CLASS_OPS
 
@@ -236,10 +236,10 @@ register("TaylorCE", "y * ((1 - p) + (1 - p) ** 2 / 2)",
          source="Feng et al. 2020, IJCAI, 'Can cross entropy loss be robust to label noise?': "
                 "sum_{i=1..t} (1 - p_t)**i / i, t = 2",
          aliases=("taylor_ce", "t_ce"))
-# NCE = CE / sum_k(-log p_k): the denominator sums over the classes (class_sum), so the fused kernels
+# NCE = CE / sum_k(-log p_k): the denominator sums over the classes (sum_classes), so the fused kernels
 # (elementwise) refuse it and backend="auto" runs it on the torch backend.
 register("NCEandRCE",
-         "a * -y * log(p) / class_sum(-log(p)) + b * -p * log(max(min(y, 1), 0.0001))",
+         "a * -y * log(p) / sum_classes(-log(p)) + b * -p * log(max(min(y, 1), 0.0001))",
          constants={"a": 1.0, "b": 1.0},
          source="Ma et al. 2020, arXiv 2006.13554 (Active Passive Losses): a*NCE + b*RCE, NCE = CE / "
                 "sum_k(-log p_k), RCE as in SCE, a = b = 1 (CIFAR-10); HanxunH/Active-Passive-Losses loss.py "

@@ -2,7 +2,7 @@
 references written here in plain torch from each paper's formula (logits and class-index targets in,
 mean over the batch, no nlfs code): loss value and gradient wrt the logits, at the catalogue's default
 constants, on every backend that runs here (triton under TRITON_INTERPRET=1 without a GPU). NCE sums
-over the classes inside the loss (``class_sum``): the fused backends refuse it with a clear error and
+over the classes inside the loss (``sum_classes``): the fused backends refuse it with a clear error and
 ``backend="auto"`` runs it on torch."""
 
 import pytest
@@ -71,7 +71,7 @@ def _refused(name, backend) -> bool:
     """A loss over classes on a fused backend: refused at construction, naming the reason."""
     if name not in OVER_CLASSES or backend == "torch":
         return False
-    with pytest.raises(ValueError, match=f"{backend} backend computes elementwise losses only.*class_sum"):
+    with pytest.raises(ValueError, match=f"{backend} backend computes elementwise losses only.*sum_classes"):
         nlfs.Loss(name, backend=backend)
     return True
 
@@ -153,11 +153,11 @@ def test_auto_runs_a_loss_over_classes_on_torch():
         assert nlfs.Loss("CE").kernel_for(z.device)[0].name == "cpp"
 
 
-def test_nce_alone_from_class_sum_matches_its_paper():
-    """NCE (Ma et al. 2020, eq. 2) written with class_sum, for probability targets too: sum_k y_k log p_k
+def test_nce_alone_from_sum_classes_matches_its_paper():
+    """NCE (Ma et al. 2020, eq. 2) written with sum_classes, for probability targets too: sum_k y_k log p_k
     over sum_k log p_k."""
     z = torch.randn(6, 5, dtype=torch.float64) * 2
     y = torch.softmax(torch.randn(6, 5, dtype=torch.float64), 1)
-    module = nlfs.Loss("-y * log(p) / class_sum(-log(p))", backend="torch", reduction="none")
+    module = nlfs.Loss("-y * log(p) / sum_classes(-log(p))", backend="torch", reduction="none")
     logp = F.log_softmax(z, 1)
     torch.testing.assert_close(module(z, y), (y * logp).sum(1) / logp.sum(1))

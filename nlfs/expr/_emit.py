@@ -80,7 +80,7 @@ class SymMath:
         return x
 
     def __getattr__(self, name):
-        # the primitives every backend spells, and any other its spelling offers (class_sum: torch's)
+        # the primitives every backend spells, and any other its spelling offers (sum_classes: torch's)
         if name in SymMath.PRIMITIVES or name in self.__dict__.get("spelling", {}):
             return lambda *args: self._call(name, *args)
         raise AttributeError(name)

@@ -49,11 +49,11 @@ SPELLING: dict[str, tuple[str, int]] = {
     "bessel_i1e": (r"e^{{-\left|{0}\right|}} I_1\left({0}\right)", _MUL),
 }
 # the ops over classes (CLASS_OPS), likewise
-CLASS_SPELLING: dict[str, tuple[str, int]] = {"class_sum": (r"\sum_{{c}} \left({0}\right)", _MUL)}
+CLASS_SPELLING: dict[str, tuple[str, int]] = {"sum_classes": (r"\sum_{{c}} \left({0}\right)", _MUL)}
 # where an argument sits in a spot that delimits it (a call, a fraction, an exponent): no parentheses
 _DELIMITED = {"div", "pdiv", "pinv", "aq", "max", "min", "abs", "sign", "log", "plog", "plog10", "sqrt",
               "sin", "cos", "tanh", "sinh", "asinh", "atan", "erf", "erfc", "sigmoid", "softplus",
-              "bessel_i0", "bessel_i1", "bessel_i0e", "bessel_i1e", "exp", "class_sum"}
+              "bessel_i0", "bessel_i1", "bessel_i0e", "bessel_i1e", "exp", "sum_classes"}
 _GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda",
           "mu", "nu", "xi", "pi", "rho", "sigma", "tau", "phi", "chi", "psi", "omega"}
 

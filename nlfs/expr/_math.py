@@ -33,7 +33,7 @@ class TorchMath:
         return t.maximum(a, b)
 
     @staticmethod
-    def class_sum(x):
+    def sum_classes(x):
         """(N, C) -> each row's sum at every class of the row."""
         return x.sum(dim=-1, keepdim=True).expand_as(x)
 
@@ -78,7 +78,7 @@ class NumpyMath:
     minimum = staticmethod(np.minimum)
 
     @staticmethod
-    def class_sum(x):
+    def sum_classes(x):
         return np.broadcast_to(np.sum(x, axis=-1, keepdims=True), np.shape(x))
 
     def __getattr__(self, name):

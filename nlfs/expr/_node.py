@@ -367,7 +367,7 @@ def _rule(node: Expr, args: tuple[Expr, ...]) -> Expr | None:
     op = node.op
     if not args:
         return None
-    if all(a.op == "num" for a in args) and op in OPS:  # class_sum(2) is 2*C: not a number
+    if all(a.op == "num" for a in args) and op in OPS:  # sum_classes(2) is 2*C: not a number
         return Expr.num(_fold(op, [a.value for a in args]))
     if op == "sub":
         a, b = args

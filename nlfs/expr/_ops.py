@@ -20,7 +20,7 @@ Protected-domain rules (identical in every backend; eps = 1e-7 as in the NLFS pa
 * ``max``/``min`` split the gradient evenly at ties, ``abs`` has gradient 0 at 0 (PyTorch's rules).
 
 Every op of ``OPS`` is elementwise over the (N, C) batch; the fused kernels (C++, Triton) are generated
-from it. ``CLASS_OPS`` holds the ops over a row's classes (``class_sum``, which NCE needs): a backend that
+from it. ``CLASS_OPS`` holds the ops over a row's classes (``sum_classes``, which NCE needs): a backend that
 cannot lower them refuses a program that uses one (``Backend.refuses``), and ``backend="auto"`` then
 picks one that can (the torch backend).
 """
@@ -185,12 +185,12 @@ _OPS: list[Op] = [
 
 OPS: dict[str, Op] = {op.name: op for op in _OPS}
 
-# Ops over a row's classes. ``class_sum(x)`` is the sum of x over the classes of its row, the same at
+# Ops over a row's classes. ``sum_classes(x)`` is the sum of x over the classes of its row, the same at
 # every class (Normalized CE's denominator, Ma et al. 2020). Its partial is 1 with respect to every
 # class of the row: the adjoint of x at class j is the sum of the row's adjoints of the output, which
 # the torch backend's autograd forms from ``forward``.
 CLASS_OPS: dict[str, Op] = {op.name: op for op in [
-    Op("class_sum", 1, lambda m, x: m.class_sum(x), lambda m, x, o: (1.0,),
+    Op("sum_classes", 1, lambda m, x: m.sum_classes(x), lambda m, x, o: (1.0,),
        "sum of x over the classes of its row (the same at every class)", over_classes=True),
 ]}
 

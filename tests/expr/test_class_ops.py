@@ -1,4 +1,4 @@
-"""Ops over a row's classes (``class_sum``, which NCE needs): the language reads, prints and keeps them
+"""Ops over a row's classes (``sum_classes``, which NCE needs): the language reads, prints and keeps them
 (never folded into a number), the torch backend evaluates them with autograd's gradient, and the fused
 backends refuse them with one clear line while ``backend="auto"`` picks torch."""
 
@@ -10,19 +10,19 @@ from nlfs.backends import available_backends, get_backend, resolve_backend
 from nlfs.expr import CLASS_OPS, OPS, Expr, lower, parse, simplify
 
 
-def test_class_sum_reads_prints_and_is_not_folded():
-    e = parse("y * log(p) / class_sum(log(p)) + class_sum(2)")
+def test_sum_classes_reads_prints_and_is_not_folded():
+    e = parse("y * log(p) / sum_classes(log(p)) + sum_classes(2)")
     assert parse(str(e)) == e
-    assert "class_sum(2)" in str(e.canonical())  # 2 summed over C classes is 2*C, not 2
-    assert "class_sum" in str(simplify(parse("class_sum(1 + 1) * p")))
-    assert "class_sum" in CLASS_OPS and "class_sum" not in OPS  # the fused kernels' table stays elementwise
-    assert lower(e).class_ops == {"class_sum"} and not lower(parse("-y * log(p)")).class_ops
+    assert "sum_classes(2)" in str(e.canonical())  # 2 summed over C classes is 2*C, not 2
+    assert "sum_classes" in str(simplify(parse("sum_classes(1 + 1) * p")))
+    assert "sum_classes" in CLASS_OPS and "sum_classes" not in OPS  # the fused kernels' table stays elementwise
+    assert lower(e).class_ops == {"sum_classes"} and not lower(parse("-y * log(p)")).class_ops
     with pytest.raises(ValueError, match="reserved"):
-        Expr.const("class_sum")
+        Expr.const("sum_classes")
 
 
-def test_class_sum_value_and_gradient_match_autograd():
-    text = "exp(-p) * y / class_sum(p * p + y) + sin(z) * class_sum(z)"
+def test_sum_classes_value_and_gradient_match_autograd():
+    text = "exp(-p) * y / sum_classes(p * p + y) + sin(z) * sum_classes(z)"
     g = torch.Generator().manual_seed(0)
     for n, c in [(1, 2), (5, 7)]:
         z = torch.randn(n, c, dtype=torch.float64, generator=g)
@@ -48,12 +48,12 @@ def test_class_sum_value_and_gradient_match_autograd():
 def test_fused_backends_refuse_and_auto_picks_torch(name):
     if available_backends()[name]:
         pytest.skip(available_backends()[name])
-    program = lower(parse("-y * log(p) / class_sum(-log(p))"))
+    program = lower(parse("-y * log(p) / sum_classes(-log(p))"))
     backend = get_backend(name)
-    assert "class_sum" in backend.refuses(program) and not backend.refuses(lower(parse("-y * log(p)")))
+    assert "sum_classes" in backend.refuses(program) and not backend.refuses(lower(parse("-y * log(p)")))
     with pytest.raises(ValueError, match=f"the {name} backend computes elementwise losses only"):
         backend.compile(program)
-    with pytest.raises(ValueError, match="class_sum sums over classes"):
+    with pytest.raises(ValueError, match="sum_classes sums over classes"):
         resolve_backend(name, torch.device("cpu"), program)
     device = torch.device("cuda" if name == "triton" and torch.cuda.is_available() else "cpu")
     assert resolve_backend("auto", device, program).name == "torch"
