@@ -84,7 +84,7 @@ def main(argv=None):
         if hasattr(cfg, key):
             setattr(cfg, key, 10_000)
 
-    names = nlfs.losses.names() if args.losses == "all" else args.losses.split(",")
+    names = nlfs.losses.elementwise() if args.losses == "all" else args.losses.split(",")  # cpp: elementwise
     compile_names = (set(names) if args.compile_losses == "all" else
                      set() if args.compile_losses == "none" else set(args.compile_losses.split(",")))
     machine, date = machine_name(), today()

@@ -217,7 +217,7 @@ class _Option:
 def _training_table() -> dict[str, _Option]:
     """TrainConfig field -> its command-line option. The order is the order in ``--help``."""
     from .backends import NAMES as BACKENDS
-    from .data import AUGMENTS, DATASETS
+    from .data import AUGMENTS, DATASETS, LABEL_NOISE_KINDS
     from .models import MODELS
     from .train import AMPS, GRAD_SCALES, OPTIMIZERS, SCHEDULES
 
@@ -245,10 +245,14 @@ def _training_table() -> dict[str, _Option]:
         "grad_scale": _Option(str, "ce: rescale the loss to cross-entropy's mean |dL/dlogits| on the first "
                                    "batch (the factor is recorded); none: train the loss as written",
                               GRAD_SCALES),
-        "label_noise": _Option(fraction, "symmetric noise on the training labels (validation and test "
-                                         "stay clean)"),
+        "label_noise": _Option(fraction, "fraction of training labels corrupted, drawn with the split seed "
+                                         "(validation and test stay clean)"),
+        "label_noise_kind": _Option(str, "symmetric: to a uniform other class; pairflip: class c to c+1 mod C "
+                                         "(Han et al. 2018); asymmetric: the literature's class pairs "
+                                         "(digits, cifar10; Patrini et al. 2017)", LABEL_NOISE_KINDS),
         "dropout": _Option(fraction, "dropout of the model (default: the model's own)"),
-        "split_seed": _Option(int, "seed of the train/validation split (fixed across training seeds)"),
+        "split_seed": _Option(int, "seed of the train/validation split, of the train_size subset and of the label "
+                                        "noise (fixed across training seeds)"),
         "device": _Option(str, "auto | cpu | cuda | cuda:N"),
         "backend": _Option(str, "loss backend (auto: the fastest available)", ("auto", *BACKENDS)),
         "amp": _Option(str, "mixed precision (auto: bf16/fp16 on CUDA, fp32 on CPU)", AMPS),
@@ -262,8 +266,8 @@ def _training_table() -> dict[str, _Option]:
 TRAINING_OPTIONS = ("dataset", "data_root", "resize", "model", "epochs", "steps", "batch_size", "train_size",
                     "val_size",
                     "lr", "optimizer", "weight_decay", "schedule", "augment", "grad_scale", "label_noise",
-                    "dropout", "split_seed", "device", "backend", "amp", "compile", "download", "checkpoint",
-                    "threads")
+                    "label_noise_kind", "dropout", "split_seed", "device", "backend", "amp", "compile", "download",
+                    "checkpoint", "threads")
 # the options that say where and how long a base configuration trains (tune, eliminate)
 BUDGET_OPTIONS = ("dataset", "data_root", "resize", "model", "epochs", "steps", "train_size", "val_size", "backend",
                   "device")

@@ -81,6 +81,8 @@ class Loss(nn.Module):
         if not {"p", "logp", "z"} & self.program.leaves:
             raise ValueError(f"{self.spec.expr} does not read the prediction (p, z or log(p)): its gradient "
                              "is 0 for every input")
+        if backend != "auto" and self.program.class_ops:  # a backend that cannot run it: say so now
+            resolve_backend(backend, None, self.program)
         self.register_buffer(
             "constants", torch.tensor([_constant(k, values[k]) for k in self.program.constants],
                                       dtype=torch.float64), persistent=False)
@@ -113,7 +115,7 @@ class Loss(nn.Module):
         hit = self._by_device.get(device)  # resolving the backend each call costs more than the CE kernel
         if hit is not None:
             return hit
-        backend = resolve_backend(self.backend_name, device)
+        backend = resolve_backend(self.backend_name, device, self.program)
         kernel = self._kernels.get(backend.name)
         if kernel is None:
             kernel = backend.compile(self.program)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import keyword
 
-from .expr import MAXV, OPS, Expr, Sym, SymMath, forward_src
+from .expr import CLASS_OPS, MAXV, OPS, Expr, Sym, SymMath, forward_src
 
 _TORCH = {
     "abs": "torch.abs({0})", "sign": "torch.sign({0})", "exp": "torch.exp({0})", "log": "torch.log({0})",
@@ -22,6 +22,7 @@ _TORCH = {
     "sigmoid": "torch.sigmoid({0})", "i0": "torch.special.i0({0})", "i0e": "torch.special.i0e({0})",
     "i1": "torch.special.i1({0})", "i1e": "torch.special.i1e({0})",
     "maximum": "_maximum({0}, {1})", "minimum": "_minimum({0}, {1})", "where": "_where({0}, {1}, {2})",
+    "sum_classes": "{0}.sum(dim=-1, keepdim=True).expand_as({0})",
 }
 _BUILTINS = {"abs", "max", "min", "pow"}
 
@@ -42,7 +43,7 @@ def helper_name(op: str) -> str:
 
 def op_source(op: str) -> str:
     """``def`` of the helper for one op of the table."""
-    spec = OPS[op]
+    spec = OPS.get(op) or CLASS_OPS[op]
     params = ["a", "b"] if spec.arity == 2 else ["x"]
     body = forward_src(_TorchSource(), op, params)
     doc = spec.doc.replace('"', "'")
@@ -177,8 +178,8 @@ def _body(expr: Expr) -> tuple[list[str], str]:
 def module_source(losses: list[tuple[str, Expr, str, str]], title: str = "") -> str:
     """A standalone module defining ``LOSSES``: name -> function. ``losses``: (name, expression with
     every constant substituted and the scale folded in, class reduction, docstring)."""
-    used = sorted({n.op for _, e, _, _ in losses for n in e.nodes()
-                   if n.op in OPS and not (n.op == "log" and n.args[0].op == "p")})  # log(p) is log_p
+    used = sorted({n.op for _, e, _, _ in losses for n in e.nodes()  # log(p) is log_p
+                   if (n.op in OPS or n.op in CLASS_OPS) and not (n.op == "log" and n.args[0].op == "p")})
     out = [f'"""{title or "Losses exported by nlfs."}\n\nPlain PyTorch, no nlfs needed. LOSSES maps each '
            "loss's name to a function\n(logits, target, reduction='mean') -> loss; target holds class "
            'indices (N,) or\nclass probabilities (N, C). The protected rules of the ops used are '
@@ -186,7 +187,7 @@ def module_source(losses: list[tuple[str, Expr, str, str]], title: str = "") -> 
     out += ["", "# ---- the ops these losses use, as nlfs's ops table defines them ----", ""]
     out += [op_source(op) + "\n" for op in used]
     out += ["# ---- the losses ----", ""]
-    taken = {helper_name(op) for op in OPS} | {"torch", "MAXV", "LOSSES", "y", "p", "z", "C", "log_p"}
+    taken = {helper_name(op) for op in OPS | CLASS_OPS} | {"torch", "MAXV", "LOSSES", "y", "p", "z", "C", "log_p"}
     names: list[tuple[str, str]] = []
     for name, expr, reduction, doc in losses:
         fn = _identifier(name, taken)

@@ -145,7 +145,8 @@ def build_parser() -> ArgumentParser:
     ap.add_argument("--eta", type=positive_int, default=3, help="each rung promotes its top 1/eta")
     ap.add_argument("--target", type=target_spec, default=None, metavar="SPEC",
                     help="the training a user will run, in which the leaders are checked at the end: the "
-                         "keys of --rungs plus label_noise and augment, train_size=all for the whole split, "
+                         "keys of --rungs plus label_noise, label_noise_kind and augment, train_size=all for the whole "
+                         "split, "
                          "e.g. 'train_size=all,epochs=8,seeds=2' (default: the whole split at CE's plateau, "
                          f"{_targets_help()}; seeds: the preset's, {quick['target_seeds']} for quick, "
                          f"{paper['target_seeds']} for paper)")

@@ -49,9 +49,11 @@ def read_regime(path: str | Path) -> str:
     def get(k):
         return r.get(k) if r.get(k) not in (None, "") else "?"
 
+    kind = f" ({r['label_noise_kind']})" if r.get("label_noise_kind") else ""
     budget = f"{r['steps']} steps" if r.get("steps") not in (None, "", "None") else f"{get('epochs')} epochs"
     return (f"{get('dataset')} ({r.get('train_size') or 'all'} training images), model {get('model')}, {budget}, "
-            f"label noise {get('label_noise')}, augmentation {get('augment')}, gradient scale {get('grad_scale')}")
+            f"label noise {get('label_noise')}{kind}, augmentation {get('augment')}, "
+            f"gradient scale {get('grad_scale')}")
 
 
 def finalists_from(run_dir: str | Path, k: int = 3) -> list[str]:

@@ -1,8 +1,10 @@
 """The catalogue of published losses, and ``register`` to add any loss by string.
 
 Every entry is an expression over ``y`` (target) and ``p`` (softmax) with its reduction and default
-constants. NeuroLoss1-3 and the inverse Bessel logarithm loss are absent: their formulas appear only
-in the papers' PDFs; add them with ``register`` once you have them.
+constants. NCE+RCE also sums over the classes inside the loss (``sum_classes``), so only the torch backend
+runs it (``backend="auto"`` picks it; ``elementwise()`` lists the others). NeuroLoss1-3 and the inverse
+Bessel logarithm loss are absent: their formulas appear only in the papers' PDFs; add them with
+``register`` once you have them.
 """
 
 from __future__ import annotations
@@ -41,6 +43,14 @@ class LossSpec:
     @property
     def text(self) -> str:
         return str(self.expr)
+
+    @property
+    def over_classes(self) -> bool:
+        """Whether the loss sums over classes inside (NCE's ``sum_classes``): the fused kernels are
+        elementwise, so only the torch backend runs it."""
+        from .expr import CLASS_OPS
+
+        return any(n.op in CLASS_OPS for n in self.expr.nodes())
 
     @property
     def scaled_expr(self) -> Expr:
@@ -173,6 +183,11 @@ def names() -> list[str]:
     return [spec.name for spec in _CATALOGUE.values()]
 
 
+def elementwise() -> list[str]:
+    """The catalogue's names less the losses over classes: the ones every backend runs."""
+    return [spec.name for spec in _CATALOGUE.values() if not spec.over_classes]
+
+
 def is_registered(name: str) -> bool:
     key = _key(name)
     return key in _CATALOGUE or key in _ALIASES
@@ -206,6 +221,30 @@ register("TaylorGLO",
          source="Gonzalez & Miikkulainen, arXiv 2002.00059; 8-parameter form as in "
                 "Decadz/Evolved-Model-Agnostic-Loss source/representation/tp.py",
          aliases=("taylor",))
+# Robust losses of the noisy-label literature (baselines of discovery campaign 2). Each is written over
+# y so it sums to the paper's per-sample form for one-hot targets: sum_k y_k * g(p_k) = g(p_t).
+# GCE's p**q is exp(q*log(p)): log(p) is exact log-softmax, so no eps floor meets tiny p.
+register("GCE", "y * (1 - exp(q * log(p))) / q", constants={"q": 0.7},
+         source="Zhang & Sabuncu 2018, arXiv 1805.07836: (1 - p_t**q) / q, q = 0.7; "
+                "HanxunH/Active-Passive-Losses loss.py GeneralizedCrossEntropy",
+         aliases=("generalized_ce", "generalised_ce"))
+register("MAE", "abs(y - p)",
+         source="Ghosh, Kumar & Sastry 2017, arXiv 1712.09482: ||e_y - p||_1 = 2 - 2*p_t "
+                "(twice Active-Passive-Losses' MAELoss, 1 - p_t)",
+         aliases=("mean_absolute_error",))
+register("TaylorCE", "y * ((1 - p) + (1 - p) ** 2 / 2)",
+         source="Feng et al. 2020, IJCAI, 'Can cross entropy loss be robust to label noise?': "
+                "sum_{i=1..t} (1 - p_t)**i / i, t = 2",
+         aliases=("taylor_ce", "t_ce"))
+# NCE = CE / sum_k(-log p_k): the denominator sums over the classes (sum_classes), so the fused kernels
+# (elementwise) refuse it and backend="auto" runs it on the torch backend.
+register("NCEandRCE",
+         "a * -y * log(p) / sum_classes(-log(p)) + b * -p * log(max(min(y, 1), 0.0001))",
+         constants={"a": 1.0, "b": 1.0},
+         source="Ma et al. 2020, arXiv 2006.13554 (Active Passive Losses): a*NCE + b*RCE, NCE = CE / "
+                "sum_k(-log p_k), RCE as in SCE, a = b = 1 (CIFAR-10); HanxunH/Active-Passive-Losses loss.py "
+                "NCEandRCE",
+         aliases=("nce_rce", "nce+rce", "apl_nce_rce"))
 
 BUILTIN: tuple[str, ...] = tuple(names())  # the published losses above, before any user registration
 
@@ -293,6 +332,7 @@ def provenance(name: str) -> dict:
 
 load_found()
 
-__all__ = ["BUILTIN", "FOUND_FILE", "LossSpec", "UnknownLossError", "found", "get", "is_registered", "load_found",
+__all__ = ["BUILTIN", "FOUND_FILE", "LossSpec", "UnknownLossError", "elementwise", "found", "get", "is_registered",
+           "load_found",
            "loss_label", "names", "provenance", "python_name", "read_losses_file", "register", "register_file",
            "resolve_spec", "same_loss", "unknown_loss"]

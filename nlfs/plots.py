@@ -27,6 +27,10 @@ def shape(loss, p: np.ndarray, y: float, num_classes: int = 10) -> tuple[np.ndar
 
     spec, _ = resolve(loss)
     expr = simplified(loss, scaled=True)
+    over_classes = sorted({n.op for n in expr.nodes() if n.op not in OPS and n.args})
+    if over_classes:
+        raise ValueError(f"{spec.name}: {', '.join(over_classes)} sums over a row's classes, so the loss has no "
+                         "shape as a function of one class's p and y to plot")
     m = TorchMath()
     pt = torch.tensor(np.asarray(p, dtype=np.float64), requires_grad=True)
     leaves = {"p": pt, "y": torch.full_like(pt, float(y)), "C": torch.full_like(pt, float(num_classes)),

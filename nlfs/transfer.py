@@ -62,7 +62,7 @@ __all__ = ["COLUMNS", "PRESETS", "LossEntry", "build_config", "entry_of", "losse
 COLUMNS = ["loss", "seed", "model", "dataset", "augment", "test_acc", "val_acc", "best_val_acc", "status",
            "reason", "wall_time", "expression", "constants", "backend", "epochs", "steps", "train_size",
            "val_size", "batch_size", "lr", "optimizer", "device", "config_hash", "run_key", "machine", "date",
-           "label_noise", "grad_scale", "scale"]
+           "label_noise", "grad_scale", "scale", "label_noise_kind"]
 
 REFERENCE = "CE"
 _CATALOGUE_ALL = ("CE", "LabelSmoothingCE", "Focal", "Poly1", "Baikal", "NGL", "SCE", "TaylorGLO")
@@ -243,7 +243,14 @@ def _config_hash(cfg) -> str:
     key = {k: d.get(k) for k in _CONFIG_KEYS}
     if d.get("resize") is not None:  # only when set: CSVs written before resize existed keep their hash
         key["resize"] = d["resize"]
+    if d.get("label_noise_kind") is not None:  # to_dict leaves out the default (symmetric) likewise
+        key["label_noise_kind"] = d["label_noise_kind"]
     return training_key(key, length=10, algorithm="sha1")
+
+
+def _kind(cfg) -> str:
+    """`` (pairflip)`` after a noise rate: the noise kind, named when there is noise."""
+    return f" ({cfg.label_noise_kind})" if cfg.label_noise else ""
 
 
 # ------------------------------------------------------------------------------------------- CSV I/O
@@ -401,6 +408,7 @@ def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Pat
         row = dict(loss=entry.label, seed=seed, model=cfg.model, dataset=cfg.dataset, augment=cfg.augment,
                    expression=entry.expression, constants=entry.constants or "", config_hash=chash,
                    run_key=keys[entry.label], label_noise=cfg.label_noise, grad_scale=cfg.grad_scale,
+                   label_noise_kind=cfg.label_noise_kind if cfg.label_noise else "",
                    scale=entry.scale,
                    machine=machine, date=date, train_size=cfg.train_size, val_size=cfg.val_size,
                    batch_size=cfg.batch_size, lr=per_loss[entry.label].lr, optimizer=cfg.optimizer)
@@ -535,7 +543,7 @@ def write_markdown(path: str | Path, summary: list[dict], rows: list[dict], cfg,
     lines += ["## Setup", "",
               f"- Model `{r.model}`, dataset `{r.dataset}` (train_size {r.train_size or 'all'}, "
               f"val_size {r.val_size}, split_seed {r.split_seed}), augment `{r.augment}`, label noise "
-              f"{r.label_noise or 0:g}, gradient scale `{r.grad_scale}`.",
+              f"{r.label_noise or 0:g}{_kind(r)}, gradient scale `{r.grad_scale}`.",
               f"- Budget: {budget}; warm-up {r.warmup}.",
               f"- Seeds {seeds} for every loss (model init, data order, augmentation); same split.",
               f"- Loss backend(s) that ran: {', '.join(backends) or '–'} (requested `{r.backend}`).",

@@ -67,6 +67,25 @@ def taylorglo(z, y, t):
     return f.sum(1)
 
 
+def gce(z, y, q=0.7):
+    return (y * (1 - _softmax(z) ** q) / q).sum(1)
+
+
+def mae(z, y):
+    return np.abs(y - _softmax(z)).sum(1)
+
+
+def taylor_ce(z, y):
+    u = 1 - _softmax(z)
+    return (y * (u + u ** 2 / 2)).sum(1)
+
+
+def nce_rce(z, y, a=1.0, b=1.0):
+    logp = _log_softmax(z)
+    rce = -(_softmax(z) * np.log(np.clip(y, 1e-4, 1.0))).sum(1)
+    return a * (y * logp).sum(1) / logp.sum(1) + b * rce
+
+
 THETA = [0.3, -0.2, 0.7, -1.1, 0.4, -0.9, 0.6, 0.25]
 CASES = {
     "CE": (ce, {}),
@@ -78,6 +97,10 @@ CASES = {
     "SCE": (sce, {"a": 0.1, "b": 1.0}),
     "TaylorGLO": (lambda z, y, **k: taylorglo(z, y, [k[f"t{i}"] for i in range(8)]),
                   {f"t{i}": v for i, v in enumerate(THETA)}),
+    "GCE": (gce, {"q": 0.5}),
+    "MAE": (mae, {}),
+    "TaylorCE": (taylor_ce, {}),
+    "NCEandRCE": (nce_rce, {"a": 1.0, "b": 0.5}),
 }
 
 

@@ -79,10 +79,15 @@ def cpp_threads(n: int | None = None, *, load: bool = False) -> int | None:
 _warned: set[str] = set()
 
 
-def resolve_backend(name: str, device: torch.device | None = None) -> Backend:
-    """``auto``: triton for CUDA tensors, else cpp, else torch (warning once why)."""
+def resolve_backend(name: str, device: torch.device | None = None, program=None) -> Backend:
+    """``auto``: triton for CUDA tensors, else cpp, else torch (warning once why); with ``program``,
+    the first of those that can run it (a loss over classes, such as NCE, runs on torch only). A named
+    backend that cannot run ``program`` is a ValueError saying why."""
     if name != "auto":
-        return get_backend(name)
+        backend = get_backend(name)
+        if program is not None:
+            backend.check(program)
+        return backend
     order = ["triton", "cpp", "torch"] if device is not None and device.type == "cuda" else ["cpp", "torch"]
     reasons = []
     for cand in order:
@@ -91,6 +96,8 @@ def resolve_backend(name: str, device: torch.device | None = None) -> Backend:
         except BackendUnavailable as err:
             reasons.append(str(err))
             continue
+        if program is not None and backend.refuses(program):
+            continue  # not a fault of this machine: no warning
         if reasons and cand not in _warned:
             _warned.add(cand)
             warnings.warn(f"nlfs: falling back to the {cand!r} backend; " + "; ".join(reasons),

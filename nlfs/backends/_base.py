@@ -53,9 +53,23 @@ class Kernel(ABC):
 class Backend(ABC):
     name: str
     fused: bool
+    lowers_class_ops = False  # ops over a row's classes (nlfs.expr.CLASS_OPS): only the torch backend
 
     @abstractmethod
     def compile(self, program: Program) -> Kernel: ...
+
+    def refuses(self, program: Program) -> str:
+        """Why this backend cannot run ``program`` ("" when it can)."""
+        if program.class_ops and not self.lowers_class_ops:
+            return (f"the {self.name} backend computes elementwise losses only; "
+                    f"{', '.join(sorted(program.class_ops))} sums over classes: use backend='torch' or 'auto'")
+        return ""
+
+    def check(self, program: Program) -> None:
+        """A ValueError naming why, when this backend cannot run ``program`` (see :meth:`refuses`)."""
+        why = self.refuses(program)
+        if why:
+            raise ValueError(f"nlfs: {why}")
 
     def available(self) -> tuple[bool, str]:
         """(usable here, why not)."""

@@ -288,6 +288,7 @@ class CppBackend(Backend):
         return (not why), why
 
     def compile(self, program: Program) -> CppKernel:
+        self.check(program)
         return CppKernel(program)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..expr import MAXV, OPS, Program, TorchMath
+from ..expr import CLASS_OPS, MAXV, OPS, Program, TorchMath
 from ._base import Backend, Kernel
 
 _MATH = TorchMath()
@@ -65,7 +65,7 @@ class TorchKernel(Kernel):
             elif op == "const":
                 v = consts[ins.value].expand_as(z)
             else:
-                spec = OPS[op]
+                spec = OPS.get(op) or CLASS_OPS[op]
                 v = spec.forward(_MATH, *[vals[a] for a in ins.args])
                 if not spec.bounded:
                     v = v.clamp(-limit, limit)
@@ -94,6 +94,7 @@ def target_probs(target: torch.Tensor, num_classes: int, dtype: torch.dtype) -> 
 class TorchBackend(Backend):
     name = "torch"
     fused = False
+    lowers_class_ops = True
 
     def __init__(self, compute_dtype: str | torch.dtype = "fp32"):
         self.compute_dtype = compute_dtype

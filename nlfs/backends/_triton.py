@@ -607,4 +607,5 @@ class TritonBackend(Backend):
         return False, "no CUDA device; set TRITON_INTERPRET=1 to run on CPU"
 
     def compile(self, program: Program) -> TritonKernel:
+        self.check(program)
         return compile_program(program)

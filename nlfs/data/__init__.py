@@ -27,17 +27,21 @@ from ._datasets import (
     read_idx,
 )
 from ._splits import (
+    ASYMMETRIC_PAIRS,
+    LABEL_NOISE_KINDS,
     USER_TEST_FRACTION,
     USER_VAL_FRACTION,
     Splits,
+    check_label_noise,
     make_splits,
     split_indices,
     with_label_noise,
 )
 from ._user import as_dataset, resize_images, save_dataset
 
-__all__ = ["AUGMENTS", "DATASETS", "PROB_TARGETS", "USER_TEST_FRACTION", "USER_VAL_FRACTION", "Augment",
-           "Dataset", "DatasetError", "Splits", "as_dataset", "canonical_name", "clear_cache", "cutmix", "cutout",
-           "load_cifar", "load_dataset", "load_digits", "load_fashion_mnist", "make_augment", "make_splits", "mixup",
-           "normalize", "on_device", "random_crop", "random_flip", "read_idx", "resize_images", "save_dataset",
-           "split_indices", "with_label_noise"]
+__all__ = ["ASYMMETRIC_PAIRS", "AUGMENTS", "DATASETS", "LABEL_NOISE_KINDS", "PROB_TARGETS", "USER_TEST_FRACTION",
+           "USER_VAL_FRACTION", "Augment", "Dataset", "DatasetError", "Splits", "as_dataset", "canonical_name",
+           "check_label_noise", "clear_cache", "cutmix", "cutout", "load_cifar",
+           "load_dataset", "load_digits", "load_fashion_mnist", "make_augment", "make_splits", "mixup", "normalize",
+           "on_device", "random_crop", "random_flip", "read_idx", "resize_images", "save_dataset", "split_indices",
+           "with_label_noise"]

@@ -48,7 +48,7 @@ def make_splits(ds: Dataset, val_size: int | None, train_size: int | None = None
                 device: str | torch.device = "cpu", include_test: bool = True) -> Splits:
     """Seeded split of the official training part into train and validation (``val_size`` images),
     optionally keeping only ``train_size`` training images. The test split is the official test part
-    (digits: a fixed seeded 360 images taken out first) and is left out entirely when
+    (digits: 360 images drawn with the split seed, taken out first) and is left out entirely when
     ``include_test=False``. A user's data: see the module docstring (``val_size`` None: the
     fraction)."""
     device = torch.device(device)
@@ -112,20 +112,62 @@ def _first(train_idx: torch.Tensor, train_size: int | None, n_val: int) -> torch
     return train_idx[:train_size]
 
 
-def with_label_noise(splits: Splits, rate: float, num_classes: int, seed: int = 0) -> Splits:
-    """A copy of ``splits`` whose *training* labels are symmetrically noisy: each is replaced, with
-    probability ``rate``, by a class drawn uniformly from the other ``num_classes - 1`` (seeded;
-    validation and test labels stay clean, so noise robustness is measured on true labels)."""
+# How training labels are corrupted (TrainConfig.label_noise_kind). Validation and test labels stay
+# clean in every kind, so noise robustness is measured on true labels.
+LABEL_NOISE_KINDS = ("symmetric", "pairflip", "asymmetric")
+# The class-pair flips of the noisy-label literature's "asymmetric" noise (Patrini et al. 2017, CVPR,
+# "Making deep neural networks robust to label noise: a loss correction approach"; used by the GCE, SCE
+# and Active-Passive-Losses papers): MNIST 2->7, 3->8, 5<->6, 7->1 (digits has MNIST's classes), CIFAR-10
+# truck->automobile, bird->airplane, deer->horse, cat<->dog. Classes not listed keep their label.
+# Fashion-MNIST and CIFAR-100 have no such map in that literature: use pairflip there.
+ASYMMETRIC_PAIRS: dict[str, dict[int, int]] = {
+    "digits": {2: 7, 3: 8, 5: 6, 6: 5, 7: 1},
+    "cifar10": {9: 1, 2: 0, 4: 7, 3: 5, 5: 3},
+}
+
+
+def check_label_noise(rate: float, kind: str, dataset: str) -> None:
+    """A ValueError in one line for a rate outside [0, 1), an unknown kind, or asymmetric noise on a
+    dataset without a literature class map (``dataset``: a canonical name)."""
     if not 0.0 <= rate < 1.0:
         raise ValueError(f"label noise must be in [0, 1), got {rate}")
+    if kind not in LABEL_NOISE_KINDS:
+        raise ValueError(f"label_noise_kind must be one of {', '.join(LABEL_NOISE_KINDS)}, got {kind!r}")
+    if kind == "asymmetric" and rate and dataset not in ASYMMETRIC_PAIRS:
+        raise ValueError(f"asymmetric label noise has a class-pair map only for {', '.join(ASYMMETRIC_PAIRS)}; "
+                         f"{dataset!r} has none (use label_noise_kind='pairflip')")
+
+
+def with_label_noise(splits: Splits, rate: float, num_classes: int, seed: int = 0,
+                     kind: str = "symmetric") -> Splits:
+    """A copy of ``splits`` whose *training* labels are noisy; validation and test labels stay clean.
+
+    Each training label is corrupted with probability ``rate`` (one seeded draw per training sample, in
+    the order of ``splits.train``; ``seed`` is the split seed, so each split seed draws its own noise):
+
+    * ``symmetric``: replaced by a class drawn uniformly from the other ``num_classes - 1``;
+    * ``pairflip``: class c becomes c + 1 mod C (Han et al. 2018, "Co-teaching", arXiv 1804.06872);
+    * ``asymmetric``: class c becomes ``ASYMMETRIC_PAIRS[dataset][c]`` (Patrini et al. 2017), classes
+      without a pair keep their label (so fewer than ``rate`` of all labels change).
+    """
+    check_label_noise(rate, kind, splits.dataset.name)
     if rate == 0.0:
         return splits
     g = torch.Generator().manual_seed(int(seed) + 7_777)
     idx = splits.train.cpu()
     flip = torch.rand(len(idx), generator=g) < rate
-    shift = torch.randint(1, num_classes, (len(idx),), generator=g)
     labels = splits.labels.clone()
     old = labels[idx.to(labels.device)].cpu()
-    new = torch.where(flip, (old + shift) % num_classes, old)
+    if kind == "symmetric":
+        shift = torch.randint(1, num_classes, (len(idx),), generator=g)
+        flipped = (old + shift) % num_classes
+    elif kind == "pairflip":
+        flipped = (old + 1) % num_classes
+    else:
+        pairs = torch.arange(num_classes)
+        for src, dst in ASYMMETRIC_PAIRS[splits.dataset.name].items():
+            pairs[src] = dst
+        flipped = pairs[old]
+    new = torch.where(flip, flipped, old)
     labels[idx.to(labels.device)] = new.to(labels.device)
     return Splits(splits.dataset, splits.images, labels, splits.train, splits.val, splits.test, splits.seed)

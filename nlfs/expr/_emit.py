@@ -10,7 +10,7 @@ from the table unchanged. Example::
 
 from __future__ import annotations
 
-from ._ops import OPS
+from ._ops import op as _op
 
 
 class Sym:
@@ -80,17 +80,18 @@ class SymMath:
         return x
 
     def __getattr__(self, name):
-        if name in SymMath.PRIMITIVES:
+        # the primitives every backend spells, and any other its spelling offers (sum_classes: torch's)
+        if name in SymMath.PRIMITIVES or name in self.__dict__.get("spelling", {}):
             return lambda *args: self._call(name, *args)
         raise AttributeError(name)
 
 
 def forward_src(m: SymMath, op: str, args: list[str]) -> str:
     """Source of ``op`` applied to variables named ``args`` (unclamped value)."""
-    return m.lift(OPS[op].forward(m, *[Sym(a, m) for a in args])).src
+    return m.lift(_op(op).forward(m, *[Sym(a, m) for a in args])).src
 
 
 def partials_src(m: SymMath, op: str, args: list[str], out: str) -> list[str]:
     """Source of each partial derivative of ``op``, given its unclamped value in variable ``out``."""
-    parts = OPS[op].partials(m, *[Sym(a, m) for a in args], Sym(out, m))
+    parts = _op(op).partials(m, *[Sym(a, m) for a in args], Sym(out, m))
     return [m.lift(p).src for p in parts]

@@ -48,10 +48,12 @@ SPELLING: dict[str, tuple[str, int]] = {
     "bessel_i0e": (r"e^{{-\left|{0}\right|}} I_0\left({0}\right)", _MUL),
     "bessel_i1e": (r"e^{{-\left|{0}\right|}} I_1\left({0}\right)", _MUL),
 }
+# the ops over classes (CLASS_OPS), likewise
+CLASS_SPELLING: dict[str, tuple[str, int]] = {"sum_classes": (r"\sum_{{c}} \left({0}\right)", _MUL)}
 # where an argument sits in a spot that delimits it (a call, a fraction, an exponent): no parentheses
 _DELIMITED = {"div", "pdiv", "pinv", "aq", "max", "min", "abs", "sign", "log", "plog", "plog10", "sqrt",
               "sin", "cos", "tanh", "sinh", "asinh", "atan", "erf", "erfc", "sigmoid", "softplus",
-              "bessel_i0", "bessel_i1", "bessel_i0e", "bessel_i1e", "exp"}
+              "bessel_i0", "bessel_i1", "bessel_i0e", "bessel_i1e", "exp", "sum_classes"}
 _GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda",
           "mu", "nu", "xi", "pi", "rho", "sigma", "tau", "phi", "chi", "psi", "omega"}
 
@@ -101,7 +103,7 @@ def _render(node: Expr, out, digits) -> tuple[str, int]:
         return latex_name(node.value), _ATOM
     if not node.args:
         return op, _ATOM
-    template, prec = SPELLING[op]
+    template, prec = SPELLING[op] if op in SPELLING else CLASS_SPELLING[op]
     args = [out[a] for a in node.args]
     if op == "aq":  # b is squared: a superscript needs an atom below it
         return template.format(args[0][0], _wrap(args[1][0], args[1][1] < _ATOM)), prec
@@ -121,4 +123,4 @@ def _render(node: Expr, out, digits) -> tuple[str, int]:
     return template.format(left, right), prec
 
 
-__all__ = ["SPELLING", "latex_name", "latex_number", "to_latex"]
+__all__ = ["CLASS_SPELLING", "SPELLING", "latex_name", "latex_number", "to_latex"]

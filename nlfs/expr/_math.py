@@ -32,6 +32,11 @@ class TorchMath:
             b = t.as_tensor(b, dtype=a.dtype, device=a.device)
         return t.maximum(a, b)
 
+    @staticmethod
+    def sum_classes(x):
+        """(N, C) -> each row's sum at every class of the row."""
+        return x.sum(dim=-1, keepdim=True).expand_as(x)
+
     def minimum(self, a, b):
         t = self.t
         if not isinstance(b, t.Tensor):
@@ -71,6 +76,10 @@ class NumpyMath:
 
     maximum = staticmethod(np.maximum)
     minimum = staticmethod(np.minimum)
+
+    @staticmethod
+    def sum_classes(x):
+        return np.broadcast_to(np.sum(x, axis=-1, keepdims=True), np.shape(x))
 
     def __getattr__(self, name):
         s = self.s

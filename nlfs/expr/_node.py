@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ._ops import LEAVES, MAXV, OPS
+from ._ops import CLASS_OPS, LEAVES, MAXV, OPS
 
 _LEAF_OPS = frozenset(LEAVES)
 _INTERN: weakref.WeakValueDictionary[tuple, Expr] = weakref.WeakValueDictionary()
@@ -278,7 +278,7 @@ def _validate(op: str, args: tuple, value) -> None:
     if op == "const":
         if args or not isinstance(value, str) or not value.isidentifier():
             raise ValueError(f"a named constant needs an identifier name, got {value!r}")
-        if value in _LEAF_OPS or value in OPS:
+        if value in _LEAF_OPS or value in OPS or value in CLASS_OPS:
             raise ValueError(f"{value!r} is reserved and cannot name a constant")
         return
     if value is not None:
@@ -287,7 +287,7 @@ def _validate(op: str, args: tuple, value) -> None:
         if args:
             raise ValueError(f"leaf {op!r} takes no arguments")
         return
-    spec = OPS.get(op)
+    spec = OPS.get(op) or CLASS_OPS.get(op)
     if spec is None:
         raise ValueError(f"unknown op {op!r}")
     if len(args) != spec.arity:
@@ -367,7 +367,7 @@ def _rule(node: Expr, args: tuple[Expr, ...]) -> Expr | None:
     op = node.op
     if not args:
         return None
-    if all(a.op == "num" for a in args):
+    if all(a.op == "num" for a in args) and op in OPS:  # sum_classes(2) is 2*C: not a number
         return Expr.num(_fold(op, [a.value for a in args]))
     if op == "sub":
         a, b = args

@@ -18,6 +18,11 @@ Protected-domain rules (identical in every backend; eps = 1e-7 as in the NLFS pa
   range, so finite input never yields NaN or Inf in the loss or in the gradient, in fp32 or fp64.
   The clamp passes gradient where the unclamped value is inside the range (``torch.clamp``'s rule).
 * ``max``/``min`` split the gradient evenly at ties, ``abs`` has gradient 0 at 0 (PyTorch's rules).
+
+Every op of ``OPS`` is elementwise over the (N, C) batch; the fused kernels (C++, Triton) are generated
+from it. ``CLASS_OPS`` holds the ops over a row's classes (``sum_classes``, which NCE needs): a backend that
+cannot lower them refuses a program that uses one (``Backend.refuses``), and ``backend="auto"`` then
+picks one that can (the torch backend).
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ class Op:
     commutative: bool = False
     bounded: bool = False
     aliases: tuple[str, ...] = field(default=())
+    over_classes: bool = False  # the value at a class depends on the whole row (CLASS_OPS)
 
 
 def _safe_den(m, d):
@@ -178,15 +184,26 @@ _OPS: list[Op] = [
 ]
 
 OPS: dict[str, Op] = {op.name: op for op in _OPS}
+
+# Ops over a row's classes. ``sum_classes(x)`` is the sum of x over the classes of its row, the same at
+# every class (Normalized CE's denominator, Ma et al. 2020). Its partial is 1 with respect to every
+# class of the row: the adjoint of x at class j is the sum of the row's adjoints of the output, which
+# the torch backend's autograd forms from ``forward``.
+CLASS_OPS: dict[str, Op] = {op.name: op for op in [
+    Op("sum_classes", 1, lambda m, x: m.sum_classes(x), lambda m, x, o: (1.0,),
+       "sum of x over the classes of its row (the same at every class)", over_classes=True),
+]}
+
 # Functions a user may call by name in a string (binary infix ops are also callable: add(a, b)).
-CALLABLE: dict[str, Op] = {op.name: op for op in _OPS}
+CALLABLE: dict[str, Op] = {op.name: op for op in _OPS} | CLASS_OPS
 CALLABLE["ln"] = OPS["log"]
 
 LEAVES = ("y", "p", "z", "C")
 
 
 def op(name: str) -> Op:
+    """An elementwise op or an op over classes, by name."""
     try:
-        return OPS[name]
+        return OPS[name] if name in OPS else CLASS_OPS[name]
     except KeyError:
-        raise KeyError(f"unknown op {name!r}; known: {', '.join(sorted(OPS))}") from None
+        raise KeyError(f"unknown op {name!r}; known: {', '.join(sorted(OPS | CLASS_OPS))}") from None

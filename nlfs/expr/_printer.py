@@ -57,8 +57,8 @@ def _render(node, text) -> str:
         # -(2) keeps neg-of-a-number distinct from the literal -2
         paren = child.op == "num" and _prec(child) == _ATOM or _prec(child) < _NEG
         return "-" + _wrap(args[0], paren)
-    spec = OPS[op]
-    if spec.arity == 2 and spec.symbol and not (op == "pow" and _is_small_int_exponent(node)):
+    spec = OPS.get(op)  # None: an op over classes, printed as a call
+    if spec is not None and spec.arity == 2 and spec.symbol and not (op == "pow" and _is_small_int_exponent(node)):
         p = spec.precedence
         left, right = node.args
         if op == "pow":  # right-associative, operands must be atoms

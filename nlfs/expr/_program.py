@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ._node import Expr
-from ._ops import OPS
+from ._ops import CLASS_OPS, OPS
 
 LEAF_OPS = ("y", "p", "z", "logp", "C")
 # The largest number a program holds: float32's largest finite value. A number beyond it would be
@@ -29,7 +29,7 @@ class Instr:
 
     @property
     def bounded(self) -> bool:
-        return self.op in LEAF_OPS or self.op in ("num", "const") or OPS[self.op].bounded
+        return self.op in LEAF_OPS or self.op in ("num", "const") or (OPS.get(self.op) or CLASS_OPS[self.op]).bounded
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,11 @@ class Program:
     @property
     def leaves(self) -> frozenset[str]:
         return frozenset(i.op for i in self.instrs if i.op in LEAF_OPS)
+
+    @property
+    def class_ops(self) -> frozenset[str]:
+        """The ops over classes the program uses (none: it is elementwise, every backend lowers it)."""
+        return frozenset(i.op for i in self.instrs if i.op in CLASS_OPS)
 
 
 def lower(expr: Expr, reduction: str = "class_sum", constants: tuple[str, ...] | None = None) -> Program:

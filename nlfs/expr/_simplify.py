@@ -158,7 +158,7 @@ class _Simplifier:
         return out
 
     def _rewrite(self, op: str, args: tuple[Expr, ...]) -> Expr | None:
-        if all(a.op == "num" for a in args):
+        if all(a.op == "num" for a in args) and op in OPS:  # sum_classes(2) is 2*C, not a number
             v = evaluate(op, [a.value for a in args])
             if math.isfinite(v):
                 return Expr.num(v + 0.0)  # + 0.0: -0.0 and 0.0 print alike

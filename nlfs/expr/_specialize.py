@@ -75,7 +75,11 @@ def _finish(out: list[Instr], root: int, like: Program) -> Program:
 
 
 def specialize(program: Program, y: float) -> Program:
-    """``program`` with every ``y`` leaf replaced by the number ``y``, simplified exactly."""
+    """``program`` with every ``y`` leaf replaced by the number ``y``, simplified exactly. Elementwise
+    programs only (the fused kernels' one-hot split): an op over classes mixes the row's y values."""
+    if program.class_ops:
+        raise ValueError(f"specialize: {', '.join(sorted(program.class_ops))} sums over classes; "
+                         "only elementwise programs can be specialised to one y")
     out, emit_any = _emitter()
     number: dict[int, float] = {}  # slot -> its value, for the slots that are numbers
 

@@ -76,7 +76,8 @@ def to_sympy(expr: Expr):
         elif not node.args:
             out[node] = leaf[node.op]()
         else:
-            out[node] = table[node.op](*[out[a] for a in node.args])
+            fn = table.get(node.op) or sympy.Function(node.op)  # an op over classes: opaque to SymPy
+            out[node] = fn(*[out[a] for a in node.args])
     return out[expr]
 
 

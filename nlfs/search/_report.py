@@ -392,8 +392,10 @@ def regime(cfg: dict) -> str:
         f"rung {i}: " + (", ".join(f"{k} {v}" for k, v in r.items() if k != "seeds" and v is not None) or "base budget")
         + f", {r.get('seeds', 1)} seed(s)" for i, r in enumerate(rungs)) or (
         f"{cfg.get('steps')} steps" if cfg.get("steps") else f"{cfg.get('epochs') or 'default'} epochs")
+    kind = f" ({train.get('label_noise_kind', 'symmetric')})" if train.get("label_noise") else ""
     return (f"{cfg.get('dataset', '?')} ({size or 'all'} training images), model {cfg.get('model', 'surrogate')}; "
-            f"{budget}; label noise {train.get('label_noise') or 0:g}; augmentation {cfg.get('augment', 'none')}; "
+            f"{budget}; label noise {train.get('label_noise') or 0:g}{kind}; "
+            f"augmentation {cfg.get('augment', 'none')}; "
             f"gradient scale {cfg.get('grad_scale', 'none')}")
 
 
@@ -402,8 +404,9 @@ def training_regime(cfg) -> str:
     augmentation, gradient scale (every report that compares with CE prints it)."""
     r = cfg.resolved() if hasattr(cfg, "resolved") else cfg
     budget = f"{r.steps} steps" if getattr(r, "steps", None) else f"{r.epochs} epochs"
+    kind = f" ({getattr(r, 'label_noise_kind', 'symmetric')})" if getattr(r, "label_noise", 0) else ""
     return (f"{r.dataset} ({r.train_size or 'all'} training images), model {r.model}, {budget} at batch "
-            f"{r.batch_size}, label noise {getattr(r, 'label_noise', 0) or 0:g}, augmentation {r.augment}, "
+            f"{r.batch_size}, label noise {getattr(r, 'label_noise', 0) or 0:g}{kind}, augmentation {r.augment}, "
             f"gradient scale {r.grad_scale}")
 
 

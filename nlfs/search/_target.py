@@ -2,10 +2,11 @@
 
 Screening rungs are short proxies; what wins in them can lose in a long training (the first discovery
 campaign's finalists gained at 4 epochs on 8,192 images and lost with all the data). A target names
-the real training with the keys of ``--rungs`` plus the regime's own (``label_noise``, ``augment``),
-and ``train_size=all`` for the whole training split::
+the real training with the keys of ``--rungs`` plus the regime's own (``label_noise``,
+``label_noise_kind``, ``augment``), and ``train_size=all`` for the whole training split::
 
     train_size=all,epochs=8,seeds=2,label_noise=0.2,augment=cutout
+    train_size=all,epochs=8,label_noise=0.4,label_noise_kind=pairflip
 
 A search's leaders are trained in it with paired seeds before the run reports, and every fitness a
 report shows says whether it was measured at a screening rung (a proxy lead) or in the target.
@@ -19,7 +20,9 @@ from dataclasses import dataclass
 
 from ._rungs import TRAIN_KEYS
 
-REGIME_KEYS = ("label_noise", "augment")
+REGIME_KEYS = ("label_noise", "augment", "label_noise_kind")
+# Keys a target holds only when set (symmetric noise is not stored): fidelity keys of older targets stay.
+_KEYED_WHEN_SET = ("label_noise_kind",)
 ALL = "all"  # train_size=all: the whole training split (TrainConfig.train_size None)
 
 # CE's plateau on the whole split (bench/results/target_curve_<dataset>_surrogate.md): the smallest
@@ -41,8 +44,8 @@ class Target:
     @property
     def fidelity(self) -> str:
         """A key for this training budget and regime: CE baselines with equal keys are shared."""
-        text = json.dumps({"target": {k: self.train.get(k) for k in (*TRAIN_KEYS, *REGIME_KEYS)}},
-                          sort_keys=True)
+        keys = [k for k in (*TRAIN_KEYS, *REGIME_KEYS) if k not in _KEYED_WHEN_SET or self.train.get(k)]
+        text = json.dumps({"target": {k: self.train.get(k) for k in keys}}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def describe(self) -> str:
@@ -50,7 +53,8 @@ class Target:
         size = "all training images" if t.get("train_size") is None else f"{t['train_size']} training images"
         length = f"{t['steps']} steps" if t.get("steps") is not None else (
             f"{t['epochs']} epochs" if t.get("epochs") is not None else "the dataset's default epochs")
-        noise = f"{t['label_noise']:.0%} label noise" if t.get("label_noise") else "clean labels"
+        kind = f"{t['label_noise_kind']} " if t.get("label_noise_kind") else ""
+        noise = f"{t['label_noise']:.0%} {kind}label noise" if t.get("label_noise") else "clean labels"
         return f"target: {size}, {length}, {noise}, augmentation {t.get('augment') or 'none'}"
 
     def apply(self, train_config):
@@ -62,6 +66,8 @@ class Target:
         t = dict(self.train)
         for key in ("epochs", "steps"):
             t.setdefault(key, None)
+        if "label_noise" in t:  # the target's noise is symmetric unless it names another kind
+            t.setdefault("label_noise_kind", "symmetric")
         return dataclasses.replace(train_config, **t)
 
     def to_spec(self) -> dict:
@@ -73,7 +79,7 @@ class Target:
 
 def make_target(spec: dict) -> Target:
     """A target from a dict (``seeds``, TrainConfig budget fields, ``label_noise``, ``augment``), checked."""
-    from ..data import AUGMENTS
+    from ..data import AUGMENTS, LABEL_NOISE_KINDS
 
     spec = dict(spec)
     seeds = spec.pop("seeds", 2)
@@ -89,6 +95,12 @@ def make_target(spec: dict) -> Target:
             if value not in AUGMENTS:
                 raise ValueError(f"--target: augment must be one of {', '.join(AUGMENTS)}, got {value!r}")
             train[key] = value
+        elif key == "label_noise_kind":
+            if value not in LABEL_NOISE_KINDS:
+                raise ValueError(f"--target: label_noise_kind must be one of {', '.join(LABEL_NOISE_KINDS)}, "
+                                 f"got {value!r}")
+            if value != "symmetric":  # the default is not stored (see _KEYED_WHEN_SET)
+                train[key] = value
         elif key == "label_noise":
             rate = _number(key, value, float)
             if not 0 <= rate < 1:

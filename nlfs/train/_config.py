@@ -49,7 +49,12 @@ class TrainConfig:
     Budget: ``steps`` (optimizer steps) overrides ``epochs``. ``evaluate_test=False`` keeps the test
     split untouched (no test tensors indexed, no test accuracy): use it for search fitness.
     ``split_seed`` fixes the train/validation split independently of ``seed`` (model init, shuffling,
-    augmentation) so different seeds are compared on the same split. ``init_seed`` (None: ``seed``)
+    augmentation) so different seeds are compared on the same split. The split seed decides the
+    validation images, which ``train_size`` training images are used and the label noise drawn on them;
+    ``seed`` decides none of these. Same split seed, same subset and same noisy labels; a campaign that
+    wants each test seed to draw its own subset and noise sets ``split_seed`` per seed (e.g. equal to
+    ``seed``). An official test part never depends on either; digits, which has none, draws its 360 test
+    images with the split seed too. ``init_seed`` (None: ``seed``)
     sets the model's initialisation alone, ``seed`` then only the data order and augmentation: the
     members of a packed training (``train_packed``) share one data order and differ in ``init_seed``.
     """
@@ -70,7 +75,9 @@ class TrainConfig:
     augment: str = "none"  # none | flipcrop | cutout | mixup | cutmix | randaugment | autoaugment
     augment_params: dict = field(default_factory=dict)  # e.g. {"mixup_alpha": 0.4, "ra_magnitude": 5}
     grad_scale: str = "none"  # none | ce: rescale the loss to CE's mean |dL/dlogits| on the first batch
-    label_noise: float = 0.0  # symmetric noise on the training labels (validation and test stay clean)
+    label_noise: float = 0.0  # the fraction of training labels corrupted (validation and test stay clean)
+    # symmetric | pairflip | asymmetric (nlfs.data.with_label_noise); drawn with split_seed
+    label_noise_kind: str = "symmetric"
     seed: int = 0
     split_seed: int = 0
     init_seed: int | None = None  # None: seed
@@ -123,6 +130,9 @@ class TrainConfig:
             raise ValueError(f"amp must be one of {AMPS}, got {self.amp!r}")
         if self.grad_scale not in GRAD_SCALES:
             raise ValueError(f"grad_scale must be one of {GRAD_SCALES}, got {self.grad_scale!r}")
+        from ..data import check_label_noise
+
+        check_label_noise(self.label_noise, self.label_noise_kind, name)
         return dataclasses.replace(
             self, dataset=name, optimizer=opt, model=model, resize=resize,
             epochs=d["epochs"] if self.epochs is None else self.epochs,
@@ -131,12 +141,14 @@ class TrainConfig:
             lr=(d["lr"] if opt == "sgd" else d["adam_lr"]) if self.lr is None else self.lr)
 
     def to_dict(self) -> dict:
-        """The fields as a dict; ``resize`` and ``init_seed`` only when set, so the keys of trainings
-        recorded before they existed stay the same."""
+        """The fields as a dict; ``resize`` and ``init_seed`` only when set and ``label_noise_kind``
+        only when not symmetric, so the keys of trainings recorded before they existed stay the same."""
         d = dataclasses.asdict(self)
         for name in ("resize", "init_seed"):
             if d[name] is None:
                 del d[name]
+        if d["label_noise_kind"] == "symmetric":
+            del d["label_noise_kind"]
         return d
 
 

@@ -313,7 +313,7 @@ def _setup(cfg: TrainConfig) -> _Setup:
     ds = load_dataset(cfg.dataset, cfg.data_root, cfg.download, cfg.resize)
     channels_last = channels_last and not ds.features
     splits = make_splits(ds, cfg.val_size, cfg.train_size, cfg.split_seed, device, cfg.evaluate_test)
-    splits = with_label_noise(splits, cfg.label_noise, ds.num_classes, cfg.split_seed)
+    splits = with_label_noise(splits, cfg.label_noise, ds.num_classes, cfg.split_seed, cfg.label_noise_kind)
     n_train = len(splits.train)
     bs = min(cfg.batch_size, n_train)
     spe = n_train // bs  # drop the ragged last batch: no tiny BatchNorm batches

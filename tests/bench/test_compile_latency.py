@@ -30,7 +30,7 @@ def test_compile_latency_rows(tmp_path):
         rows = list(csv.DictReader(fh))
     import nlfs
 
-    assert len(rows) == 2 * (len(nlfs.losses.names()) + 2)  # catalogue + 1 per space, two variants
+    assert len(rows) == 2 * (len(nlfs.losses.elementwise()) + 2)  # catalogue + 1 per space, two variants
     assert not any(r["error"] for r in rows)
     for r in rows:
         # cold: a real compile takes ~0.1 s or more, a Triton cache hit ~1 ms
@@ -40,5 +40,5 @@ def test_compile_latency_rows(tmp_path):
     # fewer elements per thread: less code to compile
     assert int(ngl["4"]["ptx_lines"]) < int(ngl["8"]["ptx_lines"])
     md = (tmp_path / "compile_latency_cpu_256x10_bf16.md").read_text()
-    k = len(nlfs.losses.names())
+    k = len(nlfs.losses.elementwise())
     assert f"4 elements/thread, catalogue: {k}/{k} compiled" in md
