@@ -90,6 +90,12 @@ class TrainConfig:
     # setting. On a shared/oversubscribed CPU use 1 per worker: with 2 OpenMP threads competing for busy
     # cores a digits run went from 3 s to 67 s here.
     resize: tuple[int, int] | None = None  # (H, W): resize every image (a user's folder of mixed sizes)
+    # One phase of a longer schedule (the late-phase proxy: CE to a step, a candidate from there). The
+    # schedule stays that of the whole budget; the run trains its steps start_step..stop_step, data
+    # order continued, optimizer state (momentum) fresh; grad_scale="ce" rescales at the run's first step.
+    start_step: int = 0
+    stop_step: int | None = None  # None: the end of the budget
+    save_checkpoint: str | None = None  # write the model's state dict here when the run ends (not if diverged)
 
     def resolved(self) -> TrainConfig:
         """A copy with the dataset defaults filled in (dataset name canonicalised: a user's data as an
@@ -120,6 +126,9 @@ class TrainConfig:
             raise ValueError(f"amp must be one of {AMPS}, got {self.amp!r}")
         if self.grad_scale not in GRAD_SCALES:
             raise ValueError(f"grad_scale must be one of {GRAD_SCALES}, got {self.grad_scale!r}")
+        if self.start_step < 0 or (self.stop_step is not None and self.stop_step <= self.start_step):
+            raise ValueError(f"need 0 <= start_step < stop_step, got start_step={self.start_step}, "
+                             f"stop_step={self.stop_step}")
         return dataclasses.replace(
             self, dataset=name, optimizer=opt, model=model, resize=resize,
             epochs=d["epochs"] if self.epochs is None else self.epochs,
@@ -128,12 +137,17 @@ class TrainConfig:
             lr=(d["lr"] if opt == "sgd" else d["adam_lr"]) if self.lr is None else self.lr)
 
     def to_dict(self) -> dict:
-        """The fields as a dict; ``resize`` only when set, so the keys of trainings recorded before it
-        existed stay the same."""
+        """The fields as a dict; ``resize`` and the phase fields only when set, so the keys of trainings
+        recorded before they existed stay the same."""
         d = dataclasses.asdict(self)
-        if d["resize"] is None:
-            del d["resize"]
+        for name, unset in _KEYLESS_DEFAULTS.items():
+            if d[name] == unset:
+                del d[name]
         return d
+
+
+# Fields added after training keys were first recorded: left out of to_dict() at these values.
+_KEYLESS_DEFAULTS = dict(resize=None, start_step=0, stop_step=None, save_checkpoint=None)
 
 
 def _clean(v):
