@@ -27,6 +27,7 @@ import math
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -166,12 +167,15 @@ def curve_epochs(epochs: int) -> tuple[list[int], list[int]]:
 def extrapolate(points: list[tuple[float, float]], at: float) -> float:
     """``a - b * e**-c`` fitted to (epoch, accuracy) points, at epoch ``at``; the last point if the fit fails."""
     import numpy as np
-    from scipy.optimize import curve_fit
+    from scipy.optimize import OptimizeWarning, curve_fit
 
     e, acc = np.array(points, dtype=float).T
     try:
-        (a, b, c), _ = curve_fit(lambda x, a, b, c: a - b * x ** -c, e, acc, maxfev=5000,
-                                 p0=(acc[-1], max(acc[-1] - acc[0], 1e-3), 1.0), bounds=([0, 0, 0.05], [1, 1, 5]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OptimizeWarning)  # an exact fit has no covariance: not a failure
+            (a, b, c), _ = curve_fit(lambda x, a, b, c: a - b * x ** -c, e, acc, maxfev=5000,
+                                     p0=(acc[-1], max(acc[-1] - acc[0], 1e-3), 1.0),
+                                     bounds=([0, 0, 0.05], [1, 1, 5]))
     except (RuntimeError, ValueError):
         return float(acc[-1])
     return float(a - b * at ** -c)
