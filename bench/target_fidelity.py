@@ -12,10 +12,14 @@ compared with the target over the same losses.
     python -m bench.target_fidelity --epochs 8 --shard 1/2     # a second process takes every other job
     python -m bench.target_fidelity --report-only
 
-Per proxy (each screening level, and the old 320-step final): Spearman and Kendall with bootstrap
-intervals, seconds per candidate, and how often "beats CE at the proxy" agrees with "beats CE in the
-target" (paired over seeds). Writes bench/results/target_fidelity_<dataset>_trainings.csv (a row per
-training, appended as it finishes) and target_fidelity_<dataset>.md.
+Writes bench/results/target_fidelity_<dataset>_trainings.csv (a row per training, appended as it
+finishes) and _curves.jsonl (each training's validation accuracy per epoch). The report (``report``:
+target_fidelity_<dataset>.md, and .csv with a row per loss) covers every proxy: the screening levels and
+the old 320-step final, the proxies ``bench/target_proxies.py`` trains, and the learning-curve proxies
+read off the target's own curves. Per proxy: Spearman and Kendall with bootstrap intervals, over all
+losses and over the CE-like ones, seconds per candidate, and how often "beats CE at the proxy" agrees
+with "beats CE in the target" (paired over seeds); and the cheapest proxy that ranks CE-like losses at
+Spearman >= 0.8.
 """
 
 from __future__ import annotations
