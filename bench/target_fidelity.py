@@ -116,7 +116,7 @@ def train_one(loss: dict, level: str, seed: int, dataset: str, epochs: int) -> d
 # training of their own: they read the target trainings' validation accuracy per epoch (the curves file).
 PROXY_SEEDS = 3
 SUBSET = 8192
-SUBSET_EPOCHS = 16  # CE's plateau on SUBSET images (bench/results/target_proxies_subset_plateau_*.md)
+SUBSET_EPOCHS = 16  # CE's plateau on SUBSET images (bench/results/target_proxies_fashion_mnist_costs.md)
 CE_LIKE_PP = 1.0  # a loss is CE-like when its target accuracy is within this of CE's (CE included)
 CHOSEN_SPEARMAN, CHOSEN_MIN_N = 0.8, 10  # the default rungs' criterion, and the CE-like losses it needs
 
@@ -153,7 +153,7 @@ def describe(spec: dict, epochs: int) -> str:
         text += f", {spec['model']}"
     if "start_epoch" in spec:
         text = (f"CE to epoch {spec['start_epoch']} of the target (one checkpoint per seed, shared), the candidate "
-                f"for the last {epochs - spec['start_epoch']}")
+                f"for the last {_epochs(epochs - spec['start_epoch'])}")
     return text
 
 

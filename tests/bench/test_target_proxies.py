@@ -149,7 +149,8 @@ def test_shards_train_every_job_once_and_resume(tiny_study, capsys):
     assert tp.main(args) == 0
     assert "0 trainings to run" in capsys.readouterr().out
     md = (tiny_study / "target_fidelity_digits.md").read_text()
-    assert "| late3 | CE to epoch 3 of the target" in md and "| short x1 | all images x 1 epoch |" in md
+    assert "| late3 | CE to epoch 3 of the target (one checkpoint per seed, shared), the candidate for the last " \
+        "1 epoch; the checkpoint took" in md and "| short x1 | all images x 1 epoch |" in md
 
 
 def test_bad_arguments_stop_before_any_work(tiny_study, capsys):
