@@ -116,7 +116,7 @@ def train_one(loss: dict, level: str, seed: int, dataset: str, epochs: int) -> d
 # training of their own: they read the target trainings' validation accuracy per epoch (the curves file).
 PROXY_SEEDS = 3
 SUBSET = 8192
-SUBSET_EPOCHS = 16  # CE's plateau on SUBSET images (bench/results/target_proxies_fashion_mnist_costs.md)
+SUBSET_EPOCHS = 8  # CE's plateau on SUBSET images (bench/results/target_proxies_fashion_mnist_costs.md)
 CE_LIKE_PP = 1.0  # a loss is CE-like when its target accuracy is within this of CE's (CE included)
 CHOSEN_SPEARMAN, CHOSEN_MIN_N = 0.8, 10  # the default rungs' criterion, and the CE-like losses it needs
 
