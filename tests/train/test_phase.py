@@ -4,7 +4,7 @@ trains CE to a step of the target's schedule and continues from its checkpoint w
 import pytest
 import torch
 
-from nlfs.train import TrainConfig, check_config, train
+from nlfs.train import ConfigError, TrainConfig, check_config, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -53,7 +53,7 @@ def test_phase_bounds_are_checked():
         train("CE", digits(start_step=5, stop_step=5))
     with pytest.raises(ValueError, match="leaves no steps"):
         train("CE", digits(start_step=51))
-    with pytest.raises(Exception, match="start_step"):
+    with pytest.raises(ConfigError, match="start_step"):
         check_config(digits(start_step=-1))
 
 
