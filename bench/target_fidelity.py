@@ -12,10 +12,14 @@ compared with the target over the same losses.
     python -m bench.target_fidelity --epochs 8 --shard 1/2     # a second process takes every other job
     python -m bench.target_fidelity --report-only
 
-Per proxy (each screening level, and the old 320-step final): Spearman and Kendall with bootstrap
-intervals, seconds per candidate, and how often "beats CE at the proxy" agrees with "beats CE in the
-target" (paired over seeds). Writes bench/results/target_fidelity_<dataset>_trainings.csv (a row per
-training, appended as it finishes) and target_fidelity_<dataset>.md.
+Writes bench/results/target_fidelity_<dataset>_trainings.csv (a row per training, appended as it
+finishes) and _curves.jsonl (each training's validation accuracy per epoch). The report (``report``:
+target_fidelity_<dataset>.md, and .csv with a row per loss) covers every proxy: the screening levels and
+the old 320-step final, the proxies ``bench/target_proxies.py`` trains, and the learning-curve proxies
+read off the target's own curves. Per proxy: Spearman and Kendall with bootstrap intervals, over all
+losses and over the CE-like ones, seconds per candidate, and how often "beats CE at the proxy" agrees
+with "beats CE in the target" (paired over seeds); and the cheapest proxy that ranks CE-like losses at
+Spearman >= 0.8.
 """
 
 from __future__ import annotations
@@ -23,14 +27,16 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._schema import machine_name, today  # noqa: E402
+from bench._schema import machine_name, today, write_csv  # noqa: E402
 from bench.fidelity import LEVELS, STUDY_FORMAT, TRAIN_COLUMNS, correlations, interleaved  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -55,8 +61,8 @@ def _stem(dataset: str) -> str:
     return dataset.replace("-", "_")
 
 
-def losses_for(dataset: str) -> list[dict]:
-    base = json.loads((RESULTS / f"fidelity_{_stem(dataset)}_losses.json").read_text())
+def losses_for(dataset: str, results: Path = RESULTS) -> list[dict]:
+    base = json.loads((results / f"fidelity_{_stem(dataset)}_losses.json").read_text())
     start = max(d["id"] for d in base) + 1
     return base + [dict(d, id=start + i) for i, d in enumerate(EXTRAS)]
 
@@ -104,6 +110,81 @@ def train_one(loss: dict, level: str, seed: int, dataset: str, epochs: int) -> d
                 history=[[int(s), float(a)] for s, a in r.history])
 
 
+# ------------------------------------------------------------------------------------------------ proxies
+# The proxies bench/target_proxies.py trains for the same losses (every loss on CE's gradient scale, as in
+# the target), PROXY_SEEDS seeds each; "<name> x1" is its seed 0 alone. The learning-curve proxies need no
+# training of their own: they read the target trainings' validation accuracy per epoch (the curves file).
+PROXY_SEEDS = 3
+SUBSET = 8192
+SUBSET_EPOCHS = 8  # CE's plateau on SUBSET images (bench/results/target_proxies_fashion_mnist_costs.md)
+CE_LIKE_PP = 1.0  # a loss is CE-like when its target accuracy is within this of CE's (CE included)
+CHOSEN_SPEARMAN, CHOSEN_MIN_N = 0.8, 10  # the default rungs' criterion, and the CE-like losses it needs
+
+
+def late_epoch(epochs: int) -> int:
+    """Where the late-phase proxy's CE checkpoint is taken: three quarters of the target's epochs."""
+    return max(1, epochs * 3 // 4)
+
+
+def trained_proxies(epochs: int) -> dict[str, dict]:
+    """name -> the TrainConfig fields of the proxy (``start_epoch``: the late-phase proxy's start, from
+    CE's checkpoint at that epoch of the target's schedule), for a target of ``epochs``."""
+    study = dict(val_size=2000, channels_last=STUDY_FORMAT)  # the study's rungs, longer
+    target = target_spec(epochs)
+    return {"s128": dict(train_size=4096, epochs=4, **study),
+            "s256": dict(train_size=4096, epochs=8, **study),
+            "e1": dict(target, epochs=1),
+            f"sub{SUBSET // 1024}k": dict(target, train_size=SUBSET, epochs=SUBSET_EPOCHS),
+            "res14": dict(target, resize=(14, 14)),
+            "narrow": dict(target, model="surrogate-narrow"),
+            f"late{late_epoch(epochs)}": dict(target, start_epoch=late_epoch(epochs))}
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'' if n == 1 else 's'}"
+
+
+def describe(spec: dict, epochs: int) -> str:
+    size = "all images" if spec.get("train_size") is None else f"{spec['train_size']:,} images"
+    text = f"{size} x {_epochs(spec['epochs'])}"
+    if "resize" in spec:
+        text += f" at {spec['resize'][0]}x{spec['resize'][1]}"
+    if "model" in spec:
+        text += f", {spec['model']}"
+    if "start_epoch" in spec:
+        text = (f"CE to epoch {spec['start_epoch']} of the target (one checkpoint per seed, shared), the candidate "
+                f"for the last {_epochs(epochs - spec['start_epoch'])}")
+    return text
+
+
+def checkpoint_level(proxy: str) -> str:
+    """The trainings CSV's level of a late-phase proxy's CE checkpoints (one per seed)."""
+    return f"{proxy}-ce-checkpoint"
+
+
+def curve_epochs(epochs: int) -> tuple[list[int], list[int]]:
+    """The epochs read off the target's curve (accuracy after k epochs), and those fitted from (k >= 3)."""
+    ks = [k for k in (1, 2, 4, 6) if k < epochs]
+    return ks, [k for k in ks if k >= 3]
+
+
+def extrapolate(points: list[tuple[float, float]], at: float) -> float:
+    """``a - b * e**-c`` fitted to (epoch, accuracy) points, at epoch ``at``; the last point if the fit fails."""
+    import numpy as np
+    from scipy.optimize import OptimizeWarning, curve_fit
+
+    e, acc = np.array(points, dtype=float).T
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OptimizeWarning)  # an exact fit has no covariance: not a failure
+            (a, b, c), _ = curve_fit(lambda x, a, b, c: a - b * x ** -c, e, acc, maxfev=5000,
+                                     p0=(acc[-1], max(acc[-1] - acc[0], 1e-3), 1.0),
+                                     bounds=([0, 0, 0.05], [1, 1, 5]))
+    except (RuntimeError, ValueError):
+        return float(acc[-1])
+    return float(a - b * at ** -c)
+
+
 def _read(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -111,58 +192,170 @@ def _read(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def scores(rows: list[dict], target: str) -> dict:
-    """{loss_id: {level: mean acc}} for the ce variant; a level counts once all its seeds are in."""
+def _read_curves(path: Path, target: str) -> dict:
+    """{(loss_id, seed): [(epoch, accuracy), ...]} of the target trainings (the first record of each)."""
+    out: dict = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            c = json.loads(line)
+            if c["level"] == target and c["history"]:
+                out.setdefault((int(c["loss_id"]), int(c["seed"])), c["history"])
+    return out
+
+
+def per_seed(rows: list[dict]) -> dict:
+    """{level: {loss_id: {seed: acc}}} for the ce variant (the first row of a training counts); s64x3
+    is s64's seed 0 and its own seeds."""
     acc: dict = {}
-    need = {lv: LEVELS[lv]["seeds"] for lv in LEVELS} | {target: TARGET_SEEDS}
     for r in rows:
         if r["variant"] != VARIANT:
             continue
-        levels = [r["level"]] + (["s64x3"] if r["level"] == "s64" else [])
-        for lv in levels:
-            acc.setdefault(int(r["loss_id"]), {}).setdefault(lv, {})[int(r["seed"])] = float(r["acc"])
-    return {i: {lv: statistics.fmean(v.values()) for lv, v in d.items() if lv in need and len(v) >= need[lv]}
-            for i, d in acc.items()}
+        for lv in [r["level"]] + (["s64x3"] if r["level"] == "s64" else []):
+            acc.setdefault(lv, {}).setdefault(int(r["loss_id"]), {}).setdefault(int(r["seed"]), float(r["acc"]))
+    return acc
 
 
-def report(losses, rows, dataset: str, target: str, command: str) -> str:
-    sc = scores(rows, target)
+def _means(by_loss: dict, seeds) -> dict:
+    """{loss_id: mean over ``seeds``} for the losses that have all of them."""
+    return {i: statistics.fmean(d[s] for s in seeds) for i, d in by_loss.items() if all(s in d for s in seeds)}
+
+
+def proxies(rows: list[dict], proxy_rows: list[dict], curves: dict, epochs: int) -> dict:
+    """name -> {"values": {loss_id: mean accuracy}, "cost": seconds per candidate, "what": description},
+    every proxy the study compares, and the target itself (name ``target<epochs>``)."""
+    target = f"target{epochs}"
+    acc = per_seed(rows) | per_seed(proxy_rows)
+    walls: dict = {}
+    for r in rows + proxy_rows:
+        walls.setdefault(r["level"], []).append(float(r["wall_s"]))
+
+    def wall(level):
+        return statistics.median(walls[level]) if level in walls else float("nan")
+
+    out = {}
+    for lv in PROXIES:  # the study's screening levels and its final
+        spec = LEVELS[lv]
+        out[lv] = dict(values=_means(acc.get(lv, {}), range(spec["seeds"])),
+                       cost=wall("s64" if lv == "s64x3" else lv) * spec["seeds"],
+                       what=f"{spec['train_size']:,} images x {_epochs(spec['epochs'])} "
+                            f"({spec['train_size'] // 128 * spec['epochs']} steps), the study's")
+    for name, spec in trained_proxies(epochs).items():
+        what = describe(spec, epochs)
+        if checkpoint_level(name) in walls:
+            what += f"; the checkpoint took {wall(checkpoint_level(name)):.0f} s per seed"
+        for seeds, label in ((range(1), f"{name} x1"), (range(PROXY_SEEDS), name)):
+            out[label] = dict(values=_means(acc.get(name, {}), seeds), cost=wall(name) * len(seeds), what=what)
+    ks, fits = curve_epochs(epochs)
+    for k in ks:
+        by_loss: dict = {}
+        fitted: dict = {}
+        for (i, seed), hist in curves.items():
+            if len(hist) >= k:
+                by_loss.setdefault(i, {})[seed] = hist[k - 1][1]
+                fitted.setdefault(i, {})[seed] = extrapolate([(e + 1, a) for e, (_, a) in enumerate(hist[:k])], epochs)
+        cost = wall(target) * TARGET_SEEDS * k / epochs
+        out[f"curve e{k}"] = dict(values=_means(by_loss, range(TARGET_SEEDS)), cost=cost,
+                                 what=f"the target's accuracy after {k} of its {epochs} epochs")
+        if k in fits:
+            out[f"fit e{k}"] = dict(values=_means(fitted, range(TARGET_SEEDS)), cost=cost,
+                                   what=f"a - b e^-c fitted to the target's first {k} epochs, at epoch {epochs}")
+    out[target] = dict(values=_means(acc.get(target, {}), range(TARGET_SEEDS)), cost=wall(target) * TARGET_SEEDS,
+                       what="the target itself")
+    return out
+
+
+def _corr(values: dict, truth: dict, ids=None) -> dict:
+    pairs = {(i, VARIANT): {"p": v, "final": truth[i]} for i, v in values.items()
+             if i in truth and (ids is None or i in ids)}
+    return correlations(pairs, VARIANT, "p")
+
+
+def _ci(c: dict, name: str) -> str:
+    if name not in c:
+        return "-"
+    return f"{c[name]:.2f} [{c[name + '_lo']:.2f}, {c[name + '_hi']:.2f}]"
+
+
+def beats_ce(values: dict, truth: dict, ce_id: int) -> tuple[int, int, int, int]:
+    """(agree, n, proxy says beats, of those beat in the target) over the losses other than CE that both
+    measure: a mean over the same seeds is the paired mean difference, so the sign is the paired one."""
+    if ce_id not in values or ce_id not in truth:
+        return 0, 0, 0, 0
+    both = [i for i in values if i in truth and i != ce_id]
+    says = [i for i in both if values[i] > values[ce_id]]
+    agree = sum((values[i] > values[ce_id]) == (truth[i] > truth[ce_id]) for i in both)
+    return agree, len(both), len(says), sum(truth[i] > truth[ce_id] for i in says)
+
+
+def report(losses: list[dict], dataset: str, epochs: int, command: str, results: Path = RESULTS) -> str:
+    """The study's one report: every proxy (screening levels, trained proxies, learning curves) against
+    the target; writes target_fidelity_<dataset>.md and .csv (a row per loss) in ``results``."""
+    stem, target = _stem(dataset), f"target{epochs}"
+    rows = (_read(results / f"fidelity_{stem}_trainings.csv")
+            + _read(results / f"target_fidelity_{stem}_trainings.csv"))
+    proxy_rows = _read(results / f"target_proxies_{stem}_trainings.csv")
+    curves = _read_curves(results / f"target_fidelity_{stem}_curves.jsonl", target)
+    table = proxies(rows, proxy_rows, curves, epochs)
+    truth = table.pop(target)["values"]
     ce_id = next(d["id"] for d in losses if d["expression"] == "CE")
-    as_final = {(i, VARIANT): {("final" if lv == target else lv + "_p"): v for lv, v in d.items()}
-                for i, d in sc.items()}  # correlations() compares a level with "final"
-    n_target = sum(1 for d in sc.values() if target in d)
-    tgt_s = [float(r["wall_s"]) for r in rows if r["level"] == target]
+    ce_like = {i for i, v in truth.items() if ce_id in truth and abs(v - truth[ce_id]) <= CE_LIKE_PP / 100}
+    by_id = {d["id"]: d for d in losses}
+    tgt_walls = [float(r["wall_s"]) for r in rows if r["level"] == target]
     lines = [f"# Screening against the target regime on {dataset}", "",
              f"{today()}, {machine_name()}, 1 thread per training. Command: `{command}`", "",
-             f"Target regime: all training images (the split less 5,000 validation images), "
-             f"{target.removeprefix('target')} epochs (CE's plateau: bench/results/target_curve_*.md), SGD lr 0.1 "
-             f"cosine, no augmentation, no label noise, every loss on CE's gradient scale, {TARGET_SEEDS} seeds, "
-             f"best validation accuracy. {n_target} of {len(losses)} losses have all their target seeds"
-             + (f"; one target training took {statistics.median(tgt_s):.0f} s (median)." if tgt_s else "."), "",
-             "| proxy | n | Spearman [95% CI] | Kendall [95% CI] | agree on 'beats CE' |", "|---|---|---|---|---|"]
-    for lv in PROXIES:
-        c = correlations(as_final, VARIANT, lv + "_p")
-        both = [d for i, d in sc.items() if lv in d and target in d and i != ce_id]  # CE against itself says nothing
-        ce = sc.get(ce_id, {})
-        if lv in ce and target in ce:
-            agree = sum((d[lv] > ce[lv]) == (d[target] > ce[target]) for d in both)
-            agree_s = f"{agree}/{len(both)}"
-        else:
-            agree_s = "-"
-        if "spearman" not in c:
-            lines.append(f"| {lv} | {c['n']} | - | - | {agree_s} |")
-            continue
-        lines.append(f"| {lv} | {c['n']} | {c['spearman']:.3f} [{c['spearman_lo']:.2f}, {c['spearman_hi']:.2f}] | "
-                     f"{c['kendall']:.3f} [{c['kendall_lo']:.2f}, {c['kendall_hi']:.2f}] | {agree_s} |")
-    by_id = {d["id"]: d for d in losses}
-    lines += ["", "| loss | group | " + " | ".join(PROXIES) + " | target |", "|---|---|" + "---|" * (len(PROXIES) + 1)]
-    for i, d in sorted(sc.items(), key=lambda kv: -kv[1].get(target, -1)):
-        if target not in d:
-            continue
-        cells = [f"{100 * d[lv]:.2f}" if lv in d else "-" for lv in (*PROXIES, target)]
-        lines.append(f"| {by_id[i]['name']} | {by_id[i]['group']} | " + " | ".join(cells) + " |")
+             f"Target regime: all training images (the split less 5,000 validation images), {epochs} epochs (CE's "
+             "plateau: bench/results/target_curve_*.md), SGD lr 0.1 cosine, no augmentation, no label noise, "
+             f"every loss on CE's gradient scale, {TARGET_SEEDS} seeds, best validation accuracy. {len(truth)} of "
+             f"{len(losses)} losses have all their target seeds"
+             + (f"; a target training took {statistics.median(tgt_walls):.0f} s (median)." if tgt_walls else "."),
+             "", f"CE-like losses: those whose target accuracy is within {CE_LIKE_PP:g} pp of CE's, CE included "
+             f"({len(ce_like)} so far): the hard case, where a search's discoveries live.",
+             "Seconds per candidate: the median wall time of the proxy's trainings times its seeds (1 thread, on a "
+             "machine shared with other jobs: a cost figure, not a benchmark); a learning-curve proxy costs its "
+             "share of the target's trainings. 'Beats CE': of the losses other than CE, in how many the proxy's "
+             "sign of the paired difference to CE is the target's; and of those the proxy says beat CE, how many "
+             "do in the target.", "",
+             "| proxy | what | s per candidate | n | Spearman [95% CI] | Kendall [95% CI] | CE-like n | "
+             "CE-like Spearman [95% CI] | CE-like Kendall [95% CI] | agree on 'beats CE' | says beats -> does |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    chosen = []
+    for name, p in sorted(table.items(), key=lambda kv: (math.isnan(kv[1]["cost"]), kv[1]["cost"])):
+        c, cl = _corr(p["values"], truth), _corr(p["values"], truth, ce_like)
+        agree, n, says, holds = beats_ce(p["values"], truth, ce_id)
+        cost = "-" if math.isnan(p["cost"]) else f"{p['cost']:.0f}"
+        lines.append(f"| {name} | {p['what']} | {cost} | {c['n']} | {_ci(c, 'spearman')} | {_ci(c, 'kendall')} | "
+                     f"{cl['n']} | {_ci(cl, 'spearman')} | {_ci(cl, 'kendall')} | "
+                     + (f"{agree}/{n} | {holds}/{says} |" if n else "- | - |"))
+        if cl["n"] >= CHOSEN_MIN_N and cl.get("spearman", -1) >= CHOSEN_SPEARMAN and not math.isnan(p["cost"]):
+            chosen.append((p["cost"], name, cl))
+    if chosen:
+        cost, name, cl = min(chosen)
+        lines += ["", f"**Cheapest proxy ranking CE-like losses at Spearman >= {CHOSEN_SPEARMAN}: {name}** "
+                  f"({cost:.0f} s per candidate; Spearman {_ci(cl, 'spearman')} over {cl['n']} CE-like losses): "
+                  "the last rung of the default ladder."]
+    else:
+        ranked = [(c, name) for name, p in table.items() if "spearman" in (c := _corr(p["values"], truth, ce_like))]
+        best = max(ranked, key=lambda t: t[0]["spearman"]) if ranked else None
+        lines += ["", f"**No proxy yet ranks CE-like losses at Spearman >= {CHOSEN_SPEARMAN} over >= "
+                  f"{CHOSEN_MIN_N} of them** ({len(ce_like)} CE-like losses have their target"
+                  + (f"; highest so far: {best[1]}, {_ci(best[0], 'spearman')} over {best[0]['n']})." if best
+                     else "; too few to rank).")]
+    names = list(table)
+    per_loss = []
+    for i, t in sorted(truth.items(), key=lambda kv: -kv[1]):
+        per_loss.append(dict(loss_id=i, name=by_id[i]["name"], group=by_id[i]["group"], ce_like=int(i in ce_like),
+                             target=t, **{n: table[n]["values"].get(i, "") for n in names}))
+    write_csv(results / f"target_fidelity_{stem}.csv", per_loss,
+              ["loss_id", "name", "group", "ce_like", "target", *names])
+    shown = [n for n in ("s64x3", "final", "s256", "e1", "curve e2", f"late{late_epoch(epochs)}") if n in table]
+    lines += ["", f"Per loss (validation accuracy %, mean of its seeds; every proxy in target_fidelity_{stem}.csv):",
+              "", "| loss | group | CE-like | " + " | ".join(shown) + f" | {target} |",
+              "|---|---|---|" + "---|" * (len(shown) + 1)]
+    for r in per_loss:
+        cells = [f"{100 * r[n]:.2f}" if r[n] != "" else "-" for n in (*shown, "target")]
+        lines.append(f"| {r['name']} | {r['group']} | {'yes' if r['ce_like'] else ''} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
-    (RESULTS / f"target_fidelity_{_stem(dataset)}.md").write_text(text)
+    (results / f"target_fidelity_{stem}.md").write_text(text)
     return text
 
 
@@ -175,8 +368,6 @@ def main(argv=None) -> int:
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args(argv)
     losses = losses_for(args.dataset)
-    target = f"target{args.epochs}"
-    base = _read(RESULTS / f"fidelity_{_stem(args.dataset)}_trainings.csv")
     path = RESULTS / f"target_fidelity_{_stem(args.dataset)}_trainings.csv"
     curves = RESULTS / f"target_fidelity_{_stem(args.dataset)}_curves.jsonl"
     command = "python -m bench.target_fidelity " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -199,7 +390,7 @@ def main(argv=None) -> int:
                     w.writeheader()
                 w.writerow(row)
             print(f"{loss['name']} {level} seed {seed}: {row['acc']:.4f} ({row['wall_s']:.0f} s)", flush=True)
-    print(report(losses, base + _read(path), args.dataset, target, command))
+    print(report(losses, args.dataset, args.epochs, command))
     return 0
 
 

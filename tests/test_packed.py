@@ -253,3 +253,9 @@ def test_a_compiled_pack_retires_a_diverging_member_in_place(captured, monkeypat
         reference = SurrogateNet(1, 10, 8)
         reference.load_state_dict(pack_without.member_state_dict(k_without))
         assert_same_weights(reference, pack_with.member_state_dict(k_with))
+
+
+def test_a_phase_of_a_schedule_is_refused_by_name():
+    cfg = TrainConfig(dataset="digits", steps=4, start_step=2, evaluate_test=False, threads=1)
+    with pytest.raises(ConfigError, match="start_step"):
+        train_packed(["CE", "NGL"], cfg, seeds=[0, 1])

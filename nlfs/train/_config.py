@@ -100,6 +100,12 @@ class TrainConfig:
     # setting. On a shared/oversubscribed CPU use 1 per worker: with 2 OpenMP threads competing for busy
     # cores a digits run went from 3 s to 67 s here.
     resize: tuple[int, int] | None = None  # (H, W): resize every image (a user's folder of mixed sizes)
+    # One phase of a longer schedule (the late-phase proxy: CE to a step, a candidate from there). The
+    # schedule stays that of the whole budget; the run trains its steps start_step..stop_step, data
+    # order continued, optimizer state (momentum) fresh; grad_scale="ce" rescales at the run's first step.
+    start_step: int = 0
+    stop_step: int | None = None  # None: the end of the budget
+    save_checkpoint: str | None = None  # write the model's state dict here when the run ends (not if diverged)
 
     def resolved(self) -> TrainConfig:
         """A copy with the dataset defaults filled in (dataset name canonicalised: a user's data as an
@@ -133,6 +139,9 @@ class TrainConfig:
         from ..data import check_label_noise
 
         check_label_noise(self.label_noise, self.label_noise_kind, name)
+        if self.start_step < 0 or (self.stop_step is not None and self.stop_step <= self.start_step):
+            raise ValueError(f"need 0 <= start_step < stop_step, got start_step={self.start_step}, "
+                             f"stop_step={self.stop_step}")
         return dataclasses.replace(
             self, dataset=name, optimizer=opt, model=model, resize=resize,
             epochs=d["epochs"] if self.epochs is None else self.epochs,
@@ -141,15 +150,18 @@ class TrainConfig:
             lr=(d["lr"] if opt == "sgd" else d["adam_lr"]) if self.lr is None else self.lr)
 
     def to_dict(self) -> dict:
-        """The fields as a dict; ``resize`` and ``init_seed`` only when set and ``label_noise_kind``
-        only when not symmetric, so the keys of trainings recorded before they existed stay the same."""
+        """The fields as a dict; fields added after training keys were first recorded (``resize``,
+        ``init_seed``, the phase fields, ``label_noise_kind``) only when set, so older keys stay the same."""
         d = dataclasses.asdict(self)
-        for name in ("resize", "init_seed"):
-            if d[name] is None:
+        for name, unset in _KEYLESS_DEFAULTS.items():
+            if d[name] == unset:
                 del d[name]
-        if d["label_noise_kind"] == "symmetric":
-            del d["label_noise_kind"]
         return d
+
+
+# Fields added after training keys were first recorded: left out of to_dict() at these values.
+_KEYLESS_DEFAULTS = dict(resize=None, init_seed=None, start_step=0, stop_step=None, save_checkpoint=None,
+                         label_noise_kind="symmetric")
 
 
 def _clean(v):

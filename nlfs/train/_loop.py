@@ -298,6 +298,8 @@ class _Setup:
     bs: int
     spe: int
     total: int
+    first: int  # this run's phase of the schedule: steps first..last of total
+    last: int
     warmup: int
     eval_every: int
     check_every: int
@@ -320,6 +322,9 @@ def _setup(cfg: TrainConfig) -> _Setup:
     total = cfg.steps if cfg.steps is not None else cfg.epochs * spe
     if total < 1:
         raise ValueError("the budget gives no training steps (epochs/steps too small)")
+    first, last = cfg.start_step, min(total, cfg.stop_step or total)  # this run's phase of the schedule
+    if first >= last:
+        raise ValueError(f"start_step {first} leaves no steps of a {total}-step budget")
     eval_every = cfg.eval_every or spe
     check_every = cfg.check_every or (1 if device.type == "cpu" else 25)
     warmup = max(1, int(round(cfg.warmup * total)) if cfg.warmup < 1 else int(cfg.warmup))
@@ -332,8 +337,8 @@ def _setup(cfg: TrainConfig) -> _Setup:
                 augment=augment.name, seed=cfg.seed, train_size=n_train, val_size=len(splits.val),
                 test_size=0 if splits.test is None else len(splits.test), batch_size=bs, lr=cfg.lr,
                 optimizer=cfg.optimizer, amp=amp, compiled=cfg.compile, data_source=ds.source)
-    return _Setup(device, amp, channels_last, ds, splits, bs, spe, total, warmup, eval_every, check_every,
-                  augment, base)
+    return _Setup(device, amp, channels_last, ds, splits, bs, spe, total, first, last, warmup, eval_every,
+                  check_every, augment, base)
 
 
 def _train(loss, cfg: TrainConfig, constants: dict | None) -> TrainResult:
@@ -341,6 +346,7 @@ def _train(loss, cfg: TrainConfig, constants: dict | None) -> TrainResult:
     device, amp, channels_last, ds, splits, augment = (run.device, run.amp, run.channels_last, run.ds,
                                                         run.splits, run.augment)
     bs, spe, total, warmup, base = run.bs, run.spe, run.total, run.warmup, run.base
+    first, last = run.first, run.last
     eval_every, check_every, n_train = run.eval_every, run.check_every, len(splits.train)
 
     def failed(reason, name, text, backend, **kw):
@@ -375,13 +381,16 @@ def _train(loss, cfg: TrainConfig, constants: dict | None) -> TrainResult:
     model.train()
     opt = _optimizer(cfg, model)
     scaler = torch.amp.GradScaler("cuda") if (amp == "fp16" and device.type == "cuda") else None
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, cfg.schedule))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(first + s, total, warmup, cfg.schedule))
     shuffle = torch.Generator(device=device).manual_seed(cfg.seed + 1_000_003)
+    for _ in range(first // spe):  # the epochs before this phase: their data order, not trained
+        torch.randperm(n_train, device=device, generator=shuffle)
+    skip = first % spe  # batches of the first epoch already trained
     cpu_logits = device.type == "cpu"
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, disable=not cfg.progress, delay=2.0, unit="step", leave=False,
+    bar = tqdm(total=last - first, disable=not cfg.progress, delay=2.0, unit="step", leave=False,
                desc=f"{loss_name} {ds.name}/{cfg.model}")
     history: list = []
     val_acc = best_val = 0.0
@@ -392,17 +401,18 @@ def _train(loss, cfg: TrainConfig, constants: dict | None) -> TrainResult:
     epoch_correct = torch.zeros((), dtype=torch.int64, device=device)
     epoch_steps = 0
     last_epoch_loss = last_epoch_acc = None
-    step = 0
+    step = first
+    in_window = 0  # steps since the last check
     v = None  # the last training loss (a 0-d tensor)
     _sync(device)
     t0 = time.perf_counter()
     try:
-        while step < total:
+        while step < last:
             order = splits.train[torch.randperm(n_train, device=device, generator=shuffle)]
             epoch_loss.zero_()
             epoch_correct.zero_()
             epoch_steps = 0
-            for b in range(spe):
+            for b in range(skip, spe):
                 gi = order[b * bs:(b + 1) * bs]
                 order_acc.mul_(1_000_003).add_(gi.sum() + gi[0] * 7919)  # wraps in int64, stays on device
                 x, target = augment(splits.images[gi], splits.labels[gi])
@@ -412,7 +422,7 @@ def _train(loss, cfg: TrainConfig, constants: dict | None) -> TrainResult:
                     logits = net(x)
                 if cpu_logits:
                     logits = logits.float()
-                if step == 0 and cfg.grad_scale == "ce":
+                if step == first and cfg.grad_scale == "ce":
                     loss_fn, grad_factor = rescale_to_ce(loss_fn, logits.detach(), target)
                 try:
                     value = loss_fn(logits, target)
@@ -442,20 +452,23 @@ def _train(loss, cfg: TrainConfig, constants: dict | None) -> TrainResult:
                 epoch_correct += (logits.detach().argmax(1) == hard).sum()
                 epoch_steps += 1
                 step += 1
+                in_window += 1
                 bar.update(1)
-                if step % check_every == 0 or step == total:
-                    s = window.item() / ((step - 1) % check_every + 1)
+                if step % check_every == 0 or step == last:
+                    s = window.item() / in_window
                     window.zero_()
+                    in_window = 0
                     watch.check(s, step)
-                if step % eval_every == 0 or step == total:
+                if step % eval_every == 0 or step == last:
                     val_acc = evaluate(net, model, splits, splits.val, augment, device, amp, channels_last,
                                        cfg.eval_batch_size)
                     history.append((step, val_acc))
                     _check_collapse(best_val, val_acc, ds.num_classes, step)
                     best_val = max(best_val, val_acc)
                     bar.set_postfix(loss=f"{v.item():.4g}", val=f"{val_acc:.3f}")
-                if step >= total:
+                if step >= last:
                     break
+            skip = 0
             if epoch_steps:
                 last_epoch_loss = epoch_loss.item() / epoch_steps
                 last_epoch_acc = epoch_correct.item() / (epoch_steps * bs)
@@ -474,14 +487,16 @@ def _train(loss, cfg: TrainConfig, constants: dict | None) -> TrainResult:
     wall = time.perf_counter() - t0
     base.update(grad_scale=grad_factor, order_digest=f"{digest}-{order_acc.item() & (2**63 - 1):x}")
     if reason:
-        last = v.item() if v is not None else None
         return failed(reason, loss_name, loss_text, backend_name, val_acc=val_acc, best_val_acc=best_val,
-                      final_train_loss=last, steps=step, epochs=step / spe, wall_time=wall,
+                      final_train_loss=v.item() if v is not None else None, steps=step - first,
+                      epochs=(step - first) / spe, wall_time=wall,
                       compile_time=compile_time, history=history)
+    if cfg.save_checkpoint:
+        torch.save(model.state_dict(), cfg.save_checkpoint)
     if epoch_steps and epoch_steps < spe:  # steps budget ended mid-epoch
         last_epoch_loss = epoch_loss.item() / epoch_steps
         last_epoch_acc = epoch_correct.item() / (epoch_steps * bs)
     return TrainResult(**dict(base, val_acc=val_acc, best_val_acc=best_val, test_acc=test_acc,
-                              final_train_loss=last_epoch_loss, train_acc=last_epoch_acc, steps=step,
-                              epochs=step / spe, wall_time=wall, loss=loss_name, loss_text=loss_text,
+                              final_train_loss=last_epoch_loss, train_acc=last_epoch_acc, steps=step - first,
+                              epochs=(step - first) / spe, wall_time=wall, loss=loss_name, loss_text=loss_text,
                               backend=backend_name, compile_time=compile_time, history=history))

@@ -7,7 +7,7 @@ from nlfs.models import build_model, load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small ops: one thread is as fast, far faster on a busy CPU
 
-LIGHT = ["surrogate", "resnet9v2", "wrn-16-4", "resnet18"]
+LIGHT = ["surrogate", "surrogate-narrow", "resnet9v2", "wrn-16-4", "resnet18"]
 
 
 @pytest.mark.parametrize("name", LIGHT)
@@ -28,6 +28,13 @@ def test_forward_heavy_two_images(name):
     with torch.no_grad():
         out = m(torch.randn(2, 3, 32, 32))
     assert out.shape == (2, 100)
+
+
+def test_surrogate_narrow_halves_the_channels():
+    def channels(name):
+        return [mod.out_channels for mod in build_model(name, 1, 10, 28).modules() if isinstance(mod, torch.nn.Conv2d)]
+
+    assert channels("surrogate-narrow") == [c // 2 for c in channels("surrogate")]
 
 
 def test_resnet9v2_structure():

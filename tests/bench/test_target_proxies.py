@@ -1,0 +1,161 @@
+"""bench/target_proxies.py and the study's report (bench/target_fidelity.report): job order, shards, the
+late-phase proxy's checkpoint and gradient scale, resuming, and every proxy's statistics, on digits and
+on made-up rows, in a temporary results folder."""
+
+import csv
+import json
+
+import pytest
+
+from bench import target_fidelity as tf
+from bench import target_proxies as tp
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _row(loss_id, level, seed, acc, wall=1.0):
+    return dict(loss_id=loss_id, variant="ce", level=level, seed=seed, acc=acc, diverged=0, grad_scale=1.0,
+                wall_s=wall, reason="")
+
+
+def _write(path, rows):
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=tf.TRAIN_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _losses(n):
+    groups = ["catalogue", "near-ce", "random-gp"]
+    return [dict(id=i, group=groups[i % 3], name=f"loss{i}", expression="CE" if i == 0 else f"-y * log(p) * {i}")
+            for i in range(n)]
+
+
+# ------------------------------------------------------------------------------------------------ jobs
+def test_jobs_put_losses_with_a_target_first_and_shards_are_stable():
+    losses = _losses(7)
+    order = tp.jobs(losses, ["a", "b"], {4, 5})
+    ids = [d["id"] for d, _, _ in order]
+    assert ids[:12] == [4] * 6 + [5] * 6  # the losses whose target is done, each loss's jobs together
+    assert ids[12:18] == [0] * 6  # then CE, then the rest interleaved by group
+    assert len(order) == 7 * 2 * tf.PROXY_SEEDS
+    keys = [(d["id"], p, s) for d, p, s in order]
+    shards = [[(d["id"], p, s) for d, p, s in tp.shard(order, i, 2)] for i in range(2)]
+    assert not set(shards[0]) & set(shards[1]) and sorted(shards[0] + shards[1]) == sorted(keys)
+    assert shards[0] == [k for k in keys if k in set(shards[0])]  # each shard keeps the priority order
+    later = tp.jobs(losses, ["a", "b"], {1, 2, 3, 4, 5})  # more targets done: another order, the same shards
+    assert {(d["id"], p, s) for d, p, s in tp.shard(later, 0, 2)} == set(shards[0])
+
+
+# ------------------------------------------------------------------------------------------------ report
+def test_extrapolate_recovers_a_power_law_and_falls_back_to_the_last_point():
+    points = [(e, 0.93 - 0.05 * e ** -0.8) for e in (1, 2, 3, 4)]
+    assert tf.extrapolate(points, 8) == pytest.approx(0.93 - 0.05 * 8 ** -0.8, abs=1e-4)
+    assert tf.extrapolate([(1, 0.5), (2, float("nan")), (3, 0.7)], 8) == 0.7
+
+
+def test_report_every_proxy_against_the_target(tmp_path, monkeypatch):
+    monkeypatch.setattr(tf, "trained_proxies", lambda epochs: {"good": dict(epochs=1), "bad": dict(epochs=1),
+                                                               "late3": dict(epochs=4, start_epoch=3)})
+    n, epochs = 14, 4
+    losses = _losses(n)
+    # target: CE (loss 0) at 0.900, losses 1..11 within 1 pp of it (CE-like), 12 and 13 far below
+    target = {i: 0.9 + (0.0008 * (i - 5.5) if 0 < i < 12 else 0) - (0.05 * i / 13 if i >= 12 else 0) for i in range(n)}
+    rows, curves, proxy_rows = [], [], []
+    for i in range(n):
+        for s in range(tf.TARGET_SEEDS):
+            rows.append(_row(i, f"target{epochs}", s, target[i] + 0.0001 * s, wall=400))
+            # the curve's first epoch ranks as the target does; its second reverses the order
+            curves.append(dict(loss_id=i, level=f"target{epochs}", seed=s,
+                               history=[[10, target[i] - 0.1], [20, 1.5 - target[i]], [30, 0.5], [40, target[i]]]))
+        for s in range(tf.PROXY_SEEDS):
+            proxy_rows.append(_row(i, "good", s, target[i] - 0.05, wall=10))
+            proxy_rows.append(_row(i, "bad", s, 1 - target[i], wall=5))
+    proxy_rows.append(_row(0, tf.checkpoint_level("late3"), 0, 0.8, wall=77))
+    _write(tmp_path / "target_fidelity_digits_trainings.csv", rows)
+    _write(tmp_path / "target_proxies_digits_trainings.csv", proxy_rows)
+    (tmp_path / "target_fidelity_digits_curves.jsonl").write_text("\n".join(json.dumps(c) for c in curves) + "\n")
+    md = tf.report(losses, "digits", epochs, "cmd", tmp_path)
+    assert md == (tmp_path / "target_fidelity_digits.md").read_text()
+    line = {r.split(" | ")[0].strip("| "): r.split(" | ") for r in md.splitlines() if r.startswith("| ")}
+    # proxy | what | s per candidate | n | Spearman | Kendall | CE-like n | CE-like Spearman | ... | agree | holds
+    assert line["good"][2] == "30" and line["good x1"][2] == "10" and line["bad"][2] == "15"
+    assert line["good"][3] == "14" and line["good"][4].startswith("1.00 [") and line["good"][6] == "12"
+    assert line["bad"][4].startswith("-1.00 [") and line["bad"][7].startswith("-1.00 [")
+    assert line["curve e1"][2] == "300" and line["curve e1"][7].startswith("1.00 [")  # 1 of 4 epochs x 3 seeds
+    assert line["curve e2"][7].startswith("-1.00 [")
+    # beats CE: losses 6..11 beat CE in the target; "good" keeps every sign (13/13), "bad" none of them
+    assert line["good"][9] == "13/13" and line["good"][10].startswith("6/6")
+    assert line["bad"][9].startswith("0/13")
+    assert "the checkpoint took 77 s per seed" in line["late3"][1] and line["late3"][3] == "0"
+    assert "Cheapest proxy ranking CE-like losses at Spearman >= 0.8: good x1** (10 s per candidate" in md
+    assert "(12 so far)" in md
+    per_loss = list(csv.DictReader((tmp_path / "target_fidelity_digits.csv").open()))
+    assert len(per_loss) == n and sum(int(r["ce_like"]) for r in per_loss) == 12
+    assert float(per_loss[0]["good"]) == pytest.approx(float(per_loss[0]["target"]) - 0.05, abs=1e-3)
+
+
+def test_report_says_when_no_proxy_is_good_enough_yet(tmp_path):
+    losses = _losses(3)
+    _write(tmp_path / "target_fidelity_digits_trainings.csv",
+           [_row(i, "target4", s, 0.9 + 0.001 * i) for i in range(3) for s in range(tf.TARGET_SEEDS)])
+    md = tf.report(losses, "digits", 4, "cmd", tmp_path)
+    assert "No proxy yet ranks CE-like losses at Spearman >= 0.8 over >= 10 of them** (3 CE-like" in md
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+@pytest.fixture
+def tiny_study(tmp_path, monkeypatch):
+    """Three losses on digits; a 4-epoch target, a 1-epoch proxy and a late-phase proxy from epoch 3."""
+    monkeypatch.setattr(tf, "EXTRAS", [])
+    monkeypatch.setattr(tf, "PROXY_SEEDS", 2)
+    monkeypatch.setattr(tf, "target_spec", lambda epochs: dict(train_size=None, epochs=epochs, val_size=300))
+    monkeypatch.setattr(tf, "trained_proxies", lambda epochs: {
+        "short": dict(train_size=None, epochs=1, val_size=300),
+        "late3": dict(train_size=None, epochs=epochs, val_size=300, start_epoch=3)})
+    losses = [dict(id=0, group="catalogue", name="CE", expression="CE"),
+              dict(id=1, group="catalogue", name="MAE", expression="abs(y - p)"),
+              dict(id=2, group="length-dependent", name="LS", expression="LabelSmoothingCE", constants={"a": 0.3})]
+    (tmp_path / "fidelity_digits_losses.json").write_text(json.dumps(losses))
+    # loss 2's target is complete: its proxies come first
+    _write(tmp_path / "target_fidelity_digits_trainings.csv",
+           [_row(2, "target4", s, 0.9) for s in range(tf.TARGET_SEEDS)])
+    return tmp_path
+
+
+def _rows(path):
+    return list(csv.DictReader(path.open()))
+
+
+def test_shards_train_every_job_once_and_resume(tiny_study, capsys):
+    args = ["--dataset", "digits", "--epochs", "4", "--results", str(tiny_study),
+            "--checkpoints", str(tiny_study / "ck")]
+    assert tp.main(args + ["--shard", "0/2"]) == 0
+    first = _rows(tiny_study / "target_proxies_digits_trainings.csv")
+    assert first[0]["loss_id"] == "2"
+    assert tp.main(args + ["--shard", "1/2"]) == 0
+    rows = _rows(tiny_study / "target_proxies_digits_trainings.csv")
+    trained = [(r["loss_id"], r["level"], r["seed"]) for r in rows]
+    assert len(trained) == len(set(trained)) == 3 * 2 * 2 + 2  # and one CE checkpoint per seed
+    assert sorted(p.name for p in (tiny_study / "ck").glob("*.pt")) == \
+        ["digits_ce_target4_epoch3_seed0.pt", "digits_ce_target4_epoch3_seed1.pt"]
+    by = {(r["loss_id"], r["level"], r["seed"]): r for r in rows}
+    for seed in ("0", "1"):
+        late, fresh = by[("1", "late3", seed)], by[("1", "short", seed)]
+        # the late phase keeps the factor of the loss at the initial model: the same as a fresh training's
+        assert float(late["grad_scale"]) == pytest.approx(float(fresh["grad_scale"])) != pytest.approx(1.0)
+        assert float(late["acc"]) > 0.5
+    capsys.readouterr()
+    assert tp.main(args) == 0
+    assert "0 trainings to run" in capsys.readouterr().out
+    md = (tiny_study / "target_fidelity_digits.md").read_text()
+    assert "| late3 | CE to epoch 3 of the target (one checkpoint per seed, shared), the candidate for the last " \
+        "1 epoch; the checkpoint took" in md and "| short x1 | all images x 1 epoch |" in md
+
+
+def test_bad_arguments_stop_before_any_work(tiny_study, capsys):
+    for bad, word in ((["--proxies", "short,nope"], "nope"), (["--shard", "2/2"], "2/2")):
+        with pytest.raises(SystemExit) as err:
+            tp.main(["--dataset", "digits", "--results", str(tiny_study)] + bad)
+        assert err.value.code == 2 and word in capsys.readouterr().err
+    assert not (tiny_study / "target_proxies_digits_trainings.csv").exists()

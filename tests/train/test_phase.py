@@ -1,0 +1,63 @@
+"""A training in phases (TrainConfig.start_step / stop_step / save_checkpoint): the late-phase proxy
+trains CE to a step of the target's schedule and continues from its checkpoint with a candidate."""
+
+import pytest
+import torch
+
+from nlfs.train import ConfigError, TrainConfig, check_config, train
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def digits(**kw) -> TrainConfig:
+    # momentum 0: plain SGD keeps no optimizer state, so two phases must equal one run exactly
+    base = dict(dataset="digits", backend="torch", threads=1, epochs=3, momentum=0.0, evaluate_test=False)
+    return TrainConfig(**(base | kw))
+
+
+def _state(path):
+    return torch.load(path, weights_only=True)
+
+
+@pytest.mark.parametrize("split", [25, 34])  # mid-epoch and on an epoch boundary (17 steps per epoch)
+def test_two_phases_equal_one_run(tmp_path, split):
+    whole = train("CE", digits(save_checkpoint=str(tmp_path / "whole.pt")))
+    head = train("CE", digits(stop_step=split, save_checkpoint=str(tmp_path / "head.pt")))
+    tail = train("CE", digits(start_step=split, checkpoint=str(tmp_path / "head.pt"),
+                              save_checkpoint=str(tmp_path / "tail.pt")))
+    assert head.steps == split and tail.steps == whole.steps - split
+    # the history keeps the schedule's step numbers: the two phases' evaluations are the whole run's
+    assert [s for s, _ in head.history + tail.history] == sorted({s for s, _ in whole.history} | {split})
+    assert tail.history[-1] == whole.history[-1] and tail.val_acc == whole.val_acc
+    a, b = _state(tmp_path / "whole.pt"), _state(tmp_path / "tail.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_phase_continues_the_schedule_not_a_new_one(tmp_path):
+    train("CE", digits(stop_step=34, save_checkpoint=str(tmp_path / "head.pt")))
+    tail = train("CE", digits(start_step=34, checkpoint=str(tmp_path / "head.pt")))
+    fresh = train("CE", digits(epochs=1, checkpoint=str(tmp_path / "head.pt")))  # a new warm-up and decay
+    assert tail.steps == fresh.steps == 17 and tail.val_acc != fresh.val_acc
+
+
+def test_grad_scale_is_measured_at_the_phase_start(tmp_path):
+    train("CE", digits(stop_step=34, save_checkpoint=str(tmp_path / "head.pt")))
+    at_start = train("abs(y - p)", digits(grad_scale="ce", stop_step=1)).grad_scale
+    head = str(tmp_path / "head.pt")
+    at_phase = train("abs(y - p)", digits(grad_scale="ce", start_step=34, checkpoint=head)).grad_scale
+    assert at_start != 1.0 and at_phase != 1.0 and at_phase != at_start
+
+
+def test_phase_bounds_are_checked():
+    with pytest.raises(ValueError, match="start_step"):
+        train("CE", digits(start_step=5, stop_step=5))
+    with pytest.raises(ValueError, match="leaves no steps"):
+        train("CE", digits(start_step=51))
+    with pytest.raises(ConfigError, match="start_step"):
+        check_config(digits(start_step=-1))
+
+
+def test_phase_fields_stay_out_of_the_key_when_unset():
+    d = TrainConfig().to_dict()
+    assert not {"start_step", "stop_step", "save_checkpoint", "resize"} & d.keys()
+    assert TrainConfig(start_step=3).to_dict()["start_step"] == 3
