@@ -295,10 +295,19 @@ class Discovery:
         return self.text
 
     def entries(self, k: int = 5) -> list[dict]:
-        """The best ``k`` as found_losses.json entries (name, expression, constants, scale, provenance)."""
-        from ._report import run_losses
+        """The best ``k`` (those this result shows, even after the run went on) as found_losses.json
+        entries: name, expression, constants, reduction, scale, provenance."""
+        reduction = self._config().get("reduction") or "class_sum"
+        return [{"name": e["name"], "expression": e["expression"], "constants": dict(e.get("constants") or {}),
+                 "reduction": reduction, "scale": float(e.get("scale") or 1.0),
+                 "provenance": {"search_run": str(self.run_dir), "candidate": e["name"], "search_fitness": e["fitness"],
+                                "measured_in": e.get("regime", ""), "in_target": e.get("in_target", "")}}
+                for e in self.summary.get("best", [])[:k]]
 
-        return run_losses(self.run_dir, k)[0]
+    def _config(self) -> dict:
+        from ._db import read_run
+
+        return read_run(self.run_dir)[1]
 
     def register(self, k: int = 5, overwrite: bool = False) -> list[str]:
         """Register the best ``k`` in the catalogue under their ``<run>#<id>`` names (``nlfs.Loss(name)``
@@ -327,7 +336,8 @@ class Discovery:
             from ._report import export_losses
 
             rows, config = read_run(self.run_dir)
-            notes = {e["id"]: f"{e['regime']}; {e['in_target']}" for e in self.summary.get("best", [])}
+            shown = {e["id"]: f"{e['regime']}; {e['in_target']}" for e in self.summary.get("best", [])[:k]}
+            rows = [r for r in rows if r["id"] in shown]  # what this result shows, even after the run went on
             export_losses(rows, path, self.run_dir, k, reduction=config.get("reduction") or "class_sum",
-                          ahead=bool(self.summary.get("ahead_of_ce")), notes=notes)
+                          ahead=bool(self.summary.get("ahead_of_ce")), notes=shown)
         return path

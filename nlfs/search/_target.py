@@ -47,11 +47,12 @@ class Target:
         text = json.dumps({"target": key}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
-    def describe(self) -> str:
+    def describe(self, unit: str = "training images") -> str:
+        """The regime in words; ``unit``: what the data holds ("training samples" for feature vectors)."""
         t = self.train
         if BUDGET in t:
             return f"target: your fitness function, budget {t[BUDGET]:g}"
-        size = "all training images" if t.get("train_size") is None else f"{t['train_size']} training images"
+        size = f"all {unit}" if t.get("train_size") is None else f"{t['train_size']} {unit}"
         length = f"{t['steps']} steps" if t.get("steps") is not None else (
             f"{t['epochs']} epochs" if t.get("epochs") is not None else "the dataset's default epochs")
         noise = f"{t['label_noise']:.0%} label noise" if t.get("label_noise") else "clean labels"
