@@ -42,8 +42,8 @@ from .search import (
 )
 
 
-def seed_losses(text: str | None, space: str) -> tuple[str, ...] | None:
-    """``--seed-losses``' text: None for the space's default warm start (``preset_config``'s)."""
+def seed_losses(text: str | None, space: str) -> tuple[str, ...]:
+    """``--seed-losses``' text as loss names or expressions; not given: the space's default warm start."""
     if text is None:
         return DEFAULT_SEED_LOSSES if space not in ("nlfs", "taylor") else ()
     if text.strip().lower() == "none":

@@ -167,7 +167,7 @@ def discover(data=None, model: str = "surrogate", target=None, budget: int | Non
     configuration decides, and only ``budget``, ``time_limit``, ``workers``, ``options['threads']``,
     ``options['executor']``, ``options['ray_address']`` apply."""
     from ..data import as_dataset, save_dataset
-    from ._report import format_summary, write_report
+    from ._report import data_words, format_summary, write_report
 
     run_dir = Path(run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -215,9 +215,9 @@ def discover(data=None, model: str = "surrogate", target=None, budget: int | Non
             saved_data.unlink(missing_ok=True)  # a refused search leaves nothing behind
         raise
     cfg = search.cfg
-    log(f"nlfs.discover: {cfg.algorithm} over the {cfg.space} space on {cfg.dataset}"
-        + ("" if cfg.fitness else f" ({cfg.model})") + f", budget {cfg.budget} candidates at rung 0, "
-        f"{cfg.workers} worker(s), run dir {cfg.run_dir}" + (" (resumed)" if resume else ""))
+    model = "" if cfg.fitness else f" (model {data_words(cfg.dataset, cfg.model, cfg.data_root)[1]})"
+    log(f"nlfs.discover: {cfg.algorithm} over the {cfg.space} space on {cfg.dataset}{model}, budget {cfg.budget} "
+        f"candidates at rung 0, {cfg.workers} worker(s), run dir {cfg.run_dir}" + (" (resumed)" if resume else ""))
     try:
         rows = search.run()
     finally:
