@@ -147,8 +147,9 @@ def test_fitness_function_is_paired_with_ce_on_the_same_seeds_and_budgets(tmp_pa
         calls.append((loss.spec.name, seed, budget))
         return namespace["fitness"](loss, seed, budget)
 
+    options = {**SMALL, "seed_losses": ("Poly1",)}  # first, so promoted: a leader for the target that is not CE
     result = nlfs.discover(fitness=fitness, budget=4, run_dir=tmp_path / "fit", workers=1, race_seeds=0,
-                           rungs=[{"budget": 0.25, "seeds": 1}, {"budget": 0.5, "seeds": 2}], **SMALL)
+                           rungs=[{"budget": 0.25, "seeds": 1}, {"budget": 0.5, "seeds": 2}], **options)
     assert calls, "the fitness function ran in this process"
     assert {b for _, _, b in calls} <= {0.25, 0.5, 1.0} and 1.0 in {b for _, _, b in calls}  # the target
     ce = [(s, b) for name, s, b in calls if name == "CE"]

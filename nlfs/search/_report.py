@@ -570,9 +570,11 @@ def write_report(run_dir: str | Path, rows: list[dict], reduction: str | None = 
                    "held": sum(target_note(t).startswith("held") for t in in_target.values())},
                "hall_of_fame": [entry(r) for r in hof]}
     atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2))
+    score = "your fitness function's score" if cfg.get("fitness") else "validation accuracy"
+    fitness = f"{score} minus CE's with the same seeds at the same rung" if paired else score
     md = ["# Hall of fame (best per size)", "",
-          f"Fitness: {'accuracy minus CE with the same seeds at the same rung' if paired else 'validation accuracy'}; "
-          f"augmentation {summary['augment']}; gradient scale {summary['grad_scale']}.", "",
+          f"Fitness: {fitness}; augmentation {summary['augment']}; gradient scale {summary['grad_scale']}.",
+          "",
           f"Regime: {summary['regime']}.", "",
           "Fitness below is measured at a screening rung (a proxy lead); "
           + (f"the leaders were also trained in the {target_text}." if target_text else "no target regime."),
