@@ -495,7 +495,11 @@ class Search:
         todo = [c for c in self.leaders() if c not in done]
         if not todo:
             return
-        self.log(f"training {len(todo)} leader(s) in the {self.target.describe()}, {len(seeds)} seed(s) each")
+        from ._report import data_words
+
+        unit = "training images" if self.cfg.fitness else data_words(self.cfg.dataset, self.cfg.model,
+                                                                     self.cfg.data_root)[0]
+        self.log(f"training {len(todo)} leader(s) in the {self.target.describe(unit)}, {len(seeds)} seed(s) each")
         work = []
         for cand in todo:
             job = self.promotion_job({"genotype": None, "rung": index, "candidate": cand}, seeds, "target")
