@@ -152,7 +152,8 @@ def discover(data=None, model: str = "surrogate", target=None, budget: int | Non
     ``target``: the training you will run, a dict or ``--target``'s text (default: the whole training
     split at the dataset's default length; with ``fitness``, budget 1.0); ``budget``: candidates
     screened at rung 0 (default: the preset's, with its time limit); ``time_limit``: seconds of
-    screening; ``workers``: 1 trains in this process, more in as many worker processes.
+    screening; ``workers``: 1 trains in this process, more in as many worker processes; each training
+    uses ``options['threads']`` torch threads (default 1, as each of the CLI's default workers).
 
     ``fitness``: ``f(loss, seed, budget) -> float``, your own training loop instead of nlfs's (no
     ``data`` then): ``loss`` an ``nlfs.Loss`` (an ``nn.CrossEntropyLoss``-like module), ``budget`` the
@@ -177,6 +178,8 @@ def discover(data=None, model: str = "surrogate", target=None, budget: int | Non
     if fitness is not None and data is not None:
         raise ValueError("give data or fitness, not both: a fitness function trains on its own data")
     saved_data = None
+    # one thread per training, as the CLI's default workers each get: two on busy cores are many times slower
+    options.setdefault("threads", 1)
     if resume:
         cfg = resume_config(run_dir, budget, time_limit, workers, options.get("threads"),
                             options.get("executor", "local"), options.get("ray_address"), progress)
