@@ -384,8 +384,8 @@ class Search:
     def run(self, executor=None) -> list[dict]:
         cfg = self.cfg
         own = executor is None
-        executor = executor or make_executor(cfg.executor, cfg.workers, cfg.ray_address, cfg.threads,
-                                             shared=None if self.fitness is None else {"fitness": self.fitness})
+        shared = {} if self.fitness is None else {"shared": {"fitness": self.fitness}}  # once per worker
+        executor = executor or make_executor(cfg.executor, cfg.workers, cfg.ray_address, cfg.threads, **shared)
         bar = None
         try:
             if cfg.baseline:
