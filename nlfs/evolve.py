@@ -12,7 +12,6 @@ continues a killed run.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 from ._cli import (
@@ -27,35 +26,24 @@ from ._cli import (
     split_losses,
 )
 from .search import (
+    DEFAULT_SEED_LOSSES,
     DEFAULT_TARGETS,
     PRESETS,
-    Search,
-    SearchConfig,
+    default_space,
     default_target,
+    default_workers,
     format_summary,
+    open_search,
     parse_rungs,
     parse_target,
+    preset_config,
+    resume_config,
     write_report,
 )
 
 
-def default_dataset() -> str:
-    from .data import DatasetError, load_dataset
-
-    try:
-        load_dataset("fashion-mnist")
-        return "fashion-mnist"
-    except DatasetError:
-        return "digits"
-
-
-# Warm starts are the default in tree spaces: in bench/results/search_before_after_fashion_mnist.md a
-# 6-minute GP search from CE and Poly1 came within noise of CE, the same search from random trees
-# 2.4 points below it.
-DEFAULT_SEED_LOSSES = ("CE", "Poly1")
-
-
 def seed_losses(text: str | None, space: str) -> tuple[str, ...]:
+    """``--seed-losses``' text as loss names or expressions; not given: the space's default warm start."""
     if text is None:
         return DEFAULT_SEED_LOSSES if space not in ("nlfs", "taylor") else ()
     if text.strip().lower() == "none":
@@ -163,41 +151,20 @@ def build_parser() -> ArgumentParser:
     return ap
 
 
-def config_from_args(args) -> SearchConfig:
-    preset = dict(PRESETS[args.preset])
-    space = args.space or {"gp": "gp", "taylor": "taylor"}.get(args.algorithm, "nlfs")
-
-    def given(name, default):
-        value = getattr(args, name)
-        return default if value is None else value
-
-    cfg = SearchConfig(
-        run_dir=args.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}",
-        algorithm=args.algorithm, space=space,
-        dataset=args.dataset or default_dataset(), backend=args.backend, seed=args.seed,
-        budget=given("budget", preset["budget"]),
-        population=given("population", preset["population"]), sample=given("sample", preset["sample"]),
-        initial=given("initial", max(preset["initial"], args.population or 0)),
-        children=preset["children"],
-        gp_population=given("population", preset["gp_population"]), generations=preset["generations"],
-        model=args.model, epochs=args.epochs, steps=args.steps, train_size=args.train_size,
-        val_size=args.val_size, data_root=args.data_root, device=args.device, workers=args.workers,
-        threads=args.threads, executor=args.executor, ray_address=args.address, progress=not args.no_progress,
-        augment=args.augment, grad_scale=args.grad_scale, eta=args.eta, paired=not args.unpaired,
-        rungs=parse_rungs(args.rungs) if args.rungs else None,
-        seed_losses=seed_losses(args.seed_losses, space),
-        seed_mutants=3 if args.seed_mutants is None else args.seed_mutants,
-        target=args.target, finalists=given("finalists", preset["finalists"]), race_seeds=args.race_seeds,
-        time_limit=60 * args.time_limit if args.time_limit is not None else (
-            None if args.budget else preset.get("time_limit")))
-    if cfg.target is None:  # the dataset's default target, with the preset's seeds
-        cfg.target = {**default_target(cfg.dataset), "seeds": preset["target_seeds"]}
-    if args.no_filters:
-        cfg.filters = ("validity",)
-    if (cfg.algorithm == "taylor" and cfg.dataset == "fashion-mnist" and args.preset == "quick"
-            and args.train_size is None):  # TaylorGLO trains at one budget: keep it to minutes on a CPU
-        cfg.train_size, cfg.epochs = 4000, cfg.epochs or 3
-    return cfg
+def config_from_args(args):
+    """The SearchConfig of a new run from the parsed arguments (``preset_config``)."""
+    space = args.space or default_space(args.algorithm)
+    return preset_config(
+        args.preset, algorithm=args.algorithm, space=space, dataset=args.dataset, run_dir=args.run_dir,
+        budget=args.budget, time_limit=None if args.time_limit is None else 60 * args.time_limit,
+        population=args.population, sample=args.sample, initial=args.initial, finalists=args.finalists,
+        target=args.target, seed_losses=seed_losses(args.seed_losses, space), no_filters=args.no_filters,
+        backend=args.backend, seed=args.seed, model=args.model, epochs=args.epochs, steps=args.steps,
+        train_size=args.train_size, val_size=args.val_size, data_root=args.data_root, device=args.device,
+        workers=args.workers, threads=args.threads, executor=args.executor, ray_address=args.address,
+        progress=not args.no_progress, augment=args.augment, grad_scale=args.grad_scale, eta=args.eta,
+        paired=not args.unpaired, rungs=parse_rungs(args.rungs) if args.rungs else None,
+        seed_mutants=3 if args.seed_mutants is None else args.seed_mutants, race_seeds=args.race_seeds)
 
 
 def main(argv=None) -> int:
@@ -212,19 +179,14 @@ def _main(argv=None) -> int:
         return report_only(args.report_only)
     if args.resume:
         refuse_on_resume(parser, RESUME_OPTIONS)
-    from .search import TaylorSearch, is_taylor_run
-
     if args.workers is None:
         args.workers = default_workers(args.device)
     if args.resume:
-        cfg = SearchConfig(run_dir=args.resume, budget=args.budget or 0, workers=args.workers, threads=args.threads,
-                           executor=args.executor, ray_address=args.address, progress=not args.no_progress,
-                           time_limit=None if args.time_limit is None else 60 * args.time_limit)
-        search = (TaylorSearch if is_taylor_run(args.resume) else Search)(cfg, resume=True)
-    elif args.algorithm == "taylor":
-        search = TaylorSearch(config_from_args(args), popsize=args.population)
+        search = open_search(resume_config(args.resume, args.budget, None if args.time_limit is None else
+                                           60 * args.time_limit, args.workers, args.threads, args.executor,
+                                           args.address, not args.no_progress), resume=True)
     else:
-        search = Search(config_from_args(args))
+        search = open_search(config_from_args(args), popsize=args.population)
     cfg = search.cfg
     resume = f"python -m nlfs.evolve --resume {cfg.run_dir}"
     print(f"nlfs.evolve: {cfg.algorithm} over the {cfg.space} space on {cfg.dataset} "
@@ -260,18 +222,6 @@ def report_only(run_dir: str) -> int:
     rows, config = read_run(run_dir)
     print(format_summary(write_report(Path(run_dir), rows), config.get("dataset", "?")))
     return 0
-
-
-def default_workers(device: str) -> int:
-    """One worker per core on a CPU (each trains with one thread: two threads per worker on busy
-    cores are many times slower), one on a GPU."""
-    import os
-
-    import torch
-
-    if device != "cpu" and (device.startswith("cuda") or torch.cuda.is_available()):
-        return 1
-    return max(1, min(os.cpu_count() or 1, 8))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,30 @@
 """Loss-function search: algorithms, cheap filters, multi-fidelity rungs, the resumable run database,
-executors."""
+executors, and ``discover`` (a search on a user's data, model or training loop, from Python)."""
 
 from ._algorithms import ALGORITHMS, GeneticProgramming, RegularizedEvolution, warm_start
 from ._config import PRESETS, SearchConfig
 from ._db import RunDB, RunDirError, read_run
-from ._executors import InlineExecutor, ProcessExecutor, RayExecutor, default_threads, make_executor, run_jobs
+from ._discover import (
+    DEFAULT_SEED_LOSSES,
+    FITNESS_RUNGS,
+    Discovery,
+    FoundLoss,
+    default_dataset,
+    default_space,
+    discover,
+    open_search,
+    preset_config,
+    resume_config,
+)
+from ._executors import (
+    InlineExecutor,
+    ProcessExecutor,
+    RayExecutor,
+    default_threads,
+    default_workers,
+    make_executor,
+    run_jobs,
+)
 from ._filters import STAGES, FilterOutcome, cheap_filters
 from ._optuna import (
     OPTUNA_SAMPLERS,
@@ -34,12 +54,13 @@ from ._runner import Search, evaluate_payload, rejection_sample
 from ._target import DEFAULT_TARGETS, Target, default_target, make_target, parse_target
 from ._taylor import TaylorSearch, is_taylor_run
 
-__all__ = ["ALGORITHMS", "DEFAULT_RUNGS", "DEFAULT_TARGETS", "FilterOutcome", "GeneticProgramming",
-           "InlineExecutor", "OPTUNA_SAMPLERS", "PRESETS", "ProcessExecutor", "RayExecutor",
-           "RegularizedEvolution", "RunDB", "RunDirError", "Rung", "STAGES", "Search", "SearchConfig",
-           "Target", "TaylorSearch", "best_candidates", "catalogue_twin", "cheap_filters", "default_range",
-           "default_target", "default_threads", "entry_spec", "evaluate_payload", "export_losses",
-           "finished_trials", "fitness_of", "format_summary", "is_taylor_run", "make_executor", "make_rungs",
-           "make_sampler", "make_search_space", "make_storage", "make_target", "parse_rungs", "parse_target",
-           "promoted", "quiet_optuna", "read_run", "rejection_sample", "resume_stale_trials", "row_name",
+__all__ = ["ALGORITHMS", "DEFAULT_RUNGS", "DEFAULT_SEED_LOSSES", "DEFAULT_TARGETS", "Discovery", "FITNESS_RUNGS",
+           "FilterOutcome", "FoundLoss", "GeneticProgramming", "InlineExecutor", "OPTUNA_SAMPLERS", "PRESETS",
+           "ProcessExecutor", "RayExecutor", "RegularizedEvolution", "RunDB", "RunDirError", "Rung", "STAGES",
+           "Search", "SearchConfig", "Target", "TaylorSearch", "best_candidates", "catalogue_twin", "cheap_filters",
+           "default_dataset", "default_range", "default_space", "default_target", "default_threads", "default_workers",
+           "discover", "entry_spec", "evaluate_payload", "export_losses", "finished_trials", "fitness_of",
+           "format_summary", "is_taylor_run", "make_executor", "make_rungs", "make_sampler", "make_search_space",
+           "make_storage", "make_target", "open_search", "parse_rungs", "parse_target", "preset_config", "promoted",
+           "quiet_optuna", "read_run", "rejection_sample", "resume_config", "resume_stale_trials", "row_name",
            "run_jobs", "run_losses", "summary_counts", "training_regime", "warm_start", "write_report"]

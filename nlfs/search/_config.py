@@ -75,6 +75,8 @@ class SearchConfig:
     target: dict | None = None  # a parse_target spec; None: default_target(dataset), see resolve()
     finalists: int = 2  # leaders raced and trained in the target; 0: no target stage
     race_seeds: int = 6  # paired seeds a leader may reach at the last rung; <= its seeds: no racing
+    # -- a search scored by the user's own training (nlfs.discover(fitness=f), see _discover) --
+    fitness: bool = False  # every score is f(loss, seed, budget): rungs and target give budgets only
 
     def resolve(self) -> SearchConfig:
         """Fill in the rungs: the dataset's default schedule unless a budget was fixed by hand
@@ -93,14 +95,25 @@ class SearchConfig:
             self.rungs = [{"seeds": 1}] if fixed else default_rungs(self.dataset)
         self.rungs = [dict(r) for r in self.rungs]
         make_rungs(self.rungs)
-        self.target = make_target(default_target(self.dataset) if self.target is None else self.target).to_spec()
+        for i, rung in enumerate(self.rungs):
+            if self.fitness and ("budget" not in rung or set(rung) - {"budget", "seeds"}):
+                raise ValueError(f"rung {i}: a fitness function's rungs take budget (a fraction of a full "
+                                 f"training) and seeds, got {rung}")
+            if not self.fitness and "budget" in rung:
+                raise ValueError(f"rung {i}: budget is for a search scored by a fitness function")
+        self.target = self.target_regime().to_spec()
+        if self.fitness != ("budget" in self.target):
+            raise ValueError(f"target {self.target}: a fitness function's target is budget=1 (its full training)"
+                             if self.fitness else "target: budget is for a search scored by a fitness function")
         if self.finalists < 0 or self.race_seeds < 0:
             raise ValueError(f"finalists and race_seeds must be >= 0, got {self.finalists} and {self.race_seeds}")
         self.seed_losses = tuple(self.seed_losses)
         return self
 
     def target_regime(self) -> Target:
-        return make_target(default_target(self.dataset) if self.target is None else self.target)
+        if self.target is not None:
+            return make_target(self.target)
+        return make_target({"budget": 1.0, "seeds": 2} if self.fitness else default_target(self.dataset))
 
     def target_train_config(self):
         """The run's TrainConfig trained in its target (``Target.apply``)."""
@@ -190,6 +203,8 @@ def check_search(cfg: SearchConfig) -> None:
         warm_genotypes(cfg, space)
     except (ValueError, FileNotFoundError) as err:
         raise ConfigError(str(err)) from None
+    if cfg.fitness:
+        return  # nlfs trains nothing of its own: the fitness function is checked by CE's first score
     for rung in cfg.rung_list():
         check_config(cfg.train_config(rung), "CE")
     if cfg.finalists and cfg.is_paired:

@@ -7,6 +7,12 @@ lost). A payload is what :func:`nlfs.search.evaluate_payload` takes. A worker th
 OOM kill) costs only its own job, which comes back as an ``error`` result with the reason; the
 worker is replaced. Every executor trains with a set number of torch (and C++ evaluator) threads:
 several trainings sharing a machine must not each take every core.
+
+``shared`` (e.g. ``{"fitness": f}``, a user's fitness function) reaches each worker once, not with
+every payload: inline, by reference (it runs in this process); to a worker process, pickled by value
+with cloudpickle when the worker starts (so a function defined in a notebook or a script's
+``__main__`` works, closures and the data they hold included); to Ray actors, ``ray.put`` once and
+handed to each actor as it starts.
 """
 
 from __future__ import annotations
@@ -22,16 +28,45 @@ def default_threads(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
+def default_workers(device: str) -> int:
+    """One worker per core on a CPU (each trains with one thread: two threads per worker on busy
+    cores are many times slower), one on a GPU."""
+    import torch
+
+    if device != "cpu" and (device.startswith("cuda") or torch.cuda.is_available()):
+        return 1
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
 def make_executor(kind: str = "local", workers: int = 1, address: str | None = None,
-                  threads: int | None = None):
+                  threads: int | None = None, shared: dict | None = None):
     """``local`` (inline with one worker, else that many processes) or ``ray``; each training uses
-    ``threads`` threads (default :func:`default_threads`)."""
+    ``threads`` threads (default :func:`default_threads`); ``shared`` reaches every worker once."""
     threads = threads or default_threads(workers)
     if kind == "ray":
-        return RayExecutor(max(workers, 1), address, threads)
+        return RayExecutor(max(workers, 1), address, threads, shared)
     if kind != "local":
         raise ValueError(f"unknown executor {kind!r}; choose local or ray")
-    return InlineExecutor(threads) if workers <= 1 else ProcessExecutor(workers, threads)
+    return InlineExecutor(threads, shared) if workers <= 1 else ProcessExecutor(workers, threads, shared)
+
+
+def _pickled(shared: dict | None) -> bytes | None:
+    """``shared`` as bytes a worker process can load: cloudpickle, by value (functions of
+    ``__main__`` or a notebook have no module a worker could import)."""
+    if not shared:
+        return None
+    import cloudpickle
+
+    return cloudpickle.dumps(shared)
+
+
+def _install(blob: bytes | None) -> None:
+    import pickle
+
+    from ._worker import install_shared
+
+    if blob is not None:
+        install_shared(pickle.loads(blob))
 
 
 def run_jobs(executor, jobs):
@@ -120,10 +155,15 @@ class InlineExecutor:
 
     slots = 1
 
-    def __init__(self, threads: int | None = None):
+    def __init__(self, threads: int | None = None, shared: dict | None = None):
+        from ._worker import install_shared
+
         self.threads = threads or default_threads(1)
         self._results: dict[int, dict] = {}
         self._ids = itertools.count()
+        if shared:
+            install_shared(shared)
+        self._shared = bool(shared)
 
     def submit(self, payload: dict) -> int:
         from ._worker import evaluate_payload
@@ -138,7 +178,11 @@ class InlineExecutor:
         return h, self._results.pop(h)
 
     def close(self):
+        from ._worker import SHARED
+
         self._results.clear()
+        if self._shared:
+            SHARED.clear()
 
     def terminate(self):
         self.close()
@@ -168,7 +212,7 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="nlfs-parent-watch").start()
 
 
-def _worker_main(conn, threads: int, parent: int | None = None):
+def _worker_main(conn, threads: int, parent: int | None = None, shared: bytes | None = None):
     import signal
 
     # Ctrl-C reaches the whole process group: the driver decides (it terminates the workers), so a
@@ -183,6 +227,7 @@ def _worker_main(conn, threads: int, parent: int | None = None):
     _thread_lock_for_tqdm()
     from ._worker import evaluate_payload
 
+    _install(shared)
     while True:
         try:
             msg = conn.recv()
@@ -206,9 +251,9 @@ def _thread_lock_for_tqdm() -> None:
 
 
 class _Worker:
-    def __init__(self, ctx, threads: int):
+    def __init__(self, ctx, threads: int, shared: bytes | None = None):
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, threads, os.getpid()), daemon=True)
+        self.proc = ctx.Process(target=_worker_main, args=(child, threads, os.getpid(), shared), daemon=True)
         with _sigint_ignored():  # inherited through exec: the worker ignores Ctrl-C while it starts too
             self.proc.start()
         child.close()
@@ -238,10 +283,11 @@ class ProcessExecutor:
     finishes gets the next job at once). They communicate through pipes only (no semaphore to leak
     when the driver is stopped)."""
 
-    def __init__(self, workers: int, threads: int | None = None):
+    def __init__(self, workers: int, threads: int | None = None, shared: dict | None = None):
         self.ctx = mp.get_context("spawn")
         self.threads = threads or default_threads(workers)
-        self.workers = [_Worker(self.ctx, self.threads) for _ in range(workers)]
+        self.shared = _pickled(shared)  # pickled once, sent to each worker as it starts
+        self.workers = [_Worker(self.ctx, self.threads, self.shared) for _ in range(workers)]
         self.slots = workers
         self._ids = itertools.count()
         self._done: dict[int, dict] = {}
@@ -279,7 +325,7 @@ class ProcessExecutor:
         w = self.workers[i]
         self._done[w.handle] = {"status": "error", "reason": reason, "fitness": None, "wall_time": 0.0}
         w.proc.join(timeout=1)
-        self.workers[i] = _Worker(self.ctx, self.threads)
+        self.workers[i] = _Worker(self.ctx, self.threads, self.shared)
 
     def close(self):
         """Let idle workers exit; a worker still training is terminated (its job is abandoned)."""
@@ -316,7 +362,8 @@ class RayExecutor:
     """One Ray actor per worker (per GPU when the cluster has GPUs); ``ray.wait`` refills the
     steady-state loop. ``address`` None starts a local Ray instance."""
 
-    def __init__(self, workers: int, address: str | None = None, threads: int | None = None):
+    def __init__(self, workers: int, address: str | None = None, threads: int | None = None,
+                 shared: dict | None = None):
         try:
             import ray
         except ImportError as err:
@@ -332,7 +379,9 @@ class RayExecutor:
         gpus = ray.cluster_resources().get("GPU", 0)
         self._actor_cls = ray.remote(num_gpus=1 if gpus >= workers else 0, num_cpus=1, max_restarts=0)(_RayWorker)
         self.threads = threads or default_threads(workers)
-        self.actors = [self._actor_cls.remote(self.threads) for _ in range(workers)]
+        blob = _pickled(shared)
+        self.shared = None if blob is None else ray.put(blob)  # in the object store once, for every actor
+        self.actors = [self._actor_cls.remote(self.threads, self.shared) for _ in range(workers)]
         self.busy: dict = {}  # ref -> actor index
         self.slots = workers
 
@@ -349,7 +398,7 @@ class RayExecutor:
         try:
             return ref, ray.get(ref)
         except ray.exceptions.RayError as err:
-            self.actors[i] = self._actor_cls.remote(self.threads)
+            self.actors[i] = self._actor_cls.remote(self.threads, self.shared)
             return ref, {"status": "error", "reason": f"worker died: {type(err).__name__}", "fitness": None,
                          "wall_time": 0.0}
 
@@ -369,7 +418,7 @@ class RayExecutor:
 
 
 class _RayWorker:
-    def __init__(self, threads: int):
+    def __init__(self, threads: int, shared: bytes | None = None):
         import signal
 
         import torch
@@ -380,6 +429,7 @@ class _RayWorker:
             pass
         torch.set_num_threads(threads)
         os.environ["NLFS_CPP_THREADS"] = str(threads)
+        _install(shared)  # Ray resolved the object reference: the bytes, fetched once for this actor
 
     def evaluate(self, payload: dict) -> dict:
         from nlfs.search._worker import evaluate_payload

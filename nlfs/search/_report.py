@@ -382,9 +382,26 @@ def run_config(run_dir: Path) -> dict:
         db.close()
 
 
+def data_words(dataset: str, model: str, data_root=None) -> tuple[str, str]:
+    """What a run's data holds and the model it trains, in words: ("training samples", "mlp") for
+    feature vectors (the ``surrogate`` of tabular data is the MLP), ("training images", model) else."""
+    from ..data import DATASETS, canonical_name, load_dataset
+
+    try:
+        name = canonical_name(dataset)
+        features = name not in DATASETS and load_dataset(name, data_root).features
+    except Exception:  # noqa: BLE001 - data gone since the run: name what the run recorded
+        return "training images", model
+    return ("training samples", "mlp" if model == "surrogate" else model) if features else ("training images", model)
+
+
 def regime(cfg: dict) -> str:
     """The training regime of a search run in one line: data, budget per rung, label noise,
-    augmentation, gradient scale (what a comparison with CE is valid for)."""
+    augmentation, gradient scale (what a comparison with CE is valid for); for a fitness function's
+    run, its budget per rung."""
+    if cfg.get("fitness"):
+        return "your fitness function; " + "; ".join(f"rung {i}: budget {r.get('budget'):g}, {r.get('seeds', 1)} "
+                                                     "seed(s)" for i, r in enumerate(cfg.get("rungs") or []))
     train = {**(cfg.get("train_overrides") or {})}
     size = cfg.get("train_size") or train.get("train_size")
     rungs = cfg.get("rungs") or []
@@ -393,7 +410,8 @@ def regime(cfg: dict) -> str:
         + f", {r.get('seeds', 1)} seed(s)" for i, r in enumerate(rungs)) or (
         f"{cfg.get('steps')} steps" if cfg.get("steps") else f"{cfg.get('epochs') or 'default'} epochs")
     kind = f" ({train.get('label_noise_kind', 'symmetric')})" if train.get("label_noise") else ""
-    return (f"{cfg.get('dataset', '?')} ({size or 'all'} training images), model {cfg.get('model', 'surrogate')}; "
+    unit, model = data_words(cfg.get("dataset", "?"), cfg.get("model", "surrogate"), cfg.get("data_root"))
+    return (f"{cfg.get('dataset', '?')} ({size or 'all'} {unit}), model {model}; "
             f"{budget}; label noise {train.get('label_noise') or 0:g}{kind}; "
             f"augmentation {cfg.get('augment', 'none')}; "
             f"gradient scale {cfg.get('grad_scale', 'none')}")
@@ -405,7 +423,8 @@ def training_regime(cfg) -> str:
     r = cfg.resolved() if hasattr(cfg, "resolved") else cfg
     budget = f"{r.steps} steps" if getattr(r, "steps", None) else f"{r.epochs} epochs"
     kind = f" ({getattr(r, 'label_noise_kind', 'symmetric')})" if getattr(r, "label_noise", 0) else ""
-    return (f"{r.dataset} ({r.train_size or 'all'} training images), model {r.model}, {budget} at batch "
+    unit = data_words(r.dataset, r.model, getattr(r, "data_root", None))[0]
+    return (f"{r.dataset} ({r.train_size or 'all'} {unit}), model {r.model}, {budget} at batch "
             f"{r.batch_size}, label noise {getattr(r, 'label_noise', 0) or 0:g}{kind}, augmentation {r.augment}, "
             f"gradient scale {r.grad_scale}")
 
@@ -470,6 +489,8 @@ def rung_regime(cfg: dict, rung: int, seeds: int | None = None) -> str:
     spec = dict((cfg.get("rungs") or [{}])[rung] if rung < len(cfg.get("rungs") or []) else {})
     n = seeds or spec.pop("seeds", 1)
     spec.pop("seeds", None)
+    if "budget" in spec:  # a fitness function's run: nlfs trained nothing itself
+        return f"your fitness function, budget {spec['budget']:g} (screening rung {rung}), {n} seed(s): proxy lead"
     budget = ", ".join(f"{k} {v}" for k, v in spec.items() if v is not None) or "the base budget"
     return f"screening rung {rung} ({budget}), {n} seed(s): proxy lead"
 
@@ -481,7 +502,9 @@ def target_describe(cfg: dict) -> str | None:
     if not cfg.get("target"):
         return None
     try:
-        return make_target(cfg["target"]).describe()
+        unit = "training images" if cfg.get("fitness") else data_words(cfg.get("dataset", "?"), "surrogate",
+                                                                         cfg.get("data_root"))[0]
+        return make_target(cfg["target"]).describe(unit)
     except ValueError:
         return None
 
@@ -543,16 +566,18 @@ def write_report(run_dir: str | Path, rows: list[dict], reduction: str | None = 
     summary = {"counts": counts, "paired": paired, "augment": cfg.get("augment", "none"),
                "grad_scale": cfg.get("grad_scale", "none"), "rungs": cfg.get("rungs"), "regime": regime(cfg),
                "baseline_ce": baseline_accuracy(rows, top_rung), "ahead_of_ce": ahead, "verdict": verdict,
-               "chance": chance, "best": entries,
+               "chance": chance, "best": entries, "fitness_function": bool(cfg.get("fitness")),
                "target": None if target_text is None else {
                    "regime": target_text, "spec": cfg.get("target"), "finalists": cfg.get("finalists"),
                    "race_seeds": cfg.get("race_seeds"), "checked": len(in_target),
                    "held": sum(target_note(t).startswith("held") for t in in_target.values())},
                "hall_of_fame": [entry(r) for r in hof]}
     atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2))
+    score = "your fitness function's score" if cfg.get("fitness") else "validation accuracy"
+    fitness = f"{score} minus CE's with the same seeds at the same rung" if paired else score
     md = ["# Hall of fame (best per size)", "",
-          f"Fitness: {'accuracy minus CE with the same seeds at the same rung' if paired else 'validation accuracy'}; "
-          f"augmentation {summary['augment']}; gradient scale {summary['grad_scale']}.", "",
+          f"Fitness: {fitness}; augmentation {summary['augment']}; gradient scale {summary['grad_scale']}.",
+          "",
           f"Regime: {summary['regime']}.", "",
           "Fitness below is measured at a screening rung (a proxy lead); "
           + (f"the leaders were also trained in the {target_text}." if target_text else "no target regime."),
@@ -596,7 +621,8 @@ def format_summary(summary: dict, dataset: str) -> str:
     paired = summary.get("paired")
     head = "paired vs CE, pp [95% CI]" if paired else "vs CE, pp"
     width = max([10] + [len(r.get("name") or "") for r in summary["best"]])
-    lines.append(f"{'loss':<{width}} {'rung':>4} {'seeds':>5} {'val acc':>8}  {head:<26} formula")
+    score = "score" if summary.get("fitness_function") else "val acc"  # a fitness function's, or nlfs's training
+    lines.append(f"{'loss':<{width}} {'rung':>4} {'seeds':>5} {score:>8}  {head:<26} formula")
     if base is not None:
         lines.append(f"{'CE':<{width}} {'':>4} {'':>5} {base:>8.4f}  {'':<26} -y * log(p)")
     for r in summary["best"]:

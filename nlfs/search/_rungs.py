@@ -23,6 +23,9 @@ import json
 from dataclasses import dataclass
 
 TRAIN_KEYS = ("train_size", "epochs", "steps", "val_size", "batch_size")
+# A search scored by the user's own training (``nlfs.discover(fitness=f)``) knows one budget: the
+# fraction of a full training its function is asked to run.
+BUDGET = "budget"
 
 # Chosen from bench/results/fidelity_fashion_mnist.md (rank correlation of each level with a
 # 5x longer, 3-seed evaluation); the digits rungs keep the same shape at digits' size.
@@ -43,11 +46,14 @@ class Rung:
     @property
     def fidelity(self) -> str:
         """A key for the training budget alone: rungs (and CE baselines) with equal keys share seeds."""
-        text = json.dumps({k: self.train.get(k) for k in TRAIN_KEYS}, sort_keys=True)
+        key = {k: self.train.get(k) for k in TRAIN_KEYS}
+        if self.train.get(BUDGET) is not None:  # only then: the fidelities of runs without it stay
+            key[BUDGET] = self.train[BUDGET]
+        text = json.dumps(key, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def describe(self) -> str:
-        parts = [f"{k}={self.train[k]}" for k in TRAIN_KEYS if self.train.get(k) is not None]
+        parts = [f"{k}={self.train[k]}" for k in (*TRAIN_KEYS, BUDGET) if self.train.get(k) is not None]
         return f"rung {self.index}: {', '.join(parts) or 'the base budget'}, {self.seeds} seed(s)"
 
 
@@ -59,13 +65,27 @@ def make_rungs(specs) -> tuple[Rung, ...]:
     for i, spec in enumerate(specs):
         spec = dict(spec)
         seeds = int(spec.pop("seeds", 1))
-        unknown = set(spec) - set(TRAIN_KEYS)
+        unknown = set(spec) - set(TRAIN_KEYS) - {BUDGET}
         if unknown:
-            raise ValueError(f"rung {i}: unknown keys {sorted(unknown)}; allowed: seeds, {', '.join(TRAIN_KEYS)}")
+            raise ValueError(f"rung {i}: unknown keys {sorted(unknown)}; allowed: seeds, {', '.join(TRAIN_KEYS)} "
+                             f"({BUDGET} with a fitness function)")
+        if BUDGET in spec:
+            spec[BUDGET] = budget_fraction(spec[BUDGET], f"rung {i}")
         if seeds < 1:
             raise ValueError(f"rung {i}: seeds must be >= 1, got {seeds}")
         rungs.append(Rung(i, spec, seeds))
     return tuple(rungs)
+
+
+def budget_fraction(value, where: str) -> float:
+    """A fitness function's budget: a number in (0, 1], the fraction of a full training."""
+    try:
+        fraction = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: {BUDGET} must be a number in (0, 1], got {value!r}") from None
+    if not 0 < fraction <= 1:
+        raise ValueError(f"{where}: {BUDGET} must be in (0, 1] (a fraction of a full training), got {value!r}")
+    return fraction
 
 
 def default_rungs(dataset: str) -> list[dict]:

@@ -8,6 +8,10 @@ process pool, or Ray). A candidate that passes is trained at rung 0 and promoted
 the same rung (common random numbers), and the algorithm hears the fitness of the last rung it
 reached. Every result is written to ``DIR/run.db`` together with the search state, in one
 transaction.
+
+A search with ``cfg.fitness`` trains nothing of its own: each score is the user's fitness function
+``f(loss, seed, budget)`` (``nlfs.discover``), given to :class:`Search` and shipped to the workers
+once (``make_executor``'s ``shared``); rungs and target name only its budget.
 """
 
 from __future__ import annotations
@@ -75,9 +79,12 @@ class Search:
     """A resumable search in ``cfg.run_dir``. ``run()`` goes on until the budget (candidates trained
     at rung 0) or the time limit is spent and every promoted candidate has finished its rungs."""
 
-    def __init__(self, cfg: SearchConfig, resume: bool = False, log=None):
+    def __init__(self, cfg: SearchConfig, resume: bool = False, log=None, fitness=None):
         from ..spaces import get_space
 
+        self.fitness = fitness
+        if not resume and cfg.fitness != (fitness is not None):
+            raise ValueError("cfg.fitness is set exactly when a fitness function is given")
         self.run_dir = Path(cfg.run_dir)
         if not resume:
             check_search(cfg)  # before the run directory exists: a bad setting leaves nothing behind
@@ -88,6 +95,11 @@ class Search:
             except ValueError:
                 self.db.close()
                 raise
+        if cfg.fitness != (fitness is not None):
+            self.db.close()
+            raise ValueError(f"the run in {self.run_dir} is scored by a fitness function: pass it (fitness=f) "
+                             "to resume it" if cfg.fitness else
+                             f"the run in {self.run_dir} trains its own candidates; it takes no fitness function")
         self.cfg = cfg
         self.rungs = cfg.rung_list()
         self.target = cfg.target_regime()
@@ -217,6 +229,9 @@ class Search:
 
     def _payload_at(self, row: dict, index: int, seeds: list) -> dict:
         """The payload training ``row`` at screening rung ``index`` or, at ``len(rungs)``, in the target."""
+        if self.cfg.fitness:
+            budget = (self.target.train if index == len(self.rungs) else self.rungs[index].train)["budget"]
+            return {**self._fitness_payload(row, budget, seeds), "rejection": False}
         if index == len(self.rungs):
             return {"expression": row["expression"], "constants": row.get("constants") or {},
                     "reduction": self.cfg.reduction, "train": self.cfg.target_train_config().to_dict(),
@@ -224,9 +239,17 @@ class Search:
         return self.payload(row, self.rungs[index], seeds=seeds)
 
     def payload(self, row: dict, rung, rejection: bool = False, seeds=None) -> dict:
+        if self.cfg.fitness:
+            seeds = self.cfg.seeds(rung) if seeds is None else seeds
+            return {**self._fitness_payload(row, rung.train["budget"], seeds), "rejection": rejection}
         return {"expression": row["expression"], "constants": row.get("constants") or {},
                 "reduction": self.cfg.reduction, "train": self.cfg.train_config(rung).to_dict(),
                 "seeds": self.cfg.seeds(rung) if seeds is None else seeds, "rejection": rejection}
+
+    def _fitness_payload(self, row: dict, budget: float, seeds: list) -> dict:
+        """A fitness function's job: the loss, the seeds and the budget (the function is the worker's)."""
+        return {"fitness": True, "expression": row["expression"], "constants": row.get("constants") or {},
+                "reduction": self.cfg.reduction, "budget": budget, "seeds": seeds, "backend": self.cfg.backend}
 
     # -- recording ----------------------------------------------------------------------------------------
     def _state(self):
@@ -361,7 +384,8 @@ class Search:
     def run(self, executor=None) -> list[dict]:
         cfg = self.cfg
         own = executor is None
-        executor = executor or make_executor(cfg.executor, cfg.workers, cfg.ray_address, cfg.threads)
+        shared = {} if self.fitness is None else {"shared": {"fitness": self.fitness}}  # once per worker
+        executor = executor or make_executor(cfg.executor, cfg.workers, cfg.ray_address, cfg.threads, **shared)
         bar = None
         try:
             if cfg.baseline:
@@ -471,7 +495,11 @@ class Search:
         todo = [c for c in self.leaders() if c not in done]
         if not todo:
             return
-        self.log(f"training {len(todo)} leader(s) in the {self.target.describe()}, {len(seeds)} seed(s) each")
+        from ._report import data_words
+
+        unit = "training images" if self.cfg.fitness else data_words(self.cfg.dataset, self.cfg.model,
+                                                                     self.cfg.data_root)[0]
+        self.log(f"training {len(todo)} leader(s) in the {self.target.describe(unit)}, {len(seeds)} seed(s) each")
         work = []
         for cand in todo:
             job = self.promotion_job({"genotype": None, "rung": index, "candidate": cand}, seeds, "target")

@@ -18,7 +18,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from ._rungs import TRAIN_KEYS
+from ._rungs import BUDGET, TRAIN_KEYS, budget_fraction
 
 REGIME_KEYS = ("label_noise", "augment", "label_noise_kind")
 # Keys a target holds only when set (symmetric noise is not stored): fidelity keys of older targets stay.
@@ -45,12 +45,18 @@ class Target:
     def fidelity(self) -> str:
         """A key for this training budget and regime: CE baselines with equal keys are shared."""
         keys = [k for k in (*TRAIN_KEYS, *REGIME_KEYS) if k not in _KEYED_WHEN_SET or self.train.get(k)]
-        text = json.dumps({"target": {k: self.train.get(k) for k in keys}}, sort_keys=True)
+        key = {k: self.train.get(k) for k in keys}
+        if BUDGET in self.train:  # a fitness function's full training (only then: older keys stay)
+            key[BUDGET] = self.train[BUDGET]
+        text = json.dumps({"target": key}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
-    def describe(self) -> str:
+    def describe(self, unit: str = "training images") -> str:
+        """The regime in words; ``unit``: what the data holds ("training samples" for feature vectors)."""
         t = self.train
-        size = "all training images" if t.get("train_size") is None else f"{t['train_size']} training images"
+        if BUDGET in t:
+            return f"target: your fitness function, budget {t[BUDGET]:g}"
+        size = f"all {unit}" if t.get("train_size") is None else f"{t['train_size']} {unit}"
         length = f"{t['steps']} steps" if t.get("steps") is not None else (
             f"{t['epochs']} epochs" if t.get("epochs") is not None else "the dataset's default epochs")
         kind = f"{t['label_noise_kind']} " if t.get("label_noise_kind") else ""
@@ -72,6 +78,8 @@ class Target:
 
     def to_spec(self) -> dict:
         d = {k: v for k, v in self.train.items() if v is not None}
+        if BUDGET in d:
+            return {**d, "seeds": self.seeds}
         d["train_size"] = ALL if self.train.get("train_size") is None else self.train["train_size"]
         d["seeds"] = self.seeds
         return d
@@ -83,6 +91,11 @@ def make_target(spec: dict) -> Target:
 
     spec = dict(spec)
     seeds = spec.pop("seeds", 2)
+    if BUDGET in spec:  # a fitness function's target: its budget alone
+        if set(spec) != {BUDGET}:
+            raise ValueError(f"--target: {BUDGET} (a fitness function's) takes no other keys than seeds, "
+                             f"got {sorted(set(spec) - {BUDGET})}")
+        return Target({BUDGET: budget_fraction(spec[BUDGET], "--target")}, _positive_seeds(seeds))
     unknown = set(spec) - set(TRAIN_KEYS) - set(REGIME_KEYS)
     if unknown:
         raise ValueError(f"--target: unknown keys {sorted(unknown)}; allowed: seeds, "
@@ -112,10 +125,14 @@ def make_target(spec: dict) -> Target:
                 raise ValueError(f"--target: {key} must be a positive integer, got {value!r}")
             train[key] = n
     train.setdefault("train_size", None)
-    seeds = _number("seeds", seeds, int)
+    return Target(train, _positive_seeds(seeds))
+
+
+def _positive_seeds(value) -> int:
+    seeds = _number("seeds", value, int)
     if seeds < 1:
         raise ValueError(f"--target: seeds must be >= 1, got {seeds}")
-    return Target(train, seeds)
+    return seeds
 
 
 def _number(key: str, value, kind):

@@ -1,5 +1,6 @@
 """The worker side of a search: the rejection test and training of one candidate at one rung, a pure
-function of its payload (picklable for process pools and Ray)."""
+function of its payload (picklable for process pools and Ray) and of what the executor shipped to
+this process once (``install_shared``: a user's fitness function)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,16 @@ import torch
 from ..expr import parse
 from . import _filters as F
 
+SHARED: dict = {}  # what the executor gave this process once: {"fitness": f}
+INSTALLS = [0]  # how many times this process received it (once per worker: see tests/test_discover.py)
+
+
+def install_shared(objects: dict | None) -> None:
+    """Make ``objects`` (e.g. ``{"fitness": f}``) what this process's payloads refer to by name."""
+    SHARED.clear()
+    SHARED.update(objects or {})
+    INSTALLS[0] += 1
+
 
 def evaluate_payload(payload: dict) -> dict:
     """Rejection test then one training per seed; never raises (a failure is a result with a reason).
@@ -22,7 +33,11 @@ def evaluate_payload(payload: dict) -> dict:
     ``name``, ``scale`` (the loss's fixed factor, default 1). Instead of ``expression`` and
     ``reduction``, ``loss`` may give any loss ``nlfs.train`` accepts (a catalogue name, an expression,
     a ``LossSpec``; in this process also a callable), with ``constants`` overriding its own (no
-    rejection test). The result's ``per_seed`` lists ``{seed, acc, diverged, reason, grad_scale,
+    rejection test). With ``fitness`` true, the installed fitness function scores the loss instead of
+    ``nlfs.train``: ``f(nlfs.Loss, seed, budget)`` for each seed, ``budget`` the payload's (no
+    ``train``; the rejection test uses a fixed synthetic sample).
+
+    The result's ``per_seed`` lists ``{seed, acc, diverged, reason, grad_scale,
     order_digest}``; ``fitness`` is the mean accuracy (None when a seed failed)."""
     start = time.perf_counter()
     try:
@@ -36,21 +51,55 @@ def _evaluate(payload: dict, start: float) -> dict:
     from ..losses import LossSpec
     from ..train import TrainConfig
 
-    cfg = TrainConfig(**payload["train"])
-    if "loss" in payload:
+    fitness = payload.get("fitness", False)
+    cfg = None if fitness else TrainConfig(**payload["train"])
+    if "loss" in payload and not fitness:
         return _train_seeds(payload["loss"], payload.get("constants") or None, cfg, payload, start)
     expr = parse(payload["expression"])
     constants = payload.get("constants") or {}
     consts = torch.tensor([constants[k] for k in expr.constants], dtype=torch.float64)
     if payload.get("rejection", True):
-        x, y = rejection_sample(cfg)
+        x, y = synthetic_sample() if fitness else rejection_sample(cfg)
         out = F.rejection_test(expr, payload["reduction"], consts, 1.0, x, y)
         if not out.passed:
             return {"status": "rejected:rejection", "stage": "rejection", "reason": out.reason,
                     "fitness": None, "wall_time": time.perf_counter() - start}
     spec = LossSpec(payload.get("name", str(expr)), expr, payload["reduction"],
                     types.MappingProxyType(dict(constants)), scale=float(payload.get("scale") or 1.0))
+    if fitness:
+        return _score_seeds(spec, payload, start)
     return _train_seeds(spec, None, cfg, payload, start)
+
+
+def _score_seeds(spec, payload: dict, start: float) -> dict:
+    """The user's fitness function on each seed at the payload's budget; a score that is not a
+    finite number fails the candidate (as a diverged training does)."""
+    import math
+
+    from .._module import Loss
+
+    f = SHARED.get("fitness")
+    if f is None:
+        raise RuntimeError("this process holds no fitness function (the executor was made without one)")
+    budget, per_seed = float(payload["budget"]), []
+    for seed in payload["seeds"]:
+        t0 = time.perf_counter()
+        score = f(Loss(spec, backend=payload.get("backend", "auto")), seed, budget)
+        try:
+            score = float(score)
+        except (TypeError, ValueError):
+            raise TypeError(f"the fitness function returned {type(score).__name__} {score!r}, not a number") from None
+        bad = not math.isfinite(score)
+        per_seed.append({"seed": seed, "acc": score, "diverged": bad,
+                         "reason": f"the fitness function returned {score}" if bad else "",
+                         "grad_scale": spec.scale, "order_digest": None, "seconds": time.perf_counter() - t0})
+        if bad:
+            break
+    failed = next((s for s in per_seed if s["diverged"]), None)
+    return {"status": "diverged" if failed else "ok", "reason": failed["reason"] if failed else "",
+            "fitness": None if failed else statistics.fmean(s["acc"] for s in per_seed), "per_seed": per_seed,
+            "result": {"fitness_function": getattr(f, "__qualname__", repr(f)), "budget": budget},
+            "wall_time": time.perf_counter() - start}
 
 
 def _train_seeds(loss, constants, cfg, payload: dict, start: float) -> dict:
@@ -73,6 +122,18 @@ def _train_seeds(loss, constants, cfg, payload: dict, start: float) -> dict:
 
 
 _SAMPLES: dict = {}
+
+
+def synthetic_sample(n: int = 512, features: int = 16, classes: int = 10):
+    """The rejection test's sample when the search holds no data of its own (a fitness function's):
+    seeded Gaussian classes a linear model separates, so a loss that can train one passes."""
+    hit = _SAMPLES.get("synthetic")
+    if hit is None:
+        g = torch.Generator().manual_seed(0)
+        y = torch.arange(n) % classes
+        centres = 2.0 * torch.randn(classes, features, generator=g)
+        hit = _SAMPLES["synthetic"] = (centres[y] + torch.randn(n, features, generator=g), y)
+    return hit
 
 
 def rejection_sample(cfg, n: int = 512):
