@@ -57,6 +57,7 @@ def finalists(elimination: Path, out: Path) -> list[dict]:
     """Name the elimination's survivors ``FoundFM1..`` with the constants and gradient scale they were
     trained with; the file has nlfs/found_losses.json's format (``nlfs.transfer --losses-file``)."""
     saved = json.loads(elimination.read_text())
+    from nlfs.losses import stored_class_reduction
     from nlfs.stats import format_mean_std
 
     entries = []
@@ -64,7 +65,7 @@ def finalists(elimination: Path, out: Path) -> list[dict]:
         diff = format_mean_std(s["paired_diff"], s["paired_sd"], scale=100, sign=True)
         entries.append({
             "name": f"{PREFIX}{i}", "expression": s["expression"], "constants": s["constants"],
-            "reduction": s["reduction"], "scale": s["scale"],
+            "class_reduction": stored_class_reduction(s), "scale": s["scale"],
             "provenance": {"search_run": s["run"], "candidate": s["label"],
                            "tuned_from": s.get("tuned_from"),
                            "elimination": f"{diff} pp vs CE "

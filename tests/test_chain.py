@@ -40,7 +40,7 @@ def test_search_tune_eliminate_transfer_heldout(tmp_path, capsys):
     assert eliminate.main(["--run-dir", str(run), "--keep", "3,1", "--seeds-per-round", "2", "--pool", "4",
                            "--tuned"]) == 0
     finalists = json.loads((run / "finalists.json").read_text())
-    assert len(finalists) == 1 and set(finalists[0]) >= {"name", "expression", "constants", "scale", "reduction",
+    assert len(finalists) == 1 and set(finalists[0]) >= {"name", "expression", "constants", "scale", "class_reduction",
                                                          "provenance"}
     survivor = finalists[0]
     assert survivor["name"].startswith("chain#") and "pp" in survivor["provenance"]["elimination"]

@@ -222,7 +222,7 @@ def test_readme_command_needs_no_models_and_the_survivors_feed_the_next_tools(tm
     finalists = json.loads((run / "finalists.json").read_text())
     assert len(finalists) == 1
     f = finalists[0]
-    assert set(f) == {"name", "expression", "constants", "reduction", "scale", "provenance"}
+    assert set(f) == {"name", "expression", "constants", "class_reduction", "scale", "provenance"}
     assert f["name"].startswith("run#") and "pp" in f["provenance"]["elimination"]
     if f["name"] == f"run#{scaled_id}":
         assert f["scale"] == 4.0

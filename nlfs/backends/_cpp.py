@@ -20,7 +20,7 @@ import math
 import numpy as np
 import torch
 
-from ..expr import OPS, REDUCTIONS, Program, merge_common, specialize
+from ..expr import CLASS_REDUCTIONS, OPS, Program, merge_common, specialize
 from ._base import Backend, Kernel, loss_dtype
 from ._cpp_codegen import N_LEAF, OP_NAMES, OPCODE
 
@@ -99,8 +99,8 @@ def encode(program: Program) -> tuple[list[int], list[int], list[int], list[floa
     """
     if not isinstance(program, Program):
         raise TypeError(f"expected a Program, got {type(program).__name__}")
-    if program.reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {program.reduction!r}")
+    if program.class_reduction not in CLASS_REDUCTIONS:
+        raise ValueError(f"class_reduction must be one of {CLASS_REDUCTIONS}, got {program.class_reduction!r}")
     if not program.instrs:
         raise ValueError("program is empty")
     n_consts = len(program.constants)
@@ -170,7 +170,7 @@ class CppKernel(Kernel):
 
     def _compile(self, ext, program: Program):
         ops, a0, a1, vals = encode(program)
-        return ext.Program(ops, a0, a1, vals, self._n_consts, REDUCTIONS.index(program.reduction))
+        return ext.Program(ops, a0, a1, vals, self._n_consts, CLASS_REDUCTIONS.index(program.class_reduction))
 
     @staticmethod
     def _as_input(logits: torch.Tensor) -> torch.Tensor:

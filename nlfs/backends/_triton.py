@@ -135,7 +135,7 @@ def program_text(program: Program) -> str:
             parts.append(f"v{k}={ins.op}({','.join(f'v{a}' for a in ins.args)})")
         else:
             parts.append(f"v{k}={ins.op}")
-    return f"{program.reduction}: " + "; ".join(parts)
+    return f"{program.class_reduction}: " + "; ".join(parts)
 
 
 def _clamp(src: str) -> str:
@@ -188,7 +188,7 @@ def generate_body(program: Program, name: str = "nlfs_body", with_y: bool = True
     leaf_adj: dict[str, list[str]] = {name: [] for name in _GRAD_LEAVES.values()}
     defined: set[int] = set()
     if grad[out]:
-        root = "1.0 / cf" if program.reduction == "element_mean" else "1.0"
+        root = "1.0 / cf" if program.class_reduction == "element_mean" else "1.0"
         L.append(f"    a{out} = zero + {root}")
         defined.add(out)
     for k in range(out, -1, -1):
@@ -229,7 +229,7 @@ def generate_source(program: Program) -> str:
     """The kernel file: the general body (probability targets), the bodies specialised to y = 0 and
     y = 1 (class-index targets, :func:`nlfs.expr.specialize`) and the two templates."""
     t = _templates()
-    header = t.HEADER.format(version=CODEGEN_VERSION, reduction=program.reduction,
+    header = t.HEADER.format(version=CODEGEN_VERSION, reduction=program.class_reduction,
                              text=program_text(program))
     bodies = [generate_body(program),
               generate_body(specialize(program, 0.0), "nlfs_body_off", with_y=False),
@@ -323,7 +323,7 @@ class TritonKernel(Kernel):
         self.program = program
         self.module = module
         self.stats = stats
-        self._mean = program.reduction == "element_mean"
+        self._mean = program.class_reduction == "element_mean"
         self._nconst = len(program.constants)
         self._const_cache: dict = {}
         self.elems_per_thread: int | None = None  # None: the module's ELEMS_PER_THREAD

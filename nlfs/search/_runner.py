@@ -180,7 +180,7 @@ class Search:
 
         stages = set(cfg.filters)
         if "validity" in stages:
-            out = F.validity(expr, cfg.reduction, consts)
+            out = F.validity(expr, cfg.class_reduction, consts)
             if not out.passed:
                 return reject("validity", out.reason)
         if "duplicate" in stages and canonical in self.by_canonical:
@@ -188,7 +188,7 @@ class Search:
             return reject("duplicate", f"same canonical form as #{prev['id']}", self.known_fitness(prev))
         oriented = expr
         if "integrity" in stages:
-            out = F.integrity(expr, cfg.reduction, consts)
+            out = F.integrity(expr, cfg.class_reduction, consts)
             if not out.passed:
                 return reject("integrity", out.reason)
             row["phenotype"] = out.phenotype
@@ -202,7 +202,7 @@ class Search:
                                   self.known_fitness(prev))
         if "fingerprint" in stages:
             # with grad_scale, losses that differ only by a factor train alike: the print ignores it
-            fp = F.fingerprint(oriented, cfg.reduction, consts, normalise=cfg.grad_scale != "none")
+            fp = F.fingerprint(oriented, cfg.class_reduction, consts, normalise=cfg.grad_scale != "none")
             row["fingerprint"] = fp
             if fp in self.by_fingerprint:
                 prev = self.by_fingerprint[fp]
@@ -219,13 +219,13 @@ class Search:
         """The payload training ``row`` at screening rung ``index`` or, at ``len(rungs)``, in the target."""
         if index == len(self.rungs):
             return {"expression": row["expression"], "constants": row.get("constants") or {},
-                    "reduction": self.cfg.reduction, "train": self.cfg.target_train_config().to_dict(),
+                    "class_reduction": self.cfg.class_reduction, "train": self.cfg.target_train_config().to_dict(),
                     "seeds": seeds, "rejection": False}
         return self.payload(row, self.rungs[index], seeds=seeds)
 
     def payload(self, row: dict, rung, rejection: bool = False, seeds=None) -> dict:
         return {"expression": row["expression"], "constants": row.get("constants") or {},
-                "reduction": self.cfg.reduction, "train": self.cfg.train_config(rung).to_dict(),
+                "class_reduction": self.cfg.class_reduction, "train": self.cfg.train_config(rung).to_dict(),
                 "seeds": self.cfg.seeds(rung) if seeds is None else seeds, "rejection": rejection}
 
     # -- recording ----------------------------------------------------------------------------------------
@@ -315,7 +315,7 @@ class Search:
                     seen.add(key)
                     row = {"expression": "-y * log(p)", "constants": {}}
                     jobs.append((("CE", index, seed), {**self._payload_at(row, index, [seed]),
-                                                       "reduction": "class_sum", "name": "CE"}))
+                                                       "class_reduction": "class_sum", "name": "CE"}))
         jobs += [(("candidate", job), payload) for job, payload in work]
         held, rows = [], []
         for key, out in run_jobs(executor, jobs):
@@ -348,7 +348,7 @@ class Search:
         """Cross-entropy at the configuration's base budget, recorded once (TaylorGLO runs)."""
         if not self.cfg.baseline or self.db.count("WHERE status = 'baseline'"):
             return
-        payload = {"expression": "-y * log(p)", "constants": {}, "reduction": "class_sum",
+        payload = {"expression": "-y * log(p)", "constants": {}, "class_reduction": "class_sum",
                    "train": self.cfg.train_config().to_dict(), "rejection": False, "name": "CE"}
         ((_, out),) = run_jobs(executor, [("CE", payload)])
         self.db.record({"canonical": "baseline:CE", "expression": "-y * log(p)", "constants": {},

@@ -83,7 +83,7 @@ class TaylorSearch:
         self.cfg, self.opts = cfg, opts
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         spec = get(TAYLOR_LOSS)
-        self.expr, self.reduction = spec.expr, spec.reduction
+        self.expr, self.class_reduction = spec.expr, spec.class_reduction
         self.names = list(self.expr.constants)  # t0..t7
         dist = optuna.distributions.FloatDistribution(opts["low"], opts["high"])
         self.space = {n: dist for n in self.names}
@@ -116,7 +116,7 @@ class TaylorSearch:
                 "genotype": {"trial": trial.number, "params": values}, "constants": values, "sign": 1.0,
                 "seed": cfg.seed, "dataset": cfg.dataset, "backend": cfg.backend, "model": cfg.model,
                 "size": self.expr.size,
-                "payload": {"expression": str(self.expr), "constants": values, "reduction": self.reduction,
+                "payload": {"expression": str(self.expr), "constants": values, "class_reduction": self.class_reduction,
                             "train": cfg.train_config().to_dict(), "rejection": "rejection" in cfg.filters,
                             "name": TAYLOR_LOSS}}
 

@@ -17,10 +17,11 @@ from . import _filters as F
 def evaluate_payload(payload: dict) -> dict:
     """Rejection test then one training per seed; never raises (a failure is a result with a reason).
 
-    ``payload``: ``expression``, ``constants``, ``reduction``, ``train`` (a TrainConfig dict),
-    ``seeds`` (default: the train config's own seed), ``rejection`` (run the rejection test first),
+    ``payload``: ``expression``, ``constants``, ``class_reduction`` (``reduction`` in older payloads),
+    ``train`` (a TrainConfig dict), ``seeds`` (default: the train config's own seed), ``rejection`` (run
+    the rejection test first),
     ``name``, ``scale`` (the loss's fixed factor, default 1). Instead of ``expression`` and
-    ``reduction``, ``loss`` may give any loss ``nlfs.train`` accepts (a catalogue name, an expression,
+    ``class_reduction``, ``loss`` may give any loss ``nlfs.train`` accepts (a catalogue name, an expression,
     a ``LossSpec``; in this process also a callable), with ``constants`` overriding its own (no
     rejection test). The result's ``per_seed`` lists ``{seed, acc, diverged, reason, grad_scale,
     order_digest}``; ``fitness`` is the mean accuracy (None when a seed failed)."""
@@ -33,7 +34,7 @@ def evaluate_payload(payload: dict) -> dict:
 
 
 def _evaluate(payload: dict, start: float) -> dict:
-    from ..losses import LossSpec
+    from ..losses import LossSpec, stored_class_reduction
     from ..train import TrainConfig
 
     cfg = TrainConfig(**payload["train"])
@@ -42,13 +43,14 @@ def _evaluate(payload: dict, start: float) -> dict:
     expr = parse(payload["expression"])
     constants = payload.get("constants") or {}
     consts = torch.tensor([constants[k] for k in expr.constants], dtype=torch.float64)
+    class_reduction = stored_class_reduction(payload)
     if payload.get("rejection", True):
         x, y = rejection_sample(cfg)
-        out = F.rejection_test(expr, payload["reduction"], consts, 1.0, x, y)
+        out = F.rejection_test(expr, class_reduction, consts, 1.0, x, y)
         if not out.passed:
             return {"status": "rejected:rejection", "stage": "rejection", "reason": out.reason,
                     "fitness": None, "wall_time": time.perf_counter() - start}
-    spec = LossSpec(payload.get("name", str(expr)), expr, payload["reduction"],
+    spec = LossSpec(payload.get("name", str(expr)), expr, class_reduction,
                     types.MappingProxyType(dict(constants)), scale=float(payload.get("scale") or 1.0))
     return _train_seeds(spec, None, cfg, payload, start)
 
