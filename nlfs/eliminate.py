@@ -463,8 +463,9 @@ def _tuned_candidates(run_dir: Path, prefix: str) -> list[dict]:
 
 def _scale_of(out: dict, fixed: float = 1.0):
     """The factor the training put on the loss: its fixed scale times the factor the trainer measured."""
-    per = out.get("per_seed") or []
-    factor = per[0].get("grad_scale") if per else None
+    from .search import grad_scale_factor_of
+
+    factor = grad_scale_factor_of(out.get("per_seed") or [])
     return None if factor is None else fixed * factor
 
 

@@ -49,6 +49,7 @@ from .search import (
     OPTUNA_SAMPLERS,
     finished_trials,
     fitness_of,
+    grad_scale_factor_of,
     make_sampler,
     make_search_space,
     make_storage,
@@ -240,8 +241,7 @@ def trained_scale(spec_scale: float, out: dict) -> float:
     measured with ``grad_scale="ce"`` (1 without). Training the loss again at this fixed scale, or
     with ``grad_scale="ce"`` (which measures the scaled loss, so the factor comes out near 1),
     reproduces it: nothing is rescaled twice."""
-    per = out.get("per_seed") or []
-    factor = per[0].get("grad_scale") if per else None
+    factor = grad_scale_factor_of(out.get("per_seed") or [])
     return float(spec_scale) * float(factor if factor else 1.0)
 
 

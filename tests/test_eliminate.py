@@ -42,7 +42,7 @@ class FakeTrain:
         self.calls.append((str(spec.expr), cfg.seed, cfg.steps, cfg.model))
         v = (zlib.crc32(str(spec.expr).encode()) % 1000) / 1000 * 0.5 + 0.3 + 0.01 * cfg.seed
         return types.SimpleNamespace(best_val_acc=v, diverged=False, reason="", to_dict=lambda: {},
-                                     grad_scale=1.0, order_digest="")
+                                     grad_scale_factor=1.0, order_digest="")
 
 
 PROTO = dict(keep=(4, 2, 1), seeds=(1, 2, 2), budget_scale=(1, 2, 4), models=("surrogate", "surrogate",

@@ -207,8 +207,8 @@ class CppKernel(Kernel):
         loss = torch.empty(n, dtype=torch.float64)
         total = torch.empty((), dtype=z.dtype)  # written in the logits' precision (summed in double)
         mean = reduction == "mean"
-        scale = 1.0 / max(n, 1) if mean else 1.0
-        self._launch(z, n, c, target, constants, loss, grad, scale, total, ignore_index, mean)
+        inv_batch = 1.0 / max(n, 1) if mean else 1.0  # the batch mean's 1/N, folded into the gradient write
+        self._launch(z, n, c, target, constants, loss, grad, inv_batch, total, ignore_index, mean)
         if n == 0 and mean:
             total.fill_(float("nan"))
         return _back(total, logits), _back(grad, logits), 1.0
@@ -227,9 +227,11 @@ class CppKernel(Kernel):
             raise ValueError("loss must be contiguous float64 (N,) and grad contiguous (N, C) in z's dtype")
         self._launch(z, n, c, target, constants, loss, grad)
 
-    def _launch(self, z, n, c, target, constants, loss, grad, grad_scale=1.0, total=None, ignore_index=-100,
+    def _launch(self, z, n, c, target, constants, loss, grad, inv_batch=1.0, total=None, ignore_index=-100,
                 mean_over_kept=False) -> None:
-        """Check/convert target and constants, then run; z, loss and grad are already valid."""
+        """Check/convert target and constants, then run; z, loss and grad are already valid. ``inv_batch``:
+        the batch mean's 1/N (1 otherwise), written into the gradient and the total (the compiled
+        evaluator's argument keeps its name, ``grad_scale``)."""
         t = target.detach()
         if t.device.type != "cpu":
             t = t.cpu()
@@ -264,7 +266,7 @@ class CppKernel(Kernel):
             k = self._empty_consts
         self._run(self._handle, z.data_ptr(), _F32 if z.dtype == torch.float32 else _F64, t.data_ptr(),
                   tcode, n, c, k.data_ptr(), k.numel(), loss.data_ptr(), grad.data_ptr(), self._off, self._on,
-                  grad_scale, 0 if total is None else total.data_ptr(), grad_scale, int(ignore_index),
+                  inv_batch, 0 if total is None else total.data_ptr(), inv_batch, int(ignore_index),
                   bool(mean_over_kept))
 
 

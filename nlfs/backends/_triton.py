@@ -314,7 +314,8 @@ class TritonKernel(Kernel):
     rows (and the maths) in fp64 for fp64 logits, else fp32.
 
     ``inplace=True`` writes the gradient into ``logits`` (contiguous logits only) and returns it;
-    ``out=(loss, grad)`` gives the output buffers; the gradient is written times ``grad_scale``.
+    ``out=(loss, grad)`` gives the output buffers; the gradient is written times ``grad_scale`` (the
+    batch mean's 1/N from ``reduced``; the name is the generated and AOT-compiled kernels' argument).
     """
 
     skips_ignored = True  # class index ignore_index: loss 0, gradient 0, not counted by mean
@@ -390,14 +391,14 @@ class TritonKernel(Kernel):
         N/count left for backward, whose scaling kernel skips the pass on the device when it is 1
         (no row ignored and an upstream gradient of 1)."""
         n = logits.shape[0]
-        scale = 1.0 / max(n, 1) if reduction == "mean" else 1.0
+        inv_batch = 1.0 / max(n, 1) if reduction == "mean" else 1.0  # the batch mean's 1/N
         # the kernel's scalar arguments are fp32: a float64 gradient gets its 1/N in backward, in double
         left = 1.0
         if logits.dtype == torch.float64:
-            scale, left = 1.0, scale
+            inv_batch, left = 1.0, inv_batch
         inplace = inplace and logits.is_contiguous() and logits.dtype in (torch.float32, torch.float16,
                                                                          torch.bfloat16)
-        loss_rows, grad = self(logits.detach() if inplace else logits, target, constants, grad_scale=scale,
+        loss_rows, grad = self(logits.detach() if inplace else logits, target, constants, grad_scale=inv_batch,
                                inplace=inplace, ignore_index=ignore_index)
         if inplace:
             # the logits' storage now holds the gradient: a version bump makes any other autograd node

@@ -29,7 +29,7 @@ from ._executors import make_executor, run_jobs
 from ._rows import AFTER_SCREENING
 from ._rows import reused as _reused
 from ._rungs import promoted
-from ._worker import evaluate_payload, rejection_sample  # noqa: F401 - re-exported
+from ._worker import evaluate_payload, grad_scale_factor_of, rejection_sample  # noqa: F401 - re-exported
 
 
 def open_run(cfg: SearchConfig, resume: bool) -> tuple[RunDB, SearchConfig]:
@@ -274,7 +274,7 @@ class Search:
                    wall_time=out["wall_time"] + row.get("screen_time", 0.0))
         if out.get("per_seed") is not None:
             row["result"] = {"seeds": per_seed, "train": out.get("result")}
-            row["scale"] = per_seed[0]["grad_scale"] if per_seed else None
+            row["scale"] = grad_scale_factor_of(per_seed)
         if out["status"] == "ok":
             row["accuracy"] = float(np.mean([s["acc"] for s in per_seed])) if per_seed else out.get("fitness")
             if self.cfg.is_paired and per_seed:

@@ -27,6 +27,7 @@ from ._db import RunDB
 from ._executors import make_executor, run_jobs
 from ._optuna import fitness_of, make_storage, quiet_optuna, resume_stale_trials
 from ._runner import Search, _progress, open_run
+from ._worker import grad_scale_factor_of
 
 TAYLOR_LOSS = "TaylorGLO"
 JOURNAL = "taylor.journal"
@@ -158,7 +159,7 @@ class TaylorSearch:
                 per_seed = out.get("per_seed") or []
                 row.update(status=out["status"], stage=out.get("stage"), reason=out.get("reason", ""),
                            fitness=out.get("fitness"), result=out.get("result"), wall_time=out["wall_time"],
-                           scale=per_seed[0]["grad_scale"] if per_seed else None)
+                           scale=grad_scale_factor_of(per_seed))
                 # the row first: a run killed between the two tells the trial from the row on resume
                 self.db.record(row)
                 value = fitness_of(out)

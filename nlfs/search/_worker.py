@@ -23,7 +23,7 @@ def evaluate_payload(payload: dict) -> dict:
     ``name``, ``scale`` (the loss's fixed factor, default 1). Instead of ``expression`` and
     ``class_reduction``, ``loss`` may give any loss ``nlfs.train`` accepts (a catalogue name, an expression,
     a ``LossSpec``; in this process also a callable), with ``constants`` overriding its own (no
-    rejection test). The result's ``per_seed`` lists ``{seed, acc, diverged, reason, grad_scale,
+    rejection test). The result's ``per_seed`` lists ``{seed, acc, diverged, reason, grad_scale_factor,
     order_digest}``; ``fitness`` is the mean accuracy (None when a seed failed)."""
     start = time.perf_counter()
     try:
@@ -31,6 +31,16 @@ def evaluate_payload(payload: dict) -> dict:
     except Exception as err:  # noqa: BLE001 - a candidate must never crash the search
         return {"status": "error", "reason": f"{type(err).__name__}: {err}", "fitness": None,
                 "wall_time": time.perf_counter() - start}
+
+
+def grad_scale_factor_of(per_seed: list[dict]) -> float | None:
+    """The factor the trainer put on the loss in the first seed's training (``TrainConfig.grad_scale="ce"``
+    measures it; 1 without), from a result's ``per_seed``; None without seeds. Results stored before
+    the rename call it ``grad_scale``."""
+    if not per_seed:
+        return None
+    first = per_seed[0]
+    return first.get("grad_scale_factor", first.get("grad_scale"))
 
 
 def _evaluate(payload: dict, start: float) -> dict:
@@ -63,7 +73,7 @@ def _train_seeds(loss, constants, cfg, payload: dict, start: float) -> dict:
         result = train(loss, dataclasses.replace(cfg, seed=seed), constants=constants)
         first = first or result
         per_seed.append({"seed": seed, "acc": result.best_val_acc, "diverged": result.diverged,
-                         "reason": result.reason, "grad_scale": result.grad_scale,
+                         "reason": result.reason, "grad_scale_factor": result.grad_scale_factor,
                          "order_digest": result.order_digest})
         if result.diverged:
             first = result
