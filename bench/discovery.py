@@ -149,6 +149,8 @@ def seed_noise(fidelity: Path = FIDELITY, variant: str = "ce", groups=("catalogu
     """(sd, n): the median, over the fidelity study's CE-like losses, of the standard deviation across
     seeds of one seed's paired difference to CE at the last rung's budget (64 steps, seeds 0-2, the
     search's gradient scale): how far one seed moves a candidate's fitness when nothing about it changes."""
+    from nlfs import stats
+
     losses = {e["id"]: e for e in json.loads(Path(f"{fidelity}_losses.json").read_text())}
     ce = next(i for i, e in losses.items() if e["name"] == "CE")
     acc = {}
@@ -156,12 +158,12 @@ def seed_noise(fidelity: Path = FIDELITY, variant: str = "ce", groups=("catalogu
         for r in csv.DictReader(fh):
             if r["variant"] == variant and r["level"] in ("s64", "s64x3"):  # s64x3 holds seeds 1 and 2
                 acc[(int(r["loss_id"]), int(r["seed"]))] = float(r["acc"])
-    sds = []
+    differences = []
     for i, e in losses.items():
         diffs = [acc[(i, s)] - acc[(ce, s)] for s in range(3) if (i, s) in acc and (ce, s) in acc]
         if i != ce and e["group"] in groups and len(diffs) == 3:
-            sds.append(statistics.stdev(diffs))
-    return statistics.median(sds), len(sds)
+            differences.append(diffs)
+    return stats.seed_noise(differences)
 
 
 # -------------------------------------------------------------------------------------------- report

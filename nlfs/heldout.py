@@ -79,8 +79,8 @@ def table(settings: dict[str, dict[str, dict[int, float]]], finalists: list[str]
                 t = _stats.paired_by_key(acc[f], acc[b])
                 keys = sorted(set(acc[f]) & set(acc[b]))
                 rows.append(dict(setting=setting, finalist=f, baseline=b, n=t.n,
-                                 finalist_mean=_mean([acc[f][k] for k in keys]),
-                                 baseline_mean=_mean([acc[b][k] for k in keys]), mean_diff=t.mean_diff,
+                                 finalist_mean=_stats.mean([acc[f][k] for k in keys]),
+                                 baseline_mean=_stats.mean([acc[b][k] for k in keys]), mean_diff=t.mean_diff,
                                  ci_low=t.ci_low, ci_high=t.ci_high, d_z=t.d_z, d_z_low=t.d_z_low,
                                  d_z_high=t.d_z_high, wins=t.wins, losses=t.losses, p_t=t.p_t, p_w=t.p_w))
     for key in ("p_t", "p_w"):
@@ -89,10 +89,6 @@ def table(settings: dict[str, dict[str, dict[int, float]]], finalists: list[str]
     for r in rows:
         r["beats"] = bool(r["mean_diff"] > 0 and math.isfinite(r["p_t_holm"]) and r["p_t_holm"] < alpha)
     return rows
-
-
-def _mean(xs: list[float]) -> float:
-    return sum(xs) / len(xs) if xs else math.nan
 
 
 def write_csv(path: str | Path, rows: list[dict]) -> None:

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from .._io import atomic_write
+from ..stats import mean
 from ._rows import summary_counts
 
 
@@ -86,7 +87,16 @@ def baseline_accuracy(rows: list[dict], rung: int) -> float | None:
                 and r.get("fidelity") and r.get("stage") != TARGET_STAGE), None)
     accs = [r["fitness"] for r in rows if r["status"] == "baseline" and r.get("fitness") is not None
             and (fid is None or r.get("fidelity") == fid) and (fid is not None or _rung(r) == rung)]
-    return sum(accs) / len(accs) if accs else None
+    return mean(accs, empty=None)
+
+
+def _trained_seeds(r: dict) -> list[dict]:
+    return [s for s in (r.get("result") or {}).get("seeds", []) if not s.get("diverged")]
+
+
+def _paired(seeds: list[dict]) -> list[float]:
+    """One paired difference to CE per seed (the seeds that have one)."""
+    return [s["paired"] for s in seeds if s.get("paired") is not None]
 
 
 def seed_stats(r: dict) -> dict:
@@ -96,8 +106,8 @@ def seed_stats(r: dict) -> dict:
 
     from ..stats import paired_test
 
-    seeds = [s for s in (r.get("result") or {}).get("seeds", []) if not s.get("diverged")]
-    paired = [s["paired"] for s in seeds if s.get("paired") is not None]
+    seeds = _trained_seeds(r)
+    paired = _paired(seeds)
     ci = None
     if len(paired) > 1:
         t = paired_test(paired, [0.0] * len(paired))
@@ -130,19 +140,20 @@ def chance_lead(rows: list[dict], rung: int, normalise: bool | None = None) -> d
     candidates, ``few`` when under ``FEW_FOR_NOISE``."""
     import statistics
 
-    from ..stats import chance_best_paired
+    from ..stats import chance_best_paired, seed_noise
 
     at = [r for r in trained_ok(latest_rows(rows)) if _rung(r) == rung]
     stats = [seed_stats(r) for r in at]
-    noisy = [s["paired_sd"] for r, s in zip(at, stats) if s["paired_sd"] is not None and s["paired_sd"] > 0
-             and (normalise is None or catalogue_twin(r, normalise) != "CE")]
+    noisy = [_paired(_trained_seeds(r)) for r, s in zip(at, stats) if s["paired_sd"] is not None
+             and s["paired_sd"] > 0 and (normalise is None or catalogue_twin(r, normalise) != "CE")]
     if len(stats) < 2 or not noisy:
         return None
-    sd, seeds = statistics.median(noisy), round(statistics.median(s["seeds"] for s in stats if s["seeds"]))
+    sd, noise_from = seed_noise(noisy)
+    seeds = round(statistics.median(s["seeds"] for s in stats if s["seeds"]))
     low, high = chance_best_paired(len(stats), sd, seeds)
     return {"rung": rung, "candidates": len(stats), "seeds": seeds, "seed_sd": sd,
-            "expected_best": low, "expected_best_independent": high, "noise_from": len(noisy),
-            "few": len(noisy) < FEW_FOR_NOISE}
+            "expected_best": low, "expected_best_independent": high, "noise_from": noise_from,
+            "few": noise_from < FEW_FOR_NOISE}
 
 
 _TWINS: dict = {}
@@ -445,7 +456,7 @@ def target_results(rows: list[dict]) -> dict:
               and b["seed"] in {s["seed"] for s in (r.get("result") or {}).get("seeds", [])}]
         out[r.get("candidate") or r["id"]] = {
             "id": r["id"], "status": r["status"], "reason": r.get("reason") or "", "seeds": st["seeds"],
-            "accuracy": st["accuracy"], "ce_accuracy": sum(ce) / len(ce) if ce else None,
+            "accuracy": st["accuracy"], "ce_accuracy": mean(ce, empty=None),
             "paired": st["paired"], "paired_ci": st["paired_ci"]}
     return out
 
