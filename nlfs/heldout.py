@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from . import stats as _stats
-from ._cli import ArgumentParser, fraction, run_main
+from ._cli import ArgumentParser, fraction, run_main, split_losses
 
 COLUMNS = ["setting", "finalist", "baseline", "n", "finalist_mean", "baseline_mean", "mean_diff", "ci_low",
            "ci_high", "d_z", "d_z_low", "d_z_high", "wins", "losses", "p_t", "p_w", "p_t_holm", "p_w_holm",
@@ -152,8 +152,8 @@ def _main(argv=None) -> int:
         settings[name] = read_accuracies(path)
     if bool(args.finalists) == bool(args.from_dir):
         parser.error("give --finalists LABEL,... or --from DIR (one of them)")
-    finalists = _labels(args.finalists) if args.finalists else finalists_from(args.from_dir)
-    baselines = _labels(args.baselines)
+    finalists = split_losses(args.finalists) if args.finalists else finalists_from(args.from_dir)
+    baselines = split_losses(args.baselines)
     present = sorted({label for acc in settings.values() for label in acc})
     # the default baselines need not all be there (one must); a label given by hand must be
     checked = [("--finalists" if args.finalists else f"--from {args.from_dir}", finalists)]
@@ -172,10 +172,6 @@ def _main(argv=None) -> int:
     Path(f"{args.out}.md").write_text(markdown(rows, args.alpha, regimes))
     print(markdown(rows, args.alpha, regimes), end="")
     return 0
-
-
-def _labels(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
 
 
 if __name__ == "__main__":

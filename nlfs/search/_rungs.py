@@ -18,8 +18,6 @@ ones and reuses the results of the rung below.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 
 TRAIN_KEYS = ("train_size", "epochs", "steps", "val_size", "batch_size")
@@ -43,8 +41,9 @@ class Rung:
     @property
     def fidelity(self) -> str:
         """A key for the training budget alone: rungs (and CE baselines) with equal keys share seeds."""
-        text = json.dumps({k: self.train.get(k) for k in TRAIN_KEYS}, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        from ..train import training_key
+
+        return training_key({k: self.train.get(k) for k in TRAIN_KEYS}, length=12)
 
     def describe(self) -> str:
         parts = [f"{k}={self.train[k]}" for k in TRAIN_KEYS if self.train.get(k) is not None]

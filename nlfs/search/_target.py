@@ -13,8 +13,6 @@ report shows says whether it was measured at a screening rung (a proxy lead) or 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 
 from ._rungs import TRAIN_KEYS
@@ -41,9 +39,9 @@ class Target:
     @property
     def fidelity(self) -> str:
         """A key for this training budget and regime: CE baselines with equal keys are shared."""
-        text = json.dumps({"target": {k: self.train.get(k) for k in (*TRAIN_KEYS, *REGIME_KEYS)}},
-                          sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        from ..train import training_key
+
+        return training_key({"target": {k: self.train.get(k) for k in (*TRAIN_KEYS, *REGIME_KEYS)}}, length=12)
 
     def describe(self) -> str:
         t = self.train
