@@ -57,6 +57,7 @@ def finalists(elimination: Path, out: Path) -> list[dict]:
     """Name the elimination's survivors ``FoundFM1..`` with the constants and gradient scale they were
     trained with; the file has nlfs/found_losses.json's format (``nlfs.transfer --losses-file``)."""
     saved = json.loads(elimination.read_text())
+    from nlfs.losses import stored_class_reduction
     from nlfs.stats import format_mean_std
 
     entries = []
@@ -64,7 +65,7 @@ def finalists(elimination: Path, out: Path) -> list[dict]:
         diff = format_mean_std(s["paired_diff"], s["paired_sd"], scale=100, sign=True)
         entries.append({
             "name": f"{PREFIX}{i}", "expression": s["expression"], "constants": s["constants"],
-            "reduction": s["reduction"], "scale": s["scale"],
+            "class_reduction": stored_class_reduction(s), "scale": s["scale"],
             "provenance": {"search_run": s["run"], "candidate": s["label"],
                            "tuned_from": s.get("tuned_from"),
                            "elimination": f"{diff} pp vs CE "
@@ -148,6 +149,8 @@ def seed_noise(fidelity: Path = FIDELITY, variant: str = "ce", groups=("catalogu
     """(sd, n): the median, over the fidelity study's CE-like losses, of the standard deviation across
     seeds of one seed's paired difference to CE at the last rung's budget (64 steps, seeds 0-2, the
     search's gradient scale): how far one seed moves a candidate's fitness when nothing about it changes."""
+    from nlfs import stats
+
     losses = {e["id"]: e for e in json.loads(Path(f"{fidelity}_losses.json").read_text())}
     ce = next(i for i, e in losses.items() if e["name"] == "CE")
     acc = {}
@@ -155,12 +158,12 @@ def seed_noise(fidelity: Path = FIDELITY, variant: str = "ce", groups=("catalogu
         for r in csv.DictReader(fh):
             if r["variant"] == variant and r["level"] in ("s64", "s64x3"):  # s64x3 holds seeds 1 and 2
                 acc[(int(r["loss_id"]), int(r["seed"]))] = float(r["acc"])
-    sds = []
+    differences = []
     for i, e in losses.items():
         diffs = [acc[(i, s)] - acc[(ce, s)] for s in range(3) if (i, s) in acc and (ce, s) in acc]
         if i != ce and e["group"] in groups and len(diffs) == 3:
-            sds.append(statistics.stdev(diffs))
-    return statistics.median(sds), len(sds)
+            differences.append(diffs)
+    return stats.seed_noise(differences)
 
 
 # -------------------------------------------------------------------------------------------- report

@@ -107,7 +107,7 @@ def _row(job, out) -> dict:
     r = out["result"]
     return dict(loss_id=loss["id"], variant=variant, level=level, seed=seed,
                 acc=0.0 if r["diverged"] else r["best_val_acc"], diverged=int(r["diverged"]),
-                grad_scale=r["grad_scale"], wall_s=out["wall_time"], reason=r["reason"][:120])
+                grad_scale=r["grad_scale_factor"], wall_s=out["wall_time"], reason=r["reason"][:120])
 
 
 def _key(row) -> tuple:

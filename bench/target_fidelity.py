@@ -106,7 +106,7 @@ def train_one(loss: dict, level: str, seed: int, dataset: str, epochs: int) -> d
               constants=loss.get("constants"))
     return dict(loss_id=loss["id"], variant=VARIANT, level=level, seed=seed,
                 acc=0.0 if r.diverged else r.best_val_acc, diverged=int(r.diverged),
-                grad_scale=r.grad_scale, wall_s=time.perf_counter() - t0, reason=r.reason[:120],
+                grad_scale=r.grad_scale_factor, wall_s=time.perf_counter() - t0, reason=r.reason[:120],
                 history=[[int(s), float(a)] for s, a in r.history])
 
 

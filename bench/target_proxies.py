@@ -92,7 +92,7 @@ def _first_step(loss: dict, cfg):
     from nlfs.train import train
 
     r = train(loss["expression"], dataclasses.replace(cfg, stop_step=1), constants=loss.get("constants"))
-    return r.grad_scale, r.train_size // r.batch_size
+    return r.grad_scale_factor, r.train_size // r.batch_size
 
 
 def ce_checkpoint(losses: list[dict], name: str, seed: int, dataset: str, epochs: int,
@@ -119,7 +119,7 @@ def ce_checkpoint(losses: list[dict], name: str, seed: int, dataset: str, epochs
             raise RuntimeError(f"CE's checkpoint for {name} seed {seed} diverged: {r.reason}")
         os.replace(tmp, path)
         return path, dict(loss_id=ce["id"], variant=tf.VARIANT, level=tf.checkpoint_level(name), seed=seed,
-                          acc=r.best_val_acc, diverged=0, grad_scale=r.grad_scale,
+                          acc=r.best_val_acc, diverged=0, grad_scale=r.grad_scale_factor,
                           wall_s=time.perf_counter() - t0, reason="")
 
 
@@ -134,7 +134,7 @@ def train_one(loss: dict, name: str, seed: int, dataset: str, epochs: int, check
     t0 = time.perf_counter()
     if start is None:
         r = train(loss["expression"], cfg, constants=loss.get("constants"))
-        factor = r.grad_scale
+        factor = r.grad_scale_factor
     else:
         factor, spe = _first_step(loss, cfg)
         scaled = _Scaled(nlfs.Loss(loss["expression"], constants=loss.get("constants")), factor)

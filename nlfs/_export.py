@@ -67,7 +67,7 @@ def to_sympy(loss, constants: dict[str, float] | None = None):
 
 def _doc(spec: LossSpec, values: dict[str, float], extra: str = "") -> str:
     lines = [formula(spec, values, digits=None)]
-    over = "mean over classes" if spec.reduction == "element_mean" else "sum over classes"
+    over = "mean over classes" if spec.class_reduction == "element_mean" else "sum over classes"
     lines.append(f"{over}; y = target, p = softmax(logits).")
     if spec.source:
         lines.append(f"Source: {spec.source}")
@@ -89,7 +89,7 @@ def standalone_source(losses, title: str = "") -> str:
         loss, extra = item if isinstance(item, tuple) else (item, "")
         spec, values = resolve(loss)
         _refuse_module_options(loss)
-        entries.append((name or spec.name, simplified(loss, scaled=True), spec.reduction,
+        entries.append((name or spec.name, simplified(loss, scaled=True), spec.class_reduction,
                         _doc(spec, values, extra)))
     return module_source(entries, title)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 import weakref
 
 import torch
@@ -13,7 +14,7 @@ from .backends import FusedLossFunction, TorchKernel, loss_dtype, may_overwrite_
 from .expr import NUM_LIMIT, Expr, lower
 from .losses import resolve_spec
 
-_REDUCTIONS = ("mean", "sum", "none")
+_SAMPLE_REDUCTIONS = ("mean", "sum", "none")
 
 
 class Loss(nn.Module):
@@ -28,8 +29,9 @@ class Loss(nn.Module):
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` over samples, as in ``nn.CrossEntropyLoss``.
         constants: values for named constants, overriding the catalogue defaults (finite numbers
             within float32's range, as numbers in expressions; else ``ValueError``).
-        reduction_kind: ``"class_sum"`` or ``"element_mean"``: how the elementwise expression is
-            reduced over classes (the catalogue entry's own by default, else ``class_sum``).
+        class_reduction: ``"class_sum"`` or ``"element_mean"``: how the elementwise expression is
+            combined over classes (the catalogue entry's own by default, else ``class_sum``);
+            ``reduction_kind``, its old name, is accepted with a DeprecationWarning.
         weight: a (C,) tensor of class weights, as PyTorch applies them (see below).
         ignore_index: class-index targets with this value are skipped: no loss, no gradient, not
             counted by ``mean``.
@@ -58,15 +60,20 @@ class Loss(nn.Module):
     """
 
     def __init__(self, loss="CE", backend: str = "auto", reduction: str = "mean",
-                 constants: dict[str, float] | None = None, reduction_kind: str | None = None,
+                 constants: dict[str, float] | None = None, class_reduction: str | None = None,
                  check_finite: bool = False, grad_in_logits: bool = False, *,
-                 weight: torch.Tensor | None = None, ignore_index: int = -100, label_smoothing: float = 0.0):
+                 weight: torch.Tensor | None = None, ignore_index: int = -100, label_smoothing: float = 0.0,
+                 reduction_kind: str | None = None):
         super().__init__()
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        if reduction not in _SAMPLE_REDUCTIONS:
+            raise ValueError(f"reduction must be one of {_SAMPLE_REDUCTIONS}, got {reduction!r}")
         if not (isinstance(label_smoothing, (int, float)) and 0.0 <= label_smoothing <= 1.0):
             raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
-        self.spec = resolve_spec(loss, reduction_kind)
+        if reduction_kind is not None:
+            warnings.warn("Loss(reduction_kind=...) is deprecated: pass class_reduction", DeprecationWarning,
+                          stacklevel=2)
+            class_reduction = reduction_kind
+        self.spec = resolve_spec(loss, class_reduction)
         values = dict(self.spec.constants)
         for k, v in (constants or {}).items():
             if k not in self.spec.expr.constants:
@@ -77,7 +84,7 @@ class Loss(nn.Module):
             raise ValueError(f"no value for constants {missing} of {self.spec.expr}; "
                              f"pass constants={{...}}")
         # The scale rides inside the program, so every backend folds it into the loss and gradient.
-        self.program = lower(self.spec.scaled_expr, self.spec.reduction, self.spec.expr.constants)
+        self.program = lower(self.spec.scaled_expr, self.spec.class_reduction, self.spec.expr.constants)
         if not {"p", "logp", "z"} & self.program.leaves:
             raise ValueError(f"{self.spec.expr} does not read the prediction (p, z or log(p)): its gradient "
                              "is 0 for every input")
@@ -147,7 +154,7 @@ class Loss(nn.Module):
         extra += "" if self.ignore_index == -100 else f", ignore_index={self.ignore_index}"
         extra += "" if self.label_smoothing == 0.0 else f", label_smoothing={self.label_smoothing:g}"
         return (f"{self.spec.name!r}: {self.spec.expr}{scale}, reduction={self.reduction!r}, "
-                f"over classes={self.spec.reduction!r}, backend={self.backend_name!r}{extra}")
+                f"over classes={self.spec.class_reduction!r}, backend={self.backend_name!r}{extra}")
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_not_overwritten(logits)
@@ -227,7 +234,7 @@ class Loss(nn.Module):
         if ref is None:
             ref = self._kernels["torch-reference"] = TorchKernel(self.program)
         f = ref.elementwise(z, y, self.constants) * w.to(device=z.device, dtype=w_dtype(z))
-        return f.mean(dim=1) if self.program.reduction == "element_mean" else f.sum(dim=1)
+        return f.mean(dim=1) if self.program.class_reduction == "element_mean" else f.sum(dim=1)
 
 
 def w_dtype(z: torch.Tensor) -> torch.dtype:

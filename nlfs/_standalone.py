@@ -189,14 +189,14 @@ def module_source(losses: list[tuple[str, Expr, str, str]], title: str = "") -> 
     out += ["# ---- the losses ----", ""]
     taken = {helper_name(op) for op in OPS | CLASS_OPS} | {"torch", "MAXV", "LOSSES", "y", "p", "z", "C", "log_p"}
     names: list[tuple[str, str]] = []
-    for name, expr, reduction, doc in losses:
+    for name, expr, class_reduction, doc in losses:
         fn = _identifier(name, taken)
         names.append((name, fn))
         lines, text = _body(expr)
         doc = doc.replace("\\", "\\\\").replace('"""', "'''")
         out += [f"def {fn}(logits, target, reduction=\"mean\"):", f'    """{doc}"""',
                 "    y, p, log_p, z, C = _leaves(logits, target)", *lines, f"    f = {text}",
-                f"    return _reduce(f, z, {reduction!r}, reduction)", "", ""]
+                f"    return _reduce(f, z, {class_reduction!r}, reduction)", "", ""]
     out.append("LOSSES = {" + ", ".join(f"{n!r}: {fn}" for n, fn in names) + "}")
     return "\n".join(out) + "\n"
 

@@ -24,7 +24,7 @@ tuned loss entering beside the candidate it came from when its constants changed
 leaves out published losses in disguise (a warm-started search's best is often CE itself).
 
 Every (candidate, round, seed) training is a row of the ``elimination`` table in ``DIR/run.db``,
-keyed by the exact training it was (expression, constants, reduction, training config), so a killed
+keyed by the exact training it was (expression, constants, class reduction, training config), so a killed
 elimination resumes without training a finished pair again. The survivors, with mean ± std
 validation accuracy per round beside cross-entropy's and their paired difference to it (same seeds),
 go to ``DIR/elimination.md`` and stdout; ``DIR/elimination.json`` holds every score per seed, and
@@ -73,7 +73,7 @@ PRESETS = {
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS elimination (
-    key TEXT PRIMARY KEY,        -- hash of (expression, constants, reduction, training config)
+    key TEXT PRIMARY KEY,        -- hash of (expression, constants, class reduction, training config)
     candidate TEXT NOT NULL,     -- 'CE' or '#<evaluation id>'
     eval_id INTEGER,
     expression TEXT NOT NULL,
@@ -161,10 +161,10 @@ class Protocol:
         return cls(rounds, int(pool), int(first_seed), bool(target))
 
 
-def _key(expression: str, constants: dict, reduction: str, train: dict, scale: float = 1.0) -> str:
+def _key(expression: str, constants: dict, class_reduction: str, train: dict, scale: float = 1.0) -> str:
     from .train import training_key
 
-    loss = [expression, sorted((constants or {}).items()), reduction]
+    loss = [expression, sorted((constants or {}).items()), class_reduction]
     if scale != 1.0:  # a fixed factor changes the training (tables written before it keep their keys)
         loss.append(scale)
     return training_key([*loss, train])
@@ -202,7 +202,7 @@ class Elimination:
         if "scale" not in {r[1] for r in self.db.conn.execute("PRAGMA table_info(elimination)")}:
             self.db.conn.execute("ALTER TABLE elimination ADD COLUMN scale REAL")  # tables before scale
         scfg = search_config(self.db.get_meta("config") or {})
-        self.reduction = scfg.reduction
+        self.class_reduction = scfg.class_reduction
         self.base = train_config or scfg.train_config()
         self.protocol = protocol
         self.target = None  # the run's target regime, when the last round trains in it
@@ -324,6 +324,7 @@ class Elimination:
         under its one name, with the expression, constants, class reduction and gradient scale it was
         trained with, and where it comes from. ``nlfs.transfer --losses-file`` / ``--from DIR`` and
         ``nlfs.heldout --from DIR`` read it; ``nlfs.losses.register_file`` registers it."""
+        from .losses import stored_class_reduction
         from .search import training_regime
 
         last = len(record["rounds"])
@@ -331,7 +332,7 @@ class Elimination:
         for s in record["survivors"]:
             n = len(s["scores"].get(str(last), {}))
             out.append({"name": s["label"], "expression": s["expression"], "constants": s["constants"],
-                        "reduction": s["reduction"], "scale": s["scale"],
+                        "class_reduction": stored_class_reduction(s), "scale": s["scale"],
                         "provenance": {"search_run": s["run"], "candidate": s["label"],
                                        "tuned_from": s.get("tuned_from"),
                                        "elimination": f"{_pp(s['paired_diff'], s.get('paired_ci'))} vs CE "
@@ -353,7 +354,7 @@ class Elimination:
             diff, sd = _vs_ce(scores, c["label"], last)
             factors = sorted(self.scales.get(c["label"], []))
             return {"label": c["label"], "run": c.get("run"), "id": c["id"], "expression": c["expression"],
-                    "constants": c.get("constants") or {}, "reduction": self.reduction,
+                    "constants": c.get("constants") or {}, "class_reduction": self.class_reduction,
                     "search_fitness": c["fitness"], "tuned_from": c.get("tuned_from"),
                     # the loss's one scale, as the search (or tuning) exported it: with grad_scale "ce"
                     # every training measures its own factor (their median below), none of them "the" loss's
@@ -369,7 +370,7 @@ class Elimination:
 
         return {"base": self.base.to_dict(), "regime": training_regime(self.base),
                 "sources": [str(d) for d in self.sources], "tuned": self.tuned,
-                "reduction": self.reduction, "rounds": result["rounds"], "ce": per_seed("CE"),
+                "class_reduction": self.class_reduction, "rounds": result["rounds"], "ce": per_seed("CE"),
                 "survivors": [survivor(c) for c in result["survivors"]], "pool": pool}
 
     def _run_jobs(self, executor, jobs, rnd_i, rnd, scores):
@@ -385,14 +386,14 @@ class Elimination:
         for cand, seed in jobs:
             cfg = round_config(self.base, rnd, seed)
             train = cfg.to_dict()
-            reduction = "class_sum" if cand["label"] == "CE" else self.reduction
-            key = _key(cand["expression"], cand.get("constants") or {}, reduction, train, self._fixed_scale(cand))
+            class_reduction = "class_sum" if cand["label"] == "CE" else self.class_reduction
+            key = _key(cand["expression"], cand.get("constants") or {}, class_reduction, train, self._fixed_scale(cand))
             hit = self._done(key)
             if hit is not None:
                 note(cand, seed, _value(hit[0], hit[1]), hit[2])
                 continue
             payload = {"expression": cand["expression"], "constants": cand.get("constants") or {},
-                       "reduction": reduction, "train": train, "rejection": False, "name": cand["label"],
+                       "class_reduction": class_reduction, "train": train, "rejection": False, "name": cand["label"],
                        "scale": self._fixed_scale(cand)}
             pending.append(((key, cand, seed, cfg), payload))
         for (key, cand, seed, cfg), out in run_jobs(executor, pending):
@@ -462,8 +463,9 @@ def _tuned_candidates(run_dir: Path, prefix: str) -> list[dict]:
 
 def _scale_of(out: dict, fixed: float = 1.0):
     """The factor the training put on the loss: its fixed scale times the factor the trainer measured."""
-    per = out.get("per_seed") or []
-    factor = per[0].get("grad_scale") if per else None
+    from .search import grad_scale_factor_of
+
+    factor = grad_scale_factor_of(out.get("per_seed") or [])
     return None if factor is None else fixed * factor
 
 

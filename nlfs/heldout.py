@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from . import stats as _stats
-from ._cli import ArgumentParser, fraction, run_main
+from ._cli import ArgumentParser, fraction, run_main, split_losses
 
 COLUMNS = ["setting", "finalist", "baseline", "n", "finalist_mean", "baseline_mean", "mean_diff", "ci_low",
            "ci_high", "d_z", "d_z_low", "d_z_high", "wins", "losses", "p_t", "p_w", "p_t_holm", "p_w_holm",
@@ -81,8 +81,8 @@ def table(settings: dict[str, dict[str, dict[int, float]]], finalists: list[str]
                 t = _stats.paired_by_key(acc[f], acc[b])
                 keys = sorted(set(acc[f]) & set(acc[b]))
                 rows.append(dict(setting=setting, finalist=f, baseline=b, n=t.n,
-                                 finalist_mean=_mean([acc[f][k] for k in keys]),
-                                 baseline_mean=_mean([acc[b][k] for k in keys]), mean_diff=t.mean_diff,
+                                 finalist_mean=_stats.mean([acc[f][k] for k in keys]),
+                                 baseline_mean=_stats.mean([acc[b][k] for k in keys]), mean_diff=t.mean_diff,
                                  ci_low=t.ci_low, ci_high=t.ci_high, d_z=t.d_z, d_z_low=t.d_z_low,
                                  d_z_high=t.d_z_high, wins=t.wins, losses=t.losses, p_t=t.p_t, p_w=t.p_w))
     for key in ("p_t", "p_w"):
@@ -91,10 +91,6 @@ def table(settings: dict[str, dict[str, dict[int, float]]], finalists: list[str]
     for r in rows:
         r["beats"] = bool(r["mean_diff"] > 0 and math.isfinite(r["p_t_holm"]) and r["p_t_holm"] < alpha)
     return rows
-
-
-def _mean(xs: list[float]) -> float:
-    return sum(xs) / len(xs) if xs else math.nan
 
 
 def write_csv(path: str | Path, rows: list[dict]) -> None:
@@ -158,8 +154,8 @@ def _main(argv=None) -> int:
         settings[name] = read_accuracies(path)
     if bool(args.finalists) == bool(args.from_dir):
         parser.error("give --finalists LABEL,... or --from DIR (one of them)")
-    finalists = _labels(args.finalists) if args.finalists else finalists_from(args.from_dir)
-    baselines = _labels(args.baselines)
+    finalists = split_losses(args.finalists) if args.finalists else finalists_from(args.from_dir)
+    baselines = split_losses(args.baselines)
     present = sorted({label for acc in settings.values() for label in acc})
     # the default baselines need not all be there (one must); a label given by hand must be
     checked = [("--finalists" if args.finalists else f"--from {args.from_dir}", finalists)]
@@ -178,10 +174,6 @@ def _main(argv=None) -> int:
     Path(f"{args.out}.md").write_text(markdown(rows, args.alpha, regimes))
     print(markdown(rows, args.alpha, regimes), end="")
     return 0
-
-
-def _labels(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
 
 
 if __name__ == "__main__":

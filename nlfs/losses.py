@@ -1,6 +1,6 @@
 """The catalogue of published losses, and ``register`` to add any loss by string.
 
-Every entry is an expression over ``y`` (target) and ``p`` (softmax) with its reduction and default
+Every entry is an expression over ``y`` (target) and ``p`` (softmax) with its class reduction and default
 constants. NCE+RCE also sums over the classes inside the loss (``sum_classes``), so only the torch backend
 runs it (``backend="auto"`` picks it; ``elementwise()`` lists the others). NeuroLoss1-3 and the inverse
 Bessel logarithm loss are absent: their formulas appear only in the papers' PDFs; add them with
@@ -12,18 +12,20 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from .expr import REDUCTIONS, Expr, parse
+from .expr import CLASS_REDUCTIONS, Expr, parse
 
 
 @dataclass(frozen=True)
 class LossSpec:
     name: str
     expr: Expr
-    reduction: str = "class_sum"
+    class_reduction: str = "class_sum"  # how f(y, p) combines over classes: class_sum | element_mean
     constants: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     source: str = ""
     # A positive factor on the whole loss (so on its gradient): a search that puts candidates on
@@ -38,7 +40,7 @@ class LossSpec:
 
     def __reduce__(self):
         # MappingProxyType does not pickle; a spec must, to reach worker processes (transfer --workers)
-        return (_spec, (self.name, self.expr, self.reduction, dict(self.constants), self.source, self.scale))
+        return (_spec, (self.name, self.expr, self.class_reduction, dict(self.constants), self.source, self.scale))
 
     @property
     def text(self) -> str:
@@ -58,8 +60,8 @@ class LossSpec:
         return self.expr if self.scale == 1.0 else Expr("mul", (Expr.num(float(self.scale)), self.expr))
 
 
-def _spec(name, expr, reduction, constants, source, scale) -> LossSpec:
-    return LossSpec(name, expr, reduction, MappingProxyType(constants), source, scale)
+def _spec(name, expr, class_reduction, constants, source, scale) -> LossSpec:
+    return LossSpec(name, expr, class_reduction, MappingProxyType(constants), source, scale)
 
 
 _CATALOGUE: dict[str, LossSpec] = {}
@@ -70,17 +72,23 @@ def _key(name: str) -> str:
     return name.lower().replace("-", "_").replace(" ", "_")
 
 
-def register(name: str, text: str | Expr, reduction: str = "class_sum",
+def register(name: str, text: str | Expr, class_reduction: str = "class_sum",
              constants: dict[str, float] | None = None, source: str = "",
-             aliases: tuple[str, ...] = (), overwrite: bool = False, scale: float = 1.0) -> LossSpec:
+             aliases: tuple[str, ...] = (), overwrite: bool = False, scale: float = 1.0,
+             *, reduction: str | None = None) -> LossSpec:
     """Add a loss to the catalogue from a string (or expression).
 
-    ``reduction`` is ``class_sum`` (sum over classes, mean over samples) or ``element_mean``
+    ``class_reduction`` is ``class_sum`` (sum over classes, mean over samples) or ``element_mean``
     (mean over all N*C elements). ``constants`` gives a default for every named constant.
-    ``scale`` multiplies the whole loss (a found loss's gradient-scale factor).
+    ``scale`` multiplies the whole loss (a found loss's gradient-scale factor). ``reduction`` is the
+    old name of ``class_reduction`` (as in the exports of older runs): accepted with a DeprecationWarning.
     """
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if reduction is not None:
+        warnings.warn("register(..., reduction=...) is deprecated: the class reduction is now called "
+                      "class_reduction", DeprecationWarning, stacklevel=2)
+        class_reduction = reduction
+    if class_reduction not in CLASS_REDUCTIONS:
+        raise ValueError(f"class_reduction must be one of {CLASS_REDUCTIONS}, got {class_reduction!r}")
     expr = parse(text) if isinstance(text, str) else text
     if not isinstance(expr, Expr):
         raise TypeError(f"text must be a string or Expr, got {type(text).__name__}")
@@ -92,7 +100,7 @@ def register(name: str, text: str | Expr, reduction: str = "class_sum",
     if unused:
         raise ValueError(f"loss {name!r}: constants {sorted(unused)} do not occur in {expr}")
     key = _key(name)
-    spec = LossSpec(name, expr, reduction, MappingProxyType(constants), source, float(scale))
+    spec = LossSpec(name, expr, class_reduction, MappingProxyType(constants), source, float(scale))
     taken = _CATALOGUE.get(_ALIASES.get(key, key))
     if taken is not None and not overwrite:
         if same_loss(taken, spec):
@@ -107,8 +115,14 @@ def register(name: str, text: str | Expr, reduction: str = "class_sum",
 
 def same_loss(a: LossSpec, b: LossSpec) -> bool:
     """The same loss as trained: expression, class reduction, constants and scale."""
-    return (str(a.expr) == str(b.expr) and a.reduction == b.reduction and dict(a.constants) == dict(b.constants)
-            and float(a.scale) == float(b.scale))
+    return (str(a.expr) == str(b.expr) and a.class_reduction == b.class_reduction
+            and dict(a.constants) == dict(b.constants) and float(a.scale) == float(b.scale))
+
+
+def stored_class_reduction(entry: Mapping, default: str = "class_sum") -> str:
+    """The class reduction a stored loss, payload or configuration names: its ``class_reduction``, or
+    ``reduction`` as files written before the rename call it, or ``default``."""
+    return entry.get("class_reduction") or entry.get("reduction") or default
 
 
 def unknown_loss(name: str) -> str:
@@ -140,7 +154,7 @@ def get(name: str) -> LossSpec:
 _VARIABLES = ("y", "p", "z", "C")
 
 
-def resolve_spec(loss, reduction_kind: str | None = None) -> LossSpec:
+def resolve_spec(loss, class_reduction: str | None = None) -> LossSpec:
     """A catalogue name, an expression string, an Expr or a LossSpec -> LossSpec. A bare word that is
     neither a catalogue name nor a variable (``NGLL``) is an unknown loss, not an expression made of
     one constant."""
@@ -158,8 +172,8 @@ def resolve_spec(loss, reduction_kind: str | None = None) -> LossSpec:
     else:
         raise TypeError(f"loss must be a name, an expression string, an Expr or a LossSpec, "
                         f"got {type(loss).__name__}")
-    if reduction_kind is not None and reduction_kind != spec.reduction:
-        spec = LossSpec(spec.name, spec.expr, reduction_kind, spec.constants, spec.source, spec.scale)
+    if class_reduction is not None and class_reduction != spec.class_reduction:
+        spec = LossSpec(spec.name, spec.expr, class_reduction, spec.constants, spec.source, spec.scale)
     return spec
 
 
@@ -204,7 +218,7 @@ register("Poly1", "-y * log(p) + epsilon * y * (1 - p)", constants={"epsilon": 2
 register("Baikal", "-(log(p + 1e-7) - y / (p + 1e-7))",
          source="Gonzalez & Miikkulainen, GLO, arXiv 1905.11528 "
                 "(OUStudent/NeuralLossFunctionEvolution final_loss_testing.py)")
-register("NGL", "exp(alpha - p - p * y) - cos(cos(sin(p)))", reduction="element_mean",
+register("NGL", "exp(alpha - p - p * y) - cos(cos(sin(p)))", class_reduction="element_mean",
          constants={"alpha": 2.4092},
          source="Akhmedova & Koerber 2024, arXiv 2404.12948 "
                 "(ZKI-PH-ImageAnalysis/Next-Generation-Loss NGL_torch.py)",
@@ -256,9 +270,10 @@ _FOUND: dict[str, dict] = {}
 
 def read_losses_file(path: str | Path) -> list[dict]:
     """The losses a file lists, as entries in the format of nlfs/found_losses.json ({name, expression,
-    reduction, constants, scale, provenance}). Also read: a survivors file (``finalists.json``, that
-    format), an elimination's ``elimination.json`` (its survivors) and a tuning's ``tuned.json`` (each
-    tuned loss under ``<run>#<id>-tuned``). Anything else: a ValueError in one line."""
+    class_reduction, constants, scale, provenance}; files of older runs say ``reduction``). Also read: a
+    survivors file (``finalists.json``, that format), an elimination's ``elimination.json`` (its survivors)
+    and a tuning's ``tuned.json`` (each tuned loss under ``<run>#<id>-tuned``). Anything else: a
+    ValueError in one line."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -267,12 +282,12 @@ def read_losses_file(path: str | Path) -> list[dict]:
     run = path.resolve().parent.name
     if isinstance(data, dict) and isinstance(data.get("survivors"), list):  # elimination.json
         data = [{"name": s.get("name") or _survivor_label(s, run), "expression": s["expression"],
-                 "constants": s.get("constants") or {}, "reduction": s.get("reduction", "class_sum"),
+                 "constants": s.get("constants") or {}, "class_reduction": stored_class_reduction(s),
                  "scale": s.get("scale", 1.0), "provenance": {"elimination": str(path)}}
                 for s in data["survivors"] if isinstance(s, dict) and "expression" in s]
     elif isinstance(data, list) and data and all(isinstance(t, dict) and "best_constants" in t for t in data):
         data = [{"name": t.get("tuned_name") or loss_label(run, t["id"], tuned=True), "expression": t["expression"],
-                 "constants": t["best_constants"], "reduction": t.get("reduction", "class_sum"),
+                 "constants": t["best_constants"], "class_reduction": stored_class_reduction(t),
                  "scale": t.get("scale", 1.0), "provenance": {"tuned": str(path)}}
                 for t in data if t.get("best_constants") is not None and t.get("expression")]
     ok = isinstance(data, list) and all(isinstance(e, dict) and "name" in e and "expression" in e for e in data)
@@ -297,7 +312,7 @@ def register_file(path: str | Path, overwrite: bool = False) -> list[str]:
     for entry in read_losses_file(path):
         prov = dict(entry.get("provenance") or {})
         source = "; ".join(f"{k}: {v}" for k, v in prov.items()) or f"registered from {path.name}"
-        register(entry["name"], entry["expression"], entry.get("reduction", "class_sum"),
+        register(entry["name"], entry["expression"], stored_class_reduction(entry),
                  entry.get("constants") or {}, source=source, scale=float(entry.get("scale", 1.0)),
                  overwrite=overwrite)
         out.append(entry["name"])

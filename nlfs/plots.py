@@ -50,7 +50,7 @@ def shape(loss, p: np.ndarray, y: float, num_classes: int = 10) -> tuple[np.ndar
                 v = v.clamp(-MAXV, MAXV)
         vals[node] = v
     out = vals[expr]
-    if spec.reduction == "element_mean":
+    if spec.class_reduction == "element_mean":
         out = out / num_classes
     grad = torch.autograd.grad(out.sum(), pt, allow_unused=True)[0] if out.requires_grad else None
     value = out.detach().expand_as(pt).numpy().copy()

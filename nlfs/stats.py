@@ -5,15 +5,24 @@ differences zero) answered with NaN or an exact value instead of a scipy warning
 from __future__ import annotations
 
 import math
+import statistics
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["PairedTest", "chance_best_paired", "expected_max_normal", "format_mean_std", "format_p", "holm",
-           "mean_std", "paired_test", "paired_by_key", "paired_differences", "WILCOXON_EXACT_MAX_N", "WILCOXON_MIN_N"]
+__all__ = ["PairedTest", "chance_best_paired", "expected_max_normal", "format_mean_std", "format_p", "holm", "mean",
+           "mean_std", "paired_test", "paired_by_key", "paired_differences", "seed_noise", "WILCOXON_EXACT_MAX_N",
+           "WILCOXON_MIN_N"]
 
 WILCOXON_MIN_N = 5  # below this the two-sided exact Wilcoxon p-value cannot go under 0.0625 anyway
 WILCOXON_EXACT_MAX_N = 50  # above this the Wilcoxon p-value uses the normal approximation
+
+
+def mean(values: Iterable[float], empty=math.nan):
+    """The arithmetic mean summed left to right (``sum``, not ``math.fsum``: the committed tables were
+    computed so, and the two can differ in the last digit); ``empty`` for no values."""
+    xs = list(values)
+    return sum(xs) / len(xs) if xs else empty
 
 
 def mean_std(values: Iterable[float]) -> tuple[float, float]:
@@ -156,6 +165,14 @@ def paired_by_key(a: Mapping, b: Mapping, wilcoxon_min_n: int = WILCOXON_MIN_N) 
     """``paired_test`` over the keys (e.g. seeds) present in both mappings, in sorted key order."""
     keys = sorted(set(a) & set(b))
     return paired_test([a[k] for k in keys], [b[k] for k in keys], wilcoxon_min_n)
+
+
+def seed_noise(differences: Iterable[Sequence[float]]) -> tuple[float, int]:
+    """(sd, n): how far one seed moves a paired difference when nothing about the loss changes: the
+    median, over ``n`` candidates, of the sample standard deviation across seeds of each one's paired
+    differences to the baseline (candidates with under two seeds left out; NaN and 0 for none)."""
+    sds = [statistics.stdev(d) for d in map(list, differences) if len(d) > 1]
+    return (statistics.median(sds), len(sds)) if sds else (math.nan, 0)
 
 
 def expected_max_normal(n: int, sd: float = 1.0) -> float:

@@ -177,13 +177,13 @@ def parse_losses(specs: list[str] | str) -> list[LossEntry]:
 
 def entry_of(loss: dict) -> LossEntry:
     """A LossEntry for a loss in nlfs/found_losses.json's format, trained exactly as it was found: its
-    name, constants, class reduction and gradient scale (a LossSpec where the scale or reduction is not
+    name, constants, class reduction and gradient scale (a LossSpec where the scale or class reduction is not
     the default, so nothing of it is lost on the way to the trainer)."""
     from .search import entry_spec
 
     spec = entry_spec(loss)
     constants = dict(spec.constants) or None
-    if spec.scale == 1.0 and spec.reduction == "class_sum":
+    if spec.scale == 1.0 and spec.class_reduction == "class_sum":
         return LossEntry(loss["name"], loss["expression"], constants)
     return LossEntry(loss["name"], spec, constants)
 
@@ -191,6 +191,7 @@ def entry_of(loss: dict) -> LossEntry:
 def losses_from_run(run_dir: str | Path, k: int = 3) -> list[LossEntry]:
     """The ``k`` best unique ok candidates of a search run (``nlfs.search.best_candidates``), named
     ``<run>#<id>`` as in its exports, with their stored constants, class reduction and gradient scale."""
+    from .losses import stored_class_reduction
     from .search import best_candidates, read_run, row_name
 
     run_dir = Path(run_dir)
@@ -199,7 +200,7 @@ def losses_from_run(run_dir: str | Path, k: int = 3) -> list[LossEntry]:
     if not best:
         raise ValueError(f"search run {run_dir} has no successfully trained candidates")
     return [entry_of({"name": row_name(r, run_dir), "expression": r["expression"], "constants": r.get("constants"),
-                      "reduction": r.get("reduction") or saved.get("reduction") or "class_sum",
+                      "class_reduction": stored_class_reduction(r, stored_class_reduction(saved)),
                       "scale": r.get("scale") or 1.0}) for r in best]
 
 
@@ -274,7 +275,8 @@ def run_key(entry: LossEntry, cfg) -> str:
         from ._module import resolve_spec
 
         spec = resolve_spec(entry.loss)
-        loss = [spec.text, spec.reduction, spec.scale, sorted({**spec.constants, **(entry.constants or {})}.items())]
+        constants = sorted({**spec.constants, **(entry.constants or {})}.items())
+        loss = [spec.text, spec.class_reduction, spec.scale, constants]
     except Exception:  # noqa: BLE001 - a callable loss: its label and constants are all we know
         loss = [str(entry.loss), sorted((entry.constants or {}).items())]
     return training_key([loss, cfg.backend, cfg.device, cfg.grad_scale, cfg.lr], length=12, algorithm="sha1")

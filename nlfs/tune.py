@@ -49,6 +49,7 @@ from .search import (
     OPTUNA_SAMPLERS,
     finished_trials,
     fitness_of,
+    grad_scale_factor_of,
     make_sampler,
     make_search_space,
     make_storage,
@@ -138,7 +139,8 @@ def _spec_of(loss, constants):
 
 
 def default_study_name(spec, constants: dict, train_cfg) -> str:
-    key = training_key([str(spec.expr), spec.reduction, sorted(constants.items()), train_cfg.to_dict()], length=10)
+    key = training_key([str(spec.expr), spec.class_reduction, sorted(constants.items()), train_cfg.to_dict()],
+                       length=10)
     return f"tune-{spec.name[:40]}-{key}".replace(" ", "_")
 
 
@@ -207,8 +209,9 @@ def tune(loss, constants: dict | None = None, n_trials: int = 12, batch: int = 4
             return None
         trial = batch_left.pop(0)
         outstanding += 1
-        payload = {"expression": str(spec.expr), "constants": dict(trial.params), "reduction": spec.reduction,
-                   "train": train_dict, "rejection": False, "name": spec.name, "scale": spec.scale}
+        payload = {"expression": str(spec.expr), "constants": dict(trial.params),
+                   "class_reduction": spec.class_reduction, "train": train_dict, "rejection": False,
+                   "name": spec.name, "scale": spec.scale}
         return trial, payload
 
     try:
@@ -238,8 +241,7 @@ def trained_scale(spec_scale: float, out: dict) -> float:
     measured with ``grad_scale="ce"`` (1 without). Training the loss again at this fixed scale, or
     with ``grad_scale="ce"`` (which measures the scaled loss, so the factor comes out near 1),
     reproduces it: nothing is rescaled twice."""
-    per = out.get("per_seed") or []
-    factor = per[0].get("grad_scale") if per else None
+    factor = grad_scale_factor_of(out.get("per_seed") or [])
     return float(spec_scale) * float(factor if factor else 1.0)
 
 
@@ -290,14 +292,14 @@ def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int
     ``<run>#<id>-tuned`` with the constants and gradient scale its best trial trained with)."""
     from ._io import atomic_write
     from .expr import parse
-    from .losses import LossSpec, loss_label
+    from .losses import LossSpec, loss_label, stored_class_reduction
     from .search import best_candidates, catalogue_twin, evaluate_payload, export_losses, read_run, training_regime
     from .train import check_config
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     run_dir = Path(run_dir)
     rows, saved = read_run(run_dir)
-    reduction = saved.get("reduction", "class_sum")
+    class_reduction = stored_class_reduction(saved)
     if train_config is None:
         train_config = search_config(saved).train_config()
     check_config(train_config, "CE")
@@ -327,7 +329,7 @@ def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int
             lifted, values = lift_constants(expr)
         row_scale = float(r.get("scale") or 1.0)
         entry = {"id": r["id"], "name": name, "search_expression": r["expression"], "expression": str(lifted),
-                 "reduction": reduction, "search_fitness": r["fitness"], "initial_constants": values,
+                 "class_reduction": class_reduction, "search_fitness": r["fitness"], "initial_constants": values,
                  "search_scale": row_scale, "trained_on": trained_on, "ce_accuracy": ce_acc}
         if not values:
             log(f"nlfs.tune: {name} {r['expression']} has no number or constant: nothing to tune")
@@ -336,7 +338,7 @@ def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int
                         "sampler": None})
             continue
         # a fixed scale only where the trainer does not measure one itself (grad_scale="ce" measures it)
-        spec = LossSpec(f"{name}-tuned", lifted, reduction,
+        spec = LossSpec(f"{name}-tuned", lifted, class_reduction,
                         scale=row_scale if train_config.grad_scale == "none" else 1.0)
         log(f"nlfs.tune: {name} {lifted} (search fitness {r['fitness']:.4f}), constants {_fmt(values)}")
         res = tune(spec, values, n_trials=n_trials, batch=batch, sampler=sampler, train_config=train_config,
@@ -363,8 +365,8 @@ def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int
     pseudo = [{"id": o["id"], "name": o["tuned_name"], "expression": o["expression"],
                "constants": o["best_constants"], "fitness": o["best_fitness"], "status": "ok",
                "size": parse(o["expression"]).size, "dataset": train_config.dataset, "scale": o["scale"],
-               "reduction": reduction} for o in out if not o["nothing_to_tune"]]
-    export_losses(pseudo, run_dir / "tuned_losses.py", run_dir, k=len(pseudo), reduction=reduction,
+               "class_reduction": class_reduction} for o in out if not o["nothing_to_tune"]]
+    export_losses(pseudo, run_dir / "tuned_losses.py", run_dir, k=len(pseudo), class_reduction=class_reduction,
                   what=f"Tuned losses of the nlfs run {run_dir}")
     return out
 
@@ -381,7 +383,7 @@ def _ce_reference(run_dir: Path, train_config, evaluate) -> float | None:
             return saved.get("accuracy")
     except (OSError, ValueError):
         pass
-    out = evaluate({"expression": "-y * log(p)", "constants": {}, "reduction": "class_sum", "train": train,
+    out = evaluate({"expression": "-y * log(p)", "constants": {}, "class_reduction": "class_sum", "train": train,
                     "rejection": False, "name": "CE"})
     acc = out.get("fitness") if out.get("status") == "ok" else None
     atomic_write(path, json.dumps({"train": train, "accuracy": acc}, indent=2, default=str))

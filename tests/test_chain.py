@@ -3,22 +3,17 @@ tool reading only what the previous one wrote: search -> tune -> eliminate -> tr
 name per loss all the way, and the loss trained at each step is the loss the step before exported
 (constants and gradient scale)."""
 
-import csv
 import json
 
 import pytest
 
 import nlfs
 from nlfs import eliminate, evolve, heldout, transfer, tune
+from tests.runs import csv_rows
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 DATA = ["--dataset", "digits", "--steps", "15", "--train-size", "300", "--val-size", "150", "--backend", "torch"]
-
-
-def _csv(path):
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 def test_search_tune_eliminate_transfer_heldout(tmp_path, capsys):
@@ -40,7 +35,7 @@ def test_search_tune_eliminate_transfer_heldout(tmp_path, capsys):
     assert eliminate.main(["--run-dir", str(run), "--keep", "3,1", "--seeds-per-round", "2", "--pool", "4",
                            "--tuned"]) == 0
     finalists = json.loads((run / "finalists.json").read_text())
-    assert len(finalists) == 1 and set(finalists[0]) >= {"name", "expression", "constants", "scale", "reduction",
+    assert len(finalists) == 1 and set(finalists[0]) >= {"name", "expression", "constants", "scale", "class_reduction",
                                                          "provenance"}
     survivor = finalists[0]
     assert survivor["name"].startswith("chain#") and "pp" in survivor["provenance"]["elimination"]
@@ -48,7 +43,7 @@ def test_search_tune_eliminate_transfer_heldout(tmp_path, capsys):
     out = tmp_path / "transfer"
     assert transfer.main(["--from", str(run), *DATA, "--seeds", "2", "--label-noise", "0.1", "--out", str(out),
                           "--no-plot"]) == 0
-    rows = _csv(out / "transfer.csv")
+    rows = csv_rows(out / "transfer.csv")
     assert sorted({r["loss"] for r in rows}) == sorted({"CE", survivor["name"]})
     mine = [r for r in rows if r["loss"] == survivor["name"]]
     assert all(r["status"] == "ok" and float(r["scale"]) == pytest.approx(survivor["scale"]) for r in mine)
@@ -59,7 +54,7 @@ def test_search_tune_eliminate_transfer_heldout(tmp_path, capsys):
     report = tmp_path / "heldout"
     assert heldout.main(["--setting", f"digits={out / 'transfer.csv'}", "--from", str(run), "--baselines", "CE",
                          "--out", str(report)]) == 0
-    assert [r["finalist"] for r in _csv(f"{report}.csv")] == [survivor["name"]]
+    assert [r["finalist"] for r in csv_rows(f"{report}.csv")] == [survivor["name"]]
     assert "label noise 0.1" in (tmp_path / "heldout.md").read_text()
 
     # the exports of every step import side by side: each name is one loss, registered once

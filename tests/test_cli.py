@@ -280,7 +280,7 @@ def test_train_accepts_grad_scale(capsys):
     assert train_cli.main(["--loss", "0.25 * -y * log(p)", "--grad-scale", "ce", "--steps", "4", "--backend", "torch",
                            "--threads", "1", "--no-test", "--no-progress", "--json"]) == 0
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert record["grad_scale"] == pytest.approx(4.0, rel=1e-4)
+    assert record["grad_scale_factor"] == pytest.approx(4.0, rel=1e-4)
 
 
 # --------------------------------------------------------------------------------------- heldout

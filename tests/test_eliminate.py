@@ -42,7 +42,7 @@ class FakeTrain:
         self.calls.append((str(spec.expr), cfg.seed, cfg.steps, cfg.model))
         v = (zlib.crc32(str(spec.expr).encode()) % 1000) / 1000 * 0.5 + 0.3 + 0.01 * cfg.seed
         return types.SimpleNamespace(best_val_acc=v, diverged=False, reason="", to_dict=lambda: {},
-                                     grad_scale=1.0, order_digest="")
+                                     grad_scale_factor=1.0, order_digest="")
 
 
 PROTO = dict(keep=(4, 2, 1), seeds=(1, 2, 2), budget_scale=(1, 2, 4), models=("surrogate", "surrogate",
@@ -222,7 +222,7 @@ def test_readme_command_needs_no_models_and_the_survivors_feed_the_next_tools(tm
     finalists = json.loads((run / "finalists.json").read_text())
     assert len(finalists) == 1
     f = finalists[0]
-    assert set(f) == {"name", "expression", "constants", "reduction", "scale", "provenance"}
+    assert set(f) == {"name", "expression", "constants", "class_reduction", "scale", "provenance"}
     assert f["name"].startswith("run#") and "pp" in f["provenance"]["elimination"]
     if f["name"] == f"run#{scaled_id}":
         assert f["scale"] == 4.0

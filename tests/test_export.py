@@ -79,7 +79,7 @@ def test_sympy_evaluates_to_the_loss():
                              syms.get("C", sympy.Symbol("C"))], expr, modules=["scipy", "numpy"])
         for y in (0.0, 1.0):
             got = np.broadcast_to(fn(y, p, 10.0), p.shape).astype(float)
-            ref = shape(loss, p, y, num_classes=10)[0] * (10 if spec.reduction == "element_mean" else 1)
+            ref = shape(loss, p, y, num_classes=10)[0] * (10 if spec.class_reduction == "element_mean" else 1)
             np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-12, err_msg=str(loss))
     assert str(to_sympy(SCALED)).startswith("0.25*") or "0.25" in str(to_sympy(SCALED))
 

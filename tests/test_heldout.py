@@ -7,6 +7,7 @@ import pytest
 
 from nlfs import heldout
 from nlfs.stats import holm, paired_test
+from tests.runs import csv_rows
 
 
 def _write(path, accs):
@@ -66,3 +67,13 @@ def test_unknown_finalists_fail_and_from_takes_the_survivors(tmp_path, capsys):
     with open(tmp_path / "t.csv") as fh:
         assert [r["finalist"] for r in csv.DictReader(fh)] == ["run#4"]
     assert "label noise ?" in (tmp_path / "t.md").read_text()  # a CSV without the column: regime unknown
+
+
+def test_a_finalist_named_by_an_expression_with_a_comma_stays_whole(tmp_path):
+    """--finalists and --baselines split as every tool's loss lists do: commas inside parentheses belong
+    to the expression (an expression is its own label in transfer's CSV)."""
+    _write(tmp_path / "s.csv", {"max(p, y)": {s: 0.8 + 0.01 * s for s in range(6)},
+                                "CE": {s: 0.78 + 0.01 * s for s in range(6)}})
+    assert heldout.main(["--setting", f"s={tmp_path / 's.csv'}", "--finalists", "max(p, y)", "--baselines", "CE",
+                         "--out", str(tmp_path / "out")]) == 0
+    assert [r["finalist"] for r in csv_rows(tmp_path / "out.csv")] == ["max(p, y)"]

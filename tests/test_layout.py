@@ -7,7 +7,11 @@
 (c) no module under ``nlfs/`` imports another package's underscored module: a package's private
     modules are for itself and the packages inside it; others use its public face (``__all__``);
 (d) no test file defines a fixture that ``tests/conftest.py`` already defines, by name or as a copy
-    of its body under another name.
+    of its body under another name;
+(e) no helper function (module level, neither a test nor a fixture) is copied into a second test file,
+    under any name, even where a copy passes its parameters on differently (``Search(cfg)`` and
+    ``Search(cfg, resume=resume)``): shared helpers live in one module (``tests/runs.py``,
+    ``tests/processes.py``).
 """
 
 from __future__ import annotations
@@ -146,12 +150,22 @@ class _Anonymous(ast.NodeTransformer):
         return node
 
 
-def body_shape(fn: ast.FunctionDef) -> str:
-    """The fixture's body without its docstring, with every variable named alike."""
+class _PassThroughDropped(_Anonymous):
+    """Also drops keyword arguments that pass a variable on (``resume=resume``), so copies of a helper
+    that differ only in which parameters they forward look alike; keywords with values stay (two
+    configurations built alike from different settings are different helpers)."""
+
+    def visit_Call(self, node):
+        node.keywords = [k for k in node.keywords if not isinstance(k.value, ast.Name)]
+        return self.generic_visit(node)
+
+
+def body_shape(fn: ast.FunctionDef, anonymous: type[ast.NodeTransformer] = _Anonymous) -> str:
+    """The function's body without its docstring, with every variable named alike."""
     body = fn.body
     if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
         body = body[1:]
-    module = ast.Module(body=[_Anonymous().visit(copy.deepcopy(stmt)) for stmt in body], type_ignores=[])
+    module = ast.Module(body=[anonymous().visit(copy.deepcopy(stmt)) for stmt in body], type_ignores=[])
     return ast.dump(module, annotate_fields=False)
 
 
@@ -171,6 +185,24 @@ def copied_fixtures(tests: Path) -> list[str]:
                 found.append(f"{path.relative_to(tests.parent)}: {name} (a copy of {shapes[body_shape(fn)]} "
                              "in tests/conftest.py)")
     return found
+
+
+def helpers(path: Path) -> list[ast.FunctionDef]:
+    """The module-level functions of a test file that are neither tests nor fixtures."""
+    tree = ast.parse(path.read_text(), str(path))
+    return [node for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and not node.name.startswith("test") and not any(_is_fixture(d) for d in node.decorator_list)]
+
+
+def copied_helpers(tests: Path) -> list[str]:
+    """``file: name, file: name`` for each helper function whose body (``_PassThroughDropped``) is in more
+    than one test file."""
+    seen: dict[str, list[tuple[Path, str]]] = {}
+    for path in sorted(tests.rglob("*.py")):
+        for fn in helpers(path):
+            seen.setdefault(body_shape(fn, _PassThroughDropped), []).append((path, fn.name))
+    return [", ".join(f"{p.relative_to(tests.parent)}: {name}" for p, name in where)
+            for where in seen.values() if len({p for p, _ in where}) > 1]
 
 
 # ---------------------------------------------------------------- the checks
@@ -200,6 +232,11 @@ def test_no_module_reaches_into_another_packages_private_modules(graph):
 def test_no_test_file_copies_a_conftest_fixture():
     found = copied_fixtures(ROOT / "tests")
     assert not found, "fixtures that tests/conftest.py already defines: " + "; ".join(found)
+
+
+def test_no_helper_function_is_copied_between_test_files():
+    found = copied_helpers(ROOT / "tests")
+    assert not found, "helper functions copied between test files (move them to one module): " + "; ".join(found)
 
 
 # ---------------------------------------------------------------- the checks catch what they should
@@ -261,3 +298,16 @@ def test_the_fixture_check_sees_names_and_copies(tmp_path):
     (tests / "a/conftest.py").write_text(shared.replace("before", "old").replace("one_thread", "_one"))
     (tests / "test_b.py").unlink()
     assert copied_fixtures(tests) == ["tests/a/conftest.py: _one (a copy of one_thread in tests/conftest.py)"]
+
+
+def test_the_helper_check_sees_copies_that_forward_parameters_differently(tmp_path):
+    run = ("def _run(cfg, executor=None, resume=False):\n    s = Search(cfg, resume=resume)\n    try:\n"
+           "        return s.run(executor=executor)\n    finally:\n        s.close()\n")
+    tests = _tree(tmp_path, {
+        "tests/test_a.py": run + "\n\ndef _cfg(d):\n    return SearchConfig(run_dir=d, budget=3)\n",
+        "tests/search/test_b.py": run.replace("_run(cfg, executor=None, resume=False)", "run(c)")
+        .replace("cfg, resume=resume", "c").replace("executor=executor", "")
+        + "\n\ndef _cfg(d):\n    return SearchConfig(run_dir=d, budget=4)\n",  # other settings: no copy
+        "tests/test_c.py": "def _run(x):\n    return x + 1\n",  # a name alone is no copy
+    }) / "tests"
+    assert copied_helpers(tests) == ["tests/search/test_b.py: run, tests/test_a.py: _run"]

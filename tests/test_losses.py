@@ -138,7 +138,7 @@ def test_catalogue_gradcheck_float64(name):
 
 
 def test_register_by_string_with_reduction():
-    spec = losses.register("MyLoss_test", "exp(-k*p) * y", reduction="element_mean",
+    spec = losses.register("MyLoss_test", "exp(-k*p) * y", class_reduction="element_mean",
                            constants={"k": 3.0}, source="unit test")
     assert losses.get("myloss-test") is spec
     m = nlfs.Loss("MyLoss_test", backend="torch", reduction="none")
@@ -263,7 +263,7 @@ def test_register_refuses_a_different_loss_under_a_taken_name():
         first = losses.register("test_taken#1", "-y * log(p) * c", constants={"c": 2.0}, scale=0.5)
         assert losses.register("test_taken#1", "-y * log(p) * c", constants={"c": 2.0}, scale=0.5) is first
         for other in (dict(constants={"c": 3.0}, scale=0.5), dict(constants={"c": 2.0}, scale=1.0),
-                      dict(constants={"c": 2.0}, scale=0.5, reduction="element_mean")):
+                      dict(constants={"c": 2.0}, scale=0.5, class_reduction="element_mean")):
             with pytest.raises(ValueError, match="different loss named 'test_taken#1'"):
                 losses.register("test_taken#1", "-y * log(p) * c", **other)
         assert losses.register("test_taken#1", "p * y", overwrite=True).text == "p * y"

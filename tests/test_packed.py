@@ -56,7 +56,7 @@ def captured(monkeypatch):
 def assert_same_training(alone, member, n_val: int, n_test: int):
     assert member.diverged == alone.diverged and member.reason == alone.reason
     assert member.order_digest == alone.order_digest  # same initial weights, same batches in the same order
-    assert member.steps == alone.steps and member.grad_scale == pytest.approx(alone.grad_scale, rel=1e-6)
+    assert member.steps == alone.steps and member.grad_scale_factor == pytest.approx(alone.grad_scale_factor, rel=1e-6)
     assert [s for s, _ in member.history] == [s for s, _ in alone.history]
     for (_, a), (_, b) in zip(alone.history, member.history):
         assert abs(a - b) <= 2 / n_val  # float-level differences may flip a borderline image or two
@@ -143,7 +143,7 @@ def test_adamw_and_ce_gradient_scale_per_member(captured):
     cfg = dataclasses.replace(CFG, optimizer="adamw", grad_scale="ce", evaluate_test=False)
     losses, lrs = ["CE", "0.1 * (1 - p) ** 2"], [2e-3, 4e-3]
     results = train_packed(losses, cfg, seeds=[3, 3], lrs=lrs)
-    assert results[1].grad_scale != pytest.approx(1.0)  # the squared loss is rescaled to CE's gradient
+    assert results[1].grad_scale_factor != pytest.approx(1.0)  # the squared loss is rescaled to CE's gradient
     for k, (loss, lr) in enumerate(zip(losses, lrs)):
         alone = train(loss, dataclasses.replace(cfg, init_seed=3, lr=lr))
         assert_same_training(alone, results[k], alone.val_size, 1)

@@ -204,3 +204,22 @@ def test_wilcoxon_without_ties_or_zeros_is_exact(d):
     r = paired_test(d, [0.0] * len(d))
     assert r.p_w == pytest.approx(stats.wilcoxon(d, method="exact").pvalue, rel=1e-12)
     assert r.p_w == pytest.approx(_exact_p(d), rel=1e-12)
+
+
+def test_seed_noise_is_the_median_of_each_candidates_spread_over_seeds():
+    import statistics
+
+    from nlfs.stats import seed_noise
+
+    diffs = [[0.01, 0.03, 0.02], [0.0, 0.0], [-0.02, 0.02], [0.5]]  # the last has one seed: left out
+    sd, n = seed_noise(diffs)
+    assert n == 3 and sd == statistics.median([statistics.stdev(d) for d in diffs[:3]]) == 0.01
+    assert seed_noise(iter([])) == (pytest.approx(float("nan"), nan_ok=True), 0)
+
+
+def test_mean_sums_as_the_committed_tables_did():
+    from nlfs.stats import mean
+
+    xs = [0.1] * 10
+    assert mean(xs) == sum(xs) / 10 != math.fsum(xs) / 10  # the last digit the tables were written with
+    assert math.isnan(mean([])) and mean([], empty=None) is None

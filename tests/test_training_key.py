@@ -43,13 +43,13 @@ def _old_run_key(entry, cfg):
     from nlfs.losses import resolve_spec
 
     spec = resolve_spec(entry.loss)
-    loss = [spec.text, spec.reduction, spec.scale, sorted({**spec.constants, **(entry.constants or {})}.items())]
+    loss = [spec.text, spec.class_reduction, spec.scale, sorted({**spec.constants, **(entry.constants or {})}.items())]
     text = json.dumps([loss, cfg.backend, cfg.device, cfg.grad_scale, cfg.lr], sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 def _old_study_name(spec, constants, train_cfg):
-    key = json.dumps([str(spec.expr), spec.reduction, sorted(constants.items()), train_cfg.to_dict()],
+    key = json.dumps([str(spec.expr), spec.class_reduction, sorted(constants.items()), train_cfg.to_dict()],
                      sort_keys=True, default=str)
     return f"tune-{spec.name[:40]}-{hashlib.sha256(key.encode()).hexdigest()[:10]}".replace(" ", "_")
 
@@ -104,7 +104,7 @@ def test_an_elimination_table_keyed_the_old_way_resumes_without_training(tmp_pat
         for cand in [ce, *e.candidates()]:
             for seed in (1, 2):
                 cfg = eliminate.round_config(e.base, rnd, seed)
-                reduction = "class_sum" if cand["label"] == "CE" else e.reduction
+                reduction = "class_sum" if cand["label"] == "CE" else e.class_reduction
                 key = _old_eliminate_key(cand["expression"], cand.get("constants") or {}, reduction, cfg.to_dict())
                 out = {"status": "ok", "fitness": 0.7 + 0.01 * seed, "reason": "", "wall_time": 1.0,
                        "per_seed": [{"grad_scale": 1.0}]}

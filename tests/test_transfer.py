@@ -1,4 +1,3 @@
-import csv
 import dataclasses
 import json
 import math
@@ -11,6 +10,7 @@ import nlfs.train
 from nlfs import transfer
 from nlfs.search import RunDB
 from nlfs.train import TrainConfig, TrainResult
+from tests.runs import csv_rows
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small ops: one thread is as fast, far faster on a busy CPU
 
@@ -35,11 +35,6 @@ class FakeTrainer:
                            device="cpu", dataset=cfg.dataset, model=cfg.model, augment=cfg.augment,
                            seed=cfg.seed, loss=str(loss), loss_text="", backend="torch",
                            diverged=diverged, reason="loss is NaN by step 3" if diverged else "")
-
-
-def _rows(path):
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 CFG = TrainConfig(dataset="digits", model="surrogate", steps=5)
@@ -71,7 +66,7 @@ def test_same_config_except_loss_and_resume(tmp_path, monkeypatch):
     assert len(fake.calls) == 9
     transfer.run_transfer(entries, CFG, [0, 1, 2, 3], tmp_path, log=lambda *a: None, plot=False)
     assert len(fake.calls) == 12 and {c.seed for _, c, _ in fake.calls[9:]} == {3}
-    rows = _rows(tmp_path / "transfer.csv")
+    rows = csv_rows(tmp_path / "transfer.csv")
     assert len(rows) == 12
     for col in ("loss", "seed", "model", "dataset", "augment", "test_acc", "val_acc", "status", "reason",
                 "wall_time", "expression", "backend", "epochs"):
@@ -103,7 +98,7 @@ def test_resume_only_rows_whose_whole_configuration_matches(tmp_path, monkeypatc
     assert len(fake.calls) == 10
     run([transfer.LossEntry("mine", "-y * log(p + a)", {"a": 0.03})], dataclasses.replace(CFG, backend="cpp"))
     assert len(fake.calls) == 14  # another backend: every row again
-    rows = _rows(tmp_path / "transfer.csv")
+    rows = csv_rows(tmp_path / "transfer.csv")
     assert len(rows) == 4 and all(r["constants"] == '{"a": 0.03}' for r in rows if r["loss"] == "mine")
 
 
@@ -112,7 +107,7 @@ def test_failures_reported_not_dropped(tmp_path, monkeypatch):
     monkeypatch.setattr(nlfs.train, "train", fake)
     entries = transfer.parse_losses("CE;NGL;Focal")
     transfer.run_transfer(entries, CFG, list(range(5)), tmp_path, log=lambda *a: None)
-    rows = _rows(tmp_path / "transfer.csv")
+    rows = csv_rows(tmp_path / "transfer.csv")
     st = {(r["loss"], r["seed"]): r for r in rows}
     assert st[("NGL", "1")]["status"] == "diverged" and "NaN" in st[("NGL", "1")]["reason"]
     assert st[("NGL", "1")]["test_acc"] == ""
@@ -164,7 +159,7 @@ def test_from_run(tmp_path, monkeypatch):
     assert transfer.main(["--from-run", str(run), "--top", "1", "--seeds", "2", "--dataset", "digits",
                           "--steps", "3", "--out", str(out), "--no-plot"]) == 0
     assert [(c[0], c[2]) for c in fake.calls] == [("CE", None), ("-y * log(p + c0)", {"c0": 0.05})] * 2
-    rows = _rows(out / "transfer.csv")
+    rows = csv_rows(out / "transfer.csv")
     assert '"c0": 0.05' in rows[1]["constants"]
     with pytest.raises(FileNotFoundError):
         transfer.losses_from_run(tmp_path / "nope")
@@ -184,7 +179,7 @@ def test_end_to_end_digits_real_trainer(tmp_path):
     out = tmp_path / "e2e"
     assert transfer.main(["--dataset", "digits", "--losses", "CE,NGL", "--seeds", "2", "--steps", "6",
                           "--val-size", "100", "--backend", "torch", "--out", str(out)]) == 0
-    rows = _rows(out / "transfer.csv")
+    rows = csv_rows(out / "transfer.csv")
     assert sorted((r["loss"], r["seed"]) for r in rows) == [("CE", "0"), ("CE", "1"), ("NGL", "0"),
                                                             ("NGL", "1")]
     assert all(r["status"] == "ok" and 0 <= float(r["test_acc"]) <= 1 for r in rows)
@@ -262,7 +257,7 @@ def test_losses_file_registers_finalists_with_constants_and_scale(tmp_path):
             "--no-plot"]
     try:
         assert transfer.main(args) == 0
-        rows = {r["loss"]: r for r in _rows(out / "transfer.csv")}
+        rows = {r["loss"]: r for r in csv_rows(out / "transfer.csv")}
         assert set(rows) == {"CE", "test_finalist_a"} and rows["test_finalist_a"]["status"] == "ok"
         assert nlfs.losses.get("test_finalist_a").scale == 0.5
         # the same file with another scale is another loss: trained again, not resumed
@@ -270,7 +265,7 @@ def test_losses_file_registers_finalists_with_constants_and_scale(tmp_path):
         path.write_text(json.dumps([{"name": "test_finalist_a", "expression": "-y * log(p) * c0",
                                      "constants": {"c0": 1.0}, "scale": 2.0}]))
         assert transfer.main(args) == 0
-        assert {r["loss"]: r for r in _rows(out / "transfer.csv")}["test_finalist_a"]["run_key"] != key
+        assert {r["loss"]: r for r in csv_rows(out / "transfer.csv")}["test_finalist_a"]["run_key"] != key
     finally:
         nlfs.losses._CATALOGUE.pop("test_finalist_a", None)
     bad = tmp_path / "bad.json"
@@ -296,11 +291,11 @@ def test_workers_train_what_one_process_trains(tmp_path):
         nlfs.losses._CATALOGUE.pop("test_finalist_w", None)
 
     def table(name, cols):
-        return sorted(tuple(r[c] for c in cols) for r in _rows(tmp_path / name / "transfer.csv"))
+        return sorted(tuple(r[c] for c in cols) for r in csv_rows(tmp_path / name / "transfer.csv"))
 
     def lr_table(name):
         return sorted((r["loss"], r["lr"], r["seed"], r["best_val_acc"], r["run_key"])
-                      for r in _rows(tmp_path / name / "transfer_lr.csv"))
+                      for r in csv_rows(tmp_path / name / "transfer_lr.csv"))
 
     cols = ["loss", "seed", "lr", "status", "test_acc", "best_val_acc", "run_key"]
     assert table("two", cols) == table("one", cols) and len(table("one", cols)) == 4
@@ -363,7 +358,7 @@ def test_from_run_trains_candidates_with_their_scale(tmp_path, monkeypatch):
     assert transfer.main(["--from-run", str(run), "--seeds", "1", "--dataset", "digits", "--steps", "3",
                           "--label-noise", "0.2", "--out", str(out), "--no-plot"]) == 0
     assert [getattr(c[0], "scale", 1.0) for c in fake.calls] == [1.0, 4.0]
-    rows = {r["loss"]: r for r in _rows(out / "transfer.csv")}
+    rows = {r["loss"]: r for r in csv_rows(out / "transfer.csv")}
     assert rows["search2#1"]["scale"] == "4.0" and rows["CE"]["label_noise"] == "0.2"
     md = (out / "transfer.md").read_text()
     assert "label noise 0.2" in md and "(scale 4)" in md
@@ -388,7 +383,7 @@ def test_losses_file_takes_what_every_tool_writes(tmp_path, monkeypatch, capsys)
             out = tmp_path / name
             assert transfer.main(["--losses-file", str(run / name), "--seeds", "1", "--dataset", "digits",
                                   "--steps", "3", "--out", str(out), "--no-plot"]) == 0
-            assert sorted(r["loss"] for r in _rows(out / "transfer.csv")) == sorted(["CE", label])
+            assert sorted(r["loss"] for r in csv_rows(out / "transfer.csv")) == sorted(["CE", label])
         assert nlfs.losses.get("myrun#4-tuned").scale == 0.3
         (run / "rounds.json").write_text(json.dumps({"rounds": [1, 2]}))
         assert transfer.main(["--losses-file", str(run / "rounds.json"), "--out", str(tmp_path / "x")]) == 2

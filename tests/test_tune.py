@@ -16,7 +16,7 @@ FAST = dict(dataset="digits", steps=40, train_size=400, val_size=200, backend="t
 
 def fake_result(v, diverged=False):
     return types.SimpleNamespace(best_val_acc=v, diverged=diverged, reason="boom" if diverged else "",
-                                 grad_scale=1.0, order_digest="",
+                                 grad_scale_factor=1.0, order_digest="",
                                  to_dict=lambda: {"best_val_acc": v})
 
 
@@ -193,7 +193,7 @@ def test_a_tuned_loss_carries_the_scale_its_trials_trained_at(tmp_path, monkeypa
     def train(spec, cfg, constants=None, **kw):
         assert cfg.grad_scale == "ce" and spec.scale == 1.0  # the trainer measures: no fixed scale on top
         out = fake_result(0.5 + 0.01 * sum(dict(spec.constants).values()))
-        out.grad_scale = 0.198 if str(spec.expr) != "-y * log(p)" else 1.0
+        out.grad_scale_factor = 0.198 if str(spec.expr) != "-y * log(p)" else 1.0
         return out
 
     monkeypatch.setattr(nlfs.train, "train", train)

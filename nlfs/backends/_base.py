@@ -125,10 +125,10 @@ class FusedLossFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, target, constants, kernel, reduction, inplace=False, ignore_index=-100):
-        out, grad, scale = kernel.reduced(logits, target, constants, reduction, inplace=inplace,
-                                          ignore_index=ignore_index)
+        out, grad, mean_factor_left = kernel.reduced(logits, target, constants, reduction, inplace=inplace,
+                                                     ignore_index=ignore_index)
         ctx.reduction = reduction
-        ctx.scale = scale
+        ctx.mean_factor_left = mean_factor_left  # what the saved gradient still lacks of the mean's 1/N
         ctx.scale_in_place = None if _saved_tensor_hooks_active() else getattr(kernel, "scale_grad_", None)
         ctx.applied = None  # once the saved gradient was handed out: the factor it holds (float or tensor)
         ctx.save_for_backward(grad)
@@ -142,9 +142,9 @@ class FusedLossFunction(torch.autograd.Function):
         none = (None, None, None, None, None, None)
         if ctx.reduction == "none":
             return (_scaled(grad, grad_out.unsqueeze(1)), *none)
-        # ctx.scale: a float, or a device tensor (a mean over the rows not ignored, counted there)
-        unit = isinstance(ctx.scale, float) and ctx.scale == 1.0
-        s = grad_out if unit else grad_out * ctx.scale
+        # ctx.mean_factor_left: a float, or a device tensor (a mean over the rows not ignored, counted there)
+        unit = isinstance(ctx.mean_factor_left, float) and ctx.mean_factor_left == 1.0
+        s = grad_out if unit else grad_out * ctx.mean_factor_left
         if ctx.applied is not None:  # a retained graph, again: a new tensor from the recorded factor
             previous = float(ctx.applied)  # a host sync, but only on this rare path
             if previous == 0.0:

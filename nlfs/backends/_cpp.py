@@ -20,7 +20,7 @@ import math
 import numpy as np
 import torch
 
-from ..expr import OPS, REDUCTIONS, Program, merge_common, specialize
+from ..expr import CLASS_REDUCTIONS, OPS, Program, merge_common, specialize
 from ._base import Backend, Kernel, loss_dtype
 from ._cpp_codegen import N_LEAF, OP_NAMES, OPCODE
 
@@ -99,8 +99,8 @@ def encode(program: Program) -> tuple[list[int], list[int], list[int], list[floa
     """
     if not isinstance(program, Program):
         raise TypeError(f"expected a Program, got {type(program).__name__}")
-    if program.reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {program.reduction!r}")
+    if program.class_reduction not in CLASS_REDUCTIONS:
+        raise ValueError(f"class_reduction must be one of {CLASS_REDUCTIONS}, got {program.class_reduction!r}")
     if not program.instrs:
         raise ValueError("program is empty")
     n_consts = len(program.constants)
@@ -170,7 +170,7 @@ class CppKernel(Kernel):
 
     def _compile(self, ext, program: Program):
         ops, a0, a1, vals = encode(program)
-        return ext.Program(ops, a0, a1, vals, self._n_consts, REDUCTIONS.index(program.reduction))
+        return ext.Program(ops, a0, a1, vals, self._n_consts, CLASS_REDUCTIONS.index(program.class_reduction))
 
     @staticmethod
     def _as_input(logits: torch.Tensor) -> torch.Tensor:
@@ -207,8 +207,8 @@ class CppKernel(Kernel):
         loss = torch.empty(n, dtype=torch.float64)
         total = torch.empty((), dtype=z.dtype)  # written in the logits' precision (summed in double)
         mean = reduction == "mean"
-        scale = 1.0 / max(n, 1) if mean else 1.0
-        self._launch(z, n, c, target, constants, loss, grad, scale, total, ignore_index, mean)
+        inv_batch = 1.0 / max(n, 1) if mean else 1.0  # the batch mean's 1/N, folded into the gradient write
+        self._launch(z, n, c, target, constants, loss, grad, inv_batch, total, ignore_index, mean)
         if n == 0 and mean:
             total.fill_(float("nan"))
         return _back(total, logits), _back(grad, logits), 1.0
@@ -227,9 +227,11 @@ class CppKernel(Kernel):
             raise ValueError("loss must be contiguous float64 (N,) and grad contiguous (N, C) in z's dtype")
         self._launch(z, n, c, target, constants, loss, grad)
 
-    def _launch(self, z, n, c, target, constants, loss, grad, grad_scale=1.0, total=None, ignore_index=-100,
+    def _launch(self, z, n, c, target, constants, loss, grad, inv_batch=1.0, total=None, ignore_index=-100,
                 mean_over_kept=False) -> None:
-        """Check/convert target and constants, then run; z, loss and grad are already valid."""
+        """Check/convert target and constants, then run; z, loss and grad are already valid. ``inv_batch``:
+        the batch mean's 1/N (1 otherwise), written into the gradient and the total (the compiled
+        evaluator's argument keeps its name, ``grad_scale``)."""
         t = target.detach()
         if t.device.type != "cpu":
             t = t.cpu()
@@ -264,7 +266,7 @@ class CppKernel(Kernel):
             k = self._empty_consts
         self._run(self._handle, z.data_ptr(), _F32 if z.dtype == torch.float32 else _F64, t.data_ptr(),
                   tcode, n, c, k.data_ptr(), k.numel(), loss.data_ptr(), grad.data_ptr(), self._off, self._on,
-                  grad_scale, 0 if total is None else total.data_ptr(), grad_scale, int(ignore_index),
+                  inv_batch, 0 if total is None else total.data_ptr(), inv_batch, int(ignore_index),
                   bool(mean_over_kept))
 
 

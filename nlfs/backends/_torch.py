@@ -79,7 +79,7 @@ class TorchKernel(Kernel):
 
     def __call__(self, logits, target, constants):
         f = self.elementwise(logits, target, constants)
-        if self.program.reduction == "element_mean":
+        if self.program.class_reduction == "element_mean":
             return f.mean(dim=1)
         return f.sum(dim=1)
 

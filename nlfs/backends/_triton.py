@@ -135,7 +135,7 @@ def program_text(program: Program) -> str:
             parts.append(f"v{k}={ins.op}({','.join(f'v{a}' for a in ins.args)})")
         else:
             parts.append(f"v{k}={ins.op}")
-    return f"{program.reduction}: " + "; ".join(parts)
+    return f"{program.class_reduction}: " + "; ".join(parts)
 
 
 def _clamp(src: str) -> str:
@@ -188,7 +188,7 @@ def generate_body(program: Program, name: str = "nlfs_body", with_y: bool = True
     leaf_adj: dict[str, list[str]] = {name: [] for name in _GRAD_LEAVES.values()}
     defined: set[int] = set()
     if grad[out]:
-        root = "1.0 / cf" if program.reduction == "element_mean" else "1.0"
+        root = "1.0 / cf" if program.class_reduction == "element_mean" else "1.0"
         L.append(f"    a{out} = zero + {root}")
         defined.add(out)
     for k in range(out, -1, -1):
@@ -229,7 +229,7 @@ def generate_source(program: Program) -> str:
     """The kernel file: the general body (probability targets), the bodies specialised to y = 0 and
     y = 1 (class-index targets, :func:`nlfs.expr.specialize`) and the two templates."""
     t = _templates()
-    header = t.HEADER.format(version=CODEGEN_VERSION, reduction=program.reduction,
+    header = t.HEADER.format(version=CODEGEN_VERSION, reduction=program.class_reduction,
                              text=program_text(program))
     bodies = [generate_body(program),
               generate_body(specialize(program, 0.0), "nlfs_body_off", with_y=False),
@@ -314,7 +314,8 @@ class TritonKernel(Kernel):
     rows (and the maths) in fp64 for fp64 logits, else fp32.
 
     ``inplace=True`` writes the gradient into ``logits`` (contiguous logits only) and returns it;
-    ``out=(loss, grad)`` gives the output buffers; the gradient is written times ``grad_scale``.
+    ``out=(loss, grad)`` gives the output buffers; the gradient is written times ``grad_scale`` (the
+    batch mean's 1/N from ``reduced``; the name is the generated and AOT-compiled kernels' argument).
     """
 
     skips_ignored = True  # class index ignore_index: loss 0, gradient 0, not counted by mean
@@ -323,7 +324,7 @@ class TritonKernel(Kernel):
         self.program = program
         self.module = module
         self.stats = stats
-        self._mean = program.reduction == "element_mean"
+        self._mean = program.class_reduction == "element_mean"
         self._nconst = len(program.constants)
         self._const_cache: dict = {}
         self.elems_per_thread: int | None = None  # None: the module's ELEMS_PER_THREAD
@@ -390,14 +391,14 @@ class TritonKernel(Kernel):
         N/count left for backward, whose scaling kernel skips the pass on the device when it is 1
         (no row ignored and an upstream gradient of 1)."""
         n = logits.shape[0]
-        scale = 1.0 / max(n, 1) if reduction == "mean" else 1.0
+        inv_batch = 1.0 / max(n, 1) if reduction == "mean" else 1.0  # the batch mean's 1/N
         # the kernel's scalar arguments are fp32: a float64 gradient gets its 1/N in backward, in double
         left = 1.0
         if logits.dtype == torch.float64:
-            scale, left = 1.0, scale
+            inv_batch, left = 1.0, inv_batch
         inplace = inplace and logits.is_contiguous() and logits.dtype in (torch.float32, torch.float16,
                                                                          torch.bfloat16)
-        loss_rows, grad = self(logits.detach() if inplace else logits, target, constants, grad_scale=scale,
+        loss_rows, grad = self(logits.detach() if inplace else logits, target, constants, grad_scale=inv_batch,
                                inplace=inplace, ignore_index=ignore_index)
         if inplace:
             # the logits' storage now holds the gradient: a version bump makes any other autograd node

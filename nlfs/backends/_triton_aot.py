@@ -57,7 +57,7 @@ class AotJob:
         ept = kernel.elems_per_thread if kernel.elems_per_thread is not None else _triton.ELEMS_PER_THREAD
         cfg = launch_config(n, c, "gpu", ept)
         spec = bool(index_targets) and kernel.specialised(cfg.kernel, ept, cfg.blocks["BLOCK_C"])
-        return cls(kernel.source_path, kernel.program.reduction == "element_mean", int(n), int(c),
+        return cls(kernel.source_path, kernel.program.class_reduction == "element_mean", int(n), int(c),
                    _TRITON_TYPES[dtype], bool(index_targets), int(arch), ept, spec)
 
 

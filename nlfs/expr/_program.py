@@ -18,7 +18,7 @@ LEAF_OPS = ("y", "p", "z", "logp", "C")
 # inf in a float32 backend and finite in a float64 one; the parser refuses such numbers and a
 # constructed Expr's are lowered as +-NUM_LIMIT (then the ops' own clamps apply, the same everywhere).
 NUM_LIMIT = 3.4028234663852886e38
-REDUCTIONS = ("class_sum", "element_mean")
+CLASS_REDUCTIONS = ("class_sum", "element_mean")  # how f(y, p) combines over classes
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class Instr:
 class Program:
     instrs: tuple[Instr, ...]
     constants: tuple[str, ...]
-    reduction: str
+    class_reduction: str
 
     @property
     def output(self) -> int:
@@ -52,11 +52,11 @@ class Program:
         return frozenset(i.op for i in self.instrs if i.op in CLASS_OPS)
 
 
-def lower(expr: Expr, reduction: str = "class_sum", constants: tuple[str, ...] | None = None) -> Program:
+def lower(expr: Expr, class_reduction: str = "class_sum", constants: tuple[str, ...] | None = None) -> Program:
     """Lower ``expr``; ``constants`` fixes the order of named constants (default: sorted names).
     Numbers outside float32's range are lowered as +-NUM_LIMIT (its largest finite value)."""
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if class_reduction not in CLASS_REDUCTIONS:
+        raise ValueError(f"class_reduction must be one of {CLASS_REDUCTIONS}, got {class_reduction!r}")
     names = tuple(constants) if constants is not None else expr.constants
     missing = set(expr.constants) - set(names)
     if missing:
@@ -76,7 +76,7 @@ def lower(expr: Expr, reduction: str = "class_sum", constants: tuple[str, ...] |
             ins = Instr(node.op, tuple(slot[id(a)] for a in node.args))
         slot[id(node)] = len(instrs)
         instrs.append(ins)
-    return Program(tuple(_drop_dead(instrs)), names, reduction)
+    return Program(tuple(_drop_dead(instrs)), names, class_reduction)
 
 
 def _drop_dead(instrs: list[Instr]) -> list[Instr]:

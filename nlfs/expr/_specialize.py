@@ -71,7 +71,7 @@ def _emitter():
 
 def _finish(out: list[Instr], root: int, like: Program) -> Program:
     """The instructions ``root`` depends on (its arguments are all earlier slots), root last."""
-    return Program(tuple(_drop_dead(out[:root + 1])), like.constants, like.reduction)
+    return Program(tuple(_drop_dead(out[:root + 1])), like.constants, like.class_reduction)
 
 
 def specialize(program: Program, y: float) -> Program:

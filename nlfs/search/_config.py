@@ -44,7 +44,7 @@ class SearchConfig:
     mutation: float = 0.25
     elitism: float = 0.05
     tournament: int = 4
-    reduction: str = "class_sum"
+    class_reduction: str = "class_sum"  # how a candidate combines over classes: class_sum | element_mean
     filters: tuple[str, ...] = F.STAGES
     phenotype_tol: float = 0.01
     model: str = "surrogate"
@@ -159,6 +159,8 @@ class SearchConfig:
         Keys this version does not know are refused when ``strict`` (resuming a search whose settings
         would be half understood is wrong) and ignored otherwise (reading a run's training settings)."""
         known = {f.name for f in dataclasses.fields(cls)}
+        if "reduction" in saved:  # the class reduction's name before the rename
+            saved = {k: v for k, v in saved.items() if k != "reduction"} | {"class_reduction": saved["reduction"]}
         unknown = set(saved) - known
         if unknown and strict:
             raise ValueError(f"the saved configuration has keys this nlfs does not know: {sorted(unknown)}")

@@ -34,8 +34,8 @@ class FilterOutcome:
     fingerprint: str = ""
 
 
-def _kernel(expr: Expr, reduction: str):
-    return TorchKernel(lower(expr, reduction), compute_dtype=torch.float64)
+def _kernel(expr: Expr, class_reduction: str):
+    return TorchKernel(lower(expr, class_reduction), compute_dtype=torch.float64)
 
 
 _NO_CONSTANTS = torch.zeros(0, dtype=torch.float64)
@@ -51,19 +51,19 @@ def _probe_logits(c: int = 10) -> torch.Tensor:
     return torch.cat(rows)
 
 
-def loss_and_grad(expr: Expr, reduction: str, logits: torch.Tensor, target: torch.Tensor,
+def loss_and_grad(expr: Expr, class_reduction: str, logits: torch.Tensor, target: torch.Tensor,
                   constants: torch.Tensor = _NO_CONSTANTS):
     z = logits.clone().requires_grad_(True)
-    rows = _kernel(expr, reduction)(z, target, constants)
+    rows = _kernel(expr, class_reduction)(z, target, constants)
     (g,) = torch.autograd.grad(rows.sum(), z)
     return rows.detach(), g
 
 
-def validity(expr: Expr, reduction: str, constants: torch.Tensor) -> FilterOutcome:
+def validity(expr: Expr, class_reduction: str, constants: torch.Tensor) -> FilterOutcome:
     z = _probe_logits()
     target = torch.arange(z.shape[0]) % z.shape[1]
     try:
-        rows, g = loss_and_grad(expr, reduction, z, target, constants)
+        rows, g = loss_and_grad(expr, class_reduction, z, target, constants)
     except Exception as err:  # a broken candidate must never crash a search
         return FilterOutcome(False, "validity", f"evaluation raised {type(err).__name__}: {err}")
     if not torch.isfinite(rows).all() or not torch.isfinite(g).all():
@@ -73,21 +73,21 @@ def validity(expr: Expr, reduction: str, constants: torch.Tensor) -> FilterOutco
     return FilterOutcome(True)
 
 
-def integrity_curve(expr: Expr, reduction: str, constants: torch.Tensor, points: int = 1000) -> np.ndarray:
+def integrity_curve(expr: Expr, class_reduction: str, constants: torch.Tensor, points: int = 1000) -> np.ndarray:
     """Loss on the 2-class grid p = (q, 1-q), true class 1, q from ~0 (right) to ~1 (wrong)."""
     q = (torch.arange(points, dtype=torch.float64) + 0.5) / points
     z = torch.stack([torch.log(q), torch.log1p(-q)], dim=1)
     target = torch.ones(points, dtype=torch.long)
-    rows = _kernel(expr, reduction)(z, target, constants)
+    rows = _kernel(expr, class_reduction)(z, target, constants)
     return rows.detach().numpy()
 
 
-def integrity(expr: Expr, reduction: str, constants: torch.Tensor, flat_tol: float = 1e-9,
+def integrity(expr: Expr, class_reduction: str, constants: torch.Tensor, flat_tol: float = 1e-9,
               max_flat: int = 10, max_turns: int = 2) -> FilterOutcome:
     """The NLFS paper's check: reject an extremum near q = 0.5 (indices 490-510), more than
     ``max_flat`` flat steps, an all-flat curve, or more than ``max_turns`` direction changes; flip
     the sign so the loss is lowest for the right prediction."""
-    curve = integrity_curve(expr, reduction, constants)
+    curve = integrity_curve(expr, class_reduction, constants)
     if not np.isfinite(curve).all():
         return FilterOutcome(False, "integrity", "non-finite loss on the 2-class grid")
     diffs = np.diff(curve)
@@ -115,14 +115,14 @@ def phenotype_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(np.mean((a.astype(np.float64) - b) ** 2)))
 
 
-def fingerprint(expr: Expr, reduction: str, constants: torch.Tensor, sign: float = 1.0,
+def fingerprint(expr: Expr, class_reduction: str, constants: torch.Tensor, sign: float = 1.0,
                 digits: int = 5, normalise: bool = False) -> str:
     """Hash of the gradient on a fixed random batch, rounded to ``digits`` significant digits;
     ``normalise``: divided by its mean magnitude first (losses equal up to a factor print alike)."""
     g = torch.Generator().manual_seed(99)
     z = torch.randn(32, 10, generator=g, dtype=torch.float64) * 2
     target = torch.randint(0, 10, (32,), generator=g)
-    _, grad = loss_and_grad(expr, reduction, z, target, constants)
+    _, grad = loss_and_grad(expr, class_reduction, z, target, constants)
     arr = (sign * grad).numpy()
     if normalise:
         mag = float(np.abs(arr).mean())
@@ -131,7 +131,7 @@ def fingerprint(expr: Expr, reduction: str, constants: torch.Tensor, sign: float
     return hashlib.sha256(rounded.tobytes()).hexdigest()[:32]
 
 
-def rejection_test(expr: Expr, reduction: str, constants: torch.Tensor, sign: float, x: torch.Tensor,
+def rejection_test(expr: Expr, class_reduction: str, constants: torch.Tensor, sign: float, x: torch.Tensor,
                    y: torch.Tensor, steps: int = 20, lr: float = 0.5, min_gain: float = 0.02,
                    seed: int = 0) -> FilterOutcome:
     """EvoMAL's rejection protocol: train a fresh linear model on a sample for ``steps`` SGD steps
@@ -141,7 +141,7 @@ def rejection_test(expr: Expr, reduction: str, constants: torch.Tensor, sign: fl
     feats = (feats - feats.mean(0)) / (feats.std(0) + 1e-6)
     classes = int(y.max()) + 1
     w = torch.zeros(feats.shape[1], classes, dtype=torch.float64, requires_grad=True)
-    kernel = _kernel(expr, reduction)
+    kernel = _kernel(expr, class_reduction)
 
     def acc():
         return float(((feats @ w).argmax(1) == y).double().mean())
@@ -161,16 +161,16 @@ def rejection_test(expr: Expr, reduction: str, constants: torch.Tensor, sign: fl
     return FilterOutcome(True, reason=f"accuracy {start:.3f} -> {end:.3f}")
 
 
-def cheap_filters(expr: Expr, reduction: str, x: torch.Tensor, y: torch.Tensor,
+def cheap_filters(expr: Expr, class_reduction: str, x: torch.Tensor, y: torch.Tensor,
                   constants: torch.Tensor = _NO_CONSTANTS) -> tuple[FilterOutcome, Expr]:
     """Validity, integrity and the rejection test on one expression, outside a run (no memory of
     duplicates): -> (outcome, the oriented expression to train)."""
-    out = validity(expr, reduction, constants)
+    out = validity(expr, class_reduction, constants)
     if not out.passed:
         return out, expr
-    out = integrity(expr, reduction, constants)
+    out = integrity(expr, class_reduction, constants)
     if not out.passed:
         return out, expr
     oriented = expr if out.sign > 0 else Expr("neg", (expr,))
-    rej = rejection_test(oriented, reduction, constants, 1.0, x, y)
+    rej = rejection_test(oriented, class_reduction, constants, 1.0, x, y)
     return (rej if not rej.passed else out), oriented

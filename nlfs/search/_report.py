@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from .._io import atomic_write
+from ..stats import mean
 from ._rows import summary_counts
 
 
@@ -86,7 +87,16 @@ def baseline_accuracy(rows: list[dict], rung: int) -> float | None:
                 and r.get("fidelity") and r.get("stage") != TARGET_STAGE), None)
     accs = [r["fitness"] for r in rows if r["status"] == "baseline" and r.get("fitness") is not None
             and (fid is None or r.get("fidelity") == fid) and (fid is not None or _rung(r) == rung)]
-    return sum(accs) / len(accs) if accs else None
+    return mean(accs, empty=None)
+
+
+def _trained_seeds(r: dict) -> list[dict]:
+    return [s for s in (r.get("result") or {}).get("seeds", []) if not s.get("diverged")]
+
+
+def _paired(seeds: list[dict]) -> list[float]:
+    """One paired difference to CE per seed (the seeds that have one)."""
+    return [s["paired"] for s in seeds if s.get("paired") is not None]
 
 
 def seed_stats(r: dict) -> dict:
@@ -96,8 +106,8 @@ def seed_stats(r: dict) -> dict:
 
     from ..stats import paired_test
 
-    seeds = [s for s in (r.get("result") or {}).get("seeds", []) if not s.get("diverged")]
-    paired = [s["paired"] for s in seeds if s.get("paired") is not None]
+    seeds = _trained_seeds(r)
+    paired = _paired(seeds)
     ci = None
     if len(paired) > 1:
         t = paired_test(paired, [0.0] * len(paired))
@@ -130,19 +140,20 @@ def chance_lead(rows: list[dict], rung: int, normalise: bool | None = None) -> d
     candidates, ``few`` when under ``FEW_FOR_NOISE``."""
     import statistics
 
-    from ..stats import chance_best_paired
+    from ..stats import chance_best_paired, seed_noise
 
     at = [r for r in trained_ok(latest_rows(rows)) if _rung(r) == rung]
     stats = [seed_stats(r) for r in at]
-    noisy = [s["paired_sd"] for r, s in zip(at, stats) if s["paired_sd"] is not None and s["paired_sd"] > 0
-             and (normalise is None or catalogue_twin(r, normalise) != "CE")]
+    noisy = [_paired(_trained_seeds(r)) for r, s in zip(at, stats) if s["paired_sd"] is not None
+             and s["paired_sd"] > 0 and (normalise is None or catalogue_twin(r, normalise) != "CE")]
     if len(stats) < 2 or not noisy:
         return None
-    sd, seeds = statistics.median(noisy), round(statistics.median(s["seeds"] for s in stats if s["seeds"]))
+    sd, noise_from = seed_noise(noisy)
+    seeds = round(statistics.median(s["seeds"] for s in stats if s["seeds"]))
     low, high = chance_best_paired(len(stats), sd, seeds)
     return {"rung": rung, "candidates": len(stats), "seeds": seeds, "seed_sd": sd,
-            "expected_best": low, "expected_best_independent": high, "noise_from": len(noisy),
-            "few": len(noisy) < FEW_FOR_NOISE}
+            "expected_best": low, "expected_best_independent": high, "noise_from": noise_from,
+            "few": noise_from < FEW_FOR_NOISE}
 
 
 _TWINS: dict = {}
@@ -164,7 +175,7 @@ def catalogue_twin(r: dict, normalise: bool) -> str | None:
             expr = spec.expr.substitute(dict(spec.constants))
             table[str(expr.canonical())] = name
             try:
-                table[fingerprint(expr, spec.reduction, torch.zeros(0, dtype=torch.float64),
+                table[fingerprint(expr, spec.class_reduction, torch.zeros(0, dtype=torch.float64),
                                   normalise=normalise)] = name
             except Exception:  # noqa: BLE001 - a catalogue loss the probe cannot take is just not matched
                 pass
@@ -180,24 +191,24 @@ def catalogue_twin(r: dict, normalise: bool) -> str | None:
         return None
 
 
-def row_spec(r: dict, name: str, reduction: str = "class_sum"):
+def row_spec(r: dict, name: str, class_reduction: str = "class_sum"):
     """The LossSpec a row was trained as (its constants, and its scale where the row records one)."""
     import types
 
     from ..expr import parse
-    from ..losses import LossSpec
+    from ..losses import LossSpec, stored_class_reduction
 
-    return LossSpec(name, parse(r["expression"]), r.get("reduction") or reduction,
+    return LossSpec(name, parse(r["expression"]), stored_class_reduction(r, class_reduction),
                     types.MappingProxyType(dict(r.get("constants") or {})), f"nlfs run, evaluation #{r['id']}",
                     float(r.get("scale") or 1.0))
 
 
-def formula(r: dict, reduction: str = "class_sum") -> str:
+def formula(r: dict, class_reduction: str = "class_sum") -> str:
     """The row's loss, simplified, with its constants' values rounded for display."""
     from .._export import formula as spec_formula
 
     try:
-        return spec_formula(row_spec(r, "loss", reduction))
+        return spec_formula(row_spec(r, "loss", class_reduction))
     except Exception:  # noqa: BLE001 - a report never fails over one display form
         return r["expression"]
 
@@ -214,7 +225,7 @@ def _kind(ahead: bool) -> str:
     return "Best losses" if ahead else "Best candidates (none ahead of cross-entropy: not found losses)"
 
 
-def export_takeaways(best: list[dict], run_dir: Path, reduction: str = "class_sum", ahead: bool = True,
+def export_takeaways(best: list[dict], run_dir: Path, class_reduction: str = "class_sum", ahead: bool = True,
                      notes: dict | None = None) -> None:
     """``best_losses.tex``, ``best_losses_standalone.py`` (plain PyTorch, LOSSES by name) and
     ``loss_shapes.png`` for the reported losses, each under its ``<run>#<id>`` name; ``notes`` (row id
@@ -222,14 +233,14 @@ def export_takeaways(best: list[dict], run_dir: Path, reduction: str = "class_su
     from .._export import standalone_source, to_latex
     from ..plots import plot_loss_shapes
 
-    specs = {row_name(r, run_dir): row_spec(r, row_name(r, run_dir), reduction) for r in best}
+    specs = {row_name(r, run_dir): row_spec(r, row_name(r, run_dir), class_reduction) for r in best}
     regimes = notes or {}
     notes = {k: f"Evaluation #{r['id']}, fitness {r['fitness']:.4f} on {r.get('dataset')}"
              + (f" ({regimes[r['id']]})." if r["id"] in regimes else ".") for k, r in zip(specs, best)}
     tex = [f"% {_kind(ahead)} of the nlfs run {run_dir} (y: target, p: softmax of the logits).",
            "% log of anything but p, sqrt and denominators are protected: |x| floored at epsilon = 10^{-7}.", ""]
     for k, spec in specs.items():
-        over = r"\frac{1}{C}\sum_c" if spec.reduction == "element_mean" else r"\sum_c"
+        over = r"\frac{1}{C}\sum_c" if spec.class_reduction == "element_mean" else r"\sum_c"
         tex += [f"% {k}: {notes[k]}", r"\begin{equation}",
                 f"  \\ell_{{\\mathrm{{{_tex_name(k)}}}}}(y, p) = {over} \\left({to_latex(spec)}\\right)",
                 r"\end{equation}", ""]
@@ -285,14 +296,14 @@ def plot_fitness(rows: list[dict], path: Path, paired: bool = False) -> None:
     plt.close(fig)
 
 
-def export_losses(rows: list[dict], path: Path, run_dir: Path, k: int = 5, reduction: str = "class_sum",
+def export_losses(rows: list[dict], path: Path, run_dir: Path, k: int = 5, class_reduction: str = "class_sum",
                   ahead: bool = True, what: str = "", notes: dict | None = None) -> None:
     """A Python file that registers the best losses in the catalogue, each under its ``<run>#<id>``
     name with the constants and gradient scale it was trained with, and defines an nn.Module class per
     loss (named by ``nlfs.losses.python_name``). Registering refuses a different loss under a taken
     name, so two exports never silently replace each other. ``what`` says what the losses are;
     ``notes`` (row id -> text), where each fitness was measured."""
-    from ..losses import python_name
+    from ..losses import python_name, stored_class_reduction
 
     what = what or f"{_kind(ahead)} of the nlfs run {run_dir}"
     lines = [f'"""{what}. Import this module to register them."""', "", "import nlfs", ""]
@@ -302,7 +313,8 @@ def export_losses(rows: list[dict], path: Path, run_dir: Path, k: int = 5, reduc
         if notes and r["id"] in notes:
             src += f" ({notes[r['id']]})"
         scale = float(r.get("scale") or 1.0)
-        lines += [f"nlfs.losses.register({name!r}, {r['expression']!r}, reduction={r.get('reduction') or reduction!r},",
+        over = stored_class_reduction(r, class_reduction)
+        lines += [f"nlfs.losses.register({name!r}, {r['expression']!r}, class_reduction={over!r},",
                   f"                     constants={r.get('constants') or {}!r}, source={src!r},",
                   f"                     scale={scale!r})", "",
                   f"class {python_name(name)}(nlfs.Loss):",
@@ -317,11 +329,11 @@ FINALISTS = "finalists.json"  # what nlfs.eliminate writes: its survivors, in fo
 
 def run_losses(run_dir: str | Path, k: int = 3) -> tuple[list[dict], str]:
     """The losses a run directory hands on to the next tool, as entries in nlfs/found_losses.json's
-    format (name, expression, constants, reduction, scale, provenance), and a line saying which:
+    format (name, expression, constants, class_reduction, scale, provenance), and a line saying which:
     the elimination's survivors (``DIR/finalists.json``) when it has them, else the search's ``k`` best
     (``best_candidates``), each replaced by its tuned version when ``DIR/tuned.json`` changed its
     constants. Names and scales are those of the search's exports."""
-    from ..losses import read_losses_file
+    from ..losses import read_losses_file, stored_class_reduction
     from ._db import read_run
 
     run_dir = Path(run_dir)
@@ -329,7 +341,7 @@ def run_losses(run_dir: str | Path, k: int = 3) -> tuple[list[dict], str]:
         entries = read_losses_file(run_dir / FINALISTS)
         return entries, f"the {len(entries)} survivors of the elimination in {run_dir / FINALISTS}"
     rows, saved = read_run(run_dir)
-    reduction = saved.get("reduction") or "class_sum"
+    class_reduction = stored_class_reduction(saved)
     best = best_candidates(rows, k)
     if not best:
         raise ValueError(f"search run {run_dir} has no successfully trained candidates")
@@ -344,11 +356,13 @@ def run_losses(run_dir: str | Path, k: int = 3) -> tuple[list[dict], str]:
         prov = {"search_run": str(run_dir), "candidate": row_name(r, run_dir), "search_fitness": r["fitness"]}
         if t is None:
             out.append({"name": row_name(r, run_dir), "expression": r["expression"],
-                        "constants": dict(r.get("constants") or {}), "reduction": r.get("reduction") or reduction,
+                        "constants": dict(r.get("constants") or {}),
+                        "class_reduction": stored_class_reduction(r, class_reduction),
                         "scale": float(r.get("scale") or 1.0), "provenance": prov})
         else:
             out.append({"name": t.get("tuned_name") or f"{row_name(r, run_dir)}-tuned", "expression": t["expression"],
-                        "constants": dict(t["best_constants"]), "reduction": t.get("reduction") or reduction,
+                        "constants": dict(t["best_constants"]),
+                        "class_reduction": stored_class_reduction(t, class_reduction),
                         "scale": float(t.get("scale") or 1.0),
                         "provenance": {**prov, "tuned_from": r["expression"], "tuned": str(run_dir / "tuned.json")}})
     what = f"the search's {len(out)} best candidates in {run_dir}" + (
@@ -361,9 +375,9 @@ def entry_spec(entry: dict):
     import types
 
     from ..expr import parse
-    from ..losses import LossSpec
+    from ..losses import LossSpec, stored_class_reduction
 
-    return LossSpec(entry["name"], parse(entry["expression"]), entry.get("reduction") or "class_sum",
+    return LossSpec(entry["name"], parse(entry["expression"]), stored_class_reduction(entry),
                     types.MappingProxyType({k: float(v) for k, v in (entry.get("constants") or {}).items()}),
                     "; ".join(f"{k}: {v}" for k, v in (entry.get("provenance") or {}).items()),
                     float(entry.get("scale") or 1.0))
@@ -464,7 +478,7 @@ def target_results(rows: list[dict]) -> dict:
               and b["seed"] in {s["seed"] for s in (r.get("result") or {}).get("seeds", [])}]
         out[r.get("candidate") or r["id"]] = {
             "id": r["id"], "status": r["status"], "reason": r.get("reason") or "", "seeds": st["seeds"],
-            "accuracy": st["accuracy"], "ce_accuracy": sum(ce) / len(ce) if ce else None,
+            "accuracy": st["accuracy"], "ce_accuracy": mean(ce, empty=None),
             "paired": st["paired"], "paired_ci": st["paired_ci"]}
     return out
 
@@ -509,10 +523,12 @@ def target_describe(cfg: dict) -> str | None:
         return None
 
 
-def write_report(run_dir: str | Path, rows: list[dict], reduction: str | None = None) -> dict:
+def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | None = None) -> dict:
+    from ..losses import stored_class_reduction
+
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
-    reduction = reduction or cfg.get("reduction") or "class_sum"
+    class_reduction = class_reduction or stored_class_reduction(cfg)
     paired = bool(cfg.get("paired", False) and cfg.get("baseline", True)) and any(
         s.get("paired") is not None for r in rows for s in (r.get("result") or {}).get("seeds", []) or [])
     normalise = cfg.get("grad_scale", "none") != "none"
@@ -525,7 +541,7 @@ def write_report(run_dir: str | Path, rows: list[dict], reduction: str | None = 
 
     def entry(r):  # expression: as trained (parseable); formula: simplified, constants' values rounded
         e = {"name": row_name(r, run_dir), **{k: r[k] for k in ("id", "expression", "fitness", "size")},
-             "formula": formula(r, reduction), "constants": r.get("constants") or {}, "rung": _rung(r),
+             "formula": formula(r, class_reduction), "constants": r.get("constants") or {}, "rung": _rung(r),
              "scale": r.get("scale") or 1.0, "ce_accuracy": baseline_accuracy(rows, _rung(r)),
              "same_as": catalogue_twin(r, normalise), **seed_stats(r)}
         acc = e["accuracy"] if e["accuracy"] is not None else e["fitness"]
@@ -585,7 +601,7 @@ def write_report(run_dir: str | Path, rows: list[dict], reduction: str | None = 
           "| size | rung | fitness | formula | vs CE | measured in | in the target |",
           "|---|---|---|---|---|---|---|"]
     fmt = "+.4f" if paired else ".4f"
-    md += [f"| {r['size']} | {_rung(r)} | {r['fitness']:{fmt}} | `{formula(r, reduction)}` | "
+    md += [f"| {r['size']} | {_rung(r)} | {r['fitness']:{fmt}} | `{formula(r, class_reduction)}` | "
            f"{pp(e['vs_ce'], e['paired_ci'])} | {e['regime']} | {e['in_target']} |"
            for r, e in zip(hof, summary["hall_of_fame"])]
     if checked:
@@ -598,8 +614,8 @@ def write_report(run_dir: str | Path, rows: list[dict], reduction: str | None = 
     atomic_write(run_dir / "hall_of_fame.md", "\n".join(md) + "\n")
     plot_fitness(rows, run_dir / "fitness.png", paired)
     notes = {e["id"]: f"{e['regime']}; {e['in_target']}" for e in entries}
-    export_losses(rows, run_dir / "best_losses.py", run_dir, reduction=reduction, ahead=ahead, notes=notes)
-    export_takeaways(best, run_dir, reduction, ahead, notes=notes)
+    export_losses(rows, run_dir / "best_losses.py", run_dir, class_reduction=class_reduction, ahead=ahead, notes=notes)
+    export_takeaways(best, run_dir, class_reduction, ahead, notes=notes)
     return summary
 
 

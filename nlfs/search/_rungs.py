@@ -18,8 +18,6 @@ ones and reuses the results of the rung below.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 
 TRAIN_KEYS = ("train_size", "epochs", "steps", "val_size", "batch_size")
@@ -46,11 +44,12 @@ class Rung:
     @property
     def fidelity(self) -> str:
         """A key for the training budget alone: rungs (and CE baselines) with equal keys share seeds."""
+        from ..train import training_key
+
         key = {k: self.train.get(k) for k in TRAIN_KEYS}
         if self.train.get(BUDGET) is not None:  # only then: the fidelities of runs without it stay
             key[BUDGET] = self.train[BUDGET]
-        text = json.dumps(key, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return training_key(key, length=12)
 
     def describe(self) -> str:
         parts = [f"{k}={self.train[k]}" for k in (*TRAIN_KEYS, BUDGET) if self.train.get(k) is not None]

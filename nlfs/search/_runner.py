@@ -33,7 +33,7 @@ from ._executors import make_executor, run_jobs
 from ._rows import AFTER_SCREENING
 from ._rows import reused as _reused
 from ._rungs import promoted
-from ._worker import evaluate_payload, rejection_sample  # noqa: F401 - re-exported
+from ._worker import evaluate_payload, grad_scale_factor_of, rejection_sample  # noqa: F401 - re-exported
 
 
 def open_run(cfg: SearchConfig, resume: bool) -> tuple[RunDB, SearchConfig]:
@@ -192,7 +192,7 @@ class Search:
 
         stages = set(cfg.filters)
         if "validity" in stages:
-            out = F.validity(expr, cfg.reduction, consts)
+            out = F.validity(expr, cfg.class_reduction, consts)
             if not out.passed:
                 return reject("validity", out.reason)
         if "duplicate" in stages and canonical in self.by_canonical:
@@ -200,7 +200,7 @@ class Search:
             return reject("duplicate", f"same canonical form as #{prev['id']}", self.known_fitness(prev))
         oriented = expr
         if "integrity" in stages:
-            out = F.integrity(expr, cfg.reduction, consts)
+            out = F.integrity(expr, cfg.class_reduction, consts)
             if not out.passed:
                 return reject("integrity", out.reason)
             row["phenotype"] = out.phenotype
@@ -214,7 +214,7 @@ class Search:
                                   self.known_fitness(prev))
         if "fingerprint" in stages:
             # with grad_scale, losses that differ only by a factor train alike: the print ignores it
-            fp = F.fingerprint(oriented, cfg.reduction, consts, normalise=cfg.grad_scale != "none")
+            fp = F.fingerprint(oriented, cfg.class_reduction, consts, normalise=cfg.grad_scale != "none")
             row["fingerprint"] = fp
             if fp in self.by_fingerprint:
                 prev = self.by_fingerprint[fp]
@@ -234,7 +234,7 @@ class Search:
             return {**self._fitness_payload(row, budget, seeds), "rejection": False}
         if index == len(self.rungs):
             return {"expression": row["expression"], "constants": row.get("constants") or {},
-                    "reduction": self.cfg.reduction, "train": self.cfg.target_train_config().to_dict(),
+                    "class_reduction": self.cfg.class_reduction, "train": self.cfg.target_train_config().to_dict(),
                     "seeds": seeds, "rejection": False}
         return self.payload(row, self.rungs[index], seeds=seeds)
 
@@ -243,7 +243,7 @@ class Search:
             seeds = self.cfg.seeds(rung) if seeds is None else seeds
             return {**self._fitness_payload(row, rung.train["budget"], seeds), "rejection": rejection}
         return {"expression": row["expression"], "constants": row.get("constants") or {},
-                "reduction": self.cfg.reduction, "train": self.cfg.train_config(rung).to_dict(),
+                "class_reduction": self.cfg.class_reduction, "train": self.cfg.train_config(rung).to_dict(),
                 "seeds": self.cfg.seeds(rung) if seeds is None else seeds, "rejection": rejection}
 
     def _fitness_payload(self, row: dict, budget: float, seeds: list) -> dict:
@@ -297,7 +297,7 @@ class Search:
                    wall_time=out["wall_time"] + row.get("screen_time", 0.0))
         if out.get("per_seed") is not None:
             row["result"] = {"seeds": per_seed, "train": out.get("result")}
-            row["scale"] = per_seed[0]["grad_scale"] if per_seed else None
+            row["scale"] = grad_scale_factor_of(per_seed)
         if out["status"] == "ok":
             row["accuracy"] = float(np.mean([s["acc"] for s in per_seed])) if per_seed else out.get("fitness")
             if self.cfg.is_paired and per_seed:
@@ -338,7 +338,7 @@ class Search:
                     seen.add(key)
                     row = {"expression": "-y * log(p)", "constants": {}}
                     jobs.append((("CE", index, seed), {**self._payload_at(row, index, [seed]),
-                                                       "reduction": "class_sum", "name": "CE"}))
+                                                       "class_reduction": "class_sum", "name": "CE"}))
         jobs += [(("candidate", job), payload) for job, payload in work]
         held, rows = [], []
         for key, out in run_jobs(executor, jobs):
@@ -371,7 +371,7 @@ class Search:
         """Cross-entropy at the configuration's base budget, recorded once (TaylorGLO runs)."""
         if not self.cfg.baseline or self.db.count("WHERE status = 'baseline'"):
             return
-        payload = {"expression": "-y * log(p)", "constants": {}, "reduction": "class_sum",
+        payload = {"expression": "-y * log(p)", "constants": {}, "class_reduction": "class_sum",
                    "train": self.cfg.train_config().to_dict(), "rejection": False, "name": "CE"}
         ((_, out),) = run_jobs(executor, [("CE", payload)])
         self.db.record({"canonical": "baseline:CE", "expression": "-y * log(p)", "constants": {},

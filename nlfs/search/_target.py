@@ -14,8 +14,6 @@ report shows says whether it was measured at a screening rung (a proxy lead) or 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 
 from ._rungs import BUDGET, TRAIN_KEYS, budget_fraction
@@ -44,12 +42,13 @@ class Target:
     @property
     def fidelity(self) -> str:
         """A key for this training budget and regime: CE baselines with equal keys are shared."""
+        from ..train import training_key
+
         keys = [k for k in (*TRAIN_KEYS, *REGIME_KEYS) if k not in _KEYED_WHEN_SET or self.train.get(k)]
         key = {k: self.train.get(k) for k in keys}
         if BUDGET in self.train:  # a fitness function's full training (only then: older keys stay)
             key[BUDGET] = self.train[BUDGET]
-        text = json.dumps({"target": key}, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return training_key({"target": key}, length=12)
 
     def describe(self, unit: str = "training images") -> str:
         """The regime in words; ``unit``: what the data holds ("training samples" for feature vectors)."""

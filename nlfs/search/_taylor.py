@@ -27,6 +27,7 @@ from ._db import RunDB
 from ._executors import make_executor, run_jobs
 from ._optuna import fitness_of, make_storage, quiet_optuna, resume_stale_trials
 from ._runner import Search, _progress, open_run
+from ._worker import grad_scale_factor_of
 
 TAYLOR_LOSS = "TaylorGLO"
 JOURNAL = "taylor.journal"
@@ -83,7 +84,7 @@ class TaylorSearch:
         self.cfg, self.opts = cfg, opts
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         spec = get(TAYLOR_LOSS)
-        self.expr, self.reduction = spec.expr, spec.reduction
+        self.expr, self.class_reduction = spec.expr, spec.class_reduction
         self.names = list(self.expr.constants)  # t0..t7
         dist = optuna.distributions.FloatDistribution(opts["low"], opts["high"])
         self.space = {n: dist for n in self.names}
@@ -116,7 +117,7 @@ class TaylorSearch:
                 "genotype": {"trial": trial.number, "params": values}, "constants": values, "sign": 1.0,
                 "seed": cfg.seed, "dataset": cfg.dataset, "backend": cfg.backend, "model": cfg.model,
                 "size": self.expr.size,
-                "payload": {"expression": str(self.expr), "constants": values, "reduction": self.reduction,
+                "payload": {"expression": str(self.expr), "constants": values, "class_reduction": self.class_reduction,
                             "train": cfg.train_config().to_dict(), "rejection": "rejection" in cfg.filters,
                             "name": TAYLOR_LOSS}}
 
@@ -158,7 +159,7 @@ class TaylorSearch:
                 per_seed = out.get("per_seed") or []
                 row.update(status=out["status"], stage=out.get("stage"), reason=out.get("reason", ""),
                            fitness=out.get("fitness"), result=out.get("result"), wall_time=out["wall_time"],
-                           scale=per_seed[0]["grad_scale"] if per_seed else None)
+                           scale=grad_scale_factor_of(per_seed))
                 # the row first: a run killed between the two tells the trial from the row on resume
                 self.db.record(row)
                 value = fitness_of(out)

@@ -28,16 +28,17 @@ def install_shared(objects: dict | None) -> None:
 def evaluate_payload(payload: dict) -> dict:
     """Rejection test then one training per seed; never raises (a failure is a result with a reason).
 
-    ``payload``: ``expression``, ``constants``, ``reduction``, ``train`` (a TrainConfig dict),
-    ``seeds`` (default: the train config's own seed), ``rejection`` (run the rejection test first),
+    ``payload``: ``expression``, ``constants``, ``class_reduction`` (``reduction`` in older payloads),
+    ``train`` (a TrainConfig dict), ``seeds`` (default: the train config's own seed), ``rejection`` (run
+    the rejection test first),
     ``name``, ``scale`` (the loss's fixed factor, default 1). Instead of ``expression`` and
-    ``reduction``, ``loss`` may give any loss ``nlfs.train`` accepts (a catalogue name, an expression,
+    ``class_reduction``, ``loss`` may give any loss ``nlfs.train`` accepts (a catalogue name, an expression,
     a ``LossSpec``; in this process also a callable), with ``constants`` overriding its own (no
     rejection test). With ``fitness`` true, the installed fitness function scores the loss instead of
     ``nlfs.train``: ``f(nlfs.Loss, seed, budget)`` for each seed, ``budget`` the payload's (no
     ``train``; the rejection test uses a fixed synthetic sample).
 
-    The result's ``per_seed`` lists ``{seed, acc, diverged, reason, grad_scale,
+    The result's ``per_seed`` lists ``{seed, acc, diverged, reason, grad_scale_factor,
     order_digest}``; ``fitness`` is the mean accuracy (None when a seed failed)."""
     start = time.perf_counter()
     try:
@@ -47,8 +48,18 @@ def evaluate_payload(payload: dict) -> dict:
                 "wall_time": time.perf_counter() - start}
 
 
+def grad_scale_factor_of(per_seed: list[dict]) -> float | None:
+    """The factor the trainer put on the loss in the first seed's training (``TrainConfig.grad_scale="ce"``
+    measures it; 1 without), from a result's ``per_seed``; None without seeds. Results stored before
+    the rename call it ``grad_scale``."""
+    if not per_seed:
+        return None
+    first = per_seed[0]
+    return first.get("grad_scale_factor", first.get("grad_scale"))
+
+
 def _evaluate(payload: dict, start: float) -> dict:
-    from ..losses import LossSpec
+    from ..losses import LossSpec, stored_class_reduction
     from ..train import TrainConfig
 
     fitness = payload.get("fitness", False)
@@ -58,13 +69,14 @@ def _evaluate(payload: dict, start: float) -> dict:
     expr = parse(payload["expression"])
     constants = payload.get("constants") or {}
     consts = torch.tensor([constants[k] for k in expr.constants], dtype=torch.float64)
+    class_reduction = stored_class_reduction(payload)
     if payload.get("rejection", True):
         x, y = synthetic_sample() if fitness else rejection_sample(cfg)
-        out = F.rejection_test(expr, payload["reduction"], consts, 1.0, x, y)
+        out = F.rejection_test(expr, class_reduction, consts, 1.0, x, y)
         if not out.passed:
             return {"status": "rejected:rejection", "stage": "rejection", "reason": out.reason,
                     "fitness": None, "wall_time": time.perf_counter() - start}
-    spec = LossSpec(payload.get("name", str(expr)), expr, payload["reduction"],
+    spec = LossSpec(payload.get("name", str(expr)), expr, class_reduction,
                     types.MappingProxyType(dict(constants)), scale=float(payload.get("scale") or 1.0))
     if fitness:
         return _score_seeds(spec, payload, start)
@@ -92,7 +104,7 @@ def _score_seeds(spec, payload: dict, start: float) -> dict:
         bad = not math.isfinite(score)
         per_seed.append({"seed": seed, "acc": score, "diverged": bad,
                          "reason": f"the fitness function returned {score}" if bad else "",
-                         "grad_scale": spec.scale, "order_digest": None, "seconds": time.perf_counter() - t0})
+                         "grad_scale_factor": spec.scale, "order_digest": None, "seconds": time.perf_counter() - t0})
         if bad:
             break
     failed = next((s for s in per_seed if s["diverged"]), None)
@@ -110,7 +122,7 @@ def _train_seeds(loss, constants, cfg, payload: dict, start: float) -> dict:
         result = train(loss, dataclasses.replace(cfg, seed=seed), constants=constants)
         first = first or result
         per_seed.append({"seed": seed, "acc": result.best_val_acc, "diverged": result.diverged,
-                         "reason": result.reason, "grad_scale": result.grad_scale,
+                         "reason": result.reason, "grad_scale_factor": result.grad_scale_factor,
                          "order_digest": result.order_digest})
         if result.diverged:
             first = result

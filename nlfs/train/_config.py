@@ -209,7 +209,7 @@ class TrainResult:
     compile_time: float = 0.0
     data_source: str = ""
     history: list = field(default_factory=list)  # [(step, val_acc), ...]
-    grad_scale: float = 1.0  # the factor the loss was multiplied by (TrainConfig.grad_scale="ce")
+    grad_scale_factor: float = 1.0  # the factor the loss was multiplied by (TrainConfig.grad_scale="ce")
     # A digest of every batch's sample indices and of the model's initial weights: two runs with
     # equal digests saw the same initialisation and the same data in the same order (paired seeds).
     order_digest: str = ""

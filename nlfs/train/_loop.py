@@ -485,7 +485,7 @@ def _train(loss, cfg: TrainConfig, constants: dict | None) -> TrainResult:
             reason = str(err)
     _sync(device)
     wall = time.perf_counter() - t0
-    base.update(grad_scale=grad_factor, order_digest=f"{digest}-{order_acc.item() & (2**63 - 1):x}")
+    base.update(grad_scale_factor=grad_factor, order_digest=f"{digest}-{order_acc.item() & (2**63 - 1):x}")
     if reason:
         return failed(reason, loss_name, loss_text, backend_name, val_acc=val_acc, best_val_acc=best_val,
                       final_train_loss=v.item() if v is not None else None, steps=step - first,

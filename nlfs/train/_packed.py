@@ -286,7 +286,7 @@ def _train_packed(losses, cfg: TrainConfig, seeds: list[int], lrs: list[float], 
             base, val_acc=val_acc[i], best_val_acc=best_val[i], test_acc=None, final_train_loss=loss_now,
             train_acc=None, loss=names[i], loss_text=texts[i], backend=backends[i], diverged=True,
             reason=reason, steps=step, epochs=step / spe, wall_time=wall / k, compile_time=compile_time,
-            history=history[i], lr=lrs[i], grad_scale=factors[i],
+            history=history[i], lr=lrs[i], grad_scale_factor=factors[i],
             order_digest=f"{digests[i]}-{order_acc.item() & (2**63 - 1):x}"))
 
     def drop(failed: dict[int, str]) -> None:
@@ -423,7 +423,7 @@ def _train_packed(losses, cfg: TrainConfig, seeds: list[int], lrs: list[float], 
             base, val_acc=val_acc[i], best_val_acc=best_val[i], test_acc=test_acc.get(i),
             final_train_loss=final_loss, train_acc=train_acc, steps=step, epochs=step / spe,
             wall_time=wall / k, loss=names[i], loss_text=texts[i], backend=backends[i],
-            compile_time=compile_time, history=history[i], lr=lrs[i], grad_scale=factors[i],
+            compile_time=compile_time, history=history[i], lr=lrs[i], grad_scale_factor=factors[i],
             order_digest=f"{digests[i]}-{order}"))
     return results
 

@@ -111,7 +111,7 @@ def leaf_adjoints(program: Program, logits: torch.Tensor, target: torch.Tensor, 
     f = vals[-1].expand_as(z)
     adj = {k: torch.zeros_like(z) for k in leaves}
     if tracked and f.requires_grad:
-        mean = class_reduction and program.reduction == "element_mean"
+        mean = class_reduction and program.class_reduction == "element_mean"
         root = f.sum() / (c if mean else 1)
         grads = torch.autograd.grad(root, [v for _, v in tracked], allow_unused=True)
         for (op, _), g in zip(tracked, grads, strict=True):

@@ -147,7 +147,7 @@ def check_program(name, program, consts, n, c, prob_targets, seed=0, dtypes=(tor
 @pytest.mark.parametrize("name", CATALOGUE)
 def test_catalogue(name, shape):
     spec = nlfs.losses.get(name)
-    program = lower(spec.expr, spec.reduction)
+    program = lower(spec.expr, spec.class_reduction)
     consts = catalogue_constants(spec, program)
     check_program(name, program, consts, *shape, prob_targets=False)
     check_program(name, program, consts, *shape, prob_targets=True, seed=1)
@@ -173,7 +173,7 @@ def test_random_expressions(space):
 def test_extreme_logits_stay_finite():
     for name in CATALOGUE:
         spec = nlfs.losses.get(name)
-        program = lower(spec.expr, spec.reduction)
+        program = lower(spec.expr, spec.class_reduction)
         kernel = BACKEND.compile(program)
         for dtype in (torch.float32, torch.float64):
             for scale in (1e-3, 50.0, 1e4, 1e30):
@@ -206,7 +206,7 @@ def test_protected_ops_at_the_edges():
 
 def test_target_kinds_agree():
     spec = nlfs.losses.get("LabelSmoothingCE")
-    program = lower(spec.expr, spec.reduction)
+    program = lower(spec.expr, spec.class_reduction)
     kernel = BACKEND.compile(program)
     logits, target = make_inputs(33, 12, torch.float64, seed=5)
     onehot = torch.nn.functional.one_hot(target, 12)
@@ -222,7 +222,7 @@ def test_target_kinds_agree():
 def test_outputs_fully_written_poisoned_buffers():
     for name in CATALOGUE:
         spec = nlfs.losses.get(name)
-        program = lower(spec.expr, spec.reduction)
+        program = lower(spec.expr, spec.class_reduction)
         kernel = BACKEND.compile(program)
         for dtype in (torch.float32, torch.float64):
             for n, c in SHAPES:
@@ -242,7 +242,7 @@ def test_threads_bit_identical(shape, dtype):
     try:
         for name in CATALOGUE:
             spec = nlfs.losses.get(name)
-            program = lower(spec.expr, spec.reduction)
+            program = lower(spec.expr, spec.class_reduction)
             kernel = BACKEND.compile(program)
             for prob in (False, True):
                 logits, target = make_inputs(*shape, dtype, prob_targets=prob, seed=11)
@@ -297,7 +297,7 @@ def test_specialised_and_whole_program_agree(name):
     from nlfs import _cpp as ext
 
     spec = nlfs.losses.get(name)
-    program = lower(spec.expr, spec.reduction)
+    program = lower(spec.expr, spec.class_reduction)
     kernel = BACKEND.compile(program)
     consts = catalogue_constants(spec, program)
     for dtype, (n, c), tol in ((torch.float64, (37, 11), 1e-12), (torch.float64, (5, 300), 1e-12),
@@ -407,7 +407,7 @@ def test_backward_returns_kernel_gradient_safely(reduction):
 
 def test_noncontiguous_and_odd_inputs():
     spec = nlfs.losses.get("Focal")
-    program = lower(spec.expr, spec.reduction)
+    program = lower(spec.expr, spec.class_reduction)
     kernel = BACKEND.compile(program)
     logits, target = make_inputs(40, 11, torch.float64, seed=2)
     base = kernel(logits, target, catalogue_constants(spec, program))
@@ -537,7 +537,7 @@ def test_fp32_compute_switch_and_fallback():
 
     assert cpp.get_fp32_compute()
     spec = nlfs.losses.get("Baikal")
-    program = lower(spec.expr, spec.reduction)
+    program = lower(spec.expr, spec.class_reduction)
     kernel = BACKEND.compile(program)
     logits, target = make_inputs(300, 40, torch.float32, prob_targets=True, seed=9)
     before_threads = cpp.get_num_threads()

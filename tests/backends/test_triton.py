@@ -71,7 +71,7 @@ BACKEND = TritonBackend()
 
 
 def _program(spec):
-    return nlfs.lower(spec.expr, spec.reduction)
+    return nlfs.lower(spec.expr, spec.class_reduction)
 
 
 def check(program, constants, n, c, dtype=torch.float32, prob=False, seed=0, name="", kernel=None,

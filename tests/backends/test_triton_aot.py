@@ -66,7 +66,7 @@ def catalogue_results(caches):
     jobs, names = [], []
     for name in nlfs.losses.elementwise():  # the kernels are elementwise (NCE: torch only)
         spec = nlfs.losses.get(name)
-        kernel = _kernel(nlfs.lower(spec.expr, spec.reduction))
+        kernel = _kernel(nlfs.lower(spec.expr, spec.class_reduction))
         for (n, c), dtype in zip(SHAPES, DTYPES, strict=True):
             jobs.append(AotJob.for_kernel(kernel, n, c, dtype))
             names.append(name)

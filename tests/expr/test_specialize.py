@@ -31,7 +31,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def _catalogue_program(name):
     spec = nlfs.losses.get(name)
-    return spec, lower(spec.expr, spec.reduction)
+    return spec, lower(spec.expr, spec.class_reduction)
 
 
 def _inputs(n, c, seed):
@@ -164,7 +164,7 @@ def test_losses_vanishing_off_target_collapse_to_zero(name):
     _, program = _catalogue_program(name)
     off = specialize(program, 0.0)
     assert off.instrs == (Instr("num", (), 0.0),)
-    assert off.constants == program.constants and off.reduction == program.reduction
+    assert off.constants == program.constants and off.class_reduction == program.class_reduction
     assert math.copysign(1.0, off.instrs[0].value) == 1.0  # +0.0, not -0.0
 
 
@@ -189,7 +189,7 @@ def test_catalogue_specialised_programs_are_well_formed(name):
     for y in (0.0, 1.0, 0.5):
         sp = specialize(program, y)
         assert "y" not in _ops(sp), (name, y, sp.instrs)
-        assert sp.constants == program.constants and sp.reduction == program.reduction
+        assert sp.constants == program.constants and sp.class_reduction == program.class_reduction
         assert len(sp.instrs) <= len(program.instrs)
         assert_well_formed(sp)
         assert specialize(sp, y) == sp, "specialising twice changes the program"
@@ -424,7 +424,7 @@ def _hand_built():
 def test_merge_common_hand_built():
     program = _hand_built()
     merged = merge_common(program)
-    assert merged.constants == ("a",) and merged.reduction == "element_mean"
+    assert merged.constants == ("a",) and merged.class_reduction == "element_mean"
     assert_well_formed(merged)
     ops = _ops(merged)
     for leaf in ("p", "y", "const"):
@@ -461,7 +461,7 @@ def test_merge_common_keeps_values(space):
                 instrs.append(ins)
             instrs.append(Instr(ins.op, tuple(remap[a] for a in ins.args), ins.value))
             remap.append(len(instrs) - 1)
-        dup = Program(tuple(instrs) + (Instr("z"),) + (instrs[-1],), program.constants, program.reduction)
+        dup = Program(tuple(instrs) + (Instr("z"),) + (instrs[-1],), program.constants, program.class_reduction)
         merged = merge_common(dup)
         assert_well_formed(merged)
         assert merged == merge_common(program), str(expr)

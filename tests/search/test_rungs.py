@@ -8,6 +8,7 @@ import torch
 import nlfs
 from nlfs.search import Search, SearchConfig, make_rungs, parse_rungs, promoted
 from nlfs.search._report import write_report
+from tests.runs import run_search
 
 RUNGS = [{"steps": 6, "seeds": 1}, {"steps": 12, "seeds": 1}, {"steps": 12, "seeds": 3}]
 TINY = dict(dataset="digits", train_size=300, val_size=100, backend="torch", progress=False)
@@ -56,14 +57,6 @@ class FakeExecutor:
         pass
 
 
-def _run(cfg, executor, resume=False):
-    s = Search(cfg, resume=resume)
-    try:
-        return s.run(executor=executor)
-    finally:
-        s.close()
-
-
 def test_promotion_rule_is_optunas_successive_halving():
     assert promoted(0.3, [0.3], 3)  # the first is the best so far
     assert not promoted(0.2, [0.3, 0.2], 3)  # fewer than eta finished: only a new best
@@ -85,7 +78,7 @@ def test_rungs_parse_and_validate():
 
 def test_promotion_paired_fitness_and_budget_accounting(tmp_path):
     ex = FakeExecutor()
-    rows = _run(_cfg(tmp_path), ex)
+    rows = run_search(_cfg(tmp_path), ex)
     base = [r for r in rows if r["status"] == "baseline"]
     # one CE baseline per (fidelity, seed): rungs 1 and 2 share a budget, so 1 + 3 trainings
     assert sorted((r["rung"], r["seed"]) for r in base) == [(0, 0), (1, 0), (2, 1), (2, 2)]
@@ -117,12 +110,12 @@ def test_promotion_paired_fitness_and_budget_accounting(tmp_path):
 def test_killed_mid_rung_resumes_without_training_twice(tmp_path):
     cfg = _cfg(tmp_path)
     with pytest.raises(KeyboardInterrupt):
-        _run(cfg, FakeExecutor(die_after=9))
+        run_search(cfg, FakeExecutor(die_after=9))
     first = Search(cfg, resume=True)
     before = [(r.get("candidate") or r["id"], r["rung"]) for r in first.db.rows() if r["status"] == "ok"]
     first.close()
     assert before
-    rows = _run(_cfg(tmp_path, budget=9), FakeExecutor(), resume=True)
+    rows = run_search(_cfg(tmp_path, budget=9), FakeExecutor(), resume=True)
     trained = [(r.get("candidate") or r["id"], r["rung"]) for r in rows if r["status"] == "ok"]
     assert len(trained) == len(set(trained))  # no candidate trained twice at one rung
     assert set(before) <= set(trained)
@@ -139,8 +132,8 @@ def test_paired_seeds_reproduce_the_baselines_data_order(tmp_path):
     assert ce.order_digest == other.order_digest  # same init, same batches in the same order
     assert train("CE", cfg, seed=4).order_digest != ce.order_digest
     # and inside a search: every candidate's seed saw what CE's baseline with that seed saw
-    rows = _run(_cfg(tmp_path, budget=2, rungs=[{"steps": 8, "seeds": 2}], seed_losses=("Poly1",),
-                     seed_mutants=1), None)
+    rows = run_search(_cfg(tmp_path, budget=2, rungs=[{"steps": 8, "seeds": 2}], seed_losses=("Poly1",),
+                          seed_mutants=1), None)
     base = {r["seed"]: r["result"]["seeds"][0]["order_digest"] for r in rows if r["status"] == "baseline"}
     seeds = [s for r in rows if r["status"] == "ok" for s in r["result"]["seeds"]]
     assert len(seeds) == 4 and all(s["order_digest"] == base[s["seed"]] for s in seeds)
@@ -148,8 +141,8 @@ def test_paired_seeds_reproduce_the_baselines_data_order(tmp_path):
 
 def test_warm_start_losses_come_first(tmp_path):
     ex = FakeExecutor()
-    rows = _run(_cfg(tmp_path, budget=3, seed_losses=("Poly1", "-y * log(p) + 0.1 * p"), seed_mutants=2,
-                     filters=("validity",)), ex)
+    rows = run_search(_cfg(tmp_path, budget=3, seed_losses=("Poly1", "-y * log(p) + 0.1 * p"), seed_mutants=2,
+                          filters=("validity",)), ex)
     asked = [r["expression"] for r in rows if r["status"] != "baseline" and not r.get("rung")]
     poly = nlfs.losses.get("Poly1")
     assert asked[0] == str(poly.expr.substitute(dict(poly.constants)))
@@ -172,14 +165,14 @@ def test_augment_reaches_the_trainer_and_the_run_record(tmp_path):
                                       str(tmp_path / "cli"), "--space", "gp", "--algorithm", "gp"])
     assert config_from_args(args).augment == "mixup"
     ex = FakeExecutor()
-    _run(_cfg(tmp_path, budget=2, augment="mixup"), ex)
+    run_search(_cfg(tmp_path, budget=2, augment="mixup"), ex)
     assert {s[3] for s in ex.submitted} == {"mixup"}  # baselines and candidates alike
     s = Search(_cfg(tmp_path, budget=2), resume=True)
     assert s.db.get_meta("config")["augment"] == "mixup" and s.cfg.augment == "mixup"
     s.close()
     # a real training with it: the result record says mixup
-    rows = _run(_cfg(tmp_path / "real", budget=1, augment="mixup", rungs=[{"steps": 4, "seeds": 1}],
-                     filters=("validity",), baseline=False), None)
+    rows = run_search(_cfg(tmp_path / "real", budget=1, augment="mixup", rungs=[{"steps": 4, "seeds": 1}],
+                          filters=("validity",), baseline=False), None)
     assert [r["result"]["train"]["augment"] for r in rows if r["status"] == "ok"] == ["mixup"]
     summary = write_report(tmp_path / "real" / "run", rows)
     assert summary["augment"] == "mixup"
@@ -194,8 +187,8 @@ def test_gradient_scale_round_trips_into_the_exported_loss(tmp_path):
     assert factor == pytest.approx(10.0) and scaled.spec.scale == pytest.approx(10.0)
     assert gradient_magnitude(scaled, z, t) == pytest.approx(gradient_magnitude(torch.nn.CrossEntropyLoss(), z, t))
 
-    rows = _run(_cfg(tmp_path, budget=1, rungs=[{"steps": 4, "seeds": 1}], grad_scale="ce",
-                     seed_losses=("0.25 * -y * log(p)",), seed_mutants=0, filters=("validity",)), None)
+    rows = run_search(_cfg(tmp_path, budget=1, rungs=[{"steps": 4, "seeds": 1}], grad_scale="ce",
+                          seed_losses=("0.25 * -y * log(p)",), seed_mutants=0, filters=("validity",)), None)
     row = next(r for r in rows if r["status"] == "ok")
     assert row["scale"] == pytest.approx(4.0, rel=1e-6)
     write_report(tmp_path / "run", rows)
@@ -264,8 +257,8 @@ def test_report_marks_catalogue_losses_in_disguise(tmp_path):
     # summed over classes, 0.3 * p adds a constant 0.3: the same gradient as CE
     assert catalogue_twin({"canonical": "", "expression": "-y * log(p) + 0.3 * p"}, False) == "CE"
     ex = FakeExecutor()
-    rows = _run(_cfg(tmp_path, budget=2, seed_losses=("-(log(p) * y)", "-y * log(p) + 0.3 * p * y"), seed_mutants=0,
-                     filters=("validity",)), ex)
+    rows = run_search(_cfg(tmp_path, budget=2, seed_losses=("-(log(p) * y)", "-y * log(p) + 0.3 * p * y"),
+                           seed_mutants=0, filters=("validity",)), ex)
     text = format_summary(write_report(tmp_path / "run", rows), "digits")
     assert "[= CE in disguise]" in text and text.count("in disguise") == 1
 
@@ -274,8 +267,8 @@ def test_report_only_rewrites_a_runs_reports_without_training(tmp_path, capsys):
     from nlfs import evolve
 
     ex = FakeExecutor()
-    _run(_cfg(tmp_path, budget=3, seed_losses=("-y * log(p) + 0.3 * p * y",), seed_mutants=0,
-              filters=("validity",)), ex)
+    run_search(_cfg(tmp_path, budget=3, seed_losses=("-y * log(p) + 0.3 * p * y",), seed_mutants=0,
+                    filters=("validity",)), ex)
     run = tmp_path / "run"
     assert not (run / "summary.json").exists()  # the search wrote run.db only
     calls = len(ex.submitted)

@@ -14,6 +14,7 @@ import torch
 
 import nlfs
 from nlfs.search import Search, SearchConfig
+from tests.runs import run_search
 
 FAST = dict(dataset="digits", steps=40, train_size=400, val_size=200, backend="torch", progress=False)
 
@@ -25,14 +26,6 @@ def _cfg(tmp_path, **kw):
     return SearchConfig(**base)
 
 
-def _run(cfg, resume=False):
-    s = Search(cfg, resume=resume)
-    try:
-        return s.run()
-    finally:
-        s.close()
-
-
 def _trained(rows):
     return [r for r in rows if r["status"] in ("ok", "diverged", "error")
             and not (r.get("reason") or "").startswith("fitness reused")]
@@ -40,7 +33,7 @@ def _trained(rows):
 
 @pytest.mark.parametrize("algorithm, space", [("regularized", "nlfs"), ("gp", "gp")])
 def test_each_algorithm_runs_a_tiny_search(tmp_path, algorithm, space):
-    rows = _run(_cfg(tmp_path, algorithm=algorithm, space=space))
+    rows = run_search(_cfg(tmp_path, algorithm=algorithm, space=space))
     trained = _trained(rows)
     assert len(trained) == 3
     assert all(r["status"] in ("ok", "diverged") for r in trained)
@@ -57,20 +50,20 @@ def test_user_defined_space_from_toml(tmp_path):
     path = tmp_path / "space.toml"
     path.write_text('unary = ["log", "exp"]\nbinary = ["add", "mul", "sub"]\nleaves = ["y", "p", "1"]\n'
                     "max_depth = 4\n")
-    rows = _run(_cfg(tmp_path, algorithm="gp", space=str(path), budget=2))
+    rows = run_search(_cfg(tmp_path, algorithm="gp", space=str(path), budget=2))
     ops = {n.op for r in _trained(rows) for n in nlfs.parse(r["expression"]).nodes()}
     assert ops <= {"log", "exp", "add", "mul", "sub", "neg", "y", "p", "num"}
 
 
 def test_same_seed_reproduces_the_run(tmp_path):
-    a = _run(_cfg(tmp_path / "a"))
-    b = _run(_cfg(tmp_path / "b"))
+    a = run_search(_cfg(tmp_path / "a"))
+    b = run_search(_cfg(tmp_path / "b"))
     key = lambda rows: [(r["expression"], r["status"], r["fitness"]) for r in rows]
     assert key(a) == key(b)
 
 
 def test_existing_run_dir_is_not_overwritten(tmp_path):
-    _run(_cfg(tmp_path, budget=1))
+    run_search(_cfg(tmp_path, budget=1))
     with pytest.raises(FileExistsError, match="--resume"):
         Search(_cfg(tmp_path, budget=1))
 
@@ -98,7 +91,7 @@ def test_nan_producing_candidate_is_recorded_as_failed(tmp_path, monkeypatch):
         return real_train(spec, cfg, **kw)
 
     monkeypatch.setattr(train_mod, "train", flaky_train)
-    rows = _run(_cfg(tmp_path))
+    rows = run_search(_cfg(tmp_path))
     trained = _trained(rows)
     assert trained[0]["status"] == "diverged" and trained[0]["fitness"] is None
     assert "nan" in trained[0]["reason"].lower()
@@ -255,7 +248,7 @@ def test_damaged_run_directories_give_a_message_not_a_traceback(tmp_path, capsys
 
     # a state that would run code when unpickled is refused, and nothing runs
     run = tmp_path / "run"
-    _run(_cfg(run, budget=1))
+    run_search(_cfg(run, budget=1))
     marker = tmp_path / "pwned"
 
     class Evil:
@@ -282,7 +275,7 @@ def test_reports_open_a_run_read_only(tmp_path):
     from nlfs.search import RunDB
     from nlfs.search._db import read_run
 
-    _run(_cfg(tmp_path, budget=1))
+    run_search(_cfg(tmp_path, budget=1))
     path = tmp_path / "run" / "run.db"
     before = path.read_bytes()
     rows, cfg = read_run(tmp_path / "run")

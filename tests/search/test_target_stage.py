@@ -16,6 +16,7 @@ import pytest
 
 from nlfs.search import Search, SearchConfig
 from nlfs.search._report import format_summary, write_report
+from tests.runs import run_search
 
 ROOT = Path(__file__).resolve().parents[2]
 CE = "-y * log(p)"
@@ -87,21 +88,13 @@ def config(run_dir, losses=(LEAD, TIE), **kw):
     return SearchConfig(**base)
 
 
-def run(cfg, executor, resume=False):
-    s = Search(cfg, resume=resume)
-    try:
-        return s.run(executor=executor)
-    finally:
-        s.close()
-
-
 def candidate_rows(rows, expression):
     return [r for r in rows if r["expression"] == expression and r["status"] != "baseline"]
 
 
 def test_racing_stops_once_the_interval_excludes_zero(tmp_path):
     ex = FakeExecutor()
-    rows = run(config(tmp_path / "run"), ex)
+    rows = run_search(config(tmp_path / "run"), ex)
     lead = candidate_rows(rows, LEAD)
     race = [r for r in lead if r["stage"] == "race"]
     # 3 screening seeds, then 2 at a time: 5 seeds (interval still includes 0), 7 (it excludes 0)
@@ -117,7 +110,7 @@ def test_racing_stops_once_the_interval_excludes_zero(tmp_path):
 
 def test_racing_stops_at_the_cap_on_a_tie(tmp_path):
     ex = FakeExecutor()
-    rows = run(config(tmp_path / "run", losses=(TIE,), race_seeds=6), ex)
+    rows = run_search(config(tmp_path / "run", losses=(TIE,), race_seeds=6), ex)
     race = [r for r in candidate_rows(rows, TIE) if r["stage"] == "race"]
     assert [len(r["result"]["seeds"]) for r in race] == [5, 6]
     ci = write_report(tmp_path / "run", rows)["best"][0]["paired_ci"]
@@ -126,14 +119,14 @@ def test_racing_stops_at_the_cap_on_a_tie(tmp_path):
     base = [r["seed"] for r in rows if r["status"] == "baseline" and r["rung"] == 0]
     assert sorted(base) == list(range(6))
     # racing off: race_seeds at most the last rung's seeds
-    rows = run(config(tmp_path / "off", losses=(TIE,), race_seeds=3), FakeExecutor())
+    rows = run_search(config(tmp_path / "off", losses=(TIE,), race_seeds=3), FakeExecutor())
     assert not [r for r in rows if r.get("stage") == "race"]
 
 
 def test_the_target_stage_is_paired_with_ce_and_every_fitness_names_its_regime(tmp_path):
     ex = FakeExecutor()
     cfg = config(tmp_path / "run", race_seeds=0)
-    rows = run(cfg, ex)
+    rows = run_search(cfg, ex)
     target = [r for r in rows if r.get("stage") == "target"]
     assert len(target) == 1 and target[0]["expression"] == LEAD
     t = cfg.target_regime()
@@ -178,14 +171,14 @@ def test_a_killed_target_stage_resumes_without_training_twice(tmp_path):
     cfg = config(tmp_path / "run", race_seeds=0, finalists=2)
     first = FakeExecutor(die_after=None)
     # count the submissions of a full run, then die one past the first target training's submission
-    run(config(tmp_path / "ref", race_seeds=0, finalists=2), first)
-    rows = run(config(tmp_path / "probe", race_seeds=0, finalists=2), FakeExecutor())
+    run_search(config(tmp_path / "ref", race_seeds=0, finalists=2), first)
+    rows = run_search(config(tmp_path / "probe", race_seeds=0, finalists=2), FakeExecutor())
     n_before_target = sum(1 for r in rows if r.get("stage") != "target" and r["status"] in ("ok", "baseline"))
     killed = FakeExecutor(die_after=n_before_target + 1)
     with pytest.raises(KeyboardInterrupt):
-        run(cfg, killed)
+        run_search(cfg, killed)
     again = FakeExecutor()
-    rows = run(config(tmp_path / "run", race_seeds=0, finalists=2, budget=2), again, resume=True)
+    rows = run_search(config(tmp_path / "run", race_seeds=0, finalists=2, budget=2), again, resume=True)
     total = killed.trained + again.trained
     assert max(total.values()) == 1 and total == first.trained
     assert len([r for r in rows if r.get("stage") == "target"]) == 2
@@ -193,7 +186,7 @@ def test_a_killed_target_stage_resumes_without_training_twice(tmp_path):
 
 def test_old_saved_configs_resume_with_the_new_defaults(tmp_path):
     cfg = config(tmp_path / "run", finalists=0)
-    run(cfg, FakeExecutor())
+    run_search(cfg, FakeExecutor())
     db = sqlite3.connect(tmp_path / "run" / "run.db")
     (saved,) = db.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()
     old = {k: v for k, v in json.loads(saved).items() if k not in ("target", "finalists", "race_seeds")}
@@ -209,8 +202,9 @@ def test_old_saved_configs_resume_with_the_new_defaults(tmp_path):
 SCRIPT = """
 import sys
 sys.path.insert(0, {root!r})
-from tests.search.test_target_stage import FakeExecutor, config, run
-run(config({run_dir!r}, race_seeds=10), FakeExecutor(sleep=0.3, log={log!r}), resume={resume})
+from tests.runs import run_search
+from tests.search.test_target_stage import FakeExecutor, config
+run_search(config({run_dir!r}, race_seeds=10), FakeExecutor(sleep=0.3, log={log!r}), resume={resume})
 """
 
 

@@ -129,7 +129,7 @@ def test_trial_recorded_but_not_told_is_told_from_run_db(tmp_path, monkeypatch):
 def test_each_trial_row_records_its_gradient_scale_factor(tmp_path, monkeypatch):
     def train(spec, cfg, constants=None, **kw):
         return types.SimpleNamespace(best_val_acc=0.5, diverged=False, reason="", to_dict=lambda: {},
-                                     grad_scale=2.5, order_digest="")
+                                     grad_scale_factor=2.5, order_digest="")
 
     monkeypatch.setattr(nlfs.train, "train", train)
     s = TaylorSearch(_cfg(tmp_path, 2), log=lambda m: None)

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from nlfs.search import ProcessExecutor, Search, SearchConfig
+from nlfs.search import ProcessExecutor, SearchConfig
 from tests.processes import alive, children
+from tests.runs import run_search
 
 FAST = dict(dataset="digits", steps=40, train_size=400, val_size=200, backend="torch", progress=False,
             baseline=False)
@@ -22,14 +23,6 @@ def _cfg(run_dir, **kw):
 
 def _records(rows):
     return sorted((r["expression"], r["status"], r["fitness"]) for r in rows)
-
-
-def _run(cfg, executor=None):
-    s = Search(cfg)
-    try:
-        return s.run(executor=executor)
-    finally:
-        s.close()
 
 
 def test_worker_killed_mid_evaluation_costs_only_its_candidate(tmp_path):
@@ -51,8 +44,8 @@ def test_worker_killed_mid_evaluation_costs_only_its_candidate(tmp_path):
     t = threading.Thread(target=assassin, daemon=True)
     t.start()
     try:
-        rows = _run(_cfg(tmp_path / "run", algorithm="regularized", space="nlfs", population=2, sample=2,
-                         initial=2, budget=4), executor)
+        rows = run_search(_cfg(tmp_path / "run", algorithm="regularized", space="nlfs", population=2, sample=2,
+                              initial=2, budget=4), executor)
     finally:
         executor.close()
     t.join(timeout=5)
@@ -69,7 +62,7 @@ def pool_records(tmp_path_factory):
     """GP records from two local worker processes (one torch thread each)."""
     executor = ProcessExecutor(2, threads=1)
     try:
-        return _records(_run(_cfg(tmp_path_factory.mktemp("pool"), workers=2), executor))
+        return _records(run_search(_cfg(tmp_path_factory.mktemp("pool"), workers=2), executor))
     finally:
         executor.close()
 
@@ -77,7 +70,7 @@ def pool_records(tmp_path_factory):
 def test_two_local_workers_give_the_same_gp_records_as_one(tmp_path, pool_records):
     executor = ProcessExecutor(1, threads=1)  # same thread count: CPU convolutions sum in the same order
     try:
-        one = _records(_run(_cfg(tmp_path / "one"), executor))
+        one = _records(run_search(_cfg(tmp_path / "one"), executor))
     finally:
         executor.close()
     assert one == pool_records
@@ -90,7 +83,7 @@ def test_ray_executor_matches_the_local_pool(tmp_path, pool_records):
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     executor = RayExecutor(2, threads=1)
     try:
-        got = _records(_run(_cfg(tmp_path / "ray", workers=2, executor="ray"), executor))
+        got = _records(run_search(_cfg(tmp_path / "ray", workers=2, executor="ray"), executor))
     finally:
         executor.close()
         ray.shutdown()
