@@ -14,8 +14,8 @@ from ._sympy import number as sympy_number
 from ._sympy import to_sympy as expr_to_sympy
 
 __all__ = [
-    "CLASS_OPS", "CLASS_REDUCTIONS", "EPS", "LEAVES", "MAXV", "NUM_LIMIT", "OPS", "Expr", "ExprSyntaxError", "Instr", "Op",
-    "Program", "Sym", "SymMath", "TorchMath", "canonical", "expr_to_latex", "expr_to_sympy", "forward_src",
-    "latex_number", "lower", "merge_common", "parse", "partials_src", "round_numbers", "simplify", "specialize",
-    "sympy_number", "tokenize",
+    "CLASS_OPS", "CLASS_REDUCTIONS", "EPS", "LEAVES", "MAXV", "NUM_LIMIT", "OPS", "Expr", "ExprSyntaxError",
+    "Instr", "Op", "Program", "Sym", "SymMath", "TorchMath", "canonical", "expr_to_latex", "expr_to_sympy",
+    "forward_src", "latex_number", "lower", "merge_common", "parse", "partials_src", "round_numbers",
+    "simplify", "specialize", "sympy_number", "tokenize",
 ]

@@ -55,13 +55,16 @@ from ._target import DEFAULT_TARGETS, Target, default_target, make_target, parse
 from ._taylor import TaylorSearch, is_taylor_run
 from ._worker import grad_scale_factor_of
 
-__all__ = ["ALGORITHMS", "DEFAULT_RUNGS", "DEFAULT_SEED_LOSSES", "DEFAULT_TARGETS", "Discovery", "FITNESS_RUNGS",
-           "FilterOutcome", "FoundLoss", "GeneticProgramming", "InlineExecutor", "OPTUNA_SAMPLERS", "PRESETS",
-           "ProcessExecutor", "RayExecutor", "RegularizedEvolution", "RunDB", "RunDirError", "Rung", "STAGES",
-           "Search", "SearchConfig", "Target", "TaylorSearch", "best_candidates", "catalogue_twin", "cheap_filters",
-           "default_dataset", "default_range", "default_space", "default_target", "default_threads", "default_workers",
-           "discover", "entry_spec", "evaluate_payload", "export_losses", "finished_trials", "fitness_of",
-           "format_summary", "grad_scale_factor_of", "is_taylor_run", "make_executor", "make_rungs", "make_sampler", "make_search_space",
-           "make_storage", "make_target", "open_search", "parse_rungs", "parse_target", "preset_config", "promoted",
-           "quiet_optuna", "read_run", "rejection_sample", "resume_config", "resume_stale_trials", "row_name",
-           "run_jobs", "run_losses", "summary_counts", "training_regime", "warm_start", "write_report"]
+__all__ = [
+    "ALGORITHMS", "DEFAULT_RUNGS", "DEFAULT_SEED_LOSSES", "DEFAULT_TARGETS", "Discovery", "FITNESS_RUNGS",
+    "FilterOutcome", "FoundLoss", "GeneticProgramming", "InlineExecutor", "OPTUNA_SAMPLERS", "PRESETS",
+    "ProcessExecutor", "RayExecutor", "RegularizedEvolution", "RunDB", "RunDirError", "Rung", "STAGES",
+    "Search", "SearchConfig", "Target", "TaylorSearch", "best_candidates", "catalogue_twin",
+    "cheap_filters", "default_dataset", "default_range", "default_space", "default_target",
+    "default_threads", "default_workers", "discover", "entry_spec", "evaluate_payload", "export_losses",
+    "finished_trials", "fitness_of", "format_summary", "grad_scale_factor_of", "is_taylor_run",
+    "make_executor", "make_rungs", "make_sampler", "make_search_space", "make_storage", "make_target",
+    "open_search", "parse_rungs", "parse_target", "preset_config", "promoted", "quiet_optuna", "read_run",
+    "rejection_sample", "resume_config", "resume_stale_trials", "row_name", "run_jobs", "run_losses",
+    "summary_counts", "training_regime", "warm_start", "write_report",
+]
