@@ -86,7 +86,7 @@ def _value_and_grad(fn, z, t):
 def test_catalogue_defaults_are_the_papers():
     for name, consts in DEFAULTS.items():
         assert dict(nlfs.losses.get(name).constants) == consts, name
-        assert nlfs.losses.get(name).reduction == "class_sum", name
+        assert nlfs.losses.get(name).class_reduction == "class_sum", name
         assert nlfs.losses.get(name).source, name
 
 
