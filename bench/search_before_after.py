@@ -192,6 +192,16 @@ def run_search(name: str, work: Path, dataset: str, minutes: float, grace: float
     return record
 
 
+def next_commit(rev: str) -> str:
+    """The commit after ``rev`` on the way to HEAD, as ``<hash> <subject>`` ("" if none)."""
+    out = subprocess.run(["git", "-C", str(ROOT), "rev-list", "--ancestry-path", "--reverse", f"{rev}..HEAD"],
+                         capture_output=True, text=True).stdout.split()
+    if not out:
+        return ""
+    return subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s", out[0]], capture_output=True,
+                          text=True).stdout.strip()
+
+
 def git_head() -> str:
     out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "nlfs"], capture_output=True,
@@ -214,7 +224,9 @@ def _proxy(values: list[float]) -> tuple[float | None, list | None]:
 def candidates(run_dir: Path, top: int) -> list[dict]:
     """The search's ``top`` best (``best_candidates``: its report's ranking) and every leader it trained
     in its own target stage, each with its rank, the fitness the search gave it and where it was
-    measured, and the search's own target check."""
+    measured, and the search's own target check. CE in disguise (``catalogue_twin``) is not counted
+    nor judged (``judge`` False: it is CE, as the search's racing leaves it out too), only listed when
+    it outranks a judged one."""
     from nlfs.losses import stored_class_reduction
     from nlfs.search import best_candidates, catalogue_twin, read_run, row_name
 
@@ -226,11 +238,15 @@ def candidates(run_dir: Path, top: int) -> list[dict]:
             checked[r.get("candidate") or r["id"]] = r
     normalise = config.get("grad_scale", "none") != "none"
     rungs = config.get("rungs") or []
-    out = []
+    out, counted = [], 0
     for rank, r in enumerate(ranked, 1):
         cand = r.get("candidate") or r["id"]
-        if rank > top and cand not in checked:
+        if counted >= top and cand not in checked:
             continue
+        twin = catalogue_twin(r, normalise) or ""
+        if twin == "CE" and counted >= top:
+            continue
+        counted += twin != "CE"
         seeds = [s for s in (r.get("result") or {}).get("seeds", []) if not s.get("diverged")]
         proxy, proxy_ci = _proxy([s["paired"] for s in seeds if s.get("paired") is not None])
         spec = {k: v for k, v in (rungs[r.get("rung") or 0] if (r.get("rung") or 0) < len(rungs) else {}).items()
@@ -246,7 +262,7 @@ def candidates(run_dir: Path, top: int) -> list[dict]:
         out.append({"rank": rank, "id": r["id"], "name": row_name(r, run_dir), "expression": r["expression"],
                     "constants": dict(r.get("constants") or {}),
                     "class_reduction": stored_class_reduction(r, stored_class_reduction(config)),
-                    "scale": float(r.get("scale") or 1.0), "same_as": catalogue_twin(r, normalise) or "",
+                    "scale": float(r.get("scale") or 1.0), "same_as": twin, "judge": twin != "CE",
                     "fitness": r["fitness"], "proxy": proxy,
                     "proxy_ci": proxy_ci, "measured": where, "own_target": own})
     return out
@@ -339,10 +355,11 @@ def judge(losses: list[dict], cfg, seeds: list[int], judged: Judged, workers: in
         seed = payloads[key]["seeds"][0]
         rec = record_of(out, seed)
         if rec["status"] == "error":  # not kept: an error is retried on resume
-            print(f"judge: seed {seed} failed: {rec['reason']}", flush=True)
+            print(f"judge: {payloads[key].get('name', CE)} seed {seed} failed: {rec['reason']}", flush=True)
             continue
         judged.put(key, rec)
-        print(f"judge: seed {seed} {rec['status']} {rec['acc']} in {rec['wall_s']} s", flush=True)
+        print(f"judge: {payloads[key].get('name', CE)} seed {seed}: {rec['status']}, validation accuracy "
+              f"{rec['acc']}, {rec['wall_s']} s", flush=True)
     return len(todo)
 
 
@@ -399,16 +416,17 @@ def _pp(value, ci=None) -> str:
 
 
 def verdict(results: list[dict], regime: str) -> str:
-    """One line from the numbers: each search's best (its rank 1) against CE in the judge's regime,
-    and whether any judged candidate is ahead."""
-    firsts = [r for r in results if r["rank"] == 1]
+    """One line from the numbers: each search's best (``best``: its first judged candidate) against CE
+    in the judge's regime, and whether any judged candidate is ahead."""
+    firsts = [r for r in results if r["best"]]
     if not firsts:
         return "no search produced a candidate"
-    parts = [f"{r['label']} {pp(r['val'])} pp ({standing(r['val'])})" if r["val"]["status"] == "ok"
-             else f"{r['label']} {pp(r['val'])}" for r in firsts]
+    parts = [f"{r['label']} {pp(r['val'])} pp ({standing(r['val'])}"
+             + (f"; test {pp(r['test'])} pp)" if r.get("test", {}).get("status") == "ok" else ")")
+             if r["val"]["status"] == "ok" else f"{r['label']} {pp(r['val'])}" for r in firsts]
     ahead = [r["label"] for r in firsts if standing(r["val"]) == "ahead"]
     head = (f"the best of {', '.join(ahead)} is ahead of CE" if ahead else "no search's best is ahead of CE")
-    others = [r for r in results if r["rank"] != 1 and standing(r["val"]) == "ahead"]
+    others = [r for r in results if not r["best"] and standing(r["val"]) == "ahead"]
     tail = ("; also ahead: " + ", ".join(f"{r['label']} #{r['rank']} {pp(r['val'])} pp" for r in others)
             if others else f"; none of the {len(results)} judged candidates is ahead" if not ahead else "")
     return f"{head} in the {regime.split(' (')[0]} (validation accuracy vs CE, same seeds, 95% interval): " \
@@ -416,8 +434,8 @@ def verdict(results: list[dict], regime: str) -> str:
 
 
 def between(results: list[dict]) -> list[tuple[str, dict]]:
-    """Each pair of searches' bests (rank 1) compared directly, seed by seed (``per_seed``)."""
-    firsts = [r for r in results if r["rank"] == 1 and r["val"]["status"] == "ok"]
+    """Each pair of searches' bests compared directly, seed by seed (``per_seed``)."""
+    firsts = [r for r in results if r["best"] and r["val"]["status"] == "ok"]
     return [(f"{b['label']} - {a['label']}", compare(b["per_seed"], a["per_seed"]))
             for i, a in enumerate(firsts) for b in firsts[i + 1:]]
 
@@ -452,6 +470,12 @@ def csv_row(r: dict, dataset: str, regime: str) -> dict:
 
 def write_outputs(results, searches, pairs, ce, regime, args, command, cost) -> str:
     """The CSV and the Markdown report; returns the Markdown."""
+    before_note = ""
+    if any(s["name"] == "before" for s in searches):
+        has = "has" if has_target_regime(args.before) else "has no"
+        after = next_commit(args.before)
+        before_note = f"`before` is {args.before} (its tree {has} nlfs/search/_target.py)" + (
+            f"; the commit after it: `{after[:120]}`." if after else ".")
     name = args.dataset.replace("-", "_")
     stem = f"search_before_after_{name}" if args.judge == "short" else f"search_before_after_target_{name}"
     out = Path(args.results)
@@ -467,6 +491,7 @@ def write_outputs(results, searches, pairs, ce, regime, args, command, cost) -> 
              f"{today()}, {machine_name()}. Command: `{command}`.", "",
              f"**Verdict:** {verdict(results, regime)}", "",
              "## The searches", "",
+             *([before_note, ""] if before_note else []),
              f"Each search had {args.minutes:g} minutes of wall time on this machine, one after another: it "
              f"screened for that less what it does after screening, and was to be stopped {args.grace:g} "
              "minutes after its budget. Fitness below is the search's own, at its screening rungs (a proxy).", "",
@@ -485,8 +510,11 @@ def write_outputs(results, searches, pairs, ce, regime, args, command, cost) -> 
               "seed, mean in pp [95% t-interval]; validation is best over the training's evaluations "
               "(the split the searches selected on), test is the final model's (a split no search saw). "
               "Candidates: each search's best "
-              f"{args.top} by its own ranking (highest rung, then fitness), and every leader its own target "
-              "stage trained.", "",
+              f"{args.top} by its own ranking (highest rung, then fitness; rank: its place there), and every "
+              "leader its own target stage trained; CE in disguise is not judged (it is CE)"
+              + (": " + "; ".join(f"{s['label']} {', '.join(s['skipped'])}" for s in searches if s.get("skipped"))
+                 if any(s.get("skipped") for s in searches) else "")
+              + ". A search's best: its first judged candidate (in bold).", "",
               "| search | rank | loss | formula as trained | search's fitness, pp [CI] (measured at) | "
               "search's own target check, pp [CI] | Δ val vs CE, pp [CI] | wins | Δ test vs CE, pp [CI] |",
               "|---|---:|---|---|---|---|---|---:|---|"]
@@ -496,7 +524,8 @@ def write_outputs(results, searches, pairs, ce, regime, args, command, cost) -> 
         own_text = "-" if own is None else (f"{_pp(own['paired'], own['ci'])} ({own['seeds']} seed(s))"
                                             if own["status"] == "ok" else own["status"])
         fit = _pp(r["proxy"], r["proxy_ci"]) if r["proxy"] is not None else f"{r['fitness']:.4f}"
-        lines.append(f"| {r['label']} | {r['rank']} | {r['name']} | `{r['expression']}`{twin} | {fit} "
+        name = f"**{r['name']}**" if r["best"] else r["name"]
+        lines.append(f"| {r['label']} | {r['rank']} | {name} | `{r['expression']}`{twin} | {fit} "
                      f"({r['measured']}) | {own_text} | {pp(r['val'])} | "
                      f"{r['val'].get('wins', '-')}/{r['val'].get('n', 0)} | {pp(r['test'])} |")
     if pairs:
@@ -586,14 +615,17 @@ def main(argv=None) -> int:
     found = {s["name"]: candidates(work / s["name"], args.top) for s in searches}
     judged = Judged(work / "judged.json")
     if not args.report_only:
-        judge([c for cs in found.values() for c in cs], cfg, args.seeds, judged, args.workers)
+        judge([c for cs in found.values() for c in cs if c["judge"]], cfg, args.seeds, judged, args.workers)
     ce = by_seed(None, cfg, args.seeds, judged)
     results = []
     for s in searches:
-        for c in found[s["name"]]:
-            mine = by_seed(c, cfg, args.seeds, judged)
+        mine = [c for c in found[s["name"]] if c["judge"]]
+        s["skipped"] = [f"{c['name']} (rank {c['rank']})" for c in found[s["name"]] if not c["judge"]]
+        for c in mine:
+            seeds = by_seed(c, cfg, args.seeds, judged)
             results.append({**c, "search": s["name"], "label": s["label"], "revision": s["revision"],
-                            "per_seed": mine, "val": compare(mine, ce, "acc"), "test": compare(mine, ce, "test_acc")})
+                            "best": c is mine[0], "per_seed": seeds, "val": compare(seeds, ce, "acc"),
+                            "test": compare(seeds, ce, "test_acc")})
     walls = [r["wall_s"] for r in judged.data.values()]
     cost = (f"{len(walls)} judged trainings, {sum(walls) / 3600:.2f} hours of one-thread training "
             f"({sum(walls) / max(len(walls), 1):.0f} s each on average); searches "

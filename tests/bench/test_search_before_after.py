@@ -71,7 +71,7 @@ def test_each_search_best_is_judged_in_the_target_paired_with_ce_and_a_rerun_tra
     judged = json.loads((tmp_path / "work" / "judged.json").read_text())
     ce = {s: judged[sba.job(None, cfg, s)[0]] for s in (5, 6)}  # CE once per seed, shared by every search
     losses = {json.dumps(sba.loss_of(c), sort_keys=True) for name in by_search
-              for c in sba.candidates(tmp_path / "work" / name, 1)}
+              for c in sba.candidates(tmp_path / "work" / name, 1) if c["judge"]}
     assert len(losses) < len(rows)  # the searches found the same losses: judged once each
     assert len(judged) == (len(losses) + 1) * 2
     for r in rows:
@@ -145,10 +145,12 @@ def test_the_default_before_is_the_last_commit_without_the_target_regime():
 def test_a_search_past_its_cap_is_stopped_with_its_workers(tmp_path):
     pid_file = tmp_path / "child.pid"
     script = ("import subprocess, sys, time; c = subprocess.Popen([sys.executable, '-c', 'import time; "
-              f"time.sleep(60)']); open({str(pid_file)!r}, 'w').write(str(c.pid)); time.sleep(60)")
+              f"time.sleep(60)']); open({str(pid_file)!r}, 'w').write(str(c.pid))\n"
+              "while time.process_time() < 0.5: pass\ntime.sleep(60)")
     t0 = time.time()
-    rec = sba.launch([sys.executable, "-c", script], tmp_path, dict(os.environ), 1.5, tmp_path / "log")
-    assert rec["stopped_by"] == "the cap" and time.time() - t0 < 30 and rec["wall_s"] >= 1.5
+    rec = sba.launch([sys.executable, "-c", script], tmp_path, dict(os.environ), 3, tmp_path / "log")
+    assert rec["stopped_by"] == "the cap" and time.time() - t0 < 30 and rec["wall_s"] >= 3
+    assert rec["cpu_s"] >= 0.4  # the group's CPU time, read while it ran
     child = int(pid_file.read_text())
     for _ in range(50):  # the worker got the group's SIGTERM too (reaped by init shortly after)
         try:
@@ -174,9 +176,9 @@ def test_the_verdict_reads_the_intervals():
     assert sba.standing(_cmp(0.004, -0.001, 0.009)) == "level within noise"
     assert sba.standing({"status": "diverged", "n": 3, "diverged": 1}) == "diverged"
     regime = "target: all training images, 8 epochs, clean labels, augmentation none (fashion-mnist ...)"
-    rows = [dict(label="before (abc)", rank=1, val=_cmp(-0.001, -0.004, 0.002)),
-            dict(label="now", rank=1, val=_cmp(-0.005, -0.008, -0.002)),
-            dict(label="now", rank=2, val=_cmp(0.003, 0.001, 0.005))]
+    rows = [dict(label="before (abc)", rank=2, best=True, val=_cmp(-0.001, -0.004, 0.002)),
+            dict(label="now", rank=1, best=True, val=_cmp(-0.005, -0.008, -0.002)),
+            dict(label="now", rank=2, best=False, val=_cmp(0.003, 0.001, 0.005))]
     v = sba.verdict(rows, regime)
     assert v.startswith("no search's best is ahead of CE in the target: all training images, 8 epochs")
     assert "before (abc) -0.10 [-0.40, +0.20] pp (level within noise)" in v
@@ -200,3 +202,42 @@ def test_compare_pairs_by_seed_and_a_diverged_seed_fails_the_loss():
     mine[1] = {"acc": None, "diverged": True}
     assert sba.compare(mine, ce)["status"] == "diverged"
     assert sba.compare({}, ce)["status"] == "not judged"
+
+
+def test_an_interrupted_study_stops_its_running_search(tmp_path, monkeypatch):
+    pid_file = tmp_path / "search.pid"
+    script = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    polls = []
+
+    def interrupted(pgid, seen):  # the study gets Ctrl-C (or SIGTERM) while the search runs
+        polls.append(pgid)
+        if pid_file.exists():
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(sba, "group_cpu", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sba.launch([sys.executable, "-c", script], tmp_path, dict(os.environ), 600, tmp_path / "log")
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):  # stopped and reaped, not left in its own session
+        os.kill(pid, 0)
+
+
+def test_the_candidates_are_the_search_ranking_and_its_target_checked_leaders_without_ce(tmp_path, monkeypatch):
+    import nlfs.search
+
+    def row(i, expression, fitness, **kw):
+        seeds = [{"seed": s, "acc": 0.5, "paired": fitness + 0.001 * (s - 1), "diverged": False} for s in range(3)]
+        return {"id": i, "status": "ok", "expression": expression, "constants": {}, "fitness": fitness, "rung": 1,
+                "size": 4, "scale": 1.5, "result": {"seeds": seeds}, **kw}
+
+    rows = [row(1, "-y * log(p)", 0.02), row(2, LEAD, 0.01), row(3, OTHER, 0.0), row(4, "-y * log(p) * p", -0.01),
+            row(5, OTHER, -0.004, stage="target", candidate=3, rung=2)]
+    config = {"grad_scale": "ce", "rungs": [{"steps": 4, "seeds": 1}, {"steps": 8, "seeds": 3}]}
+    monkeypatch.setattr(nlfs.search, "read_run", lambda run_dir: (rows, config))
+    got = sba.candidates(tmp_path / "run", 1)
+    assert [(c["rank"], c["expression"], c["judge"]) for c in got] == [(1, "-y * log(p)", False), (2, LEAD, True),
+                                                                        (3, OTHER, True)]
+    assert got[0]["same_as"] == "CE" and got[1]["scale"] == 1.5 and got[1]["own_target"] is None
+    assert got[2]["own_target"]["paired"] == pytest.approx(-0.004) and got[2]["own_target"]["seeds"] == 3
+    assert got[1]["proxy"] == pytest.approx(0.01) and got[1]["proxy_ci"][0] < 0.01 < got[1]["proxy_ci"][1]
+    assert got[1]["measured"] == "rung 1 (steps 8), 3 seed(s)" and got[1]["name"] == "run#2"
