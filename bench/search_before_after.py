@@ -22,7 +22,9 @@ so at the default budget ``now`` is exactly the README's quick preset; a search 
 A search's best candidates are its own ranking's (``nlfs.search.best_candidates``: highest rung, then
 fitness; ``--top``), plus every leader it trained in its own target stage; each is judged as it is
 exported (expression, constants, the gradient scale the search recorded). ``--judge short`` judges in
-the older regime instead (320 steps: 10,240 images, 4 epochs) and writes the older report's files.
+the older regime instead (320 steps: 10,240 images, 4 epochs) and writes the older report's files
+(``--judge short --before 6a97f00 --searches before,now --minutes 6`` is the older study's setup; its
+``warm`` variant is today's default).
 
 Writes bench/results/search_before_after_target_<dataset>.csv and .md (``--judge short``:
 search_before_after_<dataset>.*). Resumable: a finished search (``WORK/<name>/done.json``) and every
@@ -175,7 +177,8 @@ def run_search(name: str, work: Path, dataset: str, minutes: float, grace: float
     run_dir.mkdir(parents=True)
     before = name == "before"
     cwd = worktree(rev, work) if before else ROOT
-    args = evolve_args(name, dataset, run_dir, minutes, has_time_limit(rev) if before else True)
+    limited = has_time_limit(rev) if before else True
+    args = evolve_args(name, dataset, run_dir, minutes, limited)
     cmd = [sys.executable, "-m", "nlfs.evolve", *args]
     print(f"search {name}: {shlex.join(cmd[1:])} (in {cwd})", flush=True)
     env = dict(os.environ, PYTHONPATH=str(cwd))
@@ -183,7 +186,8 @@ def run_search(name: str, work: Path, dataset: str, minutes: float, grace: float
                            capture_output=True, text=True).stdout.strip()
     if not where.startswith(str(cwd)):
         raise RuntimeError(f"search {name}: python imports nlfs from {where or '(nowhere)'}, not from {cwd}")
-    record = launch(cmd, cwd, env, 60 * (minutes + grace), run_dir / "evolve.log")
+    # a search without a time limit runs until the budget's end; one with it gets the grace to finish
+    record = launch(cmd, cwd, env, 60 * (minutes + (grace if limited else 0)), run_dir / "evolve.log")
     record.update(name=name, revision=rev if before else git_head(), command=shlex.join(["python", *cmd[1:]]),
                   minutes=minutes, screen_minutes=minutes - TAIL_MINUTES[name])
     if not (run_dir / "run.db").is_file():
@@ -611,6 +615,10 @@ def main(argv=None) -> int:
         rec = run_search(name, work, args.dataset, args.minutes, args.grace, args.before)
         label = f"before ({rec['revision']})" if name == "before" else name
         searches.append({**rec, "label": label, "what": SEARCH_WHAT[name].format(rev=args.before)})
+    if not searches:
+        print(f"python -m bench.search_before_after: error: no finished search in {work}; nothing to report",
+              file=sys.stderr)
+        return 2
     cfg, regime = judge_config(args.dataset, args.judge, args.target)
     found = {s["name"]: candidates(work / s["name"], args.top) for s in searches}
     judged = Judged(work / "judged.json")

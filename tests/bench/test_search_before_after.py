@@ -241,3 +241,8 @@ def test_the_candidates_are_the_search_ranking_and_its_target_checked_leaders_wi
     assert got[2]["own_target"]["paired"] == pytest.approx(-0.004) and got[2]["own_target"]["seeds"] == 3
     assert got[1]["proxy"] == pytest.approx(0.01) and got[1]["proxy_ci"][0] < 0.01 < got[1]["proxy_ci"][1]
     assert got[1]["measured"] == "rung 1 (steps 8), 3 seed(s)" and got[1]["name"] == "run#2"
+
+
+def test_a_report_without_a_finished_search_writes_nothing(tmp_path, capsys):
+    assert sba.main(argv(tmp_path, "--report-only")) == 2
+    assert "no finished search" in capsys.readouterr().err and not (tmp_path / "results").exists()
