@@ -20,11 +20,12 @@ Each search screens for ``--minutes`` less what its design does after screening 
 so at the default budget ``now`` is exactly the README's quick preset; a search still running
 ``--grace`` minutes after its budget is stopped (SIGTERM to its process group) and the report says so.
 A search's best candidates are its own ranking's (``nlfs.search.best_candidates``: highest rung, then
-fitness; ``--top``), plus every leader it trained in its own target stage; each is judged as it is
-exported (expression, constants, the gradient scale the search recorded). ``--judge short`` judges in
-the older regime instead (320 steps: 10,240 images, 4 epochs) and writes the older report's files
-(``--judge short --before 6a97f00 --searches before,now --minutes 6`` is the older study's setup; its
-``warm`` variant is today's default).
+fitness; ``--top``, CE in disguise listed but neither counted nor judged), plus every leader it
+trained in its own target stage; each is judged as it is exported (expression, constants, the
+gradient scale the search recorded). ``--judge short`` judges in the older regime instead (320
+steps: 10,240 images, 4 epochs) and writes the older report's files; ``--judge short --before 6a97f00
+--searches before,now --minutes 6`` is the older study's setup (its ``warm`` variant is today's
+default).
 
 Writes bench/results/search_before_after_target_<dataset>.csv and .md (``--judge short``:
 search_before_after_<dataset>.*). Resumable: a finished search (``WORK/<name>/done.json``) and every
