@@ -299,10 +299,12 @@ class Discovery:
 
     def entries(self, k: int = 5) -> list[dict]:
         """The best ``k`` (those this result shows, even after the run went on) as found_losses.json
-        entries: name, expression, constants, reduction, scale, provenance."""
-        reduction = self._config().get("reduction") or "class_sum"
+        entries: name, expression, constants, class_reduction, scale, provenance."""
+        from ..losses import stored_class_reduction
+
+        class_reduction = stored_class_reduction(self._config())
         return [{"name": e["name"], "expression": e["expression"], "constants": dict(e.get("constants") or {}),
-                 "reduction": reduction, "scale": float(e.get("scale") or 1.0),
+                 "class_reduction": class_reduction, "scale": float(e.get("scale") or 1.0),
                  "provenance": {"search_run": str(self.run_dir), "candidate": e["name"], "search_fitness": e["fitness"],
                                 "measured_in": e.get("regime", ""), "in_target": e.get("in_target", "")}}
                 for e in self.summary.get("best", [])[:k]]
@@ -320,7 +322,7 @@ class Discovery:
         names = []
         for e in self.entries(k):
             source = "; ".join(f"{key}: {v}" for key, v in (e.get("provenance") or {}).items())
-            register(e["name"], e["expression"], e.get("reduction") or "class_sum", e.get("constants") or {},
+            register(e["name"], e["expression"], e["class_reduction"], e.get("constants") or {},
                      source=source, scale=float(e.get("scale") or 1.0), overwrite=overwrite)
             names.append(e["name"])
         return names
@@ -336,11 +338,12 @@ class Discovery:
             atomic_write(path, json.dumps(self.entries(k), indent=2) + "\n")
         else:
             from ._db import read_run
+            from ..losses import stored_class_reduction
             from ._report import export_losses
 
             rows, config = read_run(self.run_dir)
             shown = {e["id"]: f"{e['regime']}; {e['in_target']}" for e in self.summary.get("best", [])[:k]}
             rows = [r for r in rows if r["id"] in shown]  # what this result shows, even after the run went on
-            export_losses(rows, path, self.run_dir, k, reduction=config.get("reduction") or "class_sum",
+            export_losses(rows, path, self.run_dir, k, class_reduction=stored_class_reduction(config),
                           ahead=bool(self.summary.get("ahead_of_ce")), notes=shown)
         return path
