@@ -2,9 +2,19 @@
 to a worker as one packed training, and every candidate gets the result it gets unpacked, to float
 tolerance; a killed packed search resumes without training anything finished twice."""
 
+import dataclasses
+
 import pytest
 
-from nlfs.search import InlineExecutor, PackingExecutor, SearchConfig, evaluate_payload, make_executor
+from nlfs.search import (
+    InlineExecutor,
+    PackingExecutor,
+    Search,
+    SearchConfig,
+    evaluate_payload,
+    make_executor,
+    resume_config,
+)
 from nlfs.train import TrainConfig
 from tests.runs import run_search
 
@@ -82,7 +92,8 @@ def test_killed_packed_search_resumes_without_training_anything_twice(tmp_path):
         run_search(cfg, PackingExecutor(dying, 3))
     first = [p["expression"] for p in dying.trained()]
     resumed = Recording()
-    rows = run_search(_cfg(tmp_path / "run", budget=6), PackingExecutor(resumed, 3), resume=True)
+    again_cfg = resume_config(tmp_path / "run", budget=6, threads=1, progress=False, pack=2)
+    rows = run_search(again_cfg, PackingExecutor(resumed, 3), resume=True)
     done = [r["expression"] for r in rows if r["status"] in ("ok", "diverged", "error")]
     assert len(done) == len(set(done)) == 6
     again = {p["expression"] for p in resumed.trained()}
@@ -180,3 +191,20 @@ def test_pack_must_be_positive():
         make_executor("local", 1, pack=0)
     with pytest.raises(ValueError, match="pack must be at least 1"):
         SearchConfig(pack=0).resolve()
+
+
+def test_pack_is_an_option_of_the_search_and_may_change_on_resume(tmp_path):
+    from nlfs.evolve import build_parser, config_from_args
+
+    args = build_parser().parse_args(["--pack", "4", "--dataset", "digits", "--run-dir", str(tmp_path / "run")])
+    cfg = config_from_args(args)
+    assert cfg.pack == 4
+    assert build_parser().parse_args([]).pack == 1  # packing is asked for, never the default
+    search = Search(dataclasses.replace(cfg, budget=1, progress=False, finalists=0))
+    search.close()
+    resumed = Search(resume_config(tmp_path / "run", pack=2), resume=True)
+    try:
+        assert resumed.cfg.pack == 2  # how the run goes on, as workers: a resumed run takes the new value
+        assert resumed.cfg.dataset == "digits"
+    finally:
+        resumed.close()
