@@ -153,7 +153,7 @@ def _evaluate_pack(payloads: list[dict]) -> list[dict]:
                 results[i] = _error(err, starts[i])
         return results
     for (i, _, screen_time), trained in zip(todo, grid):
-        results[i] = _seeds_result(trained, screen_time + sum(r.wall_time for r in trained))
+        results[i] = _seeds_result(seeds, trained, screen_time + sum(r.wall_time for r in trained))
     return results
 
 
@@ -191,18 +191,20 @@ def _score_seeds(spec, payload: dict, start: float) -> dict:
 def _train_seeds(loss, constants, cfg, payload: dict, start: float) -> dict:
     from ..train import train
 
-    trained = []
-    for seed in payload.get("seeds") or [cfg.seed]:
+    seeds, trained = payload.get("seeds") or [cfg.seed], []
+    for seed in seeds:
         trained.append(train(loss, dataclasses.replace(cfg, seed=seed), constants=constants))
         if trained[-1].diverged:
             break  # one failed seed fails the candidate: the rest would be wasted
-    return _seeds_result(trained, time.perf_counter() - start)
+    return _seeds_result(seeds, trained, time.perf_counter() - start)
 
 
-def _seeds_result(trained: list, wall_time: float) -> dict:
-    """A candidate's result from its trainings, one per seed (the last one diverged, or none did)."""
-    per_seed = [{"seed": r.seed, "acc": r.best_val_acc, "diverged": r.diverged, "reason": r.reason,
-                 "grad_scale_factor": r.grad_scale_factor, "order_digest": r.order_digest} for r in trained]
+def _seeds_result(seeds: list, trained: list, wall_time: float) -> dict:
+    """A candidate's result from its trainings, one per seed in ``seeds`` order (the last one
+    diverged, or none did)."""
+    per_seed = [{"seed": seed, "acc": r.best_val_acc, "diverged": r.diverged, "reason": r.reason,
+                 "grad_scale_factor": r.grad_scale_factor, "order_digest": r.order_digest}
+                for seed, r in zip(seeds, trained)]
     failed = trained[-1] if trained[-1].diverged else None
     shown = failed or trained[0]  # the failed training's record explains the failure
     return {"status": "diverged" if failed else "ok", "reason": shown.reason,
