@@ -162,28 +162,52 @@ def test_a_worker_death_fails_each_member_of_its_pack():
     assert out[a]["status"] == out[b]["status"] == "error" and "worker died" in out[b]["reason"]
 
 
-def test_a_pack_payload_gives_each_member_its_own_ending():
-    train = TrainConfig(dataset="digits", steps=4, train_size=200, val_size=VAL, backend="torch",
-                        evaluate_test=False, progress=False, threads=1).to_dict()
+def _train_dict():
+    return TrainConfig(dataset="digits", steps=4, train_size=200, val_size=VAL, backend="torch",
+                       evaluate_test=False, progress=False, threads=1).to_dict()
 
-    def member(expression):
-        return {"expression": expression, "constants": {}, "class_reduction": "class_sum", "train": train,
-                "seeds": [0, 1], "name": expression}
 
-    def broken(logits, target):
-        raise RuntimeError("this loss always fails")
+def _member(expression, train):
+    return {"expression": expression, "constants": {}, "class_reduction": "class_sum", "train": train,
+            "seeds": [0, 1], "name": expression}
 
-    pack = [member("-y * log(p)"), member("y * log(p)"), member("-y * log(p) + 0.1 * p"),
-            {"loss": broken, "train": train, "seeds": [0, 1]}]
+
+def test_a_pack_payload_trains_its_members_in_one_network(monkeypatch):
+    import nlfs.train._packed as packed
+
+    packs = []
+    train_packed = packed.train_packed
+
+    def spy(losses, *a, **kw):
+        packs.append(len(losses))
+        return train_packed(losses, *a, **kw)
+
+    monkeypatch.setattr(packed, "train_packed", spy)  # what train_grid calls
+    train = _train_dict()
+    pack = [_member("-y * log(p)", train), _member("y * log(p)", train), _member("-y * log(p) + 0.1 * p", train),
+            {"loss": "Poly1", "train": train, "seeds": [0, 1], "name": "Poly1"}]  # as transfer sends it
     out = evaluate_payload({"pack": pack})["pack"]
+    assert packs == [3, 3]  # the rejected member left; the three others, one network per seed
     assert out[1]["status"] == "rejected:rejection"
-    assert out[3]["status"] == "error" and "always fails" in out[3]["reason"]
-    for i in (0, 2):
+    for i in (0, 2, 3):
         alone = evaluate_payload(pack[i])
         assert out[i]["status"] == alone["status"] == "ok"
         assert [s["seed"] for s in out[i]["per_seed"]] == [0, 1]
         for x, y in zip(out[i]["per_seed"], alone["per_seed"]):
             assert x["order_digest"] == y["order_digest"] and abs(x["acc"] - y["acc"]) <= 2 / VAL
+        assert out[i]["fitness"] == pytest.approx(alone["fitness"], abs=2 / VAL)
+
+
+def test_a_member_that_raises_costs_only_its_own_candidate():
+    train = _train_dict()
+
+    def broken(logits, target):
+        raise RuntimeError("this loss always fails")
+
+    out = evaluate_payload({"pack": [_member("-y * log(p)", train),
+                                     {"loss": broken, "train": train, "seeds": [0, 1]}]})["pack"]
+    assert out[1]["status"] == "error" and "always fails" in out[1]["reason"]
+    assert out[0]["status"] == "ok" and [s["seed"] for s in out[0]["per_seed"]] == [0, 1]
 
 
 def test_pack_must_be_positive():
