@@ -28,7 +28,7 @@ RUNG = {"steps": 8, "seeds": 2}
 def _cfg(run_dir, **kw):
     base = dict(run_dir=str(run_dir), algorithm="regularized", space="nlfs", dataset="digits", budget=5,
                 population=8, sample=3, initial=8, seed=1, rungs=[RUNG], train_size=300, val_size=VAL,
-                backend="torch", threads=1, finalists=0, progress=False)
+                backend="torch", threads=1, finalists=0, progress=False, grad_scale="ce")
     base.update(kw)
     return SearchConfig(**base)
 
