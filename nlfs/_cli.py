@@ -6,6 +6,7 @@
 - The training options, generated from ``TrainConfig``: ``add_training_options`` and
   ``training_overrides`` (one table of which fields are options, their types, choices and help).
 - ``split_losses`` (a loss list) and ``parse_seeds`` (a seed count or list).
+- ``add_pack_option``: ``--pack K``, trainings of one budget packed into one network (a GPU feature).
 - ``run_main``: a configuration error is ``prog: error: ...`` and exit 2; Ctrl-C or SIGTERM is one
   line, ``prog: interrupted; resume with: ...`` (the command a tool names with ``resume_with``), and
   exit 130.
@@ -21,7 +22,8 @@ import signal
 import sys
 import typing
 
-__all__ = ["BUDGET_OPTIONS", "TRAINING_OPTIONS", "ArgumentParser", "Interrupted", "add_training_options",
+__all__ = ["BUDGET_OPTIONS", "TRAINING_OPTIONS", "ArgumentParser", "Interrupted", "add_pack_option",
+           "add_training_options",
            "command_line", "fraction", "image_size", "non_negative_float", "non_negative_int", "parse_seeds",
            "positive_float", "positive_int", "refuse_on_resume", "resume_with", "run_main", "seeds_list",
            "split_losses", "train_defaults", "training_overrides"]
@@ -314,6 +316,18 @@ def _train_config():
     from .train import TrainConfig
 
     return TrainConfig
+
+
+def add_pack_option(parser: argparse.ArgumentParser,
+                    what: str = "jobs of one budget (the same rung and seeds)") -> None:
+    """``--pack K`` (``dest`` ``pack``, default 1): how many trainings share one packed network
+    (``nlfs.train.train_grid``'s ``pack``, the search's ``SearchConfig.pack``)."""
+    parser.add_argument("--pack", type=positive_int, default=1, metavar="K",
+                        help=f"train up to K {what} as one packed network (nlfs.train.train_packed: the "
+                             "surrogate CNN only; each gets the result it gets alone, to float tolerance). A GPU "
+                             "feature: on a CPU it is slower (bench/results/packed_training_cpu.md). 1 everywhere "
+                             "until bench/gpu_session.sh has measured packing on a GPU; the CUDA default is "
+                             "chosen from that benchmark")
 
 
 # ------------------------------------------------------------------------------------------ running

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ._cli import (
     ArgumentParser,
+    add_pack_option,
     add_training_options,
     non_negative_int,
     positive_float,
@@ -52,7 +53,7 @@ def seed_losses(text: str | None, space: str) -> tuple[str, ...]:
 
 
 # what a resumed run may change: how it runs and how long; the run's saved configuration decides the rest
-RESUME_OPTIONS = ("budget", "time_limit", "workers", "threads", "executor", "address", "no_progress")
+RESUME_OPTIONS = ("budget", "time_limit", "workers", "threads", "executor", "address", "no_progress", "pack")
 
 
 def target_spec(text: str) -> dict:
@@ -94,7 +95,7 @@ def build_parser() -> ArgumentParser:
     ap.add_argument("--run-dir", default=None, help="where run.db and reports go (default: runs/<date-time>)")
     ap.add_argument("--resume", metavar="DIR", default=None,
                     help="continue the run in DIR with its saved configuration (only --budget, --time-limit, "
-                         "--workers, --threads, --executor, --address, --no-progress may be given)")
+                         "--workers, --threads, --executor, --address, --no-progress, --pack may be given)")
     ap.add_argument("--report-only", metavar="DIR", default=None,
                     help="rewrite the reports of the run in DIR from its run.db and print its summary; trains nothing")
     ap.add_argument("--population", type=positive_int, default=None, help="(default: the preset's)")
@@ -119,6 +120,7 @@ def build_parser() -> ArgumentParser:
                     help="local worker processes (default: one per core on a CPU, up to 8; one on a GPU)")
     ap.add_argument("--executor", default="local", choices=["local", "ray"])
     ap.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
+    add_pack_option(ap)
     ap.add_argument("--no-filters", action="store_true", help="train every candidate (no cheap filters)")
     ap.add_argument("--seed-losses", default=None, metavar="A,B,...",
                     help="warm start: catalogue names or expressions (separated by ';' or by commas outside "
@@ -162,7 +164,7 @@ def config_from_args(args):
         backend=args.backend, seed=args.seed, model=args.model, epochs=args.epochs, steps=args.steps,
         train_size=args.train_size, val_size=args.val_size, data_root=args.data_root, device=args.device,
         workers=args.workers, threads=args.threads, executor=args.executor, ray_address=args.address,
-        progress=not args.no_progress, augment=args.augment, grad_scale=args.grad_scale, eta=args.eta,
+        pack=args.pack, progress=not args.no_progress, augment=args.augment, grad_scale=args.grad_scale, eta=args.eta,
         paired=not args.unpaired, rungs=parse_rungs(args.rungs) if args.rungs else None,
         seed_mutants=3 if args.seed_mutants is None else args.seed_mutants, race_seeds=args.race_seeds)
 
@@ -184,7 +186,7 @@ def _main(argv=None) -> int:
     if args.resume:
         search = open_search(resume_config(args.resume, args.budget, None if args.time_limit is None else
                                            60 * args.time_limit, args.workers, args.threads, args.executor,
-                                           args.address, not args.no_progress), resume=True)
+                                           args.address, not args.no_progress, args.pack), resume=True)
     else:
         search = open_search(config_from_args(args), popsize=args.population)
     cfg = search.cfg

@@ -18,6 +18,7 @@ from ._discover import (
 )
 from ._executors import (
     InlineExecutor,
+    PackingExecutor,
     ProcessExecutor,
     RayExecutor,
     default_threads,
@@ -58,7 +59,8 @@ from ._worker import grad_scale_factor_of
 __all__ = [
     "ALGORITHMS", "DEFAULT_RUNGS", "DEFAULT_SEED_LOSSES", "DEFAULT_TARGETS", "Discovery", "FITNESS_RUNGS",
     "FilterOutcome", "FoundLoss", "GeneticProgramming", "InlineExecutor", "OPTUNA_SAMPLERS", "PRESETS",
-    "ProcessExecutor", "RayExecutor", "RegularizedEvolution", "RunDB", "RunDirError", "Rung", "STAGES",
+    "PackingExecutor", "ProcessExecutor", "RayExecutor", "RegularizedEvolution", "RunDB", "RunDirError", "Rung",
+    "STAGES",
     "Search", "SearchConfig", "Target", "TaylorSearch", "best_candidates", "catalogue_twin",
     "cheap_filters", "default_dataset", "default_range", "default_space", "default_target",
     "default_threads", "default_workers", "discover", "entry_spec", "evaluate_payload", "export_losses",

@@ -58,6 +58,7 @@ class SearchConfig:
     threads: int | None = None  # per training (None: the cores shared among the workers); how it runs,
     # like workers: a resumed run takes the new value
     executor: str = "local"  # local | ray
+    pack: int = 1  # jobs of one budget trained as one packed network (a GPU feature); how it runs, like workers
     ray_address: str | None = None
     baseline: bool = True  # also train cross-entropy under the same settings (needed for paired)
     progress: bool = True
@@ -88,6 +89,8 @@ class SearchConfig:
             raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
         if self.grad_scale not in GRAD_SCALES:
             raise ValueError(f"grad_scale must be one of {', '.join(GRAD_SCALES)}, got {self.grad_scale!r}")
+        if self.pack < 1:
+            raise ValueError(f"pack must be at least 1, got {self.pack}")
         if self.eta < 2:
             raise ValueError(f"eta must be >= 2, got {self.eta}")
         if self.rungs is None:

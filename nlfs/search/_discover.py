@@ -47,7 +47,7 @@ FITNESS_DATASET = "your fitness function"  # what a fitness run's rows and repor
 DATA_FILE = "data.pt"  # a user's in-memory data, saved once in the run directory
 
 # what a resumed run may change: how it runs and how long; the run's saved configuration decides the rest
-RESUME_FIELDS = ("budget", "time_limit", "workers", "threads", "executor", "ray_address", "progress")
+RESUME_FIELDS = ("budget", "time_limit", "workers", "threads", "executor", "ray_address", "progress", "pack")
 
 
 def default_dataset() -> str:
@@ -130,10 +130,11 @@ def open_search(cfg: SearchConfig, resume: bool = False, fitness=None, popsize: 
 
 def resume_config(run_dir, budget: int | None = None, time_limit: float | None = None, workers: int = 1,
                   threads: int | None = None, executor: str = "local", ray_address: str | None = None,
-                  progress: bool = True) -> SearchConfig:
+                  progress: bool = True, pack: int = 1) -> SearchConfig:
     """What a resumed run is given: its directory and how it goes on (the rest is the saved run's)."""
     return SearchConfig(run_dir=str(run_dir), budget=budget or 0, workers=workers, threads=threads,
-                        executor=executor, ray_address=ray_address, progress=progress, time_limit=time_limit)
+                        executor=executor, ray_address=ray_address, progress=progress, time_limit=time_limit,
+                        pack=pack)
 
 
 # ------------------------------------------------------------------------------------------- discover
@@ -166,7 +167,7 @@ def discover(data=None, model: str = "surrogate", target=None, budget: int | Non
     ``train_size``, ``finalists``, ``race_seeds``, ``seed_losses``, ``augment``, ``grad_scale``,
     ``device``, ``seed``, ``executor``...). A ``run_dir`` that holds a run resumes it: the saved
     configuration decides, and only ``budget``, ``time_limit``, ``workers``, ``options['threads']``,
-    ``options['executor']``, ``options['ray_address']`` apply."""
+    ``options['executor']``, ``options['ray_address']``, ``options['pack']`` apply."""
     from ..data import as_dataset, save_dataset
     from ._report import data_words, format_summary, write_report
 
@@ -182,7 +183,8 @@ def discover(data=None, model: str = "surrogate", target=None, budget: int | Non
     options.setdefault("threads", 1)
     if resume:
         cfg = resume_config(run_dir, budget, time_limit, workers, options.get("threads"),
-                            options.get("executor", "local"), options.get("ray_address"), progress)
+                            options.get("executor", "local"), options.get("ray_address"), progress,
+                            options.get("pack", 1))
     else:
         unknown = set(options) - set(SearchConfig.__dataclass_fields__) - {"population", "sample", "initial",
                                                                             "no_filters", "seed_losses"}

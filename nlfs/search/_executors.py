@@ -13,11 +13,15 @@ every payload: inline, by reference (it runs in this process); to a worker proce
 with cloudpickle when the worker starts (so a function defined in a notebook or a script's
 ``__main__`` works, closures and the data they hold included); to Ray actors, ``ray.put`` once and
 handed to each actor as it starts.
+
+:class:`PackingExecutor` wraps any of them: jobs that train the same budget (equal ``train`` dict and
+seeds) go to a worker together, as one ``{"pack": [...]}`` payload trained in one packed network.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import multiprocessing as mp
 import os
 from multiprocessing.connection import wait
@@ -39,15 +43,21 @@ def default_workers(device: str) -> int:
 
 
 def make_executor(kind: str = "local", workers: int = 1, address: str | None = None,
-                  threads: int | None = None, shared: dict | None = None):
+                  threads: int | None = None, shared: dict | None = None, pack: int = 1):
     """``local`` (inline with one worker, else that many processes) or ``ray``; each training uses
-    ``threads`` threads (default :func:`default_threads`); ``shared`` reaches every worker once."""
+    ``threads`` threads (default :func:`default_threads`); ``shared`` reaches every worker once.
+    ``pack`` > 1 trains up to that many jobs of one budget as one packed network in a worker
+    (:class:`PackingExecutor`: a GPU feature; on a CPU it is slower)."""
+    if int(pack) < 1:
+        raise ValueError(f"pack must be at least 1, got {pack}")
     threads = threads or default_threads(workers)
     if kind == "ray":
-        return RayExecutor(max(workers, 1), address, threads, shared)
-    if kind != "local":
+        inner = RayExecutor(max(workers, 1), address, threads, shared)
+    elif kind != "local":
         raise ValueError(f"unknown executor {kind!r}; choose local or ray")
-    return InlineExecutor(threads, shared) if workers <= 1 else ProcessExecutor(workers, threads, shared)
+    else:
+        inner = InlineExecutor(threads, shared) if workers <= 1 else ProcessExecutor(workers, threads, shared)
+    return inner if int(pack) == 1 else PackingExecutor(inner, int(pack))
 
 
 def _pickled(shared: dict | None) -> bytes | None:
@@ -435,3 +445,76 @@ class _RayWorker:
         from nlfs.search._worker import evaluate_payload
 
         return evaluate_payload(payload)
+
+
+class PackingExecutor:
+    """``pack`` x the slots of ``inner``: jobs that train the same budget (equal ``train`` dict and
+    seeds, :func:`nlfs.search._worker.packable`) wait in a group, which goes to ``inner`` as one job
+    (``{"pack": [payload, ...]}``, trained in one packed network) when it holds ``pack`` jobs, or when
+    ``inner`` has an idle slot and the job runner waits for a result (nothing more can join then).
+    Other jobs (a fitness function's, another model's) go alone. The members' results come back one
+    by one from ``wait_one``, each as unpacked; a worker that dies fails each member of its pack."""
+
+    def __init__(self, inner, pack: int):
+        self.inner, self.pack = inner, int(pack)
+        self.slots = inner.slots * self.pack
+        self._ids = itertools.count()
+        self._groups: dict[str, list] = {}  # budget -> [(handle, payload)] waiting to be sent
+        self._queue: list[list] = []  # units ready to send: [(handle, payload)], one job or a full group
+        self._running: dict = {}  # inner handle -> [(handle, payload)] of that job
+        self._done: dict = {}  # handle -> result not yet handed out
+
+    def submit(self, payload: dict) -> int:
+        from ._worker import packable
+
+        handle = next(self._ids)
+        if not packable(payload):
+            self._queue.append([(handle, payload)])
+        else:
+            key = json.dumps([payload["train"], payload.get("seeds")], sort_keys=True, default=str)
+            group = self._groups.setdefault(key, [])
+            group.append((handle, payload))
+            if len(group) == self.pack:
+                self._queue.append(self._groups.pop(key))
+        self._send()
+        return handle
+
+    def _send(self, flush: bool = False) -> None:
+        """Send ready units while ``inner`` has an idle slot; ``flush``: then the largest waiting groups."""
+        while len(self._running) < self.inner.slots:
+            if not self._queue:
+                if not (flush and self._groups):
+                    return
+                key = max(self._groups, key=lambda k: len(self._groups[k]))
+                self._queue.append(self._groups.pop(key))
+            unit = self._queue.pop(0)
+            payload = unit[0][1] if len(unit) == 1 else {"pack": [p for _, p in unit]}
+            self._running[self.inner.submit(payload)] = unit
+
+    def wait_one(self, handles):
+        while True:
+            for h in handles:
+                if h in self._done:
+                    return h, self._done.pop(h)
+            self._send(flush=True)
+            inner_handle, result = self.inner.wait_one(list(self._running))
+            unit = self._running.pop(inner_handle)
+            if len(unit) == 1:
+                self._done[unit[0][0]] = result
+            else:  # a pack's results, or the one error of a worker that died under it
+                results = result["pack"] if "pack" in result else [dict(result) for _ in unit]
+                self._done.update((h, r) for (h, _), r in zip(unit, results))
+
+    def _forget(self) -> None:
+        self._groups.clear()
+        self._queue.clear()
+        self._running.clear()
+        self._done.clear()
+
+    def close(self):
+        self._forget()
+        self.inner.close()
+
+    def terminate(self):
+        self._forget()
+        _stop(self.inner)

@@ -54,7 +54,7 @@ def open_run(cfg: SearchConfig, resume: bool) -> tuple[RunDB, SearchConfig]:
             db.close()
             raise RunDirError(f"{db_path} has no saved search configuration: it was not written by "
                               "nlfs.evolve, or its first write was cut off; start a new --run-dir")
-        overrides = {k: getattr(cfg, k) for k in ("workers", "threads", "executor", "ray_address", "progress")}
+        overrides = {k: getattr(cfg, k) for k in ("workers", "threads", "executor", "ray_address", "progress", "pack")}
         overrides["budget"] = cfg.budget or saved["budget"]
         # the run's own time limit holds for every session unless this one sets another
         overrides["time_limit"] = saved.get("time_limit") if cfg.time_limit is None else cfg.time_limit
@@ -249,7 +249,8 @@ class Search:
     def _fitness_payload(self, row: dict, budget: float, seeds: list) -> dict:
         """A fitness function's job: the loss, the seeds and the budget (the function is the worker's)."""
         return {"fitness": True, "expression": row["expression"], "constants": row.get("constants") or {},
-                "class_reduction": self.cfg.class_reduction, "budget": budget, "seeds": seeds, "backend": self.cfg.backend}
+                "class_reduction": self.cfg.class_reduction, "budget": budget, "seeds": seeds,
+                "backend": self.cfg.backend}
 
     # -- recording ----------------------------------------------------------------------------------------
     def _state(self):
@@ -385,7 +386,8 @@ class Search:
         cfg = self.cfg
         own = executor is None
         shared = {} if self.fitness is None else {"shared": {"fitness": self.fitness}}  # once per worker
-        executor = executor or make_executor(cfg.executor, cfg.workers, cfg.ray_address, cfg.threads, **shared)
+        executor = executor or make_executor(cfg.executor, cfg.workers, cfg.ray_address, cfg.threads, pack=cfg.pack,
+                                             **shared)
         bar = None
         try:
             if cfg.baseline:

@@ -137,7 +137,7 @@ class TaylorSearch:
         if again:
             self.log(f"taylor: {again} interrupted trial(s) will be evaluated again")
         own = executor is None
-        executor = executor or make_executor(cfg.executor, cfg.workers, cfg.ray_address, cfg.threads)
+        executor = executor or make_executor(cfg.executor, cfg.workers, cfg.ray_address, cfg.threads, pack=cfg.pack)
         done = self.db.count("WHERE status != 'baseline'")
         asked = 0
         bar = None

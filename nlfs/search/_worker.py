@@ -39,13 +39,39 @@ def evaluate_payload(payload: dict) -> dict:
     ``train``; the rejection test uses a fixed synthetic sample).
 
     The result's ``per_seed`` lists ``{seed, acc, diverged, reason, grad_scale_factor,
-    order_digest}``; ``fitness`` is the mean accuracy (None when a seed failed)."""
+    order_digest}``; ``fitness`` is the mean accuracy (None when a seed failed).
+
+    ``{"pack": [payload, ...]}`` (see :func:`packable` and ``make_executor(pack=K)``) evaluates members
+    that share one ``train`` dict and ``seeds`` in one packed network (``nlfs.train.train_grid``): each
+    member's rejection test, then one packed training per seed; -> ``{"pack": [result, ...]}``, each
+    member's result as it would be alone (to float tolerance). A pack that cannot train as one (a loss
+    that raises, a configuration ``train_packed`` refuses) trains its members one at a time."""
+    if "pack" in payload:
+        return {"pack": _evaluate_pack(payload["pack"])}
     start = time.perf_counter()
     try:
         return _evaluate(payload, start)
     except Exception as err:  # noqa: BLE001 - a candidate must never crash the search
-        return {"status": "error", "reason": f"{type(err).__name__}: {err}", "fitness": None,
-                "wall_time": time.perf_counter() - start}
+        return _error(err, start)
+
+
+def _error(err: Exception, start: float) -> dict:
+    return {"status": "error", "reason": f"{type(err).__name__}: {err}", "fitness": None,
+            "wall_time": time.perf_counter() - start}
+
+
+def packable(payload: dict) -> bool:
+    """Whether ``payload`` may train in a pack: an nlfs training (not a fitness function's score) of
+    the surrogate CNN over whole schedules, with seeds that set data order and init together (no
+    ``init_seed``) and a precision without a shared loss scaler (``train_packed``'s limits)."""
+    train = payload.get("train")
+    if payload.get("fitness") or "pack" in payload or not isinstance(train, dict):
+        return False
+    if train.get("model", "surrogate") != "surrogate" or train.get("init_seed") is not None:
+        return False
+    if train.get("amp") == "fp16":
+        return False
+    return not (train.get("start_step") or train.get("stop_step") is not None or train.get("save_checkpoint"))
 
 
 def grad_scale_factor_of(per_seed: list[dict]) -> float | None:
@@ -59,13 +85,23 @@ def grad_scale_factor_of(per_seed: list[dict]) -> float | None:
 
 
 def _evaluate(payload: dict, start: float) -> dict:
+    prepared = _prepare(payload, start)
+    if isinstance(prepared, dict):
+        return prepared  # rejected, or scored by the fitness function
+    loss, constants, cfg = prepared
+    return _train_seeds(loss, constants, cfg, payload, start)
+
+
+def _prepare(payload: dict, start: float):
+    """``(loss, constants, TrainConfig)`` to train, or the candidate's result when it ends here
+    (rejected by the rejection test, or scored by the fitness function)."""
     from ..losses import LossSpec, stored_class_reduction
     from ..train import TrainConfig
 
     fitness = payload.get("fitness", False)
     cfg = None if fitness else TrainConfig(**payload["train"])
     if "loss" in payload and not fitness:
-        return _train_seeds(payload["loss"], payload.get("constants") or None, cfg, payload, start)
+        return payload["loss"], payload.get("constants") or None, cfg
     expr = parse(payload["expression"])
     constants = payload.get("constants") or {}
     consts = torch.tensor([constants[k] for k in expr.constants], dtype=torch.float64)
@@ -80,7 +116,45 @@ def _evaluate(payload: dict, start: float) -> dict:
                     types.MappingProxyType(dict(constants)), scale=float(payload.get("scale") or 1.0))
     if fitness:
         return _score_seeds(spec, payload, start)
-    return _train_seeds(spec, None, cfg, payload, start)
+    return spec, None, cfg
+
+
+def _evaluate_pack(payloads: list[dict]) -> list[dict]:
+    """The members' results (``evaluate_payload``'s, in order): rejection tests one by one, then the
+    survivors' seeds in one ``train_grid`` of one pack; a grid that raises is trained member by member
+    (each failure then costs only its own candidate, as unpacked)."""
+    from ..train import train_grid
+
+    results: list[dict | None] = [None] * len(payloads)
+    todo, starts = [], [time.perf_counter()] * len(payloads)
+    for i, payload in enumerate(payloads):
+        starts[i] = time.perf_counter()
+        try:
+            prepared = _prepare(payload, starts[i])
+        except Exception as err:  # noqa: BLE001 - a candidate must never crash the search
+            results[i] = _error(err, starts[i])
+            continue
+        if isinstance(prepared, dict):
+            results[i] = prepared
+        else:
+            todo.append((i, prepared, time.perf_counter() - starts[i]))
+    if not todo:
+        return results
+    cfg = todo[0][1][2]
+    seeds = payloads[todo[0][0]].get("seeds") or [cfg.seed]
+    try:
+        grid = train_grid([loss for _, (loss, _, _), _ in todo], cfg, seeds=seeds,
+                          constants=[c for _, (_, c, _), _ in todo], pack=len(todo))
+    except Exception:  # noqa: BLE001 - one member's failure must not fail the others
+        for i, (loss, constants, cfg), _ in todo:
+            try:
+                results[i] = _train_seeds(loss, constants, cfg, payloads[i], starts[i])
+            except Exception as err:  # noqa: BLE001
+                results[i] = _error(err, starts[i])
+        return results
+    for (i, _, screen_time), trained in zip(todo, grid):
+        results[i] = _seeds_result(seeds, trained, screen_time + sum(r.wall_time for r in trained))
+    return results
 
 
 def _score_seeds(spec, payload: dict, start: float) -> dict:
@@ -117,20 +191,25 @@ def _score_seeds(spec, payload: dict, start: float) -> dict:
 def _train_seeds(loss, constants, cfg, payload: dict, start: float) -> dict:
     from ..train import train
 
-    per_seed, first = [], None
-    for seed in payload.get("seeds") or [cfg.seed]:
-        result = train(loss, dataclasses.replace(cfg, seed=seed), constants=constants)
-        first = first or result
-        per_seed.append({"seed": seed, "acc": result.best_val_acc, "diverged": result.diverged,
-                         "reason": result.reason, "grad_scale_factor": result.grad_scale_factor,
-                         "order_digest": result.order_digest})
-        if result.diverged:
-            first = result
+    seeds, trained = payload.get("seeds") or [cfg.seed], []
+    for seed in seeds:
+        trained.append(train(loss, dataclasses.replace(cfg, seed=seed), constants=constants))
+        if trained[-1].diverged:
             break  # one failed seed fails the candidate: the rest would be wasted
-    failed = next((s for s in per_seed if s["diverged"]), None)
-    return {"status": "diverged" if failed else "ok", "reason": failed["reason"] if failed else first.reason,
+    return _seeds_result(seeds, trained, time.perf_counter() - start)
+
+
+def _seeds_result(seeds: list, trained: list, wall_time: float) -> dict:
+    """A candidate's result from its trainings, one per seed in ``seeds`` order (the last one
+    diverged, or none did)."""
+    per_seed = [{"seed": seed, "acc": r.best_val_acc, "diverged": r.diverged, "reason": r.reason,
+                 "grad_scale_factor": r.grad_scale_factor, "order_digest": r.order_digest}
+                for seed, r in zip(seeds, trained)]
+    failed = trained[-1] if trained[-1].diverged else None
+    shown = failed or trained[0]  # the failed training's record explains the failure
+    return {"status": "diverged" if failed else "ok", "reason": shown.reason,
             "fitness": None if failed else statistics.fmean(s["acc"] for s in per_seed),
-            "per_seed": per_seed, "result": first.to_dict(), "wall_time": time.perf_counter() - start}
+            "per_seed": per_seed, "result": shown.to_dict(), "wall_time": wall_time}
 
 
 _SAMPLES: dict = {}

@@ -153,7 +153,7 @@ def test_the_searches_build_their_executor_with_the_configured_threads(tmp_path,
     class Built(Exception):
         pass
 
-    def fake(kind, workers, address=None, threads=None):
+    def fake(kind, workers, address=None, threads=None, pack=1):
         built.append((kind, workers, threads))
         raise Built
 
