@@ -339,8 +339,8 @@ class Discovery:
         if path.suffix.lower() == ".json":
             atomic_write(path, json.dumps(self.entries(k), indent=2) + "\n")
         else:
-            from ._db import read_run
             from ..losses import stored_class_reduction
+            from ._db import read_run
             from ._report import export_losses
 
             rows, config = read_run(self.run_dir)
