@@ -268,8 +268,10 @@ def _pp_ci(ci):
 
 @dataclass
 class Discovery:
-    """What :func:`discover` found: ``best`` (the reported losses, best first), ``summary`` (the run's
-    summary.json), ``run_dir`` (run.db and the reports); ``report()`` is the CLI's summary."""
+    """What :func:`discover` found: ``best`` (the reported losses: those trained in the target first,
+    best there first, then the other raced leaders, then the rest by their screening fitness),
+    ``summary`` (the run's summary.json), ``run_dir`` (run.db and the reports); ``report()`` is the
+    CLI's summary; ``verdict``, its last line."""
 
     run_dir: Path
     summary: dict
@@ -297,12 +299,14 @@ class Discovery:
     def __str__(self) -> str:
         return self.text
 
-    def entries(self, k: int = 5) -> list[dict]:
-        """The best ``k`` (those this result shows, even after the run went on) as found_losses.json
-        entries: name, expression, constants, reduction, scale, provenance."""
-        reduction = self._config().get("reduction") or "class_sum"
+    def entries(self, k: int | None = None) -> list[dict]:
+        """The first ``k`` of ``best`` (default: all it shows, even after the run went on) as
+        found_losses.json entries: name, expression, constants, class_reduction, scale, provenance."""
+        from ..losses import stored_class_reduction
+
+        class_reduction = stored_class_reduction(self._config())
         return [{"name": e["name"], "expression": e["expression"], "constants": dict(e.get("constants") or {}),
-                 "reduction": reduction, "scale": float(e.get("scale") or 1.0),
+                 "class_reduction": class_reduction, "scale": float(e.get("scale") or 1.0),
                  "provenance": {"search_run": str(self.run_dir), "candidate": e["name"], "search_fitness": e["fitness"],
                                 "measured_in": e.get("regime", ""), "in_target": e.get("in_target", "")}}
                 for e in self.summary.get("best", [])[:k]]
@@ -312,35 +316,37 @@ class Discovery:
 
         return read_run(self.run_dir)[1]
 
-    def register(self, k: int = 5, overwrite: bool = False) -> list[str]:
-        """Register the best ``k`` in the catalogue under their ``<run>#<id>`` names (``nlfs.Loss(name)``
-        then builds them); returns the names."""
+    def register(self, k: int | None = None, overwrite: bool = False) -> list[str]:
+        """Register the first ``k`` of ``best`` (default: all) in the catalogue under their
+        ``<run>#<id>`` names (``nlfs.Loss(name)`` then builds them); returns the names."""
         from ..losses import register
 
         names = []
         for e in self.entries(k):
             source = "; ".join(f"{key}: {v}" for key, v in (e.get("provenance") or {}).items())
-            register(e["name"], e["expression"], e.get("reduction") or "class_sum", e.get("constants") or {},
+            register(e["name"], e["expression"], e["class_reduction"], e.get("constants") or {},
                      source=source, scale=float(e.get("scale") or 1.0), overwrite=overwrite)
             names.append(e["name"])
         return names
 
-    def export(self, path: str | Path, k: int = 5) -> Path:
-        """Write the best ``k``: ``.json`` in found_losses.json's format (what ``--losses`` and
-        ``nlfs.losses.register_file`` read); otherwise a Python module that registers them and defines
-        an ``nn.Module`` class per loss (the run's best_losses.py)."""
+    def export(self, path: str | Path, k: int | None = None) -> Path:
+        """Write the first ``k`` of ``best`` (default: all): ``.json`` in found_losses.json's format
+        (what ``--losses`` and ``nlfs.losses.register_file`` read); otherwise a Python module that
+        registers them and defines an ``nn.Module`` class per loss (the run's best_losses.py)."""
         from .._io import atomic_write
 
         path = Path(path)
         if path.suffix.lower() == ".json":
             atomic_write(path, json.dumps(self.entries(k), indent=2) + "\n")
         else:
+            from ..losses import stored_class_reduction
             from ._db import read_run
             from ._report import export_losses
 
             rows, config = read_run(self.run_dir)
             shown = {e["id"]: f"{e['regime']}; {e['in_target']}" for e in self.summary.get("best", [])[:k]}
-            rows = [r for r in rows if r["id"] in shown]  # what this result shows, even after the run went on
-            export_losses(rows, path, self.run_dir, k, reduction=config.get("reduction") or "class_sum",
-                          ahead=bool(self.summary.get("ahead_of_ce")), notes=shown)
+            by_id = {r["id"]: r for r in rows}
+            chosen = [by_id[i] for i in shown]  # what this result shows, in its order, even after the run went on
+            export_losses(rows, path, self.run_dir, len(chosen), class_reduction=stored_class_reduction(config),
+                          ahead=bool(self.summary.get("ahead_of_ce")), notes=shown, chosen=chosen)
         return path

@@ -249,7 +249,8 @@ class Search:
     def _fitness_payload(self, row: dict, budget: float, seeds: list) -> dict:
         """A fitness function's job: the loss, the seeds and the budget (the function is the worker's)."""
         return {"fitness": True, "expression": row["expression"], "constants": row.get("constants") or {},
-                "reduction": self.cfg.reduction, "budget": budget, "seeds": seeds, "backend": self.cfg.backend}
+                "class_reduction": self.cfg.class_reduction, "budget": budget, "seeds": seeds,
+                "backend": self.cfg.backend}
 
     # -- recording ----------------------------------------------------------------------------------------
     def _state(self):
