@@ -579,7 +579,9 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
     hof = hall_of_fame(rows)
     best = shown_candidates(rows, 5)
     counts = summary_counts(rows)
-    top_rung = max((_rung(r) for r in rows if r["status"] != "baseline"), default=0)
+    # the last screening rung reached (the target stage's rows sit one above, in another regime)
+    top_rung = max((_rung(r) for r in rows if r["status"] != "baseline" and r.get("stage") != TARGET_STAGE),
+                   default=0)
     last_rung = max(len(cfg.get("rungs") or []) - 1, top_rung)
     chance = chance_lead(rows, top_rung, normalise) if paired else None
 
