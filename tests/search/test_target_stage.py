@@ -324,3 +324,19 @@ def test_cli_target_finalists_and_race_seeds_define_the_run(tmp_path, capsys):
             main(["--resume", str(tmp_path), *option])
         assert err.value.code == 2
         assert "drop " + option[0] in capsys.readouterr().err
+
+
+def test_cli_header_names_a_tables_rows_as_the_report_does(tmp_path, capsys):
+    from nlfs.evolve import main
+    from tests.data.user_data import write_wine
+
+    wine = write_wine(tmp_path / "wine.npz")
+    assert main(["--dataset", str(wine), "--run-dir", str(tmp_path / "run"), "--budget", "1", "--rungs",
+                 "epochs=1,seeds=1", "--target", "train_size=all,epochs=1", "--finalists", "1", "--race-seeds", "0",
+                 "--seed-losses", "Poly1", "--seed-mutants", "0", "--workers", "1", "--threads", "1",
+                 "--backend", "torch", "--no-progress"]) == 0
+    out = capsys.readouterr()
+    header = [line for line in out.err.splitlines() if line.startswith(("nlfs.evolve:", "  then"))]
+    assert len(header) == 2 and "(mlp, backend torch" in header[0]
+    assert "trained in the target: all training samples, 1 epochs" in header[1]
+    assert "training images" not in out.err + out.out and "surrogate" not in out.err + out.out
