@@ -466,16 +466,19 @@ def regime(cfg: dict) -> str:
             f"gradient scale {cfg.get('grad_scale', 'none')}")
 
 
-def training_regime(cfg) -> str:
+def training_regime(cfg, split_per_seed: bool = False) -> str:
     """One line naming a TrainConfig's regime: data and training size, model, budget, label noise,
-    augmentation, gradient scale (every report that compares with CE prints it)."""
+    augmentation, gradient scale (every report that compares with CE prints it); with
+    ``split_per_seed``, that each seed drew its own split, subset and noise (split_seed = seed)."""
     r = cfg.resolved() if hasattr(cfg, "resolved") else cfg
     budget = f"{r.steps} steps" if getattr(r, "steps", None) else f"{r.epochs} epochs"
     kind = f" ({getattr(r, 'label_noise_kind', 'symmetric')})" if getattr(r, "label_noise", 0) else ""
     unit = data_words(r.dataset, r.model, getattr(r, "data_root", None))[0]
+    split = ", each seed its own validation split, training subset and label noise (split_seed = seed)" if (
+        split_per_seed) else ""
     return (f"{r.dataset} ({r.train_size or 'all'} {unit}), model {r.model}, {budget} at batch "
             f"{r.batch_size}, label noise {getattr(r, 'label_noise', 0) or 0:g}{kind}, augmentation {r.augment}, "
-            f"gradient scale {r.grad_scale}")
+            f"gradient scale {r.grad_scale}{split}")
 
 
 def lead_note(r: dict, chance: dict | None, top_rung: int, last_rung: int) -> str:
