@@ -160,7 +160,8 @@ def discover(data=None, model: str = "surrogate", target=None, budget: int | Non
     rung's fraction of a full training (1.0 in the target), the score higher-is-better. With
     ``workers=1`` it runs in this process; with more, each worker process gets a copy pickled by value
     with cloudpickle, once. Each candidate is paired with CE, scored by ``f`` on the same seeds and
-    budgets.
+    budgets. Confirm a lead in your own loop on more seeds (``register()``, then ``nlfs.Loss(name)``):
+    ``nlfs.eliminate`` and ``nlfs.transfer`` train with nlfs's trainer, not yours.
 
     ``options``: any ``SearchConfig`` field (``algorithm``, ``space``, ``rungs``, ``epochs``,
     ``train_size``, ``finalists``, ``race_seeds``, ``seed_losses``, ``augment``, ``grad_scale``,

@@ -607,7 +607,7 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
     target_text = target_describe(cfg)
     entries = [entry(r) for r in best]
     ranked = best_candidates(rows, 1)  # the proxy's best: shown, though not always first
-    top = next((e for e in entries if ranked and e["id"] == ranked[0]["id"]), None)
+    top = next((e for e in entries if ranked and e["id"] == ranked[0]["id"]), entries[0] if entries else None)
     ahead = top is not None and top["vs_ce"] is not None and top["vs_ce"] > 0
     if top is None:
         verdict = "no candidate trained"
