@@ -306,6 +306,27 @@ def training_overrides(args: argparse.Namespace, names: typing.Iterable[str] = T
     return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
 
 
+PER_SEED = "per-seed"  # --split-seed's value: each training seed draws its own split (split_seed = seed)
+
+
+def split_seed_choice(text: str) -> int | str:
+    """``--split-seed``'s type in a tool that trains many seeds: one split seed for all, or ``per-seed``."""
+    if str(text).strip().lower() == PER_SEED:
+        return PER_SEED
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or {PER_SEED}, got {text!r}") from None
+
+
+def add_split_seed_option(parser: argparse.ArgumentParser, unset: str) -> None:
+    """``--split-seed N|per-seed`` (in place of the training options' integer one)."""
+    parser.add_argument("--split-seed", type=split_seed_choice, default=None, metavar=f"N|{PER_SEED}",
+                        help="seed of the train/validation split, of the train_size subset and of the label noise: "
+                             f"N for every training seed (default: {unset}), or {PER_SEED}: split_seed = seed, so "
+                             "each seed draws its own subset and noise (every loss shares them on that seed)")
+
+
 def train_defaults() -> dict:
     """TrainConfig's own defaults, for a tool whose options start from them."""
     cfg = _train_config()()

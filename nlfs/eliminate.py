@@ -25,7 +25,9 @@ leaves out published losses in disguise (a warm-started search's best is often C
 
 Every (candidate, round, seed) training is a row of the ``elimination`` table in ``DIR/run.db``,
 keyed by the exact training it was (expression, constants, class reduction, training config), so a killed
-elimination resumes without training a finished pair again. The survivors, with mean ± std
+elimination resumes without training a finished pair again. The split seed (validation images, the
+training subset, the label noise) is the search run's for every seed, or with ``--split-seed per-seed``
+each seed's own (``split_seed = seed``, shared by CE and every candidate on that seed). The survivors, with mean ± std
 validation accuracy per round beside cross-entropy's and their paired difference to it (same seeds),
 go to ``DIR/elimination.md`` and stdout; ``DIR/elimination.json`` holds every score per seed, and
 each survivor's scale (the one it was found or tuned with) and the median factor its trainings
@@ -48,7 +50,9 @@ from pathlib import Path
 
 from ._cli import (
     BUDGET_OPTIONS,
+    PER_SEED,
     ArgumentParser,
+    add_split_seed_option,
     add_training_options,
     command_line,
     non_negative_int,
@@ -131,16 +135,19 @@ def parse_train_size(text) -> int | None:
 @dataclass
 class Protocol:
     """``target``: the last round trains in the search run's target regime (its images, length, label
-    noise and augmentation; that round's budget scale and size do not apply), as the presets do."""
+    noise and augmentation; that round's budget scale and size do not apply), as the presets do.
+    ``split_per_seed``: each seed draws its own validation images, training subset and label noise
+    (``split_seed = seed``), else the base training's split seed holds for every seed."""
 
     rounds: list
     pool: int = 300
     first_seed: int = 1
     target: bool = False
+    split_per_seed: bool = False
 
     @classmethod
     def from_lists(cls, keep, seeds, budget_scale, models, pool=300, first_seed=1,
-                   train_sizes=(None,), target=False) -> Protocol:
+                   train_sizes=(None,), target=False, split_per_seed=False) -> Protocol:
         n = len(keep)
 
         def fit(xs, what):
@@ -158,7 +165,7 @@ class Protocol:
         for r in rounds:
             if r.keep < 1 or r.seeds < 1 or r.budget_scale <= 0:
                 raise ValueError(f"bad round {r}: keep and seeds must be >= 1, budget_scale > 0")
-        return cls(rounds, int(pool), int(first_seed), bool(target))
+        return cls(rounds, int(pool), int(first_seed), bool(target), bool(split_per_seed))
 
 
 def _key(expression: str, constants: dict, class_reduction: str, train: dict, scale: float = 1.0) -> str:
@@ -170,10 +177,12 @@ def _key(expression: str, constants: dict, class_reduction: str, train: dict, sc
     return training_key([*loss, train])
 
 
-def round_config(base, rnd: Round, seed: int):
+def round_config(base, rnd: Round, seed: int, split_per_seed: bool = False):
     """The training of one (round, seed): the run's surrogate config with its budget scaled (and its
-    training images the round's, when it sets them), or, for a target round, the run's target regime."""
-    cfg = dataclasses.replace(base, evaluate_test=False, progress=False, seed=seed, model=rnd.model)
+    training images the round's, when it sets them), or, for a target round, the run's target regime;
+    with ``split_per_seed``, split by the seed (``split_seed = seed``)."""
+    cfg = dataclasses.replace(base, evaluate_test=False, progress=False, seed=seed, model=rnd.model,
+                              **({"split_seed": seed} if split_per_seed else {}))
     if rnd.target is not None:
         return rnd.target.apply(cfg)
     if rnd.train_size is not None:
@@ -325,7 +334,6 @@ class Elimination:
         trained with, and where it comes from. ``nlfs.transfer --losses-file`` / ``--from DIR`` and
         ``nlfs.heldout --from DIR`` read it; ``nlfs.losses.register_file`` registers it."""
         from .losses import stored_class_reduction
-        from .search import training_regime
 
         last = len(record["rounds"])
         out = []
@@ -337,7 +345,7 @@ class Elimination:
                                        "tuned_from": s.get("tuned_from"),
                                        "elimination": f"{_pp(s['paired_diff'], s.get('paired_ci'))} vs CE "
                                                       f"(last round, {n} seed{'s' if n != 1 else ''})",
-                                       "regime": training_regime(self.base),
+                                       "regime": self.regime(),
                                        "measured_scale": s.get("measured_scale"),
                                        "results": str(self.run_dir / "elimination.md")}})
         return out
@@ -366,12 +374,17 @@ class Elimination:
         pool = [{"label": c["label"], "run": c.get("run"), "id": c["id"], "expression": c["expression"],
                  "constants": c.get("constants") or {}, "search_fitness": c["fitness"],
                  "tuned_from": c.get("tuned_from"), "scores": per_seed(c["label"])} for c in result["pool"]]
-        from .search import training_regime
-
-        return {"base": self.base.to_dict(), "regime": training_regime(self.base),
+        return {"base": self.base.to_dict(), "regime": self.regime(),
+                "split_seed": PER_SEED if self.protocol.split_per_seed else self.base.split_seed,
                 "sources": [str(d) for d in self.sources], "tuned": self.tuned,
                 "class_reduction": self.class_reduction, "rounds": result["rounds"], "ce": per_seed("CE"),
                 "survivors": [survivor(c) for c in result["survivors"]], "pool": pool}
+
+    def regime(self) -> str:
+        """The base training's regime in one line, saying when each seed draws its own split."""
+        from .search import training_regime
+
+        return training_regime(self.base, self.protocol.split_per_seed)
 
     def _run_jobs(self, executor, jobs, rnd_i, rnd, scores):
         from .search import run_jobs
@@ -384,8 +397,8 @@ class Elimination:
                 self.scales.setdefault(cand["label"], []).append(scale)
 
         for cand, seed in jobs:
-            cfg = round_config(self.base, rnd, seed)
-            train = cfg.to_dict()
+            cfg = round_config(self.base, rnd, seed, self.protocol.split_per_seed)
+            train = cfg.to_dict()  # the split seed in it: a per-seed split is its own training
             class_reduction = "class_sum" if cand["label"] == "CE" else self.class_reduction
             key = _key(cand["expression"], cand.get("constants") or {}, class_reduction, train, self._fixed_scale(cand))
             hit = self._done(key)
@@ -411,8 +424,6 @@ class Elimination:
         head += [f"round {i} ({r.describe()})" for i, r in enumerate(rounds, 1)]
         head += ["Δ vs CE, last round (paired)"]
         sources = ", ".join(str(d) for d in self.sources) + (" and their tunings" if self.tuned else "")
-        from .search import training_regime
-
         lines = [f"# Elimination of {sources}", "",
                  f"Base training: {self.base.dataset}, model per round as listed, "
                  f"{'steps ' + str(self.base.steps) if self.base.steps is not None else 'epochs'} x budget "
@@ -420,7 +431,7 @@ class Elimination:
                  f"mean ± sd of (candidate - CE) over the same seeds in percentage points, with its 95% "
                  f"t-interval. "
                  f"Rounds: " + "; ".join(f"{h['evaluated']} -> {h['kept']}" for h in result["rounds"]), "",
-                 f"Regime (before each round's budget scale, model and size): {training_regime(self.base)}. "
+                 f"Regime (before each round's budget scale, model and size): {self.regime()}. "
                  + (f"Last round: the search run's {self.target.describe()} (no budget scale)."
                     if self.target is not None else "Last round: not the search run's target regime "
                     "(--no-target, or rounds set by hand)."), "",
@@ -576,6 +587,7 @@ def build_parser() -> ArgumentParser:
                          "CE's plateau); rounds set by --keep or --train-sizes never do")
     ap.add_argument("--first-seed", type=non_negative_int, default=1)
     add_training_options(ap, [n for n in BUDGET_OPTIONS if n != "model"], unset="the search run's")
+    add_split_seed_option(ap, "the search run's")
     ap.add_argument("--workers", type=positive_int, default=1)
     add_training_options(ap, ("threads",), unset="the cores shared among the workers; torch's with one worker")
     ap.add_argument("--executor", default="local", choices=["local", "ray"])
@@ -608,8 +620,10 @@ def protocol_from_args(args) -> Protocol:
     spec["first_seed"] = spec.get("first_seed", args.first_seed) if args.first_seed == 1 else args.first_seed
     # the presets' rounds end in the run's target regime; rounds (or their sizes) set by hand say their own
     spec["target"] = not args.no_target and not {"keep", "train_sizes"} & given.keys()
+    spec["split_per_seed"] = getattr(args, "split_seed", None) == PER_SEED
     return Protocol.from_lists(**{k: spec[k] for k in ("keep", "seeds", "budget_scale", "models", "pool",
-                                                       "first_seed", "train_sizes", "target") if k in spec})
+                                                       "first_seed", "train_sizes", "target", "split_per_seed")
+                                  if k in spec})
 
 
 def main(argv=None) -> int:
@@ -620,6 +634,8 @@ def _main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     protocol = protocol_from_args(args)
     over = training_overrides(args, BUDGET_OPTIONS)
+    if args.split_seed not in (None, PER_SEED):  # one split seed for every seed, in place of the run's
+        over["split_seed"] = args.split_seed
     t0 = time.time()
     e = Elimination(args.run_dir, protocol, None, args.workers, args.executor, args.address,
                     also=_list(args.also, str) or (), tuned=args.tuned, novel=args.novel_only, threads=args.threads)

@@ -30,6 +30,7 @@ from .search import (
     DEFAULT_SEED_LOSSES,
     DEFAULT_TARGETS,
     PRESETS,
+    data_words,
     default_space,
     default_target,
     default_workers,
@@ -191,15 +192,16 @@ def _main(argv=None) -> int:
         search = open_search(config_from_args(args), popsize=args.population)
     cfg = search.cfg
     resume = f"python -m nlfs.evolve --resume {cfg.run_dir}"
+    unit, model = data_words(cfg.dataset, cfg.model, cfg.data_root)  # the report's words for the data and model
     print(f"nlfs.evolve: {cfg.algorithm} over the {cfg.space} space on {cfg.dataset} "
-          f"({cfg.model}, backend {cfg.backend}, augment {cfg.augment}, gradient scale {cfg.grad_scale}), "
+          f"({model}, backend {cfg.backend}, augment {cfg.augment}, gradient scale {cfg.grad_scale}), "
           f"budget {cfg.budget} candidates at rung 0, {cfg.workers} worker(s), run dir {cfg.run_dir}",
           file=sys.stderr)
     for rung in getattr(search, "rungs", ()):
         print(f"  {rung.describe()}", file=sys.stderr)
     if getattr(search, "rungs", ()) and cfg.finalists and cfg.is_paired:
         race = (f"raced to a 95% interval or {cfg.race_seeds} seeds, then " if cfg.racing else "")
-        print(f"  then the {cfg.finalists} leader(s): {race}trained in the {search.target.describe()}, "
+        print(f"  then the {cfg.finalists} leader(s): {race}trained in the {search.target.describe(unit)}, "
               f"{search.target.seeds} seed(s), paired with CE", file=sys.stderr)
     with resume_with(resume):
         try:

@@ -42,18 +42,35 @@ def read_accuracies(path: str | Path) -> dict[str, dict[int, float]]:
 
 def read_regime(path: str | Path) -> str:
     """The training regime of a transfer CSV in one line (data and size, model, budget, label noise,
-    augmentation, gradient scale), from its first row; older CSVs without a column say "?"."""
+    augmentation, gradient scale, and the split seeds where the CSV records them), from its first row;
+    older CSVs without a column say "?"."""
+    from .search import data_words
+
     with Path(path).open(newline="") as fh:
-        r = next(csv.DictReader(fh), None) or {}
+        rows = list(csv.DictReader(fh))
+    r = rows[0] if rows else {}
 
     def get(k):
         return r.get(k) if r.get(k) not in (None, "") else "?"
 
     kind = f" ({r['label_noise_kind']})" if r.get("label_noise_kind") else ""
     budget = f"{r['steps']} steps" if r.get("steps") not in (None, "", "None") else f"{get('epochs')} epochs"
-    return (f"{get('dataset')} ({r.get('train_size') or 'all'} training images), model {get('model')}, {budget}, "
+    unit = data_words(get("dataset"), get("model"))[0]
+    return (f"{get('dataset')} ({r.get('train_size') or 'all'} {unit}), model {get('model')}, {budget}, "
             f"label noise {get('label_noise')}{kind}, augmentation {get('augment')}, "
-            f"gradient scale {get('grad_scale')}")
+            f"gradient scale {get('grad_scale')}{_split_words(rows)}")
+
+
+def _split_words(rows: list[dict]) -> str:
+    """How a transfer CSV's seeds were split: each by itself (``--split-seed per-seed``), or one split
+    seed for all; nothing for CSVs written before the column."""
+    splits = {(r["seed"], r["split_seed"]) for r in rows if r.get("split_seed") not in (None, "")}
+    values = {v for _, v in splits}
+    if len(values) > 1 and all(seed == v for seed, v in splits):
+        return ", each seed its own validation split, training subset and label noise (split_seed = seed)"
+    if values:
+        return f", split seed {', '.join(sorted(values, key=int))} for every seed"
+    return ""
 
 
 def finalists_from(run_dir: str | Path, k: int = 3) -> list[str]:

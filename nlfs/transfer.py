@@ -11,7 +11,9 @@ scale. ``--losses-file`` reads nlfs/found_losses.json's format, a ``finalists.js
 ``elimination.json`` or a ``tuned.json``.
 
 Every pair gets the same ``TrainConfig`` except the loss: seed ``i`` (model init, data order,
-augmentation) is shared by every loss, and the train/validation split (``split_seed``) is fixed.
+augmentation) is shared by every loss, and the train/validation split (``split_seed``: the validation
+images, the ``train_size`` subset and the label noise) is fixed, or with ``--split-seed per-seed``
+drawn by each seed (``split_seed = seed``), every loss sharing it on that seed.
 
 Outputs in ``--out`` (file stem ``--name``, default ``transfer``): ``NAME.csv`` (one row per run; also
 the resume state, rewritten atomically after every run), ``NAME.md`` (mean ± std test accuracy per
@@ -39,8 +41,10 @@ from pathlib import Path
 
 from . import stats as _stats
 from ._cli import (
+    PER_SEED,
     TRAINING_OPTIONS,
     ArgumentParser,
+    add_split_seed_option,
     add_training_options,
     command_line,
     parse_seeds,
@@ -62,7 +66,7 @@ __all__ = ["COLUMNS", "PRESETS", "LossEntry", "build_config", "entry_of", "losse
 COLUMNS = ["loss", "seed", "model", "dataset", "augment", "test_acc", "val_acc", "best_val_acc", "status",
            "reason", "wall_time", "expression", "constants", "backend", "epochs", "steps", "train_size",
            "val_size", "batch_size", "lr", "optimizer", "device", "config_hash", "run_key", "machine", "date",
-           "label_noise", "grad_scale", "scale", "label_noise_kind"]
+           "label_noise", "grad_scale", "scale", "label_noise_kind", "split_seed"]
 
 REFERENCE = "CE"
 _CATALOGUE_ALL = ("CE", "LabelSmoothingCE", "Focal", "Poly1", "Baikal", "NGL", "SCE", "TaylorGLO")
@@ -239,9 +243,11 @@ def build_config(settings: dict):
     return TrainConfig(**kw)
 
 
-def _config_hash(cfg) -> str:
+def _config_hash(cfg, split_per_seed: bool = False) -> str:
     d = cfg.to_dict()
     key = {k: d.get(k) for k in _CONFIG_KEYS}
+    if split_per_seed:  # only when used: CSVs of a fixed split keep their hash
+        key["split_seed"] = PER_SEED
     if d.get("resize") is not None:  # only when set: CSVs written before resize existed keep their hash
         key["resize"] = d["resize"]
     if d.get("label_noise_kind") is not None:  # to_dict leaves out the default (symmetric) likewise
@@ -267,10 +273,17 @@ def _read_rows(path: Path) -> list[dict]:
     return rows
 
 
-def run_key(entry: LossEntry, cfg) -> str:
+def seeded(cfg, seed: int, split_per_seed: bool = False):
+    """``cfg`` trained with ``seed``; with ``split_per_seed``, its split seed too (its own validation
+    images, training subset and label noise), else the fixed one."""
+    return dataclasses.replace(cfg, seed=seed, **({"split_seed": seed} if split_per_seed else {}))
+
+
+def run_key(entry: LossEntry, cfg, split_per_seed: bool = False) -> str:
     """Everything that makes a (loss, seed) row what it is beyond the shared training settings: the
-    loss as trained (expression, constants, gradient scale, class reduction), backend and device. A
-    row is resumed only when its key matches; a changed loss under an old label is trained again."""
+    loss as trained (expression, constants, gradient scale, class reduction), backend and device, and
+    a split drawn per seed when it is. A row is resumed only when its key matches; a changed loss
+    under an old label is trained again."""
     try:
         from ._module import resolve_spec
 
@@ -279,7 +292,9 @@ def run_key(entry: LossEntry, cfg) -> str:
         loss = [spec.text, spec.class_reduction, spec.scale, constants]
     except Exception:  # noqa: BLE001 - a callable loss: its label and constants are all we know
         loss = [str(entry.loss), sorted((entry.constants or {}).items())]
-    return training_key([loss, cfg.backend, cfg.device, cfg.grad_scale, cfg.lr], length=12, algorithm="sha1")
+    split = [PER_SEED] if split_per_seed else []  # only when used: rows of a fixed split keep their key
+    return training_key([loss, cfg.backend, cfg.device, cfg.grad_scale, cfg.lr, *split], length=12,
+                        algorithm="sha1")
 
 
 def _done(row: dict, retry_errors: bool, key: str | None = None) -> bool:
@@ -333,33 +348,35 @@ def _trainings(jobs: list[tuple], workers: int = 1, threads: int | None = None):
         executor.close()
 
 
-LR_COLUMNS = ["loss", "lr", "seed", "best_val_acc", "status", "reason", "run_key", "wall_time"]
+LR_COLUMNS = ["loss", "lr", "seed", "best_val_acc", "status", "reason", "run_key", "wall_time", "split_seed"]
 
 
 def select_learning_rates(entries: list[LossEntry], cfg, grid: list[float], seeds: list[int], path: Path,
-                          log=print, workers: int = 1, threads: int | None = None) -> dict[str, float]:
+                          log=print, workers: int = 1, threads: int | None = None,
+                          split_per_seed: bool = False) -> dict[str, float]:
     """The learning rate of each loss, chosen from the same ``grid`` for every loss (CE included) by
     mean best *validation* accuracy over ``seeds`` (the test split is never read here; a failed run
-    scores 0). Every run is a row of ``path`` (resumable, keyed like the final runs)."""
+    scores 0). Every run is a row of ``path`` (resumable, keyed like the final runs, split included)."""
     done = {}
     if path.is_file():
         with path.open(newline="") as fh:
             for r in csv.DictReader(fh):
                 done[(r["loss"], float(r["lr"]), int(r["seed"]), r["run_key"])] = r
     val = dataclasses.replace(cfg, evaluate_test=False)
-    jobs = [(entry, dataclasses.replace(val, lr=lr), seed) for entry in entries for lr in grid for seed in seeds]
-    jobs = [j for j in jobs if (j[0].label, j[1].lr, j[2], run_key(j[0], j[1])) not in done]
+    jobs = [(entry, seeded(dataclasses.replace(val, lr=lr), seed, split_per_seed), seed)
+            for entry in entries for lr in grid for seed in seeds]
+    jobs = [j for j in jobs if (j[0].label, j[1].lr, j[2], run_key(j[0], j[1], split_per_seed)) not in done]
     for (entry, cfg_lr, seed), rec in _trainings(jobs, workers, threads):
-        key = (entry.label, cfg_lr.lr, seed, run_key(entry, cfg_lr))
+        key = (entry.label, cfg_lr.lr, seed, run_key(entry, cfg_lr, split_per_seed))
         done[key] = dict(loss=entry.label, lr=cfg_lr.lr, seed=seed, run_key=key[3], status=rec["status"],
                          reason=rec["reason"], best_val_acc=rec["best_val_acc"] if rec["status"] == "ok" else 0.0,
-                         wall_time=rec["wall_time"])
+                         wall_time=rec["wall_time"], split_seed=cfg_lr.split_seed)
         write_table(path, list(done.values()), LR_COLUMNS)
         log(f"lr grid: {entry.label} lr {cfg_lr.lr} seed {seed}: {rec['status']} val {done[key]['best_val_acc']:.4f}")
     chosen = {}
     for entry in entries:
         def score(lr, entry=entry):
-            key_lr = run_key(entry, dataclasses.replace(val, lr=lr))
+            key_lr = run_key(entry, dataclasses.replace(val, lr=lr), split_per_seed)
             return sum(float(done[(entry.label, lr, s, key_lr)]["best_val_acc"] or 0.0) for s in seeds) / len(seeds)
         chosen[entry.label] = max(grid, key=lambda lr: (score(lr), -abs(math.log(lr / (cfg.lr or lr)))))
     log("lr grid: chosen " + ", ".join(f"{k} {v:g}" for k, v in chosen.items()))
@@ -369,10 +386,13 @@ def select_learning_rates(entries: list[LossEntry], cfg, grid: list[float], seed
 def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Path, name: str = "transfer",
                  retry_errors: bool = False, log=print, command: str = "", note: str = "",
                  plot: bool = True, setup: tuple[str, ...] = (), lr_grid: list[float] | None = None,
-                 lr_seeds: list[int] | None = None, workers: int = 1, threads: int | None = None) -> list[dict]:
+                 lr_seeds: list[int] | None = None, workers: int = 1, threads: int | None = None,
+                 split_per_seed: bool = False) -> list[dict]:
     """Train every missing (loss, seed) pair, rewrite the CSV after each, then write the table and
     plot. Returns the rows of this configuration. With ``lr_grid``, every loss first gets its own
-    learning rate from that grid (``select_learning_rates`` on ``lr_seeds``, validation only).
+    learning rate from that grid (``select_learning_rates`` on ``lr_seeds``, validation only). With
+    ``split_per_seed``, each seed draws its own validation images, training subset and label noise
+    (``split_seed = seed``; the ``split_seed`` column records it), else ``cfg.split_seed`` holds for all.
     ``workers > 1`` trains that many runs at once in worker processes; each training uses ``threads``
     threads (default ``cfg.threads``, else the cores shared among the workers)."""
     from .train import check_config
@@ -387,11 +407,13 @@ def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Pat
     if lr_grid:
         cfg = dataclasses.replace(cfg, lr=None)  # the shared settings; each loss's lr comes from the grid
         lrs = select_learning_rates(entries, cfg.resolved() if cfg.lr is None else cfg, sorted(lr_grid),
-                                    lr_seeds or seeds[:2], out / f"{name}_lr.csv", log, workers, threads)
+                                    lr_seeds or seeds[:2], out / f"{name}_lr.csv", log, workers, threads,
+                                    split_per_seed)
         setup = (*setup, "Learning rate per loss from the grid " + ", ".join(f"{x:g}" for x in sorted(lr_grid))
                  + f" by mean best validation accuracy over seeds {lr_seeds or seeds[:2]}: "
                  + ", ".join(f"{k} {v:g}" for k, v in lrs.items()) + ".")
-    chash = _config_hash(cfg) + ("-grid" + "_".join(f"{x:g}" for x in sorted(lr_grid)) if lr_grid else "")
+    chash = _config_hash(cfg, split_per_seed) + (
+        "-grid" + "_".join(f"{x:g}" for x in sorted(lr_grid)) if lr_grid else "")
     rows = _read_rows(csv_path)
     other = {r.get("config_hash") or "" for r in rows} - {chash}
     if other:
@@ -399,21 +421,22 @@ def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Pat
                          f"!= {chash}): use another --out or --name")
     index = {(r["loss"], r["seed"]): i for i, r in enumerate(rows)}
     per_loss = {e.label: dataclasses.replace(cfg, lr=lrs[e.label]) if lrs else cfg for e in entries}
-    keys = {e.label: run_key(e, per_loss[e.label]) for e in entries}
+    keys = {e.label: run_key(e, per_loss[e.label], split_per_seed) for e in entries}
     todo = [(e, s) for s in seeds for e in entries
             if not ((e.label, s) in index and _done(rows[index[(e.label, s)]], retry_errors, keys[e.label]))]
     log(f"nlfs.transfer: {len(entries)} losses x {len(seeds)} seeds; {len(todo)} to train, "
         f"{len(entries) * len(seeds) - len(todo)} already in {csv_path}")
     machine, date = machine_name(), today()
-    jobs = [(entry, per_loss[entry.label], seed) for entry, seed in todo]
-    for i, ((entry, _, seed), rec) in enumerate(_trainings(jobs, workers, threads), 1):
+    jobs = [(entry, seeded(per_loss[entry.label], seed, split_per_seed), seed) for entry, seed in todo]
+    for i, ((entry, job_cfg, seed), rec) in enumerate(_trainings(jobs, workers, threads), 1):
         row = dict(loss=entry.label, seed=seed, model=cfg.model, dataset=cfg.dataset, augment=cfg.augment,
                    expression=entry.expression, constants=entry.constants or "", config_hash=chash,
                    run_key=keys[entry.label], label_noise=cfg.label_noise, grad_scale=cfg.grad_scale,
                    label_noise_kind=cfg.label_noise_kind if cfg.label_noise else "",
                    scale=entry.scale,
                    machine=machine, date=date, train_size=cfg.train_size, val_size=cfg.val_size,
-                   batch_size=cfg.batch_size, lr=per_loss[entry.label].lr, optimizer=cfg.optimizer)
+                   batch_size=cfg.batch_size, lr=per_loss[entry.label].lr, optimizer=cfg.optimizer,
+                   split_seed=job_cfg.split_seed)
         row.update(rec)
         key = (entry.label, seed)
         if key in index:
@@ -428,7 +451,8 @@ def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Pat
     labels = [e.label for e in entries]
     mine = [r for r in rows if r["loss"] in labels and r["seed"] in seeds]
     summary = summarise(mine, labels)
-    write_markdown(out / f"{name}.md", summary, mine, cfg, command=command, note=note, setup=setup)
+    write_markdown(out / f"{name}.md", summary, mine, cfg, command=command, note=note, setup=setup,
+                   split_per_seed=split_per_seed)
     if plot:
         write_plot(out / f"{name}.png", summary, mine)
     return mine
@@ -510,7 +534,7 @@ def _headline(summary: list[dict]) -> str:
 
 
 def write_markdown(path: str | Path, summary: list[dict], rows: list[dict], cfg, command: str = "",
-                   note: str = "", setup: tuple[str, ...] = ()) -> None:
+                   note: str = "", setup: tuple[str, ...] = (), split_per_seed: bool = False) -> None:
     path = Path(path)
     r = cfg.resolved() if hasattr(cfg, "resolved") else cfg
     machines = sorted({x.get("machine") for x in rows if x.get("machine")}) or [machine_name()]
@@ -524,7 +548,7 @@ def write_markdown(path: str | Path, summary: list[dict], rows: list[dict], cfg,
     from .search import training_regime
 
     lines = [f"# Transfer: {r.dataset} / {r.model} / augment {r.augment}", "",
-             f"Regime: {training_regime(r)}.", ""]
+             f"Regime: {training_regime(r, split_per_seed)}.", ""]
     if note:
         lines += [note, ""]
     lines += ["**Summary.** " + _headline(summary), ""]
@@ -544,10 +568,13 @@ def write_markdown(path: str | Path, summary: list[dict], rows: list[dict], cfg,
         lines.append("")
     lines += ["## Setup", "",
               f"- Model `{r.model}`, dataset `{r.dataset}` (train_size {r.train_size or 'all'}, "
-              f"val_size {r.val_size}, split_seed {r.split_seed}), augment `{r.augment}`, label noise "
+              f"val_size {r.val_size}, split_seed {'= seed' if split_per_seed else r.split_seed}), augment "
+              f"`{r.augment}`, label noise "
               f"{r.label_noise or 0:g}{_kind(r)}, gradient scale `{r.grad_scale}`.",
               f"- Budget: {budget}; warm-up {r.warmup}.",
-              f"- Seeds {seeds} for every loss (model init, data order, augmentation); same split.",
+              f"- Seeds {seeds} for every loss (model init, data order, augmentation); "
+              + ("each seed its own validation split, training subset and label noise, the same for every loss."
+                 if split_per_seed else "same split."),
               f"- Loss backend(s) that ran: {', '.join(backends) or '–'} (requested `{r.backend}`).",
               f"- Machine: {', '.join(machines)}; date: {', '.join(dates)}; total training time "
               f"{total / 60:.1f} min (sum of per-run wall times).",
@@ -633,12 +660,14 @@ def _parser() -> ArgumentParser:
                     help=f"N (seeds 0..N-1) or a list '0,1,5-7' (default: the preset's, else {_DEFAULTS['seeds']})")
     ap.add_argument("--out", required=False, help="output directory")
     ap.add_argument("--name", default="transfer", help="file stem of the CSV/MD/PNG in --out")
-    add_training_options(ap, unset={"dataset": f"the preset's, else {_DEFAULTS['dataset']}",
+    add_training_options(ap, [n for n in TRAINING_OPTIONS if n != "split_seed"],
+                         unset={"dataset": f"the preset's, else {_DEFAULTS['dataset']}",
                                     "model": f"the preset's, else {_DEFAULTS['model']}",
                                     "augment": f"the preset's, else {_DEFAULTS['augment']}",
                                     **{k: "the preset's, else nlfs.train's" for k in TRAINING_OPTIONS
                                        if k not in ("dataset", "model", "augment", "threads")},
                                     "threads": "the preset's; with several workers one core's share each"})
+    add_split_seed_option(ap, "0")
     ap.add_argument("--workers", type=positive_int, default=1,
                     help="trainings at once, each in its own process (with --threads 1: up to one per core)")
     ap.add_argument("--retry-errors", action="store_true", help="retrain pairs whose trainer raised")
@@ -677,6 +706,9 @@ def _main(argv: list[str] | None = None) -> int:
     if args.preset:
         settings.update(PRESETS[args.preset])
     settings.update(training_overrides(args))
+    split_per_seed = settings.get("split_seed") == PER_SEED
+    if split_per_seed:
+        del settings["split_seed"]
     if args.seeds is not None:
         settings["seeds"] = args.seeds
     if args.workers > 1 and not settings.get("threads"):  # one core's share each, not all cores each
@@ -713,7 +745,7 @@ def _main(argv: list[str] | None = None) -> int:
     with resume_with(resume):
         rows = run_transfer(entries, cfg, seeds, args.out, args.name, args.retry_errors, command=command,
                             note=args.note or "", plot=not args.no_plot, setup=setup, lr_grid=args.lr_grid,
-                            lr_seeds=args.lr_seeds, workers=args.workers)
+                            lr_seeds=args.lr_seeds, workers=args.workers, split_per_seed=split_per_seed)
     print((Path(args.out) / f"{args.name}.md").read_text())
     return 0 if rows else 1
 

@@ -165,6 +165,24 @@ def test_fitness_function_is_paired_with_ce_on_the_same_seeds_and_budgets(tmp_pa
         assert wrong not in text, wrong
 
 
+def _ahead_of_ce(loss, seed, budget):
+    """A score without training: CE 0.5, any other loss ahead of it by 3 to 6 points depending on the
+    seed (so a lead with an interval, and a chance estimate, at every rung and in the target)."""
+    return 0.5 if loss.spec.name == "CE" else 0.53 + 0.01 * (seed % 4)
+
+
+def test_a_fitness_runs_verdict_points_to_your_own_loop_not_to_nlfs_trainer(tmp_path):
+    result = nlfs.discover(fitness=_ahead_of_ce, budget=3, run_dir=tmp_path / "fit", race_seeds=0,
+                           rungs=[{"budget": 0.25, "seeds": 3}], **SMALL)
+    assert result.summary["ahead_of_ce"] and result.best[0].vs_ce_pp > 0
+    verdict = result.verdict
+    assert "your own training loop" in verdict and "Discovery.register" in verdict and "more seeds" in verdict
+    text = result.report()
+    for tool in ("nlfs.eliminate", "nlfs.transfer"):  # nlfs's trainer, not the user's loop
+        assert tool not in text, tool
+    assert result.summary["chance"] is not None and text.count("your own training loop") == 2  # verdict, chance
+
+
 def test_bad_calls_are_refused_before_any_work(tmp_path, table):
     with pytest.raises(ValueError, match="data or fitness"):
         nlfs.discover(data=table, fitness=lambda loss, seed, budget: 0.0, run_dir=tmp_path / "a")

@@ -10,6 +10,8 @@ import pytest
 import nlfs.train
 from nlfs.eliminate import Elimination, Protocol, eliminate, main
 from nlfs.search import RunDB, SearchConfig
+from nlfs.train import TrainConfig
+from tests.runs import drawn_split
 
 FAST = dict(dataset="digits", steps=20, train_size=400, val_size=200, backend="torch", progress=False)
 EXPRS = ["-y * log(p)", "-y * log(p + 0.1)", "-y * log(p) * 2", "y * (1 - p)", "-y * p",
@@ -34,12 +36,14 @@ def make_run(tmp_path):
 class FakeTrain:
     def __init__(self, kill_at=None):
         self.calls = []
+        self.configs = []  # the TrainConfig of each call, in order
         self.kill_at = kill_at
 
     def __call__(self, spec, cfg, constants=None, **kw):
         if self.kill_at is not None and len(self.calls) + 1 == self.kill_at:
             raise KeyboardInterrupt
         self.calls.append((str(spec.expr), cfg.seed, cfg.steps, cfg.model))
+        self.configs.append((str(spec.expr), cfg))
         v = (zlib.crc32(str(spec.expr).encode()) % 1000) / 1000 * 0.5 + 0.3 + 0.01 * cfg.seed
         return types.SimpleNamespace(best_val_acc=v, diverged=False, reason="", to_dict=lambda: {},
                                      grad_scale_factor=1.0, order_digest="")
@@ -253,3 +257,47 @@ def test_the_presets_last_round_is_the_runs_target_unless_turned_off(tmp_path, m
     assert set(seen[7:]) == {(400, None, 40)}  # budget x2 of the run's 20 steps
     assert "Last round: not the search run's target regime" in (run / "elimination.md").read_text()
     capsys.readouterr()
+
+
+def test_split_per_seed_draws_each_seeds_subset_and_noise_and_both_resume(tmp_path, monkeypatch):
+    run = make_run(tmp_path)
+    noisy = TrainConfig(dataset="digits", steps=5, train_size=300, val_size=200, label_noise=0.4, backend="torch")
+    rounds = dict(keep=(2,), seeds=(2,), budget_scale=(1,), models=("surrogate",), pool=3)
+    fake = FakeTrain()
+    monkeypatch.setattr(nlfs.train, "train", fake)
+    fixed = eliminate(run, Protocol.from_lists(**rounds), train_config=noisy, log=lambda m: None)
+    drawn = {(e, c.seed): drawn_split(c) for e, c in fake.configs}
+    assert len(set(map(str, drawn.values()))) == 1 and drawn[("-y * log(p)", 1)][1]  # one subset and noise
+    assert json.loads((run / "elimination.json").read_text())["split_seed"] == 0
+    n = len(fake.calls)
+    per = eliminate(run, Protocol.from_lists(**rounds, split_per_seed=True), train_config=noisy, log=lambda m: None)
+    assert len(fake.calls) - n == (3 + 1) * 2  # seeds 1 and 2 split by themselves: new trainings
+    drawn = {(e, c.seed): drawn_split(c) for e, c in fake.configs[n:]}
+    assert drawn[("-y * log(p)", 1)][0] != drawn[("-y * log(p)", 2)][0]  # each seed its own training subset
+    assert drawn[("-y * log(p)", 1)][1] != drawn[("-y * log(p)", 2)][1]  # and its own flipped labels
+    assert all(v == drawn[("-y * log(p)", s)] for (e, s), v in drawn.items())  # CE and every candidate share it
+    record = json.loads((run / "elimination.json").read_text())
+    assert record["split_seed"] == "per-seed" and "split_seed = seed" in record["regime"]
+    assert "split_seed = seed" in (run / "elimination.md").read_text()
+    assert "split_seed = seed" in json.loads((run / "finalists.json").read_text())[0]["provenance"]["regime"]
+    n = len(fake.calls)
+    assert eliminate(run, Protocol.from_lists(**rounds, split_per_seed=True), train_config=noisy,
+                     log=lambda m: None)["scores"] == per["scores"]
+    assert eliminate(run, Protocol.from_lists(**rounds), train_config=noisy, log=lambda m: None)["scores"] == \
+        fixed["scores"]
+    assert len(fake.calls) == n  # both resume without training again
+
+
+def test_cli_split_seed_per_seed_or_a_number(tmp_path, monkeypatch, capsys):
+    run = make_run(tmp_path)
+    fake = FakeTrain()
+    monkeypatch.setattr(nlfs.train, "train", fake)
+    args = ["--run-dir", str(run), "--keep", "2", "--seeds-per-round", "2", "--pool", "3"]
+    assert main([*args, "--split-seed", "per-seed"]) == 0
+    assert [c.split_seed for _, c in fake.configs] == [c.seed for _, c in fake.configs] == [1, 2] * 4
+    assert main([*args, "--split-seed", "7"]) == 0
+    assert {c.split_seed for _, c in fake.configs[8:]} == {7}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as err:
+        main([*args, "--split-seed", "each"])
+    assert err.value.code == 2 and "expected an integer or per-seed" in capsys.readouterr().err

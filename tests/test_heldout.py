@@ -77,3 +77,26 @@ def test_a_finalist_named_by_an_expression_with_a_comma_stays_whole(tmp_path):
     assert heldout.main(["--setting", f"s={tmp_path / 's.csv'}", "--finalists", "max(p, y)", "--baselines", "CE",
                          "--out", str(tmp_path / "out")]) == 0
     assert [r["finalist"] for r in csv_rows(tmp_path / "out.csv")] == ["max(p, y)"]
+
+
+def test_the_regime_line_says_how_each_setting_split_its_seeds(tmp_path):
+    from nlfs.transfer import COLUMNS
+
+    def write(name, split_seed):
+        with open(tmp_path / f"{name}.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+            w.writeheader()
+            for loss, base in (("A", 0.81), ("CE", 0.80)):
+                w.writerows({"loss": loss, "seed": s, "status": "ok", "test_acc": base + 0.001 * s * (loss == "A"),
+                             "dataset": "digits", "model": "surrogate", "steps": 5, "label_noise": 0.4,
+                             "split_seed": split_seed(s)} for s in range(4))
+
+    write("per", lambda seed: seed)
+    write("fixed", lambda seed: 0)
+    assert heldout.main(["--setting", f"per={tmp_path / 'per.csv'}", "--setting", f"fixed={tmp_path / 'fixed.csv'}",
+                         "--finalists", "A", "--baselines", "CE", "--out", str(tmp_path / "t")]) == 0
+    lines = {line.split(":")[0]: line for line in (tmp_path / "t.md").read_text().splitlines()
+             if line.startswith("- ")}
+    assert lines["- per"].endswith("each seed its own validation split, training subset and label noise "
+                                   "(split_seed = seed)")
+    assert lines["- fixed"].endswith("split seed 0 for every seed")

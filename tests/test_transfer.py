@@ -10,7 +10,7 @@ import nlfs.train
 from nlfs import transfer
 from nlfs.search import RunDB
 from nlfs.train import TrainConfig, TrainResult
-from tests.runs import csv_rows
+from tests.runs import csv_rows, drawn_split
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small ops: one thread is as fast, far faster on a busy CPU
 
@@ -392,3 +392,52 @@ def test_losses_file_takes_what_every_tool_writes(tmp_path, monkeypatch, capsys)
     finally:
         for name in ("myrun#4", "myrun#4-tuned"):
             nlfs.losses._CATALOGUE.pop(nlfs.losses._key(name), None)
+
+
+def test_split_per_seed_gives_each_seed_its_own_subset_and_noise(tmp_path, monkeypatch):
+    fake = FakeTrainer()
+    monkeypatch.setattr(nlfs.train, "train", fake)
+    noisy = dataclasses.replace(CFG, train_size=300, label_noise=0.4)
+    entries = transfer.parse_losses("NGL")
+
+    def run(out, per_seed):
+        return transfer.run_transfer(entries, noisy, [0, 1], tmp_path / out, log=lambda *a: None, plot=False,
+                                     split_per_seed=per_seed)
+
+    run("fixed", False)
+    fixed = {(loss, c.seed): drawn_split(c) for loss, c, _ in fake.calls}
+    assert fixed[("CE", 0)] == fixed[("CE", 1)] == fixed[("NGL", 1)]  # one subset and one noise for all seeds
+    assert len(fixed[("CE", 0)][0]) == 300 and fixed[("CE", 0)][1]  # labels were flipped
+    n = len(fake.calls)
+    run("per", True)
+    per = {(loss, c.seed): drawn_split(c) for loss, c, _ in fake.calls[n:]}
+    (subset0, flipped0), (subset1, flipped1) = per[("CE", 0)], per[("CE", 1)]
+    assert subset0 != subset1 and flipped0 != flipped1  # each seed its own training subset and noise
+    assert per[("NGL", 0)] == per[("CE", 0)] and per[("NGL", 1)] == per[("CE", 1)]  # every loss shares a seed's
+    assert {(r["seed"], r["split_seed"]) for r in csv_rows(tmp_path / "per" / "transfer.csv")} == {
+        ("0", "0"), ("1", "1")}
+    assert {r["split_seed"] for r in csv_rows(tmp_path / "fixed" / "transfer.csv")} == {"0"}
+    md = (tmp_path / "per" / "transfer.md").read_text()
+    assert "split_seed = seed" in md and "each seed its own validation split, training subset and label noise" in md
+    assert "split_seed = seed" not in (tmp_path / "fixed" / "transfer.md").read_text()
+    n = len(fake.calls)
+    run("per", True)
+    run("fixed", False)
+    assert len(fake.calls) == n  # both resume: nothing trained again
+    with pytest.raises(SystemExit, match="another configuration"):  # never mixed into a fixed split's CSV
+        run("fixed", True)
+
+
+def test_cli_split_seed_takes_a_number_or_per_seed(tmp_path, monkeypatch, capsys):
+    fake = FakeTrainer()
+    monkeypatch.setattr(nlfs.train, "train", fake)
+    args = ["--losses", "NGL", "--dataset", "digits", "--steps", "5", "--seeds", "2", "--no-plot"]
+    assert transfer.main([*args, "--split-seed", "per-seed", "--out", str(tmp_path / "per")]) == 0
+    assert [c.split_seed for _, c, _ in fake.calls] == [c.seed for _, c, _ in fake.calls] and len(fake.calls) == 4
+    assert transfer.main([*args, "--split-seed", "3", "--out", str(tmp_path / "three")]) == 0
+    assert {r["split_seed"] for r in csv_rows(tmp_path / "three" / "transfer.csv")} == {"3"}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as err:
+        transfer.main([*args, "--split-seed", "each", "--out", str(tmp_path / "bad")])
+    assert err.value.code == 2 and "expected an integer or per-seed, got 'each'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

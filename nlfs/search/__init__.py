@@ -41,6 +41,7 @@ from ._optuna import (
 from ._report import (
     best_candidates,
     catalogue_twin,
+    data_words,
     entry_spec,
     export_losses,
     format_summary,
@@ -62,7 +63,7 @@ __all__ = [
     "PackingExecutor", "ProcessExecutor", "RayExecutor", "RegularizedEvolution", "RunDB", "RunDirError", "Rung",
     "STAGES",
     "Search", "SearchConfig", "Target", "TaylorSearch", "best_candidates", "catalogue_twin",
-    "cheap_filters", "default_dataset", "default_range", "default_space", "default_target",
+    "cheap_filters", "data_words", "default_dataset", "default_range", "default_space", "default_target",
     "default_threads", "default_workers", "discover", "entry_spec", "evaluate_payload", "export_losses",
     "finished_trials", "fitness_of", "format_summary", "grad_scale_factor_of", "is_taylor_run",
     "make_executor", "make_rungs", "make_sampler", "make_search_space", "make_storage", "make_target",

@@ -161,7 +161,8 @@ def discover(data=None, model: str = "surrogate", target=None, budget: int | Non
     rung's fraction of a full training (1.0 in the target), the score higher-is-better. With
     ``workers=1`` it runs in this process; with more, each worker process gets a copy pickled by value
     with cloudpickle, once. Each candidate is paired with CE, scored by ``f`` on the same seeds and
-    budgets.
+    budgets. Confirm a lead in your own loop on more seeds (``register()``, then ``nlfs.Loss(name)``):
+    ``nlfs.eliminate`` and ``nlfs.transfer`` train with nlfs's trainer, not yours.
 
     ``options``: any ``SearchConfig`` field (``algorithm``, ``space``, ``rungs``, ``epochs``,
     ``train_size``, ``finalists``, ``race_seeds``, ``seed_losses``, ``augment``, ``grad_scale``,
@@ -270,8 +271,10 @@ def _pp_ci(ci):
 
 @dataclass
 class Discovery:
-    """What :func:`discover` found: ``best`` (the reported losses, best first), ``summary`` (the run's
-    summary.json), ``run_dir`` (run.db and the reports); ``report()`` is the CLI's summary."""
+    """What :func:`discover` found: ``best`` (the reported losses: those trained in the target first,
+    best there first, then the other raced leaders, then the rest by their screening fitness),
+    ``summary`` (the run's summary.json), ``run_dir`` (run.db and the reports); ``report()`` is the
+    CLI's summary; ``verdict``, its last line."""
 
     run_dir: Path
     summary: dict
@@ -299,9 +302,9 @@ class Discovery:
     def __str__(self) -> str:
         return self.text
 
-    def entries(self, k: int = 5) -> list[dict]:
-        """The best ``k`` (those this result shows, even after the run went on) as found_losses.json
-        entries: name, expression, constants, class_reduction, scale, provenance."""
+    def entries(self, k: int | None = None) -> list[dict]:
+        """The first ``k`` of ``best`` (default: all it shows, even after the run went on) as
+        found_losses.json entries: name, expression, constants, class_reduction, scale, provenance."""
         from ..losses import stored_class_reduction
 
         class_reduction = stored_class_reduction(self._config())
@@ -316,9 +319,9 @@ class Discovery:
 
         return read_run(self.run_dir)[1]
 
-    def register(self, k: int = 5, overwrite: bool = False) -> list[str]:
-        """Register the best ``k`` in the catalogue under their ``<run>#<id>`` names (``nlfs.Loss(name)``
-        then builds them); returns the names."""
+    def register(self, k: int | None = None, overwrite: bool = False) -> list[str]:
+        """Register the first ``k`` of ``best`` (default: all) in the catalogue under their
+        ``<run>#<id>`` names (``nlfs.Loss(name)`` then builds them); returns the names."""
         from ..losses import register
 
         names = []
@@ -329,10 +332,10 @@ class Discovery:
             names.append(e["name"])
         return names
 
-    def export(self, path: str | Path, k: int = 5) -> Path:
-        """Write the best ``k``: ``.json`` in found_losses.json's format (what ``--losses`` and
-        ``nlfs.losses.register_file`` read); otherwise a Python module that registers them and defines
-        an ``nn.Module`` class per loss (the run's best_losses.py)."""
+    def export(self, path: str | Path, k: int | None = None) -> Path:
+        """Write the first ``k`` of ``best`` (default: all): ``.json`` in found_losses.json's format
+        (what ``--losses`` and ``nlfs.losses.register_file`` read); otherwise a Python module that
+        registers them and defines an ``nn.Module`` class per loss (the run's best_losses.py)."""
         from .._io import atomic_write
 
         path = Path(path)
@@ -345,7 +348,8 @@ class Discovery:
 
             rows, config = read_run(self.run_dir)
             shown = {e["id"]: f"{e['regime']}; {e['in_target']}" for e in self.summary.get("best", [])[:k]}
-            rows = [r for r in rows if r["id"] in shown]  # what this result shows, even after the run went on
-            export_losses(rows, path, self.run_dir, k, class_reduction=stored_class_reduction(config),
-                          ahead=bool(self.summary.get("ahead_of_ce")), notes=shown)
+            by_id = {r["id"]: r for r in rows}
+            chosen = [by_id[i] for i in shown]  # what this result shows, in its order, even after the run went on
+            export_losses(rows, path, self.run_dir, len(chosen), class_reduction=stored_class_reduction(config),
+                          ahead=bool(self.summary.get("ahead_of_ce")), notes=shown, chosen=chosen)
         return path

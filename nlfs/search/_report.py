@@ -61,12 +61,16 @@ def hall_of_fame(rows: list[dict]) -> list[dict]:
     return front
 
 
+def _identity(r: dict) -> tuple[str, str]:
+    return r["expression"], json.dumps(r.get("constants") or {}, sort_keys=True)
+
+
 def best_candidates(rows: list[dict], k: int) -> list[dict]:
     """The best ``k`` candidates of a search run's rows (highest rung first, then fitness), one per
     expression and constants: what search, tune, eliminate and transfer call a run's best."""
     seen, out = set(), []
     for r in sorted(trained_ok(latest_rows(rows)), key=_rank):
-        key = (r["expression"], json.dumps(r.get("constants") or {}, sort_keys=True))
+        key = _identity(r)
         if key in seen:  # one row per expression and constants (TaylorGLO differs only in these)
             continue
         seen.add(key)
@@ -74,6 +78,35 @@ def best_candidates(rows: list[dict], k: int) -> list[dict]:
         if len(out) == k:
             break
     return out
+
+
+def checked_candidates(rows: list[dict]) -> set[int]:
+    """The candidates raced or trained in the target regime (the search's leaders)."""
+    return {r.get("candidate") or r["id"] for r in rows
+            if r.get("stage") in ("race", TARGET_STAGE) and r["status"] != "baseline"}
+
+
+def shown_candidates(rows: list[dict], k: int) -> list[dict]:
+    """What a search's report shows as its best: every candidate trained in the target regime (best
+    there first), then every other raced one (by rank), then ``best_candidates`` up to ``k`` in all
+    (its first always). A leader whose proxy fitness fell as it was raced is still shown, with its
+    result in the target."""
+    target, raced = target_results(rows), checked_candidates(rows)
+
+    def cand(r):
+        return r.get("candidate") or r["id"]
+
+    def in_target(r):  # the best paired difference in the target first, a failed training last
+        t = target[cand(r)]
+        return (t["paired"] is None, -(t["paired"] or 0.0), _rank(r))
+
+    # a leader's latest successful row: a failed racing chunk does not hide what it did before
+    leaders = [r for r in latest_rows(trained_ok(rows)) if cand(r) in raced]
+    first = sorted((r for r in leaders if cand(r) in target), key=in_target)
+    first += sorted((r for r in leaders if cand(r) not in target), key=_rank)
+    shown = {_identity(r) for r in first}
+    rest = [r for r in best_candidates(rows, len(rows)) if cand(r) not in raced and _identity(r) not in shown]
+    return first + rest[: max(1, k - len(first))]  # and the proxy's best, always
 
 
 def baseline(rows: list[dict], rung: int | None = None) -> dict | None:
@@ -297,8 +330,10 @@ def plot_fitness(rows: list[dict], path: Path, paired: bool = False) -> None:
 
 
 def export_losses(rows: list[dict], path: Path, run_dir: Path, k: int = 5, class_reduction: str = "class_sum",
-                  ahead: bool = True, what: str = "", notes: dict | None = None) -> None:
-    """A Python file that registers the best losses in the catalogue, each under its ``<run>#<id>``
+                  ahead: bool = True, what: str = "", notes: dict | None = None,
+                  chosen: list[dict] | None = None) -> None:
+    """A Python file that registers the best losses (``chosen``, in order, or the ``k`` best of
+    ``rows`` by ``best_candidates``) in the catalogue, each under its ``<run>#<id>``
     name with the constants and gradient scale it was trained with, and defines an nn.Module class per
     loss (named by ``nlfs.losses.python_name``). Registering refuses a different loss under a taken
     name, so two exports never silently replace each other. ``what`` says what the losses are;
@@ -307,7 +342,7 @@ def export_losses(rows: list[dict], path: Path, run_dir: Path, k: int = 5, class
 
     what = what or f"{_kind(ahead)} of the nlfs run {run_dir}"
     lines = [f'"""{what}. Import this module to register them."""', "", "import nlfs", ""]
-    for r in best_candidates(rows, k):
+    for r in best_candidates(rows, k) if chosen is None else chosen:
         name = row_name(r, run_dir)
         src = f"nlfs run {run_dir}, evaluation #{r['id']}, fitness {r['fitness']:.4f} on {r.get('dataset')}"
         if notes and r["id"] in notes:
@@ -431,16 +466,19 @@ def regime(cfg: dict) -> str:
             f"gradient scale {cfg.get('grad_scale', 'none')}")
 
 
-def training_regime(cfg) -> str:
+def training_regime(cfg, split_per_seed: bool = False) -> str:
     """One line naming a TrainConfig's regime: data and training size, model, budget, label noise,
-    augmentation, gradient scale (every report that compares with CE prints it)."""
+    augmentation, gradient scale (every report that compares with CE prints it); with
+    ``split_per_seed``, that each seed drew its own split, subset and noise (split_seed = seed)."""
     r = cfg.resolved() if hasattr(cfg, "resolved") else cfg
     budget = f"{r.steps} steps" if getattr(r, "steps", None) else f"{r.epochs} epochs"
     kind = f" ({getattr(r, 'label_noise_kind', 'symmetric')})" if getattr(r, "label_noise", 0) else ""
     unit = data_words(r.dataset, r.model, getattr(r, "data_root", None))[0]
+    split = ", each seed its own validation split, training subset and label noise (split_seed = seed)" if (
+        split_per_seed) else ""
     return (f"{r.dataset} ({r.train_size or 'all'} {unit}), model {r.model}, {budget} at batch "
             f"{r.batch_size}, label noise {getattr(r, 'label_noise', 0) or 0:g}{kind}, augmentation {r.augment}, "
-            f"gradient scale {r.grad_scale}")
+            f"gradient scale {r.grad_scale}{split}")
 
 
 def lead_note(r: dict, chance: dict | None, top_rung: int, last_rung: int) -> str:
@@ -523,6 +561,15 @@ def target_describe(cfg: dict) -> str | None:
         return None
 
 
+def confirm(cfg: dict | None, fitness: bool = False) -> str:
+    """How to confirm a lead: nlfs's elimination and transfer when nlfs trained the candidates; the
+    user's own loop on more seeds for a fitness function's run (nlfs's tools train with nlfs's trainer)."""
+    if fitness or (cfg or {}).get("fitness"):
+        return ("confirm it in your own training loop: register the losses (Discovery.register, or import "
+                "best_losses.py) and score each beside CE on more seeds than the search used")
+    return "confirm with nlfs.eliminate and nlfs.transfer"
+
+
 def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | None = None) -> dict:
     from ..losses import stored_class_reduction
 
@@ -533,9 +580,11 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
         s.get("paired") is not None for r in rows for s in (r.get("result") or {}).get("seeds", []) or [])
     normalise = cfg.get("grad_scale", "none") != "none"
     hof = hall_of_fame(rows)
-    best = best_candidates(rows, 5)
+    best = shown_candidates(rows, 5)
     counts = summary_counts(rows)
-    top_rung = max((_rung(r) for r in rows if r["status"] != "baseline"), default=0)
+    # the last screening rung reached (the target stage's rows sit one above, in another regime)
+    top_rung = max((_rung(r) for r in rows if r["status"] != "baseline" and r.get("stage") != TARGET_STAGE),
+                   default=0)
     last_rung = max(len(cfg.get("rungs") or []) - 1, top_rung)
     chance = chance_lead(rows, top_rung, normalise) if paired else None
 
@@ -557,24 +606,25 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
     in_target = target_results(rows)
     target_text = target_describe(cfg)
     entries = [entry(r) for r in best]
-    ahead = bool(entries) and entries[0]["vs_ce"] is not None and entries[0]["vs_ce"] > 0
-    if not entries:
+    ranked = best_candidates(rows, 1)  # the proxy's best: shown, though not always first
+    top = next((e for e in entries if ranked and e["id"] == ranked[0]["id"]), entries[0] if entries else None)
+    ahead = top is not None and top["vs_ce"] is not None and top["vs_ce"] > 0
+    if top is None:
         verdict = "no candidate trained"
-    elif entries[0]["vs_ce"] is None:
+    elif top["vs_ce"] is None:
         verdict = "no CE reference to compare with"
     elif ahead:
-        verdict = (f"best {entries[0]['name']} {pp(entries[0]['vs_ce'], entries[0]['paired_ci'])} vs CE "
-                   f"({entries[0]['lead']}): confirm with nlfs.eliminate and nlfs.transfer")
+        verdict = f"best {top['name']} {pp(top['vs_ce'], top['paired_ci'])} vs CE ({top['lead']}): {confirm(cfg)}"
     else:
-        verdict = (f"no candidate is ahead of CE (best {entries[0]['name']} {pp(entries[0]['vs_ce'])}); "
+        verdict = (f"no candidate is ahead of CE (best {top['name']} {pp(top['vs_ce'])}); "
                    "the exports are candidates, not found losses")
     checked = [e for e in entries if e["target"] is not None]
     if checked:
         held = [e for e in checked if e["in_target"].startswith("held")]
-        if ahead and entries[0]["target"] is not None and not entries[0]["in_target"].startswith("held"):
-            verdict = (f"best {entries[0]['name']} {pp(entries[0]['vs_ce'], entries[0]['paired_ci'])} vs CE at "
-                       f"the proxy wins only at the proxy: it {entries[0]['in_target']}")
-        others = [e for e in checked if e is not entries[0]]
+        if ahead and top["target"] is not None and not top["in_target"].startswith("held"):
+            verdict = (f"best {top['name']} {pp(top['vs_ce'], top['paired_ci'])} vs CE at "
+                       f"the proxy wins only at the proxy: it {top['in_target']}")
+        others = [e for e in checked if e is not top]
         verdict += f" ({target_text})"
         if others:
             verdict += "; " + ", ".join(f"{e['name']} {e['in_target']}" for e in others)
@@ -614,7 +664,8 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
     atomic_write(run_dir / "hall_of_fame.md", "\n".join(md) + "\n")
     plot_fitness(rows, run_dir / "fitness.png", paired)
     notes = {e["id"]: f"{e['regime']}; {e['in_target']}" for e in entries}
-    export_losses(rows, run_dir / "best_losses.py", run_dir, class_reduction=class_reduction, ahead=ahead, notes=notes)
+    export_losses(rows, run_dir / "best_losses.py", run_dir, class_reduction=class_reduction, ahead=ahead, notes=notes,
+                  chosen=best)
     export_takeaways(best, run_dir, class_reduction, ahead, notes=notes)
     return summary
 
@@ -671,7 +722,7 @@ def format_summary(summary: dict, dataset: str) -> str:
                      f"{chance['seeds']} seeds would be {chance['expected_best'] * 100:+.2f} pp "
                      f"({chance['expected_best_independent'] * 100:+.2f} pp if none of that noise were CE's). "
                      f"A lead near that is not evidence, and a lead on a search's short trainings is a proxy "
-                     f"lead: confirm it with `python -m nlfs.eliminate`.")
+                     f"lead: {confirm(None, summary.get('fitness_function'))}.")
     if summary.get("verdict"):
         lines.append(f"verdict: {summary['verdict']}")
     return "\n".join(lines)

@@ -47,15 +47,16 @@ class FakeExecutor:
 
     slots = 2
 
-    def __init__(self, die_after=None, sleep=0.0, log=None):
+    def __init__(self, die_after=None, sleep=0.0, log=None, accuracy=accuracy):
         self.trained, self.results, self.die_after, self.sleep, self.log = Counter(), {}, die_after, sleep, log
+        self.accuracy = accuracy
         self.submitted = 0
 
     def submit(self, payload):
         h = self.submitted
         self.submitted += 1
         train = payload["train"]
-        per_seed = [{"seed": s, "acc": accuracy(payload["expression"], train, s), "diverged": False, "reason": "",
+        per_seed = [{"seed": s, "acc": self.accuracy(payload["expression"], train, s), "diverged": False, "reason": "",
                      "grad_scale": 1.0, "order_digest": f"d{s}"} for s in payload["seeds"]]
         regime = (train.get("train_size"), train.get("epochs"), train.get("steps"))
         self.results[h] = ([(payload["expression"], regime, s) for s in payload["seeds"]],
@@ -153,6 +154,47 @@ def test_the_target_stage_is_paired_with_ce_and_every_fitness_names_its_regime(t
     assert "proxy lead; did not hold" in (tmp_path / "run" / "best_losses.py").read_text()
     assert "proxy lead; did not hold" in (tmp_path / "run" / "best_losses.tex").read_text()
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["best"][0]["target"]["paired"] < 0
+
+
+# LEAD's paired differences to CE at the screening rung: ahead on its 3 screening seeds (the leader),
+# behind once raced to 6; FALLEN's others sit between, so by proxy fitness LEAD ranks 7th of 7
+FALLEN = [0.15, -0.05, 0.10, -0.10, -0.10, -0.10]
+OTHERS = {f"-y * log(p) + {c} * p * y": d for c, d in zip((0.1, 0.2, 0.4, 0.5, 0.6, 0.7),
+                                                          (0.06, 0.05, 0.04, 0.03, 0.02, 0.01))}
+
+
+def fallen_accuracy(expression: str, train: dict, seed: int) -> float:
+    """LEAD: the leader at screening, last of all once raced, 2 points ahead of CE in the target."""
+    if train.get("train_size") is None:  # the target
+        return 0.52 + 0.001 * seed if expression == LEAD else 0.5
+    if expression == LEAD:
+        return 0.5 + FALLEN[seed]
+    return 0.5 + OTHERS.get(expression, 0.0)
+
+
+def test_a_leader_that_fell_below_the_top_by_proxy_is_shown_with_its_target_result(tmp_path):
+    from nlfs.search import best_candidates
+
+    losses = (LEAD, *OTHERS)
+    cfg = config(tmp_path / "run", losses=losses, gp_population=len(losses), race_seeds=6)
+    rows = run_search(cfg, FakeExecutor(accuracy=fallen_accuracy))
+    assert [r["candidate"] for r in rows if r.get("stage") == "target"] == [
+        r["id"] for r in candidate_rows(rows, LEAD) if r["stage"] is None or r["stage"] == "screen"][:1]
+    assert LEAD not in [r["expression"] for r in best_candidates(rows, 5)]  # the proxy's top 5 leave it out
+    summary = write_report(tmp_path / "run", rows)
+    best = summary["best"]
+    assert best[0]["expression"] == LEAD and best[0]["in_target"].startswith("held in the target: +2.0")
+    assert best[0]["seeds"] == 6  # its raced row, all seeds
+    assert [e["expression"] for e in best[1:]] == list(OTHERS)[:4]  # then the proxy's ranking, 5 in all
+    assert summary["target"]["held"] == 1 == sum(e["in_target"].startswith("held") for e in best)
+    verdict = summary["verdict"]
+    assert verdict.startswith(f"best {best[1]['name']} +6.00 pp")  # the proxy's best
+    assert f"{best[0]['name']} held in the target" in verdict and "no lead held" not in verdict
+    text = format_summary(summary, "digits")
+    assert f"{best[0]['name']}: -1.67 pp" in text and "-> held in the target" in text
+    assert best[0]["name"] in (tmp_path / "run" / "best_losses.py").read_text()
+    md = (tmp_path / "run" / "hall_of_fame.md").read_text()
+    assert f"| {best[0]['name']} | -1.67 pp" in md
 
 
 def test_one_target_seed_says_it_has_no_interval_and_a_held_lead_says_so(tmp_path):
@@ -282,3 +324,19 @@ def test_cli_target_finalists_and_race_seeds_define_the_run(tmp_path, capsys):
             main(["--resume", str(tmp_path), *option])
         assert err.value.code == 2
         assert "drop " + option[0] in capsys.readouterr().err
+
+
+def test_cli_header_names_a_tables_rows_as_the_report_does(tmp_path, capsys):
+    from nlfs.evolve import main
+    from tests.data.user_data import write_wine
+
+    wine = write_wine(tmp_path / "wine.npz")
+    assert main(["--dataset", str(wine), "--run-dir", str(tmp_path / "run"), "--budget", "1", "--rungs",
+                 "epochs=1,seeds=1", "--target", "train_size=all,epochs=1", "--finalists", "1", "--race-seeds", "0",
+                 "--seed-losses", "Poly1", "--seed-mutants", "0", "--workers", "1", "--threads", "1",
+                 "--backend", "torch", "--no-progress"]) == 0
+    out = capsys.readouterr()
+    header = [line for line in out.err.splitlines() if line.startswith(("nlfs.evolve:", "  then"))]
+    assert len(header) == 2 and "(mlp, backend torch" in header[0]
+    assert "trained in the target: all training samples, 1 epochs" in header[1]
+    assert "training images" not in out.err + out.out and "surrogate" not in out.err + out.out
