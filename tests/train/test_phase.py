@@ -42,9 +42,9 @@ def test_a_phase_continues_the_schedule_not_a_new_one(tmp_path):
 
 def test_grad_scale_is_measured_at_the_phase_start(tmp_path):
     train("CE", digits(stop_step=34, save_checkpoint=str(tmp_path / "head.pt")))
-    at_start = train("abs(y - p)", digits(grad_scale="ce", stop_step=1)).grad_scale
+    at_start = train("abs(y - p)", digits(grad_scale="ce", stop_step=1)).grad_scale_factor
     head = str(tmp_path / "head.pt")
-    at_phase = train("abs(y - p)", digits(grad_scale="ce", start_step=34, checkpoint=head)).grad_scale
+    at_phase = train("abs(y - p)", digits(grad_scale="ce", start_step=34, checkpoint=head)).grad_scale_factor
     assert at_start != 1.0 and at_phase != 1.0 and at_phase != at_start
 
 
