@@ -52,6 +52,7 @@ from ._cli import (
     BUDGET_OPTIONS,
     PER_SEED,
     ArgumentParser,
+    add_pack_option,
     add_split_seed_option,
     add_training_options,
     command_line,
@@ -196,7 +197,7 @@ def round_config(base, rnd: Round, seed: int, split_per_seed: bool = False):
 class Elimination:
     def __init__(self, run_dir: str | Path, protocol: Protocol, train_config=None, workers: int = 1,
                  executor: str = "local", address: str | None = None, log=None, also=(), tuned: bool = False,
-                 novel: bool = False, threads: int | None = None):
+                 novel: bool = False, threads: int | None = None, pack: int = 1):
         from .search import RunDB
         from .train import check_config
         from .tune import search_config
@@ -228,6 +229,7 @@ class Elimination:
             self.db.close()
             raise
         self.workers, self.executor_kind, self.address, self.threads = workers, executor, address, threads
+        self.pack = pack  # candidates of one round and seed trained as one packed network
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.trained = 0  # trainings run by this session (resumed pairs are not counted)
 
@@ -298,13 +300,15 @@ class Elimination:
         self.scales: dict[str, list] = {}  # label -> gradient-scale factors of its trainings
         alive = pool
         history = []
-        executor = make_executor(self.executor_kind, self.workers, self.address, self.threads)
+        executor = make_executor(self.executor_kind, self.workers, self.address, self.threads, pack=self.pack)
         try:
             for i, rnd in enumerate(self.protocol.rounds, 1):
                 seeds = [self.protocol.first_seed + j for j in range(rnd.seeds)]
                 self.log(f"eliminate: round {i}/{len(self.protocol.rounds)}: {len(alive)} candidates + CE, "
                          f"{rnd.describe()}, keep {min(rnd.keep, len(alive))}")
                 jobs = [(c, s) for c in [ce, *alive] for s in seeds]
+                if self.pack > 1:  # seed by seed: the jobs in flight together share one training, and a pack
+                    jobs = [(c, s) for s in seeds for c in [ce, *alive]]
                 self._run_jobs(executor, jobs, i, rnd, scores)
                 # CE trained on the same seeds: ranking by mean accuracy is ranking by paired difference
                 ranked = sorted(alive, key=lambda c: (-mean_std(scores[c["label"]][i].values())[0], -c["fitness"],
@@ -508,12 +512,14 @@ def _fmt(values) -> str:
 
 def eliminate(run_dir, protocol: Protocol | None = None, train_config=None, workers: int = 1,
               executor: str = "local", address: str | None = None, log=None, also=(), tuned: bool = False,
-              novel: bool = False, threads: int | None = None) -> dict:
+              novel: bool = False, threads: int | None = None, pack: int = 1) -> dict:
     """Run the elimination protocol on the search run in ``run_dir`` (see the module docstring); the
-    default protocol is the paper preset, its last round in the run's target regime."""
+    default protocol is the paper preset, its last round in the run's target regime. ``pack`` > 1
+    trains up to that many candidates of one round and seed (CE included) as one packed network (the
+    surrogate CNN only; each score as unpacked, to float tolerance): a GPU feature."""
     protocol = protocol or Protocol.from_lists(**PRESETS["paper"], target=True)
     e = Elimination(run_dir, protocol, train_config, workers, executor, address, log, also, tuned, novel,
-                    threads)
+                    threads, pack)
     try:
         return e.run()
     finally:
@@ -589,6 +595,7 @@ def build_parser() -> ArgumentParser:
     add_training_options(ap, [n for n in BUDGET_OPTIONS if n != "model"], unset="the search run's")
     add_split_seed_option(ap, "the search run's")
     ap.add_argument("--workers", type=positive_int, default=1)
+    add_pack_option(ap, "candidates of one round and seed (CE included)")
     add_training_options(ap, ("threads",), unset="the cores shared among the workers; torch's with one worker")
     ap.add_argument("--executor", default="local", choices=["local", "ray"])
     ap.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
@@ -638,7 +645,8 @@ def _main(argv=None) -> int:
         over["split_seed"] = args.split_seed
     t0 = time.time()
     e = Elimination(args.run_dir, protocol, None, args.workers, args.executor, args.address,
-                    also=_list(args.also, str) or (), tuned=args.tuned, novel=args.novel_only, threads=args.threads)
+                    also=_list(args.also, str) or (), tuned=args.tuned, novel=args.novel_only, threads=args.threads,
+                    pack=args.pack)
     try:
         if over:
             e.base = dataclasses.replace(e.base, **over)

@@ -44,6 +44,7 @@ from ._cli import (
     PER_SEED,
     TRAINING_OPTIONS,
     ArgumentParser,
+    add_pack_option,
     add_split_seed_option,
     add_training_options,
     command_line,
@@ -331,15 +332,28 @@ def _record(out: dict, cfg) -> dict:
                 device=res["device"])
 
 
-def _trainings(jobs: list[tuple], workers: int = 1, threads: int | None = None):
+def _one_training_at_a_time(jobs: list[tuple]) -> list[tuple]:
+    """``jobs`` with those of one training configuration (seed, learning rate: all but the loss)
+    next to each other, each group where its first job was: the jobs in flight together are then
+    those a pack can hold (``make_executor(pack=K)`` packs only equal configurations)."""
+    groups: dict[str, list] = {}
+    for job in jobs:
+        groups.setdefault(training_key(job[1].to_dict()), []).append(job)
+    return [job for group in groups.values() for job in group]
+
+
+def _trainings(jobs: list[tuple], workers: int = 1, threads: int | None = None, pack: int = 1):
     """Yield ``(job, record)`` for every ``job = (entry, cfg, seed)``: in this process, or with
     ``workers > 1`` in that many worker processes, in the order they finish (the callers key every
     row, so order does not matter, and each row is written as soon as it is in). Each training uses
-    ``threads`` threads (default: the cores shared among the workers)."""
+    ``threads`` threads (default: the cores shared among the workers); ``pack`` > 1 trains up to that
+    many losses of one configuration as one packed network (``nlfs.search.make_executor``'s ``pack``),
+    so jobs run grouped by configuration."""
     from .search import make_executor, run_jobs
 
+    jobs = _one_training_at_a_time(jobs)
     workers = max(1, min(workers, len(jobs)))
-    executor = make_executor("local", workers, threads=threads)
+    executor = make_executor("local", workers, threads=threads, pack=pack)
     inline = workers == 1
     try:
         for job, out in run_jobs(executor, ((job, _payload(*job, inline)) for job in jobs)):
@@ -353,10 +367,11 @@ LR_COLUMNS = ["loss", "lr", "seed", "best_val_acc", "status", "reason", "run_key
 
 def select_learning_rates(entries: list[LossEntry], cfg, grid: list[float], seeds: list[int], path: Path,
                           log=print, workers: int = 1, threads: int | None = None,
-                          split_per_seed: bool = False) -> dict[str, float]:
+                          split_per_seed: bool = False, pack: int = 1) -> dict[str, float]:
     """The learning rate of each loss, chosen from the same ``grid`` for every loss (CE included) by
     mean best *validation* accuracy over ``seeds`` (the test split is never read here; a failed run
-    scores 0). Every run is a row of ``path`` (resumable, keyed like the final runs, split included)."""
+    scores 0). Every run is a row of ``path`` (resumable, keyed like the final runs, split included).
+    ``pack``: as ``run_transfer``'s."""
     done = {}
     if path.is_file():
         with path.open(newline="") as fh:
@@ -364,9 +379,9 @@ def select_learning_rates(entries: list[LossEntry], cfg, grid: list[float], seed
                 done[(r["loss"], float(r["lr"]), int(r["seed"]), r["run_key"])] = r
     val = dataclasses.replace(cfg, evaluate_test=False)
     jobs = [(entry, seeded(dataclasses.replace(val, lr=lr), seed, split_per_seed), seed)
-            for entry in entries for lr in grid for seed in seeds]
+            for seed in seeds for lr in grid for entry in entries]
     jobs = [j for j in jobs if (j[0].label, j[1].lr, j[2], run_key(j[0], j[1], split_per_seed)) not in done]
-    for (entry, cfg_lr, seed), rec in _trainings(jobs, workers, threads):
+    for (entry, cfg_lr, seed), rec in _trainings(jobs, workers, threads, pack):
         key = (entry.label, cfg_lr.lr, seed, run_key(entry, cfg_lr, split_per_seed))
         done[key] = dict(loss=entry.label, lr=cfg_lr.lr, seed=seed, run_key=key[3], status=rec["status"],
                          reason=rec["reason"], best_val_acc=rec["best_val_acc"] if rec["status"] == "ok" else 0.0,
@@ -387,14 +402,16 @@ def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Pat
                  retry_errors: bool = False, log=print, command: str = "", note: str = "",
                  plot: bool = True, setup: tuple[str, ...] = (), lr_grid: list[float] | None = None,
                  lr_seeds: list[int] | None = None, workers: int = 1, threads: int | None = None,
-                 split_per_seed: bool = False) -> list[dict]:
+                 split_per_seed: bool = False, pack: int = 1) -> list[dict]:
     """Train every missing (loss, seed) pair, rewrite the CSV after each, then write the table and
     plot. Returns the rows of this configuration. With ``lr_grid``, every loss first gets its own
     learning rate from that grid (``select_learning_rates`` on ``lr_seeds``, validation only). With
     ``split_per_seed``, each seed draws its own validation images, training subset and label noise
     (``split_seed = seed``; the ``split_seed`` column records it), else ``cfg.split_seed`` holds for all.
     ``workers > 1`` trains that many runs at once in worker processes; each training uses ``threads``
-    threads (default ``cfg.threads``, else the cores shared among the workers)."""
+    threads (default ``cfg.threads``, else the cores shared among the workers). ``pack`` > 1 trains up
+    to that many losses of one seed (and learning rate) as one packed network (the surrogate CNN only;
+    each row as unpacked, to float tolerance): a GPU feature."""
     from .train import check_config
 
     out = Path(out)
@@ -408,7 +425,7 @@ def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Pat
         cfg = dataclasses.replace(cfg, lr=None)  # the shared settings; each loss's lr comes from the grid
         lrs = select_learning_rates(entries, cfg.resolved() if cfg.lr is None else cfg, sorted(lr_grid),
                                     lr_seeds or seeds[:2], out / f"{name}_lr.csv", log, workers, threads,
-                                    split_per_seed)
+                                    split_per_seed, pack)
         setup = (*setup, "Learning rate per loss from the grid " + ", ".join(f"{x:g}" for x in sorted(lr_grid))
                  + f" by mean best validation accuracy over seeds {lr_seeds or seeds[:2]}: "
                  + ", ".join(f"{k} {v:g}" for k, v in lrs.items()) + ".")
@@ -428,7 +445,7 @@ def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Pat
         f"{len(entries) * len(seeds) - len(todo)} already in {csv_path}")
     machine, date = machine_name(), today()
     jobs = [(entry, seeded(per_loss[entry.label], seed, split_per_seed), seed) for entry, seed in todo]
-    for i, ((entry, job_cfg, seed), rec) in enumerate(_trainings(jobs, workers, threads), 1):
+    for i, ((entry, job_cfg, seed), rec) in enumerate(_trainings(jobs, workers, threads, pack), 1):
         row = dict(loss=entry.label, seed=seed, model=cfg.model, dataset=cfg.dataset, augment=cfg.augment,
                    expression=entry.expression, constants=entry.constants or "", config_hash=chash,
                    run_key=keys[entry.label], label_noise=cfg.label_noise, grad_scale=cfg.grad_scale,
@@ -670,6 +687,7 @@ def _parser() -> ArgumentParser:
     add_split_seed_option(ap, "0")
     ap.add_argument("--workers", type=positive_int, default=1,
                     help="trainings at once, each in its own process (with --threads 1: up to one per core)")
+    add_pack_option(ap, "losses of one seed (and learning rate)")
     ap.add_argument("--retry-errors", action="store_true", help="retrain pairs whose trainer raised")
     ap.add_argument("--lr-grid", type=_grid, default=None, metavar="A,B,...",
                     help="give every loss (CE included) its learning rate from this grid, chosen by validation "
@@ -745,7 +763,8 @@ def _main(argv: list[str] | None = None) -> int:
     with resume_with(resume):
         rows = run_transfer(entries, cfg, seeds, args.out, args.name, args.retry_errors, command=command,
                             note=args.note or "", plot=not args.no_plot, setup=setup, lr_grid=args.lr_grid,
-                            lr_seeds=args.lr_seeds, workers=args.workers, split_per_seed=split_per_seed)
+                            lr_seeds=args.lr_seeds, workers=args.workers, split_per_seed=split_per_seed,
+                            pack=args.pack)
     print((Path(args.out) / f"{args.name}.md").read_text())
     return 0 if rows else 1
 
