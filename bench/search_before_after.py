@@ -98,8 +98,17 @@ def worktree(rev: str, work: Path) -> Path:
     if not (path / "nlfs").is_dir():
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-f", "--detach", str(path), rev], check=True)
     if not list(path.glob("nlfs/_cpp*.so")):
+        # pybind11 is a build requirement only (pip's isolated build has it, the venv does not): give the
+        # old revision's build its own copy, so both searches run the C++ kernels.
+        tools = work / "build-tools"
+        if not (tools / "pybind11").is_dir():
+            subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(tools), "pybind11>=2.12"],
+                           check=True)
+        env = dict(os.environ, PYTHONPATH=str(tools))
         subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace", "-q"], cwd=path, check=True,
-                       stdout=subprocess.DEVNULL)
+                       stdout=subprocess.DEVNULL, env=env)
+        if not list(path.glob("nlfs/_cpp*.so")):
+            raise SystemExit(f"{path}: the C++ extension did not build; the comparison would be unfair")
     return path
 
 
