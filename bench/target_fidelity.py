@@ -185,6 +185,16 @@ def extrapolate(points: list[tuple[float, float]], at: float) -> float:
     return float(a - b * at ** -c)
 
 
+def append_row(path: Path, row: dict) -> None:
+    """One training's row appended to a trainings CSV (its header first when the file is new)."""
+    new = not path.exists()
+    with path.open("a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=TRAIN_COLUMNS)
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
 def _read(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -383,12 +393,7 @@ def main(argv=None) -> int:
             curve = dict(loss_id=row["loss_id"], level=level, seed=seed, history=row.pop("history"))
             with curves.open("a") as fh:  # validation accuracy per epoch: the learning-curve proxies
                 fh.write(json.dumps(curve) + "\n")
-            new = not path.exists()
-            with path.open("a", newline="") as fh:
-                w = csv.DictWriter(fh, fieldnames=TRAIN_COLUMNS)
-                if new:
-                    w.writeheader()
-                w.writerow(row)
+            append_row(path, row)
             print(f"{loss['name']} {level} seed {seed}: {row['acc']:.4f} ({row['wall_s']:.0f} s)", flush=True)
     print(report(losses, args.dataset, args.epochs, command))
     return 0

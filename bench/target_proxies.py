@@ -23,7 +23,6 @@ bench/results/target_fidelity_<dataset>.md) is ``target_fidelity.report``.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import fcntl
 import os
@@ -34,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import target_fidelity as tf  # noqa: E402
-from bench.fidelity import TRAIN_COLUMNS, interleaved  # noqa: E402
+from bench.fidelity import interleaved  # noqa: E402
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "runs" / "target_proxies_checkpoints"  # git-ignored
 
@@ -145,15 +144,6 @@ def train_one(loss: dict, name: str, seed: int, dataset: str, epochs: int, check
                 wall_s=time.perf_counter() - t0, reason=r.reason[:120])
 
 
-def _append(path: Path, row: dict) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=TRAIN_COLUMNS)
-        if new:
-            w.writeheader()
-        w.writerow(row)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.target_proxies", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -196,9 +186,9 @@ def main(argv=None) -> int:
                 checkpoint, made = ce_checkpoint(losses, name, seed, args.dataset, args.epochs,
                                                  Path(args.checkpoints))
                 if made:
-                    _append(path, made)
+                    tf.append_row(path, made)
             row = train_one(loss, name, seed, args.dataset, args.epochs, checkpoint)
-            _append(path, row)
+            tf.append_row(path, row)
             print(f"{loss['name']} {name} seed {seed}: {row['acc']:.4f} ({row['wall_s']:.0f} s)", flush=True)
     print(tf.report(losses, args.dataset, args.epochs, command, results))
     return 0
