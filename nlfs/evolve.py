@@ -40,6 +40,7 @@ from .search import (
     parse_target,
     preset_config,
     resume_config,
+    run_and_report,
     write_report,
 )
 
@@ -204,14 +205,10 @@ def _main(argv=None) -> int:
         print(f"  then the {cfg.finalists} leader(s): {race}trained in the {search.target.describe(unit)}, "
               f"{search.target.seeds} seed(s), paired with CE", file=sys.stderr)
     with resume_with(resume):
-        try:
-            rows = search.run()
-        finally:
-            search.close()
-    if getattr(search, "time_limit_reached", False):
+        summary, stopped = run_and_report(search)
+    if stopped:
         print(f"nlfs.evolve: time limit of {cfg.time_limit / 60:g} min reached after {search.trainings} "
               f"candidates; resume with: {resume}", file=sys.stderr)
-    summary = write_report(Path(cfg.run_dir), rows)
     print(format_summary(summary, cfg.dataset))
     print(f"reports in {cfg.run_dir}: hall_of_fame.md, summary.json, fitness.png, loss_shapes.png, "
           "best_losses.py (registers them), best_losses_standalone.py (plain PyTorch), best_losses.tex; run.db")

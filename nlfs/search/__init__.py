@@ -15,6 +15,7 @@ from ._discover import (
     open_search,
     preset_config,
     resume_config,
+    run_and_report,
 )
 from ._executors import (
     InlineExecutor,
@@ -60,14 +61,14 @@ from ._worker import grad_scale_factor_of
 __all__ = [
     "ALGORITHMS", "DEFAULT_RUNGS", "DEFAULT_SEED_LOSSES", "DEFAULT_TARGETS", "Discovery", "FITNESS_RUNGS",
     "FilterOutcome", "FoundLoss", "GeneticProgramming", "InlineExecutor", "OPTUNA_SAMPLERS", "PRESETS",
-    "PackingExecutor", "ProcessExecutor", "RayExecutor", "RegularizedEvolution", "RunDB", "RunDirError", "Rung",
-    "STAGES",
-    "Search", "SearchConfig", "Target", "TaylorSearch", "best_candidates", "catalogue_twin",
-    "cheap_filters", "data_words", "default_dataset", "default_range", "default_space", "default_target",
-    "default_threads", "default_workers", "discover", "entry_spec", "evaluate_payload", "export_losses",
-    "finished_trials", "fitness_of", "format_summary", "grad_scale_factor_of", "is_taylor_run",
-    "make_executor", "make_rungs", "make_sampler", "make_search_space", "make_storage", "make_target",
-    "open_search", "parse_rungs", "parse_target", "preset_config", "promoted", "quiet_optuna", "read_run",
-    "rejection_sample", "resume_config", "resume_stale_trials", "row_name", "run_jobs", "run_losses",
-    "summary_counts", "training_regime", "warm_start", "write_report",
+    "PackingExecutor", "ProcessExecutor", "RayExecutor", "RegularizedEvolution", "RunDB", "RunDirError",
+    "Rung", "STAGES", "Search", "SearchConfig", "Target", "TaylorSearch", "best_candidates",
+    "catalogue_twin", "cheap_filters", "data_words", "default_dataset", "default_range", "default_space",
+    "default_target", "default_threads", "default_workers", "discover", "entry_spec", "evaluate_payload",
+    "export_losses", "finished_trials", "fitness_of", "format_summary", "grad_scale_factor_of",
+    "is_taylor_run", "make_executor", "make_rungs", "make_sampler", "make_search_space", "make_storage",
+    "make_target", "open_search", "parse_rungs", "parse_target", "preset_config", "promoted",
+    "quiet_optuna", "read_run", "rejection_sample", "resume_config", "resume_stale_trials", "row_name",
+    "run_and_report", "run_jobs", "run_losses", "summary_counts", "training_regime", "warm_start",
+    "write_report",
 ]

@@ -170,7 +170,7 @@ def discover(data=None, model: str = "surrogate", target=None, budget: int | Non
     configuration decides, and only ``budget``, ``time_limit``, ``workers``, ``options['threads']``,
     ``options['executor']``, ``options['ray_address']``, ``options['pack']`` apply."""
     from ..data import as_dataset, save_dataset
-    from ._report import data_words, format_summary, write_report
+    from ._report import data_words, format_summary
 
     run_dir = Path(run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -224,15 +224,23 @@ def discover(data=None, model: str = "surrogate", target=None, budget: int | Non
     model = "" if cfg.fitness else f" (model {data_words(cfg.dataset, cfg.model, cfg.data_root)[1]})"
     log(f"nlfs.discover: {cfg.algorithm} over the {cfg.space} space on {cfg.dataset}{model}, budget {cfg.budget} "
         f"candidates at rung 0, {cfg.workers} worker(s), run dir {cfg.run_dir}" + (" (resumed)" if resume else ""))
+    summary, stopped = run_and_report(search)
+    if stopped:
+        log(f"nlfs.discover: time limit of {cfg.time_limit:g} s reached after {search.trainings} candidates; "
+            "call discover again with the same run_dir to go on")
+    return Discovery(Path(cfg.run_dir), summary, format_summary(summary, cfg.dataset))
+
+
+def run_and_report(search) -> tuple[dict, bool]:
+    """Run an opened search to its end (or its time limit), close it and write its reports: the summary,
+    and whether the time limit stopped it. ``nlfs.discover`` and ``python -m nlfs.evolve`` both end here."""
+    from ._report import write_report
+
     try:
         rows = search.run()
     finally:
         search.close()
-    if getattr(search, "time_limit_reached", False):
-        log(f"nlfs.discover: time limit of {cfg.time_limit:g} s reached after {search.trainings} candidates; "
-            "call discover again with the same run_dir to go on")
-    summary = write_report(Path(cfg.run_dir), rows)
-    return Discovery(Path(cfg.run_dir), summary, format_summary(summary, cfg.dataset))
+    return write_report(Path(search.cfg.run_dir), rows), bool(getattr(search, "time_limit_reached", False))
 
 
 @dataclass(frozen=True)
