@@ -71,9 +71,11 @@ def target_spec(epochs: int) -> dict:
     return dict(train_size=None, epochs=epochs, val_size=5000)
 
 
-def jobs(losses: list[dict], epochs: int, base_ids: set) -> list[tuple]:
-    """The added losses' screening levels first (cheap), then the target, loss by loss (CE first, groups
-    interleaved, so any prefix is a fair sample and each loss's seeds finish together)."""
+def jobs(losses: list[dict], epochs: int, base_ids: set, screened: dict | None = None) -> list[tuple]:
+    """The added losses' screening levels first (cheap), then the target, loss by loss (CE first, each
+    loss's seeds together). Without ``screened`` the groups are interleaved, so any prefix is a fair
+    sample; with it (loss id -> accuracy at the study's final) the losses closest to CE there come first,
+    so the CE-like losses the default rungs are chosen on get their target soonest; all run in the end."""
     out = []
     for d in losses:
         if d["id"] in base_ids:
@@ -83,6 +85,9 @@ def jobs(losses: list[dict], epochs: int, base_ids: set) -> list[tuple]:
             for seed in range(first, LEVELS[level]["seeds"]):
                 out.append((d, level, seed))
     order = interleaved(losses)
+    if screened:
+        rank = {d["id"]: k for k, d in enumerate(order)}
+        order = sorted(order, key=lambda d: (-screened.get(d["id"], -1.0), rank[d["id"]]))
     ce = [d for d in order if d["expression"] == "CE"]
     for d in ce + [d for d in order if d["expression"] != "CE"]:
         for seed in range(TARGET_SEEDS):
@@ -385,7 +390,9 @@ def main(argv=None) -> int:
         i, n = (int(x) for x in args.shard.split("/"))
         done = {(int(r["loss_id"]), r["level"], int(r["seed"])) for r in _read(path)}
         base_ids = {d["id"] for d in losses if "name" in d and d.get("group") not in ("found", "length-dependent")}
-        todo = [j for k, j in enumerate(jobs(losses, args.epochs, base_ids)) if k % n == i
+        study = per_seed(_read(RESULTS / f"fidelity_{_stem(args.dataset)}_trainings.csv") + _read(path))
+        screened = _means(study.get("final", {}), range(LEVELS["final"]["seeds"]))
+        todo = [j for k, j in enumerate(jobs(losses, args.epochs, base_ids, screened)) if k % n == i
                 and (j[0]["id"], j[1], j[2]) not in done]
         print(f"{len(todo)} trainings to run in this shard", flush=True)
         for loss, level, seed in todo:
