@@ -174,7 +174,7 @@ def curve_epochs(epochs: int) -> tuple[list[int], list[int]]:
 
 
 def extrapolate(points: list[tuple[float, float]], at: float) -> float:
-    """``a - b * e**-c`` fitted to (epoch, accuracy) points, at epoch ``at``; the last point if the fit fails."""
+    """``a - b * k**-c`` fitted to (epoch k, accuracy) points, at epoch ``at``; the last point if the fit fails."""
     import numpy as np
     from scipy.optimize import OptimizeWarning, curve_fit
 
@@ -273,7 +273,7 @@ def proxies(rows: list[dict], proxy_rows: list[dict], curves: dict, epochs: int)
                                  what=f"the target's accuracy after {k} of its {epochs} epochs")
         if k in fits:
             out[f"fit e{k}"] = dict(values=_means(fitted, range(TARGET_SEEDS)), cost=cost,
-                                   what=f"a - b e^-c fitted to the target's first {k} epochs, at epoch {epochs}")
+                                   what=f"a - b k^-c fitted to the target's first {k} epochs, at epoch {epochs}")
     out[target] = dict(values=_means(acc.get(target, {}), range(TARGET_SEEDS)), cost=wall(target) * TARGET_SEEDS,
                        what="the target itself")
     return out
@@ -289,6 +289,44 @@ def _ci(c: dict, name: str) -> str:
     if name not in c:
         return "-"
     return f"{c[name]:.2f} [{c[name + '_lo']:.2f}, {c[name + '_hi']:.2f}]"
+
+
+def spearman_brown(r: float, k: int) -> float:
+    """The reliability of a mean of ``k`` measurements whose single ones correlate at ``r``."""
+    return k * r / (1 + (k - 1) * r)
+
+
+def target_reliability(by_loss: dict, ids, seeds: int = TARGET_SEEDS, boot: int = 1000) -> dict:
+    """How well the target ranks the losses ``ids`` against itself: the Spearman of one seed's accuracies
+    with another's (mean over seed pairs), ``r1``; stepped up to the mean of ``seeds`` seeds, ``rk``, the
+    Spearman a re-run of the target on fresh seeds would reach, with a bootstrap interval over losses.
+    A proxy is judged against a noisy target, so rk bounds what any proxy can show (a noiseless proxy
+    would reach about sqrt(rk))."""
+    import itertools
+
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    ids = [i for i in ids if all(s in by_loss.get(i, {}) for s in range(seeds))]
+    if len(ids) < 5:
+        return {"n": len(ids)}
+    acc = np.array([[by_loss[i][s] for s in range(seeds)] for i in ids])
+    pairs = list(itertools.combinations(range(seeds), 2))
+
+    def r1(rows):
+        m = acc[rows]
+        return float(np.mean([spearmanr(m[:, a], m[:, b]).statistic for a, b in pairs]))
+
+    rng, vals = np.random.default_rng(0), []
+    for _ in range(boot):
+        idx = rng.integers(0, len(ids), len(ids))
+        if min(np.ptp(acc[idx, s]) for s in range(seeds)) > 0:
+            vals.append(spearman_brown(r1(idx), seeds))
+    one = r1(np.arange(len(ids)))
+    lo, hi = np.nanpercentile(vals, [2.5, 97.5])
+    rk = spearman_brown(one, seeds)
+    return {"n": len(ids), "r1": one, "rk": rk, "rk_lo": float(lo), "rk_hi": float(hi),
+            "ceiling": math.sqrt(rk) if rk > 0 else 0.0}
 
 
 def beats_ce(values: dict, truth: dict, ce_id: int) -> tuple[int, int, int, int]:
@@ -355,6 +393,13 @@ def report(losses: list[dict], dataset: str, epochs: int, command: str, results:
                   f"{CHOSEN_MIN_N} of them** ({len(ce_like)} CE-like losses have their target"
                   + (f"; highest so far: {best[1]}, {_ci(best[0], 'spearman')} over {best[0]['n']})." if best
                      else "; too few to rank).")]
+    rel = target_reliability(per_seed(rows).get(target, {}), ce_like)
+    if "rk" in rel:
+        lines += ["", f"How well the target ranks the CE-like losses against itself ({rel['n']} losses): one seed's "
+                  f"accuracies against another's, Spearman {rel['r1']:.2f} (mean over seed pairs); the mean of "
+                  f"{TARGET_SEEDS} seeds against a re-run on {TARGET_SEEDS} fresh seeds, {rel['rk']:.2f} "
+                  f"[{rel['rk_lo']:.2f}, {rel['rk_hi']:.2f}] (Spearman-Brown; bootstrap over losses). A proxy "
+                  f"without noise of its own would reach about {rel['ceiling']:.2f} against this target."]
     names = list(table)
     per_loss = []
     for i, t in sorted(truth.items(), key=lambda kv: -kv[1]):

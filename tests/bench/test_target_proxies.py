@@ -47,6 +47,29 @@ def test_jobs_put_losses_with_a_target_first_and_shards_are_stable():
     assert {(d["id"], p, s) for d, p, s in tp.shard(later, 0, 2)} == set(shards[0])
 
 
+def test_target_jobs_put_the_losses_closest_to_ce_at_the_final_first():
+    losses = [dict(d, group="catalogue") for d in _losses(5)]
+    screened = {0: 0.90, 1: 0.50, 2: 0.89, 3: 0.91, 4: 0.10}
+    order = tf.jobs(losses, 4, {d["id"] for d in losses}, screened)
+    ids = [d["id"] for d, level, _ in order if level == "target4"]
+    assert ids == [i for i in (0, 3, 2, 1, 4) for _ in range(tf.TARGET_SEEDS)]  # CE, then by the final
+    plain = [d["id"] for d, level, _ in tf.jobs(losses, 4, {d["id"] for d in losses}) if level == "target4"]
+    assert sorted(plain) == sorted(ids) and plain != ids  # without screening: the interleaved order
+
+
+def test_target_reliability_is_high_when_seeds_agree_and_low_when_they_do_not():
+    agree = {i: {s: 0.9 + 0.001 * i + 0.0001 * s for s in range(3)} for i in range(8)}
+    r = tf.target_reliability(agree, range(8))
+    assert r["n"] == 8 and r["r1"] == pytest.approx(1) and r["rk"] == pytest.approx(1)
+    # seed 1 reverses the order of seeds 0 and 2: pairs (0,1), (1,2) at -1, (0,2) at +1
+    mixed = {i: {0: 0.9 + 0.001 * i, 1: 0.9 - 0.001 * i, 2: 0.9 + 0.001 * i} for i in range(8)}
+    r = tf.target_reliability(mixed, range(8))
+    assert r["r1"] == pytest.approx(-1 / 3) and r["rk"] == pytest.approx(tf.spearman_brown(-1 / 3, 3))
+    assert r["ceiling"] == 0.0 and r["rk_lo"] <= r["rk"] <= r["rk_hi"]
+    assert tf.target_reliability(agree, range(3)) == {"n": 3}  # too few to rank
+    assert tf.spearman_brown(0.5, 3) == pytest.approx(0.75)
+
+
 # ------------------------------------------------------------------------------------------------ report
 def test_extrapolate_recovers_a_power_law_and_falls_back_to_the_last_point():
     points = [(e, 0.93 - 0.05 * e ** -0.8) for e in (1, 2, 3, 4)]
@@ -90,6 +113,7 @@ def test_report_every_proxy_against_the_target(tmp_path, monkeypatch):
     assert "the checkpoint took 77 s per seed" in line["late3"][1] and line["late3"][3] == "0"
     assert "Cheapest proxy ranking CE-like losses at Spearman >= 0.8: good x1** (10 s per candidate" in md
     assert "(12 so far)" in md
+    assert "against itself (12 losses): one seed's accuracies against another's, Spearman 1.00" in md
     per_loss = list(csv.DictReader((tmp_path / "target_fidelity_digits.csv").open()))
     assert len(per_loss) == n and sum(int(r["ce_like"]) for r in per_loss) == 12
     assert float(per_loss[0]["good"]) == pytest.approx(float(per_loss[0]["target"]) - 0.05, abs=1e-3)
