@@ -622,8 +622,8 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
     if checked:
         held = [e for e in checked if e["in_target"].startswith("held")]
         if ahead and top["target"] is not None and not top["in_target"].startswith("held"):
-            verdict = (f"best {top['name']} {pp(top['vs_ce'], top['paired_ci'])} vs CE at "
-                       f"the proxy wins only at the proxy: it {top['in_target']}")
+            verdict = (f"best {top['name']} {pp(top['vs_ce'], top['paired_ci'])} vs CE at the proxy, "
+                       f"a proxy lead only: it {top['in_target']}")
         others = [e for e in checked if e is not top]
         verdict += f" ({target_text})"
         if others:
