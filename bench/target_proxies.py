@@ -13,8 +13,9 @@ The learning-curve proxies need no training: the report reads them off the targe
     python -m bench.target_proxies --proxies s128,late6 # only these
     python -m bench.target_proxies --report-only
 
-Jobs go loss by loss, the losses whose target trainings are complete first (in the target's order: CE,
-then the groups interleaved, so any prefix is a fair sample), every proxy and seed of a loss together.
+Jobs: the losses whose target trainings are complete first, CE and the CE-like ones (the hard case the
+default rungs are chosen on) before the others, every proxy's seed 0 for all of them before any further
+seed (so each proxy's one-seed reading covers them soonest); then the other losses, loss by loss.
 Shards split a fixed list, so processes started at different times never take the same job. Appends a
 row per training to bench/results/target_proxies_<dataset>_trainings.csv; the report (every proxy,
 bench/results/target_fidelity_<dataset>.md) is ``target_fidelity.report``.
@@ -53,22 +54,31 @@ def trainings_path(dataset: str, results: Path) -> Path:
     return results / f"target_proxies_{tf._stem(dataset)}_trainings.csv"
 
 
-def target_done(dataset: str, epochs: int, results: Path) -> set[int]:
-    """The losses whose target trainings have all their seeds."""
+def target_done(dataset: str, epochs: int, results: Path) -> dict[int, float]:
+    """The losses whose target trainings have all their seeds: id -> mean target accuracy."""
     seeds: dict = {}
     for r in tf._read(results / f"target_fidelity_{tf._stem(dataset)}_trainings.csv"):
         if r["level"] == f"target{epochs}" and r["variant"] == tf.VARIANT:
-            seeds.setdefault(int(r["loss_id"]), set()).add(int(r["seed"]))
-    return {i for i, s in seeds.items() if len(s) >= tf.TARGET_SEEDS}
+            seeds.setdefault(int(r["loss_id"]), {}).setdefault(int(r["seed"]), float(r["acc"]))
+    return {i: sum(s.values()) / len(s) for i, s in seeds.items() if len(s) >= tf.TARGET_SEEDS}
 
 
-def jobs(losses: list[dict], names: list[str], done_targets: set[int]) -> list[tuple[dict, str, int]]:
-    """(loss, proxy, seed), loss by loss: CE first, then the groups interleaved, the losses whose target
-    is complete before the others; every proxy and seed of a loss together."""
+def jobs(losses: list[dict], names: list[str], done_targets: dict[int, float]) -> list[tuple[dict, str, int]]:
+    """(loss, proxy, seed): CE first, then the groups interleaved; the losses whose target is complete
+    come first, the CE-like ones (``tf.CE_LIKE_PP``) before the others, and of these every proxy's seed 0
+    before the further seeds, so each proxy's one-seed reading ("x1") covers the losses the default rungs
+    are chosen on soonest; the losses without a target follow, every proxy and seed of a loss together."""
     order = interleaved(losses)
     order = [d for d in order if d["expression"] == "CE"] + [d for d in order if d["expression"] != "CE"]
-    order.sort(key=lambda d: d["id"] not in done_targets)  # stable: the interleaving stays within each part
-    return [(d, name, seed) for d in order for name in names for seed in range(tf.PROXY_SEEDS)]
+    ce = next((done_targets[d["id"]] for d in order if d["expression"] == "CE" and d["id"] in done_targets), None)
+    ce_like = {i for i, v in done_targets.items() if ce is not None and abs(v - ce) <= tf.CE_LIKE_PP / 100}
+    order.sort(key=lambda d: (d["id"] not in done_targets, d["id"] not in ce_like))  # stable
+    done = [d for d in order if d["id"] in done_targets]
+    first = [(d, name, 0) for d in done for name in names]
+    rest = [(d, name, seed) for d in done for name in names for seed in range(1, tf.PROXY_SEEDS)]
+    later = [(d, name, seed) for d in order if d["id"] not in done_targets for name in names
+             for seed in range(tf.PROXY_SEEDS)]
+    return first + rest + later
 
 
 def shard(todo: list[tuple], i: int, n: int) -> list[tuple]:

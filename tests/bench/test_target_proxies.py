@@ -34,16 +34,19 @@ def _losses(n):
 # ------------------------------------------------------------------------------------------------ jobs
 def test_jobs_put_losses_with_a_target_first_and_shards_are_stable():
     losses = _losses(7)
-    order = tp.jobs(losses, ["a", "b"], {4, 5})
-    ids = [d["id"] for d, _, _ in order]
-    assert ids[:12] == [4] * 6 + [5] * 6  # the losses whose target is done, each loss's jobs together
-    assert ids[12:18] == [0] * 6  # then CE, then the rest interleaved by group
-    assert len(order) == 7 * 2 * tf.PROXY_SEEDS
+    # targets done for CE (0.90), 4 (far from CE) and 5 (CE-like)
+    order = tp.jobs(losses, ["a", "b"], {0: 0.90, 4: 0.80, 5: 0.905})
     keys = [(d["id"], p, s) for d, p, s in order]
+    # seed 0 of every proxy first, CE then the CE-like loss then the other; then their further seeds
+    assert keys[:6] == [(0, "a", 0), (0, "b", 0), (5, "a", 0), (5, "b", 0), (4, "a", 0), (4, "b", 0)]
+    assert {s for _, _, s in keys[6:6 + 3 * 2 * (tf.PROXY_SEEDS - 1)]} == set(range(1, tf.PROXY_SEEDS))
+    rest = [i for i, _, _ in keys[3 * 2 * tf.PROXY_SEEDS:]]  # then the losses without a target, each together
+    assert rest[:2 * tf.PROXY_SEEDS] == [rest[0]] * (2 * tf.PROXY_SEEDS) and 0 not in rest
+    assert len(order) == 7 * 2 * tf.PROXY_SEEDS and len(set(keys)) == len(keys)
     shards = [[(d["id"], p, s) for d, p, s in tp.shard(order, i, 2)] for i in range(2)]
     assert not set(shards[0]) & set(shards[1]) and sorted(shards[0] + shards[1]) == sorted(keys)
     assert shards[0] == [k for k in keys if k in set(shards[0])]  # each shard keeps the priority order
-    later = tp.jobs(losses, ["a", "b"], {1, 2, 3, 4, 5})  # more targets done: another order, the same shards
+    later = tp.jobs(losses, ["a", "b"], {i: 0.9 for i in range(6)})  # more targets: another order, same shards
     assert {(d["id"], p, s) for d, p, s in tp.shard(later, 0, 2)} == set(shards[0])
 
 
