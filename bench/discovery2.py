@@ -88,6 +88,10 @@ HELDOUT = {
 }
 
 
+# Held-out settings added to the plan after its cuts, because they cost almost nothing: never cut.
+ADDED = (("noisy", "digits-noise20"), ("noisy", "digits-asym40"))
+
+
 @dataclasses.dataclass(frozen=True)
 class Costs:
     """CPU-seconds of one target training and the cost of other trainings relative to it."""
@@ -114,7 +118,7 @@ class PlanConfig:
     heldout_seeds: int = 10
     confirm_seeds: int = 10
     optional_baselines: bool = True
-    heldout: tuple = tuple((r, s[0]) for r, settings in HELDOUT.items() for s in settings)
+    heldout: tuple = tuple((r, s[0]) for r, settings in HELDOUT.items() for s in settings if (r, s[0]) not in ADDED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,6 +208,11 @@ CUTS = (
 )
 
 
+def with_added(cfg: PlanConfig) -> PlanConfig:
+    """``cfg`` with the ``ADDED`` held-out settings."""
+    return dataclasses.replace(cfg, heldout=(*cfg.heldout, *(s for s in ADDED if s not in cfg.heldout)))
+
+
 def _drop(cfg: PlanConfig, setting: tuple) -> PlanConfig:
     return dataclasses.replace(cfg, heldout=tuple(s for s in cfg.heldout if s != setting))
 
@@ -222,8 +231,10 @@ def fit(cfg: PlanConfig, costs: Costs) -> tuple[PlanConfig, list[str]]:
 
 
 def plan_markdown(cfg: PlanConfig, costs: Costs, cuts: list[str], requested: PlanConfig) -> str:
-    rows = stages(cfg, costs)
-    total = cpu_hours(rows, costs)
+    """The plan of ``cfg`` (as cut to the budget) and the ``ADDED`` settings beside it."""
+    total = cpu_hours(stages(cfg, costs), costs)
+    rows = stages(with_added(cfg), costs)
+    added = cpu_hours(rows, costs) - total
     full = cpu_hours(stages(requested, costs), costs)
     per_h = costs.target_s / 3600
     epochs = TARGET_EPOCHS["fashion-mnist"]
@@ -235,14 +246,16 @@ def plan_markdown(cfg: PlanConfig, costs: Costs, cuts: list[str], requested: Pla
              f"`{TRAININGS_CSV.relative_to(ROOT)}`, AMD EPYC, 2 cores shared, 2026-12-06). Relative costs: "
              f"a screening training {costs.screen:.3f}, ResNet9V2 {costs.resnet9v2:.2f} (first campaign's "
              f"held-out runs, per image-epoch), digits {costs.digits:.3f} (target curves).", "",
-             f"**Total: {total:.1f} CPU-hours for {sum(s.trainings for s in rows)} trainings "
-             f"({'within' if total <= cfg.budget_h else 'OVER'} the budget).** The protocol before cuts "
+             f"**Total: {total:.1f} CPU-hours for {sum(s.trainings for s in stages(cfg, costs))} trainings "
+             f"({'within' if total <= cfg.budget_h else 'OVER'} the budget), and {added:.2f} CPU-hours for the "
+             f"{sum(s.trainings for s in rows) - sum(s.trainings for s in stages(cfg, costs))} trainings of the "
+             "settings added after the cuts.** The protocol before cuts "
              f"needed {full:.1f} CPU-hours.", ""]
     lines += ["Cuts made to fit, in order (accepted: the issue keeps the seeds and the strongest baselines and "
               "cuts settings): " + ("; ".join(cuts) if cuts else "none") + ". Kept: "
               f"{cfg.test_seeds} test seeds, {cfg.confirm_seeds} fresh confirmation seeds and every strongest "
               "baseline in every stage.", ""]
-    if cfg != CAMPAIGN:
+    if with_added(cfg) != CAMPAIGN:
         lines += [f"**The driver runs the plan frozen when the campaign was planned (`CAMPAIGN`, "
                   f"{cpu_hours(stages(CAMPAIGN, costs), costs):.1f} CPU-hours at these costs), not this one:** "
                   "the costs measured since cut differently.", ""]
@@ -402,11 +415,15 @@ def append_row(path: Path, row: dict) -> None:
     from nlfs._io import csv_cell
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_file():
-        text = path.read_text()
-        if text and not text.endswith("\n"):
-            path.write_text(text[:text.rfind("\n") + 1])
     new = not path.is_file() or path.stat().st_size == 0
+    if not new:
+        with path.open("rb") as fh:
+            fh.seek(-1, os.SEEK_END)
+            cut = fh.read(1) != b"\n"
+        if cut:
+            text = path.read_text()
+            path.write_text(text[:text.rfind("\n") + 1])
+            new = path.stat().st_size == 0
     with path.open("a", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
         if new:
@@ -449,6 +466,7 @@ class Campaign:
     overrides: dict = dataclasses.field(default_factory=dict)
     plan: PlanConfig = CAMPAIGN
     log: object = print
+    _keys: dict = dataclasses.field(default_factory=dict, init=False, repr=False)  # job -> key, per run
 
     # ----------------------------------------------------------------- files
     def finalists_file(self, regime: str) -> Path:
@@ -491,14 +509,18 @@ class Campaign:
         return label
 
     def key(self, job: Job, loss=None) -> str:
+        """The training's key (``nlfs.train.training_key``): the loss as trained and the TrainConfig."""
         from nlfs.losses import resolve_spec
         from nlfs.train import training_key
 
+        if job in self._keys:
+            return self._keys[job]
         spec = resolve_spec(loss if loss is not None else self.loss(job.regime, job.loss))
         train = {k: v for k, v in self.config(job).to_dict().items() if k not in ("threads", "progress")}
-        return training_key({"loss": [spec.text, spec.class_reduction, spec.scale,
-                                      sorted({**spec.constants, **dict(job.constants)}.items())],
-                             "train": train}, length=16)
+        self._keys[job] = training_key({"loss": [spec.text, spec.class_reduction, spec.scale,
+                                                 sorted({**spec.constants, **dict(job.constants)}.items())],
+                                        "train": train}, length=16)
+        return self._keys[job]
 
     # ----------------------------------------------------------------- choices
     def choice(self, index: dict, regime: str, setting: Setting, label: str) -> tuple[dict | None, list[Job]]:
@@ -566,7 +588,9 @@ class Campaign:
     # ----------------------------------------------------------------- running
     def index(self) -> dict:
         """Key -> row of the trainings done (the latest row of a key; an ``error`` row, the trainer raised,
-        is trained again in a later run)."""
+        is trained again in a later run). Keys are computed afresh from here on (a finalists file may
+        have been written since)."""
+        self._keys.clear()
         return {r["key"]: r for r in read_rows(self.trainings)}
 
     def run(self, want) -> int:
@@ -590,7 +614,7 @@ class Campaign:
             return None
 
         done = 0
-        with _locked(self.trainings):
+        with _locked(self.runs / f"{self.trainings.name}.lock"):
             executor = make_executor("local", self.workers, threads=1)
             try:
                 for (job, key, cfg), out in run_jobs(executor, pull):
@@ -667,6 +691,17 @@ class Campaign:
         return self.run(lambda index: jobs)
 
     # ----------------------------------------------------------------- tables
+    def test_rows(self, index: dict, regime: str, setting: Setting, label: str) -> list[dict] | None:
+        """The rows of a loss's test seeds in ``setting`` (at its chosen learning rate), None while any is
+        missing."""
+        chosen, _ = self.choice(index, regime, setting, label)
+        if chosen is None:
+            return None
+        loss = self.loss(regime, label)
+        rows = [index.get(self.key(Job(regime, setting, "test", label, chosen["constants"], chosen["lr"], s), loss))
+                for s in TEST_SEEDS]
+        return None if None in rows else rows
+
     def accuracies(self, regime: str, setting: Setting, index: dict | None = None) -> dict[str, dict[int, float]]:
         """{loss: {seed: test accuracy}} of the test stage in ``setting`` at each loss's chosen learning rate
         (ok trainings only; a loss without its choice yet has none)."""
@@ -684,15 +719,28 @@ class Campaign:
                     out.setdefault(label, {})[s] = float(row["test_acc"])
         return out
 
+    def failed(self, regime: str, setting: Setting, index: dict) -> dict[str, int]:
+        """{loss: test seeds whose training failed (diverged or raised)} in ``setting``."""
+        out = {}
+        for label in self.losses(regime):
+            chosen, _ = self.choice(index, regime, setting, label)
+            if chosen is not None:
+                loss = self.loss(regime, label)
+                out[label] = sum(1 for s in TEST_SEEDS if (r := index.get(self.key(
+                    Job(regime, setting, "test", label, chosen["constants"], chosen["lr"], s), loss))) is not None
+                                 and not _ok(r))
+        return out
+
     def strongest(self, regime: str, index: dict | None = None) -> str | None:
-        """The strongest baseline of a regime: the highest mean test accuracy in its target (test stage,
-        every test seed finished); None before."""
+        """The strongest baseline of a regime: the highest mean test accuracy in its target over the seeds
+        that trained (a failed seed counts in the report, not here), once every baseline's test seeds are
+        done; None before."""
+        index = self.index() if index is None else index
         target = next(s for s in SETTINGS[regime] if s.is_target)
-        acc = self.accuracies(regime, target, index)
-        full = [b for b in BASELINES[regime] if len(acc.get(b, {})) == len(TEST_SEEDS)]
-        if len(full) < len(BASELINES[regime]):
+        if any(self.test_rows(index, regime, target, b) is None for b in BASELINES[regime]):
             return None
-        return max(full, key=lambda b: statistics.fmean(acc[b].values()))
+        acc = self.accuracies(regime, target, index)
+        return max(BASELINES[regime], key=lambda b: statistics.fmean(acc[b].values()) if acc.get(b) else -1.0)
 
     def preregister(self, regime: str) -> dict | None:
         """Write the confirmation's file (once: an existing one is kept) from the finished test stage: the
@@ -707,12 +755,13 @@ class Campaign:
         index = self.index()
         target = next(s for s in SETTINGS[regime] if s.is_target)
         acc = self.accuracies(regime, target, index)
-        finals = [e for e in self.finalists(regime) if len(acc.get(e["name"], {})) == len(TEST_SEEDS)]
+        finals = [e for e in self.finalists(regime) if self.test_rows(index, regime, target, e["name"]) is not None]
         base = self.strongest(regime, index)
         if base is None or not finals or len(finals) < len(self.finalists(regime)):
             self.log(f"{regime}: the test stage is unfinished: nothing to pre-register yet")
             return None
-        best = max(finals, key=lambda e: statistics.fmean(paired_differences(acc[e["name"]], acc[base])))
+        best = max(finals, key=lambda e: statistics.fmean(paired_differences(acc.get(e["name"], {}), acc[base])
+                                                          or [-1.0]))
 
         def side(label):
             chosen, _ = self.choice(index, regime, target, label)
@@ -740,15 +789,16 @@ class Campaign:
 
 @contextlib.contextmanager
 def _locked(path: Path):
-    """One driver per trainings CSV at a time: a second one stops with one line."""
+    """One driver per trainings CSV at a time (``path``: its lock file, under runs/): a second one stops
+    with one line."""
     import fcntl
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{path}.lock", "w") as fh:
+    with open(path, "w") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise SystemExit(f"{path}: another bench.discovery2 stage is training into it; wait for it") from None
+            raise SystemExit(f"{path}: another bench.discovery2 stage is training; wait for it") from None
         yield
 
 
@@ -890,7 +940,8 @@ def _stage_rows(camp: Campaign, regime: str, index: dict) -> list[dict]:
             search = [r for r in csv.DictReader(fh) if r["status"] in ("ok", "diverged", "error", "baseline")
                       and r.get("wall_time") not in ("", None)]
     target = next(s for s in SETTINGS[regime] if s.is_target)
-    wanted = {s.name: camp.wanted(index, regime, [s], camp.losses(regime)) for s in camp.settings(regime)}
+    wanted = {s.name: [j for j in camp.wanted(index, regime, [s], camp.losses(regime)) if camp.key(j) not in index]
+              for s in camp.settings(regime)}  # the trainings still missing
     test_jobs = [j for j in wanted["target"] if j.stage == "test"]
     lr_jobs = [j for j in wanted["target"] if j.stage == "lr"]
     out = []
@@ -1021,14 +1072,15 @@ def report(camp: Campaign, regime: str) -> str:
     # -- the test stage and every comparison
     lines += ["## Test accuracy per setting", "",
               f"Test seeds {_seeds_text(TEST_SEEDS)}, each its own validation images, training subset and label noise.",
-              "", "| setting | loss | seeds | test accuracy % (mean ± sd) |", "|---|---|---:|---:|"]
+              "", "| setting | loss | seeds | failed | test accuracy % (mean ± sd) |", "|---|---|---:|---:|---:|"]
     for s in settings:
+        failed = camp.failed(regime, s, index)
         for label in camp.losses(regime):
             a = acc[s.name].get(label, {})
             m, sd = (statistics.fmean(a.values()), statistics.stdev(a.values()) if len(a) > 1 else math.nan) \
                 if a else (math.nan, math.nan)
             lines.append(f"| {s.name} | {label}{' (strongest)' if s.is_target and label == strongest else ''} | "
-                         f"{len(a)} | {format_mean_std(m, sd, 2, 100)} |")
+                         f"{len(a)} | {failed.get(label, 0)} | {format_mean_std(m, sd, 2, 100)} |")
     lines += ["", "Strongest baseline in the target: "
               f"{strongest or 'pending (every baseline needs all its test seeds)'}.",
               "", "## Found losses against every baseline", ""]
@@ -1089,7 +1141,8 @@ def main(argv=None) -> int:
         requested = PlanConfig(budget_h=args.budget)
         cfg, cuts = fit(requested, costs)
         args.out.write_text(plan_markdown(cfg, costs, cuts, requested))
-        print(f"bench.discovery2: plan {cpu_hours(stages(cfg, costs), costs):.1f} of {args.budget:g} CPU-hours "
+        print(f"bench.discovery2: plan {cpu_hours(stages(with_added(cfg), costs), costs):.1f} of {args.budget:g} "
+              "CPU-hours "
               f"-> {args.out}")
         if not args.stage:
             return 0

@@ -35,22 +35,25 @@ commit() {  # commit these paths only (whatever else is staged stays staged), wh
   git diff --cached --quiet -- "${paths[@]}" || git commit -q -m "$msg" --only -- "${paths[@]}"
 }
 
-trainings() { commit "Discovery 2: $1 trainings so far" "$RESULTS/discovery2_trainings.csv"; }
+publish() {  # the reports recomputed from what is there, committed with it (they always agree)
+  stage report
+  commit "Discovery 2: $1" "$RESULTS/discovery2_trainings.csv" "$RESULTS/discovery2" \
+    "$RESULTS"/discovery2_{clean,noisy}.md
+}
 
 main() {
   case ${1:-} in
-    baselines) stage baselines; trainings baselines ;;
-    search) stage search; stage finalists
-            commit "Discovery 2: the searches' finalists and evaluations" "$RESULTS/discovery2" ;;
-    test) stage test; trainings test ;;
-    heldout) stage heldout; trainings held-out ;;
+    baselines) stage baselines; publish "baseline trainings so far" ;;
+    search) stage search; stage finalists; publish "the searches' finalists and evaluations" ;;
+    test) stage test; publish "test-stage trainings so far" ;;
+    heldout) stage heldout; publish "held-out trainings so far" ;;
     confirm)
       stage preregister
       # the pre-registration is committed before any confirmation training starts
       commit "Discovery 2: confirmation pre-registered (finalist, baseline, seeds, test)" \
         "$RESULTS"/discovery2/*_confirmation.json
-      stage confirm; trainings confirmation ;;
-    report) stage report; commit "Discovery 2: report" "$RESULTS"/discovery2_{clean,noisy}.md ;;
+      stage confirm; publish "confirmation trainings so far" ;;
+    report) publish "report" ;;
     all) main baselines && main search && main test && main heldout && main confirm && main report ;;
     *) sed -n '2,15p' "$0"; return 2 ;;
   esac
