@@ -1047,6 +1047,23 @@ def report(camp: Campaign, regime: str) -> str:
     lines += [f"| all | | {sum(s['plan_trainings'] for s in stage_rows)} | {sum(s['trainings'] for s in stage_rows)} | "
               f"{sum(s['plan_h'] for s in stage_rows):.2f} | {sum(s['h'] for s in stage_rows):.2f} |", ""]
 
+    # -- the finalists
+    lines += ["## Finalists", ""]
+    entries = camp.finalists(regime)
+    if not entries:
+        lines += [f"Pending: the search (`{_rel(camp.search_dir(regime))}`, `python -m nlfs.evolve` in the target "
+                  f"with warm starts from {', '.join(baselines)}) and `finalists` write "
+                  f"`{_rel(camp.finalists_file(regime))}`.", ""]
+    else:
+        lines += ["| name | expression | constants | gradient scale | search candidate | search's target check |",
+                  "|---|---|---|---:|---|---|"]
+        for e in entries:
+            prov = e.get("provenance") or {}
+            consts = ", ".join(f"{k}={v:.4g}" for k, v in (e.get("constants") or {}).items()) or "-"
+            lines.append(f"| {e['name']} | `{e['expression']}` | {consts} | {float(e.get('scale') or 1.0):.3g} | "
+                         f"{prov.get('candidate', '-')} | {prov.get('search_target', '-')} |")
+        lines.append("")
+
     # -- learning rates
     lines += ["## Learning rates (and label smoothing's eps)", "",
               f"Grid {{{', '.join(f'{x:g}' for x in LR_GRID)}}} widened by x2 or /2 while the choice is on an edge, "

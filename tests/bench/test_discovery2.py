@@ -308,6 +308,7 @@ def test_report_is_recomputed_byte_identical_and_names_pending_stages(tmp_path, 
     assert f"| all | | {sum(s.trainings for s in d2.stages(d2.CAMPAIGN, d2.PLAN_COSTS) if s.regime == 'clean')} |" \
            in first and first.rstrip().count(f"{spent:.2f}") >= 1
     assert "- `target`: digits (all training images)" in first  # every accuracy names its regime
+    assert "| Better1 | `-y * log(p) + 2 * y * (1 - p)` | - | 0.9 |" in first and "## Finalists\n\nPending" in empty
 
 
 def test_campaign_script_parses_and_names_its_stages():
