@@ -1133,6 +1133,17 @@ def _rel(path: Path) -> str:
         return Path(path).name
 
 
+def committed(path: Path) -> bool:
+    """Whether ``path`` is in git's last commit as it is on disk (a pre-registration must be)."""
+    import subprocess
+
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=Path(path).parent, capture_output=True).returncode == 0
+
+    return git("ls-files", "--error-unmatch", Path(path).name) and git("diff", "--quiet", "HEAD", "--",
+                                                                          Path(path).name)
+
+
 # ----------------------------------------------------------------------------------------------- CLI
 STAGES = ("baselines", "search", "finalists", "test", "heldout", "preregister", "confirm", "report")
 
@@ -1187,7 +1198,12 @@ def main(argv=None) -> int:
                 print(f"{regime}: pre-registered {pre['finalist']['name']} vs {pre['baseline']['name']} on seeds "
                       f"{_seeds_text(pre['seeds'])} -> {camp.preregistration_file(regime)}")
     elif args.stage == "confirm":
-        camp.confirm(regimes)
+        loose = [r for r in regimes if camp.preregistration_file(r).is_file()
+                 and not committed(camp.preregistration_file(r))]
+        for regime in loose:
+            print(f"{regime}: {camp.preregistration_file(regime)} is not committed: commit it before the confirmation "
+                  "runs (bash bench/discovery2.sh confirm does)")
+        camp.confirm([r for r in regimes if r not in loose])
     elif args.stage == "report":
         for regime in regimes:
             out = RESULTS / f"discovery2_{regime}.md"

@@ -338,3 +338,19 @@ def test_committed_reports_are_what_the_committed_files_give():
     for regime in d2.REGIMES:
         path = d2.RESULTS / f"discovery2_{regime}.md"
         assert path.read_text() == d2.report(d2.Campaign(log=lambda *a: None), regime)
+
+
+def test_a_preregistration_counts_only_once_committed(tmp_path):
+    def git(*a):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    pre = tmp_path / "clean_confirmation.json"
+    pre.write_text("{}")
+    assert not d2.committed(pre)
+    git("add", pre.name)
+    git("commit", "-q", "-m", "pre-registered")
+    assert d2.committed(pre)
+    pre.write_text('{"edited": "after"}')
+    assert not d2.committed(pre)
