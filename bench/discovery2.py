@@ -1,7 +1,20 @@
 """Discovery campaign 2 (issue #26): two target regimes on Fashion-MNIST, clean labels and 40% symmetric
-label noise, each searched, eliminated and tested against the strongest known losses of its regime.
+label noise, each searched and tested against the strongest known losses of its regime.
 
-    python -m bench.discovery2 --plan      # the compute plan -> bench/results/discovery2_plan.md
+    python -m bench.discovery2 --plan              # the compute plan -> bench/results/discovery2_plan.md
+    python -m bench.discovery2 baselines           # every baseline's learning rate and its 10 test seeds
+    python -m bench.discovery2 search              # one nlfs.evolve search per regime, in its target
+    python -m bench.discovery2 finalists           # each search's finalist -> bench/results/discovery2/
+    python -m bench.discovery2 test                # the finalists' learning rate and 10 test seeds
+    python -m bench.discovery2 heldout             # every loss in the held-out settings (digits)
+    python -m bench.discovery2 preregister         # the confirmation's file, written before it runs
+    python -m bench.discovery2 confirm             # the pre-registered comparison on fresh seeds
+    python -m bench.discovery2 report              # bench/results/discovery2_{clean,noisy}.md
+
+``bash bench/discovery2.sh STAGE`` runs a stage in the background order and commits what it wrote;
+``--regime clean|noisy`` limits a stage to one regime. Every training outside the searches is one row
+of bench/results/discovery2_trainings.csv, appended as it finishes; a stage run again trains only the
+rows it lacks (a killed run loses the trainings in flight). The report reads only committed files.
 
 The plan is written before anything runs. Its unit is one target-regime training (surrogate CNN, the
 whole training split, CE's plateau length, 1 thread): its cost is the median ``wall_s`` of the target
@@ -14,20 +27,27 @@ grid, widened when the choice lands on an edge, on seeds that are not test seeds
 included, on 10 test seeds (each its own training subset and label noise: ``split_seed = seed``);
 held-out settings for at most three finalists; a confirmation on fresh seeds against the strongest
 baseline. When the plan exceeds the budget, settings are cut in a fixed order (``CUTS``) until it fits;
-the test seeds and the strongest baselines are never cut.
+the test seeds and the strongest baselines are never cut. The driver runs the plan as cut when it was
+written (``CAMPAIGN``): later cost measurements move its CPU-hours, not what runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
+import json
+import math
+import os
 import statistics
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from nlfs.search import DEFAULT_TARGETS  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 TRAININGS_CSV = RESULTS / "target_fidelity_fashion_mnist_trainings.csv"
@@ -37,11 +57,12 @@ CURVES = {"fashion-mnist": RESULTS / "target_curve_fashion_mnist_surrogate.csv",
 PLAN_MD = RESULTS / "discovery2_plan.md"
 TARGET_LEVEL = "target8"
 SCREEN_LEVEL = "s64"
-TARGET_EPOCHS = {"fashion-mnist": 8, "digits": 16}  # CE's plateau (nlfs.search.DEFAULT_TARGETS)
+# CE's plateau on the whole split: the target's length (issue #21's study may change it)
+TARGET_EPOCHS = {name: spec["epochs"] for name, spec in DEFAULT_TARGETS.items()}
 
 REGIMES = {
-    "clean": "clean labels, all training images, 8 epochs",
-    "noisy": "40% symmetric label noise, all training images, 8 epochs",
+    "clean": f"clean labels, all training images, {TARGET_EPOCHS['fashion-mnist']} epochs",
+    "noisy": f"40% symmetric label noise, all training images, {TARGET_EPOCHS['fashion-mnist']} epochs",
 }
 # The strongest known losses of each regime (never cut) and weaker ones run while the budget allows.
 BASELINES = {"clean": ("CE", "LabelSmoothingCE", "Poly1"), "noisy": ("CE", "GCE", "SCE", "NCEandRCE")}
@@ -51,13 +72,24 @@ OPTIONAL_BASELINES = {"clean": (), "noisy": ("MAE", "TaylorCE")}
 # the rate chosen in the regime).
 HELDOUT = {
     "clean": (("resnet9v2", "ResNet9V2 instead of the surrogate CNN", "resnet9v2", True),
-              ("digits", "sklearn digits, all images, 16 epochs", "digits", True)),
+              ("digits", f"sklearn digits, all images, {TARGET_EPOCHS['digits']} epochs", "digits", True)),
     "noisy": (("noise20", "20% symmetric label noise", "target", False),
               ("pairflip", "40% pair-flip noise (c -> c+1; Fashion-MNIST has no literature class map)", "target",
                False),
               ("resnet9v2", "ResNet9V2 instead of the surrogate CNN", "resnet9v2", True),
-              ("digits", "sklearn digits, all images, 16 epochs, 40% symmetric noise", "digits", True)),
+              ("digits", f"sklearn digits, all images, {TARGET_EPOCHS['digits']} epochs, 40% symmetric noise", "digits",
+               True),
+              # another noise on another dataset: the noise setting and the dataset change together
+              ("digits-noise20", f"sklearn digits, all images, {TARGET_EPOCHS['digits']} epochs, 20% symmetric noise",
+               "digits", True),
+              ("digits-asym40", f"sklearn digits, all images, {TARGET_EPOCHS['digits']} epochs, 40% asymmetric noise "
+               "(the literature's MNIST class pairs 2->7, 3->8, 5<->6, 7->1: about 20% of all labels flip)",
+               "digits", True)),
 }
+
+
+# Held-out settings added to the plan after its cuts, because they cost almost nothing: never cut.
+ADDED = (("noisy", "digits-noise20"), ("noisy", "digits-asym40"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +118,7 @@ class PlanConfig:
     heldout_seeds: int = 10
     confirm_seeds: int = 10
     optional_baselines: bool = True
-    heldout: tuple = tuple((r, s[0]) for r, settings in HELDOUT.items() for s in settings)
+    heldout: tuple = tuple((r, s[0]) for r, settings in HELDOUT.items() for s in settings if (r, s[0]) not in ADDED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,6 +208,11 @@ CUTS = (
 )
 
 
+def with_added(cfg: PlanConfig) -> PlanConfig:
+    """``cfg`` with the ``ADDED`` held-out settings."""
+    return dataclasses.replace(cfg, heldout=(*cfg.heldout, *(s for s in ADDED if s not in cfg.heldout)))
+
+
 def _drop(cfg: PlanConfig, setting: tuple) -> PlanConfig:
     return dataclasses.replace(cfg, heldout=tuple(s for s in cfg.heldout if s != setting))
 
@@ -194,33 +231,61 @@ def fit(cfg: PlanConfig, costs: Costs) -> tuple[PlanConfig, list[str]]:
 
 
 def plan_markdown(cfg: PlanConfig, costs: Costs, cuts: list[str], requested: PlanConfig) -> str:
-    rows = stages(cfg, costs)
-    total = cpu_hours(rows, costs)
+    """The plan of ``cfg`` (as cut to the budget) and the ``ADDED`` settings beside it."""
+    total = cpu_hours(stages(cfg, costs), costs)
+    rows = stages(with_added(cfg), costs)
+    added = cpu_hours(rows, costs) - total
     full = cpu_hours(stages(requested, costs), costs)
     per_h = costs.target_s / 3600
+    epochs = TARGET_EPOCHS["fashion-mnist"]
     lines = ["# Discovery campaign 2: compute plan", "",
              f"Written by `python -m bench.discovery2 --plan` before any training of the campaign. Budget "
              f"{cfg.budget_h:g} CPU-hours of background work (1 thread per training).", "",
-             f"Unit: one target-regime training (surrogate CNN, all training images, 8 epochs, 1 thread): "
+             f"Unit: one target-regime training (surrogate CNN, all training images, {epochs} epochs, 1 thread): "
              f"{costs.target_s:.0f} CPU-s = {per_h:.3f} CPU-h (median `wall_s` of level {TARGET_LEVEL} in "
              f"`{TRAININGS_CSV.relative_to(ROOT)}`, AMD EPYC, 2 cores shared, 2026-12-06). Relative costs: "
              f"a screening training {costs.screen:.3f}, ResNet9V2 {costs.resnet9v2:.2f} (first campaign's "
              f"held-out runs, per image-epoch), digits {costs.digits:.3f} (target curves).", "",
-             f"**Total: {total:.1f} CPU-hours for {sum(s.trainings for s in rows)} trainings "
-             f"({'within' if total <= cfg.budget_h else 'OVER'} the budget).** The protocol before cuts "
+             f"**Total: {total:.1f} CPU-hours for {sum(s.trainings for s in stages(cfg, costs))} trainings "
+             f"({'within' if total <= cfg.budget_h else 'OVER'} the budget), and {added:.2f} CPU-hours for the "
+             f"{sum(s.trainings for s in rows) - sum(s.trainings for s in stages(cfg, costs))} trainings of the "
+             "settings added after the cuts.** The protocol before cuts "
              f"needed {full:.1f} CPU-hours.", ""]
-    lines += ["Cuts made to fit, in order: " + ("; ".join(cuts) if cuts else "none") + ". Kept: "
+    lines += ["Cuts made to fit, in order (accepted: the issue keeps the seeds and the strongest baselines and "
+              "cuts settings): " + ("; ".join(cuts) if cuts else "none") + ". Kept: "
               f"{cfg.test_seeds} test seeds, {cfg.confirm_seeds} fresh confirmation seeds and every strongest "
               "baseline in every stage.", ""]
+    if with_added(cfg) != CAMPAIGN:
+        lines += [f"**The driver runs the plan frozen when the campaign was planned (`CAMPAIGN`, "
+                  f"{cpu_hours(stages(CAMPAIGN, costs), costs):.1f} CPU-hours at these costs), not this one:** "
+                  "the costs measured since cut differently.", ""]
     lines += ["| regime | stage | trainings | target-training units | CPU-hours | what |", "|---|---|---|---|---|---|"]
     for s in rows:
         lines.append(f"| {s.regime} | {s.stage} | {s.trainings} | {s.units:.1f} | {s.units * per_h:.2f} | "
                      f"{s.detail} |")
-    lines += ["", "Protocol: the learning rate of every loss (baselines included) comes from the grid "
-              f"{{0.05, 0.1, 0.2}}, widened by a point whenever the choice lands on an edge, chosen on "
-              f"{cfg.lr_seeds} seed(s) that are not test seeds; every test seed draws its own training subset "
-              "and label noise (`split_seed = seed`); Holm over all comparisons; the confirmation is "
-              "pre-registered against the strongest baseline of its regime, not CE.", ""]
+    lines += ["", "Added after the cuts because they cost almost nothing: two more held-out noise settings of the "
+              "noisy regime's finalist, 20% symmetric and 40% asymmetric noise (the noisy-label literature's class "
+              "pairs). They are on **sklearn digits, another dataset than the search's** (Fashion-MNIST has no "
+              "literature class map, and Fashion-MNIST trainings are what the budget cut): the noise setting and "
+              "the dataset change together, so they say whether a finalist's standing survives both, not which "
+              "of the two moved it.", ""]
+    lines += ["Protocol (`python -m bench.discovery2`, `bash bench/discovery2.sh`): the learning rate of every loss "
+              f"(baselines included) comes from the grid {{{', '.join(f'{x:g}' for x in LR_GRID)}}}, widened by one "
+              "point (x2 or /2) whenever the choice lands on an edge, again until it is interior (at most "
+              f"{MAX_WIDEN} points added), by mean best validation accuracy on {cfg.lr_seeds} seed(s) "
+              f"({_seeds_text(LR_SEEDS)}) that are not test seeds; label smoothing's eps is tuned the same way, a "
+              f"grid {{{', '.join(f'{x:g}' for x in EPS_GRID)}}} widened on an edge, each eps with its own "
+              "learning-rate choice (the simplest honest way: the same rule as the learning rate, no sampler); "
+              f"every test seed ({_seeds_text(TEST_SEEDS)}) draws its own validation images, training subset and "
+              "label noise (`split_seed = seed`); Holm over all comparisons of a regime (target and held-out "
+              "settings); the confirmation (fresh seeds "
+              f"{_seeds_text(CONFIRM_SEEDS)}) is pre-registered in a committed file naming the finalist, the "
+              "strongest baseline of its regime by the test stage (not CE), the seeds and the test, before it runs.",
+              "",
+              "Order: the stages that do not depend on the search run first and on their own "
+              "(`bash bench/discovery2.sh baselines`: every baseline's learning rate and test seeds, target and "
+              "held-out, most of the compute); the search stage runs `python -m nlfs.evolve` with the regime's "
+              "`--target`, the tool's default rungs, and warm starts from the regime's strongest known losses.", ""]
     for regime, text in REGIMES.items():
         lines.append(f"- {regime}: {text}; baselines {', '.join(BASELINES[regime])}"
                      + (f" (and {', '.join(OPTIONAL_BASELINES[regime])} while affordable)"
@@ -228,23 +293,922 @@ def plan_markdown(cfg: PlanConfig, costs: Costs, cuts: list[str], requested: Pla
     return "\n".join(lines) + "\n"
 
 
+# ================================================================================= the campaign as run
+# The plan as cut to the budget when it was written (2026-12-06): what the driver runs.
+CAMPAIGN = PlanConfig(candidates=100, leaders=2, finalists=1, optional_baselines=False,
+                      heldout=(("clean", "digits"), ("noisy", "digits"), ("noisy", "digits-noise20"),
+                               ("noisy", "digits-asym40")))
+CAMPAIGN_DIR = RESULTS / "discovery2"
+TRAININGS = RESULTS / "discovery2_trainings.csv"
+RUNS = ROOT / "runs"
+DATASET = "fashion-mnist"
+LR_GRID = (0.05, 0.1, 0.2)
+EPS_GRID = (0.05, 0.1, 0.2)  # label smoothing's eps (the catalogue's constant ``a``)
+MAX_WIDEN = 4  # points added to a grid at most: a choice still on an edge then is reported as such
+SMOOTHING = "LabelSmoothingCE"
+# Disjoint from each other and from the searches' seeds (0 and up, split seed 0).
+LR_SEEDS = (50,)
+TEST_SEEDS = tuple(range(100, 110))
+CONFIRM_SEEDS = tuple(range(200, 210))
+SEARCH_SEED = 0
+NOISE = {"clean": {}, "noisy": {"label_noise": 0.4}}
+PREFIX = {"clean": "FoundFMClean", "noisy": "FoundFMNoisy"}
+ALPHA = 0.05
+
+
+def _seeds_text(seeds) -> str:
+    seeds = list(seeds)
+    return f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[-1] + 1)) else (
+        ", ".join(map(str, seeds)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """Where a regime's losses are compared: the regime's own target on Fashion-MNIST, or a held-out
+    setting (``name`` as in ``HELDOUT``) in that dataset's target length."""
+
+    name: str
+    dataset: str
+    noise: tuple = ()  # (("label_noise", r), ("label_noise_kind", k))
+
+    @property
+    def is_target(self) -> bool:
+        return self.name == "target"
+
+    def target_spec(self, seeds: int | None = None) -> dict:
+        """The training as an ``nlfs.evolve --target`` spec: the dataset's default target (the whole split
+        at CE's plateau) with this setting's noise."""
+        from nlfs.search import default_target
+
+        spec = {**default_target(self.dataset), **dict(self.noise)}
+        return spec if seeds is None else {**spec, "seeds": seeds}
+
+
+SETTINGS = {
+    "clean": (Setting("target", DATASET), Setting("digits", "digits")),
+    "noisy": (Setting("target", DATASET, (("label_noise", 0.4),)),
+              Setting("digits", "digits", (("label_noise", 0.4),)),
+              Setting("digits-noise20", "digits", (("label_noise", 0.2),)),
+              Setting("digits-asym40", "digits", (("label_noise", 0.4), ("label_noise_kind", "asymmetric")))),
+}
+
+
+def spec_text(spec: dict) -> str:
+    """A target spec as ``--target`` takes it."""
+    return ",".join(f"{k}={v}" for k, v in spec.items())
+
+
+# ------------------------------------------------------------------------------------ the grid rule
+def grid_choice(scores: dict, start=LR_GRID, limit: float = math.inf, max_added: int = MAX_WIDEN):
+    """``(chosen, to_train)``: the best value of the grid that starts at ``start``, widened by one point
+    (half the smallest, twice the largest) whenever the best lands on an edge, until it is interior;
+    ``to_train`` lists the grid's values without a score yet (then ``chosen`` is None). ``scores``
+    maps a value to its mean validation accuracy; ties go to the value nearest the grid's middle.
+    Widening stops at ``max_added`` points or where twice the largest would reach ``limit``: the
+    choice then stays on its edge (the report says so)."""
+    grid = sorted(set(start))
+    middle = math.sqrt(grid[0] * grid[-1])
+    while True:
+        todo = [v for v in grid if v not in scores]
+        if todo:
+            return None, todo
+        best = max(grid, key=lambda v: (scores[v], -abs(math.log(v / middle))))
+        if len(grid) - len(set(start)) >= max_added:
+            return best, []
+        if best == grid[0]:
+            grid.insert(0, best / 2)
+        elif best == grid[-1] and best * 2 < limit:
+            grid.append(best * 2)
+        else:
+            return best, []
+
+
+def on_edge(value: float, tried) -> bool:
+    return value in (min(tried), max(tried))
+
+
+# ------------------------------------------------------------------------------------- trainings CSV
+COLUMNS = ["key", "regime", "setting", "stage", "loss", "constants", "lr", "seed", "split_seed", "dataset", "model",
+           "train_size", "val_size", "epochs", "steps", "batch_size", "label_noise", "label_noise_kind", "augment",
+           "status", "reason", "best_val_acc", "val_acc", "test_acc", "wall_s", "machine", "date"]
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The finished trainings of a campaign CSV. A last line cut short by a kill (fewer cells than the
+    header, or no line end) is not a training: it is left out, and ``append_row`` drops it."""
+    if not path.is_file():
+        return []
+    text = path.read_text()
+    if text and not text.endswith("\n"):
+        text = text[:text.rfind("\n") + 1]
+    rows = []
+    for r in csv.DictReader(text.splitlines(keepends=True)):
+        if None in r.values() or None in r or not r.get("key"):
+            continue
+        rows.append(r)
+    return rows
+
+
+def append_row(path: Path, row: dict) -> None:
+    """One training, appended and flushed to disk as it finishes (a header first in a new file; a line a
+    kill cut short is dropped first)."""
+    from nlfs._io import csv_cell
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.is_file() or path.stat().st_size == 0
+    if not new:
+        with path.open("rb") as fh:
+            fh.seek(-1, os.SEEK_END)
+            cut = fh.read(1) != b"\n"
+        if cut:
+            text = path.read_text()
+            path.write_text(text[:text.rfind("\n") + 1])
+            new = path.stat().st_size == 0
+    with path.open("a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        w.writerow({k: csv_cell(row.get(k)) for k in COLUMNS})
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _ok(row: dict | None) -> bool:
+    return row is not None and row["status"] == "ok"
+
+
+def _score(row: dict | None) -> float:
+    """A learning-rate training's score: its best validation accuracy, 0 for a failed training."""
+    return float(row["best_val_acc"]) if _ok(row) and row.get("best_val_acc") not in ("", None) else 0.0
+
+
+# ---------------------------------------------------------------------------------------- the driver
+@dataclasses.dataclass(frozen=True)
+class Job:
+    regime: str
+    setting: Setting
+    stage: str  # lr | test | confirm
+    loss: str  # its label
+    constants: tuple  # sorted (name, value) pairs overriding the loss's own (label smoothing's eps)
+    lr: float
+    seed: int
+
+
+@dataclasses.dataclass
+class Campaign:
+    """Paths and how trainings run. ``overrides``: TrainConfig fields forced on every training (tests
+    shrink the trainings with them); ``workers``: trainings at once, one thread each."""
+
+    trainings: Path = TRAININGS
+    results: Path = CAMPAIGN_DIR
+    runs: Path = RUNS
+    workers: int = 2
+    overrides: dict = dataclasses.field(default_factory=dict)
+    plan: PlanConfig = CAMPAIGN
+    log: object = print
+    _keys: dict = dataclasses.field(default_factory=dict, init=False, repr=False)  # job -> key, per run
+
+    # ----------------------------------------------------------------- files
+    def finalists_file(self, regime: str) -> Path:
+        return self.results / f"{regime}_finalists.json"
+
+    def preregistration_file(self, regime: str) -> Path:
+        return self.results / f"{regime}_confirmation.json"
+
+    def search_dir(self, regime: str) -> Path:
+        return self.runs / f"disc2-{regime}"
+
+    def search_csv(self, regime: str) -> Path:
+        return self.results / f"{regime}_search.csv"
+
+    def finalists(self, regime: str) -> list[dict]:
+        path = self.finalists_file(regime)
+        return json.loads(path.read_text()) if path.is_file() else []
+
+    # ----------------------------------------------------------------- trainings
+    def config(self, job: Job):
+        """The job's TrainConfig: its setting's target (``nlfs.search.make_target``), one thread, no
+        gradient rescaling (every loss as written; a finalist with the scale it was found with), the
+        split seed equal to the seed, the test split read only outside the learning-rate stage."""
+        from nlfs.search import make_target
+        from nlfs.train import TrainConfig
+
+        base = TrainConfig(dataset=job.setting.dataset, model="surrogate", grad_scale="none", threads=1,
+                           evaluate_test=job.stage != "lr")
+        cfg = make_target(job.setting.target_spec()).apply(base)
+        return dataclasses.replace(cfg, **self.overrides, lr=job.lr, seed=job.seed, split_seed=job.seed)
+
+    def loss(self, regime: str, label: str):
+        """What trains under ``label``: a catalogue name, or a finalist's LossSpec (constants, class
+        reduction and scale as found)."""
+        from nlfs.search import entry_spec
+
+        for entry in self.finalists(regime):
+            if entry["name"] == label:
+                return entry_spec(entry)
+        return label
+
+    def key(self, job: Job, loss=None) -> str:
+        """The training's key (``nlfs.train.training_key``): the loss as trained and the TrainConfig."""
+        from nlfs.losses import resolve_spec
+        from nlfs.train import training_key
+
+        if job in self._keys:
+            return self._keys[job]
+        spec = resolve_spec(loss if loss is not None else self.loss(job.regime, job.loss))
+        train = {k: v for k, v in self.config(job).to_dict().items() if k not in ("threads", "progress")}
+        self._keys[job] = training_key({"loss": [spec.text, spec.class_reduction, spec.scale,
+                                                 sorted({**spec.constants, **dict(job.constants)}.items())],
+                                        "train": train}, length=16)
+        return self._keys[job]
+
+    # ----------------------------------------------------------------- choices
+    def choice(self, index: dict, regime: str, setting: Setting, label: str) -> tuple[dict | None, list[Job]]:
+        """``(chosen, jobs)``: a loss's learning rate (and label smoothing's eps) in ``setting``, or None
+        while its grid is unfinished, and the learning-rate trainings it still needs."""
+        if label != SMOOTHING:
+            return self._lr_choice(index, regime, setting, label, ())
+        scores, jobs, tried = {}, [], {}
+        while True:
+            eps, todo = grid_choice(scores, EPS_GRID, limit=1.0)
+            if eps is not None:
+                chosen = tried[eps]
+                return {**chosen, "eps": eps, "eps_tried": dict(sorted(scores.items()))}, jobs
+            waiting = False
+            for e in todo:
+                chosen, more = self._lr_choice(index, regime, setting, label, (("a", e),))
+                if chosen is None:
+                    jobs += more
+                    waiting = True
+                else:
+                    scores[e], tried[e] = chosen["score"], chosen
+            if waiting:
+                return None, jobs
+
+    def _lr_choice(self, index, regime, setting, label, constants) -> tuple[dict | None, list[Job]]:
+        loss = self.loss(regime, label)
+        scores, jobs = {}, []
+        while True:
+            lr, todo = grid_choice(scores, LR_GRID)
+            if lr is not None:
+                tried = dict(sorted(scores.items()))
+                return {"lr": lr, "constants": constants, "score": scores[lr], "tried": tried}, jobs
+            for rate in todo:
+                runs = [Job(regime, setting, "lr", label, constants, rate, s) for s in LR_SEEDS]
+                rows = [index.get(self.key(j, loss)) for j in runs]
+                missing = [j for j, r in zip(runs, rows, strict=True) if r is None]
+                if missing:
+                    jobs += missing
+                else:
+                    scores[rate] = statistics.fmean(_score(r) for r in rows)
+            if jobs:
+                return None, jobs
+
+    def losses(self, regime: str, finalists: bool = True) -> list[str]:
+        names = list(BASELINES[regime])
+        return names + ([e["name"] for e in self.finalists(regime)] if finalists else [])
+
+    def settings(self, regime: str, target: bool = True, heldout: bool = True) -> list[Setting]:
+        return [s for s in SETTINGS[regime] if (s.is_target and target) or (
+            not s.is_target and heldout and (regime, s.name) in self.plan.heldout)]
+
+    def wanted(self, index: dict, regime: str, settings: list[Setting], labels: list[str]) -> list[Job]:
+        """Every training the losses ``labels`` still need in ``settings``: the learning-rate grid, then
+        (once chosen) the test seeds."""
+        jobs = []
+        for setting in settings:
+            for label in labels:
+                chosen, more = self.choice(index, regime, setting, label)
+                jobs += more
+                if chosen is not None:
+                    jobs += [Job(regime, setting, "test", label, chosen["constants"], chosen["lr"], s)
+                             for s in TEST_SEEDS]
+        return jobs
+
+    # ----------------------------------------------------------------- running
+    def index(self) -> dict:
+        """Key -> row of the trainings done (the latest row of a key; an ``error`` row, the trainer raised,
+        is trained again in a later run). Keys are computed afresh from here on (a finalists file may
+        have been written since)."""
+        self._keys.clear()
+        return {r["key"]: r for r in read_rows(self.trainings)}
+
+    def run(self, want) -> int:
+        """Train what ``want(index)`` lists until it lists nothing not done, ``workers`` at a time, each
+        row appended as it finishes. Returns the trainings run."""
+        from nlfs.search import make_executor, run_jobs
+
+        index = {k: r for k, r in self.index().items() if r["status"] != "error"}
+        pending: set[str] = set()
+
+        def pull():
+            for job in want(index):
+                loss = self.loss(job.regime, job.loss)
+                key = self.key(job, loss)
+                if key not in index and key not in pending:
+                    pending.add(key)
+                    cfg = self.config(job)
+                    payload = {"loss": loss, "constants": dict(job.constants) or None, "train": cfg.to_dict(),
+                               "rejection": False, "name": job.loss}
+                    return (job, key, cfg), payload
+            return None
+
+        done = 0
+        with _locked(self.runs / f"{self.trainings.name}.lock"):
+            executor = make_executor("local", self.workers, threads=1)
+            try:
+                for (job, key, cfg), out in run_jobs(executor, pull):
+                    row = self.record(job, key, cfg, out)
+                    append_row(self.trainings, row)
+                    index[key] = row
+                    pending.discard(key)
+                    done += 1
+                    acc = row["test_acc"] if job.stage != "lr" else row["best_val_acc"]
+                    self.log(f"[{job.regime} {job.setting.name} {job.stage}] {job.loss}"
+                             f"{''.join(f' {k}={v:g}' for k, v in job.constants)} lr {job.lr:g} seed {job.seed}: "
+                             f"{row['status']} {'' if acc in (None, '') else f'{float(acc):.4f} '}"
+                             f"({row['wall_s']:.0f} s)")
+            finally:
+                executor.close()
+        return done
+
+    def record(self, job: Job, key: str, cfg, out: dict) -> dict:
+        from bench._schema import machine_name, today
+
+        res = out.get("result") or {}
+        ok = out["status"] == "ok"
+        r = cfg.resolved()
+        return dict(key=key, regime=job.regime, setting=job.setting.name, stage=job.stage, loss=job.loss,
+                    constants=json.dumps(dict(job.constants), sort_keys=True) if job.constants else "",
+                    lr=job.lr, seed=job.seed, split_seed=cfg.split_seed, dataset=r.dataset, model=r.model,
+                    train_size=res.get("train_size") or r.train_size, val_size=r.val_size, epochs=r.epochs,
+                    steps=res.get("steps") or r.steps, batch_size=r.batch_size, label_noise=r.label_noise,
+                    label_noise_kind=r.label_noise_kind if r.label_noise else "", augment=r.augment,
+                    status=out["status"], reason=(out.get("reason") or "")[:200],
+                    best_val_acc=res.get("best_val_acc"), val_acc=res.get("val_acc"),
+                    test_acc=res.get("test_acc") if ok else None, wall_s=float(out.get("wall_time") or 0.0),
+                    machine=machine_name(), date=today())
+
+    # ----------------------------------------------------------------- stages
+    def baselines(self, regimes) -> int:
+        """Every baseline's learning rate and test seeds, in the target and the held-out settings: nothing
+        here depends on a search."""
+        return self.run(lambda index: [j for regime in regimes for j in self.wanted(
+            index, regime, self.settings(regime), self.losses(regime, finalists=False))])
+
+    def test(self, regimes) -> int:
+        """The target stage of every loss, finalists included (a baseline still missing too)."""
+        regimes = self._with_finalists(regimes)
+        return self.run(lambda index: [j for regime in regimes for j in self.wanted(
+            index, regime, self.settings(regime, heldout=False), self.losses(regime))])
+
+    def heldout(self, regimes) -> int:
+        regimes = self._with_finalists(regimes)
+        return self.run(lambda index: [j for regime in regimes for j in self.wanted(
+            index, regime, self.settings(regime, target=False), self.losses(regime))])
+
+    def _with_finalists(self, regimes) -> list[str]:
+        ready = [r for r in regimes if self.finalists(r)]
+        for r in set(regimes) - set(ready):
+            self.log(f"{r}: no finalists yet ({self.finalists_file(r)}): run the search and `finalists` first")
+        return ready
+
+    def confirm(self, regimes) -> int:
+        """The pre-registered comparison on its fresh seeds, exactly as the file names it (losses, learning
+        rates, eps, seeds); refused for a regime without the file."""
+        jobs = []
+        for regime in regimes:
+            path = self.preregistration_file(regime)
+            if not path.is_file():
+                self.log(f"{regime}: no pre-registration ({path}): run `preregister` and commit it first")
+                continue
+            pre = json.loads(path.read_text())
+            target = next(s for s in SETTINGS[regime] if s.is_target)
+            for side in ("finalist", "baseline"):
+                c = pre[side]
+                jobs += [Job(regime, target, "confirm", c["name"], tuple(sorted(c["constants"].items())), c["lr"], s)
+                         for s in pre["seeds"]]
+        return self.run(lambda index: jobs)
+
+    # ----------------------------------------------------------------- tables
+    def test_rows(self, index: dict, regime: str, setting: Setting, label: str) -> list[dict] | None:
+        """The rows of a loss's test seeds in ``setting`` (at its chosen learning rate), None while any is
+        missing."""
+        chosen, _ = self.choice(index, regime, setting, label)
+        if chosen is None:
+            return None
+        loss = self.loss(regime, label)
+        rows = [index.get(self.key(Job(regime, setting, "test", label, chosen["constants"], chosen["lr"], s), loss))
+                for s in TEST_SEEDS]
+        return None if None in rows else rows
+
+    def accuracies(self, regime: str, setting: Setting, index: dict | None = None) -> dict[str, dict[int, float]]:
+        """{loss: {seed: test accuracy}} of the test stage in ``setting`` at each loss's chosen learning rate
+        (ok trainings only; a loss without its choice yet has none)."""
+        index = self.index() if index is None else index
+        out = {}
+        for label in self.losses(regime):
+            chosen, _ = self.choice(index, regime, setting, label)
+            if chosen is None:
+                continue
+            loss = self.loss(regime, label)
+            for s in TEST_SEEDS:
+                row = index.get(self.key(Job(regime, setting, "test", label, chosen["constants"], chosen["lr"], s),
+                                         loss))
+                if _ok(row) and row["test_acc"] not in ("", None):
+                    out.setdefault(label, {})[s] = float(row["test_acc"])
+        return out
+
+    def failed(self, regime: str, setting: Setting, index: dict) -> dict[str, int]:
+        """{loss: test seeds whose training failed (diverged or raised)} in ``setting``."""
+        out = {}
+        for label in self.losses(regime):
+            chosen, _ = self.choice(index, regime, setting, label)
+            if chosen is not None:
+                loss = self.loss(regime, label)
+                out[label] = sum(1 for s in TEST_SEEDS if (r := index.get(self.key(
+                    Job(regime, setting, "test", label, chosen["constants"], chosen["lr"], s), loss))) is not None
+                                 and not _ok(r))
+        return out
+
+    def strongest(self, regime: str, index: dict | None = None) -> str | None:
+        """The strongest baseline of a regime: the highest mean test accuracy in its target over the seeds
+        that trained (a failed seed counts in the report, not here), once every baseline's test seeds are
+        done; None before."""
+        index = self.index() if index is None else index
+        target = next(s for s in SETTINGS[regime] if s.is_target)
+        if any(self.test_rows(index, regime, target, b) is None for b in BASELINES[regime]):
+            return None
+        acc = self.accuracies(regime, target, index)
+        return max(BASELINES[regime], key=lambda b: statistics.fmean(acc[b].values()) if acc.get(b) else -1.0)
+
+    def preregister(self, regime: str) -> dict | None:
+        """Write the confirmation's file (once: an existing one is kept) from the finished test stage: the
+        finalist with the largest mean paired difference to the strongest baseline, that baseline, each
+        one's learning rate (and eps), the fresh seeds and the test. None while the test stage is
+        unfinished."""
+        from nlfs.stats import paired_differences
+
+        path = self.preregistration_file(regime)
+        if path.is_file():
+            return json.loads(path.read_text())
+        index = self.index()
+        target = next(s for s in SETTINGS[regime] if s.is_target)
+        acc = self.accuracies(regime, target, index)
+        finals = [e for e in self.finalists(regime) if self.test_rows(index, regime, target, e["name"]) is not None]
+        base = self.strongest(regime, index)
+        if base is None or not finals or len(finals) < len(self.finalists(regime)):
+            self.log(f"{regime}: the test stage is unfinished: nothing to pre-register yet")
+            return None
+        best = max(finals, key=lambda e: statistics.fmean(paired_differences(acc.get(e["name"], {}), acc[base])
+                                                          or [-1.0]))
+
+        def side(label):
+            chosen, _ = self.choice(index, regime, target, label)
+            return {"name": label, "constants": dict(chosen["constants"]), "lr": chosen["lr"]}
+
+        pre = {"regime": regime, "setting": "target", "regime_words": self.regime_words(regime, target),
+               "finalist": {**side(best["name"]), "entry": best}, "baseline": side(base),
+               "baseline_rule": f"the strongest baseline of the regime: highest mean test accuracy over test seeds "
+                                f"{_seeds_text(TEST_SEEDS)} in the target",
+               "seeds": list(CONFIRM_SEEDS),
+               "test": f"paired t-test (two-sided) of test accuracy, {best['name']} minus {base}, over the "
+                       f"{len(CONFIRM_SEEDS)} fresh seeds (each its own split, subset and noise); confirmed when the "
+                       f"mean difference is positive and p < {ALPHA}. One test: no correction.",
+               "written_before_confirmation": True}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(pre, indent=2) + "\n")
+        return pre
+
+    def regime_words(self, regime: str, setting: Setting) -> str:
+        from nlfs.search import training_regime
+
+        cfg = self.config(Job(regime, setting, "test", "CE", (), LR_GRID[1], TEST_SEEDS[0]))
+        return training_regime(cfg, split_per_seed=True)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """One driver per trainings CSV at a time (``path``: its lock file, under runs/): a second one stops
+    with one line."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SystemExit(f"{path}: another bench.discovery2 stage is training; wait for it") from None
+        yield
+
+
+# The costs the committed plan was priced with (`--plan` on 2026-12-06): the report sets what was spent
+# beside this plan, not beside one re-priced by later measurements.
+PLAN_COSTS = Costs(target_s=530.4694414179994, screen=0.038405119622992236, resnet9v2=0.8682767638390584,
+                   digits=0.003580280914348664)
+
+
+# --------------------------------------------------------------------------------------- the searches
+def search_argv(camp: Campaign, regime: str, index: dict | None = None) -> list[str]:
+    """``nlfs.evolve``'s arguments for a regime's search: genetic programming warm-started from the
+    regime's strongest known losses, the tool's default rungs (screened with the regime's label noise),
+    and the regime's target with the plan's leaders and seeds."""
+    target = next(s for s in SETTINGS[regime] if s.is_target)
+    argv = ["--dataset", DATASET, "--algorithm", "gp", "--seed", str(SEARCH_SEED),
+            "--budget", str(camp.plan.candidates), "--finalists", str(camp.plan.leaders),
+            "--target", spec_text(target.target_spec(camp.plan.search_target_seeds)),
+            "--seed-losses", ";".join(warm_starts(camp, regime, index)), "--workers", str(camp.workers),
+            "--threads", "1", "--run-dir", str(camp.search_dir(regime)), "--no-progress"]
+    for key, value in target.noise:
+        argv += ["--" + key.replace("_", "-"), str(value)]
+    return argv
+
+
+def warm_starts(camp: Campaign, regime: str, index: dict | None = None) -> list[str]:
+    """The regime's baselines as warm starts. A tree genotype holds y, p and numbers only, so label
+    smoothing enters as its formula with its eps (the one the baselines stage chose in the target when
+    it has, else the catalogue's) and the dataset's classes written in."""
+    from nlfs.data import load_dataset
+    from nlfs.losses import get
+
+    out = []
+    for name in BASELINES[regime]:
+        if name != SMOOTHING:
+            out.append(name)
+            continue
+        target = next(s for s in SETTINGS[regime] if s.is_target)
+        chosen, _ = camp.choice(camp.index() if index is None else index, regime, target, name)
+        eps = chosen["eps"] if chosen else get(SMOOTHING).constants["a"]
+        classes = load_dataset(DATASET).num_classes
+        out.append(f"-((1 - {eps:g}) * y + {eps:g} / {classes}) * log(p)")
+    return out
+
+
+def run_searches(camp: Campaign, regimes) -> int:
+    """Each regime's search: started, resumed where a killed one stopped, or left when finished."""
+    from nlfs import evolve
+
+    for regime in regimes:
+        run = camp.search_dir(regime)
+        if (run / "summary.json").is_file():
+            camp.log(f"{regime}: search finished ({run / 'summary.json'})")
+            continue
+        argv = (["--resume", str(run), "--workers", str(camp.workers), "--threads", "1", "--no-progress"]
+                if (run / "run.db").is_file() else search_argv(camp, regime))
+        camp.log(f"{regime}: python -m nlfs.evolve " + " ".join(argv))
+        rc = evolve.main(argv)
+        if rc:
+            return rc
+    return 0
+
+
+SEARCH_COLUMNS = ["id", "candidate", "rung", "stage", "status", "fitness", "accuracy", "wall_time", "created",
+                  "expression"]
+
+
+def pick_finalists(camp: Campaign, regime: str) -> list[dict]:
+    """The search's finalists -> ``finalists_file`` (nlfs/found_losses.json's format), and every evaluation
+    of the search -> ``search_csv`` (its compute). Finalists: the leaders by their paired difference to
+    CE in the target (a catalogue loss in disguise, e.g. a warm start itself, last), the plan's number."""
+    from nlfs._io import write_table
+    from nlfs.losses import stored_class_reduction
+    from nlfs.search import read_run
+
+    run = camp.search_dir(regime)
+    summary = json.loads((run / "summary.json").read_text())
+    rows, saved = read_run(run)
+    write_table(camp.search_csv(regime), rows, SEARCH_COLUMNS)
+    by_id = {r["id"]: r for r in rows}
+
+    def rank(e):
+        t = e.get("target") or {}
+        return bool(e.get("same_as")), t.get("paired") is None, -(t.get("paired") or 0.0)
+
+    entries = []
+    for i, e in enumerate(sorted(summary["best"], key=rank)[:camp.plan.finalists], 1):
+        entries.append({"name": f"{PREFIX[regime]}{i}", "expression": e["expression"], "constants": e["constants"],
+                        "class_reduction": stored_class_reduction(by_id[e["id"]], stored_class_reduction(saved)),
+                        "scale": float(e.get("scale") or 1.0),
+                        "provenance": {"search_run": f"runs/{run.name}", "candidate": e["name"],
+                                       "search_target": e.get("in_target", ""),
+                                       "results": f"bench/results/discovery2_{regime}.md"}})
+    path = camp.finalists_file(regime)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(entries, indent=2) + "\n")
+    return entries
+
+
+# -------------------------------------------------------------------------------------------- report
+def _pp(x: float) -> str:
+    return f"{x * 100:+.2f}"
+
+
+def _confirmation(camp: Campaign, regime: str, pre: dict, index: dict) -> dict | None:
+    """The pre-registered test from the confirmation's trainings (None before every fresh seed of both
+    losses is in)."""
+    from nlfs.search import entry_spec
+    from nlfs.stats import paired_by_key
+
+    target = next(s for s in SETTINGS[regime] if s.is_target)
+    acc = {}
+    for side in ("finalist", "baseline"):
+        c = pre[side]
+        loss = entry_spec(c["entry"]) if "entry" in c else c["name"]
+        for s in pre["seeds"]:
+            row = index.get(camp.key(Job(regime, target, "confirm", c["name"], tuple(sorted(c["constants"].items())),
+                                         c["lr"], s), loss))
+            if row is not None:
+                acc.setdefault(side, {})[s] = float(row["test_acc"]) if _ok(row) and row["test_acc"] else math.nan
+    done = [len(acc.get(side, {})) for side in ("finalist", "baseline")]
+    if done != [len(pre["seeds"])] * 2:
+        return {"pending": True, "done": sum(done), "of": 2 * len(pre["seeds"])}
+    ok = {side: {s: a for s, a in acc[side].items() if math.isfinite(a)} for side in acc}
+    t = paired_by_key(ok["finalist"], ok["baseline"])
+    return {"pending": False, "test": t, "confirmed": bool(t.mean_diff > 0 and t.p_t < ALPHA)}
+
+
+def _stage_rows(camp: Campaign, regime: str, index: dict) -> list[dict]:
+    """Per planned stage: planned trainings and CPU-hours (``PLAN_COSTS``), trainings done and CPU-hours
+    spent (the sum of their wall times, 1 thread each), and whether it is done, partial or pending."""
+    mine = [r for r in index.values() if r["regime"] == regime]
+    planned = {s.stage: s for s in stages(camp.plan, PLAN_COSTS) if s.regime == regime}
+    per_h = PLAN_COSTS.target_s / 3600
+    finals = camp.finalists(regime)
+    search = []
+    if camp.search_csv(regime).is_file():
+        with camp.search_csv(regime).open(newline="") as fh:
+            search = [r for r in csv.DictReader(fh) if r["status"] in ("ok", "diverged", "error", "baseline")
+                      and r.get("wall_time") not in ("", None)]
+    target = next(s for s in SETTINGS[regime] if s.is_target)
+    wanted = {s.name: [j for j in camp.wanted(index, regime, [s], camp.losses(regime)) if camp.key(j) not in index]
+              for s in camp.settings(regime)}  # the trainings still missing
+    test_jobs = [j for j in wanted["target"] if j.stage == "test"]
+    lr_jobs = [j for j in wanted["target"] if j.stage == "lr"]
+    out = []
+
+    def add(name, rows, done, wall=None):
+        plan = planned.get(name)
+        spent = sum(float(r["wall_s"]) for r in rows) if wall is None else wall
+        status = "done" if done and rows else ("pending" if not rows else "partial")
+        out.append({"stage": name, "plan_trainings": plan.trainings if plan else 0,
+                    "plan_h": plan.units * per_h if plan else 0.0, "trainings": len(rows), "h": spent / 3600,
+                    "status": status})
+
+    scr = [r for r in search if r.get("stage") != "target"]
+    tgt = [r for r in search if r.get("stage") == "target"]
+    add("search: screening", scr, bool(finals), sum(float(r["wall_time"]) for r in scr))
+    add("search: target", tgt, bool(finals), sum(float(r["wall_time"]) for r in tgt))
+    add("learning rate", [r for r in mine if r["setting"] == target.name and r["stage"] == "lr"],
+        bool(finals) and not lr_jobs)
+    add("test (elimination, Holm)", [r for r in mine if r["setting"] == target.name and r["stage"] == "test"],
+        bool(finals) and not lr_jobs and not test_jobs)
+    for s in camp.settings(regime, target=False):
+        add(f"held-out: {s.name}", [r for r in mine if r["setting"] == s.name and r["stage"] != "confirm"],
+            bool(finals) and not wanted[s.name])
+    pre = camp.preregistration_file(regime)
+    conf = [r for r in mine if r["stage"] == "confirm"]
+    add("confirmation", conf, pre.is_file() and len(conf) >= 2 * len(CONFIRM_SEEDS))
+    return out
+
+
+def report(camp: Campaign, regime: str) -> str:
+    """``discovery2_<regime>.md`` from the committed files: the verdict first, the compute per stage beside
+    the plan, the learning-rate choices, the test stage, every comparison (Holm over all of the regime's)
+    and the pre-registered confirmation; a stage without trainings yet is named as pending."""
+    from nlfs.heldout import markdown, table
+    from nlfs.stats import format_mean_std, format_p
+
+    index = camp.index()
+    settings = camp.settings(regime)
+    target = settings[0]
+    finals = [e["name"] for e in camp.finalists(regime)]
+    baselines = list(BASELINES[regime])
+    acc = {s.name: camp.accuracies(regime, s, index) for s in settings}
+    strongest = camp.strongest(regime, index)
+    comparisons = table({name: a for name, a in acc.items() if a}, finals, baselines, ALPHA) if finals else []
+    stage_rows = _stage_rows(camp, regime, index)
+    pending = [s["stage"] for s in stage_rows if s["status"] != "done"]
+    regime_words = {s.name: camp.regime_words(regime, s) for s in settings}
+    pre = json.loads(camp.preregistration_file(regime).read_text()) if camp.preregistration_file(regime).is_file() \
+        else None
+    conf = _confirmation(camp, regime, pre, index) if pre else None
+    mine = [r for r in index.values() if r["regime"] == regime]
+    lines = [f"# Discovery campaign 2, {regime} regime: {REGIMES[regime]} (Fashion-MNIST)", ""]
+
+    # -- the verdict first
+    vs_best = [r for r in comparisons if r["baseline"] == strongest and r["setting"] == target.name]
+    test_done = "test (elimination, Holm)" not in pending
+    if not finals or not test_done or strongest is None:
+        verdict = ("**No verdict yet.** The question, does a found loss beat the strongest known loss of this "
+                   f"regime ({', '.join(baselines)}: the strongest is the one with the highest mean test accuracy "
+                   "in the target), is answered once the test stage is done.")
+    else:
+        wins = [r for r in vs_best if r["beats"]]
+        best_r = max(vs_best, key=lambda r: r["mean_diff"])
+        if wins:
+            verdict = (f"**Yes, in the target:** {', '.join(r['finalist'] for r in wins)} beats {strongest}, the "
+                       f"strongest known loss of this regime, after the Holm correction ({best_r['finalist']} "
+                       f"{_pp(best_r['mean_diff'])} pp [{_pp(best_r['ci_low'])}, {_pp(best_r['ci_high'])}], Holm p "
+                       f"{format_p(best_r['p_t_holm'])}).")
+        else:
+            verdict = (f"**No.** No found loss beats {strongest}, the strongest known loss of this regime, in the "
+                       f"target after the Holm correction (best: {best_r['finalist']} {_pp(best_r['mean_diff'])} pp "
+                       f"[{_pp(best_r['ci_low'])}, {_pp(best_r['ci_high'])}], Holm p {format_p(best_r['p_t_holm'])}).")
+        won = [f"{r['finalist']} > {r['baseline']} in {r['setting']} ({_pp(r['mean_diff'])} pp)" for r in comparisons
+               if r["beats"]]
+        lost = [f"{r['finalist']} < {r['baseline']} in {r['setting']} ({_pp(r['mean_diff'])} pp)" for r in comparisons
+                if r["mean_diff"] < 0 and math.isfinite(r["p_t_holm"]) and r["p_t_holm"] < ALPHA]
+        verdict += (" Where a found loss wins after correction: " + ("; ".join(won) if won else "nowhere") + ". "
+                    "Where it loses after correction: " + ("; ".join(lost) if lost else "nowhere") + ".")
+        if conf and not conf["pending"]:
+            verdict += (f" The pre-registered confirmation on fresh seeds is "
+                        f"**{'confirmed' if conf['confirmed'] else 'not confirmed'}**.")
+        verdict += (" A loss ships (`nlfs.losses.found()`) only if it beats the strongest baseline of its regime "
+                    "after correction and its confirmation holds.")
+    lines += [verdict, ""]
+    lines += ["Pending stages: " + (", ".join(pending) if pending else "none") + ".", ""]
+    lines += ["Every accuracy below is test accuracy (the official test split, read once per training; learning "
+              "rates and eps are chosen on validation accuracy only) in its setting's regime:", ""]
+    lines += [f"- `{name}`: {words}" for name, words in regime_words.items()]
+    machines = sorted({r["machine"] for r in mine if r.get("machine")})
+    dates = sorted({r["date"] for r in mine if r.get("date")})
+    lines += ["", f"Trainings: {len(mine)} in `{_rel(camp.trainings)}` (machine: {', '.join(machines) or '-'}; "
+              f"dates: {', '.join(dates) or '-'}).", ""]
+
+    # -- compute
+    lines += ["## Compute per stage", "",
+              f"CPU-hours spent: the sum of the trainings' wall times (1 thread each; the search's from its "
+              f"evaluations, `{_rel(camp.search_csv(regime))}`). Planned: `{_rel(PLAN_MD)}` "
+              f"(one target training {PLAN_COSTS.target_s:.0f} CPU-s).", "",
+              "| stage | status | trainings planned | trainings done | CPU-h planned | CPU-h spent |",
+              "|---|---|---:|---:|---:|---:|"]
+    lines += [f"| {s['stage']} | {s['status']} | {s['plan_trainings']} | {s['trainings']} | {s['plan_h']:.2f} | "
+              f"{s['h']:.2f} |" for s in stage_rows]
+    lines += [f"| all | | {sum(s['plan_trainings'] for s in stage_rows)} | {sum(s['trainings'] for s in stage_rows)} | "
+              f"{sum(s['plan_h'] for s in stage_rows):.2f} | {sum(s['h'] for s in stage_rows):.2f} |", ""]
+
+    # -- the finalists
+    lines += ["## Finalists", ""]
+    entries = camp.finalists(regime)
+    if not entries:
+        lines += [f"Pending: the search (`{_rel(camp.search_dir(regime))}`, `python -m nlfs.evolve` in the target "
+                  f"with warm starts from {', '.join(baselines)}) and `finalists` write "
+                  f"`{_rel(camp.finalists_file(regime))}`.", ""]
+    else:
+        lines += ["| name | expression | constants | gradient scale | search candidate | search's target check |",
+                  "|---|---|---|---:|---|---|"]
+        for e in entries:
+            prov = e.get("provenance") or {}
+            consts = ", ".join(f"{k}={v:.4g}" for k, v in (e.get("constants") or {}).items()) or "-"
+            lines.append(f"| {e['name']} | `{e['expression']}` | {consts} | {float(e.get('scale') or 1.0):.3g} | "
+                         f"{prov.get('candidate', '-')} | {prov.get('search_target', '-')} |")
+        lines.append("")
+
+    # -- learning rates
+    lines += ["## Learning rates (and label smoothing's eps)", "",
+              f"Grid {{{', '.join(f'{x:g}' for x in LR_GRID)}}} widened by x2 or /2 while the choice is on an edge, "
+              f"by mean best validation accuracy on seed(s) {_seeds_text(LR_SEEDS)} (not test seeds).", "",
+              "| setting | loss | rates tried: validation % | chosen | on an edge |", "|---|---|---|---:|---|"]
+    for s in settings:
+        for label in camp.losses(regime):
+            chosen, _ = camp.choice(index, regime, s, label)
+            if chosen is None:
+                lines.append(f"| {s.name} | {label} | pending | | |")
+                continue
+            tried = ", ".join(f"{lr:g}: {v * 100:.2f}" for lr, v in chosen["tried"].items())
+            eps = ""
+            if "eps" in chosen:
+                eps = (f" (eps {chosen['eps']:g} of " + ", ".join(f"{e:g}: {v * 100:.2f}"
+                                                                 for e, v in chosen["eps_tried"].items()) + ")")
+            edge = on_edge(chosen["lr"], chosen["tried"]) or ("eps" in chosen and on_edge(chosen["eps"],
+                                                                                             chosen["eps_tried"]))
+            lines.append(f"| {s.name} | {label} | {tried}{eps} | {chosen['lr']:g} | "
+                         f"{'yes (widening capped)' if edge else 'no'} |")
+    lines.append("")
+
+    # -- the test stage and every comparison
+    lines += ["## Test accuracy per setting", "",
+              f"Test seeds {_seeds_text(TEST_SEEDS)}, each its own validation images, training subset and label noise.",
+              "", "| setting | loss | seeds | failed | test accuracy % (mean ± sd) |", "|---|---|---:|---:|---:|"]
+    for s in settings:
+        failed = camp.failed(regime, s, index)
+        for label in camp.losses(regime):
+            a = acc[s.name].get(label, {})
+            m, sd = (statistics.fmean(a.values()), statistics.stdev(a.values()) if len(a) > 1 else math.nan) \
+                if a else (math.nan, math.nan)
+            lines.append(f"| {s.name} | {label}{' (strongest)' if s.is_target and label == strongest else ''} | "
+                         f"{len(a)} | {failed.get(label, 0)} | {format_mean_std(m, sd, 2, 100)} |")
+    lines += ["", "Strongest baseline in the target: "
+              f"{strongest or 'pending (every baseline needs all its test seeds)'}.",
+              "", "## Found losses against every baseline", ""]
+    lines += [markdown(comparisons, ALPHA, regime_words) if comparisons else
+              "Pending: no finalist has test seeds yet.", ""]
+
+    # -- the confirmation
+    lines += ["## Pre-registered confirmation", ""]
+    if pre is None:
+        lines.append(f"Pending: `{_rel(camp.preregistration_file(regime))}` is written (and committed) once the test "
+                     "stage is done, before any confirmation training.")
+    else:
+        f, b = pre["finalist"], pre["baseline"]
+        lines.append(f"Pre-registered in `{_rel(camp.preregistration_file(regime))}`: {f['name']} (lr {f['lr']:g}) "
+                     f"against {b['name']} (lr {b['lr']:g}"
+                     + (f", eps {b['constants']['a']:g}" if b["constants"].get("a") is not None else "")
+                     + f"), seeds {_seeds_text(pre['seeds'])}; {pre['test']}")
+        if conf is None or conf["pending"]:
+            lines += ["", f"Pending: {conf['done'] if conf else 0} of {2 * len(pre['seeds'])} trainings done."]
+        else:
+            t = conf["test"]
+            lines += ["", f"{f['name']} - {b['name']} = {_pp(t.mean_diff)} pp [{_pp(t.ci_low)}, {_pp(t.ci_high)}] "
+                      f"over {t.n} paired seeds, {t.wins}/{t.losses} better/worse, paired t-test p = "
+                      f"{format_p(t.p_t)}: "
+                      f"**{'confirmed' if conf['confirmed'] else 'not confirmed'}** at α = {ALPHA}."]
+    return "\n".join(lines) + "\n"
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return Path(path).name
+
+
+def committed(path: Path) -> bool:
+    """Whether ``path`` is in git's last commit as it is on disk (a pre-registration must be)."""
+    import subprocess
+
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=Path(path).parent, capture_output=True).returncode == 0
+
+    return git("ls-files", "--error-unmatch", Path(path).name) and git("diff", "--quiet", "HEAD", "--",
+                                                                          Path(path).name)
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+STAGES = ("baselines", "search", "finalists", "test", "heldout", "preregister", "confirm", "report")
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.discovery2", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m bench.discovery2", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n")[1])
+    ap.add_argument("stage", nargs="?", choices=STAGES, help="the campaign stage to run")
     ap.add_argument("--plan", action="store_true", help="write the compute plan (no training)")
+    ap.add_argument("--regime", choices=(*REGIMES, "both"), default="both", help="(default: %(default)s)")
+    ap.add_argument("--workers", type=int, default=2, help="trainings at once, 1 thread each (default: %(default)s)")
     ap.add_argument("--budget", type=float, default=PlanConfig.budget_h, help="CPU-hours (default: %(default)s)")
     ap.add_argument("--target-wall-s", type=float, help="one target training's CPU-seconds (default: measured)")
-    ap.add_argument("--out", type=Path, default=PLAN_MD)
+    ap.add_argument("--out", type=Path, default=PLAN_MD, help="the plan's file (default: %(default)s)")
     args = ap.parse_args(argv)
-    if not args.plan:
-        ap.error("nothing to do: pass --plan")
-    if args.budget <= 0 or (args.target_wall_s is not None and args.target_wall_s <= 0):
-        ap.error("--budget and --target-wall-s must be positive")
-    costs = measured_costs(args.target_wall_s)
-    requested = PlanConfig(budget_h=args.budget)
-    cfg, cuts = fit(requested, costs)
-    args.out.write_text(plan_markdown(cfg, costs, cuts, requested))
-    print(f"bench.discovery2: plan {cpu_hours(stages(cfg, costs), costs):.1f} of {args.budget:g} CPU-hours "
-          f"-> {args.out}")
+    if not args.plan and not args.stage:
+        ap.error("nothing to do: pass --plan or a stage")
+    if args.budget <= 0 or (args.target_wall_s is not None and args.target_wall_s <= 0) or args.workers < 1:
+        ap.error("--budget, --target-wall-s and --workers must be positive")
+    if args.plan:
+        costs = measured_costs(args.target_wall_s)
+        requested = PlanConfig(budget_h=args.budget)
+        cfg, cuts = fit(requested, costs)
+        args.out.write_text(plan_markdown(cfg, costs, cuts, requested))
+        print(f"bench.discovery2: plan {cpu_hours(stages(with_added(cfg), costs), costs):.1f} of {args.budget:g} "
+              "CPU-hours "
+              f"-> {args.out}")
+        if not args.stage:
+            return 0
+    regimes = list(REGIMES) if args.regime == "both" else [args.regime]
+    camp = Campaign(workers=args.workers)
+    if args.stage == "baselines":
+        camp.baselines(regimes)
+    elif args.stage == "search":
+        return run_searches(camp, regimes)
+    elif args.stage == "finalists":
+        for regime in regimes:
+            if not (camp.search_dir(regime) / "summary.json").is_file():
+                print(f"{regime}: the search has not finished ({camp.search_dir(regime)}): run `search` first")
+                continue
+            for e in pick_finalists(camp, regime):
+                print(f"{regime}: {e['name']} = {e['expression']} {e['constants']} scale {e['scale']:.3g}")
+    elif args.stage == "test":
+        camp.test(regimes)
+    elif args.stage == "heldout":
+        camp.heldout(regimes)
+    elif args.stage == "preregister":
+        for regime in regimes:
+            pre = camp.preregister(regime)
+            if pre:
+                print(f"{regime}: pre-registered {pre['finalist']['name']} vs {pre['baseline']['name']} on seeds "
+                      f"{_seeds_text(pre['seeds'])} -> {camp.preregistration_file(regime)}")
+    elif args.stage == "confirm":
+        loose = [r for r in regimes if camp.preregistration_file(r).is_file()
+                 and not committed(camp.preregistration_file(r))]
+        for regime in loose:
+            print(f"{regime}: {camp.preregistration_file(regime)} is not committed: commit it before the confirmation "
+                  "runs (bash bench/discovery2.sh confirm does)")
+        camp.confirm([r for r in regimes if r not in loose])
+    elif args.stage == "report":
+        for regime in regimes:
+            out = RESULTS / f"discovery2_{regime}.md"
+            out.write_text(report(camp, regime))
+            print(f"bench.discovery2: {regime} -> {out}")
     return 0
 
 

@@ -25,6 +25,7 @@ from ._cli import (
     resume_with,
     run_main,
     split_losses,
+    training_overrides,
 )
 from .search import (
     DEFAULT_SEED_LOSSES,
@@ -106,7 +107,8 @@ def build_parser() -> ArgumentParser:
     ap.add_argument("--initial", type=positive_int, default=None,
                     help="random candidates seeding the population (default: the preset's)")
     add_training_options(ap, ("dataset", "data_root", "model", "epochs", "steps", "train_size", "val_size",
-                              "device", "backend", "augment", "grad_scale", "threads"),
+                              "device", "backend", "augment", "grad_scale", "label_noise", "label_noise_kind",
+                              "threads"),
                          defaults=dict(model="surrogate", device="auto", backend="auto", augment="none",
                                        grad_scale="ce"),
                          unset={"dataset": "fashion-mnist if installed, else digits",
@@ -117,7 +119,10 @@ def build_parser() -> ArgumentParser:
                                            "(mixup/cutmix: soft targets)",
                                 "grad_scale": "ce: rescale every candidate to cross-entropy's mean |dL/dlogits| "
                                               "on its first batch (the factor is recorded and exported); none: "
-                                              "train losses as written"})
+                                              "train losses as written",
+                                "label_noise": "fraction of training labels corrupted in every screening training "
+                                               "(validation stays clean); the target keeps it unless its spec "
+                                               "names its own (default: none)"})
     ap.add_argument("--workers", type=positive_int, default=None,
                     help="local worker processes (default: one per core on a CPU, up to 8; one on a GPU)")
     ap.add_argument("--executor", default="local", choices=["local", "ray"])
@@ -168,7 +173,8 @@ def config_from_args(args):
         workers=args.workers, threads=args.threads, executor=args.executor, ray_address=args.address,
         pack=args.pack, progress=not args.no_progress, augment=args.augment, grad_scale=args.grad_scale, eta=args.eta,
         paired=not args.unpaired, rungs=parse_rungs(args.rungs) if args.rungs else None,
-        seed_mutants=3 if args.seed_mutants is None else args.seed_mutants, race_seeds=args.race_seeds)
+        seed_mutants=3 if args.seed_mutants is None else args.seed_mutants, race_seeds=args.race_seeds,
+        train_overrides=training_overrides(args, ("label_noise", "label_noise_kind")))
 
 
 def main(argv=None) -> int:

@@ -57,3 +57,300 @@ def test_measured_costs_read_the_committed_target_trainings(tmp_path):
     cfg, _ = d2.fit(d2.PlanConfig(budget_h=25.0), costs)
     total = d2.cpu_hours(d2.stages(cfg, costs), costs)
     assert f"**Total: {total:.1f} CPU-hours" in text and "| noisy | test (elimination, Holm) |" in text
+
+
+# ------------------------------------------------------------------------------------ the driver
+import json  # noqa: E402
+import math  # noqa: E402
+import subprocess  # noqa: E402
+
+import pytest  # noqa: E402
+
+import nlfs.train  # noqa: E402
+from nlfs.search import RunDB  # noqa: E402
+from nlfs.train import TrainResult  # noqa: E402
+
+BEST_LR = {"CE": 0.025}  # CE's validation accuracy peaks below the grid: two widenings to reach it
+
+
+class GridTrainer:
+    """Stands in for nlfs.train.train: validation accuracy peaks at each loss's best learning rate (0.1
+    unless BEST_LR says otherwise) and label smoothing's at eps 0.1; test accuracy ranks Poly1 first among
+    the clean baselines and the finalist (``better``) above it by ``lead``."""
+
+    def __init__(self, lead=0.01, best_eps=0.1, fail=()):
+        self.calls, self.lead, self.best_eps, self.fail = [], lead, best_eps, set(fail)  # fail: (loss, seed)
+
+    def __call__(self, loss, cfg, constants=None):
+        name = loss if isinstance(loss, str) else loss.name
+        self.calls.append(dict(loss=name, constants=dict(constants or {}), lr=cfg.lr, seed=cfg.seed,
+                               split_seed=cfg.split_seed, evaluate_test=cfg.evaluate_test, dataset=cfg.dataset,
+                               label_noise=cfg.label_noise, kind=cfg.label_noise_kind, epochs=cfg.epochs))
+        best = BEST_LR.get(name, 0.1)
+        val = 0.9 - abs(math.log(cfg.lr / best)) / 100 - abs((constants or {}).get("a", 0.1) - self.best_eps)
+        jitter = ((cfg.seed * 7919 + len(name) * 31) % 13) / 13 * 0.004
+        test = 0.8 + {"Poly1": 0.005, "Better1": 0.005 + self.lead}.get(name, 0.0) + jitter
+        return TrainResult(val_acc=val, best_val_acc=val, test_acc=test if cfg.evaluate_test else None,
+                           final_train_loss=0.5, train_acc=val, steps=3, epochs=1.0, wall_time=0.5, device="cpu",
+                           dataset=cfg.dataset, model=cfg.model, augment=cfg.augment, seed=cfg.seed, loss=name,
+                           loss_text="", backend="torch", diverged=(name, cfg.seed) in self.fail,
+                           reason="NaN loss" if (name, cfg.seed) in self.fail else "")
+
+
+@pytest.fixture
+def trainer(monkeypatch):
+    fake = GridTrainer()
+    monkeypatch.setattr(nlfs.train, "train", fake)
+    return fake
+
+
+def _camp(tmp_path, **kw):
+    return d2.Campaign(trainings=tmp_path / "trainings.csv", results=tmp_path / "d2", runs=tmp_path / "runs",
+                       workers=1, overrides={"dataset": "digits"}, log=lambda *a: None, **kw)
+
+
+def _finalist(camp, regime="clean", name="Better1"):
+    camp.results.mkdir(parents=True, exist_ok=True)
+    camp.finalists_file(regime).write_text(json.dumps(
+        [{"name": name, "expression": "-y * log(p) + 2 * y * (1 - p)", "constants": {}, "class_reduction": "class_sum",
+          "scale": 0.9, "provenance": {}}]))
+
+
+def test_grid_widens_on_an_edge_and_stops_inside():
+    assert d2.grid_choice({}) == (None, [0.05, 0.1, 0.2])
+    assert d2.grid_choice({0.05: 0.7, 0.1: 0.8, 0.2: 0.6}) == (0.1, [])  # interior: done
+    assert d2.grid_choice({0.05: 0.8, 0.1: 0.7, 0.2: 0.6}) == (None, [0.025])  # lower edge: half of it
+    assert d2.grid_choice({0.025: 0.79, 0.05: 0.8, 0.1: 0.7, 0.2: 0.6}) == (0.05, [])
+    assert d2.grid_choice({0.05: 0.6, 0.1: 0.7, 0.2: 0.8}) == (None, [0.4])  # upper edge: twice it
+    rising = {0.05 * 2 ** i: i for i in range(-1, 8)}
+    assert d2.grid_choice(rising, max_added=2) == (0.8, [])  # capped: left on its edge
+    assert d2.on_edge(0.8, [0.05, 0.1, 0.2, 0.4, 0.8])
+    assert d2.grid_choice(rising, d2.EPS_GRID, limit=1.0) == (0.8, [])  # eps: 1.6 would pass 1
+    assert d2.grid_choice({0.05: 0.7, 0.1: 0.7, 0.2: 0.7}) == (0.1, [])  # a tie: the middle
+
+
+def test_baselines_choose_rates_on_lr_seeds_then_train_test_seeds(tmp_path, trainer):
+    camp = _camp(tmp_path)
+    camp.baselines(["clean"])
+    calls = trainer.calls
+    lr = [c for c in calls if not c["evaluate_test"]]
+    test = [c for c in calls if c["evaluate_test"]]
+    assert {c["seed"] for c in lr} == set(d2.LR_SEEDS) and {c["seed"] for c in test} == set(d2.TEST_SEEDS)
+    assert not set(d2.LR_SEEDS) & set(d2.TEST_SEEDS)
+    target = [c for c in lr if c["epochs"] == 8]  # the Fashion-MNIST target's length, on digits here
+    assert sorted(c["lr"] for c in target if c["loss"] == "CE") == [0.0125, 0.025, 0.05, 0.1, 0.2]
+    assert sorted(c["lr"] for c in target if c["loss"] == "Poly1") == [0.05, 0.1, 0.2]
+    assert {(c["constants"]["a"], c["lr"]) for c in target if c["loss"] == "LabelSmoothingCE"} == {
+        (e, r) for e in d2.EPS_GRID for r in d2.LR_GRID}
+    assert {c["lr"] for c in test if c["loss"] == "CE"} == {0.025}
+    assert {c["constants"].get("a") for c in test if c["loss"] == "LabelSmoothingCE"} == {0.1}
+    # both settings of the regime (target and held-out digits), 10 test seeds per loss in each
+    assert len(test) == 2 * 3 * len(d2.TEST_SEEDS)
+    assert all(c["split_seed"] == c["seed"] for c in calls)
+    rows = d2.read_rows(camp.trainings)
+    assert len(rows) == len(calls) and len({r["key"] for r in rows}) == len(rows)
+    assert camp.baselines(["clean"]) == 0  # all done: nothing trains again
+
+
+def test_a_killed_run_resumes_without_training_a_done_row_twice(tmp_path, trainer, monkeypatch):
+    camp = _camp(tmp_path)
+    camp.baselines(["noisy"])
+    full = camp.trainings.read_text()
+    total = len(trainer.calls)
+    lines = full.splitlines(keepends=True)
+    kept = 20
+    # killed while writing a row: 20 whole rows, and half of the next one without its line end
+    camp.trainings.write_text("".join(lines[:1 + kept]) + lines[1 + kept][:25])
+    assert len(d2.read_rows(camp.trainings)) == kept
+    done = {r["key"] for r in d2.read_rows(camp.trainings)}
+    again = GridTrainer()
+    monkeypatch.setattr(nlfs.train, "train", again)
+    assert camp.baselines(["noisy"]) == total - kept
+    assert len(again.calls) == total - kept
+    rows = d2.read_rows(camp.trainings)
+    assert len(rows) == total and len({r["key"] for r in rows}) == total and done <= {r["key"] for r in rows}
+    assert camp.trainings.read_text().count("\n") == total + 1  # the cut line is gone, not kept as a row
+
+
+def test_every_test_seed_draws_its_own_split_and_noise(tmp_path):
+    from nlfs.data import load_dataset, make_splits, with_label_noise
+
+    camp = d2.Campaign(trainings=tmp_path / "t.csv", results=tmp_path, workers=1, log=lambda *a: None,
+                       overrides={"steps": 3, "train_size": 300, "val_size": 100})
+    setting = next(s for s in d2.SETTINGS["noisy"] if s.name == "digits-asym40")
+    cfgs = [camp.config(d2.Job("noisy", setting, "test", "CE", (), 0.1, s)) for s in d2.TEST_SEEDS[:2]]
+    assert [c.split_seed for c in cfgs] == list(d2.TEST_SEEDS[:2])
+    assert (cfgs[0].label_noise, cfgs[0].label_noise_kind) == (0.4, "asymmetric")
+    ds = load_dataset("digits")
+    clean = [make_splits(ds, c.val_size, c.train_size, c.split_seed) for c in cfgs]
+    noisy = [with_label_noise(s, c.label_noise, ds.num_classes, c.split_seed, c.label_noise_kind)
+             for s, c in zip(clean, cfgs, strict=True)]
+    assert set(clean[0].train.tolist()) != set(clean[1].train.tolist())  # its own training subset
+    flipped = [set(c.train[n.labels[c.train] != c.labels[c.train]].tolist()) for c, n in zip(clean, noisy, strict=True)]
+    assert flipped[0] and flipped[1]
+    assert flipped[0] != flipped[1]
+    # two tiny real trainings through the campaign's own runner: one row each, split seed = seed
+    jobs = [d2.Job("noisy", setting, "test", "CE", (), 0.1, s) for s in d2.TEST_SEEDS[:2]]
+    assert camp.run(lambda index: jobs) == 2
+    rows = d2.read_rows(camp.trainings)
+    assert [(int(r["seed"]), int(r["split_seed"]), r["status"]) for r in rows] == [
+        (s, s, "ok") for s in d2.TEST_SEEDS[:2]]
+    assert all(0 <= float(r["test_acc"]) <= 1 and r["label_noise_kind"] == "asymmetric" for r in rows)
+
+
+def test_search_runs_evolve_in_the_regime_target_with_its_warm_starts_and_default_rungs(tmp_path, trainer):
+    from nlfs.evolve import build_parser, config_from_args
+    from nlfs.search import DEFAULT_RUNGS, default_target
+    from nlfs.search._config import warm_genotypes
+    from nlfs.spaces import get_space
+
+    camp = _camp(tmp_path)
+    argv = d2.search_argv(camp, "noisy", {})
+    assert "--rungs" not in argv and argv[argv.index("--seed-losses") + 1] == "CE;GCE;SCE;NCEandRCE"
+    cfg = config_from_args(build_parser().parse_args(argv))
+    assert cfg.budget == d2.CAMPAIGN.candidates and cfg.finalists == d2.CAMPAIGN.leaders
+    assert cfg.target == {**default_target("fashion-mnist"), "label_noise": 0.4, "seeds": 2}
+    cfg.resolve()
+    assert cfg.rungs == [dict(r) for r in DEFAULT_RUNGS["fashion-mnist"]]
+    # the screening trains with the regime's noise too, not clean labels
+    assert {cfg.train_config(r).label_noise for r in cfg.rung_list()} == {0.4}
+    assert cfg.target_train_config().label_noise == 0.4
+    clean = config_from_args(build_parser().parse_args(d2.search_argv(camp, "clean", {})))
+    assert clean.seed_losses[0] == "CE" and clean.seed_losses[2] == "Poly1"
+    assert clean.train_overrides == {} and "label_noise" not in clean.target
+    # label smoothing as a tree: the catalogue's eps before the baselines stage chose one, then the chosen
+    assert clean.seed_losses[1] == "-((1 - 0.1) * y + 0.1 / 10) * log(p)"
+    trainer.best_eps = 0.2
+    camp.baselines(["clean"])
+    clean = config_from_args(build_parser().parse_args(d2.search_argv(camp, "clean")))
+    assert clean.seed_losses[1] == "-((1 - 0.2) * y + 0.2 / 10) * log(p)"
+    (smoothing,) = warm_genotypes(clean, get_space("gp"))[1:2]
+    assert smoothing.leaves == {"y", "p"}
+
+
+def _search_run(camp, regime):
+    run = camp.search_dir(regime)
+    db = RunDB(run / "run.db")
+    ids = [db.record({"canonical": f"e{i}", "expression": expr, "constants": {}, "sign": 1.0, "fitness": 0.01,
+                      "status": "ok", "rung": 2}) for i, expr in enumerate(["-y * log(p)", "p * p - y", "y - p"])]
+    db.close()
+    best = [{"id": ids[0], "name": "r#1", "expression": "-y * log(p)", "constants": {}, "scale": 1.0, "same_as": "CE",
+             "target": {"paired": 0.02}, "in_target": "held"},
+            {"id": ids[1], "name": "r#2", "expression": "p * p - y", "constants": {}, "scale": 0.7, "same_as": None,
+             "target": {"paired": -0.001}, "in_target": "did not hold"},
+            {"id": ids[2], "name": "r#3", "expression": "y - p", "constants": {}, "scale": 1.0, "same_as": None,
+             "target": {"paired": 0.004}, "in_target": "held"}]
+    (run / "summary.json").write_text(json.dumps({"best": best}))
+
+
+def test_finalists_are_the_leaders_best_in_the_target_never_a_catalogue_twin(tmp_path):
+    camp = _camp(tmp_path)
+    _search_run(camp, "clean")
+    (entry,) = d2.pick_finalists(camp, "clean")
+    assert (entry["name"], entry["expression"], entry["scale"]) == ("FoundFMClean1", "y - p", 1.0)
+    assert json.loads(camp.finalists_file("clean").read_text()) == [entry]
+    assert len(list(csv.DictReader(camp.search_csv("clean").open()))) == 3
+
+
+def test_confirmation_is_preregistered_before_it_runs_and_follows_the_file(tmp_path, trainer):
+    camp = _camp(tmp_path)
+    camp.baselines(["clean"])
+    assert camp.confirm(["clean"]) == 0 and camp.preregister("clean") is None  # no file, no finalist yet
+    _finalist(camp)
+    camp.test(["clean"])
+    assert camp.strongest("clean") == "Poly1"  # the strongest baseline by the test stage, not CE
+    pre = camp.preregister("clean")
+    path = camp.preregistration_file("clean")
+    assert json.loads(path.read_text()) == pre
+    assert (pre["finalist"]["name"], pre["baseline"]["name"], pre["seeds"]) == ("Better1", "Poly1",
+                                                                                  list(d2.CONFIRM_SEEDS))
+    assert "paired t-test" in pre["test"] and not any(c["seed"] in d2.CONFIRM_SEEDS for c in trainer.calls)
+    # the confirmation trains what the file names: edited by hand to CE at 0.05, it trains that
+    pre["baseline"] = {"name": "CE", "constants": {}, "lr": 0.05}
+    path.write_text(json.dumps(pre))
+    assert camp.preregister("clean")["baseline"]["name"] == "CE"  # an existing file is never rewritten
+    n = len(trainer.calls)
+    assert camp.confirm(["clean"]) == 2 * len(d2.CONFIRM_SEEDS)
+    confirm = trainer.calls[n:]
+    assert {(c["loss"], c["lr"]) for c in confirm} == {("Better1", 0.1), ("CE", 0.05)}
+    assert {c["seed"] for c in confirm} == set(d2.CONFIRM_SEEDS)
+    md = d2.report(camp, "clean")
+    jitter = [(((s * 7919 + n * 31) % 13) / 13 * 0.004) for s in d2.CONFIRM_SEEDS for n in (7, 2)]
+    diff = statistics.fmean(0.015 + a - b for a, b in zip(jitter[::2], jitter[1::2], strict=True))
+    assert f"Better1 - CE = {diff * 100:+.2f} pp" in md and "**confirmed** at α = 0.05" in md
+
+
+def test_report_is_recomputed_byte_identical_and_names_pending_stages(tmp_path, trainer):
+    camp = _camp(tmp_path)
+    empty = d2.report(camp, "noisy")
+    assert empty.index("**No verdict yet.**") < empty.index("## Compute per stage")
+    assert "Pending stages: search: screening, search: target, learning rate, test (elimination, Holm), " \
+           "held-out: digits, held-out: digits-noise20, held-out: digits-asym40, confirmation." in empty
+    camp.baselines(["clean"])
+    _finalist(camp)
+    camp.test(["clean"])
+    camp.heldout(["clean"])
+    first = d2.report(camp, "clean")
+    (tmp_path / "first.md").write_text(first)
+    # the committed CSV alone gives the same bytes again, in another process's order of work
+    copy = d2.Campaign(trainings=tmp_path / "checkout" / "trainings.csv", results=camp.results, runs=camp.runs,
+                       workers=1, overrides={"dataset": "digits"})
+    copy.trainings.parent.mkdir()
+    copy.trainings.write_text(camp.trainings.read_text())
+    assert d2.report(copy, "clean").encode() == (tmp_path / "first.md").read_bytes()
+    assert first.startswith("# Discovery campaign 2, clean regime")
+    verdict = first.split("\n\n")[1]
+    assert verdict.startswith("**Yes, in the target:** Better1 beats Poly1")
+    assert "Pending stages: search: screening, search: target, confirmation." in first
+    assert "| learning rate | done | 24 | " in first and "| confirmation | pending | 20 | 0 |" in first
+    assert "| target | CE | 0.0125: " in first and "| 0.025 | no |" in first
+    spent = sum(float(r["wall_s"]) for r in d2.read_rows(camp.trainings)) / 3600
+    assert f"| all | | {sum(s.trainings for s in d2.stages(d2.CAMPAIGN, d2.PLAN_COSTS) if s.regime == 'clean')} |" \
+           in first and first.rstrip().count(f"{spent:.2f}") >= 1
+    assert "- `target`: digits (all training images)" in first  # every accuracy names its regime
+    assert "| Better1 | `-y * log(p) + 2 * y * (1 - p)` | - | 0.9 |" in first and "## Finalists\n\nPending" in empty
+
+
+def test_campaign_script_parses_and_names_its_stages():
+    script = d2.ROOT / "bench" / "discovery2.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    usage = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert usage.returncode == 2
+    assert all(f"discovery2.sh {stage}" in usage.stdout
+               for stage in ("baselines", "search", "test", "heldout", "confirm", "report", "all"))
+
+
+def test_a_failed_test_seed_is_counted_and_does_not_stall_the_campaign(tmp_path, monkeypatch):
+    fake = GridTrainer(fail={("Poly1", 103)})
+    monkeypatch.setattr(nlfs.train, "train", fake)
+    camp = _camp(tmp_path)
+    _finalist(camp)
+    camp.test(["clean"])
+    assert camp.test(["clean"]) == 0  # a diverged seed is a result, not trained again
+    assert camp.strongest("clean") == "Poly1" and camp.preregister("clean")["baseline"]["name"] == "Poly1"
+    md = d2.report(camp, "clean")
+    assert "| target | Poly1 (strongest) | 9 | 1 | " in md and "| target | CE | 10 | 0 | " in md
+
+
+def test_committed_reports_are_what_the_committed_files_give():
+    """bench/results/discovery2_<regime>.md is recomputed byte for byte from the committed trainings CSV,
+    finalists, search evaluations and pre-registrations (bench/discovery2.sh commits them together)."""
+    for regime in d2.REGIMES:
+        path = d2.RESULTS / f"discovery2_{regime}.md"
+        assert path.read_text() == d2.report(d2.Campaign(log=lambda *a: None), regime)
+
+
+def test_a_preregistration_counts_only_once_committed(tmp_path):
+    def git(*a):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    pre = tmp_path / "clean_confirmation.json"
+    pre.write_text("{}")
+    assert not d2.committed(pre)
+    git("add", pre.name)
+    git("commit", "-q", "-m", "pre-registered")
+    assert d2.committed(pre)
+    pre.write_text('{"edited": "after"}')
+    assert not d2.committed(pre)

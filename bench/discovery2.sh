@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Discovery campaign 2 (issue #26), stage by stage; every stage resumes where a killed run stopped, and
+# commits what it wrote (NLFS_COMMIT=0: leave committing to you). Plan: bench/results/discovery2_plan.md.
+#
+#   bash bench/discovery2.sh baselines   # every baseline's learning rate and 10 test seeds (no search needed)
+#   bash bench/discovery2.sh search      # one nlfs.evolve search per regime (its --target, default rungs)
+#   bash bench/discovery2.sh test        # each search's finalist: its learning rate and 10 test seeds
+#   bash bench/discovery2.sh heldout     # every loss in the held-out settings (digits, noise settings)
+#   bash bench/discovery2.sh confirm     # pre-register (file committed first), then the fresh seeds
+#   bash bench/discovery2.sh report      # bench/results/discovery2_{clean,noisy}.md
+#   bash bench/discovery2.sh all         # every stage in turn
+#
+# REGIME=clean|noisy limits a stage to one regime; NLFS_WORKERS trainings at once (default 2, 1 thread each).
+# Search run directories live under runs/ (not committed); every other training is a row of
+# bench/results/discovery2_trainings.csv, appended as it finishes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+WORKERS=${NLFS_WORKERS:-2}
+REGIME=${REGIME:-both}
+RESULTS=bench/results
+mkdir -p runs/logs "$RESULTS/discovery2"
+
+stage() {  # python -m bench.discovery2 STAGE, niced, logged
+  nice -n 5 "$PY" -m bench.discovery2 "$1" --regime "$REGIME" --workers "$WORKERS" 2>&1 | tee -a "runs/logs/disc2-$1.log"
+}
+
+commit() {  # commit these paths only (whatever else is staged stays staged), when they changed
+  [[ ${NLFS_COMMIT:-1} == 1 ]] || return 0
+  local msg=$1; shift
+  local paths=()
+  for p in "$@"; do [[ -e $p ]] && paths+=("$p"); done
+  ((${#paths[@]})) || return 0
+  git add -- "${paths[@]}"
+  git diff --cached --quiet -- "${paths[@]}" || git commit -q -m "$msg" --only -- "${paths[@]}"
+}
+
+publish() {  # the reports recomputed from what is there, committed with it (they always agree)
+  stage report
+  commit "Discovery 2: $1" "$RESULTS/discovery2_trainings.csv" "$RESULTS/discovery2" \
+    "$RESULTS"/discovery2_{clean,noisy}.md
+}
+
+main() {
+  case ${1:-} in
+    baselines) stage baselines; publish "baseline trainings so far" ;;
+    search) stage search; stage finalists; publish "the searches' finalists and evaluations" ;;
+    test) stage test; publish "test-stage trainings so far" ;;
+    heldout) stage heldout; publish "held-out trainings so far" ;;
+    confirm)
+      stage preregister
+      # the pre-registration is committed before any confirmation training starts
+      commit "Discovery 2: confirmation pre-registered (finalist, baseline, seeds, test)" \
+        "$RESULTS"/discovery2/*_confirmation.json
+      stage confirm; publish "confirmation trainings so far" ;;
+    report) publish "report" ;;
+    all) main baselines && main search && main test && main heldout && main confirm && main report ;;
+    *) sed -n '2,15p' "$0"; return 2 ;;
+  esac
+}
+
+# one line, so that bash has read it all before it runs: the script may be edited while a stage runs
+main "$@"; exit $?
