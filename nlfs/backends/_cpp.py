@@ -20,7 +20,7 @@ import math
 import numpy as np
 import torch
 
-from ..expr import CLASS_REDUCTIONS, OPS, Program, merge_common, specialize
+from ..expr import CLASS_OPS, CLASS_REDUCTIONS, OPS, Program, merge_common, specialize
 from ._base import Backend, Kernel, loss_dtype
 from ._cpp_codegen import N_LEAF, OP_NAMES, OPCODE
 
@@ -109,7 +109,7 @@ def encode(program: Program) -> tuple[list[int], list[int], list[int], list[floa
         code = OPCODE.get(ins.op)
         if code is None:
             raise ValueError(f"instruction {k}: unknown op {ins.op!r}")
-        arity = OPS[ins.op].arity if code >= N_LEAF else 0
+        arity = (OPS.get(ins.op) or CLASS_OPS[ins.op]).arity if code >= N_LEAF else 0
         args = tuple(ins.args)
         if len(args) != arity:
             raise ValueError(f"instruction {k} ({ins.op}): takes {arity} argument(s), got {len(args)}")
@@ -147,7 +147,8 @@ class CppKernel(Kernel):
 
     With class-index targets the evaluator runs the program specialised to ``y = 0`` at the other
     classes and to ``y = 1`` at the target class (:func:`nlfs.expr.specialize`), so a loss like
-    cross-entropy costs no more than its softmax. Class indices are range-checked here
+    cross-entropy costs no more than its softmax (not a program over classes, such as NCE's
+    ``sum_classes``: its value at one class depends on the y of the others). Class indices are range-checked here
     (``checks_targets``), without a separate pass in Python.
     """
 
@@ -160,7 +161,7 @@ class CppKernel(Kernel):
         self.program = program
         self._n_consts = len(program.constants)
         self._handle = self._compile(ext, merge_common(program))
-        if "y" in program.leaves:
+        if "y" in program.leaves and not program.class_ops:
             self._off = self._compile(ext, specialize(program, 0.0))
             self._on = self._compile(ext, specialize(program, 1.0))
         else:  # nothing to specialise: one program for every class
@@ -284,6 +285,7 @@ def _back(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class CppBackend(Backend):
     name = "cpp"
     fused = True
+    lowers_class_ops = True  # evaluated whole rows at a time (csrc/nlfs_cpp.cpp)
 
     def available(self) -> tuple[bool, str]:
         why = unavailable_reason()
