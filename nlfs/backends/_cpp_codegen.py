@@ -259,7 +259,8 @@ def _row_loops(w, m) -> None:
         w(head)
         w(row_sum)
         store = "o[i] = T(r);" if op.bounded else "o[i] = T(r); v[i] = T(nl_clamp_maxv(r));"
-        w(f"        for (int64_t i = r0; i < end; ++i) {{ const U x0 = U(a[i]); (void)x0; const U r = {src}; {store} }}")
+        w(f"        for (int64_t i = r0; i < end; ++i) {{ const U x0 = U(a[i]); (void)x0; const U r = {src}; "
+          f"{store} }}")
         w("      }")
         w("      return;")
         w("    }")
