@@ -9,8 +9,10 @@ estimated float rounding noise exceeds ~1e-6 (abs + rel) recomputed in double
 (:func:`set_fp32_compute` turns the float path off). The
 per-op maths is generated from the ops table into ``csrc/ops_generated.h``
 (``python -m nlfs.backends._cpp_codegen``); :func:`op_forward` / :func:`op_partials` expose those
-generated loops for testing. Rows are split over ``std::thread``s: :func:`set_num_threads` or the
-``NLFS_CPP_THREADS`` environment variable; results do not depend on the thread count.
+generated loops for testing. A program with an op over a row's classes (``sum_classes``) is evaluated
+whole rows at a time, in double, and never target-specialised (its generated row loops reduce over
+each row between the op's argument and its consumers). Rows are split over ``std::thread``s:
+:func:`set_num_threads` or the ``NLFS_CPP_THREADS`` environment variable; results do not depend on the thread count.
 """
 
 from __future__ import annotations
