@@ -13,6 +13,10 @@
 // reductions use fixed-order lane partial sums (lane_add), so they vectorise too.
 // Blocks of rows are handed to std::threads dynamically; a row's reductions never cross threads and
 // its arithmetic depends only on the row, so results are bit-identical for every thread count.
+// Ops over a row's classes (sum_classes; OP_OVER_CLASSES) need the whole row at once: a program that
+// has one is evaluated a whole row per chunk (or a block of whole rows), in double, and not specialised
+// to the target class; the generated forward_rows/backward_rows reduce over each row's classes
+// between the argument's forward and its consumers (and sum the consumers' adjoints on the way back).
 // No torch headers: buffers come as raw addresses.
 
 #include <pybind11/numpy.h>
@@ -73,6 +77,7 @@ struct Program {
   int n_consts = 0;
   int reduction = 0;  // 0 class_sum, 1 element_mean
   bool use_p = false, use_logp = false, use_y = false, use_z = false;
+  bool over_classes = false;  // holds an op over a row's classes (evaluated whole rows at a time)
   int leaf_slot[N_LEAF] = {-1, -1, -1, -1, -1, -1, -1};  // where y, p, z, logp are (each at most once)
 
   Program(std::vector<int> ops, std::vector<int> args0, std::vector<int> args1,
@@ -120,6 +125,7 @@ struct Program {
                                       std::to_string(leaf_slot[o]) + " already is one); merge equal leaves");
         leaf_slot[o] = static_cast<int>(k);
       }
+      if (OP_OVER_CLASSES[o]) over_classes = true;
       if (o == L_P) use_p = true;
       if (o == L_LOGP) use_logp = true;
       if (o == L_Y) use_y = true;
@@ -132,7 +138,8 @@ struct Program {
   size_t size() const { return op.size(); }
   bool root_grad() const { return needs_grad.back() != 0; }
   // reads none of y, p, z, logp: one value for every element
-  bool is_uniform() const { return !use_p && !use_z && !use_logp && !use_y; }
+  // (an op over classes is not: sum_classes(2) is 2 * C)
+  bool is_uniform() const { return !use_p && !use_z && !use_logp && !use_y && !over_classes; }
   // the leaf (L_P, L_Z, L_LOGP) occurs and receives an adjoint
   bool leaf_grad(int leaf) const { return leaf_slot[leaf] >= 0 && needs_grad[leaf_slot[leaf]]; }
 };
@@ -547,11 +554,14 @@ struct Workspace {
   T *raw, *val, *adj, *prow, *gprow, *trow, *zbuf, *lrow, *ybuf, *zeros, *tleaf;
   double *ebuf, *acc, *rowd, *rowv;
   int64_t stride = 0;  // per-instruction chunk stride (a multiple of LANES<T>)
+  int64_t row_stride = 0, row_len = 0;  // a chunk's rows: row_len classes every row_stride elements
   int64_t tstride = 0;  // stride of the target-class leaf arrays in tleaf
   size_t zeros_n = 0;
-  void reserve(size_t n_instr, int64_t c, int64_t rows) {
+  void reserve(size_t n_instr, int64_t c, int64_t rows, bool whole_rows) {
     const int64_t cp = round_lanes<T>(c);
-    stride = rows > 1 ? rows * cp : round_lanes<T>(std::min<int64_t>(c, CHUNK));
+    stride = rows > 1 ? rows * cp : (whole_rows ? cp : round_lanes<T>(std::min<int64_t>(c, CHUNK)));
+    row_stride = cp;
+    row_len = c;
     const size_t cs = static_cast<size_t>(rows * cp);
     raw = raw_.get(n_instr * stride);
     val = val_.get(n_instr * stride);
@@ -639,7 +649,10 @@ const T* forward_program(const Program& prog, Workspace<T>& w, int n, const Leav
         const T* x0 = w.vptr[prog.a0[k]];
         const T* x1 = prog.a1[k] >= 0 ? w.vptr[prog.a1[k]] : x0;
         T* vv = w.val + k * stride;
-        forward<T>(o, n, x0, x1, rk, vv);  // vv: the clamped value, for ops that are not bounded
+        if (OP_OVER_CLASSES[o])
+          forward_rows<T>(o, n, w.row_stride, w.row_len, x0, rk, vv);
+        else
+          forward<T>(o, n, x0, x1, rk, vv);  // vv: the clamped value, for ops that are not bounded
         if (!OP_BOUNDED[o]) vk = vv;
       }
     }
@@ -669,6 +682,11 @@ void reverse_program(const Program& prog, Workspace<T>& w, int n, T root_adj, co
       continue;
     }
     const int i0 = prog.a0[kk], i1 = prog.a1[kk] >= 0 ? prog.a1[kk] : prog.a0[kk];
+    if (OP_OVER_CLASSES[o]) {
+      backward_rows<T>(o, n, w.row_stride, w.row_len, w.vptr[i0], w.raw + kk * stride, g,
+                       w.adj + static_cast<size_t>(i0) * stride);
+      continue;
+    }
     // a unary op's gb is unused by the generated code
     backward<T>(o, n, w.vptr[i0], w.vptr[i1], w.raw + kk * stride, g, w.adj + static_cast<size_t>(i0) * stride,
                 w.adj + static_cast<size_t>(i1) * stride);
@@ -703,8 +721,10 @@ int64_t run_rows(const Program& mp, const Program* tp, const Batch& b, int64_t r
   const int64_t c = b.c;
   const int64_t R = rows_per_block<T>(c);
   const int64_t cp = round_lanes<T>(c);
-  w.reserve(std::max(mp.size(), tp ? tp->size() : size_t(0)), c, R);
-  const int64_t chunk = R > 1 ? R * cp : std::min<int64_t>(c, CHUNK);
+  if (tp && tp->over_classes) throw std::logic_error("a target-specialised program cannot sum over classes");
+  w.reserve(std::max(mp.size(), tp ? tp->size() : size_t(0)), c, R, mp.over_classes);
+  // a program over classes sees whole rows: one long row per chunk, or a block of short ones
+  const int64_t chunk = R > 1 ? R * cp : (mp.over_classes ? c : std::min<int64_t>(c, CHUNK));
   const int64_t* tidx = b.target_kind == T_INDEX_I64 ? static_cast<const int64_t*>(b.target) : nullptr;
   if (tp && !tidx) throw std::logic_error("target-class program without class-index targets");
   // mp reads no leaf: one value for every element, evaluated once
@@ -1047,7 +1067,9 @@ void run_batch(const Program& mp, const Program* tp, const Batch& b, int threads
                                                   (tp ? 8.0 * static_cast<double>(tp->size()) : 0.0));
   if (work < 40000.0) threads = 1;
   const bool f32 = b.z_dtype == D_F32;
-  bool f32c = f32 && g_fp32_compute.load() && b.c >= FP32_MIN_CLASSES;
+  // a program over classes computes in double: the float path's noise estimate does not see the row sums
+  // inside the program
+  bool f32c = f32 && g_fp32_compute.load() && b.c >= FP32_MIN_CLASSES && !mp.over_classes;
   int64_t start = 0;
   if (f32c) {
     // Probe: the first rows (whole blocks, at least 8 rows) in float. When most of them had to be
@@ -1090,7 +1112,8 @@ void check_batch(const Program& prog, int z_dtype, int target_kind, int64_t n, i
 using Arr = py::array_t<double, py::array::c_style | py::array::forcecast>;
 
 Arr op_eval(int op, Arr a, Arr b, bool want_partials, int which) {
-  if (op < N_LEAF || op >= N_OPCODES) throw std::invalid_argument("opcode is not a table op");
+  if (op < N_LEAF || op >= N_OPCODES || OP_OVER_CLASSES[op])
+    throw std::invalid_argument("opcode is not an elementwise table op");
   const py::ssize_t n = a.size();
   if (b.size() != n) throw std::invalid_argument("a and b differ in size");
   Arr out(n), pa(n), pb(n);
@@ -1143,6 +1166,8 @@ PYBIND11_MODULE(_cpp, m) {
         if (off != nullptr) {
           for (const Program* q : {off, on}) {
             if (q->use_y) throw std::invalid_argument("the off/on (target-specialised) programs must not read y");
+            if (q->over_classes || prog.over_classes)
+              throw std::invalid_argument("a program over classes cannot be split into off/on programs");
             if (q->reduction != prog.reduction) throw std::invalid_argument("off/on programs differ in reduction");
             if (q->n_consts > n_consts)
               throw std::invalid_argument("program needs " + std::to_string(q->n_consts) + " constants, got " +

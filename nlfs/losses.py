@@ -1,8 +1,8 @@
 """The catalogue of published losses, and ``register`` to add any loss by string.
 
 Every entry is an expression over ``y`` (target) and ``p`` (softmax) with its class reduction and default
-constants. NCE+RCE also sums over the classes inside the loss (``sum_classes``), so only the torch backend
-runs it (``backend="auto"`` picks it; ``elementwise()`` lists the others). NeuroLoss1-3 and the inverse
+constants. NCE+RCE also sums over the classes inside the loss (``sum_classes``); ``elementwise()`` lists
+the others. NeuroLoss1-3 and the inverse
 Bessel logarithm loss are absent: their formulas appear only in the papers' PDFs; add them with
 ``register`` once you have them.
 """
@@ -48,8 +48,8 @@ class LossSpec:
 
     @property
     def over_classes(self) -> bool:
-        """Whether the loss sums over classes inside (NCE's ``sum_classes``): the fused kernels are
-        elementwise, so only the torch backend runs it."""
+        """Whether the loss sums over classes inside (NCE's ``sum_classes``): the fused kernels then
+        evaluate whole rows at a time and are never target-specialised."""
         from .expr import CLASS_OPS
 
         return any(n.op in CLASS_OPS for n in self.expr.nodes())
@@ -198,7 +198,7 @@ def names() -> list[str]:
 
 
 def elementwise() -> list[str]:
-    """The catalogue's names less the losses over classes: the ones every backend runs."""
+    """The catalogue's names less the losses over classes: those whose value at a class reads only that class."""
     return [spec.name for spec in _CATALOGUE.values() if not spec.over_classes]
 
 
@@ -250,8 +250,7 @@ register("TaylorCE", "y * ((1 - p) + (1 - p) ** 2 / 2)",
          source="Feng et al. 2020, IJCAI, 'Can cross entropy loss be robust to label noise?': "
                 "sum_{i=1..t} (1 - p_t)**i / i, t = 2",
          aliases=("taylor_ce", "t_ce"))
-# NCE = CE / sum_k(-log p_k): the denominator sums over the classes (sum_classes), so the fused kernels
-# (elementwise) refuse it and backend="auto" runs it on the torch backend.
+# NCE = CE / sum_k(-log p_k): the denominator sums over the classes (sum_classes).
 register("NCEandRCE",
          "a * -y * log(p) / sum_classes(-log(p)) + b * -p * log(max(min(y, 1), 0.0001))",
          constants={"a": 1.0, "b": 1.0},

@@ -2,8 +2,8 @@
 references written here in plain torch from each paper's formula (logits and class-index targets in,
 mean over the batch, no nlfs code): loss value and gradient wrt the logits, at the catalogue's default
 constants, on every backend that runs here (triton under TRITON_INTERPRET=1 without a GPU). NCE sums
-over the classes inside the loss (``sum_classes``): the fused backends refuse it with a clear error and
-``backend="auto"`` runs it on torch."""
+over the classes inside the loss (``sum_classes``): the fused backends evaluate it whole rows at a time,
+and ``backend="auto"`` picks them for it as for any other loss."""
 
 import pytest
 import torch
@@ -58,22 +58,12 @@ REFERENCES = {"GCE": gce, "MAE": mae, "TaylorCE": taylor_ce, "SCE": sce, "NCEand
               "LabelSmoothingCE": label_smoothing}
 DEFAULTS = {"GCE": {"q": 0.7}, "MAE": {}, "TaylorCE": {}, "SCE": {"a": 0.1, "b": 1.0},
             "NCEandRCE": {"a": 1.0, "b": 1.0}, "LabelSmoothingCE": {"a": 0.1}}
-OVER_CLASSES = {"NCEandRCE"}  # sums over classes inside the loss: the torch backend only
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     require_backend(request.param)
     return request.param
-
-
-def _refused(name, backend) -> bool:
-    """A loss over classes on a fused backend: refused at construction, naming the reason."""
-    if name not in OVER_CLASSES or backend == "torch":
-        return False
-    with pytest.raises(ValueError, match=f"{backend} backend computes elementwise losses only.*sum_classes"):
-        nlfs.Loss(name, backend=backend)
-    return True
 
 
 def _value_and_grad(fn, z, t):
@@ -92,8 +82,6 @@ def test_catalogue_defaults_are_the_papers():
 
 @pytest.mark.parametrize("name", sorted(REFERENCES))
 def test_baseline_matches_paper_reference(name, backend):
-    if _refused(name, backend):
-        return
     g = torch.Generator().manual_seed(3)
     ref = REFERENCES[name]
     for n, c in [(1, 2), (9, 10), (40, 100)]:
@@ -108,8 +96,6 @@ def test_baseline_matches_paper_reference(name, backend):
 
 @pytest.mark.parametrize("name", sorted(REFERENCES))
 def test_baseline_float32_close_to_reference(name, backend):
-    if _refused(name, backend):
-        return
     z = torch.randn(64, 10) * 2
     t = torch.randint(0, 10, (64,))
     want, want_grad = _value_and_grad(REFERENCES[name], z.double(), t)
@@ -143,21 +129,30 @@ def test_label_smoothing_eps_is_a_tunable_constant():
                                label_smoothing(z, t, 0.25))
 
 
-def test_auto_runs_a_loss_over_classes_on_torch():
+def test_auto_runs_a_loss_over_classes_on_the_fused_backend():
     z = torch.randn(5, 4, dtype=torch.float64)
     t = torch.randint(0, 4, (5,))
     module = nlfs.Loss("NCE+RCE")  # an alias
-    assert module.kernel_for(z.device)[0].name == "torch"
+    fused = not nlfs.backends.available_backends()["cpp"]
+    assert module.kernel_for(z.device)[0].name == ("cpp" if fused else "torch")
     torch.testing.assert_close(module(z, t), nce_rce(z, t))
-    if not nlfs.backends.available_backends()["cpp"]:  # an elementwise loss still gets the fused kernel
+    if fused:  # an elementwise loss gets the same fused kernel
         assert nlfs.Loss("CE").kernel_for(z.device)[0].name == "cpp"
 
 
-def test_nce_alone_from_sum_classes_matches_its_paper():
+def test_nce_alone_from_sum_classes_matches_its_paper(backend):
     """NCE (Ma et al. 2020, eq. 2) written with sum_classes, for probability targets too: sum_k y_k log p_k
-    over sum_k log p_k."""
-    z = torch.randn(6, 5, dtype=torch.float64) * 2
-    y = torch.softmax(torch.randn(6, 5, dtype=torch.float64), 1)
-    module = nlfs.Loss("-y * log(p) / sum_classes(-log(p))", backend="torch", reduction="none")
-    logp = F.log_softmax(z, 1)
-    torch.testing.assert_close(module(z, y), (y * logp).sum(1) / logp.sum(1))
+    over sum_k log p_k; value and gradient."""
+    for n, c in [(6, 5), (3, 300)]:  # 300 classes: the C++ evaluator's whole rows past its chunk
+        z = torch.randn(n, c, dtype=torch.float64) * 2
+        y = torch.softmax(torch.randn(n, c, dtype=torch.float64), 1)
+        module = nlfs.Loss("-y * log(p) / sum_classes(-log(p))", backend=backend, reduction="none")
+
+        def paper(z):
+            logp = F.log_softmax(z, 1)
+            return (y * logp).sum(1) / logp.sum(1)
+
+        got, got_grad = _value_and_grad(lambda z, t: module(z, t).sum(), z, y)
+        want, want_grad = _value_and_grad(lambda z, t: paper(z).sum(), z, y)
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(got_grad, want_grad, rtol=1e-9, atol=1e-12)

@@ -81,7 +81,7 @@ _warned: set[str] = set()
 
 def resolve_backend(name: str, device: torch.device | None = None, program=None) -> Backend:
     """``auto``: triton for CUDA tensors, else cpp, else torch (warning once why); with ``program``,
-    the first of those that can run it (a loss over classes, such as NCE, runs on torch only). A named
+    the first of those that can run it (every built-in backend lowers the ops over classes). A named
     backend that cannot run ``program`` is a ValueError saying why."""
     if name != "auto":
         backend = get_backend(name)

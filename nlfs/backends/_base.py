@@ -53,7 +53,7 @@ class Kernel(ABC):
 class Backend(ABC):
     name: str
     fused: bool
-    lowers_class_ops = False  # ops over a row's classes (nlfs.expr.CLASS_OPS): only the torch backend
+    lowers_class_ops = False  # ops over a row's classes (nlfs.expr.CLASS_OPS): a backend says it lowers them
 
     @abstractmethod
     def compile(self, program: Program) -> Kernel: ...

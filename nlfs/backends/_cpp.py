@@ -9,8 +9,10 @@ estimated float rounding noise exceeds ~1e-6 (abs + rel) recomputed in double
 (:func:`set_fp32_compute` turns the float path off). The
 per-op maths is generated from the ops table into ``csrc/ops_generated.h``
 (``python -m nlfs.backends._cpp_codegen``); :func:`op_forward` / :func:`op_partials` expose those
-generated loops for testing. Rows are split over ``std::thread``s: :func:`set_num_threads` or the
-``NLFS_CPP_THREADS`` environment variable; results do not depend on the thread count.
+generated loops for testing. A program with an op over a row's classes (``sum_classes``) is evaluated
+whole rows at a time, in double, and never target-specialised (its generated row loops reduce over
+each row between the op's argument and its consumers). Rows are split over ``std::thread``s:
+:func:`set_num_threads` or the ``NLFS_CPP_THREADS`` environment variable; results do not depend on the thread count.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import math
 import numpy as np
 import torch
 
-from ..expr import CLASS_REDUCTIONS, OPS, Program, merge_common, specialize
+from ..expr import CLASS_OPS, CLASS_REDUCTIONS, OPS, Program, merge_common, specialize
 from ._base import Backend, Kernel, loss_dtype
 from ._cpp_codegen import N_LEAF, OP_NAMES, OPCODE
 
@@ -109,7 +111,7 @@ def encode(program: Program) -> tuple[list[int], list[int], list[int], list[floa
         code = OPCODE.get(ins.op)
         if code is None:
             raise ValueError(f"instruction {k}: unknown op {ins.op!r}")
-        arity = OPS[ins.op].arity if code >= N_LEAF else 0
+        arity = (OPS.get(ins.op) or CLASS_OPS[ins.op]).arity if code >= N_LEAF else 0
         args = tuple(ins.args)
         if len(args) != arity:
             raise ValueError(f"instruction {k} ({ins.op}): takes {arity} argument(s), got {len(args)}")
@@ -147,7 +149,8 @@ class CppKernel(Kernel):
 
     With class-index targets the evaluator runs the program specialised to ``y = 0`` at the other
     classes and to ``y = 1`` at the target class (:func:`nlfs.expr.specialize`), so a loss like
-    cross-entropy costs no more than its softmax. Class indices are range-checked here
+    cross-entropy costs no more than its softmax (not a program over classes, such as NCE's
+    ``sum_classes``: its value at one class depends on the y of the others). Class indices are range-checked here
     (``checks_targets``), without a separate pass in Python.
     """
 
@@ -160,7 +163,7 @@ class CppKernel(Kernel):
         self.program = program
         self._n_consts = len(program.constants)
         self._handle = self._compile(ext, merge_common(program))
-        if "y" in program.leaves:
+        if "y" in program.leaves and not program.class_ops:
             self._off = self._compile(ext, specialize(program, 0.0))
             self._on = self._compile(ext, specialize(program, 1.0))
         else:  # nothing to specialise: one program for every class
@@ -284,6 +287,7 @@ def _back(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 class CppBackend(Backend):
     name = "cpp"
     fused = True
+    lowers_class_ops = True  # evaluated whole rows at a time (csrc/nlfs_cpp.cpp)
 
     def available(self) -> tuple[bool, str]:
         why = unavailable_reason()

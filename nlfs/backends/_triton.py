@@ -13,6 +13,11 @@ unclamped value left [-MAXV, MAXV] (torch.clamp's rule), then multiplied into ea
 adjoint by the op's partial. With the leaf adjoints g_p, g_logp, g_z and h = p*g_p + g_logp:
 ``dL/dz_j = h_j - p_j * sum_c h_c + g_z_j``, all in fp32, cast once at the store.
 
+Ops over a row's classes (``sum_classes``, NCE's denominator) are spelled as a masked ``tl.sum`` over the
+tile's class axis broadcast back to the row; reverse mode gives every class of the row the row sum of
+the node's adjoints times the op's partial. They need the whole row in one tile: such a program always
+launches the tile kernel (``launch_config(..., whole_rows=True)``) and is never target-specialised.
+
 Runs on CUDA tensors, or on CPU tensors when ``TRITON_INTERPRET=1`` (set before the first compile).
 Inputs: fp32/fp16/bf16 logits (maths in fp32) or fp64 logits (maths and loss in fp64); int targets
 (N,) or float probability targets (N, C). With class-index targets a row whose target is
@@ -37,10 +42,10 @@ from pathlib import Path
 
 import torch
 
-from ..expr import MAXV, OPS, Program, SymMath, forward_src, partials_src, specialize
+from ..expr import CLASS_OPS, MAXV, OPS, Program, Sym, SymMath, forward_src, partials_src, specialize
 from ._base import Backend, Kernel, loss_dtype
 
-CODEGEN_VERSION = "4"
+CODEGEN_VERSION = "5"
 
 SPELLING = {
     "abs": "tl.abs({0})", "sign": "nlfs_sign({0})", "exp": "tl.exp({0})", "log": "tl.log({0})",
@@ -51,6 +56,8 @@ SPELLING = {
     "i1": "nlfs_i1({0})", "i1e": "nlfs_i1e({0})",
     "maximum": "tl.maximum({0}, {1})", "minimum": "tl.minimum({0}, {1})",
     "where": "tl.where({0}, {1}, {2})",
+    # the row sum over the tile's real classes (mask), at every class of the row
+    "sum_classes": "(zero + tl.sum(tl.where(mask, {0}, 0.0), axis=1)[:, None])",
 }
 _GRAD_LEAVES = {"p": "g_p", "logp": "g_logp", "z": "g_z"}
 
@@ -144,7 +151,8 @@ def _clamp(src: str) -> str:
 
 def generate_body(program: Program, name: str = "nlfs_body", with_y: bool = True) -> str:
     """Source of ``nlfs_body(z, y, p, logp, cf, const_ptr) -> (f, g_p, g_logp, g_z)`` (without the
-    ``y`` argument for a target-specialised program, which has no ``y`` leaf)."""
+    ``y`` argument for a target-specialised program, which has no ``y`` leaf). A program over classes
+    reads ``z`` as the tile kernel's (rows, classes) tile, whose columns below ``cf`` are the real classes."""
     if not with_y and "y" in program.leaves:
         raise ValueError("a body without the y argument needs a program without y")
     m = SymMath(SPELLING, literal=lambda v: repr(float(v)))
@@ -153,13 +161,15 @@ def generate_body(program: Program, name: str = "nlfs_body", with_y: bool = True
     for ins in instrs:
         if ins.op in _GRAD_LEAVES:
             grad.append(True)
-        elif ins.op in OPS:
+        elif ins.op in OPS or ins.op in CLASS_OPS:
             grad.append(any(grad[a] for a in ins.args))
         else:
             grad.append(False)
     params = "z, y, p, logp, cf, const_ptr" if with_y else "z, p, logp, cf, const_ptr"
-    L = ["@triton.jit", f"def {name}({params}):",
-         "    zero = tl.zeros_like(z)", "    # ---- forward ----"]
+    L = ["@triton.jit", f"def {name}({params}):", "    zero = tl.zeros_like(z)"]
+    if program.class_ops:  # the real classes of the tile (padding columns are not summed)
+        L.append("    mask = tl.arange(0, z.shape[1])[None, :] < cf")
+    L.append("    # ---- forward ----")
     raw: dict[int, str] = {}
     for k, ins in enumerate(instrs):
         v = f"v{k}"
@@ -172,7 +182,7 @@ def generate_body(program: Program, name: str = "nlfs_body", with_y: bool = True
         elif ins.op == "const":
             L.append(f"    {v} = zero + tl.load(const_ptr + {int(ins.value)})")
         else:
-            spec = OPS[ins.op]
+            spec = OPS.get(ins.op) or CLASS_OPS[ins.op]
             src = forward_src(m, ins.op, [f"v{a}" for a in ins.args])
             L.append(f"    # {v} = {ins.op}({', '.join(f'v{a}' for a in ins.args)})")
             if spec.bounded:
@@ -199,11 +209,14 @@ def generate_body(program: Program, name: str = "nlfs_body", with_y: bool = True
         if ins.op in _GRAD_LEAVES:
             leaf_adj[_GRAD_LEAVES[ins.op]].append(f"a{k}")
             continue
-        spec = OPS[ins.op]
+        spec = OPS.get(ins.op) or CLASS_OPS[ins.op]
         adj = f"a{k}"
         if not spec.bounded:
             L.append(f"    b{k} = tl.where(tl.abs(r{k}) <= {MAXV!r}, a{k}, 0.0)")
             adj = f"b{k}"
+        if spec.over_classes:  # every class of the row receives the row sum of the adjoints
+            L.append(f"    s{k} = {m.sum_classes(Sym(adj, m))}")
+            adj = f"s{k}"
         parts = partials_src(m, ins.op, [f"v{a}" for a in ins.args], raw[k])
         for a, part in zip(ins.args, parts, strict=True):
             if not grad[a]:
@@ -231,10 +244,21 @@ def generate_source(program: Program) -> str:
     t = _templates()
     header = t.HEADER.format(version=CODEGEN_VERSION, reduction=program.class_reduction,
                              text=program_text(program))
-    bodies = [generate_body(program),
-              generate_body(specialize(program, 0.0), "nlfs_body_off", with_y=False),
-              generate_body(specialize(program, 1.0), "nlfs_body_on", with_y=False)]
+    if program.class_ops:  # never specialised (TritonKernel.specialised): the templates only name them
+        bodies = [generate_body(program)] + [_UNUSED_BODY.format(name=n) for n in ("nlfs_body_off", "nlfs_body_on")]
+    else:
+        bodies = [generate_body(program),
+                  generate_body(specialize(program, 0.0), "nlfs_body_off", with_y=False),
+                  generate_body(specialize(program, 1.0), "nlfs_body_on", with_y=False)]
     return header + "\n" + "\n\n".join(bodies) + "\n" + t.TILE_KERNEL + "\n" + t.LOOP_KERNEL
+
+
+_UNUSED_BODY = '''@triton.jit
+def {name}(z, p, logp, cf, const_ptr):
+    # not launched: a program over classes is not target-specialised
+    zero = tl.zeros_like(z)
+    return zero, zero, zero, zero
+'''
 
 
 # Relative cost of an op for choosing the tile kernel's form (see specialise_tile).
@@ -328,7 +352,8 @@ class TritonKernel(Kernel):
         self._nconst = len(program.constants)
         self._const_cache: dict = {}
         self.elems_per_thread: int | None = None  # None: the module's ELEMS_PER_THREAD
-        self._has_y = "y" in program.leaves
+        self._has_y = "y" in program.leaves and not program.class_ops  # (a program over classes: never specialised)
+        self.whole_rows = bool(program.class_ops)  # the tile kernel, whole rows (launch_config)
         self._spec_tile: dict[int, bool] = {}
         # None: decide per template (specialise_tile / always in the loop); False/True: force it
         self.specialise: bool | None = None
@@ -467,7 +492,7 @@ class TritonKernel(Kernel):
         if n == 0 or c == 0:
             return loss, grad
         consts = self._device_constants(constants, device, ldt)
-        cfg = launch_config(n, c, "interp" if interp else "gpu", self.elems_per_thread)
+        cfg = launch_config(n, c, "interp" if interp else "gpu", self.elems_per_thread, whole_rows=self.whole_rows)
         fn = getattr(self.module, cfg.kernel)
         ept = ELEMS_PER_THREAD if self.elems_per_thread is None else self.elems_per_thread
         spec = y_index and self.specialised(cfg.kernel, ept, cfg.blocks["BLOCK_C"])
@@ -511,13 +536,23 @@ class LaunchConfig:
     num_warps: int
 
 
-def launch_config(n: int, c: int, mode: str = "gpu", elems_per_thread: int | None = None) -> LaunchConfig:
-    """The launch shape for ``n`` rows of ``c`` classes (``mode`` "gpu" or "interp")."""
+# Triton's largest block (triton.language.TRITON_MAX_TENSOR_NUMEL): a whole-row tile holds at most this
+# many classes.
+_MAX_TILE_ELEMS = 1 << 20
+
+
+def launch_config(n: int, c: int, mode: str = "gpu", elems_per_thread: int | None = None,
+                  whole_rows: bool = False) -> LaunchConfig:
+    """The launch shape for ``n`` rows of ``c`` classes (``mode`` "gpu" or "interp"). ``whole_rows``
+    (a program over classes): the tile kernel at every ``c``, each row in one tile."""
     ept = ELEMS_PER_THREAD if elems_per_thread is None else int(elems_per_thread)
     if ept < 1 or ept & (ept - 1):
         raise ValueError(f"elements per thread must be a power of two, got {ept}")
     block_c = _next_pow2(c)
-    if block_c <= _TILE_MAX_C[mode]:
+    if whole_rows and block_c > _MAX_TILE_ELEMS:
+        raise ValueError(f"the triton backend sums over classes within one tile of at most {_MAX_TILE_ELEMS} "
+                         f"classes; these logits have {c}: use backend='cpp' or 'torch'")
+    if block_c <= _TILE_MAX_C[mode] or whole_rows:
         block_r = max(1, _TILE_ELEMS[mode] // block_c)
         if mode == "interp":  # the interpreter pays for masked rows; a GPU would compile per size
             block_r = min(block_r, _next_pow2(n))
@@ -597,6 +632,7 @@ def compile_report(kernels=None) -> str:
 class TritonBackend(Backend):
     name = "triton"
     fused = True
+    lowers_class_ops = True  # in the tile kernel, whole rows (launch_config)
 
     def available(self) -> tuple[bool, str]:
         try:

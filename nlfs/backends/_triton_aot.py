@@ -48,6 +48,7 @@ class AotJob:
     # target-specialised bodies (index targets); None: in the column loop only, as the JIT does for a
     # program that reads y (for_kernel fills in the launch's own choice)
     specialised: bool | None = None
+    whole_rows: bool = False  # a program over classes (sum_classes): the tile kernel at every c
 
     @classmethod
     def for_kernel(cls, kernel: TritonKernel, n: int, c: int, dtype: torch.dtype = torch.float32,
@@ -55,10 +56,10 @@ class AotJob:
         if dtype not in _TRITON_TYPES:
             raise ValueError(f"logits dtype must be one of {list(_TRITON_TYPES)}, got {dtype}")
         ept = kernel.elems_per_thread if kernel.elems_per_thread is not None else _triton.ELEMS_PER_THREAD
-        cfg = launch_config(n, c, "gpu", ept)
+        cfg = launch_config(n, c, "gpu", ept, whole_rows=kernel.whole_rows)
         spec = bool(index_targets) and kernel.specialised(cfg.kernel, ept, cfg.blocks["BLOCK_C"])
         return cls(kernel.source_path, kernel.program.class_reduction == "element_mean", int(n), int(c),
-                   _TRITON_TYPES[dtype], bool(index_targets), int(arch), ept, spec)
+                   _TRITON_TYPES[dtype], bool(index_targets), int(arch), ept, spec, kernel.whole_rows)
 
 
 @dataclass
@@ -173,7 +174,7 @@ def _compile_here(job: AotJob) -> AotResult:
         sig, attrs = _signature(fn, job.dtype, constexprs, {})
         res = AotResult(job, "nlfs_scale_grad_kernel", dict(constexprs), num_warps)
     else:
-        cfg = launch_config(job.n, job.c, "gpu", job.elems_per_thread)
+        cfg = launch_config(job.n, job.c, "gpu", job.elems_per_thread, whole_rows=job.whole_rows)
         res = AotResult(job, cfg.kernel, dict(cfg.blocks), cfg.num_warps)
         mod = _MODULES.get(job.path)
         if mod is None:

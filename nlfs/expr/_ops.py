@@ -20,9 +20,11 @@ Protected-domain rules (identical in every backend; eps = 1e-7 as in the NLFS pa
 * ``max``/``min`` split the gradient evenly at ties, ``abs`` has gradient 0 at 0 (PyTorch's rules).
 
 Every op of ``OPS`` is elementwise over the (N, C) batch; the fused kernels (C++, Triton) are generated
-from it. ``CLASS_OPS`` holds the ops over a row's classes (``sum_classes``, which NCE needs): a backend that
-cannot lower them refuses a program that uses one (``Backend.refuses``), and ``backend="auto"`` then
-picks one that can (the torch backend).
+from it. ``CLASS_OPS`` holds the ops over a row's classes (``sum_classes``, which NCE needs), written against
+the namespace's row-sum primitive ``m.sum_classes``: the fused kernels generate them from this table too,
+evaluating whole rows (a row reduction between the argument's forward and its consumers; backward gives
+every class the row sum of the adjoints times the op's partial). A backend that cannot lower them refuses
+a program that uses one (``Backend.refuses``), and ``backend="auto"`` then picks one that can.
 """
 
 from __future__ import annotations
@@ -186,9 +188,10 @@ _OPS: list[Op] = [
 OPS: dict[str, Op] = {op.name: op for op in _OPS}
 
 # Ops over a row's classes. ``sum_classes(x)`` is the sum of x over the classes of its row, the same at
-# every class (Normalized CE's denominator, Ma et al. 2020). Its partial is 1 with respect to every
-# class of the row: the adjoint of x at class j is the sum of the row's adjoints of the output, which
-# the torch backend's autograd forms from ``forward``.
+# every class (Normalized CE's denominator, Ma et al. 2020). An op over classes has one value per row, so
+# its partial is d value / d x_j at each class j: here 1, and the adjoint of x at class j is the sum of the
+# row's adjoints of the output (the torch backend's autograd forms it from ``forward``; the fused kernels
+# from this partial). Nesting (a sum inside a sum) is evaluated node by node like any other op.
 CLASS_OPS: dict[str, Op] = {op.name: op for op in [
     Op("sum_classes", 1, lambda m, x: m.sum_classes(x), lambda m, x, o: (1.0,),
        "sum of x over the classes of its row (the same at every class)", over_classes=True),

@@ -81,7 +81,7 @@ def leaf_adjoints(program: Program, logits: torch.Tensor, target: torch.Tensor, 
     rounding noise any implementation of the fused gradient has). L is the loss (the program's
     reduction over classes), or sum(f) with ``class_reduction=False``."""
     from nlfs.backends import target_probs
-    from nlfs.expr import MAXV, OPS, TorchMath
+    from nlfs.expr import CLASS_OPS, MAXV, OPS, TorchMath
 
     tm = TorchMath()
     z = logits.detach().double()
@@ -102,8 +102,9 @@ def leaf_adjoints(program: Program, logits: torch.Tensor, target: torch.Tensor, 
         elif ins.op == "const":
             v = constants[ins.value].double().expand_as(z)
         else:
-            v = OPS[ins.op].forward(tm, *[vals[a] for a in ins.args])
-            if not OPS[ins.op].bounded:
+            spec = OPS.get(ins.op) or CLASS_OPS[ins.op]
+            v = spec.forward(tm, *[vals[a] for a in ins.args])
+            if not spec.bounded:
                 v = v.clamp(-MAXV, MAXV)
         if v.requires_grad:
             v.register_hook(lambda g: g.clamp(-MAXV, MAXV))

@@ -29,7 +29,7 @@ require_backend("cpp", module=True)  # a skip, or a failure under CI's NLFS_REQU
 import nlfs.backends._cpp as cpp  # noqa: E402
 
 BACKEND = cpp.CppBackend()
-CATALOGUE = nlfs.losses.elementwise()  # the cpp backend is elementwise (NCE: torch only)
+CATALOGUE = nlfs.losses.names()  # NCE+RCE (sum_classes) too: whole rows at a time
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # many small torch ops: no oversubscription

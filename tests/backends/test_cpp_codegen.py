@@ -33,8 +33,8 @@ def test_built_extension_matches_table():
     from nlfs import _cpp
 
     assert tuple(_cpp.op_names()) == cg.OP_NAMES
-    assert _cpp.op_arity()[cg.N_LEAF:] == [OPS[n].arity for n in cg.OP_NAMES[cg.N_LEAF:]]
-    assert _cpp.op_bounded()[cg.N_LEAF:] == [OPS[n].bounded for n in cg.OP_NAMES[cg.N_LEAF:]]
+    assert _cpp.op_arity()[cg.N_LEAF:] == [cg.TABLE[n].arity for n in cg.OP_NAMES[cg.N_LEAF:]]
+    assert _cpp.op_bounded()[cg.N_LEAF:] == [cg.TABLE[n].bounded for n in cg.OP_NAMES[cg.N_LEAF:]]
 
 
 def test_literals():
@@ -95,3 +95,25 @@ def test_bessel_against_scipy(fn):
     want = getattr(sp, fn)(x)
     assert np.isfinite(got).all()
     _close(fn, got, want, rtol=1e-14, atol=1e-320)
+
+
+def test_ops_over_classes_are_generated_as_row_loops():
+    """Every op of CLASS_OPS gets an opcode after the elementwise ops, the OP_OVER_CLASSES flag, and a case in
+    the generated row loops (forward_rows/backward_rows), whose row sum is the table's ``m.sum_classes``;
+    the per-element entry points refuse them."""
+    from nlfs import _cpp
+    from nlfs.expr import CLASS_OPS
+
+    text = cg.generate()
+    rows = text[text.index("inline void forward_rows"):]
+    back = text[text.index("inline void backward_rows"):]
+    for name in CLASS_OPS:
+        code = cg.OPCODE[name]
+        assert code >= cg.N_LEAF + len(OPS)
+        assert f"case {code}: {{  // {name}" in rows and f"case {code}: {{  // {name}" in back
+    assert "const U r = U(S);" in rows  # sum_classes: the row sum S, at every class
+    flags = text[text.index("OP_OVER_CLASSES[N_OPCODES]"):].split("};")[0]
+    assert flags.count("true") == len(CLASS_OPS)
+    a = np.ones(4)
+    with pytest.raises(ValueError, match="not an elementwise table op"):
+        _cpp.op_forward(cg.OPCODE["sum_classes"], a, a)

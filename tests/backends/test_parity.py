@@ -81,8 +81,6 @@ def _gradcheck(name_or_expr, backend, c=4):
 
 @pytest.mark.parametrize("name", CATALOGUE)
 def test_gradcheck_catalogue(backend, name):
-    if nlfs.losses.get(name).over_classes and backend != "torch":
-        pytest.skip("a loss over classes (NCE) runs on torch only; tests/test_baselines.py checks the refusal")
     _gradcheck(name, backend)
 
 

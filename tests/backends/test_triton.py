@@ -108,7 +108,7 @@ def check(program, constants, n, c, dtype=torch.float32, prob=False, seed=0, nam
 # --------------------------------------------------------------------------- catalogue
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
-@pytest.mark.parametrize("name", nlfs.losses.elementwise())  # the kernels are elementwise (NCE: torch only)
+@pytest.mark.parametrize("name", nlfs.losses.names())  # NCE+RCE (sum_classes) too: the whole-row tile
 def test_catalogue(name, shape):
     spec = nlfs.losses.get(name)
     prog = _program(spec)

@@ -64,7 +64,7 @@ def _kernel(program):
 @pytest.fixture(scope="module")
 def catalogue_results(caches):
     jobs, names = [], []
-    for name in nlfs.losses.elementwise():  # the kernels are elementwise (NCE: torch only)
+    for name in nlfs.losses.elementwise():  # NCE+RCE's whole-row tile: tests/backends/test_class_ops.py
         spec = nlfs.losses.get(name)
         kernel = _kernel(nlfs.lower(spec.expr, spec.class_reduction))
         for (n, c), dtype in zip(SHAPES, DTYPES, strict=True):

@@ -18,7 +18,7 @@ from nlfs.spaces import GPSpace, NLFSSpace
 from tests.backends.reference import catalogue_constants, leaf_adjoints, random_constants
 from tests.conftest import scaled
 
-# the fused kernels' specialisation: the elementwise losses (NCE sums over classes, runs on torch)
+# the fused kernels' specialisation: the elementwise losses (NCE sums over classes: never specialised)
 CATALOGUE = nlfs.losses.elementwise()
 SHAPES = [(6, 5), (3, 9), (4, 2)]
 
