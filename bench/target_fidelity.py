@@ -419,6 +419,33 @@ def report(losses: list[dict], dataset: str, epochs: int, command: str, results:
     return text
 
 
+def recurve(losses: list[dict], dataset: str, epochs: int, path: Path, curves: Path, shard: str = "0/1") -> None:
+    """Record the curves of target trainings that have a row but no curve (made before curves were kept):
+    each trained again with its seed, CE first, then the CE-like losses, then the rest."""
+    target = f"target{epochs}"
+    rows = [r for r in _read(path) if r["level"] == target and r["variant"] == VARIANT]
+    have = set(_read_curves(curves, target))
+    first = {}
+    for r in rows:
+        first.setdefault((int(r["loss_id"]), int(r["seed"])), float(r["acc"]))
+    means = _means(per_seed(rows).get(target, {}), range(TARGET_SEEDS))
+    ce_id = next(d["id"] for d in losses if d["expression"] == "CE")
+    ce = means.get(ce_id)
+    by_id = {d["id"]: d for d in losses}
+    todo = sorted((k for k in first if k not in have),
+                  key=lambda k: (k[0] != ce_id, ce is None or abs(means.get(k[0], 0) - ce) > CE_LIKE_PP / 100, k))
+    i, n = (int(x) for x in shard.split("/"))
+    todo = todo[i::n]
+    print(f"{len(todo)} target trainings to train again for their curves", flush=True)
+    for loss_id, seed in todo:
+        row = train_one(by_id[loss_id], target, seed, dataset, epochs)
+        with curves.open("a") as fh:
+            fh.write(json.dumps(dict(loss_id=loss_id, level=target, seed=seed, history=row["history"])) + "\n")
+        same = "reproduced" if row["acc"] == first[(loss_id, seed)] else f"recorded {first[(loss_id, seed)]:.4f}"
+        print(f"{by_id[loss_id]['name']} {target} seed {seed} (curve): {row['acc']:.4f}, {same} "
+              f"({row['wall_s']:.0f} s)", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.target_fidelity", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -426,12 +453,17 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=8, help="the target regime's length (CE's plateau)")
     ap.add_argument("--shard", default="0/1", help="I/N: run every N-th job starting at I (several processes)")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--recurve", action="store_true", help="train again the target trainings recorded before "
+                    "curves were kept (CE-like losses first), to record their curves; the accuracy recorded first "
+                    "stays, and each rerun says whether it reproduced it")
     args = ap.parse_args(argv)
     losses = losses_for(args.dataset)
     path = RESULTS / f"target_fidelity_{_stem(args.dataset)}_trainings.csv"
     curves = RESULTS / f"target_fidelity_{_stem(args.dataset)}_curves.jsonl"
     command = "python -m bench.target_fidelity " + " ".join(argv if argv is not None else sys.argv[1:])
-    if not args.report_only:
+    if args.recurve:
+        recurve(losses, args.dataset, args.epochs, path, curves, args.shard)
+    elif not args.report_only:
         i, n = (int(x) for x in args.shard.split("/"))
         done = {(int(r["loss_id"]), r["level"], int(r["seed"])) for r in _read(path)}
         base_ids = {d["id"] for d in losses if "name" in d and d.get("group") not in ("found", "length-dependent")}

@@ -186,3 +186,24 @@ def test_bad_arguments_stop_before_any_work(tiny_study, capsys):
             tp.main(["--dataset", "digits", "--results", str(tiny_study)] + bad)
         assert err.value.code == 2 and word in capsys.readouterr().err
     assert not (tiny_study / "target_proxies_digits_trainings.csv").exists()
+
+
+def test_recurve_trains_again_only_the_trainings_without_a_curve(tiny_study, capsys):
+    losses = json.loads((tiny_study / "fidelity_digits_losses.json").read_text())
+    path = tiny_study / "target_fidelity_digits_trainings.csv"
+    curves = tiny_study / "target_fidelity_digits_curves.jsonl"
+    row = tf.train_one(losses[0], "target4", 0, "digits", 4)  # CE seed 0, recorded without its curve
+    row.pop("history")
+    tf.append_row(path, row)
+    tf.recurve(losses, "digits", 4, path, curves)
+    out = capsys.readouterr().out
+    assert "4 target trainings to train again" in out
+    lines = out.splitlines()
+    assert lines[1].startswith("CE target4 seed 0 (curve)") and "reproduced" in lines[1]  # CE first; a seed repeats
+    assert "recorded 0.9000" in out  # loss 2's made-up rows are not what a training gives
+    got = [json.loads(x) for x in curves.read_text().splitlines()]
+    assert sorted((c["loss_id"], c["seed"]) for c in got) == [(0, 0), (2, 0), (2, 1), (2, 2)]
+    assert all(len(c["history"]) == 4 for c in got)
+    assert len(_rows(path)) == 4  # the trainings' rows are left as they were
+    tf.recurve(losses, "digits", 4, path, curves)
+    assert "0 target trainings to train again" in capsys.readouterr().out
