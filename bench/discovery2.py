@@ -101,6 +101,7 @@ class Costs:
     resnet9v2: float
     digits: float
     target: float = 1.0
+    target_source: str = ""  # where target_s comes from, in words (empty: the trainings CSV's median)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,13 +144,14 @@ def measured_costs(target_wall_s: float | None = None) -> Costs:
     """Costs from the committed measurements (module docstring); ``target_wall_s`` overrides the
     target training's."""
     target = target_wall_s or _median_wall(TRAININGS_CSV, level=TARGET_LEVEL)
+    source = "given with --target-wall-s" if target_wall_s else ""
     screen = _median_wall(TRAININGS_CSV, level=SCREEN_LEVEL) / _median_wall(TRAININGS_CSV, level=TARGET_LEVEL)
     # ResNet9V2 against the surrogate per image-epoch, both from the first campaign's held-out runs
     arch = _median_wall(HELDOUT_DIR / "arch.csv") / (8192 * 2)
     full = _median_wall(HELDOUT_DIR / "full.csv") / (55000 * 2)
     digits = (_median_wall(CURVES["digits"], epochs=TARGET_EPOCHS["digits"])
               / _median_wall(CURVES["fashion-mnist"], epochs=TARGET_EPOCHS["fashion-mnist"]))
-    return Costs(target_s=target, screen=screen, resnet9v2=arch / full, digits=digits)
+    return Costs(target_s=target, screen=screen, resnet9v2=arch / full, digits=digits, target_source=source)
 
 
 def stages(cfg: PlanConfig, costs: Costs) -> list[Stage]:
@@ -242,8 +244,10 @@ def plan_markdown(cfg: PlanConfig, costs: Costs, cuts: list[str], requested: Pla
              f"Written by `python -m bench.discovery2 --plan` before any training of the campaign. Budget "
              f"{cfg.budget_h:g} CPU-hours of background work (1 thread per training).", "",
              f"Unit: one target-regime training (surrogate CNN, all training images, {epochs} epochs, 1 thread): "
-             f"{costs.target_s:.0f} CPU-s = {per_h:.3f} CPU-h (median `wall_s` of level {TARGET_LEVEL} in "
-             f"`{TRAININGS_CSV.relative_to(ROOT)}`, AMD EPYC, 2 cores shared, 2026-12-06). Relative costs: "
+             f"{costs.target_s:.0f} CPU-s = {per_h:.3f} CPU-h ("
+             + (costs.target_source or f"median `wall_s` of level {TARGET_LEVEL} in "
+                f"`{TRAININGS_CSV.relative_to(ROOT)}`, AMD EPYC, 2 cores shared with 3-4 such trainings, so an "
+                "upper bound on CPU time, 2026-12-06") + "). Relative costs: "
              f"a screening training {costs.screen:.3f}, ResNet9V2 {costs.resnet9v2:.2f} (first campaign's "
              f"held-out runs, per image-epoch), digits {costs.digits:.3f} (target curves).", "",
              f"**Total: {total:.1f} CPU-hours for {sum(s.trainings for s in stages(cfg, costs))} trainings "
