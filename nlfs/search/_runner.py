@@ -517,7 +517,7 @@ class Search:
         attempts = self.db.count("WHERE status != 'baseline' AND COALESCE(rung, 0) = 0 "
                                  "AND COALESCE(stage, '') NOT IN ('race', 'target')")
         started, start_trainings = time.time(), self.trainings
-        deadline = None if cfg.time_limit is None else started + cfg.time_limit
+        deadline = Deadline(cfg.time_limit)
         self.time_limit_reached = False
         in_flight: list = []  # jobs submitted, not yet finished
         self.ready = [p for p in self.pending if p["rung"] > 0]  # promoted, not yet trained there
@@ -540,7 +540,7 @@ class Search:
                 fresh = sum(1 for j in in_flight if j["rung"] == 0)
                 if cfg.budget - self.trainings - fresh <= 0 or attempts >= cap:
                     return None
-                if deadline is not None and time.time() >= deadline:
+                if deadline.passed():
                     self.time_limit_reached = True
                     return None  # no new candidate; those already screened still climb their rungs
                 entry = queue.pop(0) if queue else None
@@ -597,6 +597,19 @@ class Search:
 
 
 RACE_CHUNK = 2  # seeds a leader gets per racing step
+
+
+class Deadline:
+    """A session's time limit (``SearchConfig.time_limit``, seconds; None: none), counted from when
+    it is made: each session, a resumed one too, gets the whole limit. A search asks ``passed()``
+    before it starts a new candidate and starts none once it has; what is in flight finishes and is
+    recorded."""
+
+    def __init__(self, seconds: float | None):
+        self.at = None if seconds is None else time.time() + seconds
+
+    def passed(self) -> bool:
+        return self.at is not None and time.time() >= self.at
 
 
 def _entry(item) -> dict:

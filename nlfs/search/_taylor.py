@@ -9,7 +9,10 @@ rejection test first, when that filter is on). Every trial is also a row of ``DI
 dataset, backend, wall time; ``genotype`` holds ``{"trial": n, "params": {...}}``), so the reports,
 hall of fame and export work as for the other algorithms. The Optuna study is a journal file
 ``DIR/taylor.journal`` (``optuna-dashboard DIR/taylor.journal`` shows it); a killed run resumes:
-a trial whose row was recorded is told from that row, one still in flight is evaluated again.
+a trial whose row was recorded is told from that row, one still in flight is evaluated again. A
+time limit (``--time-limit``, ``SearchConfig.time_limit``) holds as for the other algorithms: no
+trial is asked after it, those in flight finish and are recorded, and ``time_limit_reached`` says
+so; a resumed run gets the whole limit again.
 
 Step size: Optuna's CMA-ES works on parameters rescaled to [0, 1], so the paper's sigma0 = 1.2 (in
 parameter units) is passed as ``1.2 / (high - low)``.
@@ -26,7 +29,7 @@ from ._config import SearchConfig
 from ._db import RunDB
 from ._executors import make_executor, run_jobs
 from ._optuna import fitness_of, make_storage, quiet_optuna, resume_stale_trials
-from ._runner import Search, _progress, open_run
+from ._runner import Deadline, Search, _progress, open_run
 from ._worker import grad_scale_factor_of
 
 TAYLOR_LOSS = "TaylorGLO"
@@ -48,8 +51,8 @@ def is_taylor_run(run_dir: str | Path) -> bool:
 
 class TaylorSearch:
     """A resumable TaylorGLO search in ``cfg.run_dir`` with the interface of :class:`Search`
-    (``run() -> rows``, ``close()``, ``cfg``). ``cfg.budget`` counts trials (each trial is trained
-    unless the rejection test removes it)."""
+    (``run() -> rows``, ``close()``, ``cfg``, ``trainings``, ``time_limit_reached``). ``cfg.budget``
+    counts trials (each trial is trained unless the rejection test removes it)."""
 
     def __init__(self, cfg: SearchConfig, resume: bool = False, log=None, popsize: int | None = None,
                  sigma0: float | None = None, bounds: tuple[float, float] | None = None):
@@ -82,6 +85,8 @@ class TaylorSearch:
         self.db.set_meta("config", cfg.to_dict())
         self.db.set_meta("taylor", opts)
         self.cfg, self.opts = cfg, opts
+        # trials recorded: what budget counts here, as trainings at rung 0 do for Search
+        self.trainings = self.db.count("WHERE status != 'baseline'")
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         spec = get(TAYLOR_LOSS)
         self.expr, self.class_reduction = spec.expr, spec.class_reduction
@@ -138,14 +143,17 @@ class TaylorSearch:
             self.log(f"taylor: {again} interrupted trial(s) will be evaluated again")
         own = executor is None
         executor = executor or make_executor(cfg.executor, cfg.workers, cfg.ray_address, cfg.threads, pack=cfg.pack)
-        done = self.db.count("WHERE status != 'baseline'")
         asked = 0
         bar = None
+        self.time_limit_reached = False
 
         def next_trial():
             nonlocal asked
-            if done + asked >= cfg.budget:
+            if self.trainings + asked >= cfg.budget:
                 return None
+            if deadline.passed():
+                self.time_limit_reached = True
+                return None  # no new trial; those in flight finish and are recorded
             asked += 1
             trial = self.study.ask(self.space)
             row = self.make_row(trial)
@@ -153,7 +161,8 @@ class TaylorSearch:
 
         try:
             self.baseline(executor)
-            bar = _progress(cfg.progress, cfg.budget, done)
+            deadline = Deadline(cfg.time_limit)  # counted from here, as the other algorithms' (after CE)
+            bar = _progress(cfg.progress, cfg.budget, self.trainings)
             for (trial, row), out in run_jobs(executor, next_trial):
                 asked -= 1
                 per_seed = out.get("per_seed") or []
@@ -165,9 +174,9 @@ class TaylorSearch:
                 value = fitness_of(out)
                 trial.set_user_attr("status", out["status"])
                 self.study.tell(trial, value)
-                done += 1
+                self.trainings += 1
                 if bar is not None:
-                    bar.n = min(done, cfg.budget)
+                    bar.n = min(self.trainings, cfg.budget)
                     best = self.best_fitness()
                     bar.set_postfix_str(f"best {best if best is None else round(best, 4)}", refresh=True)
         finally:

@@ -1,6 +1,7 @@
 """TaylorGLO search (python -m nlfs.evolve --algorithm taylor): CMA-ES trials land in run.db; resume."""
 
 import json
+import time
 import types
 
 import pytest
@@ -171,3 +172,85 @@ def test_the_searches_build_their_executor_with_the_configured_threads(tmp_path,
             s.run()
         s.close()
     assert built == [("local", 1, 1), ("local", 1, 3)] * 2
+
+
+# ------------------------------------------------------------------------------------- time limit
+def _slow(calls, seconds):
+    """A fake trainer whose every training takes ``seconds``."""
+    def train(spec, cfg, constants=None, **kw):
+        calls.append(dict(spec.constants))
+        time.sleep(seconds)
+        return types.SimpleNamespace(best_val_acc=0.5, diverged=False, reason="", to_dict=lambda: {},
+                                     grad_scale_factor=1.0, order_digest="")
+    return train
+
+
+def _trial_states(run_dir):
+    import optuna
+
+    return [t.state.name for t in optuna.load_study(study_name="taylor", storage=_journal(run_dir)).trials]
+
+
+def test_a_time_limit_stops_the_taylor_search_and_a_resume_gets_it_afresh(tmp_path, monkeypatch):
+    """No trial starts after the limit; the one in flight when it passes finishes and is recorded."""
+    calls: list = []
+    monkeypatch.setattr(nlfs.train, "train", _slow(calls, 0.2))
+    cfg = _cfg(tmp_path, 20)
+    cfg.time_limit = 0.05  # the first trial starts before it and ends after it
+    s = TaylorSearch(cfg, log=lambda m: None)
+    rows = s.run()
+    s.close()
+    trials = [r for r in rows if r["status"] != "baseline"]
+    assert len(trials) == len(calls) == 1 and trials[0]["status"] == "ok"
+    assert s.time_limit_reached and s.trainings == 1
+    assert _trial_states(tmp_path / "run") == ["COMPLETE"]  # nothing asked and left untold
+
+    # a resumed session keeps the run's limit and counts it from its own start: one more trial
+    s = TaylorSearch(_cfg(tmp_path, 0), resume=True, log=lambda m: None)
+    assert s.cfg.time_limit == 0.05 and s.cfg.budget == 20
+    rows = s.run()
+    s.close()
+    assert s.time_limit_reached and s.trainings == 2 == len(calls)
+    assert [r["genotype"]["trial"] for r in rows if r["status"] != "baseline"] == [0, 1]
+
+    # a longer limit: the budget ends the session, not the limit
+    cfg = _cfg(tmp_path, 4)
+    cfg.time_limit = 600.0
+    s = TaylorSearch(cfg, resume=True, log=lambda m: None)
+    rows = s.run()
+    s.close()
+    assert not s.time_limit_reached and s.trainings == 4 == len(calls)
+    assert _trial_states(tmp_path / "run") == ["COMPLETE"] * 4
+
+
+def test_a_taylor_run_from_the_cli_says_its_time_limit_was_reached(tmp_path, monkeypatch, capsys):
+    calls: list = []
+    monkeypatch.setattr(nlfs.train, "train", _slow(calls, 0.2))
+    run = tmp_path / "taylor"
+    args = ["--algorithm", "taylor", "--no-filters", "--budget", "20", "--time-limit", "0.001", "--run-dir",
+            str(run), "--no-progress", "--seed", "0", "--workers", "1"]
+    assert evolve.main([*args, "--dataset", "digits", "--steps", "40", "--train-size", "400",
+                        "--val-size", "200", "--backend", "torch"]) == 0
+    err = capsys.readouterr().err
+    resume = f"python -m nlfs.evolve --resume {run}"
+    assert f"nlfs.evolve: time limit of 0.001 min reached after 1 candidates; resume with: {resume}" in err
+    assert len(calls) == 2  # CE's baseline, then the one trial started before the limit
+    summary = json.loads((run / "summary.json").read_text())
+    assert (run / "hall_of_fame.md").exists() and summary
+
+    assert evolve.main(["--resume", str(run), "--no-progress", "--workers", "1"]) == 0
+    err = capsys.readouterr().err
+    assert f"nlfs.evolve: time limit of 0.001 min reached after 2 candidates; resume with: {resume}" in err
+    assert len(calls) == 3
+
+
+def test_discover_with_the_taylor_algorithm_keeps_its_time_limit(tmp_path, monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(nlfs.train, "train", _slow(calls, 0.2))
+    said: list = []
+    found = nlfs.discover("digits", budget=20, time_limit=0.05, run_dir=tmp_path / "run", algorithm="taylor",
+                          no_filters=True, progress=False, log=said.append, seed=0, steps=40, train_size=400,
+                          val_size=200, backend="torch")
+    assert len(calls) == 2  # CE's baseline, then the one trial started before the limit
+    assert any(m.startswith("nlfs.discover: time limit of 0.05 s reached after 1 candidates") for m in said)
+    assert (found.run_dir / "summary.json").exists()
