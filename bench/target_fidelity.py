@@ -42,6 +42,9 @@ from bench.fidelity import LEVELS, STUDY_FORMAT, TRAIN_COLUMNS, correlations, in
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANT = "ce"
 TARGET_SEEDS = 3
+# A loss found CE-like on its first TARGET_SEEDS target seeds gets more: among CE-like losses the target's
+# differences are of the order of its seed noise, and the default rungs are chosen on them.
+CE_LIKE_SEEDS = 5
 # Losses added to the study's 40: the shipped found losses and their sibling, and published losses whose
 # standing changes with training length (strong smoothing, the robust losses of noisy-label training).
 EXTRAS = [
@@ -71,11 +74,13 @@ def target_spec(epochs: int) -> dict:
     return dict(train_size=None, epochs=epochs, val_size=5000)
 
 
-def jobs(losses: list[dict], epochs: int, base_ids: set, screened: dict | None = None) -> list[tuple]:
+def jobs(losses: list[dict], epochs: int, base_ids: set, screened: dict | None = None,
+         ce_like: frozenset = frozenset()) -> list[tuple]:
     """The added losses' screening levels first (cheap), then the target, loss by loss (CE first, each
     loss's seeds together). Without ``screened`` the groups are interleaved, so any prefix is a fair
     sample; with it (loss id -> accuracy at the study's final) the losses closest to CE there come first,
-    so the CE-like losses the default rungs are chosen on get their target soonest; all run in the end."""
+    so the CE-like losses the default rungs are chosen on get their target soonest; all run in the end.
+    A loss in ``ce_like`` (known CE-like from its first seeds) has CE_LIKE_SEEDS target seeds."""
     out = []
     for d in losses:
         if d["id"] in base_ids:
@@ -90,7 +95,7 @@ def jobs(losses: list[dict], epochs: int, base_ids: set, screened: dict | None =
         order = sorted(order, key=lambda d: (-screened.get(d["id"], -1.0), rank[d["id"]]))
     ce = [d for d in order if d["expression"] == "CE"]
     for d in ce + [d for d in order if d["expression"] != "CE"]:
-        for seed in range(TARGET_SEEDS):
+        for seed in range(CE_LIKE_SEEDS if d["id"] in ce_like else TARGET_SEEDS):
             out.append((d, f"target{epochs}", seed))
     return out
 
@@ -230,6 +235,18 @@ def per_seed(rows: list[dict]) -> dict:
     return acc
 
 
+def target_means(by_loss: dict) -> dict:
+    """{loss_id: target accuracy}: the mean of a loss's CE_LIKE_SEEDS seeds when it has them all, else of
+    its first TARGET_SEEDS (losses with fewer are left out)."""
+    five, three = _means(by_loss, range(CE_LIKE_SEEDS)), _means(by_loss, range(TARGET_SEEDS))
+    return {i: five.get(i, v) for i, v in three.items()}
+
+
+def ce_like_ids(truth: dict, ce_id: int) -> set:
+    """The CE-like losses of ``truth`` (CE included): within CE_LIKE_PP of CE's target accuracy."""
+    return {i for i, v in truth.items() if ce_id in truth and abs(v - truth[ce_id]) <= CE_LIKE_PP / 100}
+
+
 def _means(by_loss: dict, seeds) -> dict:
     """{loss_id: mean over ``seeds``} for the losses that have all of them."""
     return {i: statistics.fmean(d[s] for s in seeds) for i, d in by_loss.items() if all(s in d for s in seeds)}
@@ -274,7 +291,7 @@ def proxies(rows: list[dict], proxy_rows: list[dict], curves: dict, epochs: int)
         if k in fits:
             out[f"fit e{k}"] = dict(values=_means(fitted, range(TARGET_SEEDS)), cost=cost,
                                    what=f"a - b k^-c fitted to the target's first {k} epochs, at epoch {epochs}")
-    out[target] = dict(values=_means(acc.get(target, {}), range(TARGET_SEEDS)), cost=wall(target) * TARGET_SEEDS,
+    out[target] = dict(values=target_means(acc.get(target, {})), cost=wall(target) * TARGET_SEEDS,
                        what="the target itself")
     return out
 
@@ -351,14 +368,15 @@ def report(losses: list[dict], dataset: str, epochs: int, command: str, results:
     table = proxies(rows, proxy_rows, curves, epochs)
     truth = table.pop(target)["values"]
     ce_id = next(d["id"] for d in losses if d["expression"] == "CE")
-    ce_like = {i for i, v in truth.items() if ce_id in truth and abs(v - truth[ce_id]) <= CE_LIKE_PP / 100}
+    ce_like = ce_like_ids(truth, ce_id)
     by_id = {d["id"]: d for d in losses}
     tgt_walls = [float(r["wall_s"]) for r in rows if r["level"] == target]
     lines = [f"# Screening against the target regime on {dataset}", "",
              f"{today()}, {machine_name()}, 1 thread per training. Command: `{command}`", "",
              f"Target regime: all training images (the split less 5,000 validation images), {epochs} epochs (CE's "
              "plateau: bench/results/target_curve_*.md), SGD lr 0.1 cosine, no augmentation, no label noise, "
-             f"every loss on CE's gradient scale, {TARGET_SEEDS} seeds, best validation accuracy. {len(truth)} of "
+             f"every loss on CE's gradient scale, {TARGET_SEEDS} seeds ({CE_LIKE_SEEDS} for a loss found CE-like on "
+             f"them), best validation accuracy. {len(truth)} of "
              f"{len(losses)} losses have all their target seeds"
              + (f"; a target training took {statistics.median(tgt_walls):.0f} s (median)." if tgt_walls else "."),
              "", f"CE-like losses: those whose target accuracy is within {CE_LIKE_PP:g} pp of CE's, CE included "
@@ -393,11 +411,13 @@ def report(losses: list[dict], dataset: str, epochs: int, command: str, results:
                   f"{CHOSEN_MIN_N} of them** ({len(ce_like)} CE-like losses have their target"
                   + (f"; highest so far: {best[1]}, {_ci(best[0], 'spearman')} over {best[0]['n']})." if best
                      else "; too few to rank).")]
-    rel = target_reliability(per_seed(rows).get(target, {}), ce_like)
+    by_seed = per_seed(rows).get(target, {})
+    k = CE_LIKE_SEEDS if all(all(s in by_seed[i] for s in range(CE_LIKE_SEEDS)) for i in ce_like) else TARGET_SEEDS
+    rel = target_reliability(by_seed, ce_like, k)
     if "rk" in rel:
         lines += ["", f"How well the target ranks the CE-like losses against itself ({rel['n']} losses): one seed's "
                   f"accuracies against another's, Spearman {rel['r1']:.2f} (mean over seed pairs); the mean of "
-                  f"{TARGET_SEEDS} seeds against a re-run on {TARGET_SEEDS} fresh seeds, {rel['rk']:.2f} "
+                  f"{k} seeds against a re-run on {k} fresh seeds, {rel['rk']:.2f} "
                   f"[{rel['rk_lo']:.2f}, {rel['rk_hi']:.2f}] (Spearman-Brown; bootstrap over losses). A proxy "
                   f"without noise of its own would reach about {rel['ceiling']:.2f} against this target."]
     names = list(table)
@@ -469,7 +489,9 @@ def main(argv=None) -> int:
         base_ids = {d["id"] for d in losses if "name" in d and d.get("group") not in ("found", "length-dependent")}
         study = per_seed(_read(RESULTS / f"fidelity_{_stem(args.dataset)}_trainings.csv") + _read(path))
         screened = _means(study.get("final", {}), range(LEVELS["final"]["seeds"]))
-        todo = [j for k, j in enumerate(jobs(losses, args.epochs, base_ids, screened)) if k % n == i
+        ce_id = next(d["id"] for d in losses if d["expression"] == "CE")
+        ce_like = ce_like_ids(_means(study.get(f"target{args.epochs}", {}), range(TARGET_SEEDS)), ce_id)
+        todo = [j for k, j in enumerate(jobs(losses, args.epochs, base_ids, screened, frozenset(ce_like))) if k % n == i
                 and (j[0]["id"], j[1], j[2]) not in done]
         print(f"{len(todo)} trainings to run in this shard", flush=True)
         for loss, level, seed in todo:

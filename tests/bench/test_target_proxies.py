@@ -58,6 +58,21 @@ def test_target_jobs_put_the_losses_closest_to_ce_at_the_final_first():
     assert ids == [i for i in (0, 3, 2, 1, 4) for _ in range(tf.TARGET_SEEDS)]  # CE, then by the final
     plain = [d["id"] for d, level, _ in tf.jobs(losses, 4, {d["id"] for d in losses}) if level == "target4"]
     assert sorted(plain) == sorted(ids) and plain != ids  # without screening: the interleaved order
+    more = tf.jobs(losses, 4, {d["id"] for d in losses}, screened, frozenset({0, 2}))
+    seeds = {}
+    for d, _level, seed in more:
+        seeds.setdefault(d["id"], []).append(seed)
+    assert seeds[0] == seeds[2] == list(range(tf.CE_LIKE_SEEDS)) and seeds[1] == list(range(tf.TARGET_SEEDS))
+
+
+def test_target_means_use_a_ce_like_losss_further_seeds_when_all_are_there():
+    by_loss = {0: {s: 0.9 + 0.01 * s for s in range(tf.CE_LIKE_SEEDS)},  # all its seeds
+               1: {0: 0.8, 1: 0.8, 2: 0.8, 3: 0.5},  # one further seed of two: the first three count
+               2: {0: 0.7, 1: 0.7}}  # too few
+    got = tf.target_means(by_loss)
+    assert set(got) == {0, 1} and got[1] == pytest.approx(0.8)
+    assert got[0] == pytest.approx(0.9 + 0.01 * (tf.CE_LIKE_SEEDS - 1) / 2)
+    assert tf.ce_like_ids({0: 0.93, 1: 0.925, 2: 0.90}, 0) == {0, 1}
 
 
 def test_target_reliability_is_high_when_seeds_agree_and_low_when_they_do_not():
