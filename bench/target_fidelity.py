@@ -78,8 +78,8 @@ def jobs(losses: list[dict], epochs: int, base_ids: set, screened: dict | None =
          ce_like: frozenset = frozenset()) -> list[tuple]:
     """The added losses' screening levels first (cheap), then the target, loss by loss (CE first, each
     loss's seeds together). Without ``screened`` the groups are interleaved, so any prefix is a fair
-    sample; with it (loss id -> accuracy at the study's final) the losses closest to CE there come first,
-    so the CE-like losses the default rungs are chosen on get their target soonest; all run in the end.
+    sample; with it (loss id -> accuracy at the study's final) the highest there come first, so the
+    CE-like losses the default rungs are chosen on get their target soonest; all run in the end.
     A loss in ``ce_like`` (known CE-like from its first seeds) has CE_LIKE_SEEDS target seeds."""
     out = []
     for d in losses:
@@ -252,9 +252,11 @@ def _means(by_loss: dict, seeds) -> dict:
     return {i: statistics.fmean(d[s] for s in seeds) for i, d in by_loss.items() if all(s in d for s in seeds)}
 
 
-def proxies(rows: list[dict], proxy_rows: list[dict], curves: dict, epochs: int) -> dict:
+def proxies(rows: list[dict], proxy_rows: list[dict], curves: dict, epochs: int, alone: dict | None = None) -> dict:
     """name -> {"values": {loss_id: mean accuracy}, "cost": seconds per candidate, "what": description},
-    every proxy the study compares, and the target itself (name ``target<epochs>``)."""
+    every proxy the study compares, and the target itself (name ``target<epochs>``). A training's seconds
+    are ``alone[level]`` (measured on its own) where known, else the median wall time of the study's
+    trainings at that level (taken while the machine was shared: comparable only roughly)."""
     target = f"target{epochs}"
     acc = per_seed(rows) | per_seed(proxy_rows)
     walls: dict = {}
@@ -262,6 +264,8 @@ def proxies(rows: list[dict], proxy_rows: list[dict], curves: dict, epochs: int)
         walls.setdefault(r["level"], []).append(float(r["wall_s"]))
 
     def wall(level):
+        if alone and level in alone:
+            return float(alone[level])
         return statistics.median(walls[level]) if level in walls else float("nan")
 
     out = {}
@@ -309,16 +313,20 @@ def _ci(c: dict, name: str) -> str:
 
 
 def spearman_brown(r: float, k: int) -> float:
-    """The reliability of a mean of ``k`` measurements whose single ones correlate at ``r``."""
-    return k * r / (1 + (k - 1) * r)
+    """The reliability of a mean of ``k`` measurements whose single ones correlate at ``r`` (-1 where r is
+    at or below -1/(k-1), where the formula turns and means nothing)."""
+    if k > 1 and r <= -1 / (k - 1):
+        return -1.0
+    return max(-1.0, min(1.0, k * r / (1 + (k - 1) * r)))
 
 
 def target_reliability(by_loss: dict, ids, seeds: int = TARGET_SEEDS, boot: int = 1000) -> dict:
     """How well the target ranks the losses ``ids`` against itself: the Spearman of one seed's accuracies
     with another's (mean over seed pairs), ``r1``; stepped up to the mean of ``seeds`` seeds, ``rk``, the
     Spearman a re-run of the target on fresh seeds would reach, with a bootstrap interval over losses.
-    A proxy is judged against a noisy target, so rk bounds what any proxy can show (a noiseless proxy
-    would reach about sqrt(rk))."""
+    A proxy is judged against a noisy target: one whose own noise is independent of the target's reaches
+    at most about sqrt(rk) (classical test theory; Spearman-Brown is exact for Pearson correlations of
+    parallel measurements, an approximation here)."""
     import itertools
 
     import numpy as np
@@ -342,19 +350,52 @@ def target_reliability(by_loss: dict, ids, seeds: int = TARGET_SEEDS, boot: int 
     one = r1(np.arange(len(ids)))
     lo, hi = np.nanpercentile(vals, [2.5, 97.5])
     rk = spearman_brown(one, seeds)
-    return {"n": len(ids), "r1": one, "rk": rk, "rk_lo": float(lo), "rk_hi": float(hi),
-            "ceiling": math.sqrt(rk) if rk > 0 else 0.0}
+    out = {"n": len(ids), "r1": one, "rk": rk, "rk_lo": float(lo), "rk_hi": float(hi),
+           "ceiling": math.sqrt(rk) if rk > 0 else 0.0}
+    if seeds >= 5:  # measured directly too: the first three seeds' mean against the others'
+        out["retest"] = float(spearmanr(acc[:, :3].mean(1), acc[:, 3:].mean(1)).statistic)
+    return out
 
 
-def beats_ce(values: dict, truth: dict, ce_id: int) -> tuple[int, int, int, int]:
+def paired_vs_ce(by_seed: dict, ce_id: int) -> dict:
+    """{loss_id: mean over the seeds it shares with CE of its accuracy minus CE's} (at least TARGET_SEEDS
+    shared): the target's paired difference, whatever number of seeds CE has."""
+    ce = by_seed.get(ce_id, {})
+    out = {}
+    for i, d in by_seed.items():
+        common = sorted(set(d) & set(ce))
+        if i != ce_id and len(common) >= TARGET_SEEDS:
+            out[i] = statistics.fmean(d[s] - ce[s] for s in common)
+    return out
+
+
+def _sign(x: float) -> int:
+    return (x > 1e-12) - (x < -1e-12)  # accuracies are multiples of 1/validation size: a tie is a tie
+
+
+def beats_ce(values: dict, truth_diff: dict, ce_id: int) -> tuple[int, int, int, int]:
     """(agree, n, proxy says beats, of those beat in the target) over the losses other than CE that both
-    measure: a mean over the same seeds is the paired mean difference, so the sign is the paired one."""
-    if ce_id not in values or ce_id not in truth:
+    measure. The proxy's means are over the same seeds for every loss, so its difference is the paired
+    one; the target's is ``truth_diff`` (``paired_vs_ce``). Signs are -1, 0 (a tie) or +1."""
+    if ce_id not in values:
         return 0, 0, 0, 0
-    both = [i for i in values if i in truth and i != ce_id]
-    says = [i for i in both if values[i] > values[ce_id]]
-    agree = sum((values[i] > values[ce_id]) == (truth[i] > truth[ce_id]) for i in both)
-    return agree, len(both), len(says), sum(truth[i] > truth[ce_id] for i in says)
+    both = [i for i in values if i in truth_diff and i != ce_id]
+    says = [i for i in both if _sign(values[i] - values[ce_id]) > 0]
+    agree = sum(_sign(values[i] - values[ce_id]) == _sign(truth_diff[i]) for i in both)
+    return agree, len(both), len(says), sum(_sign(truth_diff[i]) > 0 for i in says)
+
+
+def alone_costs(dataset: str, results: Path = RESULTS) -> dict:
+    """Seconds of one training per level, each measured alone: the study's levels (fidelity costs, wall on
+    an idle machine) and the trained proxies and target (CPU seconds); {} where the files are missing."""
+    out = {}
+    study = results / f"fidelity_{_stem(dataset)}_costs.json"
+    if study.exists():
+        out.update(json.loads(study.read_text()))
+    trained = results / f"target_proxies_{_stem(dataset)}_costs.json"
+    if trained.exists():
+        out.update(json.loads(trained.read_text())["cpu_s"])
+    return out
 
 
 def report(losses: list[dict], dataset: str, epochs: int, command: str, results: Path = RESULTS) -> str:
@@ -365,40 +406,66 @@ def report(losses: list[dict], dataset: str, epochs: int, command: str, results:
             + _read(results / f"target_fidelity_{stem}_trainings.csv"))
     proxy_rows = _read(results / f"target_proxies_{stem}_trainings.csv")
     curves = _read_curves(results / f"target_fidelity_{stem}_curves.jsonl", target)
-    table = proxies(rows, proxy_rows, curves, epochs)
+    alone = alone_costs(dataset, results)
+    table = proxies(rows, proxy_rows, curves, epochs, alone)
     truth = table.pop(target)["values"]
     ce_id = next(d["id"] for d in losses if d["expression"] == "CE")
-    ce_like = ce_like_ids(truth, ce_id)
+    by_seed = per_seed(rows).get(target, {})
+    # CE-like by the first TARGET_SEEDS seeds (the further seeds of a CE-like loss played no part in it)
+    ce_like = ce_like_ids(_means(by_seed, range(TARGET_SEEDS)), ce_id)
+    truth_diff = paired_vs_ce(by_seed, ce_id)
+    k = CE_LIKE_SEEDS if all(all(s in by_seed[i] for s in range(CE_LIKE_SEEDS)) for i in ce_like) else TARGET_SEEDS
+    rel = target_reliability(by_seed, ce_like, k)
+    five = sum(all(s in by_seed[i] for s in range(CE_LIKE_SEEDS)) for i in ce_like)
     by_id = {d["id"]: d for d in losses}
     tgt_walls = [float(r["wall_s"]) for r in rows if r["level"] == target]
     lines = [f"# Screening against the target regime on {dataset}", "",
              f"{today()}, {machine_name()}, 1 thread per training. Command: `{command}`", "",
              f"Target regime: all training images (the split less 5,000 validation images), {epochs} epochs (CE's "
              "plateau: bench/results/target_curve_*.md), SGD lr 0.1 cosine, no augmentation, no label noise, "
-             f"every loss on CE's gradient scale, {TARGET_SEEDS} seeds ({CE_LIKE_SEEDS} for a loss found CE-like on "
-             f"them), best validation accuracy. {len(truth)} of "
-             f"{len(losses)} losses have all their target seeds"
-             + (f"; a target training took {statistics.median(tgt_walls):.0f} s (median)." if tgt_walls else "."),
-             "", f"CE-like losses: those whose target accuracy is within {CE_LIKE_PP:g} pp of CE's, CE included "
-             f"({len(ce_like)} so far): the hard case, where a search's discoveries live.",
-             "Seconds per candidate: the median wall time of the proxy's trainings times its seeds (1 thread, on a "
-             "machine shared with other jobs: a cost figure, not a benchmark); a learning-curve proxy costs its "
-             "share of the target's trainings. 'Beats CE': of the losses other than CE, in how many the proxy's "
-             "sign of the paired difference to CE is the target's; and of those the proxy says beat CE, how many "
-             "do in the target.", "",
+             f"every loss on CE's gradient scale, best validation accuracy; {TARGET_SEEDS} seeds, and "
+             f"{CE_LIKE_SEEDS} for a loss found CE-like on those (its target is then the mean of all "
+             f"{CE_LIKE_SEEDS}). {len(truth)} of {len(losses)} losses have their target; {five} of the "
+             f"{len(ce_like)} CE-like ones have their {CE_LIKE_SEEDS} seeds"
+             + (f"; a target training took {statistics.median(tgt_walls):.0f} s wall (median, shared cores)."
+                if tgt_walls else "."),
+             "", f"CE-like losses: those whose target accuracy on its first {TARGET_SEEDS} seeds is within "
+             f"{CE_LIKE_PP:g} pp of CE's, CE included ({len(ce_like)} so far): the hard case, where a search's "
+             "discoveries live. The window is drawn by the target itself, so the CE-like correlations are "
+             "range-restricted and selected on the outcome: lower than, and not comparable with, those over all "
+             "losses.",
+             "Seconds per candidate: one training measured alone (CPU seconds of the trained proxies and the "
+             f"target, target_proxies_{stem}_costs.json; the study's levels, fidelity_{stem}_costs.json) times "
+             "its seeds; without such a measurement, the median wall time of the study's trainings (shared "
+             "cores: rough). A learning-curve proxy costs its share of the target's trainings; the late-phase "
+             "proxy's CE checkpoint, shared by every candidate, is not counted. 'Beats CE': of the losses other "
+             "than CE, in how many the proxy's sign of the paired difference to CE (-, tie, +) is the target's "
+             "(paired over the seeds the loss shares with CE); and of those the proxy says beat CE, how many do "
+             "in the target. Corrected: the CE-like Spearman divided by the square root of the target's own "
+             "reliability (below), capped at 1: how the proxy would rank against the target's true means "
+             "(Spearman's correction for attenuation; noisy when the reliability is).", "",
              "| proxy | what | s per candidate | n | Spearman [95% CI] | Kendall [95% CI] | CE-like n | "
-             "CE-like Spearman [95% CI] | CE-like Kendall [95% CI] | agree on 'beats CE' | says beats -> does |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    chosen = []
+             "CE-like Spearman [95% CI] | CE-like Kendall [95% CI] | agree on 'beats CE' | says beats -> does | "
+             "CE-like corrected |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    root = math.sqrt(rel["rk"]) if rel.get("rk", 0) > 0 else None
+    chosen, corrected = [], []
     for name, p in sorted(table.items(), key=lambda kv: (math.isnan(kv[1]["cost"]), kv[1]["cost"])):
         c, cl = _corr(p["values"], truth), _corr(p["values"], truth, ce_like)
-        agree, n, says, holds = beats_ce(p["values"], truth, ce_id)
+        agree, n, says, holds = beats_ce(p["values"], truth_diff, ce_id)
         cost = "-" if math.isnan(p["cost"]) else f"{p['cost']:.0f}"
+        fixed = min(1.0, cl["spearman"] / root) if root and "spearman" in cl else None
         lines.append(f"| {name} | {p['what']} | {cost} | {c['n']} | {_ci(c, 'spearman')} | {_ci(c, 'kendall')} | "
                      f"{cl['n']} | {_ci(cl, 'spearman')} | {_ci(cl, 'kendall')} | "
-                     + (f"{agree}/{n} | {holds}/{says} |" if n else "- | - |"))
-        if cl["n"] >= CHOSEN_MIN_N and cl.get("spearman", -1) >= CHOSEN_SPEARMAN and not math.isnan(p["cost"]):
-            chosen.append((p["cost"], name, cl))
+                     + (f"{agree}/{n} | {holds}/{says} |" if n else "- | - |")
+                     + (f" {fixed:.2f} |" if fixed is not None else " - |"))
+        if cl["n"] >= CHOSEN_MIN_N and not math.isnan(p["cost"]):
+            if cl.get("spearman", -1) >= CHOSEN_SPEARMAN:
+                chosen.append((p["cost"], name, cl))
+            if fixed is not None and fixed >= CHOSEN_SPEARMAN:
+                corrected.append((p["cost"], name, fixed))
+    lines += ["", "The curve and fit rows read the target's own trainings: their noise is partly the target's, so "
+              "they read high against it."]
     if chosen:
         cost, name, cl = min(chosen)
         lines += ["", f"**Cheapest proxy ranking CE-like losses at Spearman >= {CHOSEN_SPEARMAN}: {name}** "
@@ -411,15 +478,19 @@ def report(losses: list[dict], dataset: str, epochs: int, command: str, results:
                   f"{CHOSEN_MIN_N} of them** ({len(ce_like)} CE-like losses have their target"
                   + (f"; highest so far: {best[1]}, {_ci(best[0], 'spearman')} over {best[0]['n']})." if best
                      else "; too few to rank).")]
-    by_seed = per_seed(rows).get(target, {})
-    k = CE_LIKE_SEEDS if all(all(s in by_seed[i] for s in range(CE_LIKE_SEEDS)) for i in ce_like) else TARGET_SEEDS
-    rel = target_reliability(by_seed, ce_like, k)
+        if corrected:
+            cost, name, fixed = min(corrected)
+            lines += [f"Corrected for the target's own noise, the cheapest at >= {CHOSEN_SPEARMAN} is {name} "
+                      f"({cost:.0f} s per candidate, {fixed:.2f}): a reading, not the criterion."]
     if "rk" in rel:
+        retest = (f"; measured directly, the mean of seeds 0-2 against that of seeds 3-4: {rel['retest']:.2f}"
+                  if "retest" in rel else "")
         lines += ["", f"How well the target ranks the CE-like losses against itself ({rel['n']} losses): one seed's "
                   f"accuracies against another's, Spearman {rel['r1']:.2f} (mean over seed pairs); the mean of "
                   f"{k} seeds against a re-run on {k} fresh seeds, {rel['rk']:.2f} "
-                  f"[{rel['rk_lo']:.2f}, {rel['rk_hi']:.2f}] (Spearman-Brown; bootstrap over losses). A proxy "
-                  f"without noise of its own would reach about {rel['ceiling']:.2f} against this target."]
+                  f"[{rel['rk_lo']:.2f}, {rel['rk_hi']:.2f}] (Spearman-Brown; bootstrap over losses){retest}. A "
+                  f"proxy whose noise is independent of the target's reaches at most about {rel['ceiling']:.2f} "
+                  "against this target."]
     names = list(table)
     per_loss = []
     for i, t in sorted(truth.items(), key=lambda kv: -kv[1]):

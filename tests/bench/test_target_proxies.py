@@ -222,3 +222,44 @@ def test_recurve_trains_again_only_the_trainings_without_a_curve(tiny_study, cap
     assert len(_rows(path)) == 4  # the trainings' rows are left as they were
     tf.recurve(losses, "digits", 4, path, curves)
     assert "0 target trainings to train again" in capsys.readouterr().out
+
+
+def test_beats_ce_is_paired_on_the_seeds_shared_with_ce_and_a_tie_is_a_tie():
+    ce = {0: 0.930, 1: 0.934, 2: 0.932, 3: 0.920, 4: 0.920}  # CE's further seeds are lower
+    by_seed = {0: ce, 1: {0: 0.930, 1: 0.934, 2: 0.932},  # ties CE on the seeds they share
+               2: {0: 0.931, 1: 0.935, 2: 0.933}, 3: {0: 0.929, 1: 0.933}}  # 3: too few shared seeds
+    diff = tf.paired_vs_ce(by_seed, 0)
+    assert set(diff) == {1, 2} and diff[1] == 0 and diff[2] == pytest.approx(0.001)
+    # the proxy: loss 1 ties CE, loss 2 is behind it
+    assert tf.beats_ce({0: 0.8, 1: 0.8, 2: 0.79}, diff, 0) == (1, 2, 0, 0)
+    assert tf.beats_ce({0: 0.8, 1: 0.81, 2: 0.81}, diff, 0) == (1, 2, 2, 1)
+
+
+def test_spearman_brown_stays_in_range_and_five_seeds_are_retested_directly():
+    assert tf.spearman_brown(-0.3, 5) == -1.0 and tf.spearman_brown(0.9, 5) <= 1.0
+    by_loss = {i: {s: 0.9 + 0.001 * i + 0.0001 * s for s in range(5)} for i in range(6)}
+    r = tf.target_reliability(by_loss, range(6), 5)
+    assert r["retest"] == pytest.approx(1.0) and r["rk"] == pytest.approx(1.0)
+    assert "retest" not in tf.target_reliability(by_loss, range(6), 3)
+
+
+def test_report_prices_trainings_measured_alone_and_corrects_for_the_targets_noise(tmp_path, monkeypatch):
+    losses = _losses(12)
+    # seed noise that reorders the CE-like losses from seed to seed; the proxy ranks their true order
+    rows, proxy_rows = [], []
+    for i in range(12):
+        for s in range(tf.CE_LIKE_SEEDS):
+            rows.append(_row(i, "target4", s, 0.9 + 0.0004 * i + (0.0025 if (i + s) % 3 == 0 else 0)))
+        for s in range(tf.PROXY_SEEDS):
+            proxy_rows.append(_row(i, "good", s, 0.8 + 0.001 * i, wall=99))
+    _write(tmp_path / "target_fidelity_digits_trainings.csv", rows)
+    _write(tmp_path / "target_proxies_digits_trainings.csv", proxy_rows)
+    (tmp_path / "target_proxies_digits_costs.json").write_text(json.dumps({"cpu_s": {"good": 7}}))
+    monkeypatch.setattr(tf, "trained_proxies", lambda epochs: {"good": dict(epochs=1)})
+    md = tf.report(losses, "digits", 4, "cmd", tmp_path)
+    line = {r.split(" | ")[0].strip("| "): r.split(" | ") for r in md.splitlines() if r.startswith("| ")}
+    assert line["good"][2] == "21" and line["good x1"][2] == "7"  # 7 s alone per training, not the 99 s wall
+    observed = float(line["good"][7].split()[0])
+    fixed = float(line["good"][11].strip(" |"))
+    assert observed < 1 and observed < fixed <= 1  # corrected upwards for the target's own noise
+    assert "12 CE-like ones have their 5 seeds" in md and "measured directly, the mean of seeds 0-2" in md
