@@ -26,7 +26,10 @@ stages follow the issue's protocol: a target-regime search per regime; learning 
 grid, widened when the choice lands on an edge, on seeds that are not test seeds; every loss, baselines
 included, on 10 test seeds (each its own training subset and label noise: ``split_seed = seed``);
 held-out settings for at most three finalists; a confirmation on fresh seeds against the strongest
-baseline. When the plan exceeds the budget, settings are cut in a fixed order (``CUTS``) until it fits;
+baseline. The rate is chosen on the final model's validation accuracy (the model tested); a failed training
+scores chance accuracy in every comparison; Holm counts the whole family the plan fixes (finalists x
+baselines x settings), a comparison not yet run as p = 1, and a verdict before all are done says it is
+interim. When the plan exceeds the budget, settings are cut in a fixed order (``CUTS``) until it fits;
 the test seeds and the strongest baselines are never cut. The driver runs the plan as cut when it was
 written (``CAMPAIGN``): later cost measurements move its CPU-hours, not what runs.
 """
@@ -973,9 +976,10 @@ def search_target_words(camp: Campaign, regime: str, index: dict) -> str:
     cfg.resolve()
     train = cfg.target_train_config()
     seeds = [cfg.seed + i for i in range(cfg.target_regime().seeds)]
+    shared = "validation split, training subset and label-noise draw" if train.label_noise else (
+        "validation split and training subset")
     return (f"{training_regime(train)}, seeds {_seeds_text(seeds)} all on split seed {train.split_seed} (one "
-            f"validation split, training subset{' and label-noise draw' if train.label_noise else ''} for every "
-            "seed), each paired with CE on the same seeds")
+            f"{shared} for every seed), each paired with CE on the same seeds")
 
 
 def limits(camp: Campaign, regime: str) -> list[str]:
@@ -1134,7 +1138,7 @@ def report(camp: Campaign, regime: str) -> str:
         if interim:
             verdict = (f"**{interim[0].upper()}{interim[1:]}.** " + verdict + f" Until all {family} are done this "
                        f"verdict is interim: the Holm correction counts the whole family the plan fixed ("
-                       f"{'finalist' if len(finals) == 1 else 'finalists'} x {len(baselines)} baselines x "
+                       f"{family // len(baselines) // len(settings)} finalist(s) x {len(baselines)} baselines x "
                        f"{len(settings)} settings), a comparison not yet run as p = 1.")
     lines += [verdict, ""]
     lines += ["Pending stages: " + (", ".join(pending) if pending else "none") + ".", ""]
