@@ -289,6 +289,8 @@ def proxies(rows: list[dict], proxy_rows: list[dict], curves: dict, epochs: int,
             if len(hist) >= k:
                 by_loss.setdefault(i, {})[seed] = hist[k - 1][1]
                 fitted.setdefault(i, {})[seed] = extrapolate([(e + 1, a) for e, (_, a) in enumerate(hist[:k])], epochs)
+            elif len(hist) < epochs:  # the training diverged before epoch k: the curve has said so by then
+                by_loss.setdefault(i, {})[seed] = fitted.setdefault(i, {})[seed] = 0.0
         cost = wall(target) * TARGET_SEEDS * k / epochs
         out[f"curve e{k}"] = dict(values=_means(by_loss, range(TARGET_SEEDS)), cost=cost,
                                  what=f"the target's accuracy after {k} of its {epochs} epochs")

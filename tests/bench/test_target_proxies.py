@@ -263,3 +263,12 @@ def test_report_prices_trainings_measured_alone_and_corrects_for_the_targets_noi
     fixed = float(line["good"][11].strip(" |"))
     assert observed < 1 and observed < fixed <= 1  # corrected upwards for the target's own noise
     assert "12 CE-like ones have their 5 seeds" in md and "measured directly, the mean of seeds 0-2" in md
+
+
+def test_a_curve_that_stopped_early_reads_as_divergence_at_later_epochs(monkeypatch):
+    monkeypatch.setattr(tf, "trained_proxies", lambda epochs: {})
+    full = [[10 * (e + 1), 0.5 + 0.1 * e] for e in range(4)]
+    curves = {(i, s): (full if i == 0 else full[:1]) for i in (0, 1) for s in range(tf.TARGET_SEEDS)}
+    table = tf.proxies([], [], curves, 4)
+    assert table["curve e1"]["values"] == {0: 0.5, 1: 0.5}  # both reached epoch 1
+    assert table["curve e2"]["values"] == {0: pytest.approx(0.6), 1: 0.0}  # loss 1 diverged after it
