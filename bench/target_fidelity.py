@@ -32,6 +32,7 @@ import statistics
 import sys
 import time
 import warnings
+import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -98,6 +99,12 @@ def jobs(losses: list[dict], epochs: int, base_ids: set, screened: dict | None =
         for seed in range(CE_LIKE_SEEDS if d["id"] in ce_like else TARGET_SEEDS):
             out.append((d, f"target{epochs}", seed))
     return out
+
+
+def in_shard(key: tuple, i: int, n: int) -> bool:
+    """Whether job ``key`` (loss id, level, seed) is shard ``i`` of ``n``'s: by a hash of the key alone, so
+    a job keeps its shard however the list around it grows (a loss found CE-like gains seeds)."""
+    return zlib.crc32("|".join(map(str, key)).encode()) % n == i
 
 
 def train_one(loss: dict, level: str, seed: int, dataset: str, epochs: int) -> dict:
@@ -564,8 +571,8 @@ def main(argv=None) -> int:
         screened = _means(study.get("final", {}), range(LEVELS["final"]["seeds"]))
         ce_id = next(d["id"] for d in losses if d["expression"] == "CE")
         ce_like = ce_like_ids(_means(study.get(f"target{args.epochs}", {}), range(TARGET_SEEDS)), ce_id)
-        todo = [j for k, j in enumerate(jobs(losses, args.epochs, base_ids, screened, frozenset(ce_like))) if k % n == i
-                and (j[0]["id"], j[1], j[2]) not in done]
+        todo = [j for j in jobs(losses, args.epochs, base_ids, screened, frozenset(ce_like))
+                if in_shard((j[0]["id"], j[1], j[2]), i, n) and (j[0]["id"], j[1], j[2]) not in done]
         print(f"{len(todo)} trainings to run in this shard", flush=True)
         for loss, level, seed in todo:
             row = train_one(loss, level, seed, args.dataset, args.epochs)

@@ -272,3 +272,14 @@ def test_a_curve_that_stopped_early_reads_as_divergence_at_later_epochs(monkeypa
     table = tf.proxies([], [], curves, 4)
     assert table["curve e1"]["values"] == {0: 0.5, 1: 0.5}  # both reached epoch 1
     assert table["curve e2"]["values"] == {0: pytest.approx(0.6), 1: 0.0}  # loss 1 diverged after it
+
+
+def test_a_target_job_keeps_its_shard_when_the_job_list_grows():
+    losses = _losses(6)
+    few = [(d["id"], lv, s) for d, lv, s in tf.jobs(losses, 4, {d["id"] for d in losses})]
+    more = [(d["id"], lv, s) for d, lv, s in tf.jobs(losses, 4, {d["id"] for d in losses}, None, frozenset({0, 3}))]
+    assert set(few) < set(more)
+    shards = [{k for k in more if tf.in_shard(k, i, 2)} for i in range(2)]
+    assert not shards[0] & shards[1] and shards[0] | shards[1] == set(more) and all(shards)
+    # the shards split the jobs about evenly
+    assert abs(len(shards[0]) - len(shards[1])) <= len(more) // 3
