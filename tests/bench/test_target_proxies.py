@@ -262,6 +262,7 @@ def test_report_prices_trainings_measured_alone_and_corrects_for_the_targets_noi
     observed = float(line["good"][7].split()[0])
     fixed = float(line["good"][11].strip(" |"))
     assert observed < 1 and observed < fixed <= 1  # corrected upwards for the target's own noise
+    assert line["good"][12].strip(" |").endswith("(12)")  # every CE-like loss has its fresh seeds 3-4
     assert "12 CE-like ones have their 5 seeds" in md and "measured directly, the mean of seeds 0-2" in md
 
 
