@@ -152,7 +152,7 @@ class TrainConfig:
                                  f"got {self.stop_epoch}")
             if self.steps is None and self.stop_epoch >= epochs:
                 raise ValueError(f"stop_epoch={self.stop_epoch} with epochs={epochs} changes nothing: the schedule "
-                                 f"ends at epoch {epochs}; give a smaller stop_epoch or leave it unset")
+                                 f"ends at epoch {epochs}; give a smaller stop_epoch or leave it out")
         return dataclasses.replace(
             self, dataset=name, optimizer=opt, model=model, resize=resize, epochs=epochs,
             batch_size=d["batch_size"] if self.batch_size is None else self.batch_size,
