@@ -305,7 +305,8 @@ def test_a_stop_epoch_rung_parses_describes_itself_and_has_its_own_fidelity():
     assert make_rungs([{"epochs": 8, "seeds": 1}])[0].fidelity == "688a192ba45b"
     assert "the first 1 of 8 epochs of its schedule" in early.describe()
     assert "first" not in whole.describe()
-    assert "the first 2 epoch(s) of its 500-step schedule" in make_rungs([{"steps": 500, "stop_epoch": 2}])[0].describe()
+    by_steps = make_rungs([{"steps": 500, "stop_epoch": 2}])[0]
+    assert "the first 2 epoch(s) of its 500-step schedule" in by_steps.describe()
 
 
 @pytest.mark.parametrize("spec, message", [
