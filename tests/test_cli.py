@@ -96,6 +96,20 @@ def test_every_tool_refuses_bad_numbers_in_one_line(tmp_path, capsys, monkeypatc
     assert list(tmp_path.iterdir()) == []  # no run directory, study or output
 
 
+def test_rungs_take_stop_epoch_and_refuse_a_bad_one_in_one_line(tmp_path, capsys):
+    args = evolve.build_parser().parse_args(["--dataset", "digits", "--run-dir", str(tmp_path / "ok"),
+                                             "--rungs", "epochs=8,stop_epoch=1,seeds=1;epochs=8,seeds=3"])
+    assert evolve.config_from_args(args).rungs == [{"epochs": 8, "stop_epoch": 1, "seeds": 1},
+                                                   {"epochs": 8, "seeds": 3}]
+    for rungs, message in [("epochs=8,stop_epoch=8", "rung 0: stop_epoch=8 with epochs=8 changes nothing"),
+                           ("epochs=2;epochs=8,stop_epoch=0", "rung 1: stop_epoch must be a positive integer"),
+                           ("stop_epoch=20", "stop_epoch=20 with epochs=8 changes nothing")]:  # digits' 8 epochs
+        run = tmp_path / "run"
+        assert evolve.main(["--dataset", "digits", "--run-dir", str(run), "--no-progress", "--rungs", rungs]) == 2
+        assert message in _one_error_line(capsys, "nlfs.evolve")
+        assert not run.exists()
+
+
 def test_resume_refuses_options_that_define_the_run(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         evolve.main(["--resume", str(tmp_path / "run"), "--dataset", "digits", "--budget", "5"])

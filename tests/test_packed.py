@@ -259,3 +259,10 @@ def test_a_phase_of_a_schedule_is_refused_by_name():
     cfg = TrainConfig(dataset="digits", steps=4, start_step=2, evaluate_test=False, threads=1)
     with pytest.raises(ConfigError, match="start_step"):
         train_packed(["CE", "NGL"], cfg, seeds=[0, 1])
+    # stop_epoch is a phase too (the schedule's end cut short): refused alike, and never packed by a search
+    from nlfs.search._worker import packable
+
+    cfg = TrainConfig(dataset="digits", epochs=2, stop_epoch=1, evaluate_test=False, threads=1)
+    with pytest.raises(ConfigError, match="stop_epoch"):
+        train_packed(["CE", "NGL"], cfg, seeds=[0, 1])
+    assert packable({"train": {"epochs": 2}}) and not packable({"train": {"epochs": 2, "stop_epoch": 1}})

@@ -12,6 +12,7 @@ from pathlib import Path
 from .._io import atomic_write
 from ..stats import mean
 from ._rows import summary_counts
+from ._rungs import STOP_EPOCH, stop_epoch_words
 
 
 def trained_ok(rows: list[dict]) -> list[dict]:
@@ -543,7 +544,9 @@ def rung_regime(cfg: dict, rung: int, seeds: int | None = None) -> str:
     spec.pop("seeds", None)
     if "budget" in spec:  # a fitness function's run: nlfs trained nothing itself
         return f"your fitness function, budget {spec['budget']:g} (screening rung {rung}), {n} seed(s): proxy lead"
-    budget = ", ".join(f"{k} {v}" for k, v in spec.items() if v is not None) or "the base budget"
+    stop = stop_epoch_words(spec)  # a schedule read early says so in words
+    budget = ", ".join([f"{k} {v}" for k, v in spec.items() if v is not None and k != STOP_EPOCH]
+                       + ([stop] if stop else [])) or "the base budget"
     return f"screening rung {rung} ({budget}), {n} seed(s): proxy lead"
 
 

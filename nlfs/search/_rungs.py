@@ -1,10 +1,12 @@
 """Multi-fidelity screening: the rungs a candidate climbs and the rule that promotes it.
 
 A rung is a training budget (any ``TrainConfig`` fields: ``train_size``, ``epochs``, ``steps``,
-``val_size``, ``batch_size``) and a number of seeds. Every candidate that passes the filters is
-trained at rung 0; when it finishes rung ``k`` it is promoted to rung ``k + 1`` if its fitness is
-in the top ``1/eta`` of the candidates that finished rung ``k`` so far (Optuna's successive-halving
-rule, ``SuccessiveHalvingPruner``: with fewer than ``eta`` finished, only a new best is promoted).
+``val_size``, ``batch_size``) and a number of seeds; ``stop_epoch`` reads it early: the schedule of its
+``epochs`` trained only through that epoch (a learning-curve proxy of a longer training). Every
+candidate that passes the filters is trained at rung 0; when it finishes rung ``k`` it is promoted to
+rung ``k + 1`` if its fitness is in the top ``1/eta`` of the candidates that finished rung ``k`` so far
+(Optuna's successive-halving rule, ``SuccessiveHalvingPruner``: with fewer than ``eta`` finished, only
+a new best is promoted).
 
 Why not Optuna's pruner itself: its rung bookkeeping lives in an Optuna storage, which cannot share
 ``run.db``'s single transaction per record, so a kill between the two writes could train a
@@ -24,6 +26,8 @@ TRAIN_KEYS = ("train_size", "epochs", "steps", "val_size", "batch_size")
 # A search scored by the user's own training (``nlfs.discover(fitness=f)``) knows one budget: the
 # fraction of a full training its function is asked to run.
 BUDGET = "budget"
+# The rung's schedule trained only through the end of this epoch (TrainConfig.stop_epoch).
+STOP_EPOCH = "stop_epoch"
 
 # Chosen from bench/results/fidelity_fashion_mnist.md (rank correlation of each level with a
 # 5x longer, 3-seed evaluation); the digits rungs keep the same shape at digits' size.
@@ -49,31 +53,66 @@ class Rung:
         key = {k: self.train.get(k) for k in TRAIN_KEYS}
         if self.train.get(BUDGET) is not None:  # only then: the fidelities of runs without it stay
             key[BUDGET] = self.train[BUDGET]
+        if self.train.get(STOP_EPOCH) is not None:  # likewise: a rung without it keeps its key
+            key[STOP_EPOCH] = self.train[STOP_EPOCH]
         return training_key(key, length=12)
 
     def describe(self) -> str:
         parts = [f"{k}={self.train[k]}" for k in (*TRAIN_KEYS, BUDGET) if self.train.get(k) is not None]
+        stop = stop_epoch_words(self.train)
+        parts += [stop] if stop else []
         return f"rung {self.index}: {', '.join(parts) or 'the base budget'}, {self.seeds} seed(s)"
 
 
+def stop_epoch_words(train: dict) -> str | None:
+    """A rung's ``stop_epoch`` in words ("trained for the first 1 of 8 epochs of its schedule"); None
+    without one."""
+    k = train.get(STOP_EPOCH)
+    if k is None:
+        return None
+    if train.get("steps") is not None:
+        return f"trained for the first {k} epoch(s) of its {train['steps']}-step schedule"
+    if train.get("epochs") is not None:
+        return f"trained for the first {k} of {train['epochs']} epochs of its schedule"
+    return f"trained for the first {k} epoch(s) of its schedule"
+
+
 def make_rungs(specs) -> tuple[Rung, ...]:
-    """Rungs from a list of dicts (``seeds`` plus TrainConfig budget fields), checked."""
+    """Rungs from a list of dicts (``seeds``, TrainConfig budget fields, ``stop_epoch``), checked."""
     if not specs:
         raise ValueError("a search needs at least one rung")
     rungs = []
     for i, spec in enumerate(specs):
         spec = dict(spec)
         seeds = int(spec.pop("seeds", 1))
-        unknown = set(spec) - set(TRAIN_KEYS) - {BUDGET}
+        unknown = set(spec) - set(TRAIN_KEYS) - {BUDGET, STOP_EPOCH}
         if unknown:
-            raise ValueError(f"rung {i}: unknown keys {sorted(unknown)}; allowed: seeds, {', '.join(TRAIN_KEYS)} "
-                             f"({BUDGET} with a fitness function)")
+            raise ValueError(f"rung {i}: unknown keys {sorted(unknown)}; allowed: seeds, {', '.join(TRAIN_KEYS)}, "
+                             f"{STOP_EPOCH} ({BUDGET} with a fitness function)")
+        if STOP_EPOCH in spec:
+            spec[STOP_EPOCH] = _stop_epoch(spec, f"rung {i}")
         if BUDGET in spec:
             spec[BUDGET] = budget_fraction(spec[BUDGET], f"rung {i}")
         if seeds < 1:
             raise ValueError(f"rung {i}: seeds must be >= 1, got {seeds}")
         rungs.append(Rung(i, spec, seeds))
     return tuple(rungs)
+
+
+def _stop_epoch(spec: dict, where: str) -> int:
+    """A rung's ``stop_epoch``: a positive integer below its ``epochs`` (when it names them without
+    ``steps``: the whole schedule would change nothing). Against the dataset's default epochs it is
+    checked with the training configuration (``TrainConfig.resolved``)."""
+    value = spec[STOP_EPOCH]
+    if BUDGET in spec:
+        raise ValueError(f"{where}: {STOP_EPOCH} is for nlfs's trainings, not a fitness function's {BUDGET}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{where}: {STOP_EPOCH} must be a positive integer (the last epoch trained), got {value!r}")
+    epochs = spec.get("epochs")
+    if spec.get("steps") is None and epochs is not None and value >= epochs:
+        raise ValueError(f"{where}: {STOP_EPOCH}={value} with epochs={epochs} changes nothing (the schedule ends "
+                         f"at epoch {epochs}); give a smaller {STOP_EPOCH} or leave it out")
+    return value
 
 
 def budget_fraction(value, where: str) -> float:
@@ -109,7 +148,7 @@ def promoted(value: float, finished: list[float], eta: int) -> bool:
 
 
 def parse_rungs(text: str) -> list[dict]:
-    """``"train_size=2048,epochs=1,seeds=1;epochs=2,seeds=3"`` -> rung dicts (the CLI's form)."""
+    """``"train_size=2048,epochs=1,seeds=1;epochs=8,stop_epoch=1,seeds=3"`` -> rung dicts (the CLI's form)."""
     out = []
     for part in filter(None, (p.strip() for p in text.split(";"))):
         spec = {}

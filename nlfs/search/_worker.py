@@ -71,7 +71,8 @@ def packable(payload: dict) -> bool:
         return False
     if train.get("amp") == "fp16":
         return False
-    return not (train.get("start_step") or train.get("stop_step") is not None or train.get("save_checkpoint"))
+    return not (train.get("start_step") or train.get("stop_step") is not None
+                or train.get("stop_epoch") is not None or train.get("save_checkpoint"))
 
 
 def grad_scale_factor_of(per_seed: list[dict]) -> float | None:

@@ -105,6 +105,9 @@ class TrainConfig:
     # order continued, optimizer state (momentum) fresh; grad_scale="ce" rescales at the run's first step.
     start_step: int = 0
     stop_step: int | None = None  # None: the end of the budget
+    # The same, counted in epochs (a rung does not know its data's steps per epoch): the schedule of
+    # ``epochs`` (or ``steps``) trained only through the end of epoch stop_epoch (a learning-curve proxy).
+    stop_epoch: int | None = None  # None: the end of the budget
     save_checkpoint: str | None = None  # write the model's state dict here when the run ends (not if diverged)
 
     def resolved(self) -> TrainConfig:
@@ -142,9 +145,16 @@ class TrainConfig:
         if self.start_step < 0 or (self.stop_step is not None and self.stop_step <= self.start_step):
             raise ValueError(f"need 0 <= start_step < stop_step, got start_step={self.start_step}, "
                              f"stop_step={self.stop_step}")
+        epochs = d["epochs"] if self.epochs is None else self.epochs
+        if self.stop_epoch is not None:
+            if self.stop_epoch < 1:
+                raise ValueError(f"stop_epoch must be >= 1 (train the schedule through the end of that epoch), "
+                                 f"got {self.stop_epoch}")
+            if self.steps is None and self.stop_epoch >= epochs:
+                raise ValueError(f"stop_epoch={self.stop_epoch} with epochs={epochs} changes nothing: the schedule "
+                                 f"ends at epoch {epochs}; give a smaller stop_epoch or leave it out")
         return dataclasses.replace(
-            self, dataset=name, optimizer=opt, model=model, resize=resize,
-            epochs=d["epochs"] if self.epochs is None else self.epochs,
+            self, dataset=name, optimizer=opt, model=model, resize=resize, epochs=epochs,
             batch_size=d["batch_size"] if self.batch_size is None else self.batch_size,
             val_size=d["val_size"] if self.val_size is None else self.val_size,
             lr=(d["lr"] if opt == "sgd" else d["adam_lr"]) if self.lr is None else self.lr)
@@ -161,7 +171,7 @@ class TrainConfig:
 
 # Fields added after training keys were first recorded: left out of to_dict() at these values.
 _KEYLESS_DEFAULTS = dict(resize=None, init_seed=None, start_step=0, stop_step=None, save_checkpoint=None,
-                         label_noise_kind="symmetric")
+                         label_noise_kind="symmetric", stop_epoch=None)
 
 
 def _clean(v):

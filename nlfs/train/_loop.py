@@ -322,9 +322,12 @@ def _setup(cfg: TrainConfig) -> _Setup:
     total = cfg.steps if cfg.steps is not None else cfg.epochs * spe
     if total < 1:
         raise ValueError("the budget gives no training steps (epochs/steps too small)")
-    first, last = cfg.start_step, min(total, cfg.stop_step or total)  # this run's phase of the schedule
+    # this run's phase of the schedule
+    first = cfg.start_step
+    last = min(total, cfg.stop_step or total, total if cfg.stop_epoch is None else cfg.stop_epoch * spe)
     if first >= last:
-        raise ValueError(f"start_step {first} leaves no steps of a {total}-step budget")
+        end = "" if cfg.stop_epoch is None else f" (stop_epoch {cfg.stop_epoch} ends it at step {last})"
+        raise ValueError(f"start_step {first} leaves no steps of a {total}-step budget{end}")
     eval_every = cfg.eval_every or spe
     check_every = cfg.check_every or (1 if device.type == "cpu" else 25)
     warmup = max(1, int(round(cfg.warmup * total)) if cfg.warmup < 1 else int(cfg.warmup))

@@ -210,7 +210,7 @@ def _train_packed(losses, cfg: TrainConfig, seeds: list[int], lrs: list[float], 
     device, amp, ds, splits, augment = run.device, run.amp, run.ds, run.splits, run.augment
     bs, spe, total, n_train = run.bs, run.spe, run.total, len(splits.train)
     if run.first != 0 or run.last != total or cfg.save_checkpoint:
-        raise ConfigError("train_packed trains whole schedules: start_step, stop_step and save_checkpoint "
+        raise ConfigError("train_packed trains whole schedules: start_step, stop_step, stop_epoch and save_checkpoint "
                           "are for one training at a time (nlfs.train.train)")
     if amp == "fp16":
         raise ConfigError("train_packed: fp16 needs a loss scaler, which would couple the members; use "

@@ -293,3 +293,50 @@ def test_cli_defaults_warm_start_tree_spaces_only(tmp_path):
     assert cfg("--algorithm", "regularized").seed_losses == ()  # the nlfs space starts at random
     assert cfg("--seed-losses", "none").seed_losses == ()
     assert cfg("--seed-losses", "-y*log(p); max(p, y)").seed_losses == ("-y*log(p)", "max(p, y)")
+
+
+# ------------------------------------------------------------------ stop_epoch: a rung read early
+def test_a_stop_epoch_rung_parses_describes_itself_and_has_its_own_fidelity():
+    spec = parse_rungs("epochs=8,stop_epoch=1,seeds=1;epochs=8,seeds=3")
+    assert spec == [{"epochs": 8, "stop_epoch": 1, "seeds": 1}, {"epochs": 8, "seeds": 3}]
+    early, whole = make_rungs(spec)
+    assert early.fidelity != whole.fidelity  # never share seeds with the whole schedule
+    # a rung without it keeps the key it had before stop_epoch existed (computed with the previous nlfs)
+    assert make_rungs([{"epochs": 8, "seeds": 1}])[0].fidelity == "688a192ba45b"
+    assert "the first 1 of 8 epochs of its schedule" in early.describe()
+    assert "first" not in whole.describe()
+    by_steps = make_rungs([{"steps": 500, "stop_epoch": 2}])[0]
+    assert "the first 2 epoch(s) of its 500-step schedule" in by_steps.describe()
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"epochs": 8, "stop_epoch": 8}, "stop_epoch=8 with epochs=8 changes nothing"),
+    ({"epochs": 8, "stop_epoch": 0}, "stop_epoch must be a positive integer"),
+    ({"epochs": 8, "stop_epoch": 1.5}, "stop_epoch must be a positive integer"),
+    ({"budget": 0.5, "stop_epoch": 1}, "not a fitness function's budget"),
+])
+def test_bad_stop_epoch_rungs_name_the_rung_and_the_problem(spec, message):
+    with pytest.raises(ValueError, match=f"rung 0: .*{message}"):
+        make_rungs([spec])
+
+
+def test_a_search_with_a_stop_epoch_rung_trains_it_early_and_reports_its_regime(tmp_path):
+    from nlfs.search._report import rung_regime
+
+    rungs = [{"epochs": 3, "stop_epoch": 1, "seeds": 1}, {"epochs": 3, "seeds": 1}]
+    rows = run_search(_cfg(tmp_path, budget=1, rungs=rungs, seed_losses=("Poly1",), seed_mutants=0,
+                          filters=("validity",), threads=1), None)
+    by_rung = {r["rung"]: r for r in rows if r["status"] == "ok"}
+    assert set(by_rung) == {0, 1}  # the candidate climbed both rungs: each its own fidelity
+    assert by_rung[0]["fidelity"] != by_rung[1]["fidelity"]
+    # rung 0 trained the 3-epoch schedule's first epoch (4 steps of 64 from 300 images), rung 1 all of it
+    trained = {k: (r["result"]["train"]["steps"], r["result"]["train"]["epochs"]) for k, r in by_rung.items()}
+    assert trained == {0: (4, 1.0), 1: (12, 3.0)}
+    ce = {r["fidelity"]: r["result"]["train"]["steps"] for r in rows if r["status"] == "baseline"}
+    assert ce == {by_rung[0]["fidelity"]: 4, by_rung[1]["fidelity"]: 12}  # CE read early too, paired with it
+    summary = write_report(tmp_path / "run", rows)
+    cfg = Search(_cfg(tmp_path, budget=1, rungs=rungs), resume=True)
+    saved = cfg.db.get_meta("config")
+    cfg.close()
+    assert "the first 1 of 3 epochs of its schedule" in rung_regime(saved, 0)
+    assert summary["best"] and "epochs 3" in summary["best"][0]["regime"]

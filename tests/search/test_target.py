@@ -49,3 +49,10 @@ def test_default_targets_are_the_whole_split():
         assert t.train["train_size"] is None
     assert make_target(default_target("fashion_mnist")).train["epochs"] == 8
     assert isinstance(make_target(default_target("digits")), Target)
+
+
+def test_a_target_is_a_whole_training_so_it_refuses_stop_epoch():
+    # a rung may read its schedule early (stop_epoch); a target is the training a user runs to its end
+    with pytest.raises(ValueError, match=r"unknown keys \['stop_epoch'\]; allowed: seeds, train_size") as err:
+        parse_target("train_size=all,epochs=8,stop_epoch=1")
+    assert "stop_epoch" not in str(err.value).split("allowed:")[1]

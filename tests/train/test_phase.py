@@ -61,3 +61,52 @@ def test_phase_fields_stay_out_of_the_key_when_unset():
     d = TrainConfig().to_dict()
     assert not {"start_step", "stop_step", "save_checkpoint", "resize"} & d.keys()
     assert TrainConfig(start_step=3).to_dict()["start_step"] == 3
+
+
+# ------------------------------------------------------------------ stop_epoch: a schedule read early
+def test_stop_epoch_is_the_whole_schedule_read_after_that_epoch():
+    """The learning-curve proxy: the 8-epoch schedule trained through epoch 1 is the 8-epoch training
+    as it stood after epoch 1 (same steps, same validation accuracy), not a 1-epoch schedule."""
+    whole = train("CE", digits(epochs=8, momentum=0.9))
+    early = train("CE", digits(epochs=8, momentum=0.9, stop_epoch=1))
+    spe = whole.steps // 8
+    assert early.steps == spe and early.epochs == 1.0
+    assert early.history == whole.history[:1] and early.val_acc == whole.history[0][1]
+    one_epoch = train("CE", digits(epochs=1, momentum=0.9))  # its own warm-up and decay: another run
+    assert one_epoch.steps == spe and one_epoch.val_acc != early.val_acc
+
+
+def test_stop_epoch_ends_a_steps_budget_and_meets_stop_step():
+    assert train("CE", digits(steps=40, stop_epoch=1)).steps == 17  # 17 steps per epoch
+    assert train("CE", digits(epochs=3, stop_epoch=2, stop_step=20)).steps == 20  # the earlier end wins
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(stop_epoch=0), "stop_epoch must be >= 1"),
+    (dict(stop_epoch=3), "stop_epoch=3 with epochs=3 changes nothing"),
+    (dict(epochs=None, stop_epoch=8), "stop_epoch=8 with epochs=8 changes nothing"),  # digits' default
+])
+def test_bad_stop_epochs_are_refused_before_any_work(monkeypatch, kw, message):
+    import nlfs.train._loop as loop
+
+    monkeypatch.setattr(loop, "load_dataset", lambda *a, **k: pytest.fail("data loaded for a bad stop_epoch"))
+    with pytest.raises(ValueError, match=message):
+        train("CE", digits(**kw))
+    with pytest.raises(ConfigError, match="stop_epoch"):
+        check_config(digits(**kw))
+
+
+def test_a_stop_epoch_after_the_phase_start_leaves_no_steps():
+    with pytest.raises(ValueError, match="stop_epoch 1 ends it at step 17"):
+        train("CE", digits(start_step=17, stop_epoch=1))
+
+
+def test_stop_epoch_stays_out_of_existing_training_keys():
+    from nlfs.train import training_key
+
+    cfg = TrainConfig(dataset="digits", epochs=8)
+    assert "stop_epoch" not in cfg.to_dict()
+    # the key this config had before stop_epoch existed (computed with the previous nlfs)
+    assert training_key(cfg.to_dict()) == "73708404bb466511c63b77433a841deb116cc29580e2a34acbd576f8d5db2afd"
+    assert training_key(TrainConfig(dataset="digits", epochs=8, stop_epoch=1).to_dict()) != training_key(cfg.to_dict())
+    assert TrainConfig(stop_epoch=2).to_dict()["stop_epoch"] == 2
