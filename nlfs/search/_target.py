@@ -2,8 +2,9 @@
 
 Screening rungs are short proxies; what wins in them can lose in a long training (the first discovery
 campaign's finalists gained at 4 epochs on 8,192 images and lost with all the data). A target names
-the real training with the keys of ``--rungs`` plus the regime's own (``label_noise``,
-``label_noise_kind``, ``augment``), and ``train_size=all`` for the whole training split::
+the real training with the budget keys of ``--rungs`` (not ``stop_epoch``: a target is a whole
+training) plus the regime's own (``label_noise``, ``label_noise_kind``, ``augment``), and
+``train_size=all`` for the whole training split::
 
     train_size=all,epochs=8,seeds=2,label_noise=0.2,augment=cutout
     train_size=all,epochs=8,label_noise=0.4,label_noise_kind=pairflip
