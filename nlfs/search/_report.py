@@ -455,9 +455,12 @@ def regime(cfg: dict) -> str:
     train = {**(cfg.get("train_overrides") or {})}
     size = cfg.get("train_size") or train.get("train_size")
     rungs = cfg.get("rungs") or []
-    budget = "; ".join(
-        f"rung {i}: " + (", ".join(f"{k} {v}" for k, v in r.items() if k != "seeds" and v is not None) or "base budget")
-        + f", {r.get('seeds', 1)} seed(s)" for i, r in enumerate(rungs)) or (
+
+    def rung_words(r):
+        words = [f"{k} {v}" for k, v in r.items() if k not in ("seeds", STOP_EPOCH) and v is not None]
+        return ", ".join(words + [w for w in (stop_epoch_words(r),) if w]) or "base budget"
+
+    budget = "; ".join(f"rung {i}: {rung_words(r)}, {r.get('seeds', 1)} seed(s)" for i, r in enumerate(rungs)) or (
         f"{cfg.get('steps')} steps" if cfg.get("steps") else f"{cfg.get('epochs') or 'default'} epochs")
     kind = f" ({train.get('label_noise_kind', 'symmetric')})" if train.get("label_noise") else ""
     unit, model = data_words(cfg.get("dataset", "?"), cfg.get("model", "surrogate"), cfg.get("data_root"))

@@ -340,3 +340,4 @@ def test_a_search_with_a_stop_epoch_rung_trains_it_early_and_reports_its_regime(
     cfg.close()
     assert "the first 1 of 3 epochs of its schedule" in rung_regime(saved, 0)
     assert summary["best"] and "epochs 3" in summary["best"][0]["regime"]
+    assert "rung 0: epochs 3, trained for the first 1 of 3 epochs of its schedule, 1 seed(s)" in summary["regime"]
