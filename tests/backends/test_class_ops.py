@@ -75,11 +75,16 @@ def random_programs(count: int, seed: int) -> list:
     return out
 
 
+def _device(kernel) -> str:
+    """Where a kernel's inputs live: Triton's on the GPU when there is one (else its interpreter's CPU)."""
+    return "cuda" if "triton" in type(kernel).__module__ and torch.cuda.is_available() else "cpu"
+
+
 def check_f64(kernel, program, n, c, prob, seed, constants):
     """Float64 logits against float64 autograd. Nested sums over 1000 classes reach 1e6 times their terms,
     where summation order shows at 1e-9 (cos(sum(sum(sum(k p))))); Triton's float64 kernels also spell the
     table's literals as fp32 numbers (eps = 1e-7 becomes 1.0000000117e-7: log(y) at y = 0 is off by 1.2e-7)."""
-    z, t = make_inputs(n, c, dtype=torch.float64, prob_targets=prob, seed=seed)
+    z, t = make_inputs(n, c, dtype=torch.float64, prob_targets=prob, seed=seed, device=_device(kernel))
     loss, grad = kernel(z, t, constants)
     ref_loss, ref_grad = exact(program, z, t, constants)
     tag = f"{program} [{n}x{c} {'prob' if prob else 'index'}]"
@@ -92,7 +97,7 @@ def check_f64(kernel, program, n, c, prob, seed, constants):
 def check_f32(kernel, program, n, c, prob, seed, constants, slack=1.0):
     """No less accurate than the torch backend computing in float32 (tests/backends/reference.py), its
     error counted ``slack`` times."""
-    z, t = make_inputs(n, c, dtype=torch.float32, prob_targets=prob, seed=seed)
+    z, t = make_inputs(n, c, dtype=torch.float32, prob_targets=prob, seed=seed, device=_device(kernel))
     loss, grad = kernel(z, t, constants)
     ref_loss, ref_grad = exact(program, z, t, constants)
     t_loss, t_grad = reference(program, z, t, constants, compute_dtype="input")
