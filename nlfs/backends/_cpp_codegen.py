@@ -172,11 +172,7 @@ def generate() -> str:
               "v[i] = T(nl_clamp_maxv(r)); }")
         w("      return;")
         w("    }")
-    w("    default:")
-    w("      return;")
-    w("  }")
-    w("}")
-    w("")
+    _end_switch(w)
     # ---- partials ----
     w("// pa[i], pb[i] = d op / d a, d op / d b at (a[i], b[i]), given the unclamped value o[i].")
     w("template <typename T>")
@@ -195,11 +191,7 @@ def generate() -> str:
         w(f"      for (int i = 0; i < n; ++i) {{ {body} }}")
         w("      return;")
         w("    }")
-    w("    default:")
-    w("      return;")
-    w("  }")
-    w("}")
-    w("")
+    _end_switch(w)
     # ---- reverse-mode step ----
     w("// Reverse-mode step of one instruction: ga[i] += gi * d op / d a (likewise gb), where gi is the")
     w("// adjoint g[i] clamped to +-MAXV. A non-bounded op's output clamp passes gradient only")
@@ -228,14 +220,19 @@ def generate() -> str:
         w(f"      for (int i = 0; i < n; ++i) {{ {body} }}")
         w("      return;")
         w("    }")
+    _end_switch(w)
+    _row_loops(w, m)
+    w("}  // namespace nlfs_gen")
+    return "\n".join(out) + "\n"
+
+
+def _end_switch(w) -> None:
+    """Close a generated ``switch (op)`` function: unknown opcodes do nothing."""
     w("    default:")
     w("      return;")
     w("  }")
     w("}")
     w("")
-    _row_loops(w, m)
-    w("}  // namespace nlfs_gen")
-    return "\n".join(out) + "\n"
 
 
 def _row_loops(w, m) -> None:
@@ -264,11 +261,7 @@ def _row_loops(w, m) -> None:
         w("      }")
         w("      return;")
         w("    }")
-    w("    default:")
-    w("      return;")
-    w("  }")
-    w("}")
-    w("")
+    _end_switch(w)
     w("// Reverse-mode step: every class j of a row gets ga[j] += G * d op / d a at a[j], where G is the sum over")
     w("// the row's classes of the adjoint g[i] clamped to +-MAXV (0 where a non-bounded op's unclamped")
     w("// value o[i] left [-MAXV, MAXV]), summed in double.")
@@ -293,11 +286,7 @@ def _row_loops(w, m) -> None:
         w("      }")
         w("      return;")
         w("    }")
-    w("    default:")
-    w("      return;")
-    w("  }")
-    w("}")
-    w("")
+    _end_switch(w)
 
 
 def main(argv: list[str] | None = None) -> int:
