@@ -526,16 +526,19 @@ def target_results(rows: list[dict]) -> dict:
 
 
 def target_note(t: dict | None) -> str:
-    """Whether a leader's lead held in the target: ahead of CE there (and by an interval excluding 0
-    when it has one), or not, or never checked."""
+    """Whether a leader's lead held in the target: ahead of CE there by an interval excluding 0, or not
+    (behind, or within seed noise), or not shown (one seed: no interval), or never checked."""
     if t is None:
         return "not checked in the target"
     if t["status"] != "ok" or t.get("paired") is None:
         return f"did not hold: {t['status']} in the target" + (f" ({t['reason'][:80]})" if t.get("reason") else "")
     d, ci = t["paired"], t.get("paired_ci")
-    shown = pp(d, ci) + (f" ({t['seeds']} seeds)" if t.get("seeds") else "") if ci else (
-        f"{pp(d)} (1 seed: no interval)")
-    if d > 0 and (ci is None or ci[0] > 0):
+    if ci is None:  # one seed: a sign, not evidence; never counted as held
+        if d > 0:
+            return f"not shown to hold: ahead by {pp(d)} on 1 seed in the target, too few for an interval"
+        return f"did not hold: {pp(d)} on 1 seed in the target"
+    shown = pp(d, ci) + (f" ({t['seeds']} seeds)" if t.get("seeds") else "")
+    if d > 0 and ci[0] > 0:
         return f"held in the target: {shown}"
     return f"did not hold: {shown} in the target" + (", within seed noise" if d > 0 else "")
 

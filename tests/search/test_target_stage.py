@@ -201,8 +201,11 @@ def test_one_target_seed_says_it_has_no_interval_and_a_held_lead_says_so(tmp_pat
     from nlfs.search._report import target_note
 
     assert target_note(None) == "not checked in the target"
-    assert target_note({"status": "ok", "paired": 0.004, "paired_ci": None}) == (
-        "held in the target: +0.40 pp (1 seed: no interval)")
+    # one seed ahead is a sign, not a held lead: never counted as held
+    one_ahead = target_note({"status": "ok", "paired": 0.004, "paired_ci": None})
+    assert not one_ahead.startswith("held") and "+0.40 pp on 1 seed" in one_ahead and "not shown" in one_ahead
+    assert target_note({"status": "ok", "paired": -0.004, "paired_ci": None}).startswith(
+        "did not hold: -0.40 pp on 1 seed")
     assert target_note({"status": "ok", "paired": 0.004, "paired_ci": [0.001, 0.007]}) == (
         "held in the target: +0.40 pp [+0.10, +0.70]")
     assert target_note({"status": "ok", "paired": 0.004, "paired_ci": [-0.001, 0.009]}).startswith(
