@@ -46,6 +46,7 @@ TARGET_SEEDS = 3
 # A loss found CE-like on its first TARGET_SEEDS target seeds gets more: among CE-like losses the target's
 # differences are of the order of its seed noise, and the default rungs are chosen on them.
 CE_LIKE_SEEDS = 5
+NAMED_GROUPS = ("catalogue", "found", "length-dependent")  # the losses the study must hold
 # Losses added to the study's 40: the shipped found losses and their sibling, and published losses whose
 # standing changes with training length (strong smoothing, the robust losses of noisy-label training).
 EXTRAS = [
@@ -79,8 +80,9 @@ def jobs(losses: list[dict], epochs: int, base_ids: set, screened: dict | None =
          ce_like: frozenset = frozenset()) -> list[tuple]:
     """The added losses' screening levels first (cheap), then the target, loss by loss (CE first, each
     loss's seeds together). Without ``screened`` the groups are interleaved, so any prefix is a fair
-    sample; with it (loss id -> accuracy at the study's final) the highest there come first, so the
-    CE-like losses the default rungs are chosen on get their target soonest; all run in the end.
+    sample; with it (loss id -> accuracy at the study's final) the CE-like losses come first (the
+    default rungs are chosen on them), then the named ones (catalogue, found, length-dependent: the
+    losses the study must hold), then the rest, each part highest there first; all run in the end.
     A loss in ``ce_like`` (known CE-like from its first seeds) has CE_LIKE_SEEDS target seeds."""
     out = []
     for d in losses:
@@ -93,7 +95,8 @@ def jobs(losses: list[dict], epochs: int, base_ids: set, screened: dict | None =
     order = interleaved(losses)
     if screened:
         rank = {d["id"]: k for k, d in enumerate(order)}
-        order = sorted(order, key=lambda d: (-screened.get(d["id"], -1.0), rank[d["id"]]))
+        order = sorted(order, key=lambda d: (d["id"] not in ce_like, d.get("group") not in NAMED_GROUPS,
+                                             -screened.get(d["id"], -1.0), rank[d["id"]]))
     ce = [d for d in order if d["expression"] == "CE"]
     for d in ce + [d for d in order if d["expression"] != "CE"]:
         for seed in range(CE_LIKE_SEEDS if d["id"] in ce_like else TARGET_SEEDS):

@@ -63,6 +63,16 @@ def test_target_jobs_put_the_losses_closest_to_ce_at_the_final_first():
     for d, _level, seed in more:
         seeds.setdefault(d["id"], []).append(seed)
     assert seeds[0] == seeds[2] == list(range(tf.CE_LIKE_SEEDS)) and seeds[1] == list(range(tf.TARGET_SEEDS))
+    assert [i for i in dict.fromkeys(d["id"] for d, level, _ in more if level == "target4")] == [0, 2, 3, 1, 4]
+
+
+def test_target_jobs_put_the_ce_like_then_the_named_losses_before_the_rest():
+    losses = _losses(6)  # groups: 0 catalogue (CE), 1 near-ce, 2 random-gp, 3 catalogue, 4 near-ce, 5 random-gp
+    screened = {0: 0.90, 1: 0.95, 2: 0.94, 3: 0.10, 4: 0.89, 5: 0.20}
+    order = tf.jobs(losses, 4, {d["id"] for d in losses}, screened, frozenset({0, 4}))
+    ids = list(dict.fromkeys(d["id"] for d, level, _ in order if level == "target4"))
+    # CE, the CE-like near-ce edit, the catalogue loss however low at the final, then the rest by the final
+    assert ids == [0, 4, 3, 1, 2, 5]
 
 
 def test_target_means_use_a_ce_like_losss_further_seeds_when_all_are_there():
