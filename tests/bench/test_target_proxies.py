@@ -312,4 +312,29 @@ def test_the_fallback_picks_a_proxy_that_ranks_the_targets_true_means(tmp_path, 
     md = tf.report(_losses(12), "digits", 4, "cmd", tmp_path)
     assert "**No proxy yet ranks CE-like losses at Spearman >= 0.8" in md
     assert ("**Fallback (fixed before the data was complete): good x1**" in md) == chosen
-    assert ("fresh seeds is above 0, over >= 10 CE-like losses: none yet." in md) == (not chosen)
+    assert ("fresh seeds is above 0, over >= 10 CE-like losses: none." in md) == (not chosen)  # all seeds in
+
+
+@pytest.mark.parametrize("complete", [True, False])
+def test_the_second_fallback_picks_the_cheapest_proxy_that_finds_the_ce_like_losses(tmp_path, monkeypatch, complete):
+    """No proxy ranks the 12 CE-like losses (both reverse them), so the last rung need only tell them from
+    the 5 far below CE: the cheaper proxy mixes one far loss in among them, the dearer one separates all."""
+    monkeypatch.setattr(tf, "trained_proxies", lambda epochs: {"cheap": dict(epochs=1), "dear": dict(epochs=1)})
+    n_like, n_far = 12, 5
+    target = {i: 0.9 + 0.0004 * i for i in range(n_like)} | {n_like + k: 0.5 for k in range(n_far)}
+    rows = [_row(i, "target4", s, t) for i, t in target.items()
+            for s in range(tf.CE_LIKE_SEEDS if complete or i % 2 else tf.TARGET_SEEDS)]
+    proxy = []
+    for i, t in target.items():
+        for s in range(tf.PROXY_SEEDS):
+            like = i < n_like
+            proxy.append(_row(i, "cheap", s, (0.8 - 0.001 * i) if like else (0.85 if i == n_like else 0.3), wall=5))
+            proxy.append(_row(i, "dear", s, (0.8 - 0.001 * i) if like else 0.3, wall=50))
+    _write(tmp_path / "target_fidelity_digits_trainings.csv", rows)
+    _write(tmp_path / "target_proxies_digits_trainings.csv", proxy)
+    md = tf.report(_losses(n_like + n_far), "digits", 4, "cmd", tmp_path)
+    line = {r.split(" | ")[0].strip("| "): r.split(" | ") for r in md.splitlines() if r.startswith("| ")}
+    assert line["dear"][13].startswith("1.00 (12 vs 5)") and float(line["cheap"][13].split()[0]) < 0.9
+    assert "fresh seeds is above 0, over >= 10 CE-like losses: none" in md
+    head = "Second fallback" if complete else "Second fallback (provisional"
+    assert f"**{head}" in md and ": dear x1** (50 s per candidate; AUC 1.00 over 12 CE-like and 5 other" in md
