@@ -522,7 +522,9 @@ def report(losses: list[dict], dataset: str, epochs: int, command: str, results:
         # means (corrected) and ranks the unseen further seeds the right way round (fresh seeds > 0).
         if corrected:
             cost, name, fixed = min(corrected)
-            lines += [f"**Fallback (fixed before the data was complete): {name}**, the cheapest proxy whose CE-like "
+            pending = "" if five == len(ce_like) else (f" (provisional: not every CE-like loss has its "
+                                                        f"{CE_LIKE_SEEDS} seeds)")
+            lines += [f"**Fallback{pending} (fixed before the data was complete): {name}**, the cheapest proxy whose CE-like "
                       f"Spearman corrected for the target's own noise is >= {CHOSEN_SPEARMAN} ({fixed:.2f}) and whose "
                       f"Spearman against the fresh seeds is above 0, over >= {CHOSEN_MIN_N} CE-like losses "
                       f"({cost:.0f} s per candidate)."]

@@ -311,7 +311,7 @@ def test_the_fallback_picks_a_proxy_that_ranks_the_targets_true_means(tmp_path, 
            [_row(i, "good", s, 0.8 + proxy_sign * 0.001 * i) for i in range(12) for s in range(tf.PROXY_SEEDS)])
     md = tf.report(_losses(12), "digits", 4, "cmd", tmp_path)
     assert "**No proxy yet ranks CE-like losses at Spearman >= 0.8" in md
-    assert ("**Fallback (fixed before the data was complete): good x1**" in md) == chosen
+    assert ("**Fallback (fixed before the data was complete): good x1**" in md) == chosen  # all 5 seeds in
     assert ("fresh seeds is above 0, over >= 10 CE-like losses: none." in md) == (not chosen)  # all seeds in
 
 
