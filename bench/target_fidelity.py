@@ -480,6 +480,13 @@ def report(losses: list[dict], dataset: str, epochs: int, command: str, results:
              "CE-like corrected | CE-like vs fresh seeds [95% CI] (n) | finds CE-like (AUC) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     root = math.sqrt(rel["rk"]) if rel.get("rk", 0) > 0 else None
+    # The data a fallback is decided on: every CE-like loss's 5 seeds, and every one-seed reading of a
+    # trained proxy on every CE-like loss (those readings come first, so this is soon after the seeds).
+    unread = sorted(name for name, p in table.items() if name.endswith(" x1") and not ce_like <= set(p["values"]))
+    complete = five == len(ce_like) and not unread
+    pending = "" if complete else " (provisional: " + "; ".join(
+        ([f"not every CE-like loss has its {CE_LIKE_SEEDS} seeds"] if five < len(ce_like) else [])
+        + ([f"{', '.join(unread)} not yet read on every CE-like loss"] if unread else [])) + ")"
     chosen, corrected, finders = [], [], []
     for name, p in sorted(table.items(), key=lambda kv: (math.isnan(kv[1]["cost"]), kv[1]["cost"])):
         c, cl = _corr(p["values"], truth), _corr(p["values"], truth, ce_like)
@@ -522,8 +529,6 @@ def report(losses: list[dict], dataset: str, epochs: int, command: str, results:
         # means (corrected) and ranks the unseen further seeds the right way round (fresh seeds > 0).
         if corrected:
             cost, name, fixed = min(corrected)
-            pending = "" if five == len(ce_like) else (f" (provisional: not every CE-like loss has its "
-                                                        f"{CE_LIKE_SEEDS} seeds)")
             lines += [f"**Fallback{pending} (fixed before the data was complete): {name}**, the cheapest proxy whose CE-like "
                       f"Spearman corrected for the target's own noise is >= {CHOSEN_SPEARMAN} ({fixed:.2f}) and whose "
                       f"Spearman against the fresh seeds is above 0, over >= {CHOSEN_MIN_N} CE-like losses "
@@ -532,13 +537,12 @@ def report(losses: list[dict], dataset: str, epochs: int, command: str, results:
             lines += [f"Fallback (fixed before the data was complete): the cheapest proxy whose CE-like Spearman "
                       f"corrected for the target's own noise is >= {CHOSEN_SPEARMAN} and whose Spearman against the "
                       f"fresh seeds is above 0, over >= {CHOSEN_MIN_N} CE-like losses: none"
-                      + ("." if five == len(ce_like) else " yet.")]
+                      + ("." if complete else " yet.")]
             # The second fallback, fixed on 2026-12-06 (tenth session) before the CE-like losses' further seeds
             # and the trained proxies' readings were complete: when no proxy can be shown to rank near-CE
             # losses, the last rung need only find them, and the target stage decides among them.
-            final = five == len(ce_like) and len(ce_like) >= CHOSEN_MIN_N
-            head = ("Second fallback" if final else "Second fallback (provisional: not every CE-like loss has its "
-                    f"{CE_LIKE_SEEDS} seeds)") + " (fixed before the data was complete)"
+            final = complete and len(ce_like) >= CHOSEN_MIN_N
+            head = f"Second fallback{pending} (fixed before the data was complete)"
             rule = (f"the cheapest proxy that puts CE-like losses above the rest at AUC >= {FINDS_AUC} over >= "
                     f"{CHOSEN_MIN_N} CE-like and >= {FINDS_MIN_OTHERS} other losses: the last rung then only "
                     "finds the near-CE losses, and which of them beats CE is the target stage's to say")

@@ -338,3 +338,17 @@ def test_the_second_fallback_picks_the_cheapest_proxy_that_finds_the_ce_like_los
     assert "fresh seeds is above 0, over >= 10 CE-like losses: none" in md
     head = "Second fallback" if complete else "Second fallback (provisional"
     assert f"**{head}" in md and ": dear x1** (50 s per candidate; AUC 1.00 over 12 CE-like and 5 other" in md
+
+
+def test_a_fallback_is_provisional_while_a_proxy_has_not_read_every_ce_like_loss(tmp_path, monkeypatch):
+    import numpy as np
+
+    monkeypatch.setattr(tf, "trained_proxies", lambda epochs: {"good": dict(epochs=1)})
+    rng = np.random.default_rng(1)
+    rows = [_row(i, "target4", s, round(0.9 + 0.0004 * i + rng.normal(0, 0.003), 4))
+            for i in range(12) for s in range(tf.CE_LIKE_SEEDS)]
+    _write(tmp_path / "target_fidelity_digits_trainings.csv", rows)
+    _write(tmp_path / "target_proxies_digits_trainings.csv",  # loss 3 not read yet
+           [_row(i, "good", 0, 0.8 + 0.001 * i) for i in range(12) if i != 3])
+    md = tf.report(_losses(12), "digits", 4, "cmd", tmp_path)
+    assert "**Fallback (provisional: good x1 not yet read on every CE-like loss) (fixed before" in md
