@@ -138,7 +138,8 @@ def build_parser() -> ArgumentParser:
     ap.add_argument("--rungs", default=None, metavar="SPEC",
                     help="screening rungs, e.g. 'train_size=2048,epochs=1;epochs=2,seeds=3' (default: the "
                          "dataset's, from the fidelity study; one rung when --epochs/--steps/--train-size "
-                         "is given); stop_epoch=K trains a rung's schedule only through epoch K")
+                         "is given); stop_epoch=K trains a rung's schedule only through epoch K; "
+                         "resize=S (or HxW) trains it on images resized to that side")
     ap.add_argument("--eta", type=positive_int, default=3, help="each rung promotes its top 1/eta")
     ap.add_argument("--target", type=target_spec, default=None, metavar="SPEC",
                     help="the training a user will run, in which the leaders are checked at the end: the "

@@ -2,7 +2,8 @@
 
 A rung is a training budget (any ``TrainConfig`` fields: ``train_size``, ``epochs``, ``steps``,
 ``val_size``, ``batch_size``) and a number of seeds; ``stop_epoch`` reads it early: the schedule of its
-``epochs`` trained only through that epoch (a learning-curve proxy of a longer training). Every
+``epochs`` trained only through that epoch (a learning-curve proxy of a longer training); ``resize``
+trains it on images resized to a lower resolution (side or HxW). Every
 candidate that passes the filters is trained at rung 0; when it finishes rung ``k`` it is promoted to
 rung ``k + 1`` if its fitness is in the top ``1/eta`` of the candidates that finished rung ``k`` so far
 (Optuna's successive-halving rule, ``SuccessiveHalvingPruner``: with fewer than ``eta`` finished, only
@@ -28,6 +29,8 @@ TRAIN_KEYS = ("train_size", "epochs", "steps", "val_size", "batch_size")
 BUDGET = "budget"
 # The rung's schedule trained only through the end of this epoch (TrainConfig.stop_epoch).
 STOP_EPOCH = "stop_epoch"
+# The rung's images resized to this side (or (H, W)): a lower-resolution proxy (TrainConfig.resize).
+RESIZE = "resize"
 
 # Chosen from bench/results/fidelity_fashion_mnist.md (rank correlation of each level with a
 # 5x longer, 3-seed evaluation); the digits rungs keep the same shape at digits' size.
@@ -53,14 +56,14 @@ class Rung:
         key = {k: self.train.get(k) for k in TRAIN_KEYS}
         if self.train.get(BUDGET) is not None:  # only then: the fidelities of runs without it stay
             key[BUDGET] = self.train[BUDGET]
-        if self.train.get(STOP_EPOCH) is not None:  # likewise: a rung without it keeps its key
-            key[STOP_EPOCH] = self.train[STOP_EPOCH]
+        for extra in (STOP_EPOCH, RESIZE):  # likewise: a rung without them keeps its key
+            if self.train.get(extra) is not None:
+                key[extra] = self.train[extra]
         return training_key(key, length=12)
 
     def describe(self) -> str:
         parts = [f"{k}={self.train[k]}" for k in (*TRAIN_KEYS, BUDGET) if self.train.get(k) is not None]
-        stop = stop_epoch_words(self.train)
-        parts += [stop] if stop else []
+        parts += [w for w in (resize_words(self.train), stop_epoch_words(self.train)) if w]
         return f"rung {self.index}: {', '.join(parts) or 'the base budget'}, {self.seeds} seed(s)"
 
 
@@ -77,6 +80,15 @@ def stop_epoch_words(train: dict) -> str | None:
     return f"trained for the first {k} epoch(s) of its schedule"
 
 
+def resize_words(train: dict) -> str | None:
+    """A rung's ``resize`` in words ("images at 14x14"); None without one."""
+    value = train.get(RESIZE)
+    if value is None:
+        return None
+    sides = [value] if isinstance(value, int) else list(value)
+    return f"images at {sides[0]}x{sides[-1]}"
+
+
 def make_rungs(specs) -> tuple[Rung, ...]:
     """Rungs from a list of dicts (``seeds``, TrainConfig budget fields, ``stop_epoch``), checked."""
     if not specs:
@@ -85,12 +97,14 @@ def make_rungs(specs) -> tuple[Rung, ...]:
     for i, spec in enumerate(specs):
         spec = dict(spec)
         seeds = int(spec.pop("seeds", 1))
-        unknown = set(spec) - set(TRAIN_KEYS) - {BUDGET, STOP_EPOCH}
+        unknown = set(spec) - set(TRAIN_KEYS) - {BUDGET, STOP_EPOCH, RESIZE}
         if unknown:
             raise ValueError(f"rung {i}: unknown keys {sorted(unknown)}; allowed: seeds, {', '.join(TRAIN_KEYS)}, "
-                             f"{STOP_EPOCH} ({BUDGET} with a fitness function)")
+                             f"{STOP_EPOCH}, {RESIZE} ({BUDGET} with a fitness function)")
         if STOP_EPOCH in spec:
             spec[STOP_EPOCH] = _stop_epoch(spec, f"rung {i}")
+        if RESIZE in spec:
+            spec[RESIZE] = _resize(spec, f"rung {i}")
         if BUDGET in spec:
             spec[BUDGET] = budget_fraction(spec[BUDGET], f"rung {i}")
         if seeds < 1:
@@ -113,6 +127,18 @@ def _stop_epoch(spec: dict, where: str) -> int:
         raise ValueError(f"{where}: {STOP_EPOCH}={value} with epochs={epochs} changes nothing (the schedule ends "
                          f"at epoch {epochs}); give a smaller {STOP_EPOCH} or leave it out")
     return value
+
+
+def _resize(spec: dict, where: str) -> tuple[int, int]:
+    """A rung's ``resize``: a side or (H, W), positive integers, kept as a list-free (H, W) tuple."""
+    value = spec[RESIZE]
+    if BUDGET in spec:
+        raise ValueError(f"{where}: {RESIZE} is for nlfs's trainings, not a fitness function's {BUDGET}")
+    sides = [value] if isinstance(value, int) else list(value) if isinstance(value, (list, tuple)) else None
+    if (sides is None or len(sides) not in (1, 2)
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in sides)):
+        raise ValueError(f"{where}: {RESIZE} must be a positive side or (H, W), e.g. 14 or 14x14, got {value!r}")
+    return (sides[0], sides[-1])
 
 
 def budget_fraction(value, where: str) -> float:
@@ -148,7 +174,8 @@ def promoted(value: float, finished: list[float], eta: int) -> bool:
 
 
 def parse_rungs(text: str) -> list[dict]:
-    """``"train_size=2048,epochs=1,seeds=1;epochs=8,stop_epoch=1,seeds=3"`` -> rung dicts (the CLI's form)."""
+    """``"train_size=2048,epochs=1,seeds=1;epochs=8,stop_epoch=1,seeds=3;epochs=8,resize=14x14"`` -> rung
+    dicts (the CLI's form)."""
     out = []
     for part in filter(None, (p.strip() for p in text.split(";"))):
         spec = {}
@@ -156,7 +183,13 @@ def parse_rungs(text: str) -> list[dict]:
             key, sep, value = item.partition("=")
             if not sep:
                 raise ValueError(f"--rungs: expected key=value, got {item!r} in {part!r}")
-            spec[key.strip()] = int(value)
+            key, value = key.strip(), value.strip()
+            try:
+                spec[key] = ([int(v) for v in value.lower().split("x")] if key == RESIZE and "x" in value.lower()
+                             else int(value))
+            except ValueError:
+                raise ValueError(f"--rungs: {key} must be an integer"
+                                 + (" or HxW" if key == RESIZE else "") + f", got {value!r} in {part!r}") from None
         out.append(spec)
     make_rungs(out)
     return out

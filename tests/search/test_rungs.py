@@ -341,3 +341,49 @@ def test_a_search_with_a_stop_epoch_rung_trains_it_early_and_reports_its_regime(
     assert "the first 1 of 3 epochs of its schedule" in rung_regime(saved, 0)
     assert summary["best"] and "epochs 3" in summary["best"][0]["regime"]
     assert "rung 0: epochs 3, trained for the first 1 of 3 epochs of its schedule, 1 seed(s)" in summary["regime"]
+
+
+# ------------------------------------------------------------------ resize: a rung at a lower resolution
+def test_a_resize_rung_parses_describes_itself_and_has_its_own_fidelity():
+    spec = parse_rungs("epochs=8,resize=14,seeds=1;epochs=8,resize=14x12;epochs=8")
+    assert spec == [{"epochs": 8, "resize": 14, "seeds": 1}, {"epochs": 8, "resize": [14, 12]}, {"epochs": 8}]
+    square, oblong, whole = make_rungs(spec)
+    assert square.train["resize"] == (14, 14) and oblong.train["resize"] == (14, 12)
+    assert len({square.fidelity, oblong.fidelity, whole.fidelity}) == 3  # never share seeds across sizes
+    assert whole.fidelity == "688a192ba45b"  # a rung without it keeps the key it had before resize existed
+    assert "images at 14x14" in square.describe() and "images at 14x12" in oblong.describe()
+    assert "images at" not in whole.describe()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("epochs=2,resize=a", "resize must be an integer or HxW, got 'a'"),
+    ("epochs=2,resize=0", "rung 0: resize must be a positive side"),
+    ("epochs=2,resize=14x0x3", "rung 0: resize must be a positive side"),
+])
+def test_bad_resize_rungs_name_the_problem(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_rungs(text)
+
+
+def test_a_search_with_a_resize_rung_trains_at_that_size_and_reports_it(tmp_path):
+    from nlfs.search._report import rung_regime
+
+    rungs = [{"epochs": 1, "resize": 4, "seeds": 1}, {"epochs": 1, "seeds": 1}]
+    rows = run_search(_cfg(tmp_path, budget=1, rungs=rungs, seed_losses=("Poly1",), seed_mutants=0,
+                          filters=("validity",), threads=1), None)
+    by_rung = {r["rung"]: r for r in rows if r["status"] == "ok"}
+    assert set(by_rung) == {0, 1} and by_rung[0]["fidelity"] != by_rung[1]["fidelity"]
+    cfg = _cfg(tmp_path, budget=1, rungs=rungs)
+    low, full = (cfg.train_config(r) for r in cfg.rung_list())
+    assert low.resize == (4, 4) and full.resize is None
+    ce = {r["fidelity"]: r["result"]["train"]["final_train_loss"] for r in rows if r["status"] == "baseline"}
+    assert set(ce) == {by_rung[0]["fidelity"], by_rung[1]["fidelity"]}  # CE at 4x4 too, paired with it
+    # CE's rung-0 training is a 4x4 one (its loss to the last digit), not a full-size one
+    at_low, at_full = (nlfs.train.train("CE", c).final_train_loss for c in (low, full))
+    assert ce[by_rung[0]["fidelity"]] == pytest.approx(at_low, rel=1e-6) and at_low != pytest.approx(at_full, rel=1e-3)
+    summary = write_report(tmp_path / "run", rows)
+    assert "rung 0: epochs 1, images at 4x4, 1 seed(s)" in summary["regime"]
+    cfg = Search(_cfg(tmp_path, budget=1, rungs=rungs), resume=True)
+    saved = cfg.db.get_meta("config")
+    cfg.close()
+    assert "images at 4x4" in rung_regime(saved, 0)
