@@ -140,6 +140,12 @@ SUBSET_EPOCHS = 8  # CE's plateau on SUBSET images (bench/results/target_proxies
 CE_LIKE_PP = 1.0  # a loss is CE-like when its target accuracy is within this of CE's (CE included)
 CHOSEN_SPEARMAN, CHOSEN_MIN_N = 0.8, 10  # the default rungs' criterion, and the CE-like losses it needs
 FINDS_AUC, FINDS_MIN_OTHERS = 0.9, 5  # the second fallback: telling CE-like losses from the rest
+# The CE-like losses the default rungs are decided on: the 14 whose 5 target seeds and every trained proxy's
+# one-seed reading were in on DECIDED_DATE (one reading, near-ce-11's late6, still running), fixed then so
+# that CE-like losses found later (NGL was the next) check the decision rather than move it.
+DECIDED_DATE = "2026-12-06"
+DECIDED_ON = frozenset({"CE", "LabelSmoothingCE", "Poly1", "near-ce-0", "near-ce-3", "near-ce-6", "near-ce-10",
+                        "near-ce-11", "random-gp-0", "FoundFM1", "FoundFM2", "FoundFM3", "LS a=0.3", "LS a=0.5"})
 
 
 def late_epoch(epochs: int) -> int:
@@ -409,6 +415,82 @@ def finds_ce_like(values: dict, truth: dict, ce_like: set) -> tuple[float, int, 
     return auc, len(pos), len(neg)
 
 
+def choose_last_rung(table: dict, truth: dict, by_seed: dict, ce_like: set) -> dict:
+    """The default rungs' rule over the CE-like losses ``ce_like``: the cheapest proxy ranking them at
+    Spearman >= CHOSEN_SPEARMAN; else the fallback (corrected for the target's own noise >= it, and above 0
+    against the fresh seeds 3-4); else the second fallback (the cheapest that finds the CE-like losses,
+    AUC >= FINDS_AUC). -> {"rule": "criterion" | "fallback" | "second" | None, "name", "cost", "value",
+    "best": (name, corr) of the highest CE-like Spearman}, over ``n`` CE-like losses."""
+    k = CE_LIKE_SEEDS if all(all(s in by_seed[i] for s in range(CE_LIKE_SEEDS)) for i in ce_like) else TARGET_SEEDS
+    rel = target_reliability(by_seed, ce_like, k)
+    root = math.sqrt(rel["rk"]) if rel.get("rk", 0) > 0 else None
+    fresh = {i: statistics.fmean(by_seed[i][s] for s in range(TARGET_SEEDS, CE_LIKE_SEEDS)) for i in ce_like
+             if all(s in by_seed[i] for s in range(CE_LIKE_SEEDS))}
+    tiers = {"criterion": [], "fallback": [], "second": []}
+    best = None
+    for name, p in table.items():
+        cl = _corr(p["values"], truth, ce_like)
+        if "spearman" in cl and (best is None or cl["spearman"] > best[1]["spearman"]):
+            best = (name, cl)
+        if math.isnan(p["cost"]):
+            continue
+        finds = finds_ce_like(p["values"], truth, ce_like)
+        if finds and finds[0] >= FINDS_AUC and finds[1] >= CHOSEN_MIN_N and finds[2] >= FINDS_MIN_OTHERS:
+            tiers["second"].append((p["cost"], name, finds))
+        if cl["n"] < CHOSEN_MIN_N:
+            continue
+        if cl.get("spearman", -1) >= CHOSEN_SPEARMAN:
+            tiers["criterion"].append((p["cost"], name, cl))
+        fixed = min(1.0, cl["spearman"] / root) if root and "spearman" in cl else None
+        cf = _corr(p["values"], fresh)
+        if fixed is not None and fixed >= CHOSEN_SPEARMAN and cf.get("n", 0) >= CHOSEN_MIN_N and cf["spearman"] > 0:
+            tiers["fallback"].append((p["cost"], name, (fixed, cl, cf)))
+    for rule, found in tiers.items():
+        if found:
+            cost, name, value = min(found, key=lambda t: (t[0], t[1]))
+            return dict(rule=rule, name=name, cost=cost, value=value, best=best, n=len(ce_like))
+    return dict(rule=None, best=best, n=len(ce_like))
+
+
+def rule_lines(choice: dict, pending: str, complete: bool) -> list[str]:
+    """The report's lines for ``choose_last_rung``'s choice."""
+    n, rule = choice["n"], choice["rule"]
+    if rule == "criterion":
+        cl = choice["value"]
+        return [f"**Cheapest proxy ranking CE-like losses at Spearman >= {CHOSEN_SPEARMAN}: {choice['name']}** "
+                f"({choice['cost']:.0f} s per candidate; Spearman {_ci(cl, 'spearman')} over {cl['n']} CE-like "
+                "losses): the last rung of the default ladder."]
+    best = choice["best"]
+    out = [f"**No proxy ranks CE-like losses at Spearman >= {CHOSEN_SPEARMAN} over >= {CHOSEN_MIN_N} of them** "
+           f"({n} CE-like losses" + (f"; highest: {best[0]}, {_ci(best[1], 'spearman')} over {best[1]['n']})."
+                                    if best else "; too few to rank).")]
+    # The fallback, fixed on 2026-12-06 before the CE-like losses' targets were complete: when the target
+    # itself is too noisy for the criterion, the cheapest proxy that meets it against the target's true
+    # means (corrected) and ranks the unseen further seeds the right way round (fresh seeds > 0).
+    if rule == "fallback":
+        fixed, cl, cf = choice["value"]
+        return out + [f"**Fallback{pending} (fixed before the data was complete): {choice['name']}**, the cheapest "
+                      f"proxy whose CE-like Spearman corrected for the target's own noise is >= {CHOSEN_SPEARMAN} "
+                      f"({fixed:.2f}; uncorrected {_ci(cl, 'spearman')}) and whose Spearman against the fresh seeds "
+                      f"is above 0 ({_ci(cf, 'spearman')}), over >= {CHOSEN_MIN_N} CE-like losses "
+                      f"({choice['cost']:.0f} s per candidate)."]
+    out += [f"Fallback (fixed before the data was complete): the cheapest proxy whose CE-like Spearman corrected "
+            f"for the target's own noise is >= {CHOSEN_SPEARMAN} and whose Spearman against the fresh seeds is above "
+            f"0, over >= {CHOSEN_MIN_N} CE-like losses: none" + ("." if complete else " yet.")]
+    # The second fallback, fixed on 2026-12-06 (tenth session) before the CE-like losses' further seeds and
+    # the trained proxies' readings were complete: when no proxy can be shown to rank near-CE losses, the
+    # last rung need only find them, and the target stage decides among them.
+    head = f"Second fallback{pending} (fixed before the data was complete)"
+    text = (f"the cheapest proxy that puts CE-like losses above the rest at AUC >= {FINDS_AUC} over >= "
+            f"{CHOSEN_MIN_N} CE-like and >= {FINDS_MIN_OTHERS} other losses: the last rung then only finds the "
+            "near-CE losses, and which of them beats CE is the target stage's to say")
+    if rule == "second":
+        auc, pos, neg = choice["value"]
+        return out + [f"**{head}: {choice['name']}** ({choice['cost']:.0f} s per candidate; AUC {auc:.2f} over "
+                      f"{pos} CE-like and {neg} other losses), {text}."]
+    return out + [f"{head}: {text}: none" + ("." if complete and n >= CHOSEN_MIN_N else " yet.")]
+
+
 def alone_costs(dataset: str, results: Path = RESULTS) -> dict:
     """Seconds of one training per level, each measured alone: the study's levels (fidelity costs, wall on
     an idle machine) and the trained proxies and target (CPU seconds); {} where the files are missing."""
@@ -487,7 +569,6 @@ def report(losses: list[dict], dataset: str, epochs: int, command: str, results:
     pending = "" if complete else " (provisional: " + "; ".join(
         ([f"not every CE-like loss has its {CE_LIKE_SEEDS} seeds"] if five < len(ce_like) else [])
         + ([f"{', '.join(unread)} not yet read on every CE-like loss"] if unread else [])) + ")"
-    chosen, corrected, finders = [], [], []
     for name, p in sorted(table.items(), key=lambda kv: (math.isnan(kv[1]["cost"]), kv[1]["cost"])):
         c, cl = _corr(p["values"], truth), _corr(p["values"], truth, ce_like)
         agree, n, says, holds = beats_ce(p["values"], truth_diff, ce_id)
@@ -501,57 +582,18 @@ def report(losses: list[dict], dataset: str, epochs: int, command: str, results:
                      + (f" {_ci(cf, 'spearman')} ({cf['n']}) |" if "spearman" in (cf := _corr(p["values"], fresh))
                         else " - |")
                      + (f" {finds[0]:.2f} ({finds[1]} vs {finds[2]}) |" if finds else " - |"))
-        if finds and finds[0] >= FINDS_AUC and finds[1] >= CHOSEN_MIN_N and finds[2] >= FINDS_MIN_OTHERS \
-                and not math.isnan(p["cost"]):
-            finders.append((p["cost"], name, finds))
-        if cl["n"] >= CHOSEN_MIN_N and not math.isnan(p["cost"]):
-            if cl.get("spearman", -1) >= CHOSEN_SPEARMAN:
-                chosen.append((p["cost"], name, cl))
-            if (fixed is not None and fixed >= CHOSEN_SPEARMAN and cf.get("n", 0) >= CHOSEN_MIN_N
-                    and cf["spearman"] > 0):
-                corrected.append((p["cost"], name, fixed))
     lines += ["", "The curve and fit rows read the target's own trainings: their noise is partly the target's, so "
-              "they read high against it."]
-    if chosen:
-        cost, name, cl = min(chosen)
-        lines += ["", f"**Cheapest proxy ranking CE-like losses at Spearman >= {CHOSEN_SPEARMAN}: {name}** "
-                  f"({cost:.0f} s per candidate; Spearman {_ci(cl, 'spearman')} over {cl['n']} CE-like losses): "
-                  "the last rung of the default ladder."]
-    else:
-        ranked = [(c, name) for name, p in table.items() if "spearman" in (c := _corr(p["values"], truth, ce_like))]
-        best = max(ranked, key=lambda t: t[0]["spearman"]) if ranked else None
-        lines += ["", f"**No proxy yet ranks CE-like losses at Spearman >= {CHOSEN_SPEARMAN} over >= "
-                  f"{CHOSEN_MIN_N} of them** ({len(ce_like)} CE-like losses have their target"
-                  + (f"; highest so far: {best[1]}, {_ci(best[0], 'spearman')} over {best[0]['n']})." if best
-                     else "; too few to rank).")]
-        # The fallback, fixed on 2026-12-06 before the CE-like losses' targets were complete: when the target
-        # itself is too noisy for the criterion, the cheapest proxy that meets it against the target's true
-        # means (corrected) and ranks the unseen further seeds the right way round (fresh seeds > 0).
-        if corrected:
-            cost, name, fixed = min(corrected)
-            lines += [f"**Fallback{pending} (fixed before the data was complete): {name}**, the cheapest proxy whose CE-like "
-                      f"Spearman corrected for the target's own noise is >= {CHOSEN_SPEARMAN} ({fixed:.2f}) and whose "
-                      f"Spearman against the fresh seeds is above 0, over >= {CHOSEN_MIN_N} CE-like losses "
-                      f"({cost:.0f} s per candidate)."]
-        else:
-            lines += [f"Fallback (fixed before the data was complete): the cheapest proxy whose CE-like Spearman "
-                      f"corrected for the target's own noise is >= {CHOSEN_SPEARMAN} and whose Spearman against the "
-                      f"fresh seeds is above 0, over >= {CHOSEN_MIN_N} CE-like losses: none"
-                      + ("." if complete else " yet.")]
-            # The second fallback, fixed on 2026-12-06 (tenth session) before the CE-like losses' further seeds
-            # and the trained proxies' readings were complete: when no proxy can be shown to rank near-CE
-            # losses, the last rung need only find them, and the target stage decides among them.
-            final = complete and len(ce_like) >= CHOSEN_MIN_N
-            head = f"Second fallback{pending} (fixed before the data was complete)"
-            rule = (f"the cheapest proxy that puts CE-like losses above the rest at AUC >= {FINDS_AUC} over >= "
-                    f"{CHOSEN_MIN_N} CE-like and >= {FINDS_MIN_OTHERS} other losses: the last rung then only "
-                    "finds the near-CE losses, and which of them beats CE is the target stage's to say")
-            if finders:
-                cost, name, finds = min(finders)
-                lines += [f"**{head}: {name}** ({cost:.0f} s per candidate; AUC {finds[0]:.2f} over {finds[1]} "
-                          f"CE-like and {finds[2]} other losses), {rule}."]
-            else:
-                lines += [f"{head}: {rule}: none" + ("." if final else " yet.")]
+              "they read high against it.", ""]
+    lines += rule_lines(choose_last_rung(table, truth, by_seed, ce_like), pending, complete)
+    decided = {i for i in ce_like if by_id[i]["name"] in DECIDED_ON}
+    if len(decided) == len(DECIDED_ON) and all(
+            all(s in by_seed[i] for s in range(CE_LIKE_SEEDS)) and all(
+                i in p["values"] for n, p in table.items() if n.endswith(" x1")) for i in decided):
+        choice = choose_last_rung(table, truth, by_seed, decided)
+        lines += ["", f"**Decision** (the rule run once on the {len(decided)} CE-like losses whose every seed and "
+                  f"reading was in on {DECIDED_DATE}, fixed before the last reading came in; the lines above "
+                  "re-run it on every CE-like loss so far, as a check):", ""]
+        lines += rule_lines(choice, "", True)
     if "rk" in rel:
         retest = (f"; measured directly, the mean of seeds 0-2 against that of seeds 3-4: {rel['retest']:.2f}"
                   if "retest" in rel else "")

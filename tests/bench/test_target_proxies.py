@@ -152,7 +152,7 @@ def test_report_says_when_no_proxy_is_good_enough_yet(tmp_path):
     _write(tmp_path / "target_fidelity_digits_trainings.csv",
            [_row(i, "target4", s, 0.9 + 0.001 * i) for i in range(3) for s in range(tf.TARGET_SEEDS)])
     md = tf.report(losses, "digits", 4, "cmd", tmp_path)
-    assert "No proxy yet ranks CE-like losses at Spearman >= 0.8 over >= 10 of them** (3 CE-like" in md
+    assert "No proxy ranks CE-like losses at Spearman >= 0.8 over >= 10 of them** (3 CE-like" in md
 
 
 # ------------------------------------------------------------------------------------------------ end to end
@@ -310,7 +310,7 @@ def test_the_fallback_picks_a_proxy_that_ranks_the_targets_true_means(tmp_path, 
     _write(tmp_path / "target_proxies_digits_trainings.csv",
            [_row(i, "good", s, 0.8 + proxy_sign * 0.001 * i) for i in range(12) for s in range(tf.PROXY_SEEDS)])
     md = tf.report(_losses(12), "digits", 4, "cmd", tmp_path)
-    assert "**No proxy yet ranks CE-like losses at Spearman >= 0.8" in md
+    assert "**No proxy ranks CE-like losses at Spearman >= 0.8" in md
     assert ("**Fallback (fixed before the data was complete): good x1**" in md) == chosen  # all 5 seeds in
     assert ("fresh seeds is above 0, over >= 10 CE-like losses: none." in md) == (not chosen)  # all seeds in
 
@@ -352,3 +352,23 @@ def test_a_fallback_is_provisional_while_a_proxy_has_not_read_every_ce_like_loss
            [_row(i, "good", 0, 0.8 + 0.001 * i) for i in range(12) if i != 3])
     md = tf.report(_losses(12), "digits", 4, "cmd", tmp_path)
     assert "**Fallback (provisional: good x1 not yet read on every CE-like loss) (fixed before" in md
+
+
+def test_the_decision_is_taken_on_the_fixed_losses_once_theirs_are_complete(tmp_path, monkeypatch):
+    """A CE-like loss found after the decision set was fixed (loss 11, 3 seeds) keeps the check provisional
+    but does not hold up, or enter, the decision."""
+    import numpy as np
+
+    monkeypatch.setattr(tf, "trained_proxies", lambda epochs: {"good": dict(epochs=1)})
+    monkeypatch.setattr(tf, "DECIDED_ON", frozenset(f"loss{i}" for i in range(11)))
+    rng = np.random.default_rng(1)
+    rows = [_row(i, "target4", s, round(0.9 + 0.0004 * i + rng.normal(0, 0.003), 4))
+            for i in range(12) for s in range(tf.CE_LIKE_SEEDS if i < 11 else tf.TARGET_SEEDS)]
+    _write(tmp_path / "target_fidelity_digits_trainings.csv", rows)
+    _write(tmp_path / "target_proxies_digits_trainings.csv", [_row(i, "good", 0, 0.8 + 0.001 * i) for i in range(11)])
+    md = tf.report(_losses(12), "digits", 4, "cmd", tmp_path)
+    check, decision = md.split("**Decision**")
+    assert "(provisional: not every CE-like loss has its 5 seeds; good x1 not yet read on every" in check
+    assert "(11 CE-like losses;" in decision and "**Fallback (fixed before the data was complete): good x1**" in decision
+    monkeypatch.setattr(tf, "DECIDED_ON", frozenset(f"loss{i}" for i in range(12)))  # loss 11 incomplete: none yet
+    assert "**Decision**" not in tf.report(_losses(12), "digits", 4, "cmd", tmp_path)
