@@ -372,3 +372,25 @@ def test_the_decision_is_taken_on_the_fixed_losses_once_theirs_are_complete(tmp_
     assert "(11 CE-like losses;" in decision and "**Fallback (fixed before the data was complete): good x1**" in decision
     monkeypatch.setattr(tf, "DECIDED_ON", frozenset(f"loss{i}" for i in range(12)))  # loss 11 incomplete: none yet
     assert "**Decision**" not in tf.report(_losses(12), "digits", 4, "cmd", tmp_path)
+
+
+def test_fashion_mnists_last_default_rung_is_the_one_the_target_study_decided():
+    """The committed study's decision (its rule run on DECIDED_ON) names the last rung nlfs ships."""
+    from nlfs.search import DEFAULT_RUNGS
+
+    stem, epochs = "fashion_mnist", 8
+    rows = tf._read(tf.RESULTS / f"fidelity_{stem}_trainings.csv") + tf._read(
+        tf.RESULTS / f"target_fidelity_{stem}_trainings.csv")
+    table = tf.proxies(rows, tf._read(tf.RESULTS / f"target_proxies_{stem}_trainings.csv"),
+                       tf._read_curves(tf.RESULTS / f"target_fidelity_{stem}_curves.jsonl", f"target{epochs}"),
+                       epochs, tf.alone_costs("fashion-mnist"))
+    truth = table.pop(f"target{epochs}")["values"]
+    names = {d["id"]: d["name"] for d in tf.losses_for("fashion-mnist")}
+    decided = {i for i in truth if names[i] in tf.DECIDED_ON}
+    assert len(decided) == len(tf.DECIDED_ON)
+    choice = tf.choose_last_rung(table, truth, tf.per_seed(rows)[f"target{epochs}"], decided)
+    assert choice["rule"] is not None
+    proxy, _, seeds = choice["name"].partition(" x")
+    spec = {k: v for k, v in tf.trained_proxies(epochs)[proxy].items() if k != "channels_last"}
+    last = dict(DEFAULT_RUNGS["fashion-mnist"][-1])
+    assert last.pop("seeds") == (int(seeds) if seeds else tf.PROXY_SEEDS) and last == spec
