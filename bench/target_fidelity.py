@@ -141,8 +141,8 @@ CE_LIKE_PP = 1.0  # a loss is CE-like when its target accuracy is within this of
 CHOSEN_SPEARMAN, CHOSEN_MIN_N = 0.8, 10  # the default rungs' criterion, and the CE-like losses it needs
 FINDS_AUC, FINDS_MIN_OTHERS = 0.9, 5  # the second fallback: telling CE-like losses from the rest
 # The CE-like losses the default rungs are decided on: the 14 whose 5 target seeds and every trained proxy's
-# one-seed reading were in on DECIDED_DATE (one reading, near-ce-11's late6, still running), fixed then so
-# that CE-like losses found later (NGL was the next) check the decision rather than move it.
+# one-seed reading were in on DECIDED_DATE, fixed then so that CE-like losses found later (NGL was the
+# next) check the decision rather than move it.
 DECIDED_DATE = "2026-12-06"
 DECIDED_ON = frozenset({"CE", "LabelSmoothingCE", "Poly1", "near-ce-0", "near-ce-3", "near-ce-6", "near-ce-10",
                         "near-ce-11", "random-gp-0", "FoundFM1", "FoundFM2", "FoundFM3", "LS a=0.3", "LS a=0.5"})
@@ -590,9 +590,10 @@ def report(losses: list[dict], dataset: str, epochs: int, command: str, results:
             all(s in by_seed[i] for s in range(CE_LIKE_SEEDS)) and all(
                 i in p["values"] for n, p in table.items() if n.endswith(" x1")) for i in decided):
         choice = choose_last_rung(table, truth, by_seed, decided)
-        lines += ["", f"**Decision** (the rule run once on the {len(decided)} CE-like losses whose every seed and "
-                  f"reading was in on {DECIDED_DATE}, fixed before the last reading came in; the lines above "
-                  "re-run it on every CE-like loss so far, as a check):", ""]
+        lines += ["", f"**Decision** (the rule, fixed before the data was complete, run on the {len(decided)} CE-like "
+                  f"losses whose {CE_LIKE_SEEDS} seeds and every proxy's one-seed reading were in on {DECIDED_DATE}; "
+                  "the lines above run it on every CE-like loss so far, as a check that later ones do not "
+                  "overturn it):", ""]
         lines += rule_lines(choice, "", True)
     if "rk" in rel:
         retest = (f"; measured directly, the mean of seeds 0-2 against that of seeds 3-4: {rel['retest']:.2f}"
