@@ -2,7 +2,7 @@
 
 With no arguments: a short genetic-programming search over the gp tree space, warm-started from
 cross-entropy and Poly-1, on the default CPU dataset (Fashion-MNIST when installed, else
-scikit-learn digits): it screens candidates for 2 minutes on every core, lets the best climb the
+scikit-learn digits): it screens candidates for 1 minute on every core, lets the best climb the
 rungs, races its leader to a confidence interval, trains it in the target regime (the whole training
 split at CE's plateau: the training a user runs), and prints what it found beside cross-entropy with
 the same seeds, saying where each lead was measured and whether it held in the target. ``--resume DIR``
@@ -151,10 +151,11 @@ def build_parser() -> ArgumentParser:
     ap.add_argument("--finalists", type=non_negative_int, default=None, metavar="N",
                     help="leaders raced at the last rung and trained in the target (0: neither; default: "
                          f"the preset's, {quick['finalists']} for quick, {paper['finalists']} for paper)")
-    ap.add_argument("--race-seeds", type=non_negative_int, default=6, metavar="N",
+    ap.add_argument("--race-seeds", type=non_negative_int, default=None, metavar="N",
                     help="racing: a leader gets 2 more paired seeds at the last rung at a time until the 95%% "
                          "interval of its difference to CE excludes 0 or it has N seeds (N at most the last "
-                         "rung's seeds: no racing)")
+                         f"rung's seeds: no racing; default: the preset's, {quick['race_seeds']} for quick, "
+                         f"{paper['race_seeds']} for paper)")
     ap.add_argument("--unpaired", action="store_true",
                     help="fitness is plain accuracy, not the paired difference to CE with the same seeds")
     ap.add_argument("--no-progress", action="store_true")

@@ -35,7 +35,7 @@ def test_help_shows_the_defaults():
     text = " ".join(evolve.build_parser().format_help().split())
     assert "(default: gp)" in text
     assert "1000 for quick" in text
-    assert "2 with the quick preset when --budget is omitted" in text  # issue 21: 2 minutes of screening
+    assert "1 with the quick preset when --budget is omitted" in text  # the quick preset: 1 minute of screening
     assert "fashion-mnist if installed, else digits" in text
     assert "(default: ce)" in text and "(default: surrogate)" in text and "(default: 3)" in text
     train_help = " ".join(train_cli.parser().format_help().split())

@@ -12,15 +12,16 @@ from ._rungs import default_rungs, make_rungs
 from ._target import Target, default_target, make_target
 
 PRESETS = {
-    # a short search on two CPU cores: screens candidates for 2 minutes, lets the screened ones finish
-    # their rungs (about 0.5), races its leader to an interval (about 0.5), then trains it and CE once
-    # in the target side by side (Fashion-MNIST: all 55,000 images for 8 epochs, about 3.5 minutes on
-    # one thread): about 6.5 minutes in all; an explicit --budget drops the time limit
-    "quick": dict(budget=1000, time_limit=120, population=8, sample=3, initial=12, children=10_000,
-                  gp_population=12, generations=10_000, finalists=1, target_seeds=1),
+    # a short search on two CPU cores: screens candidates for 1 minute, lets the screened ones finish
+    # their rungs (the last is an epoch of the whole split), races its leader to 3 seeds (one step),
+    # then trains it and CE once in the target side by side (Fashion-MNIST: all 55,000 images for 8
+    # epochs, about 3.5 minutes on one thread): about 6.5 minutes in all (bench/results/README.md);
+    # an explicit --budget drops the time limit
+    "quick": dict(budget=1000, time_limit=60, population=8, sample=3, initial=12, children=10_000,
+                  gp_population=12, generations=10_000, finalists=1, target_seeds=1, race_seeds=3),
     # the papers' values (NeuroLoss regularized evolution; EvoMAL GP)
     "paper": dict(budget=5000, population=100, sample=20, initial=1000, children=4000,
-                  gp_population=25, generations=50, finalists=3, target_seeds=3),
+                  gp_population=25, generations=50, finalists=3, target_seeds=3, race_seeds=6),
 }
 
 

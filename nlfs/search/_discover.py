@@ -92,6 +92,7 @@ def preset_config(preset: str = "quick", *, algorithm: str = "gp", space: str | 
         children=p["children"], gp_population=given(population, p["gp_population"]),
         generations=p["generations"], seed_losses=tuple(seed_losses), target=target,
         finalists=given(finalists, p["finalists"]),
+        race_seeds=given(fields.pop("race_seeds", None), p["race_seeds"]),
         time_limit=time_limit if time_limit is not None else (None if budget else p.get("time_limit")),
         **fields)
     if cfg.target is None:  # the default target, with the preset's seeds

@@ -110,7 +110,7 @@ def test_an_unfinished_search_starts_again_and_a_finished_one_is_reused(tmp_path
     (tmp_path / "now" / "left.txt").write_text("from a killed study")
     rec = sba.run_search("now", tmp_path, "digits", 6.5, 1.0, sba.BEFORE)
     assert len(calls) == 1 and not (tmp_path / "now" / "left.txt").exists()
-    assert rec["screen_minutes"] == pytest.approx(2.0) and rec["stopped_by"] == "itself"
+    assert rec["screen_minutes"] == pytest.approx(1.0) and rec["stopped_by"] == "itself"
     assert sba.run_search("now", tmp_path, "digits", 6.5, 1.0, sba.BEFORE) == rec and len(calls) == 1
 
 
@@ -123,7 +123,7 @@ def test_search_commands_share_one_budget():
     assert screen[screen.index("--finalists") + 1] == "0" and screen[screen.index("--time-limit") + 1] == "5.5"
     assert sba.evolve_args("before", "digits", "R", 6.5, time_limit=False)[-2:] == ["--budget", "100000"]
     with pytest.raises(SystemExit):
-        sba.parse_args(["--minutes", "4"])  # today's search needs its 4.5 minutes after screening
+        sba.parse_args(["--minutes", "5"])  # today's search needs its 5.5 minutes after screening
     with pytest.raises(SystemExit):
         sba.parse_args(["--searches", "now,later"])
     with pytest.raises(SystemExit):
@@ -246,3 +246,10 @@ def test_the_candidates_are_the_search_ranking_and_its_target_checked_leaders_wi
 def test_a_report_without_a_finished_search_writes_nothing(tmp_path, capsys):
     assert sba.main(argv(tmp_path, "--report-only")) == 2
     assert "no finished search" in capsys.readouterr().err and not (tmp_path / "results").exists()
+
+
+def test_todays_search_at_the_default_budget_is_the_readmes_quick_preset(tmp_path):
+    from nlfs.search._config import PRESETS
+
+    args = sba.evolve_args("now", "fashion-mnist", tmp_path, sba.parse_args([]).minutes)
+    assert float(args[args.index("--time-limit") + 1]) * 60 == PRESETS["quick"]["time_limit"]

@@ -314,7 +314,8 @@ def test_cli_target_finalists_and_race_seeds_define_the_run(tmp_path, capsys):
 
     quick = cfg()
     assert quick.target == {"train_size": "all", "epochs": 16, "seeds": 1} and quick.finalists == 1
-    assert quick.time_limit == 120 and quick.race_seeds == 6
+    assert quick.time_limit == 60 and quick.race_seeds == 3  # racing at the last rung, one step
+    assert cfg("--preset", "paper").race_seeds == 6 and cfg("--race-seeds", "5").race_seeds == 5
     paper = cfg("--preset", "paper")
     assert paper.finalists >= 2 and paper.target["seeds"] >= 2
     given = cfg("--target", "train_size=all,epochs=4,label_noise=0.2", "--finalists", "3", "--race-seeds", "0")
