@@ -288,8 +288,8 @@ def test_cli_defaults_warm_start_tree_spaces_only(tmp_path):
     default = cfg()
     assert (default.algorithm, default.space, default.seed_losses) == ("gp", "gp", ("CE", "Poly1"))
     assert default.grad_scale == "ce" and cfg("--grad-scale", "none").grad_scale == "none"
-    # the quick preset screens for 2 minutes (issue 21: its leader's target training takes the rest)
-    assert default.time_limit == 120 and cfg("--budget", "5").time_limit is None
+    # the quick preset screens for 1 minute (issue 21: racing and the target training take the rest)
+    assert default.time_limit == 60 and cfg("--budget", "5").time_limit is None
     assert cfg("--algorithm", "regularized").seed_losses == ()  # the nlfs space starts at random
     assert cfg("--seed-losses", "none").seed_losses == ()
     assert cfg("--seed-losses", "-y*log(p); max(p, y)").seed_losses == ("-y*log(p)", "max(p, y)")
