@@ -12,7 +12,7 @@ from pathlib import Path
 from .._io import atomic_write
 from ..stats import mean
 from ._rows import summary_counts
-from ._rungs import RESIZE, STOP_EPOCH, resize_words, stop_epoch_words
+from ._rungs import budget_words
 
 
 def trained_ok(rows: list[dict]) -> list[dict]:
@@ -457,9 +457,7 @@ def regime(cfg: dict) -> str:
     rungs = cfg.get("rungs") or []
 
     def rung_words(r):
-        words = [f"{k} {'all' if k == 'train_size' and v is None else v}" for k, v in r.items()
-                 if k not in ("seeds", STOP_EPOCH, RESIZE) and (v is not None or k == "train_size")]
-        return ", ".join(words + [w for w in (resize_words(r), stop_epoch_words(r)) if w]) or "base budget"
+        return ", ".join(budget_words(r)) or "base budget"
 
     budget = "; ".join(f"rung {i}: {rung_words(r)}, {r.get('seeds', 1)} seed(s)" for i, r in enumerate(rungs)) or (
         f"{cfg.get('steps')} steps" if cfg.get("steps") else f"{cfg.get('epochs') or 'default'} epochs")
@@ -551,10 +549,7 @@ def rung_regime(cfg: dict, rung: int, seeds: int | None = None) -> str:
     spec.pop("seeds", None)
     if "budget" in spec:  # a fitness function's run: nlfs trained nothing itself
         return f"your fitness function, budget {spec['budget']:g} (screening rung {rung}), {n} seed(s): proxy lead"
-    # a schedule read early or a lower resolution says so in words
-    budget = ", ".join([f"{k} {'all' if k == 'train_size' and v is None else v}" for k, v in spec.items()
-                        if (v is not None or k == "train_size") and k not in (STOP_EPOCH, RESIZE)]
-                       + [w for w in (resize_words(spec), stop_epoch_words(spec)) if w]) or "the base budget"
+    budget = ", ".join(budget_words(spec)) or "the base budget"  # a schedule read early says so in words
     return f"screening rung {rung} ({budget}), {n} seed(s): proxy lead"
 
 

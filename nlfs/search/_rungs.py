@@ -65,10 +65,8 @@ class Rung:
         return training_key(key, length=12)
 
     def describe(self) -> str:
-        parts = [f"{k}={self.train[k]}" for k in (*TRAIN_KEYS, BUDGET) if self.train.get(k) is not None]
-        if "train_size" in self.train and self.train["train_size"] is None:  # said, not left to the default
-            parts.insert(0, "train_size=all")
-        parts += [w for w in (resize_words(self.train), stop_epoch_words(self.train)) if w]
+        ordered = {k: self.train[k] for k in (*TRAIN_KEYS, BUDGET, RESIZE, STOP_EPOCH) if k in self.train}
+        parts = budget_words(ordered, "=")
         return f"rung {self.index}: {', '.join(parts) or 'the base budget'}, {self.seeds} seed(s)"
 
 
@@ -92,6 +90,15 @@ def resize_words(train: dict) -> str | None:
         return None
     sides = [value] if isinstance(value, int) else list(value)
     return f"images at {sides[0]}x{sides[-1]}"
+
+
+def budget_words(spec: dict, sep: str = " ") -> list[str]:
+    """A rung spec's budget in words, in its order: ``key{sep}value`` for every key set (``train_size``
+    set to None says "all": the whole split, not the default), then its ``resize`` and ``stop_epoch``
+    in words; ``seeds`` left out."""
+    words = [f"{k}{sep}{'all' if k == 'train_size' and v is None else v}" for k, v in spec.items()
+             if k not in ("seeds", STOP_EPOCH, RESIZE) and (v is not None or k == "train_size")]
+    return words + [w for w in (resize_words(spec), stop_epoch_words(spec)) if w]
 
 
 def make_rungs(specs) -> tuple[Rung, ...]:
