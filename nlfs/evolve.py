@@ -31,6 +31,7 @@ from .search import (
     DEFAULT_SEED_LOSSES,
     DEFAULT_TARGETS,
     PRESETS,
+    SCORES,
     data_words,
     default_space,
     default_target,
@@ -156,6 +157,11 @@ def build_parser() -> ArgumentParser:
                          "interval of its difference to CE excludes 0 or it has N seeds (N at most the last "
                          f"rung's seeds: no racing; default: the preset's, {quick['race_seeds']} for quick, "
                          f"{paper['race_seeds']} for paper)")
+    ap.add_argument("--score", default="best", choices=SCORES,
+                    help="which validation accuracy a training scores, at every rung and in the target: best, "
+                         "over its evaluations (what early stopping on the validation split keeps), or final, the "
+                         "last model's (what you ship without early stopping; under label noise a loss can peak "
+                         "early, then fit the noise) (default: best)")
     ap.add_argument("--unpaired", action="store_true",
                     help="fitness is plain accuracy, not the paired difference to CE with the same seeds")
     ap.add_argument("--no-progress", action="store_true")
@@ -174,7 +180,7 @@ def config_from_args(args):
         train_size=args.train_size, val_size=args.val_size, data_root=args.data_root, device=args.device,
         workers=args.workers, threads=args.threads, executor=args.executor, ray_address=args.address,
         pack=args.pack, progress=not args.no_progress, augment=args.augment, grad_scale=args.grad_scale, eta=args.eta,
-        paired=not args.unpaired, rungs=parse_rungs(args.rungs) if args.rungs else None,
+        paired=not args.unpaired, score=args.score, rungs=parse_rungs(args.rungs) if args.rungs else None,
         seed_mutants=3 if args.seed_mutants is None else args.seed_mutants, race_seeds=args.race_seeds,
         train_overrides=training_overrides(args, ("label_noise", "label_noise_kind")))
 

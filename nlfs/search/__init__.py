@@ -56,13 +56,13 @@ from ._rungs import DEFAULT_RUNGS, Rung, make_rungs, parse_rungs, promoted
 from ._runner import Search, evaluate_payload, rejection_sample
 from ._target import DEFAULT_TARGETS, Target, default_target, make_target, parse_target
 from ._taylor import TaylorSearch, is_taylor_run
-from ._worker import grad_scale_factor_of
+from ._worker import SCORES, grad_scale_factor_of
 
 __all__ = [
     "ALGORITHMS", "DEFAULT_RUNGS", "DEFAULT_SEED_LOSSES", "DEFAULT_TARGETS", "Discovery", "FITNESS_RUNGS",
     "FilterOutcome", "FoundLoss", "GeneticProgramming", "InlineExecutor", "OPTUNA_SAMPLERS", "PRESETS",
     "PackingExecutor", "ProcessExecutor", "RayExecutor", "RegularizedEvolution", "RunDB", "RunDirError",
-    "Rung", "STAGES", "Search", "SearchConfig", "Target", "TaylorSearch", "best_candidates",
+    "Rung", "SCORES", "STAGES", "Search", "SearchConfig", "Target", "TaylorSearch", "best_candidates",
     "catalogue_twin", "cheap_filters", "data_words", "default_dataset", "default_range", "default_space",
     "default_target", "default_threads", "default_workers", "discover", "entry_spec", "evaluate_payload",
     "export_losses", "finished_trials", "fitness_of", "format_summary", "grad_scale_factor_of",

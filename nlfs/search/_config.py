@@ -10,6 +10,7 @@ from . import _filters as F
 from ._algorithms import ALGORITHMS
 from ._rungs import default_rungs, make_rungs
 from ._target import Target, default_target, make_target
+from ._worker import SCORES
 
 PRESETS = {
     # a short search on two CPU cores: screens candidates for 1 minute, lets the screened ones finish
@@ -69,6 +70,7 @@ class SearchConfig:
     eta: int = 3  # a finished rung promotes its top 1/eta
     paired: bool = True  # fitness = accuracy minus CE's with the same seeds at the same rung
     grad_scale: str = "none"  # none | ce (TrainConfig.grad_scale)
+    score: str = "best"  # best | final: which validation accuracy a training scores (_worker.SCORES)
     augment: str = "none"  # TrainConfig.augment, for the whole search
     seed_losses: tuple[str, ...] = ()  # warm start: catalogue names or expressions
     seed_mutants: int = 3  # small-edit mutants of each seed loss in the first population
@@ -90,6 +92,8 @@ class SearchConfig:
             raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
         if self.grad_scale not in GRAD_SCALES:
             raise ValueError(f"grad_scale must be one of {', '.join(GRAD_SCALES)}, got {self.grad_scale!r}")
+        if self.score not in SCORES:
+            raise ValueError(f"score must be one of {', '.join(SCORES)}, got {self.score!r}")
         if self.pack < 1:
             raise ValueError(f"pack must be at least 1, got {self.pack}")
         if self.eta < 2:

@@ -466,7 +466,13 @@ def regime(cfg: dict) -> str:
     return (f"{cfg.get('dataset', '?')} ({size or 'all'} {unit}), model {model}; "
             f"{budget}; label noise {train.get('label_noise') or 0:g}{kind}; "
             f"augmentation {cfg.get('augment', 'none')}; "
-            f"gradient scale {cfg.get('grad_scale', 'none')}")
+            f"gradient scale {cfg.get('grad_scale', 'none')}; scored by {score_words(cfg.get('score', 'best'))}")
+
+
+def score_words(score: str) -> str:
+    """Which validation accuracy a search's trainings score, in words (``SearchConfig.score``)."""
+    return ("the final model's validation accuracy" if score == "final"
+            else "the best validation accuracy over a training's evaluations")
 
 
 def training_regime(cfg, split_per_seed: bool = False) -> str:
@@ -645,7 +651,7 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
                    "held": sum(target_note(t).startswith("held") for t in in_target.values())},
                "hall_of_fame": [entry(r) for r in hof]}
     atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2))
-    score = "your fitness function's score" if cfg.get("fitness") else "validation accuracy"
+    score = "your fitness function's score" if cfg.get("fitness") else score_words(cfg.get("score", "best"))
     fitness = f"{score} minus CE's with the same seeds at the same rung" if paired else score
     md = ["# Hall of fame (best per size)", "",
           f"Fitness: {fitness}; augmentation {summary['augment']}; gradient scale {summary['grad_scale']}.",

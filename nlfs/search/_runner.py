@@ -235,7 +235,7 @@ class Search:
         if index == len(self.rungs):
             return {"expression": row["expression"], "constants": row.get("constants") or {},
                     "class_reduction": self.cfg.class_reduction, "train": self.cfg.target_train_config().to_dict(),
-                    "seeds": seeds, "rejection": False}
+                    "seeds": seeds, "rejection": False, "score": self.cfg.score}
         return self.payload(row, self.rungs[index], seeds=seeds)
 
     def payload(self, row: dict, rung, rejection: bool = False, seeds=None) -> dict:
@@ -244,7 +244,8 @@ class Search:
             return {**self._fitness_payload(row, rung.train["budget"], seeds), "rejection": rejection}
         return {"expression": row["expression"], "constants": row.get("constants") or {},
                 "class_reduction": self.cfg.class_reduction, "train": self.cfg.train_config(rung).to_dict(),
-                "seeds": self.cfg.seeds(rung) if seeds is None else seeds, "rejection": rejection}
+                "seeds": self.cfg.seeds(rung) if seeds is None else seeds, "rejection": rejection,
+                "score": self.cfg.score}
 
     def _fitness_payload(self, row: dict, budget: float, seeds: list) -> dict:
         """A fitness function's job: the loss, the seeds and the budget (the function is the worker's)."""
@@ -429,8 +430,9 @@ class Search:
     # -- after screening: racing the leaders to an interval, then the target regime ----------------------
     def leaders(self) -> list[int]:
         """The candidates raced and trained in the target: the top ``finalists`` by their screening
-        fitness at the last rung (their first row there, so a resumed run picks the same ones), CE in
-        disguise left out."""
+        fitness at the last rung (their first row there, so a resumed run picks the same ones), a
+        catalogue loss in disguise left out (CE, or a warm start itself: a known loss is a baseline to
+        compare with, not a find to check)."""
         from ._report import catalogue_twin
 
         last = len(self.rungs) - 1
@@ -442,7 +444,7 @@ class Search:
             screened[cand] = r
         ranked = sorted(screened.values(), key=lambda r: (-r["fitness"], r["id"]))
         normalise = self.cfg.grad_scale != "none"
-        out = [r.get("candidate") or r["id"] for r in ranked if catalogue_twin(r, normalise) != "CE"]
+        out = [r.get("candidate") or r["id"] for r in ranked if catalogue_twin(r, normalise) is None]
         return out[: self.cfg.finalists]
 
     def _trained_seeds(self, cand: int, fidelity: str) -> dict[int, dict]:

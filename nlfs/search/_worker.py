@@ -14,6 +14,11 @@ import torch
 from ..expr import parse
 from . import _filters as F
 
+# Which validation accuracy a training scores: the best over its evaluations (the checkpoint that early
+# stopping on the validation split keeps) or the final model's (the one shipped without early stopping;
+# under label noise a loss can peak early and then fit the noise).
+SCORES = ("best", "final")
+
 SHARED: dict = {}  # what the executor gave this process once: {"fitness": f}
 INSTALLS = [0]  # how many times this process received it (once per worker: see tests/test_discover.py)
 
@@ -31,7 +36,7 @@ def evaluate_payload(payload: dict) -> dict:
     ``payload``: ``expression``, ``constants``, ``class_reduction`` (``reduction`` in older payloads),
     ``train`` (a TrainConfig dict), ``seeds`` (default: the train config's own seed), ``rejection`` (run
     the rejection test first),
-    ``name``, ``scale`` (the loss's fixed factor, default 1). Instead of ``expression`` and
+    ``name``, ``scale`` (the loss's fixed factor, default 1), ``score`` (``SCORES``, default best). Instead of ``expression`` and
     ``class_reduction``, ``loss`` may give any loss ``nlfs.train`` accepts (a catalogue name, an expression,
     a ``LossSpec``; in this process also a callable), with ``constants`` overriding its own (no
     rejection test). With ``fitness`` true, the installed fitness function scores the loss instead of
@@ -154,7 +159,8 @@ def _evaluate_pack(payloads: list[dict]) -> list[dict]:
                 results[i] = _error(err, starts[i])
         return results
     for (i, _, screen_time), trained in zip(todo, grid):
-        results[i] = _seeds_result(seeds, trained, screen_time + sum(r.wall_time for r in trained))
+        results[i] = _seeds_result(seeds, trained, screen_time + sum(r.wall_time for r in trained),
+                                   payloads[i].get("score", "best"))
     return results
 
 
@@ -197,14 +203,16 @@ def _train_seeds(loss, constants, cfg, payload: dict, start: float) -> dict:
         trained.append(train(loss, dataclasses.replace(cfg, seed=seed), constants=constants))
         if trained[-1].diverged:
             break  # one failed seed fails the candidate: the rest would be wasted
-    return _seeds_result(seeds, trained, time.perf_counter() - start)
+    return _seeds_result(seeds, trained, time.perf_counter() - start, payload.get("score", "best"))
 
 
-def _seeds_result(seeds: list, trained: list, wall_time: float) -> dict:
+def _seeds_result(seeds: list, trained: list, wall_time: float, score: str = "best") -> dict:
     """A candidate's result from its trainings, one per seed in ``seeds`` order (the last one
-    diverged, or none did)."""
-    per_seed = [{"seed": seed, "acc": r.best_val_acc, "diverged": r.diverged, "reason": r.reason,
-                 "grad_scale_factor": r.grad_scale_factor, "order_digest": r.order_digest}
+    diverged, or none did). ``score``: which validation accuracy a seed scores (``SCORES``)."""
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
+    per_seed = [{"seed": seed, "acc": r.best_val_acc if score == "best" else r.val_acc, "diverged": r.diverged,
+                 "reason": r.reason, "grad_scale_factor": r.grad_scale_factor, "order_digest": r.order_digest}
                 for seed, r in zip(seeds, trained)]
     failed = trained[-1] if trained[-1].diverged else None
     shown = failed or trained[0]  # the failed training's record explains the failure

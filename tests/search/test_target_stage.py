@@ -197,6 +197,58 @@ def test_a_leader_that_fell_below_the_top_by_proxy_is_shown_with_its_target_resu
     assert f"| {best[0]['name']} | -1.67 pp" in md
 
 
+POLY1 = "-y * log(p) + 2 * y * (1 - p)"  # the catalogue's Poly1 (epsilon 2): a warm start, not a find
+
+
+def poly1_leads(expression: str, train: dict, seed: int) -> float:
+    return {POLY1: 0.6, LEAD: 0.55}.get(expression, 0.5 if expression == CE else 0.3)
+
+
+def test_a_catalogue_loss_in_disguise_is_never_a_leader(tmp_path):
+    ex = FakeExecutor(accuracy=poly1_leads)
+    rows = run_search(config(tmp_path / "run", losses=(POLY1, LEAD), race_seeds=0), ex)
+    assert max(r["fitness"] for r in candidate_rows(rows, POLY1) if r["status"] == "ok") > max(
+        r["fitness"] for r in candidate_rows(rows, LEAD) if r["status"] == "ok")  # Poly1 tops the proxy
+    assert [r["expression"] for r in rows if r.get("stage") == "target"] == [LEAD]  # the novel one is checked
+    assert not any(key[0] == POLY1 and key[1][0] is None for key in ex.trained)
+
+
+class ScoredExecutor(FakeExecutor):
+    """Records the ``score`` of every payload it is given."""
+
+    def submit(self, payload):
+        self.scores = [*getattr(self, "scores", []), (payload["train"].get("train_size"), payload.get("score"))]
+        return super().submit(payload)
+
+
+@pytest.mark.parametrize("score", ["best", "final"])
+def test_the_score_reaches_every_training_and_the_reports(tmp_path, score):
+    ex = ScoredExecutor()
+    rows = run_search(config(tmp_path / "run", race_seeds=0, score=score), ex)
+    assert {s for _, s in ex.scores} == {score}  # screening, CE's baselines and the target alike
+    assert None in {size for size, _ in ex.scores}  # the target stage was among them
+    summary = write_report(tmp_path / "run", rows)
+    words = "the final model's validation accuracy" if score == "final" else "the best validation accuracy"
+    assert words in summary["regime"] and words in (tmp_path / "run" / "hall_of_fame.md").read_text()
+    with pytest.raises(ValueError, match="score must be one of best, final"):
+        SearchConfig(**{**config(tmp_path / "x").__dict__, "score": "peak"}).resolve()
+
+
+def test_a_seed_scores_the_accuracy_the_search_asked_for():
+    from types import SimpleNamespace
+
+    from nlfs.search._worker import _seeds_result
+
+    def result(final, best):
+        return SimpleNamespace(val_acc=final, best_val_acc=best, diverged=False, reason="", grad_scale_factor=1.0,
+                               order_digest="", to_dict=lambda: {})
+
+    trained = [result(0.70, 0.80), result(0.60, 0.90)]  # peaked early, then fell (memorising noise)
+    assert [s["acc"] for s in _seeds_result([0, 1], trained, 1.0)["per_seed"]] == [0.80, 0.90]
+    out = _seeds_result([0, 1], trained, 1.0, "final")
+    assert [s["acc"] for s in out["per_seed"]] == [0.70, 0.60] and out["fitness"] == pytest.approx(0.65)
+
+
 def test_one_target_seed_says_it_has_no_interval_and_a_held_lead_says_so(tmp_path):
     from nlfs.search._report import target_note
 
