@@ -35,8 +35,8 @@ def evaluate_payload(payload: dict) -> dict:
 
     ``payload``: ``expression``, ``constants``, ``class_reduction`` (``reduction`` in older payloads),
     ``train`` (a TrainConfig dict), ``seeds`` (default: the train config's own seed), ``rejection`` (run
-    the rejection test first),
-    ``name``, ``scale`` (the loss's fixed factor, default 1), ``score`` (``SCORES``, default best). Instead of ``expression`` and
+    the rejection test first), ``name``, ``scale`` (the loss's fixed factor, default 1), ``score``
+    (``SCORES``, default best). Instead of ``expression`` and
     ``class_reduction``, ``loss`` may give any loss ``nlfs.train`` accepts (a catalogue name, an expression,
     a ``LossSpec``; in this process also a callable), with ``constants`` overriding its own (no
     rejection test). With ``fitness`` true, the installed fitness function scores the loss instead of
