@@ -17,11 +17,13 @@ of bench/results/discovery2_trainings.csv, appended as it finishes; a stage run 
 rows it lacks (a killed run loses the trainings in flight). The report reads only committed files.
 
 The plan is written before anything runs. Its unit is one target-regime training (surrogate CNN, the
-whole training split, CE's plateau length, 1 thread): its cost is the median ``wall_s`` of the target
-level in bench/results/target_fidelity_fashion_mnist_trainings.csv (or ``--target-wall-s``). Every
-other training is priced relative to it, from committed measurements of one machine and date each: a
-screening training (the same CSV's ``s64`` level), ResNet9V2 (bench/results/discovery/heldout: its arch
-setting against the full-split one, per image-epoch) and digits (bench/results/target_curve_*.csv). The
+whole training split, CE's plateau length, 1 thread): its cost is the CPU time of one CE training in
+bench/results/target_proxies_fashion_mnist_costs.json (or ``--target-cpu-s``). Every other training is
+priced relative to it, from committed measurements of one machine and date each: a candidate through the
+frozen rungs (``RUNGS``: the CPU time of a CE training at each, the later ones paid by the promoted
+share), ResNet9V2 (bench/results/discovery/heldout: its arch setting against the full-split one, per
+image-epoch) and digits (bench/results/target_curve_*.csv). Every training, the searches' included, is
+on CE's gradient scale and scored by its final model. The
 stages follow the issue's protocol: a target-regime search per regime; learning rate per loss from a
 grid, widened when the choice lands on an edge, on seeds that are not test seeds; every loss, baselines
 included, on 10 test seeds (each its own training subset and label noise: ``split_seed = seed``);
@@ -50,18 +52,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nlfs.search import DEFAULT_TARGETS  # noqa: E402
-
 RESULTS = ROOT / "bench" / "results"
 TRAININGS_CSV = RESULTS / "target_fidelity_fashion_mnist_trainings.csv"
 HELDOUT_DIR = RESULTS / "discovery" / "heldout"
 CURVES = {"fashion-mnist": RESULTS / "target_curve_fashion_mnist_surrogate.csv",
           "digits": RESULTS / "target_curve_digits_surrogate.csv"}
 PLAN_MD = RESULTS / "discovery2_plan.md"
+PROXY_COSTS = RESULTS / "target_proxies_fashion_mnist_costs.json"
+LEVEL_COSTS = RESULTS / "fidelity_fashion_mnist_costs.json"
 TARGET_LEVEL = "target8"
-SCREEN_LEVEL = "s64"
-# CE's plateau on the whole split: the target's length (issue #21's study may change it)
-TARGET_EPOCHS = {name: spec["epochs"] for name, spec in DEFAULT_TARGETS.items()}
+# The campaign's regime, frozen when it was planned: the library's defaults may move, what a campaign
+# trains (and its trainings' keys) must not. The target: CE's plateau on the whole split
+# (bench/results/target_curve_*.md); the rungs: nlfs.evolve's default Fashion-MNIST rungs as the target
+# study chose them (bench/results/target_fidelity_fashion_mnist.md), screened with eta 3.
+TARGETS = {"fashion-mnist": {"train_size": "all", "epochs": 8}, "digits": {"train_size": "all", "epochs": 16}}
+RUNGS = ({"train_size": 4096, "epochs": 1, "val_size": 1000, "seeds": 1, "level": "s32"},
+         {"train_size": 4096, "epochs": 2, "val_size": 2000, "seeds": 1, "level": "s64"},
+         {"train_size": "all", "epochs": 1, "val_size": 5000, "seeds": 1, "level": "e1"})  # level: its cost's name
+ETA = 3
+TARGET_EPOCHS = {name: spec["epochs"] for name, spec in TARGETS.items()}
 
 REGIMES = {
     "clean": f"clean labels, all training images, {TARGET_EPOCHS['fashion-mnist']} epochs",
@@ -70,6 +79,15 @@ REGIMES = {
 # The strongest known losses of each regime (never cut) and weaker ones run while the budget allows.
 BASELINES = {"clean": ("CE", "LabelSmoothingCE", "Poly1"), "noisy": ("CE", "GCE", "SCE", "NCEandRCE")}
 OPTIONAL_BASELINES = {"clean": (), "noisy": ("MAE", "TaylorCE")}
+# Baselines whose authors publish more than one setting of their constants: each setting gets its own
+# learning-rate choice and the better one on the learning-rate seeds is the baseline (as label smoothing's
+# eps is tuned), so no baseline is held to a value chosen for another dataset. The settings of
+# HanxunH/Active-Passive-Losses configs/{cifar10,mnist}/sym/{sce,nce+rce}.yaml (Wang et al. 2019; Ma et
+# al. 2020); GCE keeps q = 0.7, the one value its paper recommends for every dataset.
+CONSTANT_SETS = {
+    "SCE": (("CIFAR-10", {"a": 0.1, "b": 1.0}), ("MNIST", {"a": 0.01, "b": 1.0})),
+    "NCEandRCE": (("CIFAR-10", {"a": 1.0, "b": 1.0}), ("MNIST", {"a": 1.0, "b": 10.0})),
+}
 # Held-out settings per regime: (name, what it is, its cost's key in Costs, whether the learning rate is
 # chosen again: only where the model or the data change; another noise on the same data and model keeps
 # the rate chosen in the regime).
@@ -100,11 +118,12 @@ class Costs:
     """CPU-seconds of one target training and the cost of other trainings relative to it."""
 
     target_s: float
-    screen: float  # one screening training (the search's rung), in target trainings
+    screen: float  # one candidate through the rungs (each promotes its top 1/ETA), in target trainings
     resnet9v2: float
     digits: float
+    race: float = 0.0  # one more seed at the last rung (racing), in target trainings
     target: float = 1.0
-    target_source: str = ""  # where target_s comes from, in words (empty: the trainings CSV's median)
+    target_source: str = ""  # where target_s comes from, in words (empty: the measured CPU time)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +131,7 @@ class PlanConfig:
     budget_h: float = 25.0
     candidates: int = 200  # screened per search
     leaders: int = 4  # trained in the target by the search, paired with CE
+    race_seeds: int = 3  # seeds a leader (and CE) may reach at the last rung (nlfs.evolve's quick preset)
     search_target_seeds: int = 2
     finalists: int = 3  # per regime, after elimination (at most three)
     lr_points: int = 3  # the learning-rate grid, e.g. {0.05, 0.1, 0.2}
@@ -143,18 +163,43 @@ def _median_wall(path: Path, **match) -> float:
     return statistics.median(float(r[col]) for r in rows if r.get(col) not in (None, ""))
 
 
-def measured_costs(target_wall_s: float | None = None) -> Costs:
-    """Costs from the committed measurements (module docstring); ``target_wall_s`` overrides the
+def rung_cpu_s() -> list[float]:
+    """CPU-seconds of one CE training at each of ``RUNGS`` (its ``level``): measured alone, 1 thread
+    (``PROXY_COSTS``: the trained proxies; ``LEVEL_COSTS``: the fidelity study's levels)."""
+    measured = {**json.loads(LEVEL_COSTS.read_text()), **json.loads(PROXY_COSTS.read_text())["cpu_s"]}
+    return [float(measured[r["level"]]) for r in RUNGS]
+
+
+def measured_costs(target_cpu_s: float | None = None) -> Costs:
+    """Costs from the committed measurements (module docstring); ``target_cpu_s`` overrides the
     target training's."""
-    target = target_wall_s or _median_wall(TRAININGS_CSV, level=TARGET_LEVEL)
-    source = "given with --target-wall-s" if target_wall_s else ""
-    screen = _median_wall(TRAININGS_CSV, level=SCREEN_LEVEL) / _median_wall(TRAININGS_CSV, level=TARGET_LEVEL)
+    target = target_cpu_s or float(json.loads(PROXY_COSTS.read_text())["cpu_s"][TARGET_LEVEL])
+    source = "given with --target-cpu-s" if target_cpu_s else ""
+    rungs = rung_cpu_s()
+    screen = sum(c / ETA ** i for i, c in enumerate(rungs)) / target
     # ResNet9V2 against the surrogate per image-epoch, both from the first campaign's held-out runs
     arch = _median_wall(HELDOUT_DIR / "arch.csv") / (8192 * 2)
     full = _median_wall(HELDOUT_DIR / "full.csv") / (55000 * 2)
     digits = (_median_wall(CURVES["digits"], epochs=TARGET_EPOCHS["digits"])
               / _median_wall(CURVES["fashion-mnist"], epochs=TARGET_EPOCHS["fashion-mnist"]))
-    return Costs(target_s=target, screen=screen, resnet9v2=arch / full, digits=digits, target_source=source)
+    return Costs(target_s=target, screen=screen, race=rungs[-1] / target, resnet9v2=arch / full, digits=digits,
+                 target_source=source)
+
+
+def rung_text() -> str:
+    """``RUNGS`` as ``nlfs.evolve --rungs`` takes them."""
+    return ";".join(",".join(f"{k}={v}" for k, v in r.items() if k != "level") for r in RUNGS)
+
+
+def constant_sets_text() -> str:
+    return "; ".join(f"{name}: " + ", ".join(f"{where} " + " ".join(f"{k}={v:g}" for k, v in c.items())
+                                             for where, c in sets) for name, sets in CONSTANT_SETS.items())
+
+
+def options(name: str, cfg: PlanConfig) -> int:
+    """Settings of a loss's constants that each get their own learning-rate choice: label smoothing's eps
+    grid, a baseline's published settings (``CONSTANT_SETS``), else one."""
+    return cfg.eps_points if name == SMOOTHING else len(CONSTANT_SETS.get(name, ((None, None),)))
 
 
 def stages(cfg: PlanConfig, costs: Costs) -> list[Stage]:
@@ -163,19 +208,21 @@ def stages(cfg: PlanConfig, costs: Costs) -> list[Stage]:
     for regime in REGIMES:
         baselines = BASELINES[regime] + (OPTIONAL_BASELINES[regime] if cfg.optional_baselines else ())
         losses = len(baselines) + cfg.finalists
-        screen = cfg.candidates
-        out.append(Stage(regime, "search: screening", screen, screen * costs.screen,
-                         f"{cfg.candidates} candidates at the screening rung"))
+        raced = (cfg.leaders + 1) * max(0, cfg.race_seeds - 1)  # the leaders and CE, past the rung's one seed
+        out.append(Stage(regime, "search: screening", cfg.candidates + raced,
+                         cfg.candidates * costs.screen + raced * costs.race,
+                         f"{cfg.candidates} candidates through the rungs (each promotes its top 1/{ETA}); "
+                         f"{cfg.leaders} leaders and CE raced to {cfg.race_seeds} seeds at the last rung"))
         target = (cfg.leaders + 1) * cfg.search_target_seeds
         out.append(Stage(regime, "search: target", target, float(target),
                          f"{cfg.leaders} leaders and CE x {cfg.search_target_seeds} seeds"))
         grid = cfg.lr_points + cfg.lr_widen
-        lr = losses * grid * cfg.lr_seeds
-        if "LabelSmoothingCE" in baselines:
-            lr += (cfg.eps_points - 1) * grid * cfg.lr_seeds
-        out.append(Stage(regime, "learning rate", lr, float(lr),
+        lr = sum(options(b, cfg) for b in baselines) + cfg.finalists
+        extra = [f"{b} x {options(b, cfg)} " + ("eps" if b == SMOOTHING else "published settings")
+                 for b in baselines if options(b, cfg) > 1]
+        out.append(Stage(regime, "learning rate", lr * grid * cfg.lr_seeds, float(lr * grid * cfg.lr_seeds),
                          f"{losses} losses x {grid} rates x {cfg.lr_seeds} seed(s)"
-                         + (f", label smoothing x {cfg.eps_points} eps" if "LabelSmoothingCE" in baselines else "")))
+                         + "".join(f", {e}" for e in extra)))
         test = losses * cfg.test_seeds
         out.append(Stage(regime, "test (elimination, Holm)", test, float(test),
                          f"{losses} losses ({len(baselines)} baselines, {cfg.finalists} finalists) x "
@@ -183,12 +230,13 @@ def stages(cfg: PlanConfig, costs: Costs) -> list[Stage]:
         for name, what, key, new_lr in HELDOUT[regime]:
             if (regime, name) not in cfg.heldout:
                 continue
-            rates = cfg.lr_points * cfg.lr_seeds if new_lr else 0
-            held = (len(BASELINES[regime]) + cfg.finalists) * (cfg.heldout_seeds + rates)
+            held_losses = len(BASELINES[regime]) + cfg.finalists
+            rates = (sum(options(b, cfg) for b in BASELINES[regime]) + cfg.finalists) * cfg.lr_points * cfg.lr_seeds \
+                if new_lr else 0
+            held = held_losses * cfg.heldout_seeds + rates
             out.append(Stage(regime, f"held-out: {name}", held, held * getattr(costs, key),
-                             f"{what}; {len(BASELINES[regime]) + cfg.finalists} losses x "
-                             f"({cfg.heldout_seeds} seeds" + (f" + {rates} rates)" if rates else
-                                                              ", the regime's rates)")))
+                             f"{what}; {held_losses} losses x {cfg.heldout_seeds} seeds"
+                             + (f" + {rates} learning-rate trainings" if rates else ", the regime's rates")))
         confirm = 2 * cfg.confirm_seeds
         out.append(Stage(regime, "confirmation", confirm, float(confirm),
                          f"best finalist and the strongest baseline x {cfg.confirm_seeds} fresh seeds"))
@@ -254,10 +302,14 @@ def plan_markdown(cfg: PlanConfig, costs: Costs, cuts: list[str], requested: Pla
              f"{cfg.budget_h:g} CPU-hours of background work (1 thread per training).", "",
              f"Unit: one target-regime training (surrogate CNN, all training images, {epochs} epochs, 1 thread): "
              f"{costs.target_s:.0f} CPU-s = {per_h:.3f} CPU-h ("
-             + (costs.target_source or f"median `wall_s` of level {TARGET_LEVEL} in "
-                f"`{TRAININGS_CSV.relative_to(ROOT)}`, AMD EPYC, 2 cores shared with 3-4 such trainings, so an "
-                "upper bound on CPU time, 2026-12-06") + "). Relative costs: "
-             f"a screening training {costs.screen:.3f}, ResNet9V2 {costs.resnet9v2:.2f} (first campaign's "
+             + (costs.target_source or f"CPU time of one CE training, `{PROXY_COSTS.relative_to(ROOT)}`, AMD EPYC, "
+                "2026-12-06; the study's target trainings took a median "
+                f"{_median_wall(TRAININGS_CSV, level=TARGET_LEVEL):.0f} s of wall time with 3-4 of them sharing "
+                "2 cores") + "). Relative costs: "
+             f"one candidate through the rungs {costs.screen:.3f} (CPU time of a CE training at each rung, "
+             f"{', '.join(f'{r}: {c:.1f} s' for r, c in zip((r['level'] for r in RUNGS), rung_cpu_s()))}, "
+             f"the second and third paid by 1/{ETA} and 1/{ETA ** 2} of the candidates), one racing seed "
+             f"{costs.race:.3f}, ResNet9V2 {costs.resnet9v2:.2f} (first campaign's "
              f"held-out runs, per image-epoch), digits {costs.digits:.3f} (target curves).", "",
              f"**Total: {total:.1f} CPU-hours for {sum(s.trainings for s in stages(cfg, costs))} trainings "
              f"({'within' if total <= cfg.budget_h else 'OVER'} the budget), and {added:.2f} CPU-hours for the "
@@ -279,7 +331,7 @@ def plan_markdown(cfg: PlanConfig, costs: Costs, cuts: list[str], requested: Pla
     lines += ["", "Added after the cuts because they cost almost nothing: two more held-out noise settings of the "
               "noisy regime's finalist, 20% symmetric and 40% asymmetric noise (the noisy-label literature's class "
               "pairs). They are on **sklearn digits, another dataset than the search's** (Fashion-MNIST has no "
-              "literature class map, and Fashion-MNIST trainings are what the budget cut): the noise setting and "
+              "literature class map: its pair-flip setting stands in there): the noise setting and "
               "the dataset change together, so they say whether a finalist's standing survives both, not which "
               "of the two moved it.", ""]
     lines += ["Protocol (`python -m bench.discovery2`, `bash bench/discovery2.sh`): the learning rate of every loss "
@@ -297,7 +349,14 @@ def plan_markdown(cfg: PlanConfig, costs: Costs, cuts: list[str], requested: Pla
               "the plan: a comparison not yet run counts as p = 1 and the verdict says it is interim); the "
               "confirmation (fresh seeds "
               f"{_seeds_text(CONFIRM_SEEDS)}) is pre-registered in a committed file naming the finalist, the "
-              "strongest baseline of its regime by the test stage (not CE), the seeds and the test, before it runs.",
+              "strongest baseline of its regime by the test stage (not CE), the seeds and the test, before it runs; "
+              "SCE and NCE+RCE take the better of their authors' two published settings of their constants "
+              f"({constant_sets_text()}), "
+              "each with its own learning-rate choice, GCE keeps q = 0.7; every loss, baselines and finalists, "
+              "trains on CE's gradient scale (`grad_scale=ce`: the loss multiplied by a factor that matches CE's "
+              "mean |dL/dlogits| on its first batch, as in the search), so one learning-rate grid centred on CE's "
+              "suits every loss and a loss's overall factor does not change its weight decay; the search scores "
+              "the final model (`--score final`), as the test stage does.",
               "",
               f"One learning-rate seed: a second ({', '.join(map(str, (*LR_SEEDS, LR_SEEDS[-1] + 1)))}) would add "
               f"{_second_lr_seed_h(cfg, costs):.1f} CPU-hours to a plan already at {total + added:.1f} of "
@@ -305,7 +364,8 @@ def plan_markdown(cfg: PlanConfig, costs: Costs, cuts: list[str], requested: Pla
               "Order: the stages that do not depend on the search run first and on their own "
               "(`bash bench/discovery2.sh baselines`: every baseline's learning rate and test seeds, target and "
               "held-out, most of the compute); the search stage runs `python -m nlfs.evolve` with the regime's "
-              "`--target`, the tool's default rungs, and warm starts from the regime's strongest known losses.", ""]
+              f"`--target`, the rungs `{rung_text()}` (nlfs.evolve's defaults when planned, frozen here), and warm "
+              "starts from the regime's strongest known losses (with the constants the baselines stage chose).", ""]
     for regime, text in REGIMES.items():
         lines.append(f"- {regime}: {text}; baselines {', '.join(BASELINES[regime])}"
                      + (f" (and {', '.join(OPTIONAL_BASELINES[regime])} while affordable)"
@@ -314,10 +374,12 @@ def plan_markdown(cfg: PlanConfig, costs: Costs, cuts: list[str], requested: Pla
 
 
 # ================================================================================= the campaign as run
-# The plan as cut to the budget when it was written (2026-12-06): what the driver runs.
-CAMPAIGN = PlanConfig(candidates=100, leaders=2, finalists=1, optional_baselines=False,
-                      heldout=(("clean", "digits"), ("noisy", "digits"), ("noisy", "digits-noise20"),
-                               ("noisy", "digits-asym40")))
+# The plan as cut to the budget when it was written (2026-12-07, re-planned before any training after a
+# pre-flight review: CPU time as the unit, the chosen rungs, racing, published constant settings): what
+# the driver runs.
+CAMPAIGN = PlanConfig(candidates=200, leaders=4, race_seeds=3, finalists=3, optional_baselines=False,
+                      heldout=(("clean", "digits"), ("noisy", "noise20"), ("noisy", "pairflip"), ("noisy", "digits"),
+                               ("noisy", "digits-noise20"), ("noisy", "digits-asym40")))
 CAMPAIGN_DIR = RESULTS / "discovery2"
 TRAININGS = RESULTS / "discovery2_trainings.csv"
 RUNS = ROOT / "runs"
@@ -350,23 +412,24 @@ class Setting:
     name: str
     dataset: str
     noise: tuple = ()  # (("label_noise", r), ("label_noise_kind", k))
+    own_rates: bool = True  # False: another noise on the target's data and model keeps the target's choices
 
     @property
     def is_target(self) -> bool:
         return self.name == "target"
 
     def target_spec(self, seeds: int | None = None) -> dict:
-        """The training as an ``nlfs.evolve --target`` spec: the dataset's default target (the whole split
-        at CE's plateau) with this setting's noise."""
-        from nlfs.search import default_target
-
-        spec = {**default_target(self.dataset), **dict(self.noise)}
+        """The training as an ``nlfs.evolve --target`` spec: the dataset's frozen target (``TARGETS``: the
+        whole split at CE's plateau) with this setting's noise."""
+        spec = {**TARGETS[self.dataset], **dict(self.noise)}
         return spec if seeds is None else {**spec, "seeds": seeds}
 
 
 SETTINGS = {
     "clean": (Setting("target", DATASET), Setting("digits", "digits")),
     "noisy": (Setting("target", DATASET, (("label_noise", 0.4),)),
+              Setting("noise20", DATASET, (("label_noise", 0.2),), own_rates=False),
+              Setting("pairflip", DATASET, (("label_noise", 0.4), ("label_noise_kind", "pairflip")), own_rates=False),
               Setting("digits", "digits", (("label_noise", 0.4),)),
               Setting("digits-noise20", "digits", (("label_noise", 0.2),)),
               Setting("digits-asym40", "digits", (("label_noise", 0.4), ("label_noise_kind", "asymmetric")))),
@@ -509,13 +572,14 @@ class Campaign:
 
     # ----------------------------------------------------------------- trainings
     def config(self, job: Job):
-        """The job's TrainConfig: its setting's target (``nlfs.search.make_target``), one thread, no
-        gradient rescaling (every loss as written; a finalist with the scale it was found with), the
-        split seed equal to the seed, the test split read only outside the learning-rate stage."""
+        """The job's TrainConfig: its setting's target (``nlfs.search.make_target``), one thread, every
+        loss on CE's gradient scale (as the search trains: a loss's overall factor, a finalist's found
+        scale included, then changes neither its step size nor its weight decay), the split seed equal
+        to the seed, the test split read only outside the learning-rate stage."""
         from nlfs.search import make_target
         from nlfs.train import TrainConfig
 
-        base = TrainConfig(dataset=job.setting.dataset, model="surrogate", grad_scale="none", threads=1,
+        base = TrainConfig(dataset=job.setting.dataset, model="surrogate", grad_scale="ce", threads=1,
                            evaluate_test=job.stage != "lr")
         cfg = make_target(job.setting.target_spec()).apply(base)
         return dataclasses.replace(cfg, **self.overrides, lr=job.lr, seed=job.seed, split_seed=job.seed)
@@ -531,14 +595,16 @@ class Campaign:
         return label
 
     def key(self, job: Job, loss=None) -> str:
-        """The training's key (``nlfs.train.training_key``): the loss as trained and the TrainConfig."""
+        """The training's key (``nlfs.train.training_key``): the loss as trained and the TrainConfig with
+        the dataset's defaults filled in (a default that moves later changes the key, never what a row
+        means)."""
         from nlfs.losses import resolve_spec
         from nlfs.train import training_key
 
         if job in self._keys:
             return self._keys[job]
         spec = resolve_spec(loss if loss is not None else self.loss(job.regime, job.loss))
-        train = {k: v for k, v in self.config(job).to_dict().items() if k not in ("threads", "progress")}
+        train = {k: v for k, v in self.config(job).resolved().to_dict().items() if k not in ("threads", "progress")}
         self._keys[job] = training_key({"loss": [spec.text, spec.class_reduction, spec.scale,
                                                  sorted({**spec.constants, **dict(job.constants)}.items())],
                                         "train": train}, length=16)
@@ -546,8 +612,13 @@ class Campaign:
 
     # ----------------------------------------------------------------- choices
     def choice(self, index: dict, regime: str, setting: Setting, label: str) -> tuple[dict | None, list[Job]]:
-        """``(chosen, jobs)``: a loss's learning rate (and label smoothing's eps) in ``setting``, or None
-        while its grid is unfinished, and the learning-rate trainings it still needs."""
+        """``(chosen, jobs)``: a loss's learning rate (and label smoothing's eps, or a baseline's published
+        setting of its constants) in ``setting``, or None while its grid is unfinished, and the
+        learning-rate trainings it still needs. A setting without its own rates takes the target's."""
+        if not setting.own_rates:
+            setting = next(s for s in SETTINGS[regime] if s.is_target)
+        if label in CONSTANT_SETS:
+            return self._set_choice(index, regime, setting, label)
         if label != SMOOTHING:
             return self._lr_choice(index, regime, setting, label, ())
         scores, jobs, tried = {}, [], {}
@@ -566,6 +637,21 @@ class Campaign:
                     scores[e], tried[e] = chosen["score"], chosen
             if waiting:
                 return None, jobs
+
+    def _set_choice(self, index, regime, setting, label) -> tuple[dict | None, list[Job]]:
+        """The better of a baseline's published settings (``CONSTANT_SETS``), each at its own chosen rate;
+        a tie goes to the first (the catalogue's)."""
+        chosen, jobs = {}, []
+        for where, consts in CONSTANT_SETS[label]:
+            c, more = self._lr_choice(index, regime, setting, label, tuple(sorted(consts.items())))
+            if c is None:
+                jobs += more
+            else:
+                chosen[where] = c
+        if jobs:
+            return None, jobs
+        best = max(chosen, key=lambda where: chosen[where]["score"])
+        return {**chosen[best], "set": best, "sets_tried": {w: c["score"] for w, c in chosen.items()}}, []
 
     def _lr_choice(self, index, regime, setting, label, constants) -> tuple[dict | None, list[Job]]:
         loss = self.loss(regime, label)
@@ -691,8 +777,10 @@ class Campaign:
 
     def _with_finalists(self, regimes) -> list[str]:
         ready = [r for r in regimes if self.finalists(r)]
-        for r in set(regimes) - set(ready):
-            self.log(f"{r}: no finalists yet ({self.finalists_file(r)}): run the search and `finalists` first")
+        for r in sorted(set(regimes) - set(ready)):
+            self.log(f"{r}: the search found no finalist ({self.finalists_file(r)}): nothing to test"
+                     if self.finalists_file(r).is_file() else
+                     f"{r}: no finalists yet ({self.finalists_file(r)}): run the search and `finalists` first")
         return ready
 
     def confirm(self, regimes) -> int:
@@ -811,8 +899,10 @@ class Campaign:
                        f"confirmed when the mean difference is positive and p < {ALPHA}. One test: no correction.",
                "failed_training_scores": self.chance(regime, target),
                "written_before_confirmation": True}
+        from nlfs._io import atomic_write
+
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(pre, indent=2) + "\n")
+        atomic_write(path, json.dumps(pre, indent=2) + "\n")  # a kill mid-write leaves no half a file
         return pre
 
     def regime_words(self, regime: str, setting: Setting) -> str:
@@ -839,20 +929,23 @@ def _locked(path: Path):
         yield
 
 
-# The costs the committed plan was priced with (`--plan`, last run 2026-12-06 after the driver's review): the
-# report sets what was spent beside this plan, not beside one re-priced by later measurements.
-PLAN_COSTS = Costs(target_s=451.3789839184992, screen=0.0451344503838899, resnet9v2=0.8682767638390584,
-                   digits=0.003580280914348664)
+# The costs the committed plan was priced with (`--plan`, 2026-12-07): the report sets what was spent beside
+# this plan, not beside one re-priced by later measurements.
+PLAN_COSTS = Costs(target_s=212.0, screen=0.041129648529871665, resnet9v2=0.8682767638390584,
+                   digits=0.003580280914348664, race=0.12735849056603774)
 
 
 # --------------------------------------------------------------------------------------- the searches
 def search_argv(camp: Campaign, regime: str, index: dict | None = None) -> list[str]:
     """``nlfs.evolve``'s arguments for a regime's search: genetic programming warm-started from the
-    regime's strongest known losses, the tool's default rungs (screened with the regime's label noise),
-    and the regime's target with the plan's leaders and seeds."""
+    regime's strongest known losses, the frozen ``RUNGS`` (screened with the regime's label noise), every
+    training scored by its final model and on CE's gradient scale as the campaign's own trainings are,
+    and the regime's target with the plan's leaders, racing and seeds."""
     target = next(s for s in SETTINGS[regime] if s.is_target)
     argv = ["--dataset", DATASET, "--algorithm", "gp", "--seed", str(SEARCH_SEED),
             "--budget", str(camp.plan.candidates), "--finalists", str(camp.plan.leaders),
+            "--rungs", rung_text(), "--eta", str(ETA), "--race-seeds", str(camp.plan.race_seeds),
+            "--score", "final", "--grad-scale", "ce",
             "--target", spec_text(target.target_spec(camp.plan.search_target_seeds)),
             "--seed-losses", ";".join(warm_starts(camp, regime, index)), "--workers", str(camp.workers),
             "--threads", "1", "--run-dir", str(camp.search_dir(regime)), "--no-progress"]
@@ -862,19 +955,25 @@ def search_argv(camp: Campaign, regime: str, index: dict | None = None) -> list[
 
 
 def warm_starts(camp: Campaign, regime: str, index: dict | None = None) -> list[str]:
-    """The regime's baselines as warm starts. A tree genotype holds y, p and numbers only, so label
-    smoothing enters as its formula with its eps (the one the baselines stage chose in the target when
-    it has, else the catalogue's) and the dataset's classes written in."""
+    """The regime's baselines as warm starts, with the constants the baselines stage chose in the target
+    (before it has: the catalogue's). A tree genotype holds y, p and numbers only, so label smoothing
+    enters as its formula with its eps and the dataset's classes written in, a baseline with a chosen
+    published setting as its expression with those numbers."""
     from nlfs.data import load_dataset
     from nlfs.losses import get
 
     out = []
+    index = camp.index() if index is None else index
+    target = next(s for s in SETTINGS[regime] if s.is_target)
     for name in BASELINES[regime]:
+        if name in CONSTANT_SETS:
+            chosen, _ = camp.choice(index, regime, target, name)
+            out.append(str(get(name).expr.substitute(dict(chosen["constants"]))) if chosen else name)
+            continue
         if name != SMOOTHING:
             out.append(name)
             continue
-        target = next(s for s in SETTINGS[regime] if s.is_target)
-        chosen, _ = camp.choice(camp.index() if index is None else index, regime, target, name)
+        chosen, _ = camp.choice(index, regime, target, name)
         eps = chosen["eps"] if chosen else get(SMOOTHING).constants["a"]
         classes = load_dataset(DATASET).num_classes
         out.append(f"-((1 - {eps:g}) * y + {eps:g} / {classes}) * log(p)")
@@ -905,8 +1004,10 @@ SEARCH_COLUMNS = ["id", "candidate", "rung", "stage", "status", "fitness", "accu
 
 def pick_finalists(camp: Campaign, regime: str) -> list[dict]:
     """The search's finalists -> ``finalists_file`` (nlfs/found_losses.json's format), and every evaluation
-    of the search -> ``search_csv`` (its compute). Finalists: the leaders by their paired difference to
-    CE in the target (a catalogue loss in disguise, e.g. a warm start itself, last), the plan's number."""
+    of the search -> ``search_csv`` (its compute). Finalists: the leaders the search trained in its target,
+    by their paired difference to CE there, the plan's number; never a catalogue loss in disguise (a
+    warm start itself is a baseline) nor a candidate the target did not check (a proxy lead alone). None
+    of those: an empty list, and the regime's verdict says the search found nothing to test."""
     from nlfs._io import write_table
     from nlfs.losses import stored_class_reduction
     from nlfs.search import read_run
@@ -917,12 +1018,9 @@ def pick_finalists(camp: Campaign, regime: str) -> list[dict]:
     write_table(camp.search_csv(regime), rows, SEARCH_COLUMNS)
     by_id = {r["id"]: r for r in rows}
 
-    def rank(e):
-        t = e.get("target") or {}
-        return bool(e.get("same_as")), t.get("paired") is None, -(t.get("paired") or 0.0)
-
+    checked = [e for e in summary["best"] if not e.get("same_as") and (e.get("target") or {}).get("paired") is not None]
     entries = []
-    for i, e in enumerate(sorted(summary["best"], key=rank)[:camp.plan.finalists], 1):
+    for i, e in enumerate(sorted(checked, key=lambda e: -e["target"]["paired"])[:camp.plan.finalists], 1):
         entries.append({"name": f"{PREFIX[regime]}{i}", "expression": e["expression"], "constants": e["constants"],
                         "class_reduction": stored_class_reduction(by_id[e["id"]], stored_class_reduction(saved)),
                         "scale": float(e.get("scale") or 1.0),
@@ -994,14 +1092,20 @@ def limits(camp: Campaign, regime: str) -> list[str]:
                f"seed would add {second:.1f} CPU-hours to a plan already at {total:.1f} of its {camp.plan.budget_h:g} "
                f"(`{_rel(PLAN_MD)}`, its added settings included).")
     fixed = [f"{b} ({', '.join(f'{k}={v:g}' for k, v in get(b).constants.items())})"
-             for b in BASELINES[regime] if b != SMOOTHING and get(b).constants]
-    if fixed:
-        smoothing = "label smoothing's eps is tuned (the issue asks it) and " if SMOOTHING in BASELINES[regime] else ""
-        out.append(f"Uneven tuning: {smoothing}the found loss's constants were searched in this regime, while "
-                   f"{', '.join(fixed)} {'keeps its paper' if len(fixed) == 1 else 'keep their papers'}' values (only "
-                   f"{'its' if len(fixed) == 1 else 'their'} learning rate is tuned): where those "
-                   "values are off for this regime, the comparison favours the found loss. No grid over them fits "
-                   "the budget.")
+             for b in BASELINES[regime] if b != SMOOTHING and b not in CONSTANT_SETS and get(b).constants]
+    sets = [b for b in BASELINES[regime] if b in CONSTANT_SETS]
+    if fixed or sets:
+        tuned = (["label smoothing's eps is tuned (the issue asks it)"] if SMOOTHING in BASELINES[regime] else []) + (
+            [f"{' and '.join(sets)} take the better of their authors' two published settings"] if sets else [])
+        out.append(f"Uneven tuning: the found loss's constants were searched in this regime; "
+                   f"{'; '.join(tuned) + '; ' if tuned else ''}"
+                   + (f"{', '.join(fixed)} {'keeps its paper' if len(fixed) == 1 else 'keep their papers'}' value "
+                      f"(only {'its' if len(fixed) == 1 else 'their'} learning rate is tuned)" if fixed else
+                      "no baseline's constants are searched as freely")
+                   + ": where a baseline's constants are off for this regime, the comparison favours the found loss. "
+                   "No finer grid over them fits the budget.")
+    out.append("Each regime's family is Holm-corrected on its own (two questions, one per regime): a claim that "
+               f"spans both regimes carries up to {2 * ALPHA:g} family-wise error, not {ALPHA:g}.")
     cut = OPTIONAL_BASELINES[regime] if not camp.plan.optional_baselines else ()
     if cut:
         out.append(f"{' and '.join(cut)} were cut by the budget (the plan's first cut, `optional_baselines=False`): "
@@ -1108,7 +1212,11 @@ def report(camp: Campaign, regime: str) -> str:
     # -- the verdict first
     vs_best = [r for r in rows if r["baseline"] == strongest and r["setting"] == target.name]
     test_done = "test (elimination, Holm)" not in pending
-    if not finals or not test_done or strongest is None:
+    if not finals and camp.finalists_file(regime).is_file():
+        verdict = ("**No.** The search ended without a novel loss checked in its target (every leader it trained "
+                   "there was a known loss in disguise, or none was trained): there is no found loss to test "
+                   f"against {', '.join(baselines)}.")
+    elif not finals or not test_done or strongest is None:
         verdict = ("**No verdict yet.** The question, does a found loss beat the strongest known loss of this "
                    f"regime ({', '.join(baselines)}: the strongest is the one with the highest mean test accuracy "
                    "in the target), is answered once the test stage is done.")
@@ -1169,7 +1277,9 @@ def report(camp: Campaign, regime: str) -> str:
     # -- the finalists
     lines += ["## Finalists", ""]
     entries = camp.finalists(regime)
-    if not entries:
+    if not entries and camp.finalists_file(regime).is_file():
+        lines += [f"None: the search (`{_rel(camp.search_dir(regime))}`) trained no novel leader in its target.", ""]
+    elif not entries:
         lines += [f"Pending: the search (`{_rel(camp.search_dir(regime))}`, `python -m nlfs.evolve` in the target "
                   f"with warm starts from {', '.join(baselines)}) and `finalists` write "
                   f"`{_rel(camp.finalists_file(regime))}`.", ""]
@@ -1182,13 +1292,13 @@ def report(camp: Campaign, regime: str) -> str:
             lines.append(f"| {e['name']} | `{e['expression']}` | {consts} | {float(e.get('scale') or 1.0):.3g} | "
                          f"{prov.get('candidate', '-')} | {prov.get('search_target', '-')} |")
         lines += ["", f"The search's target check is the search's own regime, not the test stage's: "
-                  f"{search_target_words(camp, regime, index)}. The finalist is the leader with the largest "
-                  "paired lead over CE there (the search trains only CE beside its leaders), not over the regime's "
-                  "strongest baseline; with one finalist per regime that only picks which leader goes on, and the "
-                  "test stage compares it with every baseline.", ""]
+                  f"{search_target_words(camp, regime, index)}. The finalists are the novel leaders the search "
+                  "trained there, by their paired lead over CE (the search trains only CE beside its leaders), not "
+                  "over the regime's strongest baseline: that only orders them, and the test stage compares each "
+                  "with every baseline.", ""]
 
     # -- learning rates
-    lines += ["## Learning rates (and label smoothing's eps)", "",
+    lines += ["## Learning rates (and label smoothing's eps, SCE's and NCE+RCE's published settings)", "",
               f"Grid {{{', '.join(f'{x:g}' for x in LR_GRID)}}} widened by x2 or /2 while the choice is on an edge, "
               f"by mean validation accuracy of the final model (the one the test stage tests; not the peak over "
               f"epochs) on seed(s) {_seeds_text(LR_SEEDS)} (not test seeds).", "",
@@ -1204,6 +1314,9 @@ def report(camp: Campaign, regime: str) -> str:
             if "eps" in chosen:
                 eps = (f" (eps {chosen['eps']:g} of " + ", ".join(f"{e:g}: {v * 100:.2f}"
                                                                  for e, v in chosen["eps_tried"].items()) + ")")
+            if "set" in chosen:
+                eps = (f" ({chosen['set']} setting, {_constants_text(chosen['constants'])}, of "
+                       + ", ".join(f"{w}: {v * 100:.2f}" for w, v in chosen["sets_tried"].items()) + ")")
             edge = on_edge(chosen["lr"], chosen["tried"]) or ("eps" in chosen and on_edge(chosen["eps"],
                                                                                              chosen["eps_tried"]))
             lines.append(f"| {s.name} | {label} | {tried}{eps} | {chosen['lr']:g} | "
@@ -1250,7 +1363,7 @@ def report(camp: Campaign, regime: str) -> str:
         f, b = pre["finalist"], pre["baseline"]
         lines.append(f"Pre-registered in `{_rel(camp.preregistration_file(regime))}`: {f['name']} (lr {f['lr']:g}) "
                      f"against {b['name']} (lr {b['lr']:g}"
-                     + (f", eps {b['constants']['a']:g}" if b["constants"].get("a") is not None else "")
+                     + (f", {_constants_text(b['constants'])}" if b["constants"] else "")
                      + f"), seeds {_seeds_text(pre['seeds'])}; {pre['test']}")
         if conf is None or conf["pending"]:
             lines += ["", f"Pending: {conf['done'] if conf else 0} of {2 * len(pre['seeds'])} trainings done."]
@@ -1262,6 +1375,10 @@ def report(camp: Campaign, regime: str) -> str:
                       f"paired t-test p = {format_p(t.p_t)}: "
                       f"**{'confirmed' if conf['confirmed'] else 'not confirmed'}** at α = {ALPHA}."]
     return "\n".join(lines) + "\n"
+
+
+def _constants_text(constants) -> str:
+    return ", ".join(f"{k} {v:g}" for k, v in dict(constants).items())
 
 
 def _rel(path: Path) -> str:
@@ -1295,15 +1412,15 @@ def main(argv=None) -> int:
     ap.add_argument("--regime", choices=(*REGIMES, "both"), default="both", help="(default: %(default)s)")
     ap.add_argument("--workers", type=int, default=2, help="trainings at once, 1 thread each (default: %(default)s)")
     ap.add_argument("--budget", type=float, default=PlanConfig.budget_h, help="CPU-hours (default: %(default)s)")
-    ap.add_argument("--target-wall-s", type=float, help="one target training's CPU-seconds (default: measured)")
+    ap.add_argument("--target-cpu-s", type=float, help="one target training's CPU-seconds (default: measured)")
     ap.add_argument("--out", type=Path, default=PLAN_MD, help="the plan's file (default: %(default)s)")
     args = ap.parse_args(argv)
     if not args.plan and not args.stage:
         ap.error("nothing to do: pass --plan or a stage")
-    if args.budget <= 0 or (args.target_wall_s is not None and args.target_wall_s <= 0) or args.workers < 1:
-        ap.error("--budget, --target-wall-s and --workers must be positive")
+    if args.budget <= 0 or (args.target_cpu_s is not None and args.target_cpu_s <= 0) or args.workers < 1:
+        ap.error("--budget, --target-cpu-s and --workers must be positive")
     if args.plan:
-        costs = measured_costs(args.target_wall_s)
+        costs = measured_costs(args.target_cpu_s)
         requested = PlanConfig(budget_h=args.budget)
         cfg, cuts = fit(requested, costs)
         args.out.write_text(plan_markdown(cfg, costs, cuts, requested))

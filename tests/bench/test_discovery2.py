@@ -5,7 +5,7 @@ import statistics
 
 from bench import discovery2 as d2
 
-COSTS = d2.Costs(target_s=3600.0, screen=0.5, resnet9v2=2.0, digits=0.1)  # 1 unit = 1 CPU-hour
+COSTS = d2.Costs(target_s=3600.0, screen=0.5, resnet9v2=2.0, digits=0.1, race=0.25)  # 1 unit = 1 CPU-hour
 SMALL = d2.PlanConfig(candidates=10, leaders=1, search_target_seeds=2, finalists=1, lr_points=3, lr_widen=1,
                       lr_seeds=1, eps_points=3, test_seeds=10, heldout_seeds=5, confirm_seeds=4,
                       optional_baselines=False, heldout=(("noisy", "noise20"), ("clean", "resnet9v2")))
@@ -14,28 +14,30 @@ SMALL = d2.PlanConfig(candidates=10, leaders=1, search_target_seeds=2, finalists
 def test_plan_arithmetic_by_hand():
     rows = {(s.regime, s.stage): (s.trainings, s.units) for s in d2.stages(SMALL, COSTS)}
     assert rows == {
-        ("clean", "search: screening"): (10, 5.0),
+        # 10 candidates; (1 leader + CE) raced from 1 to 3 seeds: 4 more trainings at a quarter each
+        ("clean", "search: screening"): (14, 6.0),
         ("clean", "search: target"): (4, 4.0),  # (1 leader + CE) x 2 seeds
         ("clean", "learning rate"): (24, 24.0),  # 4 losses x 4 rates, + label smoothing's 2 other eps x 4
         ("clean", "test (elimination, Holm)"): (40, 40.0),
-        ("clean", "held-out: resnet9v2"): (32, 64.0),  # 4 losses x (5 seeds + 3 rates), twice the cost
+        # 4 losses x 5 seeds + (CE, 3 eps of label smoothing, Poly1, the finalist) x 3 rates, twice the cost
+        ("clean", "held-out: resnet9v2"): (38, 76.0),
         ("clean", "confirmation"): (8, 8.0),
-        ("noisy", "search: screening"): (10, 5.0),
+        ("noisy", "search: screening"): (14, 6.0),
         ("noisy", "search: target"): (4, 4.0),
-        ("noisy", "learning rate"): (20, 20.0),  # 5 losses x 4 rates
+        ("noisy", "learning rate"): (28, 28.0),  # 5 losses x 4 rates, + SCE's and NCE+RCE's other setting x 4
         ("noisy", "test (elimination, Holm)"): (50, 50.0),
         ("noisy", "held-out: noise20"): (25, 25.0),  # 5 losses x 5 seeds, the regime's rates
         ("noisy", "confirmation"): (8, 8.0),
     }
-    assert d2.cpu_hours(d2.stages(SMALL, COSTS), COSTS) == 257.0
+    assert d2.cpu_hours(d2.stages(SMALL, COSTS), COSTS) == 279.0
 
 
 def test_fit_cuts_settings_in_order_and_keeps_seeds_and_baselines():
     roomy = d2.PlanConfig(budget_h=1e6)
     assert d2.fit(roomy, COSTS) == (roomy, [])
-    tight = d2.PlanConfig(budget_h=300.0)
+    tight = d2.PlanConfig(budget_h=320.0)
     cfg, cuts = d2.fit(tight, COSTS)
-    assert d2.cpu_hours(d2.stages(cfg, COSTS), COSTS) <= 300.0 < d2.cpu_hours(d2.stages(tight, COSTS), COSTS)
+    assert d2.cpu_hours(d2.stages(cfg, COSTS), COSTS) <= 320.0 < d2.cpu_hours(d2.stages(tight, COSTS), COSTS)
     order = [what for what, _ in d2.CUTS]
     assert cuts == order[:len(cuts)] and cuts
     assert cfg.test_seeds == tight.test_seeds and cfg.confirm_seeds == tight.confirm_seeds
@@ -44,12 +46,15 @@ def test_fit_cuts_settings_in_order_and_keeps_seeds_and_baselines():
         assert f"({len(baselines)} baselines" in tests[regime]
 
 
-def test_measured_costs_read_the_committed_target_trainings(tmp_path):
-    with d2.TRAININGS_CSV.open(newline="") as fh:
-        walls = [float(r["wall_s"]) for r in csv.DictReader(fh) if r["level"] == "target8"]
+def test_measured_costs_read_the_committed_cpu_times(tmp_path):
+    cpu = json.loads(d2.PROXY_COSTS.read_text())["cpu_s"]
+    levels = json.loads(d2.LEVEL_COSTS.read_text())
     costs = d2.measured_costs()
-    assert costs.target_s == statistics.median(walls)
-    assert 0 < costs.screen < 1 and 0 < costs.digits < 1 and costs.resnet9v2 > 0
+    assert costs.target_s == cpu["target8"]
+    # a candidate pays rung 0, a third of it rung 1, a ninth rung 2 (each rung promotes its top third)
+    assert costs.screen * costs.target_s == pytest.approx(levels["s32"] + levels["s64"] / 3 + cpu["e1"] / 9)
+    assert costs.race * costs.target_s == pytest.approx(cpu["e1"])
+    assert 0 < costs.digits < 1 and costs.resnet9v2 > 0
     assert d2.measured_costs(100.0).target_s == 100.0
     out = tmp_path / "plan.md"
     assert d2.main(["--plan", "--budget", "25", "--out", str(out)]) == 0
@@ -199,20 +204,31 @@ def test_every_test_seed_draws_its_own_split_and_noise(tmp_path):
     assert all(0 <= float(r["test_acc"]) <= 1 and r["label_noise_kind"] == "asymmetric" for r in rows)
 
 
-def test_search_runs_evolve_in_the_regime_target_with_its_warm_starts_and_default_rungs(tmp_path, trainer):
+def test_search_runs_evolve_in_the_regime_target_with_its_warm_starts_and_frozen_rungs(tmp_path, trainer, monkeypatch):
     from nlfs.evolve import build_parser, config_from_args
-    from nlfs.search import DEFAULT_RUNGS, default_target
+    from nlfs.search import DEFAULT_RUNGS, DEFAULT_TARGETS, default_target, parse_target
     from nlfs.search._config import warm_genotypes
     from nlfs.spaces import get_space
 
     camp = _camp(tmp_path)
     argv = d2.search_argv(camp, "noisy", {})
-    assert "--rungs" not in argv and argv[argv.index("--seed-losses") + 1] == "CE;GCE;SCE;NCEandRCE"
+    assert argv[argv.index("--seed-losses") + 1] == "CE;GCE;SCE;NCEandRCE"
     cfg = config_from_args(build_parser().parse_args(argv))
     assert cfg.budget == d2.CAMPAIGN.candidates and cfg.finalists == d2.CAMPAIGN.leaders
-    assert cfg.target == {**default_target("fashion-mnist"), "label_noise": 0.4, "seeds": 2}
+    assert cfg.race_seeds == d2.CAMPAIGN.race_seeds and cfg.eta == d2.ETA
+    # scored as the campaign scores: the final model, on CE's gradient scale
+    assert (cfg.score, cfg.grad_scale) == ("final", "ce")
+    assert cfg.target == {**parse_target("train_size=all,epochs=8"), "label_noise": 0.4, "seeds": 2}
     cfg.resolve()
-    assert cfg.rungs == [dict(r) for r in DEFAULT_RUNGS["fashion-mnist"]]
+    frozen = [{k: v for k, v in r.items() if k != "level"} for r in d2.RUNGS]
+    assert cfg.rungs == [{**r, "train_size": None if r["train_size"] == "all" else r["train_size"]} for r in frozen]
+    # frozen when planned: the library's defaults may move, the campaign's search does not
+    assert cfg.rungs == [dict(r) for r in DEFAULT_RUNGS["fashion-mnist"]]  # (the defaults when planned)
+    assert cfg.target == {**default_target("fashion-mnist"), "label_noise": 0.4, "seeds": 2}
+    monkeypatch.setitem(DEFAULT_TARGETS, "fashion-mnist", {"train_size": "all", "epochs": 12, "seeds": 2})
+    monkeypatch.setitem(DEFAULT_RUNGS, "fashion-mnist", ({"epochs": 3, "seeds": 1},))
+    moved = config_from_args(build_parser().parse_args(d2.search_argv(camp, "noisy", {}))).resolve()
+    assert (moved.rungs, moved.target) == (cfg.rungs, cfg.target)
     # the screening trains with the regime's noise too, not clean labels
     assert {cfg.train_config(r).label_noise for r in cfg.rung_list()} == {0.4}
     assert cfg.target_train_config().label_noise == 0.4
@@ -229,28 +245,81 @@ def test_search_runs_evolve_in_the_regime_target_with_its_warm_starts_and_defaul
     assert smoothing.leaves == {"y", "p"}
 
 
+def test_published_constant_settings_each_get_a_rate_and_the_better_is_the_baseline(tmp_path, trainer):
+    from nlfs.losses import get
+
+    trainer.best_eps = 0.01  # the fake trainer's validation peaks at a = 0.01: SCE's MNIST setting
+    camp = _camp(tmp_path)
+    camp.baselines(["noisy"])
+    lr = [c for c in trainer.calls if not c["evaluate_test"] and c["epochs"] == 8 and c["label_noise"] == 0.4]
+    for name, sets in d2.CONSTANT_SETS.items():
+        assert {tuple(sorted(c["constants"].items())) for c in lr if c["loss"] == name} == {
+            tuple(sorted(consts.items())) for _, consts in sets}  # each setting its own rates
+    target = d2.SETTINGS["noisy"][0]
+    sce, _ = camp.choice(camp.index(), "noisy", target, "SCE")
+    assert sce["set"] == "MNIST" and dict(sce["constants"]) == {"a": 0.01, "b": 1.0}
+    assert set(sce["sets_tried"]) == {"CIFAR-10", "MNIST"}
+    nce, _ = camp.choice(camp.index(), "noisy", target, "NCEandRCE")
+    assert nce["set"] == "CIFAR-10"  # a = 1 in both: a tie goes to the first
+    tests = [c for c in trainer.calls if c["evaluate_test"] and c["loss"] == "SCE"]
+    assert {tuple(sorted(c["constants"].items())) for c in tests} == {(("a", 0.01), ("b", 1.0))}
+    # another noise on the target's data and model keeps the target's choices: no rates of its own
+    assert not [c for c in trainer.calls if c["kind"] == "pairflip" and not c["evaluate_test"]]
+    flipped = [c for c in trainer.calls if c["kind"] == "pairflip"]
+    assert {(c["constants"].get("a"), c["lr"]) for c in flipped if c["loss"] == "SCE"} == {(0.01, sce["lr"])}
+    assert len(flipped) == 4 * len(d2.TEST_SEEDS)
+    # the search starts from the baselines as chosen
+    argv = d2.search_argv(camp, "noisy")
+    warm = argv[argv.index("--seed-losses") + 1].split(";")
+    assert warm[2] == str(get("SCE").expr.substitute({"a": 0.01, "b": 1.0})) and "0.01" in warm[2]
+    md = d2.report(camp, "noisy")
+    assert "(MNIST setting, a 0.01, b 1, of CIFAR-10:" in md
+
+
 def _search_run(camp, regime):
     run = camp.search_dir(regime)
     db = RunDB(run / "run.db")
+    expressions = ["-y * log(p)", "p * p - y", "y - p", "y - p * p"]
     ids = [db.record({"canonical": f"e{i}", "expression": expr, "constants": {}, "sign": 1.0, "fitness": 0.01,
-                      "status": "ok", "rung": 2}) for i, expr in enumerate(["-y * log(p)", "p * p - y", "y - p"])]
+                      "status": "ok", "rung": 2}) for i, expr in enumerate(expressions)]
     db.close()
     best = [{"id": ids[0], "name": "r#1", "expression": "-y * log(p)", "constants": {}, "scale": 1.0, "same_as": "CE",
              "target": {"paired": 0.02}, "in_target": "held"},
             {"id": ids[1], "name": "r#2", "expression": "p * p - y", "constants": {}, "scale": 0.7, "same_as": None,
              "target": {"paired": -0.001}, "in_target": "did not hold"},
             {"id": ids[2], "name": "r#3", "expression": "y - p", "constants": {}, "scale": 1.0, "same_as": None,
-             "target": {"paired": 0.004}, "in_target": "held"}]
+             "target": {"paired": 0.004}, "in_target": "held"},
+            {"id": ids[3], "name": "r#4", "expression": "y - p * p", "constants": {}, "scale": 1.0, "same_as": None,
+             "target": None, "in_target": "not checked in the target"}]
     (run / "summary.json").write_text(json.dumps({"best": best}))
 
 
 def test_finalists_are_the_leaders_best_in_the_target_never_a_catalogue_twin(tmp_path):
     camp = _camp(tmp_path)
     _search_run(camp, "clean")
-    (entry,) = d2.pick_finalists(camp, "clean")
-    assert (entry["name"], entry["expression"], entry["scale"]) == ("FoundFMClean1", "y - p", 1.0)
-    assert json.loads(camp.finalists_file("clean").read_text()) == [entry]
-    assert len(list(csv.DictReader(camp.search_csv("clean").open()))) == 3
+    # the plan's 3 finalists: only the two novel leaders the target checked, best there first; never the
+    # catalogue twin (ahead in the target) nor the candidate the target never trained (a proxy lead only)
+    entries = d2.pick_finalists(camp, "clean")
+    assert [(e["name"], e["expression"], e["scale"]) for e in entries] == [
+        ("FoundFMClean1", "y - p", 1.0), ("FoundFMClean2", "p * p - y", 0.7)]
+    assert json.loads(camp.finalists_file("clean").read_text()) == entries
+    assert len(list(csv.DictReader(camp.search_csv("clean").open()))) == 4
+    one = _camp(tmp_path / "one", plan=dataclasses.replace(d2.CAMPAIGN, finalists=1))
+    _search_run(one, "clean")
+    assert [e["expression"] for e in d2.pick_finalists(one, "clean")] == ["y - p"]
+
+
+def test_a_search_without_a_novel_leader_checked_in_the_target_ends_the_regime_with_no(tmp_path):
+    camp = _camp(tmp_path)
+    _search_run(camp, "clean")
+    summary = json.loads((camp.search_dir("clean") / "summary.json").read_text())
+    summary["best"] = [e for e in summary["best"] if e["same_as"] or e["target"] is None]
+    (camp.search_dir("clean") / "summary.json").write_text(json.dumps(summary))
+    assert d2.pick_finalists(camp, "clean") == [] and camp.finalists_file("clean").is_file()
+    md = d2.report(camp, "clean")
+    assert "**No.** The search ended without a novel loss checked in its target" in md
+    assert "None: the search" in md.split("## Finalists")[1]
+    assert camp.test(["clean"]) == 0  # nothing to test
 
 
 def test_confirmation_is_preregistered_before_it_runs_and_follows_the_file(tmp_path, trainer):
@@ -282,11 +351,13 @@ def test_confirmation_is_preregistered_before_it_runs_and_follows_the_file(tmp_p
 
 
 def test_report_is_recomputed_byte_identical_and_names_pending_stages(tmp_path, trainer):
-    camp = _camp(tmp_path)
+    one = dataclasses.replace(d2.CAMPAIGN, finalists=1)  # one finalist planned, one found: the family is complete
+    camp = _camp(tmp_path, plan=one)
     empty = d2.report(camp, "noisy")
     assert empty.index("**No verdict yet.**") < empty.index("## Compute per stage")
     assert "Pending stages: search: screening, search: target, learning rate, test (elimination, Holm), " \
-           "held-out: digits, held-out: digits-noise20, held-out: digits-asym40, confirmation." in empty
+           "held-out: noise20, held-out: pairflip, held-out: digits, held-out: digits-noise20, " \
+           "held-out: digits-asym40, confirmation." in empty
     camp.baselines(["clean"])
     _finalist(camp)
     camp.test(["clean"])
@@ -295,7 +366,7 @@ def test_report_is_recomputed_byte_identical_and_names_pending_stages(tmp_path, 
     (tmp_path / "first.md").write_text(first)
     # the committed CSV alone gives the same bytes again, in another process's order of work
     copy = d2.Campaign(trainings=tmp_path / "checkout" / "trainings.csv", results=camp.results, runs=camp.runs,
-                       workers=1, overrides={"dataset": "digits"})
+                       workers=1, overrides={"dataset": "digits"}, plan=one)
     copy.trainings.parent.mkdir()
     copy.trainings.write_text(camp.trainings.read_text())
     assert d2.report(copy, "clean").encode() == (tmp_path / "first.md").read_bytes()
@@ -306,7 +377,7 @@ def test_report_is_recomputed_byte_identical_and_names_pending_stages(tmp_path, 
     assert "| learning rate | done | 24 | " in first and "| confirmation | pending | 20 | 0 |" in first
     assert "| target | CE | 0.0125: " in first and "| 0.025 | no |" in first
     spent = sum(float(r["wall_s"]) for r in d2.read_rows(camp.trainings)) / 3600
-    assert f"| all | | {sum(s.trainings for s in d2.stages(d2.CAMPAIGN, d2.PLAN_COSTS) if s.regime == 'clean')} |" \
+    assert f"| all | | {sum(s.trainings for s in d2.stages(one, d2.PLAN_COSTS) if s.regime == 'clean')} |" \
            in first and first.rstrip().count(f"{spent:.2f}") >= 1
     assert "- `target`: digits (all training images)" in first  # every accuracy names its regime
     assert "| Better1 | `-y * log(p) + 2 * y * (1 - p)` | - | 0.9 |" in first and "## Finalists\n\nPending" in empty
@@ -390,7 +461,7 @@ def test_the_learning_rate_is_chosen_on_the_final_models_validation_accuracy(tmp
 def test_the_holm_family_is_fixed_by_the_plan_and_a_verdict_is_interim_until_it_is_done(tmp_path, trainer):
     from nlfs.stats import holm
 
-    camp = _camp(tmp_path)
+    camp = _camp(tmp_path, plan=dataclasses.replace(d2.CAMPAIGN, finalists=1))
     camp.baselines(["clean"])
     _finalist(camp)
     camp.test(["clean"])  # the target's comparisons, not the held-out digits' yet
@@ -446,7 +517,9 @@ def test_report_says_which_accuracy_is_which_and_names_its_limits(tmp_path, trai
     assert "label noise 0.4 (symmetric)" in noisy and "; validation and test labels stay clean" in noisy
     limits = noisy.split("## Limits\n\n")[1].split("\n\n")[0]
     assert "MAE and TaylorCE were cut by the budget" in limits and "`optional_baselines=False`" in limits
-    assert "One learning-rate seed (50)" in limits and "GCE (q=0.7)" in limits and "SCE (a=0.1, b=1)" in limits
+    assert "One learning-rate seed (50)" in limits and "GCE (q=0.7)" in limits
+    assert "SCE and NCEandRCE take the better of their authors' two published settings" in limits
+    assert "Each regime's family is Holm-corrected on its own" in limits
     camp.baselines(["clean"])
     _finalist(camp)
     clean = d2.report(camp, "clean")
