@@ -136,6 +136,10 @@ def build_parser() -> ArgumentParser:
                          f"tree spaces: {','.join(DEFAULT_SEED_LOSSES)}; 'none' for random starts; the nlfs "
                          "space starts at random)")
     ap.add_argument("--seed-mutants", type=non_negative_int, default=3, help="small edits of each seed loss")
+    ap.add_argument("--warm-starts-compete", action="store_true",
+                    help="let a seed loss itself be a leader (raced and trained in the target), to check your own "
+                         "candidates there; by default the leaders are new losses, and a known one (a catalogue "
+                         "loss, or a seed loss as given) stays a baseline")
     ap.add_argument("--rungs", default=None, metavar="SPEC",
                     help="screening rungs, e.g. 'train_size=2048,epochs=1;epochs=2,seeds=3' (default: the "
                          "dataset's, from the fidelity study; one rung when --epochs/--steps/--train-size "
@@ -182,6 +186,7 @@ def config_from_args(args):
         pack=args.pack, progress=not args.no_progress, augment=args.augment, grad_scale=args.grad_scale, eta=args.eta,
         paired=not args.unpaired, score=args.score, rungs=parse_rungs(args.rungs) if args.rungs else None,
         seed_mutants=3 if args.seed_mutants is None else args.seed_mutants, race_seeds=args.race_seeds,
+        warm_starts_compete=args.warm_starts_compete,
         train_overrides=training_overrides(args, ("label_noise", "label_noise_kind")))
 
 

@@ -74,6 +74,8 @@ class SearchConfig:
     augment: str = "none"  # TrainConfig.augment, for the whole search
     seed_losses: tuple[str, ...] = ()  # warm start: catalogue names or expressions
     seed_mutants: int = 3  # small-edit mutants of each seed loss in the first population
+    # a warm start itself may lead (be raced and trained in the target): off, the leaders are new losses
+    warm_starts_compete: bool = False
     time_limit: float | None = None  # seconds: no new candidate after it (promotions still finish)
     # -- the regime the search is judged by (see _target) --
     target: dict | None = None  # a parse_target spec; None: default_target(dataset), see resolve()

@@ -193,28 +193,39 @@ def chance_lead(rows: list[dict], rung: int, normalise: bool | None = None) -> d
 _TWINS: dict = {}
 
 
-def catalogue_twin(r: dict, normalise: bool) -> str | None:
-    """The catalogue loss a row is in disguise (same canonical form, or the same gradient
-    fingerprint on the fixed probe batch, up to a factor when the run rescaled gradients)."""
+def catalogue_twin(r: dict, normalise: bool, seed_losses=()) -> str | None:
+    """The known loss a row is in disguise (same canonical form, or the same gradient fingerprint on
+    the fixed probe batch, up to a factor when the run rescaled gradients): a catalogue loss at its
+    own constants, or one of the run's ``seed_losses`` (warm starts, e.g. a baseline at constants tuned
+    for this task: ``warm start <text>`` unless the text is a catalogue name)."""
     import torch
 
     from .. import losses
     from ..expr import parse
     from ._filters import fingerprint
 
-    if normalise not in _TWINS:
+    def add(table, name, spec):
+        expr = spec.expr.substitute(dict(spec.constants))
+        table.setdefault(str(expr.canonical()), name)
+        try:
+            table.setdefault(fingerprint(expr, spec.class_reduction, torch.zeros(0, dtype=torch.float64),
+                                         normalise=normalise), name)
+        except Exception:  # noqa: BLE001 - a loss the probe cannot take is just not matched
+            pass
+
+    key = (normalise, tuple(seed_losses))
+    if key not in _TWINS:
         table = {}
         for name in losses.BUILTIN:
-            spec = losses.get(name)
-            expr = spec.expr.substitute(dict(spec.constants))
-            table[str(expr.canonical())] = name
+            add(table, name, losses.get(name))
+        for text in seed_losses:
             try:
-                table[fingerprint(expr, spec.class_reduction, torch.zeros(0, dtype=torch.float64),
-                                  normalise=normalise)] = name
-            except Exception:  # noqa: BLE001 - a catalogue loss the probe cannot take is just not matched
-                pass
-        _TWINS[normalise] = table
-    table = _TWINS[normalise]
+                spec = losses.resolve_spec(text)
+            except (ValueError, KeyError):
+                continue
+            add(table, text if text in losses.names() else f"warm start {text}", spec)
+        _TWINS[key] = table
+    table = _TWINS[key]
     if r.get("canonical") in table:
         return table[r["canonical"]]
     try:
@@ -604,7 +615,7 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
         e = {"name": row_name(r, run_dir), **{k: r[k] for k in ("id", "expression", "fitness", "size")},
              "formula": formula(r, class_reduction), "constants": r.get("constants") or {}, "rung": _rung(r),
              "scale": r.get("scale") or 1.0, "ce_accuracy": baseline_accuracy(rows, _rung(r)),
-             "same_as": catalogue_twin(r, normalise), **seed_stats(r)}
+             "same_as": catalogue_twin(r, normalise, cfg.get("seed_losses") or ()), **seed_stats(r)}
         acc = e["accuracy"] if e["accuracy"] is not None else e["fitness"]
         e["vs_ce"] = e["paired"] if e["paired"] is not None else (
             None if e["ce_accuracy"] is None or paired else acc - e["ce_accuracy"])
@@ -712,7 +723,8 @@ def format_summary(summary: dict, dataset: str) -> str:
         else:
             ce = r.get("ce_accuracy", base)
             delta = "" if ce is None else pp(acc - ce)
-        twin = f"   [= {r['same_as']} in disguise]" if r.get("same_as") else ""
+        same = r.get("same_as") or ""
+        twin = "   [= a warm start]" if same.startswith("warm start ") else f"   [= {same} in disguise]" if same else ""
         lead = f"   ({r['lead']})" if r.get("lead") else ""
         lines.append(f"{r.get('name') or '#' + str(r['id']):<{width}} {r.get('rung', 0):>4} {r.get('seeds') or 1:>5} "
                      f"{acc:>8.4f}  {delta:<26} {r.get('formula', r['expression'])}{twin}{lead}")

@@ -431,8 +431,9 @@ class Search:
     def leaders(self) -> list[int]:
         """The candidates raced and trained in the target: the top ``finalists`` by their screening
         fitness at the last rung (their first row there, so a resumed run picks the same ones), a
-        catalogue loss in disguise left out (CE, or a warm start itself: a known loss is a baseline to
-        compare with, not a find to check)."""
+        known loss in disguise left out (CE, a catalogue loss, or a warm start itself at the constants it
+        was given, unless ``warm_starts_compete``: a known loss is a baseline to compare with, not a
+        find to check)."""
         from ._report import catalogue_twin
 
         last = len(self.rungs) - 1
@@ -444,7 +445,8 @@ class Search:
             screened[cand] = r
         ranked = sorted(screened.values(), key=lambda r: (-r["fitness"], r["id"]))
         normalise = self.cfg.grad_scale != "none"
-        out = [r.get("candidate") or r["id"] for r in ranked if catalogue_twin(r, normalise) is None]
+        out = [r.get("candidate") or r["id"] for r in ranked
+               if catalogue_twin(r, normalise, () if self.cfg.warm_starts_compete else self.cfg.seed_losses) is None]
         return out[: self.cfg.finalists]
 
     def _trained_seeds(self, cand: int, fidelity: str) -> dict[int, dict]:

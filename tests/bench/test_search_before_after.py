@@ -34,6 +34,7 @@ def fake_launch(calls):
                            backend="torch", progress=False, budget=2, gp_population=4, seed=0,
                            rungs=[{"steps": 4, "seeds": 3}], seed_losses=(LEAD, OTHER), seed_mutants=0,
                            filters=("validity", "duplicate"), finalists=finalists, race_seeds=0, grad_scale="ce",
+                           warm_starts_compete=True,  # the candidates come in as warm starts
                            target={"train_size": 300, "steps": 4, "val_size": 100, "seeds": 1}, threads=1)
         run_search(cfg)
         return {"wall_s": 1.0, "cpu_s": 2.0, "rc": 0, "stopped_by": "itself", "load_at_start": 0.5}

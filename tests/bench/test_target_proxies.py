@@ -395,3 +395,17 @@ def test_fashion_mnists_last_default_rung_is_the_one_the_target_study_decided():
     spec = {k: v for k, v in tf.trained_proxies(epochs)[proxy].items() if k != "channels_last"}
     last = dict(DEFAULT_RUNGS["fashion-mnist"][-1])
     assert last.pop("seeds") == (int(seeds) if seeds else tf.PROXY_SEEDS) and last == spec
+
+
+def test_the_check_says_whether_the_decided_proxy_still_leads_on_every_ce_like_loss():
+    truth = {i: 0.9 + i / 1000 for i in range(12)}
+    ce_like = set(truth)
+    same = {i: v for i, v in truth.items()}  # ranks them exactly
+    corr = tf._corr(same, truth, ce_like)
+    line = tf.check_line("e1 x1", {"rule": None, "best": ("e1 x1", corr)}, same, truth, ce_like)
+    assert "e1 x1 ranks them at Spearman 1.00" in line and "the highest of every proxy" in line
+    assert "chooses none yet" in line and "reported, not acted on" in line
+    other = tf.check_line("e1 x1", {"rule": "fallback", "name": "res14 x1", "best": ("res14 x1", corr)},
+                          {i: -v for i, v in truth.items()}, truth, ce_like)
+    assert "Spearman -1.00" in other and "the highest now is res14 x1, 1.00" in other
+    assert "chooses res14 x1 (fallback)" in other

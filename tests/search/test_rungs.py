@@ -261,6 +261,7 @@ def test_report_marks_catalogue_losses_in_disguise(tmp_path):
                            seed_mutants=0, filters=("validity",)), ex)
     text = format_summary(write_report(tmp_path / "run", rows), "digits")
     assert "[= CE in disguise]" in text and text.count("in disguise") == 1
+    assert "[= a warm start]" in text  # the other is the warm start itself: known, not a find
 
 
 def test_report_only_rewrites_a_runs_reports_without_training(tmp_path, capsys):

@@ -84,7 +84,8 @@ def config(run_dir, losses=(LEAD, TIE), **kw):
     base = dict(run_dir=str(run_dir), algorithm="gp", space="gp", dataset="digits", train_size=300, val_size=100,
                 backend="torch", progress=False, budget=len(losses), gp_population=4, seed=0,
                 rungs=[{"steps": 4, "seeds": 3}], seed_losses=tuple(losses), seed_mutants=0,
-                filters=("validity", "duplicate"), finalists=1, race_seeds=10, target=TARGET)
+                filters=("validity", "duplicate"), finalists=1, race_seeds=10, target=TARGET,
+                warm_starts_compete=True)  # the candidates come in as warm starts
     base.update(kw)
     return SearchConfig(**base)
 
@@ -211,6 +212,23 @@ def test_a_catalogue_loss_in_disguise_is_never_a_leader(tmp_path):
         r["fitness"] for r in candidate_rows(rows, LEAD) if r["status"] == "ok")  # Poly1 tops the proxy
     assert [r["expression"] for r in rows if r.get("stage") == "target"] == [LEAD]  # the novel one is checked
     assert not any(key[0] == POLY1 and key[1][0] is None for key in ex.trained)
+
+
+WARM = "-y * log(p) + 1.5 * y * (1 - p)"  # Poly-1 at a tuned epsilon: a warm start, not the catalogue's
+
+
+def test_a_warm_start_leads_only_when_warm_starts_compete(tmp_path):
+    def warm_leads(expression, train, seed):
+        return {WARM: 0.6, LEAD: 0.55}.get(expression, 0.5 if expression == CE else 0.3)
+
+    rows = run_search(config(tmp_path / "own", losses=(WARM, LEAD), race_seeds=0, warm_starts_compete=False),
+                      FakeExecutor(accuracy=warm_leads))
+    assert not [r for r in rows if r.get("stage") == "target"]  # both came in as warm starts: known losses
+    best = write_report(tmp_path / "own", rows)["best"]
+    assert {e["expression"]: e["same_as"] for e in best}[WARM] == f"warm start {WARM}"
+    rows = run_search(config(tmp_path / "compete", losses=(WARM, LEAD), race_seeds=0),
+                      FakeExecutor(accuracy=warm_leads))
+    assert [r["expression"] for r in rows if r.get("stage") == "target"] == [WARM]
 
 
 class ScoredExecutor(FakeExecutor):
