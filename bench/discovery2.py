@@ -4,9 +4,9 @@ label noise, each searched and tested against the strongest known losses of its 
     python -m bench.discovery2 --plan              # the compute plan -> bench/results/discovery2_plan.md
     python -m bench.discovery2 baselines           # every baseline's learning rate and its 10 test seeds
     python -m bench.discovery2 search              # one nlfs.evolve search per regime, in its target
-    python -m bench.discovery2 finalists           # each search's finalist -> bench/results/discovery2/
+    python -m bench.discovery2 finalists           # each search's finalists -> bench/results/discovery2/
     python -m bench.discovery2 test                # the finalists' learning rate and 10 test seeds
-    python -m bench.discovery2 heldout             # every loss in the held-out settings (digits)
+    python -m bench.discovery2 heldout             # every loss in the held-out settings (noise, digits)
     python -m bench.discovery2 preregister         # the confirmation's file, written before it runs
     python -m bench.discovery2 confirm             # the pre-registered comparison on fresh seeds
     python -m bench.discovery2 report              # bench/results/discovery2_{clean,noisy}.md
@@ -133,11 +133,12 @@ class PlanConfig:
     leaders: int = 4  # trained in the target by the search, paired with CE
     race_seeds: int = 3  # seeds a leader (and CE) may reach at the last rung (nlfs.evolve's quick preset)
     search_target_seeds: int = 2
-    finalists: int = 3  # per regime, after elimination (at most three)
+    finalists: int = 3  # per regime: the novel leaders the search's target checked, best first (at most three)
     lr_points: int = 3  # the learning-rate grid, e.g. {0.05, 0.1, 0.2}
     lr_widen: int = 1  # points added per loss on average when the choice lands on an edge
     lr_seeds: int = 1  # learning-rate seeds, disjoint from the test seeds
     eps_points: int = 3  # label smoothing's eps, tuned with the learning rate
+    eps_widen: int = 1  # eps values added on average when the choice lands on an edge
     test_seeds: int = 10
     heldout_seeds: int = 10
     confirm_seeds: int = 10
@@ -164,8 +165,9 @@ def _median_wall(path: Path, **match) -> float:
 
 
 def rung_cpu_s() -> list[float]:
-    """CPU-seconds of one CE training at each of ``RUNGS`` (its ``level``): measured alone, 1 thread
-    (``PROXY_COSTS``: the trained proxies; ``LEVEL_COSTS``: the fidelity study's levels)."""
+    """Seconds of one CE training at each of ``RUNGS`` (its ``level``), 1 thread: CPU time for the trained
+    proxies (``PROXY_COSTS``), wall time on an idle machine for the fidelity study's levels
+    (``LEVEL_COSTS``: one thread alone, so about its CPU time)."""
     measured = {**json.loads(LEVEL_COSTS.read_text()), **json.loads(PROXY_COSTS.read_text())["cpu_s"]}
     return [float(measured[r["level"]]) for r in RUNGS]
 
@@ -199,7 +201,7 @@ def constant_sets_text() -> str:
 def options(name: str, cfg: PlanConfig) -> int:
     """Settings of a loss's constants that each get their own learning-rate choice: label smoothing's eps
     grid, a baseline's published settings (``CONSTANT_SETS``), else one."""
-    return cfg.eps_points if name == SMOOTHING else len(CONSTANT_SETS.get(name, ((None, None),)))
+    return cfg.eps_points + cfg.eps_widen if name == SMOOTHING else len(CONSTANT_SETS.get(name, ((None, None),)))
 
 
 def stages(cfg: PlanConfig, costs: Costs) -> list[Stage]:
@@ -209,7 +211,8 @@ def stages(cfg: PlanConfig, costs: Costs) -> list[Stage]:
         baselines = BASELINES[regime] + (OPTIONAL_BASELINES[regime] if cfg.optional_baselines else ())
         losses = len(baselines) + cfg.finalists
         raced = (cfg.leaders + 1) * max(0, cfg.race_seeds - 1)  # the leaders and CE, past the rung's one seed
-        out.append(Stage(regime, "search: screening", cfg.candidates + raced,
+        rows = round(cfg.candidates * sum(ETA ** -i for i in range(len(RUNGS))))  # one row per rung reached
+        out.append(Stage(regime, "search: screening", rows + raced,
                          cfg.candidates * costs.screen + raced * costs.race,
                          f"{cfg.candidates} candidates through the rungs (each promotes its top 1/{ETA}); "
                          f"{cfg.leaders} leaders and CE raced to {cfg.race_seeds} seeds at the last rung"))
@@ -231,8 +234,8 @@ def stages(cfg: PlanConfig, costs: Costs) -> list[Stage]:
             if (regime, name) not in cfg.heldout:
                 continue
             held_losses = len(BASELINES[regime]) + cfg.finalists
-            rates = (sum(options(b, cfg) for b in BASELINES[regime]) + cfg.finalists) * cfg.lr_points * cfg.lr_seeds \
-                if new_lr else 0
+            rates = (sum(options(b, cfg) for b in BASELINES[regime]) + cfg.finalists) * (
+                cfg.lr_points + cfg.lr_widen) * cfg.lr_seeds if new_lr else 0
             held = held_losses * cfg.heldout_seeds + rates
             out.append(Stage(regime, f"held-out: {name}", held, held * getattr(costs, key),
                              f"{what}; {held_losses} losses x {cfg.heldout_seeds} seeds"
@@ -329,7 +332,7 @@ def plan_markdown(cfg: PlanConfig, costs: Costs, cuts: list[str], requested: Pla
         lines.append(f"| {s.regime} | {s.stage} | {s.trainings} | {s.units:.1f} | {s.units * per_h:.2f} | "
                      f"{s.detail} |")
     lines += ["", "Added after the cuts because they cost almost nothing: two more held-out noise settings of the "
-              "noisy regime's finalist, 20% symmetric and 40% asymmetric noise (the noisy-label literature's class "
+              "noisy regime's finalists, 20% symmetric and 40% asymmetric noise (the noisy-label literature's class "
               "pairs). They are on **sklearn digits, another dataset than the search's** (Fashion-MNIST has no "
               "literature class map: its pair-flip setting stands in there): the noise setting and "
               "the dataset change together, so they say whether a finalist's standing survives both, not which "
@@ -363,7 +366,7 @@ def plan_markdown(cfg: PlanConfig, costs: Costs, cuts: list[str], requested: Pla
               f"{cfg.budget_h:g} (its added settings included), so the reports name it as a limit.", "",
               "Order: the stages that do not depend on the search run first and on their own "
               "(`bash bench/discovery2.sh baselines`: every baseline's learning rate and test seeds, target and "
-              "held-out, most of the compute); the search stage runs `python -m nlfs.evolve` with the regime's "
+              "held-out, about half the compute); the search stage runs `python -m nlfs.evolve` with the regime's "
               f"`--target`, the rungs `{rung_text()}` (nlfs.evolve's defaults when planned, frozen here), and warm "
               "starts from the regime's strongest known losses (with the constants the baselines stage chose).", ""]
     for regime, text in REGIMES.items():
@@ -701,9 +704,10 @@ class Campaign:
         self._keys.clear()
         return {r["key"]: r for r in read_rows(self.trainings)}
 
-    def run(self, want) -> int:
+    def run(self, want, losses: dict | None = None) -> int:
         """Train what ``want(index)`` lists until it lists nothing not done, ``workers`` at a time, each
-        row appended as it finishes. Returns the trainings run."""
+        row appended as it finishes; ``losses`` maps ``(regime, label)`` to what trains under that label
+        when it is not ``loss``'s (the pre-registered finalist). Returns the trainings run."""
         from nlfs.search import make_executor, run_jobs
 
         index = {k: r for k, r in self.index().items() if r["status"] != "error"}
@@ -711,7 +715,7 @@ class Campaign:
 
         def pull():
             for job in want(index):
-                loss = self.loss(job.regime, job.loss)
+                loss = (losses or {}).get((job.regime, job.loss)) or self.loss(job.regime, job.loss)
                 key = self.key(job, loss)
                 if key not in index and key not in pending:
                     pending.add(key)
@@ -784,9 +788,11 @@ class Campaign:
         return ready
 
     def confirm(self, regimes) -> int:
-        """The pre-registered comparison on its fresh seeds, exactly as the file names it (losses, learning
-        rates, eps, seeds); refused for a regime without the file."""
-        jobs = []
+        """The pre-registered comparison on its fresh seeds, exactly as the file names it (the finalist's
+        entry, the baseline, learning rates, constants, seeds); refused for a regime without the file."""
+        from nlfs.search import entry_spec
+
+        jobs, losses = [], {}
         for regime in regimes:
             path = self.preregistration_file(regime)
             if not path.is_file():
@@ -794,11 +800,13 @@ class Campaign:
                 continue
             pre = json.loads(path.read_text())
             target = next(s for s in SETTINGS[regime] if s.is_target)
+            if "entry" in pre["finalist"]:
+                losses[(regime, pre["finalist"]["name"])] = entry_spec(pre["finalist"]["entry"])
             for side in ("finalist", "baseline"):
                 c = pre[side]
                 jobs += [Job(regime, target, "confirm", c["name"], tuple(sorted(c["constants"].items())), c["lr"], s)
                          for s in pre["seeds"]]
-        return self.run(lambda index: jobs)
+        return self.run(lambda index: jobs, losses)
 
     # ----------------------------------------------------------------- tables
     def test_rows(self, index: dict, regime: str, setting: Setting, label: str) -> list[dict] | None:
@@ -981,14 +989,24 @@ def warm_starts(camp: Campaign, regime: str, index: dict | None = None) -> list[
 
 
 def run_searches(camp: Campaign, regimes) -> int:
-    """Each regime's search: started, resumed where a killed one stopped, or left when finished."""
+    """Each regime's search: started, resumed where a killed one stopped, or left when finished. A search
+    starts only once the baselines stage has chosen every warm start's constants in the target (its
+    warm starts are frozen into the run when it starts)."""
     from nlfs import evolve
 
+    index = camp.index()
+    target = {regime: next(s for s in SETTINGS[regime] if s.is_target) for regime in regimes}
     for regime in regimes:
         run = camp.search_dir(regime)
         if (run / "summary.json").is_file():
             camp.log(f"{regime}: search finished ({run / 'summary.json'})")
             continue
+        tuned = [b for b in BASELINES[regime] if b == SMOOTHING or b in CONSTANT_SETS]
+        unchosen = [b for b in tuned if camp.choice(index, regime, target[regime], b)[0] is None]
+        if unchosen and not (run / "run.db").is_file():
+            camp.log(f"{regime}: the baselines stage has not chosen {', '.join(unchosen)}'s constants yet, which "
+                     "the search starts from: run `baselines` first")
+            return 2
         argv = (["--resume", str(run), "--workers", str(camp.workers), "--threads", "1", "--no-progress"]
                 if (run / "run.db").is_file() else search_argv(camp, regime))
         camp.log(f"{regime}: python -m nlfs.evolve " + " ".join(argv))
@@ -1007,7 +1025,8 @@ def pick_finalists(camp: Campaign, regime: str) -> list[dict]:
     of the search -> ``search_csv`` (its compute). Finalists: the leaders the search trained in its target,
     by their paired difference to CE there, the plan's number; never a catalogue loss in disguise (a
     warm start itself is a baseline) nor a candidate the target did not check (a proxy lead alone). None
-    of those: an empty list, and the regime's verdict says the search found nothing to test."""
+    of those: an empty list, and the regime's verdict says the search found nothing to test. Picked once:
+    an existing file is kept."""
     from nlfs._io import write_table
     from nlfs.losses import stored_class_reduction
     from nlfs.search import read_run
@@ -1016,6 +1035,9 @@ def pick_finalists(camp: Campaign, regime: str) -> list[dict]:
     summary = json.loads((run / "summary.json").read_text())
     rows, saved = read_run(run)
     write_table(camp.search_csv(regime), rows, SEARCH_COLUMNS)
+    path = camp.finalists_file(regime)
+    if path.is_file():  # picked once: what the test stage and a pre-registration refer to never changes
+        return camp.finalists(regime)
     by_id = {r["id"]: r for r in rows}
 
     checked = [e for e in summary["best"] if not e.get("same_as") and (e.get("target") or {}).get("paired") is not None]
@@ -1027,9 +1049,10 @@ def pick_finalists(camp: Campaign, regime: str) -> list[dict]:
                         "provenance": {"search_run": f"runs/{run.name}", "candidate": e["name"],
                                        "search_target": e.get("in_target", ""),
                                        "results": f"bench/results/discovery2_{regime}.md"}})
-    path = camp.finalists_file(regime)
+    from nlfs._io import atomic_write
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(entries, indent=2) + "\n")
+    atomic_write(path, json.dumps(entries, indent=2) + "\n")
     return entries
 
 
@@ -1116,15 +1139,18 @@ def limits(camp: Campaign, regime: str) -> list[str]:
 def comparisons(camp: Campaign, regime: str, index: dict) -> tuple[list[dict], int]:
     """``(rows, family)``: every comparison of the regime done so far (``nlfs.heldout.table``: a finalist
     and a baseline with all their test seeds in a setting, a failed one at chance), Holm-corrected over
-    the whole family the plan fixes up front, its finalists x baselines x settings. A comparison not yet
-    run counts as p = 1, so the family never shrinks to what has finished."""
+    the whole family fixed before any test training: finalists x baselines x settings, the finalists the
+    plan's number until the search has picked them, then those it picked. A comparison not yet run counts
+    as p = 1, so the family never shrinks to what has finished."""
     from nlfs.heldout import table
     from nlfs.stats import holm
 
     settings = camp.settings(regime)
     finals = [e["name"] for e in camp.finalists(regime)]
     baselines = list(BASELINES[regime])
-    family = max(camp.plan.finalists, len(finals)) * len(baselines) * len(settings)
+    # the plan's finalists until the search has picked them (before any test training), then those picked
+    planned = len(finals) if camp.finalists_file(regime).is_file() else camp.plan.finalists
+    family = planned * len(baselines) * len(settings)
     done = {}
     for s in settings:
         acc = camp.accuracies(regime, s, index)
@@ -1146,7 +1172,8 @@ def _stage_rows(camp: Campaign, regime: str, index: dict) -> list[dict]:
     mine = [r for r in index.values() if r["regime"] == regime]
     planned = {s.stage: s for s in stages(camp.plan, PLAN_COSTS) if s.regime == regime}
     per_h = PLAN_COSTS.target_s / 3600
-    finals = camp.finalists(regime)
+    picked = camp.finalists_file(regime).is_file()  # the search is over and its finalists chosen (maybe none)
+    none = picked and not camp.finalists(regime)  # nothing found: the stages after the search need no finalist
     search = []
     if camp.search_csv(regime).is_file():
         with camp.search_csv(regime).open(newline="") as fh:
@@ -1159,28 +1186,29 @@ def _stage_rows(camp: Campaign, regime: str, index: dict) -> list[dict]:
     lr_jobs = [j for j in wanted["target"] if j.stage == "lr"]
     out = []
 
-    def add(name, rows, done, wall=None):
+    def add(name, rows, done, wall=None, needed=True):
         plan = planned.get(name)
         spent = sum(float(r["wall_s"]) for r in rows) if wall is None else wall
-        status = "done" if done and rows else ("pending" if not rows else "partial")
+        status = ("not needed (no finalist)" if not needed and not rows else "done" if done and (rows or not needed)
+                  else "pending" if not rows else "partial")
         out.append({"stage": name, "plan_trainings": plan.trainings if plan else 0,
                     "plan_h": plan.units * per_h if plan else 0.0, "trainings": len(rows), "h": spent / 3600,
                     "status": status})
 
     scr = [r for r in search if r.get("stage") != "target"]
     tgt = [r for r in search if r.get("stage") == "target"]
-    add("search: screening", scr, bool(finals), sum(float(r["wall_time"]) for r in scr))
-    add("search: target", tgt, bool(finals), sum(float(r["wall_time"]) for r in tgt))
+    add("search: screening", scr, picked, sum(float(r["wall_time"]) for r in scr))
+    add("search: target", tgt, picked, sum(float(r["wall_time"]) for r in tgt))
     add("learning rate", [r for r in mine if r["setting"] == target.name and r["stage"] == "lr"],
-        bool(finals) and not lr_jobs)
+        picked and not lr_jobs)
     add("test (elimination, Holm)", [r for r in mine if r["setting"] == target.name and r["stage"] == "test"],
-        bool(finals) and not lr_jobs and not test_jobs)
+        picked and not lr_jobs and not test_jobs)
     for s in camp.settings(regime, target=False):
         add(f"held-out: {s.name}", [r for r in mine if r["setting"] == s.name and r["stage"] != "confirm"],
-            bool(finals) and not wanted[s.name])
+            picked and not wanted[s.name])
     pre = camp.preregistration_file(regime)
     conf = [r for r in mine if r["stage"] == "confirm"]
-    add("confirmation", conf, pre.is_file() and len(conf) >= 2 * len(CONFIRM_SEEDS))
+    add("confirmation", conf, pre.is_file() and len(conf) >= 2 * len(CONFIRM_SEEDS), needed=not none)
     return out
 
 
@@ -1201,7 +1229,7 @@ def report(camp: Campaign, regime: str) -> str:
     rows, family = comparisons(camp, regime, index)
     interim = (f"interim: {len(rows)} of {family} comparisons done" if len(rows) < family else "")
     stage_rows = _stage_rows(camp, regime, index)
-    pending = [s["stage"] for s in stage_rows if s["status"] != "done"]
+    pending = [s["stage"] for s in stage_rows if s["status"] != "done" and not s["status"].startswith("not needed")]
     regime_words = {s.name: camp.regime_words(regime, s) for s in settings}
     pre = json.loads(camp.preregistration_file(regime).read_text()) if camp.preregistration_file(regime).is_file() \
         else None
@@ -1214,7 +1242,7 @@ def report(camp: Campaign, regime: str) -> str:
     test_done = "test (elimination, Holm)" not in pending
     if not finals and camp.finalists_file(regime).is_file():
         verdict = ("**No.** The search ended without a novel loss checked in its target (every leader it trained "
-                   "there was a known loss in disguise, or none was trained): there is no found loss to test "
+                   "was a known loss in disguise, or none reached it): there is no found loss to test "
                    f"against {', '.join(baselines)}.")
     elif not finals or not test_done or strongest is None:
         verdict = ("**No verdict yet.** The question, does a found loss beat the strongest known loss of this "
@@ -1253,7 +1281,8 @@ def report(camp: Campaign, regime: str) -> str:
     lines += ["Every accuracy below is the final model's (the weights at the end of training), in its setting's "
               "regime: test accuracy (the official test split, read once per training), except in the learning-rate "
               "table, which shows validation accuracy on the learning-rate seed(s). The learning rate (and label "
-              "smoothing's eps) is chosen on that final validation accuracy, the same model the test stage tests, "
+              "smoothing's eps, SCE's and NCE+RCE's published setting) is chosen on that final validation "
+              "accuracy, the same model the test stage tests, "
               "for every loss alike; never on test accuracy.", ""]
     lines += [f"- `{name}`: {words}" for name, words in regime_words.items()]
     machines = sorted({r["machine"] for r in mine if r.get("machine")})
@@ -1303,7 +1332,7 @@ def report(camp: Campaign, regime: str) -> str:
               f"by mean validation accuracy of the final model (the one the test stage tests; not the peak over "
               f"epochs) on seed(s) {_seeds_text(LR_SEEDS)} (not test seeds).", "",
               "| setting | loss | rates tried: validation % | chosen | on an edge |", "|---|---|---|---:|---|"]
-    for s in settings:
+    for s in (s for s in settings if s.own_rates):
         for label in camp.losses(regime):
             chosen, _ = camp.choice(index, regime, s, label)
             if chosen is None:
@@ -1321,6 +1350,9 @@ def report(camp: Campaign, regime: str) -> str:
                                                                                              chosen["eps_tried"]))
             lines.append(f"| {s.name} | {label} | {tried}{eps} | {chosen['lr']:g} | "
                          f"{'yes (widening capped)' if edge else 'no'} |")
+    shared = [s.name for s in settings if not s.own_rates]
+    lines += ["", f"{', '.join(shared)}: the target's choices (another noise on the same data and model)."] \
+        if shared else []
     lines.append("")
 
     # -- the test stage and every comparison

@@ -3,8 +3,8 @@
 # commits what it wrote (NLFS_COMMIT=0: leave committing to you). Plan: bench/results/discovery2_plan.md.
 #
 #   bash bench/discovery2.sh baselines   # every baseline's learning rate and 10 test seeds (no search needed)
-#   bash bench/discovery2.sh search      # one nlfs.evolve search per regime (its --target, default rungs)
-#   bash bench/discovery2.sh test        # each search's finalist: its learning rate and 10 test seeds
+#   bash bench/discovery2.sh search      # one nlfs.evolve search per regime (its --target, the frozen rungs)
+#   bash bench/discovery2.sh test        # each search's finalists: learning rate and 10 test seeds
 #   bash bench/discovery2.sh heldout     # every loss in the held-out settings (digits, noise settings)
 #   bash bench/discovery2.sh confirm     # pre-register (file committed first), then the fresh seeds
 #   bash bench/discovery2.sh report      # bench/results/discovery2_{clean,noisy}.md

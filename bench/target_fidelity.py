@@ -491,6 +491,19 @@ def rule_lines(choice: dict, pending: str, complete: bool) -> list[str]:
     return out + [f"{head}: {text}: none" + ("." if complete and n >= CHOSEN_MIN_N else " yet.")]
 
 
+def check_line(decided: str, now: dict, values: dict, truth: dict, ce_like: set) -> str:
+    """The decided proxy on every CE-like loss so far (``now``: the rule run on all of them): where it
+    ranks them, whether it is still the highest, and what the rule would choose today."""
+    cl = _corr(values, truth, ce_like)
+    best = now.get("best")
+    where = ("the highest of every proxy" if best and best[0] == decided else
+             f"the highest now is {best[0]}, {_ci(best[1], 'spearman')}" if best else "no proxy ranks them yet")
+    today = (f"chooses {now['name']} ({now['rule']})" if now.get("rule") else "chooses none yet (see above)")
+    return (f"Check on all {len(ce_like)} CE-like losses so far: {decided} ranks them at Spearman "
+            f"{_ci(cl, 'spearman')}, {where}; the rule run on all of them {today}. The decision stands as taken "
+            "on its fixed set; a check that disagrees is reported, not acted on.")
+
+
 def alone_costs(dataset: str, results: Path = RESULTS) -> dict:
     """Seconds of one training per level, each measured alone: the study's levels (fidelity costs, wall on
     an idle machine) and the trained proxies and target (CPU seconds); {} where the files are missing."""
@@ -584,7 +597,8 @@ def report(losses: list[dict], dataset: str, epochs: int, command: str, results:
                      + (f" {finds[0]:.2f} ({finds[1]} vs {finds[2]}) |" if finds else " - |"))
     lines += ["", "The curve and fit rows read the target's own trainings: their noise is partly the target's, so "
               "they read high against it.", ""]
-    lines += rule_lines(choose_last_rung(table, truth, by_seed, ce_like), pending, complete)
+    now = choose_last_rung(table, truth, by_seed, ce_like)
+    lines += rule_lines(now, pending, complete)
     decided = {i for i in ce_like if by_id[i]["name"] in DECIDED_ON}
     if len(decided) == len(DECIDED_ON) and all(
             all(s in by_seed[i] for s in range(CE_LIKE_SEEDS)) and all(
@@ -595,6 +609,8 @@ def report(losses: list[dict], dataset: str, epochs: int, command: str, results:
                   "the lines above run it on every CE-like loss so far, as a check that later ones do not "
                   "overturn it):", ""]
         lines += rule_lines(choice, "", True)
+        if choice.get("name"):
+            lines += ["", check_line(choice["name"], now, table[choice["name"]]["values"], truth, ce_like)]
     if "rk" in rel:
         retest = (f"; measured directly, the mean of seeds 0-2 against that of seeds 3-4: {rel['retest']:.2f}"
                   if "retest" in rel else "")

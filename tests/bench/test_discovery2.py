@@ -14,22 +14,23 @@ SMALL = d2.PlanConfig(candidates=10, leaders=1, search_target_seeds=2, finalists
 def test_plan_arithmetic_by_hand():
     rows = {(s.regime, s.stage): (s.trainings, s.units) for s in d2.stages(SMALL, COSTS)}
     assert rows == {
-        # 10 candidates; (1 leader + CE) raced from 1 to 3 seeds: 4 more trainings at a quarter each
-        ("clean", "search: screening"): (14, 6.0),
+        # 10 candidates, a row per rung reached (10 + 10/3 + 10/9); (1 leader + CE) raced from 1 to 3 seeds:
+        # 4 more trainings at a quarter each
+        ("clean", "search: screening"): (18, 6.0),
         ("clean", "search: target"): (4, 4.0),  # (1 leader + CE) x 2 seeds
-        ("clean", "learning rate"): (24, 24.0),  # 4 losses x 4 rates, + label smoothing's 2 other eps x 4
+        ("clean", "learning rate"): (28, 28.0),  # 4 losses x 4 rates, + label smoothing's 3 other eps x 4
         ("clean", "test (elimination, Holm)"): (40, 40.0),
-        # 4 losses x 5 seeds + (CE, 3 eps of label smoothing, Poly1, the finalist) x 3 rates, twice the cost
-        ("clean", "held-out: resnet9v2"): (38, 76.0),
+        # 4 losses x 5 seeds + (CE, 4 eps of label smoothing, Poly1, the finalist) x 4 rates, twice the cost
+        ("clean", "held-out: resnet9v2"): (48, 96.0),
         ("clean", "confirmation"): (8, 8.0),
-        ("noisy", "search: screening"): (14, 6.0),
+        ("noisy", "search: screening"): (18, 6.0),
         ("noisy", "search: target"): (4, 4.0),
         ("noisy", "learning rate"): (28, 28.0),  # 5 losses x 4 rates, + SCE's and NCE+RCE's other setting x 4
         ("noisy", "test (elimination, Holm)"): (50, 50.0),
         ("noisy", "held-out: noise20"): (25, 25.0),  # 5 losses x 5 seeds, the regime's rates
         ("noisy", "confirmation"): (8, 8.0),
     }
-    assert d2.cpu_hours(d2.stages(SMALL, COSTS), COSTS) == 279.0
+    assert d2.cpu_hours(d2.stages(SMALL, COSTS), COSTS) == 303.0
 
 
 def test_fit_cuts_settings_in_order_and_keeps_seeds_and_baselines():
@@ -89,7 +90,8 @@ class GridTrainer:
 
     def __call__(self, loss, cfg, constants=None):
         name = loss if isinstance(loss, str) else loss.name
-        self.calls.append(dict(loss=name, constants=dict(constants or {}), lr=cfg.lr, seed=cfg.seed,
+        self.calls.append(dict(loss=name, text=getattr(loss, "text", loss), constants=dict(constants or {}), lr=cfg.lr,
+                               seed=cfg.seed,
                                split_seed=cfg.split_seed, evaluate_test=cfg.evaluate_test, dataset=cfg.dataset,
                                label_noise=cfg.label_noise, kind=cfg.label_noise_kind, epochs=cfg.epochs))
         best = BEST_LR.get(name, 0.1)
@@ -115,10 +117,10 @@ def _camp(tmp_path, **kw):
                        workers=1, overrides={"dataset": "digits"}, log=lambda *a: None, **kw)
 
 
-def _finalist(camp, regime="clean", name="Better1"):
+def _finalist(camp, regime="clean", name="Better1", expression="-y * log(p) + 2 * y * (1 - p)"):
     camp.results.mkdir(parents=True, exist_ok=True)
     camp.finalists_file(regime).write_text(json.dumps(
-        [{"name": name, "expression": "-y * log(p) + 2 * y * (1 - p)", "constants": {}, "class_reduction": "class_sum",
+        [{"name": name, "expression": expression, "constants": {}, "class_reduction": "class_sum",
           "scale": 0.9, "provenance": {}}]))
 
 
@@ -320,6 +322,24 @@ def test_a_search_without_a_novel_leader_checked_in_the_target_ends_the_regime_w
     assert "**No.** The search ended without a novel loss checked in its target" in md
     assert "None: the search" in md.split("## Finalists")[1]
     assert camp.test(["clean"]) == 0  # nothing to test
+    assert "| confirmation | not needed (no finalist) |" in md and "confirmation" not in md.split(
+        "Pending stages: ")[1].split("\n")[0]
+    # picked once: a later pick keeps the file, whatever the summary says since
+    (camp.search_dir("clean") / "summary.json").write_text(json.dumps({"best": []}))
+    _search_run(camp, "clean")
+    assert d2.pick_finalists(camp, "clean") == [] and json.loads(camp.finalists_file("clean").read_text()) == []
+
+
+def test_a_search_waits_for_the_constants_its_warm_starts_take(tmp_path, trainer, monkeypatch):
+    from nlfs import evolve
+
+    camp = _camp(tmp_path)
+    monkeypatch.setattr(evolve, "main", lambda argv: pytest.fail("the search started"))
+    assert d2.run_searches(camp, ["noisy"]) == 2 and not camp.search_dir("noisy").exists()
+    started = []
+    monkeypatch.setattr(evolve, "main", lambda argv: started.append(argv) or 0)
+    camp.baselines(["noisy"])
+    assert d2.run_searches(camp, ["noisy"]) == 0 and len(started) == 1
 
 
 def test_confirmation_is_preregistered_before_it_runs_and_follows_the_file(tmp_path, trainer):
@@ -338,11 +358,14 @@ def test_confirmation_is_preregistered_before_it_runs_and_follows_the_file(tmp_p
     # the confirmation trains what the file names: edited by hand to CE at 0.05, it trains that
     pre["baseline"] = {"name": "CE", "constants": {}, "lr": 0.05}
     path.write_text(json.dumps(pre))
+    # and the finalist as pre-registered, whatever the finalists file says since
+    _finalist(camp, expression="y - p")
     assert camp.preregister("clean")["baseline"]["name"] == "CE"  # an existing file is never rewritten
     n = len(trainer.calls)
     assert camp.confirm(["clean"]) == 2 * len(d2.CONFIRM_SEEDS)
     confirm = trainer.calls[n:]
     assert {(c["loss"], c["lr"]) for c in confirm} == {("Better1", 0.1), ("CE", 0.05)}
+    assert {c["text"] for c in confirm if c["loss"] == "Better1"} == {pre["finalist"]["entry"]["expression"]}
     assert {c["seed"] for c in confirm} == set(d2.CONFIRM_SEEDS)
     md = d2.report(camp, "clean")
     jitter = [(((s * 7919 + n * 31) % 13) / 13 * 0.004) for s in d2.CONFIRM_SEEDS for n in (7, 2)]
@@ -374,7 +397,7 @@ def test_report_is_recomputed_byte_identical_and_names_pending_stages(tmp_path, 
     verdict = first.split("\n\n")[1]
     assert verdict.startswith("**Yes, in the target:** Better1 beats Poly1")
     assert "Pending stages: search: screening, search: target, confirmation." in first
-    assert "| learning rate | done | 24 | " in first and "| confirmation | pending | 20 | 0 |" in first
+    assert "| learning rate | done | 28 | " in first and "| confirmation | pending | 20 | 0 |" in first
     assert "| target | CE | 0.0125: " in first and "| 0.025 | no |" in first
     spent = sum(float(r["wall_s"]) for r in d2.read_rows(camp.trainings)) / 3600
     assert f"| all | | {sum(s.trainings for s in d2.stages(one, d2.PLAN_COSTS) if s.regime == 'clean')} |" \
@@ -474,9 +497,13 @@ def test_the_holm_family_is_fixed_by_the_plan_and_a_verdict_is_interim_until_it_
     verdict = md.split("\n\n")[1]
     assert verdict.startswith("**Interim: 3 of 6 comparisons done.** **Yes, in the target:**")
     assert "3 of the 6 comparisons of the family (the plan's finalists x baselines x settings) done (interim)" in md
-    # the plan fixes the family: two planned finalists and one found make 12 comparisons, not 6
-    two = _camp(tmp_path, plan=dataclasses.replace(d2.CAMPAIGN, finalists=2))
+    # before the search picks its finalists the plan fixes the family (two planned: 12 comparisons); once
+    # it has picked them (before any test training) the family is those picked: one found of three
+    # planned makes 6, not an interim verdict for ever
+    two = _camp(tmp_path / "two", plan=dataclasses.replace(d2.CAMPAIGN, finalists=2))
     assert d2.comparisons(two, "clean", two.index())[1] == 12
+    three = _camp(tmp_path, plan=dataclasses.replace(d2.CAMPAIGN, finalists=3))
+    assert d2.comparisons(three, "clean", three.index())[1] == 6
     camp.heldout(["clean"])
     rows, family = d2.comparisons(camp, "clean", camp.index())
     assert len(rows) == family == 6
