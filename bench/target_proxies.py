@@ -64,21 +64,22 @@ def target_done(dataset: str, epochs: int, results: Path) -> dict[int, float]:
 
 
 def jobs(losses: list[dict], names: list[str], done_targets: dict[int, float]) -> list[tuple[dict, str, int]]:
-    """(loss, proxy, seed): CE first, then the groups interleaved; the losses whose target is complete
-    come first, the CE-like ones (``tf.CE_LIKE_PP``) before the others, and of these every proxy's seed 0
-    before the further seeds, so each proxy's one-seed reading ("x1") covers the losses the default rungs
-    are chosen on soonest; the losses without a target follow, every proxy and seed of a loss together."""
+    """(loss, proxy, seed): CE first, then the groups interleaved; every proxy's seed 0 ("x1") on every
+    loss before any further seed, so the one-seed readings cover the study soonest: first the losses
+    whose target is complete (the CE-like ones, ``tf.CE_LIKE_PP``, before the others), then those still
+    without one, the named groups (``tf.NAMED_GROUPS``, the target shards' next) first; then the further
+    seeds in the same order."""
     order = interleaved(losses)
     order = [d for d in order if d["expression"] == "CE"] + [d for d in order if d["expression"] != "CE"]
     ce = next((done_targets[d["id"]] for d in order if d["expression"] == "CE" and d["id"] in done_targets), None)
     ce_like = {i for i, v in done_targets.items() if ce is not None and abs(v - ce) <= tf.CE_LIKE_PP / 100}
     order.sort(key=lambda d: (d["id"] not in done_targets, d["id"] not in ce_like))  # stable
     done = [d for d in order if d["id"] in done_targets]
-    first = [(d, name, 0) for d in done for name in names]
-    rest = [(d, name, seed) for d in done for name in names for seed in range(1, tf.PROXY_SEEDS)]
-    later = [(d, name, seed) for d in order if d["id"] not in done_targets for name in names
-             for seed in range(tf.PROXY_SEEDS)]
-    return first + rest + later
+    waiting = sorted((d for d in order if d["id"] not in done_targets), key=lambda d: d.get("group") not in
+                     tf.NAMED_GROUPS)  # stable
+    losses_in_order = done + waiting
+    return ([(d, name, 0) for d in losses_in_order for name in names]
+            + [(d, name, seed) for d in losses_in_order for name in names for seed in range(1, tf.PROXY_SEEDS)])
 
 
 def shard(todo: list[tuple], i: int, n: int) -> list[tuple]:

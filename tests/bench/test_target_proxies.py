@@ -37,11 +37,16 @@ def test_jobs_put_losses_with_a_target_first_and_shards_are_stable():
     # targets done for CE (0.90), 4 (far from CE) and 5 (CE-like)
     order = tp.jobs(losses, ["a", "b"], {0: 0.90, 4: 0.80, 5: 0.905})
     keys = [(d["id"], p, s) for d, p, s in order]
-    # seed 0 of every proxy first, CE then the CE-like loss then the other; then their further seeds
+    # seed 0 of every proxy first, CE then the CE-like loss then the other, then the losses still without a
+    # target (the named groups first); then the further seeds in the same order
     assert keys[:6] == [(0, "a", 0), (0, "b", 0), (5, "a", 0), (5, "b", 0), (4, "a", 0), (4, "b", 0)]
-    assert {s for _, _, s in keys[6:6 + 3 * 2 * (tf.PROXY_SEEDS - 1)]} == set(range(1, tf.PROXY_SEEDS))
-    rest = [i for i, _, _ in keys[3 * 2 * tf.PROXY_SEEDS:]]  # then the losses without a target, each together
-    assert rest[:2 * tf.PROXY_SEEDS] == [rest[0]] * (2 * tf.PROXY_SEEDS) and 0 not in rest
+    waiting = [i for i, _, _ in keys[6:7 * 2]]
+    assert sorted(set(waiting)) == [1, 2, 3, 6] and {s for _, _, s in keys[:7 * 2]} == {0}
+    named = [losses[i]["group"] in tf.NAMED_GROUPS for i in dict.fromkeys(waiting)]
+    assert named == sorted(named, reverse=True)
+    further = keys[7 * 2:]
+    assert {s for _, _, s in further} == set(range(1, tf.PROXY_SEEDS))
+    assert list(dict.fromkeys(i for i, _, _ in further)) == list(dict.fromkeys(i for i, _, _ in keys[:7 * 2]))
     assert len(order) == 7 * 2 * tf.PROXY_SEEDS and len(set(keys)) == len(keys)
     shards = [[(d["id"], p, s) for d, p, s in tp.shard(order, i, 2)] for i in range(2)]
     assert not set(shards[0]) & set(shards[1]) and sorted(shards[0] + shards[1]) == sorted(keys)
