@@ -2,6 +2,7 @@
 label noise, each searched and tested against the strongest known losses of its regime.
 
     python -m bench.discovery2 --plan              # the compute plan -> bench/results/discovery2_plan.md
+    python -m bench.discovery2 rates               # the baselines' learning rates in the target (warm starts)
     python -m bench.discovery2 baselines           # every baseline's learning rate and its 10 test seeds
     python -m bench.discovery2 search              # one nlfs.evolve search per regime, in its target
     python -m bench.discovery2 finalists           # each search's finalists -> bench/results/discovery2/
@@ -364,9 +365,11 @@ def plan_markdown(cfg: PlanConfig, costs: Costs, cuts: list[str], requested: Pla
               f"One learning-rate seed: a second ({', '.join(map(str, (*LR_SEEDS, LR_SEEDS[-1] + 1)))}) would add "
               f"{_second_lr_seed_h(cfg, costs):.1f} CPU-hours to a plan already at {total + added:.1f} of "
               f"{cfg.budget_h:g} (its added settings included), so the reports name it as a limit.", "",
-              "Order: the stages that do not depend on the search run first and on their own "
-              "(`bash bench/discovery2.sh baselines`: every baseline's learning rate and test seeds, target and "
-              "held-out, about half the compute); the search stage runs `python -m nlfs.evolve` with the regime's "
+              "Order (`bash bench/discovery2.sh all`): the baselines' learning rates (and constants) in the target "
+              "first, all the searches' warm starts need; then the searches, so that a regime whose search finds "
+              "no novel loss spends nothing on tests it does not need; then the baselines' test seeds and held-out "
+              "settings (about half the compute), the finalists', the confirmation. The search stage runs "
+              "`python -m nlfs.evolve` with the regime's "
               f"`--target`, the rungs `{rung_text()}` (nlfs.evolve's defaults when planned, frozen here), and warm "
               "starts from the regime's strongest known losses (with the constants the baselines stage chose).", ""]
     for regime, text in REGIMES.items():
@@ -762,6 +765,13 @@ class Campaign:
                     machine=machine_name(), date=today())
 
     # ----------------------------------------------------------------- stages
+    def rates(self, regimes) -> int:
+        """Every baseline's learning rate (and constants) in the target: what the search's warm starts
+        need, and all it needs, so the search can run before the baselines' test seeds."""
+        return self.run(lambda index: [j for regime in regimes for j in self.wanted(
+            index, regime, self.settings(regime, heldout=False), self.losses(regime, finalists=False))
+            if j.stage == "lr"])
+
     def baselines(self, regimes) -> int:
         """Every baseline's learning rate and test seeds, in the target and the held-out settings: nothing
         here depends on a search."""
@@ -1432,7 +1442,7 @@ def committed(path: Path) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------- CLI
-STAGES = ("baselines", "search", "finalists", "test", "heldout", "preregister", "confirm", "report")
+STAGES = ("rates", "baselines", "search", "finalists", "test", "heldout", "preregister", "confirm", "report")
 
 
 def main(argv=None) -> int:
@@ -1463,7 +1473,9 @@ def main(argv=None) -> int:
             return 0
     regimes = list(REGIMES) if args.regime == "both" else [args.regime]
     camp = Campaign(workers=args.workers)
-    if args.stage == "baselines":
+    if args.stage == "rates":
+        camp.rates(regimes)
+    elif args.stage == "baselines":
         camp.baselines(regimes)
     elif args.stage == "search":
         return run_searches(camp, regimes)

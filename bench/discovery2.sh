@@ -2,6 +2,7 @@
 # Discovery campaign 2 (issue #26), stage by stage; every stage resumes where a killed run stopped, and
 # commits what it wrote (NLFS_COMMIT=0: leave committing to you). Plan: bench/results/discovery2_plan.md.
 #
+#   bash bench/discovery2.sh rates       # the baselines' learning rates in the target (the searches' warm starts)
 #   bash bench/discovery2.sh baselines   # every baseline's learning rate and 10 test seeds (no search needed)
 #   bash bench/discovery2.sh search      # one nlfs.evolve search per regime (its --target, the frozen rungs)
 #   bash bench/discovery2.sh test        # each search's finalists: learning rate and 10 test seeds
@@ -43,6 +44,7 @@ publish() {  # the reports recomputed from what is there, committed with it (the
 
 main() {
   case ${1:-} in
+    rates) stage rates; publish "the baselines' learning rates so far" ;;
     baselines) stage baselines; publish "baseline trainings so far" ;;
     search) stage search; stage finalists; publish "the searches' finalists and evaluations" ;;
     test) stage test; publish "test-stage trainings so far" ;;
@@ -54,8 +56,9 @@ main() {
         "$RESULTS"/discovery2/*_confirmation.json
       stage confirm; publish "confirmation trainings so far" ;;
     report) publish "report" ;;
-    all) main baselines && main search && main test && main heldout && main confirm && main report ;;
-    *) sed -n '2,15p' "$0"; return 2 ;;
+    # the searches before the baselines' test seeds: a regime whose search finds nothing novel needs none
+    all) main rates && main search && main baselines && main test && main heldout && main confirm && main report ;;
+    *) sed -n '2,16p' "$0"; return 2 ;;
   esac
 }
 

@@ -412,7 +412,25 @@ def test_campaign_script_parses_and_names_its_stages():
     usage = subprocess.run(["bash", str(script)], capture_output=True, text=True)
     assert usage.returncode == 2
     assert all(f"discovery2.sh {stage}" in usage.stdout
-               for stage in ("baselines", "search", "test", "heldout", "confirm", "report", "all"))
+               for stage in ("rates", "baselines", "search", "test", "heldout", "confirm", "report", "all"))
+    all_line = next(line for line in script.read_text().splitlines() if line.strip().startswith("all)"))
+    assert all_line.index("main rates") < all_line.index("main search") < all_line.index("main baselines")
+
+
+def test_the_rates_stage_trains_the_warm_starts_choices_and_nothing_else(tmp_path, trainer, monkeypatch):
+    from nlfs import evolve
+
+    camp = _camp(tmp_path)
+    camp.rates(["noisy"])
+    assert trainer.calls and not [c for c in trainer.calls if c["evaluate_test"]]  # no test seed read
+    assert {c["label_noise"] for c in trainer.calls} == {0.4} and {c["epochs"] for c in trainer.calls} == {8}
+    started = []
+    monkeypatch.setattr(evolve, "main", lambda argv: started.append(argv) or 0)
+    assert d2.run_searches(camp, ["noisy"]) == 0 and started  # all the search needs
+    n = len(trainer.calls)
+    camp.baselines(["noisy"])  # the rest reuses every rate already trained
+    assert not [c for c in trainer.calls[n:] if not c["evaluate_test"] and c["epochs"] == 8
+                and c["kind"] == "symmetric" and c["label_noise"] == 0.4]
 
 
 def test_a_failed_test_seed_is_counted_and_does_not_stall_the_campaign(tmp_path, monkeypatch):
