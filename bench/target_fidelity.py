@@ -46,9 +46,12 @@ TARGET_SEEDS = 3
 # A loss found CE-like on its first TARGET_SEEDS target seeds gets more: among CE-like losses the target's
 # differences are of the order of its seed noise, and the default rungs are chosen on them.
 CE_LIKE_SEEDS = 5
-NAMED_GROUPS = ("catalogue", "found", "length-dependent")  # the losses the study must hold
-# Losses added to the study's 40: the shipped found losses and their sibling, and published losses whose
-# standing changes with training length (strong smoothing, the robust losses of noisy-label training).
+NAMED_GROUPS = ("catalogue", "found", "length-dependent", "readme-search")  # the losses the study must hold
+# Losses added to the study's 40: the shipped found losses and their sibling, published losses whose
+# standing changes with training length (strong smoothing, the robust losses of noisy-label training),
+# and the best losses of default README searches (bench/results/search_before_after_target_*.md: the
+# search before the target regime, whose proxy leads were largest, and today's, with and without its
+# target stage): what the search picks is what its proxies must rank. Appended: ids stay stable.
 EXTRAS = [
     dict(group="found", name="FoundFM1", expression="FoundFM1"),
     dict(group="found", name="FoundFM2",
@@ -58,6 +61,14 @@ EXTRAS = [
     dict(group="length-dependent", name="LS a=0.5", expression="LabelSmoothingCE", constants={"a": 0.5}),
     dict(group="length-dependent", name="MAE", expression="abs(y - p)"),
     dict(group="length-dependent", name="GCE q=0.7", expression="y * (1 - p ** 0.7) / 0.7"),
+    dict(group="readme-search", name="README before#167",
+         expression="-(-y * log(y) - ((1 - p + y) * (1 - p) - p - p + y) * ((1 - p + y) * (1 - p) - p))"),
+    dict(group="readme-search", name="README before#153",
+         expression="-(-y * log(y) - (1 - p + y) * ((1 - p + y) * (1 - p) - p))"),
+    dict(group="readme-search", name="README now#57",
+         expression="-y * log(p) + 0.4116 * (-y * log(p)) + (1 - p) * y * (1 - p) + 0.1896 * cos(p)"),
+    dict(group="readme-search", name="README now-no-target#172",
+         expression="-y * log(p) + 2 * y * (1 - p) + 0.1896 * cos(p) + aq(-1 * p, p)"),
 ]
 PROXIES = ("s16", "s32", "s64", "s64x3", "final")
 
@@ -686,7 +697,7 @@ def main(argv=None) -> int:
     elif not args.report_only:
         i, n = (int(x) for x in args.shard.split("/"))
         done = {(int(r["loss_id"]), r["level"], int(r["seed"])) for r in _read(path)}
-        base_ids = {d["id"] for d in losses if "name" in d and d.get("group") not in ("found", "length-dependent")}
+        base_ids = {d["id"] for d in losses if "name" in d and d.get("group") not in {e["group"] for e in EXTRAS}}
         study = per_seed(_read(RESULTS / f"fidelity_{_stem(args.dataset)}_trainings.csv") + _read(path))
         screened = _means(study.get("final", {}), range(LEVELS["final"]["seeds"]))
         ce_id = next(d["id"] for d in losses if d["expression"] == "CE")
