@@ -96,6 +96,9 @@ class SearchConfig:
             raise ValueError(f"grad_scale must be one of {', '.join(GRAD_SCALES)}, got {self.grad_scale!r}")
         if self.score not in SCORES:
             raise ValueError(f"score must be one of {', '.join(SCORES)}, got {self.score!r}")
+        if self.fitness and self.score != "best":
+            raise ValueError("score picks which of nlfs's validation accuracies a training scores; a fitness "
+                             "function returns its own score (leave score at its default)")
         if self.pack < 1:
             raise ValueError(f"pack must be at least 1, got {self.pack}")
         if self.eta < 2:

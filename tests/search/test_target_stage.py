@@ -250,6 +250,9 @@ def test_the_score_reaches_every_training_and_the_reports(tmp_path, score):
     assert words in summary["regime"] and words in (tmp_path / "run" / "hall_of_fame.md").read_text()
     with pytest.raises(ValueError, match="score must be one of best, final"):
         SearchConfig(**{**config(tmp_path / "x").__dict__, "score": "peak"}).resolve()
+    with pytest.raises(ValueError, match="a fitness function returns its own score"):
+        SearchConfig(run_dir=str(tmp_path / "f"), fitness=True, score="final", rungs=[{"budget": 0.5, "seeds": 1}],
+                     target={"budget": 1.0, "seeds": 1}).resolve()
 
 
 def test_a_seed_scores_the_accuracy_the_search_asked_for():
