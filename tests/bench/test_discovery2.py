@@ -93,7 +93,8 @@ class GridTrainer:
         self.calls.append(dict(loss=name, text=getattr(loss, "text", loss), constants=dict(constants or {}), lr=cfg.lr,
                                seed=cfg.seed,
                                split_seed=cfg.split_seed, evaluate_test=cfg.evaluate_test, dataset=cfg.dataset,
-                               label_noise=cfg.label_noise, kind=cfg.label_noise_kind, epochs=cfg.epochs))
+                               label_noise=cfg.label_noise, kind=cfg.label_noise_kind, epochs=cfg.epochs,
+                               grad_scale=cfg.grad_scale))
         best = BEST_LR.get(name, 0.1)
         val = 0.9 - abs(math.log(cfg.lr / best)) / 100 - abs((constants or {}).get("a", 0.1) - self.best_eps)
         jitter = ((cfg.seed * 7919 + len(name) * 31) % 13) / 13 * 0.004
@@ -155,6 +156,7 @@ def test_baselines_choose_rates_on_lr_seeds_then_train_test_seeds(tmp_path, trai
     # both settings of the regime (target and held-out digits), 10 test seeds per loss in each
     assert len(test) == 2 * 3 * len(d2.TEST_SEEDS)
     assert all(c["split_seed"] == c["seed"] for c in calls)
+    assert {c["grad_scale"] for c in calls} == {"ce"}  # every loss on CE's gradient scale, as the search trains
     rows = d2.read_rows(camp.trainings)
     assert len(rows) == len(calls) and len({r["key"] for r in rows}) == len(rows)
     assert camp.baselines(["clean"]) == 0  # all done: nothing trains again
@@ -573,3 +575,15 @@ def test_report_says_which_accuracy_is_which_and_names_its_limits(tmp_path, trai
     check = clean.split("## Finalists")[1].split("## Learning rates")[0]
     assert "gradient scale ce, seeds 0-1 all on split seed 0" in check
     assert "not over the regime's strongest baseline" in check
+
+
+def test_a_trainings_key_holds_the_dataset_defaults_it_ran_with(tmp_path, monkeypatch):
+    from nlfs.train import _config
+
+    camp = _camp(tmp_path)
+    job = d2.Job("clean", d2.SETTINGS["clean"][0], "test", "CE", (), 0.1, 100)
+    key = camp.key(job)
+    assert d2.Campaign(**{f.name: getattr(camp, f.name) for f in dataclasses.fields(camp) if f.init}).key(job) == key
+    moved = {**_config.DATASET_DEFAULTS["digits"], "batch_size": 7}
+    monkeypatch.setitem(_config.DATASET_DEFAULTS, "digits", moved)
+    assert _camp(tmp_path).key(job) != key  # a moved default is another training, never a done row
