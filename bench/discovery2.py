@@ -53,6 +53,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from nlfs._io import atomic_write, csv_cell, write_table  # noqa: E402 - after the path above
+
 RESULTS = ROOT / "bench" / "results"
 TRAININGS_CSV = RESULTS / "target_fidelity_fashion_mnist_trainings.csv"
 HELDOUT_DIR = RESULTS / "discovery" / "heldout"
@@ -85,7 +87,7 @@ OPTIONAL_BASELINES = {"clean": (), "noisy": ("MAE", "TaylorCE")}
 # eps is tuned), so no baseline is held to a value chosen for another dataset. The settings of
 # HanxunH/Active-Passive-Losses configs/{cifar10,mnist}/sym/{sce,nce+rce}.yaml (Wang et al. 2019; Ma et
 # al. 2020); GCE keeps q = 0.7, the one value its paper recommends for every dataset.
-CONSTANT_SETS = {
+PUBLISHED_CONSTANTS = {
     "SCE": (("CIFAR-10", {"a": 0.1, "b": 1.0}), ("MNIST", {"a": 0.01, "b": 1.0})),
     "NCEandRCE": (("CIFAR-10", {"a": 1.0, "b": 1.0}), ("MNIST", {"a": 1.0, "b": 10.0})),
 }
@@ -194,15 +196,15 @@ def rung_text() -> str:
     return ";".join(",".join(f"{k}={v}" for k, v in r.items() if k != "level") for r in RUNGS)
 
 
-def constant_sets_text() -> str:
+def published_constants_text() -> str:
     return "; ".join(f"{name}: " + ", ".join(f"{where} " + " ".join(f"{k}={v:g}" for k, v in c.items())
-                                             for where, c in sets) for name, sets in CONSTANT_SETS.items())
+                                             for where, c in sets) for name, sets in PUBLISHED_CONSTANTS.items())
 
 
-def options(name: str, cfg: PlanConfig) -> int:
+def constant_choices(name: str, cfg: PlanConfig) -> int:
     """Settings of a loss's constants that each get their own learning-rate choice: label smoothing's eps
-    grid, a baseline's published settings (``CONSTANT_SETS``), else one."""
-    return cfg.eps_points + cfg.eps_widen if name == SMOOTHING else len(CONSTANT_SETS.get(name, ((None, None),)))
+    grid, a baseline's published constants (``PUBLISHED_CONSTANTS``), else one."""
+    return cfg.eps_points + cfg.eps_widen if name == SMOOTHING else len(PUBLISHED_CONSTANTS.get(name, ((None, None),)))
 
 
 def stages(cfg: PlanConfig, costs: Costs) -> list[Stage]:
@@ -221,9 +223,9 @@ def stages(cfg: PlanConfig, costs: Costs) -> list[Stage]:
         out.append(Stage(regime, "search: target", target, float(target),
                          f"{cfg.leaders} leaders and CE x {cfg.search_target_seeds} seeds"))
         grid = cfg.lr_points + cfg.lr_widen
-        lr = sum(options(b, cfg) for b in baselines) + cfg.finalists
-        extra = [f"{b} x {options(b, cfg)} " + ("eps" if b == SMOOTHING else "published settings")
-                 for b in baselines if options(b, cfg) > 1]
+        lr = sum(constant_choices(b, cfg) for b in baselines) + cfg.finalists
+        extra = [f"{b} x {constant_choices(b, cfg)} " + ("eps" if b == SMOOTHING else "published constants")
+                 for b in baselines if constant_choices(b, cfg) > 1]
         out.append(Stage(regime, "learning rate", lr * grid * cfg.lr_seeds, float(lr * grid * cfg.lr_seeds),
                          f"{losses} losses x {grid} rates x {cfg.lr_seeds} seed(s)"
                          + "".join(f", {e}" for e in extra)))
@@ -235,7 +237,7 @@ def stages(cfg: PlanConfig, costs: Costs) -> list[Stage]:
             if (regime, name) not in cfg.heldout:
                 continue
             held_losses = len(BASELINES[regime]) + cfg.finalists
-            rates = (sum(options(b, cfg) for b in BASELINES[regime]) + cfg.finalists) * (
+            rates = (sum(constant_choices(b, cfg) for b in BASELINES[regime]) + cfg.finalists) * (
                 cfg.lr_points + cfg.lr_widen) * cfg.lr_seeds if new_lr else 0
             held = held_losses * cfg.heldout_seeds + rates
             out.append(Stage(regime, f"held-out: {name}", held, held * getattr(costs, key),
@@ -354,8 +356,8 @@ def plan_markdown(cfg: PlanConfig, costs: Costs, cuts: list[str], requested: Pla
               "confirmation (fresh seeds "
               f"{_seeds_text(CONFIRM_SEEDS)}) is pre-registered in a committed file naming the finalist, the "
               "strongest baseline of its regime by the test stage (not CE), the seeds and the test, before it runs; "
-              "SCE and NCE+RCE take the better of their authors' two published settings of their constants "
-              f"({constant_sets_text()}), "
+              "SCE and NCE+RCE take the better of their authors' two published sets of constants "
+              f"({published_constants_text()}), "
               "each with its own learning-rate choice, GCE keeps q = 0.7; every loss, baselines and finalists, "
               "trains on CE's gradient scale (`grad_scale=ce`: the loss multiplied by a factor that matches CE's "
               "mean |dL/dlogits| on its first batch, as in the search), so one learning-rate grid centred on CE's "
@@ -371,7 +373,7 @@ def plan_markdown(cfg: PlanConfig, costs: Costs, cuts: list[str], requested: Pla
               "settings (about half the compute), the finalists', the confirmation. The search stage runs "
               "`python -m nlfs.evolve` with the regime's "
               f"`--target`, the rungs `{rung_text()}` (nlfs.evolve's defaults when planned, frozen here), and warm "
-              "starts from the regime's strongest known losses (with the constants the baselines stage chose).", ""]
+              "starts from the regime's strongest known losses (with the constants the rates stage chose).", ""]
     for regime, text in REGIMES.items():
         lines.append(f"- {regime}: {text}; baselines {', '.join(BASELINES[regime])}"
                      + (f" (and {', '.join(OPTIONAL_BASELINES[regime])} while affordable)"
@@ -381,7 +383,7 @@ def plan_markdown(cfg: PlanConfig, costs: Costs, cuts: list[str], requested: Pla
 
 # ================================================================================= the campaign as run
 # The plan as cut to the budget when it was written (2026-12-07, re-planned before any training after a
-# pre-flight review: CPU time as the unit, the chosen rungs, racing, published constant settings): what
+# pre-flight review: CPU time as the unit, the chosen rungs, racing, published constants): what
 # the driver runs.
 CAMPAIGN = PlanConfig(candidates=200, leaders=4, race_seeds=3, finalists=3, optional_baselines=False,
                       heldout=(("clean", "digits"), ("noisy", "noise20"), ("noisy", "pairflip"), ("noisy", "digits"),
@@ -419,6 +421,7 @@ class Setting:
     dataset: str
     noise: tuple = ()  # (("label_noise", r), ("label_noise_kind", k))
     own_rates: bool = True  # False: another noise on the target's data and model keeps the target's choices
+    # (set from HELDOUT, the plan's record of it: see _setting)
 
     @property
     def is_target(self) -> bool:
@@ -431,15 +434,26 @@ class Setting:
         return spec if seeds is None else {**spec, "seeds": seeds}
 
 
+def _setting(regime: str, name: str, dataset: str, noise: tuple = ()) -> Setting:
+    """A regime's setting; a held-out one chooses its own learning rates as ``HELDOUT`` (the plan) says."""
+    own = name == "target" or next(h[3] for h in HELDOUT[regime] if h[0] == name)
+    return Setting(name, dataset, noise, own_rates=own)
+
+
 SETTINGS = {
-    "clean": (Setting("target", DATASET), Setting("digits", "digits")),
-    "noisy": (Setting("target", DATASET, (("label_noise", 0.4),)),
-              Setting("noise20", DATASET, (("label_noise", 0.2),), own_rates=False),
-              Setting("pairflip", DATASET, (("label_noise", 0.4), ("label_noise_kind", "pairflip")), own_rates=False),
-              Setting("digits", "digits", (("label_noise", 0.4),)),
-              Setting("digits-noise20", "digits", (("label_noise", 0.2),)),
-              Setting("digits-asym40", "digits", (("label_noise", 0.4), ("label_noise_kind", "asymmetric")))),
+    "clean": (_setting("clean", "target", DATASET), _setting("clean", "digits", "digits")),
+    "noisy": (_setting("noisy", "target", DATASET, (("label_noise", 0.4),)),
+              _setting("noisy", "noise20", DATASET, (("label_noise", 0.2),)),
+              _setting("noisy", "pairflip", DATASET, (("label_noise", 0.4), ("label_noise_kind", "pairflip"))),
+              _setting("noisy", "digits", "digits", (("label_noise", 0.4),)),
+              _setting("noisy", "digits-noise20", "digits", (("label_noise", 0.2),)),
+              _setting("noisy", "digits-asym40", "digits", (("label_noise", 0.4), ("label_noise_kind", "asymmetric")))),
 }
+
+
+def target_setting(regime: str) -> Setting:
+    """The regime's own target (``SETTINGS[regime]``'s first)."""
+    return next(s for s in SETTINGS[regime] if s.is_target)
 
 
 def spec_text(spec: dict) -> str:
@@ -501,7 +515,6 @@ def read_rows(path: Path) -> list[dict]:
 def append_row(path: Path, row: dict) -> None:
     """One training, appended and flushed to disk as it finishes (a header first in a new file; a line a
     kill cut short is dropped first)."""
-    from nlfs._io import csv_cell
 
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.is_file() or path.stat().st_size == 0
@@ -557,7 +570,7 @@ class Campaign:
     overrides: dict = dataclasses.field(default_factory=dict)
     plan: PlanConfig = CAMPAIGN
     log: object = print
-    _keys: dict = dataclasses.field(default_factory=dict, init=False, repr=False)  # job -> key, per run
+    _keys: dict = dataclasses.field(default_factory=dict, init=False, repr=False)  # (job, loss) -> key, per run
 
     # ----------------------------------------------------------------- files
     def finalists_file(self, regime: str) -> Path:
@@ -573,8 +586,13 @@ class Campaign:
         return self.results / f"{regime}_search.csv"
 
     def finalists(self, regime: str) -> list[dict]:
+        """The regime's finalists (none before the search has picked them: see ``picked``)."""
+        return self.picked(regime) or []
+
+    def picked(self, regime: str) -> list[dict] | None:
+        """The finalists the search picked: None before it has, [] when it found no novel loss."""
         path = self.finalists_file(regime)
-        return json.loads(path.read_text()) if path.is_file() else []
+        return json.loads(path.read_text()) if path.is_file() else None
 
     # ----------------------------------------------------------------- trainings
     def config(self, job: Job):
@@ -607,14 +625,15 @@ class Campaign:
         from nlfs.losses import resolve_spec
         from nlfs.train import training_key
 
-        if job in self._keys:
-            return self._keys[job]
+        cached = (job, None if loss is None else repr(loss))  # a job trains as its label says, or as ``loss``
+        if cached in self._keys:
+            return self._keys[cached]
         spec = resolve_spec(loss if loss is not None else self.loss(job.regime, job.loss))
         train = {k: v for k, v in self.config(job).resolved().to_dict().items() if k not in ("threads", "progress")}
-        self._keys[job] = training_key({"loss": [spec.text, spec.class_reduction, spec.scale,
-                                                 sorted({**spec.constants, **dict(job.constants)}.items())],
-                                        "train": train}, length=16)
-        return self._keys[job]
+        self._keys[cached] = training_key({"loss": [spec.text, spec.class_reduction, spec.scale,
+                                                    sorted({**spec.constants, **dict(job.constants)}.items())],
+                                           "train": train}, length=16)
+        return self._keys[cached]
 
     # ----------------------------------------------------------------- choices
     def choice(self, index: dict, regime: str, setting: Setting, label: str) -> tuple[dict | None, list[Job]]:
@@ -622,9 +641,9 @@ class Campaign:
         setting of its constants) in ``setting``, or None while its grid is unfinished, and the
         learning-rate trainings it still needs. A setting without its own rates takes the target's."""
         if not setting.own_rates:
-            setting = next(s for s in SETTINGS[regime] if s.is_target)
-        if label in CONSTANT_SETS:
-            return self._set_choice(index, regime, setting, label)
+            setting = target_setting(regime)
+        if label in PUBLISHED_CONSTANTS:
+            return self._published_choice(index, regime, setting, label)
         if label != SMOOTHING:
             return self._lr_choice(index, regime, setting, label, ())
         scores, jobs, tried = {}, [], {}
@@ -644,11 +663,11 @@ class Campaign:
             if waiting:
                 return None, jobs
 
-    def _set_choice(self, index, regime, setting, label) -> tuple[dict | None, list[Job]]:
-        """The better of a baseline's published settings (``CONSTANT_SETS``), each at its own chosen rate;
+    def _published_choice(self, index, regime, setting, label) -> tuple[dict | None, list[Job]]:
+        """The better of a baseline's published constants (``PUBLISHED_CONSTANTS``), each at its own chosen rate;
         a tie goes to the first (the catalogue's)."""
         chosen, jobs = {}, []
-        for where, consts in CONSTANT_SETS[label]:
+        for where, consts in PUBLISHED_CONSTANTS[label]:
             c, more = self._lr_choice(index, regime, setting, label, tuple(sorted(consts.items())))
             if c is None:
                 jobs += more
@@ -657,7 +676,7 @@ class Campaign:
         if jobs:
             return None, jobs
         best = max(chosen, key=lambda where: chosen[where]["score"])
-        return {**chosen[best], "set": best, "sets_tried": {w: c["score"] for w, c in chosen.items()}}, []
+        return {**chosen[best], "published": best, "published_tried": {w: c["score"] for w, c in chosen.items()}}, []
 
     def _lr_choice(self, index, regime, setting, label, constants) -> tuple[dict | None, list[Job]]:
         loss = self.loss(regime, label)
@@ -774,8 +793,12 @@ class Campaign:
 
     def baselines(self, regimes) -> int:
         """Every baseline's learning rate and test seeds, in the target and the held-out settings: nothing
-        here depends on a search."""
-        return self.run(lambda index: [j for regime in regimes for j in self.wanted(
+        here depends on a search, save that a regime whose search found no novel loss needs none of it."""
+        needed = [r for r in regimes if self.picked(r) != []]
+        for r in sorted(set(regimes) - set(needed)):
+            self.log(f"{r}: the search found no finalist ({self.finalists_file(r)}): the baselines' tests are "
+                     "not needed")
+        return self.run(lambda index: [j for regime in needed for j in self.wanted(
             index, regime, self.settings(regime), self.losses(regime, finalists=False))])
 
     def test(self, regimes) -> int:
@@ -793,30 +816,37 @@ class Campaign:
         ready = [r for r in regimes if self.finalists(r)]
         for r in sorted(set(regimes) - set(ready)):
             self.log(f"{r}: the search found no finalist ({self.finalists_file(r)}): nothing to test"
-                     if self.finalists_file(r).is_file() else
+                     if self.picked(r) is not None else
                      f"{r}: no finalists yet ({self.finalists_file(r)}): run the search and `finalists` first")
         return ready
 
     def confirm(self, regimes) -> int:
         """The pre-registered comparison on its fresh seeds, exactly as the file names it (the finalist's
         entry, the baseline, learning rates, constants, seeds); refused for a regime without the file."""
-        from nlfs.search import entry_spec
-
         jobs, losses = [], {}
         for regime in regimes:
             path = self.preregistration_file(regime)
             if not path.is_file():
                 self.log(f"{regime}: no pre-registration ({path}): run `preregister` and commit it first")
                 continue
-            pre = json.loads(path.read_text())
-            target = next(s for s in SETTINGS[regime] if s.is_target)
-            if "entry" in pre["finalist"]:
-                losses[(regime, pre["finalist"]["name"])] = entry_spec(pre["finalist"]["entry"])
-            for side in ("finalist", "baseline"):
-                c = pre[side]
-                jobs += [Job(regime, target, "confirm", c["name"], tuple(sorted(c["constants"].items())), c["lr"], s)
-                         for s in pre["seeds"]]
+            for _, job, loss in self.confirm_jobs(json.loads(path.read_text())):
+                jobs.append(job)
+                losses[(job.regime, job.loss)] = loss
         return self.run(lambda index: jobs, losses)
+
+    def confirm_jobs(self, pre: dict) -> list[tuple[str, Job, object]]:
+        """The pre-registered confirmation's trainings as ``(side, job, loss)``: the finalist and the
+        baseline on every fresh seed of the file, the finalist trained as the entry it names."""
+        from nlfs.search import entry_spec
+
+        target = target_setting(pre["regime"])
+        out = []
+        for side in ("finalist", "baseline"):
+            c = pre[side]
+            loss = entry_spec(c["entry"]) if "entry" in c else c["name"]
+            out += [(side, Job(pre["regime"], target, "confirm", c["name"], tuple(sorted(c["constants"].items())),
+                               c["lr"], s), loss) for s in pre["seeds"]]
+        return out
 
     # ----------------------------------------------------------------- tables
     def test_rows(self, index: dict, regime: str, setting: Setting, label: str) -> list[dict] | None:
@@ -874,7 +904,7 @@ class Campaign:
         seeds (a failed one at chance, ``accuracies``), once every baseline's test seeds are done; None
         before."""
         index = self.index() if index is None else index
-        target = next(s for s in SETTINGS[regime] if s.is_target)
+        target = target_setting(regime)
         if any(self.test_rows(index, regime, target, b) is None for b in BASELINES[regime]):
             return None
         acc = self.accuracies(regime, target, index)
@@ -891,7 +921,7 @@ class Campaign:
         if path.is_file():
             return json.loads(path.read_text())
         index = self.index()
-        target = next(s for s in SETTINGS[regime] if s.is_target)
+        target = target_setting(regime)
         acc = self.accuracies(regime, target, index)
         finals = [e for e in self.finalists(regime) if self.test_rows(index, regime, target, e["name"]) is not None]
         base = self.strongest(regime, index)
@@ -917,8 +947,6 @@ class Campaign:
                        f"confirmed when the mean difference is positive and p < {ALPHA}. One test: no correction.",
                "failed_training_scores": self.chance(regime, target),
                "written_before_confirmation": True}
-        from nlfs._io import atomic_write
-
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, json.dumps(pre, indent=2) + "\n")  # a kill mid-write leaves no half a file
         return pre
@@ -959,7 +987,7 @@ def search_argv(camp: Campaign, regime: str, index: dict | None = None) -> list[
     regime's strongest known losses, the frozen ``RUNGS`` (screened with the regime's label noise), every
     training scored by its final model and on CE's gradient scale as the campaign's own trainings are,
     and the regime's target with the plan's leaders, racing and seeds."""
-    target = next(s for s in SETTINGS[regime] if s.is_target)
+    target = target_setting(regime)
     argv = ["--dataset", DATASET, "--algorithm", "gp", "--seed", str(SEARCH_SEED),
             "--budget", str(camp.plan.candidates), "--finalists", str(camp.plan.leaders),
             "--rungs", rung_text(), "--eta", str(ETA), "--race-seeds", str(camp.plan.race_seeds),
@@ -973,18 +1001,18 @@ def search_argv(camp: Campaign, regime: str, index: dict | None = None) -> list[
 
 
 def warm_starts(camp: Campaign, regime: str, index: dict | None = None) -> list[str]:
-    """The regime's baselines as warm starts, with the constants the baselines stage chose in the target
+    """The regime's baselines as warm starts, with the constants the rates stage chose in the target
     (before it has: the catalogue's). A tree genotype holds y, p and numbers only, so label smoothing
     enters as its formula with its eps and the dataset's classes written in, a baseline with a chosen
-    published setting as its expression with those numbers."""
+    published constants as its expression with those numbers."""
     from nlfs.data import load_dataset
     from nlfs.losses import get
 
     out = []
     index = camp.index() if index is None else index
-    target = next(s for s in SETTINGS[regime] if s.is_target)
+    target = target_setting(regime)
     for name in BASELINES[regime]:
-        if name in CONSTANT_SETS:
+        if name in PUBLISHED_CONSTANTS:
             chosen, _ = camp.choice(index, regime, target, name)
             out.append(str(get(name).expr.substitute(dict(chosen["constants"]))) if chosen else name)
             continue
@@ -1000,30 +1028,32 @@ def warm_starts(camp: Campaign, regime: str, index: dict | None = None) -> list[
 
 def run_searches(camp: Campaign, regimes) -> int:
     """Each regime's search: started, resumed where a killed one stopped, or left when finished. A search
-    starts only once the baselines stage has chosen every warm start's constants in the target (its
-    warm starts are frozen into the run when it starts)."""
+    starts only once the rates stage has chosen every warm start's constants in the target (its warm
+    starts are frozen into the run when it starts); one that cannot start yet leaves the other to run,
+    and the return code says so (2)."""
     from nlfs import evolve
 
     index = camp.index()
-    target = {regime: next(s for s in SETTINGS[regime] if s.is_target) for regime in regimes}
+    waiting = 0
     for regime in regimes:
         run = camp.search_dir(regime)
         if (run / "summary.json").is_file():
             camp.log(f"{regime}: search finished ({run / 'summary.json'})")
             continue
-        tuned = [b for b in BASELINES[regime] if b == SMOOTHING or b in CONSTANT_SETS]
-        unchosen = [b for b in tuned if camp.choice(index, regime, target[regime], b)[0] is None]
+        tuned = [b for b in BASELINES[regime] if b == SMOOTHING or b in PUBLISHED_CONSTANTS]
+        unchosen = [b for b in tuned if camp.choice(index, regime, target_setting(regime), b)[0] is None]
         if unchosen and not (run / "run.db").is_file():
-            camp.log(f"{regime}: the baselines stage has not chosen {', '.join(unchosen)}'s constants yet, which "
-                     "the search starts from: run `baselines` first")
-            return 2
+            camp.log(f"{regime}: the rates stage has not chosen {', '.join(unchosen)}'s constants yet, which "
+                     "the search starts from: run `rates` first")
+            waiting = 2
+            continue
         argv = (["--resume", str(run), "--workers", str(camp.workers), "--threads", "1", "--no-progress"]
                 if (run / "run.db").is_file() else search_argv(camp, regime))
         camp.log(f"{regime}: python -m nlfs.evolve " + " ".join(argv))
         rc = evolve.main(argv)
         if rc:
             return rc
-    return 0
+    return waiting
 
 
 SEARCH_COLUMNS = ["id", "candidate", "rung", "stage", "status", "fitness", "accuracy", "wall_time", "created",
@@ -1037,7 +1067,6 @@ def pick_finalists(camp: Campaign, regime: str) -> list[dict]:
     warm start itself is a baseline) nor a candidate the target did not check (a proxy lead alone). None
     of those: an empty list, and the regime's verdict says the search found nothing to test. Picked once:
     an existing file is kept."""
-    from nlfs._io import write_table
     from nlfs.losses import stored_class_reduction
     from nlfs.search import read_run
 
@@ -1059,8 +1088,6 @@ def pick_finalists(camp: Campaign, regime: str) -> list[dict]:
                         "provenance": {"search_run": f"runs/{run.name}", "candidate": e["name"],
                                        "search_target": e.get("in_target", ""),
                                        "results": f"bench/results/discovery2_{regime}.md"}})
-    from nlfs._io import atomic_write
-
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, json.dumps(entries, indent=2) + "\n")
     return entries
@@ -1074,22 +1101,16 @@ def _pp(x: float) -> str:
 def _confirmation(camp: Campaign, regime: str, pre: dict, index: dict) -> dict | None:
     """The pre-registered test from the confirmation's trainings (pending before every fresh seed of both
     losses is in). A failed training scores chance accuracy (the file's rule); ``failed`` counts them."""
-    from nlfs.search import entry_spec
     from nlfs.stats import paired_by_key
 
-    target = next(s for s in SETTINGS[regime] if s.is_target)
-    chance = pre.get("failed_training_scores", camp.chance(regime, target))
+    chance = pre.get("failed_training_scores", camp.chance(regime, target_setting(regime)))
     acc, failed = {}, {"finalist": 0, "baseline": 0}
-    for side in ("finalist", "baseline"):
-        c = pre[side]
-        loss = entry_spec(c["entry"]) if "entry" in c else c["name"]
-        for s in pre["seeds"]:
-            row = index.get(camp.key(Job(regime, target, "confirm", c["name"], tuple(sorted(c["constants"].items())),
-                                         c["lr"], s), loss))
-            if row is not None:
-                ok = _ok(row) and row["test_acc"] not in ("", None)
-                acc.setdefault(side, {})[s] = float(row["test_acc"]) if ok else chance
-                failed[side] += not ok
+    for side, job, loss in camp.confirm_jobs(pre):
+        row = index.get(camp.key(job, loss))
+        if row is not None:
+            ok = _ok(row) and row["test_acc"] not in ("", None)
+            acc.setdefault(side, {})[job.seed] = float(row["test_acc"]) if ok else chance
+            failed[side] += not ok
     done = [len(acc.get(side, {})) for side in ("finalist", "baseline")]
     if done != [len(pre["seeds"])] * 2:
         return {"pending": True, "done": sum(done), "of": 2 * len(pre["seeds"]), "failed": failed}
@@ -1125,11 +1146,11 @@ def limits(camp: Campaign, regime: str) -> list[str]:
                f"seed would add {second:.1f} CPU-hours to a plan already at {total:.1f} of its {camp.plan.budget_h:g} "
                f"(`{_rel(PLAN_MD)}`, its added settings included).")
     fixed = [f"{b} ({', '.join(f'{k}={v:g}' for k, v in get(b).constants.items())})"
-             for b in BASELINES[regime] if b != SMOOTHING and b not in CONSTANT_SETS and get(b).constants]
-    sets = [b for b in BASELINES[regime] if b in CONSTANT_SETS]
+             for b in BASELINES[regime] if b != SMOOTHING and b not in PUBLISHED_CONSTANTS and get(b).constants]
+    sets = [b for b in BASELINES[regime] if b in PUBLISHED_CONSTANTS]
     if fixed or sets:
         tuned = (["label smoothing's eps is tuned (the issue asks it)"] if SMOOTHING in BASELINES[regime] else []) + (
-            [f"{' and '.join(sets)} take the better of their authors' two published settings"] if sets else [])
+            [f"{' and '.join(sets)} take the better of their authors' two published sets of constants"] if sets else [])
         out.append(f"Uneven tuning: the found loss's constants were searched in this regime; "
                    f"{'; '.join(tuned) + '; ' if tuned else ''}"
                    + (f"{', '.join(fixed)} {'keeps its paper' if len(fixed) == 1 else 'keep their papers'}' value "
@@ -1159,7 +1180,7 @@ def comparisons(camp: Campaign, regime: str, index: dict) -> tuple[list[dict], i
     finals = [e["name"] for e in camp.finalists(regime)]
     baselines = list(BASELINES[regime])
     # the plan's finalists until the search has picked them (before any test training), then those picked
-    planned = len(finals) if camp.finalists_file(regime).is_file() else camp.plan.finalists
+    planned = camp.plan.finalists if camp.picked(regime) is None else len(finals)
     family = planned * len(baselines) * len(settings)
     done = {}
     for s in settings:
@@ -1176,20 +1197,23 @@ def comparisons(camp: Campaign, regime: str, index: dict) -> tuple[list[dict], i
     return rows, family
 
 
+NOT_NEEDED = "not needed (no finalist)"  # a stage after a search that found no novel loss
+
+
 def _stage_rows(camp: Campaign, regime: str, index: dict) -> list[dict]:
     """Per planned stage: planned trainings and CPU-hours (``PLAN_COSTS``), trainings done and CPU-hours
     spent (the sum of their wall times, 1 thread each), and whether it is done, partial or pending."""
     mine = [r for r in index.values() if r["regime"] == regime]
     planned = {s.stage: s for s in stages(camp.plan, PLAN_COSTS) if s.regime == regime}
     per_h = PLAN_COSTS.target_s / 3600
-    picked = camp.finalists_file(regime).is_file()  # the search is over and its finalists chosen (maybe none)
-    none = picked and not camp.finalists(regime)  # nothing found: the stages after the search need no finalist
+    picked = camp.picked(regime) is not None  # the search is over and its finalists chosen (maybe none)
+    none = camp.picked(regime) == []  # nothing found: the tests after the search are not needed
     search = []
     if camp.search_csv(regime).is_file():
         with camp.search_csv(regime).open(newline="") as fh:
             search = [r for r in csv.DictReader(fh) if r["status"] in ("ok", "diverged", "error", "baseline")
                       and r.get("wall_time") not in ("", None)]
-    target = next(s for s in SETTINGS[regime] if s.is_target)
+    target = target_setting(regime)
     wanted = {s.name: [j for j in camp.wanted(index, regime, [s], camp.losses(regime)) if camp.key(j) not in index]
               for s in camp.settings(regime)}  # the trainings still missing
     test_jobs = [j for j in wanted["target"] if j.stage == "test"]
@@ -1199,8 +1223,7 @@ def _stage_rows(camp: Campaign, regime: str, index: dict) -> list[dict]:
     def add(name, rows, done, wall=None, needed=True):
         plan = planned.get(name)
         spent = sum(float(r["wall_s"]) for r in rows) if wall is None else wall
-        status = ("not needed (no finalist)" if not needed and not rows else "done" if done and (rows or not needed)
-                  else "pending" if not rows else "partial")
+        status = NOT_NEEDED if not needed else "done" if done and rows else "pending" if not rows else "partial"
         out.append({"stage": name, "plan_trainings": plan.trainings if plan else 0,
                     "plan_h": plan.units * per_h if plan else 0.0, "trainings": len(rows), "h": spent / 3600,
                     "status": status})
@@ -1212,10 +1235,10 @@ def _stage_rows(camp: Campaign, regime: str, index: dict) -> list[dict]:
     add("learning rate", [r for r in mine if r["setting"] == target.name and r["stage"] == "lr"],
         picked and not lr_jobs)
     add("test (elimination, Holm)", [r for r in mine if r["setting"] == target.name and r["stage"] == "test"],
-        picked and not lr_jobs and not test_jobs)
+        picked and not lr_jobs and not test_jobs, needed=not none)
     for s in camp.settings(regime, target=False):
         add(f"held-out: {s.name}", [r for r in mine if r["setting"] == s.name and r["stage"] != "confirm"],
-            picked and not wanted[s.name])
+            picked and not wanted[s.name], needed=not none)
     pre = camp.preregistration_file(regime)
     conf = [r for r in mine if r["stage"] == "confirm"]
     add("confirmation", conf, pre.is_file() and len(conf) >= 2 * len(CONFIRM_SEEDS), needed=not none)
@@ -1239,7 +1262,7 @@ def report(camp: Campaign, regime: str) -> str:
     rows, family = comparisons(camp, regime, index)
     interim = (f"interim: {len(rows)} of {family} comparisons done" if len(rows) < family else "")
     stage_rows = _stage_rows(camp, regime, index)
-    pending = [s["stage"] for s in stage_rows if s["status"] != "done" and not s["status"].startswith("not needed")]
+    pending = [s["stage"] for s in stage_rows if s["status"] not in ("done", NOT_NEEDED)]
     regime_words = {s.name: camp.regime_words(regime, s) for s in settings}
     pre = json.loads(camp.preregistration_file(regime).read_text()) if camp.preregistration_file(regime).is_file() \
         else None
@@ -1250,7 +1273,7 @@ def report(camp: Campaign, regime: str) -> str:
     # -- the verdict first
     vs_best = [r for r in rows if r["baseline"] == strongest and r["setting"] == target.name]
     test_done = "test (elimination, Holm)" not in pending
-    if not finals and camp.finalists_file(regime).is_file():
+    if camp.picked(regime) == []:
         verdict = ("**No.** The search ended without a novel loss checked in its target (every leader it trained "
                    "was a known loss in disguise, or none reached it): there is no found loss to test "
                    f"against {', '.join(baselines)}.")
@@ -1291,7 +1314,7 @@ def report(camp: Campaign, regime: str) -> str:
     lines += ["Every accuracy below is the final model's (the weights at the end of training), in its setting's "
               "regime: test accuracy (the official test split, read once per training), except in the learning-rate "
               "table, which shows validation accuracy on the learning-rate seed(s). The learning rate (and label "
-              "smoothing's eps, SCE's and NCE+RCE's published setting) is chosen on that final validation "
+              "smoothing's eps, SCE's and NCE+RCE's published constants) is chosen on that final validation "
               "accuracy, the same model the test stage tests, "
               "for every loss alike; never on test accuracy.", ""]
     lines += [f"- `{name}`: {words}" for name, words in regime_words.items()]
@@ -1315,10 +1338,10 @@ def report(camp: Campaign, regime: str) -> str:
 
     # -- the finalists
     lines += ["## Finalists", ""]
-    entries = camp.finalists(regime)
-    if not entries and camp.finalists_file(regime).is_file():
+    entries = camp.picked(regime)
+    if entries == []:
         lines += [f"None: the search (`{_rel(camp.search_dir(regime))}`) trained no novel leader in its target.", ""]
-    elif not entries:
+    elif entries is None:
         lines += [f"Pending: the search (`{_rel(camp.search_dir(regime))}`, `python -m nlfs.evolve` in the target "
                   f"with warm starts from {', '.join(baselines)}) and `finalists` write "
                   f"`{_rel(camp.finalists_file(regime))}`.", ""]
@@ -1337,7 +1360,7 @@ def report(camp: Campaign, regime: str) -> str:
                   "with every baseline.", ""]
 
     # -- learning rates
-    lines += ["## Learning rates (and label smoothing's eps, SCE's and NCE+RCE's published settings)", "",
+    lines += ["## Learning rates (and label smoothing's eps, SCE's and NCE+RCE's published constants)", "",
               f"Grid {{{', '.join(f'{x:g}' for x in LR_GRID)}}} widened by x2 or /2 while the choice is on an edge, "
               f"by mean validation accuracy of the final model (the one the test stage tests; not the peak over "
               f"epochs) on seed(s) {_seeds_text(LR_SEEDS)} (not test seeds).", "",
@@ -1353,9 +1376,9 @@ def report(camp: Campaign, regime: str) -> str:
             if "eps" in chosen:
                 eps = (f" (eps {chosen['eps']:g} of " + ", ".join(f"{e:g}: {v * 100:.2f}"
                                                                  for e, v in chosen["eps_tried"].items()) + ")")
-            if "set" in chosen:
-                eps = (f" ({chosen['set']} setting, {_constants_text(chosen['constants'])}, of "
-                       + ", ".join(f"{w}: {v * 100:.2f}" for w, v in chosen["sets_tried"].items()) + ")")
+            if "published" in chosen:
+                eps = (f" ({chosen['published']} constants, {_constants_text(chosen['constants'])}, of "
+                       + ", ".join(f"{w}: {v * 100:.2f}" for w, v in chosen["published_tried"].items()) + ")")
             edge = on_edge(chosen["lr"], chosen["tried"]) or ("eps" in chosen and on_edge(chosen["eps"],
                                                                                              chosen["eps_tried"]))
             lines.append(f"| {s.name} | {label} | {tried}{eps} | {chosen['lr']:g} | "

@@ -42,19 +42,27 @@ publish() {  # the reports recomputed from what is there, committed with it (the
     "$RESULTS"/discovery2_{clean,noisy}.md
 }
 
+published() {  # a stage, then what it wrote published even when it failed; returns the stage's status
+  local rc=0
+  stage "$1" || rc=$?
+  publish "$2"
+  return $rc
+}
+
 main() {
   case ${1:-} in
-    rates) stage rates; publish "the baselines' learning rates so far" ;;
-    baselines) stage baselines; publish "baseline trainings so far" ;;
-    search) stage search; stage finalists; publish "the searches' finalists and evaluations" ;;
-    test) stage test; publish "test-stage trainings so far" ;;
-    heldout) stage heldout; publish "held-out trainings so far" ;;
+    rates) published rates "the baselines' learning rates so far" ;;
+    baselines) published baselines "baseline trainings so far" ;;
+    search) stage search || { publish "the searches' evaluations so far"; return 1; }
+      published finalists "the searches' finalists and evaluations" ;;
+    test) published test "test-stage trainings so far" ;;
+    heldout) published heldout "held-out trainings so far" ;;
     confirm)
-      stage preregister
+      stage preregister || return
       # the pre-registration is committed before any confirmation training starts
       commit "Discovery 2: confirmation pre-registered (finalist, baseline, seeds, test)" \
         "$RESULTS"/discovery2/*_confirmation.json
-      stage confirm; publish "confirmation trainings so far" ;;
+      published confirm "confirmation trainings so far" ;;
     report) publish "report" ;;
     # the searches before the baselines' test seeds: a regime whose search finds nothing novel needs none
     all) main rates && main search && main baselines && main test && main heldout && main confirm && main report ;;

@@ -238,11 +238,11 @@ def _proxy(values: list[float]) -> tuple[float | None, list | None]:
 def candidates(run_dir: Path, top: int) -> list[dict]:
     """The search's ``top`` best (``best_candidates``: its report's ranking) and every leader it trained
     in its own target stage, each with its rank, the fitness the search gave it and where it was
-    measured, and the search's own target check. CE in disguise (``catalogue_twin``) is not counted
+    measured, and the search's own target check. CE in disguise (``known_twin``) is not counted
     nor judged (``judge`` False: it is CE, as the search's racing leaves it out too), only listed when
     it outranks a judged one."""
     from nlfs.losses import stored_class_reduction
-    from nlfs.search import best_candidates, catalogue_twin, read_run, row_name
+    from nlfs.search import best_candidates, known_twin, read_run, row_name
 
     rows, config = read_run(run_dir)
     ranked = best_candidates(rows, 10**9)
@@ -257,7 +257,7 @@ def candidates(run_dir: Path, top: int) -> list[dict]:
         cand = r.get("candidate") or r["id"]
         if counted >= top and cand not in checked:
             continue
-        twin = catalogue_twin(r, normalise) or ""
+        twin = known_twin(r, normalise) or ""
         if twin == "CE" and counted >= top:
             continue
         counted += twin != "CE"

@@ -21,7 +21,8 @@ Every candidate is named ``<run>#<id>`` (a tuned one ``<run>#<id>-tuned``), as i
 Candidates may come from several searches (``--also DIR,...``: each run's best ``pool`` join, under
 the first run's training settings) and from their tunings (``--tuned``: each run's ``tuned.json``, a
 tuned loss entering beside the candidate it came from when its constants changed); ``--novel-only``
-leaves out published losses in disguise (a warm-started search's best is often CE itself).
+leaves out known losses in disguise: a catalogue loss, or a run's warm start as given (a warm-started
+search's best is often CE itself).
 
 Every (candidate, round, seed) training is a row of the ``elimination`` table in ``DIR/run.db``,
 keyed by the exact training it was (expression, constants, class reduction, training config), so a killed
@@ -240,20 +241,21 @@ class Elimination:
         """The pool: each source run's best ``pool`` (``nlfs.search.best_candidates``), each named
         ``<run>#<id>`` as in the search's reports and exports, then, with ``tuned``, each run's tuned
         losses whose constants changed (``<run>#<id>-tuned``, as in ``tuned_losses.py``)."""
-        from .search import best_candidates, read_run
+        from .search import SearchConfig, best_candidates, known_twin, read_run
 
         pool: list[dict] = []
         seen: set = set()
         for i, d in enumerate(self.sources):
             prefix = d.name
-            rows = self.db.rows() if i == 0 else read_run(d)[0]
+            rows, saved = (self.db.rows(), self.db.get_meta("config") or {}) if i == 0 else read_run(d)
+            known = SearchConfig.from_dict(saved, strict=False).known_losses if self.novel else ()
             taken = 0
             for c in best_candidates(rows, len(rows)):
                 if taken == self.protocol.pool:
                     break
                 key = (c["expression"], tuple(sorted((c.get("constants") or {}).items())))
-                if key in seen or (self.novel and self._twin(c)):
-                    continue  # found by an earlier run, or a published loss (CE among them) in disguise
+                if key in seen or (self.novel and known_twin(c, self.base.grad_scale == "ce", known)):
+                    continue  # found by an earlier run, or a known loss (CE among them) in disguise
                 seen.add(key)
                 taken += 1
                 pool.append({**c, "label": loss_label(prefix, c["id"]), "run": str(d),
@@ -261,11 +263,6 @@ class Elimination:
             if self.tuned:
                 pool += _tuned_candidates(d, prefix)
         return pool
-
-    def _twin(self, row) -> str | None:
-        from .search import catalogue_twin
-
-        return catalogue_twin(row, normalise=self.base.grad_scale == "ce")
 
     def _fixed_scale(self, cand) -> float:
         """The factor a candidate trains with: its search scale, unless the trainer measures one
@@ -567,7 +564,8 @@ def build_parser() -> ArgumentParser:
     ap.add_argument("--tuned", action="store_true",
                     help="add each run's tuned losses (DIR/tuned.json from nlfs.tune --top) to the pool")
     ap.add_argument("--novel-only", action="store_true",
-                    help="leave out candidates that are published losses in disguise (CE among them)")
+                    help="leave out candidates that are known losses in disguise: a catalogue loss (CE among "
+                         "them) or a run's warm start as given")
     ap.add_argument("--preset", default="paper", choices=sorted(PRESETS),
                     help="paper: 300 -> 25, 12, 6, 4; quick: two short rounds (minutes on a CPU)")
     ap.add_argument("--config", default=None,

@@ -137,9 +137,10 @@ def build_parser() -> ArgumentParser:
                          "space starts at random)")
     ap.add_argument("--seed-mutants", type=non_negative_int, default=3, help="small edits of each seed loss")
     ap.add_argument("--warm-starts-compete", action="store_true",
-                    help="let a seed loss itself be a leader (raced and trained in the target), to check your own "
-                         "candidates there; by default the leaders are new losses, and a known one (a catalogue "
-                         "loss, or a seed loss as given) stays a baseline")
+                    help="let a seed loss that is not a catalogue loss be a leader as given (raced and trained "
+                         "in the target), to check your own candidates there; by default the leaders are new "
+                         "losses, and a seed loss as given stays a baseline; a catalogue loss (CE among them) "
+                         "never leads")
     ap.add_argument("--rungs", default=None, metavar="SPEC",
                     help="screening rungs, e.g. 'train_size=2048,epochs=1;epochs=2,seeds=3' (default: the "
                          "dataset's, from the fidelity study; one rung when --epochs/--steps/--train-size "

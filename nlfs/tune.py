@@ -47,6 +47,7 @@ from ._cli import (
 from .expr import Expr
 from .search import (
     OPTUNA_SAMPLERS,
+    SCORES,
     finished_trials,
     fitness_of,
     grad_scale_factor_of,
@@ -138,9 +139,9 @@ def _spec_of(loss, constants):
     return spec, {k: values[k] for k in spec.expr.constants}
 
 
-def default_study_name(spec, constants: dict, train_cfg) -> str:
-    key = training_key([str(spec.expr), spec.class_reduction, sorted(constants.items()), train_cfg.to_dict()],
-                       length=10)
+def default_study_name(spec, constants: dict, train_cfg, score: str = "best") -> str:
+    what = [str(spec.expr), spec.class_reduction, sorted(constants.items()), train_cfg.to_dict()]
+    key = training_key(what if score == "best" else [*what, score], length=10)  # best: the names studies had
     return f"tune-{spec.name[:40]}-{key}".replace(" ", "_")
 
 
@@ -148,7 +149,7 @@ def tune(loss, constants: dict | None = None, n_trials: int = 12, batch: int = 4
          search_space: dict | None = None, train_config=None, storage_dir: str | Path | None = None,
          storage: str | None = None, study_name: str | None = None, seed: int = 0,
          scale: float | None = None, workers: int = 1, executor=None, log=None,
-         threads: int | None = None) -> TuneResult:
+         threads: int | None = None, score: str = "best") -> TuneResult:
     """Tune the named constants of ``loss`` (a catalogue name, expression, Expr or LossSpec).
 
     ``constants`` overrides the starting values (default: the catalogue's); ``search_space`` maps a
@@ -156,11 +157,12 @@ def tune(loss, constants: dict | None = None, n_trials: int = 12, batch: int = 4
     ``n_trials`` counts every trial of the study, those of earlier (killed) sessions included: calling
     again with the same study resumes it. ``batch`` trials are asked before any is told (and run in
     parallel with ``workers > 1``, or on a given ``executor`` from ``nlfs.search``), each training
-    with ``threads`` threads (default: the cores shared among the workers).
+    with ``threads`` threads (default: the cores shared among the workers). ``score``: which validation
+    accuracy a trial scores (``nlfs.search.SCORES``: the best over its evaluations, or the final model's).
     """
     import optuna
 
-    from .search import make_executor
+    from .search import make_executor, training_payload
     from .train import TrainConfig, check_config
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -168,13 +170,15 @@ def tune(loss, constants: dict | None = None, n_trials: int = 12, batch: int = 4
     spec, start = _spec_of(loss, constants)
     cfg = train_config or TrainConfig()
     check_config(cfg, spec, start)  # before any trial: a bad setting stops here, not in every trial
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
     import dataclasses
 
     cfg = dataclasses.replace(cfg, evaluate_test=False, progress=False)
     space = make_search_space(start, search_space, scale)
     smp, used = make_sampler(sampler, len(space), seed, x0=start if sampler == "cmaes" else None,
                              log=lambda msg: log(f"nlfs.tune: {msg}"))
-    name = study_name or default_study_name(spec, start, cfg)
+    name = study_name or default_study_name(spec, start, cfg, score)
     store = make_storage(storage_dir, storage)
     study = optuna.create_study(study_name=name, storage=store, sampler=smp, direction="maximize",
                                 load_if_exists=True)
@@ -209,10 +213,9 @@ def tune(loss, constants: dict | None = None, n_trials: int = 12, batch: int = 4
             return None
         trial = batch_left.pop(0)
         outstanding += 1
-        payload = {"expression": str(spec.expr), "constants": dict(trial.params),
-                   "class_reduction": spec.class_reduction, "train": train_dict, "rejection": False,
-                   "name": spec.name, "scale": spec.scale}
-        return trial, payload
+        payload = training_payload(str(spec.expr), trial.params, spec.class_reduction, train_dict, score=score,
+                                   name=spec.name)
+        return trial, {**payload, "scale": spec.scale}
 
     try:
         for trial, out in run_jobs(executor, next_trial):  # each result is told as soon as it is in
@@ -282,26 +285,30 @@ def _fmt(params: dict) -> str:
 def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int = 4, sampler: str = "cmaes",
              train_config=None, seed: int = 0, scale: float | None = None, workers: int = 1,
              storage: str | None = None, log=None, novel: bool = False,
-             threads: int | None = None) -> list[dict]:
+             threads: int | None = None, score: str | None = None) -> list[dict]:
     """Tune the best ``top_k`` (unique) candidates of the search run in ``run_dir`` (``nlfs.search.
     best_candidates``): named constants are tuned as they are, numbers in an expression are lifted into
     constants; a candidate with neither is reported as "nothing to tune" and still counts among the
-    ``top_k`` (with ``novel``, a published loss in disguise is skipped and does not count). Each is
-    compared with CE trained with the same training (accuracy and the difference in percentage points).
+    ``top_k`` (with ``novel``, a known loss in disguise, a catalogue loss or one of the run's warm starts
+    as given, is skipped and does not count). Each is compared with CE trained with the same training
+    (accuracy and the difference in percentage points), scored as the run scored (``score``: the run's
+    ``SearchConfig.score`` unless given).
     Writes ``tuned.json``, ``tuned.md`` and ``tuned_losses.py`` (each tuned loss registered as
     ``<run>#<id>-tuned`` with the constants and gradient scale its best trial trained with)."""
     from ._io import atomic_write
     from .expr import parse
     from .losses import LossSpec, loss_label, stored_class_reduction
-    from .search import best_candidates, catalogue_twin, evaluate_payload, export_losses, read_run, training_regime
+    from .search import best_candidates, evaluate_payload, export_losses, known_twin, read_run, training_regime
     from .train import check_config
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     run_dir = Path(run_dir)
     rows, saved = read_run(run_dir)
     class_reduction = stored_class_reduction(saved)
+    run_config = search_config(saved)
     if train_config is None:
-        train_config = search_config(saved).train_config()
+        train_config = run_config.train_config()
+    score = score or run_config.score
     check_config(train_config, "CE")
     import dataclasses
 
@@ -309,15 +316,15 @@ def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int
     finalists = best_candidates(rows, len(rows))
     if not finalists:
         raise ValueError(f"{run_dir} has no trained candidate with status ok")
-    trained_on = training_regime(train_config)
+    trained_on = training_regime(train_config, score=score)
     log(f"nlfs.tune: tuning the best {top_k} candidates of {run_dir}; every trial trains on {trained_on}")
-    ce_acc = _ce_reference(run_dir, train_config, evaluate_payload)
+    ce_acc = _ce_reference(run_dir, train_config, evaluate_payload, score)
     log(f"nlfs.tune: CE with the same training: {_f(ce_acc)}")
     out = []
     for r in finalists:
         if len(out) == top_k:
             break
-        twin = catalogue_twin(r, normalise=train_config.grad_scale == "ce") if novel else None
+        twin = known_twin(r, train_config.grad_scale == "ce", run_config.known_losses) if novel else None
         if twin:
             log(f"nlfs.tune: #{r['id']} {r['expression']} is {twin} in disguise; skipped (not counted)")
             continue
@@ -343,7 +350,7 @@ def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int
         log(f"nlfs.tune: {name} {lifted} (search fitness {r['fitness']:.4f}), constants {_fmt(values)}")
         res = tune(spec, values, n_trials=n_trials, batch=batch, sampler=sampler, train_config=train_config,
                    storage_dir=run_dir, storage=storage, study_name=f"tune-run{r['id']}", seed=seed,
-                   scale=scale, workers=workers, log=log, threads=threads)
+                   scale=scale, workers=workers, log=log, threads=threads, score=score)
         vs_ce = None if ce_acc is None else (res.best_fitness - ce_acc) * 100
         out.append({**entry, "nothing_to_tune": False, "tuned_name": f"{name}-tuned",
                     "initial_fitness": res.initial_fitness, "best_constants": res.best_constants,
@@ -371,22 +378,23 @@ def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int
     return out
 
 
-def _ce_reference(run_dir: Path, train_config, evaluate) -> float | None:
-    """CE's accuracy under the tuning's training (one training, kept in ``DIR/tune_ce.json`` so a
-    resumed tuning does not train it again)."""
+def _ce_reference(run_dir: Path, train_config, evaluate, score: str = "best") -> float | None:
+    """CE's accuracy under the tuning's training, scored by ``score`` (one training, kept in
+    ``DIR/tune_ce.json`` so a resumed tuning does not train it again)."""
     from ._io import atomic_write
+    from .search import training_payload
 
     path, train = run_dir / "tune_ce.json", train_config.to_dict()
     try:
         saved = json.loads(path.read_text())
-        if saved.get("train") == json.loads(json.dumps(train, default=str)):
+        if (saved.get("train") == json.loads(json.dumps(train, default=str))
+                and saved.get("score", "best") == score):
             return saved.get("accuracy")
     except (OSError, ValueError):
         pass
-    out = evaluate({"expression": "-y * log(p)", "constants": {}, "class_reduction": "class_sum", "train": train,
-                    "rejection": False, "name": "CE"})
+    out = evaluate(training_payload("-y * log(p)", {}, "class_sum", train, score=score, name="CE"))
     acc = out.get("fitness") if out.get("status") == "ok" else None
-    atomic_write(path, json.dumps({"train": train, "accuracy": acc}, indent=2, default=str))
+    atomic_write(path, json.dumps({"train": train, "score": score, "accuracy": acc}, indent=2, default=str))
     return acc
 
 
@@ -432,7 +440,8 @@ def build_parser() -> ArgumentParser:
                     help="tune the best K candidates of the search run in --run-dir (one with nothing to tune "
                          "is reported and counted)")
     ap.add_argument("--novel-only", action="store_true",
-                    help="with --top: skip candidates that are published losses in disguise")
+                    help="with --top: skip candidates that are known losses in disguise (a catalogue loss, "
+                         "or one of the run's warm starts as given)")
     ap.add_argument("--storage", default=None, help="an Optuna RDB URL instead of DIR/tune.journal")
     ap.add_argument("--study", default=None, help="study name (default: derived from the loss and settings)")
     ap.add_argument("--trials", type=positive_int, default=12, help="trials per study, earlier sessions' included")
@@ -440,6 +449,9 @@ def build_parser() -> ArgumentParser:
     ap.add_argument("--sampler", default="cmaes", choices=OPTUNA_SAMPLERS)
     ap.add_argument("--seed", type=int, default=0, help="sampler seed")
     ap.add_argument("--train-seed", type=int, default=0)
+    ap.add_argument("--score", default=None, choices=SCORES,
+                    help="which validation accuracy a trial scores: best over its evaluations, or the final "
+                         "model's (default: the search run's with --top, else best)")
     add_training_options(ap, BUDGET_OPTIONS,
                          unset="the search run's with --top, else nlfs.train's")
     ap.add_argument("--workers", type=positive_int, default=1)
@@ -479,7 +491,7 @@ def _main(argv=None) -> int:
         with resume_with(command_line("nlfs.tune", argv)):
             tune_run(args.run_dir, args.top, n_trials=args.trials, batch=args.batch, sampler=args.sampler,
                      train_config=base, seed=args.seed, scale=args.scale, workers=args.workers,
-                     storage=args.storage, novel=args.novel_only, threads=args.threads)
+                     storage=args.storage, novel=args.novel_only, threads=args.threads, score=args.score)
         print(Path(args.run_dir, "tuned.md").read_text(), end="")
         print(f"reports: {args.run_dir}/tuned.md, tuned.json, tuned_losses.py; study: "
               f"{args.storage or Path(args.run_dir, JOURNAL)} ({time.time() - t0:.0f} s)")
@@ -496,7 +508,7 @@ def _main(argv=None) -> int:
         res = tune(args.loss, consts, n_trials=args.trials, batch=args.batch, sampler=args.sampler,
                    search_space=ranges or None, train_config=_train_config(args), storage_dir=run_dir,
                    storage=args.storage, study_name=args.study, seed=args.seed, scale=args.scale,
-                   workers=args.workers, threads=args.threads)
+                   workers=args.workers, threads=args.threads, score=args.score or "best")
     print(f"loss {args.loss}: initial {_f(res.initial_fitness)} -> best {_f(res.best_fitness)} with "
           f"{_fmt(res.best_constants)} ({len(res.trials)} trials, sampler {res.sampler}, "
           f"{time.time() - t0:.0f} s)")

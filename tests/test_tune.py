@@ -206,3 +206,26 @@ def test_a_tuned_loss_carries_the_scale_its_trials_trained_at(tmp_path, monkeypa
         assert nlfs.losses.get("run#1-tuned").scale == pytest.approx(0.198)
     finally:
         nlfs.losses._CATALOGUE.pop(nlfs.losses._key("run#1-tuned"), None)
+
+
+def test_a_runs_tuning_scores_as_the_run_did_and_skips_its_warm_starts(tmp_path, monkeypatch):
+    warm = "-y * log(p + 0.25)"  # a warm start that is no catalogue loss
+    run = tmp_path / "run"
+    db = RunDB(run / "run.db")
+    db.set_meta("config", SearchConfig(run_dir=str(run), score="final", seed_losses=(warm,), **FAST).to_dict())
+    for i, (expr, fit) in enumerate([(warm, 0.9), ("-y * log(p + 0.5)", 0.8)]):
+        db.record({"canonical": expr, "expression": expr, "constants": {}, "fitness": fit, "status": "ok",
+                   "sign": 1.0, "size": 5 + i, "dataset": "digits"})
+    db.close()
+
+    def train(spec, cfg, constants=None, **kw):  # peaked at 0.8, ended at 0.6: the run scores the end
+        return types.SimpleNamespace(best_val_acc=0.8, val_acc=0.6, diverged=False, reason="", grad_scale_factor=1.0,
+                                     order_digest="", to_dict=lambda: {})
+
+    monkeypatch.setattr(nlfs.train, "train", train)
+    logs = []
+    out = tune_run(run, 1, n_trials=1, batch=1, log=logs.append, novel=True)
+    assert [t["id"] for t in out] == [2] and any(f"warm start {warm} in disguise" in m for m in logs)
+    assert out[0]["ce_accuracy"] == 0.6 and out[0]["best_fitness"] == 0.6
+    assert "scored by the final model's validation accuracy" in out[0]["trained_on"]
+    assert json.loads((run / "tune_ce.json").read_text())["score"] == "final"

@@ -27,7 +27,7 @@ from ._executors import (
     make_executor,
     run_jobs,
 )
-from ._filters import STAGES, FilterOutcome, cheap_filters
+from ._filters import STAGES, WARM_START, FilterOutcome, cheap_filters, known_twin
 from ._optuna import (
     OPTUNA_SAMPLERS,
     default_range,
@@ -41,7 +41,6 @@ from ._optuna import (
 )
 from ._report import (
     best_candidates,
-    catalogue_twin,
     data_words,
     entry_spec,
     export_losses,
@@ -56,19 +55,19 @@ from ._rungs import DEFAULT_RUNGS, Rung, make_rungs, parse_rungs, promoted
 from ._runner import Search, evaluate_payload, rejection_sample
 from ._target import DEFAULT_TARGETS, Target, default_target, make_target, parse_target
 from ._taylor import TaylorSearch, is_taylor_run
-from ._worker import SCORES, grad_scale_factor_of
+from ._worker import SCORES, grad_scale_factor_of, training_payload
 
 __all__ = [
     "ALGORITHMS", "DEFAULT_RUNGS", "DEFAULT_SEED_LOSSES", "DEFAULT_TARGETS", "Discovery", "FITNESS_RUNGS",
     "FilterOutcome", "FoundLoss", "GeneticProgramming", "InlineExecutor", "OPTUNA_SAMPLERS", "PRESETS",
     "PackingExecutor", "ProcessExecutor", "RayExecutor", "RegularizedEvolution", "RunDB", "RunDirError",
-    "Rung", "SCORES", "STAGES", "Search", "SearchConfig", "Target", "TaylorSearch", "best_candidates",
-    "catalogue_twin", "cheap_filters", "data_words", "default_dataset", "default_range", "default_space",
+    "Rung", "SCORES", "STAGES", "WARM_START", "Search", "SearchConfig", "Target", "TaylorSearch", "best_candidates",
+    "cheap_filters", "data_words", "default_dataset", "default_range", "default_space",
     "default_target", "default_threads", "default_workers", "discover", "entry_spec", "evaluate_payload",
     "export_losses", "finished_trials", "fitness_of", "format_summary", "grad_scale_factor_of",
-    "is_taylor_run", "make_executor", "make_rungs", "make_sampler", "make_search_space", "make_storage",
+    "is_taylor_run", "known_twin", "make_executor", "make_rungs", "make_sampler", "make_search_space", "make_storage",
     "make_target", "open_search", "parse_rungs", "parse_target", "preset_config", "promoted",
     "quiet_optuna", "read_run", "rejection_sample", "resume_config", "resume_stale_trials", "row_name",
-    "run_and_report", "run_jobs", "run_losses", "summary_counts", "training_regime", "warm_start",
+    "run_and_report", "run_jobs", "run_losses", "summary_counts", "training_payload", "training_regime", "warm_start",
     "write_report",
 ]

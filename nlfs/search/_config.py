@@ -70,7 +70,7 @@ class SearchConfig:
     eta: int = 3  # a finished rung promotes its top 1/eta
     paired: bool = True  # fitness = accuracy minus CE's with the same seeds at the same rung
     grad_scale: str = "none"  # none | ce (TrainConfig.grad_scale)
-    score: str = "best"  # best | final: which validation accuracy a training scores (_worker.SCORES)
+    score: str = "best"  # best | final: which validation accuracy a training scores (SCORES)
     augment: str = "none"  # TrainConfig.augment, for the whole search
     seed_losses: tuple[str, ...] = ()  # warm start: catalogue names or expressions
     seed_mutants: int = 3  # small-edit mutants of each seed loss in the first population
@@ -135,6 +135,12 @@ class SearchConfig:
     @property
     def racing(self) -> bool:
         return self.finalists > 0 and self.race_seeds > self.rung_list()[-1].seeds
+
+    @property
+    def known_losses(self) -> tuple[str, ...]:
+        """The warm starts that, as given, are known losses and no find (``known_twin``'s ``seed_losses``):
+        every seed loss, or none when ``warm_starts_compete``; catalogue losses are known either way."""
+        return () if self.warm_starts_compete else tuple(self.seed_losses)
 
     @property
     def is_paired(self) -> bool:

@@ -8,6 +8,8 @@
    a known fitness instead of training;
 5. rejection test (EvoMAL): a few gradient steps with the loss on a fresh linear model must raise
    its accuracy on a training sample.
+
+``known_twin`` uses the same canonical forms and fingerprints to name a known loss in disguise.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 
 from ..backends import TorchKernel
-from ..expr import Expr, lower
+from ..expr import Expr, lower, parse
 
 STAGES = ("validity", "duplicate", "integrity", "fingerprint", "rejection")
 
@@ -174,3 +176,46 @@ def cheap_filters(expr: Expr, class_reduction: str, x: torch.Tensor, y: torch.Te
     oriented = expr if out.sign > 0 else Expr("neg", (expr,))
     rej = rejection_test(oriented, class_reduction, constants, 1.0, x, y)
     return (rej if not rej.passed else out), oriented
+
+
+_TWINS: dict = {}  # (normalise, seed losses) -> {canonical text or fingerprint: name}
+WARM_START = "warm start "  # how known_twin names a warm start that is not a catalogue loss
+
+
+def known_twin(r: dict, normalise: bool, seed_losses=()) -> str | None:
+    """The known loss a row is in disguise (same canonical form, or the same gradient fingerprint on
+    the fixed probe batch, up to a factor when the run rescaled gradients): a catalogue loss at its
+    own constants (its name), or one of the run's ``seed_losses`` (warm starts, e.g. a baseline at
+    constants tuned for this task: ``WARM_START + text`` unless the text is a catalogue name)."""
+    from .. import losses
+
+    def add(table, name, spec):
+        expr = spec.expr.substitute(dict(spec.constants))
+        table.setdefault(str(expr.canonical()), name)
+        try:
+            table.setdefault(fingerprint(expr, spec.class_reduction, torch.zeros(0, dtype=torch.float64),
+                                         normalise=normalise), name)
+        except Exception:  # noqa: BLE001 - a loss the probe cannot take is just not matched
+            pass
+
+    key = (normalise, tuple(seed_losses))
+    if key not in _TWINS:
+        table = {}
+        for name in losses.BUILTIN:
+            add(table, name, losses.get(name))
+        for text in seed_losses:
+            try:
+                spec = losses.resolve_spec(text)
+            except (ValueError, KeyError):
+                continue
+            add(table, text if text in losses.names() else WARM_START + text, spec)
+        _TWINS[key] = table
+    table = _TWINS[key]
+    if r.get("canonical") in table:
+        return table[r["canonical"]]
+    try:
+        expr = parse(r["expression"]).substitute(dict(r.get("constants") or {}))
+        return table.get(str(expr.canonical())) or table.get(
+            fingerprint(expr, "class_sum", torch.zeros(0, dtype=torch.float64), normalise=normalise))
+    except Exception:  # noqa: BLE001
+        return None

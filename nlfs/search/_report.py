@@ -11,8 +11,9 @@ from pathlib import Path
 
 from .._io import atomic_write
 from ..stats import mean
+from ._filters import WARM_START, known_twin
 from ._rows import summary_counts
-from ._rungs import budget_words
+from ._rungs import budget_text
 
 
 def trained_ok(rows: list[dict]) -> list[dict]:
@@ -170,7 +171,7 @@ def chance_lead(rows: list[dict], rung: int, normalise: bool | None = None) -> d
     (``nlfs.stats.chance_best_paired``: ``expected_best`` with candidates as noisy as CE, whose shared
     trainings cancel; ``expected_best_independent`` none shared). None without paired seeds.
     The noise is estimated without CE in disguise (a spread of 0: the very training of CE; with
-    ``normalise`` given, also every row ``catalogue_twin`` calls CE); ``noise_from`` says from how many
+    ``normalise`` given, also every row ``known_twin`` calls CE); ``noise_from`` says from how many
     candidates, ``few`` when under ``FEW_FOR_NOISE``."""
     import statistics
 
@@ -179,7 +180,7 @@ def chance_lead(rows: list[dict], rung: int, normalise: bool | None = None) -> d
     at = [r for r in trained_ok(latest_rows(rows)) if _rung(r) == rung]
     stats = [seed_stats(r) for r in at]
     noisy = [_paired(_trained_seeds(r)) for r, s in zip(at, stats) if s["paired_sd"] is not None
-             and s["paired_sd"] > 0 and (normalise is None or catalogue_twin(r, normalise) != "CE")]
+             and s["paired_sd"] > 0 and (normalise is None or known_twin(r, normalise) != "CE")]
     if len(stats) < 2 or not noisy:
         return None
     sd, noise_from = seed_noise(noisy)
@@ -188,52 +189,6 @@ def chance_lead(rows: list[dict], rung: int, normalise: bool | None = None) -> d
     return {"rung": rung, "candidates": len(stats), "seeds": seeds, "seed_sd": sd,
             "expected_best": low, "expected_best_independent": high, "noise_from": noise_from,
             "few": noise_from < FEW_FOR_NOISE}
-
-
-_TWINS: dict = {}
-
-
-def catalogue_twin(r: dict, normalise: bool, seed_losses=()) -> str | None:
-    """The known loss a row is in disguise (same canonical form, or the same gradient fingerprint on
-    the fixed probe batch, up to a factor when the run rescaled gradients): a catalogue loss at its
-    own constants, or one of the run's ``seed_losses`` (warm starts, e.g. a baseline at constants tuned
-    for this task: ``warm start <text>`` unless the text is a catalogue name)."""
-    import torch
-
-    from .. import losses
-    from ..expr import parse
-    from ._filters import fingerprint
-
-    def add(table, name, spec):
-        expr = spec.expr.substitute(dict(spec.constants))
-        table.setdefault(str(expr.canonical()), name)
-        try:
-            table.setdefault(fingerprint(expr, spec.class_reduction, torch.zeros(0, dtype=torch.float64),
-                                         normalise=normalise), name)
-        except Exception:  # noqa: BLE001 - a loss the probe cannot take is just not matched
-            pass
-
-    key = (normalise, tuple(seed_losses))
-    if key not in _TWINS:
-        table = {}
-        for name in losses.BUILTIN:
-            add(table, name, losses.get(name))
-        for text in seed_losses:
-            try:
-                spec = losses.resolve_spec(text)
-            except (ValueError, KeyError):
-                continue
-            add(table, text if text in losses.names() else f"warm start {text}", spec)
-        _TWINS[key] = table
-    table = _TWINS[key]
-    if r.get("canonical") in table:
-        return table[r["canonical"]]
-    try:
-        expr = parse(r["expression"]).substitute(dict(r.get("constants") or {}))
-        return table.get(str(expr.canonical())) or table.get(
-            fingerprint(expr, "class_sum", torch.zeros(0, dtype=torch.float64), normalise=normalise))
-    except Exception:  # noqa: BLE001
-        return None
 
 
 def row_spec(r: dict, name: str, class_reduction: str = "class_sum"):
@@ -466,11 +421,7 @@ def regime(cfg: dict) -> str:
     train = {**(cfg.get("train_overrides") or {})}
     size = cfg.get("train_size") or train.get("train_size")
     rungs = cfg.get("rungs") or []
-
-    def rung_words(r):
-        return ", ".join(budget_words(r)) or "base budget"
-
-    budget = "; ".join(f"rung {i}: {rung_words(r)}, {r.get('seeds', 1)} seed(s)" for i, r in enumerate(rungs)) or (
+    budget = "; ".join(f"rung {i}: {budget_text(r)}, {r.get('seeds', 1)} seed(s)" for i, r in enumerate(rungs)) or (
         f"{cfg.get('steps')} steps" if cfg.get("steps") else f"{cfg.get('epochs') or 'default'} epochs")
     kind = f" ({train.get('label_noise_kind', 'symmetric')})" if train.get("label_noise") else ""
     unit, model = data_words(cfg.get("dataset", "?"), cfg.get("model", "surrogate"), cfg.get("data_root"))
@@ -486,10 +437,11 @@ def score_words(score: str) -> str:
             else "the best validation accuracy over a training's evaluations")
 
 
-def training_regime(cfg, split_per_seed: bool = False) -> str:
+def training_regime(cfg, split_per_seed: bool = False, score: str | None = None) -> str:
     """One line naming a TrainConfig's regime: data and training size, model, budget, label noise,
     augmentation, gradient scale (every report that compares with CE prints it); with
-    ``split_per_seed``, that each seed drew its own split, subset and noise (split_seed = seed)."""
+    ``split_per_seed``, that each seed drew its own split, subset and noise (split_seed = seed); with
+    ``score``, which validation accuracy scored it (``score_words``)."""
     r = cfg.resolved() if hasattr(cfg, "resolved") else cfg
     budget = f"{r.steps} steps" if getattr(r, "steps", None) else f"{r.epochs} epochs"
     kind = f" ({getattr(r, 'label_noise_kind', 'symmetric')})" if getattr(r, "label_noise", 0) else ""
@@ -498,7 +450,7 @@ def training_regime(cfg, split_per_seed: bool = False) -> str:
         split_per_seed) else ""
     return (f"{r.dataset} ({r.train_size or 'all'} {unit}), model {r.model}, {budget} at batch "
             f"{r.batch_size}, label noise {getattr(r, 'label_noise', 0) or 0:g}{kind}, augmentation {r.augment}, "
-            f"gradient scale {r.grad_scale}{split}")
+            f"gradient scale {r.grad_scale}{split}" + (f"; scored by {score_words(score)}" if score else ""))
 
 
 def lead_note(r: dict, chance: dict | None, top_rung: int, last_rung: int) -> str:
@@ -566,7 +518,7 @@ def rung_regime(cfg: dict, rung: int, seeds: int | None = None) -> str:
     spec.pop("seeds", None)
     if "budget" in spec:  # a fitness function's run: nlfs trained nothing itself
         return f"your fitness function, budget {spec['budget']:g} (screening rung {rung}), {n} seed(s): proxy lead"
-    budget = ", ".join(budget_words(spec)) or "the base budget"  # a schedule read early says so in words
+    budget = budget_text(spec)  # a schedule read early says so in words
     return f"screening rung {rung} ({budget}), {n} seed(s): proxy lead"
 
 
@@ -615,7 +567,7 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
         e = {"name": row_name(r, run_dir), **{k: r[k] for k in ("id", "expression", "fitness", "size")},
              "formula": formula(r, class_reduction), "constants": r.get("constants") or {}, "rung": _rung(r),
              "scale": r.get("scale") or 1.0, "ce_accuracy": baseline_accuracy(rows, _rung(r)),
-             "same_as": catalogue_twin(r, normalise, cfg.get("seed_losses") or ()), **seed_stats(r)}
+             "same_as": known_twin(r, normalise, cfg.get("seed_losses") or ()), **seed_stats(r)}
         acc = e["accuracy"] if e["accuracy"] is not None else e["fitness"]
         e["vs_ce"] = e["paired"] if e["paired"] is not None else (
             None if e["ce_accuracy"] is None or paired else acc - e["ce_accuracy"])
@@ -724,7 +676,7 @@ def format_summary(summary: dict, dataset: str) -> str:
             ce = r.get("ce_accuracy", base)
             delta = "" if ce is None else pp(acc - ce)
         same = r.get("same_as") or ""
-        twin = "   [= a warm start]" if same.startswith("warm start ") else f"   [= {same} in disguise]" if same else ""
+        twin = "   [= a warm start]" if same.startswith(WARM_START) else f"   [= {same} in disguise]" if same else ""
         lead = f"   ({r['lead']})" if r.get("lead") else ""
         lines.append(f"{r.get('name') or '#' + str(r['id']):<{width}} {r.get('rung', 0):>4} {r.get('seeds') or 1:>5} "
                      f"{acc:>8.4f}  {delta:<26} {r.get('formula', r['expression'])}{twin}{lead}")

@@ -66,8 +66,7 @@ class Rung:
 
     def describe(self) -> str:
         ordered = {k: self.train[k] for k in (*TRAIN_KEYS, BUDGET, RESIZE, STOP_EPOCH) if k in self.train}
-        parts = budget_words(ordered, "=")
-        return f"rung {self.index}: {', '.join(parts) or 'the base budget'}, {self.seeds} seed(s)"
+        return f"rung {self.index}: {budget_text(ordered, '=')}, {self.seeds} seed(s)"
 
 
 def stop_epoch_words(train: dict) -> str | None:
@@ -92,13 +91,14 @@ def resize_words(train: dict) -> str | None:
     return f"images at {sides[0]}x{sides[-1]}"
 
 
-def budget_words(spec: dict, sep: str = " ") -> list[str]:
+def budget_text(spec: dict, sep: str = " ") -> str:
     """A rung spec's budget in words, in its order: ``key{sep}value`` for every key set (``train_size``
     set to None says "all": the whole split, not the default), then its ``resize`` and ``stop_epoch``
-    in words; ``seeds`` left out."""
+    in words, comma-separated; ``seeds`` left out; "the base budget" when it sets none."""
     words = [f"{k}{sep}{'all' if k == 'train_size' and v is None else v}" for k, v in spec.items()
              if k not in ("seeds", STOP_EPOCH, RESIZE) and (v is not None or k == "train_size")]
-    return words + [w for w in (resize_words(spec), stop_epoch_words(spec)) if w]
+    words += [w for w in (resize_words(spec), stop_epoch_words(spec)) if w]
+    return ", ".join(words) or "the base budget"
 
 
 def make_rungs(specs) -> tuple[Rung, ...]:

@@ -33,7 +33,7 @@ from ._executors import make_executor, run_jobs
 from ._rows import AFTER_SCREENING
 from ._rows import reused as _reused
 from ._rungs import promoted
-from ._worker import evaluate_payload, grad_scale_factor_of, rejection_sample  # noqa: F401 - re-exported
+from ._worker import evaluate_payload, grad_scale_factor_of, rejection_sample, training_payload  # noqa: F401 - re-exported
 
 
 def open_run(cfg: SearchConfig, resume: bool) -> tuple[RunDB, SearchConfig]:
@@ -233,19 +233,18 @@ class Search:
             budget = (self.target.train if index == len(self.rungs) else self.rungs[index].train)["budget"]
             return {**self._fitness_payload(row, budget, seeds), "rejection": False}
         if index == len(self.rungs):
-            return {"expression": row["expression"], "constants": row.get("constants") or {},
-                    "class_reduction": self.cfg.class_reduction, "train": self.cfg.target_train_config().to_dict(),
-                    "seeds": seeds, "rejection": False, "score": self.cfg.score}
+            return training_payload(row["expression"], row.get("constants"), self.cfg.class_reduction,
+                                    self.cfg.target_train_config().to_dict(), seeds=seeds, score=self.cfg.score)
         return self.payload(row, self.rungs[index], seeds=seeds)
 
     def payload(self, row: dict, rung, rejection: bool = False, seeds=None) -> dict:
         if self.cfg.fitness:
             seeds = self.cfg.seeds(rung) if seeds is None else seeds
             return {**self._fitness_payload(row, rung.train["budget"], seeds), "rejection": rejection}
-        return {"expression": row["expression"], "constants": row.get("constants") or {},
-                "class_reduction": self.cfg.class_reduction, "train": self.cfg.train_config(rung).to_dict(),
-                "seeds": self.cfg.seeds(rung) if seeds is None else seeds, "rejection": rejection,
-                "score": self.cfg.score}
+        return training_payload(row["expression"], row.get("constants"), self.cfg.class_reduction,
+                                self.cfg.train_config(rung).to_dict(),
+                                seeds=self.cfg.seeds(rung) if seeds is None else seeds, rejection=rejection,
+                                score=self.cfg.score)
 
     def _fitness_payload(self, row: dict, budget: float, seeds: list) -> dict:
         """A fitness function's job: the loss, the seeds and the budget (the function is the worker's)."""
@@ -373,8 +372,8 @@ class Search:
         """Cross-entropy at the configuration's base budget, recorded once (TaylorGLO runs)."""
         if not self.cfg.baseline or self.db.count("WHERE status = 'baseline'"):
             return
-        payload = {"expression": "-y * log(p)", "constants": {}, "class_reduction": "class_sum",
-                   "train": self.cfg.train_config().to_dict(), "rejection": False, "name": "CE"}
+        payload = training_payload("-y * log(p)", {}, "class_sum", self.cfg.train_config().to_dict(),
+                                   score=self.cfg.score, name="CE")
         ((_, out),) = run_jobs(executor, [("CE", payload)])
         self.db.record({"canonical": "baseline:CE", "expression": "-y * log(p)", "constants": {},
                         "sign": 1.0, "fitness": out.get("fitness"), "accuracy": out.get("fitness"),
@@ -431,11 +430,9 @@ class Search:
     def leaders(self) -> list[int]:
         """The candidates raced and trained in the target: the top ``finalists`` by their screening
         fitness at the last rung (their first row there, so a resumed run picks the same ones), a
-        known loss in disguise left out (CE, a catalogue loss, or a warm start itself at the constants it
-        was given, unless ``warm_starts_compete``: a known loss is a baseline to compare with, not a
-        find to check)."""
-        from ._report import catalogue_twin
-
+        known loss in disguise left out: CE or another catalogue loss always, a warm start itself at the
+        constants it was given unless ``warm_starts_compete`` (a known loss is a baseline to compare
+        with, not a find to check)."""
         last = len(self.rungs) - 1
         screened = {}
         for r in self.db.rows("WHERE status = 'ok' AND COALESCE(rung, 0) = ?", (last,)):
@@ -446,7 +443,7 @@ class Search:
         ranked = sorted(screened.values(), key=lambda r: (-r["fitness"], r["id"]))
         normalise = self.cfg.grad_scale != "none"
         out = [r.get("candidate") or r["id"] for r in ranked
-               if catalogue_twin(r, normalise, () if self.cfg.warm_starts_compete else self.cfg.seed_losses) is None]
+               if F.known_twin(r, normalise, self.cfg.known_losses) is None]
         return out[: self.cfg.finalists]
 
     def _trained_seeds(self, cand: int, fidelity: str) -> dict[int, dict]:

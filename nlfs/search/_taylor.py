@@ -30,7 +30,7 @@ from ._db import RunDB
 from ._executors import make_executor, run_jobs
 from ._optuna import fitness_of, make_storage, quiet_optuna, resume_stale_trials
 from ._runner import Deadline, Search, _progress, open_run
-from ._worker import grad_scale_factor_of
+from ._worker import grad_scale_factor_of, training_payload
 
 TAYLOR_LOSS = "TaylorGLO"
 JOURNAL = "taylor.journal"
@@ -122,9 +122,8 @@ class TaylorSearch:
                 "genotype": {"trial": trial.number, "params": values}, "constants": values, "sign": 1.0,
                 "seed": cfg.seed, "dataset": cfg.dataset, "backend": cfg.backend, "model": cfg.model,
                 "size": self.expr.size,
-                "payload": {"expression": str(self.expr), "constants": values, "class_reduction": self.class_reduction,
-                            "train": cfg.train_config().to_dict(), "rejection": "rejection" in cfg.filters,
-                            "name": TAYLOR_LOSS}}
+                "payload": training_payload(str(self.expr), values, self.class_reduction, cfg.train_config().to_dict(),
+                                            rejection="rejection" in cfg.filters, score=cfg.score, name=TAYLOR_LOSS)}
 
     def baseline(self, executor):
         Search.baseline(self, executor)  # the other algorithms' CE row (uses self.cfg and self.db only)

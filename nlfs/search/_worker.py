@@ -60,6 +60,21 @@ def evaluate_payload(payload: dict) -> dict:
         return _error(err, start)
 
 
+def training_payload(expression: str, constants: dict | None, class_reduction: str, train: dict, *,
+                     seeds: list | None = None, rejection: bool = False, score: str = "best",
+                     name: str | None = None) -> dict:
+    """The payload that trains ``expression`` (with ``constants``) under ``train`` (a TrainConfig dict)
+    on ``seeds`` (default: the config's own seed), scoring each by ``score`` (``SCORES``): the one
+    place a search, TaylorGLO and tuning write a training job, so every job carries every field."""
+    payload = {"expression": expression, "constants": dict(constants or {}), "class_reduction": class_reduction,
+               "train": train, "rejection": rejection, "score": score}
+    if seeds is not None:
+        payload["seeds"] = list(seeds)
+    if name is not None:
+        payload["name"] = name
+    return payload
+
+
 def _error(err: Exception, start: float) -> dict:
     return {"status": "error", "reason": f"{type(err).__name__}: {err}", "fitness": None,
             "wall_time": time.perf_counter() - start}
@@ -104,6 +119,9 @@ def _prepare(payload: dict, start: float):
     from ..losses import LossSpec, stored_class_reduction
     from ..train import TrainConfig
 
+    score = payload.get("score", "best")
+    if score not in SCORES:  # before any training: a bad job must not cost one
+        raise ValueError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
     fitness = payload.get("fitness", False)
     cfg = None if fitness else TrainConfig(**payload["train"])
     if "loss" in payload and not fitness:
@@ -208,9 +226,8 @@ def _train_seeds(loss, constants, cfg, payload: dict, start: float) -> dict:
 
 def _seeds_result(seeds: list, trained: list, wall_time: float, score: str = "best") -> dict:
     """A candidate's result from its trainings, one per seed in ``seeds`` order (the last one
-    diverged, or none did). ``score``: which validation accuracy a seed scores (``SCORES``)."""
-    if score not in SCORES:
-        raise ValueError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
+    diverged, or none did). ``score``: which validation accuracy a seed scores (``SCORES``, checked
+    by ``_prepare``)."""
     per_seed = [{"seed": seed, "acc": r.best_val_acc if score == "best" else r.val_acc, "diverged": r.diverged,
                  "reason": r.reason, "grad_scale_factor": r.grad_scale_factor, "order_digest": r.order_digest}
                 for seed, r in zip(seeds, trained)]

@@ -210,7 +210,7 @@ def test_every_test_seed_draws_its_own_split_and_noise(tmp_path):
 
 def test_search_runs_evolve_in_the_regime_target_with_its_warm_starts_and_frozen_rungs(tmp_path, trainer, monkeypatch):
     from nlfs.evolve import build_parser, config_from_args
-    from nlfs.search import DEFAULT_RUNGS, DEFAULT_TARGETS, default_target, parse_target
+    from nlfs.search import DEFAULT_RUNGS, DEFAULT_TARGETS, parse_target
     from nlfs.search._config import warm_genotypes
     from nlfs.spaces import get_space
 
@@ -227,8 +227,6 @@ def test_search_runs_evolve_in_the_regime_target_with_its_warm_starts_and_frozen
     frozen = [{k: v for k, v in r.items() if k != "level"} for r in d2.RUNGS]
     assert cfg.rungs == [{**r, "train_size": None if r["train_size"] == "all" else r["train_size"]} for r in frozen]
     # frozen when planned: the library's defaults may move, the campaign's search does not
-    assert cfg.rungs == [dict(r) for r in DEFAULT_RUNGS["fashion-mnist"]]  # (the defaults when planned)
-    assert cfg.target == {**default_target("fashion-mnist"), "label_noise": 0.4, "seeds": 2}
     monkeypatch.setitem(DEFAULT_TARGETS, "fashion-mnist", {"train_size": "all", "epochs": 12, "seeds": 2})
     monkeypatch.setitem(DEFAULT_RUNGS, "fashion-mnist", ({"epochs": 3, "seeds": 1},))
     moved = config_from_args(build_parser().parse_args(d2.search_argv(camp, "noisy", {}))).resolve()
@@ -249,22 +247,22 @@ def test_search_runs_evolve_in_the_regime_target_with_its_warm_starts_and_frozen
     assert smoothing.leaves == {"y", "p"}
 
 
-def test_published_constant_settings_each_get_a_rate_and_the_better_is_the_baseline(tmp_path, trainer):
+def test_published_constants_each_get_a_rate_and_the_better_is_the_baseline(tmp_path, trainer):
     from nlfs.losses import get
 
     trainer.best_eps = 0.01  # the fake trainer's validation peaks at a = 0.01: SCE's MNIST setting
     camp = _camp(tmp_path)
     camp.baselines(["noisy"])
     lr = [c for c in trainer.calls if not c["evaluate_test"] and c["epochs"] == 8 and c["label_noise"] == 0.4]
-    for name, sets in d2.CONSTANT_SETS.items():
+    for name, sets in d2.PUBLISHED_CONSTANTS.items():
         assert {tuple(sorted(c["constants"].items())) for c in lr if c["loss"] == name} == {
             tuple(sorted(consts.items())) for _, consts in sets}  # each setting its own rates
     target = d2.SETTINGS["noisy"][0]
     sce, _ = camp.choice(camp.index(), "noisy", target, "SCE")
-    assert sce["set"] == "MNIST" and dict(sce["constants"]) == {"a": 0.01, "b": 1.0}
-    assert set(sce["sets_tried"]) == {"CIFAR-10", "MNIST"}
+    assert sce["published"] == "MNIST" and dict(sce["constants"]) == {"a": 0.01, "b": 1.0}
+    assert set(sce["published_tried"]) == {"CIFAR-10", "MNIST"}
     nce, _ = camp.choice(camp.index(), "noisy", target, "NCEandRCE")
-    assert nce["set"] == "CIFAR-10"  # a = 1 in both: a tie goes to the first
+    assert nce["published"] == "CIFAR-10"  # a = 1 in both: a tie goes to the first
     tests = [c for c in trainer.calls if c["evaluate_test"] and c["loss"] == "SCE"]
     assert {tuple(sorted(c["constants"].items())) for c in tests} == {(("a", 0.01), ("b", 1.0))}
     # another noise on the target's data and model keeps the target's choices: no rates of its own
@@ -277,7 +275,7 @@ def test_published_constant_settings_each_get_a_rate_and_the_better_is_the_basel
     warm = argv[argv.index("--seed-losses") + 1].split(";")
     assert warm[2] == str(get("SCE").expr.substitute({"a": 0.01, "b": 1.0})) and "0.01" in warm[2]
     md = d2.report(camp, "noisy")
-    assert "(MNIST setting, a 0.01, b 1, of CIFAR-10:" in md
+    assert "(MNIST constants, a 0.01, b 1, of CIFAR-10:" in md
 
 
 def _search_run(camp, regime):
@@ -298,7 +296,7 @@ def _search_run(camp, regime):
     (run / "summary.json").write_text(json.dumps({"best": best}))
 
 
-def test_finalists_are_the_leaders_best_in_the_target_never_a_catalogue_twin(tmp_path):
+def test_finalists_are_the_leaders_best_in_the_target_never_a_known_twin(tmp_path):
     camp = _camp(tmp_path)
     _search_run(camp, "clean")
     # the plan's 3 finalists: only the two novel leaders the target checked, best there first; never the
@@ -313,7 +311,7 @@ def test_finalists_are_the_leaders_best_in_the_target_never_a_catalogue_twin(tmp
     assert [e["expression"] for e in d2.pick_finalists(one, "clean")] == ["y - p"]
 
 
-def test_a_search_without_a_novel_leader_checked_in_the_target_ends_the_regime_with_no(tmp_path):
+def test_a_search_without_a_novel_leader_checked_in_the_target_ends_the_regime_with_no(tmp_path, trainer):
     camp = _camp(tmp_path)
     _search_run(camp, "clean")
     summary = json.loads((camp.search_dir("clean") / "summary.json").read_text())
@@ -324,8 +322,10 @@ def test_a_search_without_a_novel_leader_checked_in_the_target_ends_the_regime_w
     assert "**No.** The search ended without a novel loss checked in its target" in md
     assert "None: the search" in md.split("## Finalists")[1]
     assert camp.test(["clean"]) == 0  # nothing to test
-    assert "| confirmation | not needed (no finalist) |" in md and "confirmation" not in md.split(
-        "Pending stages: ")[1].split("\n")[0]
+    assert camp.baselines(["clean"]) == 0 and not camp.trainings.exists()  # nor any baseline's test seeds
+    for stage in ("test (elimination, Holm)", "held-out: digits", "confirmation"):
+        assert f"| {stage} | not needed (no finalist) |" in md and stage not in md.split(
+            "Pending stages: ")[1].split("\n")[0]
     # picked once: a later pick keeps the file, whatever the summary says since
     (camp.search_dir("clean") / "summary.json").write_text(json.dumps({"best": []}))
     _search_run(camp, "clean")
@@ -335,13 +335,19 @@ def test_a_search_without_a_novel_leader_checked_in_the_target_ends_the_regime_w
 def test_a_search_waits_for_the_constants_its_warm_starts_take(tmp_path, trainer, monkeypatch):
     from nlfs import evolve
 
+    said = []
     camp = _camp(tmp_path)
+    camp.log = said.append
     monkeypatch.setattr(evolve, "main", lambda argv: pytest.fail("the search started"))
     assert d2.run_searches(camp, ["noisy"]) == 2 and not camp.search_dir("noisy").exists()
+    assert "run `rates` first" in said[-1]
     started = []
     monkeypatch.setattr(evolve, "main", lambda argv: started.append(argv) or 0)
-    camp.baselines(["noisy"])
-    assert d2.run_searches(camp, ["noisy"]) == 0 and len(started) == 1
+    camp.rates(["clean"])  # one regime ready: it runs, the other waits and the return code says so
+    assert d2.run_searches(camp, ["noisy", "clean"]) == 2 and len(started) == 1
+    assert started[0][started[0].index("--run-dir") + 1] == str(camp.search_dir("clean"))
+    camp.rates(["noisy"])
+    assert d2.run_searches(camp, ["noisy"]) == 0 and len(started) == 2
 
 
 def test_confirmation_is_preregistered_before_it_runs_and_follows_the_file(tmp_path, trainer):
@@ -565,7 +571,7 @@ def test_report_says_which_accuracy_is_which_and_names_its_limits(tmp_path, trai
     limits = noisy.split("## Limits\n\n")[1].split("\n\n")[0]
     assert "MAE and TaylorCE were cut by the budget" in limits and "`optional_baselines=False`" in limits
     assert "One learning-rate seed (50)" in limits and "GCE (q=0.7)" in limits
-    assert "SCE and NCEandRCE take the better of their authors' two published settings" in limits
+    assert "SCE and NCEandRCE take the better of their authors' two published sets of constants" in limits
     assert "Each regime's family is Holm-corrected on its own" in limits
     camp.baselines(["clean"])
     _finalist(camp)

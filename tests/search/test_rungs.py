@@ -247,15 +247,15 @@ def test_evolve_stops_before_any_work_on_a_missing_backend(tmp_path):
 
 
 def test_report_marks_catalogue_losses_in_disguise(tmp_path):
-    from nlfs.search._report import catalogue_twin, format_summary
+    from nlfs.search import format_summary, known_twin
 
-    assert catalogue_twin({"canonical": "", "expression": "log(p) * -y"}, False) == "CE"
-    assert catalogue_twin({"canonical": "", "expression": "-y * log(p) + 2 * y * (1 - p)"}, False) == "Poly1"
-    assert catalogue_twin({"canonical": "", "expression": "3 * -y * log(p)"}, True) == "CE"  # up to a factor
-    assert catalogue_twin({"canonical": "", "expression": "3 * -y * log(p)"}, False) is None
-    assert catalogue_twin({"canonical": "", "expression": "-y * log(p) + 0.3 * p * y"}, False) is None
+    assert known_twin({"canonical": "", "expression": "log(p) * -y"}, False) == "CE"
+    assert known_twin({"canonical": "", "expression": "-y * log(p) + 2 * y * (1 - p)"}, False) == "Poly1"
+    assert known_twin({"canonical": "", "expression": "3 * -y * log(p)"}, True) == "CE"  # up to a factor
+    assert known_twin({"canonical": "", "expression": "3 * -y * log(p)"}, False) is None
+    assert known_twin({"canonical": "", "expression": "-y * log(p) + 0.3 * p * y"}, False) is None
     # summed over classes, 0.3 * p adds a constant 0.3: the same gradient as CE
-    assert catalogue_twin({"canonical": "", "expression": "-y * log(p) + 0.3 * p"}, False) == "CE"
+    assert known_twin({"canonical": "", "expression": "-y * log(p) + 0.3 * p"}, False) == "CE"
     ex = FakeExecutor()
     rows = run_search(_cfg(tmp_path, budget=2, seed_losses=("-(log(p) * y)", "-y * log(p) + 0.3 * p * y"),
                            seed_mutants=0, filters=("validity",)), ex)

@@ -142,6 +142,24 @@ def test_each_trial_row_records_its_gradient_scale_factor(tmp_path, monkeypatch)
     assert len(trials) == 2 and all(r["status"] == "ok" and r["scale"] == 2.5 for r in trials)
 
 
+@pytest.mark.parametrize("score", ["best", "final"])
+def test_a_taylor_run_scores_its_trials_and_ce_by_the_accuracy_it_asks_for(tmp_path, monkeypatch, score):
+    def train(spec, cfg, constants=None, **kw):  # peaked at 0.8, ended at 0.6
+        return types.SimpleNamespace(best_val_acc=0.8, val_acc=0.6, diverged=False, reason="", to_dict=lambda: {},
+                                     grad_scale_factor=1.0, order_digest="")
+
+    monkeypatch.setattr(nlfs.train, "train", train)
+    cfg = SearchConfig(run_dir=str(tmp_path / "run"), budget=2, seed=1, filters=("validity",), score=score, **FAST)
+    s = TaylorSearch(cfg, log=lambda m: None)
+    try:
+        rows = s.run()
+    finally:
+        s.close()
+    want = 0.6 if score == "final" else 0.8
+    assert {r["status"] for r in rows} == {"ok", "baseline"}  # the trials and CE's baseline
+    assert [r["fitness"] for r in rows] == [want] * len(rows)
+
+
 def test_the_searches_build_their_executor_with_the_configured_threads(tmp_path, monkeypatch):
     """SearchConfig.threads reaches the executor (TaylorGLO and the other algorithms); like workers, a
     resumed run takes the new value."""
