@@ -493,7 +493,7 @@ def on_edge(value: float, tried) -> bool:
 # ------------------------------------------------------------------------------------- trainings CSV
 COLUMNS = ["key", "regime", "setting", "stage", "loss", "constants", "lr", "seed", "split_seed", "dataset", "model",
            "train_size", "val_size", "epochs", "steps", "batch_size", "label_noise", "label_noise_kind", "augment",
-           "status", "reason", "best_val_acc", "val_acc", "test_acc", "wall_s", "machine", "date"]
+           "status", "reason", "best_val_acc", "val_acc", "test_acc", "wall_s", "cpu_s", "machine", "date"]
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -514,10 +514,13 @@ def read_rows(path: Path) -> list[dict]:
 
 def append_row(path: Path, row: dict) -> None:
     """One training, appended and flushed to disk as it finishes (a header first in a new file; a line a
-    kill cut short is dropped first)."""
+    kill cut short is dropped first; a file from before a column was added is rewritten once with
+    ``COLUMNS``, the new cells empty)."""
 
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.is_file() or path.stat().st_size == 0
+    if not new and path.open().readline().rstrip("\r\n").split(",") != COLUMNS:
+        write_table(path, read_rows(path), COLUMNS)
     if not new:
         with path.open("rb") as fh:
             fh.seek(-1, os.SEEK_END)
@@ -761,7 +764,7 @@ class Campaign:
                     self.log(f"[{job.regime} {job.setting.name} {job.stage}] {job.loss}"
                              f"{''.join(f' {k}={v:g}' for k, v in job.constants)} lr {job.lr:g} seed {job.seed}: "
                              f"{row['status']} {'' if acc in (None, '') else f'{float(acc):.4f} '}"
-                             f"({row['wall_s']:.0f} s)")
+                             f"({row['wall_s']:.0f} s, {_cpu_s(row):.0f} CPU-s)")
             finally:
                 executor.close()
         return done
@@ -781,6 +784,7 @@ class Campaign:
                     status=out["status"], reason=(out.get("reason") or "")[:200],
                     best_val_acc=res.get("best_val_acc"), val_acc=res.get("val_acc"),
                     test_acc=res.get("test_acc") if ok else None, wall_s=float(out.get("wall_time") or 0.0),
+                    cpu_s=out.get("cpu_time"),
                     machine=machine_name(), date=today())
 
     # ----------------------------------------------------------------- stages
@@ -1200,9 +1204,15 @@ def comparisons(camp: Campaign, regime: str, index: dict) -> tuple[list[dict], i
 NOT_NEEDED = "not needed (no finalist)"  # a stage after a search that found no novel loss
 
 
+def _cpu_s(row: dict) -> float:
+    """A training's CPU seconds: its ``cpu_s`` (what the worker measured, 1 thread), else, in a row from
+    before that column, its wall time (the same while nothing else shares the cores, more when it did)."""
+    return float(row.get("cpu_s") or row["wall_s"])
+
+
 def _stage_rows(camp: Campaign, regime: str, index: dict) -> list[dict]:
     """Per planned stage: planned trainings and CPU-hours (``PLAN_COSTS``), trainings done and CPU-hours
-    spent (the sum of their wall times, 1 thread each), and whether it is done, partial or pending."""
+    spent (``_cpu_s``; the search's evaluations by wall time), and whether it is done, partial or pending."""
     mine = [r for r in index.values() if r["regime"] == regime]
     planned = {s.stage: s for s in stages(camp.plan, PLAN_COSTS) if s.regime == regime}
     per_h = PLAN_COSTS.target_s / 3600
@@ -1222,7 +1232,7 @@ def _stage_rows(camp: Campaign, regime: str, index: dict) -> list[dict]:
 
     def add(name, rows, done, wall=None, needed=True):
         plan = planned.get(name)
-        spent = sum(float(r["wall_s"]) for r in rows) if wall is None else wall
+        spent = sum(_cpu_s(r) for r in rows) if wall is None else wall
         status = NOT_NEEDED if not needed else "done" if done and rows else "pending" if not rows else "partial"
         out.append({"stage": name, "plan_trainings": plan.trainings if plan else 0,
                     "plan_h": plan.units * per_h if plan else 0.0, "trainings": len(rows), "h": spent / 3600,
@@ -1326,8 +1336,9 @@ def report(camp: Campaign, regime: str) -> str:
 
     # -- compute
     lines += ["## Compute per stage", "",
-              f"CPU-hours spent: the sum of the trainings' wall times (1 thread each; the search's from its "
-              f"evaluations, `{_rel(camp.search_csv(regime))}`). Planned: `{_rel(PLAN_MD)}` "
+              f"CPU-hours spent: the sum of the trainings' CPU times (1 thread each, `cpu_s`; a row from before "
+              f"that column counts its wall time, `wall_s`, which other work sharing the cores inflates), and of "
+              f"the search's evaluations' wall times (`{_rel(camp.search_csv(regime))}`). Planned: `{_rel(PLAN_MD)}` "
               f"(one target training {PLAN_COSTS.target_s:.0f} CPU-s).", "",
               "| stage | status | trainings planned | trainings done | CPU-h planned | CPU-h spent |",
               "|---|---|---:|---:|---:|---:|"]

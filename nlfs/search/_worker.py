@@ -44,20 +44,26 @@ def evaluate_payload(payload: dict) -> dict:
     ``train``; the rejection test uses a fixed synthetic sample).
 
     The result's ``per_seed`` lists ``{seed, acc, diverged, reason, grad_scale_factor,
-    order_digest}``; ``fitness`` is the mean accuracy (None when a seed failed).
+    order_digest}``; ``fitness`` is the mean accuracy (None when a seed failed); ``wall_time`` and
+    ``cpu_time`` are the seconds it took, in wall-clock time and in this process's CPU time (which
+    other work sharing the cores does not inflate; a pack's members each get an equal share).
 
     ``{"pack": [payload, ...]}`` (see :func:`packable` and ``make_executor(pack=K)``) evaluates members
     that share one ``train`` dict and ``seeds`` in one packed network (``nlfs.train.train_grid``): each
     member's rejection test, then one packed training per seed; -> ``{"pack": [result, ...]}``, each
     member's result as it would be alone (to float tolerance). A pack that cannot train as one (a loss
     that raises, a configuration ``train_packed`` refuses) trains its members one at a time."""
+    cpu = time.process_time()
     if "pack" in payload:
-        return {"pack": _evaluate_pack(payload["pack"])}
+        members = _evaluate_pack(payload["pack"])
+        share = (time.process_time() - cpu) / max(1, len(members))
+        return {"pack": [{**m, "cpu_time": share} for m in members]}
     start = time.perf_counter()
     try:
-        return _evaluate(payload, start)
+        out = _evaluate(payload, start)
     except Exception as err:  # noqa: BLE001 - a candidate must never crash the search
-        return _error(err, start)
+        out = _error(err, start)
+    return {**out, "cpu_time": time.process_time() - cpu}
 
 
 def training_payload(expression: str, constants: dict | None, class_reduction: str, train: dict, *,

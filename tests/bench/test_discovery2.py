@@ -182,6 +182,19 @@ def test_a_killed_run_resumes_without_training_a_done_row_twice(tmp_path, traine
     assert camp.trainings.read_text().count("\n") == total + 1  # the cut line is gone, not kept as a row
 
 
+def test_a_training_counts_its_cpu_time_and_older_rows_gain_the_column(tmp_path, trainer):
+    camp = _camp(tmp_path)
+    old = [c for c in d2.COLUMNS if c != "cpu_s"]  # the file as the campaign began it
+    row = {**{c: "" for c in old}, "key": "k0", "regime": "noisy", "setting": "target", "stage": "lr", "loss": "CE",
+           "status": "ok", "wall_s": "500.0"}
+    camp.trainings.write_text(",".join(old) + "\n" + ",".join(row[c] for c in old) + "\n")
+    assert camp.rates(["noisy"]) > 0
+    assert camp.trainings.read_text().splitlines()[0].split(",") == d2.COLUMNS
+    rows = d2.read_rows(camp.trainings)
+    assert rows[0]["key"] == "k0" and rows[0]["cpu_s"] == "" and d2._cpu_s(rows[0]) == 500.0  # wall time then
+    assert all(float(r["cpu_s"]) >= 0 and d2._cpu_s(r) == float(r["cpu_s"]) for r in rows[1:])
+
+
 def test_every_test_seed_draws_its_own_split_and_noise(tmp_path):
     from nlfs.data import load_dataset, make_splits, with_label_noise
 

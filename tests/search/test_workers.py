@@ -120,3 +120,14 @@ def test_workers_stop_when_the_driver_is_killed(tmp_path):
     finally:
         if driver.poll() is None:
             driver.kill()
+
+
+def test_a_result_says_its_cpu_time_beside_its_wall_time():
+    from nlfs.search import evaluate_payload
+    from nlfs.train import TrainConfig
+
+    train = TrainConfig(dataset="digits", steps=5, train_size=200, val_size=100, backend="torch", progress=False)
+    out = evaluate_payload({"loss": "CE", "train": train.to_dict(), "rejection": False})
+    assert out["status"] == "ok" and 0 < out["cpu_time"] and out["wall_time"] > 0
+    bad = evaluate_payload({"loss": "CE", "train": train.to_dict(), "score": "peak"})
+    assert bad["status"] == "error" and "score must be one of" in bad["reason"] and bad["cpu_time"] >= 0
