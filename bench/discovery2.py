@@ -519,8 +519,13 @@ def append_row(path: Path, row: dict) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.is_file() or path.stat().st_size == 0
-    if not new and path.open().readline().rstrip("\r\n").split(",") != COLUMNS:
-        write_table(path, read_rows(path), COLUMNS)
+    if not new:
+        with path.open() as fh:
+            header = fh.readline().rstrip("\r\n").split(",")
+        if header != COLUMNS:
+            if not set(header) < set(COLUMNS):  # a newer file, or not this campaign's: never rewrite it
+                raise SystemExit(f"{path}: its columns are not the campaign's ({', '.join(COLUMNS)})")
+            write_table(path, read_rows(path), COLUMNS)
     if not new:
         with path.open("rb") as fh:
             fh.seek(-1, os.SEEK_END)

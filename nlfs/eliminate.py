@@ -21,8 +21,9 @@ Every candidate is named ``<run>#<id>`` (a tuned one ``<run>#<id>-tuned``), as i
 Candidates may come from several searches (``--also DIR,...``: each run's best ``pool`` join, under
 the first run's training settings) and from their tunings (``--tuned``: each run's ``tuned.json``, a
 tuned loss entering beside the candidate it came from when its constants changed); ``--novel-only``
-leaves out known losses in disguise: a catalogue loss, or a run's warm start as given (a warm-started
-search's best is often CE itself).
+leaves out known losses in disguise: a catalogue loss, or a run's warm start as given unless the run let
+warm starts compete (a warm-started search's best is often CE itself). Every training is scored as the
+search scored its own (``--score``).
 
 Every (candidate, round, seed) training is a row of the ``elimination`` table in ``DIR/run.db``,
 keyed by the exact training it was (expression, constants, class reduction, training config), so a killed
@@ -170,12 +171,15 @@ class Protocol:
         return cls(rounds, int(pool), int(first_seed), bool(target), bool(split_per_seed))
 
 
-def _key(expression: str, constants: dict, class_reduction: str, train: dict, scale: float = 1.0) -> str:
+def _key(expression: str, constants: dict, class_reduction: str, train: dict, scale: float = 1.0,
+         score: str = "best") -> str:
     from .train import training_key
 
     loss = [expression, sorted((constants or {}).items()), class_reduction]
     if scale != 1.0:  # a fixed factor changes the training (tables written before it keep their keys)
         loss.append(scale)
+    if score != "best":  # likewise: another accuracy is another result
+        loss.append(score)
     return training_key([*loss, train])
 
 
@@ -214,6 +218,7 @@ class Elimination:
             self.db.conn.execute("ALTER TABLE elimination ADD COLUMN scale REAL")  # tables before scale
         scfg = search_config(self.db.get_meta("config") or {})
         self.class_reduction = scfg.class_reduction
+        self.score = scfg.score  # every training scored as the search scored its own
         self.base = train_config or scfg.train_config()
         self.protocol = protocol
         self.target = None  # the run's target regime, when the last round trains in it
@@ -385,10 +390,10 @@ class Elimination:
         """The base training's regime in one line, saying when each seed draws its own split."""
         from .search import training_regime
 
-        return training_regime(self.base, self.protocol.split_per_seed)
+        return training_regime(self.base, self.protocol.split_per_seed, score=self.score)
 
     def _run_jobs(self, executor, jobs, rnd_i, rnd, scores):
-        from .search import run_jobs
+        from .search import run_jobs, training_payload
 
         pending = []
 
@@ -401,13 +406,14 @@ class Elimination:
             cfg = round_config(self.base, rnd, seed, self.protocol.split_per_seed)
             train = cfg.to_dict()  # the split seed in it: a per-seed split is its own training
             class_reduction = "class_sum" if cand["label"] == "CE" else self.class_reduction
-            key = _key(cand["expression"], cand.get("constants") or {}, class_reduction, train, self._fixed_scale(cand))
+            key = _key(cand["expression"], cand.get("constants") or {}, class_reduction, train, self._fixed_scale(cand),
+                       self.score)
             hit = self._done(key)
             if hit is not None:
                 note(cand, seed, _value(hit[0], hit[1]), hit[2])
                 continue
-            payload = {"expression": cand["expression"], "constants": cand.get("constants") or {},
-                       "class_reduction": class_reduction, "train": train, "rejection": False, "name": cand["label"],
+            payload = {**training_payload(cand["expression"], cand.get("constants"), class_reduction, train,
+                                          score=self.score, name=cand["label"]),
                        "scale": self._fixed_scale(cand)}
             pending.append(((key, cand, seed, cfg), payload))
         for (key, cand, seed, cfg), out in run_jobs(executor, pending):
@@ -565,7 +571,7 @@ def build_parser() -> ArgumentParser:
                     help="add each run's tuned losses (DIR/tuned.json from nlfs.tune --top) to the pool")
     ap.add_argument("--novel-only", action="store_true",
                     help="leave out candidates that are known losses in disguise: a catalogue loss (CE among "
-                         "them) or a run's warm start as given")
+                         "them) or a run's warm start as given (unless the run let them compete)")
     ap.add_argument("--preset", default="paper", choices=sorted(PRESETS),
                     help="paper: 300 -> 25, 12, 6, 4; quick: two short rounds (minutes on a CPU)")
     ap.add_argument("--config", default=None,

@@ -349,7 +349,8 @@ def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int
                         scale=row_scale if train_config.grad_scale == "none" else 1.0)
         log(f"nlfs.tune: {name} {lifted} (search fitness {r['fitness']:.4f}), constants {_fmt(values)}")
         res = tune(spec, values, n_trials=n_trials, batch=batch, sampler=sampler, train_config=train_config,
-                   storage_dir=run_dir, storage=storage, study_name=f"tune-run{r['id']}", seed=seed,
+                   storage_dir=run_dir, storage=storage,
+                   study_name=f"tune-run{r['id']}" + ("" if score == "best" else f"-{score}"), seed=seed,
                    scale=scale, workers=workers, log=log, threads=threads, score=score)
         vs_ce = None if ce_acc is None else (res.best_fitness - ce_acc) * 100
         out.append({**entry, "nothing_to_tune": False, "tuned_name": f"{name}-tuned",
@@ -441,7 +442,7 @@ def build_parser() -> ArgumentParser:
                          "is reported and counted)")
     ap.add_argument("--novel-only", action="store_true",
                     help="with --top: skip candidates that are known losses in disguise (a catalogue loss, "
-                         "or one of the run's warm starts as given)")
+                         "or one of the run's warm starts as given, unless the run let them compete)")
     ap.add_argument("--storage", default=None, help="an Optuna RDB URL instead of DIR/tune.journal")
     ap.add_argument("--study", default=None, help="study name (default: derived from the loss and settings)")
     ap.add_argument("--trials", type=positive_int, default=12, help="trials per study, earlier sessions' included")

@@ -301,3 +301,25 @@ def test_cli_split_seed_per_seed_or_a_number(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as err:
         main([*args, "--split-seed", "each"])
     assert err.value.code == 2 and "expected an integer or per-seed" in capsys.readouterr().err
+
+
+def test_a_final_scored_run_is_eliminated_by_final_accuracy_without_its_warm_starts(tmp_path, monkeypatch):
+    warm = "-y * log(p + 0.1)"  # the run's own warm start (no catalogue loss), EXPRS[1]
+    run = make_run(tmp_path)
+    db = RunDB(run / "run.db")
+    db.set_meta("config", SearchConfig(run_dir=str(run), seed=0, score="final", seed_losses=(warm,), **FAST).to_dict())
+    db.close()
+
+    def train(spec, cfg, constants=None, **kw):  # peaked at 0.8, ended at 0.6
+        return types.SimpleNamespace(best_val_acc=0.8, val_acc=0.6, diverged=False, reason="", to_dict=lambda: {},
+                                     grad_scale_factor=1.0, order_digest="")
+
+    monkeypatch.setattr(nlfs.train, "train", train)
+    e = Elimination(run, Protocol.from_lists(keep=(1,), seeds=(1,), budget_scale=(1,), models=("surrogate",),
+                                             pool=8), log=lambda m: None, novel=True)
+    assert warm not in [c["expression"] for c in e.candidates()]  # a warm start as given is no find
+    e.run()
+    e.close()
+    vals = sqlite3.connect(run / "run.db").execute("SELECT fitness FROM elimination").fetchall()
+    assert vals and {v for (v,) in vals} == {0.6}
+    assert "scored by the final model's validation accuracy" in (run / "elimination.md").read_text()

@@ -129,5 +129,15 @@ def test_a_result_says_its_cpu_time_beside_its_wall_time():
     train = TrainConfig(dataset="digits", steps=5, train_size=200, val_size=100, backend="torch", progress=False)
     out = evaluate_payload({"loss": "CE", "train": train.to_dict(), "rejection": False})
     assert out["status"] == "ok" and 0 < out["cpu_time"] and out["wall_time"] > 0
+
+
+
+def test_a_bad_score_fails_the_job_before_any_training(monkeypatch):
+    import nlfs.train
+    from nlfs.search import evaluate_payload
+    from nlfs.train import TrainConfig
+
+    monkeypatch.setattr(nlfs.train, "train", lambda *a, **k: pytest.fail("trained"))
+    train = TrainConfig(dataset="digits", steps=5, train_size=200, val_size=100, backend="torch", progress=False)
     bad = evaluate_payload({"loss": "CE", "train": train.to_dict(), "score": "peak"})
     assert bad["status"] == "error" and "score must be one of" in bad["reason"] and bad["cpu_time"] >= 0
