@@ -1065,8 +1065,8 @@ def run_searches(camp: Campaign, regimes) -> int:
     return waiting
 
 
-SEARCH_COLUMNS = ["id", "candidate", "rung", "stage", "status", "fitness", "accuracy", "wall_time", "created",
-                  "expression"]
+SEARCH_COLUMNS = ["id", "candidate", "rung", "stage", "status", "fitness", "accuracy", "wall_time", "cpu_time",
+                  "created", "expression"]
 
 
 def pick_finalists(camp: Campaign, regime: str) -> list[dict]:
@@ -1209,6 +1209,11 @@ def comparisons(camp: Campaign, regime: str, index: dict) -> tuple[list[dict], i
 NOT_NEEDED = "not needed (no finalist)"  # a stage after a search that found no novel loss
 
 
+def _search_cpu_s(row: dict) -> float:
+    """A search evaluation's CPU seconds (its ``cpu_time``), else its wall time (``_cpu_s``)."""
+    return float(row.get("cpu_time") or row["wall_time"])
+
+
 def _cpu_s(row: dict) -> float:
     """A training's CPU seconds: its ``cpu_s`` (what the worker measured, 1 thread), else, in a row from
     before that column, its wall time (the same while nothing else shares the cores, more when it did)."""
@@ -1217,7 +1222,7 @@ def _cpu_s(row: dict) -> float:
 
 def _stage_rows(camp: Campaign, regime: str, index: dict) -> list[dict]:
     """Per planned stage: planned trainings and CPU-hours (``PLAN_COSTS``), trainings done and CPU-hours
-    spent (``_cpu_s``; the search's evaluations by wall time), and whether it is done, partial or pending."""
+    spent (``_cpu_s``, ``_search_cpu_s``), and whether it is done, partial or pending."""
     mine = [r for r in index.values() if r["regime"] == regime]
     planned = {s.stage: s for s in stages(camp.plan, PLAN_COSTS) if s.regime == regime}
     per_h = PLAN_COSTS.target_s / 3600
@@ -1245,8 +1250,8 @@ def _stage_rows(camp: Campaign, regime: str, index: dict) -> list[dict]:
 
     scr = [r for r in search if r.get("stage") != "target"]
     tgt = [r for r in search if r.get("stage") == "target"]
-    add("search: screening", scr, picked, sum(float(r["wall_time"]) for r in scr))
-    add("search: target", tgt, picked, sum(float(r["wall_time"]) for r in tgt))
+    add("search: screening", scr, picked, sum(_search_cpu_s(r) for r in scr))
+    add("search: target", tgt, picked, sum(_search_cpu_s(r) for r in tgt))
     add("learning rate", [r for r in mine if r["setting"] == target.name and r["stage"] == "lr"],
         picked and not lr_jobs)
     add("test (elimination, Holm)", [r for r in mine if r["setting"] == target.name and r["stage"] == "test"],
@@ -1341,9 +1346,9 @@ def report(camp: Campaign, regime: str) -> str:
 
     # -- compute
     lines += ["## Compute per stage", "",
-              f"CPU-hours spent: the sum of the trainings' CPU times (1 thread each, `cpu_s`; a row from before "
-              f"that column counts its wall time, `wall_s`, which other work sharing the cores inflates), and of "
-              f"the search's evaluations' wall times (`{_rel(camp.search_csv(regime))}`). Planned: `{_rel(PLAN_MD)}` "
+              f"CPU-hours spent: the sum of the trainings' CPU times (1 thread each: `cpu_s`, and the search's "
+              f"evaluations' `cpu_time` in `{_rel(camp.search_csv(regime))}`; a row from before those columns "
+              f"counts its wall time, which other work sharing the cores inflates). Planned: `{_rel(PLAN_MD)}` "
               f"(one target training {PLAN_COSTS.target_s:.0f} CPU-s).", "",
               "| stage | status | trainings planned | trainings done | CPU-h planned | CPU-h spent |",
               "|---|---|---:|---:|---:|---:|"]

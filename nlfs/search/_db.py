@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS evaluations (
     candidate INTEGER,               -- id of the candidate's rung-0 row (NULL on that row itself)
     fidelity TEXT,                   -- key of the rung's training budget: rows with equal keys share seeds
     accuracy REAL,                   -- mean best validation accuracy over the rung's seeds
-    scale REAL                       -- gradient-scale factor the loss was trained with
+    scale REAL,                      -- gradient-scale factor the loss was trained with
+    cpu_time REAL                    -- CPU seconds of its trainings (the workers' own; NULL before recorded)
 );
 CREATE INDEX IF NOT EXISTS evaluations_canonical ON evaluations (canonical);
 CREATE INDEX IF NOT EXISTS evaluations_fingerprint ON evaluations (fingerprint);
@@ -46,9 +47,10 @@ CREATE TABLE IF NOT EXISTS state (id INTEGER PRIMARY KEY CHECK (id = 1), blob BL
 
 COLUMNS = ("canonical", "expression", "genotype", "constants", "sign", "fitness", "status", "stage",
            "reason", "seed", "dataset", "backend", "model", "wall_time", "size", "fingerprint",
-           "phenotype", "result", "rung", "candidate", "fidelity", "accuracy", "scale")
+           "phenotype", "result", "rung", "candidate", "fidelity", "accuracy", "scale", "cpu_time")
 # Columns added after the first release, with their types: an older run.db gains them on open.
-ADDED = {"rung": "INTEGER", "candidate": "INTEGER", "fidelity": "TEXT", "accuracy": "REAL", "scale": "REAL"}
+ADDED = {"rung": "INTEGER", "candidate": "INTEGER", "fidelity": "TEXT", "accuracy": "REAL", "scale": "REAL",
+         "cpu_time": "REAL"}
 
 
 class RunDirError(ValueError):

@@ -295,7 +295,7 @@ class Search:
         per_seed = job["reused"] + out.get("per_seed", [])
         row.update(status=out["status"], stage=job.get("stage") or out.get("stage"), reason=out.get("reason", ""),
                    fitness=None, rung=index, fidelity=fidelity,
-                   wall_time=out["wall_time"] + row.get("screen_time", 0.0))
+                   wall_time=out["wall_time"] + row.get("screen_time", 0.0), cpu_time=out.get("cpu_time"))
         if out.get("per_seed") is not None:
             row["result"] = {"seeds": per_seed, "train": out.get("result")}
             row["scale"] = grad_scale_factor_of(per_seed)
@@ -362,7 +362,8 @@ class Search:
         row = {"canonical": "baseline:CE", "expression": "-y * log(p)", "constants": {}, "sign": 1.0,
                "fitness": out["fitness"], "accuracy": out["fitness"], "status": "baseline",
                "reason": "", "seed": seed, "dataset": self.cfg.dataset, "backend": self.cfg.backend,
-               "model": self.cfg.model, "wall_time": out["wall_time"], "size": 4, "rung": index,
+               "model": self.cfg.model, "wall_time": out["wall_time"], "cpu_time": out.get("cpu_time"), "size": 4,
+               "rung": index,
                "fidelity": self._where(index)[1], "scale": 1.0,
                "result": {"seeds": out["per_seed"], "train": out.get("result")}}
         row["id"] = self.db.record(row)
@@ -379,7 +380,8 @@ class Search:
                         "sign": 1.0, "fitness": out.get("fitness"), "accuracy": out.get("fitness"),
                         "status": "baseline", "reason": out.get("reason", ""), "seed": self.cfg.seed,
                         "dataset": self.cfg.dataset, "backend": self.cfg.backend, "model": self.cfg.model,
-                        "wall_time": out["wall_time"], "size": 4, "result": out.get("result")})
+                        "wall_time": out["wall_time"], "cpu_time": out.get("cpu_time"), "size": 4,
+                        "result": out.get("result")})
 
     # -- the loop -----------------------------------------------------------------------------------------
     def run(self, executor=None) -> list[dict]:

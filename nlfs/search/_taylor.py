@@ -167,6 +167,7 @@ class TaylorSearch:
                 per_seed = out.get("per_seed") or []
                 row.update(status=out["status"], stage=out.get("stage"), reason=out.get("reason", ""),
                            fitness=out.get("fitness"), result=out.get("result"), wall_time=out["wall_time"],
+                           cpu_time=out.get("cpu_time"),
                            scale=grad_scale_factor_of(per_seed))
                 # the row first: a run killed between the two tells the trial from the row on resume
                 self.db.record(row)

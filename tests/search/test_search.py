@@ -40,6 +40,7 @@ def test_each_algorithm_runs_a_tiny_search(tmp_path, algorithm, space):
     assert any(r["status"] == "ok" for r in trained)
     assert all(0 <= r["fitness"] <= 1 for r in trained if r["status"] == "ok")
     assert all(r["reason"] for r in trained if r["status"] == "diverged")
+    assert all(0 < r["cpu_time"] for r in trained)  # the trainings' own CPU seconds, beside their wall time
     for r in rows:  # every row is complete and its expression parses
         nlfs.parse(r["expression"])
         assert r["dataset"] == "digits" and r["status"] and r["canonical"]
