@@ -186,8 +186,8 @@ def load_cifar(which: str = "cifar10", data_root: str | os.PathLike | None = Non
     spec = _CIFAR[which]
     root = cifar_root(data_root)
     folder = root / spec["folder"]
-    howto = (f"run with --download (TrainConfig(download=True)) to fetch it with torchvision into {root}, "
-             f"or point --data-root / $NLFS_DATA at the folder holding {spec['folder']}/")
+    howto = (f"fetch it once with torchvision into {root} (nlfs.data.load_dataset({which!r}, download=True), "
+             f"nlfs.train's --download), or point --data-root / $NLFS_DATA at the folder holding {spec['folder']}/")
     if download:
         import torchvision
 
