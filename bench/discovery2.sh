@@ -33,7 +33,10 @@ commit() {  # commit these paths only (whatever else is staged stays staged), wh
   for p in "$@"; do [[ -e $p ]] && paths+=("$p"); done
   ((${#paths[@]})) || return 0
   git add -- "${paths[@]}"
-  git diff --cached --quiet -- "${paths[@]}" || git commit -q -m "$msg" --only -- "${paths[@]}"
+  local known=()  # git refuses a pathspec it tracks nothing under (an empty folder)
+  for p in "${paths[@]}"; do [[ -n $(git ls-files -- "$p") ]] && known+=("$p"); done
+  ((${#known[@]})) || return 0
+  git diff --cached --quiet -- "${known[@]}" || git commit -q -m "$msg" --only -- "${known[@]}"
 }
 
 publish() {  # the reports recomputed from what is there, committed with it (they always agree)

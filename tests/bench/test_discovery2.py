@@ -69,6 +69,7 @@ def test_measured_costs_read_the_committed_cpu_times(tmp_path):
 import dataclasses  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
+import os  # noqa: E402
 import subprocess  # noqa: E402
 
 import pytest  # noqa: E402
@@ -436,6 +437,29 @@ def test_campaign_script_parses_and_names_its_stages():
                for stage in ("rates", "baselines", "search", "test", "heldout", "confirm", "report", "all"))
     all_line = next(line for line in script.read_text().splitlines() if line.strip().startswith("all)"))
     assert all_line.index("main rates") < all_line.index("main search") < all_line.index("main baselines")
+
+
+def test_a_stage_commits_its_rows_with_the_reports_they_give(tmp_path):
+    import sys
+
+    def git(*a, cwd=tmp_path / "repo"):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=cwd, check=True,
+                              capture_output=True, text=True).stdout
+
+    git("clone", "-q", str(d2.ROOT), str(tmp_path / "repo"), cwd=tmp_path)
+    repo = tmp_path / "repo"
+    for name in ("bench/discovery2.sh", "bench/discovery2.py"):  # the files under test, as they are now
+        (repo / name).write_text((d2.ROOT / name).read_text())
+    git("commit", "-qam", "under test")
+    csv_path = repo / "bench" / "results" / "discovery2_trainings.csv"
+    csv_path.write_text("".join(csv_path.read_text().splitlines(keepends=True)[:-1]))  # one row fewer
+    env = {**os.environ, "PY": sys.executable, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    out = subprocess.run(["bash", "bench/discovery2.sh", "report"], cwd=repo, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert git("log", "-1", "--format=%s") == "Discovery 2: report\n"  # the empty results folder no obstacle
+    changed = git("show", "--name-only", "--format=", "HEAD").split()
+    assert "bench/results/discovery2_trainings.csv" in changed and git("status", "--porcelain", "bench") == ""
 
 
 def test_the_rates_stage_trains_the_warm_starts_choices_and_nothing_else(tmp_path, trainer, monkeypatch):
