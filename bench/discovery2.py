@@ -1209,20 +1209,16 @@ def comparisons(camp: Campaign, regime: str, index: dict) -> tuple[list[dict], i
 NOT_NEEDED = "not needed (no finalist)"  # a stage after a search that found no novel loss
 
 
-def _search_cpu_s(row: dict) -> float:
-    """A search evaluation's CPU seconds (its ``cpu_time``), else its wall time (``_cpu_s``)."""
-    return float(row.get("cpu_time") or row["wall_time"])
-
-
-def _cpu_s(row: dict) -> float:
-    """A training's CPU seconds: its ``cpu_s`` (what the worker measured, 1 thread), else, in a row from
-    before that column, its wall time (the same while nothing else shares the cores, more when it did)."""
-    return float(row.get("cpu_s") or row["wall_s"])
+def _cpu_s(row: dict, cpu: str = "cpu_s", wall: str = "wall_s") -> float:
+    """A training's CPU seconds: its ``cpu`` column (what the worker measured, 1 thread), else, in a row
+    from before that column, its ``wall`` time (the same while nothing else shares the cores, more when
+    it did). A search's evaluations: ``cpu_time`` and ``wall_time``."""
+    return float(row.get(cpu) or row[wall])
 
 
 def _stage_rows(camp: Campaign, regime: str, index: dict) -> list[dict]:
     """Per planned stage: planned trainings and CPU-hours (``PLAN_COSTS``), trainings done and CPU-hours
-    spent (``_cpu_s``, ``_search_cpu_s``), and whether it is done, partial or pending."""
+    spent (``_cpu_s``), and whether it is done, partial or pending."""
     mine = [r for r in index.values() if r["regime"] == regime]
     planned = {s.stage: s for s in stages(camp.plan, PLAN_COSTS) if s.regime == regime}
     per_h = PLAN_COSTS.target_s / 3600
@@ -1250,8 +1246,8 @@ def _stage_rows(camp: Campaign, regime: str, index: dict) -> list[dict]:
 
     scr = [r for r in search if r.get("stage") != "target"]
     tgt = [r for r in search if r.get("stage") == "target"]
-    add("search: screening", scr, picked, sum(_search_cpu_s(r) for r in scr))
-    add("search: target", tgt, picked, sum(_search_cpu_s(r) for r in tgt))
+    add("search: screening", scr, picked, sum(_cpu_s(r, "cpu_time", "wall_time") for r in scr))
+    add("search: target", tgt, picked, sum(_cpu_s(r, "cpu_time", "wall_time") for r in tgt))
     add("learning rate", [r for r in mine if r["setting"] == target.name and r["stage"] == "lr"],
         picked and not lr_jobs)
     add("test (elimination, Holm)", [r for r in mine if r["setting"] == target.name and r["stage"] == "test"],

@@ -412,9 +412,8 @@ class Elimination:
             if hit is not None:
                 note(cand, seed, _value(hit[0], hit[1]), hit[2])
                 continue
-            payload = {**training_payload(cand["expression"], cand.get("constants"), class_reduction, train,
-                                          score=self.score, name=cand["label"]),
-                       "scale": self._fixed_scale(cand)}
+            payload = training_payload(cand["expression"], cand.get("constants"), class_reduction, train,
+                                       score=self.score, name=cand["label"], scale=self._fixed_scale(cand))
             pending.append(((key, cand, seed, cfg), payload))
         for (key, cand, seed, cfg), out in run_jobs(executor, pending):
             self._record(key, cand, rnd_i, seed, cfg, out)

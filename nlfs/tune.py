@@ -213,9 +213,8 @@ def tune(loss, constants: dict | None = None, n_trials: int = 12, batch: int = 4
             return None
         trial = batch_left.pop(0)
         outstanding += 1
-        payload = training_payload(str(spec.expr), trial.params, spec.class_reduction, train_dict, score=score,
-                                   name=spec.name)
-        return trial, {**payload, "scale": spec.scale}
+        return trial, training_payload(str(spec.expr), trial.params, spec.class_reduction, train_dict, score=score,
+                                       name=spec.name, scale=spec.scale)
 
     try:
         for trial, out in run_jobs(executor, next_trial):  # each result is told as soon as it is in

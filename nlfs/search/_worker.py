@@ -68,9 +68,10 @@ def evaluate_payload(payload: dict) -> dict:
 
 def training_payload(expression: str, constants: dict | None, class_reduction: str, train: dict, *,
                      seeds: list | None = None, rejection: bool = False, score: str = "best",
-                     name: str | None = None) -> dict:
+                     name: str | None = None, scale: float | None = None) -> dict:
     """The payload that trains ``expression`` (with ``constants``) under ``train`` (a TrainConfig dict)
-    on ``seeds`` (default: the config's own seed), scoring each by ``score`` (``SCORES``): the one
+    on ``seeds`` (default: the config's own seed), scoring each by ``score`` (``SCORES``), the loss
+    times a fixed ``scale`` when given: the one
     place a search, TaylorGLO and tuning write a training job, so every job carries every field."""
     payload = {"expression": expression, "constants": dict(constants or {}), "class_reduction": class_reduction,
                "train": train, "rejection": rejection, "score": score}
@@ -78,6 +79,8 @@ def training_payload(expression: str, constants: dict | None, class_reduction: s
         payload["seeds"] = list(seeds)
     if name is not None:
         payload["name"] = name
+    if scale is not None:
+        payload["scale"] = scale
     return payload
 
 
