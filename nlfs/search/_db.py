@@ -43,6 +43,13 @@ CREATE INDEX IF NOT EXISTS evaluations_fingerprint ON evaluations (fingerprint);
 CREATE INDEX IF NOT EXISTS evaluations_candidate ON evaluations (candidate);
 CREATE TABLE IF NOT EXISTS state (id INTEGER PRIMARY KEY CHECK (id = 1), blob BLOB NOT NULL,
                                   updated REAL NOT NULL);
+-- A finished training whose row waits for others (a seed of a job split across workers, or a leader
+-- whose CE baseline is still training): kept so that a killed run does not train it again.
+CREATE TABLE IF NOT EXISTS held (
+    payload TEXT PRIMARY KEY,        -- the training job, JSON with sorted keys (same job, same result)
+    result TEXT NOT NULL,            -- JSON: the worker's result
+    created REAL NOT NULL
+);
 """
 
 COLUMNS = ("canonical", "expression", "genotype", "constants", "sign", "fitness", "status", "stage",
@@ -162,6 +169,17 @@ class RunDB:
                               f"{err}); it may come from another nlfs version or be damaged: start a new "
                               "--run-dir (the evaluations in it can still be read by reports)") from None
 
+    # -- held results ----------------------------------------------------------------------------------
+    def hold(self, payload: dict, result: dict) -> None:
+        """Keep a finished training's ``result`` until the row it belongs to is recorded."""
+        self.conn.execute("INSERT OR REPLACE INTO held (payload, result, created) VALUES (?, ?, ?)",
+                          (_payload_key(payload), json.dumps(result), time.time()))
+
+    def held(self, payload: dict) -> dict | None:
+        """The result kept for ``payload`` (an equal job), or None."""
+        row = self.conn.execute("SELECT result FROM held WHERE payload = ?", (_payload_key(payload),)).fetchone()
+        return None if row is None else json.loads(row[0])
+
     def rows(self, where: str = "", params=()) -> list[dict]:
         cur = self.conn.execute(f"SELECT * FROM evaluations {where} ORDER BY id", params)
         names = [d[0] for d in cur.description]
@@ -169,6 +187,10 @@ class RunDB:
 
     def count(self, where: str = "", params=()) -> int:
         return self.conn.execute(f"SELECT COUNT(*) FROM evaluations {where}", params).fetchone()[0]
+
+
+def _payload_key(payload: dict) -> str:
+    return json.dumps(payload, sort_keys=True, default=str)
 
 
 def _encode(key, value):

@@ -33,7 +33,14 @@ from ._executors import make_executor, run_jobs
 from ._rows import AFTER_SCREENING
 from ._rows import reused as _reused
 from ._rungs import promoted
-from ._worker import evaluate_payload, grad_scale_factor_of, rejection_sample, training_payload  # noqa: F401 - re-exported
+from ._worker import (  # noqa: F401 - evaluate_payload and rejection_sample re-exported
+    evaluate_payload,
+    grad_scale_factor_of,
+    merge_by_seed,
+    rejection_sample,
+    split_by_seed,
+    training_payload,
+)
 
 
 def open_run(cfg: SearchConfig, resume: bool) -> tuple[RunDB, SearchConfig]:
@@ -328,7 +335,10 @@ class Search:
 
     def train_beside_baselines(self, executor, wanted, work: list) -> list[dict]:
         """The CE baselines ``wanted`` needs and the candidate jobs ``work`` (``(job, payload)``), in
-        flight together; each candidate's row is written once CE has every seed it is paired with."""
+        flight together, CE's first and each candidate seed a job of its own (a leader's seeds train on
+        every worker at once); each candidate's row is written once all its seeds are in and CE has
+        every seed it is paired with. A finished candidate seed is held in the run database until then,
+        so a killed run does not train it again."""
         if wanted is None:
             wanted = [(rung.index, self.cfg.seeds(rung)) for rung in self.rungs]
         jobs, seen = [], set()
@@ -340,18 +350,30 @@ class Search:
                     row = {"expression": "-y * log(p)", "constants": {}}
                     jobs.append((("CE", index, seed), {**self._payload_at(row, index, [seed]),
                                                        "class_reduction": "class_sum", "name": "CE"}))
-        jobs += [(("candidate", job), payload) for job, payload in work]
-        held, rows = [], []
+        parts = [split_by_seed(payload) for _, payload in work]
+        results = [[self.db.held(part) for part in split] for split in parts]  # a killed run's, kept
+        jobs += [(("part", i, k), part) for i, split in enumerate(parts) for k, part in enumerate(split)
+                 if results[i][k] is None]
+        rows, written = [], set()
+
+        def write_ready():
+            for i, (job, _) in enumerate(work):
+                if i in written or any(r is None for r in results[i]):
+                    continue
+                res, fid = merge_by_seed(results[i]), self._where(job["rung"])[1]
+                if all((fid, s["seed"]) in self.baselines for s in res.get("per_seed") or []):
+                    written.add(i)
+                    rows.append(self.finish(job, res))
+
         for key, out in run_jobs(executor, jobs):
             if key[0] == "CE":
                 self._record_baseline(key[1], key[2], out)
             else:
-                held.append((key[1], out))
-            for job, res in list(held):
-                fid = self._where(job["rung"])[1]
-                if all((fid, s["seed"]) in self.baselines for s in res.get("per_seed") or []):
-                    held.remove((job, res))
-                    rows.append(self.finish(job, res))
+                _, i, k = key
+                self.db.hold(parts[i][k], out)
+                results[i][k] = out
+            write_ready()
+        write_ready()  # every part held from before, nothing trained now
         return rows
 
     def _record_baseline(self, index: int, seed: int, out: dict) -> None:

@@ -84,6 +84,33 @@ def training_payload(expression: str, constants: dict | None, class_reduction: s
     return payload
 
 
+def split_by_seed(payload: dict) -> list[dict]:
+    """``payload`` as one payload per seed, in its ``seeds`` order, so that one job's seeds can train
+    on several workers at once; :func:`merge_by_seed` joins their results into the one ``payload``
+    gives. A pack, or a payload with fewer than two seeds, stays whole."""
+    seeds = payload.get("seeds") or []
+    if "pack" in payload or len(seeds) < 2:
+        return [payload]
+    return [{**payload, "seeds": [seed]} for seed in seeds]
+
+
+def merge_by_seed(results: list[dict]) -> dict:
+    """The result of a payload from its :func:`split_by_seed` parts' results (in seed order), as the
+    whole payload gives it: its seeds up to the first that failed (the whole payload stops there) and
+    that one's status and record, else every seed, their mean accuracy and the first seed's record;
+    wall and CPU time summed over every part (the compute spent, a seed trained after a failed one
+    included)."""
+    if len(results) == 1:
+        return results[0]
+    spent = {key: sum(r.get(key) or 0.0 for r in results) for key in ("wall_time", "cpu_time")}
+    per_seed = []
+    for part in results:
+        per_seed += part.get("per_seed") or []
+        if part["status"] != "ok":  # diverged (its seeds so far), rejected or an error: the whole stops here
+            return {**part, **spent, **({"per_seed": per_seed} if "per_seed" in part else {})}
+    return {**results[0], **spent, "per_seed": per_seed, "fitness": statistics.fmean(s["acc"] for s in per_seed)}
+
+
 def _error(err: Exception, start: float) -> dict:
     return {"status": "error", "reason": f"{type(err).__name__}: {err}", "fitness": None,
             "wall_time": time.perf_counter() - start}

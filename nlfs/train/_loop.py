@@ -190,6 +190,10 @@ def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
 
 
 # ---------------------------------------------------------------- evaluation
+# On the CPU a larger evaluation batch runs slower per image (its activations leave the cache) for the
+# same logits, so evaluation there goes in slices of at most this many images.
+CPU_EVAL_BATCH = 256
+
 @torch.no_grad()
 def evaluate(net: nn.Module, model: nn.Module, splits, idx: torch.Tensor, augment: Augment,
              device: torch.device, amp: str, channels_last: bool, batch: int = 1024) -> float:
@@ -206,6 +210,8 @@ def _count_correct(net: nn.Module, model: nn.Module, splits, idx: torch.Tensor, 
                    device: torch.device, amp: str, channels_last: bool, batch: int):
     """-> (correct predictions, all logits finite) as device tensors; per member, shape (K,), when
     ``net`` returns a pack's (K, B, C) logits, scalars for (B, C)."""
+    if device.type == "cpu" and net is model:  # not compiled (a compiled net keeps the sizes it was built for)
+        batch = min(batch, CPU_EVAL_BATCH)
     model.eval()
     correct = bad = None
     for i in range(0, len(idx), batch):

@@ -316,6 +316,58 @@ def test_old_saved_configs_resume_with_the_new_defaults(tmp_path):
     s.close()
 
 
+# ------------------------------------------------------------------ a leader's seeds on every worker
+class SeedLog(FakeExecutor):
+    """Records each submission's (loss, seeds); a kill (KeyboardInterrupt) once ``die_after_results``
+    results have been handed back."""
+
+    def __init__(self, die_after_results=None, **kw):
+        super().__init__(**kw)
+        self.submissions, self.die_after_results, self.returned = [], die_after_results, 0
+
+    def submit(self, payload):
+        self.submissions.append((payload["expression"], tuple(payload["seeds"]), payload["train"].get("train_size")))
+        return super().submit(payload)
+
+    def wait_one(self, handles):
+        if self.die_after_results is not None and self.returned >= self.die_after_results:
+            raise KeyboardInterrupt
+        self.returned += 1
+        return super().wait_one(handles)
+
+
+def test_a_leaders_seeds_train_as_jobs_of_their_own_after_ces(tmp_path):
+    ex = SeedLog()
+    rows = run_search(config(tmp_path / "run", race_seeds=5), ex)
+    race = [(e, seeds) for e, seeds, size in ex.submissions if size == 300 and len(seeds) == 1 and seeds[0] >= 3]
+    # the race's two new seeds: CE's two jobs first, then the leader's, one seed each
+    assert race == [(CE, (3,)), (CE, (4,)), (LEAD, (3,)), (LEAD, (4,))]
+    target = [(e, seeds) for e, seeds, size in ex.submissions if size is None]
+    assert target == [(CE, (0,)), (CE, (1,)), (LEAD, (0,)), (LEAD, (1,))]
+    # each stage's row still lists every seed, as one job training them all would write it
+    (raced,) = [r for r in candidate_rows(rows, LEAD) if r["stage"] == "race"]
+    assert [s["seed"] for s in raced["result"]["seeds"]] == [0, 1, 2, 3, 4]
+    (in_target,) = [r for r in candidate_rows(rows, LEAD) if r["stage"] == "target"]
+    assert [s["seed"] for s in in_target["result"]["seeds"]] == [0, 1]
+    assert in_target["accuracy"] == pytest.approx((0.49 + 0.491) / 2)
+
+
+def test_a_seed_finished_before_its_row_is_not_trained_again_after_a_kill(tmp_path):
+    probe = SeedLog()
+    run_search(config(tmp_path / "probe", race_seeds=0), probe)
+    # die once CE's two target seeds and the leader's first are back, its second not yet
+    first_target = next(i for i, (_, _, size) in enumerate(probe.submissions) if size is None)
+    killed = SeedLog(die_after_results=first_target + 3)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(config(tmp_path / "run", race_seeds=0), killed)
+    assert killed.trained[(LEAD, (None, 3, None), 0)] == 1 and not killed.trained[(LEAD, (None, 3, None), 1)]
+    again = SeedLog()
+    rows = run_search(config(tmp_path / "run", race_seeds=0), again, resume=True)
+    assert again.submissions == [(LEAD, (1,), None)]  # the held seed came from the run database
+    (in_target,) = [r for r in candidate_rows(rows, LEAD) if r["stage"] == "target"]
+    assert [s["seed"] for s in in_target["result"]["seeds"]] == [0, 1]
+
+
 # ----------------------------------------------------------------------------- SIGKILL mid-race
 SCRIPT = """
 import sys

@@ -237,3 +237,25 @@ def test_label_noise_flips_training_labels_only():
     assert torch.equal(again.labels, noisy.labels) and with_label_noise(sp, 0.0, 10) is sp
     r = train("CE", digits(epochs=2, label_noise=0.2))
     assert not r.diverged and r.val_acc > 0.5
+
+
+def test_cpu_evaluation_in_slices_counts_what_one_batch_counts():
+    """The CPU evaluates at most ``CPU_EVAL_BATCH`` images at a time, for speed: the accuracy is the
+    one a single forward pass over the whole evaluation batch gives."""
+    from types import SimpleNamespace
+
+    from nlfs.data import Augment
+    from nlfs.models import make_model
+    from nlfs.train._loop import CPU_EVAL_BATCH, evaluate
+
+    torch.manual_seed(0)
+    model = make_model("surrogate", (1, 28, 28), 10).to(memory_format=torch.channels_last).eval()
+    n = 4 * CPU_EVAL_BATCH + 37  # a ragged last slice
+    images, labels = torch.randn(n, 1, 28, 28), torch.randint(0, 10, (n,))
+    with torch.no_grad():  # one batch of all n: the logits a larger evaluation batch gives
+        logits = model(images.contiguous(memory_format=torch.channels_last))
+    splits = SimpleNamespace(images=images, labels=labels)
+    acc = evaluate(model, model, splits, torch.arange(n), Augment("none", 0.0, 1.0, 10, 28), torch.device("cpu"), "none",
+                   True, n)
+    assert acc == (logits.argmax(1) == labels).sum().item() / n
+    assert 0.02 < acc < 0.5  # an untrained network: neither all right nor all one class
