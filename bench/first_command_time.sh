@@ -25,7 +25,7 @@ for rev in "${@:-HEAD}"; do
      > "$run.log" 2>&1)
   read -r wall user sys < "$run.time"
   cpu=$(echo "$user + $sys" | bc)
-  trained=$(grep -o "trained [0-9]*" "$run.log" | head -1 | cut -d' ' -f2)
+  trained=$(grep -o "^candidates [0-9]*: trained [0-9]*" "$run.log" | grep -o "[0-9]*$" || true)
   stages=$(grep "^rungs:" "$run.log" | sed 's/^rungs: //; s/,/;/g')
   echo "$(date -u +%F),\"$machine\",$sha,$wall,$cpu,$load,$trained,\"$stages\"" | tee -a "$OUT"
 done

@@ -119,7 +119,7 @@ class Search:
             raise
         if state is None:
             self.algo = make_algorithm(cfg, self.space)
-            self.pending: list = []  # [{"genotype", "rung", "candidate"}]: asked, not yet told
+            self.pending: list = []  # [{"genotype", "rung", "candidate", "told"}]: asked, not at its last rung
         else:
             self.algo, self.pending = state["algorithm"], [_entry(p) for p in state["pending"]]
         self._rebuild_memory()
@@ -270,18 +270,21 @@ class Search:
         return promoted(row["fitness"], self.finished.get(rung, []) + [row["fitness"]], self.cfg.eta)
 
     def record(self, entry, row: dict) -> dict:
-        """Write one row. A candidate promoted to the next rung stays pending; any other result is
-        told to the algorithm first, so the saved state includes it (one transaction)."""
+        """Write one row. The algorithm hears each candidate once, at its first result (rung 0 for a
+        new one), before the row is saved, so the saved state includes it (one transaction): every
+        candidate is judged at one fidelity, and a generation never waits while its promoted members
+        climb the rungs. A candidate promoted to the next rung stays pending until its last rung."""
         if not isinstance(entry, dict):  # a bare genotype
             entry = next((p for p in self.pending if p["genotype"] == entry), None) or _entry(entry)
         row = {k: v for k, v in row.items() if k not in ("payload", "screen_time")}
         status, fitness = row["status"], row.get("fitness")
         promote = self._promotes(row)
-        if not promote:
+        if not entry.get("told"):  # (a run saved before this rule told its climbers at their last rung)
             self.algo.tell(entry["genotype"], fitness if fitness is None or math.isfinite(fitness) else None,
                            "ok" if status == "ok" else status, None)
-            if entry in self.pending:
-                self.pending.remove(entry)
+            entry["told"] = True
+        if not promote and entry in self.pending:
+            self.pending.remove(entry)
 
         def state(rowid):
             if promote:
@@ -640,8 +643,9 @@ class Deadline:
 def _entry(item) -> dict:
     """A pending candidate (older runs saved bare genotypes)."""
     if isinstance(item, dict) and "genotype" in item:
-        return {"genotype": item["genotype"], "rung": item.get("rung", 0), "candidate": item.get("candidate")}
-    return {"genotype": item, "rung": 0, "candidate": None}
+        return {"genotype": item["genotype"], "rung": item.get("rung", 0), "candidate": item.get("candidate"),
+                "told": item.get("told", False)}
+    return {"genotype": item, "rung": 0, "candidate": None, "told": False}
 
 
 def _same_as_in_flight(row: dict, in_flight: list) -> bool:

@@ -107,6 +107,44 @@ def test_promotion_paired_fitness_and_budget_accounting(tmp_path):
     assert counts["rungs"]["1"]["trained"] == sum(r["rung"] == 1 for r in cand)
 
 
+class Telling:
+    """Wraps a search's algorithm; each tell noted with the number of jobs submitted by then."""
+
+    def __init__(self, algo, executor):
+        self.algo, self.executor, self.told = algo, executor, []
+
+    def ask(self):
+        return self.algo.ask()
+
+    def tell(self, genotype, fitness, status, eval_id=None):
+        self.told.append((str(genotype), fitness, len(self.executor.submitted)))
+        self.algo.tell(genotype, fitness, status, eval_id)
+
+    def done(self):
+        return self.algo.done()
+
+
+def test_the_algorithm_hears_each_candidate_once_at_rung_0_before_it_climbs(tmp_path):
+    ex = FakeExecutor()
+    s = Search(_cfg(tmp_path))
+    s.algo = Telling(s.algo, ex)
+    rows = s.run(executor=ex)
+    s.close()
+    first = {r["id"]: r for r in rows if r["status"] == "ok" and not r["rung"]}  # each candidate's rung-0 row
+    screened = [r for r in rows if r["status"] != "baseline" and not r["rung"]]  # trained, rejected, duplicates
+    told = s.algo.told
+    assert len(told) == len(screened)  # each candidate heard once
+    assert sorted(f for _, f, _ in told if f is not None) == sorted(r["fitness"] for r in screened
+                                                                    if r["fitness"] is not None)
+    climbed = [r for r in rows if r["status"] == "ok" and r["rung"] == 2]
+    assert climbed
+    for r in climbed:  # heard before its rung-1 training was even submitted
+        base = first[r["candidate"]]
+        when = next(n for _, f, n in told if f == base["fitness"])
+        rung1 = next(i for i, sub in enumerate(ex.submitted) if sub[0] == base["expression"] and sub[1] == 12)
+        assert when <= rung1
+
+
 def test_killed_mid_rung_resumes_without_training_twice(tmp_path):
     cfg = _cfg(tmp_path)
     with pytest.raises(KeyboardInterrupt):
