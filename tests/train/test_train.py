@@ -255,7 +255,7 @@ def test_cpu_evaluation_in_slices_counts_what_one_batch_counts():
     with torch.no_grad():  # one batch of all n: the logits a larger evaluation batch gives
         logits = model(images.contiguous(memory_format=torch.channels_last))
     splits = SimpleNamespace(images=images, labels=labels)
-    acc = evaluate(model, model, splits, torch.arange(n), Augment("none", 0.0, 1.0, 10, 28), torch.device("cpu"), "none",
-                   True, n)
+    augment = Augment("none", 0.0, 1.0, 10, 28)
+    acc = evaluate(model, model, splits, torch.arange(n), augment, torch.device("cpu"), "none", True, n)
     assert acc == (logits.argmax(1) == labels).sum().item() / n
     assert 0.02 < acc < 0.5  # an untrained network: neither all right nor all one class
