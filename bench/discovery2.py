@@ -1065,8 +1065,26 @@ def run_searches(camp: Campaign, regimes) -> int:
     return waiting
 
 
-SEARCH_COLUMNS = ["id", "candidate", "rung", "stage", "status", "fitness", "accuracy", "wall_time", "cpu_time",
-                  "created", "expression"]
+SEARCH_COLUMNS = ["id", "candidate", "rung", "stage", "status", "fitness", "accuracy", "trainings", "wall_time",
+                  "cpu_time", "created", "expression"]
+
+
+def with_trainings(rows: list[dict]) -> list[dict]:
+    """The search's rows, each with ``trainings``: the seeds it trained (a row lists every seed of its
+    candidate at its budget, those of the rung below or of an earlier racing step reused; a fitness
+    reused from a twin trained none, a rejection none)."""
+    seen: dict = {}
+    out = []
+    for r in rows:
+        seeds = {s["seed"] for s in (r.get("result") or {}).get("seeds", [])}
+        key = (r.get("candidate") or r["id"], r.get("fidelity"), r["status"] == "baseline")
+        new = seeds - seen.setdefault(key, set())
+        seen[key] |= seeds
+        if (r.get("reason") or "").startswith("fitness reused"):
+            new = set()
+        trained = len(new) or int(r["status"] in ("diverged", "error") and not seeds)
+        out.append({**r, "trainings": trained})
+    return out
 
 
 def pick_finalists(camp: Campaign, regime: str) -> list[dict]:
@@ -1082,7 +1100,7 @@ def pick_finalists(camp: Campaign, regime: str) -> list[dict]:
     run = camp.search_dir(regime)
     summary = json.loads((run / "summary.json").read_text())
     rows, saved = read_run(run)
-    write_table(camp.search_csv(regime), rows, SEARCH_COLUMNS)
+    write_table(camp.search_csv(regime), with_trainings(rows), SEARCH_COLUMNS)
     path = camp.finalists_file(regime)
     if path.is_file():  # picked once: what the test stage and a pre-registration refer to never changes
         return camp.finalists(regime)
@@ -1241,11 +1259,14 @@ def _stage_rows(camp: Campaign, regime: str, index: dict) -> list[dict]:
         spent = sum(_cpu_s(r) for r in rows) if wall is None else wall
         status = NOT_NEEDED if not needed else "done" if done and rows else "pending" if not rows else "partial"
         out.append({"stage": name, "plan_trainings": plan.trainings if plan else 0,
-                    "plan_h": plan.units * per_h if plan else 0.0, "trainings": len(rows), "h": spent / 3600,
-                    "status": status})
+                    "plan_h": plan.units * per_h if plan else 0.0, "h": spent / 3600, "status": status,
+                    # a search row may train several seeds (older tables without the column: one each)
+                    "trainings": sum(int(r.get("trainings") or 1) for r in rows)})
 
-    scr = [r for r in search if r.get("stage") != "target"]
-    tgt = [r for r in search if r.get("stage") == "target"]
+    # the target stage's rows, CE's trained there beside the leaders included: those at its rung
+    in_target = {r["rung"] for r in search if r.get("stage") == "target"}
+    scr = [r for r in search if r["rung"] not in in_target]
+    tgt = [r for r in search if r["rung"] in in_target]
     add("search: screening", scr, picked, sum(_cpu_s(r, "cpu_time", "wall_time") for r in scr))
     add("search: target", tgt, picked, sum(_cpu_s(r, "cpu_time", "wall_time") for r in tgt))
     add("learning rate", [r for r in mine if r["setting"] == target.name and r["stage"] == "lr"],

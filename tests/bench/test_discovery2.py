@@ -630,3 +630,17 @@ def test_a_trainings_key_holds_the_dataset_defaults_it_ran_with(tmp_path, monkey
     moved = {**_config.DATASET_DEFAULTS["digits"], "batch_size": 7}
     monkeypatch.setitem(_config.DATASET_DEFAULTS, "digits", moved)
     assert _camp(tmp_path).key(job) != key  # a moved default is another training, never a done row
+
+
+def test_a_search_row_counts_the_seeds_it_trained_not_those_it_reused():
+    def row(i, status="ok", seeds=(), cand=None, fid="f0", reason=""):
+        return {"id": i, "candidate": cand, "fidelity": fid, "status": status, "reason": reason,
+                "result": {"seeds": [{"seed": s} for s in seeds]} if seeds else None}
+
+    rows = [row(1, "baseline", [0]), row(2, seeds=[0]),  # CE and a candidate at rung 0
+            row(3, seeds=[0], cand=2, fid="f2"),  # promoted to the last rung: one seed there
+            row(4, seeds=[0, 1, 2], cand=2, fid="f2"),  # raced: two more, the first reused
+            row(5, "diverged", [0, 1], cand=2, fid="t"),  # the target: the second seed diverged
+            row(6, seeds=[0], reason="fitness reused from #2"),  # a gradient twin: nothing trained
+            row(7, "rejected:validity"), row(8, "error")]  # rejected before training; failed in it
+    assert [r["trainings"] for r in d2.with_trainings(rows)] == [1, 1, 1, 2, 2, 0, 0, 1]
