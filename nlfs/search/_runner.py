@@ -5,8 +5,7 @@ Cheap filters (validity, duplicate, integrity, fingerprint) run in the driver pr
 the run's memory of what was seen; the rejection test and training run in a worker (inline, a local
 process pool, or Ray). A candidate that passes is trained at rung 0 and promoted rung by rung
 (``_rungs``); its fitness is its paired difference to cross-entropy trained with the same seeds at
-the same rung (common random numbers), and the algorithm hears the fitness of the last rung it
-reached. Every result is written to ``DIR/run.db`` together with the search state, in one
+the same rung (common random numbers), and the algorithm hears its fitness at rung 0. Every result is written to ``DIR/run.db`` together with the search state, in one
 transaction.
 
 A search with ``cfg.fitness`` trains nothing of its own: each score is the user's fitness function
