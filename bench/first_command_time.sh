@@ -21,11 +21,13 @@ for rev in "${@:-HEAD}"; do
   cp nlfs/_cpp*.so "$tree/nlfs/" 2>/dev/null || true  # the C++ evaluator as built here (bootstrap's)
   load=$(cut -d' ' -f1 /proc/loadavg)
   # the tree's own nlfs: -m puts the working directory first on the path (the workers inherit it)
+  rc=0
   (cd "$tree" && /usr/bin/time -f "%e %U %S" -o "$run.time" "$PY" -m nlfs.evolve --run-dir "$run" --no-progress \
-     > "$run.log" 2>&1)
-  read -r wall user sys < "$run.time"
+     > "$run.log" 2>&1) || rc=$?
+  read -r wall user sys < <(tail -1 "$run.time")  # (a failed command's file starts with its exit status)
   cpu=$(echo "$user + $sys" | bc)
   trained=$(grep -o "^candidates [0-9]*: trained [0-9]*" "$run.log" | grep -o "[0-9]*$" || true)
-  stages=$(grep "^rungs:" "$run.log" | sed 's/^rungs: //; s/,/;/g')
+  stages=$(grep "^rungs:" "$run.log" | sed 's/^rungs: //; s/,/;/g' || true)
+  ((rc == 0)) || stages="FAILED (exit $rc, $run.log): $stages"
   echo "$(date -u +%F),\"$machine\",$sha,$wall,$cpu,$load,$trained,\"$stages\"" | tee -a "$OUT"
 done

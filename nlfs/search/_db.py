@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS held (
 );
 """
 
+HELD_STATUSES = ("ok", "diverged")  # what a training found about its loss (an error is the machine's)
 COLUMNS = ("canonical", "expression", "genotype", "constants", "sign", "fitness", "status", "stage",
            "reason", "seed", "dataset", "backend", "model", "wall_time", "size", "fingerprint",
            "phenotype", "result", "rung", "candidate", "fidelity", "accuracy", "scale", "cpu_time")
@@ -171,14 +172,20 @@ class RunDB:
 
     # -- held results ----------------------------------------------------------------------------------
     def hold(self, payload: dict, result: dict) -> None:
-        """Keep a finished training's ``result`` until the row it belongs to is recorded."""
-        self.conn.execute("INSERT OR REPLACE INTO held (payload, result, created) VALUES (?, ?, ?)",
-                          (_payload_key(payload), json.dumps(result), time.time()))
+        """Keep a finished training's ``result`` until the row it belongs to is recorded (``release``).
+        Only a training's outcome is kept (ok or diverged): an error is tried again on resume."""
+        if result.get("status") in HELD_STATUSES:
+            self.conn.execute("INSERT OR REPLACE INTO held (payload, result, created) VALUES (?, ?, ?)",
+                              (_payload_key(payload), json.dumps(result), time.time()))
 
     def held(self, payload: dict) -> dict | None:
         """The result kept for ``payload`` (an equal job), or None."""
         row = self.conn.execute("SELECT result FROM held WHERE payload = ?", (_payload_key(payload),)).fetchone()
         return None if row is None else json.loads(row[0])
+
+    def release(self, payloads: list[dict]) -> None:
+        """Forget the results kept for ``payloads`` (their row is recorded)."""
+        self.conn.executemany("DELETE FROM held WHERE payload = ?", [(_payload_key(p),) for p in payloads])
 
     def rows(self, where: str = "", params=()) -> list[dict]:
         cur = self.conn.execute(f"SELECT * FROM evaluations {where} ORDER BY id", params)

@@ -5,8 +5,8 @@ Cheap filters (validity, duplicate, integrity, fingerprint) run in the driver pr
 the run's memory of what was seen; the rejection test and training run in a worker (inline, a local
 process pool, or Ray). A candidate that passes is trained at rung 0 and promoted rung by rung
 (``_rungs``); its fitness is its paired difference to cross-entropy trained with the same seeds at
-the same rung (common random numbers), and the algorithm hears its fitness at rung 0. Every result is written to ``DIR/run.db`` together with the search state, in one
-transaction.
+the same rung (common random numbers), and the algorithm hears its fitness at rung 0. Every result
+is written to ``DIR/run.db`` together with the search state, in one transaction.
 
 A search with ``cfg.fitness`` trains nothing of its own: each score is the user's fitness function
 ``f(loss, seed, budget)`` (``nlfs.discover``), given to :class:`Search` and shipped to the workers
@@ -27,7 +27,7 @@ import torch
 from ..expr import Expr
 from . import _filters as F
 from ._config import SearchConfig, check_search, make_algorithm
-from ._db import RunDB, RunDirError
+from ._db import HELD_STATUSES, RunDB, RunDirError
 from ._executors import make_executor, run_jobs
 from ._rows import AFTER_SCREENING
 from ._rows import reused as _reused
@@ -270,9 +270,10 @@ class Search:
 
     def record(self, entry, row: dict) -> dict:
         """Write one row. The algorithm hears each candidate once, at its first result (rung 0 for a
-        new one), before the row is saved, so the saved state includes it (one transaction): every
-        candidate is judged at one fidelity, and a generation never waits while its promoted members
-        climb the rungs. A candidate promoted to the next rung stays pending until its last rung."""
+        new one; a duplicate or gradient twin, its original's fitness as recorded), before the row is
+        saved, so the saved state includes it (one transaction): a generation never waits while its
+        promoted members climb the rungs. A candidate promoted to the next rung stays pending until
+        its last rung."""
         if not isinstance(entry, dict):  # a bare genotype
             entry = next((p for p in self.pending if p["genotype"] == entry), None) or _entry(entry)
         row = {k: v for k, v in row.items() if k not in ("payload", "screen_time")}
@@ -366,6 +367,8 @@ class Search:
                 if all((fid, s["seed"]) in self.baselines for s in res.get("per_seed") or []):
                     written.add(i)
                     rows.append(self.finish(job, res))
+                    if res["status"] in HELD_STATUSES:  # after an error the seeds that trained stay held for a retry
+                        self.db.release(parts[i])
 
         for key, out in run_jobs(executor, jobs):
             if key[0] == "CE":

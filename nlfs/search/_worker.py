@@ -99,10 +99,11 @@ def merge_by_seed(results: list[dict]) -> dict:
     whole payload gives it: its seeds up to the first that failed (the whole payload stops there) and
     that one's status and record, else every seed, their mean accuracy and the first seed's record;
     wall and CPU time summed over every part (the compute spent, a seed trained after a failed one
-    included)."""
+    included; None where a part has none)."""
     if len(results) == 1:
         return results[0]
-    spent = {key: sum(r.get(key) or 0.0 for r in results) for key in ("wall_time", "cpu_time")}
+    spent = {key: None if any(r.get(key) is None for r in results) else sum(r[key] for r in results)
+             for key in ("wall_time", "cpu_time")}
     per_seed = []
     for part in results:
         per_seed += part.get("per_seed") or []

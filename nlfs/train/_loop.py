@@ -190,8 +190,8 @@ def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
 
 
 # ---------------------------------------------------------------- evaluation
-# On the CPU a larger evaluation batch runs slower per image (its activations leave the cache) for the
-# same logits, so evaluation there goes in slices of at most this many images.
+# On the CPU a larger evaluation batch runs slower per image (its activations leave the cache) and gives
+# the same logits (float rounding aside), so evaluation there goes in slices of at most this many images.
 CPU_EVAL_BATCH = 256
 
 @torch.no_grad()

@@ -368,6 +368,33 @@ def test_a_seed_finished_before_its_row_is_not_trained_again_after_a_kill(tmp_pa
     assert [s["seed"] for s in in_target["result"]["seeds"]] == [0, 1]
 
 
+class FailsOnce(SeedLog):
+    """The leader's second target seed fails with an error (the machine's, not the loss's) once."""
+
+    failed = False
+
+    def submit(self, payload):
+        h = super().submit(payload)
+        if (payload["expression"] == LEAD and payload["train"].get("train_size") is None
+                and payload["seeds"] == [1] and not FailsOnce.failed):
+            FailsOnce.failed = True
+            self.results[h] = (self.results[h][0][:0], {"status": "error", "reason": "RuntimeError: out of memory",
+                                                        "fitness": None, "wall_time": 0.01})
+        return h
+
+
+def test_an_error_is_not_held_the_resumed_run_trains_that_seed_again(tmp_path):
+    FailsOnce.failed = False
+    rows = run_search(config(tmp_path / "run", race_seeds=0), FailsOnce())
+    (row,) = [r for r in candidate_rows(rows, LEAD) if r["stage"] == "target"]
+    assert row["status"] == "error" and "out of memory" in row["reason"]
+    again = SeedLog()
+    rows = run_search(config(tmp_path / "run", race_seeds=0), again, resume=True)
+    assert again.submissions == [(LEAD, (1,), None)]  # the error trained again; seed 0 was held
+    ok = [r for r in candidate_rows(rows, LEAD) if r["stage"] == "target" and r["status"] == "ok"]
+    assert len(ok) == 1 and [s["seed"] for s in ok[0]["result"]["seeds"]] == [0, 1]
+
+
 # ----------------------------------------------------------------------------- SIGKILL mid-race
 SCRIPT = """
 import sys

@@ -256,6 +256,9 @@ def test_cpu_evaluation_in_slices_counts_what_one_batch_counts():
         logits = model(images.contiguous(memory_format=torch.channels_last))
     splits = SimpleNamespace(images=images, labels=labels)
     augment = Augment("none", 0.0, 1.0, 10, 28)
+    sizes = []
+    model.register_forward_hook(lambda module, args, out: sizes.append(len(args[0])))
     acc = evaluate(model, model, splits, torch.arange(n), augment, torch.device("cpu"), "none", True, n)
+    assert sum(sizes) == n and max(sizes) == CPU_EVAL_BATCH  # in slices, though asked for one batch of n
     assert acc == (logits.argmax(1) == labels).sum().item() / n
     assert 0.02 < acc < 0.5  # an untrained network: neither all right nor all one class
