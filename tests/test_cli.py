@@ -207,6 +207,12 @@ def _rows(db):
         return []
 
 
+def _ctrl_c_default():
+    """Ctrl-C as a terminal delivers it: a background job of a shell without job control (a CI runner's,
+    ``cmd &``) starts with SIGINT ignored, and Python keeps that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig,workers,group", [(signal.SIGINT, 1, False), (signal.SIGTERM, 1, False),
                                                (signal.SIGINT, 2, True)])  # the last: Ctrl-C in a terminal
 def test_interrupting_a_search_prints_how_to_resume_and_no_traceback(tmp_path, sig, workers, group):
@@ -214,7 +220,7 @@ def test_interrupting_a_search_prints_how_to_resume_and_no_traceback(tmp_path, s
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     argv = [*TINY, "--budget", "200", "--run-dir", str(run), "--workers", str(workers)]
     proc = subprocess.Popen([sys.executable, "-m", "nlfs.evolve", *argv], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=group)
+                            stderr=subprocess.PIPE, text=True, start_new_session=group, preexec_fn=_ctrl_c_default)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if (run / "run.db").exists() and any(r[0] != "baseline" for r in _rows(run / "run.db")):
