@@ -1103,6 +1103,9 @@ def pick_finalists(camp: Campaign, regime: str) -> list[dict]:
     write_table(camp.search_csv(regime), with_trainings(rows), SEARCH_COLUMNS)
     path = camp.finalists_file(regime)
     if path.is_file():  # picked once: what the test stage and a pre-registration refer to never changes
+        entries = camp.finalists(regime)
+        if any("known_family" not in e for e in entries):  # picked before the annotation: add it alone
+            atomic_write(path, json.dumps(with_known_families(entries), indent=2) + "\n")
         return camp.finalists(regime)
     by_id = {r["id"]: r for r in rows}
 
@@ -1115,9 +1118,33 @@ def pick_finalists(camp: Campaign, regime: str) -> list[dict]:
                         "provenance": {"search_run": f"runs/{run.name}", "candidate": e["name"],
                                        "search_target": e.get("in_target", ""),
                                        "results": f"bench/results/discovery2_{regime}.md"}})
+    entries = with_known_families(entries)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, json.dumps(entries, indent=2) + "\n")
     return entries
+
+
+def with_known_families(entries: list[dict]) -> list[dict]:
+    """Each finalist with ``known_family``: the catalogue loss it is at other constants than the published
+    ones (``{"loss", "constants"}``, e.g. GCE at q = 0.5), or None. Such a finalist is that loss, tuned:
+    if it wins, the finding is the constants, not a new loss."""
+    from nlfs.search import known_family
+
+    out = []
+    for e in entries:
+        if "known_family" not in e:
+            found = known_family(e["expression"], e.get("constants"), e.get("class_reduction") or "class_sum")
+            e = {**e, "known_family": None if found is None else {"loss": found[0], "constants": found[1]}}
+        out.append(e)
+    return out
+
+
+def family_words(entry: dict) -> str:
+    """'GCE (q 0.5)' for a finalist that is a catalogue loss at other constants, else ''."""
+    fam = entry.get("known_family")
+    if not fam:
+        return ""
+    return f"{fam['loss']} ({', '.join(f'{k} {v:.4g}' for k, v in fam['constants'].items())})"
 
 
 # -------------------------------------------------------------------------------------------- report
@@ -1339,6 +1366,10 @@ def report(camp: Campaign, regime: str) -> str:
         if conf and not conf["pending"]:
             verdict += (f" The pre-registered confirmation on fresh seeds is "
                         f"**{'confirmed' if conf['confirmed'] else 'not confirmed'}**.")
+        tuned = {e["name"]: family_words(e) for e in camp.finalists(regime) if family_words(e)}
+        if any(r["finalist"] in tuned for r in rows if r["beats"]):
+            verdict += (" " + "; ".join(f"{n} is {w}" for n, w in tuned.items()) + ": a catalogue loss at other "
+                        "constants than its published ones, so a win of it is a tuned known loss, not a new one.")
         verdict += (" A loss ships (`nlfs.losses.found()`) only if it beats the strongest baseline of its regime "
                     "after correction and its confirmation holds.")
         if interim:
@@ -1384,18 +1415,22 @@ def report(camp: Campaign, regime: str) -> str:
                   f"with warm starts from {', '.join(baselines)}) and `finalists` write "
                   f"`{_rel(camp.finalists_file(regime))}`.", ""]
     else:
-        lines += ["| name | expression | constants | gradient scale | search candidate | search's target check |",
-                  "|---|---|---|---:|---|---|"]
+        lines += ["| name | expression | constants | gradient scale | a catalogue loss at other constants | "
+                  "search candidate | search's target check |",
+                  "|---|---|---|---:|---|---|---|"]
         for e in entries:
             prov = e.get("provenance") or {}
             consts = ", ".join(f"{k}={v:.4g}" for k, v in (e.get("constants") or {}).items()) or "-"
+            fam = family_words(e) or ("no" if "known_family" in e else "not checked")
             lines.append(f"| {e['name']} | `{e['expression']}` | {consts} | {float(e.get('scale') or 1.0):.3g} | "
-                         f"{prov.get('candidate', '-')} | {prov.get('search_target', '-')} |")
+                         f"{fam} | {prov.get('candidate', '-')} | {prov.get('search_target', '-')} |")
         lines += ["", f"The search's target check is the search's own regime, not the test stage's: "
                   f"{search_target_words(camp, regime, index)}. The finalists are the novel leaders the search "
                   "trained there, by their paired lead over CE (the search trains only CE beside its leaders), not "
                   "over the regime's strongest baseline: that only orders them, and the test stage compares each "
-                  "with every baseline.", ""]
+                  "with every baseline. A finalist that is a catalogue loss at other constants (its gradient on the "
+                  "search's fixed probe batch equal up to a factor, `nlfs.search.known_family`) is that loss tuned: "
+                  "its comparisons stand, and a win would be a finding about the constants, not a new loss.", ""]
 
     # -- learning rates
     lines += ["## Learning rates (and label smoothing's eps, SCE's and NCE+RCE's published constants)", "",

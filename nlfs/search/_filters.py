@@ -182,6 +182,54 @@ _TWINS: dict = {}  # (normalise, seed losses) -> {canonical text or fingerprint:
 WARM_START = "warm start "  # how known_twin names a warm start that is not a catalogue loss
 
 
+def _probe_gradient(expr: Expr, class_reduction: str) -> np.ndarray | None:
+    """The loss's gradient on the fingerprint's probe batch, divided by its mean magnitude (None where
+    it is not finite or vanishes)."""
+    g = torch.Generator().manual_seed(99)
+    z = torch.randn(32, 10, generator=g, dtype=torch.float64) * 2
+    target = torch.randint(0, 10, (32,), generator=g)
+    try:
+        _, grad = loss_and_grad(expr, class_reduction, z, target, torch.zeros(0, dtype=torch.float64))
+    except Exception:  # noqa: BLE001 - a loss the probe cannot take matches nothing
+        return None
+    arr = grad.numpy().ravel()
+    mag = float(np.abs(arr).mean())
+    return arr / mag if np.isfinite(arr).all() and mag > 0 else None
+
+
+def known_family(expression: str, constants: dict | None = None, class_reduction: str = "class_sum",
+                 tol: float = 1e-6) -> tuple[str, dict] | None:
+    """The catalogue loss that, at constants of its own other than its published ones, has this loss's
+    gradient up to a positive factor on the fingerprint's probe batch (``-(y * sqrt(p))`` is GCE at
+    q = 0.5): ``(name, fitted constants)``, or None. ``known_twin`` matches catalogue losses at their
+    published constants only; this fits them (Nelder-Mead from the published constants and from half
+    and twice them), which takes seconds: for reports on a few losses, not for the search loop."""
+    from scipy.optimize import minimize
+
+    from .. import losses
+
+    mine = _probe_gradient(parse(expression).substitute(dict(constants or {})), class_reduction)
+    if mine is None:
+        return None
+    for name in losses.BUILTIN:
+        spec = losses.get(name)
+        names = list(dict(spec.constants))
+        if not names:
+            continue
+        start = np.array([float(v) for v in dict(spec.constants).values()])
+
+        def distance(x, spec=spec, names=names):
+            theirs = _probe_gradient(spec.expr.substitute(dict(zip(names, map(float, x)))), spec.class_reduction)
+            return 1e9 if theirs is None else float(np.linalg.norm(theirs - mine) / np.linalg.norm(mine))
+
+        for x0 in (start, start / 2, start * 2):
+            fit = minimize(distance, x0, method="Nelder-Mead", options={"xatol": 1e-9, "fatol": tol / 10,
+                                                                         "maxiter": 400})
+            if fit.fun < tol:
+                return name, {k: round(float(v), 6) for k, v in zip(names, fit.x)}
+    return None
+
+
 def known_twin(r: dict, normalise: bool, seed_losses=()) -> str | None:
     """The known loss a row is in disguise (same canonical form, or the same gradient fingerprint on
     the fixed probe batch, up to a factor when the run rescaled gradients): a catalogue loss at its

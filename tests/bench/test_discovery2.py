@@ -644,3 +644,10 @@ def test_a_search_row_counts_the_seeds_it_trained_not_those_it_reused():
             row(6, seeds=[0], reason="fitness reused from #2"),  # a gradient twin: nothing trained
             row(7, "rejected:validity"), row(8, "error")]  # rejected before training; failed in it
     assert [r["trainings"] for r in d2.with_trainings(rows)] == [1, 1, 1, 2, 2, 0, 0, 1]
+
+
+def test_a_finalist_that_is_a_catalogue_loss_at_other_constants_says_so():
+    (e,) = d2.with_known_families([{"name": "F", "expression": "-(y * sqrt(p))", "constants": {}}])
+    assert e["known_family"]["loss"] == "GCE" and d2.family_words(e) == "GCE (q 0.5)"
+    kept = {"name": "G", "expression": "-(y * sqrt(p))", "known_family": None}  # annotated once, never again
+    assert d2.with_known_families([kept]) == [kept] and d2.family_words(kept) == ""

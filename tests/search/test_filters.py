@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from nlfs.expr import parse
@@ -55,3 +56,15 @@ def test_rejection_test_rejects_a_loss_that_unlearns():
     bad = F.rejection_test(parse("p * y"), "class_sum", NONE, 1.0, x, y)
     assert good.passed
     assert not bad.passed and bad.stage == "rejection"
+
+
+def test_known_family_finds_a_catalogue_loss_at_other_constants():
+    from nlfs.search import known_family
+
+    name, consts = known_family("-(y * sqrt(p))")  # (1 - p^q) / q at q = 0.5, up to a factor and a constant
+    assert name == "GCE" and consts["q"] == pytest.approx(0.5, abs=1e-4)
+    name, consts = known_family("-(1 - p) ** g * y * log(p)", {"g": 1.5})
+    assert name == "Focal" and consts["gamma"] == pytest.approx(1.5, abs=1e-4)
+    assert known_family("y * sqrt(p)") is None  # the same shape ascended: not the same loss
+    assert known_family("-y * log(p) + 0.3 * p * y")[0] == "Poly1"  # eps -0.3, as a search found it
+    assert known_family("-y * log(p) + 0.3 * y * sin(3 * p)") is None  # no catalogue loss at any constants
