@@ -117,13 +117,18 @@ def phenotype_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(np.mean((a.astype(np.float64) - b) ** 2)))
 
 
+def _probe_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed random batch (logits, targets) every gradient fingerprint is taken on."""
+    g = torch.Generator().manual_seed(99)
+    z = torch.randn(32, 10, generator=g, dtype=torch.float64) * 2
+    return z, torch.randint(0, 10, (32,), generator=g)
+
+
 def fingerprint(expr: Expr, class_reduction: str, constants: torch.Tensor, sign: float = 1.0,
                 digits: int = 5, normalise: bool = False) -> str:
     """Hash of the gradient on a fixed random batch, rounded to ``digits`` significant digits;
     ``normalise``: divided by its mean magnitude first (losses equal up to a factor print alike)."""
-    g = torch.Generator().manual_seed(99)
-    z = torch.randn(32, 10, generator=g, dtype=torch.float64) * 2
-    target = torch.randint(0, 10, (32,), generator=g)
+    z, target = _probe_batch()
     _, grad = loss_and_grad(expr, class_reduction, z, target, constants)
     arr = (sign * grad).numpy()
     if normalise:
@@ -185,9 +190,7 @@ WARM_START = "warm start "  # how known_twin names a warm start that is not a ca
 def _probe_gradient(expr: Expr, class_reduction: str) -> np.ndarray | None:
     """The loss's gradient on the fingerprint's probe batch, divided by its mean magnitude (None where
     it is not finite or vanishes)."""
-    g = torch.Generator().manual_seed(99)
-    z = torch.randn(32, 10, generator=g, dtype=torch.float64) * 2
-    target = torch.randint(0, 10, (32,), generator=g)
+    z, target = _probe_batch()
     try:
         _, grad = loss_and_grad(expr, class_reduction, z, target, torch.zeros(0, dtype=torch.float64))
     except Exception:  # noqa: BLE001 - a loss the probe cannot take matches nothing
