@@ -1141,10 +1141,9 @@ def with_known_families(entries: list[dict]) -> list[dict]:
 
 def family_words(entry: dict) -> str:
     """'GCE (q 0.5)' for a finalist that is a catalogue loss at other constants, else ''."""
-    fam = entry.get("known_family")
-    if not fam:
-        return ""
-    return f"{fam['loss']} ({', '.join(f'{k} {v:.4g}' for k, v in fam['constants'].items())})"
+    from nlfs.search import family_text
+
+    return family_text(entry.get("known_family"))
 
 
 # -------------------------------------------------------------------------------------------- report

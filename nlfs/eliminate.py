@@ -352,6 +352,7 @@ class Elimination:
                                        "elimination": f"{_pp(s['paired_diff'], s.get('paired_ci'))} vs CE "
                                                       f"(last round, {n} seed{'s' if n != 1 else ''})",
                                        "regime": self.regime(),
+                                       "known_family": s.get("known_family"),
                                        "measured_scale": s.get("measured_scale"),
                                        "results": str(self.run_dir / "elimination.md")}})
         return out
@@ -375,7 +376,8 @@ class Elimination:
                     "scale": float(c.get("scale") or 1.0),
                     "measured_scale": factors[len(factors) // 2] if factors else None,
                     "paired_diff": diff, "paired_sd": sd if math.isfinite(sd) else None,  # None: one seed
-                    "paired_ci": _ci(scores, c["label"], last), "scores": per_seed(c["label"])}
+                    "paired_ci": _ci(scores, c["label"], last), "scores": per_seed(c["label"]),
+                    "known_family": self.family(c)}
 
         pool = [{"label": c["label"], "run": c.get("run"), "id": c["id"], "expression": c["expression"],
                  "constants": c.get("constants") or {}, "search_fitness": c["fitness"],
@@ -385,6 +387,14 @@ class Elimination:
                 "sources": [str(d) for d in self.sources], "tuned": self.tuned,
                 "class_reduction": self.class_reduction, "rounds": result["rounds"], "ce": per_seed("CE"),
                 "survivors": [survivor(c) for c in result["survivors"]], "pool": pool}
+
+    def family(self, c: dict) -> dict | None:
+        """The catalogue loss a survivor is at other constants than its published ones (``{"loss",
+        "constants"}``, ``nlfs.search.known_family``; seconds each, so survivors only), or None."""
+        from .search import known_family
+
+        found = known_family(c["expression"], c.get("constants"), self.class_reduction)
+        return None if found is None else {"loss": found[0], "constants": found[1]}
 
     def regime(self) -> str:
         """The base training's regime in one line, saying when each seed draws its own split."""
@@ -424,6 +434,8 @@ class Elimination:
             self.log(f"eliminate: round {rnd_i} seed {seed} {cand['label']}: {v:.4f}{why}")
 
     def markdown(self, result) -> str:
+        from .search import family_text
+
         rounds = self.protocol.rounds
         scores = result["scores"]
         head = ["rank", "candidate", "expression", "search"]
@@ -455,7 +467,9 @@ class Elimination:
             d = _vs_ce(scores, c["label"], last)
             ci = _ci(scores, c["label"], last)
             interval = "" if ci is None else f", 95% CI [{ci[0] * 100:+.2f}, {ci[1] * 100:+.2f}]"
-            lines.append(f"| {rank} | {c['label']} | {expr} | {c['fitness']:.4f} | "
+            family = family_text(self.family(c))
+            label = c["label"] + (f" (= {family}, a known loss at other constants)" if family else "")
+            lines.append(f"| {rank} | {label} | {expr} | {c['fitness']:.4f} | "
                          + " | ".join(cells(c["label"])) + f" | {format_mean_std(*d, scale=100, sign=True)}"
                          f"{interval} pp |")
         return "\n".join(lines) + "\n"

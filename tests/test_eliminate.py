@@ -323,3 +323,22 @@ def test_a_final_scored_run_is_eliminated_by_final_accuracy_without_its_warm_sta
     vals = sqlite3.connect(run / "run.db").execute("SELECT fitness FROM elimination").fetchall()
     assert vals and {v for (v,) in vals} == {0.6}
     assert "scored by the final model's validation accuracy" in (run / "elimination.md").read_text()
+
+
+def test_a_survivor_that_is_a_catalogue_loss_at_other_constants_is_named_so(tmp_path, monkeypatch):
+    """GCE at q = 0.5 written as ``-(y * sqrt(p))`` survives as a tuned known loss, never as a new one:
+    finalists.json's provenance and elimination.md say which; a novel survivor carries None."""
+    run = tmp_path / "run"
+    db = RunDB(run / "run.db")
+    db.set_meta("config", SearchConfig(run_dir=str(run), seed=0, **FAST).to_dict())
+    novel = "-y * log(p) + 0.3 * y * sin(3 * p)"
+    for e in ("-(y * sqrt(p))", novel):
+        db.record({"constants": {}, "sign": 1.0, "dataset": "digits", "size": 5, "canonical": e, "expression": e,
+                   "fitness": 0.6, "status": "ok"})
+    db.close()
+    monkeypatch.setattr(nlfs.train, "train", FakeTrain())
+    assert main(["--run-dir", str(run), "--keep", "2", "--seeds-per-round", "1", "--pool", "2"]) == 0
+    families = {f["expression"]: f["provenance"]["known_family"]
+                for f in json.loads((run / "finalists.json").read_text())}
+    assert families == {"-(y * sqrt(p))": {"loss": "GCE", "constants": {"q": 0.5}}, novel: None}
+    assert "(= GCE (q 0.5), a known loss at other constants)" in (run / "elimination.md").read_text()

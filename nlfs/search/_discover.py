@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._config import PRESETS, SearchConfig
+from ._filters import family_text
 
 # Warm starts are the default in tree spaces: in bench/results/search_before_after_fashion_mnist.md a
 # 6-minute GP search from CE and Poly1 came within noise of CE, the same search from random trees
@@ -249,7 +250,8 @@ class FoundLoss:
     """One of a search's best losses: its formula, where its score was measured (``regime``: a
     screening rung, a proxy; or your fitness function at a budget), its paired difference to CE there
     in percentage points with the 95% interval (None under 2 seeds), and, if it was trained in the
-    target, the same there (``held``: whether its lead held)."""
+    target, the same there (``held``: whether its lead held; ``known_family``: for a loss trained there,
+    the catalogue loss it is at other constants, as 'GCE (q 0.5)', else '')."""
 
     name: str
     formula: str
@@ -264,6 +266,7 @@ class FoundLoss:
     target_vs_ce_pp: float | None
     target_ci_pp: tuple[float, float] | None
     in_target: str
+    known_family: str = ""
 
     @property
     def held(self) -> bool:
@@ -298,7 +301,7 @@ class Discovery:
                                  dict(e.get("constants") or {}), float(e.get("scale") or 1.0), e.get("regime", ""),
                                  _pp(e.get("vs_ce")), _pp_ci(e.get("paired_ci")), e.get("lead", ""),
                                  t.get("regime"), _pp(t.get("paired")), _pp_ci(t.get("paired_ci")),
-                                 e.get("in_target", "")))
+                                 e.get("in_target", ""), family_text(e.get("known_family"))))
         return out
 
     @property

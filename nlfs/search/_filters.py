@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -207,6 +208,24 @@ def known_family(expression: str, constants: dict | None = None, class_reduction
     q = 0.5): ``(name, fitted constants)``, or None. ``known_twin`` matches catalogue losses at their
     published constants only; this fits them (Nelder-Mead from the published constants and from half
     and twice them), which takes seconds: for reports on a few losses, not for the search loop."""
+    key = (expression, json.dumps(constants or {}, sort_keys=True), class_reduction, tol)
+    if key not in _FAMILIES:
+        _FAMILIES[key] = _fit_family(expression, constants, class_reduction, tol)
+    return _FAMILIES[key]
+
+
+def family_text(family: dict | None) -> str:
+    """A family as reports store it, ``{"loss": name, "constants": {...}}`` (``known_family``'s answer),
+    in words: 'GCE (q 0.5)'; '' for None."""
+    if not family:
+        return ""
+    return f"{family['loss']} ({', '.join(f'{k} {float(v):.4g}' for k, v in family['constants'].items())})"
+
+
+_FAMILIES: dict = {}  # known_family's answers: a report asks again for the same loss
+
+
+def _fit_family(expression: str, constants: dict | None, class_reduction: str, tol: float):
     from scipy.optimize import minimize
 
     from .. import losses

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .._io import atomic_write
 from ..stats import mean
-from ._filters import WARM_START, known_twin
+from ._filters import WARM_START, family_text, known_family, known_twin
 from ._rows import summary_counts
 from ._rungs import budget_text
 
@@ -545,6 +545,10 @@ def confirm(cfg: dict | None, fitness: bool = False) -> str:
     return "confirm with nlfs.eliminate and nlfs.transfer"
 
 
+def _family_note(entry: dict) -> str:
+    return f" (= {family_text(entry['known_family'])})" if entry.get("known_family") else ""
+
+
 def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | None = None) -> dict:
     from ..losses import stored_class_reduction
 
@@ -576,6 +580,11 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
         t = in_target.get(r.get("candidate") or r["id"])
         e["target"] = None if t is None else {**t, "regime": target_text}
         e["in_target"] = target_note(t)
+        # a leader checked in the target may be a catalogue loss at other constants (seconds each: only these);
+        # a warm start too (one the user tuned), not a catalogue loss at its published ones
+        catalogue = e["same_as"] and not e["same_as"].startswith(WARM_START)
+        fam = known_family(r["expression"], e["constants"], class_reduction) if t and not catalogue else None
+        e["known_family"] = None if fam is None else {"loss": fam[0], "constants": fam[1]}
         return e
 
     in_target = target_results(rows)
@@ -604,6 +613,10 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
         if others:
             verdict += "; " + ", ".join(f"{e['name']} {e['in_target']}" for e in others)
         verdict += "" if held else "; no lead held in the target"
+        retuned = [e for e in held if e["known_family"]]
+        if retuned:
+            verdict += "; " + ", ".join(f"{e['name']} is {family_text(e['known_family'])}" for e in retuned) + (
+                ": a known loss at other constants than its published ones, not a new loss")
     summary = {"counts": counts, "paired": paired, "augment": cfg.get("augment", "none"),
                "grad_scale": cfg.get("grad_scale", "none"), "rungs": cfg.get("rungs"), "regime": regime(cfg),
                "baseline_ce": baseline_accuracy(rows, top_rung), "ahead_of_ce": ahead, "verdict": verdict,
@@ -633,7 +646,8 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
         md += ["", f"## In the {target_text}", "",
                "| loss | proxy: vs CE | measured in | target: seeds | target: vs CE, same seeds | held? |",
                "|---|---|---|---|---|---|"]
-        md += [f"| {e['name']} | {pp(e['vs_ce'], e['paired_ci'])} | {e['regime']} | {e['target']['seeds']} | "
+        md += [f"| {e['name']}{_family_note(e)} | {pp(e['vs_ce'], e['paired_ci'])} | {e['regime']} | "
+               f"{e['target']['seeds']} | "
                f"{pp(e['target']['paired'], e['target']['paired_ci']) if e['target']['paired'] is not None else '-'}"
                f" | {e['in_target']} |" for e in checked]
     atomic_write(run_dir / "hall_of_fame.md", "\n".join(md) + "\n")
@@ -677,6 +691,8 @@ def format_summary(summary: dict, dataset: str) -> str:
             delta = "" if ce is None else pp(acc - ce)
         same = r.get("same_as") or ""
         twin = "   [= a warm start]" if same.startswith(WARM_START) else f"   [= {same} in disguise]" if same else ""
+        family = family_text(r.get("known_family"))
+        twin += f"   [= {family}: a known loss at other constants]" if family else ""
         lead = f"   ({r['lead']})" if r.get("lead") else ""
         lines.append(f"{r.get('name') or '#' + str(r['id']):<{width}} {r.get('rung', 0):>4} {r.get('seeds') or 1:>5} "
                      f"{acc:>8.4f}  {delta:<26} {r.get('formula', r['expression'])}{twin}{lead}")

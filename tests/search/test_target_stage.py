@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from nlfs.search import Search, SearchConfig
+from nlfs.search import Discovery, Search, SearchConfig
 from nlfs.search._report import format_summary, write_report
 from tests.runs import run_search
 
@@ -195,7 +195,27 @@ def test_a_leader_that_fell_below_the_top_by_proxy_is_shown_with_its_target_resu
     assert f"{best[0]['name']}: -1.67 pp" in text and "-> held in the target" in text
     assert best[0]["name"] in (tmp_path / "run" / "best_losses.py").read_text()
     md = (tmp_path / "run" / "hall_of_fame.md").read_text()
-    assert f"| {best[0]['name']} | -1.67 pp" in md
+    # LEAD is Poly-1 at epsilon -0.3: held, but a known loss at other constants, and every report says so
+    assert best[0]["known_family"] == {"loss": "Poly1", "constants": {"epsilon": -0.3}}
+    assert f"{best[0]['name']} is Poly1 (epsilon -0.3): a known loss at other constants" in verdict
+    assert f"| {best[0]['name']} (= Poly1 (epsilon -0.3)) | -1.67 pp" in md
+    assert "[= Poly1 (epsilon -0.3): a known loss at other constants]" in text
+    assert all(e["known_family"] is None for e in best[1:])  # not checked in the target: not fitted
+    found = Discovery(tmp_path / "run", summary, text).best
+    assert found[0].known_family == "Poly1 (epsilon -0.3)" and found[1].known_family == ""
+
+
+def test_a_novel_leader_held_in_the_target_is_no_known_family(tmp_path):
+    novel = "-y * log(p) + 0.3 * y * sin(3 * p)"  # no catalogue loss at any constants
+
+    def novel_leads(expression, train, seed):
+        return {novel: 0.52 + 0.001 * seed}.get(expression, 0.5 if expression == CE else 0.3)
+
+    rows = run_search(config(tmp_path / "run", losses=(novel,), race_seeds=0), FakeExecutor(accuracy=novel_leads))
+    summary = write_report(tmp_path / "run", rows)
+    lead = summary["best"][0]
+    assert lead["expression"] == novel and lead["in_target"].startswith("held in the target")
+    assert lead["known_family"] is None and "known loss at other constants" not in summary["verdict"]
 
 
 POLY1 = "-y * log(p) + 2 * y * (1 - p)"  # the catalogue's Poly1 (epsilon 2): a warm start, not a find
