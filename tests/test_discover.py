@@ -125,6 +125,21 @@ def test_calling_discover_again_resumes_the_run(found):
     assert result.summary["counts"]["trained"] == 3 and again.summary["counts"]["trained"] == 4
 
 
+def test_a_resumed_run_goes_on_with_its_own_data_only(found, table):
+    result, _ = found
+    rows = read_run(result.run_dir)[0]
+    x, y = table
+    flipped = y.copy()
+    flipped[0] = 1 - flipped[0]  # one label: other data
+    quiet = dict(threads=1, progress=False, log=lambda m: None)
+    with pytest.raises(ValueError, match="data given now differs in its (train|val|test) part.*new run_dir"):
+        nlfs.discover(data=(x, flipped), run_dir=result.run_dir, **quiet)
+    with pytest.raises(ValueError, match="searches .*data.pt, not digits"):
+        nlfs.discover(data="digits", run_dir=result.run_dir, **quiet)
+    assert [r["id"] for r in read_run(result.run_dir)[0]] == [r["id"] for r in rows]  # refused before any training
+    nlfs.discover(data=table, run_dir=result.run_dir, **quiet)  # the same data again: resumes
+
+
 def test_register_and_export(found, tmp_path):
     result, _ = found
     names = result.register(k=2)
@@ -302,3 +317,28 @@ def test_fitness_run_resumes_after_sigkill_without_scoring_anything_twice(tmp_pa
     assert (run_dir / "summary.json").is_file()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["counts"]["trained"] == 4 and summary["best"]
+
+
+def _ahead_by_seed(loss, seed, budget):
+    # the same scores as _ahead_of_ce, written otherwise: another function
+    return 0.5 if loss.spec.name == "CE" else 0.53 + (seed % 4) / 100
+
+
+def test_a_run_resumes_only_with_the_fitness_function_it_was_scored_by(tmp_path):
+    from nlfs.search._runner import fitness_identity
+
+    run_dir = tmp_path / "fit"
+    nlfs.discover(fitness=_ahead_of_ce, budget=2, run_dir=run_dir, race_seeds=0,
+                  rungs=[{"budget": 0.25, "seeds": 1}], target={"budget": 1.0, "seeds": 1}, **SMALL)
+    rows = len(nlfs.search.read_run(run_dir)[0])
+    with pytest.raises(ValueError, match="another fitness function than this _ahead_by_seed.*start a new run_dir"):
+        nlfs.discover(fitness=_ahead_by_seed, budget=4, run_dir=run_dir, **SMALL)
+    assert len(nlfs.search.read_run(run_dir)[0]) == rows  # refused before anything was scored
+    again = nlfs.discover(fitness=_ahead_of_ce, budget=4, run_dir=run_dir, **SMALL)  # its own: resumes
+    assert len(nlfs.search.read_run(run_dir)[0]) > rows and again.best
+    # a comment, a blank line or another place in the file leave the function what it was
+    same: dict = {}
+    exec("\n\n\ndef _ahead_of_ce(loss, seed, budget):\n    # a comment\n\n"
+         "    return 0.5 if loss.spec.name == 'CE' else 0.53 + 0.01 * (seed % 4)\n", same)
+    assert fitness_identity(same["_ahead_of_ce"])["digest"] == fitness_identity(_ahead_of_ce)["digest"]
+    assert fitness_identity(_ahead_by_seed)["digest"] != fitness_identity(_ahead_of_ce)["digest"]

@@ -170,7 +170,9 @@ def discover(data=None, model: str = "surrogate", target=None, budget: int | Non
     ``train_size``, ``finalists``, ``race_seeds``, ``seed_losses``, ``augment``, ``grad_scale``,
     ``device``, ``seed``, ``executor``...). A ``run_dir`` that holds a run resumes it: the saved
     configuration decides, and only ``budget``, ``time_limit``, ``workers``, ``options['threads']``,
-    ``options['executor']``, ``options['ray_address']``, ``options['pack']`` apply."""
+    ``options['executor']``, ``options['ray_address']``, ``options['pack']`` apply; ``data`` and
+    ``fitness``, when given again, must be those it started with (other data or another function's code
+    is a ValueError, before any training)."""
     from ..data import as_dataset, save_dataset
     from ._report import data_words, format_summary
 
@@ -223,6 +225,12 @@ def discover(data=None, model: str = "surrogate", target=None, budget: int | Non
             saved_data.unlink(missing_ok=True)  # a refused search leaves nothing behind
         raise
     cfg = search.cfg
+    if resume and data is not None:
+        try:
+            check_same_data(cfg, data, resize)
+        except BaseException:
+            search.close()
+            raise
     model = "" if cfg.fitness else f" (model {data_words(cfg.dataset, cfg.model, cfg.data_root)[1]})"
     log(f"nlfs.discover: {cfg.algorithm} over the {cfg.space} space on {cfg.dataset}{model}, budget {cfg.budget} "
         f"candidates at rung 0, {cfg.workers} worker(s), run dir {cfg.run_dir}" + (" (resumed)" if resume else ""))
@@ -231,6 +239,32 @@ def discover(data=None, model: str = "surrogate", target=None, budget: int | Non
         log(f"nlfs.discover: time limit of {cfg.time_limit:g} s reached after {search.trainings} candidates; "
             "call discover again with the same run_dir to go on")
     return Discovery(Path(cfg.run_dir), summary, format_summary(summary, cfg.dataset))
+
+
+def check_same_data(cfg: SearchConfig, data, resize=None) -> None:
+    """A resumed run goes on with the data it started with: other data given now stops it (a
+    ValueError naming both), rather than being ignored or mixed into one ranking."""
+    import torch
+
+    from ..data import as_dataset
+
+    again = "pass the data it started with (or none), or start a new run_dir for this data"
+    if isinstance(data, (str, Path)):
+        if str(data) != cfg.dataset and Path(data).resolve() != Path(cfg.dataset).resolve():
+            raise ValueError(f"the run in {cfg.run_dir} searches {cfg.dataset}, not {data}: {again}")
+        return
+    if Path(cfg.dataset).name != DATA_FILE:
+        raise ValueError(f"the run in {cfg.run_dir} searches {cfg.dataset}, not data held in memory: {again}")
+    ds = as_dataset(data, resize=resize)
+    saved = torch.load(cfg.dataset, weights_only=True)
+    for part, x, y in (("train", ds.train_x, ds.train_y), ("val", ds.val_x, ds.val_y),
+                       ("test", ds.test_x, ds.test_y)):
+        old_x, old_y = saved.get(f"x_{part}"), saved.get(f"y_{part}")
+        same = (x is None) == (old_x is None) and (x is None or (
+            x.shape == old_x.shape and torch.equal(x, old_x) and torch.equal(y, old_y)))
+        if not same:
+            raise ValueError(f"the run in {cfg.run_dir} searches the data saved in {cfg.dataset}; the data given "
+                             f"now differs in its {part} part: {again}")
 
 
 def run_and_report(search) -> tuple[dict, bool]:

@@ -15,10 +15,12 @@ once (``make_executor``'s ``shared``); rungs and target name only its budget.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,29 @@ from ._worker import (  # noqa: F401 - evaluate_payload and rejection_sample re-
     split_by_seed,
     training_payload,
 )
+
+
+def fitness_identity(fn) -> dict | None:
+    """What a fitness function is, for telling a resumed run's from another: its name and a digest of its
+    code (bytecode, names, constants, nested functions'), which a comment, a docstring or a moved line
+    leave as they are; values it reads from outside (a global, a closure's) are not in it. Bytecode is Python's own,
+    so the digest is compared under the same Python only. None for a callable without code."""
+    code = getattr(fn, "__code__", None) or getattr(type(fn).__call__, "__code__", None)  # an object's __call__
+    if code is None:
+        return None
+    h = hashlib.sha256()
+
+    def add(c):
+        h.update(c.co_code)
+        h.update(repr(c.co_names).encode())
+        for i, const in enumerate(c.co_consts):
+            if i == 0 and (const is None or isinstance(const, str)):
+                continue  # a function's docstring: its first constant, None without one
+            add(const) if isinstance(const, types.CodeType) else h.update(repr(const).encode())
+
+    add(code)
+    return {"name": getattr(fn, "__qualname__", type(fn).__qualname__), "digest": h.hexdigest()[:32],
+            "python": f"{sys.version_info[0]}.{sys.version_info[1]}"}
 
 
 def open_run(cfg: SearchConfig, resume: bool) -> tuple[RunDB, SearchConfig]:
@@ -106,6 +131,8 @@ class Search:
             raise ValueError(f"the run in {self.run_dir} is scored by a fitness function: pass it (fitness=f) "
                              "to resume it" if cfg.fitness else
                              f"the run in {self.run_dir} trains its own candidates; it takes no fitness function")
+        if fitness is not None:
+            self._check_fitness(fitness, resume)
         self.cfg = cfg
         self.rungs = cfg.rung_list()
         self.target = cfg.target_regime()
@@ -122,6 +149,18 @@ class Search:
         else:
             self.algo, self.pending = state["algorithm"], [_entry(p) for p in state["pending"]]
         self._rebuild_memory()
+
+    def _check_fitness(self, fitness, resume: bool) -> None:
+        """A run's rows are its fitness function's scores: a resumed run refuses another function (other
+        code), which would mix two functions' scores in one ranking."""
+        mine, saved = fitness_identity(fitness), self.db.get_meta("fitness_code")
+        if not resume:
+            self.db.set_meta("fitness_code", mine)
+        elif saved and mine and saved["python"] == mine["python"] and saved["digest"] != mine["digest"]:
+            self.db.close()
+            raise ValueError(f"the run in {self.run_dir} was scored by another fitness function than this "
+                             f"{mine['name']} (its code differs from {saved['name']}'s): its rows would mix two "
+                             "functions' scores; pass the function it was started with, or start a new run_dir")
 
     # -- what the run has seen, rebuilt from the database on resume --------------------------------------
     def _rebuild_memory(self):
