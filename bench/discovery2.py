@@ -1202,11 +1202,12 @@ def limits(camp: Campaign, regime: str) -> list[str]:
              for b in BASELINES[regime] if b != SMOOTHING and b not in PUBLISHED_CONSTANTS and get(b).constants]
     sets = [b for b in BASELINES[regime] if b in PUBLISHED_CONSTANTS]
     if fixed or sets:
+        keeps = "keeps its paper's value" if len(fixed) == 1 else "keep their papers' values"
         tuned = (["label smoothing's eps is tuned (the issue asks it)"] if SMOOTHING in BASELINES[regime] else []) + (
             [f"{' and '.join(sets)} take the better of their authors' two published sets of constants"] if sets else [])
         out.append(f"Uneven tuning: the found loss's constants were searched in this regime; "
                    f"{'; '.join(tuned) + '; ' if tuned else ''}"
-                   + (f"{', '.join(fixed)} {'keeps its paper' if len(fixed) == 1 else 'keep their papers'}' value "
+                   + (f"{', '.join(fixed)} {keeps} "
                       f"(only {'its' if len(fixed) == 1 else 'their'} learning rate is tuned)" if fixed else
                       "no baseline's constants are searched as freely")
                    + ": where a baseline's constants are off for this regime, the comparison favours the found loss. "
