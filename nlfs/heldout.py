@@ -73,12 +73,25 @@ def _split_words(rows: list[dict]) -> str:
     return ""
 
 
-def finalists_from(run_dir: str | Path, k: int = 3) -> list[str]:
+def finalists_from(run_dir: str | Path, k: int = 3) -> tuple[list[str], dict[str, dict]]:
     """The names of the losses a run directory hands on (``nlfs.search.run_losses``: the elimination's
-    survivors in ``finalists.json``, else the search's ``k`` best, tuned where tuned)."""
-    from .search import run_losses
+    survivors in ``finalists.json``, else the search's ``k`` best, tuned where tuned), and
+    ``{name: family}`` for those that are a catalogue loss at other constants than its published ones
+    (``known_family``, as the elimination recorded it or fitted now)."""
+    from .search import known_family, run_losses
 
-    return [e["name"] for e in run_losses(run_dir, k)[0]]
+    entries = run_losses(run_dir, k)[0]
+    families = {}
+    for e in entries:
+        prov = e.get("provenance") or {}
+        if "known_family" in prov:
+            fam = prov["known_family"]
+        else:
+            found = known_family(e["expression"], e.get("constants"), e.get("class_reduction") or "class_sum")
+            fam = None if found is None else {"loss": found[0], "constants": found[1]}
+        if fam:
+            families[e["name"]] = fam
+    return [e["name"] for e in entries], families
 
 
 def missing_labels(settings: dict[str, dict[str, dict[int, float]]], labels: list[str]) -> list[str]:
@@ -118,7 +131,12 @@ def write_csv(path: str | Path, rows: list[dict]) -> None:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
 
 
-def markdown(rows: list[dict], alpha: float = 0.05, regimes: dict[str, str] | None = None) -> str:
+def markdown(rows: list[dict], alpha: float = 0.05, regimes: dict[str, str] | None = None,
+             families: dict[str, dict] | None = None) -> str:
+    """The table; ``families``: ``{finalist: known family}`` of finalists that are a catalogue loss at other
+    constants, each named under it (a win of one is that loss re-tuned, not a new loss)."""
+    from .search import family_text
+
     pp = 100.0
     lines = [f"{len(rows)} comparisons; p-values Holm-corrected across all of them; a finalist beats a "
              f"baseline when the difference is positive and the corrected t-test p < {alpha}.", ""]
@@ -139,6 +157,9 @@ def markdown(rows: list[dict], alpha: float = 0.05, regimes: dict[str, str] | No
     lines += ["", ("Significant after correction: " + "; ".join(
         f"{r['finalist']} > {r['baseline']} ({r['setting']})" for r in wins)) if wins else
         "No finalist beats a baseline in any setting after the Holm correction."]
+    lines += [f"{name} is {family_text(fam)}: a catalogue loss at other constants than its published ones, so a "
+              "win of it is that known loss re-tuned, not a new loss." for name, fam in (families or {}).items()
+              if any(r["finalist"] == name for r in rows)]
     return "\n".join(lines) + "\n"
 
 
@@ -171,7 +192,7 @@ def _main(argv=None) -> int:
         settings[name] = read_accuracies(path)
     if bool(args.finalists) == bool(args.from_dir):
         parser.error("give --finalists LABEL,... or --from DIR (one of them)")
-    finalists = split_losses(args.finalists) if args.finalists else finalists_from(args.from_dir)
+    finalists, families = (split_losses(args.finalists), {}) if args.finalists else finalists_from(args.from_dir)
     baselines = split_losses(args.baselines)
     present = sorted({label for acc in settings.values() for label in acc})
     # the default baselines need not all be there (one must); a label given by hand must be
@@ -188,8 +209,9 @@ def _main(argv=None) -> int:
     rows = table(settings, finalists, baselines, args.alpha)
     regimes = {name: read_regime(item.partition("=")[2]) for name, item in zip(settings, args.setting)}
     write_csv(f"{args.out}.csv", rows)
-    Path(f"{args.out}.md").write_text(markdown(rows, args.alpha, regimes))
-    print(markdown(rows, args.alpha, regimes), end="")
+    text = markdown(rows, args.alpha, regimes, families)
+    Path(f"{args.out}.md").write_text(text)
+    print(text, end="")
     return 0
 
 

@@ -69,6 +69,29 @@ def test_unknown_finalists_fail_and_from_takes_the_survivors(tmp_path, capsys):
     assert "label noise ?" in (tmp_path / "t.md").read_text()  # a CSV without the column: regime unknown
 
 
+def test_a_finalist_that_is_a_known_loss_at_other_constants_is_named_under_the_table(tmp_path):
+    import json
+
+    accs = {"run#4": {s: 0.8 + 0.01 * s for s in range(3)}, "run#5": {s: 0.8 for s in range(3)},
+            "CE": {s: 0.79 + 0.01 * s for s in range(3)}}
+    _write(tmp_path / "s.csv", accs)
+    run = tmp_path / "run"
+    run.mkdir()
+    gce = {"loss": "GCE", "constants": {"q": 0.5}}
+    (run / "finalists.json").write_text(json.dumps([  # as nlfs.eliminate writes them; run#5 from before it did
+        {"name": "run#4", "expression": "-(y * sqrt(p))", "constants": {}, "provenance": {"known_family": gce}},
+        {"name": "run#5", "expression": "-y * log(p) + 0.3 * p * y", "constants": {}}]))
+    poly1 = {"loss": "Poly1", "constants": {"epsilon": -0.3}}  # fitted now
+    assert heldout.finalists_from(run) == (["run#4", "run#5"], {"run#4": gce, "run#5": poly1})
+    assert heldout.main(["--setting", f"s={tmp_path / 's.csv'}", "--baselines", "CE", "--out", str(tmp_path / "t"),
+                         "--from", str(run)]) == 0
+    md = (tmp_path / "t.md").read_text()
+    assert "run#4 is GCE (q 0.5): a catalogue loss at other constants than its published ones" in md
+    assert "run#5 is Poly1 (epsilon -0.3)" in md
+    assert "is GCE" not in heldout.markdown(heldout.table({"s": heldout.read_accuracies(tmp_path / "s.csv")},
+                                                          ["run#4"], ["CE"]))  # named only when given
+
+
 def test_a_finalist_named_by_an_expression_with_a_comma_stays_whole(tmp_path):
     """--finalists and --baselines split as every tool's loss lists do: commas inside parentheses belong
     to the expression (an expression is its own label in transfer's CSV)."""
