@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backends import FusedLossFunction, TorchKernel, loss_dtype, may_overwrite_logits, resolve_backend
+from .backends import FusedLossFunction, TorchKernel, check_name, loss_dtype, may_overwrite_logits, resolve_backend
 from .expr import NUM_LIMIT, Expr, lower
 from .losses import resolve_spec
 
@@ -67,6 +67,8 @@ class Loss(nn.Module):
         super().__init__()
         if reduction not in _SAMPLE_REDUCTIONS:
             raise ValueError(f"reduction must be one of {_SAMPLE_REDUCTIONS}, got {reduction!r}")
+        if backend != "auto":
+            check_name(backend)
         if not (isinstance(label_smoothing, (int, float)) and 0.0 <= label_smoothing <= 1.0):
             raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
         if reduction_kind is not None:

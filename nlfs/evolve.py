@@ -27,6 +27,7 @@ from ._cli import (
     split_losses,
     training_overrides,
 )
+from .losses import resolve_spec
 from .search import (
     DEFAULT_SEED_LOSSES,
     DEFAULT_TARGETS,
@@ -53,7 +54,13 @@ def seed_losses(text: str | None, space: str) -> tuple[str, ...]:
         return DEFAULT_SEED_LOSSES if space not in ("nlfs", "taylor") else ()
     if text.strip().lower() == "none":
         return ()
-    return tuple(split_losses(text))
+    out = tuple(split_losses(text))
+    for loss in out:  # the search checks them too, but its message cannot name the option
+        try:
+            resolve_spec(loss)
+        except ValueError as err:
+            raise ValueError(f"--seed-losses: {loss!r}: {err}") from None
+    return out
 
 
 # what a resumed run may change: how it runs and how long; the run's saved configuration decides the rest
@@ -216,8 +223,8 @@ def _main(argv=None) -> int:
     unit, model = data_words(cfg.dataset, cfg.model, cfg.data_root)  # the report's words for the data and model
     print(f"nlfs.evolve: {cfg.algorithm} over the {cfg.space} space on {cfg.dataset} "
           f"({model}, backend {cfg.backend}, augment {cfg.augment}, gradient scale {cfg.grad_scale}), "
-          f"budget {cfg.budget} candidates at rung 0, {cfg.workers} worker(s), run dir {cfg.run_dir}",
-          file=sys.stderr)
+          f"budget {cfg.budget} candidates at rung 0, {cfg.workers} worker(s), run dir {cfg.run_dir}"
+          + (" (resumed)" if args.resume else ""), file=sys.stderr)
     for rung in getattr(search, "rungs", ()):
         print(f"  {rung.describe()}", file=sys.stderr)
     if getattr(search, "rungs", ()) and cfg.finalists and cfg.is_paired:

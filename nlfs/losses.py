@@ -69,7 +69,8 @@ _ALIASES: dict[str, str] = {}
 
 
 def _key(name: str) -> str:
-    return name.lower().replace("-", "_").replace(" ", "_")
+    """Case, dashes, inner spaces and surrounding whitespace do not tell names apart."""
+    return name.strip().lower().replace("-", "_").replace(" ", "_")
 
 
 def register(name: str, text: str | Expr, class_reduction: str = "class_sum",
@@ -166,7 +167,7 @@ def resolve_spec(loss, class_reduction: str | None = None) -> LossSpec:
         if is_registered(loss):
             spec = get(loss)
         elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", loss.strip()) and loss.strip() not in _VARIABLES:
-            raise UnknownLossError(unknown_loss(loss.strip()))
+            raise UnknownLossError(unknown_loss(loss))
         else:
             spec = LossSpec(loss, parse(loss))
     else:

@@ -138,6 +138,31 @@ def test_eliminate_names_its_seed_counts_unambiguously(tmp_path, capsys):
     assert exc.value.code == 2
     assert "--seeds-per-round" in _one_error_line(capsys, "nlfs.eliminate")
 
+@pytest.mark.parametrize("text,lines", [
+    ("CE,foo(p)", ["nlfs.evolve: error: --seed-losses: 'foo(p)': unknown function at position 0 (token 'foo')",
+                   "  foo(p)", "  ^"]),
+    ("CE;NGLL", ["nlfs.evolve: error: --seed-losses: 'NGLL': unknown loss 'NGLL'; did you mean NGL?"])])
+def test_a_bad_seed_loss_names_the_option(tmp_path, capsys, text, lines):
+    run = tmp_path / "run"
+    assert evolve.main(["--dataset", "digits", "--run-dir", str(run), "--no-progress", "--seed-losses", text]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[:-1] == lines[:-1] and err[-1].startswith(lines[-1]) and len(err) == len(lines)
+    assert not run.exists()
+
+
+def test_a_resumed_run_says_so_in_its_header(tmp_path, capsys, monkeypatch):
+    def interrupt(search):
+        search.close()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evolve, "run_and_report", interrupt)  # the header only: nothing trains
+    run = tmp_path / "run"
+    assert evolve.main([*TINY, "--budget", "2", "--run-dir", str(run)]) == 130
+    header = capsys.readouterr().err.splitlines()[0]
+    assert header.startswith("nlfs.evolve: gp over the gp space") and header.endswith(f"run dir {run}")
+    assert evolve.main(["--resume", str(run), "--no-progress", "--workers", "1", "--threads", "1"]) == 130
+    assert capsys.readouterr().err.splitlines()[0] == f"{header} (resumed)"
+
 
 # ------------------------------------------------------------------------------ splitter and seeds
 def test_one_loss_list_splitter():

@@ -287,6 +287,13 @@ def test_unknown_loss_names_suggest_the_closest(name, hint):
     assert nlfs.Loss("p").spec.text == "p" and nlfs.Loss("-y*log(p)").spec.text == "-y * log(p)"
 
 
+def test_catalogue_names_ignore_surrounding_whitespace():
+    assert nlfs.Loss("Focal ").spec is losses.get("Focal") and nlfs.Loss(" Focal ").spec.name == "Focal"
+    assert losses.get("\tNGL\n").name == "NGL" and losses.is_registered(" CE ")
+    with pytest.raises(ValueError, match="^unknown loss 'NGLL '; did you mean NGL"):  # the name as given
+        nlfs.Loss("NGLL ")
+
+
 def test_names_of_a_found_loss():
     assert losses.loss_label("disc-nlfs", 1603) == "disc-nlfs#1603"
     assert losses.loss_label("r", 7, tuned=True) == "r#7-tuned"

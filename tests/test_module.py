@@ -89,6 +89,15 @@ def test_unknown_backend_and_bad_reduction():
         nlfs.Loss("CE", reduction="avg")
 
 
+def test_an_unknown_backend_is_refused_at_construction_as_at_the_first_call():
+    message = "unknown backend 'cuda'; choose one of torch, cpp, triton or 'auto'"
+    with pytest.raises(ValueError, match=message) as at_call:
+        nlfs.backends.resolve_backend("cuda", torch.device("cpu"))
+    with pytest.raises(ValueError) as at_init:
+        nlfs.Loss("CE", backend="cuda")  # no call: CE has no ops over classes, so no backend is resolved
+    assert str(at_init.value) == str(at_call.value)
+
+
 def test_auto_backend_works_on_cpu():
     z = torch.randn(4, 5, requires_grad=True)
     t = torch.tensor([0, 1, 2, 3])

@@ -12,7 +12,7 @@ from ._base import Backend, FusedLossFunction, Kernel, loss_dtype, may_overwrite
 from ._torch import TorchBackend, TorchKernel, target_probs
 
 __all__ = ["Backend", "BackendUnavailable", "FusedLossFunction", "Kernel", "TorchBackend", "TorchKernel",
-           "available_backends", "cpp_threads", "get_backend", "loss_dtype", "may_overwrite_logits",
+           "available_backends", "check_name", "cpp_threads", "get_backend", "loss_dtype", "may_overwrite_logits",
            "resolve_backend", "target_probs"]
 
 NAMES = ("torch", "cpp", "triton")
@@ -22,18 +22,23 @@ class BackendUnavailable(RuntimeError):
     """A backend that cannot run here; the message says why and how to fix it."""
 
 
+def check_name(name: str) -> None:
+    """A ValueError for a backend name nlfs does not have (``auto`` is a choice, not a backend)."""
+    if name not in NAMES:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(NAMES)} or 'auto'")
+
+
 def _make(name: str) -> Backend:
+    check_name(name)
     if name == "torch":
         return TorchBackend()
     if name == "cpp":
         from ._cpp import CppBackend
 
         return CppBackend()
-    if name == "triton":
-        from ._triton import TritonBackend
+    from ._triton import TritonBackend
 
-        return TritonBackend()
-    raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(NAMES)} or 'auto'")
+    return TritonBackend()
 
 
 def get_backend(name: str) -> Backend:

@@ -218,6 +218,15 @@ def _labels(ys: dict, classes: list[str], source: str):
             bad = low if low < 0 else high
             where = f"{len(classes)} classes" if classes else "classes"
             raise DatasetError(f"{source}: label {bad} in y_{part} is outside 0..{count - 1} ({where})")
+    if not classes:  # the count comes from the highest label: a stray one makes empty classes
+        high, present = int(out["train"].max()), set(out["train"].unique().tolist())
+        if len(present) <= high:
+            empty = [c for c in range(min(high + 1, len(present) + 5)) if c not in present][:5]
+            missing = high + 1 - len(present)
+            shown = ", ".join(map(str, empty)) + (f", ... ({missing} classes)" if missing > len(empty) else "")
+            which = f"class {shown} has" if missing == 1 else f"classes {shown} have"
+            raise DatasetError(f"{source}: the labels in y_train run 0..{high} but {which} no samples (labels "
+                               "must be 0..C-1; is a label out of range?)")
     if count < 2:
         raise DatasetError(f"{source}: only one class ({count}); classification needs at least 2")
     return out, classes or [str(i) for i in range(count)]

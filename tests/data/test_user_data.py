@@ -132,6 +132,27 @@ def test_bad_arrays_one_clear_error(tmp_path, data, message):
     assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
+def test_a_stray_label_names_the_empty_classes_not_a_small_one(tmp_path):
+    from sklearn.datasets import load_wine
+
+    d = load_wine()
+    y = d.target.copy()
+    y[0] = 7  # 3 classes
+    path = tmp_path / "wine7.npz"
+    np.savez(path, x_train=d.data, y_train=y)
+    with pytest.raises(DatasetError, match=r"labels in y_train run 0..7 but classes 3, 4, 5, 6 have no samples "
+                                           r"\(labels must be 0..C-1; is a label out of range\?\)") as err:
+        as_dataset(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    named = tmp_path / "wine7_classes.npz"
+    np.savez(named, x_train=d.data, y_train=y, classes=np.array(d.target_names))
+    with pytest.raises(DatasetError, match=r"label 7 in y_train is outside 0..2 \(3 classes\)"):
+        as_dataset(named)
+    # a test part that lacks the highest classes is no gap
+    ds = as_dataset({"x_train": d.data, "y_train": d.target, "x_test": d.data[:5], "y_test": d.target[:5]})
+    assert ds.num_classes == 3 and set(ds.test_y.tolist()) == {0}
+
+
 def test_class_too_small_for_the_validation_split(tmp_path):
     path = tmp_path / "tiny.npz"
     np.savez(path, x_train=np.random.default_rng(0).normal(size=(21, 2)), y_train=np.r_[np.zeros(20), 1].astype(int))
