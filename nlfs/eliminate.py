@@ -20,10 +20,12 @@ like the others.
 Every candidate is named ``<run>#<id>`` (a tuned one ``<run>#<id>-tuned``), as in the search's exports.
 Candidates may come from several searches (``--also DIR,...``: each run's best ``pool`` join, under
 the first run's training settings) and from their tunings (``--tuned``: each run's ``tuned.json``, a
-tuned loss entering beside the candidate it came from when its constants changed); ``--novel-only``
-leaves out known losses in disguise: a catalogue loss, or a run's warm start as given unless the run let
-warm starts compete (a warm-started search's best is often CE itself). Every training is scored as the
-search scored its own (``--score``).
+tuned loss entering beside the candidate it came from when its constants changed). A catalogue loss at
+its published constants (``nlfs.search.known_twin``: CE in disguise above all, often a warm-started
+search's best) is never a find: the pool leaves it out and does not count it, and elimination.md says how
+many; ``--novel-only`` also leaves out a run's warm starts as given (unless the run let warm starts
+compete), ``--include-known`` keeps the catalogue losses (say, to check that a twin of CE scores as CE).
+Every training is scored as the search scored its own (``--score``).
 
 Every (candidate, round, seed) training is a row of the ``elimination`` table in ``DIR/run.db``,
 keyed by the exact training it was (expression, constants, class reduction, training config), so a killed
@@ -202,7 +204,7 @@ def round_config(base, rnd: Round, seed: int, split_per_seed: bool = False):
 class Elimination:
     def __init__(self, run_dir: str | Path, protocol: Protocol, train_config=None, workers: int = 1,
                  executor: str = "local", address: str | None = None, log=None, also=(), tuned: bool = False,
-                 novel: bool = False, threads: int | None = None, pack: int = 1):
+                 novel: bool = False, threads: int | None = None, pack: int = 1, include_known: bool = False):
         from .search import RunDB
         from .train import check_config
         from .tune import search_config
@@ -228,7 +230,11 @@ class Elimination:
             self.target = make_target(scfg.target or default_target(scfg.dataset))
             last = dataclasses.replace(protocol.rounds[-1], target=self.target)
             self.protocol = dataclasses.replace(protocol, rounds=[*protocol.rounds[:-1], last])
-        self.tuned, self.novel = tuned, novel
+        if novel and include_known:
+            raise ValueError("novel (leave out warm starts too) and include_known (keep catalogue losses) "
+                             "contradict each other")
+        self.tuned, self.novel, self.include_known = tuned, novel, include_known
+        self.left_out: list[dict] = []  # the known losses in disguise the pool left out
         try:
             check_config(self.base, "CE")
         except ValueError:
@@ -245,29 +251,66 @@ class Elimination:
     def candidates(self) -> list[dict]:
         """The pool: each source run's best ``pool`` (``nlfs.search.best_candidates``), each named
         ``<run>#<id>`` as in the search's reports and exports, then, with ``tuned``, each run's tuned
-        losses whose constants changed (``<run>#<id>-tuned``, as in ``tuned_losses.py``)."""
-        from .search import SearchConfig, best_candidates, known_twin, read_run
+        losses whose constants changed (``<run>#<id>-tuned``, as in ``tuned_losses.py``). Known losses
+        in disguise are left out uncounted (``left_out``): a catalogue loss at its published constants
+        unless ``include_known`` (then tagged ``same_as``), with ``novel`` a warm start as given too.
+        ``fitness_paired``: the search fitness is a paired difference to CE (else an accuracy)."""
+        from .search import SearchConfig, best_candidates, is_paired_run, known_twin, read_run
 
+        self.left_out = []
         pool: list[dict] = []
         seen: set = set()
+
+        def twin_of(c, known):
+            twin = known_twin(c, self.base.grad_scale == "ce", known)
+            if twin and not self.include_known:
+                self.left_out.append({"label": c["label"], "expression": c["expression"],
+                                      "constants": c.get("constants") or {}, "same_as": twin})
+                return twin, True
+            return twin, False
+
         for i, d in enumerate(self.sources):
             prefix = d.name
             rows, saved = (self.db.rows(), self.db.get_meta("config") or {}) if i == 0 else read_run(d)
             known = SearchConfig.from_dict(saved, strict=False).known_losses if self.novel else ()
+            paired = is_paired_run(saved, rows)
             taken = 0
             for c in best_candidates(rows, len(rows)):
                 if taken == self.protocol.pool:
                     break
                 key = (c["expression"], tuple(sorted((c.get("constants") or {}).items())))
-                if key in seen or (self.novel and known_twin(c, self.base.grad_scale == "ce", known)):
-                    continue  # found by an earlier run, or a known loss (CE among them) in disguise
+                if key in seen:
+                    continue  # found by an earlier run
+                c = {**c, "label": loss_label(prefix, c["id"]), "run": str(d), "scale": float(c.get("scale") or 1.0),
+                     "fitness_paired": paired}
+                twin, out = twin_of(c, known)
+                if out:
+                    continue  # a known loss (CE among them) in disguise: no find, and not counted
                 seen.add(key)
                 taken += 1
-                pool.append({**c, "label": loss_label(prefix, c["id"]), "run": str(d),
-                             "scale": float(c.get("scale") or 1.0)})
+                pool.append({**c, "same_as": twin})
             if self.tuned:
-                pool += _tuned_candidates(d, prefix)
+                for c in _tuned_candidates(d, prefix):
+                    twin, out = twin_of(c, known)
+                    if not out:
+                        pool.append({**c, "same_as": twin})
         return pool
+
+    def left_out_text(self) -> str:
+        """How many known losses in disguise the pool left out, and which, in one sentence."""
+        if self.include_known:
+            return ("Catalogue losses at their published constants were kept in the pool (--include-known): "
+                    "one that survives is a known loss, not a find.")
+        what = "a catalogue loss at its published constants" + (", or a run's warm start as given," if self.novel
+                                                                else "")
+        if not self.left_out:
+            return f"No candidate was left out as a known loss in disguise ({what})."
+        counts: dict[str, int] = {}
+        for x in self.left_out:
+            counts[x["same_as"]] = counts.get(x["same_as"], 0) + 1
+        names = ", ".join(f"{n} x{k}" for n, k in counts.items())
+        return (f"Left out of the pool, uncounted: {len(self.left_out)} known loss(es) in disguise ({names}): "
+                f"{what} is no find (--include-known keeps the catalogue's).")
 
     def _fixed_scale(self, cand) -> float:
         """The factor a candidate trains with: its search scale, unless the trainer measures one
@@ -295,6 +338,7 @@ class Elimination:
         from .search import make_executor
 
         pool = self.candidates()
+        self.log(f"eliminate: pool of {len(pool)}. {self.left_out_text()}")
         if not pool:
             raise ValueError(f"{self.run_dir} has no trained candidate with status ok to eliminate")
         ce = {"label": "CE", "id": None, "expression": CE_EXPRESSION, "constants": {}}
@@ -302,12 +346,18 @@ class Elimination:
         self.scales: dict[str, list] = {}  # label -> gradient-scale factors of its trainings
         alive = pool
         history = []
+        trainings: list[dict] = []  # per round: seed -> its training config, to see a round repeat another
         executor = make_executor(self.executor_kind, self.workers, self.address, self.threads, pack=self.pack)
         try:
             for i, rnd in enumerate(self.protocol.rounds, 1):
                 seeds = [self.protocol.first_seed + j for j in range(rnd.seeds)]
+                trainings.append({s: round_config(self.base, rnd, s, self.protocol.split_per_seed).to_dict()
+                                  for s in seeds})
+                repeats = _repeats(trainings)
                 self.log(f"eliminate: round {i}/{len(self.protocol.rounds)}: {len(alive)} candidates + CE, "
                          f"{rnd.describe()}, keep {min(rnd.keep, len(alive))}")
+                if repeats is not None:
+                    self.log(f"eliminate: {_repeat_text(i, repeats)}")
                 jobs = [(c, s) for c in [ce, *alive] for s in seeds]
                 if self.pack > 1:  # seed by seed: the jobs in flight together share one training, and a pack
                     jobs = [(c, s) for s in seeds for c in [ce, *alive]]
@@ -319,7 +369,8 @@ class Elimination:
                 history.append({"round": i, "evaluated": len(alive), "kept": len(kept), "seeds": seeds,
                                 "model": rnd.model, "budget_scale": rnd.budget_scale,
                                 "train_size": rnd.train_size,
-                                "target": None if rnd.target is None else rnd.target.describe()})
+                                "target": None if rnd.target is None else rnd.target.describe(),
+                                "repeats": repeats})
                 alive = kept
         finally:
             executor.close()
@@ -353,6 +404,7 @@ class Elimination:
                                                       f"(last round, {n} seed{'s' if n != 1 else ''})",
                                        "regime": self.regime(),
                                        "known_family": s.get("known_family"),
+                                       "same_as": s.get("same_as"),
                                        "measured_scale": s.get("measured_scale"),
                                        "results": str(self.run_dir / "elimination.md")}})
         return out
@@ -370,29 +422,35 @@ class Elimination:
             factors = sorted(self.scales.get(c["label"], []))
             return {"label": c["label"], "run": c.get("run"), "id": c["id"], "expression": c["expression"],
                     "constants": c.get("constants") or {}, "class_reduction": self.class_reduction,
-                    "search_fitness": c["fitness"], "tuned_from": c.get("tuned_from"),
+                    "search_fitness": c["fitness"], "search_fitness_paired": bool(c.get("fitness_paired")),
+                    "tuned_from": c.get("tuned_from"),
                     # the loss's one scale, as the search (or tuning) exported it: with grad_scale "ce"
                     # every training measures its own factor (their median below), none of them "the" loss's
                     "scale": float(c.get("scale") or 1.0),
                     "measured_scale": factors[len(factors) // 2] if factors else None,
                     "paired_diff": diff, "paired_sd": sd if math.isfinite(sd) else None,  # None: one seed
                     "paired_ci": _ci(scores, c["label"], last), "scores": per_seed(c["label"]),
-                    "known_family": self.family(c)}
+                    "known_family": self.family(c), "same_as": c.get("same_as")}
 
         pool = [{"label": c["label"], "run": c.get("run"), "id": c["id"], "expression": c["expression"],
                  "constants": c.get("constants") or {}, "search_fitness": c["fitness"],
+                 "search_fitness_paired": bool(c.get("fitness_paired")), "same_as": c.get("same_as"),
                  "tuned_from": c.get("tuned_from"), "scores": per_seed(c["label"])} for c in result["pool"]]
         return {"base": self.base.to_dict(), "regime": self.regime(),
                 "split_seed": PER_SEED if self.protocol.split_per_seed else self.base.split_seed,
                 "sources": [str(d) for d in self.sources], "tuned": self.tuned,
                 "class_reduction": self.class_reduction, "rounds": result["rounds"], "ce": per_seed("CE"),
-                "survivors": [survivor(c) for c in result["survivors"]], "pool": pool}
+                "survivors": [survivor(c) for c in result["survivors"]], "pool": pool,
+                "left_out": self.left_out, "include_known": self.include_known}
 
     def family(self, c: dict) -> dict | None:
         """The catalogue loss a survivor is at other constants than its published ones (``{"loss",
-        "constants"}``, ``nlfs.search.known_family``; seconds each, so survivors only), or None."""
+        "constants"}``, ``nlfs.search.known_family``; seconds each, so survivors only), or None; None too
+        for a catalogue loss at its published constants (``same_as``), as the search's report does."""
         from .search import known_family
 
+        if c.get("same_as"):
+            return None
         found = known_family(c["expression"], c.get("constants"), self.class_reduction)
         return None if found is None else {"loss": found[0], "constants": found[1]}
 
@@ -438,7 +496,7 @@ class Elimination:
 
         rounds = self.protocol.rounds
         scores = result["scores"]
-        head = ["rank", "candidate", "expression", "search"]
+        head = ["rank", "candidate", "expression", _search_header(result["survivors"])]
         head += [f"round {i} ({r.describe()})" for i, r in enumerate(rounds, 1)]
         head += ["Δ vs CE, last round (paired)"]
         sources = ", ".join(str(d) for d in self.sources) + (" and their tunings" if self.tuned else "")
@@ -447,8 +505,12 @@ class Elimination:
                  f"{'steps ' + str(self.base.steps) if self.base.steps is not None else 'epochs'} x budget "
                  f"scale; validation accuracy, mean ± std over the round's seeds; the last column is the "
                  f"mean ± sd of (candidate - CE) over the same seeds in percentage points, with its 95% "
-                 f"t-interval. "
+                 f"t-interval. The search column is the candidate's fitness in its search (or its tuning's best "
+                 f"trial), at that search's short training: a proxy. "
                  f"Rounds: " + "; ".join(f"{h['evaluated']} -> {h['kept']}" for h in result["rounds"]), "",
+                 self.left_out_text(), "",
+                 *[line for n, h in enumerate(result["rounds"], 1) if h.get("repeats")
+                   for line in ("R" + _repeat_text(n, h["repeats"])[1:] + ".", "")],
                  f"Regime (before each round's budget scale, model and size): {self.regime()}. "
                  + (f"Last round: the search run's {self.target.describe()} (no budget scale)."
                     if self.target is not None else "Last round: not the search run's target regime "
@@ -469,10 +531,25 @@ class Elimination:
             interval = "" if ci is None else f", 95% CI [{ci[0] * 100:+.2f}, {ci[1] * 100:+.2f}]"
             family = family_text(self.family(c))
             label = c["label"] + (f" (= {family}, a known loss at other constants)" if family else "")
-            lines.append(f"| {rank} | {label} | {expr} | {c['fitness']:.4f} | "
+            label += f" (= {c['same_as']} in disguise, a known loss)" if c.get("same_as") else ""
+            lines.append(f"| {rank} | {label} | {expr} | {_search_cell(c)} | "
                          + " | ".join(cells(c["label"])) + f" | {format_mean_std(*d, scale=100, sign=True)}"
                          f"{interval} pp |")
         return "\n".join(lines) + "\n"
+
+
+def _search_header(cands) -> str:
+    """The search column's header: what its numbers are (a paired difference in pp, or an accuracy)."""
+    kinds = {bool(c.get("fitness_paired")) for c in cands}
+    if kinds == {True}:
+        return "search fitness: paired Δ vs CE, pp"
+    if True in kinds:
+        return "search fitness: paired Δ vs CE in pp (signed), else accuracy"
+    return "search fitness: accuracy"
+
+
+def _search_cell(c) -> str:
+    return f"{c['fitness'] * 100:+.2f} pp" if c.get("fitness_paired") else f"{c['fitness']:.4f}"
 
 
 def _tuned_candidates(run_dir: Path, prefix: str) -> list[dict]:
@@ -490,6 +567,29 @@ def _tuned_candidates(run_dir: Path, prefix: str) -> list[dict]:
                     "fitness": t["best_fitness"], "tuned_from": t["search_expression"],
                     "scale": float(t.get("scale") or 1.0)})
     return out
+
+
+def _repeats(trainings: list[dict]) -> dict | None:
+    """Which earlier round the last round's trainings repeat (``{"round", "seeds", "all"}``: the seeds
+    whose training config is that round's, so their scores are reused, and whether that is every seed),
+    the one sharing most; None if none."""
+    *earlier, now = trainings
+    best = None
+    for j, before in enumerate(earlier, 1):
+        shared = [s for s, cfg in now.items() if before.get(s) == cfg]
+        if shared and (best is None or len(shared) > len(best["seeds"])):
+            best = {"round": j, "seeds": shared, "all": len(shared) == len(now)}
+    return best
+
+
+def _repeat_text(i: int, rep: dict) -> str:
+    j, seeds = rep["round"], ", ".join(map(str, rep["seeds"]))
+    if rep["all"]:
+        seeds = ("seed " if len(rep["seeds"]) == 1 else "seeds ") + seeds
+        return (f"round {i} repeats round {j}'s trainings (same budget, model, size and {seeds}): its numbers "
+                f"are round {j}'s, no new evidence")
+    return (f"round {i} reuses round {j}'s trainings on seed(s) {seeds} (same budget, model and size): only its "
+            f"other seeds are new, and its means include the seeds round {j} selected these candidates on")
 
 
 def _scale_of(out: dict, fixed: float = 1.0):
@@ -528,14 +628,14 @@ def _fmt(values) -> str:
 
 def eliminate(run_dir, protocol: Protocol | None = None, train_config=None, workers: int = 1,
               executor: str = "local", address: str | None = None, log=None, also=(), tuned: bool = False,
-              novel: bool = False, threads: int | None = None, pack: int = 1) -> dict:
+              novel: bool = False, threads: int | None = None, pack: int = 1, include_known: bool = False) -> dict:
     """Run the elimination protocol on the search run in ``run_dir`` (see the module docstring); the
     default protocol is the paper preset, its last round in the run's target regime. ``pack`` > 1
     trains up to that many candidates of one round and seed (CE included) as one packed network (the
     surrogate CNN only; each score as unpacked, to float tolerance): a GPU feature."""
     protocol = protocol or Protocol.from_lists(**PRESETS["paper"], target=True)
     e = Elimination(run_dir, protocol, train_config, workers, executor, address, log, also, tuned, novel,
-                    threads, pack)
+                    threads, pack, include_known)
     try:
         return e.run()
     finally:
@@ -582,9 +682,13 @@ def build_parser() -> ArgumentParser:
                     help="more search runs whose best candidates join the pool (--pool from each)")
     ap.add_argument("--tuned", action="store_true",
                     help="add each run's tuned losses (DIR/tuned.json from nlfs.tune --top) to the pool")
-    ap.add_argument("--novel-only", action="store_true",
-                    help="leave out candidates that are known losses in disguise: a catalogue loss (CE among "
-                         "them) or a run's warm start as given (unless the run let them compete)")
+    known = ap.add_mutually_exclusive_group()
+    known.add_argument("--novel-only", action="store_true",
+                       help="also leave out a run's warm starts as given (unless the run let them compete); "
+                            "catalogue losses are left out either way")
+    known.add_argument("--include-known", action="store_true",
+                       help="keep catalogue losses at their published constants (CE in disguise among them) in "
+                            "the pool; by default they are left out, uncounted, as no find")
     ap.add_argument("--preset", default="paper", choices=sorted(PRESETS),
                     help="paper: 300 -> 25, 12, 6, 4; quick: two short rounds (minutes on a CPU)")
     ap.add_argument("--config", default=None,
@@ -663,7 +767,7 @@ def _main(argv=None) -> int:
     t0 = time.time()
     e = Elimination(args.run_dir, protocol, None, args.workers, args.executor, args.address,
                     also=_list(args.also, str) or (), tuned=args.tuned, novel=args.novel_only, threads=args.threads,
-                    pack=args.pack)
+                    pack=args.pack, include_known=args.include_known)
     try:
         if over:
             e.base = dataclasses.replace(e.base, **over)

@@ -358,7 +358,8 @@ def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int
                     "trials": len(res.trials), "study": res.study_name, "sampler": res.sampler})
     atomic_write(run_dir / "tuned.json", json.dumps(out, indent=2))
     md = ["# Tuned finalists", "", f"Regime: {trained_on}. CE with the same training: {_f(ce_acc)}; "
-          "Δ vs CE: the tuned accuracy minus CE's, in percentage points (one seed: no interval).", "",
+          "Δ vs CE: the tuned accuracy minus CE's, in percentage points (one seed: no interval)."
+          + _selection_note([o["trials"] for o in out if not o["nothing_to_tune"]]), "",
           "| name | initial | tuned | Δ vs CE, pp | scale | constants | expression |",
           "|---|---|---|---|---|---|---|"]
     for o in out:
@@ -396,6 +397,15 @@ def _ce_reference(run_dir: Path, train_config, evaluate, score: str = "best") ->
     acc = out.get("fitness") if out.get("status") == "ok" else None
     atomic_write(path, json.dumps({"train": train, "score": score, "accuracy": acc}, indent=2, default=str))
     return acc
+
+
+def _selection_note(trials: list[int]) -> str:
+    """Why a tuned accuracy overstates the loss: it is the maximum over its trials on one seed."""
+    if not trials:
+        return ""
+    n = f"{trials[0]} trials" if len(set(trials)) == 1 else f"its trials ({min(trials)} to {max(trials)} a loss)"
+    return (f" The tuned accuracy is the best of {n} on that one seed: biased upward by the selection, and "
+            "so is its Δ; confirm it on other seeds with nlfs.eliminate --tuned.")
 
 
 def search_config(saved: dict):
@@ -517,7 +527,8 @@ def _main(argv=None) -> int:
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     ce = _ce_reference(Path(run_dir), _train_config(args), evaluate_payload)
     vs = "-" if ce is None or res.best_fitness is None else f"{(res.best_fitness - ce) * 100:+.2f} pp"
-    print(f"CE with the same training: {_f(ce)}; best vs CE: {vs} (one seed: no interval)")
+    print(f"CE with the same training: {_f(ce)}; best vs CE: {vs} (one seed: no interval)."
+          + _selection_note([len(res.trials)]))
     print(f"study {res.study_name} in {res.storage} (optuna-dashboard {res.storage})")
     Path(run_dir, f"{res.study_name}.json").write_text(json.dumps(res.to_dict(), indent=2))
     return 0

@@ -14,8 +14,9 @@ from nlfs.train import TrainConfig
 from tests.runs import drawn_split
 
 FAST = dict(dataset="digits", steps=20, train_size=400, val_size=200, backend="torch", progress=False)
-EXPRS = ["-y * log(p)", "-y * log(p + 0.1)", "-y * log(p) * 2", "y * (1 - p)", "-y * p",
-         "-y * log(p) + y * (1 - p)", "-y * (1 - p) ** 2 * log(p)", "y * (1 - p) ** 2"]
+# CE first (a catalogue loss: the default pool leaves it out), then seven that are no catalogue loss
+EXPRS = ["-y * log(p)", "-y * log(p + 0.1)", "-y * log(p) * 2", "y * (1 - p) ** 3", "-y * p ** 2",
+         "-y * log(p) + y * (1 - p)", "-y * (1 - p) ** 3 * log(p)", "y * (1 - p) ** 2"]
 
 
 def make_run(tmp_path):
@@ -119,7 +120,7 @@ def test_real_training_smoke(tmp_path):
     run = tmp_path / "run"
     db = RunDB(run / "run.db")
     db.set_meta("config", SearchConfig(run_dir=str(run), **FAST).to_dict())
-    for i, e in enumerate(["-y * log(p) * 2", "y * (1 - p)"]):
+    for i, e in enumerate(["-y * log(p) * 2", "y * (1 - p) ** 2"]):
         db.record({"canonical": e, "expression": e, "constants": {}, "sign": 1.0, "fitness": 0.5 + i / 10,
                    "status": "ok", "size": 5})
     db.close()
@@ -342,3 +343,96 @@ def test_a_survivor_that_is_a_catalogue_loss_at_other_constants_is_named_so(tmp_
                 for f in json.loads((run / "finalists.json").read_text())}
     assert families == {"-(y * sqrt(p))": {"loss": "GCE", "constants": {"q": 0.5}}, novel: None}
     assert "(= GCE (q 0.5), a known loss at other constants)" in (run / "elimination.md").read_text()
+
+
+def test_the_default_pool_leaves_out_catalogue_losses_uncounted_and_says_so(tmp_path, monkeypatch, capsys):
+    """CE in disguise as the run's best (and Focal at its published constants) is no find: the default
+    pool leaves both out, fills up without them and says so; --include-known keeps them, named."""
+    import nlfs.losses
+
+    focal = nlfs.losses.get("Focal")
+    run = make_run(tmp_path)
+    db = RunDB(run / "run.db")
+    for e, fit in (("-(log(p) * y)", 0.99), (str(focal.expr.substitute(dict(focal.constants))), 0.98)):
+        db.record({"constants": {}, "sign": 1.0, "dataset": "digits", "size": 5, "canonical": e, "expression": e,
+                   "fitness": fit, "status": "ok"})
+    db.close()
+    monkeypatch.setattr(nlfs.train, "train", FakeTrain())
+    args = ["--run-dir", str(run), "--keep", "2,1", "--seeds-per-round", "1", "--pool", "3"]
+    assert main(args) == 0
+    record = json.loads((run / "elimination.json").read_text())
+    assert [c["label"] for c in record["pool"]] == ["run#9", "run#7", "run#6"]  # 3 without the twins
+    assert [(x["label"], x["same_as"]) for x in record["left_out"]] == [("run#12", "CE"), ("run#13", "Focal")]
+    said = "Left out of the pool, uncounted: 2 known loss(es) in disguise (CE x1, Focal x1)"
+    assert said in (run / "elimination.md").read_text() and said in capsys.readouterr().err
+    assert main(["--run-dir", str(run), "--keep", "3", "--seeds-per-round", "1", "--pool", "3", "--include-known"]) == 0
+    record = json.loads((run / "elimination.json").read_text())
+    assert [(c["label"], c["same_as"]) for c in record["pool"]] == [("run#12", "CE"), ("run#13", "Focal"),
+                                                                    ("run#9", None)]
+    md = (run / "elimination.md").read_text()
+    assert record["left_out"] == [] and "kept in the pool (--include-known)" in md
+    assert "| run#12 (= CE in disguise, a known loss) |" in md  # named as what it is, no family at other constants
+    assert {f["name"]: f["provenance"]["same_as"] for f in json.loads((run / "finalists.json").read_text())} == {
+        "run#12": "CE", "run#13": "Focal", "run#9": None}
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main([*args, "--include-known", "--novel-only"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_a_round_that_repeats_an_earlier_ones_trainings_says_so(tmp_path, monkeypatch, capsys):
+    """--train-sizes base,all on a run that already trains on every image, same budget and seeds: round 2's
+    trainings are round 1's (reused, not trained again) and the log and elimination.md say so; a round
+    that shares only some seeds says which; a round with a new budget says nothing."""
+    run = make_run(tmp_path)
+    db = RunDB(run / "run.db")
+    db.set_meta("config", SearchConfig(run_dir=str(run), seed=0, **{**FAST, "train_size": None}).to_dict())
+    db.close()
+    fake = FakeTrain()
+    monkeypatch.setattr(nlfs.train, "train", fake)
+    args = ["--run-dir", str(run), "--pool", "3", "--keep", "2,1"]
+    assert main([*args, "--seeds-per-round", "2,2", "--train-sizes", "base,all"]) == 0
+    assert len(fake.calls) == (3 + 1) * 2  # round 2 trained nothing
+    said = "round 2 repeats round 1's trainings (same budget, model, size and seeds 1, 2): its numbers are round 1's"
+    assert said in capsys.readouterr().err
+    assert "R" + said[1:] in (run / "elimination.md").read_text()
+    assert json.loads((run / "elimination.json").read_text())["rounds"][1]["repeats"] == {
+        "round": 1, "seeds": [1, 2], "all": True}
+    assert main([*args, "--seeds-per-round", "2,3"]) == 0
+    md = (run / "elimination.md").read_text()
+    assert "Round 2 reuses round 1's trainings on seed(s) 1, 2 (same budget, model and size)" in md
+    assert "repeats round" not in md
+    assert main([*args, "--seeds-per-round", "2,2", "--budget-scale", "1,2"]) == 0
+    md = (run / "elimination.md").read_text()
+    assert "repeats round" not in md and "reuses round" not in md
+    capsys.readouterr()
+
+
+def test_the_search_column_is_in_pp_when_the_search_was_paired(tmp_path, monkeypatch):
+    """A paired search's fitness is a difference to CE (0.0044): shown as +0.44 pp under a header saying
+    so, like the Δ column; an unpaired run's (make_run's rows, no paired seeds) stays an accuracy."""
+    run = tmp_path / "run"
+    db = RunDB(run / "run.db")
+    db.set_meta("config", SearchConfig(run_dir=str(run), seed=0, **FAST).to_dict())
+    for e, fit in (("-y * log(p + 0.1)", 0.0044), ("y * (1 - p) ** 2", -0.0123)):
+        db.record({"constants": {}, "sign": 1.0, "dataset": "digits", "size": 5, "canonical": e, "expression": e,
+                   "fitness": fit, "status": "ok", "accuracy": 0.9 + fit,
+                   "result": {"seeds": [{"seed": 0, "acc": 0.9 + fit, "paired": fit}]}})
+    db.close()
+    monkeypatch.setattr(nlfs.train, "train", FakeTrain())
+    assert main(["--run-dir", str(run), "--keep", "2", "--seeds-per-round", "1", "--pool", "2"]) == 0
+    md = (run / "elimination.md").read_text()
+    assert "| search fitness: paired Δ vs CE, pp |" in md
+    assert "| +0.44 pp |" in md and "| -1.23 pp |" in md and "0.0044" not in md
+    assert all(s["search_fitness_paired"] for s in json.loads((run / "elimination.json").read_text())["survivors"])
+    (run / "tuned.json").write_text(json.dumps([  # a tuning's best trial: an accuracy beside the paired ones
+        {"id": 1, "search_expression": "-y * log(p + 0.1)", "expression": "-y * log(p + c0)",
+         "initial_constants": {"c0": 0.1}, "best_constants": {"c0": 0.3}, "best_fitness": 0.95}]))
+    assert main(["--run-dir", str(run), "--keep", "3", "--seeds-per-round", "1", "--pool", "2", "--tuned"]) == 0
+    md = (run / "elimination.md").read_text()
+    assert "| search fitness: paired Δ vs CE in pp (signed), else accuracy |" in md
+    assert "| +0.44 pp |" in md and "| 0.9500 |" in md
+    plain = make_run(tmp_path / "plain")
+    assert main(["--run-dir", str(plain), "--keep", "2", "--seeds-per-round", "1", "--pool", "2"]) == 0
+    md = (plain / "elimination.md").read_text()
+    assert "| search fitness: accuracy |" in md and "| 0.9000 |" in md

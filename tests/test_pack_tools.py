@@ -113,7 +113,7 @@ def test_transfer_stopped_between_packs_resumes_without_training_a_pair_twice(tm
     assert all(r["status"] == "ok" for r in rows)
 
 
-EXPRS = ["-y * log(p) * 2", "-y * (1 - p) ** 2 * log(p)", "y * (1 - p) ** 2"]
+EXPRS = ["-y * log(p) * 2", "-y * (1 - p) ** 3 * log(p)", "y * (1 - p) ** 2"]
 
 
 def make_run(path):

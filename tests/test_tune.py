@@ -229,3 +229,22 @@ def test_a_runs_tuning_scores_as_the_run_did_and_skips_its_warm_starts(tmp_path,
     assert out[0]["ce_accuracy"] == 0.6 and out[0]["best_fitness"] == 0.6
     assert "scored by the final model's validation accuracy" in out[0]["trained_on"]
     assert json.loads((run / "tune_ce.json").read_text())["score"] == "final"
+
+
+def test_tuned_md_says_the_tuned_accuracy_is_the_best_of_its_trials(tmp_path, monkeypatch, capsys):
+    """The tuned accuracy is a maximum over the trials on one seed: tuned.md and the single-loss CLI say
+    so (biased upward) beside the Δ vs CE, and where to confirm it."""
+    run = tmp_path / "run"
+    db = RunDB(run / "run.db")
+    db.set_meta("config", SearchConfig(run_dir=str(run), **FAST).to_dict())
+    db.record({"canonical": "a", "expression": "-y * log(p + 0.5)", "constants": {}, "fitness": 0.8, "status": "ok",
+               "sign": 1.0, "size": 5, "dataset": "digits"})
+    db.close()
+    monkeypatch.setattr(nlfs.train, "train", FakeTrain(lambda c: 0.5 + 0.01 * sum(c.values())))
+    tune_run(run, 1, n_trials=3, batch=3, log=lambda m: None)
+    md = (run / "tuned.md").read_text()
+    assert ("The tuned accuracy is the best of 3 trials on that one seed: biased upward by the selection, and so "
+            "is its Δ; confirm it on other seeds with nlfs.eliminate --tuned.") in md
+    assert main(["--loss", "LabelSmoothingCE", "--trials", "2", "--batch", "2", "--run-dir", str(tmp_path / "one"),
+                 "--steps", "10", "--backend", "torch"]) == 0
+    assert "best of 2 trials on that one seed: biased upward" in capsys.readouterr().out
