@@ -226,10 +226,11 @@ def _main(argv=None) -> int:
           f"budget {cfg.budget} candidates at rung 0, {cfg.workers} worker(s), run dir {cfg.run_dir}"
           + (" (resumed)" if args.resume else ""), file=sys.stderr)
     for rung in getattr(search, "rungs", ()):
-        print(f"  {rung.describe()}", file=sys.stderr)
+        print(f"  {rung.describe(cfg.base_length())}", file=sys.stderr)
     if getattr(search, "rungs", ()) and cfg.finalists and cfg.is_paired:
         race = (f"raced to a 95% interval or {cfg.race_seeds} seeds, then " if cfg.racing else "")
-        print(f"  then the {cfg.finalists} leader(s): {race}trained in the {search.target.describe(unit)}, "
+        target = search.target.describe(unit, cfg.dataset)
+        print(f"  then the {cfg.finalists} leader(s): {race}trained in the {target}, "
               f"{search.target.seeds} seed(s), paired with CE", file=sys.stderr)
     with resume_with(resume):
         summary, stopped = run_and_report(search)

@@ -64,12 +64,27 @@ def make_splits(ds: Dataset, val_size: int | None, train_size: int | None = None
         test_idx, perm = perm[:DIGITS_TEST_SIZE], perm[DIGITS_TEST_SIZE:]
     else:
         test_idx = torch.arange(n_pool, n_pool + len(ds.test_y))
-    if not 0 <= val_size < len(perm):
-        raise ValueError(f"val_size={val_size} leaves no training images ({len(perm)} available)")
+    _check_val_size(val_size, len(perm))
     val_idx, train_idx = perm[:val_size], perm[val_size:]
     train_idx = _first(train_idx, train_size, len(val_idx))
     return Splits(ds, images, labels, train_idx.to(device), val_idx.to(device),
                   test_idx.to(device) if include_test else None, int(seed))
+
+
+def check_split_sizes(ds: Dataset, val_size: int | None, train_size: int | None = None, seed: int = 0) -> None:
+    """The ValueError (or DatasetError) ``make_splits`` would raise for these sizes, without laying the
+    data out: for a command's checks before any work."""
+    if ds.split_by_fraction:
+        split_indices(ds, val_size, train_size, seed)
+        return
+    pool = len(ds.train_y) - (DIGITS_TEST_SIZE if ds.test_x is None else 0)
+    _check_val_size(val_size, pool)
+    _first(torch.arange(pool - val_size), train_size, val_size)
+
+
+def _check_val_size(val_size: int, pool: int) -> None:
+    if not 0 <= val_size < pool:
+        raise ValueError(f"val_size={val_size} leaves no training images ({pool} available)")
 
 
 def split_indices(ds: Dataset, val_size: int | None = None, train_size: int | None = None,

@@ -146,6 +146,13 @@ class SearchConfig:
     def is_paired(self) -> bool:
         return self.paired and self.baseline
 
+    def base_length(self) -> dict | None:
+        """The length a rung without its own epochs or steps trains (``_rungs.base_length``; None for a
+        fitness function's run, whose rungs are budgets)."""
+        from ._rungs import base_length
+
+        return None if self.fitness else base_length(self.dataset, self.epochs, self.steps)
+
     def rung_list(self):
         return make_rungs(self.rungs or [{"seeds": 1}])
 
@@ -229,7 +236,10 @@ def check_search(cfg: SearchConfig) -> None:
     for rung in cfg.rung_list():
         check_config(cfg.train_config(rung), "CE")
     if cfg.finalists and cfg.is_paired:
-        check_config(cfg.target_train_config(), "CE")
+        try:
+            check_config(cfg.target_train_config(), "CE")
+        except ConfigError as err:
+            raise ConfigError(f"target {cfg.target}: {err}") from None
 
 
 def make_algorithm(cfg: SearchConfig, space):

@@ -103,6 +103,8 @@ def preset_config(preset: str = "quick", *, algorithm: str = "gp", space: str | 
 
             default = default_target(cfg.dataset)
         cfg.target = {**default, "seeds": p["target_seeds"]}
+    elif "seeds" not in cfg.target:  # a target without its seeds: the preset's
+        cfg.target = {**cfg.target, "seeds": p["target_seeds"]}
     if fitness and cfg.rungs is None:
         cfg.rungs = [dict(r) for r in FITNESS_RUNGS]
     if no_filters:
@@ -186,15 +188,20 @@ def discover(data=None, model: str = "surrogate", target=None, budget: int | Non
     saved_data = None
     # one thread per training, as the CLI's default workers each get: two on busy cores are many times slower
     options.setdefault("threads", 1)
+    unknown = set(options) - set(SearchConfig.__dataclass_fields__) - {"population", "sample", "initial",
+                                                                        "no_filters", "seed_losses"}
+    if unknown:
+        raise TypeError(f"discover() got unknown options {sorted(unknown)}; see nlfs.search.SearchConfig")
     if resume:
+        changed = changed_settings(run_dir, options)
+        if changed:  # the saved configuration decides; the same script run again is no change
+            raise ValueError(f"{run_dir} holds a run, resumed with its saved configuration: drop "
+                             f"{', '.join(changed)} or give the values it was started with (only budget, time_limit, "
+                             "workers, threads, executor, ray_address and pack may change), or start a new run_dir")
         cfg = resume_config(run_dir, budget, time_limit, workers, options.get("threads"),
                             options.get("executor", "local"), options.get("ray_address"), progress,
                             options.get("pack", 1))
     else:
-        unknown = set(options) - set(SearchConfig.__dataclass_fields__) - {"population", "sample", "initial",
-                                                                            "no_filters", "seed_losses"}
-        if unknown:
-            raise TypeError(f"discover() got unknown options {sorted(unknown)}; see nlfs.search.SearchConfig")
         if fitness is not None:
             options.setdefault("grad_scale", "none")
             if options["grad_scale"] != "none":
@@ -239,6 +246,36 @@ def discover(data=None, model: str = "surrogate", target=None, budget: int | Non
         log(f"nlfs.discover: time limit of {cfg.time_limit:g} s reached after {search.trainings} candidates; "
             "call discover again with the same run_dir to go on")
     return Discovery(Path(cfg.run_dir), summary, format_summary(summary, cfg.dataset))
+
+
+RESUME_OPTIONS = ("threads", "executor", "ray_address", "pack")  # how a resumed run goes on, not what it is
+
+
+def changed_settings(run_dir: Path, options: dict) -> list[str]:
+    """The options of a call that resumes the run in ``run_dir`` that differ from its saved configuration
+    (``RESUME_OPTIONS`` may differ)."""
+    from ._db import RunDB
+
+    db = RunDB(Path(run_dir) / "run.db", readonly=True)
+    try:
+        saved = db.get_meta("config") or {}
+    finally:
+        db.close()
+
+    def plain(value):  # tuples and lists, as JSON saved them
+        return json.loads(json.dumps(value, default=list))
+
+    out = []
+    for key, value in sorted(options.items()):
+        if key in RESUME_OPTIONS:
+            continue
+        if key == "no_filters":
+            same = bool(value) == (plain(saved.get("filters")) == ["validity"])
+        else:
+            same = plain(value) == plain(saved.get(key))
+        if not same:
+            out.append(key)
+    return out
 
 
 def check_same_data(cfg: SearchConfig, data, resize=None) -> None:
@@ -317,8 +354,9 @@ def _pp_ci(ci):
 
 @dataclass
 class Discovery:
-    """What :func:`discover` found: ``best`` (the reported losses: those trained in the target first,
-    best there first, then the other raced leaders, then the rest by their screening fitness),
+    """What :func:`discover` found: ``best`` (the reported new losses: those trained in the target first,
+    best there first, then the other raced leaders, then the rest by their screening fitness; a known
+    loss in disguise the report shows is left out),
     ``summary`` (the run's summary.json), ``run_dir`` (run.db and the reports); ``report()`` is the
     CLI's summary; ``verdict``, its last line."""
 
@@ -330,6 +368,8 @@ class Discovery:
     def best(self) -> list[FoundLoss]:
         out = []
         for e in self.summary.get("best", []):
+            if e.get("known"):  # a known loss in disguise: in the report, not among the finds
+                continue
             t = e.get("target") or {}
             out.append(FoundLoss(e["name"], e.get("formula") or e["expression"], e["expression"],
                                  dict(e.get("constants") or {}), float(e.get("scale") or 1.0), e.get("regime", ""),
@@ -358,7 +398,7 @@ class Discovery:
                  "class_reduction": class_reduction, "scale": float(e.get("scale") or 1.0),
                  "provenance": {"search_run": str(self.run_dir), "candidate": e["name"], "search_fitness": e["fitness"],
                                 "measured_in": e.get("regime", ""), "in_target": e.get("in_target", "")}}
-                for e in self.summary.get("best", [])[:k]]
+                for e in [e for e in self.summary.get("best", []) if not e.get("known")][:k]]
 
     def _config(self) -> dict:
         from ._db import read_run

@@ -210,7 +210,12 @@ def known_family(expression: str, constants: dict | None = None, class_reduction
     and twice them), which takes seconds: for reports on a few losses, not for the search loop."""
     key = (expression, json.dumps(constants or {}, sort_keys=True), class_reduction, tol)
     if key not in _FAMILIES:
-        _FAMILIES[key] = _fit_family(expression, constants, class_reduction, tol)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # thousands of tiny evaluations: more threads only add their overhead
+        try:
+            _FAMILIES[key] = _fit_family(expression, constants, class_reduction, tol)
+        finally:
+            torch.set_num_threads(threads)
     return _FAMILIES[key]
 
 

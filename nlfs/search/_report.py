@@ -13,7 +13,7 @@ from .._io import atomic_write
 from ..stats import mean
 from ._filters import WARM_START, family_text, known_family, known_twin
 from ._rows import summary_counts
-from ._rungs import budget_text
+from ._rungs import base_length, budget_text, with_length
 
 
 def trained_ok(rows: list[dict]) -> list[dict]:
@@ -326,6 +326,7 @@ def export_losses(rows: list[dict], path: Path, run_dir: Path, k: int = 5, class
     atomic_write(path, "\n".join(lines).rstrip() + "\n")
 
 
+FAMILIES_FILE = "known_families.json"  # known_family's answers for a run's leaders (seconds each: fitted once)
 FINALISTS = "finalists.json"  # what nlfs.eliminate writes: its survivors, in found_losses.json's format
 
 
@@ -421,14 +422,20 @@ def regime(cfg: dict) -> str:
     train = {**(cfg.get("train_overrides") or {})}
     size = cfg.get("train_size") or train.get("train_size")
     rungs = cfg.get("rungs") or []
-    budget = "; ".join(f"rung {i}: {budget_text(r)}, {r.get('seeds', 1)} seed(s)" for i, r in enumerate(rungs)) or (
-        f"{cfg.get('steps')} steps" if cfg.get("steps") else f"{cfg.get('epochs') or 'default'} epochs")
+    base = _base_length(cfg)
+    budget = "; ".join(f"rung {i}: {budget_text(with_length(r, base))}, {r.get('seeds', 1)} seed(s)"
+                       for i, r in enumerate(rungs)) or budget_text(base)
     kind = f" ({train.get('label_noise_kind', 'symmetric')})" if train.get("label_noise") else ""
     unit, model = data_words(cfg.get("dataset", "?"), cfg.get("model", "surrogate"), cfg.get("data_root"))
     return (f"{cfg.get('dataset', '?')} ({size or 'all'} {unit}), model {model}; "
             f"{budget}; label noise {train.get('label_noise') or 0:g}{kind}; "
             f"augmentation {cfg.get('augment', 'none')}; "
             f"gradient scale {cfg.get('grad_scale', 'none')}; scored by {score_words(cfg.get('score', 'best'))}")
+
+
+def _base_length(cfg: dict) -> dict:
+    """A saved run's own length (``_rungs.base_length``): what its rungs without one train."""
+    return base_length(cfg.get("dataset", "?"), cfg.get("epochs"), cfg.get("steps"))
 
 
 def score_words(score: str) -> str:
@@ -512,14 +519,15 @@ def target_note(t: dict | None) -> str:
 
 
 def rung_regime(cfg: dict, rung: int, seeds: int | None = None) -> str:
-    """Where a screening fitness was measured: the rung's budget and its seeds (a proxy lead)."""
+    """Where a screening fitness was measured: the rung's budget and its seeds, a proxy (a lead there is
+    a proxy lead: ``lead_note`` says whether it is one)."""
     spec = dict((cfg.get("rungs") or [{}])[rung] if rung < len(cfg.get("rungs") or []) else {})
     n = seeds or spec.pop("seeds", 1)
     spec.pop("seeds", None)
     if "budget" in spec:  # a fitness function's run: nlfs trained nothing itself
-        return f"your fitness function, budget {spec['budget']:g} (screening rung {rung}), {n} seed(s): proxy lead"
-    budget = budget_text(spec)  # a schedule read early says so in words
-    return f"screening rung {rung} ({budget}), {n} seed(s): proxy lead"
+        return f"your fitness function, budget {spec['budget']:g} (screening rung {rung}), {n} seed(s): a proxy"
+    budget = budget_text(with_length(spec, _base_length(cfg)))  # a schedule read early says so in words
+    return f"screening rung {rung} ({budget}), {n} seed(s): a proxy"
 
 
 def target_describe(cfg: dict) -> str | None:
@@ -531,7 +539,7 @@ def target_describe(cfg: dict) -> str | None:
     try:
         unit = "training images" if cfg.get("fitness") else data_words(cfg.get("dataset", "?"), "surrogate",
                                                                          cfg.get("data_root"))[0]
-        return make_target(cfg["target"]).describe(unit)
+        return make_target(cfg["target"]).describe(unit, None if cfg.get("fitness") else cfg.get("dataset", "?"))
     except ValueError:
         return None
 
@@ -549,14 +557,20 @@ def _family_note(entry: dict) -> str:
     return f" (= {family_text(entry['known_family'])})" if entry.get("known_family") else ""
 
 
+def is_paired_run(cfg: dict, rows: list[dict]) -> bool:
+    """Whether a run's fitness is a paired difference to CE (else an accuracy): a paired run with a
+    baseline whose rows hold paired seeds."""
+    return bool(cfg.get("paired", False) and cfg.get("baseline", True)) and any(
+        s.get("paired") is not None for r in rows for s in (r.get("result") or {}).get("seeds", []) or [])
+
+
 def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | None = None) -> dict:
     from ..losses import stored_class_reduction
 
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
     class_reduction = class_reduction or stored_class_reduction(cfg)
-    paired = bool(cfg.get("paired", False) and cfg.get("baseline", True)) and any(
-        s.get("paired") is not None for r in rows for s in (r.get("result") or {}).get("seeds", []) or [])
+    paired = is_paired_run(cfg, rows)
     normalise = cfg.get("grad_scale", "none") != "none"
     hof = hall_of_fame(rows)
     best = shown_candidates(rows, 5)
@@ -583,18 +597,43 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
         # a leader checked in the target may be a catalogue loss at other constants (seconds each: only these);
         # a warm start too (one the user tuned), not a catalogue loss at its published ones
         catalogue = e["same_as"] and not e["same_as"].startswith(WARM_START)
-        fam = known_family(r["expression"], e["constants"], class_reduction) if t and not catalogue else None
-        e["known_family"] = None if fam is None else {"loss": fam[0], "constants": fam[1]}
+        e["known_family"] = family_of(r, class_reduction) if t and not catalogue else None
         return e
+
+    try:
+        families = json.loads((run_dir / FAMILIES_FILE).read_text())
+    except (OSError, ValueError):  # none yet, or unreadable: fitted again
+        families = {}
+    fitted = len(families)
+
+    def family_of(r, class_reduction):  # known_family, fitted once per run: a resumed run's report reuses it
+        key = json.dumps([r["expression"], r.get("constants") or {}, class_reduction], sort_keys=True)
+        if key not in families:
+            fam = known_family(r["expression"], r.get("constants") or {}, class_reduction)
+            families[key] = None if fam is None else {"loss": fam[0], "constants": fam[1]}
+        return families[key]
 
     in_target = target_results(rows)
     target_text = target_describe(cfg)
+    compete = bool(cfg.get("warm_starts_compete"))
+
+    def known(same):  # a catalogue loss at its published constants, or a warm start as given: shown, never a find
+        return bool(same) and (not same.startswith(WARM_START) or not compete)
+
+    # the proxy's best new loss (shown, though not always first): the verdict's subject, never a known loss
+    ranked = next((r for r in best_candidates(rows, len(rows))
+                   if not known(known_twin(r, normalise, cfg.get("seed_losses") or ()))), None)
+    if ranked is not None and all(r["id"] != ranked["id"] for r in best):
+        best = [*best, ranked]
     entries = [entry(r) for r in best]
-    ranked = best_candidates(rows, 1)  # the proxy's best: shown, though not always first
-    top = next((e for e in entries if ranked and e["id"] == ranked[0]["id"]), entries[0] if entries else None)
+    for e in entries:
+        e["known"] = known(e["same_as"])
+    top = next((e for e in entries if ranked and e["id"] == ranked["id"]), None)
+    above = [e for e in entries if e["known"] and top is not None and e["vs_ce"] is not None
+             and top["vs_ce"] is not None and e["vs_ce"] > top["vs_ce"]]
     ahead = top is not None and top["vs_ce"] is not None and top["vs_ce"] > 0
     if top is None:
-        verdict = "no candidate trained"
+        verdict = "no new loss trained" + (" (those shown are known losses)" if entries else "")
     elif top["vs_ce"] is None:
         verdict = "no CE reference to compare with"
     elif ahead:
@@ -607,7 +646,9 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
         held = [e for e in checked if e["in_target"].startswith("held")]
         if ahead and top["target"] is not None and not top["in_target"].startswith("held"):
             verdict = (f"best {top['name']} {pp(top['vs_ce'], top['paired_ci'])} vs CE at the proxy, "
-                       f"a proxy lead only: it {top['in_target']}")
+                       f"a proxy lead only ({top['in_target']})")
+            if top["in_target"].startswith("not shown"):  # one target seed: a sign to check, not a verdict
+                verdict += f"; {confirm(cfg)}"
         others = [e for e in checked if e is not top]
         verdict += f" ({target_text})"
         if others:
@@ -617,6 +658,10 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
         if retuned:
             verdict += "; " + ", ".join(f"{e['name']} is {family_text(e['known_family'])}" for e in retuned) + (
                 ": a known loss at other constants than its published ones, not a new loss")
+    if above:
+        verdict += "; " + ", ".join(f"{e['name']} ({e['same_as'].replace(WARM_START, 'a warm start ')}, "
+                                    f"{pp(e['vs_ce'])})" for e in above) + (
+            " ranked higher: known losses, baselines rather than finds")
     summary = {"counts": counts, "paired": paired, "augment": cfg.get("augment", "none"),
                "grad_scale": cfg.get("grad_scale", "none"), "rungs": cfg.get("rungs"), "regime": regime(cfg),
                "baseline_ce": baseline_accuracy(rows, top_rung), "ahead_of_ce": ahead, "verdict": verdict,
@@ -627,13 +672,15 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
                    "held": sum(target_note(t).startswith("held") for t in in_target.values())},
                "hall_of_fame": [entry(r) for r in hof]}
     atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2))
+    if len(families) != fitted:
+        atomic_write(run_dir / FAMILIES_FILE, json.dumps(families, indent=1))
     score = "your fitness function's score" if cfg.get("fitness") else score_words(cfg.get("score", "best"))
     fitness = f"{score} minus CE's with the same seeds at the same rung" if paired else score
     md = ["# Hall of fame (best per size)", "",
           f"Fitness: {fitness}; augmentation {summary['augment']}; gradient scale {summary['grad_scale']}.",
           "",
           f"Regime: {summary['regime']}.", "",
-          "Fitness below is measured at a screening rung (a proxy lead); "
+          "Fitness below is measured at a screening rung (a proxy: a lead there is a proxy lead); "
           + (f"the leaders were also trained in the {target_text}." if target_text else "no target regime."),
           "", f"**Verdict:** {verdict}.", "",
           "| size | rung | fitness | formula | vs CE | measured in | in the target |",
@@ -653,9 +700,10 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
     atomic_write(run_dir / "hall_of_fame.md", "\n".join(md) + "\n")
     plot_fitness(rows, run_dir / "fitness.png", paired)
     notes = {e["id"]: f"{e['regime']}; {e['in_target']}" for e in entries}
+    new = [r for r, e in zip(best, entries) if not e["known"]]  # a known loss is exported by its own name
     export_losses(rows, run_dir / "best_losses.py", run_dir, class_reduction=class_reduction, ahead=ahead, notes=notes,
-                  chosen=best)
-    export_takeaways(best, run_dir, class_reduction, ahead, notes=notes)
+                  chosen=new)
+    export_takeaways(new, run_dir, class_reduction, ahead, notes=notes)
     return summary
 
 
@@ -698,8 +746,8 @@ def format_summary(summary: dict, dataset: str) -> str:
                      f"{acc:>8.4f}  {delta:<26} {r.get('formula', r['expression'])}{twin}{lead}")
     target = summary.get("target")
     if target:
-        lines.append(f"fitness above: measured at the screening rungs (proxy leads). In the {target['regime']}: "
-                     f"{target['checked']} leader(s) checked, {target['held']} held:")
+        lines.append("fitness above: measured at the screening rungs (a proxy: a lead there is a proxy lead). "
+                     f"In the {target['regime']}: {target['checked']} leader(s) checked, {target['held']} held:")
         for r in summary["best"]:
             if r.get("target") is not None or r.get("lead", "").startswith("ahead"):
                 where, held = r.get("regime", "a screening rung"), r.get("in_target", "not checked in the target")

@@ -64,9 +64,33 @@ class Rung:
                 key[extra] = self.train[extra]
         return training_key(key, length=12)
 
-    def describe(self) -> str:
-        ordered = {k: self.train[k] for k in (*TRAIN_KEYS, BUDGET, RESIZE, STOP_EPOCH) if k in self.train}
+    def describe(self, base: dict | None = None) -> str:
+        """The rung in words; ``base``: the search's own length (``base_length``), named where the rung
+        sets none (it trains that length)."""
+        train = with_length(self.train, base)
+        ordered = {k: train[k] for k in (*TRAIN_KEYS, BUDGET, RESIZE, STOP_EPOCH) if k in train}
         return f"rung {self.index}: {budget_text(ordered, '=')}, {self.seeds} seed(s)"
+
+
+def base_length(dataset: str, epochs: int | None = None, steps: int | None = None) -> dict:
+    """The length a training without its own epochs or steps runs: ``steps``, else ``epochs``, else the
+    dataset's default epochs (``nlfs.train.dataset_defaults``); {} for a dataset it cannot name."""
+    from ..train import dataset_defaults
+
+    if steps:
+        return {"steps": steps}
+    try:
+        return {"epochs": epochs or dataset_defaults(dataset)["epochs"]}
+    except ValueError:  # a report of a run whose configuration is missing or from elsewhere
+        return {}
+
+
+def with_length(train: dict, base: dict | None) -> dict:
+    """``train`` with ``base``'s length where it sets neither epochs nor steps (a budget, a fitness
+    function's, has no length): for words, never for keys."""
+    if not base or BUDGET in train or train.get("epochs") is not None or train.get("steps") is not None:
+        return train
+    return {**train, **base}
 
 
 def stop_epoch_words(train: dict) -> str | None:

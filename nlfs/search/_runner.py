@@ -134,6 +134,7 @@ class Search:
         if fitness is not None:
             self._check_fitness(fitness, resume)
         self.cfg = cfg
+        self._warned: set[str] = set()  # places where CE stayed near chance, said once
         self.rungs = cfg.rung_list()
         self.target = cfg.target_regime()
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -421,7 +422,8 @@ class Search:
         return rows
 
     def _record_baseline(self, index: int, seed: int, out: dict) -> None:
-        where = self.target.describe() if index == len(self.rungs) else self.rungs[index].describe()
+        where = (self.target.describe(dataset=None if self.cfg.fitness else self.cfg.dataset)
+                 if index == len(self.rungs) else self.rungs[index].describe(self.cfg.base_length()))
         if out["status"] != "ok":
             raise RuntimeError(f"the cross-entropy baseline failed at {where}, seed {seed}: "
                                f"{out.get('reason')}; fix the training settings before searching")
@@ -434,6 +436,20 @@ class Search:
                "result": {"seeds": out["per_seed"], "train": out.get("result")}}
         row["id"] = self.db.record(row)
         self._remember(row)
+        self._warn_near_chance(where, out["fitness"])
+
+    def _warn_near_chance(self, where: str, accuracy: float) -> None:
+        """Say so when CE itself stays near chance at a rung: there every loss is noise, the rung ranks
+        nothing. Once per place; a fitness function's score is not an accuracy."""
+        from ..data import load_dataset
+
+        if self.cfg.fitness or where in self._warned:
+            return
+        chance = 1.0 / load_dataset(self.cfg.dataset, self.cfg.data_root).num_classes
+        if accuracy < chance + NEAR_CHANCE * (1.0 - chance):
+            self._warned.add(where)
+            self.log(f"warning: CE reaches only {accuracy:.1%} at {where} (chance {chance:.1%}): too short a "
+                     "training to rank losses; give the rung more epochs or training images (--rungs, --epochs)")
 
     def baseline(self, executor):
         """Cross-entropy at the configuration's base budget, recorded once (TaylorGLO runs)."""
@@ -570,7 +586,9 @@ class Search:
 
         unit = "training images" if self.cfg.fitness else data_words(self.cfg.dataset, self.cfg.model,
                                                                      self.cfg.data_root)[0]
-        self.log(f"training {len(todo)} leader(s) in the {self.target.describe(unit)}, {len(seeds)} seed(s) each")
+        dataset = None if self.cfg.fitness else self.cfg.dataset
+        self.log(f"training {len(todo)} leader(s) in the {self.target.describe(unit, dataset)}, {len(seeds)} "
+                 "seed(s) each")
         work = []
         for cand in todo:
             job = self.promotion_job({"genotype": None, "rung": index, "candidate": cand}, seeds, "target")
@@ -666,6 +684,7 @@ class Search:
 
 
 RACE_CHUNK = 2  # seeds a leader gets per racing step
+NEAR_CHANCE = 0.1  # CE within this share of the way from chance to perfect accuracy: a rung that ranks nothing
 
 
 class Deadline:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._rungs import BUDGET, TRAIN_KEYS, budget_fraction
+from ._rungs import BUDGET, TRAIN_KEYS, base_length, budget_fraction, with_length
 
 REGIME_KEYS = ("label_noise", "augment", "label_noise_kind")
 # Keys a target holds only when set (symmetric noise is not stored): fidelity keys of older targets stay.
@@ -51,14 +51,17 @@ class Target:
             key[BUDGET] = self.train[BUDGET]
         return training_key({"target": key}, length=12)
 
-    def describe(self, unit: str = "training images") -> str:
-        """The regime in words; ``unit``: what the data holds ("training samples" for feature vectors)."""
+    def describe(self, unit: str = "training images", dataset: str | None = None) -> str:
+        """The regime in words; ``unit``: what the data holds ("training samples" for feature vectors);
+        ``dataset``: whose default epochs a target without its own length trains (named in numbers)."""
         t = self.train
         if BUDGET in t:
             return f"target: your fitness function, budget {t[BUDGET]:g}"
+        if dataset is not None:
+            t = with_length(t, base_length(dataset))
         size = f"all {unit}" if t.get("train_size") is None else f"{t['train_size']} {unit}"
-        length = f"{t['steps']} steps" if t.get("steps") is not None else (
-            f"{t['epochs']} epochs" if t.get("epochs") is not None else "the dataset's default epochs")
+        length = _count(t["steps"], "step") if t.get("steps") is not None else (
+            _count(t["epochs"], "epoch") if t.get("epochs") is not None else "the dataset's default epochs")
         kind = f"{t['label_noise_kind']} " if t.get("label_noise_kind") else ""
         noise = f"{t['label_noise']:.0%} {kind}label noise" if t.get("label_noise") else "clean labels"
         return f"target: {size}, {length}, {noise}, augmentation {t.get('augment') or 'none'}"
@@ -83,6 +86,10 @@ class Target:
         d["train_size"] = ALL if self.train.get("train_size") is None else self.train["train_size"]
         d["seeds"] = self.seeds
         return d
+
+
+def _count(n, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def make_target(spec: dict) -> Target:
@@ -155,8 +162,10 @@ def parse_target(text: str) -> dict:
         spec[key.strip()] = value.strip()
     if not spec:
         raise ValueError("--target: empty; e.g. train_size=all,epochs=8")
-    make_target(spec)
-    return make_target(spec).to_spec()
+    out = make_target(spec).to_spec()
+    if "seeds" not in spec:  # left to the caller: a search takes its preset's
+        del out["seeds"]
+    return out
 
 
 def default_target(dataset: str) -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .._module import Loss
 from ..backends import BackendUnavailable
-from ..data import AUGMENTS, DatasetError, load_dataset, split_indices
+from ..data import AUGMENTS, DatasetError, check_split_sizes, load_dataset
 from ..models import check_model, is_factory, make_model
 from ._errors import ConfigError
 from ._loop import make_loss, resolve_device
@@ -36,8 +36,7 @@ def check_config(cfg, loss="CE", constants: dict | None = None) -> None:
         raise ConfigError(f"augment must be one of {', '.join(AUGMENTS)}, got {r.augment!r}")
     try:
         ds = load_dataset(r.dataset, r.data_root, r.download, r.resize)
-        if ds.split_by_fraction:
-            split_indices(ds, r.val_size, r.train_size, r.split_seed)
+        check_split_sizes(ds, r.val_size, r.train_size, r.split_seed)
     except DatasetError as err:
         raise ConfigError(f"dataset: {err}") from None
     except ValueError as err:

@@ -162,7 +162,7 @@ def _paired_run(tmp_path, rows, rungs=None):
 
 
 def test_a_run_whose_best_is_behind_ce_says_so(tmp_path):
-    rows = _paired_rows({1: ("-y * log(p) + 0.1 * p", [-0.01, -0.02]), 2: ("y * (1 - p)", [-0.03, -0.05])})
+    rows = _paired_rows({1: ("-y * log(p + 0.1)", [-0.01, -0.02]), 2: ("-y * sqrt(p + 0.3)", [-0.03, -0.05])})
     summary = _paired_run(tmp_path, rows)
     assert summary["ahead_of_ce"] is False and "no candidate is ahead of CE" in summary["verdict"]
     assert "no candidate is ahead of CE" in (tmp_path / "hall_of_fame.md").read_text()
@@ -177,7 +177,7 @@ def test_a_run_whose_best_is_behind_ce_says_so(tmp_path):
 def test_every_lead_is_commented_and_ce_in_disguise_is_not_noise(tmp_path):
     """A large lead at a screening rung is a proxy lead; the seed noise leaves out CE itself (spread 0)
     and says when it rests on fewer than five candidates."""
-    rows = _paired_rows({1: ("-y * log(p) * 1", [0.0, 0.0, 0.0]), 2: ("y * (1 - p)", [0.05, 0.07, 0.06]),
+    rows = _paired_rows({1: ("-y * log(p) * 1", [0.0, 0.0, 0.0]), 2: ("-y * sqrt(p + 0.3)", [0.05, 0.07, 0.06]),
                          3: ("-y * log(p) + 0.1 * p * y", [0.001, -0.002, 0.0]),
                          4: ("-y * log(p + 0.1)", [-0.01, 0.004, 0.002])})
     summary = _paired_run(tmp_path, rows, rungs=[{"steps": 10, "seeds": 3}, {"steps": 30, "seeds": 3}])
@@ -188,3 +188,25 @@ def test_every_lead_is_commented_and_ce_in_disguise_is_not_noise(tmp_path):
     assert "only 3 candidate(s)" in text and "regime: " in text
     leads = [b["lead"] for b in summary["best"]]
     assert all(leads) and "screening rung" in leads[0]
+
+
+def test_a_known_loss_in_disguise_is_shown_but_is_never_the_verdicts_best_nor_exported(tmp_path):
+    """Poly-1 written otherwise tops the proxy: the report shows it, marked, and says it ranked higher; the
+    verdict's best, the exports and Discovery.best are the new loss below it."""
+    from nlfs.search import Discovery
+
+    poly1, new = "-y * log(p) + 2 * y * (1 - p)", "-y * log(p + 0.1)"
+    rows = _paired_rows({1: (poly1, [0.02, 0.03]), 2: (new, [0.01, 0.012])})
+    summary = _paired_run(tmp_path, rows)
+    first, second = f"{tmp_path.name}#1", f"{tmp_path.name}#2"
+    shown = {e["expression"]: e for e in summary["best"]}
+    assert shown[poly1]["same_as"] == "Poly1" and shown[poly1]["known"] and not shown[new]["known"]
+    assert summary["verdict"].startswith(f"best {second} +1.10 pp")  # the new loss, not Poly1's +2.50
+    assert f"{first} (Poly1, +2.50 pp) ranked higher: known losses, baselines rather than finds" in summary["verdict"]
+    exported = (tmp_path / "best_losses.py").read_text()
+    assert f"'{second}'" in exported and f"'{first}'" not in exported
+    assert first not in (tmp_path / "best_losses_standalone.py").read_text()
+    found = Discovery(tmp_path, summary, "")
+    assert [b.name for b in found.best] == [second] and [e["name"] for e in found.entries()] == [second]
+    text = format_summary(summary, "digits")
+    assert "[= Poly1 in disguise]" in text and f"verdict: best {second}" in text

@@ -226,9 +226,10 @@ def test_gradient_scale_round_trips_into_the_exported_loss(tmp_path):
     assert gradient_magnitude(scaled, z, t) == pytest.approx(gradient_magnitude(torch.nn.CrossEntropyLoss(), z, t))
 
     rows = run_search(_cfg(tmp_path, budget=1, rungs=[{"steps": 4, "seeds": 1}], grad_scale="ce",
-                          seed_losses=("0.25 * -y * log(p)",), seed_mutants=0, filters=("validity",)), None)
-    row = next(r for r in rows if r["status"] == "ok")
-    assert row["scale"] == pytest.approx(4.0, rel=1e-6)
+                          seed_losses=("0.25 * -y * log(p + 0.01)",), seed_mutants=0, filters=("validity",),
+                          warm_starts_compete=True), None)
+    row = next(r for r in rows if r["status"] == "ok")  # not CE (a known loss, never exported): near its scale
+    assert row["scale"] == pytest.approx(4.0, rel=0.25)
     write_report(tmp_path / "run", rows)
     namespace = {}
     exec((tmp_path / "run" / "best_losses.py").read_text(), namespace)

@@ -107,7 +107,7 @@ def test_racing_stops_once_the_interval_excludes_zero(tmp_path):
     summary = write_report(tmp_path / "run", rows)
     best = summary["best"][0]
     assert best["expression"] == LEAD and best["seeds"] == 7 and best["paired_ci"][0] > 0
-    assert "7 seed(s): proxy lead" in best["regime"]
+    assert "7 seed(s): a proxy" in best["regime"]
 
 
 def test_racing_stops_at_the_cap_on_a_tie(tmp_path):
@@ -142,18 +142,18 @@ def test_the_target_stage_is_paired_with_ce_and_every_fitness_names_its_regime(t
     summary = write_report(tmp_path / "run", rows)
     best = summary["best"][0]
     assert best["expression"] == LEAD and best["rung"] == 0  # the ranking stays the screening's
-    assert best["regime"].startswith("screening rung 0 (steps 4), 3 seed(s): proxy lead")
+    assert best["regime"].startswith("screening rung 0 (steps 4), 3 seed(s): a proxy")
     assert best["target"]["regime"] == t.describe() and best["target"]["seeds"] == 2
     assert best["in_target"].startswith("did not hold: -")
-    assert "a proxy lead only: it did not hold" in summary["verdict"] and "no lead held" in summary["verdict"]
+    assert "a proxy lead only (did not hold" in summary["verdict"] and "no lead held" in summary["verdict"]
     assert summary["target"]["checked"] == 1 and summary["target"]["held"] == 0
     assert all(e["in_target"] == "not checked in the target" for e in summary["best"][1:])
     text = format_summary(summary, "digits")
     assert "proxy lead" in text and t.describe() in text and "did not hold" in text
     md = (tmp_path / "run" / "hall_of_fame.md").read_text()
     assert f"## In the {t.describe()}" in md and "did not hold" in md
-    assert "proxy lead; did not hold" in (tmp_path / "run" / "best_losses.py").read_text()
-    assert "proxy lead; did not hold" in (tmp_path / "run" / "best_losses.tex").read_text()
+    assert "a proxy; did not hold" in (tmp_path / "run" / "best_losses.py").read_text()
+    assert "a proxy; did not hold" in (tmp_path / "run" / "best_losses.tex").read_text()
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["best"][0]["target"]["paired"] < 0
 
 
@@ -216,6 +216,24 @@ def test_a_novel_leader_held_in_the_target_is_no_known_family(tmp_path):
     lead = summary["best"][0]
     assert lead["expression"] == novel and lead["in_target"].startswith("held in the target")
     assert lead["known_family"] is None and "known loss at other constants" not in summary["verdict"]
+
+
+def test_a_leaders_family_is_fitted_once_per_run(tmp_path, monkeypatch):
+    import nlfs.search._report as report
+
+    rows = run_search(config(tmp_path / "run", race_seeds=0), FakeExecutor())
+    first = write_report(tmp_path / "run", rows)
+    assert json.loads((tmp_path / "run" / "known_families.json").read_text())  # kept beside run.db
+
+    def refit(*a, **k):
+        raise AssertionError("fitted again")
+
+    monkeypatch.setattr(report, "known_family", refit)
+    again = write_report(tmp_path / "run", rows)  # a resumed run's report, --report-only: read back
+    assert [e["known_family"] for e in again["best"]] == [e["known_family"] for e in first["best"]]
+    (tmp_path / "run" / "known_families.json").write_text("{not json")
+    with pytest.raises(AssertionError, match="fitted again"):  # an unreadable file is fitted again
+        write_report(tmp_path / "run", rows)
 
 
 POLY1 = "-y * log(p) + 2 * y * (1 - p)"  # the catalogue's Poly1 (epsilon 2): a warm start, not a find
@@ -491,7 +509,9 @@ def test_cli_target_finalists_and_race_seeds_define_the_run(tmp_path, capsys):
     paper = cfg("--preset", "paper")
     assert paper.finalists >= 2 and paper.target["seeds"] >= 2
     given = cfg("--target", "train_size=all,epochs=4,label_noise=0.2", "--finalists", "3", "--race-seeds", "0")
-    assert given.target == {"train_size": "all", "epochs": 4, "label_noise": 0.2, "seeds": 2}
+    assert given.target == {"train_size": "all", "epochs": 4, "label_noise": 0.2, "seeds": 1}  # the preset's seeds
+    assert cfg("--preset", "paper", "--target", "epochs=4").target["seeds"] == paper.target["seeds"]
+    assert cfg("--target", "epochs=4,seeds=5").target["seeds"] == 5
     assert (given.finalists, given.race_seeds) == (3, 0)
     help_text = "".join(build_parser().format_help().split())
     assert "fashion-mnist:train_size=all,epochs=8" in help_text and "digits:train_size=all,epochs=16" in help_text
@@ -514,5 +534,17 @@ def test_cli_header_names_a_tables_rows_as_the_report_does(tmp_path, capsys):
     out = capsys.readouterr()
     header = [line for line in out.err.splitlines() if line.startswith(("nlfs.evolve:", "  then"))]
     assert len(header) == 2 and "(mlp, backend torch" in header[0]
-    assert "trained in the target: all training samples, 1 epochs" in header[1]
+    assert "trained in the target: all training samples, 1 epoch," in header[1]
     assert "training images" not in out.err + out.out and "surrogate" not in out.err + out.out
+
+
+def test_ce_near_chance_at_a_rung_is_said_once(tmp_path, capsys):
+    """Digits has 10 classes: CE at 12% ranks nothing, and the search says so (once per rung)."""
+    def barely(expression, train, seed):
+        return 0.12 if expression == CE else 0.3
+
+    run_search(config(tmp_path / "near", race_seeds=0), FakeExecutor(accuracy=barely))
+    err = capsys.readouterr().err
+    assert err.count("warning: CE reaches only 12.0% at rung 0: steps=4, 3 seed(s) (chance 10.0%)") == 1
+    run_search(config(tmp_path / "fine", race_seeds=0), FakeExecutor())  # CE at 50%: nothing to say
+    assert "warning: CE reaches only" not in capsys.readouterr().err
