@@ -284,12 +284,13 @@ def _fmt(params: dict) -> str:
 def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int = 4, sampler: str = "cmaes",
              train_config=None, seed: int = 0, scale: float | None = None, workers: int = 1,
              storage: str | None = None, log=None, novel: bool = False,
-             threads: int | None = None, score: str | None = None) -> list[dict]:
+             threads: int | None = None, score: str | None = None, include_known: bool = False) -> list[dict]:
     """Tune the best ``top_k`` (unique) candidates of the search run in ``run_dir`` (``nlfs.search.
     best_candidates``): named constants are tuned as they are, numbers in an expression are lifted into
     constants; a candidate with neither is reported as "nothing to tune" and still counts among the
-    ``top_k`` (with ``novel``, a known loss in disguise, a catalogue loss or one of the run's warm starts
-    as given, is skipped and does not count). Each is compared with CE trained with the same training
+    ``top_k``; a catalogue loss in disguise (at its published constants) is skipped and does not count,
+    as ``nlfs.eliminate`` leaves it out (``include_known`` keeps it; ``novel`` skips the run's warm
+    starts as given too). Each is compared with CE trained with the same training
     (accuracy and the difference in percentage points), scored as the run scored (``score``: the run's
     ``SearchConfig.score`` unless given).
     Writes ``tuned.json``, ``tuned.md`` and ``tuned_losses.py`` (each tuned loss registered as
@@ -323,7 +324,8 @@ def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int
     for r in finalists:
         if len(out) == top_k:
             break
-        twin = known_twin(r, train_config.grad_scale == "ce", run_config.known_losses) if novel else None
+        twin = None if include_known else known_twin(r, train_config.grad_scale == "ce",
+                                                     run_config.known_losses if novel else ())
         if twin:
             log(f"nlfs.tune: #{r['id']} {r['expression']} is {twin} in disguise; skipped (not counted)")
             continue
@@ -449,9 +451,13 @@ def build_parser() -> ArgumentParser:
     ap.add_argument("--top", type=positive_int, default=None,
                     help="tune the best K candidates of the search run in --run-dir (one with nothing to tune "
                          "is reported and counted)")
-    ap.add_argument("--novel-only", action="store_true",
-                    help="with --top: skip candidates that are known losses in disguise (a catalogue loss, "
-                         "or one of the run's warm starts as given, unless the run let them compete)")
+    known = ap.add_mutually_exclusive_group()
+    known.add_argument("--novel-only", action="store_true",
+                       help="with --top: skip the run's warm starts as given too (unless the run let them "
+                            "compete); a catalogue loss in disguise is always skipped unless --include-known")
+    known.add_argument("--include-known", action="store_true",
+                       help="with --top: keep catalogue losses in disguise (at their published constants) among "
+                            "the candidates tuned")
     ap.add_argument("--storage", default=None, help="an Optuna RDB URL instead of DIR/tune.journal")
     ap.add_argument("--study", default=None, help="study name (default: derived from the loss and settings)")
     ap.add_argument("--trials", type=positive_int, default=12, help="trials per study, earlier sessions' included")
@@ -501,7 +507,8 @@ def _main(argv=None) -> int:
         with resume_with(command_line("nlfs.tune", argv)):
             tune_run(args.run_dir, args.top, n_trials=args.trials, batch=args.batch, sampler=args.sampler,
                      train_config=base, seed=args.seed, scale=args.scale, workers=args.workers,
-                     storage=args.storage, novel=args.novel_only, threads=args.threads, score=args.score)
+                     storage=args.storage, novel=args.novel_only, threads=args.threads, score=args.score,
+                     include_known=args.include_known)
         print(Path(args.run_dir, "tuned.md").read_text(), end="")
         print(f"reports: {args.run_dir}/tuned.md, tuned.json, tuned_losses.py; study: "
               f"{args.storage or Path(args.run_dir, JOURNAL)} ({time.time() - t0:.0f} s)")

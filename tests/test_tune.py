@@ -160,7 +160,7 @@ def test_persistent_errors_stop_the_tuning(tmp_path, monkeypatch):
              log=lambda m: None)
 
 
-def test_novel_only_skips_published_losses_in_disguise(tmp_path, monkeypatch):
+def test_published_losses_in_disguise_are_skipped_unless_kept(tmp_path, monkeypatch):
     import nlfs.losses
 
     poly = nlfs.losses.get("Poly1")
@@ -174,9 +174,10 @@ def test_novel_only_skips_published_losses_in_disguise(tmp_path, monkeypatch):
     db.close()
     monkeypatch.setattr(nlfs.train, "train", FakeTrain(lambda c: 0.5))
     logs = []
-    assert [t["id"] for t in tune_run(run, 1, n_trials=1, batch=1, log=logs.append)] == [1]
-    out = tune_run(run, 1, n_trials=1, batch=1, log=logs.append, novel=True)
+    assert [t["id"] for t in tune_run(run, 1, n_trials=1, batch=1, log=logs.append, include_known=True)] == [1]
+    out = tune_run(run, 1, n_trials=1, batch=1, log=logs.append)  # by default, as nlfs.eliminate
     assert [t["id"] for t in out] == [2] and any("Poly1 in disguise" in m for m in logs)
+    assert [t["id"] for t in tune_run(run, 1, n_trials=1, batch=1, log=lambda m: None, novel=True)] == [2]
 
 
 def test_a_tuned_loss_carries_the_scale_its_trials_trained_at(tmp_path, monkeypatch):
@@ -186,7 +187,8 @@ def test_a_tuned_loss_carries_the_scale_its_trials_trained_at(tmp_path, monkeypa
     run = tmp_path / "run"
     db = RunDB(run / "run.db")
     db.set_meta("config", SearchConfig(run_dir=str(run), grad_scale="ce", **FAST).to_dict())
-    db.record({"canonical": "a", "expression": "-y * log(p) * 2", "constants": {}, "fitness": 0.9, "status": "ok",
+    db.record({"canonical": "a", "expression": "-y * log(p + 0.01) * 2", "constants": {}, "fitness": 0.9,
+               "status": "ok",
                "sign": 1.0, "size": 5, "dataset": "digits", "scale": 0.198})
     db.close()
 
