@@ -646,7 +646,7 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
         held = [e for e in checked if e["in_target"].startswith("held")]
         if ahead and top["target"] is not None and not top["in_target"].startswith("held"):
             verdict = (f"best {top['name']} {pp(top['vs_ce'], top['paired_ci'])} vs CE at the proxy, "
-                       f"a proxy lead only ({top['in_target']})")
+                       f"a proxy lead only — {top['in_target']}")
             if top["in_target"].startswith("not shown"):  # one target seed: a sign to check, not a verdict
                 verdict += f"; {confirm(cfg)}"
         others = [e for e in checked if e is not top]

@@ -145,7 +145,7 @@ def test_the_target_stage_is_paired_with_ce_and_every_fitness_names_its_regime(t
     assert best["regime"].startswith("screening rung 0 (steps 4), 3 seed(s): a proxy")
     assert best["target"]["regime"] == t.describe() and best["target"]["seeds"] == 2
     assert best["in_target"].startswith("did not hold: -")
-    assert "a proxy lead only (did not hold" in summary["verdict"] and "no lead held" in summary["verdict"]
+    assert "a proxy lead only — did not hold" in summary["verdict"] and "no lead held" in summary["verdict"]
     assert summary["target"]["checked"] == 1 and summary["target"]["held"] == 0
     assert all(e["in_target"] == "not checked in the target" for e in summary["best"][1:])
     text = format_summary(summary, "digits")
