@@ -53,7 +53,7 @@ def test_an_export_writes_class_reduction(tmp_path):
     db.set_meta("config", {**old, "reduction": "element_mean"})  # a run written before the rename
     db.close()
     rows = [{"id": 0, "expression": "-y * log(p)", "constants": {}, "fitness": 0.9, "size": 4, "status": "baseline"},
-            {"id": 1, "expression": "-y * log(p) + 0.5 * p", "constants": {}, "fitness": 0.91, "size": 7,
+            {"id": 1, "expression": "-y * log(p + 0.1) + 0.5 * p", "constants": {}, "fitness": 0.91, "size": 7,
              "status": "ok", "dataset": "digits"}]
     write_report(run, rows)
     text = (run / "best_losses.py").read_text()
