@@ -54,7 +54,13 @@ def read_regime(path: str | Path) -> str:
         return r.get(k) if r.get(k) not in (None, "") else "?"
 
     kind = f" ({r['label_noise_kind']})" if r.get("label_noise_kind") else ""
-    budget = f"{r['steps']} steps" if r.get("steps") not in (None, "", "None") else f"{get('epochs')} epochs"
+    steps = r.get("steps") if r.get("steps") not in (None, "", "None") else None
+    try:  # a training's epochs and steps as run (TrainResult's): the epochs, with the steps they took
+        epochs = f"{float(r['epochs']):g} epochs"
+    except (KeyError, TypeError, ValueError):
+        epochs = None
+    budget = (f"{epochs} ({steps} steps)" if epochs and steps
+              else epochs or (f"{steps} steps" if steps else "? epochs"))
     unit = data_words(get("dataset"), get("model"))[0]
     return (f"{get('dataset')} ({r.get('train_size') or 'all'} {unit}), model {get('model')}, {budget}, "
             f"label noise {get('label_noise')}{kind}, augmentation {get('augment')}, "

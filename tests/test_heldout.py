@@ -105,17 +105,17 @@ def test_a_finalist_named_by_an_expression_with_a_comma_stays_whole(tmp_path):
 def test_the_regime_line_says_how_each_setting_split_its_seeds(tmp_path):
     from nlfs.transfer import COLUMNS
 
-    def write(name, split_seed):
+    def write(name, split_seed, epochs=""):
         with open(tmp_path / f"{name}.csv", "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
             w.writeheader()
             for loss, base in (("A", 0.81), ("CE", 0.80)):
                 w.writerows({"loss": loss, "seed": s, "status": "ok", "test_acc": base + 0.001 * s * (loss == "A"),
-                             "dataset": "digits", "model": "surrogate", "steps": 5, "label_noise": 0.4,
-                             "split_seed": split_seed(s)} for s in range(4))
+                             "dataset": "digits", "model": "surrogate", "steps": 5, "epochs": epochs,
+                             "label_noise": 0.4, "split_seed": split_seed(s)} for s in range(4))
 
-    write("per", lambda seed: seed)
-    write("fixed", lambda seed: 0)
+    write("per", lambda seed: seed, epochs=2.0)  # a training's epochs and steps as run: both recorded
+    write("fixed", lambda seed: 0)  # an older CSV with steps alone
     assert heldout.main(["--setting", f"per={tmp_path / 'per.csv'}", "--setting", f"fixed={tmp_path / 'fixed.csv'}",
                          "--finalists", "A", "--baselines", "CE", "--out", str(tmp_path / "t")]) == 0
     lines = {line.split(":")[0]: line for line in (tmp_path / "t.md").read_text().splitlines()
@@ -123,3 +123,4 @@ def test_the_regime_line_says_how_each_setting_split_its_seeds(tmp_path):
     assert lines["- per"].endswith("each seed its own validation split, training subset and label noise "
                                    "(split_seed = seed)")
     assert lines["- fixed"].endswith("split seed 0 for every seed")
+    assert "model surrogate, 2 epochs (5 steps)," in lines["- per"] and "model surrogate, 5 steps," in lines["- fixed"]
