@@ -351,6 +351,19 @@ def add_pack_option(parser: argparse.ArgumentParser,
                              "chosen from that benchmark")
 
 
+def add_known_loss_options(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """``--novel-only`` / ``--include-known`` (one of them): which known losses in disguise a tool that
+    takes a search's best leaves out. A catalogue loss at its published constants is left out unless
+    ``--include-known``; ``--novel-only`` leaves out the run's warm starts as given too."""
+    known = parser.add_mutually_exclusive_group()
+    known.add_argument("--novel-only", action="store_true",
+                       help=f"{prefix}also leave out a run's warm starts as given (unless the run let them "
+                            "compete); catalogue losses are left out either way")
+    known.add_argument("--include-known", action="store_true",
+                       help=f"{prefix}keep catalogue losses at their published constants (CE in disguise among "
+                            "them); by default they are left out, uncounted, as no find")
+
+
 # ------------------------------------------------------------------------------------------ running
 class Interrupted(KeyboardInterrupt):
     """A KeyboardInterrupt that knows the command that continues the interrupted work."""

@@ -56,6 +56,7 @@ from ._cli import (
     BUDGET_OPTIONS,
     PER_SEED,
     ArgumentParser,
+    add_known_loss_options,
     add_pack_option,
     add_split_seed_option,
     add_training_options,
@@ -682,13 +683,7 @@ def build_parser() -> ArgumentParser:
                     help="more search runs whose best candidates join the pool (--pool from each)")
     ap.add_argument("--tuned", action="store_true",
                     help="add each run's tuned losses (DIR/tuned.json from nlfs.tune --top) to the pool")
-    known = ap.add_mutually_exclusive_group()
-    known.add_argument("--novel-only", action="store_true",
-                       help="also leave out a run's warm starts as given (unless the run let them compete); "
-                            "catalogue losses are left out either way")
-    known.add_argument("--include-known", action="store_true",
-                       help="keep catalogue losses at their published constants (CE in disguise among them) in "
-                            "the pool; by default they are left out, uncounted, as no find")
+    add_known_loss_options(ap)
     ap.add_argument("--preset", default="paper", choices=sorted(PRESETS),
                     help="paper: 300 -> 25, 12, 6, 4; quick: two short rounds (minutes on a CPU)")
     ap.add_argument("--config", default=None,

@@ -36,6 +36,7 @@ from pathlib import Path
 from ._cli import (
     BUDGET_OPTIONS,
     ArgumentParser,
+    add_known_loss_options,
     add_training_options,
     command_line,
     positive_float,
@@ -451,13 +452,7 @@ def build_parser() -> ArgumentParser:
     ap.add_argument("--top", type=positive_int, default=None,
                     help="tune the best K candidates of the search run in --run-dir (one with nothing to tune "
                          "is reported and counted)")
-    known = ap.add_mutually_exclusive_group()
-    known.add_argument("--novel-only", action="store_true",
-                       help="with --top: skip the run's warm starts as given too (unless the run let them "
-                            "compete); a catalogue loss in disguise is always skipped unless --include-known")
-    known.add_argument("--include-known", action="store_true",
-                       help="with --top: keep catalogue losses in disguise (at their published constants) among "
-                            "the candidates tuned")
+    add_known_loss_options(ap, "with --top: ")
     ap.add_argument("--storage", default=None, help="an Optuna RDB URL instead of DIR/tune.journal")
     ap.add_argument("--study", default=None, help="study name (default: derived from the loss and settings)")
     ap.add_argument("--trials", type=positive_int, default=12, help="trials per study, earlier sessions' included")
