@@ -248,13 +248,11 @@ def discover(data=None, model: str = "surrogate", target=None, budget: int | Non
     return Discovery(Path(cfg.run_dir), summary, format_summary(summary, cfg.dataset))
 
 
-RESUME_OPTIONS = ("threads", "executor", "ray_address", "pack")  # how a resumed run goes on, not what it is
-
-
 def changed_settings(run_dir: Path, options: dict) -> list[str]:
     """The options of a call that resumes the run in ``run_dir`` that differ from its saved configuration
-    (``RESUME_OPTIONS`` may differ)."""
+    (``_runner.HOW_IT_RUNS`` may differ)."""
     from ._db import RunDB
+    from ._runner import HOW_IT_RUNS
 
     db = RunDB(Path(run_dir) / "run.db", readonly=True)
     try:
@@ -267,7 +265,7 @@ def changed_settings(run_dir: Path, options: dict) -> list[str]:
 
     out = []
     for key, value in sorted(options.items()):
-        if key in RESUME_OPTIONS:
+        if key in HOW_IT_RUNS:
             continue
         if key == "no_filters":
             same = bool(value) == (plain(saved.get("filters")) == ["validity"])

@@ -67,6 +67,10 @@ def fitness_identity(fn) -> dict | None:
             "python": f"{sys.version_info[0]}.{sys.version_info[1]}"}
 
 
+# What a resumed run may change besides its budget and time limit: how it runs, not what it is.
+HOW_IT_RUNS = ("workers", "threads", "executor", "ray_address", "progress", "pack")
+
+
 def open_run(cfg: SearchConfig, resume: bool) -> tuple[RunDB, SearchConfig]:
     """Open ``cfg.run_dir/run.db``: a new run refuses an existing one, a resumed run needs one and
     takes its saved configuration (only how it runs, and the budget, may change)."""
@@ -85,7 +89,7 @@ def open_run(cfg: SearchConfig, resume: bool) -> tuple[RunDB, SearchConfig]:
             db.close()
             raise RunDirError(f"{db_path} has no saved search configuration: it was not written by "
                               "nlfs.evolve, or its first write was cut off; start a new --run-dir")
-        overrides = {k: getattr(cfg, k) for k in ("workers", "threads", "executor", "ray_address", "progress", "pack")}
+        overrides = {k: getattr(cfg, k) for k in HOW_IT_RUNS}
         overrides["budget"] = cfg.budget or saved["budget"]
         # the run's own time limit holds for every session unless this one sets another
         overrides["time_limit"] = saved.get("time_limit") if cfg.time_limit is None else cfg.time_limit
