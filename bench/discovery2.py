@@ -1128,13 +1128,13 @@ def with_known_families(entries: list[dict]) -> list[dict]:
     """Each finalist with ``known_family``: the catalogue loss it is at other constants than the published
     ones (``{"loss", "constants"}``, e.g. GCE at q = 0.5), or None. Such a finalist is that loss, tuned:
     if it wins, the finding is the constants, not a new loss."""
-    from nlfs.search import known_family
+    from nlfs.search import family_record
 
     out = []
     for e in entries:
         if "known_family" not in e:
-            found = known_family(e["expression"], e.get("constants"), e.get("class_reduction") or "class_sum")
-            e = {**e, "known_family": None if found is None else {"loss": found[0], "constants": found[1]}}
+            e = {**e, "known_family": family_record(e["expression"], e.get("constants"),
+                                                    e.get("class_reduction") or "class_sum")}
         out.append(e)
     return out
 

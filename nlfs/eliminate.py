@@ -448,12 +448,11 @@ class Elimination:
         """The catalogue loss a survivor is at other constants than its published ones (``{"loss",
         "constants"}``, ``nlfs.search.known_family``; seconds each, so survivors only), or None; None too
         for a catalogue loss at its published constants (``same_as``), as the search's report does."""
-        from .search import known_family
+        from .search import family_record
 
         if c.get("same_as"):
             return None
-        found = known_family(c["expression"], c.get("constants"), self.class_reduction)
-        return None if found is None else {"loss": found[0], "constants": found[1]}
+        return family_record(c["expression"], c.get("constants"), self.class_reduction)
 
     def regime(self) -> str:
         """The base training's regime in one line, saying when each seed draws its own split."""

@@ -84,7 +84,7 @@ def finalists_from(run_dir: str | Path, k: int = 3) -> tuple[list[str], dict[str
     survivors in ``finalists.json``, else the search's ``k`` best, tuned where tuned), and
     ``{name: family}`` for those that are a catalogue loss at other constants than its published ones
     (``known_family``, as the elimination recorded it or fitted now)."""
-    from .search import known_family, run_losses
+    from .search import family_record, run_losses
 
     entries = run_losses(run_dir, k)[0]
     families = {}
@@ -93,8 +93,7 @@ def finalists_from(run_dir: str | Path, k: int = 3) -> tuple[list[str], dict[str
         if "known_family" in prov:
             fam = prov["known_family"]
         else:
-            found = known_family(e["expression"], e.get("constants"), e.get("class_reduction") or "class_sum")
-            fam = None if found is None else {"loss": found[0], "constants": found[1]}
+            fam = family_record(e["expression"], e.get("constants"), e.get("class_reduction") or "class_sum")
         if fam:
             families[e["name"]] = fam
     return [e["name"] for e in entries], families

@@ -27,7 +27,16 @@ from ._executors import (
     make_executor,
     run_jobs,
 )
-from ._filters import STAGES, WARM_START, FilterOutcome, cheap_filters, family_text, known_family, known_twin
+from ._filters import (
+    STAGES,
+    WARM_START,
+    FilterOutcome,
+    cheap_filters,
+    family_record,
+    family_text,
+    known_family,
+    known_twin,
+)
 from ._optuna import (
     OPTUNA_SAMPLERS,
     default_range,
@@ -65,7 +74,8 @@ __all__ = [
     "Rung", "SCORES", "STAGES", "WARM_START", "Search", "SearchConfig", "Target", "TaylorSearch", "best_candidates",
     "cheap_filters", "data_words", "default_dataset", "default_range", "default_space",
     "default_target", "default_threads", "default_workers", "discover", "entry_spec", "evaluate_payload",
-    "export_losses", "family_text", "finished_trials", "fitness_of", "format_summary", "grad_scale_factor_of",
+    "export_losses", "family_record", "family_text", "finished_trials", "fitness_of", "format_summary",
+    "grad_scale_factor_of",
     "is_paired_run", "is_taylor_run", "known_family", "known_twin", "make_executor", "make_rungs", "make_sampler",
     "make_search_space", "make_storage",
     "make_target", "open_search", "parse_rungs", "parse_target", "preset_config", "promoted",

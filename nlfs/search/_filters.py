@@ -219,6 +219,13 @@ def known_family(expression: str, constants: dict | None = None, class_reduction
     return _FAMILIES[key]
 
 
+def family_record(expression: str, constants: dict | None = None, class_reduction: str = "class_sum") -> dict | None:
+    """``known_family``'s answer as reports and files store it: ``{"loss": name, "constants": {...}}``,
+    or None."""
+    found = known_family(expression, constants, class_reduction)
+    return None if found is None else {"loss": found[0], "constants": found[1]}
+
+
 def family_text(family: dict | None) -> str:
     """A family as reports store it, ``{"loss": name, "constants": {...}}`` (``known_family``'s answer),
     in words: 'GCE (q 0.5)'; '' for None."""

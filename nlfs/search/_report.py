@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .._io import atomic_write
 from ..stats import mean
-from ._filters import WARM_START, family_text, known_family, known_twin
+from ._filters import WARM_START, family_record, family_text, known_twin
 from ._rows import summary_counts
 from ._rungs import base_length, budget_text, with_length
 
@@ -609,8 +609,7 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
     def family_of(r, class_reduction):  # known_family, fitted once per run: a resumed run's report reuses it
         key = json.dumps([r["expression"], r.get("constants") or {}, class_reduction], sort_keys=True)
         if key not in families:
-            fam = known_family(r["expression"], r.get("constants") or {}, class_reduction)
-            families[key] = None if fam is None else {"loss": fam[0], "constants": fam[1]}
+            families[key] = family_record(r["expression"], r.get("constants") or {}, class_reduction)
         return families[key]
 
     in_target = target_results(rows)

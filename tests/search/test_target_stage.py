@@ -228,7 +228,7 @@ def test_a_leaders_family_is_fitted_once_per_run(tmp_path, monkeypatch):
     def refit(*a, **k):
         raise AssertionError("fitted again")
 
-    monkeypatch.setattr(report, "known_family", refit)
+    monkeypatch.setattr(report, "family_record", refit)
     again = write_report(tmp_path / "run", rows)  # a resumed run's report, --report-only: read back
     assert [e["known_family"] for e in again["best"]] == [e["known_family"] for e in first["best"]]
     (tmp_path / "run" / "known_families.json").write_text("{not json")
