@@ -1049,6 +1049,10 @@ def run_searches(camp: Campaign, regimes) -> int:
         if (run / "summary.json").is_file():
             camp.log(f"{regime}: search finished ({run / 'summary.json'})")
             continue
+        if camp.finalists_file(regime).is_file():  # a fresh checkout: the run directory is not committed
+            camp.log(f"{regime}: search finished; its finalists are {_rel(camp.finalists_file(regime))} and its "
+                     f"evaluations {_rel(camp.search_csv(regime))} ({run} is not here)")
+            continue
         tuned = [b for b in BASELINES[regime] if b == SMOOTHING or b in PUBLISHED_CONSTANTS]
         unchosen = [b for b in tuned if camp.choice(index, regime, target_setting(regime), b)[0] is None]
         if unchosen and not (run / "run.db").is_file():
@@ -1577,10 +1581,14 @@ def main(argv=None) -> int:
         return run_searches(camp, regimes)
     elif args.stage == "finalists":
         for regime in regimes:
-            if not (camp.search_dir(regime) / "summary.json").is_file():
+            if (camp.search_dir(regime) / "summary.json").is_file():
+                entries = pick_finalists(camp, regime)
+            elif camp.finalists_file(regime).is_file():  # picked before; the run directory is not here
+                entries = camp.finalists(regime)
+            else:
                 print(f"{regime}: the search has not finished ({camp.search_dir(regime)}): run `search` first")
                 continue
-            for e in pick_finalists(camp, regime):
+            for e in entries:
                 print(f"{regime}: {e['name']} = {e['expression']} {e['constants']} scale {e['scale']:.3g}")
     elif args.stage == "test":
         camp.test(regimes)

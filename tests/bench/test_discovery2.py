@@ -651,3 +651,16 @@ def test_a_finalist_that_is_a_catalogue_loss_at_other_constants_says_so():
     assert e["known_family"]["loss"] == "GCE" and d2.family_words(e) == "GCE (q 0.5)"
     kept = {"name": "G", "expression": "-(y * sqrt(p))", "known_family": None}  # annotated once, never again
     assert d2.with_known_families([kept]) == [kept] and d2.family_words(kept) == ""
+
+
+def test_a_fresh_checkout_does_not_search_again_once_the_finalists_are_committed(tmp_path, monkeypatch):
+    # the search's run directory is not committed: its finalists file is the search's record
+    from nlfs import evolve
+
+    said = []
+    camp = _camp(tmp_path)
+    camp.log = said.append
+    _finalist(camp, "noisy")
+    monkeypatch.setattr(evolve, "main", lambda argv: pytest.fail("the search started again"))
+    assert d2.run_searches(camp, ["noisy"]) == 0 and not camp.search_dir("noisy").exists()
+    assert "search finished" in said[-1] and "noisy_finalists.json" in said[-1]
