@@ -227,6 +227,16 @@ def _labels(ys: dict, classes: list[str], source: str):
             which = f"class {shown} has" if missing == 1 else f"classes {shown} have"
             raise DatasetError(f"{source}: the labels in y_train run 0..{high} but {which} no samples (labels "
                                "must be 0..C-1; is a label out of range?)")
+        # a class only y_val or y_test holds is allowed (a small training split may miss one); a class no part
+        # holds is not: a stray label above y_train's
+        present = set().union(*(set(y.unique().tolist()) for y in out.values()))
+        if len(present) < count:
+            part = next(p for p, y in out.items() if int(y.max()) == top)
+            empty = [c for c in range(count) if c not in present]
+            shown = ", ".join(map(str, empty[:5])) + (f", ... ({len(empty)} classes)" if len(empty) > 5 else "")
+            raise DatasetError(f"{source}: label {top} in y_{part} is above y_train's 0..{high} and leaves "
+                               f"{'class' if len(empty) == 1 else 'classes'} {shown} with no samples in any part "
+                               "(labels must be 0..C-1; is a label out of range?)")
     if count < 2:
         raise DatasetError(f"{source}: only one class ({count}); classification needs at least 2")
     return out, classes or [str(i) for i in range(count)]

@@ -148,6 +148,27 @@ def test_a_stray_label_names_the_empty_classes_not_a_small_one(tmp_path):
     np.savez(named, x_train=d.data, y_train=y, classes=np.array(d.target_names))
     with pytest.raises(DatasetError, match=r"label 7 in y_train is outside 0..2 \(3 classes\)"):
         as_dataset(named)
+
+
+def test_a_stray_label_in_the_validation_or_test_labels_is_named_too(tmp_path):
+    from sklearn.datasets import load_wine
+
+    d = load_wine()
+    order = np.random.default_rng(0).permutation(len(d.target))
+    x, y = d.data[order], d.target[order]
+    y_test = y[:20].copy()
+    y_test[3] = 9  # 3 classes
+    path = tmp_path / "wine_test9.npz"
+    np.savez(path, x_train=x[20:], y_train=y[20:], x_test=x[:20], y_test=y_test)
+    with pytest.raises(DatasetError, match=r"label 9 in y_test is above y_train's 0..2 and leaves classes "
+                                           r"3, 4, 5, 6, 7, ... \(6 classes\) with no samples in any part") as err:
+        as_dataset(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    # a class only the held-out labels hold (a small training split missed it) stays a class
+    keep = y[20:] != 2
+    fine = tmp_path / "wine_train_misses_2.npz"
+    np.savez(fine, x_train=x[20:][keep], y_train=y[20:][keep], x_test=x[:20], y_test=y[:20])
+    assert as_dataset(fine).num_classes == 3
     # a test part that lacks the highest classes is no gap
     ds = as_dataset({"x_train": d.data, "y_train": d.target, "x_test": d.data[:5], "y_test": d.target[:5]})
     assert ds.num_classes == 3 and set(ds.test_y.tolist()) == {0}
