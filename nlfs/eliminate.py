@@ -68,11 +68,11 @@ from ._cli import (
     training_overrides,
 )
 from .losses import loss_label
+from .models import canonical_model
 from .stats import format_mean_std, mean_std, paired_by_key, paired_differences
 
 CE_EXPRESSION = "-y * log(p)"
 FINALISTS = "finalists.json"  # the survivors, in nlfs/found_losses.json's format
-MODEL_ALIASES = {"preact_resnet": "resnet9v2", "preact-resnet": "resnet9v2", "preactresnet": "resnet9v2"}
 
 PRESETS = {
     "paper": dict(pool=300, keep=(25, 12, 6, 4), seeds=(1, 2, 3, 3), budget_scale=(1, 2, 4, 8),
@@ -166,7 +166,7 @@ class Protocol:
 
         seeds, scales, models = fit(seeds, "seeds"), fit(budget_scale, "budget_scale"), fit(models, "models")
         sizes = [parse_train_size(x) for x in fit(train_sizes, "train_sizes")]
-        rounds = [Round(int(k), int(s), float(b), MODEL_ALIASES.get(str(m).lower(), str(m)), t)
+        rounds = [Round(int(k), int(s), float(b), canonical_model(m), t)
                   for k, s, b, m, t in zip(keep, seeds, scales, models, sizes, strict=True)]
         for r in rounds:
             if r.keep < 1 or r.seeds < 1 or r.budget_scale <= 0:
@@ -205,42 +205,48 @@ def round_config(base, rnd: Round, seed: int, split_per_seed: bool = False):
 class Elimination:
     def __init__(self, run_dir: str | Path, protocol: Protocol, train_config=None, workers: int = 1,
                  executor: str = "local", address: str | None = None, log=None, also=(), tuned: bool = False,
-                 novel: bool = False, threads: int | None = None, pack: int = 1, include_known: bool = False):
-        from .search import RunDB
+                 novel: bool = False, threads: int | None = None, pack: int = 1, include_known: bool = False,
+                 overrides: dict | None = None):
+        from .search import RunDB, SearchConfig
         from .train import check_config
-        from .tune import search_config
 
+        if novel and include_known:
+            raise ValueError("novel (leave out warm starts too) and include_known (keep catalogue losses) "
+                             "contradict each other")
         self.run_dir = Path(run_dir)
         self.sources = [self.run_dir, *(Path(d) for d in also)]
         for d in self.sources:
             if not (d / "run.db").exists():
                 raise FileNotFoundError(f"no search run in {d} (missing {d / 'run.db'})")
         self.db = RunDB(self.run_dir / "run.db")
+        try:  # every round's training checked before anything is written or trained
+            scfg = SearchConfig.from_dict(self.db.get_meta("config") or {}, strict=False)
+            self.class_reduction = scfg.class_reduction
+            self.score = scfg.score  # every training scored as the search scored its own
+            # overrides: training settings in place of the run's (the command line's budget options)
+            self.base = dataclasses.replace(train_config or scfg.train_config(), **(overrides or {}))
+            self.protocol = protocol
+            self.target = None  # the run's target regime, when the last round trains in it
+            if protocol.target:
+                from .search import default_target, make_target
+
+                self.target = make_target(scfg.target or default_target(scfg.dataset))
+                last = dataclasses.replace(protocol.rounds[-1], target=self.target)
+                self.protocol = dataclasses.replace(protocol, rounds=[*protocol.rounds[:-1], last])
+            for i, rnd in enumerate(self.protocol.rounds, 1):
+                cfg = round_config(self.base, rnd, self.protocol.first_seed, self.protocol.split_per_seed)
+                try:
+                    check_config(cfg, "CE")
+                except ValueError as err:
+                    raise type(err)(f"round {i}: {err}") from None
+        except BaseException:
+            self.db.close()
+            raise
         self.db.conn.executescript(SCHEMA)
         if "scale" not in {r[1] for r in self.db.conn.execute("PRAGMA table_info(elimination)")}:
             self.db.conn.execute("ALTER TABLE elimination ADD COLUMN scale REAL")  # tables before scale
-        scfg = search_config(self.db.get_meta("config") or {})
-        self.class_reduction = scfg.class_reduction
-        self.score = scfg.score  # every training scored as the search scored its own
-        self.base = train_config or scfg.train_config()
-        self.protocol = protocol
-        self.target = None  # the run's target regime, when the last round trains in it
-        if protocol.target:
-            from .search import default_target, make_target
-
-            self.target = make_target(scfg.target or default_target(scfg.dataset))
-            last = dataclasses.replace(protocol.rounds[-1], target=self.target)
-            self.protocol = dataclasses.replace(protocol, rounds=[*protocol.rounds[:-1], last])
-        if novel and include_known:
-            raise ValueError("novel (leave out warm starts too) and include_known (keep catalogue losses) "
-                             "contradict each other")
         self.tuned, self.novel, self.include_known = tuned, novel, include_known
         self.left_out: list[dict] = []  # the known losses in disguise the pool left out
-        try:
-            check_config(self.base, "CE")
-        except ValueError:
-            self.db.close()
-            raise
         self.workers, self.executor_kind, self.address, self.threads = workers, executor, address, threads
         self.pack = pack  # candidates of one round and seed trained as one packed network
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -761,13 +767,8 @@ def _main(argv=None) -> int:
     t0 = time.time()
     e = Elimination(args.run_dir, protocol, None, args.workers, args.executor, args.address,
                     also=_list(args.also, str) or (), tuned=args.tuned, novel=args.novel_only, threads=args.threads,
-                    pack=args.pack, include_known=args.include_known)
+                    pack=args.pack, include_known=args.include_known, overrides=over)
     try:
-        if over:
-            e.base = dataclasses.replace(e.base, **over)
-            from .train import check_config
-
-            check_config(e.base, "CE")
         with resume_with(command_line("nlfs.eliminate", sys.argv[1:] if argv is None else argv)):
             result = e.run()
         trained = e.trained

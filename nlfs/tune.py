@@ -49,6 +49,7 @@ from .expr import Expr
 from .search import (
     OPTUNA_SAMPLERS,
     SCORES,
+    SearchConfig,
     finished_trials,
     fitness_of,
     grad_scale_factor_of,
@@ -161,19 +162,23 @@ def tune(loss, constants: dict | None = None, n_trials: int = 12, batch: int = 4
     with ``threads`` threads (default: the cores shared among the workers). ``score``: which validation
     accuracy a trial scores (``nlfs.search.SCORES``: the best over its evaluations, or the final model's).
     """
+    import dataclasses
+
     import optuna
 
     from .search import make_executor, training_payload
     from .train import TrainConfig, check_config
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
+    for name, value in (("n_trials", n_trials), ("batch", batch), ("workers", workers)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
     quiet_optuna()
     spec, start = _spec_of(loss, constants)
     cfg = train_config or TrainConfig()
     check_config(cfg, spec, start)  # before any trial: a bad setting stops here, not in every trial
-    if score not in SCORES:
-        raise ValueError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
-    import dataclasses
 
     cfg = dataclasses.replace(cfg, evaluate_test=False, progress=False)
     space = make_search_space(start, search_space, scale)
@@ -306,7 +311,7 @@ def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int
     run_dir = Path(run_dir)
     rows, saved = read_run(run_dir)
     class_reduction = stored_class_reduction(saved)
-    run_config = search_config(saved)
+    run_config = SearchConfig.from_dict(saved, strict=False)
     if train_config is None:
         train_config = run_config.train_config()
     score = score or run_config.score
@@ -411,13 +416,6 @@ def _selection_note(trials: list[int]) -> str:
             "so is its Δ; confirm it on other seeds with nlfs.eliminate --tuned.")
 
 
-def search_config(saved: dict):
-    """The ``SearchConfig`` saved in a run's meta table (keys this version does not know ignored)."""
-    from .search import SearchConfig
-
-    return SearchConfig.from_dict(saved, strict=False)
-
-
 def _f(v) -> str:
     return "-" if v is None else f"{v:.4f}"
 
@@ -498,7 +496,7 @@ def _main(argv=None) -> int:
             from .search import read_run
 
             _, saved = read_run(args.run_dir)
-            base = _train_config(args, search_config(saved).train_config())
+            base = _train_config(args, SearchConfig.from_dict(saved, strict=False).train_config())
         with resume_with(command_line("nlfs.tune", argv)):
             tune_run(args.run_dir, args.top, n_trials=args.trials, batch=args.batch, sampler=args.sampler,
                      train_config=base, seed=args.seed, scale=args.scale, workers=args.workers,

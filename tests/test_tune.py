@@ -250,3 +250,11 @@ def test_tuned_md_says_the_tuned_accuracy_is_the_best_of_its_trials(tmp_path, mo
     assert main(["--loss", "LabelSmoothingCE", "--trials", "2", "--batch", "2", "--run-dir", str(tmp_path / "one"),
                  "--steps", "10", "--backend", "torch"]) == 0
     assert "best of 2 trials on that one seed: biased upward" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad", [{"n_trials": 0}, {"batch": 0}, {"workers": -1}, {"score": "peak"}])
+def test_bad_tuning_settings_stop_before_a_study_or_a_training(tmp_path, monkeypatch, bad):
+    monkeypatch.setattr(nlfs.train, "train", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        tune("Focal", train_config=TrainConfig(**FAST), storage_dir=tmp_path / "studies", **bad)
+    assert not (tmp_path / "studies").exists()

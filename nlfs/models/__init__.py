@@ -7,6 +7,7 @@ from ._registry import (
     MODELS,
     ModelError,
     build_model,
+    canonical_model,
     check_model,
     is_factory,
     load_checkpoint,
@@ -15,4 +16,5 @@ from ._registry import (
 from ._small import MLP, ConvGroup, PreActBlock, ResNet9V2, SurrogateNet, WideResNet
 
 __all__ = ["IMAGE_MODELS", "MLP", "MODELS", "ConvGroup", "ModelError", "PackedSurrogate", "PreActBlock", "ResNet9V2",
-           "SurrogateNet", "WideResNet", "build_model", "check_model", "is_factory", "load_checkpoint", "make_model"]
+           "SurrogateNet", "WideResNet", "build_model", "canonical_model", "check_model", "is_factory",
+           "load_checkpoint", "make_model"]

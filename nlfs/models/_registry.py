@@ -23,8 +23,18 @@ class ModelError(ValueError):
     """A model that cannot be built or does not fit the data; the message names it."""
 
 
+# other names a built-in model goes by (after _key's normalisation)
+_ALIASES = {"preact-resnet": "resnet9v2", "preactresnet": "resnet9v2"}
+
+
 def _key(name: str) -> str:
     return name.lower().replace("_", "-").strip()
+
+
+def canonical_model(name: str) -> str:
+    """A built-in model's own name for one of its aliases (``preact_resnet`` -> ``resnet9v2``); any other
+    name as given."""
+    return _ALIASES.get(_key(str(name)), str(name))
 
 
 def _torchvision(name: str, in_channels: int, num_classes: int, image_size: int, dropout: float | None):
@@ -62,7 +72,7 @@ def build_model(name: str, in_channels: int = 3, num_classes: int = 10, image_si
     ``wrn-28-10``), ``resnet18``, ``resnet50``, ``efficientnet_v2_s``. ``checkpoint``: a local state-dict file to
     fine-tune from (tensors whose shape does not match, e.g. a classifier for another class count,
     are skipped)."""
-    key = _key(name)
+    key = _key(canonical_model(name))
     m = re.fullmatch(r"wrn-?(\d+)-(\d+)", key) or re.fullmatch(r"wide-?resnet-?(\d+)-(\d+)", key)
     if key == "mlp":
         model = MLP(in_channels * image_size * image_size, num_classes, dropout=0.1 if dropout is None else dropout)
