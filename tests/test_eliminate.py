@@ -436,3 +436,19 @@ def test_the_search_column_is_in_pp_when_the_search_was_paired(tmp_path, monkeyp
     assert main(["--run-dir", str(plain), "--keep", "2", "--seeds-per-round", "1", "--pool", "2"]) == 0
     md = (plain / "elimination.md").read_text()
     assert "| search fitness: accuracy |" in md and "| 0.9000 |" in md
+
+
+def test_a_bad_round_stops_before_anything_is_trained_or_written(tmp_path, monkeypatch, capsys):
+    run = make_run(tmp_path)
+    monkeypatch.setattr(nlfs.train, "train", lambda *a, **k: pytest.fail("trained"))
+    proto = Protocol.from_lists(**{**PROTO, "models": ("surrogate", "surrogate", "resnt9")})
+    with pytest.raises(ValueError, match=r"round 3: .*unknown model 'resnt9'"):
+        Elimination(run, proto, log=lambda m: None)
+    tables = {r[0] for r in sqlite3.connect(run / "run.db").execute("SELECT name FROM sqlite_master")}
+    assert "elimination" not in tables
+    with pytest.raises(ValueError, match="contradict"):
+        Elimination(run, Protocol.from_lists(**PROTO), novel=True, include_known=True, log=lambda m: None)
+    # the command line's budget options are checked with the rounds, before any training
+    assert main(["--run-dir", str(run), "--preset", "quick", "--val-size", "100000"]) != 0
+    err = capsys.readouterr().err
+    assert "round 1:" in err and "val_size" in err
