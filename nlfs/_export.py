@@ -17,15 +17,9 @@ def resolve(loss, constants: dict[str, float] | None = None) -> tuple[LossSpec, 
     """(spec, constant values) of anything ``nlfs.Loss`` accepts, or of an ``nlfs.Loss``."""
     # an nlfs.Loss is known by what it carries: importing nlfs._module here would close a circle
     if isinstance(getattr(loss, "spec", None), LossSpec) and hasattr(loss, "constant_values"):
-        spec, values = loss.spec, loss.constant_values
-    else:
-        spec = resolve_spec(loss)
-        values = dict(spec.constants)
-    values.update({k: float(v) for k, v in (constants or {}).items()})
-    missing = [k for k in spec.expr.constants if k not in values]
-    if missing:
-        raise ValueError(f"no value for constants {missing} of {spec.expr}")
-    return spec, values
+        return loss.spec, loss.spec.values({**loss.constant_values, **(constants or {})})
+    spec = resolve_spec(loss)
+    return spec, spec.values(constants)
 
 
 def simplified(loss, constants: dict[str, float] | None = None, scaled: bool = False) -> Expr:

@@ -76,15 +76,7 @@ class Loss(nn.Module):
                           stacklevel=2)
             class_reduction = reduction_kind
         self.spec = resolve_spec(loss, class_reduction)
-        values = dict(self.spec.constants)
-        for k, v in (constants or {}).items():
-            if k not in self.spec.expr.constants:
-                raise ValueError(f"constant {k!r} does not occur in {self.spec.expr}")
-            values[k] = v
-        missing = [k for k in self.spec.expr.constants if k not in values]
-        if missing:
-            raise ValueError(f"no value for constants {missing} of {self.spec.expr}; "
-                             f"pass constants={{...}}")
+        values = self.spec.values(constants)
         # The scale rides inside the program, so every backend folds it into the loss and gradient.
         self.program = lower(self.spec.scaled_expr, self.spec.class_reduction, self.spec.expr.constants)
         if not {"p", "logp", "z"} & self.program.leaves:

@@ -54,6 +54,19 @@ class LossSpec:
 
         return any(n.op in CLASS_OPS for n in self.expr.nodes())
 
+    def values(self, overrides: dict | None = None) -> dict[str, float]:
+        """The constants' values: the spec's, with ``overrides`` in their place. A name the expression
+        does not hold, or a constant left without a value, is a ValueError naming it."""
+        out = dict(self.constants)
+        for k, v in (overrides or {}).items():
+            if k not in self.expr.constants:
+                raise ValueError(f"constant {k!r} does not occur in {self.expr}")
+            out[k] = float(v)
+        missing = [k for k in self.expr.constants if k not in out]
+        if missing:
+            raise ValueError(f"no value for constants {missing} of {self.expr}; pass constants={{...}}")
+        return out
+
     @property
     def scaled_expr(self) -> Expr:
         """The expression the kernels evaluate: ``scale * expr`` (``expr`` itself when scale is 1)."""

@@ -124,17 +124,10 @@ class TuneResult:
 
 
 def _spec_of(loss, constants):
-    from ._module import resolve_spec
+    from .losses import resolve_spec
 
     spec = resolve_spec(loss)
-    values = dict(spec.constants)
-    for k, v in (constants or {}).items():
-        if k not in spec.expr.constants:
-            raise ValueError(f"constant {k!r} does not occur in {spec.expr}")
-        values[k] = float(v)
-    missing = [k for k in spec.expr.constants if k not in values]
-    if missing:
-        raise ValueError(f"no value for constants {missing} of {spec.expr}")
+    values = spec.values(constants)
     if not values:
         raise ValueError(f"{spec.name}: {spec.expr} has no named constants to tune "
                          f"(use lift_constants to turn its numbers into constants)")

@@ -236,3 +236,14 @@ def test_an_exported_scale_is_not_rescaled_twice():
     again, extra = rescale_to_ce(exported, z, t)
     assert extra == pytest.approx(1.0) and again.spec.scale == pytest.approx(trained.spec.scale)
     assert exported(z, t).item() == pytest.approx(trained(z, t).item())
+
+
+def test_an_unknown_or_missing_constant_is_named_as_nlfs_Loss_names_it():
+    import nlfs
+
+    for make in (lambda c: nlfs.Loss("Focal", constants=c), lambda c: nlfs.formula("Focal", c)):
+        with pytest.raises(ValueError, match="constant 'gama' does not occur"):
+            make({"gama": 3.0})
+    with pytest.raises(ValueError, match=r"no value for constants \['k'\]"):
+        nlfs.formula("-y * log(p) * k")
+    assert "3" in nlfs.formula("Focal", {"gamma": 3.0})
