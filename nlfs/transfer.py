@@ -58,6 +58,7 @@ from ._cli import (
     training_overrides,
 )
 from ._io import machine_name, today, write_table
+from .losses import resolve_spec
 from .train import training_key
 
 __all__ = ["COLUMNS", "PRESETS", "LossEntry", "build_config", "entry_of", "losses_from", "losses_from_run", "main",
@@ -107,13 +108,12 @@ def _presets() -> dict[str, dict]:
         model="surrogate", dataset="fashion-mnist", augment="none", epochs=2, train_size=8000, val_size=2000,
         seeds=5, losses=list(_CATALOGUE_ALL), threads=1,
         note="CPU, minutes: the surrogate CNN, 8,000 training images, 2 epochs (124 steps at batch 128); "
-             "about 20-25 s per run on a 2-core CPU under load, so 8 losses x 5 seeds take ~15-20 min.")
+             "8 losses x 5 seeds (run times: bench/results/transfer_fashion_mnist_cpu.md).")
     p["fashion-mnist-resnet-cpu"] = dict(
         model="resnet9v2", dataset="fashion-mnist", augment="none", epochs=2, train_size=8000,
         val_size=2000, seeds=5, losses=["CE", "NGL", "Baikal", "Focal", "Poly1"], threads=1,
         note="CPU, minutes: the small pre-activation ResNet (ResNet9V2, dropout 0.5) on 8,000 "
-             "Fashion-MNIST images for 2 epochs: measured 11 s per run (CE 74.1 % test) on a busy 2-core "
-             "CPU, so 5 losses x 5 seeds take ~5-6 min.")
+             "Fashion-MNIST images for 2 epochs; 5 losses x 5 seeds.")
     p["digits-smoke"] = dict(model="surrogate", dataset="digits", augment="none", epochs=2, seeds=2,
                              losses=["CE", "NGL"], note="CPU, seconds: a smoke test on sklearn digits.")
     return p
@@ -140,8 +140,6 @@ class LossEntry:
     def scale(self) -> float:
         """The gradient-scale factor the loss trains with (its spec's; 1 for a callable)."""
         try:
-            from .losses import resolve_spec
-
             return float(resolve_spec(self.loss).scale)
         except Exception:  # noqa: BLE001 - a callable loss carries no scale of ours
             return 1.0
@@ -149,8 +147,6 @@ class LossEntry:
     @property
     def expression(self) -> str:
         try:
-            from ._module import resolve_spec
-
             return resolve_spec(self.loss).text
         except Exception:
             return self.loss if isinstance(self.loss, str) else ""
@@ -286,8 +282,6 @@ def run_key(entry: LossEntry, cfg, split_per_seed: bool = False) -> str:
     a split drawn per seed when it is. A row is resumed only when its key matches; a changed loss
     under an old label is trained again."""
     try:
-        from ._module import resolve_spec
-
         spec = resolve_spec(entry.loss)
         constants = sorted({**spec.constants, **(entry.constants or {})}.items())
         loss = [spec.text, spec.class_reduction, spec.scale, constants]
@@ -311,8 +305,6 @@ def _payload(entry: LossEntry, cfg, seed: int, inline: bool) -> dict:
     ``--losses-file``) resolved to a ``LossSpec`` where it is a name or an expression."""
     loss = entry.loss
     if not inline and isinstance(loss, str):
-        from ._module import resolve_spec
-
         loss = resolve_spec(loss)
     return {"loss": loss, "constants": entry.constants, "train": dataclasses.replace(cfg, seed=seed).to_dict(),
             "rejection": False, "name": entry.label}

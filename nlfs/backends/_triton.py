@@ -68,10 +68,9 @@ _TILE_ELEMS = {"gpu": 2048, "interp": 32768}
 _LOOP_BLOCK = {"gpu": 2048, "interp": 16384}
 # Elements per thread on a GPU (warps = block elements / (32 * this), at most 16). Triton unrolls the
 # straight-line body once per element a thread holds, so this sets code size, registers and compile
-# time; 4 fp32 elements are one 16-byte load. bench/compile_latency.py compiles 4 and 8 side by side
-# (bench/results/compile_latency_cpu_256x10_bf16.md): NGL's bf16 tile kernel for sm_90 is 4.4K PTX
-# lines, 2.6K SASS instructions, 64 registers and 0.35 s to compile at 4 against 8.3K, 5.1K, 128 and
-# 0.55 s at 8. Runtime: bench/kernels_gpu.py times both side by side.
+# time; 4 fp32 elements are one 16-byte load. bench/compile_latency.py compiles 4 and 8 side by side:
+# at 8 the tile kernels have far more code and registers and compile more slowly
+# (bench/results/compile_latency_cpu_256x10_bf16.md). Runtime: bench/kernels_gpu.py times both.
 ELEMS_PER_THREAD = int(os.environ.get("NLFS_TRITON_ELEMS_PER_THREAD", "4"))
 
 
@@ -273,11 +272,10 @@ def program_cost(program: Program) -> int:
 # The specialised tile's fixed extra work (reloading each row's target logit, forming its p and log p)
 # in program_cost units. Calibrated on static sm_90 SASS counts of the catalogue's bf16 tile kernels
 # (`python -m bench.compile_latency --random 0 --elems-per-thread 4 --forms specialised,general --shape
-# BxC`, bench/results/compile_latency_cpu_*_bf16_specialised-general.md). At (8192, 1000) specialising saves 6-18%
-# of the instructions for Focal, SCE and Poly1 and costs 2-16% for CE, LabelSmoothingCE and Baikal
-# (at 1024 classes, strides multiples of 16: saves 17-32%, costs 0-2%; CE 0.98).
-# Below 256 classes per row (16-128 lanes) the same counts grow for Focal and Poly1 (+6 to +11% at 10
-# and 100 classes), and such kernels are launch-bound anyway: the tile specialises only from 256.
+# BxC`, bench/results/compile_latency_cpu_*_bf16_specialised-general.md): at 1000 and 1024 classes
+# specialising saves instructions for Focal, SCE and Poly1, while for CE, LabelSmoothingCE and Baikal it
+# about breaks even or costs some. Below 256 classes per row (16-128 lanes) it adds instructions for
+# Focal and Poly1 as well, and such kernels are launch-bound anyway: the tile specialises only from 256.
 _SPECIALISED_TILE_OVERHEAD = 3.0
 _SPECIALISED_TILE_MIN_C = 256
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ._dataset import Dataset, DatasetError
-from ._user import is_user_source, load_user_dataset, resize_images, resolve_source, source_stamp
+from ._user import _stats, is_user_source, load_user_dataset, resize_images, resolve_source, source_stamp
 
 DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100")
 _ALIASES = {
@@ -42,13 +42,6 @@ def canonical_name(name: str) -> str:
         return resolve_source(str(name))
     raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, or give an ImageFolder "
                      "directory, a .npz/.pt file or module:function")
-
-
-def _stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    xf = x.to(torch.float64) / 255.0
-    mean = xf.mean(dim=(0, 2, 3))
-    std = xf.std(dim=(0, 2, 3)).clamp_min(1e-3)
-    return tuple(mean.tolist()), tuple(std.tolist())
 
 
 # ---------------------------------------------------------------- digits

@@ -1,12 +1,18 @@
 """Math namespaces: how the torch and NumPy backends spell the primitives the ops table uses.
 
 An op's maths is written once against a namespace ``m``; code-emitting backends (Triton, C++)
-supply namespaces whose values are source-code strings instead of arrays.
+supply namespaces whose values are source-code strings instead of arrays. ``reference_value`` is an
+op's float64 value at numbers (``NumpyMath``), with which the canonical form, the simplifier and
+target specialisation fold an op whose arguments are all numbers.
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+
+from ._ops import MAXV, OPS
 
 
 class TorchMath:
@@ -93,3 +99,22 @@ class NumpyMath:
             return table[name]
         except KeyError:
             raise AttributeError(name) from None
+
+
+@functools.cache
+def numpy_math() -> NumpyMath:
+    """The one ``NumpyMath``, made at first use (it imports SciPy)."""
+    return NumpyMath()
+
+
+def reference_value(op: str, values, clamp_bounded: bool = False) -> float:
+    """The float64 reference value of the elementwise op ``op`` at the numbers ``values``, clamped to
+    [-MAXV, MAXV] as the backends clamp an op's output: every op that is not ``bounded``, and with
+    ``clamp_bounded`` the bounded ones too (they leave the range only for an argument outside it).
+    NaN where the op is undefined: the clamp lets it through, the caller decides what it means."""
+    spec = OPS[op]
+    with np.errstate(all="ignore"):
+        v = float(spec.forward(numpy_math(), *[np.float64(x) for x in values]))
+    if clamp_bounded or not spec.bounded:
+        v = min(max(v, -MAXV), MAXV)  # NaN stays NaN: max/min keep their first argument when unordered
+    return v

@@ -17,9 +17,8 @@ import math
 import weakref
 from collections.abc import Iterator
 
-import numpy as np
-
-from ._ops import CLASS_OPS, LEAVES, MAXV, OPS
+from ._math import reference_value
+from ._ops import CLASS_OPS, LEAVES, OPS
 
 _LEAF_OPS = frozenset(LEAVES)
 _INTERN: weakref.WeakValueDictionary[tuple, Expr] = weakref.WeakValueDictionary()
@@ -90,14 +89,6 @@ class Expr:
     @property
     def is_leaf(self) -> bool:
         return not self.args
-
-    @property
-    def is_number(self) -> bool:
-        return self.op == "num"
-
-    @property
-    def is_const(self) -> bool:
-        return self.op == "const"
 
     # -- structure --------------------------------------------------------------------------------
     def nodes(self) -> list[Expr]:
@@ -298,20 +289,6 @@ def _validate(op: str, args: tuple, value) -> None:
 
 
 # -- canonical form ---------------------------------------------------------------------------
-_NUMPY_MATH = None
-
-
-def _fold(op: str, values: list[float]) -> float:
-    global _NUMPY_MATH
-    if _NUMPY_MATH is None:
-        from ._math import NumpyMath
-
-        _NUMPY_MATH = NumpyMath()
-    with np.errstate(all="ignore"):
-        out = OPS[op].forward(_NUMPY_MATH, *[np.float64(v) for v in values])
-    return float(np.clip(out, -MAXV, MAXV))
-
-
 def _terms(node: Expr, op: str, out: list[Expr]) -> None:
     if node.op == op:
         for a in node.args:
@@ -368,7 +345,8 @@ def _rule(node: Expr, args: tuple[Expr, ...]) -> Expr | None:
     if not args:
         return None
     if all(a.op == "num" for a in args) and op in OPS:  # sum_classes(2) is 2*C: not a number
-        return Expr.num(_fold(op, [a.value for a in args]))
+        # clamped whatever the op, bounded ones too: a folded number is kept inside [-MAXV, MAXV]
+        return Expr.num(reference_value(op, [a.value for a in args], clamp_bounded=True))
     if op == "sub":
         a, b = args
         return _sum((a, _negate(b)))

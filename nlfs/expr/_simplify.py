@@ -33,6 +33,7 @@ import math
 
 import numpy as np
 
+from ._math import reference_value
 from ._node import Expr
 from ._ops import EPS, MAXV, OPS
 
@@ -43,26 +44,6 @@ _LOGP = (-INF, 0.0)
 # Monotone on the whole line: their bounds are the images of the argument's bounds.
 _INCREASING = ("exp", "tanh", "sigmoid", "atan", "erf", "asinh", "sinh", "softplus", "cube")
 _DECREASING = ("erfc",)
-_NP = None
-
-
-def _reference():
-    global _NP
-    if _NP is None:
-        from ._math import NumpyMath
-
-        _NP = NumpyMath()
-    return _NP
-
-
-def evaluate(op: str, values) -> float:
-    """The float64 reference value of ``op`` at numbers (output clamp included); NaN if undefined."""
-    spec = OPS[op]
-    with np.errstate(all="ignore"):
-        v = float(spec.forward(_reference(), *[np.float64(x) for x in values]))
-    if not spec.bounded and not math.isnan(v):
-        v = min(max(v, -MAXV), MAXV)
-    return v
 
 
 def _margin(v: float) -> float:
@@ -99,9 +80,9 @@ class _Simplifier:
 
     def _op_bound(self, op: str, b) -> tuple[float, float]:
         if op in _INCREASING:
-            return (evaluate(op, [b[0][0]]), evaluate(op, [b[0][1]]))
+            return (reference_value(op, [b[0][0]]), reference_value(op, [b[0][1]]))
         if op in _DECREASING:
-            return (evaluate(op, [b[0][1]]), evaluate(op, [b[0][0]]))
+            return (reference_value(op, [b[0][1]]), reference_value(op, [b[0][0]]))
         (lo, hi) = b[0]
         if op == "neg":
             return (-hi, -lo)
@@ -121,10 +102,10 @@ class _Simplifier:
         if op in ("abs", "square"):
             m_lo = 0.0 if lo <= 0.0 <= hi else min(abs(lo), abs(hi))
             m_hi = max(abs(lo), abs(hi))
-            return (evaluate(op, [m_lo]), evaluate(op, [m_hi]))
+            return (reference_value(op, [m_lo]), reference_value(op, [m_hi]))
         if op in ("sqrt", "log", "plog", "plog10"):  # increasing in |x|
             m_lo = 0.0 if lo <= 0.0 <= hi else min(abs(lo), abs(hi))
-            return (evaluate(op, [m_lo]), evaluate(op, [max(abs(lo), abs(hi))]))
+            return (reference_value(op, [m_lo]), reference_value(op, [max(abs(lo), abs(hi))]))
         if op == "sign":
             return (float(np.sign(lo)), float(np.sign(hi)))
         if op in ("sin", "cos"):
@@ -159,7 +140,7 @@ class _Simplifier:
 
     def _rewrite(self, op: str, args: tuple[Expr, ...]) -> Expr | None:
         if all(a.op == "num" for a in args) and op in OPS:  # sum_classes(2) is 2*C, not a number
-            v = evaluate(op, [a.value for a in args])
+            v = reference_value(op, [a.value for a in args])
             if math.isfinite(v):
                 return Expr.num(v + 0.0)  # + 0.0: -0.0 and 0.0 print alike
         fn = getattr(self, "_" + op, None)
@@ -357,4 +338,4 @@ def round_numbers(expr: Expr, digits: int = 4) -> Expr:
     return expr.map_nodes(rnd)
 
 
-__all__ = ["EPS", "evaluate", "round_numbers", "simplify"]
+__all__ = ["EPS", "round_numbers", "simplify"]

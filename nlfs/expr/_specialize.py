@@ -28,27 +28,17 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
-from ._math import NumpyMath
+from ._math import reference_value
 from ._ops import MAXV, OPS
 from ._program import Instr, Program, _drop_dead
-
-_NP: NumpyMath | None = None
 
 _ZERO_IF_FIRST_ZERO = ("div", "pdiv", "aq")  # 0 / anything (denominators never vanish)
 _IN_RANGE_LEAVES = ("p", "C")  # leaves the backends never need to clamp (z, logp and constants can be huge)
 
 
 def _fold(op: str, values: list[float]) -> float | None:
-    global _NP
-    if _NP is None:
-        _NP = NumpyMath()
-    spec = OPS[op]
-    with np.errstate(all="ignore"):
-        v = float(spec.forward(_NP, *[np.float64(x) for x in values]))
-    if not spec.bounded:
-        v = min(max(v, -MAXV), MAXV)
+    """``op`` at ``values`` as a number, or None where that is not finite (the op then stays)."""
+    v = reference_value(op, values)
     return v if math.isfinite(v) else None
 
 

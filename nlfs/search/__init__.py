@@ -62,10 +62,10 @@ from ._report import (
 )
 from ._rows import summary_counts
 from ._rungs import DEFAULT_RUNGS, Rung, make_rungs, parse_rungs, promoted
-from ._runner import Search, evaluate_payload, rejection_sample
+from ._runner import Search
 from ._target import DEFAULT_TARGETS, Target, default_target, make_target, parse_target
 from ._taylor import TaylorSearch, is_taylor_run
-from ._worker import SCORES, grad_scale_factor_of, training_payload
+from ._worker import SCORES, evaluate_payload, grad_scale_factor_of, rejection_sample, training_payload
 
 __all__ = [
     "ALGORITHMS", "DEFAULT_RUNGS", "DEFAULT_SEED_LOSSES", "DEFAULT_TARGETS", "Discovery", "FITNESS_RUNGS",

@@ -16,7 +16,7 @@ PRESETS = {
     # a short search on two CPU cores: screens candidates for 1 minute, lets the screened ones finish
     # their rungs (the last is an epoch of the whole split), races its leader to 3 seeds (one step),
     # then trains it and CE once in the target side by side (Fashion-MNIST: all 55,000 images for 8
-    # epochs, about 3.5 minutes on one thread): about 6.5 minutes in all (bench/results/README.md);
+    # epochs, the longest stage; wall times under "The README's first command" in bench/results/README.md);
     # an explicit --budget drops the time limit
     "quick": dict(budget=1000, time_limit=60, population=8, sample=3, initial=12, children=10_000,
                   gp_population=12, generations=10_000, finalists=1, target_seeds=1, race_seeds=3),

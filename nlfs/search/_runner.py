@@ -34,14 +34,9 @@ from ._executors import make_executor, run_jobs
 from ._rows import AFTER_SCREENING
 from ._rows import reused as _reused
 from ._rungs import promoted
-from ._worker import (  # noqa: F401 - evaluate_payload and rejection_sample re-exported
-    evaluate_payload,
-    grad_scale_factor_of,
-    merge_by_seed,
-    rejection_sample,
-    split_by_seed,
-    training_payload,
-)
+from ._worker import grad_scale_factor_of, merge_by_seed, split_by_seed, training_payload
+
+CE_EXPRESSION = "-y * log(p)"  # cross-entropy (the catalogue's CE): the baseline every candidate is paired with
 
 
 def fitness_identity(fn) -> dict | None:
@@ -65,6 +60,17 @@ def fitness_identity(fn) -> dict | None:
     add(code)
     return {"name": getattr(fn, "__qualname__", type(fn).__qualname__), "digest": h.hexdigest()[:32],
             "python": f"{sys.version_info[0]}.{sys.version_info[1]}"}
+
+
+def ce_baseline_row(cfg: SearchConfig, seed: int, out: dict, **columns) -> dict:
+    """The run-database row of cross-entropy trained as a baseline on ``seed`` (``out``: the worker's
+    result); ``columns`` add columns or replace these."""
+    row = {"canonical": "baseline:CE", "expression": CE_EXPRESSION, "constants": {}, "sign": 1.0,
+           "fitness": out.get("fitness"), "accuracy": out.get("fitness"), "status": "baseline",
+           "reason": out.get("reason", ""), "seed": seed, "dataset": cfg.dataset, "backend": cfg.backend,
+           "model": cfg.model, "wall_time": out["wall_time"], "cpu_time": out.get("cpu_time"), "size": 4,
+           "result": out.get("result")}
+    return {**row, **columns}
 
 
 # What a resumed run may change besides its budget and time limit: how it runs, not what it is.
@@ -394,7 +400,7 @@ class Search:
                 key = (self._where(index)[1], seed)
                 if key not in self.baselines and key not in seen:
                     seen.add(key)
-                    row = {"expression": "-y * log(p)", "constants": {}}
+                    row = {"expression": CE_EXPRESSION, "constants": {}}
                     jobs.append((("CE", index, seed), {**self._payload_at(row, index, [seed]),
                                                        "class_reduction": "class_sum", "name": "CE"}))
         parts = [split_by_seed(payload) for _, payload in work]
@@ -431,13 +437,8 @@ class Search:
         if out["status"] != "ok":
             raise RuntimeError(f"the cross-entropy baseline failed at {where}, seed {seed}: "
                                f"{out.get('reason')}; fix the training settings before searching")
-        row = {"canonical": "baseline:CE", "expression": "-y * log(p)", "constants": {}, "sign": 1.0,
-               "fitness": out["fitness"], "accuracy": out["fitness"], "status": "baseline",
-               "reason": "", "seed": seed, "dataset": self.cfg.dataset, "backend": self.cfg.backend,
-               "model": self.cfg.model, "wall_time": out["wall_time"], "cpu_time": out.get("cpu_time"), "size": 4,
-               "rung": index,
-               "fidelity": self._where(index)[1], "scale": 1.0,
-               "result": {"seeds": out["per_seed"], "train": out.get("result")}}
+        row = ce_baseline_row(self.cfg, seed, out, reason="", rung=index, fidelity=self._where(index)[1],
+                              scale=1.0, result={"seeds": out["per_seed"], "train": out.get("result")})
         row["id"] = self.db.record(row)
         self._remember(row)
         self._warn_near_chance(where, out["fitness"])
@@ -454,20 +455,6 @@ class Search:
             self._warned.add(where)
             self.log(f"warning: CE reaches only {accuracy:.1%} at {where} (chance {chance:.1%}): too short a "
                      "training to rank losses; give the rung more epochs or training images (--rungs, --epochs)")
-
-    def baseline(self, executor):
-        """Cross-entropy at the configuration's base budget, recorded once (TaylorGLO runs)."""
-        if not self.cfg.baseline or self.db.count("WHERE status = 'baseline'"):
-            return
-        payload = training_payload("-y * log(p)", {}, "class_sum", self.cfg.train_config().to_dict(),
-                                   score=self.cfg.score, name="CE")
-        ((_, out),) = run_jobs(executor, [("CE", payload)])
-        self.db.record({"canonical": "baseline:CE", "expression": "-y * log(p)", "constants": {},
-                        "sign": 1.0, "fitness": out.get("fitness"), "accuracy": out.get("fitness"),
-                        "status": "baseline", "reason": out.get("reason", ""), "seed": self.cfg.seed,
-                        "dataset": self.cfg.dataset, "backend": self.cfg.backend, "model": self.cfg.model,
-                        "wall_time": out["wall_time"], "cpu_time": out.get("cpu_time"), "size": 4,
-                        "result": out.get("result")})
 
     # -- the loop -----------------------------------------------------------------------------------------
     def run(self, executor=None) -> list[dict]:
@@ -502,10 +489,8 @@ class Search:
         index, fidelity = self._where(entry["rung"])
         seeds = self.cfg.seeds(self.rungs[index]) if seeds is None else seeds
         cand = entry["candidate"]
-        rows = [r for r in self.db.rows("WHERE (id = ? OR candidate = ?) AND status = 'ok'", (cand, cand))
-                if r.get("fidelity") == fidelity and not _reused(r)]
-        reused = {s["seed"]: s for r in rows for s in (r.get("result") or {}).get("seeds", [])}
-        reused = [reused[s] for s in seeds if s in reused]
+        trained = self._trained_seeds(cand, fidelity)
+        reused = [trained[s] for s in seeds if s in trained]
         first = self.db.rows("WHERE id = ?", (cand,))[0]
         row = {k: first.get(k) for k in ("canonical", "expression", "genotype", "constants", "sign", "seed",
                                           "dataset", "backend", "model", "size", "fingerprint")}

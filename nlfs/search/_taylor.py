@@ -29,7 +29,7 @@ from ._config import SearchConfig
 from ._db import RunDB
 from ._executors import make_executor, run_jobs
 from ._optuna import fitness_of, make_storage, quiet_optuna, resume_stale_trials
-from ._runner import Deadline, Search, _progress, open_run
+from ._runner import CE_EXPRESSION, Deadline, _progress, ce_baseline_row, open_run
 from ._worker import grad_scale_factor_of, training_payload
 
 TAYLOR_LOSS = "TaylorGLO"
@@ -126,7 +126,13 @@ class TaylorSearch:
                                             rejection="rejection" in cfg.filters, score=cfg.score, name=TAYLOR_LOSS)}
 
     def baseline(self, executor):
-        Search.baseline(self, executor)  # the other algorithms' CE row (uses self.cfg and self.db only)
+        """Cross-entropy at the configuration's base budget, recorded once."""
+        if not self.cfg.baseline or self.db.count("WHERE status = 'baseline'"):
+            return
+        payload = training_payload(CE_EXPRESSION, {}, "class_sum", self.cfg.train_config().to_dict(),
+                                   score=self.cfg.score, name="CE")
+        ((_, out),) = run_jobs(executor, [("CE", payload)])
+        self.db.record(ce_baseline_row(self.cfg, self.cfg.seed, out))
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self, executor=None) -> list[dict]:

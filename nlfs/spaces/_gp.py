@@ -144,12 +144,6 @@ class TreeSpace:
     def to_json(tree: Expr):
         return str(tree)
 
-    @staticmethod
-    def from_json(text) -> Expr:
-        from ..expr import parse
-
-        return parse(text)
-
     # -- user-defined spaces --------------------------------------------------------------------------
     @classmethod
     def from_file(cls, path: str | Path) -> TreeSpace:

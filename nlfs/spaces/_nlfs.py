@@ -164,7 +164,3 @@ class NLFSSpace:
     @staticmethod
     def to_json(cell: Cell):
         return [[n.op, list(n.inputs)] for n in cell.nodes]
-
-    @staticmethod
-    def from_json(data) -> Cell:
-        return Cell(tuple(Node(op, tuple(inputs)) for op, inputs in data))

@@ -7,9 +7,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-# Per-dataset defaults, chosen so a digits surrogate run takes ~1-3 s on a 2-core CPU and reaches
-# > 85% validation accuracy with CE, and Fashion-MNIST (10,000 training images, 3 epochs) > 75% in
-# well under a minute. CIFAR values follow the usual SGD recipes.
+# Per-dataset defaults, chosen so a surrogate run with CE trains well on a small CPU: digits in
+# seconds, Fashion-MNIST in well under a minute on 10,000 training images (times and accuracies:
+# bench/results/target_curve_digits_surrogate.md, bench/results/surrogate_cpu.md). CIFAR values follow
+# the usual SGD recipes.
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "digits": dict(epochs=8, batch_size=64, val_size=300, lr=0.1, adam_lr=3e-3),
     "fashion-mnist": dict(epochs=3, batch_size=128, val_size=5000, lr=0.1, adam_lr=2e-3),
@@ -97,8 +98,8 @@ class TrainConfig:
     explode_factor: float = 1e4  # diverged if |loss| > explode_factor * max(|first loss|, 1) 3 checks running
     check_every: int | None = None  # steps between NaN/explosion checks (default 1 on CPU, 25 on CUDA)
     threads: int | None = None  # CPU: torch threads for this run (restored after); None leaves torch's
-    # setting. On a shared/oversubscribed CPU use 1 per worker: with 2 OpenMP threads competing for busy
-    # cores a digits run went from 3 s to 67 s here.
+    # setting. On a shared/oversubscribed CPU use 1 per worker: OpenMP threads competing for busy cores
+    # slow a run many times over.
     resize: tuple[int, int] | None = None  # (H, W): resize every image (a user's folder of mixed sizes)
     # One phase of a longer schedule (the late-phase proxy: CE to a step, a candidate from there). The
     # schedule stays that of the whole budget; the run trains its steps start_step..stop_step, data

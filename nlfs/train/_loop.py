@@ -2,12 +2,10 @@
 
 Memory format: channels_last on every device (on the CPU it beat contiguous tensors for every model
 ``bench/memory_format.py`` times). Precision: on CUDA, bf16 autocast (fp16 + GradScaler where bf16 is
-unsupported). On CPU the default is fp32. Measured once on this project's CPU (AMD EPYC with avx512_bf16, 1 thread,
-torch 2.14.1, a busy shared machine): a surrogate training step at batch 128 on 28x28 images took
-67-77 ms in fp32 and 42-47 ms under bf16 autocast (min of 12), i.e. bf16 is ~1.5x faster here. fp32
-stays the default on CPU because search compares losses by small accuracy differences and bf16 adds
-noise (and is slower on CPUs without native bf16); ``amp="bf16"`` opts in. The loss itself always
-gets fp32 logits on CPU.
+unsupported). On CPU the default is fp32, although bf16 autocast trains faster on a CPU with native
+bf16 such as this project's (the ``sequential`` rows of bench/results/packed_training_cpu.md): search
+compares losses by small accuracy differences and bf16 adds noise (and is slower on CPUs without native
+bf16); ``amp="bf16"`` opts in. The loss itself always gets fp32 logits on CPU.
 """
 
 from __future__ import annotations
@@ -22,6 +20,7 @@ from torch import nn
 
 from .._module import Loss
 from ..data import Augment, load_dataset, make_splits, with_label_noise
+from ..losses import resolve_spec
 from ..models import make_model
 from ._config import TrainConfig, TrainResult
 from ._errors import ConfigError, TrainingError
@@ -73,8 +72,6 @@ def make_loss(loss, backend: str = "auto", constants: dict | None = None):
 
 def _describe(loss) -> tuple[str, str]:
     try:
-        from .._module import resolve_spec
-
         spec = resolve_spec(loss)
         return spec.name, spec.text
     except Exception:
