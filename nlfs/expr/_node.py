@@ -322,11 +322,16 @@ def _product(args: tuple[Expr, ...]) -> Expr:
         _terms(a, "mul", factors)
     coeff = 1.0
     rest: list[Expr] = []
-    for f in factors:
+    while factors:
+        f = factors.pop(0)
         while f.op == "neg":
             coeff = -coeff
             f = f.args[0]
-        if f.op == "num":
+        if f.op == "mul":  # a product under a sign: its factors join these (a canonical form is flat)
+            inner: list[Expr] = []
+            _terms(f, "mul", inner)
+            factors[0:0] = inner
+        elif f.op == "num":
             coeff *= f.value
         else:
             rest.append(f)

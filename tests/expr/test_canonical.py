@@ -34,3 +34,10 @@ def test_canonical_is_idempotent_and_round_trips(e):
     c = e.canonical()
     assert c.canonical() is c
     assert parse(str(c)) is c
+
+
+@pytest.mark.parametrize("text", ["y * -(y * y)", "-(y * y) * -(p * 2)", "p * -(2 * -(y * p))"])
+def test_a_product_under_a_sign_is_flattened_once_and_for_all(text):
+    # found by the round-trip property above: -(y * (y * y)) became -(y * y * y) only on a second pass
+    c = parse(text).canonical()
+    assert str(c.canonical()) == str(c)
