@@ -13,6 +13,7 @@ from ._augment import (
     random_crop,
     random_flip,
 )
+from ._dataset import UnlearnableClassWarning
 from ._datasets import (
     DATASETS,
     Dataset,
@@ -41,8 +42,8 @@ from ._splits import (
 from ._user import as_dataset, resize_images, save_dataset
 
 __all__ = ["ASYMMETRIC_PAIRS", "AUGMENTS", "DATASETS", "LABEL_NOISE_KINDS", "PROB_TARGETS", "USER_TEST_FRACTION",
-           "USER_VAL_FRACTION", "Augment", "Dataset", "DatasetError", "Splits", "as_dataset", "canonical_name",
-           "check_label_noise", "check_split_sizes", "clear_cache", "cutmix", "cutout", "load_cifar",
-           "load_dataset", "load_digits", "load_fashion_mnist", "make_augment", "make_splits", "mixup", "normalize",
-           "on_device", "random_crop", "random_flip", "read_idx", "resize_images", "save_dataset", "split_indices",
-           "with_label_noise"]
+           "USER_VAL_FRACTION", "Augment", "Dataset", "DatasetError", "Splits", "UnlearnableClassWarning",
+           "as_dataset", "canonical_name", "check_label_noise", "check_split_sizes", "clear_cache", "cutmix",
+           "cutout", "load_cifar", "load_dataset", "load_digits", "load_fashion_mnist", "make_augment",
+           "make_splits", "mixup", "normalize", "on_device", "random_crop", "random_flip", "read_idx",
+           "resize_images", "save_dataset", "split_indices", "with_label_noise"]

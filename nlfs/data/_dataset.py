@@ -11,6 +11,11 @@ class DatasetError(FileNotFoundError):
     """A dataset that is missing or unreadable; the message names the path(s) and how to get it."""
 
 
+class UnlearnableClassWarning(UserWarning):
+    """A validation or test part holds classes its training part lacks: allowed, but no loss can learn
+    them. Said once per process per data; nlfs's own worker processes, whose driver said it, stay quiet."""
+
+
 @dataclass
 class Dataset:
     """Images (N, C, H, W) or feature vectors (N, D), labels int64 (N,), for the official train and

@@ -5,7 +5,8 @@ How data is stored: uint8 images stay uint8 (N, C, H, W) (the pipeline of the na
 of any other dtype are kept as float32 as given (normalised per channel from their own statistics,
 no rescaling, so nothing is lost); feature vectors (N, D) are float32, normalised per feature from the
 training part. Labels are int64 class indices 0..C-1 (string labels become sorted class names).
-Every problem is a :class:`DatasetError` of one line naming the source and what is wrong.
+Every problem is a :class:`DatasetError` of one line naming the source and what is wrong. A validation or
+test part holding a class the training part lacks is allowed, and said once (``warnings.warn``).
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ from __future__ import annotations
 import math
 import os
 import re
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .._imports import import_reference
-from ._dataset import Dataset, DatasetError
+from ._dataset import Dataset, DatasetError, UnlearnableClassWarning
 
 PARTS = ("train", "val", "test")
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -84,8 +87,7 @@ def _read_file(path: Path) -> dict:
     suffix = path.suffix.lower()
     try:
         if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
+            return _read_npz(path)
         if suffix in (".pt", ".pth"):
             data = torch.load(path, map_location="cpu", weights_only=True)
             if not isinstance(data, dict):
@@ -97,6 +99,29 @@ def _read_file(path: Path) -> dict:
     except Exception as err:  # a corrupt file, pickled objects, ...
         raise DatasetError(f"{path}: cannot read it ({type(err).__name__}: {err})") from None
     raise DatasetError(f"{path}: not a dataset file (expected a directory, .npz or .pt)")
+
+
+def _read_npz(path: Path) -> dict:
+    """The arrays of an ``.npz`` archive; what else the file is, said in one line."""
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+        what = ("the file is empty" if not head else "it holds a single .npy array" if head == b"\x93NUMPY" else
+                "it is not a zip file, or a damaged one")
+        raise DatasetError(f"{path}: not an .npz archive (a zip of .npy arrays): {what}; write one with "
+                           f"np.savez({path.name!r}, x_train=..., y_train=...)")
+    out = {}
+    with np.load(path, allow_pickle=False) as z:
+        for k in z.files:
+            try:
+                out[k] = z[k]
+            except ValueError as err:
+                if "allow_pickle" not in str(err):
+                    raise
+                raise DatasetError(f"{path}: {k} is an object array (pickled Python objects, e.g. rows of "
+                                   "different lengths), which is not read; store numbers or strings "
+                                   "(np.asarray(..., dtype=float) or dtype=str)") from None
+    return out
 
 
 def _call(spec: str):
@@ -165,8 +190,9 @@ def arrays_to_dataset(data, source: str, resize=None) -> Dataset:
         if f"x_{part}" not in parts or parts[f"x_{part}"] is None:
             continue
         xs[part] = _array(parts[f"x_{part}"], f"{source}: x_{part}")
-        ys[part] = _array(parts[f"y_{part}"], f"{source}: y_{part}").reshape(-1) \
-            if np.ndim(parts[f"y_{part}"]) > 0 else np.asarray([])
+        y = _array(parts[f"y_{part}"], f"{source}: y_{part}")
+        _check_label_shape(y, len(xs[part]), f"y_{part}", source)
+        ys[part] = y.reshape(-1) if y.ndim > 0 else np.asarray([])
         if len(xs[part]) != len(ys[part]):
             raise DatasetError(f"{source}: x_{part} has {len(xs[part])} rows but y_{part} has {len(ys[part])}")
         if len(xs[part]) == 0:
@@ -184,6 +210,20 @@ def arrays_to_dataset(data, source: str, resize=None) -> Dataset:
     if len(dtypes) > 1:  # uint8 train images with float test images: one scale for all
         tensors = {part: t.float() for part, t in tensors.items()}
     return _make(source, tensors, labels, classes)
+
+
+def _check_label_shape(y: np.ndarray, rows: int, name: str, source: str) -> None:
+    """Labels are class indices, one per sample: (N,), or (N, 1) / (1, N). One-hot rows or per-class
+    scores (N, C) are refused with how to turn them into indices."""
+    if y.ndim <= 1 or (y.size == rows and max(y.shape) == y.size):
+        return
+    need = f"labels must be class indices of shape (N,) = ({rows},)"
+    if y.ndim == 2 and len(y) == rows and y.dtype.kind in "biuf":
+        onehot = bool(((y == 0) | (y == 1)).all() and (y.sum(1) == 1).all())
+        what = "looks one-hot (N, C)" if onehot else "looks like one column per class (N, C)"
+        raise DatasetError(f"{source}: {name} has shape {y.shape} and {what}; {need}: convert with "
+                           f"{name}.argmax(1)")
+    raise DatasetError(f"{source}: {name} has shape {y.shape}; {need}")
 
 
 def _labels(ys: dict, classes: list[str], source: str):
@@ -291,11 +331,47 @@ def _stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return tuple(mean.tolist()), tuple(std.tolist())
 
 
-def _make(source: str, x: dict, y: dict, classes: list[str]) -> Dataset:
+def _make(source: str, x: dict, y: dict, classes: list[str], folders: bool = False) -> Dataset:
+    _warn_unlearnable(source, y, classes, folders)
     mean, std = _stats(x["train"])
     return Dataset(source, x["train"], y["train"], x.get("test"), y.get("test"), len(classes), mean, std,
                    source=source, classes=list(classes), val_x=x.get("val"), val_y=y.get("val"),
                    split_by_fraction=True)
+
+
+_WARNED: set[str] = set()  # digests of the data this process has warned about
+
+
+def _warn_unlearnable(source: str, y: dict, classes: list[str], folders: bool = False) -> None:
+    """One ``warnings.warn`` when a validation or test part holds classes the training part lacks:
+    allowed (a small training split may miss a class), but no loss can learn them, so every loss's
+    accuracy there is capped. Said once per data (not per load of the same labels, nor per training)."""
+    trained = set(y["train"].unique().tolist())
+    extra = {part: sorted(set(y[part].unique().tolist()) - trained) for part in PARTS[1:] if part in y}
+    extra = {part: missing for part, missing in extra.items() if missing}
+    if not extra:
+        return
+    import hashlib
+
+    digest = hashlib.sha1("\0".join(classes).encode())
+    for part in PARTS:
+        if part in y:
+            digest.update(part.encode() + y[part].numpy().tobytes())
+    key = digest.hexdigest()[:16]
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    said = []
+    for part, missing in extra.items():
+        names = [repr(classes[c]) if classes and classes[c] != str(c) else str(c) for c in missing]
+        shown = ", ".join(names[:5]) + (f", ... ({len(names)} classes)" if len(names) > 5 else "")
+        count = int(torch.isin(y[part], torch.tensor(missing)).sum())
+        where = f"{part}/" if folders else f"y_{part}"
+        said.append(f"{where} holds {'class' if len(missing) == 1 else 'classes'} {shown} that "
+                    f"{'train/' if folders else 'y_train'} lacks ({count} of its {len(y[part])} samples)")
+    warnings.warn(f"nlfs: {source}: {'; '.join(said)}. No loss can learn a class its training split lacks: those "
+                  "samples count as errors for every loss, CE included; add samples of those classes to the "
+                  "training part", UnlearnableClassWarning, stacklevel=2)
 
 
 # ------------------------------------------------------------------------------------- ImageFolder
@@ -345,7 +421,7 @@ def load_image_folder(root: Path, resize=None) -> Dataset:
     sizes = {tuple(t.shape[1:]) for t in x.values()}
     if len(sizes) > 1:
         raise DatasetError(f"{root}: the parts hold images of different shapes {sorted(sizes)}; use --resize")
-    return _make(str(root), x, y, classes)
+    return _make(str(root), x, y, classes, folders=True)
 
 
 def _decode(path: Path) -> torch.Tensor:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 
@@ -64,6 +65,53 @@ def _torchvision(name: str, in_channels: int, num_classes: int, image_size: int,
     return model
 
 
+def _builtin(name: str) -> str | None:
+    """The built-in model ``name`` means, as ``build_model`` branches on it (``wrn-D-K`` with its
+    numbers), or None for a name it does not know."""
+    key = _key(canonical_model(name))
+    m = re.fullmatch(r"wrn-?(\d+)-(\d+)", key) or re.fullmatch(r"wide-?resnet-?(\d+)-(\d+)", key)
+    if m:
+        return f"wrn-{int(m.group(1))}-{int(m.group(2))}"
+    if key in ("mlp", "surrogate", "surrogate-narrow"):
+        return key
+    if key in ("resnet9v2", "resnet9-v2"):
+        return "resnet9v2"
+    if key in ("resnet18", "resnet-18", "resnet50", "resnet-50"):
+        return key.replace("-", "")
+    if key in ("efficientnet-v2-s", "efficientnetv2-s", "effnetv2-s"):
+        return "efficientnet_v2_s"
+    return None
+
+
+def unknown_model(name: str) -> str:
+    """The one line for a model name that is neither built in nor ``module:factory``."""
+    text = (f"unknown model {name!r}; choose one of {', '.join(MODELS)}, wrn-D-K, or module:factory (your own: "
+            "factory(input_shape, num_classes) returning an nn.Module, in a module importable by name)")
+    if str(name).strip().isidentifier():
+        import importlib.util
+
+        try:
+            importable = importlib.util.find_spec(str(name).strip()) is not None
+        except (ImportError, ValueError):
+            importable = False
+        if importable:
+            text += f"; module {name.strip()!r} is importable: name its factory, {name.strip()}:FACTORY"
+    return text
+
+
+def _path_problem(model: str) -> str | None:
+    """The one line for a model given as a file path (``/tmp/x/mymodels.py:tiny``), or None."""
+    text = str(model).strip()
+    module, colon, factory = text.rpartition(":") if ":" in text else (text, "", "")
+    if not ("/" in module or os.sep in module or module.startswith("~")):
+        return None
+    path = Path(module).expanduser()
+    folder = str(path.parent) if str(path.parent) not in ("", ".") else "its folder"
+    return (f"model {text!r} is a file path; --model (model=) takes module:factory with the module importable "
+            f"by name, not a path: {path.stem}:{factory if colon and factory else 'FACTORY'} with {folder} on "
+            "PYTHONPATH (or as the working directory)")
+
+
 def build_model(name: str, in_channels: int = 3, num_classes: int = 10, image_size: int = 32,
                 checkpoint: str | Path | None = None, dropout: float | None = None) -> nn.Module:
     """A freshly initialised model (uses torch's global RNG: seed before calling).
@@ -72,26 +120,24 @@ def build_model(name: str, in_channels: int = 3, num_classes: int = 10, image_si
     ``wrn-28-10``), ``resnet18``, ``resnet50``, ``efficientnet_v2_s``. ``checkpoint``: a local state-dict file to
     fine-tune from (tensors whose shape does not match, e.g. a classifier for another class count,
     are skipped)."""
-    key = _key(canonical_model(name))
-    m = re.fullmatch(r"wrn-?(\d+)-(\d+)", key) or re.fullmatch(r"wide-?resnet-?(\d+)-(\d+)", key)
-    if key == "mlp":
+    kind = _builtin(name)
+    if kind is None:
+        raise ModelError(unknown_model(name))
+    if kind == "mlp":
         model = MLP(in_channels * image_size * image_size, num_classes, dropout=0.1 if dropout is None else dropout)
-    elif key == "surrogate":
+    elif kind == "surrogate":
         model = SurrogateNet(in_channels, num_classes, image_size)
-    elif key == "surrogate-narrow":  # half the channels, about a quarter of the multiply-adds: a cheaper proxy
+    elif kind == "surrogate-narrow":  # half the channels, about a quarter of the multiply-adds: a cheaper proxy
         model = SurrogateNet(in_channels, num_classes, image_size, widths=(8, 16, 32), stem=8)
-    elif key in ("resnet9v2", "resnet9-v2"):
+    elif kind == "resnet9v2":
         model = ResNet9V2(in_channels, num_classes, image_size,
                           dropout=0.5 if dropout is None else dropout)
-    elif m:
-        model = WideResNet(int(m.group(1)), int(m.group(2)), in_channels, num_classes, image_size,
+    elif kind.startswith("wrn-"):
+        depth, width = (int(v) for v in kind.split("-")[1:])
+        model = WideResNet(depth, width, in_channels, num_classes, image_size,
                            dropout=0.0 if dropout is None else dropout)
-    elif key in ("resnet18", "resnet-18", "resnet50", "resnet-50"):
-        model = _torchvision(key.replace("-", ""), in_channels, num_classes, image_size, dropout)
-    elif key in ("efficientnet-v2-s", "efficientnetv2-s", "effnetv2-s"):
-        model = _torchvision("efficientnet_v2_s", in_channels, num_classes, image_size, dropout)
-    else:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}, wrn-D-K or module:factory")
+    else:  # resnet18, resnet50, efficientnet_v2_s
+        model = _torchvision(kind, in_channels, num_classes, image_size, dropout)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
     return model
@@ -114,7 +160,13 @@ def make_model(model: str, input_shape: tuple[int, ...], num_classes: int, check
         if checkpoint is not None:
             load_checkpoint(built, checkpoint)
         return built
-    if _key(model) == "mlp":
+    problem = _path_problem(model)
+    if problem:
+        raise ModelError(problem)
+    kind = _builtin(model)
+    if kind is None:
+        raise ModelError(unknown_model(model))
+    if kind == "mlp":
         built = MLP(math.prod(shape), num_classes, dropout=0.1 if dropout is None else dropout)
         if checkpoint is not None:
             load_checkpoint(built, checkpoint)

@@ -235,8 +235,12 @@ def _worker_main(conn, threads: int, parent: int | None = None, shared: bytes | 
     torch.set_num_threads(threads)
     os.environ["NLFS_CPP_THREADS"] = str(threads)
     _thread_lock_for_tqdm()
+    import warnings
+
+    from ..data import UnlearnableClassWarning
     from ._worker import evaluate_payload
 
+    warnings.simplefilter("ignore", UnlearnableClassWarning)  # the driver said it when it checked the data
     _install(shared)
     while True:
         try:

@@ -54,7 +54,8 @@ def check_config(cfg, loss="CE", constants: dict | None = None) -> None:
             check_model(model, ds.shape, ds.num_classes, r.model)
     except (ValueError, KeyError, FileNotFoundError, RuntimeError) as err:
         text = str(err)
-        raise ConfigError(text if text.startswith(f"model {r.model}") else f"model {r.model!r}: {text}") from None
+        named = text.startswith((f"model {r.model}", f"model {r.model!r}", f"unknown model {r.model!r}"))
+        raise ConfigError(text if named else f"model {r.model!r}: {text}") from None
     try:
         fn = make_loss(loss, r.backend, constants)[0]
         if isinstance(fn, Loss):

@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+import nlfs.data._user
 from nlfs.data import (
     USER_TEST_FRACTION,
     Augment,
     DatasetError,
+    UnlearnableClassWarning,
     as_dataset,
     canonical_name,
     load_dataset,
@@ -85,7 +87,9 @@ def test_npz_features_pt_images_and_function(tmp_path, monkeypatch):
     hwc = torch.from_numpy(x[..., None] / 255.0).float()
     torch.save({"x_train": hwc[:40], "y_train": torch.from_numpy(y[:40]), "x_test": hwc[40:],
                 "y_test": torch.from_numpy(y[40:])}, path)
-    ds = load_dataset(str(path))
+    monkeypatch.setattr(nlfs.data._user, "_WARNED", set())  # warned about nothing yet in this process
+    with pytest.warns(UnlearnableClassWarning, match=r"y_test holds classes 7, 8, 9 that y_train lacks \(18 of its 20"):
+        ds = load_dataset(str(path))  # allowed, and said
     assert ds.shape == (1, 8, 8) and ds.train_x.dtype == torch.float32 and len(ds.test_y) == 20
     assert Augment("none", ds.mean, ds.std, 10, 8).eval(ds.train_x).std() == pytest.approx(1, abs=0.05)
 
@@ -150,7 +154,7 @@ def test_a_stray_label_names_the_empty_classes_not_a_small_one(tmp_path):
         as_dataset(named)
 
 
-def test_a_stray_label_in_the_validation_or_test_labels_is_named_too(tmp_path):
+def test_a_stray_label_in_the_validation_or_test_labels_is_named_too(tmp_path, monkeypatch):
     from sklearn.datasets import load_wine
 
     d = load_wine()
@@ -168,7 +172,9 @@ def test_a_stray_label_in_the_validation_or_test_labels_is_named_too(tmp_path):
     keep = y[20:] != 2
     fine = tmp_path / "wine_train_misses_2.npz"
     np.savez(fine, x_train=x[20:][keep], y_train=y[20:][keep], x_test=x[:20], y_test=y[:20])
-    assert as_dataset(fine).num_classes == 3
+    monkeypatch.setattr(nlfs.data._user, "_WARNED", set())  # warned about nothing yet in this process
+    with pytest.warns(UnlearnableClassWarning, match="y_test holds class 2 that y_train lacks"):  # allowed, and said
+        assert as_dataset(fine).num_classes == 3
     # a test part that lacks the highest classes is no gap
     ds = as_dataset({"x_train": d.data, "y_train": d.target, "x_test": d.data[:5], "y_test": d.target[:5]})
     assert ds.num_classes == 3 and set(ds.test_y.tolist()) == {0}
