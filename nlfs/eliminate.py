@@ -113,10 +113,11 @@ class Round:
     # the search run's target regime (nlfs.search.Target): this round trains in it, budget scale aside
     target: object = None
 
-    def describe(self) -> str:
+    def describe(self, base=None) -> str:
+        """The round in words; ``base``: the run's TrainConfig, whose regime a target round inherits."""
         s = f"{self.seeds} seed{'s' if self.seeds != 1 else ''}"
         if self.target is not None:
-            return f"{self.model}, {self.target.describe()}, {s}"
+            return f"{self.model}, {self.target.describe(base=base)}, {s}"
         size = "" if self.train_size is None else (
             ", all training images" if self.train_size == ALL_IMAGES else f", {self.train_size} images")
         return f"{self.model}, budget x{self.budget_scale:g}{size}, {s}"
@@ -362,7 +363,7 @@ class Elimination:
                                   for s in seeds})
                 repeats = _repeats(trainings)
                 self.log(f"eliminate: round {i}/{len(self.protocol.rounds)}: {len(alive)} candidates + CE, "
-                         f"{rnd.describe()}, keep {min(rnd.keep, len(alive))}")
+                         f"{rnd.describe(self.base)}, keep {min(rnd.keep, len(alive))}")
                 if repeats is not None:
                     self.log(f"eliminate: {_repeat_text(i, repeats)}")
                 jobs = [(c, s) for c in [ce, *alive] for s in seeds]
@@ -376,7 +377,7 @@ class Elimination:
                 history.append({"round": i, "evaluated": len(alive), "kept": len(kept), "seeds": seeds,
                                 "model": rnd.model, "budget_scale": rnd.budget_scale,
                                 "train_size": rnd.train_size,
-                                "target": None if rnd.target is None else rnd.target.describe(),
+                                "target": None if rnd.target is None else rnd.target.describe(base=self.base),
                                 "repeats": repeats})
                 alive = kept
         finally:
@@ -503,7 +504,7 @@ class Elimination:
         rounds = self.protocol.rounds
         scores = result["scores"]
         head = ["rank", "candidate", "expression", _search_header(result["survivors"])]
-        head += [f"round {i} ({r.describe()})" for i, r in enumerate(rounds, 1)]
+        head += [f"round {i} ({r.describe(self.base)})" for i, r in enumerate(rounds, 1)]
         head += ["Δ vs CE, last round (paired)"]
         sources = ", ".join(str(d) for d in self.sources) + (" and their tunings" if self.tuned else "")
         lines = [f"# Elimination of {sources}", "",
@@ -518,7 +519,7 @@ class Elimination:
                  *[line for n, h in enumerate(result["rounds"], 1) if h.get("repeats")
                    for line in ("R" + _repeat_text(n, h["repeats"])[1:] + ".", "")],
                  f"Regime (before each round's budget scale, model and size): {self.regime()}. "
-                 + (f"Last round: the search run's {self.target.describe()} (no budget scale)."
+                 + (f"Last round: the search run's {self.target.describe(base=self.base)} (no budget scale)."
                     if self.target is not None else "Last round: not the search run's target regime "
                     "(--no-target, or rounds set by hand)."), "",
                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -114,7 +114,7 @@ def build_parser() -> ArgumentParser:
                     "evolution (default: the preset's)")
     ap.add_argument("--initial", type=positive_int, default=None,
                     help="random candidates seeding the population (default: the preset's)")
-    add_training_options(ap, ("dataset", "data_root", "model", "epochs", "steps", "train_size", "val_size",
+    add_training_options(ap, ("dataset", "data_root", "resize", "model", "epochs", "steps", "train_size", "val_size",
                               "device", "backend", "augment", "grad_scale", "label_noise", "label_noise_kind",
                               "threads"),
                          defaults=dict(model="surrogate", device="auto", backend="auto", augment="none",
@@ -195,7 +195,7 @@ def config_from_args(args):
         paired=not args.unpaired, score=args.score, rungs=parse_rungs(args.rungs) if args.rungs else None,
         seed_mutants=3 if args.seed_mutants is None else args.seed_mutants, race_seeds=args.race_seeds,
         warm_starts_compete=args.warm_starts_compete,
-        train_overrides=training_overrides(args, ("label_noise", "label_noise_kind")))
+        train_overrides=training_overrides(args, ("label_noise", "label_noise_kind", "resize")))
 
 
 def main(argv=None) -> int:
@@ -229,7 +229,7 @@ def _main(argv=None) -> int:
         print(f"  {rung.describe(cfg.base_length())}", file=sys.stderr)
     if getattr(search, "rungs", ()) and cfg.finalists and cfg.is_paired:
         race = (f"raced to a 95% interval or {cfg.race_seeds} seeds, then " if cfg.racing else "")
-        target = search.target.describe(unit, cfg.dataset)
+        target = search.target.describe(unit, cfg.dataset, cfg.train_config())
         print(f"  then the {cfg.finalists} leader(s): {race}trained in the {target}, "
               f"{search.target.seeds} seed(s), paired with CE", file=sys.stderr)
     with resume_with(resume):

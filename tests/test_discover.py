@@ -136,8 +136,13 @@ def test_a_resumed_run_goes_on_with_its_own_data_only(found, table):
         nlfs.discover(data=(x, flipped), run_dir=result.run_dir, **quiet)
     with pytest.raises(ValueError, match="searches .*data.pt, not digits"):
         nlfs.discover(data="digits", run_dir=result.run_dir, **quiet)
+    # the model and the target are the run's too: another one is refused, the same one resumes
+    with pytest.raises(ValueError, match="drop model or give the values it was started with"):
+        nlfs.discover(data=table, model="surrogate-narrow", run_dir=result.run_dir, **quiet)
+    with pytest.raises(ValueError, match="drop target or give"):
+        nlfs.discover(data=table, target="train_size=all,epochs=50", run_dir=result.run_dir, **quiet)
     assert [r["id"] for r in read_run(result.run_dir)[0]] == [r["id"] for r in rows]  # refused before any training
-    nlfs.discover(data=table, run_dir=result.run_dir, **quiet)  # the same data again: resumes
+    nlfs.discover(data=table, run_dir=result.run_dir, target="train_size=all,epochs=2", **quiet)  # as started
 
 
 def test_register_and_export(found, tmp_path):
@@ -208,7 +213,12 @@ def test_bad_calls_are_refused_before_any_work(tmp_path, table):
     with pytest.raises(ValueError, match="rung 0: a fitness function's rungs take budget"):
         nlfs.discover(fitness=lambda loss, seed, budget: 0.0, rungs=[{"epochs": 1}], run_dir=tmp_path / "d",
                       progress=False, log=lambda m: None)
+    with pytest.raises(TypeError, match="model must be a model's name or 'module:factory'.*got Linear"):
+        nlfs.discover(data=table, model=torch.nn.Linear(30, 2), run_dir=tmp_path / "e")
+    with pytest.raises(ValueError, match=r"resize must be S or \(H, W\)"):
+        nlfs.discover(data=table, resize=(8, 8, 8), run_dir=tmp_path / "f")
     assert not any((tmp_path / d / "run.db").exists() for d in "abcd")
+    assert not any((tmp_path / d).exists() for d in "ef")
 
 
 def _record_pid(log_path, blob):

@@ -142,7 +142,7 @@ def resume_config(run_dir, budget: int | None = None, time_limit: float | None =
 
 
 # ------------------------------------------------------------------------------------------- discover
-def discover(data=None, model: str = "surrogate", target=None, budget: int | None = None, workers: int = 1,
+def discover(data=None, model: str | None = None, target=None, budget: int | None = None, workers: int = 1,
              run_dir: str | Path | None = None, fitness=None, *, preset: str = "quick",
              time_limit: float | None = None, resize=None, progress: bool = True, log=None,
              **options) -> Discovery:
@@ -153,9 +153,11 @@ def discover(data=None, model: str = "surrogate", target=None, budget: int | Non
     tensors ``(x, y)`` (or with test, or val and test parts), a dict with ``x_train``, ``y_train`` and
     optional ``x_val``, ``y_val``, ``x_test``, ``y_test``, ``classes``, or a torch ``Dataset``; data held
     in memory is saved once to ``run_dir/data.pt`` and read from there by every worker. ``model``: a
-    model name or ``module:factory`` (called with the input shape and the number of classes);
+    model name or ``module:factory`` (called with the input shape and the number of classes; default
+    the surrogate CNN, an MLP on feature vectors): a name, because every worker builds its own;
     ``target``: the training you will run, a dict or ``--target``'s text (default: the whole training
-    split at the dataset's default length; with ``fitness``, budget 1.0); ``budget``: candidates
+    split at the dataset's default length; with ``fitness``, budget 1.0); ``resize``: ``S`` or
+    ``(H, W)``, every image resized (images of different sizes need it); ``budget``: candidates
     screened at rung 0 (default: the preset's, with its time limit); ``time_limit``: seconds of
     screening; ``workers``: 1 trains in this process, more in as many worker processes; each training
     uses ``options['threads']`` torch threads (default 1, as each of the CLI's default workers).
@@ -185,6 +187,17 @@ def discover(data=None, model: str = "surrogate", target=None, budget: int | Non
         raise TypeError(f"fitness must be a function f(loss, seed, budget) -> float, got {type(fitness).__name__}")
     if fitness is not None and data is not None:
         raise ValueError("give data or fitness, not both: a fitness function trains on its own data")
+    if model is not None and not isinstance(model, str):
+        raise TypeError(f"model must be a model's name or 'module:factory' (a function in an importable module "
+                        f"called as factory(input_shape, num_classes)), got {type(model).__name__}: every worker "
+                        "builds its own model; or train it yourself with fitness=f(loss, seed, budget)")
+    if resize is not None:
+        try:
+            resize = (int(resize),) * 2 if isinstance(resize, (int, float, str)) else tuple(int(v) for v in resize)
+        except (TypeError, ValueError):
+            raise ValueError(f"resize must be S or (H, W), got {resize!r}") from None
+        if len(resize) != 2 or min(resize) < 1:
+            raise ValueError(f"resize must be S or (H, W) with positive sides, got {resize!r}")
     saved_data = None
     # one thread per training, as the CLI's default workers each get: two on busy cores are many times slower
     options.setdefault("threads", 1)
@@ -193,7 +206,9 @@ def discover(data=None, model: str = "surrogate", target=None, budget: int | Non
     if unknown:
         raise TypeError(f"discover() got unknown options {sorted(unknown)}; see nlfs.search.SearchConfig")
     if resume:
-        changed = changed_settings(run_dir, options)
+        given = {**options, **({"model": model} if model is not None else {}),
+                 **({"target": target} if target is not None else {})}
+        changed = changed_settings(run_dir, given)
         if changed:  # the saved configuration decides; the same script run again is no change
             raise ValueError(f"{run_dir} holds a run, resumed with its saved configuration: drop "
                              f"{', '.join(changed)} or give the values it was started with (only budget, time_limit, "
@@ -221,10 +236,10 @@ def discover(data=None, model: str = "surrogate", target=None, budget: int | Non
             target = parse_target(target)
         options.setdefault("grad_scale", "ce")
         cfg = preset_config(preset, dataset=dataset, run_dir=str(run_dir), budget=budget, time_limit=time_limit,
-                            target=target, model=model, workers=workers, progress=progress,
+                            target=target, model=model or "surrogate", workers=workers, progress=progress,
                             fitness=fitness is not None, **options)
         if resize is not None and not saved_data:
-            cfg.train_overrides = {**cfg.train_overrides, "resize": tuple(int(v) for v in resize)}
+            cfg.train_overrides = {**cfg.train_overrides, "resize": resize}
     try:
         search = open_search(cfg, resume=resume, fitness=fitness, log=log)
     except BaseException:
@@ -253,6 +268,7 @@ def changed_settings(run_dir: Path, options: dict) -> list[str]:
     (``_runner.HOW_IT_RUNS`` may differ)."""
     from ._db import RunDB
     from ._runner import HOW_IT_RUNS
+    from ._target import make_target, parse_target
 
     db = RunDB(Path(run_dir) / "run.db", readonly=True)
     try:
@@ -269,6 +285,12 @@ def changed_settings(run_dir: Path, options: dict) -> list[str]:
             continue
         if key == "no_filters":
             same = bool(value) == (plain(saved.get("filters")) == ["validity"])
+        elif key == "target":  # as the run saved it: checked, and with the preset's seeds unless given
+            spec = parse_target(value) if isinstance(value, str) else dict(value)
+            old = dict(saved.get("target") or {})
+            if "seeds" not in spec:
+                old.pop("seeds", None)
+            same = plain(make_target(spec).to_spec()) == plain(make_target(old).to_spec()) if old else False
         else:
             same = plain(value) == plain(saved.get(key))
         if not same:

@@ -532,6 +532,7 @@ def rung_regime(cfg: dict, rung: int, seeds: int | None = None) -> str:
 
 def target_describe(cfg: dict) -> str | None:
     """The run's target regime in words (None for runs saved before targets)."""
+    from ._config import SearchConfig
     from ._target import make_target
 
     if not cfg.get("target"):
@@ -539,8 +540,9 @@ def target_describe(cfg: dict) -> str | None:
     try:
         unit = "training images" if cfg.get("fitness") else data_words(cfg.get("dataset", "?"), "surrogate",
                                                                          cfg.get("data_root"))[0]
-        return make_target(cfg["target"]).describe(unit, None if cfg.get("fitness") else cfg.get("dataset", "?"))
-    except ValueError:
+        base = SearchConfig.from_dict(cfg, strict=False).train_config()
+        return make_target(cfg["target"]).describe(unit, None if cfg.get("fitness") else cfg.get("dataset", "?"), base)
+    except (TypeError, ValueError):
         return None
 
 

@@ -432,7 +432,8 @@ class Search:
         return rows
 
     def _record_baseline(self, index: int, seed: int, out: dict) -> None:
-        where = (self.target.describe(dataset=None if self.cfg.fitness else self.cfg.dataset)
+        where = (self.target.describe(dataset=None if self.cfg.fitness else self.cfg.dataset,
+                                      base=self.cfg.train_config())
                  if index == len(self.rungs) else self.rungs[index].describe(self.cfg.base_length()))
         if out["status"] != "ok":
             raise RuntimeError(f"the cross-entropy baseline failed at {where}, seed {seed}: "
@@ -444,17 +445,25 @@ class Search:
         self._warn_near_chance(where, out["fitness"])
 
     def _warn_near_chance(self, where: str, accuracy: float) -> None:
-        """Say so when CE itself stays near chance at a rung: there every loss is noise, the rung ranks
-        nothing. Once per place; a fitness function's score is not an accuracy."""
+        """Say so when CE itself stays near chance at a rung, or reaches the ceiling: there every loss
+        ties or is noise, the rung ranks nothing. Once per place; a fitness function's score is not an
+        accuracy."""
         from ..data import load_dataset
 
         if self.cfg.fitness or where in self._warned:
             return
-        chance = 1.0 / load_dataset(self.cfg.dataset, self.cfg.data_root).num_classes
+        r = self.cfg.train_config().resolved()  # the data as the trainings load it (resized, say)
+        chance = 1.0 / load_dataset(r.dataset, r.data_root, r.download, r.resize).num_classes
         if accuracy < chance + NEAR_CHANCE * (1.0 - chance):
             self._warned.add(where)
             self.log(f"warning: CE reaches only {accuracy:.1%} at {where} (chance {chance:.1%}): too short a "
                      "training to rank losses; give the rung more epochs or training images (--rungs, --epochs)")
+        elif accuracy >= NEAR_CEILING:
+            self._warned.add(where)
+            room = ("no loss can beat it there" if accuracy >= 1 else
+                    f"no loss can beat it by more than {1 - accuracy:.1%}")
+            self.log(f"warning: CE reaches {accuracy:.1%} at {where}: {room}, so it ranks little; a harder task, "
+                     "less training data or a larger validation split separates losses")
 
     # -- the loop -----------------------------------------------------------------------------------------
     def run(self, executor=None) -> list[dict]:
@@ -576,7 +585,8 @@ class Search:
         unit = "training images" if self.cfg.fitness else data_words(self.cfg.dataset, self.cfg.model,
                                                                      self.cfg.data_root)[0]
         dataset = None if self.cfg.fitness else self.cfg.dataset
-        self.log(f"training {len(todo)} leader(s) in the {self.target.describe(unit, dataset)}, {len(seeds)} "
+        regime = self.target.describe(unit, dataset, self.cfg.train_config())
+        self.log(f"training {len(todo)} leader(s) in the {regime}, {len(seeds)} "
                  "seed(s) each")
         work = []
         for cand in todo:
@@ -674,6 +684,7 @@ class Search:
 
 RACE_CHUNK = 2  # seeds a leader gets per racing step
 NEAR_CHANCE = 0.1  # CE within this share of the way from chance to perfect accuracy: a rung that ranks nothing
+NEAR_CEILING = 0.995  # CE at or above this accuracy: too little room above it for a loss to show a lead
 
 
 class Deadline:

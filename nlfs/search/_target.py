@@ -51,12 +51,16 @@ class Target:
             key[BUDGET] = self.train[BUDGET]
         return training_key({"target": key}, length=12)
 
-    def describe(self, unit: str = "training images", dataset: str | None = None) -> str:
+    def describe(self, unit: str = "training images", dataset: str | None = None, base=None) -> str:
         """The regime in words; ``unit``: what the data holds ("training samples" for feature vectors);
-        ``dataset``: whose default epochs a target without its own length trains (named in numbers)."""
+        ``dataset``: whose default epochs a target without its own length trains (named in numbers);
+        ``base``: the run's TrainConfig, whose data size, label noise and augmentation a target that
+        does not set its own trains with (``apply``), so they are named too."""
         t = self.train
         if BUDGET in t:
             return f"target: your fitness function, budget {t[BUDGET]:g}"
+        if base is not None:
+            t = {**{k: getattr(base, k) for k in ("train_size", *REGIME_KEYS) if k not in t}, **t}
         if dataset is not None:
             t = with_length(t, base_length(dataset))
         size = f"all {unit}" if t.get("train_size") is None else f"{t['train_size']} {unit}"

@@ -56,3 +56,22 @@ def test_a_target_is_a_whole_training_so_it_refuses_stop_epoch():
     with pytest.raises(ValueError, match=r"unknown keys \['stop_epoch'\]; allowed: seeds, train_size") as err:
         parse_target("train_size=all,epochs=8,stop_epoch=1")
     assert "stop_epoch" not in str(err.value).split("allowed:")[1]
+
+
+def test_a_target_names_the_noise_and_augmentation_it_keeps_from_the_run():
+    # a target that sets no label noise trains with the run's (apply keeps it): its words say so
+    from nlfs.search import SearchConfig
+    from nlfs.search._report import target_describe
+
+    noisy = {"label_noise": 0.3}  # the CLI's --label-noise
+    base = SearchConfig(dataset="digits", augment="flip", train_overrides=noisy).train_config()
+    t = make_target(parse_target("train_size=all,epochs=5"))
+    trained = t.apply(base)
+    assert (trained.label_noise, trained.augment) == (0.3, "flip")
+    words = t.describe(base=base)
+    assert "30% symmetric label noise" in words and "augmentation flip" in words and "clean" not in words
+    assert "clean labels" in t.describe()  # without the run, only what the target sets
+    own = make_target(parse_target("train_size=all,epochs=5,label_noise=0"))
+    assert "clean labels" in own.describe(base=base) and own.apply(base).label_noise == 0
+    saved = SearchConfig(dataset="digits", train_overrides=noisy, target=parse_target("train_size=all,epochs=5"))
+    assert "30% symmetric label noise" in target_describe(saved.to_dict())

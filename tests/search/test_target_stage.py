@@ -548,3 +548,47 @@ def test_ce_near_chance_at_a_rung_is_said_once(tmp_path, capsys):
     assert err.count("warning: CE reaches only 12.0% at rung 0: steps=4, 3 seed(s) (chance 10.0%)") == 1
     run_search(config(tmp_path / "fine", race_seeds=0), FakeExecutor())  # CE at 50%: nothing to say
     assert "warning: CE reaches only" not in capsys.readouterr().err
+
+
+def test_ce_at_the_ceiling_of_a_rung_is_said_once(tmp_path, capsys):
+    """CE at 100%: no loss can lead there; the search says so, once per place, and not below it."""
+    def perfect(expression, train, seed):
+        return 1.0 if expression == CE else 0.9
+
+    run_search(config(tmp_path / "easy", race_seeds=0), FakeExecutor(accuracy=perfect))
+    err = capsys.readouterr().err
+    assert err.count("warning: CE reaches 100.0% at rung 0: steps=4, 3 seed(s): no loss can beat it") == 1
+
+
+def test_the_chance_check_loads_the_data_as_the_trainings_do(tmp_path, capsys):
+    # an image folder of mixed sizes loads only resized: the check after CE's baseline must resize it too
+    from PIL import Image
+
+    for c, size in (("a", (10, 10)), ("b", (12, 9))):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(12):
+            Image.new("L", size, color=20 * i).save(tmp_path / "imgs" / c / f"{i}.png")
+    cfg = config(tmp_path / "mixed", race_seeds=0, dataset=str(tmp_path / "imgs"), train_size=None, val_size=6,
+                 train_overrides={"resize": (8, 8)})
+    run_search(cfg, FakeExecutor(accuracy=lambda expression, train, seed: 0.51))
+    assert "chance 50.0%" in capsys.readouterr().err
+
+
+def test_cli_searches_an_image_folder_of_mixed_sizes_with_resize(tmp_path, capsys):
+    from PIL import Image
+
+    from nlfs.evolve import main
+
+    for c, size in (("a", (10, 10)), ("b", (12, 9))):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(12):
+            Image.new("L", size, color=20 * i).save(tmp_path / "imgs" / c / f"{i}.png")
+    argv = ["--dataset", str(tmp_path / "imgs"), "--budget", "1", "--rungs", "steps=2,seeds=1", "--target",
+            "train_size=all,steps=2", "--finalists", "1", "--race-seeds", "0", "--seed-losses", "Poly1",
+            "--seed-mutants", "0", "--val-size", "6", "--workers", "1", "--threads", "1", "--backend", "torch",
+            "--no-progress"]
+    # without --resize: one line naming the option, before any run dir
+    assert main([*argv, "--run-dir", str(tmp_path / "no")]) != 0
+    assert "--resize" in capsys.readouterr().err and not (tmp_path / "no").exists()
+    assert main([*argv, "--run-dir", str(tmp_path / "run"), "--resize", "8"]) == 0
+    assert "verdict" in capsys.readouterr().out
