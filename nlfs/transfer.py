@@ -190,16 +190,18 @@ def entry_of(loss: dict) -> LossEntry:
 
 
 def losses_from_run(run_dir: str | Path, k: int = 3) -> list[LossEntry]:
-    """The ``k`` best unique ok candidates of a search run (``nlfs.search.best_candidates``), named
-    ``<run>#<id>`` as in its exports, with their stored constants, class reduction and gradient scale."""
+    """The ``k`` best unique ok candidates of a search run that are no known loss in disguise
+    (``nlfs.search.best_new_candidates``), named ``<run>#<id>`` as in its exports, with their stored
+    constants, class reduction and gradient scale."""
     from .losses import stored_class_reduction
-    from .search import best_candidates, read_run, row_name
+    from .search import best_new_candidates, read_run, row_name
 
     run_dir = Path(run_dir)
     rows, saved = read_run(run_dir)
-    best = best_candidates(rows, k)
+    best = best_new_candidates(rows, saved, k)
     if not best:
-        raise ValueError(f"search run {run_dir} has no successfully trained candidates")
+        raise ValueError(f"search run {run_dir} has no successfully trained candidates other than known losses "
+                         "in disguise")
     return [entry_of({"name": row_name(r, run_dir), "expression": r["expression"], "constants": r.get("constants"),
                       "class_reduction": stored_class_reduction(r, stored_class_reduction(saved)),
                       "scale": r.get("scale") or 1.0}) for r in best]

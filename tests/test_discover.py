@@ -158,6 +158,11 @@ def test_register_and_export(found, tmp_path):
     exec(module.read_text(), namespace)  # registers them again: the same losses, so no conflict
     cls = namespace[nlfs.losses.python_name(names[0])]
     assert torch.allclose(cls(backend="torch")(logits, target), nlfs.Loss(names[0], backend="torch")(logits, target))
+    # the module holds the same losses as the .json: no known loss in disguise among them
+    known = [e["name"] for e in result.summary["best"] if e.get("known")]
+    everything = result.export(tmp_path / "all.py").read_text()  # every loss the result shows
+    assert known and not any(f"{name!r}" in everything for name in known)
+    assert sum(f"{name!r}" in module.read_text() for name in names) == len(names)
 
 
 def test_fitness_function_is_paired_with_ce_on_the_same_seeds_and_budgets(tmp_path):

@@ -165,6 +165,22 @@ def test_from_run(tmp_path, monkeypatch):
         transfer.losses_from_run(tmp_path / "nope")
 
 
+def test_from_run_hands_on_no_known_loss_in_disguise(tmp_path):
+    # CE and Poly-1 written otherwise rank first in the search; the next tool gets the new losses only,
+    # as the search's verdict and exports do
+    run = tmp_path / "search2"
+    run.mkdir()
+    _tiny_run_db(run)
+    db = RunDB(run / "run.db")
+    base = dict(canonical="k", genotype=None, sign=1, stage=None, reason="", seed=0, dataset="digits",
+                backend="torch", model="surrogate", wall_time=1.0, fingerprint=None, phenotype=None, result=None)
+    db.record(dict(base, expression="-(y * log(p))", constants={}, fitness=0.95, status="ok", size=4))
+    db.record(dict(base, expression="-y * log(p) + 2 * y * (1 - p)", constants={}, fitness=0.94, status="ok", size=9))
+    db.close()
+    got = transfer.losses_from_run(run, 1)
+    assert [e.loss for e in got] == ["-y * log(p + c0)"]
+
+
 def test_list_presets(capsys):
     assert transfer.main(["--list-presets"]) == 0
     text = capsys.readouterr().out

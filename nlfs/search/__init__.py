@@ -50,6 +50,7 @@ from ._optuna import (
 )
 from ._report import (
     best_candidates,
+    best_new_candidates,
     data_words,
     entry_spec,
     export_losses,
@@ -72,6 +73,7 @@ __all__ = [
     "FilterOutcome", "FoundLoss", "GeneticProgramming", "InlineExecutor", "OPTUNA_SAMPLERS", "PRESETS",
     "PackingExecutor", "ProcessExecutor", "RayExecutor", "RegularizedEvolution", "RunDB", "RunDirError",
     "Rung", "SCORES", "STAGES", "WARM_START", "Search", "SearchConfig", "Target", "TaylorSearch", "best_candidates",
+    "best_new_candidates",
     "cheap_filters", "data_words", "default_dataset", "default_range", "default_space",
     "default_target", "default_threads", "default_workers", "discover", "entry_spec", "evaluate_payload",
     "export_losses", "family_record", "family_text", "finished_trials", "fitness_of", "format_summary",

@@ -453,7 +453,8 @@ class Discovery:
             from ._report import export_losses
 
             rows, config = read_run(self.run_dir)
-            shown = {e["id"]: f"{e['regime']}; {e['in_target']}" for e in self.summary.get("best", [])[:k]}
+            shown = {e["id"]: f"{e['regime']}; {e['in_target']}"  # the same losses as entries(k): no known one
+                     for e in [e for e in self.summary.get("best", []) if not e.get("known")][:k]}
             by_id = {r["id"]: r for r in rows}
             chosen = [by_id[i] for i in shown]  # what this result shows, in its order, even after the run went on
             export_losses(rows, path, self.run_dir, len(chosen), class_reduction=stored_class_reduction(config),

@@ -82,6 +82,26 @@ def best_candidates(rows: list[dict], k: int) -> list[dict]:
     return out
 
 
+def _is_known(same_as: str | None, cfg: dict) -> bool:
+    """Whether a row that is ``same_as`` a known loss (``known_twin``) is that loss, never a find: a
+    catalogue loss at its published constants, or a warm start as given unless the run let warm starts
+    compete (``warm_starts_compete``)."""
+    return bool(same_as) and (not same_as.startswith(WARM_START) or not cfg.get("warm_starts_compete"))
+
+
+def known_loss(r: dict, cfg: dict) -> str | None:
+    """The known loss the row ``r`` of the run saved as ``cfg`` is in disguise, when it is one that
+    is never a find (``_is_known``); else None. Reports show such a row; no tool hands it on."""
+    same = known_twin(r, cfg.get("grad_scale", "none") != "none", cfg.get("seed_losses") or ())
+    return same if _is_known(same, cfg) else None
+
+
+def best_new_candidates(rows: list[dict], cfg: dict, k: int) -> list[dict]:
+    """``best_candidates`` without the known losses in disguise (``known_loss``; ``cfg``: the run's
+    saved configuration): what a run hands on to the next tool, as its verdict and exports do."""
+    return [r for r in best_candidates(rows, len(rows)) if not known_loss(r, cfg)][:k]
+
+
 def checked_candidates(rows: list[dict]) -> set[int]:
     """The candidates raced or trained in the target regime (the search's leaders)."""
     return {r.get("candidate") or r["id"] for r in rows
@@ -334,8 +354,9 @@ def run_losses(run_dir: str | Path, k: int = 3) -> tuple[list[dict], str]:
     """The losses a run directory hands on to the next tool, as entries in nlfs/found_losses.json's
     format (name, expression, constants, class_reduction, scale, provenance), and a line saying which:
     the elimination's survivors (``DIR/finalists.json``) when it has them, else the search's ``k`` best
-    (``best_candidates``), each replaced by its tuned version when ``DIR/tuned.json`` changed its
-    constants. Names and scales are those of the search's exports."""
+    (``best_candidates``; known losses in disguise left out, as the search's verdict and exports leave
+    them out), each replaced by its tuned version when ``DIR/tuned.json`` changed its constants. Names
+    and scales are those of the search's exports."""
     from ..losses import read_losses_file, stored_class_reduction
     from ._db import read_run
 
@@ -345,9 +366,10 @@ def run_losses(run_dir: str | Path, k: int = 3) -> tuple[list[dict], str]:
         return entries, f"the {len(entries)} survivors of the elimination in {run_dir / FINALISTS}"
     rows, saved = read_run(run_dir)
     class_reduction = stored_class_reduction(saved)
-    best = best_candidates(rows, k)
+    best = best_new_candidates(rows, saved, k)
     if not best:
-        raise ValueError(f"search run {run_dir} has no successfully trained candidates")
+        raise ValueError(f"search run {run_dir} has no successfully trained candidates other than known losses "
+                         "in disguise")
     tuned = {}
     if (run_dir / "tuned.json").is_file():
         for t in json.loads((run_dir / "tuned.json").read_text()):
@@ -368,7 +390,7 @@ def run_losses(run_dir: str | Path, k: int = 3) -> tuple[list[dict], str]:
                         "class_reduction": stored_class_reduction(t, class_reduction),
                         "scale": float(t.get("scale") or 1.0),
                         "provenance": {**prov, "tuned_from": r["expression"], "tuned": str(run_dir / "tuned.json")}})
-    what = f"the search's {len(out)} best candidates in {run_dir}" + (
+    what = f"the search's {len(out)} best new candidates in {run_dir}" + (
         f" ({len(tuned.keys() & {r['id'] for r in best})} with tuned constants from tuned.json)" if tuned else "")
     return out, what
 
@@ -616,19 +638,13 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
 
     in_target = target_results(rows)
     target_text = target_describe(cfg)
-    compete = bool(cfg.get("warm_starts_compete"))
-
-    def known(same):  # a catalogue loss at its published constants, or a warm start as given: shown, never a find
-        return bool(same) and (not same.startswith(WARM_START) or not compete)
-
     # the proxy's best new loss (shown, though not always first): the verdict's subject, never a known loss
-    ranked = next((r for r in best_candidates(rows, len(rows))
-                   if not known(known_twin(r, normalise, cfg.get("seed_losses") or ()))), None)
+    ranked = next((r for r in best_candidates(rows, len(rows)) if not known_loss(r, cfg)), None)
     if ranked is not None and all(r["id"] != ranked["id"] for r in best):
         best = [*best, ranked]
     entries = [entry(r) for r in best]
     for e in entries:
-        e["known"] = known(e["same_as"])
+        e["known"] = _is_known(e["same_as"], cfg)
     top = next((e for e in entries if ranked and e["id"] == ranked["id"]), None)
     above = [e for e in entries if e["known"] and top is not None and e["vs_ce"] is not None
              and top["vs_ce"] is not None and e["vs_ce"] > top["vs_ce"]]
