@@ -18,7 +18,6 @@ fidelity_<dataset>.md (the correlations, costs, machine, date and command).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import random
@@ -29,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._schema import machine_name, today, write_csv  # noqa: E402
+from bench._schema import append_row, dataset_stem, machine_name, read_rows, today, write_csv  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # Screening levels at batch 128 (steps = train_size / 128 * epochs); "x3" levels are 3 seeds.
@@ -144,22 +143,16 @@ def run_trainings(todo, path: Path, workers: int) -> None:
     """Train ``todo`` with ``workers`` at once (one thread each), appending each row as it finishes."""
     from nlfs.search import make_executor, run_jobs
 
-    new = not path.exists()
-    with path.open("a", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=TRAIN_COLUMNS)
-        if new:
-            w.writeheader()
-        executor = make_executor("local", workers, threads=1)
-        try:
-            done = run_jobs(executor, ((job, _payload(job)) for job in todo))
-            for i, (job, out) in enumerate(done, 1):
-                row = _row(job, out)
-                w.writerow(row)
-                fh.flush()
-                print(f"[{i}/{len(todo)}] loss {row['loss_id']} {row['variant']} {row['level']} "
-                      f"seed {row['seed']}: {row['acc']:.4f} ({row['wall_s']:.1f} s)", flush=True)
-        finally:
-            executor.close()
+    executor = make_executor("local", workers, threads=1)
+    try:
+        done = run_jobs(executor, ((job, _payload(job)) for job in todo))
+        for i, (job, out) in enumerate(done, 1):
+            row = _row(job, out)
+            append_row(path, row, TRAIN_COLUMNS)
+            print(f"[{i}/{len(todo)}] loss {row['loss_id']} {row['variant']} {row['level']} "
+                  f"seed {row['seed']}: {row['acc']:.4f} ({row['wall_s']:.1f} s)", flush=True)
+    finally:
+        executor.close()
 
 
 # ------------------------------------------------------------------------------------------------ analysis
@@ -222,7 +215,7 @@ def time_levels(dataset: str, path: Path, repeats: int = 2) -> dict:
 
 def report(losses, rows, dataset: str, command: str, out: Path = RESULTS) -> None:
     scores = level_scores(rows)
-    name = dataset.replace("-", "_")
+    name = dataset_stem(dataset)
     by_id = {d["id"]: d for d in losses}
     table = []
     for (i, variant), d in sorted(scores.items()):
@@ -295,7 +288,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = args.dataset.replace("-", "_")
+    name = dataset_stem(args.dataset)
     chosen = out / f"fidelity_{name}_losses.json"  # fixed once, so a resumed study trains the same set
     if chosen.exists():
         losses = json.loads(chosen.read_text())
@@ -303,20 +296,15 @@ def main(argv=None) -> int:
         losses = loss_set(args.losses, args.seed, args.dataset)
         chosen.write_text(json.dumps(losses, indent=1))
     path = out / f"fidelity_{name}_trainings.csv"
-    done = set()
-    rows = []
-    if path.exists():
-        with path.open() as fh:
-            rows = list(csv.DictReader(fh))
-        done = {_key(r) for r in rows}
+    rows = read_rows(path)
+    done = {_key(r) for r in rows}
     if args.time_levels:
         print(time_levels(args.dataset, out / f"fidelity_{name}_costs.json"))
     elif not args.report_only:
         todo = [j for j in jobs(losses, args.dataset) if (j[0]["id"], j[1], j[2], j[3]) not in done]
         print(f"{len(losses)} losses, {len(todo)} trainings to run", flush=True)
         run_trainings(todo, path, args.workers)
-        with path.open() as fh:
-            rows = list(csv.DictReader(fh))
+        rows = read_rows(path)
     report(losses, rows, args.dataset, "python -m bench.fidelity " + " ".join(argv or sys.argv[1:]), out)
     return 0
 

@@ -52,6 +52,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._schema import machine_name, today  # noqa: E402
+from nlfs.stats import format_pp  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -413,20 +414,12 @@ def standing(cmp: dict) -> str:
 
 
 def pp(cmp: dict) -> str:
+    """A comparison's difference in pp with its interval, the unit left to the caller (or why there is none)."""
     if cmp["status"] == "diverged":
         return f"diverged ({cmp['diverged']} of {cmp['n']} seeds)"
     if cmp["status"] != "ok":
         return cmp["status"]
-    text = f"{100 * cmp['diff']:+.2f}"
-    if cmp["ci"] is not None:
-        text += f" [{100 * cmp['ci'][0]:+.2f}, {100 * cmp['ci'][1]:+.2f}]"
-    return text
-
-
-def _pp(value, ci=None) -> str:
-    if value is None:
-        return "-"
-    return f"{100 * value:+.2f}" + (f" [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]" if ci else "")
+    return format_pp(cmp["diff"], cmp["ci"], unit="")
 
 
 def verdict(results: list[dict], regime: str) -> str:
@@ -472,8 +465,9 @@ def csv_row(r: dict, dataset: str, regime: str) -> dict:
     return {"dataset": dataset, "judge_regime": regime, "search": r["search"], "revision": r["revision"],
             "rank": r["rank"], "name": r["name"], "expression": r["expression"], "same_as": r["same_as"],
             "scale": f"{r['scale']:.6g}", "search_fitness": _f(r["fitness"]), "search_measured": r["measured"],
-            "search_target_pp": "" if own is None else _pp(own["paired"], own["ci"]), "seeds": v.get("n", 0),
-            "acc": _f(v.get("acc")), "ce_acc": _f(v.get("ce")), "diff_pp": _f(v.get("diff"), 100, 3),
+            "search_target_pp": "" if own is None else format_pp(own["paired"], own["ci"], unit=""),
+            "seeds": v.get("n", 0), "acc": _f(v.get("acc")), "ce_acc": _f(v.get("ce")),
+            "diff_pp": _f(v.get("diff"), 100, 3),
             "ci_low_pp": _f(v["ci"][0], 100, 3) if ok and v["ci"] else "",
             "ci_high_pp": _f(v["ci"][1], 100, 3) if ok and v["ci"] else "", "wins": v.get("wins", ""),
             "standing": standing(v), "test_acc": _f(t.get("acc")), "ce_test_acc": _f(t.get("ce")),
@@ -535,9 +529,9 @@ def write_outputs(results, searches, pairs, ce, regime, args, command, cost) -> 
     for r in results:
         twin = f" [= {r['same_as']}]" if r["same_as"] else ""
         own = r["own_target"]
-        own_text = "-" if own is None else (f"{_pp(own['paired'], own['ci'])} ({own['seeds']} seed(s))"
+        own_text = "-" if own is None else (f"{format_pp(own['paired'], own['ci'], unit='')} ({own['seeds']} seed(s))"
                                             if own["status"] == "ok" else own["status"])
-        fit = _pp(r["proxy"], r["proxy_ci"]) if r["proxy"] is not None else f"{r['fitness']:.4f}"
+        fit = format_pp(r["proxy"], r["proxy_ci"], unit="") if r["proxy"] is not None else f"{r['fitness']:.4f}"
         name = f"**{r['name']}**" if r["best"] else r["name"]
         lines.append(f"| {r['label']} | {r['rank']} | {name} | `{r['expression']}`{twin} | {fit} "
                      f"({r['measured']}) | {own_text} | {pp(r['val'])} | "

@@ -14,7 +14,6 @@ a rerun trains only what is missing. Writes the Markdown beside it.
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._schema import machine_name, today  # noqa: E402
+from bench._schema import append_row, dataset_stem, machine_name, read_rows, today  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 COLUMNS = ["dataset", "model", "loss", "epochs", "seed", "train_size", "val_acc", "best_val_acc",
@@ -30,15 +29,8 @@ COLUMNS = ["dataset", "model", "loss", "epochs", "seed", "train_size", "val_acc"
 
 
 def _paths(dataset: str, model: str) -> tuple[Path, Path]:
-    stem = f"target_curve_{dataset.replace('-', '_')}_{model}"
+    stem = f"target_curve_{dataset_stem(dataset)}_{model}"
     return RESULTS / f"{stem}.csv", RESULTS / f"{stem}.md"
-
-
-def read_rows(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with path.open() as fh:
-        return list(csv.DictReader(fh))
 
 
 def plateau(rows: list[dict], tolerance_pp: float) -> tuple[list[dict], int | None]:
@@ -109,13 +101,7 @@ def main(argv=None) -> int:
                    "best_val_acc": f"{r.best_val_acc:.5f}", "steps": r.steps,
                    "wall_s": f"{time.time() - t0:.1f}", "threads": args.threads,
                    "machine": machine_name(), "date": today()}
-            new = not csv_path.exists()
-            csv_path.parent.mkdir(parents=True, exist_ok=True)
-            with csv_path.open("a", newline="") as fh:
-                w = csv.DictWriter(fh, fieldnames=COLUMNS)
-                if new:
-                    w.writeheader()
-                w.writerow(row)
+            append_row(csv_path, row, COLUMNS)
             rows.append(row)
             print(f"E={e} seed={seed}: val {r.val_acc:.4f} in {row['wall_s']} s", flush=True)
             write_markdown(md_path, rows, args.tolerance, command)

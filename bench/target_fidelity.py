@@ -25,7 +25,6 @@ Spearman >= 0.8.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import statistics
@@ -37,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._schema import machine_name, today, write_csv  # noqa: E402
+from bench._schema import append_row, dataset_stem, machine_name, read_rows, today, write_csv  # noqa: E402
 from bench.fidelity import LEVELS, STUDY_FORMAT, TRAIN_COLUMNS, correlations, interleaved  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -73,12 +72,8 @@ EXTRAS = [
 PROXIES = ("s16", "s32", "s64", "s64x3", "final")
 
 
-def _stem(dataset: str) -> str:
-    return dataset.replace("-", "_")
-
-
 def losses_for(dataset: str, results: Path = RESULTS) -> list[dict]:
-    base = json.loads((results / f"fidelity_{_stem(dataset)}_losses.json").read_text())
+    base = json.loads((results / f"fidelity_{dataset_stem(dataset)}_losses.json").read_text())
     start = max(d["id"] for d in base) + 1
     return base + [dict(d, id=start + i) for i, d in enumerate(EXTRAS)]
 
@@ -221,23 +216,6 @@ def extrapolate(points: list[tuple[float, float]], at: float) -> float:
     except (RuntimeError, ValueError):
         return float(acc[-1])
     return float(a - b * at ** -c)
-
-
-def append_row(path: Path, row: dict) -> None:
-    """One training's row appended to a trainings CSV (its header first when the file is new)."""
-    new = not path.exists()
-    with path.open("a", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=TRAIN_COLUMNS)
-        if new:
-            w.writeheader()
-        w.writerow(row)
-
-
-def _read(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with path.open() as fh:
-        return list(csv.DictReader(fh))
 
 
 def _read_curves(path: Path, target: str) -> dict:
@@ -519,10 +497,10 @@ def alone_costs(dataset: str, results: Path = RESULTS) -> dict:
     """Seconds of one training per level, each measured alone: the study's levels (fidelity costs, wall on
     an idle machine) and the trained proxies and target (CPU seconds); {} where the files are missing."""
     out = {}
-    study = results / f"fidelity_{_stem(dataset)}_costs.json"
+    study = results / f"fidelity_{dataset_stem(dataset)}_costs.json"
     if study.exists():
         out.update(json.loads(study.read_text()))
-    trained = results / f"target_proxies_{_stem(dataset)}_costs.json"
+    trained = results / f"target_proxies_{dataset_stem(dataset)}_costs.json"
     if trained.exists():
         out.update(json.loads(trained.read_text())["cpu_s"])
     return out
@@ -531,10 +509,10 @@ def alone_costs(dataset: str, results: Path = RESULTS) -> dict:
 def report(losses: list[dict], dataset: str, epochs: int, command: str, results: Path = RESULTS) -> str:
     """The study's one report: every proxy (screening levels, trained proxies, learning curves) against
     the target; writes target_fidelity_<dataset>.md and .csv (a row per loss) in ``results``."""
-    stem, target = _stem(dataset), f"target{epochs}"
-    rows = (_read(results / f"fidelity_{stem}_trainings.csv")
-            + _read(results / f"target_fidelity_{stem}_trainings.csv"))
-    proxy_rows = _read(results / f"target_proxies_{stem}_trainings.csv")
+    stem, target = dataset_stem(dataset), f"target{epochs}"
+    rows = (read_rows(results / f"fidelity_{stem}_trainings.csv")
+            + read_rows(results / f"target_fidelity_{stem}_trainings.csv"))
+    proxy_rows = read_rows(results / f"target_proxies_{stem}_trainings.csv")
     curves = _read_curves(results / f"target_fidelity_{stem}_curves.jsonl", target)
     alone = alone_costs(dataset, results)
     table = proxies(rows, proxy_rows, curves, epochs, alone)
@@ -654,7 +632,7 @@ def recurve(losses: list[dict], dataset: str, epochs: int, path: Path, curves: P
     """Record the curves of target trainings that have a row but no curve (made before curves were kept):
     each trained again with its seed, CE first, then the CE-like losses, then the rest."""
     target = f"target{epochs}"
-    rows = [r for r in _read(path) if r["level"] == target and r["variant"] == VARIANT]
+    rows = [r for r in read_rows(path) if r["level"] == target and r["variant"] == VARIANT]
     have = set(_read_curves(curves, target))
     first = {}
     for r in rows:
@@ -689,16 +667,16 @@ def main(argv=None) -> int:
                     "stays, and each rerun says whether it reproduced it")
     args = ap.parse_args(argv)
     losses = losses_for(args.dataset)
-    path = RESULTS / f"target_fidelity_{_stem(args.dataset)}_trainings.csv"
-    curves = RESULTS / f"target_fidelity_{_stem(args.dataset)}_curves.jsonl"
+    path = RESULTS / f"target_fidelity_{dataset_stem(args.dataset)}_trainings.csv"
+    curves = RESULTS / f"target_fidelity_{dataset_stem(args.dataset)}_curves.jsonl"
     command = "python -m bench.target_fidelity " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.recurve:
         recurve(losses, args.dataset, args.epochs, path, curves, args.shard)
     elif not args.report_only:
         i, n = (int(x) for x in args.shard.split("/"))
-        done = {(int(r["loss_id"]), r["level"], int(r["seed"])) for r in _read(path)}
+        done = {(int(r["loss_id"]), r["level"], int(r["seed"])) for r in read_rows(path)}
         base_ids = {d["id"] for d in losses if "name" in d and d.get("group") not in {e["group"] for e in EXTRAS}}
-        study = per_seed(_read(RESULTS / f"fidelity_{_stem(args.dataset)}_trainings.csv") + _read(path))
+        study = per_seed(read_rows(RESULTS / f"fidelity_{dataset_stem(args.dataset)}_trainings.csv") + read_rows(path))
         screened = _means(study.get("final", {}), range(LEVELS["final"]["seeds"]))
         ce_id = next(d["id"] for d in losses if d["expression"] == "CE")
         ce_like = ce_like_ids(_means(study.get(f"target{args.epochs}", {}), range(TARGET_SEEDS)), ce_id)
@@ -710,7 +688,7 @@ def main(argv=None) -> int:
             curve = dict(loss_id=row["loss_id"], level=level, seed=seed, history=row.pop("history"))
             with curves.open("a") as fh:  # validation accuracy per epoch: the learning-curve proxies
                 fh.write(json.dumps(curve) + "\n")
-            append_row(path, row)
+            append_row(path, row, TRAIN_COLUMNS)
             print(f"{loss['name']} {level} seed {seed}: {row['acc']:.4f} ({row['wall_s']:.0f} s)", flush=True)
     print(report(losses, args.dataset, args.epochs, command))
     return 0

@@ -34,7 +34,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import target_fidelity as tf  # noqa: E402
-from bench.fidelity import interleaved  # noqa: E402
+from bench._schema import append_row, dataset_stem, read_rows  # noqa: E402
+from bench.fidelity import TRAIN_COLUMNS, interleaved  # noqa: E402
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "runs" / "target_proxies_checkpoints"  # git-ignored
 
@@ -51,13 +52,13 @@ class _Scaled:
 
 
 def trainings_path(dataset: str, results: Path) -> Path:
-    return results / f"target_proxies_{tf._stem(dataset)}_trainings.csv"
+    return results / f"target_proxies_{dataset_stem(dataset)}_trainings.csv"
 
 
 def target_done(dataset: str, epochs: int, results: Path) -> dict[int, float]:
     """The losses whose target trainings have all their seeds: id -> mean target accuracy."""
     seeds: dict = {}
-    for r in tf._read(results / f"target_fidelity_{tf._stem(dataset)}_trainings.csv"):
+    for r in read_rows(results / f"target_fidelity_{dataset_stem(dataset)}_trainings.csv"):
         if r["level"] == f"target{epochs}" and r["variant"] == tf.VARIANT:
             seeds.setdefault(int(r["loss_id"]), {}).setdefault(int(r["seed"]), float(r["acc"]))
     return {i: sum(s.values()) / len(s) for i, s in seeds.items() if len(s) >= tf.TARGET_SEEDS}
@@ -114,7 +115,7 @@ def ce_checkpoint(losses: list[dict], name: str, seed: int, dataset: str, epochs
 
     start = tf.trained_proxies(epochs)[name]["start_epoch"]
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{tf._stem(dataset)}_ce_target{epochs}_epoch{start}_seed{seed}.pt"
+    path = folder / f"{dataset_stem(dataset)}_ce_target{epochs}_epoch{start}_seed{seed}.pt"
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if path.exists():
@@ -187,7 +188,7 @@ def main(argv=None) -> int:
         import torch
 
         torch.set_num_threads(1)
-        done = {(int(r["loss_id"]), r["level"], int(r["seed"])) for r in tf._read(path)}
+        done = {(int(r["loss_id"]), r["level"], int(r["seed"])) for r in read_rows(path)}
         todo = [j for j in shard(jobs(losses, names, target_done(args.dataset, args.epochs, results)), i, n)
                 if (j[0]["id"], j[1], j[2]) not in done]
         print(f"{len(todo)} trainings to run in this shard", flush=True)
@@ -197,9 +198,9 @@ def main(argv=None) -> int:
                 checkpoint, made = ce_checkpoint(losses, name, seed, args.dataset, args.epochs,
                                                  Path(args.checkpoints))
                 if made:
-                    tf.append_row(path, made)
+                    append_row(path, made, TRAIN_COLUMNS)
             row = train_one(loss, name, seed, args.dataset, args.epochs, checkpoint)
-            tf.append_row(path, row)
+            append_row(path, row, TRAIN_COLUMNS)
             print(f"{loss['name']} {name} seed {seed}: {row['acc']:.4f} ({row['wall_s']:.0f} s)", flush=True)
     print(tf.report(losses, args.dataset, args.epochs, command, results))
     return 0

@@ -5,7 +5,8 @@
 - Argument types that refuse bad values up front: ``positive_int``, ``positive_float``, ...
 - The training options, generated from ``TrainConfig``: ``add_training_options`` and
   ``training_overrides`` (one table of which fields are options, their types, choices and help).
-- ``split_losses`` (a loss list) and ``parse_seeds`` (a seed count or list).
+- ``split_losses`` (a loss list), ``parse_seeds`` (a seed count or list) and ``key_values``
+  (``NAME=VALUE,...`` options, each bad item named with its option).
 - ``add_pack_option``: ``--pack K``, trainings of one budget packed into one network (a GPU feature).
 - ``run_main``: a configuration error is ``prog: error: ...`` and exit 2; Ctrl-C or SIGTERM is one
   line, ``prog: interrupted; resume with: ...`` (the command a tool names with ``resume_with``), and
@@ -22,11 +23,11 @@ import signal
 import sys
 import typing
 
-__all__ = ["BUDGET_OPTIONS", "TRAINING_OPTIONS", "ArgumentParser", "Interrupted", "add_pack_option",
-           "add_training_options",
-           "command_line", "fraction", "image_size", "non_negative_float", "non_negative_int", "parse_seeds",
+__all__ = ["BUDGET_OPTIONS", "PER_SEED", "TRAINING_OPTIONS", "ArgumentParser", "Interrupted", "add_known_loss_options",
+           "add_pack_option", "add_split_seed_option", "add_training_options", "command_line", "fraction",
+           "image_size", "key_values", "non_negative_float", "non_negative_int", "parse_seeds",
            "positive_float", "positive_int", "refuse_on_resume", "resume_with", "run_main", "seeds_list",
-           "split_losses", "train_defaults", "training_overrides"]
+           "split_losses", "split_seed_choice", "tool_name", "train_defaults", "training_overrides"]
 
 
 # ------------------------------------------------------------------------------------ argument types
@@ -106,6 +107,29 @@ def seeds_list(text) -> list[int]:
         return parse_seeds(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected a seed count N or a list like 0,1,5-7 ({err})") from None
+
+
+def key_values(convert: typing.Callable = str, form: str = "NAME=VALUE") -> typing.Callable[[str], list]:
+    """An argparse type for ``NAME=VALUE[,NAME=VALUE...]``: the ``(name, convert(value))`` pairs of one
+    argument, for ``action="extend"`` (``dict(args.x or [])`` then holds every occurrence, a later one
+    winning). A bad item (no ``=``, no name, a value ``convert`` refuses with ValueError) is an error
+    naming the option and the item: ``argument --range: expected NAME=LOW:HIGH, got 'a=1'`` (``form``)."""
+
+    def parse(text: str) -> list:
+        out = []
+        for item in str(text).split(","):
+            if not item.strip():
+                continue
+            name, sep, value = item.partition("=")
+            try:
+                if not sep or not name.strip():
+                    raise ValueError(item)
+                out.append((name.strip(), convert(value.strip())))
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected {form}, got {item!r}") from None
+        return out
+
+    return parse
 
 
 # -------------------------------------------------------------------------------------------- parser

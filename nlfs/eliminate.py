@@ -69,7 +69,7 @@ from ._cli import (
 )
 from .losses import loss_label
 from .models import canonical_model
-from .stats import format_mean_std, mean_std, paired_by_key, paired_differences
+from .stats import format_mean_std, format_pp, mean_std, paired_by_key, paired_differences
 
 CE_EXPRESSION = "-y * log(p)"
 FINALISTS = "finalists.json"  # the survivors, in nlfs/found_losses.json's format
@@ -80,26 +80,6 @@ PRESETS = {
     # two short rounds on the run's own surrogate settings: minutes on a 2-core CPU with digits
     "quick": dict(pool=6, keep=(3, 2), seeds=(1, 2), budget_scale=(1, 2), models=("surrogate", "surrogate")),
 }
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS elimination (
-    key TEXT PRIMARY KEY,        -- hash of (expression, constants, class reduction, training config)
-    candidate TEXT NOT NULL,     -- 'CE' or '#<evaluation id>'
-    eval_id INTEGER,
-    expression TEXT NOT NULL,
-    constants TEXT NOT NULL,
-    round INTEGER NOT NULL,
-    seed INTEGER NOT NULL,
-    model TEXT, steps INTEGER, epochs INTEGER,
-    fitness REAL,                -- best validation accuracy (NULL when it failed)
-    status TEXT NOT NULL,        -- ok | diverged | error
-    reason TEXT,
-    wall_time REAL,
-    created REAL NOT NULL,
-    scale REAL                   -- gradient-scale factor the training used (1 without rescaling)
-);
-"""
-
 
 @dataclass
 class Round:
@@ -243,9 +223,7 @@ class Elimination:
         except BaseException:
             self.db.close()
             raise
-        self.db.conn.executescript(SCHEMA)
-        if "scale" not in {r[1] for r in self.db.conn.execute("PRAGMA table_info(elimination)")}:
-            self.db.conn.execute("ALTER TABLE elimination ADD COLUMN scale REAL")  # tables before scale
+        self.db.open_elimination()
         self.tuned, self.novel, self.include_known = tuned, novel, include_known
         self.left_out: list[dict] = []  # the known losses in disguise the pool left out
         self.workers, self.executor_kind, self.address, self.threads = workers, executor, address, threads
@@ -325,20 +303,14 @@ class Elimination:
         (grad_scale="ce", which would measure the same factor again)."""
         return float(cand.get("scale") or 1.0) if self.base.grad_scale == "none" else 1.0
 
-    def _done(self, key: str):
-        cur = self.db.conn.execute("SELECT fitness, status, scale FROM elimination WHERE key = ?", (key,))
-        return cur.fetchone()
-
     def _record(self, key, cand, rnd_i, seed, cfg, out):
-        self.db.conn.execute(
-            "INSERT OR REPLACE INTO elimination (key, candidate, eval_id, expression, constants, round, "
-            "seed, model, steps, epochs, fitness, status, reason, wall_time, created, scale) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (key, cand["label"], cand.get("id"), cand["expression"], json.dumps(cand.get("constants") or {}),
-             rnd_i, seed, cfg.model, cfg.steps, cfg.epochs,
-             out.get("fitness") if out.get("status") == "ok" else None, out["status"],
-             (out.get("reason") or "")[:1000], out.get("wall_time"), time.time(),
-             _scale_of(out, self._fixed_scale(cand))))
+        self.db.record_elimination(
+            {"key": key, "candidate": cand["label"], "eval_id": cand.get("id"), "expression": cand["expression"],
+             "constants": cand.get("constants") or {}, "round": rnd_i, "seed": seed, "model": cfg.model,
+             "steps": cfg.steps, "epochs": cfg.epochs,
+             "fitness": out.get("fitness") if out.get("status") == "ok" else None, "status": out["status"],
+             "reason": (out.get("reason") or "")[:1000], "wall_time": out.get("wall_time"),
+             "scale": _scale_of(out, self._fixed_scale(cand))})
 
     def run(self) -> dict:
         """-> {"rounds": [...], "survivors": [...], "ce": {...}, "scores": {label: {round: {seed: acc}}}};
@@ -408,7 +380,7 @@ class Elimination:
                         "class_reduction": stored_class_reduction(s), "scale": s["scale"],
                         "provenance": {"search_run": s["run"], "candidate": s["label"],
                                        "tuned_from": s.get("tuned_from"),
-                                       "elimination": f"{_pp(s['paired_diff'], s.get('paired_ci'))} vs CE "
+                                       "elimination": f"{format_pp(s['paired_diff'], s.get('paired_ci'))} vs CE "
                                                       f"(last round, {n} seed{'s' if n != 1 else ''})",
                                        "regime": self.regime(),
                                        "known_family": s.get("known_family"),
@@ -468,7 +440,7 @@ class Elimination:
         return training_regime(self.base, self.protocol.split_per_seed, score=self.score)
 
     def _run_jobs(self, executor, jobs, rnd_i, rnd, scores):
-        from .search import run_jobs, training_payload
+        from .search import fitness_of, run_jobs, training_payload
 
         pending = []
 
@@ -483,9 +455,9 @@ class Elimination:
             class_reduction = "class_sum" if cand["label"] == "CE" else self.class_reduction
             key = _key(cand["expression"], cand.get("constants") or {}, class_reduction, train, self._fixed_scale(cand),
                        self.score)
-            hit = self._done(key)
+            hit = self.db.elimination_row(key)
             if hit is not None:
-                note(cand, seed, _value(hit[0], hit[1]), hit[2])
+                note(cand, seed, fitness_of(hit), hit["scale"])
                 continue
             payload = training_payload(cand["expression"], cand.get("constants"), class_reduction, train,
                                        score=self.score, name=cand["label"], scale=self._fixed_scale(cand))
@@ -493,7 +465,7 @@ class Elimination:
         for (key, cand, seed, cfg), out in run_jobs(executor, pending):
             self._record(key, cand, rnd_i, seed, cfg, out)
             self.trained += 1
-            v = _value(out.get("fitness"), out["status"])
+            v = fitness_of(out)
             note(cand, seed, v, _scale_of(out, self._fixed_scale(cand)))
             why = "" if out["status"] == "ok" else f" ({out['status']}: {(out.get('reason') or '')[:80]})"
             self.log(f"eliminate: round {rnd_i} seed {seed} {cand['label']}: {v:.4f}{why}")
@@ -607,10 +579,6 @@ def _scale_of(out: dict, fixed: float = 1.0):
     return None if factor is None else fixed * factor
 
 
-def _value(fitness, status) -> float:
-    return float(fitness) if status == "ok" and fitness is not None and math.isfinite(fitness) else 0.0
-
-
 def _vs_ce(scores: dict, label: str, rnd: int) -> tuple[float, float]:
     """(mean, sd) of ``label``'s accuracy minus CE's over the seeds of round ``rnd`` both trained."""
     return mean_std(paired_differences(scores[label].get(rnd, {}), scores["CE"].get(rnd, {})))
@@ -620,12 +588,6 @@ def _ci(scores: dict, label: str, rnd: int) -> list | None:
     """The 95% t-interval of ``label``'s paired difference to CE in round ``rnd`` (None under 2 seeds)."""
     t = paired_by_key(scores[label].get(rnd, {}), scores["CE"].get(rnd, {}))
     return [t.ci_low, t.ci_high] if t.n > 1 and math.isfinite(t.ci_low) else None
-
-
-def _pp(diff, ci=None) -> str:
-    if diff is None or not math.isfinite(diff):
-        return "-"
-    return f"{diff * 100:+.2f} pp" + ("" if ci is None else f" [{ci[0] * 100:+.2f}, {ci[1] * 100:+.2f}]")
 
 
 def _fmt(values) -> str:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from . import stats as _stats
 from ._cli import ArgumentParser, fraction, run_main, split_losses
+from ._io import write_table
 
 COLUMNS = ["setting", "finalist", "baseline", "n", "finalist_mean", "baseline_mean", "mean_diff", "ci_low",
            "ci_high", "d_z", "d_z_low", "d_z_high", "wins", "losses", "p_t", "p_w", "p_t_holm", "p_w_holm",
@@ -129,11 +130,12 @@ def table(settings: dict[str, dict[str, dict[int, float]]], finalists: list[str]
 
 
 def write_csv(path: str | Path, rows: list[dict]) -> None:
-    with Path(path).open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=COLUMNS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    """The table's rows as ``path`` (``COLUMNS``; floats to 6 significant digits), written atomically."""
+    write_table(path, rows, COLUMNS, cell=_cell)
+
+
+def _cell(v):
+    return f"{v:.6g}" if isinstance(v, float) else v
 
 
 def markdown(rows: list[dict], alpha: float = 0.05, regimes: dict[str, str] | None = None,

@@ -10,9 +10,9 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["PairedTest", "chance_best_paired", "expected_max_normal", "format_mean_std", "format_p", "holm", "mean",
-           "mean_std", "paired_test", "paired_by_key", "paired_differences", "seed_noise", "WILCOXON_EXACT_MAX_N",
-           "WILCOXON_MIN_N"]
+__all__ = ["PairedTest", "chance_best_paired", "expected_max_normal", "format_mean_std", "format_p", "format_pp",
+           "holm", "mean", "mean_std", "paired_test", "paired_by_key", "paired_differences", "seed_noise",
+           "WILCOXON_EXACT_MAX_N", "WILCOXON_MIN_N"]
 
 WILCOXON_MIN_N = 5  # below this the two-sided exact Wilcoxon p-value cannot go under 0.0625 anyway
 WILCOXON_EXACT_MAX_N = 50  # above this the Wilcoxon p-value uses the normal approximation
@@ -57,6 +57,18 @@ def format_p(p: float | None) -> str:
     if p < 1e-3:
         return "<0.001"
     return f"{p:.3f}"
+
+
+def format_pp(diff: float | None, ci: Sequence[float] | None = None, unit: str = " pp") -> str:
+    """A difference (a fraction) in signed percentage points, with its interval when there is one:
+    ``"+0.44 pp [+0.10, +0.78]"`` (``unit=""`` leaves the unit to the caller: ``"+0.44 [+0.10, +0.78]"``).
+    None or a non-finite difference prints ``"-"``."""
+    if diff is None or not math.isfinite(diff):
+        return "-"
+    text = f"{diff * 100:+.2f}{unit}"
+    if ci:
+        text += f" [{ci[0] * 100:+.2f}, {ci[1] * 100:+.2f}]"
+    return text
 
 
 @dataclass(frozen=True)

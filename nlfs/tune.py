@@ -39,6 +39,7 @@ from ._cli import (
     add_known_loss_options,
     add_training_options,
     command_line,
+    key_values,
     positive_float,
     positive_int,
     resume_with,
@@ -416,25 +417,20 @@ def _f(v) -> str:
 # ---------------------------------------------------------------------------------------------------
 # CLI
 
-def _pairs(items, what) -> dict:
-    out = {}
-    for item in items or []:
-        for part in item.split(","):
-            if not part.strip():
-                continue
-            if "=" not in part:
-                raise ValueError(f"--{what} expects NAME=VALUE, got {part!r}")
-            k, v = part.split("=", 1)
-            out[k.strip()] = v.strip()
-    return out
+def _low_high(text: str) -> tuple[float, float]:
+    """``LOW:HIGH`` -> (low, high): a ``--range`` value."""
+    low, sep, high = text.partition(":")
+    if not sep:
+        raise ValueError(text)
+    return float(low), float(high)
 
 
 def build_parser() -> ArgumentParser:
     ap = ArgumentParser(prog="python -m nlfs.tune", description=__doc__.split("\n\n")[0])
     ap.add_argument("--loss", default=None, help="catalogue name or expression to tune")
-    ap.add_argument("--constants", action="append", help="starting values, NAME=VALUE[,NAME=VALUE] "
-                    "(default: the catalogue's)")
-    ap.add_argument("--range", action="append", dest="ranges",
+    ap.add_argument("--constants", action="extend", type=key_values(float),
+                    help="starting values, NAME=VALUE[,NAME=VALUE] (default: the catalogue's)")
+    ap.add_argument("--range", action="extend", dest="ranges", type=key_values(_low_high, "NAME=LOW:HIGH"),
                     help="search range per constant, NAME=LOW:HIGH (default: value ± max(2|value|, 2))")
     ap.add_argument("--scale", type=positive_float, default=None,
                     help="default range half-width (default: max(2|value|, 2))")
@@ -499,11 +495,8 @@ def _main(argv=None) -> int:
         print(f"reports: {args.run_dir}/tuned.md, tuned.json, tuned_losses.py; study: "
               f"{args.storage or Path(args.run_dir, JOURNAL)} ({time.time() - t0:.0f} s)")
         return 0
-    consts = {k: float(v) for k, v in _pairs(args.constants, "constants").items()}
-    ranges = {}
-    for k, v in _pairs(args.ranges, "range").items():
-        lo, _, hi = v.partition(":")
-        ranges[k] = (float(lo), float(hi))
+    consts = dict(args.constants or [])
+    ranges = dict(args.ranges or [])
     run_dir = args.run_dir or f"runs/tune-{time.strftime('%Y%m%d-%H%M%S')}"
     if not args.run_dir:
         argv += ["--run-dir", run_dir]

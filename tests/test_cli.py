@@ -183,6 +183,39 @@ def test_one_seeds_parser():
     assert args.seeds == [1, 3, 4] and args.lr_seeds == [0, 1]
 
 
+def test_one_key_value_parser_names_the_option_and_the_bad_item(tmp_path, capsys, monkeypatch):
+    pairs = _cli.key_values(float)
+    assert pairs("a=1, b = 2.5,") == [("a", 1.0), ("b", 2.5)] and pairs("") == []
+    args = tune.build_parser().parse_args(["--constants", "a=1,b=2", "--constants", "a=3", "--range", "a=0:1.5"])
+    assert dict(args.constants) == {"a": 3.0, "b": 2.0} and dict(args.ranges) == {"a": (0.0, 1.5)}
+    assert train_cli.parser().parse_args(["--constant", "alpha=0.5", "--constant", "beta=2"]).constant == [
+        ("alpha", 0.5), ("beta", 2.0)]
+    monkeypatch.chdir(tmp_path)
+    for tool, argv, message in [
+            (tune, ["--loss", "Focal", "--range", "a=1"], "argument --range: expected NAME=LOW:HIGH, got 'a=1'"),
+            (tune, ["--loss", "Focal", "--range", "a=0:x"], "argument --range: expected NAME=LOW:HIGH, got 'a=0:x'"),
+            (tune, ["--loss", "Focal", "--constants", "a=1,b"], "argument --constants: expected NAME=VALUE, got 'b'"),
+            (tune, ["--loss", "Focal", "--constants", "=1"], "argument --constants: expected NAME=VALUE, got '=1'"),
+            (train_cli, ["--constant", "alpha"], "argument --constant: expected NAME=VALUE, got 'alpha'"),
+            (train_cli, ["--constant", "alpha=big"], "argument --constant: expected NAME=VALUE, got 'alpha=big'")]:
+        with pytest.raises(SystemExit) as exc:
+            tool.main(argv)
+        assert exc.value.code == 2
+        assert message in _one_error_line(capsys, tool.__name__.replace(".__main__", ""))
+    assert list(tmp_path.iterdir()) == []  # refused before any study or run directory
+
+
+def test_every_name_the_tools_import_from_the_cli_toolkit_is_exported():
+    import ast
+    import pathlib
+
+    root = pathlib.Path(_cli.__file__).parent
+    imported = {a.name for p in root.rglob("*.py") for node in ast.walk(ast.parse(p.read_text()))
+                if isinstance(node, ast.ImportFrom) and node.module == "_cli" and node.level for a in node.names}
+    assert imported and imported <= set(_cli.__all__)
+    assert all(hasattr(_cli, name) for name in _cli.__all__)
+
+
 # --------------------------------------------------------------------------------------- run_main
 def test_run_main_ends_errors_and_interrupts_in_one_line(capsys):
     def fails(argv):

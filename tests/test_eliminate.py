@@ -452,3 +452,71 @@ def test_a_bad_round_stops_before_anything_is_trained_or_written(tmp_path, monke
     assert main(["--run-dir", str(run), "--preset", "quick", "--val-size", "100000"]) != 0
     err = capsys.readouterr().err
     assert "round 1:" in err and "val_size" in err
+
+
+OLD_TABLE = """CREATE TABLE elimination (key TEXT PRIMARY KEY, candidate TEXT NOT NULL, eval_id INTEGER,
+    expression TEXT NOT NULL, constants TEXT NOT NULL, round INTEGER NOT NULL, seed INTEGER NOT NULL,
+    model TEXT, steps INTEGER, epochs INTEGER, fitness REAL, status TEXT NOT NULL, reason TEXT,
+    wall_time REAL, created REAL NOT NULL)"""
+
+
+def test_an_elimination_table_from_before_scale_resumes(tmp_path, monkeypatch):
+    """Older runs' elimination tables have no scale column: opening one adds it, the trainings recorded
+    in it are reused (their scale unknown), and only the missing ones are trained."""
+    run = make_run(tmp_path)
+    first = FakeTrain(kill_at=10)
+    monkeypatch.setattr(nlfs.train, "train", first)
+    with pytest.raises(KeyboardInterrupt):
+        eliminate(run, Protocol.from_lists(**PROTO), log=lambda m: None)
+    con = sqlite3.connect(run / "run.db", isolation_level=None)
+    old = [c for c in (r[1] for r in con.execute("PRAGMA table_info(elimination)")) if c != "scale"]
+    con.execute("ALTER TABLE elimination RENAME TO newer")
+    con.execute(OLD_TABLE)
+    con.execute(f"INSERT INTO elimination SELECT {', '.join(old)} FROM newer")
+    con.execute("DROP TABLE newer")
+    assert "scale" not in {r[1] for r in con.execute("PRAGMA table_info(elimination)")}
+    assert con.execute("SELECT COUNT(*) FROM elimination").fetchone()[0] == 9
+    con.close()
+    second = FakeTrain()
+    monkeypatch.setattr(nlfs.train, "train", second)
+    e = Elimination(run, Protocol.from_lists(**PROTO), log=lambda m: None)
+    res = e.run()
+    e.close()
+    assert len(second.calls) == 23 - 9 == e.trained and not set(first.calls) & set(second.calls)
+    con = sqlite3.connect(run / "run.db")
+    scales = [s for (s,) in con.execute("SELECT scale FROM elimination ORDER BY created")]
+    assert scales == [None] * 9 + [1.0] * 14  # the old rows' scale unknown, the new ones' measured
+    full = FakeTrain()
+    monkeypatch.setattr(nlfs.train, "train", full)
+    again = eliminate(run, Protocol.from_lists(**PROTO), log=lambda m: None)
+    assert full.calls == [] and again["survivors"][0]["id"] == res["survivors"][0]["id"]
+
+
+def test_the_run_database_keeps_the_elimination_table(tmp_path):
+    """nlfs.search.RunDB owns the elimination table: none in a search's run.db until an elimination opens
+    it, one transaction per recorded training, a row read back by its key (an equal key replaces it)."""
+    run = make_run(tmp_path)
+    db = RunDB(run / "run.db")
+    try:
+        def names():
+            return {r[0] for r in db.conn.execute("SELECT name FROM sqlite_master")}
+
+        assert "elimination" not in names()
+        db.open_elimination()
+        db.open_elimination()  # again: nothing changes
+        assert "elimination" in names()
+        row = {"key": "k1", "candidate": "run#3", "eval_id": 3, "expression": "-y * log(p + c)",
+               "constants": {"c": 0.1}, "round": 1, "seed": 2, "model": "surrogate", "steps": 20, "epochs": None,
+               "fitness": 0.75, "status": "ok", "reason": "", "wall_time": 1.5, "scale": 0.5}
+        db.record_elimination(row)
+        got = db.elimination_row("k1")
+        assert {k: got[k] for k in row} == row and got["created"] > 0
+        assert db.elimination_row("k2") is None
+        db.record_elimination({**row, "fitness": None, "status": "diverged", "scale": None})
+        assert db.conn.execute("SELECT COUNT(*) FROM elimination").fetchone()[0] == 1
+        assert db.elimination_row("k1")["status"] == "diverged"
+        with pytest.raises(sqlite3.IntegrityError):  # a row missing a NOT NULL column is refused whole
+            db.record_elimination({**row, "key": "k3", "status": None})
+        assert db.elimination_row("k3") is None and not db.conn.in_transaction
+    finally:
+        db.close()

@@ -124,3 +124,25 @@ def test_the_regime_line_says_how_each_setting_split_its_seeds(tmp_path):
                                    "(split_seed = seed)")
     assert lines["- fixed"].endswith("split seed 0 for every seed")
     assert "model surrogate, 2 epochs (5 steps)," in lines["- per"] and "model surrogate, 5 steps," in lines["- fixed"]
+
+
+def test_the_csv_is_written_atomically_and_as_before(tmp_path, monkeypatch):
+    """write_csv goes through nlfs._io.write_table (no half-written file): the bytes are those the plain
+    csv writer gave (floats to 6 significant digits, NaN as nan, booleans and counts as they are)."""
+    row = dict(setting="s", finalist="A", baseline="CE", n=3, finalist_mean=0.812345678, baseline_mean=0.8,
+               mean_diff=0.0123456789, ci_low=math.nan, ci_high=math.inf, d_z=1.5, d_z_low=-0.25, d_z_high=3.0,
+               wins=2, losses=1, p_t=1e-7, p_w=math.nan, p_t_holm=2e-7, p_w_holm=math.nan, beats=True)
+    rows = [row, {**row, "setting": "t, with a comma", "beats": False}]
+    expected = "\r\n".join([",".join(heldout.COLUMNS),
+                            "s,A,CE,3,0.812346,0.8,0.0123457,nan,inf,1.5,-0.25,3,2,1,1e-07,nan,2e-07,nan,True",
+                            '"t, with a comma",A,CE,3,0.812346,0.8,0.0123457,nan,inf,1.5,-0.25,3,2,1,1e-07,nan,2e-07,'
+                            "nan,False", ""])
+    heldout.write_csv(tmp_path / "t.csv", rows)
+    assert (tmp_path / "t.csv").read_bytes() == expected.encode()
+    import nlfs._io
+
+    monkeypatch.setattr(nlfs._io.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        heldout.write_csv(tmp_path / "t.csv", [])
+    assert (tmp_path / "t.csv").read_bytes() == expected.encode()  # the old file stands, no stray temporary
+    assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]

@@ -6,6 +6,7 @@ from nlfs.stats import (
     expected_max_normal,
     format_mean_std,
     format_p,
+    format_pp,
     mean_std,
     paired_by_key,
     paired_differences,
@@ -87,6 +88,19 @@ def test_formatting():
     assert format_mean_std(math.nan, math.nan) == "–"
     assert format_p(0.002833) == "0.003" and format_p(1e-5) == "<0.001"
     assert format_p(math.nan) == "–" and format_p(None) == "–"
+
+
+def test_percentage_points_as_the_search_report_writes_them():
+    """format_pp writes what nlfs.search's report wrote (its ``pp``) for every finite difference, with None
+    and a non-finite difference as "-"; ``unit=""`` leaves the unit to the caller."""
+    for diff, ci, text in [(0.0044, None, "+0.44 pp"), (-0.01234, [-0.02, -0.004], "-1.23 pp [-2.00, -0.40]"),
+                           (0.0, [0.0, 0.0], "+0.00 pp [+0.00, +0.00]"), (1e-9, [], "+0.00 pp"),
+                           (-0.5, None, "-50.00 pp"), (0.00005, [-0.00005, 0.00015], "+0.01 pp [-0.01, +0.01]"),
+                           (None, None, "-"), (None, [0.1, 0.2], "-")]:
+        assert format_pp(diff, ci) == text
+    assert format_pp(0.0044, [0.001, 0.0078]) == "+0.44 pp [+0.10, +0.78]"
+    assert format_pp(-0.0123, [-0.02, -0.0046], unit="") == "-1.23 [-2.00, -0.46]"
+    assert format_pp(math.nan) == format_pp(math.inf, [0.1, 0.2]) == format_pp(None, unit="") == "-"
 
 
 def test_holm_matches_the_step_down_procedure():

@@ -4,6 +4,7 @@ so a run killed at any moment (SIGKILL included) resumes from its last recorded 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import pickle
@@ -51,6 +52,34 @@ CREATE TABLE IF NOT EXISTS held (
     created REAL NOT NULL
 );
 """
+
+# The elimination protocol's trainings (nlfs.eliminate), one row per (candidate, round, seed) training: created
+# by a run's first elimination (``RunDB.open_elimination``), so a search's own run.db has no such table.
+ELIMINATION_SCHEMA = """
+CREATE TABLE IF NOT EXISTS elimination (
+    key TEXT PRIMARY KEY,        -- nlfs.train.training_key of (expression, constants, class reduction, scale
+                                 -- when not 1, score when not best, training config): equal keys, equal trainings
+    candidate TEXT NOT NULL,     -- 'CE' or the candidate's name, '<run>#<id>' ('<run>#<id>-tuned' for a tuning's)
+    eval_id INTEGER,             -- the candidate's evaluation id in its search run (NULL for CE)
+    expression TEXT NOT NULL,
+    constants TEXT NOT NULL,     -- JSON {name: value}
+    round INTEGER NOT NULL,      -- the round (1, 2, ...) that trained it (a later round repeating it reuses the row)
+    seed INTEGER NOT NULL,
+    model TEXT, steps INTEGER, epochs INTEGER,
+    fitness REAL,                -- validation accuracy, scored as the search scored its own (best or final);
+                                 -- NULL unless status is ok
+    status TEXT NOT NULL,        -- ok | diverged | error
+    reason TEXT,
+    wall_time REAL,
+    created REAL NOT NULL,
+    scale REAL                   -- factor on the loss: its fixed scale times the one the trainer measured (1
+                                 -- without rescaling); NULL when the training reported none, or before recorded
+);
+"""
+ELIMINATION_COLUMNS = ("key", "candidate", "eval_id", "expression", "constants", "round", "seed", "model", "steps",
+                       "epochs", "fitness", "status", "reason", "wall_time", "scale")
+# Columns added to the elimination table after its first release: an older one gains them on open_elimination.
+ELIMINATION_ADDED = {"scale": "REAL"}
 
 HELD_STATUSES = ("ok", "diverged")  # what a training found about its loss (an error is the machine's)
 COLUMNS = ("canonical", "expression", "genotype", "constants", "sign", "fitness", "status", "stage",
@@ -100,11 +129,29 @@ class RunDB:
         self.conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
-        have = {r[1] for r in self.conn.execute("PRAGMA table_info(evaluations)")}
-        for name, kind in ADDED.items():
-            if have and name not in have:
-                self.conn.execute(f"ALTER TABLE evaluations ADD COLUMN {name} {kind}")
+        self._add_columns("evaluations", ADDED)
         self.conn.executescript(SCHEMA)
+
+    def _add_columns(self, table: str, added: dict) -> None:
+        """Give an existing ``table`` of an older run.db the ``added`` columns it lacks (none is created)."""
+        have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
+        for name, kind in added.items():
+            if have and name not in have:
+                self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        """One write transaction: committed when the block ends, rolled back if it raises (an interrupt
+        that lands once COMMIT is done finds none to roll back, and goes on as itself)."""
+        cur = self.conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+            cur.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                cur.execute("ROLLBACK")
+            raise
 
     def lock(self) -> None:
         """Hold an exclusive lock on the run for this process's lifetime (released on close or death),
@@ -138,9 +185,7 @@ class RunDB:
         """Insert one evaluation and (optionally) the new search state in one transaction. ``state``
         may be a function of the new row's id, called inside the transaction."""
         values = [_encode(k, row.get(k)) for k in COLUMNS]
-        cur = self.conn.cursor()
-        cur.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as cur:
             cur.execute(f"INSERT INTO evaluations ({', '.join(COLUMNS)}, created) "
                         f"VALUES ({', '.join('?' * len(COLUMNS))}, ?)", (*values, time.time()))
             rowid = cur.lastrowid
@@ -149,10 +194,6 @@ class RunDB:
             if state is not None:
                 cur.execute("INSERT OR REPLACE INTO state (id, blob, updated) VALUES (1, ?, ?)",
                             (pickle.dumps(state), time.time()))
-            cur.execute("COMMIT")
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
         return rowid
 
     def save_state(self, state) -> None:
@@ -186,6 +227,27 @@ class RunDB:
     def release(self, payloads: list[dict]) -> None:
         """Forget the results kept for ``payloads`` (their row is recorded)."""
         self.conn.executemany("DELETE FROM held WHERE payload = ?", [(_payload_key(p),) for p in payloads])
+
+    # -- elimination ------------------------------------------------------------------------------------
+    def open_elimination(self) -> None:
+        """Create the elimination table if the run has none, and give an older one the columns added
+        since (``ELIMINATION_ADDED``)."""
+        self._add_columns("elimination", ELIMINATION_ADDED)
+        self.conn.executescript(ELIMINATION_SCHEMA)
+
+    def record_elimination(self, row: dict) -> None:
+        """Record one elimination training (``ELIMINATION_COLUMNS``; ``constants`` a dict) in one
+        transaction, replacing the row of an equal ``key``."""
+        values = [_encode(k, row.get(k)) for k in ELIMINATION_COLUMNS]
+        with self._transaction() as cur:
+            cur.execute(f"INSERT OR REPLACE INTO elimination ({', '.join(ELIMINATION_COLUMNS)}, created) "
+                        f"VALUES ({', '.join('?' * len(ELIMINATION_COLUMNS))}, ?)", (*values, time.time()))
+
+    def elimination_row(self, key: str) -> dict | None:
+        """The elimination training recorded under ``key`` (``constants`` decoded), or None."""
+        cur = self.conn.execute("SELECT * FROM elimination WHERE key = ?", (key,))
+        row = cur.fetchone()
+        return None if row is None else _decode(dict(zip([d[0] for d in cur.description], row)))
 
     def rows(self, where: str = "", params=()) -> list[dict]:
         cur = self.conn.execute(f"SELECT * FROM evaluations {where} ORDER BY id", params)

@@ -2,35 +2,21 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-from .._cli import ArgumentParser, add_training_options, run_main, train_defaults, training_overrides
+from .._cli import ArgumentParser, add_training_options, key_values, run_main, train_defaults, training_overrides
 from ._check import check_config
 from ._config import TrainConfig
 from ._errors import TrainingError
 from ._loop import train
 
 
-def _constants(items: list[str]) -> dict[str, float]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        try:
-            if not sep:
-                raise ValueError
-            out[key.strip()] = float(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"--constant expects NAME=VALUE, got {item!r}") from None
-    return out
-
-
 def parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m nlfs.train", description="Train one model with one loss and print the "
                        "result record (on scikit-learn digits unless --dataset says otherwise).")
     p.add_argument("--loss", default="CE", help="catalogue name (CE, NGL, ...) or an expression string")
-    p.add_argument("--constant", action="append", default=[], metavar="NAME=VALUE",
+    p.add_argument("--constant", action="extend", type=key_values(float), default=[], metavar="NAME=VALUE",
                    help="override a loss constant (repeatable)")
     p.add_argument("--seed", type=int, default=0, help="model initialisation, data order, augmentation")
     dataset_default = "the dataset's, from nlfs.train.DATASET_DEFAULTS"
@@ -52,10 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None = None) -> int:
     ap = parser()
     args = ap.parse_args(argv)
-    try:
-        constants = _constants(args.constant) or None
-    except argparse.ArgumentTypeError as err:
-        ap.error(str(err))
+    constants = dict(args.constant) or None
     cfg = TrainConfig(seed=args.seed, evaluate_test=not args.no_test, progress=not args.no_progress,
                       **training_overrides(args))
     try:

@@ -9,6 +9,7 @@ import pytest
 
 from bench import target_fidelity as tf
 from bench import target_proxies as tp
+from bench._schema import append_row, read_rows
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -224,7 +225,7 @@ def test_recurve_trains_again_only_the_trainings_without_a_curve(tiny_study, cap
     curves = tiny_study / "target_fidelity_digits_curves.jsonl"
     row = tf.train_one(losses[0], "target4", 0, "digits", 4)  # CE seed 0, recorded without its curve
     row.pop("history")
-    tf.append_row(path, row)
+    append_row(path, row, tf.TRAIN_COLUMNS)
     tf.recurve(losses, "digits", 4, path, curves)
     out = capsys.readouterr().out
     assert "4 target trainings to train again" in out
@@ -385,9 +386,9 @@ def test_fashion_mnists_last_default_rung_is_the_one_the_target_study_decided():
     from nlfs.search import DEFAULT_RUNGS
 
     stem, epochs = "fashion_mnist", 8
-    rows = tf._read(tf.RESULTS / f"fidelity_{stem}_trainings.csv") + tf._read(
+    rows = read_rows(tf.RESULTS / f"fidelity_{stem}_trainings.csv") + read_rows(
         tf.RESULTS / f"target_fidelity_{stem}_trainings.csv")
-    table = tf.proxies(rows, tf._read(tf.RESULTS / f"target_proxies_{stem}_trainings.csv"),
+    table = tf.proxies(rows, read_rows(tf.RESULTS / f"target_proxies_{stem}_trainings.csv"),
                        tf._read_curves(tf.RESULTS / f"target_fidelity_{stem}_curves.jsonl", f"target{epochs}"),
                        epochs, tf.alone_costs("fashion-mnist"))
     truth = table.pop(f"target{epochs}")["values"]
