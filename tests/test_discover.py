@@ -365,3 +365,21 @@ def test_a_run_resumes_only_with_the_fitness_function_it_was_scored_by(tmp_path)
          "    return 0.5 if loss.spec.name == 'CE' else 0.53 + 0.01 * (seed % 4)\n", same)
     assert fitness_identity(same["_ahead_of_ce"])["digest"] == fitness_identity(_ahead_of_ce)["digest"]
     assert fitness_identity(_ahead_by_seed)["digest"] != fitness_identity(_ahead_of_ce)["digest"]
+
+
+def _fails(loss, seed, budget):
+    raise ZeroDivisionError("a bug in my loop")
+
+
+def test_a_fitness_function_that_fails_on_ce_can_be_fixed_in_the_same_run_dir(tmp_path):
+    run_dir = tmp_path / "fails"
+    quiet = SMALL
+    settings = dict(budget=5, run_dir=run_dir, race_seeds=0, rungs=[{"budget": 0.25, "seeds": 1}],
+                    target={"budget": 1.0, "seeds": 1})
+    with pytest.raises(RuntimeError, match="a bug in my loop.*fix your fitness function.*this run_dir"):
+        nlfs.discover(fitness=_fails, **settings, **quiet)
+    assert not nlfs.search.read_run(run_dir)[0]  # nothing scored: the fixed function may take the run
+    found = nlfs.discover(fitness=_ahead_of_ce, **settings, **quiet)
+    assert found.best and nlfs.search.read_run(run_dir)[0]
+    with pytest.raises(ValueError, match="another fitness function"):  # scored now: it is that function's
+        nlfs.discover(fitness=_fails, **settings, **quiet)

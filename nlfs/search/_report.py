@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from .._io import atomic_write
+from ..stats import format_pp as pp
 from ..stats import mean
 from ._filters import WARM_START, family_record, family_text, known_twin
 from ._rows import summary_counts
@@ -171,15 +172,6 @@ def seed_stats(r: dict) -> dict:
             "paired": statistics.fmean(paired) if paired else None,
             "paired_sd": statistics.stdev(paired) if len(paired) > 1 else None, "paired_ci": ci}
 
-
-def pp(diff: float | None, ci=None) -> str:
-    """A difference to CE (a fraction) in percentage points, with its interval when there is one."""
-    if diff is None:
-        return "-"
-    text = f"{diff * 100:+.2f} pp"
-    if ci:
-        text += f" [{ci[0] * 100:+.2f}, {ci[1] * 100:+.2f}]"
-    return text
 
 
 FEW_FOR_NOISE = 5  # below this many candidates the seed-noise estimate is rough, and the report says so

@@ -163,9 +163,10 @@ class Search:
 
     def _check_fitness(self, fitness, resume: bool) -> None:
         """A run's rows are its fitness function's scores: a resumed run refuses another function (other
-        code), which would mix two functions' scores in one ranking."""
+        code), which would mix two functions' scores in one ranking. A run with no score yet (its
+        function failed on CE, say) takes the fixed function."""
         mine, saved = fitness_identity(fitness), self.db.get_meta("fitness_code")
-        if not resume:
+        if not resume or not self.db.count(""):
             self.db.set_meta("fitness_code", mine)
         elif saved and mine and saved["python"] == mine["python"] and saved["digest"] != mine["digest"]:
             self.db.close()
@@ -436,8 +437,9 @@ class Search:
                                       base=self.cfg.train_config())
                  if index == len(self.rungs) else self.rungs[index].describe(self.cfg.base_length()))
         if out["status"] != "ok":
-            raise RuntimeError(f"the cross-entropy baseline failed at {where}, seed {seed}: "
-                               f"{out.get('reason')}; fix the training settings before searching")
+            fix = ("fix your fitness function (CE scored by it failed), then call again with this run_dir"
+                   if self.cfg.fitness else "fix the training settings before searching")
+            raise RuntimeError(f"the cross-entropy baseline failed at {where}, seed {seed}: {out.get('reason')}; {fix}")
         row = ce_baseline_row(self.cfg, seed, out, reason="", rung=index, fidelity=self._where(index)[1],
                               scale=1.0, result={"seeds": out["per_seed"], "train": out.get("result")})
         row["id"] = self.db.record(row)

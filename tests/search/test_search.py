@@ -286,3 +286,40 @@ def test_reports_open_a_run_read_only(tmp_path):
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
         db.conn.execute("DELETE FROM evaluations")
     db.close()
+
+
+def test_an_interrupt_that_lands_just_after_commit_stays_an_interrupt(tmp_path):
+    # Ctrl-C between COMMIT and the end of the block: the row is recorded, and the KeyboardInterrupt
+    # (not sqlite's "cannot rollback - no transaction is active") reaches the caller
+    from nlfs.search import RunDB
+
+    db = RunDB(tmp_path / "run.db")
+    real = db.conn
+
+    class Cursor:
+        def __init__(self):
+            self.cur = real.cursor()
+
+        @property
+        def lastrowid(self):
+            return self.cur.lastrowid
+
+        def execute(self, sql, *args):
+            out = self.cur.execute(sql, *args)
+            if sql == "COMMIT":
+                raise KeyboardInterrupt
+            return out
+
+    class Connection:
+        in_transaction = property(lambda self: real.in_transaction)
+
+        def cursor(self):
+            return Cursor()
+
+    db.conn = Connection()
+    with pytest.raises(KeyboardInterrupt):
+        db.record({"canonical": "c", "expression": "-y * log(p)", "constants": {}, "sign": 1, "fitness": 0.5,
+                   "status": "ok", "dataset": "digits", "size": 3})
+    db.conn = real
+    assert db.count() == 1
+    db.close()
