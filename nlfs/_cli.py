@@ -172,6 +172,8 @@ class ArgumentParser(argparse.ArgumentParser):
         self.given: set[str] = set()
 
     def error(self, message):
+        if message.endswith("expected one argument"):  # argparse reads a value like -y*log(p) as an option
+            message += " (a value that starts with '-' takes the = form: --option=VALUE)"
         print(f"{tool_name(self.prog)}: error: {message} (see --help)", file=sys.stderr)
         sys.exit(2)
 

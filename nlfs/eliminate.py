@@ -69,9 +69,9 @@ from ._cli import (
 )
 from .losses import loss_label
 from .models import canonical_model
+from .search import CE_EXPRESSION
 from .stats import format_mean_std, format_pp, mean_std, paired_by_key, paired_differences
 
-CE_EXPRESSION = "-y * log(p)"
 FINALISTS = "finalists.json"  # the survivors, in nlfs/found_losses.json's format
 
 PRESETS = {

@@ -141,7 +141,8 @@ def build_parser() -> ArgumentParser:
                     help="warm start: catalogue names or expressions (separated by ';' or by commas outside "
                          "parentheses) put, with small edits of each, into the first population (default in "
                          f"tree spaces: {','.join(DEFAULT_SEED_LOSSES)}; 'none' for random starts; the nlfs "
-                         "space starts at random)")
+                         "space starts at random); an expression that starts with '-' takes the = form: "
+                         "--seed-losses='-y*log(p)'")
     ap.add_argument("--seed-mutants", type=non_negative_int, default=3, help="small edits of each seed loss")
     ap.add_argument("--warm-starts-compete", action="store_true",
                     help="let a seed loss that is not a catalogue loss be a leader as given (raced and trained "

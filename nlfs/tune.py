@@ -48,6 +48,7 @@ from ._cli import (
 )
 from .expr import Expr
 from .search import (
+    CE_EXPRESSION,
     OPTUNA_SAMPLERS,
     SCORES,
     SearchConfig,
@@ -395,7 +396,7 @@ def _ce_reference(run_dir: Path, train_config, evaluate, score: str = "best") ->
             return saved.get("accuracy")
     except (OSError, ValueError):
         pass
-    out = evaluate(training_payload("-y * log(p)", {}, "class_sum", train, score=score, name="CE"))
+    out = evaluate(training_payload(CE_EXPRESSION, {}, "class_sum", train, score=score, name="CE"))
     acc = out.get("fitness") if out.get("status") == "ok" else None
     atomic_write(path, json.dumps({"train": train, "score": score, "accuracy": acc}, indent=2, default=str))
     return acc

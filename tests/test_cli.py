@@ -96,6 +96,13 @@ def test_every_tool_refuses_bad_numbers_in_one_line(tmp_path, capsys, monkeypatc
     assert list(tmp_path.iterdir()) == []  # no run directory, study or output
 
 
+def test_an_expression_value_that_starts_with_a_minus_is_told_the_equals_form(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        evolve.main(["--run-dir", str(tmp_path / "run"), "--seed-losses", "-y*log(p)"])
+    line = _one_error_line(capsys, "nlfs.evolve")
+    assert "--seed-losses" in line and "--option=VALUE" in line and not (tmp_path / "run").exists()
+
+
 def test_rungs_take_stop_epoch_and_refuse_a_bad_one_in_one_line(tmp_path, capsys):
     args = evolve.build_parser().parse_args(["--dataset", "digits", "--run-dir", str(tmp_path / "ok"),
                                              "--rungs", "epochs=8,stop_epoch=1,seeds=1;epochs=8,seeds=3"])

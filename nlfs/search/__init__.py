@@ -61,7 +61,7 @@ from ._report import (
     training_regime,
     write_report,
 )
-from ._rows import summary_counts
+from ._rows import CE_EXPRESSION, summary_counts
 from ._rungs import DEFAULT_RUNGS, Rung, make_rungs, parse_rungs, promoted
 from ._runner import Search
 from ._target import DEFAULT_TARGETS, Target, default_target, make_target, parse_target
@@ -69,7 +69,8 @@ from ._taylor import TaylorSearch, is_taylor_run
 from ._worker import SCORES, evaluate_payload, grad_scale_factor_of, rejection_sample, training_payload
 
 __all__ = [
-    "ALGORITHMS", "DEFAULT_RUNGS", "DEFAULT_SEED_LOSSES", "DEFAULT_TARGETS", "Discovery", "FITNESS_RUNGS",
+    "ALGORITHMS", "CE_EXPRESSION", "DEFAULT_RUNGS", "DEFAULT_SEED_LOSSES", "DEFAULT_TARGETS", "Discovery",
+    "FITNESS_RUNGS",
     "FilterOutcome", "FoundLoss", "GeneticProgramming", "InlineExecutor", "OPTUNA_SAMPLERS", "PRESETS",
     "PackingExecutor", "ProcessExecutor", "RayExecutor", "RegularizedEvolution", "RunDB", "RunDirError",
     "Rung", "SCORES", "STAGES", "WARM_START", "Search", "SearchConfig", "Target", "TaylorSearch", "best_candidates",

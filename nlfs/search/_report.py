@@ -13,7 +13,7 @@ from .._io import atomic_write
 from ..stats import format_pp as pp
 from ..stats import mean
 from ._filters import WARM_START, family_record, family_text, known_twin
-from ._rows import summary_counts
+from ._rows import CE_EXPRESSION, summary_counts
 from ._rungs import base_length, budget_text, with_length
 
 
@@ -737,7 +737,7 @@ def format_summary(summary: dict, dataset: str) -> str:
     score = "score" if summary.get("fitness_function") else "val acc"  # a fitness function's, or nlfs's training
     lines.append(f"{'loss':<{width}} {'rung':>4} {'seeds':>5} {score:>8}  {head:<26} formula")
     if base is not None:
-        lines.append(f"{'CE':<{width}} {'':>4} {'':>5} {base:>8.4f}  {'':<26} -y * log(p)")
+        lines.append(f"{'CE':<{width}} {'':>4} {'':>5} {base:>8.4f}  {'':<26} {CE_EXPRESSION}")
     for r in summary["best"]:
         acc = r.get("accuracy")
         acc = r["fitness"] if acc is None else acc

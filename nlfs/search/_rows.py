@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import _filters as F
 
 AFTER_SCREENING = ("race", "target")  # stages of the rows written after the screening loop
+CE_EXPRESSION = "-y * log(p)"  # cross-entropy (the catalogue's CE): the baseline every candidate is paired with
 
 
 def reused(row: dict) -> bool:

@@ -31,12 +31,10 @@ from . import _filters as F
 from ._config import SearchConfig, check_search, make_algorithm
 from ._db import HELD_STATUSES, RunDB, RunDirError
 from ._executors import make_executor, run_jobs
-from ._rows import AFTER_SCREENING
+from ._rows import AFTER_SCREENING, CE_EXPRESSION
 from ._rows import reused as _reused
 from ._rungs import promoted
 from ._worker import grad_scale_factor_of, merge_by_seed, split_by_seed, training_payload
-
-CE_EXPRESSION = "-y * log(p)"  # cross-entropy (the catalogue's CE): the baseline every candidate is paired with
 
 
 def fitness_identity(fn) -> dict | None:

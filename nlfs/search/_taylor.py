@@ -29,7 +29,8 @@ from ._config import SearchConfig
 from ._db import RunDB
 from ._executors import make_executor, run_jobs
 from ._optuna import fitness_of, make_storage, quiet_optuna, resume_stale_trials
-from ._runner import CE_EXPRESSION, Deadline, _progress, ce_baseline_row, open_run
+from ._rows import CE_EXPRESSION
+from ._runner import Deadline, _progress, ce_baseline_row, open_run
 from ._worker import grad_scale_factor_of, training_payload
 
 TAYLOR_LOSS = "TaylorGLO"

@@ -323,3 +323,9 @@ def test_an_interrupt_that_lands_just_after_commit_stays_an_interrupt(tmp_path):
     db.conn = real
     assert db.count() == 1
     db.close()
+
+
+def test_the_baseline_every_candidate_is_paired_with_is_the_catalogues_ce():
+    from nlfs.search import CE_EXPRESSION
+
+    assert nlfs.Loss("CE").spec.expr == nlfs.Loss(CE_EXPRESSION).spec.expr
