@@ -285,6 +285,18 @@ def _decode(row: dict) -> dict:
     return row
 
 
+def read_config(run_dir: str | Path) -> dict:
+    """The saved search configuration of the run in ``run_dir`` ({} where there is no run, or none saved)."""
+    path = Path(run_dir) / "run.db"
+    if not path.is_file():
+        return {}
+    db = RunDB(path, readonly=True)
+    try:
+        return db.get_meta("config") or {}
+    finally:
+        db.close()
+
+
 def read_run(run_dir: str | Path) -> tuple[list[dict], dict]:
     """The evaluation rows and saved configuration of the search run in ``run_dir`` (read-only use)."""
     path = Path(run_dir) / "run.db"

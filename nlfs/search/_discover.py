@@ -266,15 +266,11 @@ def discover(data=None, model: str | None = None, target=None, budget: int | Non
 def changed_settings(run_dir: Path, options: dict) -> list[str]:
     """The options of a call that resumes the run in ``run_dir`` that differ from its saved configuration
     (``_runner.HOW_IT_RUNS`` may differ)."""
-    from ._db import RunDB
+    from ._db import read_config
     from ._runner import HOW_IT_RUNS
     from ._target import make_target, parse_target
 
-    db = RunDB(Path(run_dir) / "run.db", readonly=True)
-    try:
-        saved = db.get_meta("config") or {}
-    finally:
-        db.close()
+    saved = read_config(run_dir)
 
     def plain(value):  # tuples and lists, as JSON saved them
         return json.loads(json.dumps(value, default=list))

@@ -12,6 +12,7 @@ from pathlib import Path
 from .._io import atomic_write
 from ..stats import format_pp as pp
 from ..stats import mean
+from ._db import read_config
 from ._filters import WARM_START, family_record, family_text, known_twin
 from ._rows import CE_EXPRESSION, summary_counts
 from ._rungs import base_length, budget_text, with_length
@@ -400,17 +401,6 @@ def entry_spec(entry: dict):
                     float(entry.get("scale") or 1.0))
 
 
-def run_config(run_dir: Path) -> dict:
-    path = run_dir / "run.db"
-    if not path.is_file():
-        return {}
-    from ._db import RunDB
-
-    db = RunDB(path, readonly=True)
-    try:
-        return db.get_meta("config") or {}
-    finally:
-        db.close()
 
 
 def data_words(dataset: str, model: str, data_root=None) -> tuple[str, str]:
@@ -584,7 +574,7 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
     from ..losses import stored_class_reduction
 
     run_dir = Path(run_dir)
-    cfg = run_config(run_dir)
+    cfg = read_config(run_dir)
     class_reduction = class_reduction or stored_class_reduction(cfg)
     paired = is_paired_run(cfg, rows)
     normalise = cfg.get("grad_scale", "none") != "none"

@@ -26,7 +26,7 @@ import warnings
 from pathlib import Path
 
 from ._config import SearchConfig
-from ._db import RunDB
+from ._db import read_config
 from ._executors import make_executor, run_jobs
 from ._optuna import fitness_of, make_storage, quiet_optuna, resume_stale_trials
 from ._rows import CE_EXPRESSION
@@ -40,14 +40,7 @@ DEFAULTS = {"popsize": 20, "sigma0": 1.2, "low": -10.0, "high": 10.0}
 
 
 def is_taylor_run(run_dir: str | Path) -> bool:
-    path = Path(run_dir) / "run.db"
-    if not path.exists():
-        return False
-    db = RunDB(path, readonly=True)
-    try:
-        return (db.get_meta("config") or {}).get("algorithm") == "taylor"
-    finally:
-        db.close()
+    return read_config(run_dir).get("algorithm") == "taylor"
 
 
 class TaylorSearch:
