@@ -69,10 +69,8 @@ from ._cli import (
 )
 from .losses import loss_label
 from .models import canonical_model
-from .search import CE_EXPRESSION
+from .search import CE_EXPRESSION, FINALISTS
 from .stats import format_mean_std, format_pp, mean_std, paired_by_key, paired_differences
-
-FINALISTS = "finalists.json"  # the survivors, in nlfs/found_losses.json's format
 
 PRESETS = {
     "paper": dict(pool=300, keep=(25, 12, 6, 4), seeds=(1, 2, 3, 3), budget_scale=(1, 2, 4, 8),
@@ -534,18 +532,13 @@ def _search_cell(c) -> str:
 def _tuned_candidates(run_dir: Path, prefix: str) -> list[dict]:
     """A run's tuned losses (``tuned.json``) whose constants changed, named ``<run>#<id>-tuned`` with the
     scale their best trial trained at."""
-    path = run_dir / "tuned.json"
-    if not path.exists():
-        return []
-    out = []
-    for t in json.loads(path.read_text()):
-        if t.get("nothing_to_tune") or t["best_constants"] == t["initial_constants"]:
-            continue  # nothing tuned, or nothing better: the candidate itself is already in the pool
-        out.append({"id": t["id"], "label": t.get("tuned_name") or loss_label(prefix, t["id"], tuned=True),
-                    "run": str(run_dir), "expression": t["expression"], "constants": dict(t["best_constants"]),
-                    "fitness": t["best_fitness"], "tuned_from": t["search_expression"],
-                    "scale": float(t.get("scale") or 1.0)})
-    return out
+    from .search import changed_tunings
+
+    # a tuning that changed nothing leaves its candidate, already in the pool, as it was
+    return [{"id": t["id"], "label": t.get("tuned_name") or loss_label(prefix, t["id"], tuned=True),
+             "run": str(run_dir), "expression": t["expression"], "constants": dict(t["best_constants"]),
+             "fitness": t["best_fitness"], "tuned_from": t["search_expression"], "scale": float(t.get("scale") or 1.0)}
+            for t in changed_tunings(run_dir)]
 
 
 def _repeats(trainings: list[dict]) -> dict | None:

@@ -51,6 +51,7 @@ from .search import (
     CE_EXPRESSION,
     OPTUNA_SAMPLERS,
     SCORES,
+    TUNED,
     SearchConfig,
     finished_trials,
     fitness_of,
@@ -359,7 +360,7 @@ def tune_run(run_dir: str | Path, top_k: int = 3, n_trials: int = 12, batch: int
                     "initial_fitness": res.initial_fitness, "best_constants": res.best_constants,
                     "best_fitness": res.best_fitness, "vs_ce_pp": vs_ce, "scale": res.best_scale,
                     "trials": len(res.trials), "study": res.study_name, "sampler": res.sampler})
-    atomic_write(run_dir / "tuned.json", json.dumps(out, indent=2))
+    atomic_write(run_dir / TUNED, json.dumps(out, indent=2))
     md = ["# Tuned finalists", "", f"Regime: {trained_on}. CE with the same training: {_f(ce_acc)}; "
           "Δ vs CE: the tuned accuracy minus CE's, in percentage points (one seed: no interval)."
           + _selection_note([o["trials"] for o in out if not o["nothing_to_tune"]]), "",

@@ -341,6 +341,17 @@ def export_losses(rows: list[dict], path: Path, run_dir: Path, k: int = 5, class
 
 FAMILIES_FILE = "known_families.json"  # known_family's answers for a run's leaders (seconds each: fitted once)
 FINALISTS = "finalists.json"  # what nlfs.eliminate writes: its survivors, in found_losses.json's format
+TUNED = "tuned.json"  # what nlfs.tune --top writes: each candidate's tuning
+
+
+def changed_tunings(run_dir: str | Path) -> list[dict]:
+    """The tunings in ``run_dir/tuned.json`` (none without one) that changed their candidate's
+    constants: the others tuned nothing, or found nothing better, and leave the candidate as it was."""
+    path = Path(run_dir) / TUNED
+    if not path.is_file():
+        return []
+    return [t for t in json.loads(path.read_text())
+            if not t.get("nothing_to_tune") and t.get("best_constants") not in (None, t.get("initial_constants"))]
 
 
 def run_losses(run_dir: str | Path, k: int = 3) -> tuple[list[dict], str]:
@@ -363,11 +374,7 @@ def run_losses(run_dir: str | Path, k: int = 3) -> tuple[list[dict], str]:
     if not best:
         raise ValueError(f"search run {run_dir} has no successfully trained candidates other than known losses "
                          "in disguise")
-    tuned = {}
-    if (run_dir / "tuned.json").is_file():
-        for t in json.loads((run_dir / "tuned.json").read_text()):
-            if not t.get("nothing_to_tune") and t.get("best_constants") not in (None, t.get("initial_constants")):
-                tuned[t["id"]] = t
+    tuned = {t["id"]: t for t in changed_tunings(run_dir)}
     out = []
     for r in best:
         t = tuned.get(r["id"])
@@ -382,7 +389,7 @@ def run_losses(run_dir: str | Path, k: int = 3) -> tuple[list[dict], str]:
                         "constants": dict(t["best_constants"]),
                         "class_reduction": stored_class_reduction(t, class_reduction),
                         "scale": float(t.get("scale") or 1.0),
-                        "provenance": {**prov, "tuned_from": r["expression"], "tuned": str(run_dir / "tuned.json")}})
+                        "provenance": {**prov, "tuned_from": r["expression"], "tuned": str(run_dir / TUNED)}})
     what = f"the search's {len(out)} best new candidates in {run_dir}" + (
         f" ({len(tuned.keys() & {r['id'] for r in best})} with tuned constants from tuned.json)" if tuned else "")
     return out, what
