@@ -372,9 +372,8 @@ def add_pack_option(parser: argparse.ArgumentParser,
     parser.add_argument("--pack", type=positive_int, default=1, metavar="K",
                         help=f"train up to K {what} as one packed network (nlfs.train.train_packed: the "
                              "surrogate CNN only; each gets the result it gets alone, to float tolerance). A GPU "
-                             "feature: on a CPU it is slower (bench/results/packed_training_cpu.md). 1 everywhere "
-                             "until bench/gpu_session.sh has measured packing on a GPU; the CUDA default is "
-                             "chosen from that benchmark")
+                             "feature: on a CPU it is slower (bench/results/packed_training_cpu.md). Default 1 on "
+                             "every device: packing is not yet measured on a GPU (bench/gpu_session.sh does)")
 
 
 def add_known_loss_options(parser: argparse.ArgumentParser, prefix: str = "") -> None:

@@ -607,6 +607,12 @@ def eliminate(run_dir, protocol: Protocol | None = None, train_config=None, work
 # ---------------------------------------------------------------------------------------------------
 # CLI
 
+def _preset_words(preset: dict) -> str:
+    """A preset's rounds in words: ``300 -> 25, 12, 6, 4 (seeds 1, 2, 3, 3)``."""
+    return (f"{preset['pool']} -> {', '.join(map(str, preset['keep']))} "
+            f"(seeds {', '.join(map(str, preset['seeds']))})")
+
+
 def _list(text, conv):
     return None if text is None else [conv(x) for x in str(text).split(",") if x.strip()]
 
@@ -646,7 +652,7 @@ def build_parser() -> ArgumentParser:
                     help="add each run's tuned losses (DIR/tuned.json from nlfs.tune --top) to the pool")
     add_known_loss_options(ap)
     ap.add_argument("--preset", default="paper", choices=sorted(PRESETS),
-                    help="paper: 300 -> 25, 12, 6, 4; quick: two short rounds (minutes on a CPU)")
+                    help="; ".join(f"{name}: {_preset_words(p)}" for name, p in sorted(PRESETS.items())))
     ap.add_argument("--config", default=None,
                     help="a .json or .toml file with pool, keep, seeds_per_round, budget_scale, models, train_sizes")
     ap.add_argument("--pool", type=positive_int, default=None,

@@ -31,6 +31,7 @@ from .losses import resolve_spec
 from .search import (
     DEFAULT_SEED_LOSSES,
     DEFAULT_TARGETS,
+    HOW_IT_RUNS,
     PRESETS,
     SCORES,
     data_words,
@@ -64,7 +65,8 @@ def seed_losses(text: str | None, space: str) -> tuple[str, ...]:
 
 
 # what a resumed run may change: how it runs and how long; the run's saved configuration decides the rest
-RESUME_OPTIONS = ("budget", "time_limit", "workers", "threads", "executor", "address", "no_progress", "pack")
+_OPTION_OF = {"ray_address": "address", "progress": "no_progress"}  # a config field's option, where named otherwise
+RESUME_OPTIONS = ("budget", "time_limit", *(_OPTION_OF.get(k, k) for k in HOW_IT_RUNS))
 
 
 def target_spec(text: str) -> dict:

@@ -66,14 +66,14 @@ from ._report import (
 )
 from ._rows import CE_EXPRESSION, summary_counts
 from ._rungs import DEFAULT_RUNGS, Rung, make_rungs, parse_rungs, promoted
-from ._runner import Search
+from ._runner import HOW_IT_RUNS, Search
 from ._target import DEFAULT_TARGETS, Target, default_target, make_target, parse_target
 from ._taylor import TaylorSearch, is_taylor_run
 from ._worker import SCORES, evaluate_payload, grad_scale_factor_of, rejection_sample, training_payload
 
 __all__ = [
     "ALGORITHMS", "CE_EXPRESSION", "DEFAULT_RUNGS", "DEFAULT_SEED_LOSSES", "DEFAULT_TARGETS", "Discovery",
-    "FINALISTS", "FITNESS_RUNGS", "FilterOutcome", "FoundLoss", "GeneticProgramming", "InlineExecutor",
+    "FINALISTS", "FITNESS_RUNGS", "FilterOutcome", "FoundLoss", "GeneticProgramming", "HOW_IT_RUNS", "InlineExecutor",
     "OPTUNA_SAMPLERS", "PRESETS", "PackingExecutor", "ProcessExecutor", "RayExecutor", "RegularizedEvolution",
     "RunDB", "RunDirError", "Rung", "SCORES", "STAGES", "Search", "SearchConfig", "TUNED", "Target", "TaylorSearch",
     "WARM_START", "best_candidates", "best_new_candidates", "changed_tunings", "cheap_filters", "data_words",

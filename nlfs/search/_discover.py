@@ -47,9 +47,6 @@ FITNESS_RUNGS = ({"budget": 0.25, "seeds": 1}, {"budget": 0.5, "seeds": 1}, {"bu
 FITNESS_DATASET = "your fitness function"  # what a fitness run's rows and reports name as its data
 DATA_FILE = "data.pt"  # a user's in-memory data, saved once in the run directory
 
-# what a resumed run may change: how it runs and how long; the run's saved configuration decides the rest
-RESUME_FIELDS = ("budget", "time_limit", "workers", "threads", "executor", "ray_address", "progress", "pack")
-
 
 def default_dataset() -> str:
     """Fashion-MNIST when it is installed, else scikit-learn's digits."""
@@ -117,7 +114,8 @@ def preset_config(preset: str = "quick", *, algorithm: str = "gp", space: str | 
 
 def open_search(cfg: SearchConfig, resume: bool = False, fitness=None, popsize: int | None = None, log=None):
     """The search of ``cfg`` (a ``Search``, or a ``TaylorSearch`` for the taylor algorithm), new or
-    resumed; a resumed run takes its saved configuration, ``cfg`` giving only ``RESUME_FIELDS``."""
+    resumed; a resumed run takes its saved configuration, ``cfg`` giving only how it runs
+    (``_runner.HOW_IT_RUNS``), its budget and time limit."""
     from ._runner import Search
     from ._taylor import TaylorSearch, is_taylor_run
 
