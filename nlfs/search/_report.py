@@ -138,13 +138,17 @@ def baseline(rows: list[dict], rung: int | None = None) -> dict | None:
     return next((r for r in rows if r["status"] == "baseline" and (rung is None or _rung(r) == rung)), None)
 
 
-def baseline_accuracy(rows: list[dict], rung: int) -> float | None:
-    """CE's mean accuracy over the seeds of ``rung`` (baselines are shared by rungs of equal budget)."""
+def baseline_scores(rows: list[dict], rung: int) -> list[float]:
+    """CE's accuracy on each seed it trained at ``rung`` (baselines are shared by rungs of equal budget)."""
     fid = next((r.get("fidelity") for r in rows if r["status"] != "baseline" and _rung(r) == rung
                 and r.get("fidelity") and r.get("stage") != TARGET_STAGE), None)
-    accs = [r["fitness"] for r in rows if r["status"] == "baseline" and r.get("fitness") is not None
+    return [r["fitness"] for r in rows if r["status"] == "baseline" and r.get("fitness") is not None
             and (fid is None or r.get("fidelity") == fid) and (fid is not None or _rung(r) == rung)]
-    return mean(accs, empty=None)
+
+
+def baseline_accuracy(rows: list[dict], rung: int) -> float | None:
+    """CE's mean accuracy over the seeds of ``rung``."""
+    return mean(baseline_scores(rows, rung), empty=None)
 
 
 def _trained_seeds(r: dict) -> list[dict]:
@@ -670,7 +674,8 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
             " ranked higher: known losses, baselines rather than finds")
     summary = {"counts": counts, "paired": paired, "augment": cfg.get("augment", "none"),
                "grad_scale": cfg.get("grad_scale", "none"), "rungs": cfg.get("rungs"), "regime": regime(cfg),
-               "baseline_ce": baseline_accuracy(rows, top_rung), "ahead_of_ce": ahead, "verdict": verdict,
+               "baseline_ce": baseline_accuracy(rows, top_rung),
+               "baseline_ce_seeds": len(baseline_scores(rows, top_rung)), "ahead_of_ce": ahead, "verdict": verdict,
                "chance": chance, "best": entries, "fitness_function": bool(cfg.get("fitness")),
                "target": None if target_text is None else {
                    "regime": target_text, "spec": cfg.get("target"), "finalists": cfg.get("finalists"),
@@ -734,7 +739,10 @@ def format_summary(summary: dict, dataset: str) -> str:
     score = "score" if summary.get("fitness_function") else "val acc"  # a fitness function's, or nlfs's training
     lines.append(f"{'loss':<{width}} {'rung':>4} {'seeds':>5} {score:>8}  {head:<26} formula")
     if base is not None:
-        lines.append(f"{'CE':<{width}} {'':>4} {'':>5} {base:>8.4f}  {'':<26} {CE_EXPRESSION}")
+        n = summary.get("baseline_ce_seeds") or ""
+        # its mean over every seed it trained; a row's Δ pairs it with CE on that row's own seeds only
+        note = "   (mean of CE's seeds; each Δ below is against CE on that row's seeds)" if paired else ""
+        lines.append(f"{'CE':<{width}} {'':>4} {n:>5} {base:>8.4f}  {'':<26} {CE_EXPRESSION}{note}")
     for r in summary["best"]:
         acc = r.get("accuracy")
         acc = r["fitness"] if acc is None else acc

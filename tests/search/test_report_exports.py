@@ -93,6 +93,17 @@ def test_summary_says_what_lead_chance_alone_gives():
     assert chance_lead(rows[:2], 1) is None  # one candidate: no best-of-n to speak of
 
 
+def test_the_ce_row_says_it_is_a_mean_and_each_delta_pairs_its_own_seeds():
+    counts = {k: 0 for k in ("evaluated", "trained", "ok", "diverged", "error", "validity", "duplicate", "integrity",
+                             "fingerprint", "rejection")}
+    best = [{"id": 2, "name": "run#2", "expression": "-y * log(p + 0.1)", "fitness": 0.01, "accuracy": 0.7,
+             "seeds": 1, "paired": 0.01, "paired_ci": None, "rung": 0}]
+    text = format_summary({"counts": counts, "baseline_ce": 0.75, "baseline_ce_seeds": 3, "paired": True,
+                           "best": best, "chance": None}, "digits")
+    ce = next(line for line in text.splitlines() if line.startswith("CE "))
+    assert ce.split()[1:3] == ["3", "0.7500"] and "each Δ below is against CE on that row's seeds" in ce
+
+
 def test_chance_line_accounts_for_the_shared_ce_trainings():
     """Paired differences d_i = a_i - ce share CE's noise: the best of n candidates no better than CE,
     each as noisy as CE, is expected_max_normal(n, sd / sqrt(2 k)) with sd the per-seed sd of d."""
