@@ -452,5 +452,6 @@ class Discovery:
             by_id = {r["id"]: r for r in rows}
             chosen = [by_id[i] for i in shown]  # what this result shows, in its order, even after the run went on
             export_losses(rows, path, self.run_dir, len(chosen), class_reduction=stored_class_reduction(config),
-                          ahead=bool(self.summary.get("ahead_of_ce")), notes=shown, chosen=chosen)
+                          ahead=bool(self.summary.get("ahead_of_ce")), notes=shown, chosen=chosen,
+                          proxy_only=bool(self.summary.get("proxy_lead_only")))
         return path

@@ -238,12 +238,16 @@ def row_name(r: dict, run_dir: Path) -> str:
     return r.get("name") or loss_label(Path(run_dir).name, r["id"])
 
 
-def _kind(ahead: bool) -> str:
+def _kind(ahead: bool, proxy_only: bool = False) -> str:
+    """What an export's losses are: found ones only when the best is ahead of CE and, where the target
+    checked it, its lead held there."""
+    if ahead and proxy_only:
+        return "Best candidates (a proxy lead the target regime did not confirm: not found losses)"
     return "Best losses" if ahead else "Best candidates (none ahead of cross-entropy: not found losses)"
 
 
 def export_takeaways(best: list[dict], run_dir: Path, class_reduction: str = "class_sum", ahead: bool = True,
-                     notes: dict | None = None) -> None:
+                     notes: dict | None = None, proxy_only: bool = False) -> None:
     """``best_losses.tex``, ``best_losses_standalone.py`` (plain PyTorch, LOSSES by name) and
     ``loss_shapes.png`` for the reported losses, each under its ``<run>#<id>`` name; ``notes`` (row id
     -> text) says where each fitness was measured."""
@@ -254,7 +258,7 @@ def export_takeaways(best: list[dict], run_dir: Path, class_reduction: str = "cl
     regimes = notes or {}
     notes = {k: f"Evaluation #{r['id']}, fitness {r['fitness']:.4f} on {r.get('dataset')}"
              + (f" ({regimes[r['id']]})." if r["id"] in regimes else ".") for k, r in zip(specs, best)}
-    tex = [f"% {_kind(ahead)} of the nlfs run {run_dir} (y: target, p: softmax of the logits).",
+    tex = [f"% {_kind(ahead, proxy_only)} of the nlfs run {run_dir} (y: target, p: softmax of the logits).",
            "% log of anything but p, sqrt and denominators are protected: |x| floored at epsilon = 10^{-7}.", ""]
     for k, spec in specs.items():
         over = r"\frac{1}{C}\sum_c" if spec.class_reduction == "element_mean" else r"\sum_c"
@@ -263,7 +267,7 @@ def export_takeaways(best: list[dict], run_dir: Path, class_reduction: str = "cl
                 r"\end{equation}", ""]
     atomic_write(run_dir / "best_losses.tex", "\n".join(tex))
     src = standalone_source({k: (spec, notes[k]) for k, spec in specs.items()},
-                            title=f"{_kind(ahead)} of the nlfs run {run_dir}, as plain PyTorch.")
+                            title=f"{_kind(ahead, proxy_only)} of the nlfs run {run_dir}, as plain PyTorch.")
     atomic_write(run_dir / "best_losses_standalone.py", src)
     if specs:
         plot_loss_shapes(specs, run_dir / "loss_shapes.png")
@@ -315,7 +319,7 @@ def plot_fitness(rows: list[dict], path: Path, paired: bool = False) -> None:
 
 def export_losses(rows: list[dict], path: Path, run_dir: Path, k: int = 5, class_reduction: str = "class_sum",
                   ahead: bool = True, what: str = "", notes: dict | None = None,
-                  chosen: list[dict] | None = None) -> None:
+                  chosen: list[dict] | None = None, proxy_only: bool = False) -> None:
     """A Python file that registers the best losses (``chosen``, in order, or the ``k`` best of
     ``rows`` by ``best_candidates``) in the catalogue, each under its ``<run>#<id>``
     name with the constants and gradient scale it was trained with, and defines an nn.Module class per
@@ -324,7 +328,7 @@ def export_losses(rows: list[dict], path: Path, run_dir: Path, k: int = 5, class
     ``notes`` (row id -> text), where each fitness was measured."""
     from ..losses import python_name, stored_class_reduction
 
-    what = what or f"{_kind(ahead)} of the nlfs run {run_dir}"
+    what = what or f"{_kind(ahead, proxy_only)} of the nlfs run {run_dir}"
     lines = [f'"""{what}. Import this module to register them."""', "", "import nlfs", ""]
     for r in best_candidates(rows, k) if chosen is None else chosen:
         name = row_name(r, run_dir)
@@ -651,10 +655,11 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
     else:
         verdict = (f"no candidate is ahead of CE (best {top['name']} {pp(top['vs_ce'])}); "
                    "the exports are candidates, not found losses")
+    proxy_only = ahead and top["target"] is not None and not top["in_target"].startswith("held")
     checked = [e for e in entries if e["target"] is not None]
     if checked:
         held = [e for e in checked if e["in_target"].startswith("held")]
-        if ahead and top["target"] is not None and not top["in_target"].startswith("held"):
+        if proxy_only:
             verdict = (f"best {top['name']} {pp(top['vs_ce'], top['paired_ci'])} vs CE at the proxy, "
                        f"a proxy lead only — {top['in_target']}")
             if top["in_target"].startswith("not shown"):  # one target seed: a sign to check, not a verdict
@@ -675,7 +680,8 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
     summary = {"counts": counts, "paired": paired, "augment": cfg.get("augment", "none"),
                "grad_scale": cfg.get("grad_scale", "none"), "rungs": cfg.get("rungs"), "regime": regime(cfg),
                "baseline_ce": baseline_accuracy(rows, top_rung),
-               "baseline_ce_seeds": len(baseline_scores(rows, top_rung)), "ahead_of_ce": ahead, "verdict": verdict,
+               "baseline_ce_seeds": len(baseline_scores(rows, top_rung)), "ahead_of_ce": ahead,
+               "proxy_lead_only": proxy_only, "verdict": verdict,
                "chance": chance, "best": entries, "fitness_function": bool(cfg.get("fitness")),
                "target": None if target_text is None else {
                    "regime": target_text, "spec": cfg.get("target"), "finalists": cfg.get("finalists"),
@@ -713,8 +719,8 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
     notes = {e["id"]: f"{e['regime']}; {e['in_target']}" for e in entries}
     new = [r for r, e in zip(best, entries) if not e["known"]]  # a known loss is exported by its own name
     export_losses(rows, run_dir / "best_losses.py", run_dir, class_reduction=class_reduction, ahead=ahead, notes=notes,
-                  chosen=new)
-    export_takeaways(new, run_dir, class_reduction, ahead, notes=notes)
+                  chosen=new, proxy_only=proxy_only)
+    export_takeaways(new, run_dir, class_reduction, ahead, notes=notes, proxy_only=proxy_only)
     return summary
 
 

@@ -154,6 +154,10 @@ def test_the_target_stage_is_paired_with_ce_and_every_fitness_names_its_regime(t
     assert f"## In the {t.describe()}" in md and "did not hold" in md
     assert "a proxy; did not hold" in (tmp_path / "run" / "best_losses.py").read_text()
     assert "a proxy; did not hold" in (tmp_path / "run" / "best_losses.tex").read_text()
+    for export in ("best_losses.py", "best_losses.tex", "best_losses_standalone.py"):  # candidates, not finds
+        head = (tmp_path / "run" / export).read_text()[:300]
+        assert "a proxy lead the target regime did not confirm: not found losses" in head and "Best losses" not in head
+    assert summary["proxy_lead_only"]
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["best"][0]["target"]["paired"] < 0
 
 
