@@ -69,7 +69,7 @@ from ._cli import (
 )
 from .losses import loss_label
 from .models import canonical_model
-from .search import CE_EXPRESSION, FINALISTS
+from .search import CE_EXPRESSION, FINALISTS, trained_scale
 from .stats import format_mean_std, format_pp, mean_std, paired_by_key, paired_differences
 
 PRESETS = {
@@ -308,7 +308,7 @@ class Elimination:
              "steps": cfg.steps, "epochs": cfg.epochs,
              "fitness": out.get("fitness") if out.get("status") == "ok" else None, "status": out["status"],
              "reason": (out.get("reason") or "")[:1000], "wall_time": out.get("wall_time"),
-             "scale": _scale_of(out, self._fixed_scale(cand))})
+             "scale": trained_scale(out, self._fixed_scale(cand))})
 
     def run(self) -> dict:
         """-> {"rounds": [...], "survivors": [...], "ce": {...}, "scores": {label: {round: {seed: acc}}}};
@@ -464,7 +464,7 @@ class Elimination:
             self._record(key, cand, rnd_i, seed, cfg, out)
             self.trained += 1
             v = fitness_of(out)
-            note(cand, seed, v, _scale_of(out, self._fixed_scale(cand)))
+            note(cand, seed, v, trained_scale(out, self._fixed_scale(cand)))
             why = "" if out["status"] == "ok" else f" ({out['status']}: {(out.get('reason') or '')[:80]})"
             self.log(f"eliminate: round {rnd_i} seed {seed} {cand['label']}: {v:.4f}{why}")
 
@@ -562,14 +562,6 @@ def _repeat_text(i: int, rep: dict) -> str:
                 f"are round {j}'s, no new evidence")
     return (f"round {i} reuses round {j}'s trainings on seed(s) {seeds} (same budget, model and size): only its "
             f"other seeds are new, and its means include the seeds round {j} selected these candidates on")
-
-
-def _scale_of(out: dict, fixed: float = 1.0):
-    """The factor the training put on the loss: its fixed scale times the factor the trainer measured."""
-    from .search import grad_scale_factor_of
-
-    factor = grad_scale_factor_of(out.get("per_seed") or [])
-    return None if factor is None else fixed * factor
 
 
 def _vs_ce(scores: dict, label: str, rnd: int) -> tuple[float, float]:

@@ -55,13 +55,13 @@ from .search import (
     SearchConfig,
     finished_trials,
     fitness_of,
-    grad_scale_factor_of,
     make_sampler,
     make_search_space,
     make_storage,
     quiet_optuna,
     resume_stale_trials,
     run_jobs,
+    trained_scale,
 )
 from .train import training_key
 
@@ -225,7 +225,7 @@ def tune(loss, constants: dict | None = None, n_trials: int = 12, batch: int = 4
             trial.set_user_attr("status", out.get("status"))
             trial.set_user_attr("reason", (out.get("reason") or "")[:500])
             trial.set_user_attr("wall_time", out.get("wall_time"))
-            trial.set_user_attr("scale", trained_scale(spec.scale, out))
+            trial.set_user_attr("scale", trained_scale(out, spec.scale) or spec.scale)
             study.tell(trial, value)
             errors = errors + 1 if out.get("status") == "error" else 0
             if errors >= max(3, batch):  # a data/config problem, not a bad constant: stop
@@ -238,15 +238,6 @@ def tune(loss, constants: dict | None = None, n_trials: int = 12, batch: int = 4
         if own:
             executor.close()
     return result_of(study, start, used, store, spec.scale)
-
-
-def trained_scale(spec_scale: float, out: dict) -> float:
-    """The factor a training put on the loss: the spec's own scale times the factor the trainer
-    measured with ``grad_scale="ce"`` (1 without). Training the loss again at this fixed scale, or
-    with ``grad_scale="ce"`` (which measures the scaled loss, so the factor comes out near 1),
-    reproduces it: nothing is rescaled twice."""
-    factor = grad_scale_factor_of(out.get("per_seed") or [])
-    return float(spec_scale) * float(factor if factor else 1.0)
 
 
 def result_of(study, start: dict, used: str = "", store=None, scale: float = 1.0) -> TuneResult:

@@ -69,7 +69,14 @@ from ._rungs import DEFAULT_RUNGS, Rung, make_rungs, parse_rungs, promoted
 from ._runner import HOW_IT_RUNS, Search
 from ._target import DEFAULT_TARGETS, Target, default_target, make_target, parse_target
 from ._taylor import TaylorSearch, is_taylor_run
-from ._worker import SCORES, evaluate_payload, grad_scale_factor_of, rejection_sample, training_payload
+from ._worker import (
+    SCORES,
+    evaluate_payload,
+    grad_scale_factor_of,
+    rejection_sample,
+    trained_scale,
+    training_payload,
+)
 
 __all__ = [
     "ALGORITHMS", "CE_EXPRESSION", "DEFAULT_RUNGS", "DEFAULT_SEED_LOSSES", "DEFAULT_TARGETS", "Discovery",
@@ -83,5 +90,6 @@ __all__ = [
     "known_twin", "make_executor", "make_rungs", "make_sampler", "make_search_space", "make_storage", "make_target",
     "open_search", "parse_rungs", "parse_target", "preset_config", "promoted", "quiet_optuna", "read_run",
     "rejection_sample", "resume_config", "resume_stale_trials", "row_name", "run_and_report", "run_jobs",
-    "run_losses", "summary_counts", "training_payload", "training_regime", "warm_start", "write_report",
+    "run_losses", "summary_counts", "trained_scale", "training_payload", "training_regime", "warm_start",
+    "write_report",
 ]

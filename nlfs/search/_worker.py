@@ -142,6 +142,14 @@ def grad_scale_factor_of(per_seed: list[dict]) -> float | None:
     return first.get("grad_scale_factor", first.get("grad_scale"))
 
 
+def trained_scale(out: dict, fixed: float = 1.0) -> float | None:
+    """The factor a training (``out``: a worker's result) put on the loss: its ``fixed`` scale times the
+    factor the trainer measured with ``grad_scale="ce"`` (1 without); None when the result holds no
+    seed. Training the loss again at this fixed scale reproduces it: nothing is rescaled twice."""
+    factor = grad_scale_factor_of(out.get("per_seed") or [])
+    return None if factor is None else float(fixed) * float(factor)
+
+
 def _evaluate(payload: dict, start: float) -> dict:
     prepared = _prepare(payload, start)
     if isinstance(prepared, dict):
