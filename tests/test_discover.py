@@ -223,7 +223,9 @@ def test_bad_calls_are_refused_before_any_work(tmp_path, table):
     with pytest.raises(ValueError, match=r"resize must be S or \(H, W\)"):
         nlfs.discover(data=table, resize=(8, 8, 8), run_dir=tmp_path / "f")
     assert not any((tmp_path / d / "run.db").exists() for d in "abcd")
-    assert not any((tmp_path / d).exists() for d in "ef")
+    with pytest.raises(ValueError, match=r"seed loss '-y\*log\(p' \(seed_losses, --seed-losses\): expected '\)'"):
+        nlfs.discover(data="digits", seed_losses=["-y*log(p"], run_dir=tmp_path / "g", progress=False)
+    assert not any((tmp_path / d).exists() for d in "efg")
 
 
 def _record_pid(log_path, blob):

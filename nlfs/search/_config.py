@@ -208,7 +208,10 @@ def warm_genotypes(cfg: SearchConfig, space) -> list:
 
     out = []
     for text in cfg.seed_losses:
-        spec = losses.resolve_spec(text)  # an unknown name: "unknown loss 'NGLL'; did you mean NGL?"
+        try:  # an unknown name: "unknown loss 'NGLL'; did you mean NGL?"; a malformed one: the token
+            spec = losses.resolve_spec(text)
+        except ValueError as err:
+            raise ValueError(f"seed loss {text!r} (seed_losses, --seed-losses): {err}") from None
         expr = spec.expr.substitute(dict(spec.constants))
         if expr.constants:
             raise ValueError(f"seed loss {text!r}: named constants {list(expr.constants)} have no values; "
