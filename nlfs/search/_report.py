@@ -44,8 +44,9 @@ def latest_rows(rows: list[dict]) -> list[dict]:
 
 
 def _rank(r: dict):
-    """Higher rungs first (more budget, more seeds), then fitness."""
-    return (-_rung(r), -r["fitness"], r["size"], r["id"])
+    """Higher rungs first (more budget, more seeds), then fitness, then (a tie) the row trained on more
+    seeds: a raced leader before a candidate its score merely equals."""
+    return (-_rung(r), -r["fitness"], -len(_trained_seeds(r)), r["size"], r["id"])
 
 
 def hall_of_fame(rows: list[dict]) -> list[dict]:

@@ -221,3 +221,14 @@ def test_a_known_loss_in_disguise_is_shown_but_is_never_the_verdicts_best_nor_ex
     assert [b.name for b in found.best] == [second] and [e["name"] for e in found.entries()] == [second]
     text = format_summary(summary, "digits")
     assert "[= Poly1 in disguise]" in text and f"verdict: best {second}" in text
+
+
+def test_a_tie_in_fitness_ranks_the_row_trained_on_more_seeds_first():
+    from nlfs.search import best_candidates
+
+    def row(i, size, seeds):
+        return {"id": i, "candidate": i, "expression": f"-y * log(p + {i / 100})", "constants": {}, "fitness": 0.0,
+                "size": size, "status": "ok", "rung": 0, "result": {"seeds": [{"seed": s} for s in range(seeds)]}}
+
+    rows = [row(1, 3, 1), row(2, 9, 4)]  # CE at the ceiling: every candidate ties it; #2 was raced
+    assert [r["id"] for r in best_candidates(rows, 2)] == [2, 1]
