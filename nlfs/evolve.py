@@ -33,6 +33,7 @@ from .search import (
     DEFAULT_TARGETS,
     HOW_IT_RUNS,
     PRESETS,
+    REGIME_BASELINES,
     SCORES,
     data_words,
     default_space,
@@ -61,6 +62,20 @@ def seed_losses(text: str | None, space: str) -> tuple[str, ...]:
             resolve_spec(loss)
         except ValueError as err:
             raise ValueError(f"--seed-losses: {loss!r}: {err}") from None
+    return out
+
+
+def target_baselines(text: str | None):
+    """``--target-baselines``' text: None (the preset's), ``"regime"``, ``"none"``, or loss names or
+    expressions (each checked here, so the message names the option)."""
+    if text is None or text.strip().lower() in ("regime", "none"):
+        return None if text is None else text.strip().lower()
+    out = tuple(split_losses(text))
+    for loss in out:
+        try:
+            resolve_spec(loss)
+        except ValueError as err:
+            raise ValueError(f"--target-baselines: {loss!r}: {err}") from None
     return out
 
 
@@ -164,6 +179,13 @@ def build_parser() -> ArgumentParser:
                          "e.g. 'train_size=all,epochs=8,seeds=2' (default: the whole split at CE's plateau, "
                          f"{_targets_help()}; seeds: the preset's, {quick['target_seeds']} for quick, "
                          f"{paper['target_seeds']} for paper)")
+    ap.add_argument("--target-baselines", default=None, metavar="A,B,...|regime|none",
+                    help="known losses (catalogue names or expressions) trained in the target beside CE on the "
+                         "same seeds: a leader's lead holds only against the strongest of them; 'regime': the "
+                         "target regime's strongest known losses (clean labels: "
+                         f"{','.join(REGIME_BASELINES['clean'])}; label noise: {','.join(REGIME_BASELINES['noisy'])})"
+                         "; default: the preset's, none for quick (its one target seed shows a sign only), "
+                         "regime for paper")
     ap.add_argument("--finalists", type=non_negative_int, default=None, metavar="N",
                     help="leaders raced at the last rung and trained in the target (0: neither; default: "
                          f"the preset's, {quick['finalists']} for quick, {paper['finalists']} for paper)")
@@ -197,7 +219,7 @@ def config_from_args(args):
         pack=args.pack, progress=not args.no_progress, augment=args.augment, grad_scale=args.grad_scale, eta=args.eta,
         paired=not args.unpaired, score=args.score, rungs=parse_rungs(args.rungs) if args.rungs else None,
         seed_mutants=3 if args.seed_mutants is None else args.seed_mutants, race_seeds=args.race_seeds,
-        warm_starts_compete=args.warm_starts_compete,
+        warm_starts_compete=args.warm_starts_compete, target_baselines=target_baselines(args.target_baselines),
         train_overrides=training_overrides(args, ("label_noise", "label_noise_kind", "resize")))
 
 
@@ -233,8 +255,9 @@ def _main(argv=None) -> int:
     if getattr(search, "rungs", ()) and cfg.finalists and cfg.is_paired:
         race = (f"raced to a 95% interval or {cfg.race_seeds} seeds, then " if cfg.racing else "")
         target = search.target.describe(unit, cfg.dataset, cfg.train_config())
+        beside = f", beside {', '.join(cfg.target_baselines)} on the same seeds" if cfg.target_baselines else ""
         print(f"  then the {cfg.finalists} leader(s): {race}trained in the {target}, "
-              f"{search.target.seeds} seed(s), paired with CE", file=sys.stderr)
+              f"{search.target.seeds} seed(s), paired with CE{beside}", file=sys.stderr)
     with resume_with(resume):
         summary, stopped = run_and_report(search)
     if stopped:

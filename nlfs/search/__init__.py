@@ -3,7 +3,7 @@ executors, and ``discover`` (a search on a user's data, model or training loop, 
 
 from ._algorithms import ALGORITHMS, GeneticProgramming, RegularizedEvolution, warm_start
 from ._config import PRESETS, SearchConfig
-from ._db import RunDB, RunDirError, read_run
+from ._db import RunDB, RunDirError, read_run, read_target_baselines
 from ._discover import (
     DEFAULT_SEED_LOSSES,
     FITNESS_RUNGS,
@@ -67,7 +67,15 @@ from ._report import (
 from ._rows import CE_EXPRESSION, summary_counts
 from ._rungs import DEFAULT_RUNGS, Rung, make_rungs, parse_rungs, promoted
 from ._runner import HOW_IT_RUNS, Search
-from ._target import DEFAULT_TARGETS, Target, default_target, make_target, parse_target
+from ._target import (
+    DEFAULT_TARGETS,
+    REGIME_BASELINES,
+    Target,
+    default_target,
+    make_target,
+    parse_target,
+    regime_baselines,
+)
 from ._taylor import TaylorSearch, is_taylor_run
 from ._worker import (
     SCORES,
@@ -81,7 +89,8 @@ from ._worker import (
 __all__ = [
     "ALGORITHMS", "CE_EXPRESSION", "DEFAULT_RUNGS", "DEFAULT_SEED_LOSSES", "DEFAULT_TARGETS", "Discovery",
     "FINALISTS", "FITNESS_RUNGS", "FilterOutcome", "FoundLoss", "GeneticProgramming", "HOW_IT_RUNS", "InlineExecutor",
-    "OPTUNA_SAMPLERS", "PRESETS", "PackingExecutor", "ProcessExecutor", "RayExecutor", "RegularizedEvolution",
+    "OPTUNA_SAMPLERS", "PRESETS", "PackingExecutor", "ProcessExecutor", "REGIME_BASELINES", "RayExecutor",
+    "RegularizedEvolution",
     "RunDB", "RunDirError", "Rung", "SCORES", "STAGES", "Search", "SearchConfig", "TUNED", "Target", "TaylorSearch",
     "WARM_START", "best_candidates", "best_new_candidates", "changed_tunings", "cheap_filters", "data_words",
     "default_dataset", "default_range", "default_space", "default_target", "default_threads", "default_workers",
@@ -89,6 +98,7 @@ __all__ = [
     "fitness_of", "format_summary", "grad_scale_factor_of", "is_paired_run", "is_taylor_run", "known_family",
     "known_twin", "make_executor", "make_rungs", "make_sampler", "make_search_space", "make_storage", "make_target",
     "open_search", "parse_rungs", "parse_target", "preset_config", "promoted", "quiet_optuna", "read_run",
+    "read_target_baselines", "regime_baselines",
     "rejection_sample", "resume_config", "resume_stale_trials", "row_name", "run_and_report", "run_jobs",
     "run_losses", "summary_counts", "trained_scale", "training_payload", "training_regime", "warm_start",
     "write_report",

@@ -46,6 +46,23 @@ CREATE TABLE IF NOT EXISTS state (id INTEGER PRIMARY KEY CHECK (id = 1), blob BL
                                   updated REAL NOT NULL);
 -- A finished training whose row waits for others (a seed of a job split across workers, or a leader
 -- whose CE baseline is still training): kept so that a killed run does not train it again.
+-- The known losses trained in the target beside CE (SearchConfig.target_baselines: the regime's strongest,
+-- such as label smoothing, or GCE under label noise), one row per (loss, target, seed): what a leader's
+-- lead is measured against besides CE. Not candidates, so never rows of evaluations.
+CREATE TABLE IF NOT EXISTS target_baselines (
+    name TEXT NOT NULL,              -- as given: a catalogue name or an expression
+    expression TEXT NOT NULL,        -- the expression trained (named constants' values in constants)
+    constants TEXT NOT NULL,         -- JSON {name: value}
+    class_reduction TEXT NOT NULL,
+    fidelity TEXT NOT NULL,          -- the target's key, as its CE rows'
+    seed INTEGER NOT NULL,
+    status TEXT NOT NULL,            -- ok | diverged | error
+    accuracy REAL,                   -- the training's score, as CE's fitness there; NULL unless ok
+    reason TEXT,
+    wall_time REAL, cpu_time REAL,
+    created REAL NOT NULL,
+    PRIMARY KEY (name, fidelity, seed)
+);
 CREATE TABLE IF NOT EXISTS held (
     payload TEXT PRIMARY KEY,        -- the training job, JSON with sorted keys (same job, same result)
     result TEXT NOT NULL,            -- JSON: the worker's result
@@ -76,6 +93,8 @@ CREATE TABLE IF NOT EXISTS elimination (
                                  -- without rescaling); NULL when the training reported none, or before recorded
 );
 """
+TARGET_BASELINE_COLUMNS = ("name", "expression", "constants", "class_reduction", "fidelity", "seed", "status",
+                           "accuracy", "reason", "wall_time", "cpu_time")
 ELIMINATION_COLUMNS = ("key", "candidate", "eval_id", "expression", "constants", "round", "seed", "model", "steps",
                        "epochs", "fitness", "status", "reason", "wall_time", "scale")
 # Columns added to the elimination table after its first release: an older one gains them on open_elimination.
@@ -228,6 +247,23 @@ class RunDB:
         """Forget the results kept for ``payloads`` (their row is recorded)."""
         self.conn.executemany("DELETE FROM held WHERE payload = ?", [(_payload_key(p),) for p in payloads])
 
+    # -- the regime's strong baselines in the target ---------------------------------------------------
+    def record_target_baseline(self, row: dict) -> None:
+        """Record one training of a target baseline (``TARGET_BASELINE_COLUMNS``) in one transaction."""
+        values = [_encode(k, row.get(k)) for k in TARGET_BASELINE_COLUMNS]
+        with self._transaction() as cur:
+            cur.execute(f"INSERT OR REPLACE INTO target_baselines ({', '.join(TARGET_BASELINE_COLUMNS)}, created) "
+                        f"VALUES ({', '.join('?' * len(TARGET_BASELINE_COLUMNS))}, ?)", (*values, time.time()))
+
+    def target_baseline_rows(self) -> list[dict]:
+        """Every target baseline training recorded (none in a run from before them)."""
+        try:
+            cur = self.conn.execute("SELECT * FROM target_baselines ORDER BY name, seed")
+        except sqlite3.OperationalError:  # a run from before the table, read without writing to it
+            return []
+        names = [d[0] for d in cur.description]
+        return [_decode(dict(zip(names, r))) for r in cur.fetchall()]
+
     # -- elimination ------------------------------------------------------------------------------------
     def open_elimination(self) -> None:
         """Create the elimination table if the run has none, and give an older one the columns added
@@ -293,6 +329,18 @@ def read_config(run_dir: str | Path) -> dict:
     db = RunDB(path, readonly=True)
     try:
         return db.get_meta("config") or {}
+    finally:
+        db.close()
+
+
+def read_target_baselines(run_dir: str | Path) -> list[dict]:
+    """The target baseline trainings of the run in ``run_dir`` ([] where there is no run or none)."""
+    path = Path(run_dir) / "run.db"
+    if not path.is_file():
+        return []
+    db = RunDB(path, readonly=True)
+    try:
+        return db.target_baseline_rows()
     finally:
         db.close()
 

@@ -67,10 +67,13 @@ def preset_config(preset: str = "quick", *, algorithm: str = "gp", space: str | 
                   dataset: str | None = None, run_dir: str | None = None, budget: int | None = None,
                   time_limit: float | None = None, population: int | None = None, sample: int | None = None,
                   initial: int | None = None, finalists: int | None = None, target: dict | None = None,
-                  seed_losses=None, no_filters: bool = False, **fields) -> SearchConfig:
+                  seed_losses=None, no_filters: bool = False, target_baselines=None, **fields) -> SearchConfig:
     """A search's configuration from a preset and what was given (None: the preset's or the default):
     ``time_limit`` in seconds (default: the preset's when ``budget`` is not given), ``seed_losses``
-    None for the default warm start of tree spaces; ``fields``, any other ``SearchConfig`` field."""
+    None for the default warm start of tree spaces; ``target_baselines`` a list of losses, ``"regime"``
+    for the target regime's strongest known losses (``REGIME_BASELINES``) or ``"none"``, None for the
+    preset's choice (a fitness function's regime is unknown: none unless given); ``fields``, any other
+    ``SearchConfig`` field."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose {', '.join(sorted(PRESETS))}")
     p = dict(PRESETS[preset])
@@ -104,12 +107,36 @@ def preset_config(preset: str = "quick", *, algorithm: str = "gp", space: str | 
         cfg.target = {**cfg.target, "seeds": p["target_seeds"]}
     if fitness and cfg.rungs is None:
         cfg.rungs = [dict(r) for r in FITNESS_RUNGS]
+    if target_baselines is None:
+        target_baselines = "regime" if p["regime_baselines"] and not fitness else "none"
+    cfg.target_baselines = regime_target_baselines(target_baselines, cfg)
     if no_filters:
         cfg.filters = ("validity",)
     if (cfg.algorithm == "taylor" and cfg.dataset == "fashion-mnist" and preset == "quick"
             and cfg.train_size is None):  # TaylorGLO trains at one budget: keep it to minutes on a CPU
         cfg.train_size, cfg.epochs = 4000, cfg.epochs or 3
     return cfg
+
+
+def regime_target_baselines(value, cfg: SearchConfig) -> tuple[str, ...]:
+    """``target_baselines`` as given (losses, ``"regime"`` or ``"none"``) for the run ``cfg``: ``"regime"``
+    is its target's strongest known losses, by the label noise the target trains with (its own, else the
+    run's); a fitness function's regime is nlfs's to guess, so it names them itself."""
+    from ._target import make_target, regime_baselines
+
+    if isinstance(value, str) and value.strip().lower() in ("none", ""):
+        return ()
+    if isinstance(value, str) and value.strip().lower() == "regime":
+        if cfg.fitness:
+            raise ValueError("target_baselines 'regime': a fitness function's regime (its label noise) is its own; "
+                             "name the losses, e.g. ('LabelSmoothingCE', 'Poly1'), or under label noise "
+                             "('GCE', 'SCE', 'NCEandRCE')")
+        target = make_target(cfg.target).train
+        noise = target["label_noise"] if "label_noise" in target else cfg.train_overrides.get("label_noise", 0.0)
+        return regime_baselines(noise)
+    if isinstance(value, str):
+        raise ValueError(f"target_baselines must be a list of losses, 'regime' or 'none', got {value!r}")
+    return tuple(value)
 
 
 def open_search(cfg: SearchConfig, resume: bool = False, fitness=None, popsize: int | None = None, log=None):
@@ -279,6 +306,11 @@ def changed_settings(run_dir: Path, options: dict) -> list[str]:
             continue
         if key == "no_filters":
             same = bool(value) == (plain(saved.get("filters")) == ["validity"])
+        elif key == "target_baselines":  # "regime" or "none" as the run resolved them
+            from ._config import SearchConfig
+
+            value = regime_target_baselines(value, SearchConfig.from_dict(saved, strict=False))
+            same = list(value) == list(saved.get("target_baselines") or [])
         elif key == "target":  # as the run saved it: checked, and with the preset's seeds unless given
             spec = parse_target(value) if isinstance(value, str) else dict(value)
             old = dict(saved.get("target") or {})

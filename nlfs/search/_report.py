@@ -12,7 +12,7 @@ from pathlib import Path
 from .._io import atomic_write
 from ..stats import format_pp as pp
 from ..stats import mean
-from ._db import read_config
+from ._db import read_config, read_target_baselines
 from ._filters import WARM_START, family_record, family_text, known_twin
 from ._rows import CE_EXPRESSION, summary_counts
 from ._rungs import base_length, budget_text, with_length
@@ -161,6 +161,11 @@ def _paired(seeds: list[dict]) -> list[float]:
     return [s["paired"] for s in seeds if s.get("paired") is not None]
 
 
+def _interval(test) -> list[float]:
+    """A paired test's 95% interval; the mean twice where the differences have no spread (NaN there)."""
+    return [test.ci_low, test.ci_high] if test.ci_low == test.ci_low else [test.mean_diff, test.mean_diff]
+
+
 def seed_stats(r: dict) -> dict:
     """Per-seed accuracy and paired difference to CE of a row: means, sample std, its 95% t-interval
     (two seeds or more), seeds. Differences are fractions; reports print them in percentage points."""
@@ -170,10 +175,7 @@ def seed_stats(r: dict) -> dict:
 
     seeds = _trained_seeds(r)
     paired = _paired(seeds)
-    ci = None
-    if len(paired) > 1:
-        t = paired_test(paired, [0.0] * len(paired))
-        ci = [t.ci_low, t.ci_high] if t.ci_low == t.ci_low else [t.mean_diff, t.mean_diff]  # NaN: no spread
+    ci = _interval(paired_test(paired, [0.0] * len(paired))) if len(paired) > 1 else None
     return {"seeds": len(seeds), "accuracy": r.get("accuracy", r.get("fitness")),
             "paired": statistics.fmean(paired) if paired else None,
             "paired_sd": statistics.stdev(paired) if len(paired) > 1 else None, "paired_ci": ci}
@@ -516,25 +518,85 @@ def target_results(rows: list[dict]) -> dict:
         out[r.get("candidate") or r["id"]] = {
             "id": r["id"], "status": r["status"], "reason": r.get("reason") or "", "seeds": st["seeds"],
             "accuracy": st["accuracy"], "ce_accuracy": mean(ce, empty=None),
-            "paired": st["paired"], "paired_ci": st["paired_ci"]}
+            "paired": st["paired"], "paired_ci": st["paired_ci"], "fidelity": r.get("fidelity"),
+            "per_seed": {s["seed"]: s["acc"] for s in _trained_seeds(r) if s.get("acc") is not None}}
     return out
 
 
-def target_note(t: dict | None) -> str:
-    """Whether a leader's lead held in the target: ahead of CE there by an interval excluding 0, or not
-    (behind, or within seed noise), or not shown (one seed: no interval), or never checked."""
+def target_baselines(trainings: list[dict], rows: list[dict], fidelity: str | None) -> list[dict]:
+    """The known losses trained in the target beside CE (``RunDB.target_baseline_rows``), one entry each:
+    its per-seed accuracy, mean, and paired difference to CE on the same seeds with its 95% interval;
+    failed seeds counted apart (a loss with one fails as a whole: it did not train in this regime)."""
+    from ..stats import paired_by_key
+
+    if not trainings:
+        return []
+    ce = {b.get("seed"): b["fitness"] for b in rows if b["status"] == "baseline" and b.get("fidelity") == fidelity
+          and b.get("fitness") is not None}
+    out: dict[str, dict] = {}
+    for t in trainings:
+        if t["fidelity"] != fidelity:
+            continue
+        e = out.setdefault(t["name"], {"name": t["name"], "expression": t["expression"], "per_seed": {},
+                                       "failed": [], "reason": ""})
+        if t["status"] == "ok" and t.get("accuracy") is not None:
+            e["per_seed"][t["seed"]] = t["accuracy"]
+        else:
+            e["failed"].append(t["seed"])
+            e["reason"] = e["reason"] or f"{t['status']}: {(t.get('reason') or '')[:80]}"
+    for e in out.values():
+        e["seeds"] = len(e["per_seed"])
+        e["accuracy"] = mean(e["per_seed"].values(), empty=None)
+        shared = set(e["per_seed"]) & set(ce)
+        e["vs_ce"], e["vs_ce_ci"] = None, None
+        if shared:
+            test = paired_by_key({s: e["per_seed"][s] for s in shared}, {s: ce[s] for s in shared})
+            e["vs_ce"] = test.mean_diff
+            e["vs_ce_ci"] = _interval(test) if len(shared) > 1 else None
+    return list(out.values())
+
+
+def strongest_known(t: dict, baselines: list[dict]) -> dict | None:
+    """The strongest of the target baselines that trained on every seed of the leader's target result
+    ``t`` (highest mean accuracy on them), and the leader's paired difference to it with its 95%
+    interval (None under 2 seeds); None where no baseline trained there, or where CE stands above every
+    one of them (then the comparison with CE is the one against the strongest)."""
+    from ..stats import paired_by_key
+
+    seeds = set(t.get("per_seed") or {})
+    ok = [b for b in baselines if seeds and not b["failed"] and seeds <= set(b["per_seed"])]
+    if not ok:
+        return None
+    best = max(ok, key=lambda b: (mean(b["per_seed"][s] for s in seeds), b["name"]))
+    if best["vs_ce"] is not None and best["vs_ce"] <= 0:
+        return None
+    test = paired_by_key({s: t["per_seed"][s] for s in seeds}, {s: best["per_seed"][s] for s in seeds})
+    ci = _interval(test) if len(seeds) > 1 else None
+    return {"name": best["name"], "diff": test.mean_diff, "ci": ci, "seeds": len(seeds)}
+
+
+def target_note(t: dict | None, strongest: dict | None = None) -> str:
+    """Whether a leader's lead held in the target: ahead of CE there by an interval excluding 0 and, where
+    the regime's strong baselines trained beside it (``strongest``: ``strongest_known``), ahead of the
+    strongest of them the same way; or not (behind, or within seed noise), or not shown (one seed: no
+    interval), or never checked."""
     if t is None:
         return "not checked in the target"
     if t["status"] != "ok" or t.get("paired") is None:
         return f"did not hold: {t['status']} in the target" + (f" ({t['reason'][:80]})" if t.get("reason") else "")
     d, ci = t["paired"], t.get("paired_ci")
+    versus = "" if strongest is None else (f", {pp(strongest['diff'], strongest['ci'])} vs {strongest['name']} "
+                                           "(the strongest known loss trained there)")
     if ci is None:  # one seed: a sign, not evidence; never counted as held
         if d > 0:
-            return f"not shown to hold: ahead by {pp(d)} on 1 seed in the target, too few for an interval"
-        return f"did not hold: {pp(d)} on 1 seed in the target"
-    shown = pp(d, ci) + (f" ({t['seeds']} seeds)" if t.get("seeds") else "")
+            return (f"not shown to hold: ahead by {pp(d)} on 1 seed in the target{versus}, too few for an "
+                    "interval")
+        return f"did not hold: {pp(d)} on 1 seed in the target{versus}"
+    shown = pp(d, ci) + (" vs CE" if versus else "") + (f" ({t['seeds']} seeds)" if t.get("seeds") else "") + versus
     if d > 0 and ci[0] > 0:
-        return f"held in the target: {shown}"
+        if strongest is None or (strongest["ci"] is not None and strongest["ci"][0] > 0):
+            return f"held in the target: {shown}"
+        return f"did not hold against {strongest['name']}: {shown} in the target"
     return f"did not hold: {shown} in the target" + (", within seed noise" if d > 0 else "")
 
 
@@ -564,6 +626,18 @@ def target_describe(cfg: dict) -> str | None:
         return make_target(cfg["target"]).describe(unit, None if cfg.get("fitness") else cfg.get("dataset", "?"), base)
     except (TypeError, ValueError):
         return None
+
+
+def _regime_defaults(cfg: dict) -> tuple[str, ...]:
+    """The strong baselines ``--target-baselines regime`` would train for the run saved as ``cfg``."""
+    from ._target import make_target, regime_baselines
+
+    try:
+        target = make_target(cfg.get("target") or {}).train
+    except ValueError:
+        target = {}
+    noise = target["label_noise"] if "label_noise" in target else (cfg.get("train_overrides") or {}).get("label_noise")
+    return regime_baselines(noise)
 
 
 def confirm(cfg: dict | None, fitness: bool = False) -> str:
@@ -614,8 +688,10 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
         e["lead"] = lead_note(e, chance, top_rung, last_rung)
         e["regime"] = rung_regime(cfg, _rung(r), e["seeds"])
         t = in_target.get(r.get("candidate") or r["id"])
-        e["target"] = None if t is None else {**t, "regime": target_text}
-        e["in_target"] = target_note(t)
+        strongest = None if t is None else strongest_known(t, known)
+        e["target"] = None if t is None else {**{k: v for k, v in t.items() if k != "per_seed"},
+                                              "regime": target_text, "vs_strongest": strongest}
+        e["in_target"] = target_note(t, strongest)
         # a leader checked in the target may be a catalogue loss at other constants (seconds each: only these);
         # a warm start too (one the user tuned), not a catalogue loss at its published ones
         catalogue = e["same_as"] and not e["same_as"].startswith(WARM_START)
@@ -636,6 +712,8 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
 
     in_target = target_results(rows)
     target_text = target_describe(cfg)
+    fidelity = next((t["fidelity"] for t in in_target.values()), None)
+    known = target_baselines(read_target_baselines(run_dir), rows, fidelity)
     # the proxy's best new loss (shown, though not always first): the verdict's subject, never a known loss
     ranked = next((r for r in best_candidates(rows, len(rows)) if not known_loss(r, cfg)), None)
     if ranked is not None and all(r["id"] != ranked["id"] for r in best):
@@ -670,6 +748,11 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
         if others:
             verdict += "; " + ", ".join(f"{e['name']} {e['in_target']}" for e in others)
         verdict += "" if held else "; no lead held in the target"
+        if held and not known:  # held against CE alone: the regime's strongest known losses never trained
+            verdict += ("; held against CE only: no known loss of the regime (" + (
+                "say which: target_baselines=" if cfg.get("fitness") else
+                f"{', '.join(_regime_defaults(cfg))}: --target-baselines regime") + ") was trained in the target "
+                "to compare with")
         retuned = [e for e in held if e["known_family"]]
         if retuned:
             verdict += "; " + ", ".join(f"{e['name']} is {family_text(e['known_family'])}" for e in retuned) + (
@@ -687,7 +770,9 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
                "target": None if target_text is None else {
                    "regime": target_text, "spec": cfg.get("target"), "finalists": cfg.get("finalists"),
                    "race_seeds": cfg.get("race_seeds"), "checked": len(in_target),
-                   "held": sum(target_note(t).startswith("held") for t in in_target.values())},
+                   "held": sum(target_note(t, strongest_known(t, known)).startswith("held")
+                               for t in in_target.values()),
+                   "baselines": [{k: v for k, v in b.items() if k != "per_seed"} for b in known]},
                "hall_of_fame": [entry(r) for r in hof]}
     atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2))
     if len(families) != fitted:
@@ -715,6 +800,15 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
                f"{e['target']['seeds']} | "
                f"{pp(e['target']['paired'], e['target']['paired_ci']) if e['target']['paired'] is not None else '-'}"
                f" | {e['in_target']} |" for e in checked]
+        if known:
+            md += ["", "Known losses trained in the target beside CE, on the same seeds (the regime's strong "
+                   "baselines: a lead holds only against the strongest of them):", "",
+                   "| loss | expression | seeds | accuracy | vs CE, same seeds |", "|---|---|---|---|---|"]
+            for b in known:
+                failed = f" ({len(b['failed'])} failed: {b['reason']})" if b["failed"] else ""
+                acc = "-" if b["accuracy"] is None else f"{b['accuracy']:.4f}"
+                md.append(f"| {b['name']} | `{b['expression']}` | {b['seeds']}{failed} | {acc} | "
+                          f"{pp(b['vs_ce'], b['vs_ce_ci']) if b['vs_ce'] is not None else '-'} |")
     atomic_write(run_dir / "hall_of_fame.md", "\n".join(md) + "\n")
     plot_fitness(rows, run_dir / "fitness.png", paired)
     notes = {e["id"]: f"{e['regime']}; {e['in_target']}" for e in entries}
@@ -773,6 +867,11 @@ def format_summary(summary: dict, dataset: str) -> str:
             if r.get("target") is not None or r.get("lead", "").startswith("ahead"):
                 where, held = r.get("regime", "a screening rung"), r.get("in_target", "not checked in the target")
                 lines.append(f"  {r.get('name')}: {pp(r.get('vs_ce'), r.get('paired_ci'))} at {where} -> {held}")
+        if target.get("baselines"):
+            lines.append("  known losses trained there beside CE, same seeds: " + "; ".join(
+                f"{b['name']} " + (f"failed ({b['reason']})" if b["failed"] or b["accuracy"] is None else
+                                   f"{b['accuracy']:.4f} ({pp(b['vs_ce'], b['vs_ce_ci'])} vs CE)")
+                for b in target["baselines"]))
     chance = summary.get("chance")
     if chance:
         few = (f" (an estimate from only {chance['noise_from']} candidate(s): rough)"

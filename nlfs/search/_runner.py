@@ -385,12 +385,13 @@ class Search:
         backend, dataset or model that cannot train CE cannot score anything)."""
         self.train_beside_baselines(executor, wanted, [])
 
-    def train_beside_baselines(self, executor, wanted, work: list) -> list[dict]:
+    def train_beside_baselines(self, executor, wanted, work: list, others=()) -> list[dict]:
         """The CE baselines ``wanted`` needs and the candidate jobs ``work`` (``(job, payload)``), in
         flight together, CE's first and each candidate seed a job of its own (a leader's seeds train on
         every worker at once); each candidate's row is written once all its seeds are in and CE has
         every seed it is paired with. A finished candidate seed is held in the run database until then,
-        so a killed run does not train it again."""
+        so a killed run does not train it again. ``others``: target baseline jobs (``((kind, name,
+        seed), payload)``), trained beside them and recorded as each finishes."""
         if wanted is None:
             wanted = [(rung.index, self.cfg.seeds(rung)) for rung in self.rungs]
         jobs, seen = [], set()
@@ -406,6 +407,7 @@ class Search:
         results = [[self.db.held(part) for part in split] for split in parts]  # a killed run's, kept
         jobs += [(("part", i, k), part) for i, split in enumerate(parts) for k, part in enumerate(split)
                  if results[i][k] is None]
+        jobs += list(others)
         rows, written = [], set()
 
         def write_ready():
@@ -422,6 +424,8 @@ class Search:
         for key, out in run_jobs(executor, jobs):
             if key[0] == "CE":
                 self._record_baseline(key[1], key[2], out)
+            elif key[0] == "target baseline":
+                self._record_target_baseline(key[1], key[2], out, dict(others)[key])
             else:
                 _, i, k = key
                 self.db.hold(parts[i][k], out)
@@ -443,6 +447,18 @@ class Search:
         row["id"] = self.db.record(row)
         self._remember(row)
         self._warn_near_chance(where, out["fitness"])
+
+    def _record_target_baseline(self, name: str, seed: int, out: dict, payload: dict) -> None:
+        """One training of a target baseline; one that fails is recorded as failed (the regime's other
+        baselines and CE still stand), never stops the run."""
+        ok = out["status"] == "ok"
+        self.db.record_target_baseline({
+            "name": name, "expression": payload["expression"], "constants": payload.get("constants") or {},
+            "class_reduction": payload["class_reduction"], "fidelity": self.target.fidelity, "seed": seed,
+            "status": out["status"], "accuracy": out.get("fitness") if ok else None,
+            "reason": out.get("reason") or "", "wall_time": out.get("wall_time"), "cpu_time": out.get("cpu_time")})
+        if not ok:
+            self.log(f"target baseline {name} (seed {seed}) {out['status']}: {(out.get('reason') or '')[:120]}")
 
     def _warn_near_chance(self, where: str, accuracy: float) -> None:
         """Say so when CE itself stays near chance at a rung, or reaches the ceiling: there every loss
@@ -572,13 +588,21 @@ class Search:
 
     def target_stage(self, executor) -> None:
         """Train each leader in the target regime with the target's seeds, paired with CE trained
-        there on the same seeds; rows at rung ``len(rungs)`` with the target's fidelity. A leader with
-        a recorded target row is not trained again (a killed stage resumes)."""
+        there on the same seeds, and the run's target baselines (the regime's strongest known losses)
+        beside them on the same seeds; leaders' rows at rung ``len(rungs)`` with the target's fidelity,
+        the baselines' in their own table. A leader or a baseline seed with a recorded result is not
+        trained again (a killed stage resumes)."""
         index, seeds = len(self.rungs), [self.cfg.seed + i for i in range(self.target.seeds)]
         done = {r.get("candidate") for r in self.db.rows("WHERE COALESCE(rung, 0) = ? AND status IN "
                                                          "('ok', 'diverged')", (index,))}
-        todo = [c for c in self.leaders() if c not in done]
-        if not todo:
+        leaders = self.leaders()
+        todo = [c for c in leaders if c not in done]
+        fidelity = self.target.fidelity
+        trained = {(r["name"], r["seed"]) for r in self.db.target_baseline_rows()
+                   if r["fidelity"] == fidelity and r["status"] in ("ok", "diverged")}
+        known = [(text, spec, seed) for text, spec in zip(self.cfg.target_baselines, self.cfg.target_baseline_specs())
+                 for seed in seeds if (text, seed) not in trained] if leaders else []
+        if not todo and not known:
             return
         from ._report import data_words
 
@@ -586,8 +610,9 @@ class Search:
                                                                      self.cfg.data_root)[0]
         dataset = None if self.cfg.fitness else self.cfg.dataset
         regime = self.target.describe(unit, dataset, self.cfg.train_config())
-        self.log(f"training {len(todo)} leader(s) in the {regime}, {len(seeds)} "
-                 "seed(s) each")
+        beside = sorted({text for text, _, _ in known})
+        self.log(f"training {len(todo)} leader(s) in the {regime}, {len(seeds)} seed(s) each"
+                 + (f", beside the known losses {', '.join(beside)}" if beside else ""))
         work = []
         for cand in todo:
             job = self.promotion_job({"genotype": None, "rung": index, "candidate": cand}, seeds, "target")
@@ -595,7 +620,10 @@ class Search:
                 self.finish(job, {"status": "ok", "per_seed": [], "wall_time": 0.0})
                 continue
             work.append((job, job["payload"]))
-        self.train_beside_baselines(executor, [(index, seeds)], work)  # CE and the leaders at once
+        others = [(("target baseline", text, seed), {**self._payload_at(
+            {"expression": str(spec.expr), "constants": dict(spec.constants)}, index, [seed]),
+            "class_reduction": spec.class_reduction, "name": text}) for text, spec, seed in known]
+        self.train_beside_baselines(executor, [(index, seeds)], work, others)  # all of them at once
 
     def _loop(self, executor, bar) -> None:
         cfg = self.cfg

@@ -1,0 +1,178 @@
+"""The regime's strongest known losses trained in the target beside CE (``target_baselines``): a lead
+holds only against the strongest of them, every report names them, a killed stage resumes, and the
+presets and the CLI choose them by the target's regime."""
+
+import json
+
+import pytest
+
+from nlfs import losses
+from nlfs.search import REGIME_BASELINES, SearchConfig, preset_config, read_target_baselines
+from nlfs.search._report import format_summary, write_report
+from tests.runs import run_search
+from tests.search.test_target_stage import CE, LEAD, FakeExecutor, config
+
+LS = str(losses.get("LabelSmoothingCE").expr)
+POLY = str(losses.get("Poly1").expr)
+GCE = str(losses.get("GCE").expr)
+
+
+def trainer(target: dict):
+    """CE 0.5 everywhere; in the target (train_size None) each loss at ``target[expression]`` plus a
+    small per-seed wobble, so that paired intervals have a spread; LEAD leads at the proxy."""
+
+    def accuracy(expression, train, seed):
+        if train.get("train_size") is not None:  # a screening rung
+            return 0.55 + 0.01 * (seed % 3) if expression == LEAD else 0.5 if expression == CE else 0.3
+        wobble = 0.002 * (seed % 2) if expression != CE else 0.0
+        return target.get(expression, 0.5) + wobble
+    return accuracy
+
+
+def run(tmp_path, target: dict, baselines=("LabelSmoothingCE", "Poly1"), executor=None, **kw):
+    cfg = config(tmp_path / "run", losses=(LEAD,), race_seeds=0, target={**config(tmp_path).target, "seeds": 3},
+                 target_baselines=tuple(baselines), **kw)
+    ex = executor or FakeExecutor(accuracy=trainer(target))
+    rows = run_search(cfg, ex)
+    return cfg, ex, rows, write_report(tmp_path / "run", rows)
+
+
+def test_a_lead_over_ce_that_is_behind_label_smoothing_did_not_hold(tmp_path):
+    cfg, ex, rows, summary = run(tmp_path, {LEAD: 0.53, LS: 0.54, POLY: 0.52})
+    fid = cfg.target_regime().fidelity
+    trained = read_target_baselines(tmp_path / "run")
+    assert sorted((t["name"], t["seed"]) for t in trained) == [
+        (n, s) for n in ("LabelSmoothingCE", "Poly1") for s in (0, 1, 2)]
+    assert all(t["fidelity"] == fid and t["status"] == "ok" for t in trained)
+    assert ex.trained[(LS, (None, 3, None), 2)] == 1  # the target's regime and seeds, once each
+    lead = summary["best"][0]
+    assert lead["expression"] == LEAD and lead["target"]["paired"] == pytest.approx(0.03 + 0.002 / 3)
+    assert lead["target"]["vs_strongest"]["name"] == "LabelSmoothingCE"
+    assert lead["target"]["vs_strongest"]["diff"] == pytest.approx(-0.01)
+    assert lead["in_target"].startswith("did not hold against LabelSmoothingCE: +3.07 pp")
+    assert "-1.00 pp" in lead["in_target"] and "vs LabelSmoothingCE (the strongest known loss" in lead["in_target"]
+    assert summary["target"]["held"] == 0 and summary["proxy_lead_only"]
+    assert "no lead held in the target" in summary["verdict"]
+    base = {b["name"]: b for b in summary["target"]["baselines"]}
+    assert base["LabelSmoothingCE"]["accuracy"] == pytest.approx(0.54 + 0.002 / 3)
+    assert base["Poly1"]["vs_ce"] == pytest.approx(0.02 + 0.002 / 3)
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["target"]["baselines"][0]["seeds"] == 3
+    md = (tmp_path / "run" / "hall_of_fame.md").read_text()
+    assert "Known losses trained in the target beside CE" in md and f"| LabelSmoothingCE | `{LS}` | 3 | 0.5407 |" in md
+    text = format_summary(summary, "digits")
+    assert "known losses trained there beside CE, same seeds: LabelSmoothingCE 0.5407 (+4.07 pp" in text
+
+
+def test_a_lead_over_the_strongest_known_loss_holds_and_says_against_which(tmp_path):
+    _, _, _, summary = run(tmp_path, {LEAD: 0.56, LS: 0.54, POLY: 0.52})
+    lead = summary["best"][0]
+    assert lead["in_target"].startswith("held in the target: +6.07 pp") and "vs CE (3 seeds)" in lead["in_target"]
+    assert "+2.00 pp" in lead["in_target"] and "vs LabelSmoothingCE" in lead["in_target"]
+    assert summary["target"]["held"] == 1 and not summary["proxy_lead_only"]
+    assert "held against CE only" not in summary["verdict"]
+
+
+def test_known_losses_below_ce_leave_ce_the_one_to_beat(tmp_path):
+    _, _, _, summary = run(tmp_path, {LEAD: 0.52, LS: 0.48, POLY: 0.47})
+    lead = summary["best"][0]
+    assert lead["target"]["vs_strongest"] is None and lead["in_target"].startswith("held in the target: +2.07 pp")
+
+
+def test_a_known_loss_that_fails_is_reported_and_not_the_one_to_beat(tmp_path):
+    class Diverges(FakeExecutor):
+        def submit(self, payload):
+            h = super().submit(payload)
+            if payload["expression"] == LS:
+                self.results[h][1].update(status="diverged", reason="loss went NaN", fitness=None)
+            return h
+
+    _, ex, _, summary = run(tmp_path, {LEAD: 0.53, LS: 0.60, POLY: 0.52},
+                            executor=Diverges(accuracy=trainer({LEAD: 0.53, LS: 0.60, POLY: 0.52})))
+    base = {b["name"]: b for b in summary["target"]["baselines"]}
+    assert base["LabelSmoothingCE"]["failed"] == [0, 1, 2] and base["LabelSmoothingCE"]["accuracy"] is None
+    assert "diverged: loss went NaN" in base["LabelSmoothingCE"]["reason"]
+    assert summary["best"][0]["target"]["vs_strongest"]["name"] == "Poly1"
+    assert "LabelSmoothingCE failed (diverged" in format_summary(summary, "digits")
+
+
+def test_a_held_lead_without_known_losses_says_it_beat_ce_only(tmp_path):
+    _, _, _, summary = run(tmp_path, {LEAD: 0.56}, baselines=())
+    assert read_target_baselines(tmp_path / "run") == []
+    assert summary["best"][0]["in_target"].startswith("held in the target")
+    assert ("held against CE only: no known loss of the regime (LabelSmoothingCE, Poly1: --target-baselines "
+            "regime) was trained in the target") in summary["verdict"]
+
+
+def test_a_killed_target_stage_resumes_its_known_losses_without_training_twice(tmp_path):
+    accuracy = trainer({LEAD: 0.53, LS: 0.54, POLY: 0.52})
+    full = FakeExecutor(accuracy=accuracy)
+    run(tmp_path / "ref", {}, executor=full)
+    before = FakeExecutor(accuracy=accuracy)
+    rows = run_search(config(tmp_path / "probe", losses=(LEAD,), race_seeds=0), before)
+    screening = sum(1 for r in rows if r.get("stage") != "target" and r["status"] in ("ok", "baseline"))
+    killed = FakeExecutor(accuracy=accuracy, die_after=screening + 9)  # CE and the leader (3 seeds each), then some
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, {}, executor=killed)
+    assert 0 < len(read_target_baselines(tmp_path / "run")) < 6  # some recorded, not all
+    again = FakeExecutor(accuracy=accuracy)
+    cfg = config(tmp_path / "run", losses=(LEAD,), race_seeds=0, target={**config(tmp_path).target, "seeds": 3},
+                 target_baselines=("LabelSmoothingCE", "Poly1"))
+    run_search(cfg, again, resume=True)
+    total = killed.trained + again.trained
+    assert max(total.values()) == 1 and total == full.trained
+    assert len(read_target_baselines(tmp_path / "run")) == 6
+
+
+def test_presets_choose_the_regimes_known_losses(tmp_path):
+    quick = preset_config("quick", dataset="digits", run_dir=str(tmp_path / "a"))
+    paper = preset_config("paper", dataset="digits", run_dir=str(tmp_path / "b"))
+    assert quick.target_baselines == () and paper.target_baselines == REGIME_BASELINES["clean"]
+    noisy_target = preset_config("paper", dataset="digits", target={"train_size": "all", "label_noise": 0.4})
+    noisy_run = preset_config("paper", dataset="digits", train_overrides={"label_noise": 0.2})
+    assert noisy_target.target_baselines == noisy_run.target_baselines == REGIME_BASELINES["noisy"] == (
+        "GCE", "SCE", "NCEandRCE")
+    # a target that names no noise trains with the run's: clean only when both are
+    clean_target = preset_config("quick", dataset="digits", target={"train_size": "all", "label_noise": 0.0},
+                                 train_overrides={"label_noise": 0.2}, target_baselines="regime")
+    assert clean_target.target_baselines == REGIME_BASELINES["clean"]
+    assert preset_config("paper", dataset="digits", target_baselines="none").target_baselines == ()
+    assert preset_config("quick", dataset="digits", target_baselines=["GCE", "y * (1 - p)"]).target_baselines == (
+        "GCE", "y * (1 - p)")
+    assert preset_config("paper", fitness=True).target_baselines == ()  # a fitness function's regime: unknown
+    with pytest.raises(ValueError, match="fitness function's regime"):
+        preset_config("quick", fitness=True, target_baselines="regime")
+    with pytest.raises(ValueError, match="a list of losses, 'regime' or 'none'"):
+        preset_config("quick", dataset="digits", target_baselines="GCE")
+
+
+@pytest.mark.parametrize("given, message", [
+    (("LS",), "target baseline 'LS' (target_baselines, --target-baselines): unknown loss 'LS'"),
+    (("-log(p) * y",), "CE is every run's paired baseline"),
+    (("GCE", "GCE"), "'GCE': given twice"),
+    (("y * (1 - p) ** q",), "named constants ['q'] have no values"),
+    (("y * (1 - p",), "expected"),
+])
+def test_a_bad_target_baseline_stops_the_search_before_any_work(tmp_path, given, message):
+    from nlfs.search._config import check_search
+    from nlfs.train import ConfigError
+
+    cfg = SearchConfig(run_dir=str(tmp_path / "run"), dataset="digits", target_baselines=given)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
+                       .replace("]", r"\]").replace("*", r"\*")):
+        check_search(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_target_baselines_reach_the_run_and_a_bad_one_is_one_line(tmp_path, capsys):
+    from nlfs.evolve import build_parser, config_from_args, main
+
+    args = build_parser().parse_args(["--run-dir", str(tmp_path / "r"), "--dataset", "digits",
+                                      "--target-baselines", "GCE,y * (1 - p)"])
+    assert config_from_args(args).target_baselines == ("GCE", "y * (1 - p)")
+    args = build_parser().parse_args(["--run-dir", str(tmp_path / "r"), "--dataset", "digits", "--preset", "paper",
+                                      "--label-noise", "0.4", "--target-baselines", "regime"])
+    assert config_from_args(args).target_baselines == REGIME_BASELINES["noisy"]
+    assert main(["--run-dir", str(tmp_path / "bad"), "--dataset", "digits", "--target-baselines", "GCE,NGLL"]) == 2
+    err = capsys.readouterr().err
+    assert "--target-baselines: 'NGLL': unknown loss 'NGLL'" in err and "Traceback" not in err
+    assert not (tmp_path / "bad").exists()
