@@ -14,7 +14,7 @@ from ..stats import format_pp as pp
 from ..stats import mean
 from ._db import read_config, read_target_baselines
 from ._filters import WARM_START, family_record, family_text, known_twin
-from ._rows import CE_EXPRESSION, summary_counts
+from ._rows import CE_EXPRESSION, interval, paired_to_ce, seed_stats, summary_counts, trained_seeds
 from ._rungs import base_length, budget_text, with_length
 
 
@@ -46,7 +46,7 @@ def latest_rows(rows: list[dict]) -> list[dict]:
 def _rank(r: dict):
     """Higher rungs first (more budget, more seeds), then fitness, then (a tie) the row trained on more
     seeds: a raced leader before a candidate its score merely equals."""
-    return (-_rung(r), -r["fitness"], -len(_trained_seeds(r)), r["size"], r["id"])
+    return (-_rung(r), -r["fitness"], -len(trained_seeds(r)), r["size"], r["id"])
 
 
 def hall_of_fame(rows: list[dict]) -> list[dict]:
@@ -152,36 +152,6 @@ def baseline_accuracy(rows: list[dict], rung: int) -> float | None:
     return mean(baseline_scores(rows, rung), empty=None)
 
 
-def _trained_seeds(r: dict) -> list[dict]:
-    return [s for s in (r.get("result") or {}).get("seeds", []) if not s.get("diverged")]
-
-
-def _paired(seeds: list[dict]) -> list[float]:
-    """One paired difference to CE per seed (the seeds that have one)."""
-    return [s["paired"] for s in seeds if s.get("paired") is not None]
-
-
-def _interval(test) -> list[float]:
-    """A paired test's 95% interval; the mean twice where the differences have no spread (NaN there)."""
-    return [test.ci_low, test.ci_high] if test.ci_low == test.ci_low else [test.mean_diff, test.mean_diff]
-
-
-def seed_stats(r: dict) -> dict:
-    """Per-seed accuracy and paired difference to CE of a row: means, sample std, its 95% t-interval
-    (two seeds or more), seeds. Differences are fractions; reports print them in percentage points."""
-    import statistics
-
-    from ..stats import paired_test
-
-    seeds = _trained_seeds(r)
-    paired = _paired(seeds)
-    ci = _interval(paired_test(paired, [0.0] * len(paired))) if len(paired) > 1 else None
-    return {"seeds": len(seeds), "accuracy": r.get("accuracy", r.get("fitness")),
-            "paired": statistics.fmean(paired) if paired else None,
-            "paired_sd": statistics.stdev(paired) if len(paired) > 1 else None, "paired_ci": ci}
-
-
-
 FEW_FOR_NOISE = 5  # below this many candidates the seed-noise estimate is rough, and the report says so
 
 
@@ -199,7 +169,7 @@ def chance_lead(rows: list[dict], rung: int, normalise: bool | None = None) -> d
 
     at = [r for r in trained_ok(latest_rows(rows)) if _rung(r) == rung]
     stats = [seed_stats(r) for r in at]
-    noisy = [_paired(_trained_seeds(r)) for r, s in zip(at, stats) if s["paired_sd"] is not None
+    noisy = [paired_to_ce(trained_seeds(r)) for r, s in zip(at, stats) if s["paired_sd"] is not None
              and s["paired_sd"] > 0 and (normalise is None or known_twin(r, normalise) != "CE")]
     if len(stats) < 2 or not noisy:
         return None
@@ -519,7 +489,7 @@ def target_results(rows: list[dict]) -> dict:
             "id": r["id"], "status": r["status"], "reason": r.get("reason") or "", "seeds": st["seeds"],
             "accuracy": st["accuracy"], "ce_accuracy": mean(ce, empty=None),
             "paired": st["paired"], "paired_ci": st["paired_ci"], "fidelity": r.get("fidelity"),
-            "per_seed": {s["seed"]: s["acc"] for s in _trained_seeds(r) if s.get("acc") is not None}}
+            "per_seed": {s["seed"]: s["acc"] for s in trained_seeds(r) if s.get("acc") is not None}}
     return out
 
 
@@ -552,7 +522,7 @@ def target_baselines(trainings: list[dict], rows: list[dict], fidelity: str | No
         if shared:
             test = paired_by_key({s: e["per_seed"][s] for s in shared}, {s: ce[s] for s in shared})
             e["vs_ce"] = test.mean_diff
-            e["vs_ce_ci"] = _interval(test) if len(shared) > 1 else None
+            e["vs_ce_ci"] = interval(test) if len(shared) > 1 else None
     return list(out.values())
 
 
@@ -571,7 +541,7 @@ def strongest_known(t: dict, baselines: list[dict]) -> dict | None:
     if best["vs_ce"] is not None and best["vs_ce"] <= 0:
         return None
     test = paired_by_key({s: t["per_seed"][s] for s in seeds}, {s: best["per_seed"][s] for s in seeds})
-    ci = _interval(test) if len(seeds) > 1 else None
+    ci = interval(test) if len(seeds) > 1 else None
     return {"name": best["name"], "diff": test.mean_diff, "ci": ci, "seeds": len(seeds)}
 
 

@@ -44,3 +44,33 @@ def summary_counts(rows: list[dict]) -> dict:
             out["trained"] += 1
     out["rungs"] = rungs
     return out
+
+
+def trained_seeds(r: dict) -> list[dict]:
+    """A row's per-seed results, its diverged seeds left out."""
+    return [s for s in (r.get("result") or {}).get("seeds", []) if not s.get("diverged")]
+
+
+def paired_to_ce(seeds: list[dict]) -> list[float]:
+    """One paired difference to CE per seed (the seeds that have one)."""
+    return [s["paired"] for s in seeds if s.get("paired") is not None]
+
+
+def interval(test) -> list[float]:
+    """A paired test's 95% interval; the mean twice where the differences have no spread (NaN there)."""
+    return [test.ci_low, test.ci_high] if test.ci_low == test.ci_low else [test.mean_diff, test.mean_diff]
+
+
+def seed_stats(r: dict) -> dict:
+    """Per-seed accuracy and paired difference to CE of a row: means, sample std, its 95% t-interval
+    (two seeds or more), seeds. Differences are fractions; reports print them in percentage points."""
+    import statistics
+
+    from ..stats import paired_test
+
+    seeds = trained_seeds(r)
+    paired = paired_to_ce(seeds)
+    ci = interval(paired_test(paired, [0.0] * len(paired))) if len(paired) > 1 else None
+    return {"seeds": len(seeds), "accuracy": r.get("accuracy", r.get("fitness")),
+            "paired": statistics.fmean(paired) if paired else None,
+            "paired_sd": statistics.stdev(paired) if len(paired) > 1 else None, "paired_ci": ci}

@@ -31,7 +31,7 @@ from . import _filters as F
 from ._config import SearchConfig, check_search, make_algorithm
 from ._db import HELD_STATUSES, RunDB, RunDirError
 from ._executors import make_executor, run_jobs
-from ._rows import AFTER_SCREENING, CE_EXPRESSION
+from ._rows import AFTER_SCREENING, CE_EXPRESSION, seed_stats
 from ._rows import reused as _reused
 from ._rungs import promoted
 from ._worker import grad_scale_factor_of, merge_by_seed, split_by_seed, training_payload
@@ -554,7 +554,6 @@ class Search:
         once per seed), until the 95% interval of its mean paired difference to CE excludes 0 or it has
         ``race_seeds``. Each chunk is a row at the last rung listing all its seeds; a killed race
         resumes from them and trains no seed twice."""
-        from ._report import seed_stats
 
         if not self.cfg.racing:
             return
