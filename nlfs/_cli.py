@@ -223,15 +223,13 @@ def _dataset(text: str) -> str:
 
 
 def image_size(text) -> tuple[int, int]:
-    """``H`` or ``H,W`` (also ``HxW``) -> (H, W)."""
-    parts = str(text).lower().replace("x", ",").split(",")
+    """``H`` or ``H,W`` (also ``HxW``) -> (H, W) (``nlfs.data.image_size``, as an option's type)."""
+    from .data import image_size as size_of
+
     try:
-        size = tuple(int(p) for p in parts)
+        return size_of(str(text))
     except ValueError:
-        size = ()
-    if len(size) not in (1, 2) or min(size) < 1:
-        raise argparse.ArgumentTypeError(f"expected H or H,W (positive pixels), got {text!r}")
-    return size * 2 if len(size) == 1 else size
+        raise argparse.ArgumentTypeError(f"expected H or H,W (positive pixels), got {text!r}") from None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,11 +39,11 @@ from ._splits import (
     split_indices,
     with_label_noise,
 )
-from ._user import as_dataset, resize_images, save_dataset
+from ._user import as_dataset, image_size, resize_images, save_dataset
 
 __all__ = ["ASYMMETRIC_PAIRS", "AUGMENTS", "DATASETS", "LABEL_NOISE_KINDS", "PROB_TARGETS", "USER_TEST_FRACTION",
            "USER_VAL_FRACTION", "Augment", "Dataset", "DatasetError", "Splits", "UnlearnableClassWarning",
            "as_dataset", "canonical_name", "check_label_noise", "check_split_sizes", "clear_cache", "cutmix",
            "cutout", "load_cifar", "load_dataset", "load_digits", "load_fashion_mnist", "make_augment",
            "make_splits", "mixup", "normalize", "on_device", "random_crop", "random_flip", "read_idx",
-           "resize_images", "save_dataset", "split_indices", "with_label_noise"]
+           "image_size", "resize_images", "save_dataset", "split_indices", "with_label_noise"]

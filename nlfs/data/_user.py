@@ -306,6 +306,29 @@ def _samples(x: np.ndarray, where: str) -> torch.Tensor:
     return t
 
 
+def image_size(value) -> tuple[int, int]:
+    """A resize as given: ``S``, ``(H, W)``, or text ``"S"``, ``"H,W"``, ``"HxW"`` -> (H, W) of positive
+    pixels; anything else a ValueError saying what is expected (the one reading of a size: the CLI's
+    ``--resize``, ``discover(resize=...)`` and ``TrainConfig.resize`` all come here)."""
+    def side(v) -> int:
+        if isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()):
+            raise ValueError(v)
+        return int(v)
+
+    try:
+        if isinstance(value, str):
+            parts = tuple(int(v) for v in value.lower().replace("x", ",").split(","))
+        elif isinstance(value, (int, float)):
+            parts = (side(value),)
+        else:
+            parts = tuple(side(v) for v in value)
+    except (TypeError, ValueError):
+        parts = ()
+    if len(parts) not in (1, 2) or min(parts) < 1:
+        raise ValueError(f"resize must be S or (H, W) of positive pixels (text: S, HxW or H,W), got {value!r}")
+    return parts * 2 if len(parts) == 1 else parts
+
+
 def resize_images(x: torch.Tensor, size) -> torch.Tensor:
     """(N, C, H, W) images resized to ``size`` = (H, W) (antialiased; uint8 stays uint8)."""
     from torchvision.transforms.v2 import functional as TF

@@ -202,7 +202,7 @@ def discover(data=None, model: str | None = None, target=None, budget: int | Non
     ``options['executor']``, ``options['ray_address']``, ``options['pack']`` apply; ``data`` and
     ``fitness``, when given again, must be those it started with (other data or another function's code
     is a ValueError, before any training)."""
-    from ..data import as_dataset, save_dataset
+    from ..data import as_dataset, image_size, save_dataset
     from ._report import data_words, format_summary
 
     run_dir = Path(run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
@@ -217,12 +217,7 @@ def discover(data=None, model: str | None = None, target=None, budget: int | Non
                         f"called as factory(input_shape, num_classes)), got {type(model).__name__}: every worker "
                         "builds its own model; or train it yourself with fitness=f(loss, seed, budget)")
     if resize is not None:
-        try:
-            resize = (int(resize),) * 2 if isinstance(resize, (int, float, str)) else tuple(int(v) for v in resize)
-        except (TypeError, ValueError):
-            raise ValueError(f"resize must be S or (H, W), got {resize!r}") from None
-        if len(resize) != 2 or min(resize) < 1:
-            raise ValueError(f"resize must be S or (H, W) with positive sides, got {resize!r}")
+        resize = image_size(resize)
     saved_data = None
     # one thread per training, as the CLI's default workers each get: two on busy cores are many times slower
     options.setdefault("threads", 1)

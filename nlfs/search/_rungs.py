@@ -170,11 +170,13 @@ def _resize(spec: dict, where: str) -> tuple[int, int]:
     value = spec[RESIZE]
     if BUDGET in spec:
         raise ValueError(f"{where}: {RESIZE} is for nlfs's trainings, not a fitness function's {BUDGET}")
-    sides = [value] if isinstance(value, int) else list(value) if isinstance(value, (list, tuple)) else None
-    if (sides is None or len(sides) not in (1, 2)
-            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in sides)):
-        raise ValueError(f"{where}: {RESIZE} must be a positive side or (H, W), e.g. 14 or 14x14, got {value!r}")
-    return (sides[0], sides[-1])
+    from ..data import image_size
+
+    try:
+        return image_size(value)
+    except ValueError:
+        raise ValueError(f"{where}: {RESIZE} must be a positive side or (H, W), e.g. 14 or 14x14, "
+                         f"got {value!r}") from None
 
 
 def budget_fraction(value, where: str) -> float:

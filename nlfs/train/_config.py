@@ -115,16 +115,11 @@ class TrainConfig:
         """A copy with the dataset defaults filled in (dataset name canonicalised: a user's data as an
         absolute path; its ``surrogate`` model the MLP when it holds feature vectors). A user's data is
         loaded (once per process) to see what it holds."""
-        from ..data import DATASETS, canonical_name
+        from ..data import DATASETS, canonical_name, image_size
 
         name = canonical_name(self.dataset)
         d = dataset_defaults(name)
-        resize = self.resize
-        if resize is not None:
-            resize = tuple(int(v) for v in ((resize,) if isinstance(resize, int) else resize))
-            resize = resize * 2 if len(resize) == 1 else resize
-            if len(resize) != 2 or min(resize) < 1:
-                raise ValueError(f"resize must be (H, W) of positive sizes, got {self.resize!r}")
+        resize = None if self.resize is None else image_size(self.resize)
         model = self.model
         if name not in DATASETS and model == "surrogate":
             from ..data import load_dataset

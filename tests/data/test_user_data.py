@@ -208,3 +208,19 @@ def test_bad_folders_and_sources(tmp_path):
         load_dataset("json:missing")
     with pytest.raises(DatasetError, match=r"json:dumps: dumps\(\) raised TypeError"):
         load_dataset("json:dumps")
+
+
+@pytest.mark.parametrize("given, size", [(14, (14, 14)), ("14", (14, 14)), ("14x12", (14, 12)), ("14,12", (14, 12)),
+                                         ((14, 12), (14, 12)), ([9], (9, 9))])
+def test_one_reading_of_an_image_size(given, size):
+    from nlfs.data import image_size
+
+    assert image_size(given) == size
+
+
+@pytest.mark.parametrize("given", [0, "a", True, 14.5, (1, 2, 3), "14x0", None, (14.5, 3)])
+def test_a_bad_image_size_says_what_is_expected(given):
+    from nlfs.data import image_size
+
+    with pytest.raises(ValueError, match=r"resize must be S or \(H, W\) of positive pixels"):
+        image_size(given)
