@@ -200,7 +200,10 @@ def arrays_to_dataset(data, source: str, resize=None) -> Dataset:
     labels, classes = _labels(ys, classes, source)
     tensors = {part: _samples(x, f"{source}: x_{part}") for part, x in xs.items()}
     shapes = {part: tuple(t.shape[1:]) for part, t in tensors.items()}
-    if resize is not None and tensors["train"].dim() == 4:
+    if resize is not None and tensors["train"].dim() != 4:  # silently unresized, a "14x14" rung would lie
+        raise DatasetError(f"{source}: resize is for images; this data holds feature vectors (samples of shape "
+                           f"{tuple(tensors['train'].shape[1:])}): drop resize")
+    if resize is not None:
         tensors = {part: resize_images(t, resize) for part, t in tensors.items()}
         shapes = {part: tuple(t.shape[1:]) for part, t in tensors.items()}
     if len(set(shapes.values())) > 1:

@@ -224,3 +224,13 @@ def test_a_bad_image_size_says_what_is_expected(given):
 
     with pytest.raises(ValueError, match=r"resize must be S or \(H, W\) of positive pixels"):
         image_size(given)
+
+
+def test_resize_on_feature_vectors_is_refused_not_ignored(tmp_path):
+    x, y = np.random.default_rng(0).normal(size=(40, 8)).astype("float32"), np.arange(40) % 2
+    with pytest.raises(DatasetError, match=r"resize is for images; this data holds feature vectors \(samples of "
+                                           r"shape \(8,\)\)"):
+        as_dataset((x, y), resize=4)
+    np.savez(tmp_path / "f.npz", x_train=x, y_train=y)
+    with pytest.raises(DatasetError, match=r"f\.npz: resize is for images"):
+        load_dataset(str(tmp_path / "f.npz"), resize=(4, 4))
