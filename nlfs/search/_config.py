@@ -137,21 +137,26 @@ class SearchConfig:
         every run's paired baseline, never one of them."""
         from .. import losses
 
-        out, seen = [], set()
+        out, seen = [], {}
+        if self.target_baselines and not (self.finalists and self.is_paired) or (
+                self.target_baselines and self.algorithm == "taylor"):
+            raise ValueError("target_baselines (--target-baselines) train in the target stage beside the leaders, "
+                             "which this run has none of (finalists 0, unpaired, or the taylor algorithm)")
         for text in self.target_baselines:
-            try:
-                spec = losses.resolve_spec(text)
+            where = f"target baseline {text!r} (target_baselines, --target-baselines)"
+            try:  # a catalogue loss keeps its own class reduction; an expression takes the run's
+                spec = losses.resolve_spec(text, None if losses.is_registered(text) else self.class_reduction)
             except ValueError as err:
-                raise ValueError(f"target baseline {text!r} (target_baselines, --target-baselines): {err}") from None
+                raise ValueError(f"{where}: {err}") from None
             missing = sorted(set(spec.expr.constants) - set(spec.constants))
             if missing:
-                raise ValueError(f"target baseline {text!r}: named constants {missing} have no values")
-            if text in seen:
-                raise ValueError(f"target baseline {text!r}: given twice")
-            if spec.expr.substitute(dict(spec.constants)).canonical() == losses.get("CE").expr.canonical():
-                raise ValueError(f"target baseline {text!r}: CE is every run's paired baseline, trained in the "
-                                 "target anyway")
-            seen.add(text)
+                raise ValueError(f"{where}: named constants {missing} have no values")
+            same = str(spec.expr.substitute(dict(spec.constants)).canonical())
+            if same == str(losses.get("CE").expr.canonical()):
+                raise ValueError(f"{where}: CE is every run's paired baseline, trained in the target anyway")
+            if same in seen:
+                raise ValueError(f"{where}: the same loss as {seen[same]!r}, given already")
+            seen[same] = text
             out.append(spec)
         return out
 

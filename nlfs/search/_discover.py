@@ -107,8 +107,9 @@ def preset_config(preset: str = "quick", *, algorithm: str = "gp", space: str | 
         cfg.target = {**cfg.target, "seeds": p["target_seeds"]}
     if fitness and cfg.rungs is None:
         cfg.rungs = [dict(r) for r in FITNESS_RUNGS]
-    if target_baselines is None:
-        target_baselines = "regime" if p["regime_baselines"] and not fitness else "none"
+    if target_baselines is None:  # the preset's: trained only where a target stage will train them
+        stage = cfg.finalists and cfg.paired and cfg.baseline and algorithm != "taylor"
+        target_baselines = "regime" if p["regime_baselines"] and stage and not fitness else "none"
     cfg.target_baselines = regime_target_baselines(target_baselines, cfg)
     if no_filters:
         cfg.filters = ("validity",)
@@ -301,7 +302,9 @@ def changed_settings(run_dir: Path, options: dict) -> list[str]:
             continue
         if key == "no_filters":
             same = bool(value) == (plain(saved.get("filters")) == ["validity"])
-        elif key == "target_baselines":  # "regime" or "none" as the run resolved them
+        elif key == "target_baselines":  # "regime" or "none" as the run resolved them; None: the saved run's
+            if value is None:
+                continue
             from ._config import SearchConfig
 
             value = regime_target_baselines(value, SearchConfig.from_dict(saved, strict=False))

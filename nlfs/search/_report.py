@@ -527,46 +527,74 @@ def target_baselines(trainings: list[dict], rows: list[dict], fidelity: str | No
 
 
 def strongest_known(t: dict, baselines: list[dict]) -> dict | None:
-    """The strongest of the target baselines that trained on every seed of the leader's target result
-    ``t`` (highest mean accuracy on them), and the leader's paired difference to it with its 95%
-    interval (None under 2 seeds); None where no baseline trained there, or where CE stands above every
-    one of them (then the comparison with CE is the one against the strongest)."""
+    """The leader (target result ``t``) against the target baselines (``target_baselines``); None where
+    none was trained. ``compared``: those trained on every seed of the leader; ``name``: the strongest
+    of them (highest mean accuracy on those seeds), with the leader's paired difference to it (``diff``)
+    and its 95% interval (``ci``, None under 2 seeds), or None where CE stands above every one (then the
+    comparison with CE is the one against the strongest); ``diverged``: those that diverged on every seed
+    (a loss that does not train in this regime is not the one to beat); ``incomplete``: those missing a
+    seed otherwise (an error, a diverged seed among trained ones, a stage not finished): no lead can be
+    shown to hold against the field until they are trained (a resumed run retries errors)."""
     from ..stats import paired_by_key
 
-    seeds = set(t.get("per_seed") or {})
-    ok = [b for b in baselines if seeds and not b["failed"] and seeds <= set(b["per_seed"])]
-    if not ok:
+    if not baselines:
         return None
+    seeds = set(t.get("per_seed") or {})
+    out = {"name": None, "diff": None, "ci": None, "seeds": len(seeds), "compared": [], "diverged": [],
+           "incomplete": []}
+    ok = []
+    for b in baselines:
+        if seeds and seeds <= set(b["per_seed"]):
+            ok.append(b)
+            out["compared"].append(b["name"])
+        elif not b["per_seed"] and b["reason"].startswith("diverged"):
+            out["diverged"].append(b["name"])
+        else:
+            missing = sorted(seeds - set(b["per_seed"]))
+            out["incomplete"].append(f"{b['name']} (seed(s) {', '.join(map(str, missing))}"
+                                     + (f"; {b['reason']}" if b["reason"] else ": not trained yet") + ")")
+    if not ok:
+        return out
     best = max(ok, key=lambda b: (mean(b["per_seed"][s] for s in seeds), b["name"]))
     if best["vs_ce"] is not None and best["vs_ce"] <= 0:
-        return None
+        return out
     test = paired_by_key({s: t["per_seed"][s] for s in seeds}, {s: best["per_seed"][s] for s in seeds})
-    ci = interval(test) if len(seeds) > 1 else None
-    return {"name": best["name"], "diff": test.mean_diff, "ci": ci, "seeds": len(seeds)}
+    out.update(name=best["name"], diff=test.mean_diff, ci=interval(test) if len(seeds) > 1 else None)
+    return out
 
 
-def target_note(t: dict | None, strongest: dict | None = None) -> str:
+def target_note(t: dict | None, versus: dict | None = None) -> str:
     """Whether a leader's lead held in the target: ahead of CE there by an interval excluding 0 and, where
-    the regime's strong baselines trained beside it (``strongest``: ``strongest_known``), ahead of the
+    the regime's strong baselines trained beside it (``versus``: ``strongest_known``), ahead of the
     strongest of them the same way; or not (behind, or within seed noise), or not shown (one seed: no
-    interval), or never checked."""
+    interval; a baseline not trained on every seed), or never checked."""
     if t is None:
         return "not checked in the target"
     if t["status"] != "ok" or t.get("paired") is None:
         return f"did not hold: {t['status']} in the target" + (f" ({t['reason'][:80]})" if t.get("reason") else "")
     d, ci = t["paired"], t.get("paired_ci")
-    versus = "" if strongest is None else (f", {pp(strongest['diff'], strongest['ci'])} vs {strongest['name']} "
-                                           "(the strongest known loss trained there)")
+    field = ""
+    if versus is not None and versus["name"] is not None:
+        field = (f", {pp(versus['diff'], versus['ci'])} vs {versus['name']} (the strongest known loss trained "
+                 "there)")
+    elif versus is not None and versus["compared"]:
+        field = f", CE above every known loss trained there ({', '.join(versus['compared'])})"
+    if versus is not None and versus["diverged"]:
+        field += f"; {', '.join(versus['diverged'])} diverged there on every seed"
+    vs_ce = " vs CE" if versus is not None else ""
     if ci is None:  # one seed: a sign, not evidence; never counted as held
         if d > 0:
-            return (f"not shown to hold: ahead by {pp(d)} on 1 seed in the target{versus}, too few for an "
+            return (f"not shown to hold: ahead by {pp(d)}{vs_ce} on 1 seed in the target{field}, too few for an "
                     "interval")
-        return f"did not hold: {pp(d)} on 1 seed in the target{versus}"
-    shown = pp(d, ci) + (" vs CE" if versus else "") + (f" ({t['seeds']} seeds)" if t.get("seeds") else "") + versus
+        return f"did not hold: {pp(d)}{vs_ce} on 1 seed in the target{field}"
+    shown = pp(d, ci) + vs_ce + (f" ({t['seeds']} seeds)" if t.get("seeds") else "") + field
     if d > 0 and ci[0] > 0:
-        if strongest is None or (strongest["ci"] is not None and strongest["ci"][0] > 0):
+        if versus is not None and versus["incomplete"]:
+            return (f"not shown to hold: {shown} in the target, but {'; '.join(versus['incomplete'])} did not "
+                    "train on every seed of it (resume the run to train them)")
+        if versus is None or versus["name"] is None or (versus["ci"] is not None and versus["ci"][0] > 0):
             return f"held in the target: {shown}"
-        return f"did not hold against {strongest['name']}: {shown} in the target"
+        return f"did not hold against {versus['name']}: {shown} in the target"
     return f"did not hold: {shown} in the target" + (", within seed noise" if d > 0 else "")
 
 
@@ -718,11 +746,14 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
         if others:
             verdict += "; " + ", ".join(f"{e['name']} {e['in_target']}" for e in others)
         verdict += "" if held else "; no lead held in the target"
-        if held and not known:  # held against CE alone: the regime's strongest known losses never trained
-            verdict += ("; held against CE only: no known loss of the regime (" + (
-                "say which: target_baselines=" if cfg.get("fitness") else
-                f"{', '.join(_regime_defaults(cfg))}: --target-baselines regime") + ") was trained in the target "
-                "to compare with")
+        alone = [e for e in held if not (e["target"]["vs_strongest"] or {}).get("compared")]
+        if alone:  # held against CE alone: no known loss of the regime trained beside it
+            verdict += (f"; {', '.join(e['name'] for e in alone)} held against CE only: no known loss of the regime "
+                        "was trained in the target to compare with (" + (
+                            "a fitness function's regime is yours: name them, e.g. target_baselines=('GCE', 'SCE'), "
+                            "in a new run_dir" if cfg.get("fitness") else
+                            f"a new run with --target-baselines regime trains {', '.join(_regime_defaults(cfg))}")
+                        + ")")
         retuned = [e for e in held if e["known_family"]]
         if retuned:
             verdict += "; " + ", ".join(f"{e['name']} is {family_text(e['known_family'])}" for e in retuned) + (

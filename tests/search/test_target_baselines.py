@@ -75,32 +75,69 @@ def test_a_lead_over_the_strongest_known_loss_holds_and_says_against_which(tmp_p
 def test_known_losses_below_ce_leave_ce_the_one_to_beat(tmp_path):
     _, _, _, summary = run(tmp_path, {LEAD: 0.52, LS: 0.48, POLY: 0.47})
     lead = summary["best"][0]
-    assert lead["target"]["vs_strongest"] is None and lead["in_target"].startswith("held in the target: +2.07 pp")
+    assert lead["target"]["vs_strongest"]["name"] is None and lead["in_target"].startswith("held in the target: +2.07")
+    assert "CE above every known loss trained there (LabelSmoothingCE, Poly1)" in lead["in_target"]
+    assert "held against CE only" not in summary["verdict"]
 
 
-def test_a_known_loss_that_fails_is_reported_and_not_the_one_to_beat(tmp_path):
-    class Diverges(FakeExecutor):
-        def submit(self, payload):
-            h = super().submit(payload)
-            if payload["expression"] == LS:
-                self.results[h][1].update(status="diverged", reason="loss went NaN", fitness=None)
-            return h
+class Fails(FakeExecutor):
+    """``status`` (diverged or error) for the trainings of ``expression`` on ``seeds``."""
 
-    _, ex, _, summary = run(tmp_path, {LEAD: 0.53, LS: 0.60, POLY: 0.52},
-                            executor=Diverges(accuracy=trainer({LEAD: 0.53, LS: 0.60, POLY: 0.52})))
+    def __init__(self, expression, seeds, status, **kw):
+        super().__init__(**kw)
+        self.fail = (expression, set(seeds), status)
+
+    def submit(self, payload):
+        h = super().submit(payload)
+        expression, seeds, status = self.fail
+        if payload["expression"] == expression and set(payload["seeds"]) <= seeds:
+            self.results[h][1].update(status=status, reason="worker lost" if status == "error" else "loss went NaN",
+                                      fitness=None)
+        return h
+
+
+def test_a_known_loss_missing_a_seed_keeps_a_lead_from_holding_until_it_is_trained(tmp_path):
+    target = {LEAD: 0.555, LS: 0.56, POLY: 0.52}  # LS ahead of the leader: an error must not hide it
+    _, _, _, summary = run(tmp_path, target, executor=Fails(LS, [1], "error", accuracy=trainer(target)))
+    lead = summary["best"][0]
+    assert lead["in_target"].startswith("not shown to hold: +5.57 pp")
+    assert "LabelSmoothingCE (seed(s) 1; error: worker lost) did not train on every seed" in lead["in_target"]
+    assert summary["target"]["held"] == 0 and summary["proxy_lead_only"]
+    again = FakeExecutor(accuracy=trainer(target))  # resumed: the errored seed trains, LS is the one to beat
+    cfg = config(tmp_path / "run", losses=(LEAD,), race_seeds=0, target={**config(tmp_path).target, "seeds": 3},
+                 target_baselines=("LabelSmoothingCE", "Poly1"))
+    rows = run_search(cfg, again, resume=True)
+    assert sum(again.trained.values()) == 1 and again.trained[(LS, (None, 3, None), 1)] == 1
+    lead = write_report(tmp_path / "run", rows)["best"][0]
+    assert lead["in_target"].startswith("did not hold against LabelSmoothingCE")
+
+
+def test_a_known_loss_that_diverges_on_every_seed_is_reported_and_not_the_one_to_beat(tmp_path):
+    target = {LEAD: 0.53, LS: 0.60, POLY: 0.52}
+    _, ex, _, summary = run(tmp_path, target, executor=Fails(LS, [0, 1, 2], "diverged", accuracy=trainer(target)))
     base = {b["name"]: b for b in summary["target"]["baselines"]}
     assert base["LabelSmoothingCE"]["failed"] == [0, 1, 2] and base["LabelSmoothingCE"]["accuracy"] is None
     assert "diverged: loss went NaN" in base["LabelSmoothingCE"]["reason"]
-    assert summary["best"][0]["target"]["vs_strongest"]["name"] == "Poly1"
+    lead = summary["best"][0]
+    assert lead["target"]["vs_strongest"]["name"] == "Poly1" and lead["in_target"].startswith("held in the target")
+    assert "LabelSmoothingCE diverged there on every seed" in lead["in_target"]
     assert "LabelSmoothingCE failed (diverged" in format_summary(summary, "digits")
+
+
+def test_a_lead_held_when_every_known_loss_diverged_says_it_beat_ce_only(tmp_path):
+    target = {LEAD: 0.53}
+    _, _, _, summary = run(tmp_path, target, baselines=("LabelSmoothingCE",),
+                           executor=Fails(LS, [0, 1, 2], "diverged", accuracy=trainer(target)))
+    assert summary["best"][0]["in_target"].startswith("held in the target")
+    assert "held against CE only: no known loss of the regime was trained in the target" in summary["verdict"]
 
 
 def test_a_held_lead_without_known_losses_says_it_beat_ce_only(tmp_path):
     _, _, _, summary = run(tmp_path, {LEAD: 0.56}, baselines=())
     assert read_target_baselines(tmp_path / "run") == []
     assert summary["best"][0]["in_target"].startswith("held in the target")
-    assert ("held against CE only: no known loss of the regime (LabelSmoothingCE, Poly1: --target-baselines "
-            "regime) was trained in the target") in summary["verdict"]
+    assert ("held against CE only: no known loss of the regime was trained in the target to compare with (a new "
+            "run with --target-baselines regime trains LabelSmoothingCE, Poly1)") in summary["verdict"]
 
 
 def test_a_killed_target_stage_resumes_its_known_losses_without_training_twice(tmp_path):
@@ -139,6 +176,12 @@ def test_presets_choose_the_regimes_known_losses(tmp_path):
     assert preset_config("quick", dataset="digits", target_baselines=["GCE", "y * (1 - p)"]).target_baselines == (
         "GCE", "y * (1 - p)")
     assert preset_config("paper", fitness=True).target_baselines == ()  # a fitness function's regime: unknown
+    # no target stage to train them in: the preset trains none, and naming some is a configuration error
+    assert preset_config("paper", dataset="digits", algorithm="taylor").target_baselines == ()
+    assert preset_config("paper", dataset="digits", finalists=0).target_baselines == ()
+    assert preset_config("paper", dataset="digits", paired=False).target_baselines == ()
+    with pytest.raises(ValueError, match="train in the target stage beside the leaders"):
+        preset_config("quick", dataset="digits", finalists=0, target_baselines="regime").resolve()
     with pytest.raises(ValueError, match="fitness function's regime"):
         preset_config("quick", fitness=True, target_baselines="regime")
     with pytest.raises(ValueError, match="a list of losses, 'regime' or 'none'"):
@@ -148,7 +191,7 @@ def test_presets_choose_the_regimes_known_losses(tmp_path):
 @pytest.mark.parametrize("given, message", [
     (("LS",), "target baseline 'LS' (target_baselines, --target-baselines): unknown loss 'LS'"),
     (("-log(p) * y",), "CE is every run's paired baseline"),
-    (("GCE", "GCE"), "'GCE': given twice"),
+    (("GCE", "y * (1 - exp(0.7 * log(p))) / 0.7"), "the same loss as 'GCE', given already"),
     (("y * (1 - p) ** q",), "named constants ['q'] have no values"),
     (("y * (1 - p",), "expected"),
 ])
@@ -176,3 +219,20 @@ def test_cli_target_baselines_reach_the_run_and_a_bad_one_is_one_line(tmp_path, 
     err = capsys.readouterr().err
     assert "--target-baselines: 'NGLL': unknown loss 'NGLL'" in err and "Traceback" not in err
     assert not (tmp_path / "bad").exists()
+
+
+def test_an_expression_baseline_takes_the_runs_class_reduction_a_catalogue_one_its_own():
+    cfg = SearchConfig(dataset="digits", class_reduction="element_mean", target_baselines=("GCE", "y * (1 - p)"))
+    assert [s.class_reduction for s in cfg.target_baseline_specs()] == ["class_sum", "element_mean"]
+
+
+def test_discover_resumed_with_the_presets_or_the_regimes_baselines_is_no_change(tmp_path):
+    from nlfs.search._discover import changed_settings
+
+    cfg = preset_config("paper", dataset="digits", run_dir=str(tmp_path / "run"), train_overrides={"label_noise": 0.4})
+    from nlfs.search import Search
+
+    Search(cfg).close()  # saves the configuration
+    for value in (None, "regime", "REGIME", ["GCE", "SCE", "NCEandRCE"]):
+        assert changed_settings(tmp_path / "run", {"target_baselines": value}) == []
+    assert changed_settings(tmp_path / "run", {"target_baselines": "none"}) == ["target_baselines"]
