@@ -507,8 +507,9 @@ def target_baselines(trainings: list[dict], rows: list[dict], fidelity: str | No
     for t in trainings:
         if t["fidelity"] != fidelity:
             continue
-        e = out.setdefault(t["name"], {"name": t["name"], "expression": t["expression"], "per_seed": {},
-                                       "failed": [], "reason": ""})
+        e = out.setdefault(t["name"], {"name": t["name"], "expression": t["expression"],
+                                       "constants": t.get("constants") or {}, "per_seed": {}, "failed": [],
+                                       "reason": ""})
         if t["status"] == "ok" and t.get("accuracy") is not None:
             e["per_seed"][t["seed"]] = t["accuracy"]
         else:
@@ -804,11 +805,13 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
         if known:
             md += ["", "Known losses trained in the target beside CE, on the same seeds (the regime's strong "
                    "baselines: a lead holds only against the strongest of them):", "",
-                   "| loss | expression | seeds | accuracy | vs CE, same seeds |", "|---|---|---|---|---|"]
+                   "| loss | expression (constants) | seeds | accuracy | vs CE, same seeds |", "|---|---|---|---|---|"]
             for b in known:
                 failed = f" ({len(b['failed'])} failed: {b['reason']})" if b["failed"] else ""
                 acc = "-" if b["accuracy"] is None else f"{b['accuracy']:.4f}"
-                md.append(f"| {b['name']} | `{b['expression']}` | {b['seeds']}{failed} | {acc} | "
+                values = ", ".join(f"{k} {v:g}" for k, v in sorted(b["constants"].items()))
+                values = f" ({values})" if values else ""
+                md.append(f"| {b['name']} | `{b['expression']}`{values} | {b['seeds']}{failed} | {acc} | "
                           f"{pp(b['vs_ce'], b['vs_ce_ci']) if b['vs_ce'] is not None else '-'} |")
     atomic_write(run_dir / "hall_of_fame.md", "\n".join(md) + "\n")
     plot_fitness(rows, run_dir / "fitness.png", paired)
