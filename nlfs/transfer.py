@@ -61,9 +61,9 @@ from ._io import machine_name, today, write_table
 from .losses import resolve_spec
 from .train import training_key
 
-__all__ = ["COLUMNS", "PRESETS", "LossEntry", "build_config", "entry_of", "losses_from", "losses_from_run", "main",
-           "parse_losses",
-           "run_transfer", "summarise", "write_markdown", "write_plot"]
+__all__ = ["COLUMNS", "PRESETS", "LossEntry", "baselines_of", "build_config", "entry_of", "losses_from",
+           "losses_from_run", "main", "parse_losses", "run_transfer", "summarise", "versus_strongest",
+           "write_markdown", "write_plot"]
 
 COLUMNS = ["loss", "seed", "model", "dataset", "augment", "test_acc", "val_acc", "best_val_acc", "status",
            "reason", "wall_time", "expression", "constants", "backend", "epochs", "steps", "train_size",
@@ -484,11 +484,47 @@ def summarise(rows: list[dict], labels: list[str], reference: str = REFERENCE) -
         test = None if lab == reference else _stats.paired_by_key(acc[lab], ref)
         expr = next((r.get("expression") for r in mine if r.get("expression")), "")
         backends = sorted({r.get("backend") or "" for r in mine} - {""})
-        out.append(dict(loss=lab, n_ok=len(acc[lab]), n_failed=len(failed), mean=m, std=s, test=test,
+        out.append(dict(loss=lab, n_ok=len(acc[lab]), n_failed=len(failed), mean=m, std=s, test=test, acc=acc[lab],
                         failures=[(r["seed"], r["status"], r.get("reason") or "") for r in failed],
                         expression=expr, backends=backends,
                         wall=sum(r.get("wall_time") or 0.0 for r in mine)))
     return out
+
+
+def versus_strongest(summary: list[dict]) -> dict | None:
+    """Every loss that is not a published one (``nlfs.losses.BUILTIN``: a found loss, an expression)
+    against the strongest published loss that ran (highest mean test accuracy, CE included): beating CE
+    is not a claim when label smoothing or GCE beat CE too. Paired over the seeds both finished, Holm over
+    these comparisons. None without such a loss or without a published one that finished."""
+    from .losses import BUILTIN
+
+    known = [x for x in summary if x["loss"] in BUILTIN and x["n_ok"]]
+    others = [x for x in summary if x["loss"] not in BUILTIN and x["n_ok"]]
+    if not known or not others:
+        return None
+    best = max(known, key=lambda x: (x["mean"], x["loss"] == REFERENCE))
+    tests = [(x["loss"], _stats.paired_by_key(x["acc"], best["acc"])) for x in others]
+    adjusted = _stats.holm([t.p_t for _, t in tests])
+    return {"strongest": best["loss"], "mean": best["mean"], "std": best["std"],
+            "rows": [{"loss": lab, "test": t, "p_holm": p} for (lab, t), p in zip(tests, adjusted)]}
+
+
+def _strongest_lines(versus: dict) -> list[str]:
+    lines = ["", f"## Against the strongest published loss here: {versus['strongest']}", "",
+             f"{versus['strongest']} has the highest mean test accuracy among the published losses that ran "
+             f"({_stats.format_mean_std(versus['mean'], versus['std'], 2, 100)} %). Each other loss against it, "
+             "paired over the seeds both finished; p-values Holm-corrected over these comparisons.", "",
+             f"| loss | Δ vs {versus['strongest']}, pp [95% CI] | pairs | better/worse | p (t-test) | p (Holm) "
+             "| beats it |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for r in versus["rows"]:
+        t = r["test"]
+        ci = (f"{t.mean_diff * 100:+.2f}" + (f" [{t.ci_low * 100:+.2f}, {t.ci_high * 100:+.2f}]"
+                                             if math.isfinite(t.ci_low) else ""))
+        beats = math.isfinite(r["p_holm"]) and r["p_holm"] < 0.05 and t.mean_diff > 0
+        lines.append(f"| {r['loss']} | {ci} | {t.n} | {t.wins}/{t.losses} | {_stats.format_p(t.p_t)} | "
+                     f"{_stats.format_p(r['p_holm'])} | {'**yes**' if beats else 'no'} |")
+    return lines
 
 
 def _md_table(summary: list[dict]) -> list[str]:
@@ -541,6 +577,11 @@ def _headline(summary: list[dict]) -> str:
                  "at this budget need not carry over to longer training or larger models.")
     if n == 5:
         parts.append("With 5 pairs the exact two-sided Wilcoxon p-value cannot go below 0.0625.")
+    versus = versus_strongest(summary)
+    if versus is not None:
+        beat = [r["loss"] for r in versus["rows"] if r["p_holm"] < 0.05 and r["test"].mean_diff > 0]
+        parts.insert(2, f"Against the strongest published loss here, {versus['strongest']} (Holm over "
+                        f"{len(versus['rows'])}): {', '.join(beat) if beat else 'no other loss'} beats it.")
     return " ".join(parts)
 
 
@@ -564,6 +605,9 @@ def write_markdown(path: str | Path, summary: list[dict], rows: list[dict], cfg,
         lines += [note, ""]
     lines += ["**Summary.** " + _headline(summary), ""]
     lines += _md_table(summary)
+    versus = versus_strongest(summary)
+    if versus is not None:
+        lines += _strongest_lines(versus)
     lines += ["", "How to read it: accuracies are on the dataset's test split (never used for training or "
               "model choice), in percent. Δ is the mean over seeds of (loss − CE) on the same seed; the "
               "paired t-test (scipy `ttest_rel`) and the Wilcoxon signed-rank test (scipy `wilcoxon`, "
@@ -667,6 +711,12 @@ def _parser() -> ArgumentParser:
                     help="what a run directory hands on: the survivors of nlfs.eliminate (DIR/finalists.json) "
                          "when it has them, else the search's --top best (tuned constants from DIR/tuned.json)")
     ap.add_argument("--top", type=positive_int, default=3, help="how many best candidates per --from-run")
+    ap.add_argument("--baselines", default=None, metavar="A,B,...|regime|none",
+                    help="published losses trained beside the others, the strongest of which every other loss is "
+                         "compared with: 'regime' for the strongest known losses of the training's regime ("
+                         + "; ".join(f"{k} labels: {','.join(v)}" for k, v in _regime_table().items())
+                         + "), 'none', or names/expressions (default: regime with --from/--from-run, "
+                         "else none)")
     ap.add_argument("--seeds", type=seeds_list, default=None,
                     help=f"N (seeds 0..N-1) or a list '0,1,5-7' (default: the preset's, else {_DEFAULTS['seeds']})")
     ap.add_argument("--out", required=False, help="output directory")
@@ -691,6 +741,31 @@ def _parser() -> ArgumentParser:
     ap.add_argument("--note", default="", help="a paragraph placed at the top of the Markdown")
     ap.add_argument("--no-plot", action="store_true")
     return ap
+
+
+def _regime_table() -> dict:
+    from .search import REGIME_BASELINES
+
+    return REGIME_BASELINES
+
+
+def baselines_of(text: str | None, verifying: bool, label_noise: float) -> list[str]:
+    """``--baselines`` as loss texts: ``regime`` (the default when ``verifying`` losses from a run) the
+    strongest known losses of a training with ``label_noise``; ``none`` (else the default) none."""
+    from .search import regime_baselines
+
+    choice = (text or ("regime" if verifying else "none")).strip()
+    if choice.lower() == "none":
+        return []
+    if choice.lower() == "regime":
+        return list(regime_baselines(label_noise))
+    out = split_losses(choice)
+    for loss in out:
+        try:
+            resolve_spec(loss)
+        except ValueError as err:
+            raise ValueError(f"--baselines: {loss!r}: {err}") from None
+    return out
 
 
 def _list_presets() -> str:
@@ -742,6 +817,8 @@ def _main(argv: list[str] | None = None) -> int:
         entries += losses_from_run(run, args.top)
     for run in args.from_dir:
         entries += losses_from(run, args.top)
+    entries += parse_losses(baselines_of(args.baselines, bool(args.from_run or args.from_dir),
+                                         float(settings.get("label_noise") or 0.0)))
     if settings.get("threads"):
         import torch
 

@@ -44,12 +44,13 @@ def test_search_tune_eliminate_transfer_heldout(tmp_path, capsys):
     assert transfer.main(["--from", str(run), *DATA, "--seeds", "2", "--label-noise", "0.1", "--out", str(out),
                           "--no-plot"]) == 0
     rows = csv_rows(out / "transfer.csv")
-    assert sorted({r["loss"] for r in rows}) == sorted({"CE", survivor["name"]})
+    # beside CE, the strongest published losses of the regime (label noise: GCE, SCE, NCE+RCE) by default
+    assert sorted({r["loss"] for r in rows}) == sorted({"CE", survivor["name"], "GCE", "SCE", "NCEandRCE"})
     mine = [r for r in rows if r["loss"] == survivor["name"]]
     assert all(r["status"] == "ok" and float(r["scale"]) == pytest.approx(survivor["scale"]) for r in mine)
     assert all(r["label_noise"] == "0.1" for r in rows)
     md = (out / "transfer.md").read_text()
-    assert "label noise 0.1" in md and "Δ 95% CI, pp" in md
+    assert "label noise 0.1" in md and "Δ 95% CI, pp" in md and "## Against the strongest published loss here" in md
 
     report = tmp_path / "heldout"
     assert heldout.main(["--setting", f"digits={out / 'transfer.csv'}", "--from", str(run), "--baselines", "CE",

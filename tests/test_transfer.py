@@ -158,7 +158,9 @@ def test_from_run(tmp_path, monkeypatch):
     out = tmp_path / "out"
     assert transfer.main(["--from-run", str(run), "--top", "1", "--seeds", "2", "--dataset", "digits",
                           "--steps", "3", "--out", str(out), "--no-plot"]) == 0
-    assert [(c[0], c[2]) for c in fake.calls] == [("CE", None), ("-y * log(p + c0)", {"c0": 0.05})] * 2
+    # verifying a run's losses trains the regime's strongest published ones beside them (clean labels here)
+    assert [(c[0], c[2]) for c in fake.calls] == [("CE", None), ("-y * log(p + c0)", {"c0": 0.05}),
+                                                  ("LabelSmoothingCE", None), ("Poly1", None)] * 2
     rows = csv_rows(out / "transfer.csv")
     assert '"c0": 0.05' in rows[1]["constants"]
     with pytest.raises(FileNotFoundError):
@@ -373,7 +375,8 @@ def test_from_run_trains_candidates_with_their_scale(tmp_path, monkeypatch):
     out = tmp_path / "out"
     assert transfer.main(["--from-run", str(run), "--seeds", "1", "--dataset", "digits", "--steps", "3",
                           "--label-noise", "0.2", "--out", str(out), "--no-plot"]) == 0
-    assert [getattr(c[0], "scale", 1.0) for c in fake.calls] == [1.0, 4.0]
+    assert [getattr(c[0], "scale", 1.0) for c in fake.calls] == [1.0, 4.0, 1.0, 1.0, 1.0]
+    assert [c[0] for c in fake.calls][2:] == ["GCE", "SCE", "NCEandRCE"]  # under label noise, the noisy regime's
     rows = {r["loss"]: r for r in csv_rows(out / "transfer.csv")}
     assert rows["search2#1"]["scale"] == "4.0" and rows["CE"]["label_noise"] == "0.2"
     md = (out / "transfer.md").read_text()
@@ -457,3 +460,48 @@ def test_cli_split_seed_takes_a_number_or_per_seed(tmp_path, monkeypatch, capsys
         transfer.main([*args, "--split-seed", "each", "--out", str(tmp_path / "bad")])
     assert err.value.code == 2 and "expected an integer or per-seed, got 'each'" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_every_found_loss_is_compared_with_the_strongest_published_loss(tmp_path, monkeypatch):
+    """Beating CE is no claim when label smoothing beats CE too: the table adds each non-published loss
+    against the strongest published one that ran, Holm-corrected, and the summary says which beats it."""
+    gains = {"CE": 0.0, "LabelSmoothingCE": 0.02, "Poly1": 0.005, "-y * log(p) + 0.1 * p": 0.01,
+             "-y * log(p) + 0.2 * p": 0.03}
+
+    class Trainer(FakeTrainer):
+        def __call__(self, loss, cfg, constants=None):
+            result = super().__call__(loss, cfg, constants)
+            acc = 0.8 + gains[loss] + 0.003 * cfg.seed + 0.001 * (cfg.seed % 3) * (loss != "CE")
+            return dataclasses.replace(result, test_acc=acc, val_acc=acc, best_val_acc=acc)
+
+    monkeypatch.setattr(nlfs.train, "train", Trainer())
+    out = tmp_path / "out"
+    assert transfer.main(["--losses", "small=-y * log(p) + 0.1 * p;big=-y * log(p) + 0.2 * p", "--baselines",
+                          "regime", "--seeds", "6", "--dataset", "digits", "--steps", "3", "--out", str(out),
+                          "--no-plot"]) == 0
+    md = (out / "transfer.md").read_text()
+    assert "## Against the strongest published loss here: LabelSmoothingCE" in md
+    rows = {line.split(" | ")[0].strip("| "): line for line in md.splitlines() if line.startswith("| small")
+            or line.startswith("| big")}
+    assert rows["small"].startswith("| small | -1.00") and rows["small"].endswith("| no |")
+    assert rows["big"].startswith("| big | +1.00") and rows["big"].endswith("| **yes** |")
+    assert "Against the strongest published loss here, LabelSmoothingCE (Holm over 2): big beats it." in md
+
+
+def test_baselines_default_to_the_regimes_when_verifying_a_run_and_are_checked():
+    assert transfer.baselines_of(None, verifying=True, label_noise=0.0) == ["LabelSmoothingCE", "Poly1"]
+    assert transfer.baselines_of(None, verifying=True, label_noise=0.4) == ["GCE", "SCE", "NCEandRCE"]
+    assert transfer.baselines_of(None, verifying=False, label_noise=0.4) == []
+    assert transfer.baselines_of("regime", verifying=False, label_noise=0.0) == ["LabelSmoothingCE", "Poly1"]
+    assert transfer.baselines_of("none", verifying=True, label_noise=0.0) == []
+    assert transfer.baselines_of("GCE,y * (1 - p)", verifying=True, label_noise=0.0) == ["GCE", "y * (1 - p)"]
+    with pytest.raises(ValueError, match="--baselines: 'GCEE': unknown loss 'GCEE'"):
+        transfer.baselines_of("GCEE", verifying=True, label_noise=0.0)
+
+
+def test_a_bad_baseline_is_one_line_before_any_training(tmp_path, capsys):
+    assert transfer.main(["--losses", "CE", "--baselines", "GCEE", "--seeds", "1", "--dataset", "digits",
+                          "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "--baselines: 'GCEE': unknown loss 'GCEE'" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
