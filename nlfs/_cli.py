@@ -5,7 +5,8 @@
 - Argument types that refuse bad values up front: ``positive_int``, ``positive_float``, ...
 - The training options, generated from ``TrainConfig``: ``add_training_options`` and
   ``training_overrides`` (one table of which fields are options, their types, choices and help).
-- ``split_losses`` (a loss list), ``parse_seeds`` (a seed count or list) and ``key_values``
+- ``split_losses`` (a loss list; ``checked_losses`` checks each, naming the option), ``parse_seeds``
+  (a seed count or list) and ``key_values``
   (``NAME=VALUE,...`` options, each bad item named with its option).
 - ``add_pack_option``: ``--pack K``, trainings of one budget packed into one network (a GPU feature).
 - ``run_main``: a configuration error is ``prog: error: ...`` and exit 2; Ctrl-C or SIGTERM is one
@@ -24,7 +25,8 @@ import sys
 import typing
 
 __all__ = ["BUDGET_OPTIONS", "PER_SEED", "TRAINING_OPTIONS", "ArgumentParser", "Interrupted", "add_known_loss_options",
-           "add_pack_option", "add_split_seed_option", "add_training_options", "command_line", "fraction",
+           "add_pack_option", "add_split_seed_option", "add_training_options", "checked_losses", "command_line",
+           "fraction",
            "image_size", "key_values", "non_negative_float", "non_negative_int", "parse_seeds",
            "positive_float", "positive_int", "refuse_on_resume", "resume_with", "run_main", "seeds_list",
            "split_losses", "split_seed_choice", "tool_name", "train_defaults", "training_overrides"]
@@ -77,6 +79,20 @@ def split_losses(text: str) -> list[str]:
             cur.append(ch)
     out.append("".join(cur))
     return [s.strip() for s in out if s.strip()]
+
+
+def checked_losses(text: str, option: str) -> list[str]:
+    """An option's list of losses (``split_losses``), each a catalogue name or an expression, checked
+    here so that a bad one is named with its option (``--seed-losses: 'NGLL': unknown loss ...``)."""
+    from .losses import resolve_spec
+
+    out = split_losses(text)
+    for loss in out:
+        try:
+            resolve_spec(loss)
+        except ValueError as err:
+            raise ValueError(f"{option}: {loss!r}: {err}") from None
+    return out
 
 
 def parse_seeds(text) -> list[int]:

@@ -18,16 +18,15 @@ from ._cli import (
     ArgumentParser,
     add_pack_option,
     add_training_options,
+    checked_losses,
     non_negative_int,
     positive_float,
     positive_int,
     refuse_on_resume,
     resume_with,
     run_main,
-    split_losses,
     training_overrides,
 )
-from .losses import resolve_spec
 from .search import (
     DEFAULT_SEED_LOSSES,
     DEFAULT_TARGETS,
@@ -56,13 +55,7 @@ def seed_losses(text: str | None, space: str) -> tuple[str, ...]:
         return DEFAULT_SEED_LOSSES if space not in ("nlfs", "taylor") else ()
     if text.strip().lower() == "none":
         return ()
-    out = tuple(split_losses(text))
-    for loss in out:  # the search checks them too, but its message cannot name the option
-        try:
-            resolve_spec(loss)
-        except ValueError as err:
-            raise ValueError(f"--seed-losses: {loss!r}: {err}") from None
-    return out
+    return tuple(checked_losses(text, "--seed-losses"))  # the search checks them too, without the option's name
 
 
 def target_baselines(text: str | None):
@@ -70,13 +63,7 @@ def target_baselines(text: str | None):
     expressions (each checked here, so the message names the option)."""
     if text is None or text.strip().lower() in ("regime", "none"):
         return None if text is None else text.strip().lower()
-    out = tuple(split_losses(text))
-    for loss in out:
-        try:
-            resolve_spec(loss)
-        except ValueError as err:
-            raise ValueError(f"--target-baselines: {loss!r}: {err}") from None
-    return out
+    return tuple(checked_losses(text, "--target-baselines"))
 
 
 # what a resumed run may change: how it runs and how long; the run's saved configuration decides the rest

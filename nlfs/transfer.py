@@ -47,6 +47,7 @@ from ._cli import (
     add_pack_option,
     add_split_seed_option,
     add_training_options,
+    checked_losses,
     command_line,
     parse_seeds,
     positive_float,
@@ -759,13 +760,7 @@ def baselines_of(text: str | None, verifying: bool, label_noise: float) -> list[
         return []
     if choice.lower() == "regime":
         return list(regime_baselines(label_noise))
-    out = split_losses(choice)
-    for loss in out:
-        try:
-            resolve_spec(loss)
-        except ValueError as err:
-            raise ValueError(f"--baselines: {loss!r}: {err}") from None
-    return out
+    return checked_losses(choice, "--baselines")
 
 
 def _list_presets() -> str:
