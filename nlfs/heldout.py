@@ -9,7 +9,7 @@ across *all* the pairs of the table (the family is every claim the table could m
 p-value is below ``alpha``.
 
     python -m nlfs.heldout --setting arch=runs/h/arch/transfer.csv --setting noise=runs/h/noise/transfer.csv \\
-        --finalists found_a,found_b --baselines CE,LabelSmoothingCE,Poly1 --out bench/results/discovery_heldout
+        --finalists found_a,found_b --out bench/results/discovery_heldout   # baselines: CE and the regimes' strongest
 
 Writes ``OUT.csv`` (one row per pair) and ``OUT.md``. ``table(...)`` is the same computation for
 code (a test recomputes a committed report from its CSVs with it).
@@ -100,6 +100,13 @@ def finalists_from(run_dir: str | Path, k: int = 3) -> tuple[list[str], dict[str
     return [e["name"] for e in entries], families
 
 
+def default_baselines() -> list[str]:
+    """CE and the strongest known losses of every regime (``nlfs.search.REGIME_BASELINES``)."""
+    from .search import REGIME_BASELINES
+
+    return ["CE", *dict.fromkeys(name for names in REGIME_BASELINES.values() for name in names)]
+
+
 def missing_labels(settings: dict[str, dict[str, dict[int, float]]], labels: list[str]) -> list[str]:
     """The labels no setting's CSV has a finished run of (a typo, or a loss never transferred)."""
     return [lab for lab in labels if not any(lab in acc for acc in settings.values())]
@@ -178,7 +185,9 @@ def build_parser() -> ArgumentParser:
     ap.add_argument("--from", dest="from_dir", default=None, metavar="DIR",
                     help="the finalists a run directory hands on (DIR/finalists.json from nlfs.eliminate, "
                          "else the search's best): instead of --finalists")
-    ap.add_argument("--baselines", default="CE,LabelSmoothingCE,Poly1", help="comma-separated loss labels")
+    ap.add_argument("--baselines", default=",".join(default_baselines()),
+                    help="comma-separated loss labels (default: CE and every regime's strongest known losses, "
+                         "those the CSVs hold: transfer --from trains the regime's beside the finalists)")
     ap.add_argument("--alpha", type=fraction, default=0.05, help="significance level after the Holm correction")
     ap.add_argument("--out", required=True, help="path without suffix for OUT.csv and OUT.md")
     return ap

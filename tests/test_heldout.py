@@ -146,3 +146,13 @@ def test_the_csv_is_written_atomically_and_as_before(tmp_path, monkeypatch):
         heldout.write_csv(tmp_path / "t.csv", [])
     assert (tmp_path / "t.csv").read_bytes() == expected.encode()  # the old file stands, no stray temporary
     assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]
+
+
+def test_the_default_baselines_are_ce_and_the_regimes_strongest_the_csvs_hold(tmp_path):
+    seeds = range(6)
+    _write(tmp_path / "noisy.csv", {"A": {s: 0.80 + 0.001 * s for s in seeds}, "CE": {s: 0.78 for s in seeds},
+                                    "GCE": {s: 0.81 for s in seeds}, "SCE": {s: 0.79 for s in seeds}})
+    assert heldout.default_baselines() == ["CE", "LabelSmoothingCE", "Poly1", "GCE", "SCE", "NCEandRCE"]
+    assert heldout.main(["--setting", f"n={tmp_path / 'noisy.csv'}", "--finalists", "A",
+                         "--out", str(tmp_path / "t")]) == 0
+    assert [r["baseline"] for r in csv_rows(tmp_path / "t.csv")] == ["CE", "GCE", "SCE"]
