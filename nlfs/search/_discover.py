@@ -366,7 +366,10 @@ class FoundLoss:
     screening rung, a proxy; or your fitness function at a budget), its paired difference to CE there
     in percentage points with the 95% interval (None under 2 seeds), and, if it was trained in the
     target, the same there (``held``: whether its lead held; ``known_family``: for a loss trained there,
-    the catalogue loss it is at other constants, as 'GCE (q 0.5)', else '')."""
+    the catalogue loss it is at other constants, as 'GCE (q 0.5)', else ''); where the run trained known
+    losses in the target (``target_baselines``), ``strongest_known``, the strongest of them there ('' where
+    none was trained, or CE stood above them all), and the difference to it, ``target_vs_strongest_pp``
+    with its interval ``target_strongest_ci_pp``."""
 
     name: str
     formula: str
@@ -382,6 +385,9 @@ class FoundLoss:
     target_ci_pp: tuple[float, float] | None
     in_target: str
     known_family: str = ""
+    strongest_known: str = ""
+    target_vs_strongest_pp: float | None = None
+    target_strongest_ci_pp: tuple[float, float] | None = None
 
     @property
     def held(self) -> bool:
@@ -415,11 +421,13 @@ class Discovery:
             if e.get("known"):  # a known loss in disguise: in the report, not among the finds
                 continue
             t = e.get("target") or {}
+            versus = t.get("vs_strongest") or {}
             out.append(FoundLoss(e["name"], e.get("formula") or e["expression"], e["expression"],
                                  dict(e.get("constants") or {}), float(e.get("scale") or 1.0), e.get("regime", ""),
                                  _pp(e.get("vs_ce")), _pp_ci(e.get("paired_ci")), e.get("lead", ""),
                                  t.get("regime"), _pp(t.get("paired")), _pp_ci(t.get("paired_ci")),
-                                 e.get("in_target", ""), family_text(e.get("known_family"))))
+                                 e.get("in_target", ""), family_text(e.get("known_family")),
+                                 versus.get("name") or "", _pp(versus.get("diff")), _pp_ci(versus.get("ci"))))
         return out
 
     @property

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from nlfs import losses
-from nlfs.search import REGIME_BASELINES, SearchConfig, preset_config, read_target_baselines
+from nlfs.search import REGIME_BASELINES, Discovery, SearchConfig, preset_config, read_target_baselines
 from nlfs.search._report import format_summary, write_report
 from tests.runs import run_search
 from tests.search.test_target_stage import CE, LEAD, FakeExecutor, config
@@ -62,6 +62,9 @@ def test_a_lead_over_ce_that_is_behind_label_smoothing_did_not_hold(tmp_path):
     assert f"| LabelSmoothingCE | `{LS}` (a 0.1) | 3 | 0.5407 |" in md
     text = format_summary(summary, "digits")
     assert "known losses trained there beside CE, same seeds: LabelSmoothingCE 0.5407 (+4.07 pp" in text
+    found = Discovery(tmp_path / "run", summary, text).best[0]
+    assert found.strongest_known == "LabelSmoothingCE" and found.target_vs_strongest_pp == pytest.approx(-1.0)
+    assert found.target_strongest_ci_pp == pytest.approx((-1.0, -1.0)) and not found.held
 
 
 def test_a_lead_over_the_strongest_known_loss_holds_and_says_against_which(tmp_path):
