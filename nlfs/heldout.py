@@ -146,9 +146,11 @@ def _cell(v):
 
 
 def markdown(rows: list[dict], alpha: float = 0.05, regimes: dict[str, str] | None = None,
-             families: dict[str, dict] | None = None) -> str:
+             families: dict[str, dict] | None = None, absent: dict[str, list[str]] | None = None) -> str:
     """The table; ``families``: ``{finalist: known family}`` of finalists that are a catalogue loss at other
-    constants, each named under it (a win of one is that loss re-tuned, not a new loss)."""
+    constants, each named under it (a win of one is that loss re-tuned, not a new loss); ``absent``:
+    ``{setting: baselines}`` of a setting's regime that its CSV does not hold, each named under it (a
+    win there is not one against the field)."""
     from .search import family_text
 
     pp = 100.0
@@ -174,7 +176,23 @@ def markdown(rows: list[dict], alpha: float = 0.05, regimes: dict[str, str] | No
     lines += [f"{name} is {family_text(fam)}: a catalogue loss at other constants than its published ones, so a "
               "win of it is that known loss re-tuned, not a new loss." for name, fam in (families or {}).items()
               if any(r["finalist"] == name for r in rows)]
+    lines += [f"Setting {name}: its regime's strongest known losses {', '.join(missing)} are not in its CSV, so no "
+              "win there is one against the field (transfer --baselines regime trains them)."
+              for name, missing in (absent or {}).items() if missing]
     return "\n".join(lines) + "\n"
+
+
+def regime_absent(path: str | Path, accuracies: dict[str, dict[int, float]]) -> list[str]:
+    """The strongest known losses of a transfer CSV's regime (by its label noise) it holds no finished run of."""
+    from .search import regime_baselines
+
+    with Path(path).open(newline="") as fh:
+        first = next(csv.DictReader(fh), {})
+    try:
+        noise = float(first.get("label_noise") or 0.0)
+    except ValueError:
+        noise = 0.0
+    return [name for name in regime_baselines(noise) if name not in accuracies]
 
 
 def build_parser() -> ArgumentParser:
@@ -225,7 +243,9 @@ def _main(argv=None) -> int:
     rows = table(settings, finalists, baselines, args.alpha)
     regimes = {name: read_regime(item.partition("=")[2]) for name, item in zip(settings, args.setting)}
     write_csv(f"{args.out}.csv", rows)
-    text = markdown(rows, args.alpha, regimes, families)
+    paths = {name: item.partition("=")[2] for name, item in zip(settings, args.setting)}
+    absent = {name: regime_absent(paths[name], acc) for name, acc in settings.items()}
+    text = markdown(rows, args.alpha, regimes, families, absent)
     Path(f"{args.out}.md").write_text(text)
     print(text, end="")
     return 0

@@ -131,11 +131,13 @@ _CONFIG_KEYS = ("model", "dataset", "augment", "epochs", "steps", "batch_size", 
 @dataclass(frozen=True)
 class LossEntry:
     """One loss to compare: ``label`` (table/CSV name), ``loss`` (catalogue name or expression
-    string passed to the trainer) and ``constants`` (overrides, e.g. from a search run)."""
+    string passed to the trainer) and ``constants`` (overrides, e.g. from a search run); ``baseline``:
+    a loss to compare against (a published one, or one named by ``--baselines``), not a contender."""
 
     label: str
     loss: str  # or any loss the trainer accepts (an nn.Module/callable) when built in Python
     constants: dict | None = None
+    baseline: bool = False
 
     @property
     def scale(self) -> float:
@@ -173,7 +175,7 @@ def parse_losses(specs: list[str] | str) -> list[LossEntry]:
             if _losses.is_registered(text):
                 text = _losses.get(text).name
                 label = text if label == item else label
-            entries.append(LossEntry(label, text))
+            entries.append(LossEntry(label, text, baseline=text in _losses.BUILTIN))  # published: a baseline
     return entries
 
 
@@ -227,7 +229,7 @@ def _dedupe(entries: list[LossEntry]) -> list[LossEntry]:
         seen.add(e.label)
         out.append(e)
     if REFERENCE not in seen:  # the table compares against CE: always train it
-        out.insert(0, LossEntry(REFERENCE, REFERENCE))
+        out.insert(0, LossEntry(REFERENCE, REFERENCE, baseline=True))
     return out
 
 
@@ -462,7 +464,7 @@ def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Pat
             f"({row['wall_time']:.1f} s, {row['backend']}){' ' + row['reason'] if row['reason'] else ''}")
     labels = [e.label for e in entries]
     mine = [r for r in rows if r["loss"] in labels and r["seed"] in seeds]
-    summary = summarise(mine, labels)
+    summary = summarise(mine, labels, baselines={e.label for e in entries if e.baseline})
     write_markdown(out / f"{name}.md", summary, mine, cfg, command=command, note=note, setup=setup,
                    split_per_seed=split_per_seed)
     if plot:
@@ -471,9 +473,10 @@ def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Pat
 
 
 # ------------------------------------------------------------------------------------------- summary
-def summarise(rows: list[dict], labels: list[str], reference: str = REFERENCE) -> list[dict]:
+def summarise(rows: list[dict], labels: list[str], reference: str = REFERENCE, baselines=()) -> list[dict]:
     """Per loss: n ok/failed, mean ± std test accuracy over ok runs, and the paired comparison with
-    ``reference`` over the seeds where both finished."""
+    ``reference`` over the seeds where both finished; ``baseline``: whether it is one of ``baselines``
+    (``reference`` always is), a loss to compare against rather than a contender."""
     acc = {lab: {r["seed"]: r["test_acc"] for r in rows if r["loss"] == lab and r["status"] == "ok"
                  and r["test_acc"] is not None} for lab in labels}
     ref = acc.get(reference, {})
@@ -486,46 +489,96 @@ def summarise(rows: list[dict], labels: list[str], reference: str = REFERENCE) -
         expr = next((r.get("expression") for r in mine if r.get("expression")), "")
         backends = sorted({r.get("backend") or "" for r in mine} - {""})
         out.append(dict(loss=lab, n_ok=len(acc[lab]), n_failed=len(failed), mean=m, std=s, test=test, acc=acc[lab],
+                        baseline=lab == reference or lab in baselines,
                         failures=[(r["seed"], r["status"], r.get("reason") or "") for r in failed],
                         expression=expr, backends=backends,
                         wall=sum(r.get("wall_time") or 0.0 for r in mine)))
     return out
 
 
-def versus_strongest(summary: list[dict]) -> dict | None:
-    """Every loss that is not a published one (``nlfs.losses.BUILTIN``: a found loss, an expression)
-    against the strongest published loss that ran (highest mean test accuracy, CE included): beating CE
-    is not a claim when label smoothing or GCE beat CE too. Paired over the seeds both finished, Holm over
-    these comparisons. None without such a loss or without a published one that finished."""
-    from .losses import BUILTIN
+def versus_strongest(summary: list[dict], regime: tuple[str, ...] = ()) -> dict | None:
+    """Every contender (a loss that is no baseline: ``summarise``'s ``baseline``) against the strongest
+    baseline on its own seeds: among the baselines that finished every seed the contender finished, the
+    one with the highest mean test accuracy there; paired over those seeds, Holm over these comparisons
+    (beating CE is no claim when label smoothing or GCE beat CE too). A baseline missing one of those
+    seeds while it finished others keeps the contender from beating the field (``incomplete``); one that
+    finished none is ``failed``. ``missing``: the names of ``regime`` (the regime's strongest known losses)
+    no baseline that finished stands for. None without a contender."""
+    from .losses import get
 
-    known = [x for x in summary if x["loss"] in BUILTIN and x["n_ok"]]
-    others = [x for x in summary if x["loss"] not in BUILTIN and x["n_ok"]]
-    if not known or not others:
+    baselines = [x for x in summary if x["baseline"]]
+    contenders = [x for x in summary if not x["baseline"] and x["n_ok"]]
+    if not contenders:
         return None
-    best = max(known, key=lambda x: (x["mean"], x["loss"] == REFERENCE))
-    tests = [(x["loss"], _stats.paired_by_key(x["acc"], best["acc"])) for x in others]
-    adjusted = _stats.holm([t.p_t for _, t in tests])
-    return {"strongest": best["loss"], "mean": best["mean"], "std": best["std"],
-            "rows": [{"loss": lab, "test": t, "p_holm": p} for (lab, t), p in zip(tests, adjusted)]}
+    rows = []
+    for c in contenders:
+        seeds = set(c["acc"])
+        covering = [b for b in baselines if seeds <= set(b["acc"])]
+        row = {"loss": c["loss"], "strongest": None, "test": None, "seeds": sorted(seeds),
+               "incomplete": [b["loss"] for b in baselines if b["n_ok"] and not seeds <= set(b["acc"])],
+               "failed": [b["loss"] for b in baselines if not b["n_ok"]]}
+        if covering:
+            best = max(covering, key=lambda b: (_stats.mean(b["acc"][k] for k in seeds), b["loss"] == REFERENCE))
+            row["strongest"] = best["loss"]
+            row["test"] = _stats.paired_by_key(c["acc"], {k: best["acc"][k] for k in seeds})
+        rows.append(row)
+    tested = [r for r in rows if r["test"] is not None and math.isfinite(r["test"].p_t)]
+    for r, p in zip(tested, _stats.holm([r["test"].p_t for r in tested])):
+        r["p_holm"] = p
+    for r in rows:
+        r.setdefault("p_holm", math.nan)
+        r["beats"] = bool(r["test"] is not None and r["test"].mean_diff > 0 and r["p_holm"] < 0.05
+                          and not r["incomplete"])
+    finished = {x["loss"] for x in baselines if x["n_ok"]} | {x["expression"] for x in baselines if x["n_ok"]}
+    missing = [n for n in regime if n not in finished and get(n).text not in finished]
+    return {"rows": rows, "tested": len(tested), "missing": missing,
+            "baselines": [b["loss"] for b in baselines]}
 
 
 def _strongest_lines(versus: dict) -> list[str]:
-    lines = ["", f"## Against the strongest published loss here: {versus['strongest']}", "",
-             f"{versus['strongest']} has the highest mean test accuracy among the published losses that ran "
-             f"({_stats.format_mean_std(versus['mean'], versus['std'], 2, 100)} %). Each other loss against it, "
-             "paired over the seeds both finished; p-values Holm-corrected over these comparisons.", "",
-             f"| loss | Δ vs {versus['strongest']}, pp [95% CI] | pairs | better/worse | p (t-test) | p (Holm) "
-             "| beats it |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+    lines = ["", "## Against the strongest baseline", "",
+             f"Baselines: {', '.join(versus['baselines'])} (the published losses and those named by --baselines). "
+             "Each other loss is compared with the strongest of them on its own seeds: among the baselines that "
+             "finished every seed it finished, the one with the highest mean test accuracy over those seeds; "
+             f"paired over those seeds, Holm-corrected over the {versus['tested']} comparison(s) with a p-value. "
+             "A loss beats the field only when it is ahead there with Holm p < 0.05 and no baseline is missing "
+             "one of its seeds.", "",
+             "| loss | strongest baseline on its seeds | seeds | Δ pp [95% CI] | better/worse | p (t-test) | p (Holm) "
+             "| beats it |", "|---|---|---|---:|---:|---:|---:|---|"]
     for r in versus["rows"]:
         t = r["test"]
-        ci = (f"{t.mean_diff * 100:+.2f}" + (f" [{t.ci_low * 100:+.2f}, {t.ci_high * 100:+.2f}]"
-                                             if math.isfinite(t.ci_low) else ""))
-        beats = math.isfinite(r["p_holm"]) and r["p_holm"] < 0.05 and t.mean_diff > 0
-        lines.append(f"| {r['loss']} | {ci} | {t.n} | {t.wins}/{t.losses} | {_stats.format_p(t.p_t)} | "
-                     f"{_stats.format_p(r['p_holm'])} | {'**yes**' if beats else 'no'} |")
+        seeds = ",".join(map(str, r["seeds"]))
+        if t is None:
+            lines.append(f"| {r['loss']} | none finished all its seeds | {seeds} | – | – | – | – | no |")
+            continue
+        ci = f"{t.mean_diff * 100:+.2f}" + (f" [{t.ci_low * 100:+.2f}, {t.ci_high * 100:+.2f}]"
+                                             if math.isfinite(t.ci_low) else "")
+        beats = "**yes**" if r["beats"] else "no"
+        lines.append(f"| {r['loss']} | {r['strongest']} | {seeds} | {ci} | {t.wins}/{t.losses} | "
+                     f"{_stats.format_p(t.p_t)} | {_stats.format_p(r['p_holm'])} | {beats} |")
+    notes = sorted({n for r in versus["rows"] for n in r["incomplete"]})
+    if notes:
+        lines += ["", f"Not finished on every seed of a loss above (so no loss beats the field until they are): "
+                      f"{', '.join(notes)}."]
+    failed = sorted({n for r in versus["rows"] for n in r["failed"]})
+    if failed:
+        lines += ["", f"Baselines that finished no seed (not compared): {', '.join(failed)}."]
+    if versus["missing"]:
+        lines += ["", f"The regime's strongest known losses {', '.join(versus['missing'])} did not run here (or "
+                      "finished no seed): this compares with the baselines above only, not with the field "
+                      "(`--baselines regime` trains them)."]
     return lines
+
+
+def _strongest_sentence(versus: dict | None) -> str:
+    if versus is None:
+        return ""
+    beat = [r["loss"] for r in versus["rows"] if r["beats"]]
+    text = (f"Against the strongest baseline on each loss's seeds (Holm over {versus['tested']}): "
+            f"{', '.join(beat) + (' beats' if len(beat) == 1 else ' beat') + ' it' if beat else 'no loss beats it'}")
+    if versus["missing"]:
+        text += f", with the regime's {', '.join(versus['missing'])} absent: not a claim against the field"
+    return text + "."
 
 
 def _md_table(summary: list[dict]) -> list[str]:
@@ -548,11 +601,12 @@ def _md_table(summary: list[dict]) -> list[str]:
     return lines
 
 
-def _headline(summary: list[dict]) -> str:
+def _headline(summary: list[dict], versus: dict | None = None) -> str:
     ref = next((s for s in summary if s["loss"] == REFERENCE), None)
     others = [s for s in summary if s["loss"] != REFERENCE and s["n_ok"]]
     if ref is None or not ref["n_ok"] or not others:
-        return "Not enough finished runs for a comparison."
+        return " ".join(filter(None, ["Not enough finished runs for a comparison with CE.",
+                                      _strongest_sentence(versus)]))
     best = max(summary, key=lambda s: -math.inf if not math.isfinite(s["mean"]) else s["mean"])
     sig = [s for s in others if s["test"] and math.isfinite(s["test"].p_t) and s["test"].p_t < 0.05]
     better = [s["loss"] for s in sig if s["test"].mean_diff > 0]
@@ -572,17 +626,14 @@ def _headline(summary: list[dict]) -> str:
                      f"{', '.join(survive) if survive else 'none'}.")
     if failed:
         parts.append(f"Losses with failed runs: {', '.join(failed)}.")
+    if versus is not None:
+        parts.append(_strongest_sentence(versus))
     parts.append(f"With {n} seeds at a small training budget these tests have little power: differences "
                  "below about one standard deviation of the seed-to-seed spread cannot be told apart from "
                  "noise, the table's p-values are not corrected for multiple comparisons, and a ranking "
                  "at this budget need not carry over to longer training or larger models.")
     if n == 5:
         parts.append("With 5 pairs the exact two-sided Wilcoxon p-value cannot go below 0.0625.")
-    versus = versus_strongest(summary)
-    if versus is not None:
-        beat = [r["loss"] for r in versus["rows"] if r["p_holm"] < 0.05 and r["test"].mean_diff > 0]
-        parts.insert(2, f"Against the strongest published loss here, {versus['strongest']} (Holm over "
-                        f"{len(versus['rows'])}): {', '.join(beat) if beat else 'no other loss'} beats it.")
     return " ".join(parts)
 
 
@@ -604,9 +655,11 @@ def write_markdown(path: str | Path, summary: list[dict], rows: list[dict], cfg,
              f"Regime: {training_regime(r, split_per_seed)}.", ""]
     if note:
         lines += [note, ""]
-    lines += ["**Summary.** " + _headline(summary), ""]
+    from .search import regime_baselines
+
+    versus = versus_strongest(summary, regime_baselines(r.label_noise))
+    lines += ["**Summary.** " + _headline(summary, versus), ""]
     lines += _md_table(summary)
-    versus = versus_strongest(summary)
     if versus is not None:
         lines += _strongest_lines(versus)
     lines += ["", "How to read it: accuracies are on the dataset's test split (never used for training or "
@@ -755,8 +808,8 @@ def baselines_of(text: str | None, verifying: bool, label_noise: float) -> list[
     strongest known losses of a training with ``label_noise``; ``none`` (else the default) none."""
     from .search import regime_baselines
 
-    choice = (text or ("regime" if verifying else "none")).strip()
-    if choice.lower() == "none":
+    choice = ("regime" if verifying else "none") if text is None else text.strip()
+    if choice.lower() in ("none", ""):
         return []
     if choice.lower() == "regime":
         return list(regime_baselines(label_noise))
@@ -812,8 +865,8 @@ def _main(argv: list[str] | None = None) -> int:
         entries += losses_from_run(run, args.top)
     for run in args.from_dir:
         entries += losses_from(run, args.top)
-    entries += parse_losses(baselines_of(args.baselines, bool(args.from_run or args.from_dir),
-                                         float(settings.get("label_noise") or 0.0)))
+    entries += [dataclasses.replace(e, baseline=True) for e in parse_losses(  # named as baselines: never contenders
+        baselines_of(args.baselines, bool(args.from_run or args.from_dir), float(settings.get("label_noise") or 0.0)))]
     if settings.get("threads"):
         import torch
 

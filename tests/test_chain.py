@@ -50,7 +50,7 @@ def test_search_tune_eliminate_transfer_heldout(tmp_path, capsys):
     assert all(r["status"] == "ok" and float(r["scale"]) == pytest.approx(survivor["scale"]) for r in mine)
     assert all(r["label_noise"] == "0.1" for r in rows)
     md = (out / "transfer.md").read_text()
-    assert "label noise 0.1" in md and "Δ 95% CI, pp" in md and "## Against the strongest published loss here" in md
+    assert "label noise 0.1" in md and "Δ 95% CI, pp" in md and "## Against the strongest baseline" in md
 
     report = tmp_path / "heldout"
     assert heldout.main(["--setting", f"digits={out / 'transfer.csv'}", "--from", str(run), "--baselines", "CE",

@@ -156,3 +156,6 @@ def test_the_default_baselines_are_ce_and_the_regimes_strongest_the_csvs_hold(tm
     assert heldout.main(["--setting", f"n={tmp_path / 'noisy.csv'}", "--finalists", "A",
                          "--out", str(tmp_path / "t")]) == 0
     assert [r["baseline"] for r in csv_rows(tmp_path / "t.csv")] == ["CE", "GCE", "SCE"]
+    # no label_noise column: read as clean labels, whose strongest known losses this CSV lacks, and says so
+    assert ("Setting n: its regime's strongest known losses LabelSmoothingCE, Poly1 are not in its CSV"
+            in (tmp_path / "t.md").read_text())
