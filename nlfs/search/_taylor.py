@@ -60,6 +60,9 @@ class TaylorSearch:
             raise ImportError("the TaylorGLO search needs the cmaes package for Optuna's CMA-ES sampler: "
                               "pip install cmaes") from err
         self.run_dir = Path(cfg.run_dir)
+        if not resume and cfg.target_baselines:
+            raise ValueError("target_baselines (--target-baselines) train in a search's target stage beside its "
+                             "leaders; the taylor algorithm has none")
         if not resume:
             from ..train import check_config
 

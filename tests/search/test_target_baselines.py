@@ -240,3 +240,11 @@ def test_discover_resumed_with_the_presets_or_the_regimes_baselines_is_no_change
     for value in (None, "regime", "REGIME", ["GCE", "SCE", "NCEandRCE"]):
         assert changed_settings(tmp_path / "run", {"target_baselines": value}) == []
     assert changed_settings(tmp_path / "run", {"target_baselines": "none"}) == ["target_baselines"]
+
+
+def test_the_taylor_algorithm_refuses_target_baselines_before_any_run_dir(tmp_path, capsys):
+    from nlfs.evolve import main
+
+    assert main(["--algorithm", "taylor", "--dataset", "digits", "--target-baselines", "regime", "--run-dir",
+                 str(tmp_path / "run"), "--budget", "2"]) == 2
+    assert "the taylor algorithm has none" in capsys.readouterr().err and not (tmp_path / "run").exists()
