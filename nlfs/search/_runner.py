@@ -554,7 +554,6 @@ class Search:
         once per seed), until the 95% interval of its mean paired difference to CE excludes 0 or it has
         ``race_seeds``. Each chunk is a row at the last rung listing all its seeds; a killed race
         resumes from them and trains no seed twice."""
-
         if not self.cfg.racing:
             return
         last = self.rungs[-1]
