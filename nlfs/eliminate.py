@@ -512,6 +512,13 @@ class Elimination:
             lines.append(f"| {rank} | {label} | {expr} | {_search_cell(c)} | "
                          + " | ".join(cells(c["label"])) + f" | {format_mean_std(*d, scale=100, sign=True)}"
                          f"{interval} pp |")
+        from .search import regime_baselines
+
+        strongest = ", ".join(regime_baselines(self.base.label_noise))
+        lines += ["", "Elimination ranks; it claims nothing. The survivors are compared with CE only; a loss is "
+                  f"claimed only once it beats the regime's strongest known losses ({strongest}), as "
+                  f"`python -m nlfs.transfer --from {self.run_dir} --seeds 10-19` checks (it trains them beside "
+                  "the survivors; choose seeds no earlier step trained with)."]
         return "\n".join(lines) + "\n"
 
 

@@ -251,6 +251,7 @@ def test_the_presets_last_round_is_the_runs_target_unless_turned_off(tmp_path, m
     assert seen[:7] == [(400, None, 20)] * 7 and seen[7:] == [(None, 16, None)] * 8  # 6 + CE, then (3 + CE) x 2
     md = (run / "elimination.md").read_text()
     assert "Last round: the search run's target: all training images, 16 epochs" in md
+    assert "Elimination ranks; it claims nothing" in md and "strongest known losses (LabelSmoothingCE, Poly1)" in md
     record = json.loads((run / "elimination.json").read_text())
     assert record["rounds"][-1]["target"].startswith("target: all training images, 16 epochs")
     seen.clear()
