@@ -48,11 +48,10 @@ from ._optuna import (
     quiet_optuna,
     resume_stale_trials,
 )
+from ._ranking import best_candidates, best_new_candidates
 from ._report import (
     FINALISTS,
     TUNED,
-    best_candidates,
-    best_new_candidates,
     changed_tunings,
     data_words,
     entry_spec,

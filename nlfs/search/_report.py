@@ -2,7 +2,8 @@
 over evaluations, the best losses exported as catalogue entries and nn.Module code, as LaTeX and as
 standalone PyTorch, their shapes beside cross-entropy, and a summary beside cross-entropy. Formulas
 are shown simplified (``nlfs.expr.simplify``) with their constants' values; ``run.db`` keeps the raw
-expression."""
+expression. Which rows are shown, in what order: ``_ranking``; where the leaders stand in the target:
+``_in_target``."""
 
 from __future__ import annotations
 
@@ -11,174 +12,25 @@ from pathlib import Path
 
 from .._io import atomic_write
 from ..stats import format_pp as pp
-from ..stats import mean
 from ._db import read_config, read_target_baselines
 from ._filters import WARM_START, family_record, family_text, known_twin
-from ._rows import CE_EXPRESSION, interval, paired_to_ce, seed_stats, summary_counts, trained_seeds
+from ._in_target import strongest_known, target_baselines, target_note, target_results
+from ._ranking import (
+    baseline,
+    baseline_accuracy,
+    baseline_scores,
+    best_candidates,
+    best_new_candidates,
+    chance_lead,
+    hall_of_fame,
+    is_known,
+    known_loss,
+    rung_of,
+    shown_candidates,
+    trained_ok,
+)
+from ._rows import CE_EXPRESSION, TARGET_STAGE, seed_stats, summary_counts
 from ._rungs import base_length, budget_text, with_length
-
-
-def trained_ok(rows: list[dict]) -> list[dict]:
-    return [r for r in rows if r["status"] == "ok" and r.get("fitness") is not None]
-
-
-def _rung(r: dict) -> int:
-    return r.get("rung") or 0
-
-
-TARGET_STAGE = "target"  # the stage of a row trained in the target regime (see Search.target_stage)
-
-
-def latest_rows(rows: list[dict]) -> list[dict]:
-    """Each candidate's row at the highest screening rung it reached (fitness-reused rows stand for
-    themselves; a raced leader's last racing row, with all its seeds). Target-regime rows are kept
-    apart: see ``target_results``."""
-    latest: dict[int, dict] = {}
-    for r in rows:
-        if r["status"] == "baseline" or r.get("stage") == TARGET_STAGE:
-            continue
-        key = r.get("candidate") or r["id"]
-        if key not in latest or _rung(r) >= _rung(latest[key]):
-            latest[key] = r
-    return list(latest.values())
-
-
-def _rank(r: dict):
-    """Higher rungs first (more budget, more seeds), then fitness, then (a tie) the row trained on more
-    seeds: a raced leader before a candidate its score merely equals."""
-    return (-_rung(r), -r["fitness"], -len(trained_seeds(r)), r["size"], r["id"])
-
-
-def hall_of_fame(rows: list[dict]) -> list[dict]:
-    """The best candidate of each size that beats every smaller one (a Pareto front), candidates
-    compared at the highest rung they reached."""
-    best_by_size: dict[int, dict] = {}
-    for r in trained_ok(latest_rows(rows)):
-        cur = best_by_size.get(r["size"])
-        if cur is None or _rank(r) < _rank(cur):
-            best_by_size[r["size"]] = r
-    front, best = [], None
-    for size in sorted(best_by_size):
-        r = best_by_size[size]
-        if best is None or _rank(r) < _rank(best):
-            front.append(r)
-            best = r
-    return front
-
-
-def _identity(r: dict) -> tuple[str, str]:
-    return r["expression"], json.dumps(r.get("constants") or {}, sort_keys=True)
-
-
-def best_candidates(rows: list[dict], k: int) -> list[dict]:
-    """The best ``k`` candidates of a search run's rows (highest rung first, then fitness), one per
-    expression and constants: what search, tune, eliminate and transfer call a run's best."""
-    seen, out = set(), []
-    for r in sorted(trained_ok(latest_rows(rows)), key=_rank):
-        key = _identity(r)
-        if key in seen:  # one row per expression and constants (TaylorGLO differs only in these)
-            continue
-        seen.add(key)
-        out.append(r)
-        if len(out) == k:
-            break
-    return out
-
-
-def _is_known(same_as: str | None, cfg: dict) -> bool:
-    """Whether a row that is ``same_as`` a known loss (``known_twin``) is that loss, never a find: a
-    catalogue loss at its published constants, or a warm start as given unless the run let warm starts
-    compete (``warm_starts_compete``)."""
-    return bool(same_as) and (not same_as.startswith(WARM_START) or not cfg.get("warm_starts_compete"))
-
-
-def known_loss(r: dict, cfg: dict) -> str | None:
-    """The known loss the row ``r`` of the run saved as ``cfg`` is in disguise, when it is one that
-    is never a find (``_is_known``); else None. Reports show such a row; no tool hands it on."""
-    same = known_twin(r, cfg.get("grad_scale", "none") != "none", cfg.get("seed_losses") or ())
-    return same if _is_known(same, cfg) else None
-
-
-def best_new_candidates(rows: list[dict], cfg: dict, k: int) -> list[dict]:
-    """``best_candidates`` without the known losses in disguise (``known_loss``; ``cfg``: the run's
-    saved configuration): what a run hands on to the next tool, as its verdict and exports do."""
-    return [r for r in best_candidates(rows, len(rows)) if not known_loss(r, cfg)][:k]
-
-
-def checked_candidates(rows: list[dict]) -> set[int]:
-    """The candidates raced or trained in the target regime (the search's leaders)."""
-    return {r.get("candidate") or r["id"] for r in rows
-            if r.get("stage") in ("race", TARGET_STAGE) and r["status"] != "baseline"}
-
-
-def shown_candidates(rows: list[dict], k: int) -> list[dict]:
-    """What a search's report shows as its best: every candidate trained in the target regime (best
-    there first), then every other raced one (by rank), then ``best_candidates`` up to ``k`` in all
-    (its first always). A leader whose proxy fitness fell as it was raced is still shown, with its
-    result in the target."""
-    target, raced = target_results(rows), checked_candidates(rows)
-
-    def cand(r):
-        return r.get("candidate") or r["id"]
-
-    def in_target(r):  # the best paired difference in the target first, a failed training last
-        t = target[cand(r)]
-        return (t["paired"] is None, -(t["paired"] or 0.0), _rank(r))
-
-    # a leader's latest successful row: a failed racing chunk does not hide what it did before
-    leaders = [r for r in latest_rows(trained_ok(rows)) if cand(r) in raced]
-    first = sorted((r for r in leaders if cand(r) in target), key=in_target)
-    first += sorted((r for r in leaders if cand(r) not in target), key=_rank)
-    shown = {_identity(r) for r in first}
-    rest = [r for r in best_candidates(rows, len(rows)) if cand(r) not in raced and _identity(r) not in shown]
-    return first + rest[: max(1, k - len(first))]  # and the proxy's best, always
-
-
-def baseline(rows: list[dict], rung: int | None = None) -> dict | None:
-    """The CE baseline row (the first one at ``rung`` when given)."""
-    return next((r for r in rows if r["status"] == "baseline" and (rung is None or _rung(r) == rung)), None)
-
-
-def baseline_scores(rows: list[dict], rung: int) -> list[float]:
-    """CE's accuracy on each seed it trained at ``rung`` (baselines are shared by rungs of equal budget)."""
-    fid = next((r.get("fidelity") for r in rows if r["status"] != "baseline" and _rung(r) == rung
-                and r.get("fidelity") and r.get("stage") != TARGET_STAGE), None)
-    return [r["fitness"] for r in rows if r["status"] == "baseline" and r.get("fitness") is not None
-            and (fid is None or r.get("fidelity") == fid) and (fid is not None or _rung(r) == rung)]
-
-
-def baseline_accuracy(rows: list[dict], rung: int) -> float | None:
-    """CE's mean accuracy over the seeds of ``rung``."""
-    return mean(baseline_scores(rows, rung), empty=None)
-
-
-FEW_FOR_NOISE = 5  # below this many candidates the seed-noise estimate is rough, and the report says so
-
-
-def chance_lead(rows: list[dict], rung: int, normalise: bool | None = None) -> dict | None:
-    """The best fitness at ``rung`` that chance alone would give: ``n`` candidates there, none truly
-    different from CE, one seed's paired difference varying by the median of their per-seed sds
-    (``nlfs.stats.chance_best_paired``: ``expected_best`` with candidates as noisy as CE, whose shared
-    trainings cancel; ``expected_best_independent`` none shared). None without paired seeds.
-    The noise is estimated without CE in disguise (a spread of 0: the very training of CE; with
-    ``normalise`` given, also every row ``known_twin`` calls CE); ``noise_from`` says from how many
-    candidates, ``few`` when under ``FEW_FOR_NOISE``."""
-    import statistics
-
-    from ..stats import chance_best_paired, seed_noise
-
-    at = [r for r in trained_ok(latest_rows(rows)) if _rung(r) == rung]
-    stats = [seed_stats(r) for r in at]
-    noisy = [paired_to_ce(trained_seeds(r)) for r, s in zip(at, stats) if s["paired_sd"] is not None
-             and s["paired_sd"] > 0 and (normalise is None or known_twin(r, normalise) != "CE")]
-    if len(stats) < 2 or not noisy:
-        return None
-    sd, noise_from = seed_noise(noisy)
-    seeds = round(statistics.median(s["seeds"] for s in stats if s["seeds"]))
-    low, high = chance_best_paired(len(stats), sd, seeds)
-    return {"rung": rung, "candidates": len(stats), "seeds": seeds, "seed_sd": sd,
-            "expected_best": low, "expected_best_independent": high, "noise_from": noise_from,
-            "few": noise_from < FEW_FOR_NOISE}
 
 
 def row_spec(r: dict, name: str, class_reduction: str = "class_sum"):
@@ -262,11 +114,11 @@ def plot_fitness(rows: list[dict], path: Path, paired: bool = False) -> None:
     if in_target:  # another regime: shown apart, never part of the screening's running best
         ax.scatter([r["id"] for r in in_target], [r["fitness"] for r in in_target], marker="*", s=90,
                    color="crimson", label="in the target regime")
-    for rung in sorted({_rung(r) for r in ok}):
-        at = [r for r in ok if _rung(r) == rung]
+    for rung in sorted({rung_of(r) for r in ok}):
+        at = [r for r in ok if rung_of(r) == rung]
         ax.scatter([r["id"] for r in at], [r["fitness"] for r in at], s=12 + 10 * rung, alpha=0.6,
                    label=f"rung {rung}")
-    top_rung = [r for r in ok if _rung(r) == max((_rung(r) for r in ok), default=0)]
+    top_rung = [r for r in ok if rung_of(r) == max((rung_of(r) for r in ok), default=0)]
     if top_rung:
         running, best = [], float("-inf")
         for r in top_rung:
@@ -473,132 +325,6 @@ def lead_note(r: dict, chance: dict | None, top_rung: int, last_rung: int) -> st
             f"a proxy lead, not a discovery")
 
 
-def target_results(rows: list[dict]) -> dict:
-    """Candidate id -> its training in the target regime: status, seeds, accuracy, CE's accuracy on
-    the same seeds there, the paired difference and its 95% interval (None under 2 seeds)."""
-    out = {}
-    for r in rows:
-        if r.get("stage") != TARGET_STAGE or r["status"] == "baseline":
-            continue
-        st = seed_stats(r) if r["status"] == "ok" else {"seeds": 0, "accuracy": None, "paired": None,
-                                                        "paired_ci": None}
-        ce = [b["fitness"] for b in rows if b["status"] == "baseline" and b.get("fidelity") == r.get("fidelity")
-              and b.get("fitness") is not None
-              and b["seed"] in {s["seed"] for s in (r.get("result") or {}).get("seeds", [])}]
-        out[r.get("candidate") or r["id"]] = {
-            "id": r["id"], "status": r["status"], "reason": r.get("reason") or "", "seeds": st["seeds"],
-            "accuracy": st["accuracy"], "ce_accuracy": mean(ce, empty=None),
-            "paired": st["paired"], "paired_ci": st["paired_ci"], "fidelity": r.get("fidelity"),
-            "per_seed": {s["seed"]: s["acc"] for s in trained_seeds(r) if s.get("acc") is not None}}
-    return out
-
-
-def target_baselines(trainings: list[dict], rows: list[dict], fidelity: str | None) -> list[dict]:
-    """The known losses trained in the target beside CE (``RunDB.target_baseline_rows``), one entry each:
-    its per-seed accuracy, mean, and paired difference to CE on the same seeds with its 95% interval;
-    failed seeds counted apart (a loss with one fails as a whole: it did not train in this regime)."""
-    from ..stats import paired_by_key
-
-    if not trainings:
-        return []
-    ce = {b.get("seed"): b["fitness"] for b in rows if b["status"] == "baseline" and b.get("fidelity") == fidelity
-          and b.get("fitness") is not None}
-    out: dict[str, dict] = {}
-    for t in trainings:
-        if t["fidelity"] != fidelity:
-            continue
-        e = out.setdefault(t["name"], {"name": t["name"], "expression": t["expression"],
-                                       "constants": t.get("constants") or {}, "per_seed": {}, "failed": [],
-                                       "reason": ""})
-        if t["status"] == "ok" and t.get("accuracy") is not None:
-            e["per_seed"][t["seed"]] = t["accuracy"]
-        else:
-            e["failed"].append(t["seed"])
-            e["reason"] = e["reason"] or f"{t['status']}: {(t.get('reason') or '')[:80]}"
-    for e in out.values():
-        e["seeds"] = len(e["per_seed"])
-        e["accuracy"] = mean(e["per_seed"].values(), empty=None)
-        shared = set(e["per_seed"]) & set(ce)
-        e["vs_ce"], e["vs_ce_ci"] = None, None
-        if shared:
-            test = paired_by_key({s: e["per_seed"][s] for s in shared}, {s: ce[s] for s in shared})
-            e["vs_ce"] = test.mean_diff
-            e["vs_ce_ci"] = interval(test) if len(shared) > 1 else None
-    return list(out.values())
-
-
-def strongest_known(t: dict, baselines: list[dict]) -> dict | None:
-    """The leader (target result ``t``) against the target baselines (``target_baselines``); None where
-    none was trained. ``compared``: those trained on every seed of the leader; ``name``: the strongest
-    of them (highest mean accuracy on those seeds), with the leader's paired difference to it (``diff``)
-    and its 95% interval (``ci``, None under 2 seeds), or None where CE stands above every one (then the
-    comparison with CE is the one against the strongest); ``diverged``: those that diverged on every seed
-    (a loss that does not train in this regime is not the one to beat); ``incomplete``: those missing a
-    seed otherwise (an error, a diverged seed among trained ones, a stage not finished): no lead can be
-    shown to hold against the field until they are trained (a resumed run retries errors)."""
-    from ..stats import paired_by_key
-
-    if not baselines:
-        return None
-    seeds = set(t.get("per_seed") or {})
-    out = {"name": None, "diff": None, "ci": None, "seeds": len(seeds), "compared": [], "diverged": [],
-           "incomplete": []}
-    ok = []
-    for b in baselines:
-        if seeds and seeds <= set(b["per_seed"]):
-            ok.append(b)
-            out["compared"].append(b["name"])
-        elif not b["per_seed"] and b["reason"].startswith("diverged"):
-            out["diverged"].append(b["name"])
-        else:
-            missing = sorted(seeds - set(b["per_seed"]))
-            out["incomplete"].append(f"{b['name']} (seed(s) {', '.join(map(str, missing))}"
-                                     + (f"; {b['reason']}" if b["reason"] else ": not trained yet") + ")")
-    if not ok:
-        return out
-    best = max(ok, key=lambda b: (mean(b["per_seed"][s] for s in seeds), b["name"]))
-    if best["vs_ce"] is not None and best["vs_ce"] <= 0:
-        return out
-    test = paired_by_key({s: t["per_seed"][s] for s in seeds}, {s: best["per_seed"][s] for s in seeds})
-    out.update(name=best["name"], diff=test.mean_diff, ci=interval(test) if len(seeds) > 1 else None)
-    return out
-
-
-def target_note(t: dict | None, versus: dict | None = None) -> str:
-    """Whether a leader's lead held in the target: ahead of CE there by an interval excluding 0 and, where
-    the regime's strong baselines trained beside it (``versus``: ``strongest_known``), ahead of the
-    strongest of them the same way; or not (behind, or within seed noise), or not shown (one seed: no
-    interval; a baseline not trained on every seed), or never checked."""
-    if t is None:
-        return "not checked in the target"
-    if t["status"] != "ok" or t.get("paired") is None:
-        return f"did not hold: {t['status']} in the target" + (f" ({t['reason'][:80]})" if t.get("reason") else "")
-    d, ci = t["paired"], t.get("paired_ci")
-    field = ""
-    if versus is not None and versus["name"] is not None:
-        field = (f", {pp(versus['diff'], versus['ci'])} vs {versus['name']} (the strongest known loss trained "
-                 "there)")
-    elif versus is not None and versus["compared"]:
-        field = f", CE above every known loss trained there ({', '.join(versus['compared'])})"
-    if versus is not None and versus["diverged"]:
-        field += f"; {', '.join(versus['diverged'])} diverged there on every seed"
-    vs_ce = " vs CE" if versus is not None else ""
-    if ci is None:  # one seed: a sign, not evidence; never counted as held
-        if d > 0:
-            return (f"not shown to hold: ahead by {pp(d)}{vs_ce} on 1 seed in the target{field}, too few for an "
-                    "interval")
-        return f"did not hold: {pp(d)}{vs_ce} on 1 seed in the target{field}"
-    shown = pp(d, ci) + vs_ce + (f" ({t['seeds']} seeds)" if t.get("seeds") else "") + field
-    if d > 0 and ci[0] > 0:
-        if versus is not None and versus["incomplete"]:
-            return (f"not shown to hold: {shown} in the target, but {'; '.join(versus['incomplete'])} did not "
-                    "train on every seed of it (resume the run to train them)")
-        if versus is None or versus["name"] is None or (versus["ci"] is not None and versus["ci"][0] > 0):
-            return f"held in the target: {shown}"
-        return f"did not hold against {versus['name']}: {shown} in the target"
-    return f"did not hold: {shown} in the target" + (", within seed noise" if d > 0 else "")
-
-
 def rung_regime(cfg: dict, rung: int, seeds: int | None = None) -> str:
     """Where a screening fitness was measured: the rung's budget and its seeds, a proxy (a lead there is
     a proxy lead: ``lead_note`` says whether it is one)."""
@@ -671,21 +397,21 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
     best = shown_candidates(rows, 5)
     counts = summary_counts(rows)
     # the last screening rung reached (the target stage's rows sit one above, in another regime)
-    top_rung = max((_rung(r) for r in rows if r["status"] != "baseline" and r.get("stage") != TARGET_STAGE),
+    top_rung = max((rung_of(r) for r in rows if r["status"] != "baseline" and r.get("stage") != TARGET_STAGE),
                    default=0)
     last_rung = max(len(cfg.get("rungs") or []) - 1, top_rung)
     chance = chance_lead(rows, top_rung, normalise) if paired else None
 
     def entry(r):  # expression: as trained (parseable); formula: simplified, constants' values rounded
         e = {"name": row_name(r, run_dir), **{k: r[k] for k in ("id", "expression", "fitness", "size")},
-             "formula": formula(r, class_reduction), "constants": r.get("constants") or {}, "rung": _rung(r),
-             "scale": r.get("scale") or 1.0, "ce_accuracy": baseline_accuracy(rows, _rung(r)),
+             "formula": formula(r, class_reduction), "constants": r.get("constants") or {}, "rung": rung_of(r),
+             "scale": r.get("scale") or 1.0, "ce_accuracy": baseline_accuracy(rows, rung_of(r)),
              "same_as": known_twin(r, normalise, cfg.get("seed_losses") or ()), **seed_stats(r)}
         acc = e["accuracy"] if e["accuracy"] is not None else e["fitness"]
         e["vs_ce"] = e["paired"] if e["paired"] is not None else (
             None if e["ce_accuracy"] is None or paired else acc - e["ce_accuracy"])
         e["lead"] = lead_note(e, chance, top_rung, last_rung)
-        e["regime"] = rung_regime(cfg, _rung(r), e["seeds"])
+        e["regime"] = rung_regime(cfg, rung_of(r), e["seeds"])
         t = in_target.get(r.get("candidate") or r["id"])
         strongest = None if t is None else strongest_known(t, known)
         e["target"] = None if t is None else {**{k: v for k, v in t.items() if k != "per_seed"},
@@ -719,7 +445,7 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
         best = [*best, ranked]
     entries = [entry(r) for r in best]
     for e in entries:
-        e["known"] = _is_known(e["same_as"], cfg)
+        e["known"] = is_known(e["same_as"], cfg)
     top = next((e for e in entries if ranked and e["id"] == ranked["id"]), None)
     above = [e for e in entries if e["known"] and top is not None and e["vs_ce"] is not None
              and top["vs_ce"] is not None and e["vs_ce"] > top["vs_ce"]]
@@ -791,7 +517,7 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
           "| size | rung | fitness | formula | vs CE | measured in | in the target |",
           "|---|---|---|---|---|---|---|"]
     fmt = "+.4f" if paired else ".4f"
-    md += [f"| {r['size']} | {_rung(r)} | {r['fitness']:{fmt}} | `{formula(r, class_reduction)}` | "
+    md += [f"| {r['size']} | {rung_of(r)} | {r['fitness']:{fmt}} | `{formula(r, class_reduction)}` | "
            f"{pp(e['vs_ce'], e['paired_ci'])} | {e['regime']} | {e['in_target']} |"
            for r, e in zip(hof, summary["hall_of_fame"])]
     if checked:

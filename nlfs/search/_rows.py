@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from . import _filters as F
 
-AFTER_SCREENING = ("race", "target")  # stages of the rows written after the screening loop
+TARGET_STAGE = "target"  # the stage of a row trained in the target regime (see Search.target_stage)
+AFTER_SCREENING = ("race", TARGET_STAGE)  # stages of the rows written after the screening loop
 CE_EXPRESSION = "-y * log(p)"  # cross-entropy (the catalogue's CE): the baseline every candidate is paired with
 
 

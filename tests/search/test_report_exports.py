@@ -67,7 +67,7 @@ def test_summary_says_what_lead_chance_alone_gives():
     import math
     import random
 
-    from nlfs.search._report import chance_lead
+    from nlfs.search._ranking import chance_lead
     from nlfs.stats import expected_max_normal
 
     rng = random.Random(0)

@@ -313,7 +313,7 @@ def test_a_seed_scores_the_accuracy_the_search_asked_for():
 
 
 def test_one_target_seed_says_it_has_no_interval_and_a_held_lead_says_so(tmp_path):
-    from nlfs.search._report import target_note
+    from nlfs.search._in_target import target_note
 
     assert target_note(None) == "not checked in the target"
     # one seed ahead is a sign, not a held lead: never counted as held
