@@ -68,7 +68,8 @@ def target_baselines(text: str | None):
 
 # what a resumed run may change: how it runs and how long; the run's saved configuration decides the rest
 _OPTION_OF = {"ray_address": "address", "progress": "no_progress"}  # a config field's option, where named otherwise
-RESUME_OPTIONS = ("budget", "time_limit", *(_OPTION_OF.get(k, k) for k in HOW_IT_RUNS))
+# ... and add known losses to train in the target beside its leaders (they change no ranking)
+RESUME_OPTIONS = ("budget", "time_limit", "target_baselines", *(_OPTION_OF.get(k, k) for k in HOW_IT_RUNS))
 
 
 def target_spec(text: str) -> dict:
@@ -172,7 +173,7 @@ def build_parser() -> ArgumentParser:
                          "target regime's strongest known losses (clean labels: "
                          f"{','.join(REGIME_BASELINES['clean'])}; label noise: {','.join(REGIME_BASELINES['noisy'])})"
                          "; default: the preset's, none for quick (its one target seed shows a sign only), "
-                         "regime for paper")
+                         "regime for paper); with --resume, they join a run's own and train in its target")
     ap.add_argument("--finalists", type=non_negative_int, default=None, metavar="N",
                     help="leaders raced at the last rung and trained in the target (0: neither; default: "
                          f"the preset's, {quick['finalists']} for quick, {paper['finalists']} for paper)")
@@ -227,7 +228,8 @@ def _main(argv=None) -> int:
     if args.resume:
         search = open_search(resume_config(args.resume, args.budget, None if args.time_limit is None else
                                            60 * args.time_limit, args.workers, args.threads, args.executor,
-                                           args.address, not args.no_progress, args.pack), resume=True)
+                                           args.address, not args.no_progress, args.pack,
+                                           target_baselines(args.target_baselines)), resume=True)
     else:
         search = open_search(config_from_args(args), popsize=args.population)
     cfg = search.cfg

@@ -22,7 +22,7 @@ Three ways to say what a candidate loss is scored on:
 Each candidate is paired with cross-entropy on the same seeds and budgets; filters, rungs, racing,
 the target stage, ``run.db`` and the reports are those of every search. Calling ``discover`` again
 with the same ``run_dir`` resumes the run (its saved configuration decides; only how it runs and its
-budget may change).
+budget may change, and known losses to train in the target be added).
 """
 
 from __future__ import annotations
@@ -160,11 +160,18 @@ def open_search(cfg: SearchConfig, resume: bool = False, fitness=None, popsize: 
 
 def resume_config(run_dir, budget: int | None = None, time_limit: float | None = None, workers: int = 1,
                   threads: int | None = None, executor: str = "local", ray_address: str | None = None,
-                  progress: bool = True, pack: int = 1) -> SearchConfig:
-    """What a resumed run is given: its directory and how it goes on (the rest is the saved run's)."""
+                  progress: bool = True, pack: int = 1, target_baselines=None) -> SearchConfig:
+    """What a resumed run is given: its directory and how it goes on (the rest is the saved run's);
+    ``target_baselines`` (losses, ``"regime"``: the saved run's regime's, or None) join the run's own,
+    trained in the target beside its leaders when it goes on."""
+    from ._db import read_config
+
+    added = ()
+    if target_baselines is not None:
+        added = regime_target_baselines(target_baselines, SearchConfig.from_dict(read_config(run_dir), strict=False))
     return SearchConfig(run_dir=str(run_dir), budget=budget or 0, workers=workers, threads=threads,
                         executor=executor, ray_address=ray_address, progress=progress, time_limit=time_limit,
-                        pack=pack)
+                        pack=pack, target_baselines=added)
 
 
 # ------------------------------------------------------------------------------------------- discover
@@ -200,7 +207,8 @@ def discover(data=None, model: str | None = None, target=None, budget: int | Non
     ``train_size``, ``finalists``, ``race_seeds``, ``seed_losses``, ``augment``, ``grad_scale``,
     ``device``, ``seed``, ``executor``...). A ``run_dir`` that holds a run resumes it: the saved
     configuration decides, and only ``budget``, ``time_limit``, ``workers``, ``options['threads']``,
-    ``options['executor']``, ``options['ray_address']``, ``options['pack']`` apply; ``data`` and
+    ``options['executor']``, ``options['ray_address']``, ``options['pack']`` apply, and
+    ``options['target_baselines']`` join the run's own (trained in the target as it goes on); ``data`` and
     ``fitness``, when given again, must be those it started with (other data or another function's code
     is a ValueError, before any training)."""
     from ..data import as_dataset, image_size, save_dataset
@@ -233,10 +241,11 @@ def discover(data=None, model: str | None = None, target=None, budget: int | Non
         if changed:  # the saved configuration decides; the same script run again is no change
             raise ValueError(f"{run_dir} holds a run, resumed with its saved configuration: drop "
                              f"{', '.join(changed)} or give the values it was started with (only budget, time_limit, "
-                             "workers, threads, executor, ray_address and pack may change), or start a new run_dir")
+                             "workers, threads, executor, ray_address and pack may change, and target_baselines be "
+                             "added), or start a new run_dir")
         cfg = resume_config(run_dir, budget, time_limit, workers, options.get("threads"),
                             options.get("executor", "local"), options.get("ray_address"), progress,
-                            options.get("pack", 1))
+                            options.get("pack", 1), options.get("target_baselines"))
     else:
         if fitness is not None:
             options.setdefault("grad_scale", "none")
@@ -302,13 +311,8 @@ def changed_settings(run_dir: Path, options: dict) -> list[str]:
             continue
         if key == "no_filters":
             same = bool(value) == (plain(saved.get("filters")) == ["validity"])
-        elif key == "target_baselines":  # "regime" or "none" as the run resolved them; None: the saved run's
-            if value is None:
-                continue
-            from ._config import SearchConfig
-
-            value = regime_target_baselines(value, SearchConfig.from_dict(saved, strict=False))
-            same = list(value) == list(saved.get("target_baselines") or [])
+        elif key == "target_baselines":  # more may join a resumed run (resume_config): never a change
+            continue
         elif key == "target":  # as the run saved it: checked, and with the preset's seeds unless given
             spec = parse_target(value) if isinstance(value, str) else dict(value)
             old = dict(saved.get("target") or {})

@@ -477,9 +477,10 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
         if alone:  # held against CE alone: no known loss of the regime trained beside it
             verdict += (f"; {', '.join(e['name'] for e in alone)} held against CE only: no known loss of the regime "
                         "was trained in the target to compare with (" + (
-                            "a fitness function's regime is yours: name them, e.g. target_baselines=('GCE', 'SCE'), "
-                            "in a new run_dir" if cfg.get("fitness") else
-                            f"a new run with --target-baselines regime trains {', '.join(_regime_defaults(cfg))}")
+                            "a fitness function's regime is yours: call discover again with this run_dir and "
+                            "target_baselines=(...), e.g. ('GCE', 'SCE'), to train them there" if cfg.get("fitness")
+                            else f"--resume this run with --target-baselines regime to train "
+                                 f"{', '.join(_regime_defaults(cfg))} there")
                         + ")")
         retuned = [e for e in held if e["known_family"]]
         if retuned:

@@ -71,7 +71,8 @@ def ce_baseline_row(cfg: SearchConfig, seed: int, out: dict, **columns) -> dict:
     return {**row, **columns}
 
 
-# What a resumed run may change besides its budget and time limit: how it runs, not what it is.
+# What a resumed run may change besides its budget and time limit: how it runs, not what it is. (It may
+# also add target baselines, known losses trained in the target beside its leaders: see open_run.)
 HOW_IT_RUNS = ("workers", "threads", "executor", "ray_address", "progress", "pack")
 
 
@@ -95,6 +96,10 @@ def open_run(cfg: SearchConfig, resume: bool) -> tuple[RunDB, SearchConfig]:
                               "nlfs.evolve, or its first write was cut off; start a new --run-dir")
         overrides = {k: getattr(cfg, k) for k in HOW_IT_RUNS}
         overrides["budget"] = cfg.budget or saved["budget"]
+        # more known losses to train in the target may join a finished run (they change no ranking)
+        saved_baselines = list(saved.get("target_baselines") or [])
+        overrides["target_baselines"] = tuple(saved_baselines + [b for b in cfg.target_baselines
+                                                                 if b not in saved_baselines])
         # the run's own time limit holds for every session unless this one sets another
         overrides["time_limit"] = saved.get("time_limit") if cfg.time_limit is None else cfg.time_limit
         try:

@@ -140,8 +140,39 @@ def test_a_held_lead_without_known_losses_says_it_beat_ce_only(tmp_path):
     _, _, _, summary = run(tmp_path, {LEAD: 0.56}, baselines=())
     assert read_target_baselines(tmp_path / "run") == []
     assert summary["best"][0]["in_target"].startswith("held in the target")
-    assert ("held against CE only: no known loss of the regime was trained in the target to compare with (a new "
-            "run with --target-baselines regime trains LabelSmoothingCE, Poly1)") in summary["verdict"]
+    assert ("held against CE only: no known loss of the regime was trained in the target to compare with "
+            "(--resume this run with --target-baselines regime to train LabelSmoothingCE, Poly1 there)"
+            ) in summary["verdict"]
+
+
+def test_a_finished_run_resumed_with_target_baselines_trains_them_and_nothing_else(tmp_path):
+    """The verdict's advice works: the known losses join the run, train in its target on its seeds, and the
+    lead that held against CE alone is judged against them; the search itself is not run again."""
+    from nlfs.search import resume_config
+
+    target = {LEAD: 0.53, LS: 0.54, POLY: 0.52}
+    _, _, _, summary = run(tmp_path, target, baselines=())
+    assert summary["best"][0]["in_target"].startswith("held in the target")
+    again = FakeExecutor(accuracy=trainer(target))
+    rows = run_search(resume_config(tmp_path / "run", target_baselines="regime"), again, resume=True)
+    assert sorted(again.trained) == [(e, (None, 3, None), s) for e in (LS, POLY) for s in (0, 1, 2)]
+    lead = write_report(tmp_path / "run", rows)["best"][0]
+    assert lead["in_target"].startswith("did not hold against LabelSmoothingCE")
+    from nlfs.search import read_run
+
+    assert read_run(tmp_path / "run")[1]["target_baselines"] == ["LabelSmoothingCE", "Poly1"]
+    third = FakeExecutor(accuracy=trainer(target))  # one the run has already: nothing to train
+    run_search(resume_config(tmp_path / "run", target_baselines=["LabelSmoothingCE"]), third, resume=True)
+    assert not third.trained
+
+
+def test_cli_resume_takes_target_baselines_and_checks_them(tmp_path, capsys):
+    from nlfs.evolve import main
+
+    run(tmp_path, {LEAD: 0.56}, baselines=())
+    assert main(["--resume", str(tmp_path / "run"), "--target-baselines", "GCEE"]) == 2
+    err = capsys.readouterr().err
+    assert "--target-baselines: 'GCEE': unknown loss" in err and "continues a saved run" not in err
 
 
 def test_a_killed_target_stage_resumes_its_known_losses_without_training_twice(tmp_path):
@@ -230,16 +261,15 @@ def test_an_expression_baseline_takes_the_runs_class_reduction_a_catalogue_one_i
     assert [s.class_reduction for s in cfg.target_baseline_specs()] == ["class_sum", "element_mean"]
 
 
-def test_discover_resumed_with_the_presets_or_the_regimes_baselines_is_no_change(tmp_path):
+def test_discover_resumed_with_target_baselines_is_no_change_of_settings(tmp_path):
     from nlfs.search._discover import changed_settings
 
     cfg = preset_config("paper", dataset="digits", run_dir=str(tmp_path / "run"), train_overrides={"label_noise": 0.4})
     from nlfs.search import Search
 
     Search(cfg).close()  # saves the configuration
-    for value in (None, "regime", "REGIME", ["GCE", "SCE", "NCEandRCE"]):
-        assert changed_settings(tmp_path / "run", {"target_baselines": value}) == []
-    assert changed_settings(tmp_path / "run", {"target_baselines": "none"}) == ["target_baselines"]
+    for value in (None, "regime", "REGIME", ["GCE", "SCE", "NCEandRCE"], "none", ["LabelSmoothingCE"]):
+        assert changed_settings(tmp_path / "run", {"target_baselines": value}) == []  # more may join, none leave
 
 
 def test_the_taylor_algorithm_refuses_target_baselines_before_any_run_dir(tmp_path, capsys):
