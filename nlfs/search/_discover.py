@@ -122,8 +122,8 @@ def preset_config(preset: str = "quick", *, algorithm: str = "gp", space: str | 
 def regime_target_baselines(value, cfg: SearchConfig) -> tuple[str, ...]:
     """``target_baselines`` as given (losses, ``"regime"`` or ``"none"``) for the run ``cfg``: ``"regime"``
     is its target's strongest known losses, by the label noise the target trains with (its own, else the
-    run's); a fitness function's regime is nlfs's to guess, so it names them itself."""
-    from ._target import make_target, regime_baselines
+    run's); a fitness function's regime is not nlfs's to guess, so its caller names them."""
+    from ._target import regime_baselines
 
     if isinstance(value, str) and value.strip().lower() in ("none", ""):
         return ()
@@ -132,9 +132,7 @@ def regime_target_baselines(value, cfg: SearchConfig) -> tuple[str, ...]:
             raise ValueError("target_baselines 'regime': a fitness function's regime (its label noise) is its own; "
                              "name the losses, e.g. ('LabelSmoothingCE', 'Poly1'), or under label noise "
                              "('GCE', 'SCE', 'NCEandRCE')")
-        target = make_target(cfg.target).train
-        noise = target["label_noise"] if "label_noise" in target else cfg.train_overrides.get("label_noise", 0.0)
-        return regime_baselines(noise)
+        return regime_baselines(cfg.target_train_config().label_noise)
     if isinstance(value, str):
         raise ValueError(f"target_baselines must be a list of losses, 'regime' or 'none', got {value!r}")
     return tuple(value)

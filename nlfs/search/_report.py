@@ -354,14 +354,14 @@ def target_describe(cfg: dict) -> str | None:
 
 
 def _regime_defaults(cfg: dict) -> tuple[str, ...]:
-    """The strong baselines ``--target-baselines regime`` would train for the run saved as ``cfg``."""
-    from ._target import make_target, regime_baselines
+    """The known losses ``--target-baselines regime`` would train for the run saved as ``cfg``."""
+    from ._config import SearchConfig
+    from ._target import regime_baselines
 
     try:
-        target = make_target(cfg.get("target") or {}).train
-    except ValueError:
-        target = {}
-    noise = target["label_noise"] if "label_noise" in target else (cfg.get("train_overrides") or {}).get("label_noise")
+        noise = SearchConfig.from_dict(cfg, strict=False).target_train_config().label_noise
+    except (TypeError, ValueError):  # a run saved before targets
+        noise = 0.0
     return regime_baselines(noise)
 
 
