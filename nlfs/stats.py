@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 __all__ = ["PairedTest", "chance_best_paired", "expected_max_normal", "format_mean_std", "format_p", "format_pp",
            "holm", "mean", "mean_std", "paired_test", "paired_by_key", "paired_differences", "seed_noise",
+           "strongest_on",
            "WILCOXON_EXACT_MAX_N", "WILCOXON_MIN_N"]
 
 WILCOXON_MIN_N = 5  # below this the two-sided exact Wilcoxon p-value cannot go under 0.0625 anyway
@@ -152,6 +153,21 @@ def paired_test(a: Iterable[float], b: Iterable[float], wilcoxon_min_n: int = WI
         se = math.sqrt(1.0 / n + d_z * d_z / (2.0 * n))
         d_lo, d_hi = d_z - 1.959964 * se, d_z + 1.959964 * se
     return PairedTest(n, m, s, t, p_t, w, p_w, wins, losses, ties, ci_lo, ci_hi, d_z, d_lo, d_hi)
+
+
+def strongest_on(seeds: Iterable, scores: Mapping[str, Mapping]) -> str | None:
+    """Of ``scores`` (``{name: {seed: score}}``), the one with the highest mean score over ``seeds`` among
+    those that hold every one of them (a tie: the first given); None where none does. A contender is
+    compared with the strongest on its own seeds: a mean over other seeds would favour a baseline by the
+    seeds it happened to finish."""
+    seeds = set(seeds)
+    best, best_mean = None, -math.inf
+    for name, by_seed in scores.items():
+        if seeds and seeds <= set(by_seed):
+            m = mean(by_seed[k] for k in seeds)
+            if m > best_mean:
+                best, best_mean = name, m
+    return best
 
 
 def holm(pvalues: Iterable[float]) -> list[float]:

@@ -498,29 +498,33 @@ def summarise(rows: list[dict], labels: list[str], reference: str = REFERENCE, b
 
 def versus_strongest(summary: list[dict], regime: tuple[str, ...] = ()) -> dict | None:
     """Every contender (a loss that is no baseline: ``summarise``'s ``baseline``) against the strongest
-    baseline on its own seeds: among the baselines that finished every seed the contender finished, the
-    one with the highest mean test accuracy there; paired over those seeds, Holm over these comparisons
-    (beating CE is no claim when label smoothing or GCE beat CE too). A baseline missing one of those
-    seeds while it finished others keeps the contender from beating the field (``incomplete``); one that
-    finished none is ``failed``. ``missing``: the names of ``regime`` (the regime's strongest known losses)
-    no baseline that finished stands for. None without a contender."""
+    baseline on its own seeds (``nlfs.stats.strongest_on``: among the baselines that finished every seed
+    the contender finished, the highest mean test accuracy there); paired over those seeds, Holm over
+    these comparisons (beating CE is no claim when label smoothing or GCE beat CE too). A baseline that
+    diverged on every seed is ``failed`` (not the one to beat); one missing a seed otherwise (an error, a
+    seed not run) keeps the contender from beating the field (``incomplete``). ``missing``: the names of
+    ``regime`` (the regime's strongest known losses) no baseline that finished stands for. None without a
+    contender."""
     from .losses import get
 
     baselines = [x for x in summary if x["baseline"]]
     contenders = [x for x in summary if not x["baseline"] and x["n_ok"]]
     if not contenders:
         return None
+    # a baseline that diverged on every seed does not train in this regime: not the one to beat; one that
+    # raised (an error, not the loss's doing) or is missing a seed keeps any claim open until it trains
+    failed = [b["loss"] for b in baselines if not b["n_ok"] and b["failures"]
+              and all(status == "diverged" for _, status, _ in b["failures"])]
+    scores = {b["loss"]: b["acc"] for b in sorted(baselines, key=lambda b: b["loss"] != REFERENCE)}  # ties: CE
     rows = []
     for c in contenders:
         seeds = set(c["acc"])
-        covering = [b for b in baselines if seeds <= set(b["acc"])]
-        row = {"loss": c["loss"], "strongest": None, "test": None, "seeds": sorted(seeds),
-               "incomplete": [b["loss"] for b in baselines if b["n_ok"] and not seeds <= set(b["acc"])],
-               "failed": [b["loss"] for b in baselines if not b["n_ok"]]}
-        if covering:
-            best = max(covering, key=lambda b: (_stats.mean(b["acc"][k] for k in seeds), b["loss"] == REFERENCE))
-            row["strongest"] = best["loss"]
-            row["test"] = _stats.paired_by_key(c["acc"], {k: best["acc"][k] for k in seeds})
+        row = {"loss": c["loss"], "strongest": _stats.strongest_on(seeds, scores), "test": None,
+               "seeds": sorted(seeds), "failed": failed,
+               "incomplete": [b["loss"] for b in baselines if b["loss"] not in failed and not seeds <= set(b["acc"])]}
+        if row["strongest"] is not None:
+            best = scores[row["strongest"]]
+            row["test"] = _stats.paired_by_key(c["acc"], {k: best[k] for k in seeds})
         rows.append(row)
     tested = [r for r in rows if r["test"] is not None and math.isfinite(r["test"].p_t)]
     for r, p in zip(tested, _stats.holm([r["test"].p_t for r in tested])):
@@ -562,7 +566,7 @@ def _strongest_lines(versus: dict) -> list[str]:
                       f"{', '.join(notes)}."]
     failed = sorted({n for r in versus["rows"] for n in r["failed"]})
     if failed:
-        lines += ["", f"Baselines that finished no seed (not compared): {', '.join(failed)}."]
+        lines += ["", f"Baselines that diverged on every seed (not compared): {', '.join(failed)}."]
     if versus["missing"]:
         lines += ["", f"The regime's strongest known losses {', '.join(versus['missing'])} did not run here (or "
                       "finished no seed): this compares with the baselines above only, not with the field "

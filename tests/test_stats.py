@@ -237,3 +237,14 @@ def test_mean_sums_as_the_committed_tables_did():
     xs = [0.1] * 10
     assert mean(xs) == sum(xs) / 10 != math.fsum(xs) / 10  # the last digit the tables were written with
     assert math.isnan(mean([])) and mean([], empty=None) is None
+
+
+def test_the_strongest_is_chosen_on_the_given_seeds_among_those_that_hold_them():
+    from nlfs.stats import strongest_on
+
+    scores = {"CE": {0: 0.5, 1: 0.5, 2: 0.5}, "LS": {0: 0.3, 1: 0.6, 2: 0.6}, "part": {1: 0.9}}
+    assert strongest_on([0, 1, 2], scores) == "CE"  # LS's mean over all three is below CE's
+    assert strongest_on([1, 2], scores) == "LS"  # on these seeds it is above; "part" lacks seed 2
+    assert strongest_on([1], scores) == "part"
+    assert strongest_on([3], scores) is None and strongest_on([], scores) is None
+    assert strongest_on([0], {"CE": {0: 0.5}, "LS": {0: 0.5}}) == "CE"  # a tie: the first given

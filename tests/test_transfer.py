@@ -576,3 +576,14 @@ def test_a_bad_baseline_is_one_line_before_any_training(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--baselines: 'GCEE': unknown loss 'GCEE'" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_baseline_that_raised_on_every_seed_keeps_a_claim_open(tmp_path, monkeypatch):
+    gains = {"CE": 0.0, "LabelSmoothingCE": 0.05, "Poly1": 0.0, BIG: 0.03}
+    fail = {("LabelSmoothingCE", s): "raise" for s in range(5)}  # a worker error, not the loss's doing
+    monkeypatch.setattr(nlfs.train, "train", _gains_trainer(gains, fail))
+    out = tmp_path / "out"
+    assert transfer.main(["--losses", f"big={BIG}", "--baselines", "regime", "--seeds", "5", "--dataset", "digits",
+                          "--steps", "3", "--out", str(out), "--no-plot"]) == 0
+    rows = _against((out / "transfer.md").read_text())
+    assert rows["big"][1] == "Poly1" and rows["big"][-1] == "no"

@@ -369,7 +369,7 @@ class FoundLoss:
     in percentage points with the 95% interval (None under 2 seeds), and, if it was trained in the
     target, the same there (``held``: whether its lead held; ``known_family``: for a loss trained there,
     the catalogue loss it is at other constants, as 'GCE (q 0.5)', else ''); where the run trained known
-    losses in the target (``target_baselines``), ``strongest_known``, the strongest of them there that
+    losses in the target (``target_baselines``), ``strongest_baseline``, the strongest of them there that
     trained on all its seeds ('' where none was trained, none finished them all, or CE stood above them
     all: ``in_target`` says which), and the difference to it, ``target_vs_strongest_pp`` with its
     interval ``target_strongest_ci_pp``."""
@@ -388,7 +388,7 @@ class FoundLoss:
     target_ci_pp: tuple[float, float] | None
     in_target: str
     known_family: str = ""
-    strongest_known: str = ""
+    strongest_baseline: str = ""
     target_vs_strongest_pp: float | None = None
     target_strongest_ci_pp: tuple[float, float] | None = None
 

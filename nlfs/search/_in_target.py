@@ -18,21 +18,21 @@ def target_results(rows: list[dict]) -> dict:
             continue
         st = seed_stats(r) if r["status"] == "ok" else {"seeds": 0, "accuracy": None, "paired": None,
                                                         "paired_ci": None}
-        ce = [b["fitness"] for b in rows if b["status"] == "baseline" and b.get("fidelity") == r.get("fidelity")
-              and b.get("fitness") is not None
-              and b["seed"] in {s["seed"] for s in (r.get("result") or {}).get("seeds", [])}]
+        ce = {b["seed"]: b["fitness"] for b in rows if b["status"] == "baseline"
+              and b.get("fidelity") == r.get("fidelity") and b.get("fitness") is not None
+              and b["seed"] in {s["seed"] for s in (r.get("result") or {}).get("seeds", [])}}
         out[r.get("candidate") or r["id"]] = {
             "id": r["id"], "status": r["status"], "reason": r.get("reason") or "", "seeds": st["seeds"],
-            "accuracy": st["accuracy"], "ce_accuracy": mean(ce, empty=None),
+            "accuracy": st["accuracy"], "ce_accuracy": mean(ce.values(), empty=None), "ce_per_seed": ce,
             "paired": st["paired"], "paired_ci": st["paired_ci"], "fidelity": r.get("fidelity"),
             "per_seed": {s["seed"]: s["acc"] for s in trained_seeds(r) if s.get("acc") is not None}}
     return out
 
 
-def target_baselines(trainings: list[dict], rows: list[dict], fidelity: str | None) -> list[dict]:
-    """The known losses trained in the target beside CE (``RunDB.target_baseline_rows``), one entry each:
-    its per-seed accuracy, mean, and paired difference to CE on the same seeds with its 95% interval;
-    failed seeds counted apart (a loss with one fails as a whole: it did not train in this regime)."""
+def baseline_results(trainings: list[dict], rows: list[dict], fidelity: str | None) -> list[dict]:
+    """The target baselines' trainings (``RunDB.target_baseline_rows``), one entry per loss: its per-seed
+    accuracy, mean, and paired difference to CE on the same seeds with its 95% interval; its failed seeds
+    apart (``failed``, with the first one's ``reason``)."""
     from ..stats import paired_by_key
 
     if not trainings:
@@ -63,26 +63,27 @@ def target_baselines(trainings: list[dict], rows: list[dict], fidelity: str | No
     return list(out.values())
 
 
-def strongest_known(t: dict, baselines: list[dict]) -> dict | None:
-    """The leader (target result ``t``) against the target baselines (``target_baselines``); None where
+def strongest_baseline(t: dict, baselines: list[dict]) -> dict | None:
+    """The leader (target result ``t``) against the target baselines (``baseline_results``); None where
     none was trained. ``compared``: those trained on every seed of the leader; ``name``: the strongest
-    of them (highest mean accuracy on those seeds), with the leader's paired difference to it (``diff``)
-    and its 95% interval (``ci``, None under 2 seeds), or None where CE stands above every one (then the
-    comparison with CE is the one against the strongest); ``diverged``: those that diverged on every seed
-    (a loss that does not train in this regime is not the one to beat); ``incomplete``: those missing a
-    seed otherwise (an error, a diverged seed among trained ones, a stage not finished): no lead can be
-    shown to hold against the field until they are trained (a resumed run retries errors)."""
-    from ..stats import paired_by_key
+    of them on those seeds (``nlfs.stats.strongest_on``, CE among them), with the leader's paired
+    difference to it (``diff``) and its 95% interval (``ci``, None under 2 seeds), or None where CE is the
+    strongest there (then the comparison with CE is the one against the strongest); ``diverged``: those
+    that diverged on every seed (a loss that does not train in this regime is not the one to beat);
+    ``incomplete``: those missing a seed otherwise (an error, a diverged seed among trained ones, a stage
+    not finished): no lead can be shown to hold against the field until they are trained (a resumed run
+    retries errors)."""
+    from ..stats import paired_by_key, strongest_on
 
     if not baselines:
         return None
     seeds = set(t.get("per_seed") or {})
     out = {"name": None, "diff": None, "ci": None, "seeds": len(seeds), "compared": [], "diverged": [],
            "incomplete": []}
-    ok = []
+    ok = {}
     for b in baselines:
         if seeds and seeds <= set(b["per_seed"]):
-            ok.append(b)
+            ok[b["name"]] = b["per_seed"]
             out["compared"].append(b["name"])
         elif not b["per_seed"] and b["reason"].startswith("diverged"):
             out["diverged"].append(b["name"])
@@ -90,19 +91,17 @@ def strongest_known(t: dict, baselines: list[dict]) -> dict | None:
             missing = sorted(seeds - set(b["per_seed"]))
             out["incomplete"].append(f"{b['name']} (seed(s) {', '.join(map(str, missing))}"
                                      + (f"; {b['reason']}" if b["reason"] else ": not trained yet") + ")")
-    if not ok:
+    best = strongest_on(seeds, {"CE": t.get("ce_per_seed") or {}, **ok}) if ok else None
+    if best is None or best == "CE":
         return out
-    best = max(ok, key=lambda b: (mean(b["per_seed"][s] for s in seeds), b["name"]))
-    if best["vs_ce"] is not None and best["vs_ce"] <= 0:
-        return out
-    test = paired_by_key({s: t["per_seed"][s] for s in seeds}, {s: best["per_seed"][s] for s in seeds})
-    out.update(name=best["name"], diff=test.mean_diff, ci=interval(test) if len(seeds) > 1 else None)
+    test = paired_by_key({s: t["per_seed"][s] for s in seeds}, {s: ok[best][s] for s in seeds})
+    out.update(name=best, diff=test.mean_diff, ci=interval(test) if len(seeds) > 1 else None)
     return out
 
 
 def target_note(t: dict | None, versus: dict | None = None) -> str:
     """Whether a leader's lead held in the target: ahead of CE there by an interval excluding 0 and, where
-    the regime's strong baselines trained beside it (``versus``: ``strongest_known``), ahead of the
+    the regime's strong baselines trained beside it (``versus``: ``strongest_baseline``), ahead of the
     strongest of them the same way; or not (behind, or within seed noise), or not shown (one seed: no
     interval; a baseline not trained on every seed), or never checked."""
     if t is None:

@@ -14,7 +14,7 @@ from .._io import atomic_write
 from ..stats import format_pp as pp
 from ._db import read_config, read_target_baselines
 from ._filters import WARM_START, family_record, family_text, known_twin
-from ._in_target import strongest_known, target_baselines, target_note, target_results
+from ._in_target import baseline_results, strongest_baseline, target_note, target_results
 from ._ranking import (
     baseline,
     baseline_accuracy,
@@ -354,7 +354,7 @@ def target_describe(cfg: dict) -> str | None:
 
 
 def _regime_defaults(cfg: dict) -> tuple[str, ...]:
-    """The known losses ``--target-baselines regime`` would train for the run saved as ``cfg``."""
+    """The target baselines ``--target-baselines regime`` would train for the run saved as ``cfg``."""
     from ._config import SearchConfig
     from ._target import regime_baselines
 
@@ -413,7 +413,7 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
         e["lead"] = lead_note(e, chance, top_rung, last_rung)
         e["regime"] = rung_regime(cfg, rung_of(r), e["seeds"])
         t = in_target.get(r.get("candidate") or r["id"])
-        strongest = None if t is None else strongest_known(t, known)
+        strongest = None if t is None else strongest_baseline(t, in_target_baselines)
         e["target"] = None if t is None else {**{k: v for k, v in t.items() if k != "per_seed"},
                                               "regime": target_text, "vs_strongest": strongest}
         e["in_target"] = target_note(t, strongest)
@@ -438,7 +438,7 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
     in_target = target_results(rows)
     target_text = target_describe(cfg)
     fidelity = next((t["fidelity"] for t in in_target.values()), None)
-    known = target_baselines(read_target_baselines(run_dir), rows, fidelity)
+    in_target_baselines = baseline_results(read_target_baselines(run_dir), rows, fidelity)
     # the proxy's best new loss (shown, though not always first): the verdict's subject, never a known loss
     ranked = next((r for r in best_candidates(rows, len(rows)) if not known_loss(r, cfg)), None)
     if ranked is not None and all(r["id"] != ranked["id"] for r in best):
@@ -474,7 +474,7 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
             verdict += "; " + ", ".join(f"{e['name']} {e['in_target']}" for e in others)
         verdict += "" if held else "; no lead held in the target"
         alone = [e for e in held if not (e["target"]["vs_strongest"] or {}).get("compared")]
-        if alone:  # held against CE alone: no known loss of the regime trained beside it
+        if alone:  # held against CE alone: no target baseline (the regime's strongest) trained beside it
             verdict += (f"; {', '.join(e['name'] for e in alone)} held against CE only: no known loss of the regime "
                         "was trained in the target to compare with (" + (
                             "a fitness function's regime is yours: call discover again with this run_dir and "
@@ -499,9 +499,9 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
                "target": None if target_text is None else {
                    "regime": target_text, "spec": cfg.get("target"), "finalists": cfg.get("finalists"),
                    "race_seeds": cfg.get("race_seeds"), "checked": len(in_target),
-                   "held": sum(target_note(t, strongest_known(t, known)).startswith("held")
+                   "held": sum(target_note(t, strongest_baseline(t, in_target_baselines)).startswith("held")
                                for t in in_target.values()),
-                   "baselines": [{k: v for k, v in b.items() if k != "per_seed"} for b in known]},
+                   "baselines": [{k: v for k, v in b.items() if k != "per_seed"} for b in in_target_baselines]},
                "hall_of_fame": [entry(r) for r in hof]}
     atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2))
     if len(families) != fitted:
@@ -529,11 +529,11 @@ def write_report(run_dir: str | Path, rows: list[dict], class_reduction: str | N
                f"{e['target']['seeds']} | "
                f"{pp(e['target']['paired'], e['target']['paired_ci']) if e['target']['paired'] is not None else '-'}"
                f" | {e['in_target']} |" for e in checked]
-        if known:
+        if in_target_baselines:
             md += ["", "Known losses trained in the target beside CE, on the same seeds (the regime's strong "
                    "baselines: a lead holds only against the strongest of them):", "",
                    "| loss | expression (constants) | seeds | accuracy | vs CE, same seeds |", "|---|---|---|---|---|"]
-            for b in known:
+            for b in in_target_baselines:
                 failed = f" ({len(b['failed'])} failed: {b['reason']})" if b["failed"] else ""
                 acc = "-" if b["accuracy"] is None else f"{b['accuracy']:.4f}"
                 values = ", ".join(f"{k} {v:g}" for k, v in sorted(b["constants"].items()))

@@ -63,11 +63,11 @@ def test_a_lead_over_ce_that_is_behind_label_smoothing_did_not_hold(tmp_path):
     text = format_summary(summary, "digits")
     assert "known losses trained there beside CE, same seeds: LabelSmoothingCE 0.5407 (+4.07 pp" in text
     found = Discovery(tmp_path / "run", summary, text).best[0]
-    assert found.strongest_known == "LabelSmoothingCE" and found.target_vs_strongest_pp == pytest.approx(-1.0)
+    assert found.strongest_baseline == "LabelSmoothingCE" and found.target_vs_strongest_pp == pytest.approx(-1.0)
     assert found.target_strongest_ci_pp == pytest.approx((-1.0, -1.0)) and not found.held
 
 
-def test_a_lead_over_the_strongest_known_loss_holds_and_says_against_which(tmp_path):
+def test_a_lead_over_the_strongest_baseline_loss_holds_and_says_against_which(tmp_path):
     _, _, _, summary = run(tmp_path, {LEAD: 0.56, LS: 0.54, POLY: 0.52})
     lead = summary["best"][0]
     assert lead["in_target"].startswith("held in the target: +6.07 pp") and "vs CE (3 seeds)" in lead["in_target"]
@@ -278,3 +278,27 @@ def test_the_taylor_algorithm_refuses_target_baselines_before_any_run_dir(tmp_pa
     assert main(["--algorithm", "taylor", "--dataset", "digits", "--target-baselines", "regime", "--run-dir",
                  str(tmp_path / "run"), "--budget", "2"]) == 2
     assert "the taylor algorithm has none" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_the_strongest_baseline_is_chosen_on_the_leaders_own_seeds(tmp_path):
+    """The leader diverged on seed 0; label smoothing is far behind CE there and ahead of the leader on
+    seeds 1-2, the leader's: it is the one to beat (a mean over all its seeds would have put CE above)."""
+
+    def accuracy(expression, train, seed):
+        if train.get("train_size") is None and expression == LS:
+            return 0.30 if seed == 0 else 0.58
+        return trainer({LEAD: 0.53})(expression, train, seed)
+
+    class LeaderDivergesOnSeed0(FakeExecutor):
+        def submit(self, payload):
+            h = super().submit(payload)
+            if payload["expression"] == LEAD and payload["train"].get("train_size") is None and payload["seeds"] == [0]:
+                self.results[h][1]["per_seed"][0]["diverged"] = True
+            return h
+
+    _, _, _, summary = run(tmp_path, {}, baselines=("LabelSmoothingCE",),
+                           executor=LeaderDivergesOnSeed0(accuracy=accuracy))
+    lead = summary["best"][0]
+    assert lead["target"]["seeds"] == 2 and lead["target"]["paired"] > 0
+    assert lead["target"]["vs_strongest"]["name"] == "LabelSmoothingCE"
+    assert lead["in_target"].startswith("did not hold against LabelSmoothingCE")
