@@ -514,7 +514,8 @@ class Elimination:
                          f"{interval} pp |")
         from .search import regime_baselines
 
-        strongest = ", ".join(regime_baselines(self.base.label_noise))
+        last = self.target.apply(self.base) if self.target is not None else self.base  # the last round's regime
+        strongest = ", ".join(regime_baselines(last.label_noise))
         lines += ["", "Elimination ranks; it claims nothing. The survivors are compared with CE only; a loss is "
                   f"claimed only once it beats the regime's strongest known losses ({strongest}), as "
                   f"`python -m nlfs.transfer --from {self.run_dir} --seeds 10-19` checks (it trains them beside "

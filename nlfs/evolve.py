@@ -241,7 +241,7 @@ def _main(argv=None) -> int:
           + (" (resumed)" if args.resume else ""), file=sys.stderr)
     for rung in getattr(search, "rungs", ()):
         print(f"  {rung.describe(cfg.base_length())}", file=sys.stderr)
-    if getattr(search, "rungs", ()) and cfg.finalists and cfg.is_paired:
+    if getattr(search, "rungs", ()) and cfg.has_target_stage:
         race = (f"raced to a 95% interval or {cfg.race_seeds} seeds, then " if cfg.racing else "")
         target = search.target.describe(unit, cfg.dataset, cfg.train_config())
         beside = f", beside {', '.join(cfg.target_baselines)} on the same seeds" if cfg.target_baselines else ""

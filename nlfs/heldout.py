@@ -183,15 +183,17 @@ def markdown(rows: list[dict], alpha: float = 0.05, regimes: dict[str, str] | No
 
 
 def regime_absent(path: str | Path, accuracies: dict[str, dict[int, float]]) -> list[str]:
-    """The strongest known losses of a transfer CSV's regime (by its label noise) it holds no finished run of."""
+    """The strongest known losses of a transfer CSV's regime (by its label noise) it holds no finished run
+    of; none named where the CSV does not record its label noise (its regime unknown, as ``read_regime``
+    says "?")."""
     from .search import regime_baselines
 
     with Path(path).open(newline="") as fh:
         first = next(csv.DictReader(fh), {})
     try:
-        noise = float(first.get("label_noise") or 0.0)
-    except ValueError:
-        noise = 0.0
+        noise = float(first["label_noise"])
+    except (KeyError, TypeError, ValueError):
+        return []
     return [name for name in regime_baselines(noise) if name not in accuracies]
 
 

@@ -385,3 +385,20 @@ def test_a_fitness_function_that_fails_on_ce_can_be_fixed_in_the_same_run_dir(tm
     assert found.best and nlfs.search.read_run(run_dir)[0]
     with pytest.raises(ValueError, match="another fitness function"):  # scored now: it is that function's
         nlfs.discover(fitness=_fails, **settings, **quiet)
+
+
+def test_discover_again_with_target_baselines_trains_them_and_nothing_else(tmp_path):
+    run_dir = tmp_path / "fit"
+    novel = "-y * log(p) + 0.3 * y * sin(3 * p)"  # a leader to train in the target: no known loss
+    nlfs.discover(fitness=_ahead_of_ce, budget=1, run_dir=run_dir, race_seeds=0, rungs=[{"budget": 0.25, "seeds": 1}],
+                  target={"budget": 1.0, "seeds": 2}, **{**SMALL, "seed_losses": (novel,), "seed_mutants": 0},
+                  warm_starts_compete=True)
+    rows = len(nlfs.search.read_run(run_dir)[0])
+    assert any(r.get("stage") == "target" for r in nlfs.search.read_run(run_dir)[0])
+    assert nlfs.search.read_target_baselines(run_dir) == []
+    again = nlfs.discover(fitness=_ahead_of_ce, run_dir=run_dir, target_baselines=("LabelSmoothingCE",),
+                          threads=1, progress=False, log=lambda m: None)
+    assert len(nlfs.search.read_run(run_dir)[0]) == rows  # no candidate, no CE trained again
+    assert sorted((t["name"], t["seed"]) for t in nlfs.search.read_target_baselines(run_dir)) == [
+        ("LabelSmoothingCE", 0), ("LabelSmoothingCE", 1)]
+    assert [b["name"] for b in again.summary["target"]["baselines"]] == ["LabelSmoothingCE"]

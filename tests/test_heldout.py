@@ -10,14 +10,15 @@ from nlfs.stats import holm, paired_test
 from tests.runs import csv_rows
 
 
-def _write(path, accs):
+def _write(path, accs, **columns):
+    """A transfer CSV of ``accs`` ({loss: {seed: test accuracy}}), every row with ``columns`` too."""
     with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["loss", "seed", "status", "test_acc"])
+        w = csv.DictWriter(fh, fieldnames=["loss", "seed", "status", "test_acc", *columns])
         w.writeheader()
         for loss, by_seed in accs.items():
             for seed, acc in by_seed.items():
-                w.writerow({"loss": loss, "seed": seed, "status": "ok", "test_acc": acc})
-        w.writerow({"loss": "A", "seed": 99, "status": "diverged", "test_acc": ""})
+                w.writerow({"loss": loss, "seed": seed, "status": "ok", "test_acc": acc, **columns})
+        w.writerow({"loss": "A", "seed": 99, "status": "diverged", "test_acc": "", **columns})
 
 
 def test_table_recomputes_from_csvs_with_holm_over_every_pair(tmp_path):
@@ -151,11 +152,16 @@ def test_the_csv_is_written_atomically_and_as_before(tmp_path, monkeypatch):
 def test_the_default_baselines_are_ce_and_the_regimes_strongest_the_csvs_hold(tmp_path):
     seeds = range(6)
     _write(tmp_path / "noisy.csv", {"A": {s: 0.80 + 0.001 * s for s in seeds}, "CE": {s: 0.78 for s in seeds},
-                                    "GCE": {s: 0.81 for s in seeds}, "SCE": {s: 0.79 for s in seeds}})
+                                    "GCE": {s: 0.81 for s in seeds}, "SCE": {s: 0.79 for s in seeds}},
+           label_noise=0.4)
     assert heldout.default_baselines() == ["CE", "LabelSmoothingCE", "Poly1", "GCE", "SCE", "NCEandRCE"]
     assert heldout.main(["--setting", f"n={tmp_path / 'noisy.csv'}", "--finalists", "A",
                          "--out", str(tmp_path / "t")]) == 0
     assert [r["baseline"] for r in csv_rows(tmp_path / "t.csv")] == ["CE", "GCE", "SCE"]
-    # no label_noise column: read as clean labels, whose strongest known losses this CSV lacks, and says so
-    assert ("Setting n: its regime's strongest known losses LabelSmoothingCE, Poly1 are not in its CSV"
+    # 40% label noise: the regime's NCE+RCE is not in the CSV, and the table says so
+    assert ("Setting n: its regime's strongest known losses NCEandRCE are not in its CSV"
             in (tmp_path / "t.md").read_text())
+    _write(tmp_path / "old.csv", {"A": {s: 0.8 for s in seeds}, "CE": {s: 0.78 for s in seeds}})  # no label_noise
+    assert heldout.main(["--setting", f"o={tmp_path / 'old.csv'}", "--finalists", "A",
+                         "--out", str(tmp_path / "o")]) == 0
+    assert "its regime's strongest known losses" not in (tmp_path / "o.md").read_text()  # its regime unknown

@@ -138,10 +138,11 @@ class SearchConfig:
         from .. import losses
 
         out, seen = [], {}
-        if self.target_baselines and not (self.finalists and self.is_paired) or (
-                self.target_baselines and self.algorithm == "taylor"):
-            raise ValueError("target_baselines (--target-baselines) train in the target stage beside the leaders, "
-                             "which this run has none of (finalists 0, unpaired, or the taylor algorithm)")
+        if self.target_baselines and not self.has_target_stage:
+            why = ("the taylor algorithm trains at one budget" if self.algorithm == "taylor" else
+                   "finalists is 0" if not self.finalists else "the run is unpaired")
+            raise ValueError(f"target_baselines (--target-baselines) train in the target stage beside the leaders, "
+                             f"which this run has none of: {why}")
         for text in self.target_baselines:
             where = f"target baseline {text!r} (target_baselines, --target-baselines)"
             try:  # a catalogue loss keeps its own class reduction; an expression takes the run's
@@ -182,6 +183,12 @@ class SearchConfig:
     @property
     def is_paired(self) -> bool:
         return self.paired and self.baseline
+
+    @property
+    def has_target_stage(self) -> bool:
+        """Whether the run trains its leaders in the target (paired with CE): finalists, a paired run,
+        and not the taylor algorithm (which trains at one budget)."""
+        return bool(self.finalists) and self.is_paired and self.algorithm != "taylor"
 
     def base_length(self) -> dict | None:
         """The length a rung without its own epochs or steps trains (``_rungs.base_length``; None for a
@@ -277,7 +284,7 @@ def check_search(cfg: SearchConfig) -> None:
         return  # nlfs trains nothing of its own: the fitness function is checked by CE's first score
     for rung in cfg.rung_list():
         check_config(cfg.train_config(rung), "CE")
-    if cfg.finalists and cfg.is_paired:
+    if cfg.has_target_stage:
         try:
             check_config(cfg.target_train_config(), "CE")
         except ConfigError as err:

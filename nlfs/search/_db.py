@@ -44,8 +44,6 @@ CREATE INDEX IF NOT EXISTS evaluations_fingerprint ON evaluations (fingerprint);
 CREATE INDEX IF NOT EXISTS evaluations_candidate ON evaluations (candidate);
 CREATE TABLE IF NOT EXISTS state (id INTEGER PRIMARY KEY CHECK (id = 1), blob BLOB NOT NULL,
                                   updated REAL NOT NULL);
--- A finished training whose row waits for others (a seed of a job split across workers, or a leader
--- whose CE baseline is still training): kept so that a killed run does not train it again.
 -- The known losses trained in the target beside CE (SearchConfig.target_baselines: the regime's strongest,
 -- such as label smoothing, or GCE under label noise), one row per (loss, target, seed): what a leader's
 -- lead is measured against besides CE. Not candidates, so never rows of evaluations.
@@ -63,6 +61,8 @@ CREATE TABLE IF NOT EXISTS target_baselines (
     created REAL NOT NULL,
     PRIMARY KEY (name, fidelity, seed)
 );
+-- A finished training whose row waits for others (a seed of a job split across workers, or a leader
+-- whose CE baseline is still training): kept so that a killed run does not train it again.
 CREATE TABLE IF NOT EXISTS held (
     payload TEXT PRIMARY KEY,        -- the training job, JSON with sorted keys (same job, same result)
     result TEXT NOT NULL,            -- JSON: the worker's result

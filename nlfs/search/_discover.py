@@ -108,8 +108,7 @@ def preset_config(preset: str = "quick", *, algorithm: str = "gp", space: str | 
     if fitness and cfg.rungs is None:
         cfg.rungs = [dict(r) for r in FITNESS_RUNGS]
     if target_baselines is None:  # the preset's: trained only where a target stage will train them
-        stage = cfg.finalists and cfg.paired and cfg.baseline and algorithm != "taylor"
-        target_baselines = "regime" if p["regime_baselines"] and stage and not fitness else "none"
+        target_baselines = "regime" if p["regime_baselines"] and cfg.has_target_stage and not fitness else "none"
     cfg.target_baselines = regime_target_baselines(target_baselines, cfg)
     if no_filters:
         cfg.filters = ("validity",)
@@ -123,15 +122,15 @@ def regime_target_baselines(value, cfg: SearchConfig) -> tuple[str, ...]:
     """``target_baselines`` as given (losses, ``"regime"`` or ``"none"``) for the run ``cfg``: ``"regime"``
     is its target's strongest known losses, by the label noise the target trains with (its own, else the
     run's); a fitness function's regime is not nlfs's to guess, so its caller names them."""
-    from ._target import regime_baselines
+    from ._target import REGIME_BASELINES, regime_baselines
 
     if isinstance(value, str) and value.strip().lower() in ("none", ""):
         return ()
     if isinstance(value, str) and value.strip().lower() == "regime":
         if cfg.fitness:
             raise ValueError("target_baselines 'regime': a fitness function's regime (its label noise) is its own; "
-                             "name the losses, e.g. ('LabelSmoothingCE', 'Poly1'), or under label noise "
-                             "('GCE', 'SCE', 'NCEandRCE')")
+                             f"name the losses, e.g. {REGIME_BASELINES['clean']}, or under label noise "
+                             f"{REGIME_BASELINES['noisy']}")
         return regime_baselines(cfg.target_train_config().label_noise)
     if isinstance(value, str):
         raise ValueError(f"target_baselines must be a list of losses, 'regime' or 'none', got {value!r}")

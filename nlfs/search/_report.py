@@ -600,8 +600,10 @@ def format_summary(summary: dict, dataset: str) -> str:
                 lines.append(f"  {r.get('name')}: {pp(r.get('vs_ce'), r.get('paired_ci'))} at {where} -> {held}")
         if target.get("baselines"):
             lines.append("  known losses trained there beside CE, same seeds: " + "; ".join(
-                f"{b['name']} " + (f"failed ({b['reason']})" if b["failed"] or b["accuracy"] is None else
-                                   f"{b['accuracy']:.4f} ({pp(b['vs_ce'], b['vs_ce_ci'])} vs CE)")
+                f"{b['name']} " + (f"failed ({b['reason']})" if b["accuracy"] is None else
+                                   f"{b['accuracy']:.4f} ({pp(b['vs_ce'], b['vs_ce_ci'])} vs CE"
+                                   + (f"; {len(b['failed'])} seed(s) failed: {b['reason']}" if b["failed"] else "")
+                                   + ")")
                 for b in target["baselines"]))
     chance = summary.get("chance")
     if chance:

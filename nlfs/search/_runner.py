@@ -502,7 +502,7 @@ class Search:
             if bar is not None:
                 bar.close()
                 bar = None
-            if cfg.is_paired and cfg.finalists:
+            if cfg.has_target_stage:
                 self.race(executor)
                 self.target_stage(executor)
         finally:
