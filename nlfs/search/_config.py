@@ -242,6 +242,25 @@ class SearchConfig:
         return cls(**d)
 
 
+def regime_target_baselines(value, cfg: SearchConfig) -> tuple[str, ...]:
+    """``target_baselines`` as given (losses, ``"regime"`` or ``"none"``) for the run ``cfg``: ``"regime"``
+    is its target's strongest known losses, by the label noise the target trains with (its own, else the
+    run's); a fitness function's regime is not nlfs's to guess, so its caller names them."""
+    from ._target import REGIME_BASELINES, regime_baselines
+
+    if isinstance(value, str) and value.strip().lower() in ("none", ""):
+        return ()
+    if isinstance(value, str) and value.strip().lower() == "regime":
+        if cfg.fitness:
+            raise ValueError("target_baselines 'regime': a fitness function's regime (its label noise) is its own; "
+                             f"name the losses, e.g. {REGIME_BASELINES['clean']}, or under label noise "
+                             f"{REGIME_BASELINES['noisy']}")
+        return regime_baselines(cfg.target_train_config().label_noise)
+    if isinstance(value, str):
+        raise ValueError(f"target_baselines must be a list of losses, 'regime' or 'none', got {value!r}")
+    return tuple(value)
+
+
 def warm_genotypes(cfg: SearchConfig, space) -> list:
     """The seed losses as genotypes of ``space`` (tree spaces only): catalogue names or expressions,
     named constants replaced by their values (a tree genotype holds numbers)."""

@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._config import PRESETS, SearchConfig
+from ._config import PRESETS, SearchConfig, regime_target_baselines
 from ._filters import family_text
 
 # Warm starts are the default in tree spaces: in bench/results/search_before_after_fashion_mnist.md a
@@ -116,25 +116,6 @@ def preset_config(preset: str = "quick", *, algorithm: str = "gp", space: str | 
             and cfg.train_size is None):  # TaylorGLO trains at one budget: keep it to minutes on a CPU
         cfg.train_size, cfg.epochs = 4000, cfg.epochs or 3
     return cfg
-
-
-def regime_target_baselines(value, cfg: SearchConfig) -> tuple[str, ...]:
-    """``target_baselines`` as given (losses, ``"regime"`` or ``"none"``) for the run ``cfg``: ``"regime"``
-    is its target's strongest known losses, by the label noise the target trains with (its own, else the
-    run's); a fitness function's regime is not nlfs's to guess, so its caller names them."""
-    from ._target import REGIME_BASELINES, regime_baselines
-
-    if isinstance(value, str) and value.strip().lower() in ("none", ""):
-        return ()
-    if isinstance(value, str) and value.strip().lower() == "regime":
-        if cfg.fitness:
-            raise ValueError("target_baselines 'regime': a fitness function's regime (its label noise) is its own; "
-                             f"name the losses, e.g. {REGIME_BASELINES['clean']}, or under label noise "
-                             f"{REGIME_BASELINES['noisy']}")
-        return regime_baselines(cfg.target_train_config().label_noise)
-    if isinstance(value, str):
-        raise ValueError(f"target_baselines must be a list of losses, 'regime' or 'none', got {value!r}")
-    return tuple(value)
 
 
 def open_search(cfg: SearchConfig, resume: bool = False, fitness=None, popsize: int | None = None, log=None):

@@ -355,14 +355,12 @@ def target_describe(cfg: dict) -> str | None:
 
 def _regime_defaults(cfg: dict) -> tuple[str, ...]:
     """The target baselines ``--target-baselines regime`` would train for the run saved as ``cfg``."""
-    from ._config import SearchConfig
-    from ._target import regime_baselines
+    from ._config import SearchConfig, regime_target_baselines
 
     try:
-        noise = SearchConfig.from_dict(cfg, strict=False).target_train_config().label_noise
+        return regime_target_baselines("regime", SearchConfig.from_dict({**cfg, "fitness": False}, strict=False))
     except (TypeError, ValueError):  # a run saved before targets
-        noise = 0.0
-    return regime_baselines(noise)
+        return regime_target_baselines("regime", SearchConfig())
 
 
 def confirm(cfg: dict | None, fitness: bool = False) -> str:
