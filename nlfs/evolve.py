@@ -28,7 +28,6 @@ from ._cli import (
     training_overrides,
 )
 from .search import (
-    DEFAULT_SEED_LOSSES,
     DEFAULT_TARGETS,
     HOW_IT_RUNS,
     PRESETS,
@@ -43,16 +42,17 @@ from .search import (
     parse_rungs,
     parse_target,
     preset_config,
+    regime_warm_starts,
     resume_config,
     run_and_report,
     write_report,
 )
 
 
-def seed_losses(text: str | None, space: str) -> tuple[str, ...]:
-    """``--seed-losses``' text as loss names or expressions; not given: the space's default warm start."""
+def seed_losses(text: str | None) -> tuple[str, ...] | None:
+    """``--seed-losses``' text as loss names or expressions; not given: None (``default_seed_losses``)."""
     if text is None:
-        return DEFAULT_SEED_LOSSES if space not in ("nlfs", "taylor") else ()
+        return None
     if text.strip().lower() == "none":
         return ()
     return tuple(checked_losses(text, "--seed-losses"))  # the search checks them too, without the option's name
@@ -145,8 +145,10 @@ def build_parser() -> ArgumentParser:
     ap.add_argument("--seed-losses", default=None, metavar="A,B,...",
                     help="warm start: catalogue names or expressions (separated by ';' or by commas outside "
                          "parentheses) put, with small edits of each, into the first population (default in "
-                         f"tree spaces: {','.join(DEFAULT_SEED_LOSSES)}; 'none' for random starts; the nlfs "
-                         "space starts at random); an expression that starts with '-' takes the = form: "
+                         "tree spaces: CE and the strongest known losses of the target's regime, "
+                         f"{','.join(regime_warm_starts(None))} on clean labels, "
+                         f"{','.join(regime_warm_starts(0.4))} under label noise; 'none' for random starts; the "
+                         "nlfs space starts at random); an expression that starts with '-' takes the = form: "
                          "--seed-losses='-y*log(p)'")
     ap.add_argument("--seed-mutants", type=non_negative_int, default=3, help="small edits of each seed loss")
     ap.add_argument("--warm-starts-compete", action="store_true",
@@ -200,7 +202,7 @@ def config_from_args(args):
         args.preset, algorithm=args.algorithm, space=space, dataset=args.dataset, run_dir=args.run_dir,
         budget=args.budget, time_limit=None if args.time_limit is None else 60 * args.time_limit,
         population=args.population, sample=args.sample, initial=args.initial, finalists=args.finalists,
-        target=args.target, seed_losses=seed_losses(args.seed_losses, space), no_filters=args.no_filters,
+        target=args.target, seed_losses=seed_losses(args.seed_losses), no_filters=args.no_filters,
         backend=args.backend, seed=args.seed, model=args.model, epochs=args.epochs, steps=args.steps,
         train_size=args.train_size, val_size=args.val_size, data_root=args.data_root, device=args.device,
         workers=args.workers, threads=args.threads, executor=args.executor, ray_address=args.address,

@@ -41,7 +41,7 @@ def test_help_shows_the_defaults():
     train_help = " ".join(train_cli.parser().format_help().split())
     assert "--dataset DATASET one of digits" in train_help and "(default: digits)" in train_help
     assert "--grad-scale {none,ce}" in train_help and "(default: cosine)" in train_help
-    for parser in (tune.build_parser(), eliminate.build_parser(), transfer._parser(), heldout.build_parser()):
+    for parser in (tune.build_parser(), eliminate.build_parser(), transfer.build_parser(), heldout.build_parser()):
         text = " ".join(parser.format_help().split())
         assert "--threads" in text or parser.prog.endswith("heldout")
         assert "(default: " in text
@@ -54,11 +54,11 @@ def test_training_options_come_from_one_table():
 
     fields = {f.name for f in __import__("dataclasses").fields(TrainConfig)}
     assert set(_cli.TRAINING_OPTIONS) <= fields and set(_cli.BUDGET_OPTIONS) <= set(_cli.TRAINING_OPTIONS)
-    for parser in (train_cli.parser(), evolve.build_parser(), transfer._parser(), tune.build_parser()):
+    for parser in (train_cli.parser(), evolve.build_parser(), transfer.build_parser(), tune.build_parser()):
         backend = next(a for a in parser._actions if a.dest == "backend")
         assert tuple(backend.choices) == ("auto", *NAMES)
     # transfer's options are the table's: every TrainConfig field it had, and --grad-scale
-    args = transfer._parser().parse_args(["--grad-scale", "ce", "--label-noise", "0.2", "--batch-size", "32"])
+    args = transfer.build_parser().parse_args(["--grad-scale", "ce", "--label-noise", "0.2", "--batch-size", "32"])
     assert _cli.training_overrides(args) == {"grad_scale": "ce", "label_noise": 0.2, "batch_size": 32}
 
 
@@ -175,7 +175,7 @@ def test_a_resumed_run_says_so_in_its_header(tmp_path, capsys, monkeypatch):
 def test_one_loss_list_splitter():
     assert _cli.split_losses("max(p, y),CE;NGL") == ["max(p, y)", "CE", "NGL"]
     assert _cli.split_losses("-y*log(p); max(p, y)") == ["-y*log(p)", "max(p, y)"]
-    assert evolve.seed_losses("max(p, y),CE;NGL", "gp") == ("max(p, y)", "CE", "NGL")
+    assert evolve.seed_losses("max(p, y),CE;NGL") == ("max(p, y)", "CE", "NGL")
     assert [e.label for e in transfer.parse_losses("max(p, y),CE;NGL")] == ["max(p, y)", "CE", "NGL"]
 
 
@@ -186,7 +186,7 @@ def test_one_seeds_parser():
     for bad in ("0", "7-5", "a", "-3", ","):
         with pytest.raises(ValueError):
             _cli.parse_seeds(bad)
-    args = transfer._parser().parse_args(["--seeds", "1,3-4", "--lr-seeds", "2"])
+    args = transfer.build_parser().parse_args(["--seeds", "1,3-4", "--lr-seeds", "2"])
     assert args.seeds == [1, 3, 4] and args.lr_seeds == [0, 1]
 
 
@@ -253,7 +253,7 @@ def test_transfer_interrupt_names_the_command_that_resumes(tmp_path, capsys, mon
     def stop(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(transfer, "run_transfer", stop)
+    monkeypatch.setattr("nlfs.transfer._main.run_transfer", stop)
     out = tmp_path / "t"
     assert transfer.main(["--losses", "CE;max(p, y)", "--seeds", "2", "--out", str(out)]) == 130
     err = capsys.readouterr().err

@@ -5,11 +5,11 @@ from ._algorithms import ALGORITHMS, GeneticProgramming, RegularizedEvolution, w
 from ._config import PRESETS, SearchConfig
 from ._db import RunDB, RunDirError, read_run, read_target_baselines
 from ._discover import (
-    DEFAULT_SEED_LOSSES,
     FITNESS_RUNGS,
     Discovery,
     FoundLoss,
     default_dataset,
+    default_seed_losses,
     default_space,
     discover,
     open_search,
@@ -74,6 +74,7 @@ from ._target import (
     make_target,
     parse_target,
     regime_baselines,
+    regime_warm_starts,
 )
 from ._taylor import TaylorSearch, is_taylor_run
 from ._worker import (
@@ -86,18 +87,19 @@ from ._worker import (
 )
 
 __all__ = [
-    "ALGORITHMS", "CE_EXPRESSION", "DEFAULT_RUNGS", "DEFAULT_SEED_LOSSES", "DEFAULT_TARGETS", "Discovery",
+    "ALGORITHMS", "CE_EXPRESSION", "DEFAULT_RUNGS", "DEFAULT_TARGETS", "Discovery",
     "FINALISTS", "FITNESS_RUNGS", "FilterOutcome", "FoundLoss", "GeneticProgramming", "HOW_IT_RUNS", "InlineExecutor",
     "OPTUNA_SAMPLERS", "PRESETS", "PackingExecutor", "ProcessExecutor", "REGIME_BASELINES", "RayExecutor",
     "RegularizedEvolution",
     "RunDB", "RunDirError", "Rung", "SCORES", "STAGES", "Search", "SearchConfig", "TUNED", "Target", "TaylorSearch",
     "WARM_START", "best_candidates", "best_new_candidates", "changed_tunings", "cheap_filters", "data_words",
-    "default_dataset", "default_range", "default_space", "default_target", "default_threads", "default_workers",
+    "default_dataset", "default_range", "default_seed_losses", "default_space", "default_target", "default_threads",
+    "default_workers",
     "discover", "entry_spec", "evaluate_payload", "export_losses", "family_record", "family_text", "finished_trials",
     "fitness_of", "format_summary", "grad_scale_factor_of", "is_paired_run", "is_taylor_run", "known_family",
     "known_twin", "make_executor", "make_rungs", "make_sampler", "make_search_space", "make_storage", "make_target",
     "open_search", "parse_rungs", "parse_target", "preset_config", "promoted", "quiet_optuna", "read_run",
-    "read_target_baselines", "regime_baselines",
+    "read_target_baselines", "regime_baselines", "regime_warm_starts",
     "rejection_sample", "resume_config", "resume_stale_trials", "row_name", "run_and_report", "run_jobs",
     "run_losses", "summary_counts", "trained_scale", "training_payload", "training_regime", "warm_start",
     "write_report",

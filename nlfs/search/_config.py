@@ -263,7 +263,8 @@ def regime_target_baselines(value, cfg: SearchConfig) -> tuple[str, ...]:
 
 def warm_genotypes(cfg: SearchConfig, space) -> list:
     """The seed losses as genotypes of ``space`` (tree spaces only): catalogue names or expressions,
-    named constants replaced by their values (a tree genotype holds numbers)."""
+    named constants replaced by their values (a tree genotype holds numbers, and may hold C, so label
+    smoothing starts as itself)."""
     if not cfg.seed_losses:
         return []
     if not hasattr(space, "fits"):
@@ -281,8 +282,9 @@ def warm_genotypes(cfg: SearchConfig, space) -> list:
         if expr.constants:
             raise ValueError(f"seed loss {text!r}: named constants {list(expr.constants)} have no values; "
                              "write numbers instead")
-        if not expr.uses("y", "p") or expr.leaves - {"y", "p"}:
-            raise ValueError(f"seed loss {text!r} must be an expression over y and p only")
+        if not expr.uses("y", "p") or expr.leaves - {"y", "p", "C"}:  # C: the classes, which every backend knows
+            raise ValueError(f"seed loss {text!r} must be an expression over y and p (and C, the number of "
+                             "classes) only")
         out.append(expr)
     return out
 

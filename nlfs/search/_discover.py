@@ -35,11 +35,7 @@ from pathlib import Path
 
 from ._config import PRESETS, SearchConfig, regime_target_baselines
 from ._filters import family_text
-
-# Warm starts are the default in tree spaces: in bench/results/search_before_after_fashion_mnist.md a
-# 6-minute GP search from CE and Poly1 came within noise of CE, the same search from random trees
-# 2.4 points below it.
-DEFAULT_SEED_LOSSES = ("CE", "Poly1")
+from ._target import regime_warm_starts
 
 # A fitness function's screening rungs, shaped as the datasets' (a short proxy, a longer one, then
 # more seeds of it) in fractions of its full training; not measured for any user's task.
@@ -63,6 +59,16 @@ def default_space(algorithm: str) -> str:
     return {"gp": "gp", "taylor": "taylor"}.get(algorithm, "nlfs")
 
 
+def default_seed_losses(cfg: SearchConfig) -> tuple[str, ...]:
+    """The warm starts of ``cfg``'s search when none are given: in tree spaces, CE and the strongest known
+    losses of the regime its target trains in (a fitness function's regime is unknown: the clean one's);
+    the nlfs and taylor spaces start at random."""
+    if cfg.space in ("nlfs", "taylor"):
+        return ()
+    # warm trees beat random ones (bench/results/search_before_after_fashion_mnist.md)
+    return regime_warm_starts(None if cfg.fitness else cfg.target_train_config().label_noise)
+
+
 def preset_config(preset: str = "quick", *, algorithm: str = "gp", space: str | None = None,
                   dataset: str | None = None, run_dir: str | None = None, budget: int | None = None,
                   time_limit: float | None = None, population: int | None = None, sample: int | None = None,
@@ -70,7 +76,7 @@ def preset_config(preset: str = "quick", *, algorithm: str = "gp", space: str | 
                   seed_losses=None, no_filters: bool = False, target_baselines=None, **fields) -> SearchConfig:
     """A search's configuration from a preset and what was given (None: the preset's or the default):
     ``time_limit`` in seconds (default: the preset's when ``budget`` is not given), ``seed_losses``
-    None for the default warm start of tree spaces; ``target_baselines`` a list of losses, ``"regime"``
+    None for the default warm starts (``default_seed_losses``); ``target_baselines`` a list of losses, ``"regime"``
     for the target regime's strongest known losses (``REGIME_BASELINES``) or ``"none"``, None for the
     preset's choice (a fitness function's regime is unknown: none unless given); ``fields``, any other
     ``SearchConfig`` field."""
@@ -82,8 +88,6 @@ def preset_config(preset: str = "quick", *, algorithm: str = "gp", space: str | 
     def given(value, default):
         return default if value is None else value
 
-    if seed_losses is None:
-        seed_losses = DEFAULT_SEED_LOSSES if space not in ("nlfs", "taylor") else ()
     fitness = fields.get("fitness", False)
     cfg = SearchConfig(
         run_dir=run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}", algorithm=algorithm, space=space,
@@ -91,7 +95,7 @@ def preset_config(preset: str = "quick", *, algorithm: str = "gp", space: str | 
         budget=given(budget, p["budget"]), population=given(population, p["population"]),
         sample=given(sample, p["sample"]), initial=given(initial, max(p["initial"], population or 0)),
         children=p["children"], gp_population=given(population, p["gp_population"]),
-        generations=p["generations"], seed_losses=tuple(seed_losses), target=target,
+        generations=p["generations"], seed_losses=tuple(seed_losses or ()), target=target,
         finalists=given(finalists, p["finalists"]),
         race_seeds=given(fields.pop("race_seeds", None), p["race_seeds"]),
         time_limit=time_limit if time_limit is not None else (None if budget else p.get("time_limit")),
@@ -107,6 +111,8 @@ def preset_config(preset: str = "quick", *, algorithm: str = "gp", space: str | 
         cfg.target = {**cfg.target, "seeds": p["target_seeds"]}
     if fitness and cfg.rungs is None:
         cfg.rungs = [dict(r) for r in FITNESS_RUNGS]
+    if seed_losses is None:
+        cfg.seed_losses = default_seed_losses(cfg)
     if target_baselines is None:  # the preset's: trained only where a target stage will train them
         target_baselines = "regime" if p["regime_baselines"] and cfg.has_target_stage and not fitness else "none"
     cfg.target_baselines = regime_target_baselines(target_baselines, cfg)

@@ -49,6 +49,12 @@ def regime_baselines(label_noise: float | None) -> tuple[str, ...]:
     return REGIME_BASELINES["noisy" if label_noise else "clean"]
 
 
+def regime_warm_starts(label_noise: float | None) -> tuple[str, ...]:
+    """A tree search's default warm starts for a target trained with ``label_noise``: CE and the regime's
+    strongest known losses, so that a search under noise starts from the losses built for it."""
+    return ("CE", *regime_baselines(label_noise))
+
+
 @dataclass(frozen=True)
 class Target:
     """``train``: TrainConfig overrides (``train_size`` None for the whole split); ``seeds``: paired

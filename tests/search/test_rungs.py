@@ -196,6 +196,20 @@ def test_warm_start_losses_come_first(tmp_path):
         Search(_cfg(tmp_path / "nlfs", algorithm="regularized", space="nlfs", seed_losses=("CE",)))
 
 
+def test_label_smoothing_warm_start_trains_as_itself(tmp_path):
+    """C (the number of classes) may stay in a warm start: label smoothing enters as the catalogue's, is
+    trained with the data's classes, and as given is a known loss, not a find."""
+    from nlfs.search import known_twin
+
+    rows = run_search(_cfg(tmp_path, budget=1, rungs=[{"steps": 6, "seeds": 1}], seed_losses=("LabelSmoothingCE",),
+                           seed_mutants=0, filters=("validity",)), None)
+    warm = next(r for r in rows if r["status"] != "baseline")
+    assert warm["status"] == "ok" and "/ C" in warm["expression"]
+    assert known_twin(warm, normalise=True, seed_losses=("LabelSmoothingCE",)) == "LabelSmoothingCE"
+    with pytest.raises(ValueError, match="over y and p"):  # logits stay out of a tree genotype
+        Search(_cfg(tmp_path / "z", seed_losses=("-y * log(p) + 0.1 * z",)))
+
+
 def test_augment_reaches_the_trainer_and_the_run_record(tmp_path):
     from nlfs.evolve import build_parser, config_from_args
 
@@ -326,12 +340,18 @@ def test_cli_defaults_warm_start_tree_spaces_only(tmp_path):
         return config_from_args(build_parser().parse_args(["--dataset", "digits", "--run-dir", str(tmp_path), *argv]))
 
     default = cfg()
-    assert (default.algorithm, default.space, default.seed_losses) == ("gp", "gp", ("CE", "Poly1"))
+    # warm starts: CE and the strongest known losses of the target's regime (clean labels here)
+    assert (default.algorithm, default.space, default.seed_losses) == ("gp", "gp", ("CE", "LabelSmoothingCE", "Poly1"))
+    # under label noise, the search's own or the target's alone, the noise-robust losses start it instead
+    assert cfg("--label-noise", "0.4").seed_losses == ("CE", "GCE", "SCE", "NCEandRCE")
+    assert cfg("--target", "train_size=all,epochs=2,label_noise=0.2").seed_losses == ("CE", "GCE", "SCE", "NCEandRCE")
     assert default.grad_scale == "ce" and cfg("--grad-scale", "none").grad_scale == "none"
     # the quick preset screens for 1 minute (issue 21: racing and the target training take the rest)
     assert default.time_limit == 60 and cfg("--budget", "5").time_limit is None
     assert cfg("--algorithm", "regularized").seed_losses == ()  # the nlfs space starts at random
     assert cfg("--seed-losses", "none").seed_losses == ()
+    from nlfs.search import preset_config  # a fitness function's regime is unknown: the clean one's
+    assert preset_config(fitness=True, run_dir=str(tmp_path / "f")).seed_losses == ("CE", "LabelSmoothingCE", "Poly1")
     assert cfg("--seed-losses", "-y*log(p); max(p, y)").seed_losses == ("-y*log(p)", "max(p, y)")
 
 
