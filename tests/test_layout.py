@@ -78,7 +78,9 @@ def import_graph(root: Path) -> dict[str, set[str]]:
 
 
 def is_tool(module: str) -> bool:
-    return module in TOOLS or module.rpartition(".")[2] == "__main__"
+    """A tool, a module of a tool's package (``nlfs.transfer._run``), or an entry point."""
+    in_tool = module.startswith(tuple(t + "." for t in TOOLS))
+    return module in TOOLS or in_tool or module.rpartition(".")[2] == "__main__"
 
 
 def upward_imports(graph: dict[str, set[str]]) -> set[tuple[str, str]]:

@@ -12,18 +12,21 @@ from pathlib import Path
 import nlfs.train
 from nlfs import eliminate, transfer, tune
 from nlfs.train import TrainConfig, training_key
+from nlfs.transfer import _entries as transfer_entries
+from nlfs.transfer import _run as transfer_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_four_keys_are_made_by_training_key_and_nothing_else_hashes():
-    for fn in (eliminate._key, transfer.run_key, transfer._config_hash, tune.default_study_name):
+    for fn in (eliminate._key, transfer.run_key, transfer_run.config_hash, tune.default_study_name):
         assert "training_key(" in inspect.getsource(fn), fn.__qualname__
-    for tool in ("eliminate", "transfer", "tune"):
-        tree = ast.parse((ROOT / "nlfs" / f"{tool}.py").read_text())
+    for path in (ROOT / "nlfs" / "eliminate.py", *sorted((ROOT / "nlfs" / "transfer").glob("*.py")),
+                 ROOT / "nlfs" / "tune.py"):
+        tree = ast.parse(path.read_text())
         imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-        assert "hashlib" not in imported, f"nlfs/{tool}.py hashes on its own"
+        assert "hashlib" not in imported, f"{path.relative_to(ROOT)} hashes on its own"
 
 
 # the keys as the code before training_key computed them, copied verbatim
@@ -35,7 +38,7 @@ def _old_eliminate_key(expression, constants, reduction, train):
 
 def _old_config_hash(cfg):
     d = cfg.to_dict()
-    key = {k: d.get(k) for k in transfer._CONFIG_KEYS}
+    key = {k: d.get(k) for k in transfer_run.CONFIG_KEYS}
     return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
@@ -58,7 +61,7 @@ def test_keys_are_those_the_stores_already_hold():
     cfg = TrainConfig(dataset="digits", steps=7, grad_scale="ce", lr=0.05)
     assert eliminate._key("-y * log(p) * c0", {"c0": 2.0}, "class_sum", cfg.to_dict()) == \
         _old_eliminate_key("-y * log(p) * c0", {"c0": 2.0}, "class_sum", cfg.to_dict())
-    assert transfer._config_hash(cfg) == _old_config_hash(cfg)
+    assert transfer_run.config_hash(cfg) == _old_config_hash(cfg)
     for entry in (transfer.LossEntry("NGL", "NGL"), transfer.LossEntry("x", "-y * log(p) * c0", {"c0": 0.5})):
         assert transfer.run_key(entry, cfg) == _old_run_key(entry, cfg)
     from nlfs.losses import resolve_spec
@@ -74,7 +77,7 @@ def test_a_transfer_csv_keyed_the_old_way_resumes_without_training(tmp_path, mon
     calls = []
     monkeypatch.setattr(nlfs.train, "train", lambda *a, **kw: calls.append(a))
     cfg = transfer.build_config(dict(dataset="digits", model="surrogate", steps=5))
-    entries = transfer._dedupe(transfer.parse_losses("NGL"))
+    entries = transfer_entries.with_reference(transfer.parse_losses("NGL"))
     rows = []
     for e in entries:
         for seed in (0, 1):

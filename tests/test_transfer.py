@@ -10,6 +10,7 @@ import nlfs.train
 from nlfs import transfer
 from nlfs.search import RunDB
 from nlfs.train import TrainConfig, TrainResult
+from nlfs.transfer._entries import CATALOGUE_ALL
 from tests.runs import csv_rows, drawn_split
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small ops: one thread is as fast, far faster on a busy CPU
@@ -46,7 +47,7 @@ def test_parse_losses_separators():
     e = transfer.parse_losses(["cross_entropy;max(p, y) * -y * log(p)", "mine=-y * log(p + 0.01)"])
     assert [x.loss for x in e] == ["CE", "max(p, y) * -y * log(p)", "-y * log(p + 0.01)"]
     assert e[2].label == "mine"
-    assert [x.label for x in transfer.parse_losses("all")] == list(transfer._CATALOGUE_ALL)
+    assert [x.label for x in transfer.parse_losses("all")] == list(CATALOGUE_ALL)
 
 
 def test_same_config_except_loss_and_resume(tmp_path, monkeypatch):
