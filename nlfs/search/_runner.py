@@ -28,7 +28,7 @@ import torch
 
 from ..expr import Expr
 from . import _filters as F
-from ._config import SearchConfig, check_search, make_algorithm
+from ._config import SearchConfig, check_search, make_algorithm, register_saved
 from ._db import HELD_STATUSES, RunDB, RunDirError
 from ._executors import make_executor, run_jobs
 from ._rows import AFTER_SCREENING, CE_EXPRESSION, seed_stats
@@ -94,6 +94,11 @@ def open_run(cfg: SearchConfig, resume: bool) -> tuple[RunDB, SearchConfig]:
             db.close()
             raise RunDirError(f"{db_path} has no saved search configuration: it was not written by "
                               "nlfs.evolve, or its first write was cut off; start a new --run-dir")
+        try:  # before the settings: a clash of names is not a version mismatch
+            register_saved(saved.get("registered_losses", ()))
+        except ValueError as err:
+            db.close()
+            raise RunDirError(f"{db_path}: {err}") from None
         overrides = {k: getattr(cfg, k) for k in HOW_IT_RUNS}
         overrides["budget"] = cfg.budget or saved["budget"]
         # more known losses to train in the target may join a finished run (they change no ranking)

@@ -166,6 +166,29 @@ def test_a_finished_run_resumed_with_target_baselines_trains_them_and_nothing_el
     assert not third.trained
 
 
+def test_a_run_with_registered_losses_resumes_in_a_process_that_never_registered_them(tmp_path):
+    """A loss registered in the process that started the run (a warm start, a target baseline) is saved
+    with it: a resume elsewhere knows it and trains nothing again; another loss registered there under
+    the same name is refused, naming both."""
+    from nlfs.search import RunDirError, read_run, resume_config
+
+    mine = "-y * log(p) + 0.3 * y * (1 - p)"
+    losses.register("MyPoly", mine)
+    losses.register("MyWarm", "-y * log(p + 0.01)")
+    run(tmp_path, {LEAD: 0.53, mine: 0.54}, baselines=("MyPoly",), seed_losses=("MyWarm",))
+    for name in ("MyPoly", "MyWarm"):  # a new process: the catalogue without them
+        losses._CATALOGUE.pop(losses._key(name))
+    again = FakeExecutor(accuracy=trainer({LEAD: 0.53, mine: 0.54}))
+    rows = run_search(resume_config(tmp_path / "run"), again, resume=True)
+    assert not again.trained and losses.get("MyPoly").text == mine and losses.is_registered("MyWarm")
+    assert "vs MyPoly (the strongest known loss trained there)" in write_report(tmp_path / "run", rows)["best"][0][
+        "in_target"]
+    losses.register("MyPoly", "-y * log(p)", overwrite=True)
+    with pytest.raises(RunDirError, match=r"the run's loss 'MyPoly' is .*registered another under that name"):
+        run_search(resume_config(tmp_path / "run"), FakeExecutor(accuracy=trainer({})), resume=True)
+    assert read_run(tmp_path / "run")[1]["target_baselines"] == ["MyPoly"]  # the report's reading still works
+
+
 def test_cli_resume_takes_target_baselines_and_checks_them(tmp_path, capsys):
     from nlfs.evolve import main
 
