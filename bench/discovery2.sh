@@ -62,9 +62,9 @@ main() {
     heldout) published heldout "held-out trainings so far" ;;
     confirm)
       stage preregister || return
-      # the pre-registration is committed before any confirmation training starts
-      commit "Discovery 2: confirmation pre-registered (finalist, baseline, seeds, test)" \
-        "$RESULTS"/discovery2/*_confirmation.json
+      # the pre-registration is committed before any confirmation training starts, with the reports
+      # recomputed from it (they show it as pending): committed files and reports always agree
+      publish "confirmation pre-registered (finalist, baseline, seeds, test)"
       published confirm "confirmation trainings so far" ;;
     report) publish "report" ;;
     # the searches before the baselines' test seeds (a regime whose search finds nothing novel needs none),
