@@ -1368,8 +1368,15 @@ def report(camp: Campaign, regime: str) -> str:
         verdict += (" Where a found loss wins after correction: " + ("; ".join(won) if won else "nowhere") + ". "
                     "Where it loses after correction: " + ("; ".join(lost) if lost else "nowhere") + ".")
         if conf and not conf["pending"]:
-            verdict += (f" The pre-registered confirmation on fresh seeds is "
-                        f"**{'confirmed' if conf['confirmed'] else 'not confirmed'}**.")
+            t, f, b = conf["test"], pre["finalist"]["name"], pre["baseline"]["name"]
+            verdict += (f" The pre-registered confirmation on fresh seeds ({f} against {b}: {_pp(t.mean_diff)} pp "
+                        f"[{_pp(t.ci_low)}, {_pp(t.ci_high)}], p {format_p(t.p_t)}) is "
+                        f"**{'confirmed' if conf['confirmed'] else 'not confirmed'}**")
+            words = family_words(pre["finalist"].get("entry") or {})
+            if conf["confirmed"] and words:  # a re-tuned known loss: the win is its constant's, not a new loss's
+                verdict += (f": {f} is {words}, so what it confirms is that constant over {b}'s published one in "
+                            "this regime, not a new loss")
+            verdict += "."
         tuned = {e["name"]: family_words(e) for e in camp.finalists(regime) if family_words(e)}
         if any(r["finalist"] in tuned for r in rows if r["beats"]):
             verdict += (" " + "; ".join(f"{n} is {w}" for n, w in tuned.items()) + ": a catalogue loss at other "
