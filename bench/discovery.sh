@@ -17,13 +17,13 @@ WORKERS=${NLFS_WORKERS:-2}
 RESULTS=bench/results/discovery
 mkdir -p runs/logs "$RESULTS"
 
-# name | evolve arguments. GP over the GP tree space warm-started from CE and Poly1 (the default);
+# name | evolve arguments. GP over the GP tree space warm-started from CE and Poly1 (the default then, named);
 # regularized evolution over NLFS cells (random starts: that space has no warm start); GP under Mixup,
 # whose soft targets make a different loss optimal (the third seed paper searched per augmentation).
 SEARCHES=(
-  "disc-gp|--algorithm gp --seed 0"
+  "disc-gp|--algorithm gp --seed-losses CE,Poly1 --seed 0"
   "disc-nlfs|--algorithm regularized --space nlfs --seed 0"
-  "disc-gp-mixup|--algorithm gp --augment mixup --seed 1"
+  "disc-gp-mixup|--algorithm gp --seed-losses CE,Poly1 --augment mixup --seed 1"
 )
 
 search_one() {

@@ -1011,8 +1011,8 @@ def search_argv(camp: Campaign, regime: str, index: dict | None = None) -> list[
 
 def warm_starts(camp: Campaign, regime: str, index: dict | None = None) -> list[str]:
     """The regime's baselines as warm starts, with the constants the rates stage chose in the target
-    (before it has: the catalogue's). A tree genotype holds y, p and numbers only, so label smoothing
-    enters as its formula with its eps and the dataset's classes written in, a baseline with a chosen
+    (before it has: the catalogue's). Label smoothing enters as its formula with its chosen eps and the
+    dataset's classes written in (as the campaign ran it), a baseline with a chosen
     published constants as its expression with those numbers."""
     from nlfs.data import load_dataset
     from nlfs.losses import get

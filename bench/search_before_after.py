@@ -24,8 +24,8 @@ fitness; ``--top``, CE in disguise listed but neither counted nor judged), plus 
 trained in its own target stage; each is judged as it is exported (expression, constants, the
 gradient scale the search recorded). ``--judge short`` judges in the older regime instead (320
 steps: 10,240 images, 4 epochs) and writes the older report's files; ``--judge short --before 6a97f00
---searches before,now --minutes 6`` is the older study's setup (its ``warm`` variant is today's
-default).
+--searches before,now --minutes 6`` is the older study's setup (its ``warm`` variant is
+the default of then: CE and Poly1).
 
 Writes bench/results/search_before_after_target_<dataset>.csv and .md (``--judge short``:
 search_before_after_<dataset>.*). Resumable: a finished search (``WORK/<name>/done.json``) and every

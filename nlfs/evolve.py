@@ -1,7 +1,8 @@
 """``python -m nlfs.evolve``: search for a classification loss that beats cross-entropy.
 
 With no arguments: a short genetic-programming search over the gp tree space, warm-started from
-cross-entropy and Poly-1, on the default CPU dataset (Fashion-MNIST when installed, else
+cross-entropy and the strongest known losses of the target's regime (label smoothing and Poly-1 on
+clean labels), on the default CPU dataset (Fashion-MNIST when installed, else
 scikit-learn digits): it screens candidates for 1 minute on every core, lets the best climb the
 rungs, races its leader to a confidence interval, trains it in the target regime (the whole training
 split at CE's plateau: the training a user runs), and prints what it found beside cross-entropy with

@@ -133,6 +133,42 @@ def same_loss(a: LossSpec, b: LossSpec) -> bool:
             and dict(a.constants) == dict(b.constants) and float(a.scale) == float(b.scale))
 
 
+def registered_entries(names) -> list[dict]:
+    """The losses among ``names`` (catalogue names or expressions) registered beyond the published ones,
+    one entry per loss in nlfs/found_losses.json's format with the names it was given as ``aliases``: a
+    search saves them with its run, so that another process reading or resuming it knows them."""
+    out: dict[str, dict] = {}
+    for text in dict.fromkeys(names):
+        if not is_registered(text) or get(text).name in BUILTIN:
+            continue
+        spec = get(text)
+        e = out.setdefault(spec.name, {"name": spec.name, "expression": spec.text, "aliases": [],
+                                       "class_reduction": spec.class_reduction, "constants": dict(spec.constants),
+                                       "scale": spec.scale})
+        if _key(text) != _key(spec.name) and text not in e["aliases"]:
+            e["aliases"].append(text)
+    return list(out.values())
+
+
+def register_entries(entries, refuse_other: bool = False) -> None:
+    """Register a saved run's losses (``registered_entries``) where this process lacks them or their
+    aliases. Another loss registered here under one of the names is left as it is, or with
+    ``refuse_other`` (a resumed search would train a loss its run never did) a ValueError naming both."""
+    for e in entries:
+        saved = _spec(e["name"], parse(e["expression"]), e["class_reduction"], e.get("constants") or {},
+                      "registered by the run that saved it", float(e.get("scale", 1.0)))
+        here = get(e["name"]) if is_registered(e["name"]) else None
+        if here is not None and not same_loss(here, saved):
+            if refuse_other:
+                raise ValueError(f"the run's loss {e['name']!r} is {saved.text} (constants {dict(saved.constants)}, "
+                                 f"scale {saved.scale:g}); this process registered another under that name "
+                                 f"({here.text}, constants {dict(here.constants)}, scale {here.scale:g}): register "
+                                 "the run's, or none, before resuming")
+            continue
+        register(e["name"], saved.expr, saved.class_reduction, dict(saved.constants), source=saved.source,
+                 aliases=tuple(e.get("aliases") or ()), overwrite=here is not None, scale=saved.scale)
+
+
 def stored_class_reduction(entry: Mapping, default: str = "class_sum") -> str:
     """The class reduction a stored loss, payload or configuration names: its ``class_reduction``, or
     ``reduction`` as files written before the rename call it, or ``default``."""
@@ -362,5 +398,5 @@ load_found()
 
 __all__ = ["BUILTIN", "FOUND_FILE", "LossSpec", "UnknownLossError", "elementwise", "found", "get", "is_registered",
            "load_found",
-           "loss_label", "names", "provenance", "python_name", "read_losses_file", "register", "register_file",
-           "resolve_spec", "same_loss", "unknown_loss"]
+           "loss_label", "names", "provenance", "python_name", "read_losses_file", "register", "register_entries",
+           "register_file", "registered_entries", "resolve_spec", "same_loss", "unknown_loss"]

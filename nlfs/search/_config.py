@@ -222,20 +222,20 @@ class SearchConfig:
         d["filters"] = list(self.filters)
         d["seed_losses"] = list(self.seed_losses)
         d["target_baselines"] = list(self.target_baselines)
-        registered = registered_losses((*self.seed_losses, *self.target_baselines))
+        from ..losses import registered_entries
+
+        registered = registered_entries((*self.seed_losses, *self.target_baselines))
         if registered:  # only when there are: other runs' configurations stay as they were
             d["registered_losses"] = registered
         return d
 
     @classmethod
     def from_dict(cls, saved: dict, strict: bool = True, **overrides) -> SearchConfig:
-        """A saved configuration (``run.db``'s meta); keys of older versions missing take defaults, and
-        the losses it names that were registered in the process that made it are registered here.
+        """A saved configuration (``run.db``'s meta); keys of older versions missing take defaults.
         Keys this version does not know are refused when ``strict`` (resuming a search whose settings
         would be half understood is wrong) and ignored otherwise (reading a run's training settings)."""
         known = {f.name for f in dataclasses.fields(cls)}
-        saved = dict(saved)
-        register_saved(saved.pop("registered_losses", ()), strict)
+        saved = {k: v for k, v in saved.items() if k != "registered_losses"}  # read_config registers them
         if "reduction" in saved:  # the class reduction's name before the rename
             saved = {k: v for k, v in saved.items() if k != "reduction"} | {"class_reduction": saved["reduction"]}
         unknown = set(saved) - known
@@ -246,41 +246,6 @@ class SearchConfig:
         d["seed_losses"] = tuple(d.get("seed_losses", ()))
         d["target_baselines"] = tuple(d.get("target_baselines", ()))
         return cls(**d)
-
-
-def registered_losses(names) -> list[dict]:
-    """The losses among ``names`` registered beyond the published catalogue (``nlfs.losses.register``),
-    each as an entry of nlfs/found_losses.json's format: saved with a run, so that a process resuming or
-    reporting it knows them as the one that started it did."""
-    from .. import losses
-
-    out = []
-    for name in dict.fromkeys(names):
-        if losses.is_registered(name) and losses.get(name).name not in losses.BUILTIN:
-            spec = losses.get(name)
-            out.append({"name": name, "expression": spec.text, "class_reduction": spec.class_reduction,
-                        "constants": dict(spec.constants), "scale": spec.scale})
-    return out
-
-
-def register_saved(entries, strict: bool = True) -> None:
-    """Register a saved run's losses (``registered_losses``) that this process does not know. One
-    registered here under the same name as another loss is refused when ``strict`` (a resumed search
-    would train a loss its run never did) and left as it is otherwise (a report names, trains nothing)."""
-    from .. import losses
-
-    for e in entries:
-        if not losses.is_registered(e["name"]):
-            losses.register(e["name"], e["expression"], e["class_reduction"], e.get("constants") or {},
-                            source="registered by the run that saved it", scale=float(e.get("scale", 1.0)))
-            continue
-        here, constants, scale = losses.get(e["name"]), e.get("constants") or {}, float(e.get("scale", 1.0))
-        if strict and (here.text, dict(here.constants), here.class_reduction, here.scale) != (
-                e["expression"], constants, e["class_reduction"], scale):
-            raise ValueError(f"the run's loss {e['name']!r} is {e['expression']} (constants {constants}, scale "
-                             f"{scale:g}); this process registered another under that name ({here.text}, constants "
-                             f"{dict(here.constants)}, scale {here.scale:g}): register the run's, or none, before "
-                             "resuming")
 
 
 def regime_target_baselines(value, cfg: SearchConfig) -> tuple[str, ...]:

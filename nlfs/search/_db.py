@@ -321,6 +321,15 @@ def _decode(row: dict) -> dict:
     return row
 
 
+def _with_its_losses(saved: dict) -> dict:
+    """``saved``, a run's configuration, once the losses registered in the process that made it (warm
+    starts, target baselines) are registered here where missing: its names then mean what they meant."""
+    from ..losses import register_entries
+
+    register_entries(saved.get("registered_losses") or ())
+    return saved
+
+
 def read_config(run_dir: str | Path) -> dict:
     """The saved search configuration of the run in ``run_dir`` ({} where there is no run, or none saved)."""
     path = Path(run_dir) / "run.db"
@@ -328,7 +337,7 @@ def read_config(run_dir: str | Path) -> dict:
         return {}
     db = RunDB(path, readonly=True)
     try:
-        return db.get_meta("config") or {}
+        return _with_its_losses(db.get_meta("config") or {})
     finally:
         db.close()
 
@@ -353,7 +362,7 @@ def read_run(run_dir: str | Path) -> tuple[list[dict], dict]:
     db = RunDB(path, readonly=True)
     try:
         try:
-            return db.rows(), db.get_meta("config") or {}
+            return db.rows(), _with_its_losses(db.get_meta("config") or {})
         except sqlite3.DatabaseError as err:
             raise RunDirError(f"{path} cannot be read ({err}); it is damaged or from another tool") from None
     finally:

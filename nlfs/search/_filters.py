@@ -280,7 +280,9 @@ def known_twin(r: dict, normalise: bool, seed_losses=()) -> str | None:
         except Exception:  # noqa: BLE001 - a loss the probe cannot take is just not matched
             pass
 
-    key = (normalise, tuple(seed_losses))
+    # what each name means now (a run's registered losses may join the catalogue after a first look)
+    key = (normalise, tuple(seed_losses), tuple(str(losses.get(t).expr) if losses.is_registered(t) else ""
+                                                for t in seed_losses))
     if key not in _TWINS:
         table = {}
         for name in losses.BUILTIN:

@@ -153,7 +153,7 @@ def test_outputs_for_a_person(tmp_path):
     run_dir = tmp_path / "out"
     res = subprocess.run(_evolve_cmd(run_dir, 4), capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
-    # the best new loss: the warm starts CE and Poly1 are known losses, shown but never exported
+    # the best new loss: the warm starts (CE, label smoothing, Poly1) are known losses, shown but never exported
     best = next(e["name"] for e in json.loads((run_dir / "summary.json").read_text())["best"] if not e["known"])
     assert "CE" in res.stdout and best in res.stdout and best.startswith("out#")
     for name in ("hall_of_fame.md", "fitness.png", "best_losses.py", "summary.json", "run.db"):

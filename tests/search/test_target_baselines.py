@@ -174,19 +174,28 @@ def test_a_run_with_registered_losses_resumes_in_a_process_that_never_registered
 
     mine = "-y * log(p) + 0.3 * y * (1 - p)"
     losses.register("MyPoly", mine)
-    losses.register("MyWarm", "-y * log(p + 0.01)")
-    run(tmp_path, {LEAD: 0.53, mine: 0.54}, baselines=("MyPoly",), seed_losses=("MyWarm",))
-    for name in ("MyPoly", "MyWarm"):  # a new process: the catalogue without them
-        losses._CATALOGUE.pop(losses._key(name))
+    losses.register("MyWarm", "-y * log(p + 0.01)", aliases=("warm_alias",))
+    run(tmp_path, {LEAD: 0.53, mine: 0.54}, baselines=("MyPoly",), seed_losses=("warm_alias",))
+
+    def forget():  # a new process: the catalogue without them
+        for name in ("MyPoly", "MyWarm"):
+            losses._CATALOGUE.pop(losses._key(name), None)
+        losses._ALIASES.pop("warm_alias", None)
+
+    forget()
+    assert read_run(tmp_path / "run")[1]["seed_losses"] == ["warm_alias"]  # a reader (transfer --from-run) too
+    assert losses.get("warm_alias").name == "MyWarm" and losses.get("MyPoly").text == mine
+    forget()
     again = FakeExecutor(accuracy=trainer({LEAD: 0.53, mine: 0.54}))
     rows = run_search(resume_config(tmp_path / "run"), again, resume=True)
-    assert not again.trained and losses.get("MyPoly").text == mine and losses.is_registered("MyWarm")
+    assert not again.trained and losses.get("MyPoly").text == mine and losses.get("warm_alias").name == "MyWarm"
     assert "vs MyPoly (the strongest known loss trained there)" in write_report(tmp_path / "run", rows)["best"][0][
         "in_target"]
     losses.register("MyPoly", "-y * log(p)", overwrite=True)
     with pytest.raises(RunDirError, match=r"the run's loss 'MyPoly' is .*registered another under that name"):
         run_search(resume_config(tmp_path / "run"), FakeExecutor(accuracy=trainer({})), resume=True)
-    assert read_run(tmp_path / "run")[1]["target_baselines"] == ["MyPoly"]  # the report's reading still works
+    assert read_run(tmp_path / "run")[1]["target_baselines"] == ["MyPoly"]  # a reader leaves the other one be
+    assert losses.get("MyPoly").text == "-y * log(p)"
 
 
 def test_cli_resume_takes_target_baselines_and_checks_them(tmp_path, capsys):
