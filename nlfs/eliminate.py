@@ -253,9 +253,9 @@ class Elimination:
                 return twin, True
             return twin, False
 
-        for i, d in enumerate(self.sources):
+        for d in self.sources:
             prefix = d.name
-            rows, saved = (self.db.rows(), self.db.get_meta("config") or {}) if i == 0 else read_run(d)
+            rows, saved = read_run(d)  # the first source's too: its registered losses join the catalogue
             known = SearchConfig.from_dict(saved, strict=False).known_losses if self.novel else ()
             paired = is_paired_run(saved, rows)
             taken = 0

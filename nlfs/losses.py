@@ -152,21 +152,28 @@ def registered_entries(names) -> list[dict]:
 
 def register_entries(entries, refuse_other: bool = False) -> None:
     """Register a saved run's losses (``registered_entries``) where this process lacks them or their
-    aliases. Another loss registered here under one of the names is left as it is, or with
-    ``refuse_other`` (a resumed search would train a loss its run never did) a ValueError naming both."""
+    aliases; nothing registered here changes meaning. A name (or alias) that means another loss here is
+    left as it is, or with ``refuse_other`` (a resumed search would train a loss its run never did) a
+    ValueError naming both."""
     for e in entries:
         saved = _spec(e["name"], parse(e["expression"]), e["class_reduction"], e.get("constants") or {},
                       "registered by the run that saved it", float(e.get("scale", 1.0)))
-        here = get(e["name"]) if is_registered(e["name"]) else None
-        if here is not None and not same_loss(here, saved):
-            if refuse_other:
-                raise ValueError(f"the run's loss {e['name']!r} is {saved.text} (constants {dict(saved.constants)}, "
-                                 f"scale {saved.scale:g}); this process registered another under that name "
-                                 f"({here.text}, constants {dict(here.constants)}, scale {here.scale:g}): register "
-                                 "the run's, or none, before resuming")
-            continue
-        register(e["name"], saved.expr, saved.class_reduction, dict(saved.constants), source=saved.source,
-                 aliases=tuple(e.get("aliases") or ()), overwrite=here is not None, scale=saved.scale)
+        for name in (e["name"], *(e.get("aliases") or ())):
+            here = get(name) if is_registered(name) else None
+            if here is None:
+                if name == e["name"]:
+                    register(name, saved.expr, saved.class_reduction, dict(saved.constants), source=saved.source,
+                             scale=saved.scale)
+                else:  # an alias of the run's loss, as registered above or already here
+                    _ALIASES[_key(name)] = _ALIASES.get(_key(e["name"]), _key(e["name"]))
+            elif not same_loss(here, saved):
+                if refuse_other:
+                    raise ValueError(f"the run's loss {name!r} is {saved.text} (constants {dict(saved.constants)}, "
+                                     f"scale {saved.scale:g}); this process registered another under that name "
+                                     f"({here.text}, constants {dict(here.constants)}, scale {here.scale:g}): "
+                                     "register the run's, or none, before resuming")
+                if name == e["name"]:
+                    break  # its aliases cannot point at a loss this process does not hold under that name
 
 
 def stored_class_reduction(entry: Mapping, default: str = "class_sum") -> str:

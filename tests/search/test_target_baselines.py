@@ -185,7 +185,11 @@ def test_a_run_with_registered_losses_resumes_in_a_process_that_never_registered
     forget()
     assert read_run(tmp_path / "run")[1]["seed_losses"] == ["warm_alias"]  # a reader (transfer --from-run) too
     assert losses.get("warm_alias").name == "MyWarm" and losses.get("MyPoly").text == mine
+    losses.register("Other", "-y * log(p + 0.5)", aliases=("warm_alias",))  # here, that name means another
+    read_run(tmp_path / "run")  # a reader changes no meaning
+    assert losses.get("warm_alias").name == "Other" and losses.get("poly1").name == "Poly1"
     forget()
+    losses._CATALOGUE.pop(losses._key("Other"))
     again = FakeExecutor(accuracy=trainer({LEAD: 0.53, mine: 0.54}))
     rows = run_search(resume_config(tmp_path / "run"), again, resume=True)
     assert not again.trained and losses.get("MyPoly").text == mine and losses.get("warm_alias").name == "MyWarm"
