@@ -134,14 +134,18 @@ def same_loss(a: LossSpec, b: LossSpec) -> bool:
 
 
 def registered_entries(names) -> list[dict]:
-    """The losses among ``names`` (catalogue names or expressions) registered beyond the published ones,
+    """The losses among ``names`` (catalogue names or expressions) registered beyond the published ones
+    (or over one of them),
     one entry per loss in nlfs/found_losses.json's format with the names it was given as ``aliases``: a
     search saves them with its run, so that another process reading or resuming it knows them."""
     out: dict[str, dict] = {}
     for text in dict.fromkeys(names):
-        if not is_registered(text) or get(text).name in BUILTIN:
+        if not is_registered(text):
             continue
         spec = get(text)
+        published = _PUBLISHED.get(_key(spec.name))
+        if published is not None and same_loss(spec, published):
+            continue  # every process knows it; a published name the user overwrote is saved like any other
         e = out.setdefault(spec.name, {"name": spec.name, "expression": spec.text, "aliases": [],
                                        "class_reduction": spec.class_reduction, "constants": dict(spec.constants),
                                        "scale": spec.scale})
@@ -169,9 +173,9 @@ def register_entries(entries, refuse_other: bool = False) -> None:
             elif not same_loss(here, saved):
                 if refuse_other:
                     raise ValueError(f"the run's loss {name!r} is {saved.text} (constants {dict(saved.constants)}, "
-                                     f"scale {saved.scale:g}); this process registered another under that name "
-                                     f"({here.text}, constants {dict(here.constants)}, scale {here.scale:g}): "
-                                     "register the run's, or none, before resuming")
+                                     f"scale {saved.scale:g}); here that name means another ({here.text}, "
+                                     f"constants {dict(here.constants)}, scale {here.scale:g}): register the "
+                                     "run's (overwrite=True over a published one) before resuming")
                 if name == e["name"]:
                     break  # its aliases cannot point at a loss this process does not hold under that name
 
@@ -317,6 +321,7 @@ register("NCEandRCE",
          aliases=("nce_rce", "nce+rce", "apl_nce_rce"))
 
 BUILTIN: tuple[str, ...] = tuple(names())  # the published losses above, before any user registration
+_PUBLISHED: dict[str, LossSpec] = {_key(n): get(n) for n in BUILTIN}  # as published, should one be overwritten
 
 # Losses found by nlfs's own searches, with where they come from: nlfs/found_losses.json, written
 # by the discovery campaign (bench/results/discovery_*.md holds the evidence for each).

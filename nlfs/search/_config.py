@@ -270,7 +270,8 @@ def regime_target_baselines(value, cfg: SearchConfig) -> tuple[str, ...]:
 def warm_genotypes(cfg: SearchConfig, space) -> list:
     """The seed losses as genotypes of ``space`` (tree spaces only): catalogue names or expressions,
     named constants replaced by their values (a tree genotype holds numbers, and may hold C, so label
-    smoothing starts as itself)."""
+    smoothing starts as itself). A warm start keeps every op it holds, listed by the space or not (CE's
+    negation is in no tree space): the space's ops are what variation adds, not a bound on the loss."""
     if not cfg.seed_losses:
         return []
     if not hasattr(space, "fits"):

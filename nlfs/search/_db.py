@@ -321,12 +321,20 @@ def _decode(row: dict) -> dict:
     return row
 
 
-def _with_its_losses(saved: dict) -> dict:
-    """``saved``, a run's configuration, once the losses registered in the process that made it (warm
-    starts, target baselines) are registered here where missing: its names then mean what they meant."""
+def with_its_losses(saved: dict, path: Path, resuming: bool = False) -> dict:
+    """``saved``, the configuration of the run in ``path``, once the losses registered in the process
+    that made it (warm starts, target baselines) are registered here where missing: its names then mean
+    what they meant. A reader changes no name's meaning; a resumed search refuses a name that means
+    another loss here (it would train a loss its run never did). Either way a saved entry that cannot
+    be read is a RunDirError naming the file."""
     from ..losses import register_entries
 
-    register_entries(saved.get("registered_losses") or ())
+    try:
+        register_entries(saved.get("registered_losses") or (), refuse_other=resuming)
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        what = err.args[0] if isinstance(err, KeyError) and err.args else err
+        problem = f"a saved loss lacks {what!r}" if isinstance(err, KeyError) else str(err)
+        raise RunDirError(f"{path}: {problem}") from None
     return saved
 
 
@@ -337,7 +345,7 @@ def read_config(run_dir: str | Path) -> dict:
         return {}
     db = RunDB(path, readonly=True)
     try:
-        return _with_its_losses(db.get_meta("config") or {})
+        return with_its_losses(db.get_meta("config") or {}, path)
     finally:
         db.close()
 
@@ -362,7 +370,7 @@ def read_run(run_dir: str | Path) -> tuple[list[dict], dict]:
     db = RunDB(path, readonly=True)
     try:
         try:
-            return db.rows(), _with_its_losses(db.get_meta("config") or {})
+            return db.rows(), with_its_losses(db.get_meta("config") or {}, path)
         except sqlite3.DatabaseError as err:
             raise RunDirError(f"{path} cannot be read ({err}); it is damaged or from another tool") from None
     finally:

@@ -27,10 +27,9 @@ import numpy as np
 import torch
 
 from ..expr import Expr
-from ..losses import register_entries
 from . import _filters as F
 from ._config import SearchConfig, check_search, make_algorithm
-from ._db import HELD_STATUSES, RunDB, RunDirError
+from ._db import HELD_STATUSES, RunDB, RunDirError, with_its_losses
 from ._executors import make_executor, run_jobs
 from ._rows import AFTER_SCREENING, CE_EXPRESSION, seed_stats
 from ._rows import reused as _reused
@@ -96,10 +95,10 @@ def open_run(cfg: SearchConfig, resume: bool) -> tuple[RunDB, SearchConfig]:
             raise RunDirError(f"{db_path} has no saved search configuration: it was not written by "
                               "nlfs.evolve, or its first write was cut off; start a new --run-dir")
         try:  # before the settings: a clash of names is not a version mismatch
-            register_entries(saved.get("registered_losses", ()), refuse_other=True)
-        except ValueError as err:
+            with_its_losses(saved, db_path, resuming=True)
+        except RunDirError:
             db.close()
-            raise RunDirError(f"{db_path}: {err}") from None
+            raise
         overrides = {k: getattr(cfg, k) for k in HOW_IT_RUNS}
         overrides["budget"] = cfg.budget or saved["budget"]
         # more known losses to train in the target may join a finished run (they change no ranking)

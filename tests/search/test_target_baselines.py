@@ -3,6 +3,7 @@ holds only against the strongest of them, every report names them, a killed stag
 presets and the CLI choose them by the target's regime."""
 
 import json
+import re
 
 import pytest
 
@@ -196,10 +197,53 @@ def test_a_run_with_registered_losses_resumes_in_a_process_that_never_registered
     assert "vs MyPoly (the strongest known loss trained there)" in write_report(tmp_path / "run", rows)["best"][0][
         "in_target"]
     losses.register("MyPoly", "-y * log(p)", overwrite=True)
-    with pytest.raises(RunDirError, match=r"the run's loss 'MyPoly' is .*registered another under that name"):
+    with pytest.raises(RunDirError, match=r"the run's loss 'MyPoly' is .*here that name means another"):
         run_search(resume_config(tmp_path / "run"), FakeExecutor(accuracy=trainer({})), resume=True)
     assert read_run(tmp_path / "run")[1]["target_baselines"] == ["MyPoly"]  # a reader leaves the other one be
     assert losses.get("MyPoly").text == "-y * log(p)"
+
+
+def test_a_published_loss_the_user_overwrote_is_saved_with_the_run(tmp_path):
+    """A published name given another meaning (``overwrite=True``) is saved like any registered loss: a
+    resume in a process where the name means the published loss refuses, naming both, rather than train
+    the published one; the published names left as they are are not saved."""
+    from nlfs.search import RunDirError, resume_config
+
+    published = losses.get("Poly1")
+    mine = "-y * log(p) + 3 * y * (1 - p)"
+    losses.register("Poly1", mine, overwrite=True)
+    try:
+        cfg, *_ = run(tmp_path, {LEAD: 0.53, mine: 0.54}, baselines=("Poly1", "LabelSmoothingCE"))
+        saved = cfg.to_dict()["registered_losses"]
+        assert [(e["name"], e["expression"]) for e in saved] == [("Poly1", mine)]
+    finally:
+        losses._CATALOGUE[losses._key("Poly1")] = published  # a new process: Poly1 as published
+    with pytest.raises(RunDirError, match=r"the run's loss 'Poly1' is .*here that name means another"):
+        run_search(resume_config(tmp_path / "run"), FakeExecutor(accuracy=trainer({})), resume=True)
+    assert losses.get("Poly1") is published
+
+
+@pytest.mark.parametrize("entry, problem", [
+    ({"name": "Broken", "expression": "-y * log(p"}, "expected '\\)'"),
+    ({"expression": "-y * log(p)"}, "a saved loss lacks 'name'"),
+])
+def test_a_run_whose_saved_losses_cannot_be_read_names_its_file(tmp_path, entry, problem):
+    """A hand-edited ``registered_losses`` entry that does not parse stops a reader and a resume with one
+    line naming the run's database, not a traceback from the parser."""
+    from nlfs.search import RunDirError, read_run, resume_config
+    from nlfs.search._db import RunDB
+
+    run(tmp_path, {LEAD: 0.53})
+    db = RunDB(tmp_path / "run" / "run.db")
+    saved = db.get_meta("config")
+    db.set_meta("config", {**saved, "registered_losses": [{"class_reduction": "class_sum", **entry}]})
+    db.close()
+    for read in (lambda: read_run(tmp_path / "run"),
+                 lambda: run_search(resume_config(tmp_path / "run"), FakeExecutor(accuracy=trainer({})),
+                                    resume=True)):
+        with pytest.raises(RunDirError, match="run.db: ") as err:
+            read()
+        assert re.search(problem, str(err.value))
 
 
 def test_cli_resume_takes_target_baselines_and_checks_them(tmp_path, capsys):
