@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nlfs._io import atomic_write, csv_cell, write_table  # noqa: E402 - after the path above
+from nlfs.transfer import grid_choice, on_edge  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 TRAININGS_CSV = RESULTS / "target_fidelity_fashion_mnist_trainings.csv"
@@ -462,34 +463,6 @@ def spec_text(spec: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------ the grid rule
-def grid_choice(scores: dict, start=LR_GRID, limit: float = math.inf, max_added: int = MAX_WIDEN):
-    """``(chosen, to_train)``: the best value of the grid that starts at ``start``, widened by one point
-    (half the smallest, twice the largest) whenever the best lands on an edge, until it is interior;
-    ``to_train`` lists the grid's values without a score yet (then ``chosen`` is None). ``scores``
-    maps a value to its mean validation accuracy; ties go to the value nearest the grid's middle.
-    Widening stops at ``max_added`` points or where twice the largest would reach ``limit``: the
-    choice then stays on its edge (the report says so)."""
-    grid = sorted(set(start))
-    middle = math.sqrt(grid[0] * grid[-1])
-    while True:
-        todo = [v for v in grid if v not in scores]
-        if todo:
-            return None, todo
-        best = max(grid, key=lambda v: (scores[v], -abs(math.log(v / middle))))
-        if len(grid) - len(set(start)) >= max_added:
-            return best, []
-        if best == grid[0]:
-            grid.insert(0, best / 2)
-        elif best == grid[-1] and best * 2 < limit:
-            grid.append(best * 2)
-        else:
-            return best, []
-
-
-def on_edge(value: float, tried) -> bool:
-    return value in (min(tried), max(tried))
-
-
 # ------------------------------------------------------------------------------------- trainings CSV
 COLUMNS = ["key", "regime", "setting", "stage", "loss", "constants", "lr", "seed", "split_seed", "dataset", "model",
            "train_size", "val_size", "epochs", "steps", "batch_size", "label_noise", "label_noise_kind", "augment",
@@ -656,7 +629,7 @@ class Campaign:
             return self._lr_choice(index, regime, setting, label, ())
         scores, jobs, tried = {}, [], {}
         while True:
-            eps, todo = grid_choice(scores, EPS_GRID, limit=1.0)
+            eps, todo = grid_choice(scores, EPS_GRID, limit=1.0, max_added=MAX_WIDEN)
             if eps is not None:
                 chosen = tried[eps]
                 return {**chosen, "eps": eps, "eps_tried": dict(sorted(scores.items()))}, jobs
@@ -690,7 +663,7 @@ class Campaign:
         loss = self.loss(regime, label)
         scores, jobs = {}, []
         while True:
-            lr, todo = grid_choice(scores, LR_GRID)
+            lr, todo = grid_choice(scores, LR_GRID, max_added=MAX_WIDEN)
             if lr is not None:
                 tried = dict(sorted(scores.items()))
                 return {"lr": lr, "constants": constants, "score": scores[lr], "tried": tried}, jobs

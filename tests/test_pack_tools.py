@@ -74,7 +74,7 @@ def test_transfer_packs_one_seed_and_learning_rate_and_gives_the_rows_of_one_at_
     # lr 1e-5 learns nothing: every loss chooses LR, so the final runs of one seed share a pack
     common = ["--losses", "CE,NGL,Focal", "--seeds", "2", "--dataset", "digits", "--steps", str(STEPS), "--train-size",
               "300", "--val-size", str(VAL), "--backend", "torch", "--threads", "1", "--lr-grid", f"{LR},1e-5",
-              "--lr-seeds", "1", "--no-plot"]
+              "--lr-widen", "0", "--lr-seeds", "1", "--no-plot"]
     alone = Trainings(monkeypatch)
     assert transfer.main([*common, "--out", str(tmp_path / "one")]) == 0
     assert alone.packs == [] and len(alone.singles) == 3 * 2 + 3 * 2

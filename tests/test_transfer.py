@@ -2,12 +2,14 @@ import dataclasses
 import json
 import math
 import os
+import re
 
 import pytest
 import torch
 
 import nlfs.train
 from nlfs import transfer
+from nlfs._io import write_table
 from nlfs.search import RunDB
 from nlfs.train import TrainConfig, TrainResult
 from nlfs.transfer._entries import CATALOGUE_ALL
@@ -234,32 +236,98 @@ def test_machine_date_without_bench(monkeypatch):
     assert "cores" in machine and len(date) == 10
 
 
-def test_learning_rate_grid_is_the_same_for_every_loss_and_reads_no_test(tmp_path, monkeypatch):
+def fake_grid_trainer(monkeypatch, best: dict, peak: dict | None = None):
+    """Each loss's final validation accuracy falls with the distance (in log) of its lr from ``best[loss]``;
+    its peak over epochs (``best_val_acc``) from ``peak[loss]`` where given. Returns the calls."""
     calls = []
 
     def fake(loss, cfg, constants=None):
         calls.append((loss, cfg.lr, cfg.seed, cfg.evaluate_test))
-        best = {"CE": 0.1, "NGL": 0.4}[loss]  # each loss has its own best learning rate
-        acc = 0.8 - abs(math.log(cfg.lr / best)) * 0.01 + 0.001 * cfg.seed
-        return TrainResult(val_acc=acc, best_val_acc=acc, test_acc=acc if cfg.evaluate_test else None,
+        acc = 0.8 - abs(math.log(cfg.lr / best[loss])) * 0.01 + 0.001 * cfg.seed
+        top = 0.9 - abs(math.log(cfg.lr / (peak or best)[loss])) * 0.01
+        return TrainResult(val_acc=acc, best_val_acc=top, test_acc=acc if cfg.evaluate_test else None,
                            final_train_loss=0.5, train_acc=acc, steps=10, epochs=1.0, wall_time=0.01,
                            device="cpu", dataset=cfg.dataset, model=cfg.model, augment=cfg.augment,
                            seed=cfg.seed, loss=str(loss), loss_text="", backend="torch", lr=cfg.lr)
 
     monkeypatch.setattr(nlfs.train, "train", fake)
+    return calls
+
+
+def test_learning_rate_grid_is_the_same_for_every_loss_and_reads_no_test(tmp_path, monkeypatch):
+    calls = fake_grid_trainer(monkeypatch, {"CE": 0.1, "NGL": 0.4})  # each loss has its own best learning rate
     rows = transfer.run_transfer(transfer.parse_losses("NGL"), CFG, [0, 1, 2], tmp_path, log=lambda *a: None,
                                  plot=False, lr_grid=[0.05, 0.1, 0.2, 0.4], lr_seeds=[10, 11])
     grid_calls = [c for c in calls if c[2] in (10, 11)]
-    assert len(grid_calls) == 2 * 4 * 2 and not any(c[3] for c in grid_calls)  # validation only
+    # NGL's best, 0.4, is the grid's edge: 0.8 is tried too, and 0.4 is then interior
+    assert sorted({(c[0], c[1]) for c in grid_calls}) == sorted(
+        [("CE", x) for x in (0.05, 0.1, 0.2, 0.4)] + [("NGL", x) for x in (0.05, 0.1, 0.2, 0.4, 0.8)])
+    assert len(grid_calls) == 2 * 9 and not any(c[3] for c in grid_calls)  # validation only
     final = [c for c in calls if c[2] in (0, 1, 2)]
     assert all(c[3] for c in final)  # the test split is read by the final runs, once each
     assert {(c[0], c[1]) for c in final} == {("CE", 0.1), ("NGL", 0.4)}
     assert {(r["loss"], r["lr"]) for r in rows} == {("CE", 0.1), ("NGL", 0.4)}
-    assert "NGL 0.4" in (tmp_path / "transfer.md").read_text()
+    text = (tmp_path / "transfer.md").read_text()
+    assert "NGL 0.4 (0.05: " in text and "0.8: " in text and "on an edge" not in text
     n = len(calls)  # resumed: nothing trained again
     transfer.run_transfer(transfer.parse_losses("NGL"), CFG, [0, 1, 2], tmp_path, log=lambda *a: None,
                           plot=False, lr_grid=[0.05, 0.1, 0.2, 0.4], lr_seeds=[10, 11])
     assert len(calls) == n
+
+
+def test_a_learning_rate_is_chosen_by_the_model_the_test_runs_test_not_the_peak(tmp_path, monkeypatch):
+    """The final runs report the final model's test accuracy: the rate is the one whose final model
+    validates best, where the peak over epochs would choose another."""
+    fake_grid_trainer(monkeypatch, {"CE": 0.1}, peak={"CE": 0.2})
+    rows = transfer.run_transfer([], CFG, [0], tmp_path, log=lambda *a: None, plot=False,
+                                 lr_grid=[0.05, 0.1, 0.2, 0.4], lr_seeds=[10])
+    assert [r["lr"] for r in rows] == [0.1]
+
+
+def test_a_learning_rate_left_on_an_edge_after_widening_says_so(tmp_path, monkeypatch):
+    """Widening stops at --lr-widen points; a rate still at an edge then is reported as on an edge. With
+    --lr-widen 0 the grid is the one given."""
+    calls = fake_grid_trainer(monkeypatch, {"CE": 10.0})  # better and better upwards
+    transfer.run_transfer([], CFG, [0], tmp_path / "two", log=lambda *a: None, plot=False,
+                          lr_grid=[0.05, 0.1], lr_seeds=[10], lr_widen=2)
+    assert sorted(c[1] for c in calls if c[2] == 10) == [0.05, 0.1, 0.2, 0.4]
+    assert re.search(r"CE 0\.4 \(0\.05: 75\.70, 0\.1: [\d.]+, 0\.2: [\d.]+, 0\.4: 77\.78; on an edge\)",
+                     (tmp_path / "two" / "transfer.md").read_text())
+    calls.clear()
+    transfer.run_transfer([], CFG, [0], tmp_path / "none", log=lambda *a: None, plot=False,
+                          lr_grid=[0.05, 0.1], lr_seeds=[10], lr_widen=0)
+    assert sorted(c[1] for c in calls if c[2] == 10) == [0.05, 0.1]
+
+
+def test_a_learning_rate_csv_from_before_the_final_model_rule_is_trained_again(tmp_path, monkeypatch):
+    """A learning-rate row without the final model's validation accuracy (written when the choice read
+    the peak) cannot be scored by today's rule: it is trained again, not read as a zero."""
+    calls = fake_grid_trainer(monkeypatch, {"CE": 0.1})
+    transfer.run_transfer([], CFG, [0], tmp_path, log=lambda *a: None, plot=False, lr_grid=[0.05, 0.1, 0.2],
+                          lr_seeds=[10])
+    path = tmp_path / "transfer_lr.csv"
+    old = [{k: v for k, v in r.items() if k != "val_acc"} for r in csv_rows(path)]
+    write_table(path, old, list(old[0]))
+    calls.clear()
+    transfer.run_transfer([], CFG, [0], tmp_path, log=lambda *a: None, plot=False, lr_grid=[0.05, 0.1, 0.2],
+                          lr_seeds=[10])
+    assert sorted(c[1] for c in calls if c[2] == 10) == [0.05, 0.1, 0.2]
+    assert all(r["val_acc"] for r in csv_rows(path))
+
+
+def test_grid_choice_widens_past_an_edge_until_the_best_is_interior():
+    grid = [0.05, 0.1, 0.2]
+    assert transfer.grid_choice({}, grid) == (None, [0.05, 0.1, 0.2])
+    assert transfer.grid_choice({0.05: 0.7, 0.1: 0.8, 0.2: 0.6}, grid) == (0.1, [])  # interior: done
+    assert transfer.grid_choice({0.05: 0.8, 0.1: 0.7, 0.2: 0.6}, grid) == (None, [0.025])  # lower edge: half of it
+    assert transfer.grid_choice({0.025: 0.79, 0.05: 0.8, 0.1: 0.7, 0.2: 0.6}, grid) == (0.05, [])
+    assert transfer.grid_choice({0.05: 0.6, 0.1: 0.7, 0.2: 0.8}, grid) == (None, [0.4])  # upper edge: twice it
+    rising = {0.05: 0.6, 0.1: 0.7, 0.2: 0.8, 0.4: 0.85, 0.8: 0.9}
+    assert transfer.grid_choice(rising, grid, max_added=2) == (0.8, [])  # capped: left on its edge
+    assert transfer.on_edge(0.8, [0.05, 0.1, 0.2, 0.4, 0.8]) and not transfer.on_edge(0.1, grid)
+    assert transfer.grid_choice(rising, grid, limit=1.0) == (0.8, [])  # a bounded constant: 1.6 would pass 1
+    assert transfer.grid_choice({0.05: 0.7, 0.1: 0.7, 0.2: 0.7}, grid) == (0.1, [])  # a tie: the middle
+    assert transfer.grid_choice({0.05: 0.7, 0.1: 0.7, 0.2: 0.7}, grid, prefer=0.2) == (None, [0.4])  # or nearest
 
 
 def test_losses_file_registers_finalists_with_constants_and_scale(tmp_path):
@@ -302,7 +370,7 @@ def test_workers_train_what_one_process_trains(tmp_path):
                                  "constants": {"c0": 1.5}, "scale": 0.5}]))
     common = ["--losses-file", str(path), "--losses", "CE,test_finalist_w", "--seeds", "2", "--dataset", "digits",
               "--steps", "4", "--train-size", "200", "--val-size", "100", "--backend", "torch", "--threads", "1",
-              "--lr-grid", "0.05,0.2", "--lr-seeds", "8,9", "--no-plot"]
+              "--lr-grid", "0.05,0.2", "--lr-widen", "0", "--lr-seeds", "8,9", "--no-plot"]
     try:
         assert transfer.main([*common, "--out", str(tmp_path / "one")]) == 0
         assert transfer.main([*common, "--out", str(tmp_path / "two"), "--workers", "2"]) == 0

@@ -17,6 +17,7 @@ from .._cli import (
     add_training_options,
     checked_losses,
     command_line,
+    non_negative_int,
     parse_seeds,
     positive_float,
     positive_int,
@@ -26,6 +27,7 @@ from .._cli import (
     training_overrides,
 )
 from ._entries import LossEntry, losses_from, losses_from_run, parse_losses
+from ._grid import MAX_ADDED
 from ._presets import PRESETS
 from ._run import build_config, run_transfer
 
@@ -87,8 +89,11 @@ def build_parser() -> ArgumentParser:
     add_pack_option(ap, "losses of one seed (and learning rate)")
     ap.add_argument("--retry-errors", action="store_true", help="retrain pairs whose trainer raised")
     ap.add_argument("--lr-grid", type=_grid, default=None, metavar="A,B,...",
-                    help="give every loss (CE included) its learning rate from this grid, chosen by validation "
-                         "accuracy (the test split is read only by the final runs)")
+                    help="give every loss (CE included) its learning rate from this grid, chosen by the final "
+                         "model's validation accuracy (the test split is read only by the final runs)")
+    ap.add_argument("--lr-widen", type=non_negative_int, default=MAX_ADDED, metavar="N",
+                    help="points the grid may grow by, one past an edge whenever the choice lands there, so "
+                         "that no loss's rate is an edge of the grid (0: the grid as given)")
     ap.add_argument("--lr-seeds", type=seeds_list, default=None,
                     help="seeds for the learning-rate choice (default: the first 2)")
     ap.add_argument("--note", default="", help="a paragraph placed at the top of the Markdown")
@@ -182,7 +187,7 @@ def _main(argv: list[str] | None = None) -> int:
         rows = run_transfer(entries, cfg, seeds, args.out, args.name, args.retry_errors, command=command,
                             note=args.note or "", plot=not args.no_plot, setup=setup, lr_grid=args.lr_grid,
                             lr_seeds=args.lr_seeds, workers=args.workers, split_per_seed=split_per_seed,
-                            pack=args.pack)
+                            pack=args.pack, lr_widen=args.lr_widen)
     print((Path(args.out) / f"{args.name}.md").read_text())
     return 0 if rows else 1
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import math
 from pathlib import Path
 
 from .._cli import PER_SEED
@@ -13,6 +12,7 @@ from .._io import machine_name, today, write_table
 from ..losses import resolve_spec
 from ..train import training_key
 from ._entries import LossEntry, with_reference
+from ._grid import MAX_ADDED, grid_choice, on_edge
 from ._report import summarise, write_markdown, write_plot
 
 COLUMNS = ["loss", "seed", "model", "dataset", "augment", "test_acc", "val_acc", "best_val_acc", "status",
@@ -146,39 +146,80 @@ def _trainings(jobs: list[tuple], workers: int = 1, threads: int | None = None, 
         executor.close()
 
 
-LR_COLUMNS = ["loss", "lr", "seed", "best_val_acc", "status", "reason", "run_key", "wall_time", "split_seed"]
+LR_COLUMNS = ["loss", "lr", "seed", "val_acc", "best_val_acc", "status", "reason", "run_key", "wall_time",
+              "split_seed"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RateChoice:
+    """A loss's learning rate and the mean validation accuracy of every rate it tried."""
+
+    lr: float
+    scores: dict  # learning rate -> mean final validation accuracy over the learning-rate seeds
+
+    @property
+    def on_edge(self) -> bool:
+        """Still the smallest or largest rate tried: the widening stopped at its limit."""
+        return len(self.scores) > 1 and on_edge(self.lr, self.scores)
+
+    def __str__(self) -> str:
+        tried = ", ".join(f"{lr:g}: {100 * acc:.2f}" for lr, acc in sorted(self.scores.items()))
+        return f"{self.lr:g} ({tried}{'; on an edge' if self.on_edge else ''})"
 
 
 def select_learning_rates(entries: list[LossEntry], cfg, grid: list[float], seeds: list[int], path: Path,
                           log=print, workers: int = 1, threads: int | None = None,
-                          split_per_seed: bool = False, pack: int = 1) -> dict[str, float]:
-    """The learning rate of each loss, chosen from the same ``grid`` for every loss (CE included) by
-    mean best *validation* accuracy over ``seeds`` (the test split is never read here; a failed run
-    scores 0). Every run is a row of ``path`` (resumable, keyed like the final runs, split included).
-    ``pack``: as ``run_transfer``'s."""
+                          split_per_seed: bool = False, pack: int = 1,
+                          max_added: int = MAX_ADDED) -> dict[str, RateChoice]:
+    """The learning rate of each loss by one rule for every loss (CE included): the best of ``grid``,
+    widened past an edge whenever the best lands there (``grid_choice``: half the smallest or twice the
+    largest, at most ``max_added`` points), by mean *final* validation accuracy over ``seeds``: the model
+    the final runs test, not the peak over epochs (the test split is never read here; a failed run
+    scores 0; a tie goes to the rate nearest ``cfg.lr``). Every run is a row of ``path`` (resumable,
+    keyed like the final runs, split included). ``pack``: as ``run_transfer``'s."""
     done = {}
     if path.is_file():
         with path.open(newline="") as fh:
             for r in csv.DictReader(fh):
-                done[(r["loss"], float(r["lr"]), int(r["seed"]), r["run_key"])] = r
+                if r.get("val_acc") not in (None, ""):  # rows from before the choice read the final model: again
+                    done[(r["loss"], float(r["lr"]), int(r["seed"]), r["run_key"])] = r
     val = dataclasses.replace(cfg, evaluate_test=False)
-    jobs = [(entry, seeded(dataclasses.replace(val, lr=lr), seed, split_per_seed), seed)
-            for seed in seeds for lr in grid for entry in entries]
-    jobs = [j for j in jobs if (j[0].label, j[1].lr, j[2], run_key(j[0], j[1], split_per_seed)) not in done]
-    for (entry, cfg_lr, seed), rec in _trainings(jobs, workers, threads, pack):
-        key = (entry.label, cfg_lr.lr, seed, run_key(entry, cfg_lr, split_per_seed))
-        done[key] = dict(loss=entry.label, lr=cfg_lr.lr, seed=seed, run_key=key[3], status=rec["status"],
-                         reason=rec["reason"], best_val_acc=rec["best_val_acc"] if rec["status"] == "ok" else 0.0,
-                         wall_time=rec["wall_time"], split_seed=cfg_lr.split_seed)
-        write_table(path, list(done.values()), LR_COLUMNS)
-        log(f"lr grid: {entry.label} lr {cfg_lr.lr} seed {seed}: {rec['status']} val {done[key]['best_val_acc']:.4f}")
+
+    def key(entry, lr, seed):
+        return entry.label, lr, seed, run_key(entry, dataclasses.replace(val, lr=lr), split_per_seed)
+
+    def scores(entry) -> dict[float, float]:
+        out = {}
+        for lr in {k[1] for k in done if k[0] == entry.label}:
+            rows = [done.get(key(entry, lr, s)) for s in seeds]
+            if all(rows):
+                out[lr] = sum(float(r["val_acc"]) for r in rows) / len(seeds)
+        return out
+
+    def choice(entry):  # a tie goes to the rate nearest the setting's own
+        return grid_choice(scores(entry), grid, max_added=max_added, prefer=cfg.lr)
+
+    while True:  # train what the grids lack; a grid widens once the last of its points are in
+        todo = {entry.label: choice(entry)[1] for entry in entries}
+        jobs = [(entry, seeded(dataclasses.replace(val, lr=lr), seed, split_per_seed), seed)
+                for seed in seeds for lr in sorted({x for xs in todo.values() for x in xs}) for entry in entries
+                if lr in todo[entry.label] and key(entry, lr, seed) not in done]
+        if not jobs:
+            break
+        for (entry, cfg_lr, seed), rec in _trainings(jobs, workers, threads, pack):
+            k = key(entry, cfg_lr.lr, seed)
+            ok = rec["status"] == "ok"
+            done[k] = dict(loss=entry.label, lr=cfg_lr.lr, seed=seed, run_key=k[3], status=rec["status"],
+                           reason=rec["reason"], val_acc=rec["val_acc"] if ok else 0.0,
+                           best_val_acc=rec["best_val_acc"] if ok else 0.0, wall_time=rec["wall_time"],
+                           split_seed=cfg_lr.split_seed)
+            write_table(path, list(done.values()), LR_COLUMNS)
+            log(f"lr grid: {entry.label} lr {cfg_lr.lr:g} seed {seed}: {rec['status']} val {done[k]['val_acc']:.4f}")
     chosen = {}
     for entry in entries:
-        def score(lr, entry=entry):
-            key_lr = run_key(entry, dataclasses.replace(val, lr=lr), split_per_seed)
-            return sum(float(done[(entry.label, lr, s, key_lr)]["best_val_acc"] or 0.0) for s in seeds) / len(seeds)
-        chosen[entry.label] = max(grid, key=lambda lr: (score(lr), -abs(math.log(lr / (cfg.lr or lr)))))
-    log("lr grid: chosen " + ", ".join(f"{k} {v:g}" for k, v in chosen.items()))
+        tried = scores(entry)
+        chosen[entry.label] = RateChoice(choice(entry)[0], {x: tried[x] for x in sorted(tried)})
+    log("lr grid: chosen " + ", ".join(f"{k} {v.lr:g}" for k, v in chosen.items()))
     return chosen
 
 
@@ -186,10 +227,11 @@ def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Pat
                  retry_errors: bool = False, log=print, command: str = "", note: str = "",
                  plot: bool = True, setup: tuple[str, ...] = (), lr_grid: list[float] | None = None,
                  lr_seeds: list[int] | None = None, workers: int = 1, threads: int | None = None,
-                 split_per_seed: bool = False, pack: int = 1) -> list[dict]:
+                 split_per_seed: bool = False, pack: int = 1, lr_widen: int = MAX_ADDED) -> list[dict]:
     """Train every missing (loss, seed) pair, rewrite the CSV after each, then write the table and
     plot. Returns the rows of this configuration. With ``lr_grid``, every loss first gets its own
-    learning rate from that grid (``select_learning_rates`` on ``lr_seeds``, validation only). With
+    learning rate from that grid, widened past an edge at most ``lr_widen`` points (``select_learning_rates``
+    on ``lr_seeds``, validation only). With
     ``split_per_seed``, each seed draws its own validation images, training subset and label noise
     (``split_seed = seed``; the ``split_seed`` column records it), else ``cfg.split_seed`` holds for all.
     ``workers > 1`` trains that many runs at once in worker processes; each training uses ``threads``
@@ -207,12 +249,16 @@ def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Pat
     lrs = {}
     if lr_grid:
         cfg = dataclasses.replace(cfg, lr=None)  # the shared settings; each loss's lr comes from the grid
-        lrs = select_learning_rates(entries, cfg.resolved() if cfg.lr is None else cfg, sorted(lr_grid),
-                                    lr_seeds or seeds[:2], out / f"{name}_lr.csv", log, workers, threads,
-                                    split_per_seed, pack)
+        lr_seeds = lr_seeds or seeds[:2]
+        choices = select_learning_rates(entries, cfg.resolved() if cfg.lr is None else cfg, sorted(lr_grid),
+                                        lr_seeds, out / f"{name}_lr.csv", log, workers, threads,
+                                        split_per_seed, pack, lr_widen)
+        lrs = {label: c.lr for label, c in choices.items()}
+        widened = (f", widened by one point past an edge whenever the choice lands there (at most {lr_widen})"
+                   if lr_widen else "")
         setup = (*setup, "Learning rate per loss from the grid " + ", ".join(f"{x:g}" for x in sorted(lr_grid))
-                 + f" by mean best validation accuracy over seeds {lr_seeds or seeds[:2]}: "
-                 + ", ".join(f"{k} {v:g}" for k, v in lrs.items()) + ".")
+                 + f"{widened}, by mean final validation accuracy (the model the test runs test) over seeds "
+                 + f"{lr_seeds}: " + "; ".join(f"{k} {v}" for k, v in choices.items()) + ".")
     chash = config_hash(cfg, split_per_seed) + (
         "-grid" + "_".join(f"{x:g}" for x in sorted(lr_grid)) if lr_grid else "")
     rows = _read_rows(csv_path)

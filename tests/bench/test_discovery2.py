@@ -126,19 +126,6 @@ def _finalist(camp, regime="clean", name="Better1", expression="-y * log(p) + 2 
           "scale": 0.9, "provenance": {}}]))
 
 
-def test_grid_widens_on_an_edge_and_stops_inside():
-    assert d2.grid_choice({}) == (None, [0.05, 0.1, 0.2])
-    assert d2.grid_choice({0.05: 0.7, 0.1: 0.8, 0.2: 0.6}) == (0.1, [])  # interior: done
-    assert d2.grid_choice({0.05: 0.8, 0.1: 0.7, 0.2: 0.6}) == (None, [0.025])  # lower edge: half of it
-    assert d2.grid_choice({0.025: 0.79, 0.05: 0.8, 0.1: 0.7, 0.2: 0.6}) == (0.05, [])
-    assert d2.grid_choice({0.05: 0.6, 0.1: 0.7, 0.2: 0.8}) == (None, [0.4])  # upper edge: twice it
-    rising = {0.05 * 2 ** i: i for i in range(-1, 8)}
-    assert d2.grid_choice(rising, max_added=2) == (0.8, [])  # capped: left on its edge
-    assert d2.on_edge(0.8, [0.05, 0.1, 0.2, 0.4, 0.8])
-    assert d2.grid_choice(rising, d2.EPS_GRID, limit=1.0) == (0.8, [])  # eps: 1.6 would pass 1
-    assert d2.grid_choice({0.05: 0.7, 0.1: 0.7, 0.2: 0.7}) == (0.1, [])  # a tie: the middle
-
-
 def test_baselines_choose_rates_on_lr_seeds_then_train_test_seeds(tmp_path, trainer):
     camp = _camp(tmp_path)
     camp.baselines(["clean"])

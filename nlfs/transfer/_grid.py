@@ -1,0 +1,41 @@
+"""Choosing a setting (a learning rate, a loss's constant) from a grid whose edges are not chosen: the
+grid grows by one point past an edge whenever the best value lands there, until the best is interior."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+MAX_ADDED = 4  # points added to a grid at most: a choice still on an edge then is reported as such
+
+
+def grid_choice(scores: Mapping[float, float], start: Iterable[float], limit: float = math.inf,
+                max_added: int = MAX_ADDED, prefer: float | None = None) -> tuple[float | None, list[float]]:
+    """``(chosen, to_train)``: the best value of the grid that starts at ``start``, widened by one point
+    (half the smallest, twice the largest) whenever the best lands on an edge, until it is interior;
+    ``to_train`` lists the grid's values without a score yet (then ``chosen`` is None). ``scores``
+    maps a value to its mean validation accuracy; ties go to the value nearest ``prefer`` (in log; default
+    the starting grid's middle).
+    Widening stops at ``max_added`` points or where twice the largest would reach ``limit``: the
+    choice then stays on its edge (``on_edge`` says so)."""
+    grid = sorted(set(start))
+    middle = prefer or math.sqrt(grid[0] * grid[-1])
+    while True:
+        todo = [v for v in grid if v not in scores]
+        if todo:
+            return None, todo
+        best = max(grid, key=lambda v: (scores[v], -abs(math.log(v / middle))))
+        if len(grid) - len(set(start)) >= max_added:
+            return best, []
+        if best == grid[0]:
+            grid.insert(0, best / 2)
+        elif best == grid[-1] and best * 2 < limit:
+            grid.append(best * 2)
+        else:
+            return best, []
+
+
+def on_edge(value: float, tried: Iterable[float]) -> bool:
+    """Whether ``value`` is the smallest or the largest of the values ``tried``."""
+    tried = list(tried)
+    return value in (min(tried), max(tried))
