@@ -315,6 +315,59 @@ def test_a_learning_rate_csv_from_before_the_final_model_rule_is_trained_again(t
     assert all(r["val_acc"] for r in csv_rows(path))
 
 
+def test_tuned_baselines_meet_the_found_loss_at_their_best_constant_each_with_its_own_rate(tmp_path, monkeypatch):
+    """--tune-baselines: GCE's q and label smoothing's a each from a grid widened past an edge, every value
+    with its own learning rate; the final runs train the baseline under its name at the chosen value, and
+    the runs that chose it are not trained again, then or on a resume."""
+    calls = []
+    best_q, best_a = 0.4, 0.1  # GCE's best is below its grid (0.5, 0.7, 1): the grid widens downwards
+
+    def fake(loss, cfg, constants=None):
+        calls.append((loss, dict(constants or {}), cfg.lr, cfg.seed, cfg.evaluate_test))
+        c = dict(constants or {})
+        acc = 0.8 - abs(math.log(cfg.lr / 0.1)) * 0.01
+        if loss == "GCE":
+            acc -= abs(math.log(c.get("q", 0.7) / best_q)) * 0.02
+        if loss == "LabelSmoothingCE":
+            acc -= abs(math.log(c.get("a", 0.1) / best_a)) * 0.02
+        return TrainResult(val_acc=acc, best_val_acc=acc, test_acc=acc if cfg.evaluate_test else None,
+                           final_train_loss=0.5, train_acc=acc, steps=10, epochs=1.0, wall_time=0.01,
+                           device="cpu", dataset=cfg.dataset, model=cfg.model, augment=cfg.augment,
+                           seed=cfg.seed, loss=str(loss), loss_text="", backend="torch", lr=cfg.lr)
+
+    monkeypatch.setattr(nlfs.train, "train", fake)
+    entries = [transfer.LossEntry(b, b, baseline=True) for b in ("GCE", "LabelSmoothingCE", "SCE")]
+    run = dict(log=lambda *a: None, plot=False, lr_grid=[0.05, 0.1, 0.2], lr_seeds=[10], tune_baselines=True)
+    rows = transfer.run_transfer(entries, CFG, [0, 1], tmp_path, **run)
+    tried_q = sorted({c[1]["q"] for c in calls if c[0] == "GCE"})
+    assert tried_q == [0.25, 0.5, 0.7, 1.0] and not any(c[4] for c in calls if c[3] == 10)
+    assert sorted({c[1]["a"] for c in calls if c[0] == "LabelSmoothingCE"}) == [0.05, 0.1, 0.2]
+    assert {c[1].get("q") for c in calls if c[0] == "GCE" and c[3] == 10 and c[2] == 0.1} == {0.25, 0.5, 0.7, 1.0}
+    final = {(r["loss"], json.dumps(r["constants"]) if r["constants"] else "", r["lr"]) for r in rows}
+    assert final == {("CE", "", 0.1), ("GCE", json.dumps({"q": 0.5}), 0.1),
+                     ("LabelSmoothingCE", json.dumps({"a": 0.1}), 0.1), ("SCE", "", 0.1)}
+    gce_grid = [c for c in calls if c[0] == "GCE" and c[3] == 10]
+    assert len(gce_grid) == len({(c[1]["q"], c[2]) for c in gce_grid})  # each (q, lr) trained once
+    text = (tmp_path / "transfer.md").read_text()
+    assert re.search(r"GCE q 0\.5 \(0\.25: [\d.]+, 0\.5: [\d.]+, 0\.7: [\d.]+, 1: [\d.]+\)", text)
+    assert "LabelSmoothingCE a 0.1 (0.05: " in text and "SCE" not in text.split("tuned like")[1].split(".\n")[0]
+    assert "- GCE: `y * (1 - exp(q * log(p))) / q` (q 0.5)" in text
+    n = len(calls)
+    transfer.run_transfer(entries, CFG, [0, 1], tmp_path, **run)
+    assert len(calls) == n  # resumed: nothing trained again
+    assert "- GCE: `y * (1 - exp(q * log(p))) / q` (q 0.5)" in (tmp_path / "transfer.md").read_text()  # read back
+    untuned = transfer.run_transfer(entries, CFG, [0], tmp_path / "published", **{**run, "tune_baselines": False})
+    assert {r["constants"] for r in untuned} == {""}
+    assert ("Baselines at their published constants (`--tune-baselines` tunes GCE's q, LabelSmoothingCE's a"
+            in (tmp_path / "published" / "transfer.md").read_text())
+
+
+def test_tune_baselines_without_a_learning_rate_grid_stops_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        transfer.main(["--losses", "CE,GCE", "--tune-baselines", "--out", str(tmp_path / "x")])
+    assert "--tune-baselines needs --lr-grid" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
 def test_grid_choice_widens_past_an_edge_until_the_best_is_interior():
     grid = [0.05, 0.1, 0.2]
     assert transfer.grid_choice({}, grid) == (None, [0.05, 0.1, 0.2])

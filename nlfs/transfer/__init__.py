@@ -30,7 +30,9 @@ both the loss and CE finished).
 Learning rates (``--lr-grid``): every loss, CE and the baselines included, gets its own from one grid
 by the same rule: the final model's mean validation accuracy on ``--lr-seeds``, the grid widened past
 an edge whenever the choice lands there (``--lr-widen`` points at most), so that no rate is chosen
-at an edge of a grid someone picked.
+at an edge of a grid someone picked. ``--tune-baselines`` tunes each baseline's constant the same way
+(``CONSTANT_GRIDS``: label smoothing's a, Poly-1's epsilon, Focal's gamma, GCE's q), each value with its
+own rate: a found loss's constants were searched, and its opponents deserve as much.
 
 The package: ``_entries`` (which losses, baselines or contenders), ``_grid`` (a choice on a grid that
 widens past its edges), ``_run`` (the trainings and their CSV), ``_report`` (the verdict), ``_presets``
@@ -38,13 +40,21 @@ and ``_main`` (the command line).
 """
 
 from ._entries import LossEntry, entry_of, losses_from, losses_from_run, parse_losses
-from ._grid import grid_choice, on_edge
+from ._grid import CONSTANT_GRIDS, grid_choice, on_edge
 from ._main import baselines_of, build_parser, main
 from ._presets import PRESETS
 from ._report import summarise, versus_strongest, write_markdown, write_plot
-from ._run import COLUMNS, RateChoice, build_config, run_key, run_transfer, select_learning_rates
+from ._run import (
+    COLUMNS,
+    RateChoice,
+    build_config,
+    run_key,
+    run_transfer,
+    select_learning_rates,
+    tune_baseline_constants,
+)
 
-__all__ = ["COLUMNS", "PRESETS", "LossEntry", "RateChoice", "baselines_of", "build_config", "build_parser",
-           "entry_of", "grid_choice", "losses_from", "losses_from_run", "main", "on_edge", "parse_losses", "run_key",
-           "run_transfer",
-           "select_learning_rates", "summarise", "versus_strongest", "write_markdown", "write_plot"]
+__all__ = ["COLUMNS", "CONSTANT_GRIDS", "PRESETS", "LossEntry", "RateChoice", "baselines_of", "build_config",
+           "build_parser", "entry_of", "grid_choice", "losses_from", "losses_from_run", "main", "on_edge",
+           "parse_losses", "run_key", "run_transfer", "select_learning_rates", "summarise",
+           "tune_baseline_constants", "versus_strongest", "write_markdown", "write_plot"]

@@ -39,3 +39,14 @@ def on_edge(value: float, tried: Iterable[float]) -> bool:
     """Whether ``value`` is the smallest or the largest of the values ``tried``."""
     tried = list(tried)
     return value in (min(tried), max(tried))
+
+
+# A published loss's one constant, tuned like the learning rate when a transfer tunes its baselines:
+# (constant, starting grid, the bound a widened grid stays below). Around each paper's value; the losses
+# with two constants (SCE, NCE+RCE) keep their authors' published settings.
+CONSTANT_GRIDS: dict[str, tuple[str, tuple[float, ...], float]] = {
+    "LabelSmoothingCE": ("a", (0.05, 0.1, 0.2), 1.0),  # a = 1 would spread every label evenly
+    "Poly1": ("epsilon", (1.0, 2.0, 4.0), math.inf),
+    "Focal": ("gamma", (1.0, 2.0, 4.0), math.inf),
+    "GCE": ("q", (0.5, 0.7, 1.0), 1.0),  # q = 1 is MAE: the grid widens downwards only
+}

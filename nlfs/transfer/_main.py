@@ -94,6 +94,10 @@ def build_parser() -> ArgumentParser:
     ap.add_argument("--lr-widen", type=non_negative_int, default=MAX_ADDED, metavar="N",
                     help="points the grid may grow by, one past an edge whenever the choice lands there, so "
                          "that no loss's rate is an edge of the grid (0: the grid as given)")
+    ap.add_argument("--tune-baselines", action="store_true",
+                    help="with --lr-grid: tune each baseline's constant (label smoothing's a, Poly-1's epsilon, "
+                         "Focal's gamma, GCE's q) like the learning rate, each value with its own rate, so that "
+                         "a found loss (whose constants were searched) meets baselines tuned as far")
     ap.add_argument("--lr-seeds", type=seeds_list, default=None,
                     help="seeds for the learning-rate choice (default: the first 2)")
     ap.add_argument("--note", default="", help="a paragraph placed at the top of the Markdown")
@@ -141,6 +145,8 @@ def _main(argv: list[str] | None = None) -> int:
         return 0
     if not args.out:
         parser.error("--out is required")
+    if args.tune_baselines and not args.lr_grid:  # a constant is tuned with its own learning rate
+        parser.error("--tune-baselines needs --lr-grid")
     settings: dict = dict(_DEFAULTS)
     if args.preset:
         settings.update(PRESETS[args.preset])
@@ -187,7 +193,7 @@ def _main(argv: list[str] | None = None) -> int:
         rows = run_transfer(entries, cfg, seeds, args.out, args.name, args.retry_errors, command=command,
                             note=args.note or "", plot=not args.no_plot, setup=setup, lr_grid=args.lr_grid,
                             lr_seeds=args.lr_seeds, workers=args.workers, split_per_seed=split_per_seed,
-                            pack=args.pack, lr_widen=args.lr_widen)
+                            pack=args.pack, lr_widen=args.lr_widen, tune_baselines=args.tune_baselines)
     print((Path(args.out) / f"{args.name}.md").read_text())
     return 0 if rows else 1
 

@@ -3,6 +3,7 @@ baseline on its own seeds (Holm), the Markdown table with its regime, and the st
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -238,11 +239,26 @@ def write_markdown(path: str | Path, summary: list[dict], rows: list[dict], cfg,
               *[f"- {x}" for x in setup],
               "", "Losses:", ""]
     scales = {x["loss"]: x.get("scale") for x in rows if x.get("scale") not in (None, "", 1.0, "1.0")}
-    lines += [f"- {s['loss']}: `{s['expression']}`" + (f" (scale {float(scales[s['loss']]):.4g})"
-                                                      if s["loss"] in scales else "") for s in summary]
+    constants = {x["loss"]: _constants(x.get("constants")) for x in rows if x.get("constants")}
+    lines += [f"- {s['loss']}: `{s['expression']}`" + "".join(
+        f" ({what})" for what in (constants.get(s["loss"]),
+                                  f"scale {float(scales[s['loss']]):.4g}" if s["loss"] in scales else None) if what)
+        for s in summary]
     if command:
         lines += ["", "Command:", "", "```", command, "```"]
     path.write_text("\n".join(lines) + "\n")
+
+
+def _constants(cell) -> str:
+    """A row's constants (a dict, or its JSON as read back from the CSV) as ``q 0.5, b 1``."""
+    if isinstance(cell, str):
+        try:
+            cell = json.loads(cell)
+        except ValueError:
+            return cell
+    if not isinstance(cell, dict):
+        return str(cell)
+    return ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in sorted(cell.items()))
 
 
 def write_plot(path: str | Path, summary: list[dict], rows: list[dict]) -> None:

@@ -12,7 +12,7 @@ from .._io import machine_name, today, write_table
 from ..losses import resolve_spec
 from ..train import training_key
 from ._entries import LossEntry, with_reference
-from ._grid import MAX_ADDED, grid_choice, on_edge
+from ._grid import CONSTANT_GRIDS, MAX_ADDED, grid_choice, on_edge
 from ._report import summarise, write_markdown, write_plot
 
 COLUMNS = ["loss", "seed", "model", "dataset", "augment", "test_acc", "val_acc", "best_val_acc", "status",
@@ -182,15 +182,15 @@ def select_learning_rates(entries: list[LossEntry], cfg, grid: list[float], seed
         with path.open(newline="") as fh:
             for r in csv.DictReader(fh):
                 if r.get("val_acc") not in (None, ""):  # rows from before the choice read the final model: again
-                    done[(r["loss"], float(r["lr"]), int(r["seed"]), r["run_key"])] = r
+                    done[(float(r["lr"]), int(r["seed"]), r["run_key"])] = r
     val = dataclasses.replace(cfg, evaluate_test=False)
 
-    def key(entry, lr, seed):
-        return entry.label, lr, seed, run_key(entry, dataclasses.replace(val, lr=lr), split_per_seed)
+    def key(entry, lr, seed):  # the loss as trained, not its label: a tuned baseline's runs serve it under its name
+        return lr, seed, run_key(entry, dataclasses.replace(val, lr=lr), split_per_seed)
 
     def scores(entry) -> dict[float, float]:
         out = {}
-        for lr in {k[1] for k in done if k[0] == entry.label}:
+        for lr in {k[0] for k in done}:
             rows = [done.get(key(entry, lr, s)) for s in seeds]
             if all(rows):
                 out[lr] = sum(float(r["val_acc"]) for r in rows) / len(seeds)
@@ -209,7 +209,7 @@ def select_learning_rates(entries: list[LossEntry], cfg, grid: list[float], seed
         for (entry, cfg_lr, seed), rec in _trainings(jobs, workers, threads, pack):
             k = key(entry, cfg_lr.lr, seed)
             ok = rec["status"] == "ok"
-            done[k] = dict(loss=entry.label, lr=cfg_lr.lr, seed=seed, run_key=k[3], status=rec["status"],
+            done[k] = dict(loss=entry.label, lr=cfg_lr.lr, seed=seed, run_key=k[2], status=rec["status"],
                            reason=rec["reason"], val_acc=rec["val_acc"] if ok else 0.0,
                            best_val_acc=rec["best_val_acc"] if ok else 0.0, wall_time=rec["wall_time"],
                            split_seed=cfg_lr.split_seed)
@@ -223,15 +223,68 @@ def select_learning_rates(entries: list[LossEntry], cfg, grid: list[float], seed
     return chosen
 
 
+def tunable_constant(entry: LossEntry) -> tuple[str, tuple[float, ...], float] | None:
+    """``CONSTANT_GRIDS``' row for a baseline that is a published loss at its own constants, else None."""
+    if not (entry.baseline and isinstance(entry.loss, str) and not entry.constants):
+        return None
+    try:
+        return CONSTANT_GRIDS.get(resolve_spec(entry.loss).name)
+    except ValueError:
+        return None
+
+
+def tune_baseline_constants(entries: list[LossEntry], cfg, grid: list[float], seeds: list[int], path: Path,
+                            log=print, workers: int = 1, threads: int | None = None, split_per_seed: bool = False,
+                            pack: int = 1, max_added: int = MAX_ADDED) -> tuple[list[LossEntry], list[str]]:
+    """``entries`` with each baseline that has a tunable constant (``CONSTANT_GRIDS``: label smoothing's
+    eps, Poly-1's epsilon, Focal's gamma, GCE's q) at the value whose own learning-rate choice validates
+    best, from a grid widened past an edge like the learning rate's: a found loss's constants were
+    searched, and a baseline held at its paper's value would be a weaker opponent than it need be. Each
+    value's trainings are rows of ``path`` under ``LABEL (CONSTANT VALUE)``; the lines say what was tried."""
+    tunable = {e.label: (e, row) for e in entries if (row := tunable_constant(e))}
+    scores: dict[str, dict[float, float]] = {label: {} for label in tunable}
+
+    def variant(label, value):
+        entry, (name, *_) = tunable[label]
+        return LossEntry(f"{label} ({name} {value:g})", entry.loss, {name: value}, baseline=True)
+
+    def choice(label):
+        _, (_, start, limit) = tunable[label]
+        return grid_choice(scores[label], start, limit, max_added)
+
+    while True:  # each value of each grid gets its learning rate; a grid widens once its values are in
+        todo = [(label, value) for label in tunable for value in choice(label)[1]]
+        if not todo:
+            break
+        rates = select_learning_rates([variant(*t) for t in todo], cfg, grid, seeds, path, log, workers,
+                                      threads, split_per_seed, pack, max_added)
+        for label, value in todo:
+            rate = rates[variant(label, value).label]
+            scores[label][value] = rate.scores[rate.lr]
+    out, lines = [], []
+    for e in entries:
+        if e.label not in tunable:
+            out.append(e)
+            continue
+        value, name = choice(e.label)[0], tunable[e.label][1][0]
+        out.append(LossEntry(e.label, e.loss, {name: value}, baseline=True))
+        tried = ", ".join(f"{v:g}: {100 * a:.2f}" for v, a in sorted(scores[e.label].items()))
+        edge = "; on an edge" if len(scores[e.label]) > 1 and on_edge(value, scores[e.label]) else ""
+        lines.append(f"{e.label} {name} {value:g} ({tried}{edge})")
+    return out, lines
+
+
 def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Path, name: str = "transfer",
                  retry_errors: bool = False, log=print, command: str = "", note: str = "",
                  plot: bool = True, setup: tuple[str, ...] = (), lr_grid: list[float] | None = None,
                  lr_seeds: list[int] | None = None, workers: int = 1, threads: int | None = None,
-                 split_per_seed: bool = False, pack: int = 1, lr_widen: int = MAX_ADDED) -> list[dict]:
+                 split_per_seed: bool = False, pack: int = 1, lr_widen: int = MAX_ADDED,
+                 tune_baselines: bool = False) -> list[dict]:
     """Train every missing (loss, seed) pair, rewrite the CSV after each, then write the table and
     plot. Returns the rows of this configuration. With ``lr_grid``, every loss first gets its own
     learning rate from that grid, widened past an edge at most ``lr_widen`` points (``select_learning_rates``
-    on ``lr_seeds``, validation only). With
+    on ``lr_seeds``, validation only); with ``tune_baselines`` too, each baseline's tunable constant
+    first (``tune_baseline_constants``). With
     ``split_per_seed``, each seed draws its own validation images, training subset and label noise
     (``split_seed = seed``; the ``split_seed`` column records it), else ``cfg.split_seed`` holds for all.
     ``workers > 1`` trains that many runs at once in worker processes; each training uses ``threads``
@@ -250,7 +303,18 @@ def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Pat
     if lr_grid:
         cfg = dataclasses.replace(cfg, lr=None)  # the shared settings; each loss's lr comes from the grid
         lr_seeds = lr_seeds or seeds[:2]
-        choices = select_learning_rates(entries, cfg.resolved() if cfg.lr is None else cfg, sorted(lr_grid),
+        shared = cfg.resolved() if cfg.lr is None else cfg
+        tunable = [f"{e.label}'s {row[0]}" for e in entries if (row := tunable_constant(e))]
+        if tune_baselines and tunable:
+            entries, tuned = tune_baseline_constants(entries, shared, sorted(lr_grid), lr_seeds,
+                                                     out / f"{name}_lr.csv", log, workers, threads,
+                                                     split_per_seed, pack, lr_widen)
+            setup = (*setup, "Baselines' constants tuned like the learning rate, each value with its own rate, "
+                     "by mean final validation accuracy: " + "; ".join(tuned) + ".")
+        elif tunable:
+            setup = (*setup, "Baselines at their published constants (`--tune-baselines` tunes "
+                     + ", ".join(tunable) + " like the learning rate).")
+        choices = select_learning_rates(entries, shared, sorted(lr_grid),
                                         lr_seeds, out / f"{name}_lr.csv", log, workers, threads,
                                         split_per_seed, pack, lr_widen)
         lrs = {label: c.lr for label, c in choices.items()}
