@@ -362,6 +362,17 @@ def test_tuned_baselines_meet_the_found_loss_at_their_best_constant_each_with_it
             in (tmp_path / "published" / "transfer.md").read_text())
 
 
+def test_cli_tune_baselines_reaches_the_runs(tmp_path, monkeypatch):
+    calls = fake_grid_trainer(monkeypatch, {"CE": 0.1, "GCE": 0.1, "NGL": 0.1})
+    assert transfer.main(["--losses", "NGL", "--baselines", "GCE", "--dataset", "digits", "--seeds", "1",
+                          "--steps", "3", "--lr-grid", "0.05,0.1,0.2", "--lr-seeds", "9", "--tune-baselines",
+                          "--no-plot", "--out", str(tmp_path)]) == 0
+    assert {c[0] for c in calls} == {"CE", "GCE", "NGL"}
+    assert "Baselines' constants tuned like the learning rate" in (tmp_path / "transfer.md").read_text()
+    constants = {r["loss"]: r["constants"] for r in csv_rows(tmp_path / "transfer.csv")}
+    assert constants["GCE"] == '{"q": 0.7}'  # q ties here: the grid's middle
+
+
 def test_tune_baselines_without_a_learning_rate_grid_stops_before_any_work(tmp_path, capsys):
     with pytest.raises(SystemExit):
         transfer.main(["--losses", "CE,GCE", "--tune-baselines", "--out", str(tmp_path / "x")])
