@@ -38,8 +38,10 @@ PREFIX = "FoundFM"
 
 # Held-out settings: none of them was seen by the searches (surrogate CNN, 4,096 images, 32-64 steps, no
 # augmentation or Mixup, clean labels) or by the elimination (surrogate, 8,192 images, up to 4 x 2 epochs).
+# The learning-rate rule of this campaign (a fixed grid, the best epoch's validation accuracy): its committed
+# rows are reused as they were chosen.
 COMMON = ["--dataset", "fashion-mnist", "--val-size", "5000", "--grad-scale", "none", "--seeds", "10",
-          "--lr-grid", "0.05,0.1,0.2", "--lr-widen", "0", "--lr-seeds", "0,1", "--threads", "1"]
+          "--lr-grid", "0.05,0.1,0.2", "--lr-widen", "0", "--lr-by", "peak", "--lr-seeds", "0,1", "--threads", "1"]
 SETTINGS = {
     "arch": ("another architecture: ResNet9V2 (pre-activation ResNet) instead of the surrogate CNN; "
              "8,192 images, 2 epochs", ["--model", "resnet9v2", "--train-size", "8192", "--epochs", "2"]),

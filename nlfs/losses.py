@@ -122,6 +122,7 @@ def register(name: str, text: str | Expr, class_reduction: str = "class_sum",
         raise ValueError(f"a different loss named {name!r} is already registered ({taken.expr}, scale "
                          f"{taken.scale:g}); pick another name or pass overwrite=True")
     _CATALOGUE[key] = spec
+    _ALIASES.pop(key, None)  # a name that was another loss's alias now names this one
     for alias in aliases:
         _ALIASES[_key(alias)] = key
     return spec
@@ -175,7 +176,8 @@ def register_entries(entries, refuse_other: bool = False) -> None:
                     raise ValueError(f"the run's loss {name!r} is {saved.text} (constants {dict(saved.constants)}, "
                                      f"scale {saved.scale:g}); here that name means another ({here.text}, "
                                      f"constants {dict(here.constants)}, scale {here.scale:g}): register the "
-                                     "run's (overwrite=True over a published one) before resuming")
+                                     "run's under that name (nlfs.losses.register; overwrite=True over a "
+                                     "published one) in the process that resumes it")
                 if name == e["name"]:
                     break  # its aliases cannot point at a loss this process does not hold under that name
 

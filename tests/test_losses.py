@@ -322,3 +322,20 @@ def test_losses_files_of_every_tool_are_read(tmp_path):
     with pytest.raises(ValueError, match="is not a list of losses") as err:
         losses.read_losses_file(run / "bad.json")
     assert "\n" not in str(err.value)
+
+
+def test_overwriting_an_alias_gives_the_name_the_new_loss_and_leaves_the_published_one():
+    """``register("poly", ..., overwrite=True)``: "poly" was Poly-1's alias; now it names the new loss,
+    and Poly1 stays as published."""
+    from nlfs import losses
+
+    published = losses.get("Poly1")
+    try:
+        with pytest.raises(ValueError, match="a different loss named 'poly'"):
+            losses.register("poly", "-y * log(p) + 5 * y * (1 - p)")
+        mine = losses.register("poly", "-y * log(p) + 5 * y * (1 - p)", overwrite=True)
+        assert losses.get("poly") is mine and losses.get("Poly1") is published
+        assert losses.get("poly_1") is published
+    finally:
+        losses._CATALOGUE.pop("poly", None)
+        losses._ALIASES["poly"] = "poly1"

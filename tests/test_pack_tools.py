@@ -87,7 +87,7 @@ def test_transfer_packs_one_seed_and_learning_rate_and_gives_the_rows_of_one_at_
     assert [sorted(loss for loss, *_ in p) for p in packed.packs] == [sorted(["CE", "NGL", "Focal"])] * 4
     assert sorted(packed.trained()) == sorted(alone.trained())
     assert_same_rows(csv_rows(tmp_path / "packed" / "transfer_lr.csv"), csv_rows(tmp_path / "one" / "transfer_lr.csv"),
-                     ["loss", "lr", "seed", "run_key"], ["best_val_acc"], 2 / VAL)
+                     ["loss", "lr", "seed", "run_key"], ["val_acc", "best_val_acc"], 2 / VAL)
     final = csv_rows(tmp_path / "one" / "transfer.csv")
     assert {float(r["lr"]) for r in final} == {LR} and len(final) == 6
     assert_same_rows(csv_rows(tmp_path / "packed" / "transfer.csv"), final,

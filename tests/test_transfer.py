@@ -299,20 +299,90 @@ def test_a_learning_rate_left_on_an_edge_after_widening_says_so(tmp_path, monkey
     assert sorted(c[1] for c in calls if c[2] == 10) == [0.05, 0.1]
 
 
-def test_a_learning_rate_csv_from_before_the_final_model_rule_is_trained_again(tmp_path, monkeypatch):
+def test_a_learning_rate_csv_from_before_the_final_model_rule_is_trained_again_or_read_by_the_peak(
+        tmp_path, monkeypatch):
     """A learning-rate row without the final model's validation accuracy (written when the choice read
-    the peak) cannot be scored by today's rule: it is trained again, not read as a zero."""
+    the peak) cannot be scored by today's rule: it is trained again and stays in the file; with
+    ``lr_by="peak"`` (the old rule) it is read as it was chosen, and nothing trains."""
     calls = fake_grid_trainer(monkeypatch, {"CE": 0.1})
-    transfer.run_transfer([], CFG, [0], tmp_path, log=lambda *a: None, plot=False, lr_grid=[0.05, 0.1, 0.2],
-                          lr_seeds=[10])
-    path = tmp_path / "transfer_lr.csv"
-    old = [{k: v for k, v in r.items() if k != "val_acc"} for r in csv_rows(path)]
+    run = dict(log=lambda *a: None, plot=False, lr_grid=[0.05, 0.1, 0.2], lr_seeds=[10])
+    transfer.run_transfer([], CFG, [0], tmp_path / "old", **run)
+    path = tmp_path / "old" / "transfer_lr.csv"
+    old = [{k: v for k, v in r.items() if k not in ("val_acc", "config_hash")} for r in csv_rows(path)]
     write_table(path, old, list(old[0]))
+    (tmp_path / "peak").mkdir()
+    write_table(tmp_path / "peak" / "transfer_lr.csv", old, list(old[0]))
     calls.clear()
-    transfer.run_transfer([], CFG, [0], tmp_path, log=lambda *a: None, plot=False, lr_grid=[0.05, 0.1, 0.2],
-                          lr_seeds=[10])
+    transfer.run_transfer([], CFG, [0], tmp_path / "peak", **run, lr_by="peak")
+    assert [c for c in calls if c[2] == 10] == []  # the old rows decide, as they did
+    assert "by mean peak validation accuracy over epochs" in (tmp_path / "peak" / "transfer.md").read_text()
+    transfer.run_transfer([], CFG, [0], tmp_path / "old", **run)
     assert sorted(c[1] for c in calls if c[2] == 10) == [0.05, 0.1, 0.2]
-    assert all(r["val_acc"] for r in csv_rows(path))
+    rows = csv_rows(path)
+    assert len(rows) == 6 and sum(bool(r["val_acc"]) for r in rows) == 3  # the old rows kept beside the new
+
+
+def test_a_learning_rate_csv_of_other_settings_stops_the_transfer_before_any_training(tmp_path, monkeypatch):
+    calls = fake_grid_trainer(monkeypatch, {"CE": 0.1})
+    run = dict(log=lambda *a: None, plot=False, lr_grid=[0.05, 0.1, 0.2], lr_seeds=[10])
+    with pytest.raises(KeyboardInterrupt):  # killed during the grid: only the learning-rate CSV holds runs
+        _kill_after(calls, 2, lambda: transfer.run_transfer([], CFG, [0], tmp_path, **run))
+    assert len(csv_rows(tmp_path / "transfer_lr.csv")) == 2 and not (tmp_path / "transfer.csv").exists()
+    calls.clear()
+    with pytest.raises(SystemExit, match="learning-rate runs of another configuration"):
+        transfer.run_transfer([], dataclasses.replace(CFG, steps=CFG.steps + 1), [0], tmp_path, **run)
+    assert calls == []
+
+
+def _kill_after(calls: list, n: int, run):
+    """Run ``run`` with the trainer raising KeyboardInterrupt once ``calls`` holds ``n`` calls."""
+    train = nlfs.train.train
+
+    def killing(*a, **kw):
+        if len(calls) >= n:
+            raise KeyboardInterrupt
+        return train(*a, **kw)
+
+    nlfs.train.train = killing
+    try:
+        return run()
+    finally:
+        nlfs.train.train = train
+
+
+def test_the_report_lists_the_rates_of_the_grid_chosen_from_and_a_one_value_grid_is_kept(tmp_path, monkeypatch):
+    calls = fake_grid_trainer(monkeypatch, {"CE": 10.0})  # better and better upwards
+    run = dict(log=lambda *a: None, plot=False, lr_seeds=[10])
+    transfer.run_transfer([], CFG, [0], tmp_path, **run, lr_grid=[0.05, 0.1], lr_widen=2)
+    transfer.run_transfer([], CFG, [0], tmp_path / "one", **run, lr_grid=[0.1])
+    assert [c[1] for c in calls if c[2] == 10][-1:] == [0.1] and len([c for c in calls if c[2] == 10]) == 5
+    assert "CE 0.1 (0.1: " in (tmp_path / "one" / "transfer.md").read_text()
+    with pytest.raises(SystemExit):  # the grid is part of the configuration: another one needs another --out
+        transfer.run_transfer([], CFG, [0], tmp_path, **run, lr_grid=[0.05, 0.1, 0.2])
+    transfer.run_transfer([], CFG, [0], tmp_path, **run, lr_grid=[0.05, 0.1], lr_widen=0)
+    text = (tmp_path / "transfer.md").read_text()
+    assert re.search(r"CE 0\.1 \(0\.05: [\d.]+, 0\.1: [\d.]+; on an edge\)", text)  # not 0.2 and 0.4
+
+
+def test_two_unnamed_modules_of_one_class_keep_their_own_learning_rates(tmp_path, monkeypatch):
+    """Modules whose repr hides their settings have one run key; their learning-rate runs stay apart by label."""
+    calls = []
+
+    def fake(loss, cfg, constants=None):
+        calls.append(cfg.lr)
+        best = 0.2 if getattr(loss, "label_smoothing", 0.0) else 0.1
+        acc = 0.8 - abs(math.log(cfg.lr / best)) * 0.01
+        return TrainResult(val_acc=acc, best_val_acc=acc, test_acc=acc if cfg.evaluate_test else None,
+                           final_train_loss=0.5, train_acc=acc, steps=10, epochs=1.0, wall_time=0.01,
+                           device="cpu", dataset=cfg.dataset, model=cfg.model, augment=cfg.augment,
+                           seed=cfg.seed, loss=str(loss), loss_text="", backend="torch", lr=cfg.lr)
+
+    monkeypatch.setattr(nlfs.train, "train", fake)
+    entries = [transfer.LossEntry("plain", torch.nn.CrossEntropyLoss()),
+               transfer.LossEntry("smoothed", torch.nn.CrossEntropyLoss(label_smoothing=0.3))]
+    rows = transfer.run_transfer(entries, CFG, [0], tmp_path, log=lambda *a: None, plot=False,
+                                 lr_grid=[0.05, 0.1, 0.2, 0.4], lr_seeds=[10])
+    assert {r["loss"]: r["lr"] for r in rows if r["loss"] != "CE"} == {"plain": 0.1, "smoothed": 0.2}
 
 
 def test_tuned_baselines_meet_the_found_loss_at_their_best_constant_each_with_its_own_rate(tmp_path, monkeypatch):

@@ -329,12 +329,14 @@ def with_its_losses(saved: dict, path: Path, resuming: bool = False) -> dict:
     be read is a RunDirError naming the file."""
     from ..losses import register_entries
 
+    entries = saved.get("registered_losses") or []
+    for e in entries if isinstance(entries, list) else [entries]:
+        if not (isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("expression"), str)):
+            raise RunDirError(f"{path}: a saved loss is not a name and an expression: {e!r}")
     try:
-        register_entries(saved.get("registered_losses") or (), refuse_other=resuming)
-    except (ValueError, KeyError, TypeError, AttributeError) as err:
-        what = err.args[0] if isinstance(err, KeyError) and err.args else err
-        problem = f"a saved loss lacks {what!r}" if isinstance(err, KeyError) else str(err)
-        raise RunDirError(f"{path}: {problem}") from None
+        register_entries(entries, refuse_other=resuming)
+    except ValueError as err:  # an expression that does not parse, or a name that means another loss here
+        raise RunDirError(f"{path}: {err}") from None
     return saved
 
 

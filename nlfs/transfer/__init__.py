@@ -28,7 +28,8 @@ listed under it; it is excluded from the means and from the paired tests (which 
 both the loss and CE finished).
 
 Learning rates (``--lr-grid``): every loss, CE and the baselines included, gets its own from one grid
-by the same rule: the final model's mean validation accuracy on ``--lr-seeds``, the grid widened past
+by the same rule: the final model's mean validation accuracy on ``--lr-seeds`` (the model the test runs
+test; ``--lr-by peak``, the best epoch's, is the rule older runs were chosen by), the grid widened past
 an edge whenever the choice lands there (``--lr-widen`` points at most), so that no rate is chosen
 at an edge of a grid someone picked. ``--tune-baselines`` tunes each baseline's constant the same way
 (``CONSTANT_GRIDS``: label smoothing's a, Poly-1's epsilon, Focal's gamma, GCE's q), each value with its

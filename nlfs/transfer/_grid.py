@@ -15,24 +15,33 @@ def grid_choice(scores: Mapping[float, float], start: Iterable[float], limit: fl
     (half the smallest, twice the largest) whenever the best lands on an edge, until it is interior;
     ``to_train`` lists the grid's values without a score yet (then ``chosen`` is None). ``scores``
     maps a value to its mean validation accuracy; ties go to the value nearest ``prefer`` (in log; default
-    the starting grid's middle).
-    Widening stops at ``max_added`` points or where twice the largest would reach ``limit``: the
-    choice then stays on its edge (``on_edge`` says so)."""
+    the starting grid's middle). Widening stops at ``max_added`` points or where twice the largest would
+    reach ``limit``: the choice then stays on its edge (``on_edge`` says so). A grid of one value is
+    that value: there is no edge to widen past."""
+    chosen, todo, _ = widened_grid(scores, start, limit, max_added, prefer)
+    return chosen, todo
+
+
+def widened_grid(scores: Mapping[float, float], start: Iterable[float], limit: float = math.inf,
+                 max_added: int = MAX_ADDED,
+                 prefer: float | None = None) -> tuple[float | None, list[float], list[float]]:
+    """``grid_choice``'s ``(chosen, to_train)`` and the grid it chose from (``start`` and the points
+    added): what a report lists as tried, leaving out scores of other grids."""
     grid = sorted(set(start))
     middle = prefer or math.sqrt(grid[0] * grid[-1])
     while True:
         todo = [v for v in grid if v not in scores]
         if todo:
-            return None, todo
+            return None, todo, grid
         best = max(grid, key=lambda v: (scores[v], -abs(math.log(v / middle))))
-        if len(grid) - len(set(start)) >= max_added:
-            return best, []
+        if len(grid) == 1 or len(grid) - len(set(start)) >= max_added:
+            return best, [], grid
         if best == grid[0]:
             grid.insert(0, best / 2)
         elif best == grid[-1] and best * 2 < limit:
             grid.append(best * 2)
         else:
-            return best, []
+            return best, [], grid
 
 
 def on_edge(value: float, tried: Iterable[float]) -> bool:

@@ -92,14 +92,17 @@ def build_parser() -> ArgumentParser:
                     help="give every loss (CE included) its learning rate from this grid, chosen by the final "
                          "model's validation accuracy (the test split is read only by the final runs)")
     ap.add_argument("--lr-widen", type=non_negative_int, default=MAX_ADDED, metavar="N",
-                    help="points the grid may grow by, one past an edge whenever the choice lands there, so "
-                         "that no loss's rate is an edge of the grid (0: the grid as given)")
+                    help="points a grid may grow by, one past an edge whenever the choice lands there, so "
+                         "that no loss's rate (or tuned constant) is an edge of its grid (0: the grid as given)")
+    ap.add_argument("--lr-by", choices=("final", "peak"), default="final",
+                    help="choose by the final model's validation accuracy, the model the test runs test "
+                         "(default), or by the best epoch's (peak: how learning rates were chosen before)")
     ap.add_argument("--tune-baselines", action="store_true",
                     help="with --lr-grid: tune each baseline's constant (label smoothing's a, Poly-1's epsilon, "
                          "Focal's gamma, GCE's q) like the learning rate, each value with its own rate, so that "
                          "a found loss (whose constants were searched) meets baselines tuned as far")
     ap.add_argument("--lr-seeds", type=seeds_list, default=None,
-                    help="seeds for the learning-rate choice (default: the first 2)")
+                    help="seeds for the learning-rate choice and --tune-baselines (default: the first 2)")
     ap.add_argument("--note", default="", help="a paragraph placed at the top of the Markdown")
     ap.add_argument("--no-plot", action="store_true")
     return ap
@@ -193,7 +196,8 @@ def _main(argv: list[str] | None = None) -> int:
         rows = run_transfer(entries, cfg, seeds, args.out, args.name, args.retry_errors, command=command,
                             note=args.note or "", plot=not args.no_plot, setup=setup, lr_grid=args.lr_grid,
                             lr_seeds=args.lr_seeds, workers=args.workers, split_per_seed=split_per_seed,
-                            pack=args.pack, lr_widen=args.lr_widen, tune_baselines=args.tune_baselines)
+                            pack=args.pack, lr_widen=args.lr_widen, tune_baselines=args.tune_baselines,
+                            lr_by=args.lr_by)
     print((Path(args.out) / f"{args.name}.md").read_text())
     return 0 if rows else 1
 

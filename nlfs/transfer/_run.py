@@ -12,7 +12,7 @@ from .._io import machine_name, today, write_table
 from ..losses import resolve_spec
 from ..train import training_key
 from ._entries import LossEntry, with_reference
-from ._grid import CONSTANT_GRIDS, MAX_ADDED, grid_choice, on_edge
+from ._grid import CONSTANT_GRIDS, MAX_ADDED, on_edge, widened_grid
 from ._report import summarise, write_markdown, write_plot
 
 COLUMNS = ["loss", "seed", "model", "dataset", "augment", "test_acc", "val_acc", "best_val_acc", "status",
@@ -147,15 +147,16 @@ def _trainings(jobs: list[tuple], workers: int = 1, threads: int | None = None, 
 
 
 LR_COLUMNS = ["loss", "lr", "seed", "val_acc", "best_val_acc", "status", "reason", "run_key", "wall_time",
-              "split_seed"]
+              "split_seed", "config_hash"]
+LR_SCORES = {"final": "val_acc", "peak": "best_val_acc"}  # --lr-by: the column a learning rate is chosen by
 
 
 @dataclasses.dataclass(frozen=True)
 class RateChoice:
-    """A loss's learning rate and the mean validation accuracy of every rate it tried."""
+    """A loss's learning rate and the mean validation accuracy of every rate of the grid it chose from."""
 
     lr: float
-    scores: dict  # learning rate -> mean final validation accuracy over the learning-rate seeds
+    scores: dict  # learning rate -> mean validation accuracy over the learning-rate seeds
 
     @property
     def on_edge(self) -> bool:
@@ -169,35 +170,46 @@ class RateChoice:
 
 def select_learning_rates(entries: list[LossEntry], cfg, grid: list[float], seeds: list[int], path: Path,
                           log=print, workers: int = 1, threads: int | None = None,
-                          split_per_seed: bool = False, pack: int = 1,
-                          max_added: int = MAX_ADDED) -> dict[str, RateChoice]:
+                          split_per_seed: bool = False, pack: int = 1, max_added: int = MAX_ADDED,
+                          by: str = "final", config: str = "") -> dict[str, RateChoice]:
     """The learning rate of each loss by one rule for every loss (CE included): the best of ``grid``,
     widened past an edge whenever the best lands there (``grid_choice``: half the smallest or twice the
-    largest, at most ``max_added`` points), by mean *final* validation accuracy over ``seeds``: the model
-    the final runs test, not the peak over epochs (the test split is never read here; a failed run
-    scores 0; a tie goes to the rate nearest ``cfg.lr``). Every run is a row of ``path`` (resumable,
-    keyed like the final runs, split included). ``pack``: as ``run_transfer``'s."""
-    done = {}
+    largest, at most ``max_added`` points), by mean validation accuracy over ``seeds`` of the final model
+    (``by="final"``: the model the final runs test) or of the best epoch (``"peak"``, the rule before
+    there was a choice); the test split is never read here, a failed run scores 0, a tie goes to the rate
+    nearest ``cfg.lr``. Every run is a row of ``path`` (resumable; keyed by label, rate, seed and the
+    loss and settings as trained), marked with ``config``, the transfer's ``config_hash``: rows of
+    another configuration stop the choice before any training. A row that lacks ``by``'s column is
+    trained again and kept in the file. ``pack``: as ``run_transfer``'s."""
+    column = LR_SCORES[by]
+    done, kept = {}, []
     if path.is_file():
         with path.open(newline="") as fh:
-            for r in csv.DictReader(fh):
-                if r.get("val_acc") not in (None, ""):  # rows from before the choice read the final model: again
-                    done[(float(r["lr"]), int(r["seed"]), r["run_key"])] = r
+            rows = list(csv.DictReader(fh))
+        other = {r.get("config_hash") for r in rows} - {config, None, ""}
+        if config and other:
+            raise SystemExit(f"{path} holds learning-rate runs of another configuration (config_hash "
+                             f"{sorted(other)} != {config}): use another --out or --name")
+        for r in rows:
+            if r.get(column) in (None, ""):  # written under the other rule: trained again, kept in the file
+                kept.append(r)
+            else:
+                done[(r["loss"], float(r["lr"]), int(r["seed"]), r["run_key"])] = r
     val = dataclasses.replace(cfg, evaluate_test=False)
 
-    def key(entry, lr, seed):  # the loss as trained, not its label: a tuned baseline's runs serve it under its name
-        return lr, seed, run_key(entry, dataclasses.replace(val, lr=lr), split_per_seed)
+    def key(entry, lr, seed):
+        return entry.label, lr, seed, run_key(entry, dataclasses.replace(val, lr=lr), split_per_seed)
 
     def scores(entry) -> dict[float, float]:
         out = {}
-        for lr in {k[0] for k in done}:
+        for lr in {k[1] for k in done if k[0] == entry.label}:
             rows = [done.get(key(entry, lr, s)) for s in seeds]
             if all(rows):
-                out[lr] = sum(float(r["val_acc"]) for r in rows) / len(seeds)
+                out[lr] = sum(float(r[column]) for r in rows) / len(seeds)
         return out
 
     def choice(entry):  # a tie goes to the rate nearest the setting's own
-        return grid_choice(scores(entry), grid, max_added=max_added, prefer=cfg.lr)
+        return widened_grid(scores(entry), grid, max_added=max_added, prefer=cfg.lr)
 
     while True:  # train what the grids lack; a grid widens once the last of its points are in
         todo = {entry.label: choice(entry)[1] for entry in entries}
@@ -209,40 +221,47 @@ def select_learning_rates(entries: list[LossEntry], cfg, grid: list[float], seed
         for (entry, cfg_lr, seed), rec in _trainings(jobs, workers, threads, pack):
             k = key(entry, cfg_lr.lr, seed)
             ok = rec["status"] == "ok"
-            done[k] = dict(loss=entry.label, lr=cfg_lr.lr, seed=seed, run_key=k[2], status=rec["status"],
+            done[k] = dict(loss=entry.label, lr=cfg_lr.lr, seed=seed, run_key=k[3], status=rec["status"],
                            reason=rec["reason"], val_acc=rec["val_acc"] if ok else 0.0,
                            best_val_acc=rec["best_val_acc"] if ok else 0.0, wall_time=rec["wall_time"],
-                           split_seed=cfg_lr.split_seed)
-            write_table(path, list(done.values()), LR_COLUMNS)
-            log(f"lr grid: {entry.label} lr {cfg_lr.lr:g} seed {seed}: {rec['status']} val {done[k]['val_acc']:.4f}")
+                           split_seed=cfg_lr.split_seed, config_hash=config)
+            write_table(path, list(done.values()) + kept, LR_COLUMNS)
+            log(f"lr grid: {entry.label} lr {cfg_lr.lr:g} seed {seed}: {rec['status']} val {done[k][column]:.4f}")
     chosen = {}
     for entry in entries:
-        tried = scores(entry)
-        chosen[entry.label] = RateChoice(choice(entry)[0], {x: tried[x] for x in sorted(tried)})
+        tried, (lr, _, considered) = scores(entry), choice(entry)
+        chosen[entry.label] = RateChoice(lr, {x: tried[x] for x in considered})
     log("lr grid: chosen " + ", ".join(f"{k} {v.lr:g}" for k, v in chosen.items()))
     return chosen
 
 
 def tunable_constant(entry: LossEntry) -> tuple[str, tuple[float, ...], float] | None:
-    """``CONSTANT_GRIDS``' row for a baseline that is a published loss at its own constants, else None."""
+    """``CONSTANT_GRIDS``' row for a baseline that is a published loss at its own constants (its name
+    meaning a loss that holds that constant), else None."""
     if not (entry.baseline and isinstance(entry.loss, str) and not entry.constants):
         return None
     try:
-        return CONSTANT_GRIDS.get(resolve_spec(entry.loss).name)
+        spec = resolve_spec(entry.loss)
     except ValueError:
         return None
+    row = CONSTANT_GRIDS.get(spec.name)
+    return row if row and row[0] in spec.expr.constants else None
 
 
 def tune_baseline_constants(entries: list[LossEntry], cfg, grid: list[float], seeds: list[int], path: Path,
                             log=print, workers: int = 1, threads: int | None = None, split_per_seed: bool = False,
-                            pack: int = 1, max_added: int = MAX_ADDED) -> tuple[list[LossEntry], list[str]]:
+                            pack: int = 1, max_added: int = MAX_ADDED, by: str = "final",
+                            config: str = "") -> tuple[list[LossEntry], dict[str, RateChoice], list[str]]:
     """``entries`` with each baseline that has a tunable constant (``CONSTANT_GRIDS``: label smoothing's
-    eps, Poly-1's epsilon, Focal's gamma, GCE's q) at the value whose own learning-rate choice validates
-    best, from a grid widened past an edge like the learning rate's: a found loss's constants were
-    searched, and a baseline held at its paper's value would be a weaker opponent than it need be. Each
-    value's trainings are rows of ``path`` under ``LABEL (CONSTANT VALUE)``; the lines say what was tried."""
+    a, Poly-1's epsilon, Focal's gamma, GCE's q) at the value whose own learning-rate choice validates
+    best, from a grid widened past an edge like the learning rate's (``max_added``): a found loss's
+    constants were searched, and a baseline held at its paper's value would be a weaker opponent than it
+    need be. Each value's runs are rows of ``path`` under ``LABEL (CONSTANT VALUE)``. Returns the
+    entries, the tuned baselines' learning rates (under their own labels) and a line per baseline saying
+    what was tried."""
     tunable = {e.label: (e, row) for e in entries if (row := tunable_constant(e))}
     scores: dict[str, dict[float, float]] = {label: {} for label in tunable}
+    rates: dict[tuple[str, float], RateChoice] = {}
 
     def variant(label, value):
         entry, (name, *_) = tunable[label]
@@ -250,28 +269,29 @@ def tune_baseline_constants(entries: list[LossEntry], cfg, grid: list[float], se
 
     def choice(label):
         _, (_, start, limit) = tunable[label]
-        return grid_choice(scores[label], start, limit, max_added)
+        return widened_grid(scores[label], start, limit, max_added)
 
     while True:  # each value of each grid gets its learning rate; a grid widens once its values are in
         todo = [(label, value) for label in tunable for value in choice(label)[1]]
         if not todo:
             break
-        rates = select_learning_rates([variant(*t) for t in todo], cfg, grid, seeds, path, log, workers,
-                                      threads, split_per_seed, pack, max_added)
+        chosen = select_learning_rates([variant(*t) for t in todo], cfg, grid, seeds, path, log, workers,
+                                       threads, split_per_seed, pack, max_added, by, config)
         for label, value in todo:
-            rate = rates[variant(label, value).label]
+            rates[label, value] = rate = chosen[variant(label, value).label]
             scores[label][value] = rate.scores[rate.lr]
-    out, lines = [], []
+    out, lr_of, lines = [], {}, []
     for e in entries:
         if e.label not in tunable:
             out.append(e)
             continue
-        value, name = choice(e.label)[0], tunable[e.label][1][0]
+        (value, _, considered), name = choice(e.label), tunable[e.label][1][0]
         out.append(LossEntry(e.label, e.loss, {name: value}, baseline=True))
-        tried = ", ".join(f"{v:g}: {100 * a:.2f}" for v, a in sorted(scores[e.label].items()))
-        edge = "; on an edge" if len(scores[e.label]) > 1 and on_edge(value, scores[e.label]) else ""
+        lr_of[e.label] = rates[e.label, value]
+        tried = ", ".join(f"{v:g}: {100 * scores[e.label][v]:.2f}" for v in considered)
+        edge = "; on an edge" if len(considered) > 1 and on_edge(value, considered) else ""
         lines.append(f"{e.label} {name} {value:g} ({tried}{edge})")
-    return out, lines
+    return out, lr_of, lines
 
 
 def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Path, name: str = "transfer",
@@ -279,12 +299,12 @@ def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Pat
                  plot: bool = True, setup: tuple[str, ...] = (), lr_grid: list[float] | None = None,
                  lr_seeds: list[int] | None = None, workers: int = 1, threads: int | None = None,
                  split_per_seed: bool = False, pack: int = 1, lr_widen: int = MAX_ADDED,
-                 tune_baselines: bool = False) -> list[dict]:
+                 tune_baselines: bool = False, lr_by: str = "final") -> list[dict]:
     """Train every missing (loss, seed) pair, rewrite the CSV after each, then write the table and
     plot. Returns the rows of this configuration. With ``lr_grid``, every loss first gets its own
-    learning rate from that grid, widened past an edge at most ``lr_widen`` points (``select_learning_rates``
-    on ``lr_seeds``, validation only); with ``tune_baselines`` too, each baseline's tunable constant
-    first (``tune_baseline_constants``). With
+    learning rate from that grid, widened past an edge at most ``lr_widen`` points, by the final model's
+    validation accuracy (``lr_by="peak"``: the best epoch's) on ``lr_seeds`` (``select_learning_rates``);
+    with ``tune_baselines`` too, each baseline's tunable constant first (``tune_baseline_constants``). With
     ``split_per_seed``, each seed draws its own validation images, training subset and label noise
     (``split_seed = seed``; the ``split_seed`` column records it), else ``cfg.split_seed`` holds for all.
     ``workers > 1`` trains that many runs at once in worker processes; each training uses ``threads``
@@ -299,37 +319,43 @@ def run_transfer(entries: list[LossEntry], cfg, seeds: list[int], out: str | Pat
     entries = with_reference(entries)
     for entry in entries:  # every loss must build and train here before the first run starts
         check_config(cfg, entry.loss, entry.constants)
-    lrs = {}
     if lr_grid:
         cfg = dataclasses.replace(cfg, lr=None)  # the shared settings; each loss's lr comes from the grid
-        lr_seeds = lr_seeds or seeds[:2]
-        shared = cfg.resolved() if cfg.lr is None else cfg
-        tunable = [f"{e.label}'s {row[0]}" for e in entries if (row := tunable_constant(e))]
-        if tune_baselines and tunable:
-            entries, tuned = tune_baseline_constants(entries, shared, sorted(lr_grid), lr_seeds,
-                                                     out / f"{name}_lr.csv", log, workers, threads,
-                                                     split_per_seed, pack, lr_widen)
-            setup = (*setup, "Baselines' constants tuned like the learning rate, each value with its own rate, "
-                     "by mean final validation accuracy: " + "; ".join(tuned) + ".")
-        elif tunable:
-            setup = (*setup, "Baselines at their published constants (`--tune-baselines` tunes "
-                     + ", ".join(tunable) + " like the learning rate).")
-        choices = select_learning_rates(entries, shared, sorted(lr_grid),
-                                        lr_seeds, out / f"{name}_lr.csv", log, workers, threads,
-                                        split_per_seed, pack, lr_widen)
-        lrs = {label: c.lr for label, c in choices.items()}
-        widened = (f", widened by one point past an edge whenever the choice lands there (at most {lr_widen})"
-                   if lr_widen else "")
-        setup = (*setup, "Learning rate per loss from the grid " + ", ".join(f"{x:g}" for x in sorted(lr_grid))
-                 + f"{widened}, by mean final validation accuracy (the model the test runs test) over seeds "
-                 + f"{lr_seeds}: " + "; ".join(f"{k} {v}" for k, v in choices.items()) + ".")
     chash = config_hash(cfg, split_per_seed) + (
         "-grid" + "_".join(f"{x:g}" for x in sorted(lr_grid)) if lr_grid else "")
     rows = _read_rows(csv_path)
     other = {r.get("config_hash") or "" for r in rows} - {chash}
-    if other:
+    if other:  # before any training, the learning-rate grid's included
         raise SystemExit(f"{csv_path} holds runs of another configuration (config_hash {sorted(other)} "
                          f"!= {chash}): use another --out or --name")
+    lrs = {}
+    if lr_grid:
+        lr_seeds = lr_seeds or seeds[:2]
+        shared = cfg.resolved() if cfg.lr is None else cfg
+        lr_csv = out / f"{name}_lr.csv"
+        how = dict(log=log, workers=workers, threads=threads, split_per_seed=split_per_seed, pack=pack,
+                   max_added=lr_widen, by=lr_by, config=chash)
+        rule = ("by mean validation accuracy of the final model (the model the test runs test)" if lr_by == "final"
+                else "by mean peak validation accuracy over epochs")
+        tunable = [f"{e.label}'s {row[0]}" for e in entries if (row := tunable_constant(e))]
+        tuned_rates = {}
+        if tune_baselines and tunable:
+            entries, tuned_rates, tuned = tune_baseline_constants(entries, shared, sorted(lr_grid), lr_seeds,
+                                                                  lr_csv, **how)
+            setup = (*setup, f"Baselines' constants tuned like the learning rate, each value with its own rate, "
+                     f"{rule}: " + "; ".join(tuned) + ".")
+        elif tunable:
+            setup = (*setup, "Baselines at their published constants (`--tune-baselines` tunes "
+                     + ", ".join(tunable) + " like the learning rate).")
+        choices = select_learning_rates([e for e in entries if e.label not in tuned_rates], shared,
+                                        sorted(lr_grid), lr_seeds, lr_csv, **how)
+        choices = {e.label: tuned_rates.get(e.label) or choices[e.label] for e in entries}
+        lrs = {label: c.lr for label, c in choices.items()}
+        widened = (f", widened by one point past an edge whenever the choice lands there (at most {lr_widen})"
+                   if lr_widen else "")
+        setup = (*setup, "Learning rate per loss from the grid {" + ", ".join(f"{x:g}" for x in sorted(lr_grid))
+                 + f"}}{widened}, {rule}, over seeds {lr_seeds}: "
+                 + "; ".join(f"{k} {v}" for k, v in choices.items()) + ".")
     index = {(r["loss"], r["seed"]): i for i, r in enumerate(rows)}
     per_loss = {e.label: dataclasses.replace(cfg, lr=lrs[e.label]) if lrs else cfg for e in entries}
     keys = {e.label: run_key(e, per_loss[e.label], split_per_seed) for e in entries}

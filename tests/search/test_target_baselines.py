@@ -225,7 +225,7 @@ def test_a_published_loss_the_user_overwrote_is_saved_with_the_run(tmp_path):
 
 @pytest.mark.parametrize("entry, problem", [
     ({"name": "Broken", "expression": "-y * log(p"}, "expected '\\)'"),
-    ({"expression": "-y * log(p)"}, "a saved loss lacks 'name'"),
+    ({"expression": "-y * log(p)"}, "a saved loss is not a name and an expression: "),
 ])
 def test_a_run_whose_saved_losses_cannot_be_read_names_its_file(tmp_path, entry, problem):
     """A hand-edited ``registered_losses`` entry that does not parse stops a reader and a resume with one
