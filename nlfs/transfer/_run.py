@@ -288,9 +288,7 @@ def tune_baseline_constants(entries: list[LossEntry], cfg, grid: list[float], se
         (value, _, considered), name = choice(e.label), tunable[e.label][1][0]
         out.append(LossEntry(e.label, e.loss, {name: value}, baseline=True))
         lr_of[e.label] = rates[e.label, value]
-        tried = ", ".join(f"{v:g}: {100 * scores[e.label][v]:.2f}" for v in considered)
-        edge = "; on an edge" if len(considered) > 1 and on_edge(value, considered) else ""
-        lines.append(f"{e.label} {name} {value:g} ({tried}{edge})")
+        lines.append(f"{e.label} {name} {RateChoice(value, {v: scores[e.label][v] for v in considered})}")
     return out, lr_of, lines
 
 
